@@ -1,0 +1,46 @@
+// One catalogue of the PF's errors (STYLE: fastify lib/errors.js, connect-es
+// ConnectError). Each entry has a product-prefixed code, the gRPC status it maps
+// to, and, where the error reaches a SIP peer, the SIP status the peer sees.
+// The cause is kept for logs and never put on the wire.
+import { status as GrpcStatus } from "@grpc/grpc-js";
+
+export const ErrorCodes = {
+  CPM_ERR_CONFIG: { grpc: GrpcStatus.FAILED_PRECONDITION, sip: 500, message: "invalid configuration" },
+  CPM_ERR_BAD_SIP: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed SIP message" },
+  CPM_ERR_BAD_HEADER: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed SIP header value" },
+  CPM_ERR_BAD_XML: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed XML body" },
+  CPM_ERR_BAD_REQUEST: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed request" },
+  CPM_ERR_STORE_UNAVAILABLE: { grpc: GrpcStatus.UNAVAILABLE, sip: 503, message: "Message Store unavailable" },
+  CPM_ERR_STORE_REJECTED: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "Message Store rejected the object" },
+  CPM_ERR_SPOOL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "durable spool write failed" },
+  CPM_ERR_INTERNAL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "internal error" },
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class CpmError extends Error {
+  readonly code: ErrorCode;
+  readonly detail: string;
+
+  constructor(code: ErrorCode, detail: string, options?: { cause?: unknown }) {
+    super(`${code}: ${ErrorCodes[code].message}: ${detail}`, options);
+    this.name = "CpmError";
+    this.code = code;
+    this.detail = detail;
+  }
+
+  get grpcStatus(): GrpcStatus {
+    return ErrorCodes[this.code].grpc;
+  }
+
+  get sipStatus(): number {
+    return ErrorCodes[this.code].sip;
+  }
+}
+
+/** Wraps anything thrown into a CpmError, keeping the original as cause. */
+export function asCpmError(err: unknown, fallback: ErrorCode = "CPM_ERR_INTERNAL"): CpmError {
+  if (err instanceof CpmError) return err;
+  const detail = err instanceof Error ? err.message : String(err);
+  return new CpmError(fallback, detail, { cause: err });
+}
