@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+// cpm-pf sidecar entry point: config -> logger -> session table -> Message
+// Store -> gRPC server. SIGTERM/SIGINT stop it cleanly.
+import { loadConfig } from "./config/config.js";
+import { CpmError } from "./errors/catalogue.js";
+import { startGrpcServer } from "./grpc/server.js";
+import { componentLogger, createRootLogger } from "./log/logger.js";
+import { NoMediaPlane } from "./media/media-plane.js";
+import { ParticipatingFunction } from "./pf/participating-function.js";
+import { SessionRegistry } from "./session/registry.js";
+import { MessageStore } from "./store/message-store.js";
+
+async function main(): Promise<void> {
+  let cfg: ReturnType<typeof loadConfig>;
+  try {
+    cfg = loadConfig();
+  } catch (err) {
+    process.stderr.write(`cpm-pf: ${err instanceof CpmError ? err.message : String(err)}\n`);
+    process.exit(2);
+  }
+  const root = createRootLogger(cfg.log.level);
+  const log = componentLogger("main", root);
+  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session.idleTtlMs, componentLogger("session", root));
+  const restored = await sessions.load();
+  const store = new MessageStore(cfg.store, componentLogger("store", root));
+  await store.start();
+  const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), componentLogger("pf", root));
+  const server = await startGrpcServer(pf, cfg.grpc.host, cfg.grpc.port, componentLogger("grpc", root));
+  const sweeper = setInterval(() => void sessions.sweep(), 60_000);
+  sweeper.unref();
+  log.info("sidecar ready", { port: server.port, host: cfg.grpc.host, mode: cfg.pf.mode, sessionsRestored: restored, pid: process.pid });
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("stopping", { signal });
+    await server.shutdown();
+    await store.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+  // A bug must not take the PF down silently: log it; the health service and
+  // Kamailio's fail-safe cover the gap while it restarts if it exits.
+  process.on("unhandledRejection", (reason) => log.error("unhandled rejection", { reason: String(reason) }));
+}
+
+main().catch((err) => {
+  process.stderr.write(`cpm-pf: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

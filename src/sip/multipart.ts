@@ -1,0 +1,61 @@
+// multipart/mixed bodies (RFC 2046 5.1) as CPM uses them: an INVITE carries
+// application/sdp and application/resource-lists+xml (RFC 5366) together.
+import { CpmError } from "../errors/catalogue.js";
+import { parseParams } from "./params.js";
+
+export interface BodyPart {
+  contentType: string;
+  headers: Map<string, string>;
+  body: Buffer;
+}
+
+export const MAX_PARTS = 16;
+
+/** Splits a body by the Content-Type's boundary; a non-multipart body is one part. */
+export function bodyParts(contentType: string | undefined, body: Buffer): BodyPart[] {
+  const ct = contentType ?? "";
+  const semi = ct.indexOf(";");
+  const type = (semi < 0 ? ct : ct.slice(0, semi)).trim().toLowerCase();
+  if (!type.startsWith("multipart/")) {
+    return body.length ? [{ contentType: type, headers: new Map([["content-type", ct]]), body }] : [];
+  }
+  const boundary = parseParams(semi < 0 ? "" : ct.slice(semi)).get("boundary");
+  if (!boundary) throw new CpmError("CPM_ERR_BAD_SIP", "multipart body without boundary");
+  const delim = Buffer.from(`--${boundary}`);
+  const parts: BodyPart[] = [];
+  let pos = body.indexOf(delim);
+  if (pos < 0) throw new CpmError("CPM_ERR_BAD_SIP", "multipart boundary not found in body");
+  while (pos >= 0) {
+    let start = pos + delim.length;
+    if (body.subarray(start, start + 2).toString() === "--") break; // close-delimiter
+    start = body.indexOf("\n", start) + 1;
+    if (start <= 0) break;
+    const next = body.indexOf(delim, start);
+    if (next < 0) throw new CpmError("CPM_ERR_BAD_SIP", "multipart part without closing boundary");
+    // The CRLF before the delimiter belongs to the delimiter (RFC 2046 5.1.1).
+    let end = next;
+    if (body[end - 1] === 0x0a) end--;
+    if (body[end - 1] === 0x0d) end--;
+    parts.push(parsePart(body.subarray(start, Math.max(start, end))));
+    if (parts.length > MAX_PARTS) throw new CpmError("CPM_ERR_BAD_SIP", "too many multipart parts");
+    pos = next;
+  }
+  return parts;
+}
+
+function parsePart(part: Buffer): BodyPart {
+  let sep = part.indexOf("\r\n\r\n");
+  let sepLen = 4;
+  if (sep < 0) {
+    sep = part.indexOf("\n\n");
+    sepLen = 2;
+  }
+  const head = sep < 0 ? "" : part.subarray(0, sep).toString("utf8");
+  const headers = new Map<string, string>();
+  for (const line of head.split(/\r?\n/)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+  }
+  const contentType = (headers.get("content-type") ?? "text/plain").split(";")[0]?.trim().toLowerCase() ?? "";
+  return { contentType, headers, body: sep < 0 ? part : part.subarray(sep + sepLen) };
+}

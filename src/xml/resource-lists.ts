@@ -1,0 +1,26 @@
+// resource-lists bodies (RFC 4826 3.2; RFC 5366 for the INVITE's recipient
+// list): the participants the INVITE names. Nested <list>s are walked.
+import { attr, childText, children, parseXml, type XmlNode } from "./parse.js";
+
+export interface ListEntry {
+  uri: string;
+  displayName: string;
+}
+
+export const MAX_ENTRIES = 1000;
+
+export function parseResourceLists(xml: string | Buffer): ListEntry[] {
+  const doc = parseXml(xml);
+  const root = children(doc, "resource-lists")[0];
+  const out: ListEntry[] = [];
+  const walk = (list: XmlNode, depth: number) => {
+    if (depth > 8) return;
+    for (const entry of children(list, "entry")) {
+      const uri = attr(entry, "uri");
+      if (uri && out.length < MAX_ENTRIES) out.push({ uri, displayName: childText(entry, "display-name") ?? "" });
+    }
+    for (const sub of children(list, "list")) walk(sub, depth + 1);
+  };
+  for (const list of children(root, "list")) walk(list, 0);
+  return out;
+}
