@@ -2,7 +2,7 @@
 // ParticipatingFunction. Every handler catches everything: a bad request gets
 // a gRPC status with a clear message and a log line, never a crash.
 import { create } from "@bufbuild/protobuf";
-import { type ServerUnaryCall, type sendUnaryData, type UntypedServiceImplementation, status } from "@grpc/grpc-js";
+import { type ServerUnaryCall, type sendUnaryData, status, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { asCpmError } from "../errors/catalogue.js";
 import {
   ByeCause,
@@ -18,8 +18,8 @@ import {
   type SipEnvelope,
 } from "../gen/cpm/pf/v1/pf_pb.js";
 import type { Logger } from "../log/logger.js";
-import type { ByeCause as Cause } from "../procedures/handle-bye.js";
 import type { Envelope, ParticipatingFunction } from "../pf/participating-function.js";
+import type { ByeCause as Cause } from "../procedures/handle-bye.js";
 
 const CAUSE: Record<Cause, ByeCause> = {
   "participant-left": ByeCause.PARTICIPANT_LEFT,

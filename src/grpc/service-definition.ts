@@ -1,7 +1,7 @@
 // Bridges a @bufbuild/protobuf service descriptor (protoc-gen-es output) to
 // the ServiceDefinition @grpc/grpc-js serves, so the wire codec is the
 // generated one and nothing is declared twice.
-import { fromBinary, toBinary, type DescMessage, type DescService, type MessageShape } from "@bufbuild/protobuf";
+import { type DescMessage, type DescService, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 import { CpmError } from "../errors/catalogue.js";
 

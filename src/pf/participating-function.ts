@@ -14,11 +14,15 @@ import { header, headerValues, parseSipMessage } from "../sip/message.js";
 import { parseNameAddr } from "../sip/name-addr.js";
 import { buildCpmObject } from "../store/cpm-object.js";
 import { groupSessionFolder } from "../store/folder.js";
-import { GSO_CONTENT_TYPE, type GroupStateObject, serializeGso } from "../xml/gso.js";
+import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
 
 /** What the PF needs of the Message Store (src/store/message-store.ts). */
 export interface ObjectStore {
-  append(obj: { folder: string; raw: Buffer; messageId: string }): Promise<{ state: "stored" | "spooled"; folder: string; messageId: string }>;
+  append(obj: {
+    folder: string;
+    raw: Buffer;
+    messageId: string;
+  }): Promise<{ state: "stored" | "spooled"; folder: string; messageId: string }>;
 }
 
 export type GsoOutcome = { state: "not-required" } | { state: "stored" | "spooled"; folder: string; messageId: string };
@@ -125,7 +129,13 @@ export class ParticipatingFunction {
       body: serializeGso(gso),
     });
     const result = await this.store.append({ folder, raw, messageId });
-    this.log.info("GSO stored", { callId: session.key, conversationId: session.conversationId, contributionId: session.contributionId, folder, state: result.state });
+    this.log.info("GSO stored", {
+      callId: session.key,
+      conversationId: session.conversationId,
+      contributionId: session.contributionId,
+      folder,
+      state: result.state,
+    });
     return result;
   }
 }

@@ -3,9 +3,9 @@
 // BYE, returns the decision and the actions the adapters carry out.
 import type { PfMode } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
+import type { GroupSession } from "../session/group-session.js";
 import { parseNameAddr } from "../sip/name-addr.js";
 import { formatReason, parseReasonHeaders } from "../sip/reason.js";
-import type { GroupSession } from "../session/group-session.js";
 import type { GroupStateObject } from "../xml/gso.js";
 
 export type ByeCause = "participant-left" | "terminated" | "inactivity" | "network";
@@ -84,8 +84,16 @@ export function referredByAddress(value: string | undefined, notes: string[]): s
 export function handleBye(session: GroupSession | undefined, bye: ByeEvent, policy: ByePolicy): ByeDecision {
   const notes: string[] = [];
   // A BYE from the served user's client is not this procedure (8.2.2.3): relay it.
-  if (session && session.networkTag && bye.fromTag !== session.networkTag) {
-    return { side: "client", mode: "proxy", cause: "participant-left", reasonCause: 0, clientReason: "", actions: [{ kind: "byeToClients", reason: undefined }], notes };
+  if (session?.networkTag && bye.fromTag !== session.networkTag) {
+    return {
+      side: "client",
+      mode: "proxy",
+      cause: "participant-left",
+      reasonCause: 0,
+      clientReason: "",
+      actions: [{ kind: "byeToClients", reason: undefined }],
+      notes,
+    };
   }
   const mode = chooseMode(session, policy);
   if (!session) notes.push(`no state for this session: ${mode} per pf.unknownSessionMode`);

@@ -2,8 +2,8 @@
 // Returns the new session (or undefined when the message is not about a CPM
 // group session) and whether anything changed.
 import { CpmError } from "../errors/catalogue.js";
-import { bodyParts } from "../sip/multipart.js";
 import { header, headerValues, type SipMessage } from "../sip/message.js";
+import { bodyParts } from "../sip/multipart.js";
 import { parseNameAddr, uriParams } from "../sip/name-addr.js";
 import { parseConferenceInfo } from "../xml/conference-info.js";
 import type { Participant } from "../xml/gso.js";
@@ -122,10 +122,18 @@ export function observe(existing: GroupSession | undefined, msg: SipMessage, now
       if (!part) return { session: existing, updated: false, notes: ["NOTIFY without conference-info body"] };
       info = parseConferenceInfo(part.body);
     } catch (err) {
-      return { session: existing, updated: false, notes: [`conference-info skipped: ${err instanceof CpmError ? err.detail : String(err)}`] };
+      return {
+        session: existing,
+        updated: false,
+        notes: [`conference-info skipped: ${err instanceof CpmError ? err.detail : String(err)}`],
+      };
     }
     if (info.version <= existing.conferenceVersion) {
-      return { session: existing, updated: false, notes: [`conference-info version ${info.version} not newer than ${existing.conferenceVersion}`] };
+      return {
+        session: existing,
+        updated: false,
+        notes: [`conference-info version ${info.version} not newer than ${existing.conferenceVersion}`],
+      };
     }
     return { session: applyConferenceInfo(existing, info, now), updated: true, notes };
   }

@@ -2,7 +2,7 @@
 // the group session now, and its subject. RFC 4575 4.1: a document with a
 // version not above the last one seen is discarded by the caller.
 import { CpmError } from "../errors/catalogue.js";
-import { attr, childText, children, parseXml } from "./parse.js";
+import { attr, children, childText, parseXml } from "./parse.js";
 
 export interface ConferenceUser {
   entity: string;
@@ -29,14 +29,17 @@ export function parseConferenceInfo(xml: string | Buffer): ConferenceInfo {
   const root = children(doc, "conference-info")[0];
   if (!root) throw new CpmError("CPM_ERR_BAD_XML", "no <conference-info> root");
   const version = Number(attr(root, "version") ?? "0");
-  if (!Number.isInteger(version) || version < 0) throw new CpmError("CPM_ERR_BAD_XML", "conference-info version is not an unsigned integer");
+  if (!Number.isInteger(version) || version < 0)
+    throw new CpmError("CPM_ERR_BAD_XML", "conference-info version is not an unsigned integer");
   const stateAttr = (attr(root, "state") ?? "full").toLowerCase();
   if (stateAttr !== "full" && stateAttr !== "partial" && stateAttr !== "deleted") {
     throw new CpmError("CPM_ERR_BAD_XML", "conference-info state is not full|partial|deleted");
   }
   const description = children(root, "conference-description")[0];
   const iconNode = children(description, "icon")[0];
-  const icon = iconNode ? (childText(iconNode, "icon-uri") ?? childText(iconNode, "file-info") ?? String(iconNode["#text"] ?? "")) : undefined;
+  const icon = iconNode
+    ? (childText(iconNode, "icon-uri") ?? childText(iconNode, "file-info") ?? String(iconNode["#text"] ?? ""))
+    : undefined;
   const users = children(children(root, "users")[0], "user").flatMap((u) => {
     const entity = attr(u, "entity");
     if (!entity) return [];

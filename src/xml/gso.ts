@@ -13,7 +13,7 @@
 // Readers that only look for <participant> children (Orange, Sony, Samsung)
 // ignore unknown elements and keep working.
 import { CpmError } from "../errors/catalogue.js";
-import { attr, childText, children, escapeXml, parseXml } from "./parse.js";
+import { attr, children, childText, escapeXml, parseXml } from "./parse.js";
 
 export const GSO_CONTENT_TYPE = "application/group-state-object+xml";
 

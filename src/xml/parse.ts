@@ -35,7 +35,9 @@ export function parseXml(text: string | Buffer): XmlNode {
 export function children(node: unknown, name: string): XmlNode[] {
   if (!node || typeof node !== "object") return [];
   const v = (node as XmlNode)[name];
-  return Array.isArray(v) ? (v as unknown[]).map((x) => (typeof x === "object" && x !== null ? (x as XmlNode) : { "#text": String(x) })) : [];
+  return Array.isArray(v)
+    ? (v as unknown[]).map((x) => (typeof x === "object" && x !== null ? (x as XmlNode) : { "#text": String(x) }))
+    : [];
 }
 
 /**

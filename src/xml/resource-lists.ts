@@ -1,6 +1,6 @@
 // resource-lists bodies (RFC 4826 3.2; RFC 5366 for the INVITE's recipient
 // list): the participants the INVITE names. Nested <list>s are walked.
-import { attr, childText, children, parseXml, type XmlNode } from "./parse.js";
+import { attr, children, childText, parseXml, type XmlNode } from "./parse.js";
 
 export interface ListEntry {
   uri: string;

@@ -3,7 +3,10 @@ import { test } from "node:test";
 import { buildConfig, defaults } from "../../../src/config/config.js";
 
 test("defaults, file values and environment overrides", () => {
-  const cfg = buildConfig({ store: { port: 1143, user: "u" }, pf: { mode: "proxy" } }, { CPM_PF__STORE__PORT: "2143", CPM_PF__PF__GROUPSESSIONDATAMANAGEMENT: "true" });
+  const cfg = buildConfig(
+    { store: { port: 1143, user: "u" }, pf: { mode: "proxy" } },
+    { CPM_PF__STORE__PORT: "2143", CPM_PF__PF__GROUPSESSIONDATAMANAGEMENT: "true" },
+  );
   assert.equal(cfg.store.port, 2143);
   assert.equal(cfg.store.user, "u");
   assert.equal(cfg.pf.mode, "proxy");

@@ -133,5 +133,12 @@ test("unknown session: mode from pf.unknownSessionMode, no GSO without participa
 });
 
 test("cause classes (8.3.2.3 2.b)", () => {
-  assert.deepEqual([200, 410, 480, 503, 404, 0].map(classifyCause), ["participant-left", "terminated", "inactivity", "network", "network", "network"]);
+  assert.deepEqual([200, 410, 480, 503, 404, 0].map(classifyCause), [
+    "participant-left",
+    "terminated",
+    "inactivity",
+    "network",
+    "network",
+    "network",
+  ]);
 });

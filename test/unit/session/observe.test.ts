@@ -15,7 +15,10 @@ test("BYE-B3: the INVITE's resource-list gives the participants; isfocus Contact
   assert.equal(session.networkTag, "cf-tag");
   assert.equal(session.servedUser, "tel:+16135551200");
   assert.equal(session.subject, "Weekend trip");
-  assert.deepEqual(session.participants.map((p) => p.commAddr), ["tel:+16135551210", "tel:+16135551211", "tel:+16135551212"]);
+  assert.deepEqual(
+    session.participants.map((p) => p.commAddr),
+    ["tel:+16135551210", "tel:+16135551211", "tel:+16135551212"],
+  );
   assert.match(session.sdpOffer, /^v=0/);
 });
 
@@ -25,13 +28,19 @@ test("conference NOTIFYs update the latest participant list (RFC 4575 partial/fu
     <user entity="tel:+16135551211" state="deleted"/><user entity="tel:+16135551299"><display-text>Dave</display-text></user></users></conference-info>`;
   const s1 = observe(s0, parseSipMessage(conferenceNotify(partial)), 2000);
   assert.ok(s1.updated);
-  assert.deepEqual(s1.session?.participants.map((p) => p.commAddr), ["tel:+16135551210", "tel:+16135551212", "tel:+16135551299"]);
+  assert.deepEqual(
+    s1.session?.participants.map((p) => p.commAddr),
+    ["tel:+16135551210", "tel:+16135551212", "tel:+16135551299"],
+  );
   // an older or equal version is discarded
   const stale = observe(s1.session, parseSipMessage(conferenceNotify(partial.replace('version="1"', 'version="0"'))), 3000);
   assert.equal(stale.updated, false);
   const full = `<conference-info entity="sip:focus" state="full" version="2"><conference-description><subject>New</subject></conference-description><users><user entity="tel:+1"/></users></conference-info>`;
   const s2 = observe(s1.session, parseSipMessage(conferenceNotify(full)), 4000);
-  assert.deepEqual(s2.session?.participants.map((p) => p.commAddr), ["tel:+1"]);
+  assert.deepEqual(
+    s2.session?.participants.map((p) => p.commAddr),
+    ["tel:+1"],
+  );
   assert.equal(s2.session?.subject, "New");
 });
 
@@ -50,7 +59,9 @@ test("the 2xx whose Contact is the focus sets focus and network tag (client-orig
   const s0 = observe(undefined, parseSipMessage(clientInvite), 1).session;
   assert.equal(s0?.servedUser, "tel:+16135551200");
   assert.equal(s0?.conversationId, "cid-9");
-  const ok = Buffer.from("SIP/2.0 200 OK\r\nFrom: <tel:+16135551200>;tag=c1\r\nTo: <sip:Conference-Factory@cf>;tag=f9\r\nCall-ID: k2\r\nCSeq: 1 INVITE\r\nContact: <sip:conf-1@cf>;isfocus\r\n\r\n");
+  const ok = Buffer.from(
+    "SIP/2.0 200 OK\r\nFrom: <tel:+16135551200>;tag=c1\r\nTo: <sip:Conference-Factory@cf>;tag=f9\r\nCall-ID: k2\r\nCSeq: 1 INVITE\r\nContact: <sip:conf-1@cf>;isfocus\r\n\r\n",
+  );
   const s1 = observe(s0, parseSipMessage(ok), 2).session;
   assert.equal(s1?.focusUri, "sip:conf-1@cf");
   assert.equal(s1?.networkTag, "f9");

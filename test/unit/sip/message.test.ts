@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { bodyParts } from "../../../src/sip/multipart.js";
 import { header, headerValues, parseSipMessage, splitCommaList } from "../../../src/sip/message.js";
+import { bodyParts } from "../../../src/sip/multipart.js";
 import { inviteFromFocus } from "../../fixtures/sip.js";
 
 test("compact forms, folding and case-insensitive names (RFC 3261 7.3)", () => {
   const m = parseSipMessage(
-    Buffer.from("BYE sip:a@b SIP/2.0\r\ni: abc\r\nf: <sip:x@y>;tag=1\r\nREASON: SIP;cause=410\r\n ;text=\"Gone\"\r\nb: <sip:r@y>\r\n\r\n"),
+    Buffer.from('BYE sip:a@b SIP/2.0\r\ni: abc\r\nf: <sip:x@y>;tag=1\r\nREASON: SIP;cause=410\r\n ;text="Gone"\r\nb: <sip:r@y>\r\n\r\n'),
   );
   assert.equal(m.method, "BYE");
   assert.equal(header(m, "call-id"), "abc");
@@ -23,7 +23,10 @@ test("status lines and bare-LF messages", () => {
 
 test("garbage start lines and empty messages are refused with CPM_ERR_BAD_SIP", () => {
   for (const raw of ["", "hello world\r\n\r\n", "\u0000\u0001"]) {
-    assert.throws(() => parseSipMessage(Buffer.from(raw)), (e: Error & { code?: string }) => e.code === "CPM_ERR_BAD_SIP");
+    assert.throws(
+      () => parseSipMessage(Buffer.from(raw)),
+      (e: Error & { code?: string }) => e.code === "CPM_ERR_BAD_SIP",
+    );
   }
 });
 
@@ -34,7 +37,10 @@ test("comma lists respect quotes and angle brackets", () => {
 test("multipart/mixed INVITE body splits into SDP and resource-lists", () => {
   const m = parseSipMessage(inviteFromFocus());
   const parts = bodyParts(header(m, "content-type"), m.body);
-  assert.deepEqual(parts.map((p) => p.contentType), ["application/sdp", "application/resource-lists+xml"]);
+  assert.deepEqual(
+    parts.map((p) => p.contentType),
+    ["application/sdp", "application/resource-lists+xml"],
+  );
   assert.match(parts[0]?.body.toString() ?? "", /^v=0\r\n[\s\S]*a=sendrecv\r\n$/);
   assert.equal(headerValues(m, "contact").length, 1);
 });

@@ -17,7 +17,11 @@ test("addr-spec: parameters after the URI are header parameters", () => {
 
 test("malformed addresses throw CPM_ERR_BAD_HEADER", () => {
   for (const bad of ["", "<sip:a@b", '"unterminated <sip:a@b>', "not a uri", "<http://x>", '"x" sip:a@b']) {
-    assert.throws(() => parseNameAddr(bad), (e: Error & { code?: string }) => e.code === "CPM_ERR_BAD_HEADER", bad);
+    assert.throws(
+      () => parseNameAddr(bad),
+      (e: Error & { code?: string }) => e.code === "CPM_ERR_BAD_HEADER",
+      bad,
+    );
   }
 });
 

@@ -28,7 +28,10 @@ test("quoted text may hold commas, semicolons and escaped quotes", () => {
 test("garbage Reason values are reported, not thrown", () => {
   const r = parseReasonHeaders(["SIP;cause=abc", "<<>>", 'SIP;cause=410;text="unterminated', "SIP;cause=410"]);
   assert.equal(r.errors.length, 3);
-  assert.deepEqual(r.values.map((v) => v.cause), [410]);
+  assert.deepEqual(
+    r.values.map((v) => v.cause),
+    [410],
+  );
 });
 
 test("formatReason quotes and escapes text", () => {

@@ -10,12 +10,14 @@ test("resource-lists (RFC 4826) entries with display names, any prefix", () => {
     { uri: "tel:+16135551211", displayName: "" },
     { uri: "tel:+16135551212", displayName: "Carol & co" },
   ]);
-  const prefixed = '<rl:resource-lists xmlns:rl="urn:ietf:params:xml:ns:resource-lists"><rl:list><rl:list><rl:entry uri="sip:a@b"/></rl:list></rl:list></rl:resource-lists>';
+  const prefixed =
+    '<rl:resource-lists xmlns:rl="urn:ietf:params:xml:ns:resource-lists"><rl:list><rl:list><rl:entry uri="sip:a@b"/></rl:list></rl:list></rl:resource-lists>';
   assert.deepEqual(parseResourceLists(prefixed), [{ uri: "sip:a@b", displayName: "" }]);
 });
 
 test("conference-info (RFC 4575): users, states, subject", () => {
-  const info = parseConferenceInfo(`<conference-info xmlns="urn:ietf:params:xml:ns:conference-info" entity="sip:focus@cf" state="partial" version="7">
+  const info =
+    parseConferenceInfo(`<conference-info xmlns="urn:ietf:params:xml:ns:conference-info" entity="sip:focus@cf" state="partial" version="7">
     <conference-description><subject>Trip</subject></conference-description>
     <users>
       <user entity="tel:+1" state="full"><display-text>Bob</display-text><endpoint entity="e1"><status>connected</status></endpoint></user>

@@ -16,7 +16,10 @@ const base: GroupStateObject = {
 
 test("BYE-B4: GSO carries timestamp, lastfocussessionid and the participants", () => {
   const xml = serializeGso(base);
-  assert.match(xml, /<groupstate timestamp="2026-11-25T10:00:00\+00:00" lastfocussessionid="sip:focus-7f3a@cf.example.net;transport=udp" group-type="Closed" contributionid="contrib-1">/);
+  assert.match(
+    xml,
+    /<groupstate timestamp="2026-11-25T10:00:00\+00:00" lastfocussessionid="sip:focus-7f3a@cf.example.net;transport=udp" group-type="Closed" contributionid="contrib-1">/,
+  );
   const back = parseGso(xml);
   assert.deepEqual(back.participants, [
     { name: "Bob", commAddr: "tel:+16135551210", role: undefined },
@@ -54,9 +57,13 @@ test("control characters that XML 1.0 forbids are dropped, not emitted", () => {
 });
 
 test("hostile XML: DOCTYPE/ENTITY (XXE, billion laughs) and junk are refused", () => {
-  const lol = '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><groupstate timestamp="x" lastfocussessionid="&lol2;"/>';
+  const lol =
+    '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><groupstate timestamp="x" lastfocussessionid="&lol2;"/>';
   const xxe = '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><groupstate>&e;</groupstate>';
   for (const bad of [lol, xxe, "<groupstate", "<a></b>", "\u0000", "x".repeat(70 * 1024)]) {
-    assert.throws(() => parseXml(bad), (e: Error & { code?: string }) => e.code === "CPM_ERR_BAD_XML");
+    assert.throws(
+      () => parseXml(bad),
+      (e: Error & { code?: string }) => e.code === "CPM_ERR_BAD_XML",
+    );
   }
 });

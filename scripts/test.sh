@@ -1,0 +1,15 @@
+#!/bin/sh
+# The whole test suite: type check + build, lint, then unit, integration and
+# end-to-end tests with node's test runner (real Dovecot, Kamailio and SIPp are
+# started by the tests themselves on 127.0.0.1 and stopped by PID).
+set -eu
+cd "$(dirname "$0")/.."
+npm run --silent build
+npx biome check .
+node --test --test-reporter=tap dist/test/unit/ dist/test/integration/ dist/test/e2e/ | tee .test-output.tap
+# The plain summary line CI reads, from node's own counts.
+pass=$(grep -E '^# pass ' .test-output.tap | awk '{print $3}')
+fail=$(grep -E '^# fail ' .test-output.tap | awk '{print $3}')
+echo "${pass:-0} passed, ${fail:-0} failed"
+rm -f .test-output.tap
+[ "${fail:-1}" = "0" ]
