@@ -1,0 +1,52 @@
+// A typed client of cpm.pf.v1 for tools, tests and benchmarks (Kamailio uses
+// the Python stubs generated from the same proto).
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
+import { type Client, credentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
+import {
+  HandleByeRequestSchema as HandleByeReq,
+  type HandleByeRequestSchema,
+  type HandleByeResponse,
+  ObserveSessionRequestSchema as ObserveReq,
+  type ObserveSessionRequestSchema,
+  type ObserveSessionResponse,
+  ParticipatingFunctionService,
+  type ReportByeOutcomeRequestSchema,
+  type ReportByeOutcomeResponse,
+  ReportByeOutcomeRequestSchema as ReportReq,
+} from "../gen/cpm/pf/v1/pf_pb.js";
+import { grpcServiceDefinition } from "./service-definition.js";
+
+type Unary = (req: unknown, opts: { deadline: number }, cb: (err: ServiceError | null, res: unknown) => void) => void;
+
+export class PfClient {
+  private readonly client: Client & Record<string, Unary>;
+
+  constructor(target: string) {
+    const Ctor = makeGenericClientConstructor(grpcServiceDefinition(ParticipatingFunctionService), "ParticipatingFunctionService");
+    this.client = new Ctor(target, credentials.createInsecure()) as unknown as Client & Record<string, Unary>;
+  }
+
+  private call<T>(method: string, req: unknown, timeoutMs: number): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const fn = this.client[method] as Unary;
+      fn.call(this.client, req, { deadline: Date.now() + timeoutMs }, (err, res) => (err ? reject(err) : resolve(res as T)));
+    });
+  }
+
+  handleBye(req: MessageInitShape<typeof HandleByeRequestSchema>, timeoutMs = 2000): Promise<HandleByeResponse> {
+    return this.call("handleBye", create(HandleByeReq, req), timeoutMs);
+  }
+
+  observeSession(req: MessageInitShape<typeof ObserveSessionRequestSchema>, timeoutMs = 2000): Promise<ObserveSessionResponse> {
+    return this.call("observeSession", create(ObserveReq, req), timeoutMs);
+  }
+
+  reportByeOutcome(req: MessageInitShape<typeof ReportByeOutcomeRequestSchema>, timeoutMs = 2000): Promise<ReportByeOutcomeResponse> {
+    return this.call("reportByeOutcome", create(ReportReq, req), timeoutMs);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

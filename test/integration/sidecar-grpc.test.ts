@@ -1,0 +1,187 @@
+// The sidecar's gRPC service in-process against a real Dovecot: the contract
+// Kamailio relies on, bad input, the health service, and a restart.
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { credentials, makeGenericClientConstructor, type ServiceError, status } from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+import { ImapFlow } from "imapflow";
+import { buildConfig, type Config } from "../../src/config/config.js";
+import { ByeCause, GsoStorage_State, Mode, Side } from "../../src/gen/cpm/pf/v1/pf_pb.js";
+import { PfClient } from "../../src/grpc/client.js";
+import { type RunningServer, startGrpcServer } from "../../src/grpc/server.js";
+import { silentLogger } from "../../src/log/logger.js";
+import { NoMediaPlane } from "../../src/media/media-plane.js";
+import { ParticipatingFunction } from "../../src/pf/participating-function.js";
+import { SessionRegistry } from "../../src/session/registry.js";
+import { MessageStore } from "../../src/store/message-store.js";
+import { parseGso } from "../../src/xml/gso.js";
+import { bye, inviteFromFocus } from "../fixtures/sip.js";
+import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
+
+let dovecot: DovecotInstance;
+let dir: string;
+let cfg: Config;
+
+interface Sidecar {
+  server: RunningServer;
+  store: MessageStore;
+  client: PfClient;
+  stop(): Promise<void>;
+}
+
+async function startSidecar(): Promise<Sidecar> {
+  const log = silentLogger();
+  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session.idleTtlMs, log);
+  await sessions.load();
+  const store = new MessageStore(cfg.store, log);
+  await store.start();
+  const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), log);
+  const server = await startGrpcServer(pf, "127.0.0.1", 0, log);
+  const client = new PfClient(`127.0.0.1:${server.port}`);
+  return {
+    server,
+    store,
+    client,
+    stop: async () => {
+      client.close();
+      await server.shutdown();
+      await store.close();
+    },
+  };
+}
+
+async function fetchFolder(folder: string): Promise<string[]> {
+  const imap = new ImapFlow({
+    host: dovecot.host,
+    port: dovecot.port,
+    secure: false,
+    auth: { user: dovecot.user, pass: dovecot.password },
+    logger: false,
+  });
+  await imap.connect();
+  try {
+    const lock = await imap.getMailboxLock(folder);
+    try {
+      const out: string[] = [];
+      for await (const m of imap.fetch("1:*", { source: true })) out.push(m.source?.toString("utf8") ?? "");
+      return out;
+    } finally {
+      lock.release();
+    }
+  } finally {
+    await imap.logout();
+  }
+}
+
+before(async () => {
+  dovecot = await startDovecot();
+  dir = await mkdtemp(join(tmpdir(), "cpm-pf-grpc-"));
+  cfg = buildConfig({
+    store: { host: dovecot.host, port: dovecot.port, user: dovecot.user, password: dovecot.password, spoolDir: join(dir, "spool") },
+    session: { stateDir: join(dir, "state") },
+  });
+});
+
+after(async () => {
+  await dovecot?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+test("BYE-B3: HandleBye over gRPC stores the GSO in Dovecot before it answers", async () => {
+  const sc = await startSidecar();
+  try {
+    const obs = await sc.client.observeSession({ message: { raw: inviteFromFocus({ callId: "g1@cf", conversationId: "conv-g1" }) } });
+    assert.equal(obs.updated, true);
+    assert.equal(obs.participantCount, 3);
+    const res = await sc.client.handleBye({
+      bye: { raw: bye(['Reason: SIP;cause=410;text="Gone"', "Referred-By: <sip:admin@example.net>"], { callId: "g1@cf" }) },
+    });
+    assert.equal(res.mode, Mode.B2BUA);
+    assert.equal(res.side, Side.NETWORK);
+    assert.equal(res.cause, ByeCause.TERMINATED);
+    assert.equal(res.clientReason, 'SIP;cause=410;text="Gone"');
+    assert.equal(res.gso?.state, GsoStorage_State.STORED);
+    assert.equal(res.gso?.folder, "Default/conv-g1/contrib-1");
+    const [raw] = await fetchFolder("Default/conv-g1/contrib-1");
+    assert.ok(raw);
+    assert.match(raw, /^Content-Type: application\/group-state-object\+xml\r$/m);
+    assert.match(raw, /^Conversation-ID: conv-g1\r$/m);
+    const gso = parseGso(raw.slice(raw.indexOf("\r\n\r\n") + 4));
+    assert.equal(gso.status, "removed");
+    assert.equal(gso.referredBy, "sip:admin@example.net");
+    assert.equal(gso.participants.length, 3);
+  } finally {
+    await sc.stop();
+  }
+});
+
+test("bad input gets INVALID_ARGUMENT with a reason, and the sidecar keeps serving", async () => {
+  const sc = await startSidecar();
+  try {
+    await assert.rejects(sc.client.handleBye({ bye: { raw: Buffer.from("\u0000garbage") } }), (e: ServiceError) => {
+      assert.equal(e.code, status.INVALID_ARGUMENT);
+      assert.match(e.details, /CPM_ERR_BAD_SIP/);
+      return true;
+    });
+    await assert.rejects(sc.client.handleBye({ bye: { raw: inviteFromFocus() } }), (e: ServiceError) => e.code === status.INVALID_ARGUMENT);
+    // Undecodable protobuf on the wire.
+    const Raw = makeGenericClientConstructor(
+      {
+        handleBye: {
+          path: "/cpm.pf.v1.ParticipatingFunctionService/HandleBye",
+          requestStream: false,
+          responseStream: false,
+          requestSerialize: (b: Buffer) => b,
+          requestDeserialize: (b: Buffer) => b,
+          responseSerialize: (b: Buffer) => b,
+          responseDeserialize: (b: Buffer) => b,
+        },
+      },
+      "Raw",
+    );
+    const raw = new Raw(`127.0.0.1:${sc.server.port}`, credentials.createInsecure()) as unknown as {
+      handleBye(b: Buffer, cb: (e: ServiceError | null) => void): void;
+      close(): void;
+    };
+    const err = await new Promise<ServiceError | null>((resolve) => raw.handleBye(Buffer.from([0x0a, 0xff, 0xff, 0xff]), resolve));
+    raw.close();
+    assert.ok(err);
+    assert.notEqual(err.code, status.OK);
+    // Still serving, and the standard health service says so.
+    const Health = makeGenericClientConstructor(healthService as never, "Health");
+    const health = new Health(`127.0.0.1:${sc.server.port}`, credentials.createInsecure()) as unknown as {
+      check(req: { service: string }, cb: (e: ServiceError | null, r: { status: string }) => void): void;
+      close(): void;
+    };
+    const h = await new Promise<{ status: string }>((resolve, reject) =>
+      health.check({ service: "" }, (e, r) => (e ? reject(e) : resolve(r))),
+    );
+    health.close();
+    assert.equal(h.status, "SERVING");
+    const ok = await sc.client.handleBye({ bye: { raw: bye([], { callId: "unknown@cf" }) } });
+    assert.equal(ok.mode, Mode.PROXY);
+  } finally {
+    await sc.stop();
+  }
+});
+
+test("BYE-B4: the participant list survives a sidecar restart", async () => {
+  const first = await startSidecar();
+  await first.client.observeSession({ message: { raw: inviteFromFocus({ callId: "g2@cf", conversationId: "conv-g2" }) } });
+  await first.stop();
+  const second = await startSidecar();
+  try {
+    const res = await second.client.handleBye({ bye: { raw: bye(["Reason: SIP;cause=480"], { callId: "g2@cf" }) } });
+    assert.equal(res.cause, ByeCause.INACTIVITY);
+    assert.equal(res.gso?.state, GsoStorage_State.STORED);
+    const [raw] = await fetchFolder("Default/conv-g2/contrib-1");
+    assert.equal(parseGso((raw ?? "").split("\r\n\r\n")[1] ?? "").participants.length, 3);
+    const out = await second.client.reportByeOutcome({ sessionKey: "g2@cf", statusCode: 200, mode: Mode.B2BUA });
+    assert.equal(out.released, true);
+  } finally {
+    await second.stop();
+  }
+});
