@@ -1,0 +1,436 @@
+// The PF's access to the CPM Message Store (OMA CPM MS over IMAP, RFC 9051).
+//
+// append() stores one CPM object (e.g. the GSO of 8.3.2.3 2.b.ii) in its
+// folder: CREATE each level (ALREADYEXISTS, RFC 5530, is fine), APPEND, and
+// resolve "stored" only after the tagged OK. When the store is unreachable or
+// the APPEND fails for a connection/timeout reason, the object goes to a
+// durable local spool and append() resolves "spooled"; a retry timer
+// (exponential backoff retryInitialMs..retryMaxMs) drains the spool in FIFO
+// order. Before re-APPENDing a spooled object it SEARCHes the folder for its
+// Message-ID (RFC 9051 6.4.4 HEADER), so an APPEND whose tagged response was
+// lost is not stored twice. While the spool is non-empty, new objects are
+// spooled too, so the store receives them in arrival order.
+//
+// A server refusal (tagged NO/BAD without a transient response code) is not a
+// reason to spool: append() rejects with CPM_ERR_STORE_REJECTED, and a spooled
+// object the server refuses is moved to <spoolDir>/bad/.
+//
+// Events: "stored", "spooled", "rejected" (see MessageStoreEvents).
+import { EventEmitter } from "node:events";
+import type { Config } from "../config/config.js";
+import { CpmError } from "../errors/catalogue.js";
+import type { Logger } from "../log/logger.js";
+import { describeImapError, ImapPool, type ImapPoolStats, isConnectionError, type PooledConnection } from "./imap-pool.js";
+import { Spool, type SpoolInput } from "./spool.js";
+
+export interface StoreObject {
+  /** Full mailbox path, "/"-separated (see folder.ts). */
+  folder: string;
+  /** The RFC 5322 message (see cpm-object.ts). */
+  raw: Buffer;
+  /** Its Message-ID, with or without angle brackets; used to detect duplicates. */
+  messageId: string;
+}
+
+export interface AppendResult {
+  state: "stored" | "spooled";
+  folder: string;
+  messageId: string;
+}
+
+export interface MessageStoreStats {
+  /** Last known reachability of the store; undefined before the first attempt. */
+  storeUp: boolean | undefined;
+  /** Objects stored directly by append(). */
+  stored: number;
+  /** Objects written to the spool. */
+  spooled: number;
+  /** Spooled objects the retry loop stored (including duplicates found). */
+  drained: number;
+  /** Spooled objects found already in the store (lost APPEND response). */
+  deduplicated: number;
+  /** Objects the store refused. */
+  rejected: number;
+  /** Drain attempts that stopped because the store was unavailable. */
+  retryFailures: number;
+  /** Objects waiting in the spool. */
+  spoolPending: number;
+  draining: boolean;
+  retryDelayMs: number;
+  lastError: string | undefined;
+  pool: ImapPoolStats;
+}
+
+export interface MessageStoreEvents {
+  stored: [{ folder: string; messageId: string; fromSpool: boolean; duplicate: boolean }];
+  spooled: [{ folder: string; messageId: string; spoolId: string; reason: string }];
+  rejected: [{ folder: string; messageId: string; fromSpool: boolean; reason: string }];
+}
+
+/** RFC 5530 response codes after which the same command may succeed later. */
+const TRANSIENT_CODES = new Set(["UNAVAILABLE", "INUSE", "OVERQUOTA", "SERVERBUG"]);
+const MAX_KNOWN_FOLDERS = 10_000;
+
+type Failure = { kind: "unavailable" | "rejected"; reason: string };
+
+/** Splits failures into "try again later" (spool) and "the server said no" (reject). */
+function classify(err: unknown): Failure {
+  if (err instanceof CpmError) {
+    return { kind: err.code === "CPM_ERR_STORE_UNAVAILABLE" ? "unavailable" : "rejected", reason: err.detail };
+  }
+  const reason = describeImapError(err);
+  const e = (err ?? {}) as { authenticationFailed?: boolean; responseStatus?: string; serverResponseCode?: string };
+  if (e.authenticationFailed) return { kind: "unavailable", reason: `authentication failed: ${reason}` };
+  if (isConnectionError(err)) return { kind: "unavailable", reason };
+  if (e.responseStatus === "NO" || e.responseStatus === "BAD") {
+    return { kind: TRANSIENT_CODES.has(e.serverResponseCode ?? "") ? "unavailable" : "rejected", reason };
+  }
+  // Unknown failure: keep the object (spool) rather than lose it.
+  return { kind: "unavailable", reason };
+}
+
+function checkObject(obj: StoreObject): void {
+  const bad = (why: string): never => {
+    throw new CpmError("CPM_ERR_BAD_REQUEST", `store object: ${why}`);
+  };
+  if (typeof obj?.folder !== "string" || obj.folder === "" || /[\r\n\0]/.test(obj.folder)) bad("invalid folder");
+  if (!Buffer.isBuffer(obj.raw) || obj.raw.length === 0) bad("raw must be a non-empty Buffer");
+  if (typeof obj.messageId !== "string" || obj.messageId === "" || /[\r\n\0]/.test(obj.messageId)) bad("invalid messageId");
+}
+
+const bareMessageId = (id: string) => (id.startsWith("<") && id.endsWith(">") ? id.slice(1, -1) : id);
+
+export class MessageStore extends EventEmitter<MessageStoreEvents> {
+  private readonly pool: ImapPool;
+  private readonly spool: Spool;
+  private readonly knownFolders = new Set<string>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private started = false;
+  private closed = false;
+  private spoolCount = 0;
+  private pendingWrites = 0;
+  private retryDelay: number;
+  private timer: NodeJS.Timeout | undefined;
+  private drainPromise: Promise<number> | undefined;
+  private storeUp: boolean | undefined;
+  private lastError: string | undefined;
+  private readonly counts = { stored: 0, spooled: 0, drained: 0, deduplicated: 0, rejected: 0, retryFailures: 0 };
+
+  constructor(
+    private readonly cfg: Config["store"],
+    private readonly log: Logger,
+    deps: { pool?: ImapPool; spool?: Spool } = {},
+  ) {
+    super();
+    this.pool = deps.pool ?? new ImapPool(cfg, log);
+    this.spool = deps.spool ?? new Spool(cfg.spoolDir, log);
+    this.retryDelay = cfg.retryInitialMs;
+  }
+
+  /**
+   * Opens the spool and starts the retry loop; entries spooled by an earlier
+   * run are drained in the background. Does not need the store to be up.
+   * Rejects (CPM_ERR_SPOOL) only if the spool directory is unusable.
+   */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.spool.open();
+    const ids = await this.spool.list();
+    this.spoolCount = ids.length;
+    this.log.info("message store starting", {
+      host: this.cfg.host,
+      port: this.cfg.port,
+      rootFolder: this.cfg.rootFolder,
+      spoolDir: this.cfg.spoolDir,
+      spoolPending: ids.length,
+    });
+    if (ids.length > 0) {
+      this.log.info("draining objects spooled by an earlier run", { spoolPending: ids.length });
+      void this.flushSpool().catch(() => {});
+    } else {
+      this.track(this.probe());
+    }
+  }
+
+  /** Stores one object, or spools it durably when the store cannot take it now. */
+  async append(obj: StoreObject): Promise<AppendResult> {
+    checkObject(obj);
+    if (this.closed) return this.toSpool(obj, "message store closed", false);
+    if (this.spoolCount > 0 || this.drainPromise) return this.toSpool(obj, "spool not empty (keeps arrival order)", false);
+    return this.track(this.appendDirect(obj));
+  }
+
+  /** Drains the spool now (FIFO). Resolves with the number of entries taken by the store in this run. */
+  flushSpool(): Promise<number> {
+    if (this.drainPromise) return this.drainPromise;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const run = this.drain()
+      .catch((err: unknown) => {
+        this.backoff();
+        this.log.error("spool drain failed", { reason: err instanceof Error ? err.message : String(err) });
+        throw err;
+      })
+      .finally(() => {
+        this.drainPromise = undefined;
+        if (this.spoolCount > 0) this.scheduleRetry();
+      });
+    this.drainPromise = run;
+    return run;
+  }
+
+  /** Stops the retry loop, waits for running operations, logs out. Later appends go to the spool. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.drainPromise?.catch(() => {});
+    await Promise.allSettled([...this.inFlight]);
+    await this.pool.close();
+    this.log.info("message store closed", { spoolPending: this.spoolCount });
+  }
+
+  stats(): MessageStoreStats {
+    return {
+      storeUp: this.storeUp,
+      ...this.counts,
+      spoolPending: this.spoolCount,
+      draining: this.drainPromise !== undefined,
+      retryDelayMs: this.retryDelay,
+      lastError: this.lastError,
+      pool: this.pool.stats(),
+    };
+  }
+
+  // ---- internals ----
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inFlight.add(p);
+    const done = () => this.inFlight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private async appendDirect(obj: StoreObject): Promise<AppendResult> {
+    const { folder, messageId } = obj;
+    try {
+      await this.storeOne(obj, false);
+    } catch (err) {
+      const f = classify(err);
+      if (f.kind === "rejected") {
+        this.counts.rejected++;
+        this.log.error("message store rejected object", { folder, messageId, reason: f.reason });
+        this.emit("rejected", { folder, messageId, fromSpool: false, reason: f.reason });
+        throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: ${f.reason}`, { cause: err });
+      }
+      this.markDown(f.reason);
+      return this.toSpool(obj, `store unavailable: ${f.reason}`, true);
+    }
+    this.markUp();
+    this.counts.stored++;
+    this.log.debug("object stored", { folder, messageId });
+    this.emit("stored", { folder, messageId, fromSpool: false, duplicate: false });
+    return { state: "stored", folder, messageId };
+  }
+
+  private async toSpool(obj: StoreObject, reason: string, failure: boolean): Promise<AppendResult> {
+    const { folder, messageId } = obj;
+    // counted before the write so that appends arriving meanwhile queue behind it
+    this.spoolCount++;
+    this.pendingWrites++;
+    let spoolId: string;
+    try {
+      spoolId = await this.spool.put({ folder, raw: obj.raw, messageId });
+    } catch (err) {
+      this.spoolCount--;
+      const e = err instanceof CpmError ? err : new CpmError("CPM_ERR_SPOOL", String(err), { cause: err });
+      this.log.error("object lost: store unavailable and spool write failed", { folder, messageId, reason, spoolError: e.detail });
+      throw e;
+    } finally {
+      this.pendingWrites--;
+    }
+    this.counts.spooled++;
+    const fields = { folder, messageId, spoolId, reason, spoolPending: this.spoolCount };
+    if (failure) this.log.warn("object spooled", fields);
+    else this.log.info("object spooled", fields);
+    this.emit("spooled", { folder, messageId, spoolId, reason });
+    if (!this.closed && !this.drainPromise) this.scheduleRetry();
+    return { state: "spooled", folder, messageId };
+  }
+
+  private scheduleRetry(): void {
+    if (this.closed || this.timer || this.drainPromise) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flushSpool().catch(() => {});
+    }, this.retryDelay);
+    this.timer.unref();
+  }
+
+  private backoff(): void {
+    this.retryDelay = Math.min(this.retryDelay * 2, this.cfg.retryMaxMs);
+  }
+
+  private async drain(): Promise<number> {
+    let done = 0;
+    const seen = new Set<string>();
+    for (;;) {
+      const ids = await this.spool.list();
+      const fresh = ids.filter((id) => !seen.has(id));
+      if (fresh.length === 0) {
+        if (this.pendingWrites === 0) this.spoolCount = ids.length;
+        if (ids.length === 0) this.retryDelay = this.cfg.retryInitialMs;
+        else {
+          // entries that could neither be stored nor moved aside (already logged)
+          this.backoff();
+        }
+        if (done > 0) this.log.info("spool drained", { stored: done, spoolPending: this.spoolCount });
+        return done;
+      }
+      for (const id of fresh) {
+        if (this.closed) return done;
+        seen.add(id);
+        const entry = await this.spool.read(id);
+        if (!entry) {
+          this.spoolCount = Math.max(0, this.spoolCount - 1);
+          continue;
+        }
+        const { folder, messageId } = entry;
+        let outcome: "stored" | "duplicate";
+        try {
+          outcome = await this.storeOne(entry, true);
+        } catch (err) {
+          const f = classify(err);
+          if (f.kind === "rejected") {
+            this.counts.rejected++;
+            this.log.error("message store rejected spooled object", { folder, messageId, spoolId: id, reason: f.reason });
+            await this.spool.moveAside(id, `rejected by message store: ${f.reason}`);
+            this.spoolCount = Math.max(0, this.spoolCount - 1);
+            this.emit("rejected", { folder, messageId, fromSpool: true, reason: f.reason });
+            continue;
+          }
+          this.markDown(f.reason);
+          this.counts.retryFailures++;
+          this.backoff();
+          this.log.warn("spool retry failed, store unavailable", {
+            reason: f.reason,
+            spoolPending: this.spoolCount,
+            retryInMs: this.retryDelay,
+          });
+          return done;
+        }
+        // The object is in the store now; if remove() fails the next drain finds it by Message-ID.
+        await this.spool.remove(id);
+        this.spoolCount = Math.max(0, this.spoolCount - 1);
+        done++;
+        this.counts.drained++;
+        if (outcome === "duplicate") this.counts.deduplicated++;
+        this.markUp();
+        this.log.info("spooled object stored", {
+          folder,
+          messageId,
+          spoolId: id,
+          duplicate: outcome === "duplicate",
+          spooledForMs: Date.now() - entry.spooledAt.getTime(),
+        });
+        this.emit("stored", { folder, messageId, fromSpool: true, duplicate: outcome === "duplicate" });
+      }
+    }
+  }
+
+  /**
+   * CREATE (if needed) + [SEARCH] + APPEND on one pooled connection. A reused
+   * connection can turn out dead (server restarted, NAT dropped it): then it is
+   * retried once on a new connection, with the duplicate check, because the
+   * APPEND may have reached the server.
+   */
+  private async storeOne(o: SpoolInput, dedupe: boolean): Promise<"stored" | "duplicate"> {
+    let reused = false;
+    const attempt = (check: boolean) =>
+      this.pool.use(async (conn) => {
+        reused = !conn.fresh;
+        await this.ensureFolder(conn, o.folder);
+        if (check && (await this.contains(conn, o.folder, o.messageId))) return "duplicate" as const;
+        await this.appendRaw(conn, o);
+        return "stored" as const;
+      });
+    try {
+      return await attempt(dedupe);
+    } catch (err) {
+      if (!reused || !isConnectionError(err)) throw err;
+      this.log.debug("pooled IMAP connection failed, retrying on a new one", { folder: o.folder, reason: describeImapError(err) });
+      return await attempt(true);
+    }
+  }
+
+  private async ensureFolder(conn: PooledConnection, folder: string): Promise<void> {
+    if (this.knownFolders.has(folder)) return;
+    const levels = folder.split("/");
+    for (let i = 1; i <= levels.length; i++) {
+      const path = levels.slice(0, i).join("/");
+      // imapflow resolves { created: false } on NO [ALREADYEXISTS] (RFC 5530)
+      await conn.cmd("CREATE", () => conn.client.mailboxCreate(path));
+    }
+    if (this.knownFolders.size >= MAX_KNOWN_FOLDERS) this.knownFolders.clear();
+    this.knownFolders.add(folder);
+  }
+
+  private async appendRaw(conn: PooledConnection, o: SpoolInput): Promise<void> {
+    const run = () => conn.cmd("APPEND", () => conn.client.append(o.folder, o.raw));
+    let res: Awaited<ReturnType<typeof run>>;
+    try {
+      res = await run();
+    } catch (err) {
+      // NO [TRYCREATE] (RFC 9051 7.1): the folder vanished since we created it
+      if ((err as { serverResponseCode?: string }).serverResponseCode !== "TRYCREATE") throw err;
+      this.knownFolders.delete(o.folder);
+      await this.ensureFolder(conn, o.folder);
+      res = await run();
+    }
+    if (!res) throw new CpmError("CPM_ERR_STORE_UNAVAILABLE", "APPEND not sent: connection not authenticated");
+  }
+
+  /** SEARCH HEADER Message-ID in the folder (opened read-only with EXAMINE). */
+  private async contains(conn: PooledConnection, folder: string, messageId: string): Promise<boolean> {
+    const lock = await conn.cmd("EXAMINE", () => conn.client.getMailboxLock(folder, { readOnly: true }));
+    try {
+      const hits = await conn.cmd("SEARCH", () =>
+        conn.client.search({ header: { "Message-ID": bareMessageId(messageId) } }, { uid: true }),
+      );
+      if (!Array.isArray(hits)) {
+        this.log.warn("SEARCH refused; appending without the duplicate check", { folder, messageId });
+        return false;
+      }
+      return hits.length > 0;
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Connects one pooled connection at start so the log says early whether the store is reachable. */
+  private async probe(): Promise<void> {
+    try {
+      await this.pool.use(async () => {});
+      this.markUp();
+    } catch (err) {
+      this.markDown(classify(err).reason);
+    }
+  }
+
+  private markUp(): void {
+    if (this.storeUp !== true) this.log.info("message store reachable", { host: this.cfg.host, port: this.cfg.port });
+    this.storeUp = true;
+  }
+
+  private markDown(reason: string): void {
+    this.lastError = reason;
+    if (this.storeUp !== false) {
+      this.log.warn("message store unavailable; objects are spooled", { host: this.cfg.host, port: this.cfg.port, reason });
+    }
+    this.storeUp = false;
+  }
+}

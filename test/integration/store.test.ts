@@ -1,0 +1,247 @@
+// Message Store against a real Dovecot (test/harness/dovecot.ts).
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { ImapFlow } from "imapflow";
+import { type Config, defaults } from "../../src/config/config.js";
+import { CpmError } from "../../src/errors/catalogue.js";
+import { createRootLogger, type Logger, silentLogger } from "../../src/log/logger.js";
+import { buildCpmObject, newMessageId } from "../../src/store/cpm-object.js";
+import { decodeFolderComponent, groupSessionFolder } from "../../src/store/folder.js";
+import { MessageStore } from "../../src/store/message-store.js";
+import { Spool } from "../../src/store/spool.js";
+import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
+import { waitFor } from "../harness/wait.js";
+
+const log: Logger = process.env.CPM_TEST_LOG ? createRootLogger("debug") : silentLogger();
+let dovecot: DovecotInstance;
+const tempDirs: string[] = [];
+const stores: MessageStore[] = [];
+
+before(async () => {
+  dovecot = await startDovecot();
+});
+
+after(async () => {
+  for (const s of stores) await s.close().catch(() => {});
+  await dovecot?.stop();
+  for (const d of tempDirs) await rm(d, { recursive: true, force: true });
+});
+
+async function storeConfig(over: Partial<Config["store"]> = {}): Promise<Config["store"]> {
+  const dir = await mkdtemp(join(tmpdir(), "cpm-store-test-"));
+  tempDirs.push(dir);
+  return {
+    ...defaults.store,
+    host: dovecot.host,
+    port: dovecot.port,
+    user: dovecot.user,
+    password: dovecot.password,
+    spoolDir: join(dir, "spool"),
+    timeoutMs: 1500,
+    retryInitialMs: 100,
+    retryMaxMs: 400,
+    ...over,
+  };
+}
+
+function newStore(cfg: Config["store"]): MessageStore {
+  const s = new MessageStore(cfg, log);
+  stores.push(s);
+  return s;
+}
+
+function gso(conversationId: string, contributionId: string, n = 1) {
+  const messageId = newMessageId("cpm-pf.test");
+  const raw = buildCpmObject({
+    contentType: "application/group-state-object+xml",
+    from: "sip:anonymous@anonymous.invalid",
+    to: "tel:+33612345678",
+    date: new Date(),
+    conversationId,
+    contributionId,
+    imdnMessageId: `imdn-${n}-${messageId}`,
+    messageId,
+    subject: "Sortie à la plage",
+    direction: "received",
+    body: `<?xml version="1.0" encoding="UTF-8"?>\n<groupstate timestamp="2016-06-14T12:09:49+02:00" lastfocussessionid="sip:focus@pf.example.net" group-type="Closed"><participant name="Bob é ${n}" comm-addr="tel:+16135551210"/></groupstate>\n`,
+  });
+  return { folder: groupSessionFolder("Default", conversationId, contributionId), raw, messageId };
+}
+
+/** Reads back every message of a folder (UID order) with an independent IMAP client. */
+async function readFolder(folder: string): Promise<Buffer[]> {
+  const c = new ImapFlow({ host: dovecot.host, port: dovecot.port, auth: { user: dovecot.user, pass: dovecot.password }, logger: false });
+  c.on("error", () => {});
+  await c.connect();
+  try {
+    const lock = await c.getMailboxLock(folder, { readOnly: true });
+    try {
+      const out: Buffer[] = [];
+      if (c.mailbox && c.mailbox.exists > 0) {
+        for await (const m of c.fetch("1:*", { source: true, uid: true })) {
+          assert.ok(m.source, "source fetched");
+          out.push(m.source);
+        }
+      }
+      return out;
+    } finally {
+      lock.release();
+    }
+  } finally {
+    await c.logout().catch(() => c.close());
+  }
+}
+
+async function listFolders(): Promise<string[]> {
+  const c = new ImapFlow({ host: dovecot.host, port: dovecot.port, auth: { user: dovecot.user, pass: dovecot.password }, logger: false });
+  c.on("error", () => {});
+  await c.connect();
+  try {
+    return (await c.list()).map((m) => m.path);
+  } finally {
+    await c.logout().catch(() => c.close());
+  }
+}
+
+const spoolFiles = async (cfg: Config["store"]) => (await readdir(cfg.spoolDir)).filter((n) => n.endsWith(".spool"));
+const messageIdOf = (raw: Buffer) => /^Message-ID: <([^>]+)>/m.exec(raw.toString("utf8"))?.[1];
+
+test(
+  "BYE-B3: GSO folder for a hostile Conversation-ID is <root>/<conv>/<contrib> and the object reads back byte-exact",
+  { timeout: 30_000 },
+  async () => {
+    const conversationId = 'conv/../x.y%z*"~ é';
+    const contributionId = "c6cca468b4ade657694b9e75baeb9e93";
+    const cfg = await storeConfig();
+    const store = newStore(cfg);
+    await store.start();
+    const obj = gso(conversationId, contributionId);
+
+    const res = await store.append(obj);
+
+    assert.deepEqual(res, { state: "stored", folder: obj.folder, messageId: obj.messageId });
+    const [root, conv, contrib, ...more] = obj.folder.split("/");
+    assert.equal(root, "Default");
+    assert.equal(more.length, 0, "exactly three levels");
+    assert.equal(decodeFolderComponent(conv as string), conversationId);
+    assert.equal(decodeFolderComponent(contrib as string), contributionId);
+    const folders = await listFolders();
+    for (const f of ["Default", `Default/${conv}`, obj.folder]) assert.ok(folders.includes(f), `${f} listed in ${JSON.stringify(folders)}`);
+    // one maildir++ directory, i.e. the "/" and "." of the ID did not create extra levels on disk
+    assert.ok((await stat(join(dovecot.maildir, `.Default.${conv}.${contrib}`))).isDirectory());
+    const msgs = await readFolder(obj.folder);
+    assert.equal(msgs.length, 1);
+    assert.ok(msgs[0]?.equals(obj.raw), "byte-exact read-back");
+    assert.equal(store.stats().stored, 1);
+    assert.equal(store.stats().spoolPending, 0);
+
+    // a second object for the same session lands in the same (existing) folder
+    const second = gso(conversationId, contributionId, 2);
+    assert.equal((await store.append(second)).state, "stored");
+    assert.equal((await readFolder(obj.folder)).length, 2);
+    await store.close();
+  },
+);
+
+test("BYE-B3: with the Message Store down the GSO is spooled, stored after restart, once, in order", { timeout: 60_000 }, async () => {
+  const cfg = await storeConfig();
+  await dovecot.kill();
+  const store = newStore(cfg);
+  await store.start(); // must not fail although the store is down
+  const reasons: string[] = [];
+  store.on("spooled", (e) => reasons.push(e.reason));
+
+  const first = gso("conv-down", "contrib-down", 1);
+  const second = gso("conv-down", "contrib-down", 2);
+  const r1 = await store.append(first);
+  const r2 = await store.append(second);
+
+  assert.equal(r1.state, "spooled");
+  assert.equal(r2.state, "spooled");
+  assert.match(reasons[0] ?? "", /store unavailable/);
+  assert.match(reasons[1] ?? "", /spool not empty/);
+  assert.equal((await spoolFiles(cfg)).length, 2);
+  assert.equal(store.stats().storeUp, false);
+
+  await dovecot.restart();
+  await waitFor(() => store.stats().spoolPending === 0 && store.stats().drained === 2, 15_000, 50, "spool drained");
+
+  assert.deepEqual(await spoolFiles(cfg), []);
+  const msgs = await readFolder(first.folder);
+  assert.deepEqual(msgs.map(messageIdOf), [first.messageId, second.messageId], "each once, FIFO");
+  assert.ok(msgs[0]?.equals(first.raw) && msgs[1]?.equals(second.raw), "byte-exact");
+  assert.equal(store.stats().deduplicated, 0);
+  assert.equal(store.stats().storeUp, true);
+
+  // the spool is empty again: the next append goes straight to the store
+  const third = gso("conv-down", "contrib-down", 3);
+  assert.equal((await store.append(third)).state, "stored");
+  await store.close();
+});
+
+test("BYE-B3: a spooled object already in the store (lost APPEND response) is not stored twice", { timeout: 30_000 }, async () => {
+  const cfg = await storeConfig();
+  const obj = gso("conv-dup", "contrib-dup");
+  // the object reached the store but the PF never saw the tagged OK: it is in both places
+  const direct = newStore(await storeConfig());
+  await direct.start();
+  assert.equal((await direct.append(obj)).state, "stored");
+  await direct.close();
+  await new Spool(cfg.spoolDir, log).put(obj);
+
+  const store = newStore(cfg);
+  await store.start(); // drains spool entries of a previous run
+  await waitFor(() => store.stats().spoolPending === 0 && store.stats().drained === 1, 10_000, 50, "spool drained");
+
+  assert.equal(store.stats().deduplicated, 1);
+  const msgs = await readFolder(obj.folder);
+  assert.equal(msgs.length, 1, "no duplicate");
+  assert.deepEqual(await spoolFiles(cfg), []);
+  await store.close();
+});
+
+test("the pool reconnects after the server dropped its connections", { timeout: 30_000 }, async () => {
+  const cfg = await storeConfig({ poolSize: 1 });
+  const store = newStore(cfg);
+  await store.start();
+  const a = gso("conv-reconnect", "contrib-1", 1);
+  const b = gso("conv-reconnect", "contrib-1", 2);
+  assert.equal((await store.append(a)).state, "stored");
+  const connectsBefore = store.stats().pool.connects;
+
+  await dovecot.restart(); // SIGTERM: the server closes every client connection
+
+  const res = await store.append(b);
+  assert.equal(res.state, "stored");
+  assert.ok(store.stats().pool.connects > connectsBefore, "a new connection was opened");
+  assert.deepEqual((await readFolder(a.folder)).map(messageIdOf), [a.messageId, b.messageId]);
+  await store.close();
+});
+
+test("a folder the server refuses is rejected, not spooled", { timeout: 30_000 }, async () => {
+  const cfg = await storeConfig();
+  const store = newStore(cfg);
+  await store.start();
+  const obj = { ...gso("c", "d"), folder: "Default/not.allowed" }; // Dovecot: "Character not allowed in mailbox name: '.'"
+  await assert.rejects(store.append(obj), (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_STORE_REJECTED");
+  assert.equal(store.stats().spooled, 0);
+  assert.deepEqual(await spoolFiles(cfg), []);
+  await store.close();
+});
+
+test("after close, appends are spooled for the next run", { timeout: 30_000 }, async () => {
+  const cfg = await storeConfig();
+  const store = newStore(cfg);
+  await store.start();
+  await store.close();
+  const obj = gso("conv-closed", "contrib-closed");
+  assert.equal((await store.append(obj)).state, "spooled");
+  const next = newStore(cfg);
+  await next.start();
+  await waitFor(() => next.stats().drained === 1, 10_000, 50, "drained by the next run");
+  assert.equal((await readFolder(obj.folder)).length, 1);
+  await next.close();
+});
