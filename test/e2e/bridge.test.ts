@@ -1,0 +1,231 @@
+// The Kamailio side of the cpm.pf.v1 contract, against a scripted gRPC
+// server (in this test process) instead of the real sidecar, so that the
+// bridge can be shown to: hand over exactly what Kamailio received, act on
+// every answer field it uses, sanitise what goes into SIP, and never block a
+// SIP worker while the sidecar is slow (SHAPE-1, 8.3.2.3 BYE-B7/B9).
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } from "@grpc/grpc-js";
+import {
+  ByeCause,
+  GsoStorage_State,
+  type HandleByeRequest,
+  type HandleByeResponse,
+  HandleByeResponseSchema,
+  Mode,
+  type ObserveSessionRequest,
+  ObserveSessionResponseSchema,
+  ParticipatingFunctionService,
+  type ReportByeOutcomeRequest,
+  ReportByeOutcomeResponseSchema,
+  Side,
+} from "../../src/gen/cpm/pf/v1/pf_pb.js";
+import { grpcServiceDefinition } from "../../src/grpc/service-definition.js";
+import { type KamailioInstance, sipOptions, startKamailio } from "../harness/kamailio.js";
+import { freePort } from "../harness/ports.js";
+import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { waitFor } from "../harness/wait.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const text = (raw: Uint8Array) => Buffer.from(raw).toString("utf8");
+
+/** What the scripted sidecar saw, and how it answers. */
+interface Script {
+  byeDelayMs: number;
+  reportDelayMs: number;
+  clientReason: string;
+  byes: { req: HandleByeRequest; at: number }[];
+  observed: { req: ObserveSessionRequest; at: number }[];
+  reports: { req: ReportByeOutcomeRequest; at: number }[];
+}
+
+async function startScriptedSidecar(script: Script): Promise<{ target: string; stop(): Promise<void> }> {
+  const server = new Server();
+  const unary =
+    <Req, Res>(fn: (req: Req) => Promise<Res>) =>
+    (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) =>
+      void fn(call.request).then(
+        (r) => cb(null, r),
+        (e: Error) => cb(e),
+      );
+  server.addService(grpcServiceDefinition(ParticipatingFunctionService), {
+    handleBye: unary(async (req: HandleByeRequest): Promise<HandleByeResponse> => {
+      script.byes.push({ req, at: Date.now() });
+      await sleep(script.byeDelayMs);
+      const callId = /^Call-ID:\s*(\S+)/im.exec(text(req.bye?.raw ?? new Uint8Array()))?.[1] ?? "";
+      return create(HandleByeResponseSchema, {
+        mode: Mode.B2BUA,
+        side: Side.NETWORK,
+        cause: ByeCause.TERMINATED,
+        reasonCause: 410,
+        clientReason: script.clientReason,
+        waitForClients: true,
+        gso: { state: GsoStorage_State.STORED, folder: "Default/c/k", messageId: "m@x" },
+        sessionKey: `key-${callId}`,
+        notes: ["scripted"],
+      });
+    }),
+    observeSession: unary(async (req: ObserveSessionRequest) => {
+      script.observed.push({ req, at: Date.now() });
+      return create(ObserveSessionResponseSchema, { updated: true, sessionKey: "k", participantCount: 3 });
+    }),
+    reportByeOutcome: unary(async (req: ReportByeOutcomeRequest) => {
+      await sleep(script.reportDelayMs);
+      script.reports.push({ req, at: Date.now() });
+      return create(ReportByeOutcomeResponseSchema, { released: true });
+    }),
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  return {
+    target: `127.0.0.1:${port}`,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.tryShutdown(() => resolve());
+        setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 1000).unref();
+      }),
+  };
+}
+
+async function call(kamailio: KamailioInstance, byeHeaders: string[]) {
+  const client = await startSipp({ scenario: "client-uas.xml" });
+  try {
+    const cf = await startSipp({
+      scenario: "cf-invite-bye.xml",
+      remote: kamailio.address,
+      keys: {
+        client_port: String(client.port),
+        conversation_id: `conv-${randomUUID()}`,
+        contribution_id: `contrib-${randomUUID()}`,
+        bye_headers: byeHeaders.map((h) => `\r\n${h}`).join(""),
+      },
+    });
+    const [c, u] = await Promise.all([cf.done, client.done]);
+    assert.equal(c.code, 0, `CF SIPp failed: ${c.errors}\n${c.output}`);
+    assert.equal(u.code, 0, `client SIPp failed: ${u.errors}\n${u.output}`);
+    const get = (m: SipTraceMessage | undefined, what: string) => {
+      assert.ok(m, `${what} missing`);
+      return m;
+    };
+    return {
+      cfPort: cf.port,
+      cfBye: get(first(c.messages, { direction: "sent", method: "BYE" }), "CF BYE"),
+      cf200: get(first(c.messages, { direction: "received", status: 200, cseqMethod: "BYE" }), "CF 200"),
+      clientBye: get(first(u.messages, { direction: "received", method: "BYE" }), "client BYE"),
+      client200: get(first(u.messages, { direction: "sent", status: 200, cseqMethod: "BYE" }), "client 200"),
+    };
+  } finally {
+    await client.stop();
+  }
+}
+
+describe("Kamailio bridge (cpm-pf.cfg + cpm_pf_bridge.py) against a scripted sidecar", () => {
+  const script: Script = { byeDelayMs: 0, reportDelayMs: 0, clientReason: "", byes: [], observed: [], reports: [] };
+  let sidecar: { target: string; stop(): Promise<void> } | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    sidecar = await startScriptedSidecar(script);
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: 1000 });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+  });
+
+  test("SHAPE-1: the sidecar gets the INVITE, its 2xx and the BYE as received ($mb, $si:$sp, $pr); the session key comes back in ReportByeOutcome", async () => {
+    Object.assign(script, {
+      byeDelayMs: 0,
+      reportDelayMs: 0,
+      clientReason: 'SIP;cause=410;text="Gone"',
+      byes: [],
+      observed: [],
+      reports: [],
+    });
+    const c = await call(kamailio as KamailioInstance, ['Reason: SIP;cause=410;text="Gone"']);
+    const callId = header(c.cfBye, "call-id") as string;
+
+    const invite = script.observed.find((o) => text(o.req.message?.raw ?? new Uint8Array()).startsWith("INVITE "));
+    assert.ok(invite, "INVITE observed");
+    assert.equal(invite.req.message?.source, `127.0.0.1:${c.cfPort}`);
+    assert.equal(invite.req.message?.transport, "udp");
+    assert.match(text(invite.req.message?.raw ?? new Uint8Array()), /application\/resource-lists\+xml[\s\S]*tel:\+16135551212/);
+    await waitFor(
+      () => script.observed.some((o) => text(o.req.message?.raw ?? new Uint8Array()).startsWith("SIP/2.0 200 OK")),
+      2000,
+      20,
+      "2xx observed",
+    );
+
+    assert.equal(script.byes.length, 1);
+    const bye = script.byes[0]?.req.bye;
+    assert.equal(bye?.source, `127.0.0.1:${c.cfPort}`);
+    assert.equal(bye?.transport, "udp");
+    const raw = text(bye?.raw ?? new Uint8Array());
+    assert.match(raw, /^BYE sip:/);
+    assert.match(raw, /^Reason: SIP;cause=410;text="Gone"\r$/m);
+    assert.match(raw, new RegExp(`^Call-ID: ${callId.replace(/\./g, "\\.")}\\r$`, "m"));
+
+    await waitFor(() => script.reports.length === 1, 2000, 20, "ReportByeOutcome");
+    assert.equal(script.reports[0]?.req.sessionKey, `key-${callId}`);
+    assert.equal(script.reports[0]?.req.statusCode, 200);
+    assert.equal(script.reports[0]?.req.mode, Mode.B2BUA);
+  });
+
+  test("BYE-B7: client_reason replaces every Reason of the BYE; CR/LF in it cannot inject a header", async () => {
+    Object.assign(script, { clientReason: 'SIP;cause=410;text="Gone"\r\nX-Injected: 1', byes: [], observed: [], reports: [] });
+    const c = await call(kamailio as KamailioInstance, ["Reason: SIP;cause=410", 'Reason: Q.850;cause=16;text="Normal"']);
+    assert.deepEqual(c.clientBye.headers.get("reason"), ['SIP;cause=410;text="Gone" X-Injected: 1']);
+    assert.equal(c.clientBye.headers.get("x-injected"), undefined);
+  });
+
+  test("SHAPE-1 BYE-B9: a slow sidecar never blocks a SIP worker; the CF's 200 OK does not wait for ReportByeOutcome", async (t) => {
+    Object.assign(script, {
+      byeDelayMs: 150,
+      reportDelayMs: 1000,
+      clientReason: "SIP;cause=200",
+      byes: [],
+      observed: [],
+      reports: [],
+    });
+    const k = kamailio as KamailioInstance;
+    // OPTIONS to Kamailio every 10 ms while the call runs (4 SIP workers)
+    const latencies: number[] = [];
+    let probing = true;
+    const prober = (async () => {
+      while (probing) {
+        const t0 = performance.now();
+        const answer = await sipOptions(k.sipPort, 1000);
+        assert.ok(answer.startsWith("SIP/2.0 200"), "OPTIONS answered");
+        latencies.push(performance.now() - t0);
+        await sleep(10);
+      }
+    })();
+    const c = await call(k, []);
+    await waitFor(() => script.reports.length === 1, 3000, 20, "ReportByeOutcome");
+    probing = false;
+    await prober;
+
+    latencies.sort((a, b) => a - b);
+    const max = latencies[latencies.length - 1] ?? Number.NaN;
+    const held = c.clientBye.time - c.cfBye.time;
+    const total = c.cf200.time - c.cfBye.time;
+    t.diagnostic(
+      `OPTIONS during the call: n=${latencies.length} p50=${latencies[latencies.length >> 1]?.toFixed(2)} ms max=${max.toFixed(2)} ms; ` +
+        `BYE held ${held.toFixed(1)} ms (HandleBye 150 ms); CF 200 after ${total.toFixed(1)} ms; ReportByeOutcome took 1000 ms`,
+    );
+    assert.ok(latencies.length > 20);
+    assert.ok(max < 50, `an OPTIONS waited ${max} ms`);
+    assert.ok(held >= 140, "the BYE waited for the decision");
+    // client pause 300 ms + decision 150 ms; the 1000 ms report is not in the path
+    assert.ok(total < 150 + 300 + 200, `CF waited ${total} ms`);
+    assert.ok((script.reports[0]?.at ?? 0) - c.cf200.time > 500, "the report finished long after the CF had its 200 OK");
+  });
+});

@@ -1,0 +1,369 @@
+// OMA CPM Conv Fnct 8.3.2.3 (SIP BYE from the network side), end to end:
+// SIPp plays the Controlling Function (test/scenarios/cf-invite-bye.xml) and a
+// client of the served user (client-uas.xml); Kamailio runs kamailio/kamailio.cfg
+// with the cpm-pf plugin; the real sidecar decides and writes GSOs to a real
+// Dovecot. Assertions read the SIPp message traces (what went over the wire,
+// with timestamps) and the Message Store (imapflow).
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import { ImapFlow } from "imapflow";
+import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
+import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
+import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
+import { first, header, type SippResult, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { waitFor } from "../harness/wait.js";
+
+const PARTICIPANTS = ["tel:+16135551210", "tel:+16135551211", "tel:+16135551212"];
+/** client-uas.xml waits this long before answering the BYE. */
+const CLIENT_PAUSE_MS = 300;
+/** Deadline of the sidecar calls in the functional cases (not about latency). */
+const FUNCTIONAL_DEADLINE_MS = 1000;
+
+interface CallResult {
+  cf: SippResult;
+  client: SippResult;
+  conversationId: string;
+  contributionId: string;
+  /** What the client received: the BYE. */
+  clientBye: SipTraceMessage;
+  /** When the CF sent its (first) BYE, got its 200 OK; when the client got the BYE and sent its 200. */
+  t: { cfByeSent: number; cf200: number; clientByeReceived: number; client200Sent: number };
+  callId: string;
+}
+
+/** One group chat: CF INVITE -> client 200 -> ACK -> CF BYE (with byeHeaders) -> client 200 -> CF 200. */
+async function groupChatCall(
+  kamailio: KamailioInstance,
+  byeHeaders: string[],
+  during?: (cf: { callId: string }) => Promise<void>,
+): Promise<CallResult> {
+  const conversationId = `conv-${randomUUID()}`;
+  const contributionId = `contrib-${randomUUID()}`;
+  const client = await startSipp({ scenario: "client-uas.xml" });
+  try {
+    const cfRun = await startSipp({
+      scenario: "cf-invite-bye.xml",
+      remote: kamailio.address,
+      keys: {
+        client_port: String(client.port),
+        conversation_id: conversationId,
+        contribution_id: contributionId,
+        // each extra header line preceded by CRLF (see the scenario's comment)
+        bye_headers: byeHeaders.map((h) => `\r\n${h}`).join(""),
+      },
+    });
+    // SIPp's default Call-ID is "%u-%p@%s": call number, SIPp's pid, local ip
+    if (during) await during({ callId: `1-${cfRun.pid}@127.0.0.1` });
+    const [cf, cl] = await Promise.all([cfRun.done, client.done]);
+    assert.equal(cf.code, 0, `CF SIPp failed (${cf.code}): ${cf.errors}\n${cf.output}`);
+    assert.equal(cl.code, 0, `client SIPp failed (${cl.code}): ${cl.errors}\n${cl.output}`);
+    const cfBye = first(cf.messages, { direction: "sent", method: "BYE" });
+    const cf200 = first(cf.messages, { direction: "received", status: 200, cseqMethod: "BYE" });
+    const clientBye = first(cl.messages, { direction: "received", method: "BYE" });
+    const client200 = first(cl.messages, { direction: "sent", status: 200, cseqMethod: "BYE" });
+    assert.ok(cfBye && cf200 && clientBye && client200, "BYE / 200 OK missing in the traces");
+    return {
+      cf,
+      client: cl,
+      conversationId,
+      contributionId,
+      clientBye,
+      callId: header(cfBye, "call-id") ?? "",
+      t: { cfByeSent: cfBye.time, cf200: cf200.time, clientByeReceived: clientBye.time, client200Sent: client200.time },
+    };
+  } finally {
+    await client.stop();
+  }
+}
+
+async function imap<T>(dovecot: DovecotInstance, fn: (c: ImapFlow) => Promise<T>): Promise<T> {
+  const c = new ImapFlow({
+    host: dovecot.host,
+    port: dovecot.port,
+    secure: false,
+    auth: { user: dovecot.user, pass: dovecot.password },
+    logger: false,
+  });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.logout().catch(() => c.close());
+  }
+}
+
+/** Sources of all messages in a folder; [] when the folder does not exist. */
+async function folderMessages(dovecot: DovecotInstance, folder: string): Promise<string[]> {
+  return imap(dovecot, async (c) => {
+    const boxes = await c.list();
+    if (!boxes.some((b) => b.path === folder)) return [];
+    const lock = await c.getMailboxLock(folder, { readOnly: true });
+    try {
+      const out: string[] = [];
+      for await (const m of c.fetch("1:*", { source: true })) {
+        if (m.source) out.push(m.source.toString("utf8"));
+      }
+      return out;
+    } finally {
+      lock.release();
+    }
+  });
+}
+
+/** The GSO XML out of a stored RFC 5322 object. */
+function gsoXml(source: string): string {
+  assert.match(source, /^Content-Type:\s*application\/group-state-object\+xml/im);
+  const m = /<groupstate\b[\s\S]*<\/groupstate>/.exec(source);
+  assert.ok(m, `no <groupstate> in the stored object:\n${source}`);
+  return m[0];
+}
+
+function assertParticipants(xml: string): void {
+  assert.match(xml, /<groupstate\b[^>]*\btimestamp="[^"]+"/);
+  assert.match(xml, /<groupstate\b[^>]*\blastfocussessionid="[^"]+"/);
+  for (const p of PARTICIPANTS) {
+    assert.match(xml, new RegExp(`<participant\\b[^>]*comm-addr="${p.replace(/\+/g, "\\+")}"`), `participant ${p} missing`);
+  }
+}
+
+function reasonCause(value: string | undefined): number | undefined {
+  const m = /;\s*cause\s*=\s*(\d+)/i.exec(value ?? "");
+  return m ? Number(m[1]) : undefined;
+}
+
+function storeEnv(dovecot: DovecotInstance, mode: "b2bua" | "proxy"): Record<string, string> {
+  return {
+    CPM_PF__STORE__HOST: dovecot.host,
+    CPM_PF__STORE__PORT: String(dovecot.port),
+    CPM_PF__STORE__USER: dovecot.user,
+    CPM_PF__STORE__PASSWORD: dovecot.password,
+    CPM_PF__PF__MODE: mode,
+  };
+}
+
+describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio, sidecar, Dovecot)", () => {
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dovecot = await startDovecot();
+    sidecar = await startSidecar(storeEnv(dovecot, "b2bua"));
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("BYE-B1 BYE-B7: a BYE without Reason reaches the client with Reason: SIP;cause=200, no GSO", async () => {
+    const call = await groupChatCall(kamailio as KamailioInstance, []);
+    const reasons = call.clientBye.headers.get("reason") ?? [];
+    assert.equal(reasons.length, 1, `client got Reason ${JSON.stringify(reasons)}`);
+    assert.match(reasons[0] as string, /^SIP\s*;\s*cause\s*=\s*200\b/i);
+    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
+    assert.equal(gsos.length, 0, "cause 200: no GSO");
+  });
+
+  test('BYE-B2: Reason SIP;cause=200;text="Call completed" -> the client gets cause 200, no GSO', async () => {
+    const call = await groupChatCall(kamailio as KamailioInstance, ['Reason: SIP;cause=200;text="Call completed"']);
+    const reasons = call.clientBye.headers.get("reason") ?? [];
+    assert.equal(reasons.length, 1);
+    assert.equal(reasonCause(reasons[0]), 200);
+    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
+    assert.equal(gsos.length, 0);
+  });
+
+  test("BYE-B3: cause=410 + Referred-By -> GSO with the participants, <status>removed</status>, <referred-by>", async () => {
+    const call = await groupChatCall(kamailio as KamailioInstance, [
+      'Reason: SIP;cause=410;text="Gone"',
+      "Referred-By: <sip:admin@example.net>",
+    ]);
+    assert.equal(reasonCause(header(call.clientBye, "reason")), 410);
+    const folder = `Default/${call.conversationId}/${call.contributionId}`;
+    const gsos = await folderMessages(dovecot as DovecotInstance, folder);
+    assert.equal(gsos.length, 1, `one GSO in ${folder}`);
+    const src = gsos[0] as string;
+    assert.match(src, new RegExp(`^Conversation-ID:\\s*${call.conversationId}\\s*$`, "im"));
+    assert.match(src, new RegExp(`^Contribution-ID:\\s*${call.contributionId}\\s*$`, "im"));
+    const xml = gsoXml(src);
+    assertParticipants(xml);
+    assert.match(xml, /<status>\s*removed\s*<\/status>/);
+    assert.match(xml, /<referred-by>\s*(<)?sip:admin@example\.net(>)?\s*<\/referred-by>/);
+  });
+
+  test("BYE-B4: cause=480 (CF inactivity) -> GSO with the latest participants", async () => {
+    const call = await groupChatCall(kamailio as KamailioInstance, ["Reason: SIP;cause=480"]);
+    assert.equal(reasonCause(header(call.clientBye, "reason")), 480);
+    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
+    assert.equal(gsos.length, 1);
+    const xml = gsoXml(gsos[0] as string);
+    assertParticipants(xml);
+    // 2.b.iii: may be re-started as a long-lived group session: not "removed"
+    assert.doesNotMatch(xml, /<status>\s*removed\s*<\/status>/);
+  });
+
+  test('BYE-B5: cause=503;text="Service Unavailable" (SIP/IP core) -> GSO with the latest participants', async () => {
+    const call = await groupChatCall(kamailio as KamailioInstance, ['Reason: SIP;cause=503;text="Service Unavailable"']);
+    assert.equal(reasonCause(header(call.clientBye, "reason")), 503);
+    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
+    assert.equal(gsos.length, 1);
+    assertParticipants(gsoXml(gsos[0] as string));
+  });
+
+  test("BYE-B7 BYE-B9: the client gets a BYE; the CF's 200 OK comes only after the client's 200 OK", async (t) => {
+    const call = await groupChatCall(kamailio as KamailioInstance, ["Reason: SIP;cause=480"]);
+    assert.equal(call.clientBye.method, "BYE");
+    assert.equal(header(call.clientBye, "call-id"), call.callId);
+    const { cfByeSent, clientByeReceived, client200Sent, cf200 } = call.t;
+    t.diagnostic(
+      `CF BYE -> client +${(clientByeReceived - cfByeSent).toFixed(1)} ms; client 200 +${(client200Sent - cfByeSent).toFixed(1)} ms; CF 200 +${(cf200 - cfByeSent).toFixed(1)} ms`,
+    );
+    assert.ok(clientByeReceived >= cfByeSent, "client got the BYE after the CF sent it");
+    assert.ok(cf200 >= client200Sent, `CF 200 at ${cf200} before client 200 at ${client200Sent}`);
+    // the CF waited for the client's (delayed) answer
+    assert.ok(cf200 - cfByeSent >= CLIENT_PAUSE_MS - 5, `CF got 200 after ${cf200 - cfByeSent} ms`);
+    // 2.d/2.f: the final answer is reported to the sidecar (non-blocking)
+    await waitFor(
+      () => (sidecar as SidecarInstance).logLines().some((l) => l.msg === "BYE completed" && l.callId === call.callId),
+      3000,
+      25,
+      "ReportByeOutcome in the sidecar log",
+    );
+    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);
+    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_bye_b2bua"), 6, "every BYE of this suite was a B2BUA decision");
+    assert.doesNotMatch((kamailio as KamailioInstance).logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);
+  });
+});
+
+describe("8.3.2.3 BYE from the network, PF as proxy (CPM_PF__PF__MODE=proxy)", () => {
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dovecot = await startDovecot();
+    sidecar = await startSidecar(storeEnv(dovecot, "proxy"));
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("BYE-P1: the BYE reaches the client with the CF's Reason unchanged, the 200 OK goes back, no GSO", async () => {
+    const reason = 'SIP;cause=410;text="Gone"';
+    const call = await groupChatCall(kamailio as KamailioInstance, [`Reason: ${reason}`, "Referred-By: <sip:admin@example.net>"]);
+    assert.deepEqual(call.clientBye.headers.get("reason"), [reason]);
+    assert.equal(header(call.clientBye, "referred-by"), "<sip:admin@example.net>");
+    assert.ok(call.t.cf200 >= call.t.client200Sent, "the client's 200 OK is forwarded back to the CF");
+    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
+    assert.equal(gsos.length, 0, "proxy mode stores no GSO");
+    assert.ok((await (kamailio as KamailioInstance).stat("cpm_pf_bye_proxy")) >= 1);
+    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);
+  });
+});
+
+describe("8.3.2.3 fail-safe: the sidecar dies, Kamailio relays the BYE as a plain proxy", () => {
+  const DEADLINE_MS = 200; // the plugin's default
+  const MARGIN_MS = 150;
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let restarted: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dovecot = await startDovecot();
+    // debug: the test waits for "session updated" before killing the sidecar
+    sidecar = await startSidecar({ ...storeEnv(dovecot, "b2bua"), CPM_PF__LOG__LEVEL: "debug" });
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: DEADLINE_MS });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await restarted?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("BYE-B7 BYE-B9 fail-safe: sidecar SIGKILLed mid-session -> the BYE still reaches the client unchanged, the CF gets 200 in time", async (t) => {
+    const k = kamailio as KamailioInstance;
+    const sc = sidecar as SidecarInstance;
+    // a first call with the sidecar alive: the async workers' gRPC channels are connected
+    const warm = await groupChatCall(k, []);
+    assert.equal(reasonCause(header(warm.clientBye, "reason")), 200, "sidecar alive: B2BUA Reason");
+    const before = await k.stat("cpm_pf_failsafe");
+
+    const reason = 'SIP;cause=410;text="Gone"';
+    const call = await groupChatCall(k, [`Reason: ${reason}`], async ({ callId }) => {
+      // the sidecar has the session (INVITE observed) -> kill it; the CF's BYE
+      // follows the 200/ACK 200 ms later
+      await waitFor(
+        () => sc.logLines().some((l) => l.msg === "session updated" && l.callId === callId),
+        5000,
+        5,
+        "INVITE observed by the sidecar",
+      );
+      await sc.kill("SIGKILL");
+    });
+    assert.ok(sc.exited(), "sidecar is dead");
+    // fail-safe: relayed unchanged
+    assert.deepEqual(call.clientBye.headers.get("reason"), [reason]);
+    const decision = call.t.clientByeReceived - call.t.cfByeSent;
+    const total = call.t.cf200 - call.t.cfByeSent;
+    t.diagnostic(`fail-safe: CF BYE -> client BYE ${decision.toFixed(1)} ms; CF BYE -> CF 200 ${total.toFixed(1)} ms`);
+    assert.ok(decision < DEADLINE_MS + MARGIN_MS, `BYE held ${decision} ms`);
+    assert.ok(total < DEADLINE_MS + CLIENT_PAUSE_MS + MARGIN_MS, `CF waited ${total} ms for its 200 OK`);
+    assert.ok(call.t.cf200 >= call.t.client200Sent);
+    assert.equal(await k.stat("cpm_pf_failsafe"), before + 1);
+    assert.match(k.logs(), new RegExp(`cpm-pf: fail-safe for BYE: .*\\[ci=${call.callId.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\]`));
+  });
+
+  test("fail-safe: sidecar down from the start -> the INVITE is still relayed (ObserveSession only logs), the BYE goes through", async (t) => {
+    const k = kamailio as KamailioInstance;
+    assert.ok((sidecar as SidecarInstance).exited(), "previous test killed the sidecar");
+    const reason = "SIP;cause=480";
+    const call = await groupChatCall(k, [`Reason: ${reason}`]);
+    assert.deepEqual(call.clientBye.headers.get("reason"), [reason]);
+    const decision = call.t.clientByeReceived - call.t.cfByeSent;
+    t.diagnostic(`fail-safe (connection refused): CF BYE -> client BYE ${decision.toFixed(1)} ms`);
+    assert.ok(decision < DEADLINE_MS + MARGIN_MS);
+    assert.match(k.logs(), /cpm-pf: ObserveSession failed for INVITE/);
+  });
+
+  test("sidecar restarted on the same port: Kamailio reconnects by itself, B2BUA decisions again", async () => {
+    const k = kamailio as KamailioInstance;
+    restarted = await startSidecar({
+      ...storeEnv(dovecot as DovecotInstance, "b2bua"),
+      CPM_PF__GRPC__PORT: String((sidecar as SidecarInstance).port),
+    });
+    // the bridge's reconnect backoff is at most 1 s (+ jitter)
+    await new Promise((r) => setTimeout(r, 1500));
+    const before = await k.stat("cpm_pf_failsafe");
+    const call = await groupChatCall(k, []);
+    assert.equal(reasonCause(header(call.clientBye, "reason")), 200, "B2BUA Reason again");
+    assert.equal(await k.stat("cpm_pf_failsafe"), before);
+  });
+
+  test("fail-safe: sidecar frozen (SIGSTOP) -> the deadline fires and the BYE is relayed unchanged", async (t) => {
+    const k = kamailio as KamailioInstance;
+    const sc = restarted as SidecarInstance;
+    await sc.kill("SIGSTOP");
+    try {
+      const reason = 'SIP;cause=503;text="Service Unavailable"';
+      const call = await groupChatCall(k, [`Reason: ${reason}`]);
+      assert.deepEqual(call.clientBye.headers.get("reason"), [reason]);
+      const decision = call.t.clientByeReceived - call.t.cfByeSent;
+      const total = call.t.cf200 - call.t.cfByeSent;
+      t.diagnostic(`fail-safe (deadline): CF BYE -> client BYE ${decision.toFixed(1)} ms; CF BYE -> CF 200 ${total.toFixed(1)} ms`);
+      assert.ok(decision >= DEADLINE_MS - 10, `relayed after ${decision} ms, before the deadline`);
+      assert.ok(decision < DEADLINE_MS + MARGIN_MS, `BYE held ${decision} ms`);
+      assert.ok(total < DEADLINE_MS + CLIENT_PAUSE_MS + MARGIN_MS);
+      assert.match(k.logs(), /HandleBye failed after \d+ ms: DEADLINE_EXCEEDED/);
+    } finally {
+      await sc.kill("SIGCONT");
+    }
+  });
+});

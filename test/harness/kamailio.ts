@@ -1,0 +1,230 @@
+// Runs Kamailio with the example configuration (kamailio/kamailio.cfg, which
+// includes the cpm-pf plugin) in the foreground on 127.0.0.1 for end-to-end
+// tests. Each instance has its own run dir (pid file, ctl socket, -Y runtime
+// dir), so parallel tests do not collide. Ready when an OPTIONS to it is
+// answered with the instance id we gave it: two Kamailios can bind the same
+// UDP port (SO_REUSEADDR), so "something answered" is not enough.
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { createSocket } from "node:dgram";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { freePort } from "./ports.js";
+import { REPO_ROOT } from "./sidecar.js";
+import { waitFor } from "./wait.js";
+
+const HOST = "127.0.0.1" as const;
+
+export interface KamailioOptions {
+  /** UDP port to listen on. Default: a free port. */
+  sipPort?: number;
+  /** Sidecar gRPC "host:port" (CPM_PF_GRPC_TARGET). */
+  grpcTarget: string;
+  /** Deadline of each sidecar call in ms (CPM_PF_DEADLINE_MS). Default: the cfg's (200). */
+  deadlineMs?: number;
+  /** Core async workers (ASYNC_WORKERS). Default: the cfg's (4). */
+  asyncWorkers?: number;
+  /** SIP worker processes (SIP_CHILDREN). Default: the cfg's (4). */
+  children?: number;
+  /** Extra -A defines, exactly as Kamailio takes them: "WITH_DEBUG", 'NAME="str"', "N=1". */
+  defines?: string[];
+  /** Configuration file. Default <repo>/kamailio/kamailio.cfg. */
+  cfg?: string;
+  /** Readiness timeout in ms. Default 10000. */
+  readyTimeoutMs?: number;
+  /** Shared memory MB (-m). Default 64. */
+  shmMb?: number;
+  /** Private memory MB per process (-M). Default 16. */
+  pkgMb?: number;
+}
+
+export interface KamailioInstance {
+  host: "127.0.0.1";
+  sipPort: number;
+  /** "127.0.0.1:<port>", what SIPp sends to. */
+  address: string;
+  /** PID of the main process (children die with it). */
+  pid: number;
+  /** X-Instance value this instance answers OPTIONS with. */
+  instance: string;
+  runDir: string;
+  /** SIGTERM the main process (SIGKILL its process group after 3 s), remove the run dir. */
+  stop(): Promise<void>;
+  /** Everything Kamailio logged so far (-E: stderr). */
+  logs(): string;
+  /** `kamcmd` against this instance's ctl socket. */
+  kamcmd(...args: string[]): Promise<string>;
+  /** Value of a statistic (e.g. "cpm_pf_failsafe"); 0 when absent. */
+  stat(name: string): Promise<number>;
+  exited(): boolean;
+}
+
+const execFileP = promisify(execFile);
+
+function exited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
+  if (exited(child)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+/** One OPTIONS to the proxy itself; resolves with the response text or "" on timeout. */
+export function sipOptions(port: number, timeoutMs = 300): Promise<string> {
+  return new Promise((resolve) => {
+    const sock = createSocket("udp4");
+    const done = (text: string) => {
+      clearTimeout(timer);
+      sock.close();
+      resolve(text);
+    };
+    const timer = setTimeout(() => done(""), timeoutMs);
+    sock.on("message", (msg) => done(msg.toString("utf8")));
+    sock.on("error", () => done(""));
+    sock.bind(0, HOST, () => {
+      const lport = sock.address().port;
+      const id = randomUUID();
+      const req = [
+        `OPTIONS sip:${HOST}:${port} SIP/2.0`,
+        `Via: SIP/2.0/UDP ${HOST}:${lport};branch=z9hG4bK-${id}`,
+        "Max-Forwards: 70",
+        `From: <sip:probe@${HOST}:${lport}>;tag=${id.slice(0, 8)}`,
+        `To: <sip:${HOST}:${port}>`,
+        `Call-ID: probe-${id}`,
+        "CSeq: 1 OPTIONS",
+        "Content-Length: 0",
+        "",
+        "",
+      ].join("\r\n");
+      sock.send(req, port, HOST);
+    });
+  });
+}
+
+export async function startKamailio(opts: KamailioOptions): Promise<KamailioInstance> {
+  const sipPort = opts.sipPort ?? (await freePort());
+  const runDir = await mkdtemp(join(tmpdir(), "cpm-kamailio-"));
+  const instance = randomUUID();
+  const cfg = opts.cfg ?? join(REPO_ROOT, "kamailio", "kamailio.cfg");
+  const pidFile = join(runDir, "kamailio.pid");
+  const ctl = `unix:${join(runDir, "kamailio_ctl")}`;
+  // String defines keep their double quotes inside the value (-A 'N="v"').
+  const defines = [
+    `CPM_PF_GRPC_TARGET="${opts.grpcTarget}"`,
+    `CPM_PF_PYTHON_SCRIPT="${join(REPO_ROOT, "kamailio", "python", "cpm_pf_bridge.py")}"`,
+    `KAMAILIO_INSTANCE="${instance}"`,
+    `CTL_SOCKET="${ctl}"`,
+    ...(opts.deadlineMs !== undefined ? [`CPM_PF_DEADLINE_MS=${opts.deadlineMs}`] : []),
+    ...(opts.asyncWorkers !== undefined ? [`ASYNC_WORKERS=${opts.asyncWorkers}`] : []),
+    ...(opts.children !== undefined ? [`SIP_CHILDREN=${opts.children}`] : []),
+    ...(opts.defines ?? []),
+  ];
+  const args = [
+    "-DD",
+    "-E",
+    "-f",
+    cfg,
+    "-l",
+    `udp:${HOST}:${sipPort}`,
+    "-m",
+    String(opts.shmMb ?? 64),
+    "-M",
+    String(opts.pkgMb ?? 16),
+    "-Y",
+    runDir,
+    "-P",
+    pidFile,
+    ...defines.flatMap((d) => ["-A", d]),
+  ];
+
+  let output = "";
+  // detached: own process group, so that the children can be killed by the
+  // group id (= our PID) if the main process does not take them down.
+  const child = spawn("kamailio", args, { cwd: runDir, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  const keep = (d: Buffer) => {
+    output += d.toString("utf8");
+    if (output.length > 2_000_000) output = output.slice(-1_000_000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  let spawnError: Error | undefined;
+  child.once("error", (err) => {
+    spawnError = err;
+  });
+  const pid = child.pid as number;
+
+  const stopChild = async () => {
+    if (pid === undefined) return;
+    if (!exited(child)) {
+      try {
+        process.kill(pid, "SIGTERM");
+      } catch {
+        // already gone
+      }
+      await waitExit(child, 3000);
+    }
+    // Children left over (main killed hard, or stuck): the whole group.
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {
+      // group empty
+    }
+  };
+
+  try {
+    await waitFor(
+      async () => {
+        if (spawnError) throw spawnError;
+        if (exited(child)) throw new Error(`kamailio exited early (${child.exitCode ?? child.signalCode})`);
+        const answer = await sipOptions(sipPort, 200);
+        return answer.startsWith("SIP/2.0 200") && answer.includes(`X-Instance: ${instance}`);
+      },
+      opts.readyTimeoutMs ?? 10_000,
+      50,
+      `kamailio answering OPTIONS on ${HOST}:${sipPort}`,
+    );
+    // -P is written by the main process; it must be the process we spawned.
+    const filePid = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
+    if (filePid && filePid !== pid) throw new Error(`pid file says ${filePid}, spawned ${pid}`);
+  } catch (err) {
+    await stopChild();
+    await rm(runDir, { recursive: true, force: true });
+    throw new Error(`${(err as Error).message}\n--- kamailio output ---\n${output.slice(-6000)}`);
+  }
+
+  const kamcmd = async (...cmd: string[]) => {
+    const { stdout } = await execFileP("kamcmd", ["-s", ctl, ...cmd], { timeout: 3000 });
+    return stdout;
+  };
+
+  return {
+    host: HOST,
+    sipPort,
+    address: `${HOST}:${sipPort}`,
+    pid,
+    instance,
+    runDir,
+    async stop() {
+      await stopChild();
+      await rm(runDir, { recursive: true, force: true });
+    },
+    logs: () => output,
+    kamcmd,
+    async stat(name: string) {
+      // output: "<group>:<name> = <value>" lines
+      const out = await kamcmd("stats.get_statistics", name);
+      const m = new RegExp(`:${name} = (\\d+)`).exec(out);
+      return m ? Number(m[1]) : 0;
+    },
+    exited: () => exited(child),
+  };
+}

@@ -1,0 +1,169 @@
+// Runs the real cpm-pf sidecar (`node dist/src/main.js`) on 127.0.0.1 for
+// end-to-end tests. Ready when it logs "sidecar ready" (JSON lines on stderr;
+// the text is in "message", winston's field, or "msg"). Stopped by the PID we
+// spawned, never by name.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "./ports.js";
+import { waitFor } from "./wait.js";
+
+/** Repository root (this file runs from dist/test/harness/). */
+export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+
+export interface SidecarOptions {
+  /** Readiness timeout in ms. Default 10000. */
+  readyTimeoutMs?: number;
+  /** Entry script. Default <repo>/dist/src/main.js. */
+  entry?: string;
+}
+
+export interface SidecarInstance {
+  host: "127.0.0.1";
+  port: number;
+  /** "127.0.0.1:<port>", for Kamailio's CPM_PF_GRPC_TARGET. */
+  target: string;
+  pid: number;
+  /** Stop gracefully (SIGTERM, SIGKILL after 3 s) and remove the temp dirs. */
+  stop(): Promise<void>;
+  /** Send a signal (e.g. SIGKILL for fail-safe tests, SIGSTOP to freeze it); resolves once it exited (not for SIGSTOP). */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Everything the process wrote so far (stderr and stdout). */
+  logs(): string;
+  /** The JSON log lines parsed (lines that are not JSON are skipped); `msg` = the line's "msg" or "message". */
+  logLines(): Record<string, unknown>[];
+  exited(): boolean;
+}
+
+function exited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
+  if (exited(child)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+/**
+ * Starts the sidecar with `env` (CPM_PF__* keys) on top of defaults the test
+ * needs: a free gRPC port on 127.0.0.1 and fresh spool/state directories.
+ */
+export async function startSidecar(env: Record<string, string> = {}, opts: SidecarOptions = {}): Promise<SidecarInstance> {
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+  const entry = opts.entry ?? join(REPO_ROOT, "dist", "src", "main.js");
+  const dir = await mkdtemp(join(tmpdir(), "cpm-sidecar-"));
+  const port = env.CPM_PF__GRPC__PORT ? Number(env.CPM_PF__GRPC__PORT) : await freePort();
+
+  // Only the variables we mean: an unrelated CPM_PF__* in the caller's
+  // environment would be rejected by the sidecar's config loader.
+  const base: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith("CPM_PF")) base[k] = v;
+  }
+  const childEnv: Record<string, string> = {
+    ...base,
+    CPM_PF__GRPC__HOST: "127.0.0.1",
+    CPM_PF__GRPC__PORT: String(port),
+    CPM_PF__STORE__SPOOLDIR: join(dir, "spool"),
+    CPM_PF__SESSION__STATEDIR: join(dir, "state"),
+    ...env,
+  };
+
+  let output = "";
+  const child = spawn(process.execPath, [entry], {
+    cwd: REPO_ROOT,
+    env: childEnv,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const keep = (d: Buffer) => {
+    output += d.toString("utf8");
+    if (output.length > 1_000_000) output = output.slice(-500_000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  let spawnError: Error | undefined;
+  child.once("error", (err) => {
+    spawnError = err;
+  });
+
+  const stopChild = async () => {
+    if (!exited(child) && child.pid !== undefined) {
+      try {
+        process.kill(child.pid, "SIGCONT"); // in case a test froze it
+        process.kill(child.pid, "SIGTERM");
+      } catch {
+        // already gone
+      }
+      if (!(await waitExit(child, 3000))) {
+        try {
+          process.kill(child.pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+        await waitExit(child, 2000);
+      }
+    }
+  };
+
+  try {
+    await waitFor(
+      () => {
+        if (spawnError) throw spawnError;
+        if (exited(child)) throw new Error(`sidecar exited early (${child.exitCode ?? child.signalCode})`);
+        // winston's JSON format calls the field "message"; accept "msg" too
+        return /"(?:msg|message)"\s*:\s*"sidecar ready"/.test(output);
+      },
+      readyTimeoutMs,
+      25,
+      "sidecar ready",
+    );
+  } catch (err) {
+    await stopChild();
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`${(err as Error).message}\n--- sidecar output ---\n${output.slice(-4000)}`);
+  }
+
+  const pid = child.pid as number;
+  return {
+    host: "127.0.0.1",
+    port,
+    target: `127.0.0.1:${port}`,
+    pid,
+    async stop() {
+      await stopChild();
+      await rm(dir, { recursive: true, force: true });
+    },
+    async kill(signal: NodeJS.Signals = "SIGKILL") {
+      if (exited(child)) return;
+      try {
+        process.kill(pid, signal);
+      } catch {
+        return;
+      }
+      if (signal === "SIGSTOP" || signal === "SIGCONT") return;
+      await waitExit(child, 3000);
+    },
+    logs: () => output,
+    logLines: () =>
+      output
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .flatMap((l) => {
+          try {
+            const rec = JSON.parse(l) as Record<string, unknown>;
+            return [{ ...rec, msg: rec.msg ?? rec.message }];
+          } catch {
+            return [];
+          }
+        }),
+    exited: () => exited(child),
+  };
+}
