@@ -15,7 +15,9 @@ async function main() {
     console.log("\nGSO writes to Dovecot (one after another, same folder shape, ~0.6 KB objects)");
     console.log("| path | writes/s | p50 ms | p99 ms |");
     console.log("|---|---|---|---|");
-    console.log(`| bare imapflow APPEND loop (baseline) | ${fmt(s.baseline.perSecond)} | ${fmt(s.baseline.p50, 2)} | ${fmt(s.baseline.p99, 2)} |`);
+    console.log(
+      `| bare imapflow APPEND loop (baseline) | ${fmt(s.baseline.perSecond)} | ${fmt(s.baseline.p50, 2)} | ${fmt(s.baseline.p99, 2)} |`,
+    );
     console.log(`| MessageStore.append (GSO) | ${fmt(s.pf.perSecond)} | ${fmt(s.pf.p50, 2)} | ${fmt(s.pf.p99, 2)} |`);
     console.log(`ratio GSO/bare = ${fmt(s.ratio, 2)} (target >= 0.9)`);
   } finally {

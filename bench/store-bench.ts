@@ -47,10 +47,18 @@ export async function benchStore(dovecot: DovecotInstance, n: number) {
   // Baseline: one imapflow connection, APPEND in a loop. The PF's path:
   // MessageStore.append (folder check, APPEND, spool fallback). Rounds
   // alternate between the two so that both see the same server state.
-  const imap = new ImapFlow({ host: dovecot.host, port: dovecot.port, secure: false, auth: { user: dovecot.user, pass: dovecot.password }, logger: false });
+  const imap = new ImapFlow({
+    host: dovecot.host,
+    port: dovecot.port,
+    secure: false,
+    auth: { user: dovecot.user, pass: dovecot.password },
+    logger: false,
+  });
   await imap.connect();
   await imap.mailboxCreate(baseFolder).catch(() => undefined);
-  const cfg = buildConfig({ store: { host: dovecot.host, port: dovecot.port, user: dovecot.user, password: dovecot.password, spoolDir: join(dir, "spool") } });
+  const cfg = buildConfig({
+    store: { host: dovecot.host, port: dovecot.port, user: dovecot.user, password: dovecot.password, spoolDir: join(dir, "spool") },
+  });
   const store = new MessageStore(cfg.store, silentLogger());
   await store.start();
   await store.append({ folder, ...gsoObject(-1, ids) }); // warm: folder creation and connection set-up
