@@ -5,119 +5,16 @@
 // Dovecot. Assertions read the SIPp message traces (what went over the wire,
 // with timestamps) and the Message Store (imapflow).
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { ImapFlow } from "imapflow";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
+import { CLIENT_PAUSE_MS, folderMessages, groupChatCall, gsoXml, PARTICIPANTS, storeEnv } from "../harness/group-chat.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
-import { first, header, type SippResult, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { header } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
-const PARTICIPANTS = ["tel:+16135551210", "tel:+16135551211", "tel:+16135551212"];
-/** client-uas.xml waits this long before answering the BYE. */
-const CLIENT_PAUSE_MS = 300;
 /** Deadline of the sidecar calls in the functional cases (not about latency). */
 const FUNCTIONAL_DEADLINE_MS = 1000;
-
-interface CallResult {
-  cf: SippResult;
-  client: SippResult;
-  conversationId: string;
-  contributionId: string;
-  /** What the client received: the BYE. */
-  clientBye: SipTraceMessage;
-  /** When the CF sent its (first) BYE, got its 200 OK; when the client got the BYE and sent its 200. */
-  t: { cfByeSent: number; cf200: number; clientByeReceived: number; client200Sent: number };
-  callId: string;
-}
-
-/** One group chat: CF INVITE -> client 200 -> ACK -> CF BYE (with byeHeaders) -> client 200 -> CF 200. */
-async function groupChatCall(
-  kamailio: KamailioInstance,
-  byeHeaders: string[],
-  during?: (cf: { callId: string }) => Promise<void>,
-): Promise<CallResult> {
-  const conversationId = `conv-${randomUUID()}`;
-  const contributionId = `contrib-${randomUUID()}`;
-  const client = await startSipp({ scenario: "client-uas.xml" });
-  try {
-    const cfRun = await startSipp({
-      scenario: "cf-invite-bye.xml",
-      remote: kamailio.address,
-      keys: {
-        client_port: String(client.port),
-        conversation_id: conversationId,
-        contribution_id: contributionId,
-        // each extra header line preceded by CRLF (see the scenario's comment)
-        bye_headers: byeHeaders.map((h) => `\r\n${h}`).join(""),
-      },
-    });
-    // SIPp's default Call-ID is "%u-%p@%s": call number, SIPp's pid, local ip
-    if (during) await during({ callId: `1-${cfRun.pid}@127.0.0.1` });
-    const [cf, cl] = await Promise.all([cfRun.done, client.done]);
-    assert.equal(cf.code, 0, `CF SIPp failed (${cf.code}): ${cf.errors}\n${cf.output}`);
-    assert.equal(cl.code, 0, `client SIPp failed (${cl.code}): ${cl.errors}\n${cl.output}`);
-    const cfBye = first(cf.messages, { direction: "sent", method: "BYE" });
-    const cf200 = first(cf.messages, { direction: "received", status: 200, cseqMethod: "BYE" });
-    const clientBye = first(cl.messages, { direction: "received", method: "BYE" });
-    const client200 = first(cl.messages, { direction: "sent", status: 200, cseqMethod: "BYE" });
-    assert.ok(cfBye && cf200 && clientBye && client200, "BYE / 200 OK missing in the traces");
-    return {
-      cf,
-      client: cl,
-      conversationId,
-      contributionId,
-      clientBye,
-      callId: header(cfBye, "call-id") ?? "",
-      t: { cfByeSent: cfBye.time, cf200: cf200.time, clientByeReceived: clientBye.time, client200Sent: client200.time },
-    };
-  } finally {
-    await client.stop();
-  }
-}
-
-async function imap<T>(dovecot: DovecotInstance, fn: (c: ImapFlow) => Promise<T>): Promise<T> {
-  const c = new ImapFlow({
-    host: dovecot.host,
-    port: dovecot.port,
-    secure: false,
-    auth: { user: dovecot.user, pass: dovecot.password },
-    logger: false,
-  });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.logout().catch(() => c.close());
-  }
-}
-
-/** Sources of all messages in a folder; [] when the folder does not exist. */
-async function folderMessages(dovecot: DovecotInstance, folder: string): Promise<string[]> {
-  return imap(dovecot, async (c) => {
-    const boxes = await c.list();
-    if (!boxes.some((b) => b.path === folder)) return [];
-    const lock = await c.getMailboxLock(folder, { readOnly: true });
-    try {
-      const out: string[] = [];
-      for await (const m of c.fetch("1:*", { source: true })) {
-        if (m.source) out.push(m.source.toString("utf8"));
-      }
-      return out;
-    } finally {
-      lock.release();
-    }
-  });
-}
-
-/** The GSO XML out of a stored RFC 5322 object. */
-function gsoXml(source: string): string {
-  assert.match(source, /^Content-Type:\s*application\/group-state-object\+xml/im);
-  const m = /<groupstate\b[\s\S]*<\/groupstate>/.exec(source);
-  assert.ok(m, `no <groupstate> in the stored object:\n${source}`);
-  return m[0];
-}
 
 function assertParticipants(xml: string): void {
   assert.match(xml, /<groupstate\b[^>]*\btimestamp="[^"]+"/);
@@ -130,16 +27,6 @@ function assertParticipants(xml: string): void {
 function reasonCause(value: string | undefined): number | undefined {
   const m = /;\s*cause\s*=\s*(\d+)/i.exec(value ?? "");
   return m ? Number(m[1]) : undefined;
-}
-
-function storeEnv(dovecot: DovecotInstance, mode: "b2bua" | "proxy"): Record<string, string> {
-  return {
-    CPM_PF__STORE__HOST: dovecot.host,
-    CPM_PF__STORE__PORT: String(dovecot.port),
-    CPM_PF__STORE__USER: dovecot.user,
-    CPM_PF__STORE__PASSWORD: dovecot.password,
-    CPM_PF__PF__MODE: mode,
-  };
 }
 
 describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio, sidecar, Dovecot)", () => {

@@ -1,0 +1,127 @@
+// One group chat through the PF, as the e2e tests, the demo and the bench
+// play it: SIPp as the Controlling Function (test/scenarios/cf-invite-bye.xml)
+// and as a client of the served user (client-uas.xml), through Kamailio; plus
+// Message Store read-back helpers.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { ImapFlow } from "imapflow";
+import type { DovecotInstance } from "./dovecot.js";
+import type { KamailioInstance } from "./kamailio.js";
+import { first, header, type SippResult, type SipTraceMessage, startSipp } from "./sipp.js";
+
+export const PARTICIPANTS = ["tel:+16135551210", "tel:+16135551211", "tel:+16135551212"];
+
+/** client-uas.xml waits this long before answering the BYE. */
+export const CLIENT_PAUSE_MS = 300;
+
+export interface CallResult {
+  cf: SippResult;
+  client: SippResult;
+  conversationId: string;
+  contributionId: string;
+  /** What the client received: the BYE. */
+  clientBye: SipTraceMessage;
+  /** When the CF sent its (first) BYE, got its 200 OK; when the client got the BYE and sent its 200. */
+  t: { cfByeSent: number; cf200: number; clientByeReceived: number; client200Sent: number };
+  callId: string;
+}
+
+/** One group chat: CF INVITE -> client 200 -> ACK -> CF BYE (with byeHeaders) -> client 200 -> CF 200. */
+
+export async function groupChatCall(
+  kamailio: KamailioInstance,
+  byeHeaders: string[],
+  during?: (cf: { callId: string }) => Promise<void>,
+): Promise<CallResult> {
+  const conversationId = `conv-${randomUUID()}`;
+  const contributionId = `contrib-${randomUUID()}`;
+  const client = await startSipp({ scenario: "client-uas.xml" });
+  try {
+    const cfRun = await startSipp({
+      scenario: "cf-invite-bye.xml",
+      remote: kamailio.address,
+      keys: {
+        client_port: String(client.port),
+        conversation_id: conversationId,
+        contribution_id: contributionId,
+        // each extra header line preceded by CRLF (see the scenario's comment)
+        bye_headers: byeHeaders.map((h) => `\r\n${h}`).join(""),
+      },
+    });
+    // SIPp's default Call-ID is "%u-%p@%s": call number, SIPp's pid, local ip
+    if (during) await during({ callId: `1-${cfRun.pid}@127.0.0.1` });
+    const [cf, cl] = await Promise.all([cfRun.done, client.done]);
+    assert.equal(cf.code, 0, `CF SIPp failed (${cf.code}): ${cf.errors}\n${cf.output}`);
+    assert.equal(cl.code, 0, `client SIPp failed (${cl.code}): ${cl.errors}\n${cl.output}`);
+    const cfBye = first(cf.messages, { direction: "sent", method: "BYE" });
+    const cf200 = first(cf.messages, { direction: "received", status: 200, cseqMethod: "BYE" });
+    const clientBye = first(cl.messages, { direction: "received", method: "BYE" });
+    const client200 = first(cl.messages, { direction: "sent", status: 200, cseqMethod: "BYE" });
+    assert.ok(cfBye && cf200 && clientBye && client200, "BYE / 200 OK missing in the traces");
+    return {
+      cf,
+      client: cl,
+      conversationId,
+      contributionId,
+      clientBye,
+      callId: header(cfBye, "call-id") ?? "",
+      t: { cfByeSent: cfBye.time, cf200: cf200.time, clientByeReceived: clientBye.time, client200Sent: client200.time },
+    };
+  } finally {
+    await client.stop();
+  }
+}
+
+export async function imap<T>(dovecot: DovecotInstance, fn: (c: ImapFlow) => Promise<T>): Promise<T> {
+  const c = new ImapFlow({
+    host: dovecot.host,
+    port: dovecot.port,
+    secure: false,
+    auth: { user: dovecot.user, pass: dovecot.password },
+    logger: false,
+  });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.logout().catch(() => c.close());
+  }
+}
+
+/** Sources of all messages in a folder; [] when the folder does not exist. */
+
+export async function folderMessages(dovecot: DovecotInstance, folder: string): Promise<string[]> {
+  return imap(dovecot, async (c) => {
+    const boxes = await c.list();
+    if (!boxes.some((b) => b.path === folder)) return [];
+    const lock = await c.getMailboxLock(folder, { readOnly: true });
+    try {
+      const out: string[] = [];
+      for await (const m of c.fetch("1:*", { source: true })) {
+        if (m.source) out.push(m.source.toString("utf8"));
+      }
+      return out;
+    } finally {
+      lock.release();
+    }
+  });
+}
+
+/** The GSO XML out of a stored RFC 5322 object. */
+
+export function gsoXml(source: string): string {
+  assert.match(source, /^Content-Type:\s*application\/group-state-object\+xml/im);
+  const m = /<groupstate\b[\s\S]*<\/groupstate>/.exec(source);
+  assert.ok(m, `no <groupstate> in the stored object:\n${source}`);
+  return m[0];
+}
+
+export function storeEnv(dovecot: DovecotInstance, mode: "b2bua" | "proxy"): Record<string, string> {
+  return {
+    CPM_PF__STORE__HOST: dovecot.host,
+    CPM_PF__STORE__PORT: String(dovecot.port),
+    CPM_PF__STORE__USER: dovecot.user,
+    CPM_PF__STORE__PASSWORD: dovecot.password,
+    CPM_PF__PF__MODE: mode,
+  };
+}
