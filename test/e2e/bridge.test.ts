@@ -4,7 +4,6 @@
 // every answer field it uses, sanitise what goes into SIP, and never block a
 // SIP worker while the sidecar is slow (SHAPE-1, 8.3.2.3 BYE-B7/B9).
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } from "@grpc/grpc-js";
@@ -23,9 +22,10 @@ import {
   Side,
 } from "../../src/gen/cpm/pf/v1/pf_pb.js";
 import { grpcServiceDefinition } from "../../src/grpc/service-definition.js";
+import { groupChatCall } from "../harness/group-chat.js";
 import { type KamailioInstance, sipOptions, startKamailio } from "../harness/kamailio.js";
 import { freePort } from "../harness/ports.js";
-import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { header } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -94,37 +94,7 @@ async function startScriptedSidecar(script: Script): Promise<{ target: string; s
   };
 }
 
-async function call(kamailio: KamailioInstance, byeHeaders: string[]) {
-  const client = await startSipp({ scenario: "client-uas.xml" });
-  try {
-    const cf = await startSipp({
-      scenario: "cf-invite-bye.xml",
-      remote: kamailio.address,
-      keys: {
-        client_port: String(client.port),
-        conversation_id: `conv-${randomUUID()}`,
-        contribution_id: `contrib-${randomUUID()}`,
-        bye_headers: byeHeaders.map((h) => `\r\n${h}`).join(""),
-      },
-    });
-    const [c, u] = await Promise.all([cf.done, client.done]);
-    assert.equal(c.code, 0, `CF SIPp failed: ${c.errors}\n${c.output}`);
-    assert.equal(u.code, 0, `client SIPp failed: ${u.errors}\n${u.output}`);
-    const get = (m: SipTraceMessage | undefined, what: string) => {
-      assert.ok(m, `${what} missing`);
-      return m;
-    };
-    return {
-      cfPort: cf.port,
-      cfBye: get(first(c.messages, { direction: "sent", method: "BYE" }), "CF BYE"),
-      cf200: get(first(c.messages, { direction: "received", status: 200, cseqMethod: "BYE" }), "CF 200"),
-      clientBye: get(first(u.messages, { direction: "received", method: "BYE" }), "client BYE"),
-      client200: get(first(u.messages, { direction: "sent", status: 200, cseqMethod: "BYE" }), "client 200"),
-    };
-  } finally {
-    await client.stop();
-  }
-}
+const call = groupChatCall;
 
 describe("Kamailio bridge (cpm-pf.cfg + cpm_pf_bridge.py) against a scripted sidecar", () => {
   const script: Script = { byeDelayMs: 0, reportDelayMs: 0, clientReason: "", byes: [], observed: [], reports: [] };

@@ -11,23 +11,29 @@ import { first, header, type SippResult, type SipTraceMessage, startSipp } from 
 
 export const PARTICIPANTS = ["tel:+16135551210", "tel:+16135551211", "tel:+16135551212"];
 
-/** client-uas.xml waits this long before answering the BYE. */
+/** client-uas.xml waits this long before answering the BYE (its sipp -d). */
 export const CLIENT_PAUSE_MS = 300;
+/** cf-invite-bye.xml waits this long between ACK and BYE (its sipp -d). */
+export const CF_PAUSE_MS = 200;
 
 export interface CallResult {
   cf: SippResult;
   client: SippResult;
   conversationId: string;
   contributionId: string;
-  /** What the client received: the BYE. */
+  /** Local SIP port of the CF's SIPp. */
+  cfPort: number;
+  /** The first BYE the CF sent and the 200 OK it got; what the client received (the BYE) and answered. */
+  cfBye: SipTraceMessage;
+  cf200: SipTraceMessage;
   clientBye: SipTraceMessage;
+  client200: SipTraceMessage;
   /** When the CF sent its (first) BYE, got its 200 OK; when the client got the BYE and sent its 200. */
   t: { cfByeSent: number; cf200: number; clientByeReceived: number; client200Sent: number };
   callId: string;
 }
 
 /** One group chat: CF INVITE -> client 200 -> ACK -> CF BYE (with byeHeaders) -> client 200 -> CF 200. */
-
 export async function groupChatCall(
   kamailio: KamailioInstance,
   byeHeaders: string[],
@@ -35,11 +41,12 @@ export async function groupChatCall(
 ): Promise<CallResult> {
   const conversationId = `conv-${randomUUID()}`;
   const contributionId = `contrib-${randomUUID()}`;
-  const client = await startSipp({ scenario: "client-uas.xml" });
+  const client = await startSipp({ scenario: "client-uas.xml", extraArgs: ["-d", String(CLIENT_PAUSE_MS)] });
   try {
     const cfRun = await startSipp({
       scenario: "cf-invite-bye.xml",
       remote: kamailio.address,
+      extraArgs: ["-d", String(CF_PAUSE_MS)],
       keys: {
         client_port: String(client.port),
         conversation_id: conversationId,
@@ -63,7 +70,11 @@ export async function groupChatCall(
       client: cl,
       conversationId,
       contributionId,
+      cfPort: cfRun.port,
+      cfBye,
+      cf200,
       clientBye,
+      client200,
       callId: header(cfBye, "call-id") ?? "",
       t: { cfByeSent: cfBye.time, cf200: cf200.time, clientByeReceived: clientBye.time, client200Sent: client200.time },
     };
