@@ -14,6 +14,21 @@ export const ErrorCodes = {
   CPM_ERR_STORE_REJECTED: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "Message Store rejected the object" },
   CPM_ERR_SPOOL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "durable spool write failed" },
   CPM_ERR_INTERNAL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "internal error" },
+  // MSRP (RFC 4975 10): `msrp` is the response code the MSRP peer sees.
+  CPM_ERR_MSRP_FRAME: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, msrp: 400, message: "malformed MSRP frame" },
+  CPM_ERR_MSRP_URI: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, msrp: 400, message: "malformed MSRP URI" },
+  CPM_ERR_MSRP_TOO_LARGE: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, sip: 413, msrp: 413, message: "MSRP message or chunk too large" },
+  CPM_ERR_MSRP_NO_SESSION: { grpc: GrpcStatus.NOT_FOUND, sip: 481, msrp: 481, message: "MSRP session does not exist" },
+  CPM_ERR_MSRP_SESSION_IN_USE: {
+    grpc: GrpcStatus.ALREADY_EXISTS,
+    sip: 500,
+    msrp: 506,
+    message: "MSRP session bound to another connection",
+  },
+  CPM_ERR_MSRP_METHOD: { grpc: GrpcStatus.UNIMPLEMENTED, sip: 500, msrp: 501, message: "MSRP method not understood" },
+  CPM_ERR_MSRP_TIMEOUT: { grpc: GrpcStatus.DEADLINE_EXCEEDED, sip: 408, msrp: 408, message: "MSRP transaction timed out" },
+  CPM_ERR_MSRP_SETUP: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 488, msrp: 400, message: "incompatible MSRP a=setup roles" },
+  CPM_ERR_MSRP_CONNECTION: { grpc: GrpcStatus.UNAVAILABLE, sip: 500, msrp: 481, message: "MSRP connection closed" },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -1,0 +1,448 @@
+// One MSRP connection (RFC 4975 5.4, 6.2-6.3, 7.2) over any Duplex: a
+// net.Socket, a tls.TLSSocket, or a test pair. It parses what arrives,
+// answers hop by hop, and routes each request to the session named by the
+// session-id of its first To-Path URI among the sessions bound to THIS
+// connection: a request for any other session gets 481 and never reaches
+// another session (BYE-B6), one for a session bound to another connection
+// gets 506. A passive connection binds a session from its table when the
+// first request for it arrives; an active one binds with an empty SEND
+// (bind()). A connection on which no session gets bound within bindTimeoutMs
+// is closed, as is one idle for idleTimeoutMs (when set) and one whose last
+// session has left (closeWhenUnused).
+import { EventEmitter } from "node:events";
+import * as net from "node:net";
+import type { Duplex } from "node:stream";
+import * as tls from "node:tls";
+import { CpmError } from "../errors/catalogue.js";
+import { componentLogger, type Logger } from "../log/logger.js";
+import { makeEmptySend } from "./chunking.js";
+import type { MsrpFrame, MsrpRequest, MsrpResponse } from "./frame.js";
+import { DEFAULT_PARSER_LIMITS, type MsrpParseError, MsrpParser, type MsrpParserLimits } from "./parser.js";
+import { type ResponsePolicy, responsePolicy, shouldRespond } from "./reports.js";
+import { type MsrpResources, msrpResources } from "./resources.js";
+import { makeResponse, serializeFrame } from "./serializer.js";
+import type { MsrpSession, SessionTransport } from "./session.js";
+import type { MsrpSessionTable } from "./session-table.js";
+import type { ConnectionRole } from "./setup.js";
+import type { MsrpUri } from "./uri.js";
+
+export interface MsrpConnectionOptions {
+  /** RFC 6135: active = we opened the connection and bind with an empty SEND; passive = we accepted it. */
+  role: ConnectionRole;
+  /** Sessions a passive connection may bind (by the first request naming them). */
+  table?: MsrpSessionTable;
+  /** Parser limits; defaults DEFAULT_PARSER_LIMITS (16 KiB headers, 256 KiB chunk body). */
+  limits?: Partial<MsrpParserLimits>;
+  /** Close the connection when no session is bound to it this long after it opened; 0 = never. Default 30 000 ms. */
+  bindTimeoutMs?: number;
+  /** Close the connection after this long without bytes either way; 0 = never (default: SIP ends sessions). */
+  idleTimeoutMs?: number;
+  /** A request that expects a response and gets none this long counts as 408. Default 30 000 ms (RFC 4975 7.1.1). */
+  transactionTimeoutMs?: number;
+  /** Close the connection when its last session leaves (RFC 4975 5.4). Default true. */
+  closeWhenUnused?: boolean;
+  logger?: Logger;
+  resources?: MsrpResources;
+}
+
+export const DEFAULT_CONNECTION_TIMEOUTS = Object.freeze({
+  bindTimeoutMs: 30_000,
+  idleTimeoutMs: 0,
+  transactionTimeoutMs: 30_000,
+});
+
+export interface ConnectionEvents {
+  close: [reason: string];
+}
+
+interface Transaction {
+  owner: MsrpSession | undefined;
+  policy: ResponsePolicy;
+  timer: NodeJS.Timeout | undefined;
+  settle: (code: number) => void;
+  fail: (err: Error) => void;
+  onLateError: ((code: number) => void) | undefined;
+}
+
+export class MsrpConnection extends EventEmitter<ConnectionEvents> implements SessionTransport {
+  readonly role: ConnectionRole;
+  private readonly socket: Duplex;
+  private readonly parser: MsrpParser;
+  private readonly table: MsrpSessionTable | undefined;
+  private readonly log: Logger;
+  private readonly resources: MsrpResources;
+  private readonly timeouts: { bindTimeoutMs: number; idleTimeoutMs: number; transactionTimeoutMs: number };
+  private readonly closeWhenUnused: boolean;
+  private readonly bound = new Map<string, MsrpSession>();
+  private readonly transactions = new Map<string, Transaction>();
+  private drainWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private bindTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private lastActivity = Date.now();
+  private everBound = false;
+  private closing = false;
+  private socketGone = false;
+
+  constructor(socket: Duplex, options: MsrpConnectionOptions) {
+    super();
+    this.role = options.role;
+    this.socket = socket;
+    this.table = options.table;
+    this.parser = new MsrpParser({ ...DEFAULT_PARSER_LIMITS, ...options.limits });
+    this.resources = options.resources ?? msrpResources;
+    this.closeWhenUnused = options.closeWhenUnused ?? true;
+    this.timeouts = {
+      bindTimeoutMs: options.bindTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.bindTimeoutMs,
+      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.idleTimeoutMs,
+      transactionTimeoutMs: options.transactionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.transactionTimeoutMs,
+    };
+    const peer = socket instanceof net.Socket ? `${socket.remoteAddress}:${socket.remotePort}` : "duplex";
+    this.log = (options.logger ?? componentLogger("msrp")).child({ msrpPeer: peer, msrpRole: this.role });
+    this.resources.socketOpened(this);
+
+    socket.on("data", (chunk: Buffer | string) => this.onData(typeof chunk === "string" ? Buffer.from(chunk) : chunk));
+    socket.on("drain", () => this.flushDrainWaiters());
+    socket.on("error", (err: Error) => this.close(`socket error: ${err.message}`));
+    socket.on("end", () => this.close("peer closed the connection"));
+    socket.on("close", () => {
+      this.socketGone = true;
+      this.close("socket closed");
+      this.resources.socketClosed(this);
+    });
+    if (socket.destroyed) {
+      this.socketGone = true;
+      this.resources.socketClosed(this);
+    }
+
+    if (this.timeouts.bindTimeoutMs > 0) {
+      this.bindTimer = this.resources.setTimer(this.timeouts.bindTimeoutMs, () => {
+        this.bindTimer = undefined;
+        this.log.info("no MSRP session bound in time, closing", { bindTimeoutMs: this.timeouts.bindTimeoutMs });
+        this.close("bind timeout");
+      });
+    }
+    if (this.timeouts.idleTimeoutMs > 0) this.armIdle(this.timeouts.idleTimeoutMs);
+  }
+
+  /** Opens a TCP (or, with `tls`, TLS) connection as the active side. */
+  static connect(
+    target: { host: string; port: number; tls?: tls.ConnectionOptions },
+    options: Omit<MsrpConnectionOptions, "role">,
+  ): Promise<MsrpConnection> {
+    return new Promise((resolve, reject) => {
+      const socket = target.tls
+        ? tls.connect({ ...target.tls, host: target.host, port: target.port })
+        : net.connect({ host: target.host, port: target.port });
+      const onError = (err: Error) => {
+        socket.destroy();
+        reject(new CpmError("CPM_ERR_MSRP_CONNECTION", `connect to ${target.host}:${target.port} failed: ${err.message}`, { cause: err }));
+      };
+      socket.once("error", onError);
+      socket.once(target.tls ? "secureConnect" : "connect", () => {
+        socket.off("error", onError);
+        resolve(new MsrpConnection(socket, { ...options, role: "active" }));
+      });
+    });
+  }
+
+  /** Connects to the first hop of a session's remote path (msrps = TLS). */
+  static connectTo(
+    uri: MsrpUri,
+    options: Omit<MsrpConnectionOptions, "role">,
+    tlsOptions?: tls.ConnectionOptions,
+  ): Promise<MsrpConnection> {
+    if (uri.port === undefined) return Promise.reject(new CpmError("CPM_ERR_MSRP_URI", "the first hop has no port"));
+    const host = uri.host.startsWith("[") ? uri.host.slice(1, -1) : uri.host;
+    const target: { host: string; port: number; tls?: tls.ConnectionOptions } = { host, port: uri.port };
+    if (uri.scheme === "msrps") target.tls = tlsOptions ?? {};
+    return MsrpConnection.connect(target, options);
+  }
+
+  get closed(): boolean {
+    return this.closing;
+  }
+
+  /** Sessions bound to this connection, by session-id. */
+  get sessions(): ReadonlyMap<string, MsrpSession> {
+    return this.bound;
+  }
+
+  /** Parser buffer plus bytes queued on the socket. */
+  get bufferedBytes(): number {
+    return this.parser.bufferedBytes + (this.socketGone ? 0 : this.socket.writableLength);
+  }
+
+  /**
+   * Active side (RFC 4975 5.4, RFC 6135): binds the session to this
+   * connection with an empty SEND. Resolves on 200; otherwise the session is
+   * closed and the promise rejects (481 / 506 / 408 ...).
+   */
+  async bind(session: MsrpSession): Promise<void> {
+    if (this.closing) throw new CpmError("CPM_ERR_MSRP_CONNECTION", "connection closed");
+    this.attachSession(session);
+    const bindSend = makeEmptySend(session.remotePath, [session.localUri]);
+    const { verdict } = this.request(bindSend, session);
+    let code: number;
+    try {
+      code = await verdict;
+    } catch (err) {
+      session.close("connection lost while binding");
+      throw err;
+    }
+    if (code === 200) return;
+    session.close(`peer refused the bind with ${code}`);
+    const errorCode =
+      code === 481
+        ? "CPM_ERR_MSRP_NO_SESSION"
+        : code === 506
+          ? "CPM_ERR_MSRP_SESSION_IN_USE"
+          : code === 408
+            ? "CPM_ERR_MSRP_TIMEOUT"
+            : "CPM_ERR_MSRP_CONNECTION";
+    throw new CpmError(errorCode, `bind of session ${session.id} answered ${code}`);
+  }
+
+  /**
+   * Sends a request. `verdict` settles with the response code, 408 when none
+   * comes within transactionTimeoutMs, or 200 right after writing when the
+   * request's Failure-Report wants no 200 ("partial": a later error reaches
+   * onLateError; "no" and REPORT: nothing more). `written` waits for the
+   * socket to drain. Both reject with CPM_ERR_MSRP_CONNECTION if the
+   * connection closes first.
+   */
+  request(
+    req: MsrpRequest,
+    owner?: MsrpSession,
+    onLateError?: (code: number) => void,
+  ): { written: Promise<void>; verdict: Promise<number> } {
+    if (this.closing) {
+      const err = new CpmError("CPM_ERR_MSRP_CONNECTION", "connection closed");
+      const rejected = Promise.reject(err);
+      rejected.catch(() => {});
+      return { written: rejected, verdict: rejected };
+    }
+    const policy = responsePolicy(req);
+    let settle!: (code: number) => void;
+    let fail!: (err: Error) => void;
+    const verdict = new Promise<number>((resolve, reject) => {
+      settle = resolve;
+      fail = reject;
+    });
+    verdict.catch(() => {});
+    if (policy !== "none") {
+      const tx: Transaction = { owner, policy, timer: undefined, settle, fail, onLateError };
+      tx.timer = this.resources.setTimer(this.timeouts.transactionTimeoutMs, () => {
+        tx.timer = undefined;
+        this.transactions.delete(req.transactionId);
+        // "partial": silence means success; only "all" turns it into 408.
+        if (policy === "all") {
+          this.log.info("MSRP transaction timed out", { transactionId: req.transactionId, method: req.method });
+          settle(408);
+        }
+      });
+      this.transactions.set(req.transactionId, tx);
+    }
+    const written = this.write(req);
+    written.catch((err: Error) => {
+      const tx = this.transactions.get(req.transactionId);
+      if (tx === undefined) return;
+      this.resources.clearTimer(tx.timer);
+      this.transactions.delete(req.transactionId);
+      tx.fail(err);
+    });
+    if (policy !== "all") written.then(() => settle(200), fail);
+    return { written, verdict };
+  }
+
+  /** @internal A session leaves (session.close()). */
+  detach(session: MsrpSession): void {
+    if (this.bound.get(session.id) !== session) return;
+    this.bound.delete(session.id);
+    for (const [tid, tx] of this.transactions) {
+      if (tx.owner !== session) continue;
+      this.resources.clearTimer(tx.timer);
+      this.transactions.delete(tid);
+      tx.fail(new CpmError("CPM_ERR_MSRP_CONNECTION", "session closed"));
+    }
+    if (this.closeWhenUnused && this.bound.size === 0 && this.everBound) this.close("last session left");
+  }
+
+  /** Closes the connection and every session bound to it. Idempotent. */
+  close(reason = "closed"): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.bindTimer = this.resources.clearTimer(this.bindTimer);
+    this.idleTimer = this.resources.clearTimer(this.idleTimer);
+    const gone = new CpmError("CPM_ERR_MSRP_CONNECTION", `connection closed: ${reason}`);
+    for (const tx of this.transactions.values()) {
+      this.resources.clearTimer(tx.timer);
+      tx.fail(gone);
+    }
+    this.transactions.clear();
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w.reject(gone);
+    const sessions = [...this.bound.values()];
+    this.bound.clear();
+    for (const s of sessions) s.connectionLost(reason);
+    this.parser.reset();
+    this.log.debug("MSRP connection closing", { reason, sessions: sessions.length });
+    this.finishSocket();
+    this.emit("close", reason);
+  }
+
+  // ---- input ------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.closing) return;
+    this.lastActivity = Date.now();
+    for (const ev of this.parser.push(chunk)) {
+      if (this.closing) return;
+      if (ev.type === "frame") this.onFrame(ev.frame);
+      else if (ev.type === "error") this.onParseError(ev.error);
+    }
+  }
+
+  private onFrame(frame: MsrpFrame): void {
+    if (frame.kind === "response") this.onResponse(frame);
+    else this.onRequest(frame);
+  }
+
+  private onResponse(res: MsrpResponse): void {
+    const tx = this.transactions.get(res.transactionId);
+    if (tx === undefined) {
+      this.log.debug("response for no pending transaction", { transactionId: res.transactionId, code: res.code });
+      return;
+    }
+    this.transactions.delete(res.transactionId);
+    this.resources.clearTimer(tx.timer);
+    if (tx.policy === "all") tx.settle(res.code);
+    else if (res.code >= 300) tx.onLateError?.(res.code);
+  }
+
+  private onRequest(req: MsrpRequest): void {
+    const sessionId = req.toPath[0]?.sessionId;
+    let session = sessionId === undefined ? undefined : this.bound.get(sessionId);
+    if (session === undefined && sessionId !== undefined && this.table !== undefined) {
+      const candidate = this.table.get(sessionId);
+      if (candidate?.state === "unbound" && candidate.isFromPeer(req)) {
+        this.attachSession(candidate);
+        session = candidate;
+      } else if (candidate?.state === "bound") {
+        // RFC 4975 10: the session lives on another connection.
+        this.log.info("request for a session bound to another connection", { sessionId, transactionId: req.transactionId });
+        this.answer(req, 506);
+        return;
+      }
+    }
+    if (session !== undefined && !session.isFromPeer(req)) {
+      this.log.info("request from a sender the session does not expect", { sessionId, transactionId: req.transactionId });
+      session = undefined;
+    }
+    if (session === undefined) {
+      // BYE-B6 / RFC 4975 10: unknown (or already closed) session: 481, and the request goes nowhere.
+      this.log.debug("request for no session on this connection", { sessionId, transactionId: req.transactionId, method: req.method });
+      this.answer(req, 481);
+      return;
+    }
+    const actions = session.receive(req);
+    if (actions.respond !== undefined) this.answer(req, actions.respond, session.localUri);
+    for (const report of actions.reports) this.request(report, session);
+  }
+
+  private onParseError(err: MsrpParseError): void {
+    if (err.fatal) {
+      this.log.warn("unparseable MSRP input, closing", { reason: err.reason, detail: err.detail, transactionId: err.transactionId });
+      this.close(`parse error: ${err.reason}`);
+      return;
+    }
+    this.log.info("bad MSRP frame", {
+      reason: err.reason,
+      detail: err.detail,
+      limit: err.limit,
+      transactionId: err.transactionId,
+      status: err.status,
+    });
+    if (err.isResponse || err.transactionId === undefined || err.method === undefined) return;
+    const head = err.head;
+    const sessionId = head?.toPath?.[0]?.sessionId;
+    const session = sessionId === undefined ? undefined : this.bound.get(sessionId);
+    if (err.reason === "body-too-large" && head?.messageId !== undefined) session?.rejectMessage(head.messageId);
+    if (head?.toPath === undefined || head.fromPath === undefined) return;
+    const policyOf = { method: err.method, failureReport: head.failureReport };
+    if (!shouldRespond(policyOf, err.status)) return;
+    this.writeQuietly(
+      makeResponse(
+        { transactionId: err.transactionId, toPath: head.toPath, fromPath: head.fromPath },
+        err.status,
+        session ? { localUri: session.localUri } : {},
+      ),
+    );
+  }
+
+  // ---- output -----------------------------------------------------------------
+
+  private answer(req: MsrpRequest, code: number, localUri?: MsrpUri): void {
+    if (!shouldRespond(req, code)) return;
+    this.writeQuietly(makeResponse(req, code, localUri ? { localUri } : {}));
+  }
+
+  private writeQuietly(frame: MsrpFrame): void {
+    this.write(frame).catch(() => {});
+  }
+
+  /** Serializes and writes; resolves when the socket can take more. */
+  private write(frame: MsrpFrame): Promise<void> {
+    if (this.closing || this.socketGone) return Promise.reject(new CpmError("CPM_ERR_MSRP_CONNECTION", "connection closed"));
+    let bytes: Buffer;
+    try {
+      bytes = serializeFrame(frame);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.lastActivity = Date.now();
+    if (this.socket.write(bytes)) return Promise.resolve();
+    return new Promise((resolve, reject) => this.drainWaiters.push({ resolve, reject }));
+  }
+
+  private flushDrainWaiters(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w.resolve();
+  }
+
+  private attachSession(session: MsrpSession): void {
+    session.attach(this);
+    this.bound.set(session.id, session);
+    this.everBound = true;
+    this.bindTimer = this.resources.clearTimer(this.bindTimer);
+  }
+
+  private armIdle(ms: number): void {
+    this.idleTimer = this.resources.setTimer(ms, () => {
+      this.idleTimer = undefined;
+      const idleFor = Date.now() - this.lastActivity;
+      if (idleFor >= this.timeouts.idleTimeoutMs) {
+        this.log.info("MSRP connection idle, closing", { idleTimeoutMs: this.timeouts.idleTimeoutMs });
+        this.close("idle timeout");
+      } else {
+        this.armIdle(this.timeouts.idleTimeoutMs - idleFor);
+      }
+    });
+  }
+
+  /** Flushes what is queued (a last 481, say), then destroys the socket. */
+  private finishSocket(): void {
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    if (socket.writableLength === 0 || socket.writableEnded) {
+      socket.destroy();
+      return;
+    }
+    socket.once("finish", () => socket.destroy());
+    socket.end();
+    // A peer that never reads would keep the socket half-written forever.
+    const guard = this.resources.setTimer(5_000, () => socket.destroy());
+    socket.once("close", () => this.resources.clearTimer(guard));
+  }
+}

@@ -1,0 +1,49 @@
+// Identifiers from the CSPRNG (node:crypto). RFC 4975 14.1: session-ids are
+// the only protection against a third party injecting into a session, so
+// they carry at least 80 bits of randomness; transaction-ids and Message-IDs
+// are `ident`s (RFC 4975 9: 4-32 characters) drawn the same way.
+import { randomBytes } from "node:crypto";
+
+const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/** Bytes >= 248 are redrawn so that each of the 62 characters is equally likely. */
+const UNBIASED_LIMIT = 248;
+
+/** `length` characters uniformly from [A-Za-z0-9]: log2(62) = 5.95 bits each. */
+export function randomAlnum(length: number): string {
+  let out = "";
+  while (out.length < length) {
+    for (const b of randomBytes(length - out.length + 8)) {
+      if (b >= UNBIASED_LIMIT) continue;
+      out += ALNUM[b % 62];
+      if (out.length === length) break;
+    }
+  }
+  return out;
+}
+
+/** Bits of randomness in an id of `length` alphanumerics. */
+export function alnumEntropyBits(length: number): number {
+  return length * Math.log2(62);
+}
+
+/** Session-id for our a=path URI: 20 alphanumerics, about 119 bits (RFC 4975 14.1 asks for >= 80). */
+export function newSessionId(): string {
+  return randomAlnum(20);
+}
+
+/** Message-ID: 20 alphanumerics, a valid `ident`, unique for the session's life. */
+export function newMessageId(): string {
+  return randomAlnum(20);
+}
+
+/**
+ * Transaction-id: 16 alphanumerics (about 95 bits). When the body is given, the
+ * id is redrawn until `-------<id>` does not occur in it (RFC 4975 5.1: the
+ * body must not contain its own end-line).
+ */
+export function newTransactionId(body?: Uint8Array): string {
+  for (;;) {
+    const tid = randomAlnum(16);
+    if (body === undefined || Buffer.from(body.buffer, body.byteOffset, body.length).indexOf(`-------${tid}`, 0, "latin1") < 0) return tid;
+  }
+}

@@ -1,0 +1,81 @@
+// Resource accounting for the MSRP stack: open sockets, live sessions, armed
+// timers and buffered bytes, so tests (and a health endpoint) can prove that
+// closing a session or a connection releases everything (BYE-B10).
+
+export interface MsrpCounters {
+  /** Connections whose socket has not emitted "close" yet. */
+  openSockets: number;
+  /** Sessions created and not closed. */
+  sessions: number;
+  /** Timers armed by the stack (bind, idle, transaction timeouts). */
+  timers: number;
+  /** Parser buffers + partially reassembled messages + bytes queued on sockets. */
+  bufferedBytes: number;
+}
+
+const FIRED = Symbol("msrpTimerDone");
+type TimerWithFlag = NodeJS.Timeout & { [FIRED]?: boolean };
+
+interface BufferHolder {
+  readonly bufferedBytes: number;
+}
+
+export class MsrpResources {
+  private readonly sockets = new Set<BufferHolder>();
+  private readonly liveSessions = new Set<BufferHolder>();
+  private armed = 0;
+
+  socketOpened(c: BufferHolder): void {
+    this.sockets.add(c);
+  }
+
+  socketClosed(c: BufferHolder): void {
+    this.sockets.delete(c);
+  }
+
+  sessionOpened(s: BufferHolder): void {
+    this.liveSessions.add(s);
+  }
+
+  sessionClosed(s: BufferHolder): void {
+    this.liveSessions.delete(s);
+  }
+
+  /** A setTimeout that is counted while armed; unref'd so it never keeps the process alive by itself. */
+  setTimer(ms: number, fn: () => void): NodeJS.Timeout {
+    this.armed++;
+    const t: TimerWithFlag = setTimeout(() => {
+      t[FIRED] = true;
+      this.armed--;
+      fn();
+    }, ms);
+    t.unref();
+    return t;
+  }
+
+  /** Clears a timer from setTimer; safe on undefined and on timers that already fired or were cleared. */
+  clearTimer(t: NodeJS.Timeout | undefined): undefined {
+    if (t === undefined) return undefined;
+    const flagged = t as TimerWithFlag;
+    if (!flagged[FIRED]) {
+      flagged[FIRED] = true;
+      this.armed--;
+    }
+    clearTimeout(t);
+    return undefined;
+  }
+
+  snapshot(): MsrpCounters {
+    let bufferedBytes = 0;
+    for (const c of this.sockets) bufferedBytes += c.bufferedBytes;
+    for (const s of this.liveSessions) bufferedBytes += s.bufferedBytes;
+    return { openSockets: this.sockets.size, sessions: this.liveSessions.size, timers: this.armed, bufferedBytes };
+  }
+}
+
+/** The process-wide counters, used unless a component is given its own MsrpResources. */
+export const msrpResources = new MsrpResources();
+
+export function msrpCounters(): MsrpCounters {
+  return msrpResources.snapshot();
+}
