@@ -36,6 +36,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info("stopping", { signal });
     await server.shutdown();
+    await sessions.flush();
     await store.close();
     process.exit(0);
   };

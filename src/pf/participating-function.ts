@@ -75,7 +75,9 @@ export class ParticipatingFunction {
       if (action.kind === "storeGso") gso = await this.storeGso(action.session, action.gso);
       else if (action.kind === "refuseClientMedia") this.media.refuseClientMedia(action.sessionKey);
     }
-    if (session && decision.side === "network") await this.sessions.put({ ...session, state: "ended", updatedAt: now.getTime() });
+    // 8.3.2.3 1: as a proxy the PF's part in the session ends with this BYE.
+    // (B2BUA: the state goes when the client's answer is reported, 2.d/2.f.)
+    if (session && decision.side === "network" && decision.mode === "proxy") void this.sessions.remove(callId);
     this.log.info("BYE decided", {
       ...fields,
       side: decision.side,
@@ -95,7 +97,9 @@ export class ParticipatingFunction {
     const fields = { callId, conversationId: result.session?.conversationId, contributionId: result.session?.contributionId };
     for (const note of result.notes) this.log.warn(note, fields);
     if (result.updated && result.session) {
-      await this.sessions.put(result.session);
+      // Write-behind: the table in memory is what decisions read; the file
+      // follows in order per session (flushed on shutdown).
+      void this.sessions.put(result.session);
       this.log.debug("session updated", { ...fields, participants: result.session.participants.length });
     }
     return { updated: result.updated, sessionKey: callId, participantCount: result.session?.participants.length ?? 0 };

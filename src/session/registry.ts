@@ -1,7 +1,8 @@
 // The sidecar's session table. In memory: one GroupSession per Call-ID.
-// On disk (session.stateDir): one JSON file per session, written atomically
-// (temp file, fsync, rename) on every change, read back at start-up, so the
-// participant list needed for a GSO survives a sidecar restart. Sessions idle
+// On disk (session.stateDir): one JSON file per session, written behind the
+// change in order per session (temp file, rename: atomic, survives a sidecar
+// crash; no fsync, so a machine crash can lose the last changes), read back at
+// start-up, so the participant list needed for a GSO survives a restart. Sessions idle
 // longer than session.idleTtlMs are forgotten, and a session is removed when
 // its BYE has completed (8.3.2.3 2.f).
 import { createHash } from "node:crypto";
@@ -68,6 +69,11 @@ export class SessionRegistry {
     });
   }
 
+  /** Resolves when every pending write has reached the file system. */
+  async flush(): Promise<void> {
+    while (this.writes.size > 0) await Promise.all([...this.writes.values()]);
+  }
+
   /** Drops sessions idle for longer than the TTL; returns how many. */
   async sweep(now = Date.now()): Promise<number> {
     const stale = [...this.sessions.values()].filter((s) => now - s.updatedAt > this.idleTtlMs);
@@ -93,7 +99,6 @@ export class SessionRegistry {
     const fh = await open(tmp, "w");
     try {
       await fh.writeFile(JSON.stringify(session));
-      await fh.sync();
     } finally {
       await fh.close();
     }

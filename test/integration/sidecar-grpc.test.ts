@@ -48,6 +48,7 @@ async function startSidecar(): Promise<Sidecar> {
     stop: async () => {
       client.close();
       await server.shutdown();
+      await sessions.flush();
       await store.close();
     },
   };
