@@ -1,5 +1,5 @@
 // A throwaway Dovecot (dovecot-imapd 2.3) for integration tests, configured as
-// in /work/shared/reference/dovecot.md: foreground master (`dovecot -F`), own
+// in shared/reference/dovecot.md: foreground master (`dovecot -F`), own
 // base/state/log dirs, passwd-file passdb+userdb, maildir, namespace separator
 // "/". Mail is owned by an unprivileged uid (65534) so it works when tests run
 // as root. Every process is stopped by the PID we spawned, never by name.

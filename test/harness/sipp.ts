@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parseSipMessage as readSip } from "../../src/sip/message.js";
 import { freePort } from "./ports.js";
 import { REPO_ROOT } from "./sidecar.js";
 import { waitFor } from "./wait.js";
@@ -61,48 +62,14 @@ export interface SippRun {
   stop(): Promise<SippResult>;
 }
 
-const COMPACT: Record<string, string> = {
-  i: "call-id",
-  m: "contact",
-  e: "content-encoding",
-  l: "content-length",
-  c: "content-type",
-  f: "from",
-  s: "subject",
-  k: "supported",
-  t: "to",
-  v: "via",
-  b: "referred-by",
-  o: "event",
-};
-
-/** Parses one SIP message (as SIPp logs it) into start line, headers, body. */
+/** Parses one SIP message (as SIPp logs it) with the sidecar's own reader (src/sip). */
 export function parseSipMessage(text: string): Pick<SipTraceMessage, "method" | "status" | "headers" | "body"> {
-  const norm = text.replace(/\r\n/g, "\n");
-  const split = norm.indexOf("\n\n");
-  const head = split >= 0 ? norm.slice(0, split) : norm;
-  const body = split >= 0 ? norm.slice(split + 2) : "";
-  const lines = head.split("\n");
-  const start = lines.shift() ?? "";
+  const m = readSip(Buffer.from(text, "utf8"));
   const headers = new Map<string, string[]>();
-  let last: string | undefined;
-  for (const line of lines) {
-    if (/^[ \t]/.test(line) && last) {
-      const vals = headers.get(last) as string[];
-      vals[vals.length - 1] += ` ${line.trim()}`;
-      continue;
-    }
-    const colon = line.indexOf(":");
-    if (colon <= 0) continue;
-    const raw = line.slice(0, colon).trim().toLowerCase();
-    const name = COMPACT[raw] ?? raw;
-    const value = line.slice(colon + 1).trim();
-    headers.set(name, [...(headers.get(name) ?? []), value]);
-    last = name;
-  }
-  const status = /^SIP\/2\.0 (\d{3})/.exec(start);
-  if (status) return { status: Number(status[1]), headers, body };
-  return { method: start.split(" ")[0], headers, body };
+  for (const h of m.headers) headers.set(h.name, [...(headers.get(h.name) ?? []), h.value]);
+  const body = m.body.toString("utf8").replace(/\r\n/g, "\n");
+  if (m.kind === "response") return { status: m.statusCode, headers, body };
+  return { method: m.method, headers, body };
 }
 
 /**

@@ -7,7 +7,6 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { credentials, makeGenericClientConstructor, type ServiceError, status } from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
-import { ImapFlow } from "imapflow";
 import { buildConfig, type Config } from "../../src/config/config.js";
 import { ByeCause, GsoStorage_State, Mode, Side } from "../../src/gen/cpm/pf/v1/pf_pb.js";
 import { PfClient } from "../../src/grpc/client.js";
@@ -20,6 +19,7 @@ import { MessageStore } from "../../src/store/message-store.js";
 import { parseGso } from "../../src/xml/gso.js";
 import { bye, inviteFromFocus } from "../fixtures/sip.js";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
+import { folderMessages } from "../harness/group-chat.js";
 
 let dovecot: DovecotInstance;
 let dir: string;
@@ -54,28 +54,7 @@ async function startSidecar(): Promise<Sidecar> {
   };
 }
 
-async function fetchFolder(folder: string): Promise<string[]> {
-  const imap = new ImapFlow({
-    host: dovecot.host,
-    port: dovecot.port,
-    secure: false,
-    auth: { user: dovecot.user, pass: dovecot.password },
-    logger: false,
-  });
-  await imap.connect();
-  try {
-    const lock = await imap.getMailboxLock(folder);
-    try {
-      const out: string[] = [];
-      for await (const m of imap.fetch("1:*", { source: true })) out.push(m.source?.toString("utf8") ?? "");
-      return out;
-    } finally {
-      lock.release();
-    }
-  } finally {
-    await imap.logout();
-  }
-}
+const fetchFolder = (folder: string) => folderMessages(dovecot, folder);
 
 before(async () => {
   dovecot = await startDovecot();
