@@ -20,6 +20,7 @@ import { parseGso } from "../../src/xml/gso.js";
 import { bye, inviteFromFocus } from "../fixtures/sip.js";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
 import { folderMessages } from "../harness/group-chat.js";
+import { waitFor } from "../harness/wait.js";
 
 let dovecot: DovecotInstance;
 let dir: string;
@@ -163,5 +164,35 @@ test("BYE-B4: the participant list survives a sidecar restart", async () => {
     assert.equal(out.released, true);
   } finally {
     await second.stop();
+  }
+});
+
+test("BYE-B5: Message Store down during a BYE -> the GSO is spooled, HandleBye answers, and it lands once Dovecot is back", async () => {
+  const sc = await startSidecar();
+  try {
+    await sc.client.observeSession({ message: { raw: inviteFromFocus({ callId: "g3@cf", conversationId: "conv-g3" }) } });
+    await dovecot.kill();
+    const res = await sc.client.handleBye(
+      { bye: { raw: bye(['Reason: SIP;cause=503;text="Service Unavailable"'], { callId: "g3@cf" }) } },
+      10_000,
+    );
+    assert.equal(res.cause, ByeCause.NETWORK);
+    assert.equal(res.gso?.state, GsoStorage_State.SPOOLED);
+    assert.equal(res.gso?.folder, "Default/conv-g3/contrib-1");
+    await dovecot.restart();
+    const [raw] = await waitFor(
+      async () => {
+        const msgs = await fetchFolder("Default/conv-g3/contrib-1").catch(() => []);
+        return msgs.length > 0 ? msgs : undefined;
+      },
+      15_000,
+      200,
+      "spooled GSO stored after Dovecot returned",
+    );
+    assert.ok(raw?.includes(`Message-ID: <${res.gso?.messageId}>`));
+    assert.equal(parseGso((raw ?? "").split("\r\n\r\n")[1] ?? "").participants.length, 3);
+    assert.equal(sc.store.stats().spoolPending, 0);
+  } finally {
+    await sc.stop();
   }
 });
