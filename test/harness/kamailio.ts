@@ -4,7 +4,7 @@
 // dir), so parallel tests do not collide. Ready when an OPTIONS to it is
 // answered with the instance id we gave it: two Kamailios can bind the same
 // UDP port (SO_REUSEADDR), so "something answered" is not enough.
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { freePort } from "./ports.js";
+import { exited, waitExit } from "./process.js";
 import { REPO_ROOT } from "./sidecar.js";
 import { waitFor } from "./wait.js";
 
@@ -62,21 +63,6 @@ export interface KamailioInstance {
 }
 
 const execFileP = promisify(execFile);
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (exited(child)) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    child.once("exit", () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
 
 /** One OPTIONS to the proxy itself; resolves with the response text or "" on timeout. */
 export function sipOptions(port: number, timeoutMs = 300): Promise<string> {

@@ -2,12 +2,13 @@
 // end-to-end tests. Ready when it logs "sidecar ready" (JSON lines on stderr;
 // the text is in "message", winston's field, or "msg"). Stopped by the PID we
 // spawned, never by name.
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "./ports.js";
+import { exited, waitExit } from "./process.js";
 import { waitFor } from "./wait.js";
 
 /** Repository root (this file runs from dist/test/harness/). */
@@ -35,21 +36,6 @@ export interface SidecarInstance {
   /** The JSON log lines parsed (lines that are not JSON are skipped); `msg` = the line's "msg" or "message". */
   logLines(): Record<string, unknown>[];
   exited(): boolean;
-}
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (exited(child)) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    child.once("exit", () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
 }
 
 /**

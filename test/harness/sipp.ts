@@ -1,12 +1,13 @@
 // Runs SIPp 3.6 scenarios (test/scenarios/*.xml) on 127.0.0.1 and parses its
 // message trace (-trace_msg) into timestamped messages, so that tests can
 // assert on order, timing and header values of what went over the wire.
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseSipMessage as readSip } from "../../src/sip/message.js";
 import { freePort } from "./ports.js";
+import { exited } from "./process.js";
 import { REPO_ROOT } from "./sidecar.js";
 import { waitFor } from "./wait.js";
 
@@ -115,10 +116,6 @@ export function first(
       (pred.status === undefined || m.status === pred.status) &&
       (pred.cseqMethod === undefined || (header(m, "cseq") ?? "").split(/\s+/)[1] === pred.cseqMethod),
   );
-}
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
 }
 
 /**
