@@ -7,7 +7,7 @@ import { fmt } from "./stats.js";
 import { benchStore } from "./store-bench.js";
 
 const N_STORE = Number(process.env.BENCH_STORE_N ?? 500);
-const N_CALLS = Number(process.env.BENCH_CALLS ?? 2000);
+const N_CALLS = Number(process.env.BENCH_CALLS ?? 6000);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 20);
 
 async function main() {
