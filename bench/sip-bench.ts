@@ -21,6 +21,8 @@ import { summarize } from "./stats.js";
 const SHM_MB = 512;
 /** Kamailio core async workers (the knob that bounds sidecar decisions per second). */
 const ASYNC_WORKERS = Number(process.env.BENCH_ASYNC_WORKERS ?? 4);
+/** Extra -A defines for the PF cases, space-separated (e.g. WITH_CPM_PF_OBSERVE_NOWAIT). */
+const PF_DEFINES = (process.env.BENCH_PF_DEFINES ?? "").split(" ").filter(Boolean);
 
 export interface SipBenchCase {
   name: string;
@@ -115,7 +117,7 @@ export async function benchSip(dovecot: DovecotInstance, calls: number, concurre
   }
   for (const mode of ["proxy", "b2bua"] as const) {
     const sidecar = await startSidecar(storeEnv(dovecot, mode));
-    const kamailio = await startKamailio({ grpcTarget: sidecar.target, shmMb: SHM_MB, asyncWorkers: ASYNC_WORKERS });
+    const kamailio = await startKamailio({ grpcTarget: sidecar.target, shmMb: SHM_MB, asyncWorkers: ASYNC_WORKERS, defines: PF_DEFINES });
     try {
       const name = mode === "proxy" ? "(b) PF proxy mode, sidecar decision" : "(c) PF B2BUA mode, GSO stored per BYE";
       out.push({ name, ...(await playCalls(kamailio, calls, concurrent, "SIP;cause=480")) });
