@@ -19,7 +19,7 @@ if [ -n "$missing" ]; then
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   echo "setup: installing Debian packages:$missing"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
   # Debian starts these services on install where an init system runs; the
   # project starts its own instances, on its own ports.
   $SUDO systemctl disable --now kamailio dovecot >/dev/null 2>&1 || true
