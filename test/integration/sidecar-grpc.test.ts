@@ -191,7 +191,8 @@ test("BYE-B5: Message Store down during a BYE -> the GSO is spooled, HandleBye a
     );
     assert.ok(raw?.includes(`Message-ID: <${res.gso?.messageId}>`));
     assert.equal(parseGso((raw ?? "").split("\r\n\r\n")[1] ?? "").participants.length, 3);
-    assert.equal(sc.store.stats().spoolPending, 0);
+    // the spool entry goes once the APPEND is confirmed (just after the object is visible)
+    await waitFor(() => sc.store.stats().spoolPending === 0, 5000, 20, "spool drained");
   } finally {
     await sc.stop();
   }
