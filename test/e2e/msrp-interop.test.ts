@@ -6,7 +6,6 @@
 // same way. Raw taps on both ends parse what went over the wire with our
 // parser, so the assertions see the frames exactly as Kamailio wrote them.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
@@ -28,7 +27,7 @@ import {
   type ReceivedMessage,
 } from "../../src/msrp/index.js";
 import { freePort } from "../harness/ports.js";
-import { exited, waitExit } from "../harness/process.js";
+import { exited, spawnServer } from "../harness/process.js";
 import { waitFor } from "../harness/wait.js";
 
 const HOST = "127.0.0.1";
@@ -116,49 +115,27 @@ async function startRelay(): Promise<Relay> {
   const cfg = join(runDir, "kamailio-msrp-relay.cfg");
   await writeFile(cfg, relayCfg(port));
   const args = ["-DD", "-E", "-f", cfg, "-m", "64", "-M", "16", "-Y", runDir, "-P", join(runDir, "kamailio.pid")];
-  const child: ChildProcess = spawn("kamailio", args, { cwd: runDir, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  const keep = (d: Buffer) => {
-    output += d.toString("utf8");
-    if (output.length > 2_000_000) output = output.slice(-1_000_000);
-  };
-  child.stdout?.on("data", keep);
-  child.stderr?.on("data", keep);
-  let spawnError: Error | undefined;
-  child.once("error", (err) => {
-    spawnError = err;
-  });
-  const pid = child.pid as number;
+  const server = spawnServer("kamailio", args, runDir);
+  const { child, pid } = server;
   const stop = async () => {
-    if (pid !== undefined && !exited(child)) {
-      try {
-        process.kill(pid, "SIGTERM");
-      } catch {
-        // gone
-      }
-      await waitExit(child, 3000);
-    }
-    try {
-      process.kill(-pid, "SIGKILL"); // children left over: the process group we created
-    } catch {
-      // group empty
-    }
+    await server.stop();
     await rm(runDir, { recursive: true, force: true });
   };
   try {
     await waitFor(
-      async () => spawnError !== undefined || exited(child) || tcpOpen(port),
+      async () => server.spawnError() !== undefined || exited(child) || tcpOpen(port),
       8000,
       50,
       `kamailio msrp relay listening on tcp:${HOST}:${port}`,
     );
+    const spawnError = server.spawnError();
     if (spawnError) throw spawnError;
     if (exited(child)) throw new Error(`kamailio exited early (${child.exitCode ?? child.signalCode})`);
   } catch (err) {
     await stop();
-    throw new Error(`${(err as Error).message}\n--- kamailio output ---\n${output.slice(-6000)}`);
+    throw new Error(`${(err as Error).message}\n--- kamailio output ---\n${server.output().slice(-6000)}`);
   }
-  return { port, pid, logs: () => output, stop };
+  return { port, pid, logs: () => server.output(), stop };
 }
 
 /** Parses everything a socket receives with our parser, alongside whoever else reads it. */

@@ -4,7 +4,7 @@
 // dir), so parallel tests do not collide. Ready when an OPTIONS to it is
 // answered with the instance id we gave it: two Kamailios can bind the same
 // UDP port (SO_REUSEADDR), so "something answered" is not enough.
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { freePort } from "./ports.js";
-import { exited, waitExit } from "./process.js";
+import { exited, spawnServer } from "./process.js";
 import { REPO_ROOT } from "./sidecar.js";
 import { waitFor } from "./wait.js";
 
@@ -132,43 +132,14 @@ export async function startKamailio(opts: KamailioOptions): Promise<KamailioInst
     ...defines.flatMap((d) => ["-A", d]),
   ];
 
-  let output = "";
-  // detached: own process group, so that the children can be killed by the
-  // group id (= our PID) if the main process does not take them down.
-  const child = spawn("kamailio", args, { cwd: runDir, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  const keep = (d: Buffer) => {
-    output += d.toString("utf8");
-    if (output.length > 2_000_000) output = output.slice(-1_000_000);
-  };
-  child.stdout?.on("data", keep);
-  child.stderr?.on("data", keep);
-  let spawnError: Error | undefined;
-  child.once("error", (err) => {
-    spawnError = err;
-  });
-  const pid = child.pid as number;
-
-  const stopChild = async () => {
-    if (pid === undefined) return;
-    if (!exited(child)) {
-      try {
-        process.kill(pid, "SIGTERM");
-      } catch {
-        // already gone
-      }
-      await waitExit(child, 3000);
-    }
-    // Children left over (main killed hard, or stuck): the whole group.
-    try {
-      process.kill(-pid, "SIGKILL");
-    } catch {
-      // group empty
-    }
-  };
+  const server = spawnServer("kamailio", args, runDir);
+  const { child, pid } = server;
+  const stopChild = server.stop;
 
   try {
     await waitFor(
       async () => {
+        const spawnError = server.spawnError();
         if (spawnError) throw spawnError;
         if (exited(child)) throw new Error(`kamailio exited early (${child.exitCode ?? child.signalCode})`);
         const answer = await sipOptions(sipPort, 200);
@@ -184,7 +155,7 @@ export async function startKamailio(opts: KamailioOptions): Promise<KamailioInst
   } catch (err) {
     await stopChild();
     await rm(runDir, { recursive: true, force: true });
-    throw new Error(`${(err as Error).message}\n--- kamailio output ---\n${output.slice(-6000)}`);
+    throw new Error(`${(err as Error).message}\n--- kamailio output ---\n${server.output().slice(-6000)}`);
   }
 
   const kamcmd = async (...cmd: string[]) => {
@@ -203,7 +174,7 @@ export async function startKamailio(opts: KamailioOptions): Promise<KamailioInst
       await stopChild();
       await rm(runDir, { recursive: true, force: true });
     },
-    logs: () => output,
+    logs: () => server.output(),
     kamcmd,
     async stat(name: string) {
       // output: "<group>:<name> = <value>" lines
