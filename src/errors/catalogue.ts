@@ -9,6 +9,7 @@ export const ErrorCodes = {
   CPM_ERR_BAD_SIP: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed SIP message" },
   CPM_ERR_BAD_HEADER: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed SIP header value" },
   CPM_ERR_BAD_XML: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed XML body" },
+  CPM_ERR_BAD_SDP: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 488, message: "unusable SDP body" },
   CPM_ERR_BAD_REQUEST: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed request" },
   CPM_ERR_STORE_UNAVAILABLE: { grpc: GrpcStatus.UNAVAILABLE, sip: 503, message: "Message Store unavailable" },
   CPM_ERR_STORE_REJECTED: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "Message Store rejected the object" },
