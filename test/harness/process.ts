@@ -25,7 +25,7 @@ export interface SpawnedServer {
   output(): string;
   /** Set when the spawn itself failed (binary missing...). */
   spawnError(): Error | undefined;
-  /** SIGTERM the PID, wait up to 3 s, then SIGKILL whatever is left of its process group. */
+  /** SIGCONT + SIGTERM the PID, wait up to 3 s, then SIGKILL whatever is left of its process group. */
   stop(): Promise<void>;
 }
 
@@ -34,8 +34,8 @@ export interface SpawnedServer {
  * forks (Kamailio's workers) can be killed by the group id (= our PID) if the
  * main process does not take them down.
  */
-export function spawnServer(cmd: string, args: string[], cwd: string): SpawnedServer {
-  const child = spawn(cmd, args, { cwd, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+export function spawnServer(cmd: string, args: string[], cwd: string, env?: NodeJS.ProcessEnv): SpawnedServer {
+  const child = spawn(cmd, args, { cwd, env: env ?? process.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const keep = (d: Buffer) => {
     output += d.toString("utf8");
@@ -57,6 +57,7 @@ export function spawnServer(cmd: string, args: string[], cwd: string): SpawnedSe
       if (pid === undefined) return;
       if (!exited(child)) {
         try {
+          process.kill(pid, "SIGCONT"); // in case a test froze it
           process.kill(pid, "SIGTERM");
         } catch {
           // already gone
@@ -68,6 +69,7 @@ export function spawnServer(cmd: string, args: string[], cwd: string): SpawnedSe
       } catch {
         // group empty
       }
+      await waitExit(child, 2000);
     },
   };
 }

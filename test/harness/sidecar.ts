@@ -2,13 +2,12 @@
 // end-to-end tests. Ready when it logs "sidecar ready" (JSON lines on stderr;
 // the text is in "message", winston's field, or "msg"). Stopped by the PID we
 // spawned, never by name.
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "./ports.js";
-import { exited, waitExit } from "./process.js";
+import { exited, spawnServer, waitExit } from "./process.js";
 import { waitFor } from "./wait.js";
 
 /** Repository root (this file runs from dist/test/harness/). */
@@ -63,49 +62,18 @@ export async function startSidecar(env: Record<string, string> = {}, opts: Sidec
     ...env,
   };
 
-  let output = "";
-  const child = spawn(process.execPath, [entry], {
-    cwd: REPO_ROOT,
-    env: childEnv,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const keep = (d: Buffer) => {
-    output += d.toString("utf8");
-    if (output.length > 1_000_000) output = output.slice(-500_000);
-  };
-  child.stdout?.on("data", keep);
-  child.stderr?.on("data", keep);
-  let spawnError: Error | undefined;
-  child.once("error", (err) => {
-    spawnError = err;
-  });
-
-  const stopChild = async () => {
-    if (!exited(child) && child.pid !== undefined) {
-      try {
-        process.kill(child.pid, "SIGCONT"); // in case a test froze it
-        process.kill(child.pid, "SIGTERM");
-      } catch {
-        // already gone
-      }
-      if (!(await waitExit(child, 3000))) {
-        try {
-          process.kill(child.pid, "SIGKILL");
-        } catch {
-          // already gone
-        }
-        await waitExit(child, 2000);
-      }
-    }
-  };
+  const server = spawnServer(process.execPath, [entry], REPO_ROOT, childEnv);
+  const { child } = server;
+  const stopChild = server.stop;
 
   try {
     await waitFor(
       () => {
+        const spawnError = server.spawnError();
         if (spawnError) throw spawnError;
         if (exited(child)) throw new Error(`sidecar exited early (${child.exitCode ?? child.signalCode})`);
         // winston's JSON format calls the field "message"; accept "msg" too
-        return /"(?:msg|message)"\s*:\s*"sidecar ready"/.test(output);
+        return /"(?:msg|message)"\s*:\s*"sidecar ready"/.test(server.output());
       },
       readyTimeoutMs,
       25,
@@ -114,7 +82,7 @@ export async function startSidecar(env: Record<string, string> = {}, opts: Sidec
   } catch (err) {
     await stopChild();
     await rm(dir, { recursive: true, force: true });
-    throw new Error(`${(err as Error).message}\n--- sidecar output ---\n${output.slice(-4000)}`);
+    throw new Error(`${(err as Error).message}\n--- sidecar output ---\n${server.output().slice(-4000)}`);
   }
 
   const pid = child.pid as number;
@@ -137,9 +105,10 @@ export async function startSidecar(env: Record<string, string> = {}, opts: Sidec
       if (signal === "SIGSTOP" || signal === "SIGCONT") return;
       await waitExit(child, 3000);
     },
-    logs: () => output,
+    logs: () => server.output(),
     logLines: () =>
-      output
+      server
+        .output()
         .split("\n")
         .filter((l) => l.startsWith("{"))
         .flatMap((l) => {
