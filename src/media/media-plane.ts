@@ -1,8 +1,40 @@
-// Seam between the SIP procedures and the MSRP media plane (RFC 4975). The
-// MSRP stack, SDP anchoring and session recording arrive with the media-plane
-// issue; until then the PF is not in the media path and there is nothing to
-// refuse or release, which `NoMediaPlane` states explicitly.
+// Seam between the SIP procedures and the MSRP media plane (RFC 4975).
+// src/pf and src/grpc only see this interface; src/media/msrp-media-plane.ts
+// implements it with the MSRP stack of src/msrp, and `NoMediaPlane` is the PF
+// that stays out of the media path (proxy-only deployments, unit tests).
+import type { SetupAttribute } from "../msrp/setup.js";
+import type { GroupSessionRef } from "./ports.js";
+
+/** One MSRP endpoint of the PF, as it goes into an SDP (RFC 4975 8.1). */
+export interface MediaLeg {
+  host: string;
+  port: number;
+  /** The PF's complete a=path value for this leg (one msrp:// or msrps:// URI). */
+  path: string;
+  setup: SetupAttribute;
+  tls: boolean;
+}
+
+export interface AnchorOfferRequest {
+  session: GroupSessionRef;
+  /** The SDP offer of the INVITE that came from the Controlling Function. */
+  offerSdp: string;
+  /** The session's allow-offline-storage (CPM); with config `recording` it enables 8.5.2 recording (BYE-B8). */
+  allowOfflineStorage: boolean;
+}
+
+export interface AnchorOfferResult {
+  /** The SDP offer to send on to the client(s): a=path, port and c= of the PF's client-facing leg. */
+  clientOfferSdp: string;
+  /** The PF's CF-facing leg: what its SDP answer towards the CF must carry. */
+  cfLeg: MediaLeg;
+}
+
 export interface MediaPlane {
+  /** Anchors a new group session: allocates both legs, returns the SDP for the client side. */
+  anchorOffer(req: AnchorOfferRequest): Promise<AnchorOfferResult>;
+  /** The client's SDP answer (its 2xx): learns the client's path; returns the SDP answer for the CF. */
+  anchorAnswer(sessionKey: string, clientAnswerSdp: string): string;
   /** 8.3.2.3 2.b.iv: MSRP SEND/IMDN from the clients on this session get 481 from now on. */
   refuseClientMedia(sessionKey: string): void;
   /** 8.3.2.3 2.d: record the CPM session (8.5.2) when allow-offline-storage or recording is on. */
@@ -11,7 +43,14 @@ export interface MediaPlane {
   release(sessionKey: string): number;
 }
 
+/** The PF out of the media path: nothing to anchor, refuse, record or release. */
 export class NoMediaPlane implements MediaPlane {
+  async anchorOffer(): Promise<AnchorOfferResult> {
+    throw new Error("media anchoring is not enabled (media.enabled=false)");
+  }
+  anchorAnswer(): string {
+    throw new Error("media anchoring is not enabled (media.enabled=false)");
+  }
   refuseClientMedia(): void {}
   async recordSession(): Promise<boolean> {
     return false;
