@@ -2,11 +2,13 @@
 //   (a) the same kamailio.cfg with WITH_CPM_PF_BYPASS: a plain relay, no sidecar
 //   (b) the PF in proxy mode: every INVITE observed, every BYE decided by the sidecar
 //   (c) the PF in B2BUA mode: as (b), plus a GSO stored in Dovecot per BYE (cause 480)
-// SIPp plays the Controlling Function (closed loop: at most `concurrent` calls
-// at once, no pauses) and the client; BYE -> 200 OK response times come from
-// SIPp's rtt trace (ms resolution).
+// SIPp plays the Controlling Function and the client. Phase 1 opens all the
+// group chat dialogs; phase 2 ends them with BYEs (closed loop: at most
+// `concurrent` BYE transactions at once, no pauses), so BYE/s measures BYE
+// transactions only. BYE -> 200 OK response times come from SIPp's rtt trace
+// (ms resolution).
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DovecotInstance } from "../test/harness/dovecot.js";
@@ -26,11 +28,31 @@ const PF_DEFINES = (process.env.BENCH_PF_DEFINES ?? "").split(" ").filter(Boolea
 
 export interface SipBenchCase {
   name: string;
+  /** Phase 1 (INVITE/200/ACK, dialogs left open), for context. */
+  invitesPerSecond: number;
   byesPerSecond: number;
   p50: number;
   p99: number;
   byes: number;
   failed: number;
+}
+
+const BENCH_SCENARIOS = join(REPO_ROOT, "bench", "scenarios");
+
+const common = (calls: number) => ["-i", "127.0.0.1", "-nostdin", "-d", "0", "-timeout", "300s", "-timeout_error", "-m", String(calls)];
+/** Both bench phases number their Call-IDs alike: call N of phase 2 ends the dialog of call N of phase 1. */
+const CALL_ID = ["-cid_str", "cpm-bench-%u@127.0.0.1"];
+
+/** Phase 2's injection file: line N = the dialog phase 1 opened as call N ("-" tags for a call that failed). */
+export function byeInjectionFile(logLines: string[], calls: number): string {
+  const byCall = new Map<number, string>();
+  for (const line of logLines) {
+    const [callId, fromTag, toTag] = line.split(";");
+    const n = Number(/^cpm-bench-(\d+)@/.exec(callId ?? "")?.[1]);
+    if (n > 0 && fromTag && toTag) byCall.set(n, `${callId};${fromTag};${toTag}`);
+  }
+  const rows = Array.from({ length: calls }, (_, i) => byCall.get(i + 1) ?? `cpm-bench-${i + 1}@127.0.0.1;-;-`);
+  return `SEQUENTIAL\n${rows.join("\n")}\n`;
 }
 
 function run(args: string[], cwd: string): Promise<number | null> {
@@ -47,6 +69,46 @@ async function udpBound(port: number): Promise<boolean> {
   return table.split("\n").some((l) => l.includes(`:${hex} `));
 }
 
+/** Phase 1: open `calls` group chat dialogs (INVITE/200/ACK); returns the log lines "Call-ID;From-tag;To-tag;tag=To-tag". */
+async function openDialogs(kamailio: KamailioInstance, dir: string, clientPort: number, calls: number, concurrent: number) {
+  const started = performance.now();
+  const code = await run(
+    [
+      kamailio.address,
+      "-sf",
+      join(BENCH_SCENARIOS, "cf-invite-hold.xml"),
+      "-p",
+      String(await freePort()),
+      ...common(calls),
+      ...CALL_ID,
+      "-r",
+      "100000",
+      "-l",
+      String(concurrent),
+      "-trace_logs",
+      "-key",
+      "client_port",
+      String(clientPort),
+      "-key",
+      "conversation_id",
+      "conv-bench",
+      "-key",
+      "contribution_id",
+      "contrib-bench",
+    ],
+    dir,
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const log = (await readdir(dir)).find((f) => f.startsWith("cf-invite-hold_") && f.endsWith("_logs.log"));
+  const dialogs = log ? (await readFile(join(dir, log), "utf8")).split("\n").filter((l) => l.split(";").length === 4) : [];
+  return { code, dialogs, invitesPerSecond: dialogs.length / seconds };
+}
+
+/**
+ * Two phases, so that the BYE figures are BYE transactions only: (1) open all
+ * dialogs, (2) end them with BYEs, at most `concurrent` at once, as fast as the
+ * system answers. The client SIPp (client-uas.xml) holds the dialogs between.
+ */
 async function playCalls(
   kamailio: KamailioInstance,
   calls: number,
@@ -54,19 +116,23 @@ async function playCalls(
   reason: string,
 ): Promise<Omit<SipBenchCase, "name">> {
   const dir = await mkdtemp(join(tmpdir(), "cpm-bench-sipp-"));
-  const scenarios = join(REPO_ROOT, "test", "scenarios");
   const clientPort = await freePort();
-  const common = ["-i", "127.0.0.1", "-nostdin", "-d", "0", "-timeout", "180s", "-timeout_error", "-m", String(calls)];
-  const uas = run(["-sf", join(scenarios, "client-uas.xml"), "-p", String(clientPort), ...common], dir);
+  const uas = run(["-sf", join(REPO_ROOT, "test", "scenarios", "client-uas.xml"), "-p", String(clientPort), ...common(calls)], dir);
   await waitFor(() => udpBound(clientPort), 5000, 20, "client SIPp bound");
+  const opened = await openDialogs(kamailio, dir, clientPort, calls, concurrent);
+  const inf = join(dir, "dialogs.csv");
+  await writeFile(inf, byeInjectionFile(opened.dialogs, calls));
   const uacCode = await run(
     [
       kamailio.address,
       "-sf",
-      join(scenarios, "cf-invite-bye.xml"),
+      join(BENCH_SCENARIOS, "cf-bye-inf.xml"),
+      "-inf",
+      inf,
       "-p",
       String(await freePort()),
-      ...common,
+      ...common(calls),
+      ...CALL_ID,
       "-r",
       "100000",
       "-l",
@@ -78,11 +144,8 @@ async function playCalls(
       "client_port",
       String(clientPort),
       "-key",
-      "conversation_id",
-      "conv-bench",
-      "-key",
-      "contribution_id",
-      "contrib-bench",
+      "rr",
+      `<sip:${kamailio.address};lr;cpmpf>`,
       "-key",
       "bye_headers",
       reason ? `\r\nReason: ${reason}` : "",
@@ -90,7 +153,7 @@ async function playCalls(
     dir,
   );
   const uasCode = await uas;
-  const csv = (await readdir(dir)).find((f) => f.endsWith("_rtt.csv"));
+  const csv = (await readdir(dir)).find((f) => f.startsWith("cf-bye-inf_") && f.endsWith("_rtt.csv"));
   const rows = csv ? (await readFile(join(dir, csv), "utf8")).split("\n").slice(1) : [];
   const byes = rows.map((r) => r.split(";")).filter((c) => c[2] === "bye");
   const times = byes.map((c) => Number(c[0]));
@@ -99,11 +162,12 @@ async function playCalls(
   await rm(dir, { recursive: true, force: true });
   const s = summarize(lat, spanMs);
   return {
+    invitesPerSecond: opened.invitesPerSecond,
     byesPerSecond: ((byes.length - 1) * 1000) / spanMs,
     p50: s.p50,
     p99: s.p99,
     byes: byes.length,
-    failed: (uacCode === 0 ? 0 : 1) + (uasCode === 0 ? 0 : 1),
+    failed: [opened.code, uacCode, uasCode].filter((c) => c !== 0).length,
   };
 }
 

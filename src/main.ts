@@ -1,14 +1,18 @@
 #!/usr/bin/env node
 // cpm-pf sidecar entry point: config -> logger -> session table -> Message
-// Store -> gRPC server. SIGTERM/SIGINT stop it cleanly.
+// Store -> media plane (MSRP, when media.enabled) -> gRPC server.
+// SIGTERM/SIGINT stop it cleanly.
 import { loadConfig } from "./config/config.js";
 import { CpmError } from "./errors/catalogue.js";
 import { startGrpcServer } from "./grpc/server.js";
 import { componentLogger, createRootLogger } from "./log/logger.js";
-import { NoMediaPlane } from "./media/media-plane.js";
+import { type MediaPlane, NoMediaPlane } from "./media/media-plane.js";
+import { MsrpMediaPlane } from "./media/msrp-media-plane.js";
 import { ParticipatingFunction } from "./pf/participating-function.js";
 import { SessionRegistry } from "./session/registry.js";
+import { DeferredQueue } from "./store/deferred-queue.js";
 import { MessageStore } from "./store/message-store.js";
+import { MessageStoreSessionRecorder } from "./store/session-record.js";
 
 async function main(): Promise<void> {
   let cfg: ReturnType<typeof loadConfig>;
@@ -24,11 +28,33 @@ async function main(): Promise<void> {
   const restored = await sessions.load();
   const store = new MessageStore(cfg.store, componentLogger("store", root));
   await store.start();
-  const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), componentLogger("pf", root));
+  // B2BUA in the MSRP media path (issue 3): the deferred queue and the 8.5.2
+  // recorder write to the same Message Store (and spool) as the GSOs.
+  let msrp: MsrpMediaPlane | undefined;
+  let media: MediaPlane = new NoMediaPlane();
+  if (cfg.media.enabled) {
+    const storeLog = componentLogger("store", root);
+    msrp = new MsrpMediaPlane({
+      config: cfg.media,
+      deferredSink: new DeferredQueue(cfg.store, store, storeLog),
+      recorder: new MessageStoreSessionRecorder(cfg.store, store, storeLog),
+      logger: componentLogger("media", root),
+    });
+    await msrp.start();
+    media = msrp;
+  }
+  const pf = new ParticipatingFunction(cfg, sessions, store, media, componentLogger("pf", root), { anchorMedia: cfg.media.enabled });
   const server = await startGrpcServer(pf, cfg.grpc.host, cfg.grpc.port, componentLogger("grpc", root));
   const sweeper = setInterval(() => void sessions.sweep(), 60_000);
   sweeper.unref();
-  log.info("sidecar ready", { port: server.port, host: cfg.grpc.host, mode: cfg.pf.mode, sessionsRestored: restored, pid: process.pid });
+  log.info("sidecar ready", {
+    port: server.port,
+    host: cfg.grpc.host,
+    mode: cfg.pf.mode,
+    media: msrp ? `${msrp.address.host}:${msrp.address.port}` : "off",
+    sessionsRestored: restored,
+    pid: process.pid,
+  });
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -36,6 +62,8 @@ async function main(): Promise<void> {
     stopping = true;
     log.info("stopping", { signal });
     await server.shutdown();
+    // media before the store: its last deferred items and recordings go to the store or spool
+    await msrp?.close();
     await sessions.flush();
     await store.close();
     process.exit(0);

@@ -30,8 +30,31 @@ $var(...) set by handle_bye():
   cpm_pf_gso_folder    IMAP folder of the GSO
   cpm_pf_notes         notes from the sidecar, "; "-joined
   cpm_pf_elapsed_ms    duration of the gRPC call (int, ms)
-observe_*() set cpm_pf_ok, cpm_pf_error, cpm_pf_session, cpm_pf_participants.
+observe_*() set cpm_pf_ok, cpm_pf_error, cpm_pf_session, cpm_pf_participants,
+  cpm_pf_anchor (1 = call anchor_media before relaying this INVITE).
 report_bye_outcome() sets cpm_pf_ok, cpm_pf_error, cpm_pf_released.
+
+MSRP media anchoring (PF as B2BUA in the media path):
+anchor_media()         async worker, the CF's INVITE: AnchorMedia; on success
+                       the INVITE's body is replaced with the sidecar's (SDP
+                       towards the client) through KSR.textops.set_body (a body
+                       lump, applied when tm relays the request). Sets
+                       cpm_pf_ok, cpm_pf_error, cpm_pf_sip_status (SIP status
+                       named by the sidecar's cpm-sip-status trailer, 0 when
+                       none), cpm_pf_session, cpm_pf_cf_host, cpm_pf_cf_port,
+                       cpm_pf_cf_path, cpm_pf_cf_setup, cpm_pf_cf_tls,
+                       cpm_pf_elapsed_ms.
+rewrite_answer()       SIP worker, onreply_route of the anchored INVITE: NO
+                       gRPC. Rewrites the 2xx's SDP for the CF from
+                       $avp(cpm_pf_cf_*): m= port and protocol, c=, o=
+                       address, a=path, a=setup of the MSRP media (session-level
+                       c=/o= too); everything else (a=accept-types,
+                       a=accept-wrapped-types, ...) stays the client's. Sets
+                       cpm_pf_ok, cpm_pf_error.
+report_media_answer()  async task: ReportMediaAnswer with the client's original
+                       2xx. Sets cpm_pf_ok, cpm_pf_error.
+report_invite_outcome() async task: ReportInviteOutcome (anchored INVITE without
+                       a session). Sets cpm_pf_ok, cpm_pf_error.
 """
 
 import base64
@@ -142,12 +165,97 @@ def _call_id_of(raw):
     return "ci=" + (m.group(1).decode("utf-8", "replace") if m else "-")
 
 
+_VARS_ANCHOR = (
+    "cpm_pf_error", "cpm_pf_session", "cpm_pf_cf_host", "cpm_pf_cf_port",
+    "cpm_pf_cf_path", "cpm_pf_cf_setup", "cpm_pf_cf_tls",
+)
+
+
+def _sip_status_of(err):
+    """The cpm-sip-status trailer of a failed call (src/grpc/pf-service.ts), or 0."""
+    try:
+        for key, value in (err.trailing_metadata() or ()):
+            if key == "cpm-sip-status":
+                return int(value)
+    except Exception:  # not an RpcError, or no trailers
+        pass
+    return 0
+
+
+_SETUPS = ("active", "passive", "actpass", "holdconn")
+
+
+def rewrite_msrp_sdp(body, leg):
+    """The SDP answer of the client with the PF's CF-facing MSRP leg (RFC 4975
+    8.1, RFC 6135): in the first m=message media section, the port, protocol,
+    a=path and a=setup; c= and o= addresses at session and media level. Other
+    lines, a=accept-types and a=accept-wrapped-types included, are kept as
+    they are. Works on an application/sdp body and on the SDP inside a
+    multipart one (only SDP lines match). Raises ValueError when there is no
+    MSRP media to rewrite."""
+    host, port, path = leg["host"], int(leg["port"]), leg["path"]
+    setup = leg["setup"] if leg["setup"] in _SETUPS else ""
+    if not host or not port or not path or not path.startswith(("msrp://", "msrps://")):
+        raise ValueError("no CF leg for this transaction")
+    ipver = "IP6" if ":" in host else "IP4"
+    proto = "TCP/TLS/MSRP" if leg["tls"] else "TCP/MSRP"
+    eol = "\r\n" if "\r\n" in body else "\n"
+    lines = body.split(eol)
+    out = []
+    section = "session"  # session | msrp (the first m=message) | other
+    done_msrp = False
+    saw_setup = False
+    for line in lines:
+        if line.startswith("m="):
+            if section == "msrp" and not saw_setup and setup:
+                _insert_setup(out, setup)
+            m = re.match(r"^m=message \d+(?:/\d+)? (TCP(?:/TLS)?/MSRP)( .*)?$", line, re.I)
+            if m and not done_msrp:
+                section, done_msrp, saw_setup = "msrp", True, False
+                line = "m=message %d %s%s" % (port, proto, m.group(2) or "")
+            else:
+                section = "other"
+        elif section in ("session", "msrp") and line.startswith("c=IN "):
+            line = "c=IN %s %s" % (ipver, host)
+        elif section == "session" and line.startswith("o="):
+            f = line.split(" ")
+            if len(f) == 6:
+                f[4], f[5] = ipver, host
+                line = " ".join(f)
+        elif section == "msrp" and line.startswith("a=path:"):
+            line = "a=path:" + path
+        elif section == "msrp" and line.startswith("a=setup:"):
+            saw_setup = True
+            if setup:
+                line = "a=setup:" + setup
+        elif section == "msrp" and line.startswith("--"):
+            # end of the SDP part of a multipart body
+            if not saw_setup and setup:
+                _insert_setup(out, setup)
+            section = "other"
+        out.append(line)
+    if not done_msrp:
+        raise ValueError("no m=message TCP/MSRP media in the answer")
+    if section == "msrp" and not saw_setup and setup:
+        _insert_setup(out, setup)
+    return eol.join(out)
+
+
+def _insert_setup(out, setup):
+    # after the last non-empty line of the media section
+    i = len(out)
+    while i > 0 and out[i - 1] == "":
+        i -= 1
+    out.insert(i, "a=setup:" + setup)
+
+
 class CpmPfBridge:
     def __init__(self):
         self._pid = None
         self._target = None
         self._channel = None
         self._stub = None
+        self._last_sip_status = 0
 
     # -- process lifecycle -------------------------------------------------
 
@@ -179,14 +287,17 @@ class CpmPfBridge:
 
     def _call(self, rpc_name, request):
         """One unary call with the configured deadline. Returns
-        (response | None, error text, elapsed ms)."""
+        (response | None, error text, elapsed ms); on error
+        self._last_sip_status is the sidecar's cpm-sip-status trailer (or 0)."""
         t0 = time.monotonic()
+        self._last_sip_status = 0
         try:
             target, timeout = self._settings()
             rpc = getattr(self._stub_for(target), rpc_name)
             resp = rpc(request, timeout=timeout, wait_for_ready=False)
             return resp, "", int((time.monotonic() - t0) * 1000)
         except Exception as err:  # any failure -> fail-safe in the cfg
+            self._last_sip_status = _sip_status_of(err)
             return None, _describe(err), int((time.monotonic() - t0) * 1000)
 
     # -- 8.3.2.3: BYE ------------------------------------------------------
@@ -249,6 +360,25 @@ class CpmPfBridge:
         _seti("cpm_pf_ok", 1)
         return 1
 
+    def report_invite_outcome(self, msg, args=None):
+        """args: "<status>|<session key>" (from $async(data))."""
+        _seti("cpm_pf_ok", 0)
+        _sets("cpm_pf_error", "")
+        try:
+            status, session_key = (args or "").split("|", 1)
+            request = pb.ReportInviteOutcomeRequest(session_key=session_key, status_code=int(status or 0))
+        except Exception as err:
+            _sets("cpm_pf_error", _describe(err))
+            _log_fail("ReportInviteOutcome", _describe(err), 0, "data=" + str(args))
+            return 1
+        resp, err, ms = self._call("ReportInviteOutcome", request)
+        if resp is None:
+            _sets("cpm_pf_error", err)
+            _log_fail("ReportInviteOutcome", err, ms, "session=" + session_key)
+            return 1
+        _seti("cpm_pf_ok", 1)
+        return 1
+
     # -- session facts: INVITE, its 2xx, conference NOTIFY -----------------
 
     def observe(self, msg, args=None):
@@ -282,6 +412,98 @@ class CpmPfBridge:
             return 1
         _sets("cpm_pf_session", resp.session_key)
         _seti("cpm_pf_participants", resp.participant_count)
+        _seti("cpm_pf_anchor", 1 if resp.anchor_media else 0)
+        _seti("cpm_pf_ok", 1)
+        return 1
+
+    # -- MSRP media anchoring ----------------------------------------------
+
+    def anchor_media(self, msg, args=None):
+        """AnchorMedia with the current INVITE; replaces its body on success."""
+        _seti("cpm_pf_ok", 0)
+        _seti("cpm_pf_sip_status", 0)
+        _seti("cpm_pf_elapsed_ms", 0)
+        for name in _VARS_ANCHOR:
+            _sets(name, "")
+        try:
+            request = pb.AnchorMediaRequest(invite=_envelope())
+        except Exception as err:
+            _sets("cpm_pf_error", _describe(err))
+            _log_fail("AnchorMedia", _describe(err), 0)
+            return 1
+        resp, err, ms = self._call("AnchorMedia", request)
+        _seti("cpm_pf_elapsed_ms", ms)
+        if resp is None:
+            _sets("cpm_pf_error", err)
+            _seti("cpm_pf_sip_status", self._last_sip_status)
+            _log_fail("AnchorMedia", err, ms)
+            return 1
+        leg = resp.cf_leg
+        try:
+            body = resp.client_body.decode("utf-8")
+            ctype = _CRLF.sub(" ", resp.client_content_type).strip()
+            if not body or not ctype or not leg.path or not leg.port:
+                raise ValueError("incomplete AnchorMedia answer")
+            if KSR.textops.set_body(body, ctype) < 0:
+                raise RuntimeError("set_body failed")
+        except Exception as err:
+            _sets("cpm_pf_error", _describe(err))
+            _log_fail("AnchorMedia (apply)", _describe(err), ms)
+            return 1
+        _sets("cpm_pf_session", resp.session_key)
+        _sets("cpm_pf_cf_host", _CRLF.sub("", leg.host))
+        _seti("cpm_pf_cf_port", leg.port)
+        _sets("cpm_pf_cf_path", _CRLF.sub("", leg.path))
+        _sets("cpm_pf_cf_setup", _CRLF.sub("", leg.setup))
+        _seti("cpm_pf_cf_tls", 1 if leg.tls else 0)
+        _seti("cpm_pf_ok", 1)
+        return 1
+
+    def rewrite_answer(self, msg, args=None):
+        """Local (no gRPC): the 2xx's SDP gets the PF's CF-facing leg."""
+        _seti("cpm_pf_ok", 0)
+        _sets("cpm_pf_error", "")
+        try:
+            leg = {
+                "host": _pv("$avp(cpm_pf_cf_host)", ""),
+                "port": int(_pv("$avp(cpm_pf_cf_port)", 0)),
+                "path": _pv("$avp(cpm_pf_cf_path)", ""),
+                "setup": _pv("$avp(cpm_pf_cf_setup)", ""),
+                "tls": str(_pv("$avp(cpm_pf_cf_tls)", 0)) == "1",
+            }
+            b64 = KSR.pv.get("$(rb{s.encode.base64})")
+            body = base64.b64decode(b64).decode("utf-8") if b64 else ""
+            ctype = _pv("$hdr(Content-Type)", "") or "application/sdp"
+            new_body = rewrite_msrp_sdp(body, leg)
+            if KSR.textops.set_body(new_body, ctype) < 0:
+                raise RuntimeError("set_body failed")
+        except Exception as err:
+            _sets("cpm_pf_error", _describe(err))
+            KSR.err("cpm-pf: 2xx SDP rewrite failed: %s [ci=%s]\n" % (_describe(err), _pv("$ci", "-")))
+            return 1
+        _seti("cpm_pf_ok", 1)
+        return 1
+
+    def report_media_answer(self, msg, args=None):
+        """args: "<session key>|<base64 of the 2xx>|<source ip:port>|<transport>"."""
+        _seti("cpm_pf_ok", 0)
+        _sets("cpm_pf_error", "")
+        raw = b""
+        try:
+            session_key, b64, source, transport = (args or "").split("|", 3)
+            raw = base64.b64decode(b64)
+            request = pb.ReportMediaAnswerRequest(
+                session_key=session_key,
+                answer=_envelope(raw=raw, source=source, transport=transport))
+        except Exception as err:
+            _sets("cpm_pf_error", _describe(err))
+            _log_fail("ReportMediaAnswer", _describe(err), 0, "data=" + str(args)[:80])
+            return 1
+        resp, err, ms = self._call("ReportMediaAnswer", request)
+        if resp is None:
+            _sets("cpm_pf_error", err)
+            _log_fail("ReportMediaAnswer", err, ms, _call_id_of(raw))
+            return 1
         _seti("cpm_pf_ok", 1)
         return 1
 

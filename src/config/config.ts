@@ -40,6 +40,12 @@ export interface Config {
     password: string;
     /** Root folder of CPM objects; deployed RCS stores use "Default". */
     rootFolder: string;
+    /**
+     * Root folder of the deferred-messages queue (issue 3 item 4, read by
+     * deferred delivery 8.3.2.9.1.2): <deferredRootFolder>/<Conversation-ID>/<Contribution-ID>.
+     * A sibling of rootFolder, not inside it. Default "Deferred".
+     */
+    deferredRootFolder: string;
     /** IMAP connections kept open. Default 2. */
     poolSize: number;
     /** Connect/command timeout in ms. Default 3000. */
@@ -50,6 +56,45 @@ export interface Config {
     retryInitialMs: number;
     /** Longest spool retry delay in ms. Default 30000. */
     retryMaxMs: number;
+  };
+  media: {
+    /** Anchor MSRP in the PF (B2BUA media path, issue 3); false = NoMediaPlane. Default false. */
+    enabled: boolean;
+    /** Address the MSRP listener binds. Default 127.0.0.1. */
+    host: string;
+    /** Address put in a=path / c= (NAT, 0.0.0.0 binds); "" = host. Default "". */
+    advertisedHost: string;
+    /** MSRP listener port; 0 picks a free one (tests). Default 2855. */
+    port: number;
+    /** A leg (client or CF) not connected this long after the SDP answer counts as absent (ms). Default 10000. */
+    clientLegTimeoutMs: number;
+    /** Connections that bind no session this long are closed (RFC 4975 14.1 hygiene, ms). Default 10000. */
+    unauthenticatedTimeoutMs: number;
+    /** Close a connection after this long without traffic (ms); 0 = never. Default 0. */
+    idleTimeoutMs: number;
+    /** A request unanswered this long counts as 408 (RFC 4975 7.1.1, ms). Default 30000. */
+    transactionTimeoutMs: number;
+    /** Record every anchored session (OMA CPM 8.5.2) even without allow-offline-storage. Default false. */
+    recording: boolean;
+    /** Bytes of relayed messages kept per session for recording; later ones are dropped and logged. Default 1 MiB. */
+    maxRecordedBytes: number;
+    /** Start line + headers of one frame. Default 16384. */
+    maxHeaderBytes: number;
+    /** Body of one chunk (413 above). Default 262144. */
+    maxChunkBytes: number;
+    /** One reassembled message (413 above). Default 1048576. */
+    maxMessageBytes: number;
+    /** Partially received messages per session (413 above). Default 16. */
+    maxMessagesInFlight: number;
+    /** Bytes per chunk the PF sends. Default 2048 (RFC 4975 7.1.1). */
+    chunkSize: number;
+    /** Chunks of one message the PF sends before waiting for the oldest response. Default 4. */
+    chunkWindow: number;
+    /** MSRP over TLS (msrps): PEM certificate and key files; both "" = plain TCP. Default "". */
+    tlsCertFile: string;
+    tlsKeyFile: string;
+    /** PEM CA bundle to verify peers the PF connects to over msrps; "" = system CAs. Default "". */
+    tlsCaFile: string;
   };
   session: {
     /** Directory where session facts are persisted so they survive a restart. */
@@ -70,16 +115,38 @@ export const defaults: Config = {
     user: "",
     password: "",
     rootFolder: "Default",
+    deferredRootFolder: "Deferred",
     poolSize: 2,
     timeoutMs: 3000,
     spoolDir: "var/spool",
     retryInitialMs: 500,
     retryMaxMs: 30000,
   },
+  media: {
+    enabled: false,
+    host: "127.0.0.1",
+    advertisedHost: "",
+    port: 2855,
+    clientLegTimeoutMs: 10_000,
+    unauthenticatedTimeoutMs: 10_000,
+    idleTimeoutMs: 0,
+    transactionTimeoutMs: 30_000,
+    recording: false,
+    maxRecordedBytes: 1024 * 1024,
+    maxHeaderBytes: 16 * 1024,
+    maxChunkBytes: 256 * 1024,
+    maxMessageBytes: 1024 * 1024,
+    maxMessagesInFlight: 16,
+    chunkSize: 2048,
+    chunkWindow: 4,
+    tlsCertFile: "",
+    tlsKeyFile: "",
+    tlsCaFile: "",
+  },
   session: { stateDir: "var/state", idleTtlMs: 7 * 24 * 3600 * 1000 },
 };
 
-type Kind = "string" | "port" | "posint" | "bool" | { oneOf: readonly string[] };
+type Kind = "string" | "port" | "posint" | "nonnegint" | "bool" | { oneOf: readonly string[] };
 
 const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
   grpc: { host: "string", port: "port" },
@@ -97,11 +164,33 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     user: "string",
     password: "string",
     rootFolder: "string",
+    deferredRootFolder: "string",
     poolSize: "posint",
     timeoutMs: "posint",
     spoolDir: "string",
     retryInitialMs: "posint",
     retryMaxMs: "posint",
+  },
+  media: {
+    enabled: "bool",
+    host: "string",
+    advertisedHost: "string",
+    port: "port",
+    clientLegTimeoutMs: "posint",
+    unauthenticatedTimeoutMs: "posint",
+    idleTimeoutMs: "nonnegint",
+    transactionTimeoutMs: "posint",
+    recording: "bool",
+    maxRecordedBytes: "posint",
+    maxHeaderBytes: "posint",
+    maxChunkBytes: "posint",
+    maxMessageBytes: "posint",
+    maxMessagesInFlight: "posint",
+    chunkSize: "posint",
+    chunkWindow: "posint",
+    tlsCertFile: "string",
+    tlsKeyFile: "string",
+    tlsCaFile: "string",
   },
   session: { stateDir: "string", idleTtlMs: "posint" },
 };
@@ -127,13 +216,26 @@ function coerce(key: string, kind: Kind, value: unknown, fromEnv: boolean): unkn
       if (typeof value !== "boolean") bad(key, "must be true or false");
       return value;
     case "port":
-    case "posint": {
+    case "posint":
+    case "nonnegint": {
       const n = fromEnv && typeof value === "string" && value.trim() !== "" ? Number(value) : value;
       if (typeof n !== "number" || !Number.isInteger(n)) bad(key, "must be an integer");
       if (kind === "port" && (n < 0 || n > 65535)) bad(key, "must be a port number 0-65535");
       if (kind === "posint" && n < 1) bad(key, "must be a positive integer");
+      if (kind === "nonnegint" && n < 0) bad(key, "must be an integer >= 0");
       return n;
     }
+  }
+}
+
+/** store.deferredRootFolder: a "/"-separated path outside rootFolder (so no Conversation-ID folder can clash with it). */
+function checkDeferredRoot(root: string, deferred: string): void {
+  const key = "store.deferredRootFolder";
+  if (deferred === "" || deferred.startsWith("/") || deferred.endsWith("/") || deferred.includes("//")) {
+    bad(key, 'must be a non-empty "/"-separated path');
+  }
+  if (deferred === root || deferred.startsWith(`${root}/`) || root.startsWith(`${deferred}/`)) {
+    bad(key, `must not be store.rootFolder (${root}), inside it or contain it`);
   }
 }
 
@@ -168,6 +270,9 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   }
   const cfg = out as unknown as Config;
   if (cfg.store.retryMaxMs < cfg.store.retryInitialMs) bad("store.retryMaxMs", "must be >= store.retryInitialMs");
+  checkDeferredRoot(cfg.store.rootFolder, cfg.store.deferredRootFolder);
+  if ((cfg.media.tlsCertFile === "") !== (cfg.media.tlsKeyFile === ""))
+    bad(cfg.media.tlsCertFile === "" ? "media.tlsCertFile" : "media.tlsKeyFile", "msrps needs both media.tlsCertFile and media.tlsKeyFile");
   return cfg;
 }
 

@@ -15,6 +15,14 @@ export const ErrorCodes = {
   CPM_ERR_STORE_REJECTED: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "Message Store rejected the object" },
   CPM_ERR_SPOOL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "durable spool write failed" },
   CPM_ERR_INTERNAL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "internal error" },
+  // A message/cpim body (RFC 3862) whose header blocks do not parse. The PF
+  // relays and stores such bodies unchanged; only header extraction fails.
+  CPM_ERR_BAD_CPIM: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed message/cpim body" },
+  // AnchorMedia / ReportMediaAnswer while config media.enabled is false: Kamailio
+  // relays the INVITE unchanged (the PF stays out of the media path).
+  CPM_ERR_MEDIA_DISABLED: { grpc: GrpcStatus.FAILED_PRECONDITION, sip: 500, message: "media anchoring is not enabled" },
+  // ReportMediaAnswer for a session that was never anchored (or already released).
+  CPM_ERR_MEDIA_NOT_ANCHORED: { grpc: GrpcStatus.NOT_FOUND, sip: 481, message: "session is not anchored" },
   // MSRP (RFC 4975 10): `msrp` is the response code the MSRP peer sees.
   CPM_ERR_MSRP_FRAME: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, msrp: 400, message: "malformed MSRP frame" },
   CPM_ERR_MSRP_URI: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, msrp: 400, message: "malformed MSRP URI" },
@@ -30,6 +38,10 @@ export const ErrorCodes = {
   CPM_ERR_MSRP_TIMEOUT: { grpc: GrpcStatus.DEADLINE_EXCEEDED, sip: 408, msrp: 408, message: "MSRP transaction timed out" },
   CPM_ERR_MSRP_SETUP: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 488, msrp: 400, message: "incompatible MSRP a=setup roles" },
   CPM_ERR_MSRP_CONNECTION: { grpc: GrpcStatus.UNAVAILABLE, sip: 500, msrp: 481, message: "MSRP connection closed" },
+  // Media plane (src/media): `msrp` is what the MSRP peer of the failing leg sees.
+  CPM_ERR_MEDIA_NOT_STARTED: { grpc: GrpcStatus.UNAVAILABLE, sip: 503, message: "MSRP media plane not listening" },
+  CPM_ERR_MEDIA_SESSION_EXISTS: { grpc: GrpcStatus.ALREADY_EXISTS, sip: 500, message: "media session already anchored" },
+  CPM_ERR_MEDIA_DEFER_FAILED: { grpc: GrpcStatus.UNAVAILABLE, sip: 500, msrp: 403, message: "deferred storage of an MSRP message failed" },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

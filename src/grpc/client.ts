@@ -4,6 +4,9 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create } from "@bufbuild/protobuf";
 import { type Client, credentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
 import {
+  type AnchorMediaRequestSchema,
+  type AnchorMediaResponse,
+  AnchorMediaRequestSchema as AnchorReq,
   HandleByeRequestSchema as HandleByeReq,
   type HandleByeRequestSchema,
   type HandleByeResponse,
@@ -11,8 +14,14 @@ import {
   type ObserveSessionRequestSchema,
   type ObserveSessionResponse,
   ParticipatingFunctionService,
+  ReportMediaAnswerRequestSchema as ReportAnswerReq,
   type ReportByeOutcomeRequestSchema,
   type ReportByeOutcomeResponse,
+  type ReportInviteOutcomeRequestSchema,
+  type ReportInviteOutcomeResponse,
+  ReportInviteOutcomeRequestSchema as ReportInviteReq,
+  type ReportMediaAnswerRequestSchema,
+  type ReportMediaAnswerResponse,
   ReportByeOutcomeRequestSchema as ReportReq,
 } from "../gen/cpm/pf/v1/pf_pb.js";
 import { grpcServiceDefinition } from "./service-definition.js";
@@ -44,6 +53,21 @@ export class PfClient {
 
   reportByeOutcome(req: MessageInitShape<typeof ReportByeOutcomeRequestSchema>, timeoutMs = 2000): Promise<ReportByeOutcomeResponse> {
     return this.call("reportByeOutcome", create(ReportReq, req), timeoutMs);
+  }
+
+  anchorMedia(req: MessageInitShape<typeof AnchorMediaRequestSchema>, timeoutMs = 2000): Promise<AnchorMediaResponse> {
+    return this.call("anchorMedia", create(AnchorReq, req), timeoutMs);
+  }
+
+  reportMediaAnswer(req: MessageInitShape<typeof ReportMediaAnswerRequestSchema>, timeoutMs = 2000): Promise<ReportMediaAnswerResponse> {
+    return this.call("reportMediaAnswer", create(ReportAnswerReq, req), timeoutMs);
+  }
+
+  reportInviteOutcome(
+    req: MessageInitShape<typeof ReportInviteOutcomeRequestSchema>,
+    timeoutMs = 2000,
+  ): Promise<ReportInviteOutcomeResponse> {
+    return this.call("reportInviteOutcome", create(ReportInviteReq, req), timeoutMs);
   }
 
   close(): void {

@@ -2,9 +2,11 @@
 // ParticipatingFunction. Every handler catches everything: a bad request gets
 // a gRPC status with a clear message and a log line, never a crash.
 import { create } from "@bufbuild/protobuf";
-import { type ServerUnaryCall, type sendUnaryData, status, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { Metadata, type ServerUnaryCall, type sendUnaryData, status, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import { asCpmError } from "../errors/catalogue.js";
 import {
+  type AnchorMediaRequest,
+  AnchorMediaResponseSchema,
   ByeCause,
   GsoStorage_State,
   type HandleByeRequest,
@@ -14,6 +16,10 @@ import {
   ObserveSessionResponseSchema,
   type ReportByeOutcomeRequest,
   ReportByeOutcomeResponseSchema,
+  type ReportInviteOutcomeRequest,
+  ReportInviteOutcomeResponseSchema,
+  type ReportMediaAnswerRequest,
+  ReportMediaAnswerResponseSchema,
   Side,
   type SipEnvelope,
 } from "../gen/cpm/pf/v1/pf_pb.js";
@@ -40,7 +46,12 @@ function unary<Req, Res>(log: Logger, name: string, fn: (req: Req) => Promise<Re
         const e = asCpmError(err);
         const level = e.grpcStatus === status.INVALID_ARGUMENT ? "warn" : "error";
         log.log(level, "request refused", { rpc: name, code: e.code, reason: e.message, cause: e.cause ? String(e.cause) : undefined });
-        callback({ code: e.grpcStatus, details: e.message });
+        // Trailers name the catalogue entry and the SIP status a peer should
+        // see (e.g. AnchorMedia + CPM_ERR_BAD_SDP -> Kamailio answers 488).
+        const metadata = new Metadata();
+        metadata.set("cpm-error-code", e.code);
+        metadata.set("cpm-sip-status", String(e.sipStatus));
+        callback({ code: e.grpcStatus, details: e.message, metadata });
       },
     );
   };
@@ -72,6 +83,23 @@ export function participatingFunctionHandlers(pf: ParticipatingFunction, log: Lo
     observeSession: unary(log, "ObserveSession", async (req: ObserveSessionRequest) => {
       const r = await pf.observe(envelope(req.message));
       return create(ObserveSessionResponseSchema, r);
+    }),
+    anchorMedia: unary(log, "AnchorMedia", async (req: AnchorMediaRequest) => {
+      const r = await pf.anchorMedia(envelope(req.invite));
+      return create(AnchorMediaResponseSchema, {
+        sessionKey: r.sessionKey,
+        clientBody: r.clientBody,
+        clientContentType: r.clientContentType,
+        cfLeg: { host: r.cfLeg.host, port: r.cfLeg.port, path: r.cfLeg.path, setup: r.cfLeg.setup, tls: r.cfLeg.tls },
+      });
+    }),
+    reportMediaAnswer: unary(log, "ReportMediaAnswer", async (req: ReportMediaAnswerRequest) => {
+      const anchored = await pf.mediaAnswer(req.sessionKey, envelope(req.answer));
+      return create(ReportMediaAnswerResponseSchema, { anchored });
+    }),
+    reportInviteOutcome: unary(log, "ReportInviteOutcome", async (req: ReportInviteOutcomeRequest) => {
+      const released = await pf.inviteOutcome(req.sessionKey, req.statusCode);
+      return create(ReportInviteOutcomeResponseSchema, { released });
     }),
     reportByeOutcome: unary(log, "ReportByeOutcome", async (req: ReportByeOutcomeRequest) => {
       const released = await pf.byeOutcome(req.sessionKey, req.statusCode);

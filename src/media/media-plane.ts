@@ -2,6 +2,7 @@
 // src/pf and src/grpc only see this interface; src/media/msrp-media-plane.ts
 // implements it with the MSRP stack of src/msrp, and `NoMediaPlane` is the PF
 // that stays out of the media path (proxy-only deployments, unit tests).
+import { CpmError } from "../errors/catalogue.js";
 import type { SetupAttribute } from "../msrp/setup.js";
 import type { GroupSessionRef } from "./ports.js";
 
@@ -30,6 +31,13 @@ export interface AnchorOfferResult {
   cfLeg: MediaLeg;
 }
 
+/** What the SIP side knows of the session when it is recorded (8.5.2 session-info object). */
+export interface RecordFacts {
+  /** The latest participants (URIs). Default: none. */
+  participants?: string[];
+  subject?: string;
+}
+
 export interface MediaPlane {
   /** Anchors a new group session: allocates both legs, returns the SDP for the client side. */
   anchorOffer(req: AnchorOfferRequest): Promise<AnchorOfferResult>;
@@ -38,7 +46,7 @@ export interface MediaPlane {
   /** 8.3.2.3 2.b.iv: MSRP SEND/IMDN from the clients on this session get 481 from now on. */
   refuseClientMedia(sessionKey: string): void;
   /** 8.3.2.3 2.d: record the CPM session (8.5.2) when allow-offline-storage or recording is on. */
-  recordSession(sessionKey: string): Promise<boolean>;
+  recordSession(sessionKey: string, facts?: RecordFacts): Promise<boolean>;
   /** 8.3.2.3 2.f: release sockets, timers, buffers, table entries; returns how many were released. */
   release(sessionKey: string): number;
 }
@@ -46,10 +54,10 @@ export interface MediaPlane {
 /** The PF out of the media path: nothing to anchor, refuse, record or release. */
 export class NoMediaPlane implements MediaPlane {
   async anchorOffer(): Promise<AnchorOfferResult> {
-    throw new Error("media anchoring is not enabled (media.enabled=false)");
+    throw new CpmError("CPM_ERR_MEDIA_DISABLED", "media.enabled=false");
   }
   anchorAnswer(): string {
-    throw new Error("media anchoring is not enabled (media.enabled=false)");
+    throw new CpmError("CPM_ERR_MEDIA_DISABLED", "media.enabled=false");
   }
   refuseClientMedia(): void {}
   async recordSession(): Promise<boolean> {

@@ -205,8 +205,9 @@ function insertInterval(list: [number, number][], s: number, e: number): void {
 /** Per-session reassembly of incoming SEND chunks. */
 export class Reassembler {
   readonly limits: Readonly<ReassemblyLimits>;
-  private readonly partials = new Map<string, PartialMessage>();
-  private readonly stopped = new Set<string>();
+  // Made on first use: an idle session holds no hash tables (issue 3: RSS per idle session).
+  private partialsMap: Map<string, PartialMessage> | undefined;
+  private stoppedSet: Set<string> | undefined;
   private stored = 0;
 
   constructor(limits: Partial<ReassemblyLimits> = {}) {
@@ -219,13 +220,13 @@ export class Reassembler {
   }
 
   get messagesInFlight(): number {
-    return this.partials.size;
+    return this.partialsMap?.size ?? 0;
   }
 
   /** Drops everything (session closed). */
   clear(): void {
-    this.partials.clear();
-    this.stopped.clear();
+    this.partialsMap = undefined;
+    this.stoppedSet = undefined;
     this.stored = 0;
   }
 
@@ -235,11 +236,16 @@ export class Reassembler {
     this.remember(messageId);
   }
 
+  private get partials(): Map<string, PartialMessage> {
+    this.partialsMap ??= new Map();
+    return this.partialsMap;
+  }
+
   accept(req: MsrpRequest): ReassemblyOutcome {
     const id = req.messageId;
     if (id === undefined) return req.body === undefined ? { kind: "empty" } : { kind: "rejected", status: 400, reason: "no-message-id" };
-    if (this.stopped.has(id)) {
-      if (req.continuation !== "+") this.stopped.delete(id);
+    if (this.stoppedSet?.has(id)) {
+      if (req.continuation !== "+") this.stoppedSet.delete(id);
       return { kind: "rejected", status: 413, reason: "stopped", messageId: id };
     }
     if (req.continuation === "#") {
@@ -255,13 +261,13 @@ export class Reassembler {
     const max = this.limits.maxMessageBytes;
     if ((typeof total === "number" && total > max) || end > max) return this.refuse(id, req, "message-too-large");
 
-    let p = this.partials.get(id);
+    let p = this.partialsMap?.get(id);
     if (p === undefined) {
       if (offset === 0 && req.continuation === "$") {
         // The whole message in one chunk: no copy, no state.
         return { kind: "complete", message: this.finish(id, req, body, 1, typeof total === "number" ? total : undefined) };
       }
-      if (this.partials.size >= this.limits.maxMessagesInFlight) return this.refuse(id, req, "too-many-in-flight");
+      if (this.messagesInFlight >= this.limits.maxMessagesInFlight) return this.refuse(id, req, "too-many-in-flight");
       p = { pieces: [], covered: [], stored: 0, chunks: 0 };
       this.partials.set(id, p);
     }
@@ -318,17 +324,18 @@ export class Reassembler {
   }
 
   private drop(id: string): void {
-    const p = this.partials.get(id);
+    const p = this.partialsMap?.get(id);
     if (p === undefined) return;
     this.stored -= p.stored;
-    this.partials.delete(id);
+    this.partialsMap?.delete(id);
   }
 
   private remember(id: string): void {
-    this.stopped.add(id);
-    if (this.stopped.size > STOPPED_MEMORY) {
-      const oldest = this.stopped.values().next();
-      if (!oldest.done) this.stopped.delete(oldest.value);
+    this.stoppedSet ??= new Set();
+    this.stoppedSet.add(id);
+    if (this.stoppedSet.size > STOPPED_MEMORY) {
+      const oldest = this.stoppedSet.values().next();
+      if (!oldest.done) this.stoppedSet.delete(oldest.value);
     }
   }
 }

@@ -69,7 +69,9 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   private readonly socket: Duplex;
   private readonly parser: MsrpParser;
   private readonly table: MsrpSessionTable | undefined;
-  private readonly log: Logger;
+  private readonly baseLog: Logger;
+  private readonly peer: string;
+  private childLog: Logger | undefined;
   private readonly resources: MsrpResources;
   private readonly timeouts: { bindTimeoutMs: number; idleTimeoutMs: number; transactionTimeoutMs: number };
   private readonly closeWhenUnused: boolean;
@@ -97,7 +99,8 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
       transactionTimeoutMs: options.transactionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.transactionTimeoutMs,
     };
     const peer = socket instanceof net.Socket ? `${socket.remoteAddress}:${socket.remotePort}` : "duplex";
-    this.log = (options.logger ?? componentLogger("msrp")).child({ msrpPeer: peer, msrpRole: this.role });
+    this.baseLog = options.logger ?? componentLogger("msrp");
+    this.peer = peer;
     this.resources.socketOpened(this);
 
     socket.on("data", (chunk: Buffer | string) => this.onData(typeof chunk === "string" ? Buffer.from(chunk) : chunk));
@@ -286,7 +289,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
     this.bound.clear();
     for (const s of sessions) s.connectionLost(reason);
     this.parser.reset();
-    this.log.debug("MSRP connection closing", { reason, sessions: sessions.length });
+    this.debug("MSRP connection closing", { reason, sessions: sessions.length });
     this.finishSocket();
     this.emit("close", reason);
   }
@@ -311,7 +314,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   private onResponse(res: MsrpResponse): void {
     const tx = this.transactions.get(res.transactionId);
     if (tx === undefined) {
-      this.log.debug("response for no pending transaction", { transactionId: res.transactionId, code: res.code });
+      this.debug("response for no pending transaction", { transactionId: res.transactionId, code: res.code });
       return;
     }
     this.transactions.delete(res.transactionId);
@@ -341,13 +344,34 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
     }
     if (session === undefined) {
       // BYE-B6 / RFC 4975 10: unknown (or already closed) session: 481, and the request goes nowhere.
-      this.log.debug("request for no session on this connection", { sessionId, transactionId: req.transactionId, method: req.method });
+      this.debug("request for no session on this connection", { sessionId, transactionId: req.transactionId, method: req.method });
       this.answer(req, 481);
       return;
     }
     const actions = session.receive(req);
+    if (actions.respondLater !== undefined) {
+      this.answerLater(req, actions.respondLater, actions.reports, session);
+      return;
+    }
     if (actions.respond !== undefined) this.answer(req, actions.respond, session.localUri);
     for (const report of actions.reports) this.request(report, session);
+  }
+
+  /** A held response (session.ts HoldResponse): answered once the owner's verdict settles, if still open. */
+  private answerLater(req: MsrpRequest, later: Promise<number>, reports: MsrpRequest[], session: MsrpSession): void {
+    later
+      .catch((err: unknown) => {
+        this.log.warn("held MSRP response failed, answering 403", {
+          transactionId: req.transactionId,
+          err: err instanceof Error ? err.message : String(err),
+        });
+        return 403;
+      })
+      .then((code) => {
+        if (this.closing || session.state !== "bound") return;
+        this.answer(req, code, session.localUri);
+        if (code < 300) for (const report of reports) this.request(report, session);
+      });
   }
 
   private onParseError(err: MsrpParseError): void {
@@ -429,6 +453,16 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
         this.armIdle(this.timeouts.idleTimeoutMs - idleFor);
       }
     });
+  }
+
+  /** The connection's child logger, made on first use: an idle connection holds none (issue 3: RSS per idle session). */
+  private get log(): Logger {
+    if (this.childLog === undefined) this.childLog = this.baseLog.child({ msrpPeer: this.peer, msrpRole: this.role });
+    return this.childLog;
+  }
+
+  private debug(message: string, meta?: Record<string, unknown>): void {
+    if (this.baseLog.isDebugEnabled()) this.log.debug(message, meta);
   }
 
   /** Flushes what is queued (a last 481, say), then destroys the socket. */

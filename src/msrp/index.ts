@@ -78,6 +78,7 @@ export { firstEndLine, makeResponse, type ResponseOptions, serializeFrame, seria
 export { createMsrpServer, type MsrpServerOptions } from "./server.js";
 export {
   DEFAULT_CHUNK_WINDOW,
+  type HoldResponse,
   type IncomingActions,
   MsrpSession,
   type MsrpSessionOptions,

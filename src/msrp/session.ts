@@ -53,9 +53,17 @@ export interface MsrpSessionOptions {
 
 export type SessionState = "unbound" | "bound" | "closed";
 
+/**
+ * Lets a "message" listener delay the response to the chunk that completed the
+ * message until `verdict` settles with the code to send (e.g. 200 once the
+ * message is stored or relayed; a rejection answers 403). Call it synchronously
+ * from the listener; the success REPORT, if any, follows a 2xx verdict.
+ */
+export type HoldResponse = (verdict: Promise<number>) => void;
+
 export interface SessionEvents {
-  /** A whole message arrived (all chunks). */
-  message: [message: ReceivedMessage];
+  /** A whole message arrived (all chunks). `hold` is optional to use (see HoldResponse). */
+  message: [message: ReceivedMessage, hold: HoldResponse];
   /** A REPORT for a message we sent. */
   report: [report: MsrpRequest];
   bound: [];
@@ -68,6 +76,8 @@ export interface IncomingActions {
   respond?: number;
   /** REPORTs to send (success reports for whole messages). */
   reports: MsrpRequest[];
+  /** A listener held the response (HoldResponse): answer with this code once settled; `reports` only after a 2xx. */
+  respondLater?: Promise<number>;
 }
 
 export interface SendResult {
@@ -90,10 +100,12 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
   readonly remotePath: MsrpUri[];
   private readonly reassembler: Reassembler;
   private readonly options: MsrpSessionOptions;
-  private readonly log: Logger;
+  private readonly baseLog: Logger;
+  private childLog: Logger | undefined;
   private readonly resources: MsrpResources;
   private transport: SessionTransport | undefined;
   private current: SessionState = "unbound";
+  private refusal: number | undefined;
 
   constructor(options: MsrpSessionOptions) {
     super();
@@ -104,7 +116,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     this.remotePath = options.remotePath;
     this.options = options;
     this.reassembler = new Reassembler(options.reassembly);
-    this.log = (options.logger ?? componentLogger("msrp")).child({ msrpSession: this.id });
+    this.baseLog = options.logger ?? componentLogger("msrp");
     this.resources = options.resources ?? msrpResources;
     this.resources.sessionOpened(this);
   }
@@ -128,7 +140,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     if (this.current !== "unbound") throw new CpmError("CPM_ERR_MSRP_SESSION_IN_USE", `session ${this.id} is ${this.current}`);
     this.transport = transport;
     this.current = "bound";
-    this.log.debug("session bound");
+    this.debug("session bound");
     this.emit("bound");
   }
 
@@ -139,6 +151,11 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     let code: number;
     switch (req.method) {
       case "SEND": {
+        if (this.refusal !== undefined) {
+          code = this.refusal;
+          this.debug("SEND refused", { messageId: req.messageId, code });
+          break;
+        }
         if (req.body !== undefined && req.contentType !== undefined && !this.accepts(req.contentType)) {
           code = 415;
           break;
@@ -152,7 +169,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
         code = 200;
         if (outcome.kind === "complete") {
           const m = outcome.message;
-          this.log.debug("message received", {
+          this.debug("message received", {
             messageId: m.messageId,
             bytes: m.body.length,
             chunks: m.chunks,
@@ -160,9 +177,13 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
           });
           const sr = successReportFor(m, this.localUri);
           if (sr !== undefined) reports.push(sr);
-          this.safeEmit("message", m);
+          const held: { verdict?: Promise<number> } = {};
+          this.safeEmit("message", m, (verdict) => {
+            held.verdict = verdict;
+          });
+          if (held.verdict !== undefined) return { reports, respondLater: held.verdict };
         } else if (outcome.kind === "aborted") {
-          this.log.debug("message aborted by sender", { messageId: outcome.messageId });
+          this.debug("message aborted by sender", { messageId: outcome.messageId });
         }
         break;
       }
@@ -184,6 +205,15 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     const sender = req.fromPath[req.fromPath.length - 1];
     const expected = this.remotePath[this.remotePath.length - 1];
     return sender !== undefined && expected !== undefined && msrpUriEquals(sender, expected);
+  }
+
+  /**
+   * From now on every incoming SEND gets `code` and is discarded, the session
+   * staying bound (e.g. 481 for what a client still sends after the SIP BYE,
+   * OMA CPM 8.3.2.3, BYE-B6).
+   */
+  refuseIncoming(code: number): void {
+    this.refusal = code;
   }
 
   /** Refuses the rest of a message (its chunk was answered 413 before reaching the session, e.g. maxBodyBytes). */
@@ -221,7 +251,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     }
     await Promise.all(inFlight);
     const code = chunker.stoppedWith ?? 200;
-    this.log.debug("message sent", { messageId: chunker.messageId, bytes: chunker.total, chunks, code });
+    this.debug("message sent", { messageId: chunker.messageId, bytes: chunker.total, chunks, code });
     return { messageId: chunker.messageId, code, chunks };
   }
 
@@ -249,7 +279,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     this.transport = undefined;
     this.reassembler.clear();
     this.resources.sessionClosed(this);
-    this.log.debug("session closed", { reason });
+    this.debug("session closed", { reason });
     this.safeEmit("close", reason);
   }
 
@@ -262,6 +292,16 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
       const t = a.toLowerCase();
       return t === "*" || t === type || (t.endsWith("/*") && t.slice(0, -2) === major);
     });
+  }
+
+  /** The session's child logger, made on first use: an idle session holds none (issue 3: RSS per idle session). */
+  private get log(): Logger {
+    if (this.childLog === undefined) this.childLog = this.baseLog.child({ msrpSession: this.id });
+    return this.childLog;
+  }
+
+  private debug(message: string, meta?: Record<string, unknown>): void {
+    if (this.baseLog.isDebugEnabled()) this.log.debug(message, meta);
   }
 
   /** A listener that throws must not break the connection's read loop. */

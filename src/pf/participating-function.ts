@@ -5,12 +5,14 @@ import { randomUUID } from "node:crypto";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
-import type { MediaPlane } from "../media/media-plane.js";
-import { type ByeDecision, handleBye } from "../procedures/handle-bye.js";
+import type { MediaLeg, MediaPlane } from "../media/media-plane.js";
+import type { GroupSessionRef } from "../media/ports.js";
+import { type ByeDecision, chooseMode, handleBye } from "../procedures/handle-bye.js";
 import type { GroupSession } from "../session/group-session.js";
 import { observe } from "../session/observe.js";
 import type { SessionRegistry } from "../session/registry.js";
-import { header, headerValues, parseSipMessage } from "../sip/message.js";
+import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
+import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { parseNameAddr } from "../sip/name-addr.js";
 import { buildCpmObject } from "../store/cpm-object.js";
 import { groupSessionFolder } from "../store/folder.js";
@@ -37,6 +39,42 @@ export interface Envelope {
   source: string;
 }
 
+export interface ObserveResult {
+  updated: boolean;
+  sessionKey: string;
+  participantCount: number;
+  /** Initial INVITE from the focus, PF as B2BUA, media plane on: Kamailio must call anchorMedia. */
+  anchorMedia: boolean;
+}
+
+export interface AnchorMediaResult {
+  sessionKey: string;
+  /** The INVITE body towards the client(s) and its Content-Type. */
+  clientBody: Buffer;
+  clientContentType: string;
+  /** What the 2xx answer towards the CF must carry (Kamailio rewrites it). */
+  cfLeg: MediaLeg;
+}
+
+export interface PfOptions {
+  /** config media.enabled: the PF anchors MSRP of sessions where it is B2BUA. Default false. */
+  anchorMedia?: boolean;
+}
+
+const SDP = "application/sdp";
+
+function sdpOf(msg: SipMessage, what: string): string {
+  let parts: ReturnType<typeof bodyParts>;
+  try {
+    parts = bodyParts(header(msg, "content-type"), msg.body);
+  } catch (err) {
+    throw new CpmError("CPM_ERR_BAD_SDP", `${what}: unreadable body`, { cause: err });
+  }
+  const sdp = parts.find((p) => p.contentType === SDP);
+  if (!sdp) throw new CpmError("CPM_ERR_BAD_SDP", `${what} carries no application/sdp`);
+  return sdp.body.toString("utf8");
+}
+
 /** Anonymous originator used on stored GSOs by deployed stores (cpm-facts 1.4). */
 const GSO_FROM = "sip:anonymous@anonymous.invalid";
 
@@ -47,6 +85,7 @@ export class ParticipatingFunction {
     private readonly store: ObjectStore,
     private readonly media: MediaPlane,
     private readonly log: Logger,
+    private readonly opts: PfOptions = {},
   ) {}
 
   /** 8.3.2.3: decide and act on a BYE; resolves after any GSO is stored or spooled. */
@@ -90,7 +129,7 @@ export class ParticipatingFunction {
   }
 
   /** Folds a SIP message into the session table (participants, focus, IDs). */
-  async observe(env: Envelope, now = Date.now()): Promise<{ updated: boolean; sessionKey: string; participantCount: number }> {
+  async observe(env: Envelope, now = Date.now()): Promise<ObserveResult> {
     const msg = parseSipMessage(env.raw);
     const callId = header(msg, "call-id") ?? "";
     const result = observe(this.sessions.get(callId), msg, now);
@@ -102,16 +141,122 @@ export class ParticipatingFunction {
       void this.sessions.put(result.session);
       this.log.debug("session updated", { ...fields, participants: result.session.participants.length });
     }
-    return { updated: result.updated, sessionKey: callId, participantCount: result.session?.participants.length ?? 0 };
+    // Only the focus's initial INVITE (the CF invites the served user) is
+    // anchored here; the session's mode is the same policy HandleBye uses.
+    const anchorMedia =
+      this.opts.anchorMedia === true &&
+      msg.kind === "request" &&
+      msg.method === "INVITE" &&
+      result.session !== undefined &&
+      result.session.focusUri !== "" &&
+      result.session.networkTag !== "" &&
+      chooseMode(result.session, this.cfg.pf) === "b2bua";
+    return {
+      updated: result.updated,
+      sessionKey: callId,
+      participantCount: result.session?.participants.length ?? 0,
+      anchorMedia,
+    };
+  }
+
+  /**
+   * PF as B2BUA in the MSRP media path: the CF's INVITE offer is anchored on
+   * the media plane; returns the INVITE body for the client leg and the
+   * CF-facing leg for the answer (RFC 4975 8, RFC 6135).
+   */
+  async anchorMedia(env: Envelope, now = Date.now()): Promise<AnchorMediaResult> {
+    if (this.opts.anchorMedia !== true) throw new CpmError("CPM_ERR_MEDIA_DISABLED", "AnchorMedia with media.enabled=false");
+    const msg = parseSipMessage(env.raw);
+    if (msg.kind !== "request" || msg.method !== "INVITE") throw new CpmError("CPM_ERR_BAD_REQUEST", "AnchorMedia needs an INVITE request");
+    const callId = header(msg, "call-id") ?? "";
+    if (!callId) throw new CpmError("CPM_ERR_BAD_SIP", "INVITE without Call-ID");
+    let session = this.sessions.get(callId);
+    if (!session) {
+      // ObserveSession normally ran first; observe now so the session has its IDs.
+      await this.observe(env, now);
+      session = this.sessions.get(callId);
+    }
+    if (!session) throw new CpmError("CPM_ERR_BAD_REQUEST", "INVITE is not a CPM group session (no Conversation-ID / Contribution-ID)");
+    const offerSdp = sdpOf(msg, "INVITE");
+    const ref: GroupSessionRef = {
+      sessionKey: callId,
+      servedUser: session.servedUser || this.cfg.pf.servedUser,
+      conversationId: session.conversationId,
+      contributionId: session.contributionId,
+      focus: session.focusUri,
+    };
+    // allow-offline-storage is a CPM policy action element the INVITE does not
+    // carry: recording then follows config (media.recording) alone.
+    const anchored = await this.media.anchorOffer({ session: ref, offerSdp, allowOfflineStorage: false });
+    const contentType = header(msg, "content-type") ?? SDP;
+    const clientBody = replaceBodyPart(contentType, msg.body, SDP, Buffer.from(anchored.clientOfferSdp, "utf8"));
+    if (!clientBody) throw new CpmError("CPM_ERR_BAD_SDP", "INVITE carries no application/sdp");
+    this.log.info("media anchored", {
+      callId,
+      conversationId: session.conversationId,
+      contributionId: session.contributionId,
+      cfPath: anchored.cfLeg.path,
+      cfSetup: anchored.cfLeg.setup,
+    });
+    return { sessionKey: callId, clientBody, clientContentType: contentType, cfLeg: anchored.cfLeg };
+  }
+
+  /** The client's 2xx to an anchored INVITE: the media plane learns the client's MSRP path. */
+  async mediaAnswer(sessionKey: string, env: Envelope): Promise<boolean> {
+    if (this.opts.anchorMedia !== true) throw new CpmError("CPM_ERR_MEDIA_DISABLED", "ReportMediaAnswer with media.enabled=false");
+    const msg = parseSipMessage(env.raw);
+    if (msg.kind !== "response" || msg.statusCode < 200 || msg.statusCode >= 300) {
+      throw new CpmError("CPM_ERR_BAD_REQUEST", "ReportMediaAnswer needs a 2xx response");
+    }
+    const key = sessionKey || (header(msg, "call-id") ?? "");
+    const session = this.sessions.get(key);
+    this.media.anchorAnswer(key, sdpOf(msg, "2xx answer"));
+    this.log.info("media answer anchored", {
+      callId: key,
+      conversationId: session?.conversationId,
+      contributionId: session?.contributionId,
+    });
+    return true;
+  }
+
+  /** An anchored INVITE got no session (non-2xx final answer, CANCEL, timeout): release what AnchorMedia allocated. */
+  async inviteOutcome(sessionKey: string, statusCode: number): Promise<boolean> {
+    if (statusCode >= 200 && statusCode < 300) return false;
+    const session = this.sessions.get(sessionKey);
+    const released = this.media.release(sessionKey);
+    if (session) await this.sessions.remove(sessionKey);
+    this.log.info("anchored INVITE failed, media released", {
+      callId: sessionKey,
+      conversationId: session?.conversationId,
+      contributionId: session?.contributionId,
+      statusCode,
+      mediaReleased: released,
+    });
+    return released > 0;
   }
 
   /** The client(s) answered the BYE: 2.d record the session, 2.f release media and state. */
   async byeOutcome(sessionKey: string, statusCode: number): Promise<boolean> {
     const session = this.sessions.get(sessionKey);
-    if (statusCode >= 200 && statusCode < 300 && session) await this.media.recordSession(sessionKey);
-    const released = this.media.release(sessionKey);
-    await this.sessions.remove(sessionKey);
-    this.log.info("BYE completed", { callId: sessionKey, statusCode, mediaReleased: released });
+    const fields = { callId: sessionKey, conversationId: session?.conversationId, contributionId: session?.contributionId };
+    let recorded = false;
+    let released = 0;
+    try {
+      // 2.d (BYE-B8): the media plane records when allow-offline-storage or recording is on
+      if (statusCode >= 200 && statusCode < 300 && session) {
+        recorded = await this.media.recordSession(sessionKey, {
+          participants: session.participants.map((p) => p.commAddr),
+          subject: session.subject,
+        });
+      }
+    } catch (err) {
+      this.log.error("session recording failed", { ...fields, reason: String(err) });
+    } finally {
+      // 2.f (BYE-B10): whatever the recording did, the media resources go
+      released = this.media.release(sessionKey);
+      await this.sessions.remove(sessionKey);
+    }
+    this.log.info("BYE completed", { ...fields, statusCode, recorded, mediaReleased: released });
     return session !== undefined;
   }
 

@@ -59,3 +59,17 @@ function parsePart(part: Buffer): BodyPart {
   const contentType = (headers.get("content-type") ?? "text/plain").split(";")[0]?.trim().toLowerCase() ?? "";
   return { contentType, headers, body: sep < 0 ? part : part.subarray(sep + sepLen) };
 }
+
+/**
+ * The body with the first part of media type `type` replaced by `replacement`
+ * (its part headers kept; RFC 2046 5.1); a non-multipart body of that type is
+ * replaced whole. Undefined when no such part exists.
+ */
+export function replaceBodyPart(contentType: string | undefined, body: Buffer, type: string, replacement: Buffer): Buffer | undefined {
+  const part = bodyParts(contentType, body).find((p) => p.contentType === type);
+  if (!part) return undefined;
+  // bodyParts returns views into `body`: their offsets locate the part.
+  const start = part.body.byteOffset - body.byteOffset;
+  const end = start + part.body.length;
+  return Buffer.concat([body.subarray(0, start), replacement, body.subarray(end)]);
+}

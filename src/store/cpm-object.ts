@@ -14,13 +14,19 @@ export interface CpmObjectInput {
   date: Date;
   conversationId: string;
   contributionId: string;
-  imdnMessageId: string;
+  /** Written as IMDN-Message-ID when given (GSOs: always; cpm-facts 1.4). */
+  imdnMessageId?: string;
   /** RFC 5322 msg-id, with or without the angle brackets: `id-left@id-right`. */
   messageId: string;
   subject?: string;
   /** Written as Message-Direction when given. */
   direction?: "sent" | "received";
-  /** Object body; bare CR or LF line breaks are turned into CRLF. */
+  /**
+   * RFC 2045 6: "8bit" (default) sends the body as is, with bare CR or LF line
+   * breaks turned into CRLF; "base64" keeps any bytes exactly (lines of 76).
+   */
+  transferEncoding?: "8bit" | "base64";
+  /** Object body. */
   body: Buffer | string;
 }
 
@@ -119,11 +125,14 @@ export function buildCpmObject(o: CpmObjectInput): Buffer {
   fields.push(
     ["MIME-Version", "1.0"],
     ["Content-Type", checkValue("Content-Type", o.contentType)],
-    ["Content-Transfer-Encoding", "8bit"],
+    ["Content-Transfer-Encoding", o.transferEncoding ?? "8bit"],
     ["Conversation-ID", checkValue("Conversation-ID", o.conversationId)],
     ["Contribution-ID", checkValue("Contribution-ID", o.contributionId)],
-    ["IMDN-Message-ID", checkValue("IMDN-Message-ID", o.imdnMessageId)],
   );
+  if (o.imdnMessageId !== undefined) fields.push(["IMDN-Message-ID", checkValue("IMDN-Message-ID", o.imdnMessageId)]);
+  if (o.transferEncoding !== undefined && o.transferEncoding !== "8bit" && o.transferEncoding !== "base64") {
+    reject("Content-Transfer-Encoding", "must be 8bit or base64");
+  }
   if (o.direction !== undefined) {
     if (o.direction !== "sent" && o.direction !== "received") reject("Message-Direction", "must be sent or received");
     fields.push(["Message-Direction", o.direction]);
@@ -139,7 +148,16 @@ export function buildCpmObject(o: CpmObjectInput): Buffer {
   }
   const body = typeof o.body === "string" ? Buffer.from(o.body, "utf8") : o.body;
   if (!Buffer.isBuffer(body)) reject("body", "must be a Buffer or string");
-  return Buffer.concat([Buffer.from(`${head}\r\n`, "utf8"), toCrlf(body)]);
+  const encoded = o.transferEncoding === "base64" ? base64Lines(body) : toCrlf(body);
+  return Buffer.concat([Buffer.from(`${head}\r\n`, "utf8"), encoded]);
+}
+
+/** RFC 2045 6.8: base64 in lines of at most 76 characters, CRLF-terminated. */
+export function base64Lines(body: Buffer): Buffer {
+  const b64 = body.toString("base64");
+  let out = "";
+  for (let i = 0; i < b64.length; i += 76) out += `${b64.slice(i, i + 76)}\r\n`;
+  return Buffer.from(out, "ascii");
 }
 
 /** A fresh RFC 5322 msg-id (without brackets): `<uuid>@<domain>`. */

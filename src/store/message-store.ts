@@ -194,6 +194,16 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     this.log.info("message store closed", { spoolPending: this.spoolCount });
   }
 
+  /**
+   * Runs fn on one pooled IMAP connection, for readers of the store (the
+   * deferred queue, the session recorder). Rejects with
+   * CPM_ERR_STORE_UNAVAILABLE when no connection can be opened or after close().
+   */
+  withConnection<T>(fn: (conn: PooledConnection) => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new CpmError("CPM_ERR_STORE_UNAVAILABLE", "message store closed"));
+    return this.track(this.pool.use(fn));
+  }
+
   stats(): MessageStoreStats {
     return {
       storeUp: this.storeUp,

@@ -17,6 +17,8 @@ const VARIANTS: Record<string, string[]> = {
   default: [],
   "all BYEs": ["WITH_CPM_PF_ALL_BYES"],
   "observe without waiting": ["WITH_CPM_PF_OBSERVE_NOWAIT"],
+  "anchoring: relay an SDP the sidecar cannot anchor": ["WITH_CPM_PF_ANCHOR_RELAY_BAD_SDP"],
+  "all switches of the plugin": ["WITH_CPM_PF_ALL_BYES", "WITH_CPM_PF_ANCHOR_RELAY_BAD_SDP", "CPM_PF_DEADLINE_MS=150"],
   "bypass (bench baseline)": ["WITH_CPM_PF_BYPASS"],
   "plugin sets async_workers": ["CPM_PF_ASYNC_WORKERS=2"],
   debug: ["WITH_DEBUG"],
@@ -38,6 +40,7 @@ test("SHAPE-5: an operator's own native cfg includes cpm-pf.cfg, loads its own m
       cfg,
       `#!KAMAILIO
 #!define CPM_PF_CUSTOM_HOOKS
+#!define CPM_PF_CUSTOM_HOOK_MEDIA_ANCHORED
 #!define CPM_PF_PYTHON_SCRIPT "${SCRIPT}"
 children=2
 async_workers=2
@@ -55,6 +58,7 @@ route[CPM_PF_HOOK_IS_CPM] { if (is_present_hf("Contribution-ID")) return(1); ret
 route[CPM_PF_HOOK_BYE_DECIDED] { xlog("L_INFO", "operator: mode=$var(cpm_pf_mode) gso=$var(cpm_pf_gso)\\n"); }
 route[CPM_PF_HOOK_FAILSAFE] { xlog("L_WARN", "operator: fail-safe $var(cpm_pf_error)\\n"); }
 route[CPM_PF_HOOK_RELAY] { t_relay(); exit; }
+route[CPM_PF_HOOK_MEDIA_ANCHORED] { xlog("L_INFO", "operator: anchored $var(cpm_pf_cf_path)\\n"); }
 `,
     );
     const r = spawnSync("kamailio", ["-c", "-f", cfg], { encoding: "utf8", timeout: 30_000 });

@@ -61,6 +61,8 @@ export interface SippRun {
   done: Promise<SippResult>;
   /** Kill it (SIGTERM then SIGKILL) if it is still running; resolves with the result. */
   stop(): Promise<SippResult>;
+  /** The messages traced so far, while it runs (SIPp writes the trace as it goes). */
+  messagesSoFar(): Promise<SipTraceMessage[]>;
 }
 
 /** Parses one SIP message (as SIPp logs it) with the sidecar's own reader (src/sip). */
@@ -230,7 +232,8 @@ export async function startSipp(opts: SippOptions): Promise<SippRun> {
       throw err;
     }
   }
-  return { port, pid, done, stop };
+  const messagesSoFar = async () => parseMessageLog(await readFile(messageFile, "utf8").catch(() => ""));
+  return { port, pid, done, stop, messagesSoFar };
 }
 
 /** Runs SIPp to completion. */

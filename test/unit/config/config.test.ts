@@ -26,3 +26,35 @@ test("a bad value stops start-up with an error naming the key", () => {
   ];
   for (const [file, env, re] of cases) assert.throws(() => buildConfig(file, env), re);
 });
+
+test("issue 3 media section: defaults, overrides and validation", () => {
+  assert.equal(defaults.media.enabled, false);
+  assert.equal(defaults.media.recording, false);
+  const cfg = buildConfig(
+    { media: { enabled: true, port: 0, idleTimeoutMs: 0, clientLegTimeoutMs: 500 } },
+    { CPM_PF__MEDIA__RECORDING: "true", CPM_PF__MEDIA__MAXRECORDEDBYTES: "4096" },
+  );
+  assert.equal(cfg.media.enabled, true);
+  assert.equal(cfg.media.port, 0);
+  assert.equal(cfg.media.idleTimeoutMs, 0);
+  assert.equal(cfg.media.clientLegTimeoutMs, 500);
+  assert.equal(cfg.media.recording, true);
+  assert.equal(cfg.media.maxRecordedBytes, 4096);
+  const cases: [unknown, NodeJS.ProcessEnv, RegExp][] = [
+    [{ media: { idleTimeoutMs: -1 } }, {}, /media\.idleTimeoutMs: must be an integer >= 0/],
+    [{ media: { clientLegTimeoutMs: 0 } }, {}, /media\.clientLegTimeoutMs: must be a positive integer/],
+    [{ media: { tlsCertFile: "cert.pem" } }, {}, /media\.tlsKeyFile: msrps needs both/],
+    [{ media: { tlsKeyFile: "key.pem" } }, {}, /media\.tlsCertFile: msrps needs both/],
+    [{}, { CPM_PF__MEDIA__ENABLED: "maybe" }, /CPM_PF__MEDIA__ENABLED: must be true or false/],
+  ];
+  for (const [file, env, re] of cases) assert.throws(() => buildConfig(file, env), re);
+});
+
+test("store.deferredRootFolder: default Deferred, a path outside store.rootFolder", () => {
+  assert.equal(defaults.store.deferredRootFolder, "Deferred");
+  assert.equal(buildConfig({ store: { deferredRootFolder: "PF/Deferred" } }).store.deferredRootFolder, "PF/Deferred");
+  for (const bad of ["", "/x", "x/", "a//b", "Default", "Default/Deferred"]) {
+    assert.throws(() => buildConfig({ store: { deferredRootFolder: bad } }), /store\.deferredRootFolder/, bad);
+  }
+  assert.throws(() => buildConfig({ store: { rootFolder: "Q/Default", deferredRootFolder: "Q" } }), /store\.deferredRootFolder/);
+});

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { header, headerValues, parseSipMessage, splitCommaList } from "../../../src/sip/message.js";
-import { bodyParts } from "../../../src/sip/multipart.js";
+import { bodyParts, replaceBodyPart } from "../../../src/sip/multipart.js";
 import { inviteFromFocus } from "../../fixtures/sip.js";
 
 test("compact forms, folding and case-insensitive names (RFC 3261 7.3)", () => {
@@ -48,4 +48,17 @@ test("multipart/mixed INVITE body splits into SDP and resource-lists", () => {
 test("multipart without boundary or closing delimiter is an error", () => {
   assert.throws(() => bodyParts("multipart/mixed", Buffer.from("x")));
   assert.throws(() => bodyParts("multipart/mixed;boundary=b", Buffer.from("--b\r\nContent-Type: a/b\r\n\r\nxx")));
+});
+
+test("issue 3 SDP anchoring: replaceBodyPart swaps the SDP part of a multipart body and keeps the rest byte for byte", () => {
+  const body = Buffer.from(
+    "--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nold\r\n--b\r\nContent-Type: text/plain\r\n\r\nkeep\r\n--b--\r\n",
+  );
+  const out = replaceBodyPart("multipart/mixed;boundary=b", body, "application/sdp", Buffer.from("v=0\r\nnew\r\n"));
+  assert.equal(
+    out?.toString(),
+    "--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nnew\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nkeep\r\n--b--\r\n",
+  );
+  assert.equal(replaceBodyPart("application/sdp", Buffer.from("v=0\r\n"), "application/sdp", Buffer.from("x"))?.toString(), "x");
+  assert.equal(replaceBodyPart("text/plain", Buffer.from("hi"), "application/sdp", Buffer.from("x")), undefined);
 });

@@ -127,3 +127,15 @@ test("newMessageId is unique and well-formed", () => {
   assert.throws(() => newMessageId("bad domain\r\n"), CpmError);
   assert.equal(rfc5322Date(new Date(Date.UTC(2026, 0, 5, 1, 2, 3))), "Mon, 05 Jan 2026 01:02:03 +0000");
 });
+
+test("IMDN-Message-ID is left out when not given; base64 transfer encoding keeps any bytes", () => {
+  const { headers } = split(buildCpmObject({ ...base, imdnMessageId: undefined }));
+  assert.equal(headers.has("IMDN-Message-ID"), false);
+  const bytes = Buffer.from([0x00, 0x0a, 0x0d, 0xff, ...Buffer.alloc(200, 0x41)]);
+  const raw = buildCpmObject({ ...base, transferEncoding: "base64", body: bytes });
+  const { headers: h, body } = split(raw);
+  assert.equal(h.get("Content-Transfer-Encoding"), "base64");
+  for (const line of body.toString("ascii").split("\r\n")) assert.ok(line.length <= 76);
+  assert.deepEqual(Buffer.from(body.toString("ascii").replace(/\r\n/g, ""), "base64"), bytes);
+  assert.throws(() => buildCpmObject({ ...base, transferEncoding: "7bit" as "8bit" }), CpmError);
+});

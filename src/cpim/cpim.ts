@@ -1,0 +1,213 @@
+// message/cpim (RFC 3862) reader: what the PF needs out of a CPIM body without
+// touching its bytes (the body is relayed and stored as received).
+//
+// A CPIM message is (RFC 3862 2): message headers, a blank line, then one
+// MIME entity: its MIME headers (RFC 2045), a blank line, its content.
+//   - Message header (3.6): `Header-name ":" *(";" Parameter) SP Header-value`,
+//     one line each, no folding (3.2); `Header-name` is `[prefix "."] Name`,
+//     the prefix bound to a namespace URN by an `NS: prefix <urn>` header (3.4),
+//     no prefix = urn:ietf:params:cpim-headers:. Names are compared
+//     case-insensitively here (deployed stacks differ in case); the escape
+//     mechanism of 2.3 is not undone (the values we read, URIs and IDs, never
+//     use it).
+//   - MIME headers follow RFC 5322 2.2 (folding allowed).
+// Bare LF line ends are accepted as well as CRLF (seen in public fixtures).
+//
+// Anything that does not parse is a CpmError CPM_ERR_BAD_CPIM with the reason;
+// nothing here throws anything else or reads past the given buffer. The header
+// blocks together are bounded by maxHeaderBytes.
+import { CpmError } from "../errors/catalogue.js";
+
+/** RFC 3862 3.4: the namespace of header names without a prefix. */
+export const CPIM_HEADERS_URN = "urn:ietf:params:cpim-headers:";
+/** RFC 5438 9.1 (IMDN): `NS: imdn <urn:ietf:params:imdn>`, `imdn.Message-ID`. */
+export const IMDN_URN = "urn:ietf:params:imdn";
+/** Default bound of the header blocks (message + MIME headers). */
+export const DEFAULT_MAX_HEADER_BYTES = 64 * 1024;
+const MAX_HEADERS = 256;
+
+export interface HeaderField {
+  /** The name as written (for CPIM: with its prefix, e.g. `imdn.Message-ID`). */
+  name: string;
+  /** The value with surrounding white space removed (folded lines joined with one space). */
+  value: string;
+  /** CPIM header parameters (`;lang=fr`), as written without the `;`. */
+  params: string[];
+}
+
+export interface HeaderBlock {
+  fields: HeaderField[];
+  /** Offset of the first byte after the blank line that ends the block. */
+  end: number;
+}
+
+export interface CpimMessage {
+  /** Message headers (RFC 3862 3), in order. */
+  headers: HeaderField[];
+  /** Namespace prefix -> URN, from the NS headers ("" = default namespace). */
+  namespaces: Map<string, string>;
+  /** MIME headers of the encapsulated entity. */
+  contentHeaders: HeaderField[];
+  /** Offset of the encapsulated content in the buffer. */
+  contentOffset: number;
+  /** The encapsulated content (a view into the buffer). */
+  content: Uint8Array;
+}
+
+function fail(what: string, why: string): never {
+  throw new CpmError("CPM_ERR_BAD_CPIM", `${what}: ${why}`);
+}
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+const NAME_RE = /^[!-9;-~]+$/; // RFC 5322 ftext: printable ASCII except ":"
+const CPIM_PARAM_RE = /^;([^;\s]+)/;
+
+/**
+ * Reads one header block starting at `start` up to and including its blank
+ * line. `folding`: RFC 5322 continuation lines (MIME) or none (CPIM 3.2).
+ * `cpimParams`: CPIM `;param` syntax between the colon and the value.
+ */
+export function parseHeaderBlock(
+  buf: Uint8Array,
+  start: number,
+  opts: { what: string; folding: boolean; cpimParams?: boolean; maxBytes?: number },
+): HeaderBlock {
+  const { what, folding } = opts;
+  const limit = Math.min(buf.length, start + (opts.maxBytes ?? DEFAULT_MAX_HEADER_BYTES));
+  const fields: HeaderField[] = [];
+  const raw: string[] = [];
+  let pos = start;
+  for (;;) {
+    let nl = -1;
+    for (let i = pos; i < limit; i++) {
+      if (buf[i] === 0x0a) {
+        nl = i;
+        break;
+      }
+    }
+    if (nl < 0) {
+      fail(
+        what,
+        limit < buf.length
+          ? `header block longer than ${opts.maxBytes ?? DEFAULT_MAX_HEADER_BYTES} bytes`
+          : "no blank line after the headers",
+      );
+    }
+    const lineEnd = nl > pos && buf[nl - 1] === 0x0d ? nl - 1 : nl;
+    const line = Buffer.from(buf.buffer, buf.byteOffset + pos, lineEnd - pos);
+    pos = nl + 1;
+    if (line.length === 0) break;
+    if (line.includes(0x0d) || line.includes(0x00)) fail(what, "CR or NUL inside a header line");
+    let text: string;
+    try {
+      text = UTF8.decode(line);
+    } catch {
+      fail(what, "header line is not UTF-8");
+    }
+    if (text[0] === " " || text[0] === "\t") {
+      if (!folding) fail(what, "continuation line (CPIM headers are not folded, RFC 3862 3.2)");
+      if (raw.length === 0) fail(what, "continuation line before the first header");
+      raw[raw.length - 1] += ` ${text.trim()}`;
+      continue;
+    }
+    if (raw.length >= MAX_HEADERS) fail(what, `more than ${MAX_HEADERS} headers`);
+    raw.push(text);
+  }
+  for (const text of raw) {
+    const colon = text.indexOf(":");
+    if (colon <= 0) fail(what, `header line without a name: ${JSON.stringify(text.slice(0, 40))}`);
+    const name = text.slice(0, colon);
+    if (!NAME_RE.test(name)) fail(what, `bad header name ${JSON.stringify(name.slice(0, 40))}`);
+    let rest = text.slice(colon + 1);
+    const params: string[] = [];
+    if (opts.cpimParams) {
+      for (let m = CPIM_PARAM_RE.exec(rest); m; m = CPIM_PARAM_RE.exec(rest)) {
+        params.push(m[1] as string);
+        rest = rest.slice(m[0].length);
+      }
+    }
+    fields.push({ name, value: rest.trim(), params });
+  }
+  return { fields, end: pos };
+}
+
+/** Parses a message/cpim body. Throws CpmError CPM_ERR_BAD_CPIM; never reads past `buf`. */
+export function parseCpim(buf: Uint8Array, opts: { maxHeaderBytes?: number } = {}): CpimMessage {
+  if (!(buf instanceof Uint8Array)) fail("message/cpim", "body is not bytes");
+  const maxBytes = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  const msg = parseHeaderBlock(buf, 0, { what: "message/cpim headers", folding: false, cpimParams: true, maxBytes });
+  if (msg.fields.length === 0) fail("message/cpim headers", "empty (RFC 3862 2: From, To, ... expected)");
+  const namespaces = new Map<string, string>();
+  for (const f of msg.fields) {
+    if (f.name.toLowerCase() !== "ns") continue;
+    const m = /^(?:([^\s<>]+)\s+)?<([^<>\s]+)>$/.exec(f.value);
+    if (!m) fail("message/cpim headers", `bad NS header ${JSON.stringify(f.value.slice(0, 60))}`);
+    namespaces.set(m[1] ?? "", m[2] as string);
+  }
+  const mime = parseHeaderBlock(buf, msg.end, {
+    what: "message/cpim MIME headers",
+    folding: true,
+    maxBytes: Math.max(0, maxBytes - msg.end),
+  });
+  return {
+    headers: msg.fields,
+    namespaces,
+    contentHeaders: mime.fields,
+    contentOffset: mime.end,
+    content: buf.subarray(mime.end),
+  };
+}
+
+/** The namespace URN of a CPIM header name and its local name (RFC 3862 3.4). */
+function resolveName(msg: CpimMessage, name: string): { urn: string | undefined; local: string } {
+  const dot = name.lastIndexOf(".");
+  if (dot < 0) return { urn: msg.namespaces.get("") ?? CPIM_HEADERS_URN, local: name };
+  return { urn: msg.namespaces.get(name.slice(0, dot)), local: name.slice(dot + 1) };
+}
+
+/** Values of a CPIM message header in namespace `urn` (default: the CPIM headers). */
+export function cpimHeaders(msg: CpimMessage, local: string, urn: string = CPIM_HEADERS_URN): string[] {
+  const want = local.toLowerCase();
+  const out: string[] = [];
+  for (const f of msg.headers) {
+    const r = resolveName(msg, f.name);
+    if (r.urn === urn && r.local.toLowerCase() === want) out.push(f.value);
+  }
+  return out;
+}
+
+/** First value of a CPIM message header, or undefined. */
+export function cpimHeader(msg: CpimMessage, local: string, urn: string = CPIM_HEADERS_URN): string | undefined {
+  return cpimHeaders(msg, local, urn)[0];
+}
+
+/** RFC 5438 6.3: `imdn.Message-ID` (the prefix bound to urn:ietf:params:imdn by NS). */
+export function imdnMessageId(msg: CpimMessage): string | undefined {
+  const v = cpimHeader(msg, "Message-ID", IMDN_URN);
+  return v === undefined || v === "" ? undefined : v;
+}
+
+/** A MIME header of the encapsulated entity (case-insensitive, RFC 2045 1). */
+export function contentHeader(msg: CpimMessage, name: string): string | undefined {
+  const want = name.toLowerCase();
+  return msg.contentHeaders.find((f) => f.name.toLowerCase() === want)?.value;
+}
+
+/** `type/subtype` of a Content-Type value, lower-case, without parameters. */
+export function mediaType(contentType: string | undefined): string | undefined {
+  if (contentType === undefined) return undefined;
+  const t = contentType.split(";", 1)[0]?.trim().toLowerCase();
+  return t ? t : undefined;
+}
+
+/**
+ * The URI of a CPIM From/To value (RFC 3862 4.1: `[Formal-name] "<" URI ">"`);
+ * a bare URI is accepted too. Undefined when there is none.
+ */
+export function addressUri(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const m = /<([^<>\s]+)>\s*$/.exec(value);
+  if (m) return m[1];
+  const bare = value.trim();
+  return bare !== "" && !/[\s<>"]/.test(bare) ? bare : undefined;
+}

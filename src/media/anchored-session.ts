@@ -1,0 +1,153 @@
+// One group session anchored in the PF: its two legs (towards the Controlling
+// Function and towards the served user's client), a relay queue per
+// direction, and what is kept for recording. The MSRP sockets live in the
+// legs' sessions; this file wires the legs' "message" events to the queues
+// and the queues to the deferred storage port.
+import { ErrorCodes } from "../errors/catalogue.js";
+import type { ReceivedMessage } from "../msrp/chunking.js";
+import type { HoldResponse } from "../msrp/session.js";
+import { classifyPayload } from "./classify.js";
+import type { Leg } from "./leg.js";
+import type { DeferredSink, GroupSessionRef } from "./ports.js";
+import { SessionRecording } from "./recording.js";
+import type { Direction } from "./relay-policy.js";
+import { type RelayItem, RelayQueue } from "./relay-queue.js";
+import type { MediaLog } from "./session-log.js";
+
+export interface AnchoredSessionOptions {
+  ref: GroupSessionRef;
+  cf: Leg;
+  client: Leg;
+  deferredSink: DeferredSink;
+  /** Keep relayed messages for 8.5.2 recording (allow-offline-storage or config recording). */
+  record: boolean;
+  maxRecordedBytes: number;
+  log: MediaLog;
+  now: () => Date;
+}
+
+export interface ReleaseCount {
+  /** MSRP sessions, their connections and leg timers closed. */
+  legs: number;
+  /** Queued or unanswered messages dropped (their senders get 481). */
+  queued: number;
+  /** Recorded messages freed. */
+  recorded: number;
+}
+
+export class AnchoredSession {
+  readonly ref: GroupSessionRef;
+  readonly cf: Leg;
+  readonly client: Leg;
+  readonly startedAt: Date;
+  readonly recording: SessionRecording | undefined;
+  /** CF -> client (from-network) and client -> CF (from-client), made with the first message (idle sessions hold none). */
+  private toClientQueue: RelayQueue | undefined;
+  private toCfQueue: RelayQueue | undefined;
+  private readonly options: AnchoredSessionOptions;
+  private readonly log: MediaLog;
+
+  constructor(options: AnchoredSessionOptions) {
+    this.options = options;
+    this.ref = options.ref;
+    this.cf = options.cf;
+    this.client = options.client;
+    this.log = options.log;
+    this.startedAt = options.now();
+    this.recording = options.record ? new SessionRecording(options.maxRecordedBytes, options.log) : undefined;
+    this.cf.session.on("message", (m, hold) => this.onMessage("from-network", m, hold));
+    this.client.session.on("message", (m, hold) => this.onMessage("from-client", m, hold));
+  }
+
+  /** Messages queued or awaiting the next hop, both directions. */
+  get queued(): number {
+    return (this.toClientQueue?.size ?? 0) + (this.toCfQueue?.size ?? 0);
+  }
+
+  /** Resolves once both directions have nothing queued or in flight. */
+  async idle(): Promise<void> {
+    await Promise.all([this.toClientQueue?.idle(), this.toCfQueue?.idle()]);
+  }
+
+  release(): ReleaseCount {
+    const queued = (this.toClientQueue?.close() ?? 0) + (this.toCfQueue?.close() ?? 0);
+    const legs = this.cf.release() + this.client.release();
+    const recorded = this.recording?.clear() ?? 0;
+    return { legs, queued, recorded };
+  }
+
+  private onMessage(direction: Direction, m: ReceivedMessage, hold: HoldResponse): void {
+    const kind = classifyPayload(m.contentType, m.body);
+    let answered = false;
+    let answer!: (code: number) => void;
+    // The sender's response waits until the message is relayed (the next hop's 200) or stored.
+    hold(
+      new Promise<number>((resolve) => {
+        answer = resolve;
+      }),
+    );
+    const item: RelayItem = {
+      kind,
+      contentType: m.contentType ?? "application/octet-stream",
+      body: m.body,
+      messageId: m.messageId,
+      receivedAt: this.options.now(),
+      settle: (code) => {
+        if (answered) return;
+        answered = true;
+        answer(code);
+      },
+    };
+    this.log.debug("MSRP message to relay", { direction, kind, messageId: m.messageId, bytes: m.body.length });
+    (direction === "from-network" ? this.toClient() : this.toCf()).push(item);
+  }
+
+  private toClient(): RelayQueue {
+    this.toClientQueue ??= new RelayQueue({
+      direction: "from-network",
+      target: this.client,
+      absent: { defer: (item) => this.storeDeferred(item) },
+      onRelayed: (item) => this.keep("from-network", item),
+    });
+    return this.toClientQueue;
+  }
+
+  private toCf(): RelayQueue {
+    this.toCfQueue ??= new RelayQueue({
+      direction: "from-client",
+      target: this.cf,
+      // relay-policy never defers what the client sends: the CF leg is the only way out.
+      absent: { defer: async () => 481 },
+      onRelayed: (item) => this.keep("from-client", item),
+    });
+    return this.toCfQueue;
+  }
+
+  /** Issue 3 item 4: the client leg is absent; the CF's SEND gets its 200 once the Message Store port took it. */
+  private async storeDeferred(item: RelayItem & { kind: "message" | "imdn" | "gso" }): Promise<number> {
+    try {
+      await this.options.deferredSink.storeDeferred(this.ref, {
+        kind: item.kind,
+        contentType: item.contentType,
+        body: item.body,
+        msrpMessageId: item.messageId,
+        receivedAt: item.receivedAt,
+      });
+      this.log.debug("MSRP message stored for deferred delivery", { kind: item.kind, messageId: item.messageId });
+      return 200;
+    } catch (err) {
+      this.log.error("deferred storage failed", {
+        code: "CPM_ERR_MEDIA_DEFER_FAILED",
+        kind: item.kind,
+        messageId: item.messageId,
+        err: err instanceof Error ? err.message : String(err),
+      });
+      return ErrorCodes.CPM_ERR_MEDIA_DEFER_FAILED.msrp;
+    }
+  }
+
+  private keep(direction: Direction, item: RelayItem): void {
+    if (this.recording === undefined || item.kind === "isComposing") return;
+    this.recording.add({ direction, contentType: item.contentType, body: item.body, msrpMessageId: item.messageId, at: item.receivedAt });
+  }
+}

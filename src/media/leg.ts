@@ -1,0 +1,151 @@
+// One MSRP leg of an anchored session: the PF's MsrpSession towards the
+// Controlling Function or towards the client, and whether it can carry
+// messages now. A leg is "up" once its session is bound to a connection
+// (RFC 4975 5.4: the active side's first SEND, or our bind()) and the peer's
+// path is known from SDP; "gone" once its connection closed or broke, or when
+// it did not come up within the timeout. Each leg is its own MSRP session, so
+// transaction responses and REPORTs stay per hop (RFC 4975 7.1).
+import type { MsrpConnection } from "../msrp/connection.js";
+import type { MsrpResources } from "../msrp/resources.js";
+import type { MsrpSession } from "../msrp/session.js";
+import type { MsrpUri } from "../msrp/uri.js";
+import type { LegState } from "./relay-policy.js";
+import type { RelayItem, RelayTarget } from "./relay-queue.js";
+import type { MediaLog } from "./session-log.js";
+
+export type LegName = "cf" | "client";
+
+export interface LegOptions {
+  name: LegName;
+  session: MsrpSession;
+  /** False while the peer's a=path is still a placeholder (client leg before its SDP answer). */
+  pathKnown: boolean;
+  chunkSize: number;
+  resources: MsrpResources;
+  log: MediaLog;
+}
+
+export class Leg implements RelayTarget {
+  readonly name: LegName;
+  readonly session: MsrpSession;
+  private current: LegState = "pending";
+  private pathKnown: boolean;
+  private timer: NodeJS.Timeout | undefined;
+  private waiters: (() => void)[] = [];
+  private released = false;
+  private readonly options: LegOptions;
+  private readonly log: MediaLog;
+
+  constructor(options: LegOptions) {
+    this.options = options;
+    this.name = options.name;
+    this.session = options.session;
+    this.pathKnown = options.pathKnown;
+    this.log = options.log;
+    this.session.on("bound", () => this.maybeUp());
+    this.session.on("close", (reason) => this.gone(reason));
+  }
+
+  get state(): LegState {
+    return this.current;
+  }
+
+  settled(): Promise<void> {
+    if (this.current !== "pending") return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** The peer's path from its SDP (RFC 4975 8.2): replaces the placeholder the session was created with. */
+  learnPath(path: MsrpUri[]): void {
+    const remote = this.session.remotePath;
+    remote.splice(0, remote.length, ...path);
+    this.pathKnown = true;
+    this.maybeUp();
+  }
+
+  /** The leg counts as absent if it is not up within `ms`. */
+  expectWithin(ms: number): void {
+    if (this.current !== "pending" || this.timer !== undefined) return;
+    this.timer = this.options.resources.setTimer(ms, () => {
+      this.timer = undefined;
+      if (this.current === "pending") this.gone(`no MSRP connection within ${ms} ms`);
+    });
+  }
+
+  /** Active side (RFC 6135): opens the connection and binds with an empty SEND; failure makes the leg gone. */
+  async connect(open: () => Promise<MsrpConnection>): Promise<void> {
+    let connection: MsrpConnection;
+    try {
+      connection = await open();
+    } catch (err) {
+      this.gone(`connect failed: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    if (this.released || this.session.state !== "unbound") {
+      connection.close("leg released while connecting");
+      return;
+    }
+    try {
+      await connection.bind(this.session);
+    } catch (err) {
+      this.gone(`bind failed: ${err instanceof Error ? err.message : String(err)}`);
+      connection.close("bind failed");
+    }
+  }
+
+  async send(item: RelayItem): Promise<number> {
+    const result = await this.session.send({ body: item.body, contentType: item.contentType, messageId: item.messageId });
+    return result.code;
+  }
+
+  singleChunk(item: RelayItem): boolean {
+    return item.body.length <= this.options.chunkSize;
+  }
+
+  broken(reason: string): void {
+    this.gone(reason);
+  }
+
+  /** Closes the session (and so its connection when no other session uses it) and the timer; returns how many of those it released. */
+  release(): number {
+    this.released = true;
+    let n = 0;
+    if (this.timer !== undefined) {
+      this.timer = this.options.resources.clearTimer(this.timer);
+      n++;
+    }
+    const connection = this.session.connection as MsrpConnection | undefined;
+    if (connection !== undefined && connection.sessions.size === 1 && !connection.closed) n++;
+    if (this.session.state !== "closed") {
+      this.session.close("media released");
+      n++;
+    }
+    this.gone("released");
+    return n;
+  }
+
+  private maybeUp(): void {
+    if (this.current !== "pending" || !this.pathKnown || this.session.state !== "bound") return;
+    this.timer = this.options.resources.clearTimer(this.timer);
+    this.current = "up";
+    this.log.debug("MSRP leg up", { leg: this.name });
+    this.wake();
+  }
+
+  private gone(reason: string): void {
+    if (this.current === "gone") return;
+    const was = this.current;
+    this.current = "gone";
+    this.timer = this.options.resources.clearTimer(this.timer);
+    if (!this.released) this.log.info("MSRP leg gone", { leg: this.name, reason, was });
+    // A broken leg leaves its connection (RFC 4975 5.4: unused connections close).
+    if (this.session.state !== "closed") this.session.close(reason);
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+}

@@ -1,0 +1,332 @@
+// The PF in the MSRP media path of a group session (issue 3): for every
+// anchored session two MSRP sessions on the PF's listener, one towards the
+// Controlling Function ("cf" leg) and one towards the served user's client
+// ("client" leg), with messages relayed between them in order, stored for
+// deferred delivery while the client leg is absent, refused after the SIP BYE
+// (BYE-B6), kept for recording (BYE-B8) and released on request (BYE-B10).
+//
+// SDP (RFC 4975 8, RFC 6135): the CF's offer goes to the client with the
+// client leg's a=path and a=setup:actpass; the client's answer goes to the CF
+// with the CF leg's a=path and the a=setup that answers the CF's offer. The
+// role on each leg follows from the two a=setup values (src/msrp/setup.ts):
+// passive legs wait in the session table for the peer's first SEND, active
+// legs connect and bind once the SDP answer is known.
+import { readFileSync } from "node:fs";
+import type * as net from "node:net";
+import type * as tls from "node:tls";
+import type { Config } from "../config/config.js";
+import { CpmError } from "../errors/catalogue.js";
+import { componentLogger, type Logger } from "../log/logger.js";
+import { MsrpConnection, type MsrpConnectionOptions } from "../msrp/connection.js";
+import { newSessionId } from "../msrp/ids.js";
+import { type MsrpResources, msrpResources } from "../msrp/resources.js";
+import { createMsrpServer } from "../msrp/server.js";
+import { MsrpSession, type MsrpSessionOptions } from "../msrp/session.js";
+import { MsrpSessionTable } from "../msrp/session-table.js";
+import { answerSetup, type ConnectionRole, connectionRole, type SetupAttribute } from "../msrp/setup.js";
+import { formatMsrpUri, type MsrpUri, parseMsrpPath, parseMsrpUri } from "../msrp/uri.js";
+import { AnchoredSession } from "./anchored-session.js";
+import { compactPath, compactUri } from "./compact-uri.js";
+import { Leg } from "./leg.js";
+import type { AnchorOfferRequest, AnchorOfferResult, MediaPlane, RecordFacts } from "./media-plane.js";
+import type { DeferredSink, SessionRecorder } from "./ports.js";
+import type { LegState } from "./relay-policy.js";
+import { anchorSdp } from "./sdp-anchor.js";
+import { SessionLog } from "./session-log.js";
+
+export type MediaConfig = Config["media"];
+
+export interface MsrpMediaPlaneOptions {
+  config: MediaConfig;
+  /** Where messages from the CF go while the client leg is absent (src/store implements it). */
+  deferredSink: DeferredSink;
+  /** OMA CPM 8.5.2 recording (src/store implements it); without it recordSession() returns false. */
+  recorder?: SessionRecorder;
+  logger?: Logger;
+  /** Counters of sockets, sessions, timers, buffers; default the process-wide ones. */
+  resources?: MsrpResources;
+  now?: () => Date;
+}
+
+export interface MediaPlaneStats {
+  /** Anchored sessions. */
+  sessions: number;
+  /** Messages queued or awaiting the next hop's answer, both directions. */
+  queued: number;
+  /** Bytes kept for recording. */
+  recordedBytes: number;
+  /** Connections accepted by the listener and still open. */
+  acceptedConnections: number;
+}
+
+interface Anchored {
+  session: AnchoredSession;
+  cfPeerSetup: SetupAttribute | undefined;
+  cfRole: ConnectionRole;
+  cfSessionId: string;
+  allowOfflineStorage: boolean;
+  answered: boolean;
+  log: SessionLog;
+}
+
+/** Stands for the client's path until its SDP answer arrives (RFC 2606 .invalid: never resolves). */
+const PATH_PLACEHOLDER = "msrp://client-path-pending.invalid:9/pending;tcp";
+
+const SETUPS: readonly SetupAttribute[] = ["active", "passive", "actpass", "holdconn"];
+
+export class MsrpMediaPlane implements MediaPlane {
+  private readonly config: MediaConfig;
+  private readonly options: MsrpMediaPlaneOptions;
+  private readonly log: Logger;
+  private readonly resources: MsrpResources;
+  private readonly now: () => Date;
+  private readonly table = new MsrpSessionTable();
+  private readonly anchored = new Map<string, Anchored>();
+  private readonly accepted = new Set<MsrpConnection>();
+  private server: net.Server | undefined;
+  private listenPort = 0;
+  private clientTls: tls.ConnectionOptions | undefined;
+  private sharedSessionOptions: Omit<MsrpSessionOptions, "localUri" | "remotePath"> | undefined;
+
+  constructor(options: MsrpMediaPlaneOptions) {
+    this.options = options;
+    this.config = options.config;
+    this.log = options.logger ?? componentLogger("media");
+    this.resources = options.resources ?? msrpResources;
+    this.now = options.now ?? (() => new Date());
+  }
+
+  get tls(): boolean {
+    return this.config.tlsCertFile !== "";
+  }
+
+  /** The listener's address (port resolved when config port is 0). */
+  get address(): { host: string; port: number } {
+    return { host: this.config.host, port: this.listenPort };
+  }
+
+  /** Opens the MSRP listener (msrps when media.tlsCertFile / tlsKeyFile are set). */
+  async start(): Promise<void> {
+    if (this.server !== undefined) return;
+    let serverTls: tls.TlsOptions | undefined;
+    if (this.tls) {
+      try {
+        serverTls = { cert: readFileSync(this.config.tlsCertFile), key: readFileSync(this.config.tlsKeyFile) };
+        this.clientTls = this.config.tlsCaFile !== "" ? { ca: readFileSync(this.config.tlsCaFile) } : {};
+      } catch (err) {
+        throw new CpmError("CPM_ERR_CONFIG", `media.tls*: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+    }
+    const server = createMsrpServer({
+      ...this.connectionOptions(),
+      table: this.table,
+      ...(serverTls ? { tls: serverTls } : {}),
+      onConnection: (c) => {
+        this.accepted.add(c);
+        c.once("close", () => this.accepted.delete(c));
+      },
+    });
+    // Chat is interactive: no Nagle delay on small frames (for TLS this is the underlying TCP socket).
+    server.on("connection", (socket: net.Socket) => socket.setNoDelay(true));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.config.port, this.config.host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    server.on("error", (err) => this.log.error("MSRP listener error", { err: err.message }));
+    const addr = server.address() as net.AddressInfo;
+    this.listenPort = addr.port;
+    this.server = server;
+    this.log.info("MSRP media plane listening", { host: this.config.host, port: this.listenPort, tls: this.tls });
+  }
+
+  /** Releases every session, closes every connection and the listener. */
+  async close(): Promise<void> {
+    for (const key of [...this.anchored.keys()]) this.release(key);
+    for (const c of [...this.accepted]) c.close("media plane shutting down");
+    const server = this.server;
+    this.server = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  stats(): MediaPlaneStats {
+    let queued = 0;
+    let recordedBytes = 0;
+    for (const a of this.anchored.values()) {
+      queued += a.session.queued;
+      recordedBytes += a.session.recording?.bytes ?? 0;
+    }
+    return { sessions: this.anchored.size, queued, recordedBytes, acceptedConnections: this.accepted.size };
+  }
+
+  /** The state of both legs of a session (health, tests); undefined when not anchored. */
+  legs(sessionKey: string): { cf: LegState; client: LegState } | undefined {
+    const a = this.anchored.get(sessionKey);
+    return a && { cf: a.session.cf.state, client: a.session.client.state };
+  }
+
+  async anchorOffer(req: AnchorOfferRequest): Promise<AnchorOfferResult> {
+    if (this.server === undefined) throw new CpmError("CPM_ERR_MEDIA_NOT_STARTED", "call start() first");
+    const key = req.session.sessionKey;
+    if (this.anchored.has(key)) throw new CpmError("CPM_ERR_MEDIA_SESSION_EXISTS", `session ${key}`);
+    const host = this.advertisedHost();
+    const cfSessionId = newSessionId();
+    const clientSessionId = newSessionId();
+    // Towards the client the PF offers, with a=setup:actpass (RFC 6135 4.1).
+    const toClient = anchorSdp(req.offerSdp, { host, port: this.listenPort, sessionId: clientSessionId, tls: this.tls }, "offer");
+    const cfPath = compactPath(parseMsrpPath(toClient.peerPath.join(" ")));
+    // Towards the CF the PF answers; anchorAnswer writes the same a=setup (answerSetup) into the CF's answer.
+    const cfLocalSetup = answerSetup(toClient.peerSetup);
+    const cfPeerSetup = SETUPS.find((s) => s === toClient.peerSetup); // a shared literal, not a slice of the SDP
+    const cfRole = connectionRole(cfLocalSetup, toClient.peerSetup, false);
+
+    const log = new SessionLog(this.log, {
+      callId: key,
+      conversationId: req.session.conversationId,
+      contributionId: req.session.contributionId,
+    });
+    // The stack logs with the MSRP session-id; "MSRP session anchored" below ties both ids to the Call-ID.
+    const cfSession = new MsrpSession({ ...this.sessionOptions(), localUri: this.localUri(host, cfSessionId), remotePath: cfPath });
+    const clientSession = new MsrpSession({
+      ...this.sessionOptions(),
+      localUri: this.localUri(host, clientSessionId),
+      remotePath: parseMsrpPath(PATH_PLACEHOLDER),
+    });
+    // The client may connect (a=setup:active) before its answer reaches the PF: its session waits in the table from now on.
+    this.table.add(clientSession);
+    if (cfRole === "passive") this.table.add(cfSession);
+    const legOptions = { chunkSize: this.config.chunkSize, resources: this.resources, log };
+    const session = new AnchoredSession({
+      ref: req.session,
+      cf: new Leg({ ...legOptions, name: "cf", session: cfSession, pathKnown: true }),
+      client: new Leg({ ...legOptions, name: "client", session: clientSession, pathKnown: false }),
+      deferredSink: this.options.deferredSink,
+      record: req.allowOfflineStorage || this.config.recording,
+      maxRecordedBytes: this.config.maxRecordedBytes,
+      log,
+      now: this.now,
+    });
+    this.anchored.set(key, {
+      session,
+      cfPeerSetup,
+      cfRole,
+      cfSessionId,
+      allowOfflineStorage: req.allowOfflineStorage,
+      answered: false,
+      log,
+    });
+    log.info("MSRP session anchored", { cfRole, cfSetup: cfLocalSetup, cfMsrpSession: cfSessionId, clientMsrpSession: clientSessionId });
+    return {
+      clientOfferSdp: toClient.sdp,
+      cfLeg: { host, port: this.listenPort, path: formatMsrpUri(cfSession.localUri), setup: cfLocalSetup, tls: this.tls },
+    };
+  }
+
+  anchorAnswer(sessionKey: string, clientAnswerSdp: string): string {
+    const a = this.get(sessionKey);
+    const host = this.advertisedHost();
+    const toCf = anchorSdp(
+      clientAnswerSdp,
+      { host, port: this.listenPort, sessionId: a.cfSessionId, tls: this.tls },
+      "answer",
+      a.cfPeerSetup,
+    );
+    if (a.answered) return toCf.sdp; // a retransmitted 2xx: same answer, legs already set up
+    a.answered = true;
+    const clientPath = compactPath(parseMsrpPath(toCf.peerPath.join(" ")));
+    // We offered actpass to the client; its answer decides (RFC 6135 4.1).
+    const clientRole = connectionRole("actpass", toCf.peerSetup, true);
+    const { cf, client } = a.session;
+    client.learnPath(clientPath);
+    if (clientRole === "active") void client.connect(() => this.connectTo(clientPath));
+    client.expectWithin(this.config.clientLegTimeoutMs);
+    if (a.cfRole === "active") void cf.connect(() => this.connectTo(cf.session.remotePath));
+    cf.expectWithin(this.config.clientLegTimeoutMs);
+    a.log.info("MSRP client leg answered", { clientRole, cfRole: a.cfRole });
+    return toCf.sdp;
+  }
+
+  refuseClientMedia(sessionKey: string): void {
+    const a = this.anchored.get(sessionKey);
+    if (a === undefined) return;
+    // 8.3.2.3 2.b.iv / BYE-B6: what the client still sends after the BYE gets 481 and goes nowhere.
+    a.session.client.session.refuseIncoming(481);
+    a.log.info("client media refused after BYE");
+  }
+
+  async recordSession(sessionKey: string, facts: RecordFacts = {}): Promise<boolean> {
+    const a = this.anchored.get(sessionKey);
+    const recording = a?.session.recording;
+    if (a === undefined || recording === undefined) return false;
+    const recorder = this.options.recorder;
+    if (recorder === undefined) {
+      a.log.warn("recording is on but no SessionRecorder is configured");
+      return false;
+    }
+    // What is still on its way belongs to the session too.
+    await a.session.idle();
+    const info = { startedAt: a.session.startedAt, endedAt: this.now(), participants: facts.participants ?? [] };
+    await recorder.recordSession(a.session.ref, facts.subject === undefined ? info : { ...info, subject: facts.subject }, [
+      ...recording.messages,
+    ]);
+    a.log.info("CPM session recorded", { messages: recording.messages.length, bytes: recording.bytes, truncated: recording.truncated });
+    return true;
+  }
+
+  release(sessionKey: string): number {
+    const a = this.anchored.get(sessionKey);
+    if (a === undefined) return 0;
+    this.anchored.delete(sessionKey);
+    const count = a.session.release();
+    a.log.info("MSRP media released", { ...count });
+    return count.legs + count.queued + count.recorded + 1; // + the table entry
+  }
+
+  private get(sessionKey: string): Anchored {
+    const a = this.anchored.get(sessionKey);
+    if (a === undefined) throw new CpmError("CPM_ERR_MEDIA_NOT_ANCHORED", `session ${sessionKey}`);
+    return a;
+  }
+
+  private advertisedHost(): string {
+    return this.config.advertisedHost !== "" ? this.config.advertisedHost : this.config.host;
+  }
+
+  private localUri(host: string, sessionId: string): MsrpUri {
+    const h = host.includes(":") ? `[${host}]` : host;
+    return compactUri(parseMsrpUri(`${this.tls ? "msrps" : "msrp"}://${h}:${this.listenPort}/${sessionId};tcp`));
+  }
+
+  private connectionOptions(): Omit<MsrpConnectionOptions, "role"> {
+    return {
+      limits: { maxHeaderBytes: this.config.maxHeaderBytes, maxBodyBytes: this.config.maxChunkBytes },
+      // RFC 4975 14.1: a connection that never names a session of ours is closed.
+      bindTimeoutMs: this.config.unauthenticatedTimeoutMs,
+      idleTimeoutMs: this.config.idleTimeoutMs,
+      transactionTimeoutMs: this.config.transactionTimeoutMs,
+      logger: this.log,
+      resources: this.resources,
+    };
+  }
+
+  /** The same object for every session (one per plane, not per session). */
+  private sessionOptions(): Omit<MsrpSessionOptions, "localUri" | "remotePath"> {
+    this.sharedSessionOptions ??= {
+      reassembly: { maxMessageBytes: this.config.maxMessageBytes, maxMessagesInFlight: this.config.maxMessagesInFlight },
+      chunkSize: this.config.chunkSize,
+      chunkWindow: this.config.chunkWindow,
+      logger: this.log,
+      resources: this.resources,
+    };
+    return this.sharedSessionOptions;
+  }
+
+  /** Active side: connects to the first hop of the peer's path (msrps = TLS). */
+  private connectTo(path: MsrpUri[]): Promise<MsrpConnection> {
+    const first = path[0];
+    if (first === undefined) return Promise.reject(new CpmError("CPM_ERR_MSRP_URI", "empty path"));
+    return MsrpConnection.connectTo(first, this.connectionOptions(), this.clientTls);
+  }
+}

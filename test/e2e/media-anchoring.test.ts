@@ -1,0 +1,457 @@
+// Issue 3 "SDP anchoring", end to end: Kamailio (kamailio/kamailio.cfg with
+// the cpm-pf plugin) hands the CF's INVITE to AnchorMedia, replaces its body
+// with the sidecar's, rewrites the client's 2xx SDP towards the CF with the
+// CF-facing leg kept on the transaction (no sidecar call in a SIP worker),
+// and reports the client's answer (ReportMediaAnswer) in the background.
+// SIPp plays the CF (cf-invite-msrp.xml) and the client (client-uas-msrp.xml);
+// the assertions read what went over the wire.
+//
+// Part 1 runs the sidecar with a stub media plane (test/harness/
+// stub-media-sidecar.ts): the SIP side, the 488 and the fail-safe.
+// Part 2 runs the real sidecar (media.enabled, MsrpMediaPlane, DeferredQueue,
+// the 8.5.2 recorder) with a real Dovecot; MSRP test peers (test/harness/
+// msrp-peer.ts) play the CF and the client over loopback TCP.
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { after, before, describe, test } from "node:test";
+import { chatCpim, imdnCpim } from "../fixtures/cpim.js";
+import { anchoredChatCall, msrpMedia } from "../harness/anchored-chat.js";
+import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
+import { folderMessages, storeEnv } from "../harness/group-chat.js";
+import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
+import { MsrpPeer } from "../harness/msrp-peer.js";
+import { freePort } from "../harness/ports.js";
+import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
+import { startSipp } from "../harness/sipp.js";
+import { STUB_MEDIA_SIDECAR } from "../harness/stub-media-sidecar.js";
+import { waitFor } from "../harness/wait.js";
+
+const FUNCTIONAL_DEADLINE_MS = 1000;
+const STUB_PORT = 40000;
+
+function stubLines(sc: SidecarInstance, op: string, callId: string) {
+  return sc.logLines().filter((l) => l.msg === "stub media" && l.op === op && l.callId === callId);
+}
+
+describe("issue 3 SDP anchoring through Kamailio (stub media plane)", () => {
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dovecot = await startDovecot();
+    sidecar = await startSidecar(
+      { ...storeEnv(dovecot, "b2bua"), STUB_MEDIA_MODE: "ok", STUB_MEDIA_PORT: String(STUB_PORT) },
+      { entry: STUB_MEDIA_SIDECAR },
+    );
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("SHAPE-1 MEDIA-ANCHOR: the client gets the sidecar's SDP, the CF gets the CF-facing leg, the client's answer reaches the sidecar", async () => {
+    const k = kamailio as KamailioInstance;
+    const sc = sidecar as SidecarInstance;
+    const [cfMsrpPort, clientMsrpPort] = [await freePort(), await freePort()];
+    const call = await anchoredChatCall(k, {
+      cfMsrpPath: `msrp://127.0.0.1:${cfMsrpPort}/cf1;tcp`,
+      clientMsrpPath: `msrp://127.0.0.1:${clientMsrpPort}/ue1;tcp`,
+      during: async ({ callId }) => {
+        await waitFor(() => stubLines(sc, "anchorAnswer", callId).length > 0, 5000, 20, "ReportMediaAnswer in the sidecar");
+      },
+    });
+    // INVITE towards the client: multipart kept, SDP part anchored on the sidecar's client-facing leg
+    assert.match(call.clientInvite.headers.get("content-type")?.[0] ?? "", /^multipart\/mixed;\s*boundary=cpm-boundary-1/);
+    assert.match(call.clientInvite.body, /<entry uri="tel:\+16135551211"/, "resource-list part kept");
+    const toClient = msrpMedia(call.clientInvite.body);
+    assert.equal(toClient.port, STUB_PORT + 1);
+    assert.equal(toClient.path, `msrp://127.0.0.1:${STUB_PORT + 1}/stub-client-leg;tcp`);
+    assert.equal(toClient.setup, "actpass");
+    assert.equal(toClient.acceptTypes, "message/cpim application/im-iscomposing+xml");
+    assert.equal(toClient.acceptWrapped, "text/plain message/imdn+xml", "message/imdn+xml kept");
+    assert.doesNotMatch(call.clientInvite.body, new RegExp(`:${cfMsrpPort}/`), "the CF's path does not reach the client");
+    // 200 OK towards the CF: the CF-facing leg, the client's accept-types
+    assert.deepEqual(call.cf200.headers.get("content-type"), ["application/sdp"], "one Content-Type after set_body");
+    const toCf = msrpMedia(call.cf200.body);
+    assert.equal(toCf.port, STUB_PORT);
+    assert.equal(toCf.path, `msrp://127.0.0.1:${STUB_PORT}/stub-cf-leg;tcp`);
+    assert.equal(toCf.setup, "active", "RFC 6135: answer to actpass");
+    assert.deepEqual(toCf.c, ["c=IN IP4 127.0.0.1"]);
+    assert.equal(toCf.acceptWrapped, "text/plain message/imdn+xml");
+    assert.doesNotMatch(call.cf200.body, new RegExp(`:${clientMsrpPort}/`), "the client's path does not reach the CF");
+    assert.equal(
+      Number(call.cf200.headers.get("content-length")?.[0]),
+      // the trace parser drops the SDP's final CRLF
+      Buffer.byteLength(`${call.cf200.body.replace(/\n/g, "\r\n")}\r\n`),
+      "Content-Length of the rewritten 200 OK",
+    );
+    // the sidecar saw the CF's offer and the client's own answer
+    const offer = stubLines(sc, "anchorOffer", call.callId);
+    assert.equal(offer.length, 1);
+    const answer = stubLines(sc, "anchorAnswer", call.callId);
+    assert.equal(answer.length, 1, "reported once");
+    assert.equal(msrpMedia(String(answer[0]?.sdp)).path, `msrp://127.0.0.1:${clientMsrpPort}/ue1;tcp`);
+    // BYE-B6 seam: HandleBye told the media plane; BYE-B8/B10 seams after the client's 200
+    await waitFor(() => stubLines(sc, "release", call.callId).length > 0, 3000, 20, "release after the client's 200 OK");
+    assert.equal(stubLines(sc, "refuseClientMedia", call.callId).length, 1, "BYE-B6: refuseClientMedia on the network BYE");
+    assert.equal(stubLines(sc, "recordSession", call.callId).length, 1, "BYE-B8: recordSession on the client's 200 OK");
+    assert.equal(await k.stat("cpm_pf_anchored"), 1);
+    assert.equal(await k.stat("cpm_pf_anchor_failsafe"), 0);
+    assert.doesNotMatch(k.logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);
+  });
+});
+
+describe("issue 3 SDP anchoring: an anchored INVITE the client declines (stub media plane)", () => {
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dovecot = await startDovecot();
+    sidecar = await startSidecar({ ...storeEnv(dovecot, "b2bua"), STUB_MEDIA_MODE: "ok" }, { entry: STUB_MEDIA_SIDECAR });
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("MEDIA-ANCHOR BYE-B10: a 486 from the client reaches the CF and the media allocated for the INVITE is released", async () => {
+    const k = kamailio as KamailioInstance;
+    const sc = sidecar as SidecarInstance;
+    const client = await startSipp({ scenario: "client-uas-reject.xml", timeoutS: 5 });
+    try {
+      const cf = await startSipp({
+        scenario: "cf-invite-msrp.xml",
+        remote: k.address,
+        timeoutS: 5,
+        keys: {
+          client_port: String(client.port),
+          conversation_id: "conv-declined",
+          contribution_id: "contrib-declined",
+          cf_msrp_port: "7394",
+          cf_msrp_path: "msrp://127.0.0.1:7394/cf1;tcp",
+          cf_setup: "actpass",
+          bye_headers: "",
+        },
+      });
+      const callId = `1-${cf.pid}@127.0.0.1`;
+      const r = await cf.done;
+      const got = r.messages.filter((m) => m.direction === "received" && m.status !== undefined).map((m) => m.status);
+      assert.ok(got.includes(486), `CF got ${JSON.stringify(got)}`);
+      await waitFor(() => stubLines(sc, "release", callId).length > 0, 3000, 20, "ReportInviteOutcome -> release");
+      assert.equal(stubLines(sc, "anchorAnswer", callId).length, 0);
+      assert.equal(await k.stat("cpm_pf_anchored"), 1);
+    } finally {
+      await client.stop();
+    }
+  });
+});
+
+describe("issue 3 SDP anchoring: an offer the sidecar cannot anchor (CPM_ERR_BAD_SDP) -> 488", () => {
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dovecot = await startDovecot();
+    sidecar = await startSidecar({ ...storeEnv(dovecot, "b2bua"), STUB_MEDIA_MODE: "bad-sdp" }, { entry: STUB_MEDIA_SIDECAR });
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("MEDIA-ANCHOR: CPM_ERR_BAD_SDP (gRPC trailer cpm-sip-status 488) -> the CF gets 488, the client nothing", async () => {
+    const k = kamailio as KamailioInstance;
+    const client = await startSipp({
+      scenario: "client-uas-msrp.xml",
+      keys: { client_msrp_port: "9", client_msrp_path: "msrp://127.0.0.1:9/ue1;tcp" },
+      timeoutS: 3,
+    });
+    try {
+      const cf = await startSipp({
+        scenario: "cf-invite-msrp.xml",
+        remote: k.address,
+        timeoutS: 5,
+        keys: {
+          client_port: String(client.port),
+          conversation_id: "c1",
+          contribution_id: "c2",
+          cf_msrp_port: "7394",
+          cf_msrp_path: "msrp://127.0.0.1:7394/cf1;tcp",
+          cf_setup: "actpass",
+          bye_headers: "",
+        },
+      });
+      const r = await cf.done;
+      const got = r.messages.filter((m) => m.direction === "received" && m.status !== undefined).map((m) => m.status);
+      assert.ok(got.includes(488), `CF got ${JSON.stringify(got)}\n${r.output}`);
+      const cl = await client.stop();
+      assert.equal(cl.messages.filter((m) => m.method === "INVITE").length, 0, "the INVITE never reached the client");
+      assert.equal(await k.stat("cpm_pf_anchor_rejected"), 1);
+    } finally {
+      await client.stop();
+    }
+  });
+});
+
+describe("issue 3 SDP anchoring fail-safe: AnchorMedia misses its deadline -> relayed un-anchored", () => {
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dovecot = await startDovecot();
+    sidecar = await startSidecar(
+      { ...storeEnv(dovecot, "b2bua"), STUB_MEDIA_MODE: "slow", STUB_MEDIA_DELAY_MS: "1500" },
+      { entry: STUB_MEDIA_SIDECAR },
+    );
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: 300 });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("MEDIA-ANCHOR fail-safe: the client gets the CF's own SDP, the CF the client's, counted in cpm_pf_anchor_failsafe", async () => {
+    const k = kamailio as KamailioInstance;
+    const [cfMsrpPort, clientMsrpPort] = [await freePort(), await freePort()];
+    const call = await anchoredChatCall(k, {
+      cfMsrpPath: `msrp://127.0.0.1:${cfMsrpPort}/cf1;tcp`,
+      clientMsrpPath: `msrp://127.0.0.1:${clientMsrpPort}/ue1;tcp`,
+    });
+    assert.equal(msrpMedia(call.clientInvite.body).path, `msrp://127.0.0.1:${cfMsrpPort}/cf1;tcp`);
+    assert.equal(msrpMedia(call.cf200.body).path, `msrp://127.0.0.1:${clientMsrpPort}/ue1;tcp`);
+    assert.equal(await k.stat("cpm_pf_anchor_failsafe"), 1);
+    assert.equal(await k.stat("cpm_pf_anchored"), 0);
+  });
+});
+
+/** TCP connections in state ESTABLISHED whose local port is `port` (the sidecar's MSRP listener), from /proc/net/tcp. */
+async function establishedOn(port: number): Promise<number> {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const table = await readFile("/proc/net/tcp", "utf8");
+  return table
+    .split("\n")
+    .slice(1)
+    .filter((line) => {
+      const f = line.trim().split(/\s+/);
+      return f[1]?.endsWith(`:${hex}`) && f[3] === "01";
+    }).length;
+}
+
+function logged(sc: SidecarInstance, msg: string, callId: string): Record<string, unknown> | undefined {
+  return sc.logLines().find((l) => l.msg === msg && l.callId === callId);
+}
+
+const text = (b: Buffer) => b.toString("utf8");
+
+describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Dovecot, MSRP peers)", () => {
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+  let mediaPort = 0;
+  const peers: MsrpPeer[] = [];
+
+  before(async () => {
+    dovecot = await startDovecot();
+    mediaPort = await freePort();
+    sidecar = await startSidecar({
+      ...storeEnv(dovecot, "b2bua"),
+      CPM_PF__MEDIA__ENABLED: "true",
+      CPM_PF__MEDIA__HOST: "127.0.0.1",
+      CPM_PF__MEDIA__PORT: String(mediaPort),
+      CPM_PF__MEDIA__RECORDING: "true",
+      CPM_PF__LOG__LEVEL: "debug",
+    });
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
+  });
+  after(async () => {
+    for (const p of peers) await p.close().catch(() => {});
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  async function peer(): Promise<MsrpPeer> {
+    const p = await MsrpPeer.start();
+    peers.push(p);
+    return p;
+  }
+
+  test("MEDIA-ANCHOR MEDIA-RELAY DEFERRED BYE-B8 BYE-B10: CF messages reach the client in order, go to the deferred folder in order while the client is gone, the session is recorded and its media released", async (t) => {
+    const k = kamailio as KamailioInstance;
+    const sc = sidecar as SidecarInstance;
+    const d = dovecot as DovecotInstance;
+    const cf = await peer();
+    const ue = await peer();
+    assert.equal(await establishedOn(mediaPort), 0, "no MSRP connection before the session");
+    let relayed: string[] = [];
+    const call = await anchoredChatCall(k, {
+      cfMsrpPath: cf.path,
+      cfSetup: "active",
+      clientMsrpPath: ue.path,
+      during: async ({ callId, conversationId, contributionId, clientInvite, cf200 }) => {
+        // on the wire: both legs point at the sidecar's MSRP listener
+        const toClient = msrpMedia(clientInvite.body);
+        const toCf = msrpMedia(cf200.body);
+        assert.equal(toClient.port, mediaPort);
+        assert.match(toClient.path, new RegExp(`^msrp://127\\.0\\.0\\.1:${mediaPort}/[^/]+;tcp$`));
+        assert.equal(toClient.setup, "actpass");
+        assert.equal(toClient.acceptWrapped, "text/plain message/imdn+xml");
+        assert.equal(toCf.port, mediaPort);
+        assert.match(toCf.path, new RegExp(`^msrp://127\\.0\\.0\\.1:${mediaPort}/[^/]+;tcp$`));
+        assert.notEqual(toCf.path, toClient.path, "one MSRP session per leg");
+        assert.equal(toCf.setup, "passive", "RFC 6135: the CF offered active");
+        assert.equal(toCf.acceptWrapped, "text/plain message/imdn+xml");
+        await waitFor(() => logged(sc, "media answer anchored", callId), 5000, 20, "ReportMediaAnswer");
+        // the client connects (a=setup:active), so does the CF
+        await ue.open(toClient.path, "active");
+        await cf.open(toCf.path, "active");
+        assert.equal(await establishedOn(mediaPort), 2, "two MSRP connections at the sidecar");
+
+        // relay: CF -> client in order (pipelined), client -> CF
+        const bodies = [1, 2, 3, 4, 5].map((i) => chatCpim(`relay ${i}`, `imdn-r${i}`));
+        const sends = await Promise.all(bodies.map((b) => cf.send(b, "message/cpim")));
+        assert.deepEqual(
+          sends.map((r) => r.code),
+          [200, 200, 200, 200, 200],
+        );
+        const got = await ue.waitForMessages(5);
+        assert.deepEqual(
+          got.map((m) => text(m.body)),
+          bodies.map(text),
+          "CF messages reach the client unchanged and in order",
+        );
+        const imdn = imdnCpim("imdn-r1", "imdn-c1", "tel:+16135551200");
+        assert.equal((await ue.send(imdn, "message/cpim")).code, 200);
+        assert.equal(text((await cf.waitForMessages(1))[0]?.body as Buffer), text(imdn), "the client's IMDN reaches the CF");
+        relayed = bodies.map(text);
+
+        // deferred: the client leg goes away; what the CF sends now is stored, in order
+        ue.dropConnections();
+        await waitFor(() => sc.logLines().some((l) => l.msg === "MSRP leg gone" && l.callId === callId), 5000, 20, "client leg gone");
+        const later = [1, 2, 3].map((i) => chatCpim(`deferred ${i}`, `imdn-d${i}`));
+        const stored = await Promise.all(later.map((b) => cf.send(b, "message/cpim")));
+        assert.deepEqual(
+          stored.map((r) => r.code),
+          [200, 200, 200],
+          "the CF's SENDs are acknowledged once stored",
+        );
+        const folder = `Deferred/${conversationId}/${contributionId}`;
+        const objects = await folderMessages(d, folder);
+        t.diagnostic(`deferred folder ${folder}: ${objects.length} objects`);
+        assert.equal(objects.length, 3);
+        objects.forEach((o, i) => {
+          assert.ok(o.includes(`deferred ${i + 1}`), `deferred object ${i + 1} in arrival order:\n${o.slice(0, 600)}`);
+        });
+        assert.equal(ue.received.length, 5, "nothing more reached the gone client");
+      },
+    });
+    // BYE-B8: the session is recorded on the client's 200 OK (media.recording=true)
+    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    assert.ok(logged(sc, "CPM session recorded", call.callId), "CPM session recorded");
+    const recordFolder = `Default/${call.conversationId}/${call.contributionId}`;
+    const recorded = await folderMessages(d, recordFolder);
+    t.diagnostic(`recorded in ${recordFolder}: ${recorded.length} objects`);
+    assert.ok(
+      recorded.some((o) => /^Content-Type:\s*application\/x-cpm-session/im.test(o)),
+      "one session-info object (Application/X-CPM-Session)",
+    );
+    const positions = relayed.map((b) => recorded.findIndex((o) => o.includes(b.split("\r\n\r\n").pop() as string)));
+    assert.ok(
+      positions.every((p) => p >= 0),
+      `every relayed CF message is recorded (${positions})`,
+    );
+    assert.deepEqual(
+      [...positions].sort((a, b) => a - b),
+      positions,
+      "recorded in order",
+    );
+    // BYE-B10: media released: no MSRP connection left at the sidecar
+    assert.ok(logged(sc, "MSRP media released", call.callId), "MSRP media released");
+    const completed = logged(sc, "BYE completed", call.callId);
+    assert.ok(Number(completed?.mediaReleased) > 0, `released ${completed?.mediaReleased}`);
+    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+    assert.equal(await k.stat("cpm_pf_anchor_failsafe"), 0);
+    assert.equal(await k.stat("cpm_pf_failsafe"), 0);
+    assert.doesNotMatch(k.logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);
+    assert.equal(sc.logLines().filter((l) => l.level === "error").length, 0, "no error in the sidecar log");
+  });
+
+  test("MEDIA-ANCHOR MEDIA-RELAY: the CF offers a=setup:actpass -> the PF answers active and connects to the CF (RFC 6135); messages flow both ways", async () => {
+    const k = kamailio as KamailioInstance;
+    const sc = sidecar as SidecarInstance;
+    const cf = await peer();
+    const ue = await peer();
+    let cfPathSeen = "";
+    const call = await anchoredChatCall(k, {
+      cfMsrpPath: cf.path,
+      cfSetup: "actpass",
+      clientMsrpPath: ue.path,
+      during: async ({ clientInvite, cf200 }) => {
+        assert.equal(msrpMedia(cf200.body).setup, "active", "the PF connects to the CF");
+        assert.equal(msrpMedia(cf200.body).path, cfPathSeen, "the path AnchorMedia returned is the one the CF got");
+        await ue.open(msrpMedia(clientInvite.body).path, "active");
+        await cf.bound();
+        const b = chatCpim("actpass relay", "imdn-a1");
+        assert.equal((await cf.send(b, "message/cpim")).code, 200);
+        assert.equal(text((await ue.waitForMessages(1))[0]?.body as Buffer), text(b));
+        const back = chatCpim("client to CF", "imdn-a2", "tel:+16135551200");
+        assert.equal((await ue.send(back, "message/cpim")).code, 200);
+        assert.equal(text((await cf.waitForMessages(1))[0]?.body as Buffer), text(back));
+      },
+      // the CF's passive session must wait for the PF before the client answers (it does after 400 ms)
+      beforeAnswer: async ({ callId }) => {
+        const anchored = await waitFor(() => logged(sc, "media anchored", callId), 5000, 5, "AnchorMedia");
+        cfPathSeen = String(anchored.cfPath);
+        await cf.open(cfPathSeen, "passive");
+      },
+    });
+    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+  });
+
+  test("BYE-B6 BYE-B10: after the network BYE the client's SEND gets 481 and is discarded; released after the client's 200 OK", async () => {
+    const k = kamailio as KamailioInstance;
+    const sc = sidecar as SidecarInstance;
+    const cf = await peer();
+    const ue = await peer();
+    let late = 0;
+    const call = await anchoredChatCall(k, {
+      cfMsrpPath: cf.path,
+      cfSetup: "active",
+      clientMsrpPath: ue.path,
+      clientPauseMs: 1500,
+      during: async ({ callId, clientInvite, cf200 }) => {
+        await waitFor(() => logged(sc, "media answer anchored", callId), 5000, 20, "ReportMediaAnswer");
+        await ue.open(msrpMedia(clientInvite.body).path, "active");
+        await cf.open(msrpMedia(cf200.body).path, "active");
+        assert.equal((await ue.send(chatCpim("before the BYE", "imdn-b0"), "message/cpim")).code, 200);
+        await cf.waitForMessages(1);
+      },
+      afterBye: async ({ callId }) => {
+        // HandleBye decided (and told the media plane) before the BYE went on to the client
+        await waitFor(() => logged(sc, "BYE decided", callId), 5000, 10, "BYE decided");
+        assert.equal(logged(sc, "BYE completed", callId), undefined, "the client has not answered the BYE yet");
+        const r = await ue.send(chatCpim("race after the BYE", "imdn-b1"), "message/cpim");
+        late = r.code;
+        const imdn = await ue.send(imdnCpim("imdn-x", "imdn-b2", "tel:+16135551200"), "message/cpim");
+        assert.equal(imdn.code, 481, "an IMDN after the BYE gets 481 too");
+      },
+    });
+    assert.equal(late, 481, "BYE-B6: the client's chat message after the BYE gets MSRP 481");
+    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    assert.equal(cf.received.length, 1, "the race messages were discarded, never relayed to the CF");
+    assert.ok(logged(sc, "MSRP media released", call.callId), "BYE-B10: MSRP media released");
+    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+  });
+});

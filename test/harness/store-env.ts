@@ -1,0 +1,67 @@
+// A real Dovecot plus throwaway spool directories for Message Store tests:
+// registers before/after hooks (start Dovecot; close the stores, stop Dovecot
+// by PID, remove the directories) in the calling test file.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before } from "node:test";
+import { type Config, defaults } from "../../src/config/config.js";
+import { createRootLogger, type Logger, silentLogger } from "../../src/log/logger.js";
+import { MessageStore } from "../../src/store/message-store.js";
+import { type DovecotInstance, startDovecot } from "./dovecot.js";
+
+export interface StoreTestEnv {
+  /** The running Dovecot (set once the before hook ran). */
+  readonly dovecot: DovecotInstance;
+  readonly log: Logger;
+  /** Store config for the test Dovecot with a fresh spool directory and short timeouts. */
+  storeConfig(over?: Partial<Config["store"]>): Promise<Config["store"]>;
+  /** A started MessageStore, closed by the after hook. */
+  startStore(cfg: Config["store"]): Promise<MessageStore>;
+}
+
+export function useStoreEnv(prefix: string): StoreTestEnv {
+  let dovecot: DovecotInstance | undefined;
+  const dirs: string[] = [];
+  const stores: MessageStore[] = [];
+  const log: Logger = process.env.CPM_TEST_LOG ? createRootLogger("debug") : silentLogger();
+  before(async () => {
+    dovecot = await startDovecot();
+  });
+  after(async () => {
+    for (const s of stores) await s.close().catch(() => {});
+    await dovecot?.stop();
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  });
+  const env: StoreTestEnv = {
+    get dovecot(): DovecotInstance {
+      if (!dovecot) throw new Error("Dovecot not started (use the env inside tests)");
+      return dovecot;
+    },
+    log,
+    async storeConfig(over = {}) {
+      const dir = await mkdtemp(join(tmpdir(), `${prefix}-`));
+      dirs.push(dir);
+      const d = env.dovecot;
+      return {
+        ...defaults.store,
+        host: d.host,
+        port: d.port,
+        user: d.user,
+        password: d.password,
+        spoolDir: join(dir, "spool"),
+        timeoutMs: 1500,
+        retryInitialMs: 100,
+        retryMaxMs: 400,
+        ...over,
+      };
+    },
+    async startStore(cfg) {
+      const store = new MessageStore(cfg, log);
+      stores.push(store);
+      await store.start();
+      return store;
+    },
+  };
+  return env;
+}

@@ -1,0 +1,575 @@
+// MsrpMediaPlane over real TCP sockets on 127.0.0.1: one MsrpPeer plays the
+// Controlling Function, another (or a raw socket) the served user's client.
+// Each test has its own MsrpResources for the PF, so the counters it checks
+// (BYE-B10) are the PF's alone. Waits are on events or on state, never sleeps.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import { afterEach, test } from "node:test";
+import winston from "winston";
+import { buildConfig } from "../../src/config/config.js";
+import { silentLogger } from "../../src/log/logger.js";
+import { type MediaConfig, MsrpMediaPlane } from "../../src/media/msrp-media-plane.js";
+import type {
+  DeferredItem,
+  DeferredSink,
+  GroupSessionRef,
+  RecordedMessage,
+  RecordedSessionInfo,
+  SessionRecorder,
+} from "../../src/media/ports.js";
+import { newSessionId, newTransactionId } from "../../src/msrp/ids.js";
+import { MsrpResources } from "../../src/msrp/resources.js";
+import { MsrpPeer, type MsrpPeerOptions, RawMsrpSocket, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
+import { waitFor } from "../harness/wait.js";
+
+const logger = silentLogger();
+const cleanups: (() => Promise<void> | void)[] = [];
+const T = { timeout: 20_000 };
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function mediaConfig(over: Partial<MediaConfig> = {}): MediaConfig {
+  return { ...buildConfig({ media: { enabled: true, port: 0, clientLegTimeoutMs: 5000 } }).media, ...over };
+}
+
+/** In-memory DeferredSink; `hold` makes storeDeferred wait until release() / fail(). */
+class FakeSink implements DeferredSink {
+  readonly items: DeferredItem[] = [];
+  readonly log: string[] = [];
+  hold = false;
+  private pending: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private waiters: (() => void)[] = [];
+
+  storeDeferred(_session: GroupSessionRef, item: DeferredItem): Promise<void> {
+    this.items.push(item);
+    this.log.push(`store ${item.msrpMessageId}`);
+    for (const w of this.waiters.splice(0)) w();
+    if (!this.hold) return Promise.resolve();
+    return new Promise((resolve, reject) => this.pending.push({ resolve, reject }));
+  }
+
+  release(): void {
+    for (const p of this.pending.splice(0)) {
+      this.log.push("stored");
+      p.resolve();
+    }
+  }
+
+  fail(): void {
+    for (const p of this.pending.splice(0)) p.reject(new Error("IMAP down and spool full"));
+  }
+
+  async waitForItems(n: number): Promise<DeferredItem[]> {
+    while (this.items.length < n) await new Promise<void>((r) => this.waiters.push(r));
+    return this.items.slice(0, n);
+  }
+}
+
+class FakeRecorder implements SessionRecorder {
+  readonly calls: { session: GroupSessionRef; info: RecordedSessionInfo; messages: readonly RecordedMessage[] }[] = [];
+  async recordSession(session: GroupSessionRef, info: RecordedSessionInfo, messages: readonly RecordedMessage[]): Promise<void> {
+    this.calls.push({ session, info, messages });
+  }
+}
+
+let counter = 0;
+function ref(): GroupSessionRef {
+  counter++;
+  return {
+    sessionKey: `call-${counter}-${newSessionId()}@cf.example.net`,
+    servedUser: "tel:+16135551200",
+    conversationId: `conv-${counter}`,
+    contributionId: `contrib-${counter}`,
+    focus: "sip:focus@cf.example.net",
+  };
+}
+
+/** A CPIM chat message (RFC 3862) wrapping `contentType`. */
+function cpim(text: string, contentType = "text/plain;charset=utf-8", disposition?: string): string {
+  return [
+    "From: <sip:alice@example.net>",
+    "To: <sip:anonymous@anonymous.invalid>",
+    "NS: imdn <urn:ietf:params:imdn>",
+    `imdn.Message-ID: ${newSessionId()}`,
+    "",
+    `Content-Type: ${contentType}`,
+    ...(disposition ? [`Content-Disposition: ${disposition}`] : []),
+    "",
+    text,
+  ].join("\r\n");
+}
+
+const IMDN_XML =
+  '<imdn xmlns="urn:ietf:params:xml:ns:imdn"><message-id>m1</message-id><delivery-notification><status><delivered/></status></delivery-notification></imdn>';
+const COMPOSING_XML = '<isComposing xmlns="urn:ietf:params:xml:ns:im-iscomposing"><state>active</state></isComposing>';
+const GSO_XML = '<groupstate timestamp="2026-11-25T10:00:00Z" lastfocussessionid="sip:focus@cf.example.net" group-type="Closed"/>';
+
+interface Setup {
+  plane: MsrpMediaPlane;
+  resources: MsrpResources;
+  sink: FakeSink;
+  recorder: FakeRecorder;
+  cf: MsrpPeer;
+  client: MsrpPeer;
+  session: GroupSessionRef;
+  clientPath: string;
+}
+
+async function startPlane(config: Partial<MediaConfig> = {}) {
+  const resources = new MsrpResources();
+  const sink = new FakeSink();
+  const recorder = new FakeRecorder();
+  const plane = new MsrpMediaPlane({ config: mediaConfig(config), deferredSink: sink, recorder, logger, resources });
+  await plane.start();
+  cleanups.push(() => plane.close());
+  return { plane, resources, sink, recorder };
+}
+
+async function peer(options: MsrpPeerOptions = {}): Promise<MsrpPeer> {
+  const p = await MsrpPeer.start(options);
+  cleanups.push(() => p.close());
+  return p;
+}
+
+/**
+ * Anchors a session the way the SIP side drives it: the CF's offer (actpass),
+ * the client's answer with `clientSetup`, the CF's answer back. `connectClient`
+ * false: the client answers a=setup:active but never connects.
+ */
+async function anchored(
+  opts: { clientSetup?: "active" | "passive"; connectClient?: boolean; allowOfflineStorage?: boolean; config?: Partial<MediaConfig> } = {},
+): Promise<Setup> {
+  const { clientSetup = "active", connectClient = true, allowOfflineStorage = false } = opts;
+  const base = await startPlane(opts.config);
+  const cf = await peer();
+  const client = await peer();
+  const session = ref();
+  const offer = await base.plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage });
+  // RFC 6135: the PF answers the CF's actpass with active and connects to the CF.
+  assert.equal(offer.cfLeg.setup, "active");
+  assert.equal(sdpSetup(offer.clientOfferSdp), "actpass");
+  await cf.open(offer.cfLeg.path, "passive");
+  const clientPath = sdpPath(offer.clientOfferSdp);
+  if (clientSetup === "passive") await client.open(clientPath, "passive");
+  const cfAnswer = base.plane.anchorAnswer(session.sessionKey, client.sdp(clientSetup));
+  assert.equal(sdpPath(cfAnswer), offer.cfLeg.path);
+  assert.equal(sdpSetup(cfAnswer), "active");
+  if (clientSetup === "active" && connectClient) await client.open(clientPath, "active");
+  await cf.bound();
+  if (connectClient) {
+    await client.bound();
+    await waitFor(() => base.plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+  }
+  await waitFor(() => base.plane.legs(session.sessionKey)?.cf === "up", 5000, 5, "CF leg up");
+  return { ...base, cf, client, session, clientPath };
+}
+
+test("issue 3 relay: CF messages reach the client unchanged and in order, chunked ones too (client a=setup:active)", T, async () => {
+  const { cf, client } = await anchored({ clientSetup: "active" });
+  const bodies = Array.from({ length: 60 }, (_, i) => cpim(i < 30 && i % 10 === 3 ? `big ${i} ${"x".repeat(5000)}` : `hello ${i}`));
+  // One after another, then a burst of single-chunk messages started in order without waiting (chunks of
+  // concurrent messages may interleave, RFC 4975 7.1.1, and a message's order is that of its last chunk).
+  for (const b of bodies.slice(0, 30)) assert.equal((await cf.send(b, "message/cpim")).code, 200);
+  const burst = await Promise.all(bodies.slice(30).map((b) => cf.send(b, "message/cpim")));
+  assert.deepEqual(
+    burst.map((r) => r.code),
+    burst.map(() => 200),
+  );
+  const got = await client.waitForMessages(bodies.length);
+  assert.deepEqual(
+    got.map((m) => m.body.toString()),
+    bodies,
+  );
+  assert.ok(
+    got.some((m) => m.chunks > 1),
+    "some messages arrived in several chunks",
+  );
+  assert.ok(got.every((m) => m.contentType === "message/cpim"));
+});
+
+test("issue 3 relay: IMDN and isComposing from the client reach the CF unchanged (client a=setup:passive)", T, async () => {
+  const { cf, client } = await anchored({ clientSetup: "passive" });
+  const imdn = cpim(IMDN_XML, "message/imdn+xml", "notification");
+  const composing = cpim(COMPOSING_XML, "application/im-iscomposing+xml");
+  const reply = cpim("reply");
+  assert.equal((await client.send(composing, "message/cpim")).code, 200);
+  assert.equal((await client.send(imdn, "message/cpim")).code, 200);
+  assert.equal((await cf.send(reply, "message/cpim")).code, 200);
+  const atCf = await cf.waitForMessages(2);
+  assert.deepEqual(
+    atCf.map((m) => m.body.toString()),
+    [composing, imdn],
+  );
+  assert.equal((await client.waitForMessages(1))[0]?.body.toString(), reply);
+});
+
+test(
+  "issue 3 deferred: client leg gone -> messages, IMDNs, GSOs reach the DeferredSink in order; isComposing is answered and dropped",
+  T,
+  async () => {
+    const { plane, cf, client, sink, session } = await anchored();
+    client.dropConnections();
+    await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
+    const sent = [
+      { body: cpim("while you were away 1"), kind: "message" },
+      { body: cpim(COMPOSING_XML, "application/im-iscomposing+xml"), kind: "isComposing" },
+      { body: cpim(IMDN_XML, "message/imdn+xml", "notification"), kind: "imdn" },
+      { body: GSO_XML, kind: "gso", contentType: "application/group-state-object+xml" },
+      { body: cpim(GSO_XML, "Application/Group-State-Object+xml"), kind: "gso" },
+      { body: cpim("while you were away 2"), kind: "message" },
+    ];
+    for (const s of sent) assert.equal((await cf.send(s.body, s.contentType ?? "message/cpim")).code, 200);
+    const stored = await sink.waitForItems(5);
+    const expected = sent.filter((s) => s.kind !== "isComposing");
+    assert.deepEqual(
+      stored.map((i) => [i.kind, Buffer.from(i.body).toString()]),
+      expected.map((s) => [s.kind, s.body]),
+    );
+    assert.equal(sink.items.length, 5, "isComposing is not stored");
+    assert.equal(stored[2]?.contentType, "application/group-state-object+xml");
+  },
+);
+
+test("issue 3 deferred: client never connects -> after clientLegTimeoutMs the CF's 200 comes only after the sink resolved", T, async () => {
+  const { plane, cf, sink, session } = await anchored({ connectClient: false, config: { clientLegTimeoutMs: 300 } });
+  sink.hold = true;
+  const body = cpim("stored before acknowledged");
+  let cfCode: number | undefined;
+  const sending = cf.send(body, "message/cpim").then((r) => {
+    cfCode = r.code;
+    sink.log.push("cf got 200");
+  });
+  const [item] = await sink.waitForItems(1);
+  assert.equal(Buffer.from(item?.body ?? []).toString(), body);
+  assert.equal(plane.legs(session.sessionKey)?.client, "gone");
+  // A round trip on the same connection: a 200 the PF had already sent would be in by now.
+  assert.equal(await cf.keepalive(), 200);
+  assert.equal(cfCode, undefined, "the CF's SEND is not answered before the sink resolved");
+  sink.release();
+  await sending;
+  assert.equal(cfCode, 200);
+  assert.deepEqual(sink.log, [`store ${item?.msrpMessageId}`, "stored", "cf got 200"]);
+  // The sink failing: the CF gets an error (403, CPM_ERR_MEDIA_DEFER_FAILED), not 200.
+  const failing = cf.send(cpim("cannot be stored"), "message/cpim");
+  await sink.waitForItems(2);
+  sink.fail();
+  assert.equal((await failing).code, 403);
+});
+
+test("issue 3 relay: both peers connect (a=setup:active), the client even before its answer reached the PF", T, async () => {
+  const { plane } = await startPlane();
+  const cf = await peer();
+  const client = await peer();
+  const session = ref();
+  const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("active"), allowOfflineStorage: false });
+  assert.equal(offer.cfLeg.setup, "passive", "RFC 6135: the answer to a=setup:active is passive");
+  // The client answers and connects at once; its 2xx reaches the PF later (the race of RFC 6135 4.1).
+  await client.open(sdpPath(offer.clientOfferSdp), "active");
+  assert.equal(plane.legs(session.sessionKey)?.client, "pending", "bound, but the client's path is not known yet");
+  const cfAnswer = plane.anchorAnswer(session.sessionKey, client.sdp("active"));
+  assert.equal(sdpSetup(cfAnswer), "passive");
+  await cf.open(sdpPath(cfAnswer), "active");
+  await waitFor(
+    () => plane.legs(session.sessionKey)?.client === "up" && plane.legs(session.sessionKey)?.cf === "up",
+    5000,
+    5,
+    "both legs up",
+  );
+  const down = cpim("down");
+  const up = cpim("up");
+  assert.equal((await cf.send(down, "message/cpim")).code, 200);
+  assert.equal((await client.send(up, "message/cpim")).code, 200);
+  assert.equal((await client.waitForMessages(1))[0]?.body.toString(), down);
+  assert.equal((await cf.waitForMessages(1))[0]?.body.toString(), up);
+});
+
+test("issue 3 security: no message body reaches the log, not even at debug level", T, async () => {
+  const lines: string[] = [];
+  const stream = new PassThrough();
+  stream.on("data", (d: Buffer) => lines.push(d.toString()));
+  const debugLogger = winston.createLogger({
+    level: "debug",
+    format: winston.format.json(),
+    transports: [new winston.transports.Stream({ stream })],
+  });
+  const resources = new MsrpResources();
+  const sink = new FakeSink();
+  const plane = new MsrpMediaPlane({
+    config: mediaConfig({ clientLegTimeoutMs: 200 }),
+    deferredSink: sink,
+    logger: debugLogger,
+    resources,
+  });
+  await plane.start();
+  cleanups.push(() => plane.close());
+  const cf = await peer();
+  const session = ref();
+  const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: true });
+  await cf.open(offer.cfLeg.path, "passive");
+  plane.anchorAnswer(session.sessionKey, (await peer()).sdp("active")); // that client never connects
+  await cf.bound();
+  const secret = "SECRET-BODY-7f3a9";
+  assert.equal((await cf.send(cpim(`deferred ${secret}`), "message/cpim")).code, 200);
+  assert.equal(sink.items.length, 1);
+  plane.release(session.sessionKey);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.ok(
+    lines.some((l) => l.includes("MSRP session anchored")),
+    "the capture works",
+  );
+  assert.ok(
+    lines.some((l) => l.includes('"level":"debug"') && l.includes("deferred delivery")),
+    "debug lines are written",
+  );
+  assert.ok(
+    lines.some((l) => l.includes(session.sessionKey)),
+    "Call-ID as a field",
+  );
+  assert.equal(lines.filter((l) => l.includes(secret)).length, 0);
+});
+
+test("BYE-B6: after refuseClientMedia the client's chat message and IMDN get MSRP 481 and never reach the CF", T, async () => {
+  const { plane, cf, client, session } = await anchored();
+  const before = cpim("before the BYE");
+  assert.equal((await client.send(before, "message/cpim")).code, 200);
+  await cf.waitForMessages(1);
+  plane.refuseClientMedia(session.sessionKey);
+  assert.equal((await client.send(cpim("race after the BYE"), "message/cpim")).code, 481);
+  assert.equal((await client.send(cpim(IMDN_XML, "message/imdn+xml", "notification"), "message/cpim")).code, 481);
+  assert.equal(plane.stats().queued, 0, "nothing was queued for the CF");
+  // The CF side still works, so anything relayed would have arrived before this.
+  assert.equal((await cf.send(cpim("from the CF"), "message/cpim")).code, 200);
+  await client.waitForMessages(1);
+  assert.equal(await cf.keepalive(), 200);
+  assert.deepEqual(
+    cf.received.map((m) => m.body.toString()),
+    [before],
+  );
+});
+
+test("BYE-B10: release closes the session's sockets, timers, buffers and table entries (counted before and after)", T, async () => {
+  const { plane, resources, sink, cf, client, session } = await anchored();
+  const before = plane.stats();
+  assert.equal(before.sessions, 1);
+  const live = resources.snapshot();
+  assert.equal(live.sessions, 2, "two MSRP sessions: CF leg and client leg");
+  assert.equal(live.openSockets, 2, "two connections: to the CF and from the client");
+  assert.equal((await cf.send(cpim("one"), "message/cpim")).code, 200);
+  // a message the sink holds: queued in the PF until stored
+  client.dropConnections();
+  await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
+  sink.hold = true;
+  const held = cf.send(cpim("held"), "message/cpim").then(
+    (r) => r.code,
+    (err: Error) => err.message,
+  );
+  await sink.waitForItems(1);
+  assert.equal(plane.stats().queued, 1);
+
+  const released = plane.release(session.sessionKey);
+  assert.ok(released >= 4, `released ${released}: CF session + its connection + queued message + table entry`);
+  assert.equal(plane.release(session.sessionKey), 0, "a second release finds nothing");
+  await waitFor(() => resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
+  assert.deepEqual(resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+  assert.deepEqual(plane.stats(), { sessions: 0, queued: 0, recordedBytes: 0, acceptedConnections: 0 });
+  assert.equal(plane.legs(session.sessionKey), undefined);
+  await waitFor(() => cf.session?.state === "closed", 5000, 5, "the CF saw its connection close");
+  assert.match(String(await held), /connection closed/, "the held SEND never got a 200");
+});
+
+test("BYE-B10: release of an answered session with both legs up leaves no timer, socket or session", T, async () => {
+  const { plane, resources, cf, client, session } = await anchored({ clientSetup: "passive", allowOfflineStorage: true });
+  assert.equal((await cf.send(cpim("recorded"), "message/cpim")).code, 200);
+  await client.waitForMessages(1);
+  assert.ok(plane.stats().recordedBytes > 0);
+  const released = plane.release(session.sessionKey);
+  assert.ok(released >= 6, `released ${released}: 2 sessions, 2 connections, 1 recorded message, 1 table entry`);
+  await waitFor(() => resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
+  assert.deepEqual(resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+  assert.deepEqual(plane.stats(), { sessions: 0, queued: 0, recordedBytes: 0, acceptedConnections: 0 });
+});
+
+test(
+  "issue 3 security: a To-Path naming no session of the connection gets 481 (506 when bound elsewhere) and reaches no session",
+  T,
+  async () => {
+    const { plane, cf, client, clientPath } = await anchored();
+    const raw = await RawMsrpSocket.connect(plane.address.port);
+    cleanups.push(() => raw.destroy());
+    const from = `msrp://127.0.0.1:9/${newSessionId()};tcp`;
+    const send = (toPath: string) => {
+      const tid = newTransactionId();
+      raw.write(
+        `MSRP ${tid} SEND\r\nTo-Path: ${toPath}\r\nFrom-Path: ${from}\r\nMessage-ID: ${newSessionId()}\r\nByte-Range: 1-5/5\r\nContent-Type: message/cpim\r\n\r\nhijak\r\n-------${tid}$\r\n`,
+      );
+      return raw.response(tid);
+    };
+    assert.equal((await send(`msrp://127.0.0.1:${plane.address.port}/${newSessionId()};tcp`)).code, 481);
+    // the client leg's session, bound to the client's connection: RFC 4975 10 "session already bound"
+    assert.equal((await send(clientPath)).code, 506);
+    assert.equal(await cf.keepalive(), 200);
+    assert.equal(cf.received.length, 0);
+    assert.equal(client.received.length, 0);
+    assert.equal(plane.stats().queued, 0);
+  },
+);
+
+test("issue 3 security: a connection that never presents a valid session is closed after unauthenticatedTimeoutMs", T, async () => {
+  const { plane } = await startPlane({ unauthenticatedTimeoutMs: 200 });
+  const idle = await RawMsrpSocket.connect(plane.address.port);
+  const wrong = await RawMsrpSocket.connect(plane.address.port);
+  cleanups.push(() => idle.destroy());
+  cleanups.push(() => wrong.destroy());
+  const tid = newTransactionId();
+  wrong.write(
+    `MSRP ${tid} SEND\r\nTo-Path: msrp://127.0.0.1:${plane.address.port}/${newSessionId()};tcp\r\nFrom-Path: msrp://127.0.0.1:9/x1234;tcp\r\nMessage-ID: m1234\r\n-------${tid}$\r\n`,
+  );
+  assert.equal((await wrong.response(tid)).code, 481);
+  await Promise.all([idle.closed, wrong.closed]);
+  assert.equal(plane.stats().acceptedConnections, 0);
+});
+
+test(
+  "issue 3 limits: malformed and oversized frames from the client get 400 / 413, the session keeps relaying; garbage drops only the client leg and the CF's messages are then stored",
+  T,
+  async () => {
+    const { plane, sink } = await startPlane({ maxChunkBytes: 4096 });
+    const cf = await peer();
+    const session = ref();
+    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+    await cf.open(offer.cfLeg.path, "passive");
+    // The client is a raw socket answering a=setup:active with its own path.
+    const rawPath = `msrp://127.0.0.1:9/${newSessionId()};tcp`;
+    const answer = ["v=0", "o=raw 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0", "m=message 9 TCP/MSRP *"];
+    answer.push("a=accept-types:message/cpim", `a=path:${rawPath}`, "a=setup:active", "");
+    plane.anchorAnswer(session.sessionKey, answer.join("\r\n"));
+    await cf.bound();
+
+    const raw = await RawMsrpSocket.connect(plane.address.port);
+    cleanups.push(() => raw.destroy());
+    const pfClientPath = sdpPath(offer.clientOfferSdp);
+    const frame = (tid: string, headers: string[], body?: string) =>
+      [`MSRP ${tid} SEND`, `To-Path: ${pfClientPath}`, `From-Path: ${rawPath}`, `Message-ID: ${newSessionId()}`, ...headers].join("\r\n") +
+      (body === undefined ? "\r\n" : `\r\n\r\n${body}\r\n`) +
+      `-------${tid}$\r\n`;
+    const bind = newTransactionId();
+    raw.write(frame(bind, []));
+    assert.equal((await raw.response(bind)).code, 200);
+    await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+
+    const bad = newTransactionId();
+    raw.write(frame(bad, ["Byte-Range: banana", "Content-Type: message/cpim"], "hello"));
+    assert.equal((await raw.response(bad)).code, 400);
+    const big = newTransactionId();
+    raw.write(frame(big, ["Byte-Range: 1-5000/5000", "Content-Type: message/cpim"], "y".repeat(5000)));
+    assert.equal((await raw.response(big)).code, 413);
+    const ok = newTransactionId();
+    const text = cpim("still here");
+    raw.write(frame(ok, [`Byte-Range: 1-${Buffer.byteLength(text)}/${Buffer.byteLength(text)}`, "Content-Type: message/cpim"], text));
+    assert.equal((await raw.response(ok)).code, 200);
+    assert.equal((await cf.waitForMessages(1))[0]?.body.toString(), text);
+    const toClient = cpim("to the raw client");
+    assert.equal((await cf.send(toClient, "message/cpim")).code, 200);
+    assert.equal((await raw.waitForRequests(1))[0]?.body?.toString(), toClient);
+    assert.equal(plane.legs(session.sessionKey)?.client, "up");
+
+    // A start line that is no MSRP: framing is lost, the PF closes that connection only.
+    raw.write("HELLO garbage\r\n\r\n");
+    await raw.closed;
+    await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
+    const later = cpim("stored after the garbage");
+    assert.equal((await cf.send(later, "message/cpim")).code, 200);
+    assert.deepEqual(
+      sink.items.map((i) => Buffer.from(i.body).toString()),
+      [later],
+    );
+    assert.equal(plane.legs(session.sessionKey)?.cf, "up");
+  },
+);
+
+test(
+  "issue 3 recording (BYE-B8 groundwork): relayed messages of both directions are kept and handed to the SessionRecorder",
+  T,
+  async () => {
+    const { plane, recorder, cf, client, session } = await anchored({ allowOfflineStorage: true, config: { maxRecordedBytes: 600 } });
+    const fromCf = cpim("from the CF");
+    const fromClient = cpim("from the client");
+    assert.equal((await cf.send(fromCf, "message/cpim")).code, 200);
+    assert.equal((await client.send(fromClient, "message/cpim")).code, 200);
+    assert.equal((await client.send(cpim(COMPOSING_XML, "application/im-iscomposing+xml"), "message/cpim")).code, 200);
+    // over maxRecordedBytes: relayed, not kept
+    assert.equal((await cf.send(cpim("z".repeat(700)), "message/cpim")).code, 200);
+    await client.waitForMessages(2);
+    assert.equal(await plane.recordSession(session.sessionKey, { participants: ["tel:+1"], subject: "s" }), true);
+    const [call] = recorder.calls;
+    assert.equal(call?.session.sessionKey, session.sessionKey);
+    assert.deepEqual(call?.info.participants, ["tel:+1"]);
+    assert.equal(call?.info.subject, "s");
+    assert.deepEqual(
+      call?.messages.map((m) => [m.direction, Buffer.from(m.body).toString()]),
+      [
+        ["from-network", fromCf],
+        ["from-client", fromClient],
+      ],
+    );
+  },
+);
+
+test("issue 3 recording: off without allow-offline-storage and media.recording", T, async () => {
+  const { plane, recorder, session } = await anchored();
+  assert.equal(await plane.recordSession(session.sessionKey), false);
+  assert.equal(await plane.recordSession("no-such-session"), false);
+  assert.equal(recorder.calls.length, 0);
+});
+
+test("issue 3 msrps: the legs run over TLS when media.tlsCertFile / tlsKeyFile are set", T, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "cpm-pf-msrps-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+      "-days",
+      "1",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+    ],
+    { stdio: "ignore" },
+  );
+  const { plane } = await startPlane({ tlsCertFile: cert, tlsKeyFile: key, tlsCaFile: cert });
+  const cf = await peer();
+  const client = await peer({ tls: { ca: readFileSync(cert) } });
+  const session = ref();
+  const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+  assert.equal(offer.cfLeg.tls, true);
+  assert.match(offer.cfLeg.path, /^msrps:\/\/127\.0\.0\.1:\d+\/\w+;tcp$/);
+  assert.match(offer.clientOfferSdp, /m=message \d+ TCP\/TLS\/MSRP \*/);
+  const clientPath = sdpPath(offer.clientOfferSdp);
+  assert.match(clientPath, /^msrps:/);
+  await cf.open(offer.cfLeg.path, "passive");
+  plane.anchorAnswer(session.sessionKey, client.sdp("active"));
+  await client.open(clientPath, "active"); // TLS, verified against the PF's certificate
+  await cf.bound();
+  await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+  const body = cpim("over TLS");
+  assert.equal((await cf.send(body, "message/cpim")).code, 200);
+  assert.equal((await client.waitForMessages(1))[0]?.body.toString(), body);
+});
