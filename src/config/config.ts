@@ -26,6 +26,12 @@ export interface Config {
     groupSessionDataManagement: boolean;
     /** The served user's address used as GSO `To` when a session does not reveal it. Default "". */
     servedUser: string;
+    /**
+     * The served user's CPM policy action element <allow-offline-storage>
+     * (8.3.2.3 2.d): with it the PF records each B2BUA session it anchored
+     * (8.5.2) even when media.recording is off. Default false.
+     */
+    allowOfflineStorage: boolean;
   };
   store: {
     /** IMAP Message Store host. Default 127.0.0.1. */
@@ -107,7 +113,7 @@ export interface Config {
 export const defaults: Config = {
   grpc: { host: "127.0.0.1", port: 50051 },
   log: { level: "info" },
-  pf: { mode: "b2bua", unknownSessionMode: "proxy", groupSessionDataManagement: false, servedUser: "" },
+  pf: { mode: "b2bua", unknownSessionMode: "proxy", groupSessionDataManagement: false, servedUser: "", allowOfflineStorage: false },
   store: {
     host: "127.0.0.1",
     port: 143,
@@ -156,6 +162,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     unknownSessionMode: { oneOf: ["proxy", "b2bua"] },
     groupSessionDataManagement: "bool",
     servedUser: "string",
+    allowOfflineStorage: "bool",
   },
   store: {
     host: "string",

@@ -185,9 +185,9 @@ export class ParticipatingFunction {
       contributionId: session.contributionId,
       focus: session.focusUri,
     };
-    // allow-offline-storage is a CPM policy action element the INVITE does not
-    // carry: recording then follows config (media.recording) alone.
-    const anchored = await this.media.anchorOffer({ session: ref, offerSdp, allowOfflineStorage: false });
+    // <allow-offline-storage> is an action element of the served user's CPM
+    // policy, not of the INVITE: it comes from config (pf.allowOfflineStorage).
+    const anchored = await this.media.anchorOffer({ session: ref, offerSdp, allowOfflineStorage: this.cfg.pf.allowOfflineStorage });
     const contentType = header(msg, "content-type") ?? SDP;
     const clientBody = replaceBodyPart(contentType, msg.body, SDP, Buffer.from(anchored.clientOfferSdp, "utf8"));
     if (!clientBody) throw new CpmError("CPM_ERR_BAD_SDP", "INVITE carries no application/sdp");

@@ -31,8 +31,8 @@ after(async () => {
 });
 
 let n = 0;
-async function pfWith(media: MediaPlane, opts: { anchorMedia?: boolean; mode?: "b2bua" | "proxy" } = {}) {
-  const cfg: Config = buildConfig({ pf: { mode: opts.mode ?? "b2bua" } });
+async function pfWith(media: MediaPlane, opts: { anchorMedia?: boolean; mode?: "b2bua" | "proxy"; allowOfflineStorage?: boolean } = {}) {
+  const cfg: Config = buildConfig({ pf: { mode: opts.mode ?? "b2bua", allowOfflineStorage: opts.allowOfflineStorage ?? false } });
   const sessions = new SessionRegistry(join(dir, `s${n++}`), cfg.session.idleTtlMs, silentLogger());
   await sessions.load();
   return new ParticipatingFunction(cfg, sessions, store, media, silentLogger(), { anchorMedia: opts.anchorMedia ?? true });
@@ -120,6 +120,15 @@ describe("issue 3 SDP anchoring: AnchorMedia / ReportMediaAnswer", () => {
     const pf = await pfWith(new StubMediaPlane());
     const r = await pf.anchorMedia(env(inviteFromFocus({ callId: "a3" })));
     assert.equal(r.sessionKey, "a3");
+  });
+
+  test("BYE-B8: the served user's <allow-offline-storage> (pf.allowOfflineStorage) reaches the media plane, which records on it", async () => {
+    for (const allow of [false, true]) {
+      const media = new StubMediaPlane();
+      const pf = await pfWith(media, { allowOfflineStorage: allow });
+      await pf.anchorMedia(env(inviteFromFocus({ callId: `aos-${allow}` })));
+      assert.equal(media.offers[0]?.allowOfflineStorage, allow);
+    }
   });
 
   test("MEDIA-ANCHOR: no SDP -> CPM_ERR_BAD_SDP; media off -> CPM_ERR_MEDIA_DISABLED (typed, not a plain Error)", async () => {
