@@ -109,7 +109,7 @@ async function openDialogs(kamailio: KamailioInstance, dir: string, clientPort: 
  * dialogs, (2) end them with BYEs, at most `concurrent` at once, as fast as the
  * system answers. The client SIPp (client-uas.xml) holds the dialogs between.
  */
-async function playCalls(
+export async function playCalls(
   kamailio: KamailioInstance,
   calls: number,
   concurrent: number,

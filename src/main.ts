@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     await server.shutdown();
     // media before the store: its last deferred items and recordings go to the store or spool
     await msrp?.close();
-    await sessions.flush();
+    await sessions.close();
     await store.close();
     process.exit(0);
   };

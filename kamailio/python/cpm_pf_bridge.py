@@ -59,8 +59,10 @@ report_invite_outcome() async task: ReportInviteOutcome (anchored INVITE without
 
 import base64
 import os
+import queue
 import re
 import sys
+import threading
 import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -249,6 +251,59 @@ def _insert_setup(out, setup):
     out.insert(i, "a=setup:" + setup)
 
 
+class _StreamBroken(Exception):
+    pass
+
+
+class _DecisionStream:
+    """One Decide stream (HandleBye / ObserveSession on a long-lived bidi
+    stream): cheaper per decision than a unary call on both ends. The caller
+    (the Kamailio process's only Python caller, synchronously) puts a request
+    and waits on a queue with the deadline; waiting releases the GIL, so
+    grpcio's request-consumer thread and our reader thread run then. A late
+    response (deadline passed) is dropped by its id."""
+
+    def __init__(self, stub):
+        self._requests = queue.Queue()
+        self._responses = queue.Queue()
+        self._next_id = 0
+        self._call = stub.Decide(iter(self._requests.get, None), wait_for_ready=False)
+        self._reader = threading.Thread(target=self._read, name="cpm-pf-decide", daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        try:
+            for response in self._call:
+                self._responses.put(response)
+            self._responses.put(_StreamBroken("Decide stream ended by the sidecar"))
+        except Exception as err:  # the stream failed: the next request reopens it
+            self._responses.put(_StreamBroken(_describe(err)))
+
+    def alive(self):
+        return self._reader.is_alive()
+
+    def request(self, req, timeout):
+        """Sends req (a DecideRequest without id); returns its DecideResponse.
+        Raises _StreamBroken, or queue.Empty when the deadline passed."""
+        self._next_id += 1
+        req.id = self._next_id
+        self._requests.put(req)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise queue.Empty()
+            r = self._responses.get(timeout=remaining)
+            if isinstance(r, _StreamBroken):
+                raise r
+            if r.id == req.id:
+                return r
+
+    def close(self):
+        self._requests.put(None)
+        self._call.cancel()
+
+
 class CpmPfBridge:
     def __init__(self):
         self._pid = None
@@ -256,6 +311,10 @@ class CpmPfBridge:
         self._channel = None
         self._stub = None
         self._last_sip_status = 0
+        self._stream = None
+        # False once the sidecar answered Decide with UNIMPLEMENTED (older
+        # sidecar): unary calls from then on
+        self._use_stream = os.environ.get("CPM_PF_BRIDGE_UNARY", "") != "1"
 
     # -- process lifecycle -------------------------------------------------
 
@@ -281,6 +340,7 @@ class CpmPfBridge:
                 self._channel.close()  # another target (script reloaded)
             self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
             self._stub = pb_grpc.ParticipatingFunctionServiceStub(self._channel)
+            self._stream = None
             self._pid = pid
             self._target = target
         return self._stub
@@ -300,6 +360,46 @@ class CpmPfBridge:
             self._last_sip_status = _sip_status_of(err)
             return None, _describe(err), int((time.monotonic() - t0) * 1000)
 
+    def _decide(self, kind, request):
+        """HandleBye / ObserveSession over the Decide stream; the same
+        (response | None, error text, elapsed ms) as _call(). Falls back to the
+        unary RPC when the sidecar does not implement Decide."""
+        unary_name = "HandleBye" if kind == "handle_bye" else "ObserveSession"
+        if not self._use_stream:
+            return self._call(unary_name, request)
+        t0 = time.monotonic()
+        self._last_sip_status = 0
+        try:
+            target, timeout = self._settings()
+            stub = self._stub_for(target)
+            if self._stream is None or not self._stream.alive():
+                self._stream = _DecisionStream(stub)
+            r = self._stream.request(pb.DecideRequest(**{kind: request}), timeout)
+        except queue.Empty:
+            return None, "DEADLINE_EXCEEDED: no answer on the Decide stream", int((time.monotonic() - t0) * 1000)
+        except _StreamBroken as err:
+            self._stream = None
+            text = str(err)
+            if text.startswith("UNIMPLEMENTED"):
+                self._use_stream = False
+                return self._call(unary_name, request)
+            return None, text, int((time.monotonic() - t0) * 1000)
+        except Exception as err:  # any failure -> fail-safe in the cfg
+            self._stream = None
+            return None, _describe(err), int((time.monotonic() - t0) * 1000)
+        ms = int((time.monotonic() - t0) * 1000)
+        which = r.WhichOneof("response")
+        if which == "error":
+            self._last_sip_status = r.error.sip_status
+            code = grpc.StatusCode.UNKNOWN
+            for c in grpc.StatusCode:
+                if c.value[0] == r.error.grpc_code:
+                    code = c
+            return None, "%s: %s" % (code.name, r.error.message), ms
+        if which != kind:
+            return None, "INTERNAL: Decide answered %s to %s" % (which, kind), ms
+        return getattr(r, kind), "", ms
+
     # -- 8.3.2.3: BYE ------------------------------------------------------
 
     def handle_bye(self, msg, args=None):
@@ -315,7 +415,7 @@ class CpmPfBridge:
             _sets("cpm_pf_error", _describe(err))
             _log_fail("HandleBye", _describe(err), 0)
             return 1
-        resp, err, ms = self._call("HandleBye", request)
+        resp, err, ms = self._decide("handle_bye", request)
         _seti("cpm_pf_elapsed_ms", ms)
         if resp is None:
             _sets("cpm_pf_error", err)
@@ -387,7 +487,7 @@ class CpmPfBridge:
             request = pb.ObserveSessionRequest(message=_envelope())
         except Exception as err:
             return self._observed(None, _describe(err), 0)
-        return self._observed(*self._call("ObserveSession", request))
+        return self._observed(*self._decide("observe_session", request))
 
     def observe_data(self, msg, args=None):
         """ObserveSession with a message handed over by async_task_data:
@@ -399,7 +499,7 @@ class CpmPfBridge:
                 raw=raw, source=source, transport=transport))
         except Exception as err:
             return self._observed(None, _describe(err), 0, "data=" + str(args)[:80])
-        return self._observed(*self._call("ObserveSession", request), ref=_call_id_of(raw))
+        return self._observed(*self._decide("observe_session", request), ref=_call_id_of(raw))
 
     def _observed(self, resp, err, ms, ref=None):
         _seti("cpm_pf_ok", 0)

@@ -2,11 +2,14 @@
 // the Python stubs generated from the same proto).
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create } from "@bufbuild/protobuf";
-import { type Client, credentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
+import { type Client, type ClientDuplexStream, credentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
 import {
   type AnchorMediaRequestSchema,
   type AnchorMediaResponse,
   AnchorMediaRequestSchema as AnchorReq,
+  DecideRequestSchema as DecideReq,
+  type DecideRequestSchema,
+  type DecideResponse,
   HandleByeRequestSchema as HandleByeReq,
   type HandleByeRequestSchema,
   type HandleByeResponse,
@@ -68,6 +71,29 @@ export class PfClient {
     timeoutMs = 2000,
   ): Promise<ReportInviteOutcomeResponse> {
     return this.call("reportInviteOutcome", create(ReportInviteReq, req), timeoutMs);
+  }
+
+  /**
+   * Sends `reqs` on one Decide stream (ids as given) and resolves with the
+   * responses in the order they came, once there is one per request.
+   */
+  decide(reqs: MessageInitShape<typeof DecideRequestSchema>[], timeoutMs = 2000): Promise<DecideResponse[]> {
+    const open = this.client.decide as unknown as (opts: { deadline: number }) => ClientDuplexStream<unknown, DecideResponse>;
+    const stream = open.call(this.client, { deadline: Date.now() + timeoutMs });
+    return new Promise((resolve, reject) => {
+      const out: DecideResponse[] = [];
+      stream.on("data", (res: DecideResponse) => {
+        out.push(res);
+        if (out.length === reqs.length) {
+          stream.end();
+          resolve(out);
+        }
+      });
+      stream.on("error", (err) => {
+        if (out.length < reqs.length) reject(err);
+      });
+      for (const r of reqs) stream.write(create(DecideReq, r));
+    });
   }
 
   close(): void {

@@ -2,17 +2,29 @@
 // ParticipatingFunction. Every handler catches everything: a bad request gets
 // a gRPC status with a clear message and a log line, never a crash.
 import { create } from "@bufbuild/protobuf";
-import { Metadata, type ServerUnaryCall, type sendUnaryData, status, type UntypedServiceImplementation } from "@grpc/grpc-js";
-import { asCpmError } from "../errors/catalogue.js";
+import {
+  Metadata,
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type sendUnaryData,
+  status,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import { asCpmError, CpmError } from "../errors/catalogue.js";
 import {
   type AnchorMediaRequest,
   AnchorMediaResponseSchema,
   ByeCause,
+  type DecideRequest,
+  type DecideResponse,
+  DecideResponseSchema,
   GsoStorage_State,
   type HandleByeRequest,
+  type HandleByeResponse,
   HandleByeResponseSchema,
   Mode,
   type ObserveSessionRequest,
+  type ObserveSessionResponse,
   ObserveSessionResponseSchema,
   type ReportByeOutcomeRequest,
   ReportByeOutcomeResponseSchema,
@@ -38,14 +50,19 @@ function envelope(e: SipEnvelope | undefined): Envelope {
   return { raw: e?.raw ?? new Uint8Array(), source: e?.source ?? "" };
 }
 
+function refused(log: Logger, rpc: string, err: unknown): CpmError {
+  const e = asCpmError(err);
+  const level = e.grpcStatus === status.INVALID_ARGUMENT ? "warn" : "error";
+  log.log(level, "request refused", { rpc, code: e.code, reason: e.message, cause: e.cause ? String(e.cause) : undefined });
+  return e;
+}
+
 function unary<Req, Res>(log: Logger, name: string, fn: (req: Req) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     fn(call.request).then(
       (res) => callback(null, res),
       (err: unknown) => {
-        const e = asCpmError(err);
-        const level = e.grpcStatus === status.INVALID_ARGUMENT ? "warn" : "error";
-        log.log(level, "request refused", { rpc: name, code: e.code, reason: e.message, cause: e.cause ? String(e.cause) : undefined });
+        const e = refused(log, name, err);
         // Trailers name the catalogue entry and the SIP status a peer should
         // see (e.g. AnchorMedia + CPM_ERR_BAD_SDP -> Kamailio answers 488).
         const metadata = new Metadata();
@@ -57,33 +74,69 @@ function unary<Req, Res>(log: Logger, name: string, fn: (req: Req) => Promise<Re
   };
 }
 
+async function handleBye(pf: ParticipatingFunction, req: HandleByeRequest): Promise<HandleByeResponse> {
+  const r = await pf.handleBye(envelope(req.bye));
+  return create(HandleByeResponseSchema, {
+    mode: r.mode === "b2bua" ? Mode.B2BUA : Mode.PROXY,
+    side: r.side === "network" ? Side.NETWORK : Side.CLIENT,
+    cause: r.side === "network" ? CAUSE[r.cause] : ByeCause.UNSPECIFIED,
+    reasonCause: r.reasonCause,
+    clientReason: r.clientReason,
+    waitForClients: true,
+    sessionKey: r.sessionKey,
+    notes: r.notes,
+    gso:
+      r.gso.state === "not-required"
+        ? { state: GsoStorage_State.NOT_REQUIRED }
+        : {
+            state: r.gso.state === "stored" ? GsoStorage_State.STORED : GsoStorage_State.SPOOLED,
+            folder: r.gso.folder,
+            messageId: r.gso.messageId,
+          },
+  });
+}
+
+async function observeSession(pf: ParticipatingFunction, req: ObserveSessionRequest): Promise<ObserveSessionResponse> {
+  return create(ObserveSessionResponseSchema, await pf.observe(envelope(req.message)));
+}
+
+/** One Decide request -> its response: the unary RPC's answer, or what it would have failed with. */
+async function decide(pf: ParticipatingFunction, log: Logger, req: DecideRequest): Promise<DecideResponse> {
+  const { id, request } = req;
+  try {
+    switch (request.case) {
+      case "handleBye":
+        return create(DecideResponseSchema, { id, response: { case: "handleBye", value: await handleBye(pf, request.value) } });
+      case "observeSession":
+        return create(DecideResponseSchema, { id, response: { case: "observeSession", value: await observeSession(pf, request.value) } });
+      default:
+        throw new CpmError("CPM_ERR_BAD_REQUEST", "Decide request carries no known request");
+    }
+  } catch (err) {
+    const e = refused(log, `Decide/${request.case ?? "none"}`, err);
+    return create(DecideResponseSchema, {
+      id,
+      response: { case: "error", value: { grpcCode: e.grpcStatus, code: e.code, message: e.message, sipStatus: e.sipStatus } },
+    });
+  }
+}
+
 export function participatingFunctionHandlers(pf: ParticipatingFunction, log: Logger): UntypedServiceImplementation {
   return {
-    handleBye: unary(log, "HandleBye", async (req: HandleByeRequest) => {
-      const r = await pf.handleBye(envelope(req.bye));
-      return create(HandleByeResponseSchema, {
-        mode: r.mode === "b2bua" ? Mode.B2BUA : Mode.PROXY,
-        side: r.side === "network" ? Side.NETWORK : Side.CLIENT,
-        cause: r.side === "network" ? CAUSE[r.cause] : ByeCause.UNSPECIFIED,
-        reasonCause: r.reasonCause,
-        clientReason: r.clientReason,
-        waitForClients: true,
-        sessionKey: r.sessionKey,
-        notes: r.notes,
-        gso:
-          r.gso.state === "not-required"
-            ? { state: GsoStorage_State.NOT_REQUIRED }
-            : {
-                state: r.gso.state === "stored" ? GsoStorage_State.STORED : GsoStorage_State.SPOOLED,
-                folder: r.gso.folder,
-                messageId: r.gso.messageId,
-              },
+    // Requests are decided concurrently; each response goes out when ready
+    // (matched by id). A request that fails gets a DecideError; only a
+    // transport error ends the stream.
+    decide: (call: ServerDuplexStream<DecideRequest, DecideResponse>) => {
+      call.on("data", (req: DecideRequest) => {
+        void decide(pf, log, req).then((res) => {
+          if (!call.writableEnded && !call.destroyed) call.write(res);
+        });
       });
-    }),
-    observeSession: unary(log, "ObserveSession", async (req: ObserveSessionRequest) => {
-      const r = await pf.observe(envelope(req.message));
-      return create(ObserveSessionResponseSchema, r);
-    }),
+      call.on("end", () => call.end());
+      call.on("error", (err) => log.warn("Decide stream failed", { reason: String(err) }));
+    },
+    handleBye: unary(log, "HandleBye", (req: HandleByeRequest) => handleBye(pf, req)),
+    observeSession: unary(log, "ObserveSession", (req: ObserveSessionRequest) => observeSession(pf, req)),
     anchorMedia: unary(log, "AnchorMedia", async (req: AnchorMediaRequest) => {
       const r = await pf.anchorMedia(envelope(req.invite));
       return create(AnchorMediaResponseSchema, {

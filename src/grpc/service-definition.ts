@@ -22,13 +22,16 @@ function codec<D extends DescMessage>(schema: D) {
 export function grpcServiceDefinition(service: DescService): ServiceDefinition {
   const def: Record<string, MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
-    if (method.methodKind !== "unary") throw new Error(`only unary methods are bridged: ${method.name}`);
+    if (method.methodKind !== "unary" && method.methodKind !== "bidi_streaming") {
+      throw new Error(`only unary and bidi-streaming methods are bridged: ${method.name}`);
+    }
+    const streaming = method.methodKind === "bidi_streaming";
     const req = codec(method.input);
     const res = codec(method.output);
     def[method.localName] = {
       path: `/${service.typeName}/${method.name}`,
-      requestStream: false,
-      responseStream: false,
+      requestStream: streaming,
+      responseStream: streaming,
       requestSerialize: req.serialize as (v: unknown) => Buffer,
       requestDeserialize: req.deserialize,
       responseSerialize: res.serialize as (v: unknown) => Buffer,

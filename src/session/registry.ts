@@ -1,50 +1,61 @@
 // The sidecar's session table. In memory: one GroupSession per Call-ID.
-// On disk (session.stateDir): one JSON file per session, written behind the
-// change in order per session (temp file, rename: atomic, survives a sidecar
-// crash; no fsync, so a machine crash can lose the last changes), read back at
-// start-up, so the participant list needed for a GSO survives a restart. Sessions idle
-// longer than session.idleTtlMs are forgotten, and a session is removed when
-// its BYE has completed (8.3.2.3 2.f).
-import { createHash } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
+// On disk (session.stateDir): an append-only journal, `sessions.jsonl`, one
+// JSON record per line ({"op":"put","s":{...}} or {"op":"del","key":"..."}).
+// Changes are appended behind the in-memory update, batched: every change
+// queued while a write is in flight goes out in the next single write (group
+// commit), in order. No fsync: a machine crash can lose the last changes; a
+// sidecar crash loses nothing that put()/remove() resolved. At start-up the
+// journal is replayed (a torn last line is skipped and logged), and rewritten
+// as a snapshot of the live sessions (temp file + rename: atomic); the same
+// compaction runs when the journal holds more than twice as many records as
+// live sessions. Sessions idle longer than session.idleTtlMs are forgotten,
+// and a session is removed when its BYE has completed (8.3.2.3 2.f).
+//
+// Before the journal, each session had its own `<hash>.json` file: load()
+// still reads those, folds them into the journal and deletes them.
+import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../log/logger.js";
 import type { GroupSession } from "./group-session.js";
 
-function fileName(key: string): string {
-  // Call-IDs may hold any character; the file name is a hash of the key.
-  return `${createHash("sha256").update(key).digest("hex").slice(0, 40)}.json`;
+export const JOURNAL_FILE = "sessions.jsonl";
+/** Below this many records the journal is never compacted. */
+const COMPACT_MIN_RECORDS = 1024;
+
+type JournalRecord = { op: "put"; s: GroupSession } | { op: "del"; key: string };
+
+function isSession(s: unknown): s is GroupSession {
+  const v = s as GroupSession | null;
+  return typeof v === "object" && v !== null && typeof v.key === "string" && Array.isArray(v.participants);
 }
 
 export class SessionRegistry {
   private readonly sessions = new Map<string, GroupSession>();
-  /** Per-key write chains: persistence of one session is strictly ordered. */
-  private readonly writes = new Map<string, Promise<void>>();
+  private readonly journal: string;
+  private fh: FileHandle | undefined;
+  /** Lines in the journal file (compaction trigger). */
+  private records = 0;
+  /** Encoded records not written yet, and who waits for them. */
+  private pending: string[] = [];
+  private waiters: (() => void)[] = [];
+  private writing: Promise<void> | undefined;
 
   constructor(
     private readonly dir: string,
     private readonly idleTtlMs: number,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.journal = join(dir, JOURNAL_FILE);
+  }
 
   async load(): Promise<number> {
     await mkdir(this.dir, { recursive: true });
+    const legacy = await this.loadLegacyFiles();
+    await this.replayJournal();
     const now = Date.now();
-    for (const name of await readdir(this.dir)) {
-      if (!name.endsWith(".json")) continue;
-      const path = join(this.dir, name);
-      try {
-        const s = JSON.parse(await readFile(path, "utf8")) as GroupSession;
-        if (typeof s.key !== "string" || !Array.isArray(s.participants)) throw new Error("not a session record");
-        if (now - s.updatedAt > this.idleTtlMs) {
-          await unlink(path);
-          continue;
-        }
-        this.sessions.set(s.key, s);
-      } catch (err) {
-        this.log.warn("session state file skipped", { file: name, reason: String(err) });
-      }
-    }
+    for (const s of this.sessions.values()) if (now - s.updatedAt > this.idleTtlMs) this.sessions.delete(s.key);
+    await this.compact();
+    await Promise.all(legacy.map((f) => unlink(join(this.dir, f)).catch(() => undefined)));
     return this.sessions.size;
   }
 
@@ -56,22 +67,27 @@ export class SessionRegistry {
     return this.sessions.size;
   }
 
-  /** Replaces a session and persists it; resolves when it is on disk. */
+  /** Replaces a session and persists it; resolves when it is written. */
   put(session: GroupSession): Promise<void> {
     this.sessions.set(session.key, session);
-    return this.chain(session.key, () => this.writeFile(session));
+    return this.append({ op: "put", s: session });
   }
 
   remove(key: string): Promise<void> {
     if (!this.sessions.delete(key)) return Promise.resolve();
-    return this.chain(key, async () => {
-      await unlink(join(this.dir, fileName(key))).catch(() => undefined);
-    });
+    return this.append({ op: "del", key });
   }
 
-  /** Resolves when every pending write has reached the file system. */
+  /** Resolves when every change made so far is written. */
   async flush(): Promise<void> {
-    while (this.writes.size > 0) await Promise.all([...this.writes.values()]);
+    while (this.writing) await this.writing;
+  }
+
+  /** Writes what is pending and closes the journal (shutdown). */
+  async close(): Promise<void> {
+    await this.flush();
+    await this.fh?.close();
+    this.fh = undefined;
   }
 
   /** Drops sessions idle for longer than the TTL; returns how many. */
@@ -81,27 +97,81 @@ export class SessionRegistry {
     return stale.length;
   }
 
-  private chain(key: string, job: () => Promise<void>): Promise<void> {
-    const prev = this.writes.get(key) ?? Promise.resolve();
-    const next = prev.then(job, job).catch((err) => {
-      this.log.error("session state write failed", { callId: key, reason: String(err) });
+  private append(record: JournalRecord): Promise<void> {
+    this.pending.push(`${JSON.stringify(record)}\n`);
+    return new Promise((resolve) => {
+      this.waiters.push(resolve);
+      this.writing ??= this.drain();
     });
-    this.writes.set(key, next);
-    void next.then(() => {
-      if (this.writes.get(key) === next) this.writes.delete(key);
-    });
-    return next;
   }
 
-  private async writeFile(session: GroupSession): Promise<void> {
-    const path = join(this.dir, fileName(session.key));
-    const tmp = `${path}.tmp`;
-    const fh = await open(tmp, "w");
-    try {
-      await fh.writeFile(JSON.stringify(session));
-    } finally {
-      await fh.close();
+  /** Group commit: one write per batch of queued records, batches in order. */
+  private async drain(): Promise<void> {
+    while (this.pending.length > 0) {
+      const batch = this.pending;
+      const waiters = this.waiters;
+      this.pending = [];
+      this.waiters = [];
+      try {
+        this.fh ??= await open(this.journal, "a");
+        await this.fh.write(batch.join(""));
+        this.records += batch.length;
+        if (this.records > COMPACT_MIN_RECORDS && this.records > 2 * this.sessions.size) await this.compact();
+      } catch (err) {
+        this.log.error("session state write failed", { records: batch.length, reason: String(err) });
+      }
+      for (const w of waiters) w();
     }
-    await rename(tmp, path);
+    this.writing = undefined;
+  }
+
+  /** Rewrites the journal as one put per live session (temp file + rename). */
+  private async compact(): Promise<void> {
+    const tmp = `${this.journal}.tmp`;
+    const lines = [...this.sessions.values()].map((s) => `${JSON.stringify({ op: "put", s })}\n`);
+    await writeFile(tmp, lines.join(""));
+    await this.fh?.close();
+    this.fh = undefined;
+    await rename(tmp, this.journal);
+    this.records = lines.length;
+  }
+
+  private async replayJournal(): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(this.journal, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    const lines = text.split("\n");
+    lines.forEach((line, i) => {
+      if (!line) return;
+      try {
+        const r = JSON.parse(line) as JournalRecord;
+        if (r.op === "put" && isSession(r.s)) this.sessions.set(r.s.key, r.s);
+        else if (r.op === "del" && typeof r.key === "string") this.sessions.delete(r.key);
+        else throw new Error("not a session record");
+      } catch (err) {
+        // a torn last line after a crash, or a damaged record: skip it, keep the rest
+        this.log.warn("session journal record skipped", { line: i + 1, reason: String(err) });
+      }
+    });
+  }
+
+  /** Per-session files written before the journal existed; returns those read (a damaged one stays). */
+  private async loadLegacyFiles(): Promise<string[]> {
+    const read: string[] = [];
+    for (const name of (await readdir(this.dir)).filter((n) => n.endsWith(".json"))) {
+      try {
+        const s: unknown = JSON.parse(await readFile(join(this.dir, name), "utf8"));
+        if (!isSession(s)) throw new Error("not a session record");
+        this.sessions.set(s.key, s);
+        read.push(name);
+      } catch (err) {
+        this.log.warn("session state file skipped", { file: name, reason: String(err) });
+      }
+    }
+    return read;
   }
 }

@@ -2,13 +2,18 @@
 // server (in this test process) instead of the real sidecar, so that the
 // bridge can be shown to: hand over exactly what Kamailio received, act on
 // every answer field it uses, sanitise what goes into SIP, and never block a
-// SIP worker while the sidecar is slow (SHAPE-1, 8.3.2.3 BYE-B7/B9).
+// SIP worker while the sidecar is slow (SHAPE-1, 8.3.2.3 BYE-B7/B9). Twice:
+// decisions over the Decide stream, and over unary calls (a sidecar without
+// Decide answers UNIMPLEMENTED and the bridge falls back).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } from "@grpc/grpc-js";
+import { Server, ServerCredentials, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData } from "@grpc/grpc-js";
 import {
   ByeCause,
+  type DecideRequest,
+  type DecideResponse,
+  DecideResponseSchema,
   GsoStorage_State,
   type HandleByeRequest,
   type HandleByeResponse,
@@ -39,9 +44,13 @@ interface Script {
   byes: { req: HandleByeRequest; at: number }[];
   observed: { req: ObserveSessionRequest; at: number }[];
   reports: { req: ReportByeOutcomeRequest; at: number }[];
+  /** Decide streams opened by Kamailio. */
+  streams: number;
 }
 
-async function startScriptedSidecar(script: Script): Promise<{ target: string; stop(): Promise<void> }> {
+type Transport = "stream" | "unary";
+
+async function startScriptedSidecar(script: Script, transport: Transport): Promise<{ target: string; stop(): Promise<void> }> {
   const server = new Server();
   const unary =
     <Req, Res>(fn: (req: Req) => Promise<Res>) =>
@@ -50,27 +59,44 @@ async function startScriptedSidecar(script: Script): Promise<{ target: string; s
         (r) => cb(null, r),
         (e: Error) => cb(e),
       );
+  const handleBye = async (req: HandleByeRequest): Promise<HandleByeResponse> => {
+    script.byes.push({ req, at: Date.now() });
+    await sleep(script.byeDelayMs);
+    const callId = /^Call-ID:\s*(\S+)/im.exec(text(req.bye?.raw ?? new Uint8Array()))?.[1] ?? "";
+    return create(HandleByeResponseSchema, {
+      mode: Mode.B2BUA,
+      side: Side.NETWORK,
+      cause: ByeCause.TERMINATED,
+      reasonCause: 410,
+      clientReason: script.clientReason,
+      waitForClients: true,
+      gso: { state: GsoStorage_State.STORED, folder: "Default/c/k", messageId: "m@x" },
+      sessionKey: `key-${callId}`,
+      notes: ["scripted"],
+    });
+  };
+  const observeSession = async (req: ObserveSessionRequest) => {
+    script.observed.push({ req, at: Date.now() });
+    return create(ObserveSessionResponseSchema, { updated: true, sessionKey: "k", participantCount: 3 });
+  };
+  // Without a decide handler grpc-js answers UNIMPLEMENTED: the bridge's fallback to unary calls.
+  const decide = (call: ServerDuplexStream<DecideRequest, DecideResponse>) => {
+    script.streams++;
+    call.on("data", async (req: DecideRequest) => {
+      const r = req.request;
+      if (r.case === "handleBye")
+        call.write(create(DecideResponseSchema, { id: req.id, response: { case: "handleBye", value: await handleBye(r.value) } }));
+      else if (r.case === "observeSession")
+        call.write(
+          create(DecideResponseSchema, { id: req.id, response: { case: "observeSession", value: await observeSession(r.value) } }),
+        );
+    });
+    call.on("end", () => call.end());
+  };
   server.addService(grpcServiceDefinition(ParticipatingFunctionService), {
-    handleBye: unary(async (req: HandleByeRequest): Promise<HandleByeResponse> => {
-      script.byes.push({ req, at: Date.now() });
-      await sleep(script.byeDelayMs);
-      const callId = /^Call-ID:\s*(\S+)/im.exec(text(req.bye?.raw ?? new Uint8Array()))?.[1] ?? "";
-      return create(HandleByeResponseSchema, {
-        mode: Mode.B2BUA,
-        side: Side.NETWORK,
-        cause: ByeCause.TERMINATED,
-        reasonCause: 410,
-        clientReason: script.clientReason,
-        waitForClients: true,
-        gso: { state: GsoStorage_State.STORED, folder: "Default/c/k", messageId: "m@x" },
-        sessionKey: `key-${callId}`,
-        notes: ["scripted"],
-      });
-    }),
-    observeSession: unary(async (req: ObserveSessionRequest) => {
-      script.observed.push({ req, at: Date.now() });
-      return create(ObserveSessionResponseSchema, { updated: true, sessionKey: "k", participantCount: 3 });
-    }),
+    ...(transport === "stream" ? { decide } : {}),
+    handleBye: unary(handleBye),
+    observeSession: unary(observeSession),
     reportByeOutcome: unary(async (req: ReportByeOutcomeRequest) => {
       await sleep(script.reportDelayMs);
       script.reports.push({ req, at: Date.now() });
@@ -96,107 +122,113 @@ async function startScriptedSidecar(script: Script): Promise<{ target: string; s
 
 const call = groupChatCall;
 
-describe("Kamailio bridge (cpm-pf.cfg + cpm_pf_bridge.py) against a scripted sidecar", () => {
-  const script: Script = { byeDelayMs: 0, reportDelayMs: 0, clientReason: "", byes: [], observed: [], reports: [] };
-  let sidecar: { target: string; stop(): Promise<void> } | undefined;
-  let kamailio: KamailioInstance | undefined;
+for (const transport of ["stream", "unary"] as const)
+  describe(`Kamailio bridge (cpm-pf.cfg + cpm_pf_bridge.py) against a scripted sidecar, decisions over ${transport === "stream" ? "the Decide stream" : "unary calls (no Decide)"}`, () => {
+    const script: Script = { byeDelayMs: 0, reportDelayMs: 0, clientReason: "", byes: [], observed: [], reports: [], streams: 0 };
+    let sidecar: { target: string; stop(): Promise<void> } | undefined;
+    let kamailio: KamailioInstance | undefined;
 
-  before(async () => {
-    sidecar = await startScriptedSidecar(script);
-    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: 1000 });
-  });
-  after(async () => {
-    await kamailio?.stop();
-    await sidecar?.stop();
-  });
-
-  test("SHAPE-1: the sidecar gets the INVITE and the BYE as received (a non-focus 2xx is not sent) ($mb, $si:$sp, $pr); the session key comes back in ReportByeOutcome", async () => {
-    Object.assign(script, {
-      byeDelayMs: 0,
-      reportDelayMs: 0,
-      clientReason: 'SIP;cause=410;text="Gone"',
-      byes: [],
-      observed: [],
-      reports: [],
+    before(async () => {
+      sidecar = await startScriptedSidecar(script, transport);
+      kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: 1000 });
     });
-    const c = await call(kamailio as KamailioInstance, ['Reason: SIP;cause=410;text="Gone"']);
-    const callId = header(c.cfBye, "call-id") as string;
-
-    const invite = script.observed.find((o) => text(o.req.message?.raw ?? new Uint8Array()).startsWith("INVITE "));
-    assert.ok(invite, "INVITE observed");
-    assert.equal(invite.req.message?.source, `127.0.0.1:${c.cfPort}`);
-    assert.equal(invite.req.message?.transport, "udp");
-    assert.match(text(invite.req.message?.raw ?? new Uint8Array()), /application\/resource-lists\+xml[\s\S]*tel:\+16135551212/);
-    // The client's 2xx carries no `isfocus` Contact: nothing new for the PF,
-    // so it is not sent (only a focus's 2xx is, RFC 4579 3.4).
-    await new Promise((r) => setTimeout(r, 200));
-    assert.ok(
-      !script.observed.some((o) => text(o.req.message?.raw ?? new Uint8Array()).startsWith("SIP/2.0 200 OK")),
-      "non-focus 2xx not observed",
-    );
-
-    assert.equal(script.byes.length, 1);
-    const bye = script.byes[0]?.req.bye;
-    assert.equal(bye?.source, `127.0.0.1:${c.cfPort}`);
-    assert.equal(bye?.transport, "udp");
-    const raw = text(bye?.raw ?? new Uint8Array());
-    assert.match(raw, /^BYE sip:/);
-    assert.match(raw, /^Reason: SIP;cause=410;text="Gone"\r$/m);
-    assert.match(raw, new RegExp(`^Call-ID: ${callId.replace(/\./g, "\\.")}\\r$`, "m"));
-
-    await waitFor(() => script.reports.length === 1, 2000, 20, "ReportByeOutcome");
-    assert.equal(script.reports[0]?.req.sessionKey, `key-${callId}`);
-    assert.equal(script.reports[0]?.req.statusCode, 200);
-    assert.equal(script.reports[0]?.req.mode, Mode.B2BUA);
-  });
-
-  test("BYE-B7: client_reason replaces every Reason of the BYE; CR/LF in it cannot inject a header", async () => {
-    Object.assign(script, { clientReason: 'SIP;cause=410;text="Gone"\r\nX-Injected: 1', byes: [], observed: [], reports: [] });
-    const c = await call(kamailio as KamailioInstance, ["Reason: SIP;cause=410", 'Reason: Q.850;cause=16;text="Normal"']);
-    assert.deepEqual(c.clientBye.headers.get("reason"), ['SIP;cause=410;text="Gone" X-Injected: 1']);
-    assert.equal(c.clientBye.headers.get("x-injected"), undefined);
-  });
-
-  test("SHAPE-1 BYE-B9: a slow sidecar never blocks a SIP worker; the CF's 200 OK does not wait for ReportByeOutcome", async (t) => {
-    Object.assign(script, {
-      byeDelayMs: 150,
-      reportDelayMs: 1000,
-      clientReason: "SIP;cause=200",
-      byes: [],
-      observed: [],
-      reports: [],
+    after(async () => {
+      await kamailio?.stop();
+      await sidecar?.stop();
     });
-    const k = kamailio as KamailioInstance;
-    // OPTIONS to Kamailio every 10 ms while the call runs (4 SIP workers)
-    const latencies: number[] = [];
-    let probing = true;
-    const prober = (async () => {
-      while (probing) {
-        const t0 = performance.now();
-        const answer = await sipOptions(k.sipPort, 1000);
-        assert.ok(answer.startsWith("SIP/2.0 200"), "OPTIONS answered");
-        latencies.push(performance.now() - t0);
-        await sleep(10);
-      }
-    })();
-    const c = await call(k, []);
-    await waitFor(() => script.reports.length === 1, 3000, 20, "ReportByeOutcome");
-    probing = false;
-    await prober;
 
-    latencies.sort((a, b) => a - b);
-    const max = latencies[latencies.length - 1] ?? Number.NaN;
-    const held = c.clientBye.time - c.cfBye.time;
-    const total = c.cf200.time - c.cfBye.time;
-    t.diagnostic(
-      `OPTIONS during the call: n=${latencies.length} p50=${latencies[latencies.length >> 1]?.toFixed(2)} ms max=${max.toFixed(2)} ms; ` +
-        `BYE held ${held.toFixed(1)} ms (HandleBye 150 ms); CF 200 after ${total.toFixed(1)} ms; ReportByeOutcome took 1000 ms`,
-    );
-    assert.ok(latencies.length > 20);
-    assert.ok(max < 50, `an OPTIONS waited ${max} ms`);
-    assert.ok(held >= 140, "the BYE waited for the decision");
-    // client pause 300 ms + decision 150 ms; the 1000 ms report is not in the path
-    assert.ok(total < 150 + 300 + 200, `CF waited ${total} ms`);
-    assert.ok((script.reports[0]?.at ?? 0) - c.cf200.time > 500, "the report finished long after the CF had its 200 OK");
+    test("SHAPE-1: the sidecar gets the INVITE and the BYE as received (a non-focus 2xx is not sent) ($mb, $si:$sp, $pr); the session key comes back in ReportByeOutcome", async () => {
+      Object.assign(script, {
+        byeDelayMs: 0,
+        reportDelayMs: 0,
+        clientReason: 'SIP;cause=410;text="Gone"',
+        byes: [],
+        observed: [],
+        reports: [],
+      });
+      const c = await call(kamailio as KamailioInstance, ['Reason: SIP;cause=410;text="Gone"']);
+      const callId = header(c.cfBye, "call-id") as string;
+
+      const invite = script.observed.find((o) => text(o.req.message?.raw ?? new Uint8Array()).startsWith("INVITE "));
+      assert.ok(invite, "INVITE observed");
+      assert.equal(invite.req.message?.source, `127.0.0.1:${c.cfPort}`);
+      assert.equal(invite.req.message?.transport, "udp");
+      assert.match(text(invite.req.message?.raw ?? new Uint8Array()), /application\/resource-lists\+xml[\s\S]*tel:\+16135551212/);
+      // The client's 2xx carries no `isfocus` Contact: nothing new for the PF,
+      // so it is not sent (only a focus's 2xx is, RFC 4579 3.4).
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(
+        !script.observed.some((o) => text(o.req.message?.raw ?? new Uint8Array()).startsWith("SIP/2.0 200 OK")),
+        "non-focus 2xx not observed",
+      );
+
+      assert.equal(script.byes.length, 1);
+      const bye = script.byes[0]?.req.bye;
+      assert.equal(bye?.source, `127.0.0.1:${c.cfPort}`);
+      assert.equal(bye?.transport, "udp");
+      const raw = text(bye?.raw ?? new Uint8Array());
+      assert.match(raw, /^BYE sip:/);
+      assert.match(raw, /^Reason: SIP;cause=410;text="Gone"\r$/m);
+      assert.match(raw, new RegExp(`^Call-ID: ${callId.replace(/\./g, "\\.")}\\r$`, "m"));
+
+      await waitFor(() => script.reports.length === 1, 2000, 20, "ReportByeOutcome");
+      assert.equal(script.reports[0]?.req.sessionKey, `key-${callId}`);
+      assert.equal(script.reports[0]?.req.statusCode, 200);
+      assert.equal(script.reports[0]?.req.mode, Mode.B2BUA);
+    });
+
+    test("BYE-B7: client_reason replaces every Reason of the BYE; CR/LF in it cannot inject a header", async () => {
+      Object.assign(script, { clientReason: 'SIP;cause=410;text="Gone"\r\nX-Injected: 1', byes: [], observed: [], reports: [] });
+      const c = await call(kamailio as KamailioInstance, ["Reason: SIP;cause=410", 'Reason: Q.850;cause=16;text="Normal"']);
+      assert.deepEqual(c.clientBye.headers.get("reason"), ['SIP;cause=410;text="Gone" X-Injected: 1']);
+      assert.equal(c.clientBye.headers.get("x-injected"), undefined);
+    });
+
+    test("SHAPE-1 BYE-B9: a slow sidecar never blocks a SIP worker; the CF's 200 OK does not wait for ReportByeOutcome", async (t) => {
+      Object.assign(script, {
+        byeDelayMs: 150,
+        reportDelayMs: 1000,
+        clientReason: "SIP;cause=200",
+        byes: [],
+        observed: [],
+        reports: [],
+      });
+      const k = kamailio as KamailioInstance;
+      // OPTIONS to Kamailio every 10 ms while the call runs (4 SIP workers)
+      const latencies: number[] = [];
+      let probing = true;
+      const prober = (async () => {
+        while (probing) {
+          const t0 = performance.now();
+          const answer = await sipOptions(k.sipPort, 1000);
+          assert.ok(answer.startsWith("SIP/2.0 200"), "OPTIONS answered");
+          latencies.push(performance.now() - t0);
+          await sleep(10);
+        }
+      })();
+      const c = await call(k, []);
+      await waitFor(() => script.reports.length === 1, 3000, 20, "ReportByeOutcome");
+      probing = false;
+      await prober;
+
+      latencies.sort((a, b) => a - b);
+      const max = latencies[latencies.length - 1] ?? Number.NaN;
+      const held = c.clientBye.time - c.cfBye.time;
+      const total = c.cf200.time - c.cfBye.time;
+      t.diagnostic(
+        `OPTIONS during the call: n=${latencies.length} p50=${latencies[latencies.length >> 1]?.toFixed(2)} ms max=${max.toFixed(2)} ms; ` +
+          `BYE held ${held.toFixed(1)} ms (HandleBye 150 ms); CF 200 after ${total.toFixed(1)} ms; ReportByeOutcome took 1000 ms`,
+      );
+      assert.ok(latencies.length > 20);
+      assert.ok(max < 50, `an OPTIONS waited ${max} ms`);
+      assert.ok(held >= 140, "the BYE waited for the decision");
+      // client pause 300 ms + decision 150 ms; the 1000 ms report is not in the path
+      assert.ok(total < 150 + 300 + 200, `CF waited ${total} ms`);
+      assert.ok((script.reports[0]?.at ?? 0) - c.cf200.time > 500, "the report finished long after the CF had its 200 OK");
+    });
+
+    test("SHAPE-1: the decisions went over the transport under test", () => {
+      if (transport === "stream") assert.ok(script.streams >= 1, "Kamailio opened a Decide stream");
+      else assert.equal(script.streams, 0);
+    });
   });
-});

@@ -14,12 +14,14 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
+import { defaults } from "../../src/config/config.js";
+import { newSessionId, newTransactionId } from "../../src/msrp/ids.js";
 import { chatCpim, imdnCpim } from "../fixtures/cpim.js";
 import { anchoredChatCall, msrpMedia } from "../harness/anchored-chat.js";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
 import { folderMessages, storeEnv } from "../harness/group-chat.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
-import { MsrpPeer } from "../harness/msrp-peer.js";
+import { MsrpPeer, RawMsrpSocket } from "../harness/msrp-peer.js";
 import { freePort } from "../harness/ports.js";
 import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
 import { startSipp } from "../harness/sipp.js";
@@ -254,12 +256,23 @@ function logged(sc: SidecarInstance, msg: string, callId: string): Record<string
 
 const text = (b: Buffer) => b.toString("utf8");
 
+/** A SEND frame written by hand (RFC 4975 7.1): start line, header lines as given, optional body, end-line with `$`. */
+function sendFrame(tid: string, headers: string[], body?: Buffer | string, endLine = `-------${tid}$`): Buffer {
+  const head = Buffer.from([`MSRP ${tid} SEND`, ...headers].join("\r\n"));
+  if (body === undefined) return Buffer.concat([head, Buffer.from(`\r\n${endLine}\r\n`)]);
+  return Buffer.concat([head, Buffer.from("\r\n\r\n"), Buffer.from(body), Buffer.from(`\r\n${endLine}\r\n`)]);
+}
+
+/** The body of a stored RFC 5322 object (after the header block). */
+const objectBody = (source: string) => source.slice(source.indexOf("\r\n\r\n") + 4);
+
 describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Dovecot, MSRP peers)", () => {
   let dovecot: DovecotInstance | undefined;
   let sidecar: SidecarInstance | undefined;
   let kamailio: KamailioInstance | undefined;
   let mediaPort = 0;
   const peers: MsrpPeer[] = [];
+  const raws: RawMsrpSocket[] = [];
 
   before(async () => {
     dovecot = await startDovecot();
@@ -276,6 +289,7 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
   });
   after(async () => {
     for (const p of peers) await p.close().catch(() => {});
+    for (const r of raws) r.destroy();
     await kamailio?.stop();
     await sidecar?.stop();
     await dovecot?.stop();
@@ -285,6 +299,13 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
     const p = await MsrpPeer.start();
     peers.push(p);
     return p;
+  }
+
+  /** A client on its own bare TCP connection to the sidecar's MSRP listener (hand-written frames, malformed ones included). */
+  async function rawClient(): Promise<RawMsrpSocket> {
+    const r = await RawMsrpSocket.connect(mediaPort);
+    raws.push(r);
+    return r;
   }
 
   test("MEDIA-ANCHOR MEDIA-RELAY DEFERRED BYE-B8 BYE-B10: CF messages reach the client in order, go to the deferred folder in order while the client is gone, the session is recorded and its media released", async (t) => {
@@ -453,5 +474,177 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
     assert.equal(cf.received.length, 1, "the race messages were discarded, never relayed to the CF");
     assert.ok(logged(sc, "MSRP media released", call.callId), "BYE-B10: MSRP media released");
     await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+  });
+
+  test("MEDIA-RELAY DEFERRED: a malformed frame from the client gets 400 / 413 (or, when framing is lost, its connection closed); the session keeps relaying, the sidecar logs why, and the deferred folder stays intact", async () => {
+    const k = kamailio as KamailioInstance;
+    const sc = sidecar as SidecarInstance;
+    const d = dovecot as DovecotInstance;
+    // part 2's sidecar runs the media defaults: 16 KiB header block, 256 KiB chunk body
+    const { maxHeaderBytes, maxChunkBytes } = defaults.media;
+    const cf = await peer();
+    // the client answers a=setup:active and connects itself: its listener is never used
+    const clientSessionId = newSessionId();
+    const clientPath = `msrp://127.0.0.1:${await freePort()}/${clientSessionId};tcp`;
+    const marker = `body-${newSessionId()}`; // in every malformed frame's body: must never reach a log or a peer
+    const call = await anchoredChatCall(k, {
+      cfMsrpPath: cf.path,
+      cfSetup: "active",
+      clientMsrpPath: clientPath,
+      during: async ({ callId, conversationId, contributionId, clientInvite, cf200 }) => {
+        await waitFor(() => logged(sc, "media answer anchored", callId), 5000, 20, "ReportMediaAnswer");
+        const pfClientPath = msrpMedia(clientInvite.body).path;
+        await cf.open(msrpMedia(cf200.body).path, "active");
+        const client = await rawClient();
+        const addressed = (extra: string[]) => [
+          `To-Path: ${pfClientPath}`,
+          `From-Path: ${clientPath}`,
+          `Message-ID: ${newSessionId()}`,
+          ...extra,
+        ];
+        /** Writes a frame on `on`; resolves with the response to it. */
+        const exchange = async (on: RawMsrpSocket, headers: string[], body?: Buffer | string) => {
+          const tid = newTransactionId();
+          on.write(sendFrame(tid, headers, body));
+          return { tid, res: await on.response(tid) };
+        };
+        const cpimHeaders = (b: Buffer) => [`Byte-Range: 1-${b.length}/${b.length}`, "Content-Type: message/cpim"];
+        const clientSends = async (b: Buffer) => (await exchange(client, addressed(cpimHeaders(b)), b)).res.code;
+        const toClient = () =>
+          client.requests.filter((r) => r.method === "SEND" && (r.body?.length ?? 0) > 0).map((r) => text(r.body as Buffer));
+        // the sidecar's log reaches the test over a pipe of its own: wait for the line, then check it
+        const logLine = (msg: string, tid: string) =>
+          waitFor(() => sc.logLines().find((l) => l.msg === msg && l.transactionId === tid), 5000, 20, `"${msg}" for ${tid}`);
+        const badFrame = (tid: string) => logLine("bad MSRP frame", tid);
+
+        // the client binds its session (RFC 4975 5.4 empty SEND); messages flow both ways
+        assert.equal((await exchange(client, addressed([]))).res.code, 200, "bind");
+        const down1 = chatCpim("to the client 1", "imdn-m1");
+        assert.equal((await cf.send(down1, "message/cpim")).code, 200);
+        await client.waitForRequests(1);
+        assert.deepEqual(toClient(), [text(down1)]);
+        const up1 = chatCpim("from the client 1", "imdn-m2", "tel:+16135551200");
+        assert.equal(await clientSends(up1), 200);
+        assert.equal(text((await cf.waitForMessages(1))[0]?.body as Buffer), text(up1));
+
+        // framing kept (the transaction-id is known): the frame is answered and skipped, the connection stays (RFC 4975 7.3 / 10)
+        // 1. header block over maxHeaderBytes -> 400 (request unintelligible; src/msrp: header-too-large)
+        const bigHead = await exchange(
+          client,
+          addressed([...cpimHeaders(Buffer.from(marker)), `X-Pad: ${"p".repeat(maxHeaderBytes)}`]),
+          marker,
+        );
+        assert.equal(bigHead.res.code, 400, "header block over the limit");
+        assert.equal(bigHead.res.toPath[0]?.sessionId, clientSessionId, "answered to the client's From-Path");
+        // 2. Byte-Range that does not parse -> 400
+        const badRange = await exchange(client, addressed(["Byte-Range: banana", "Content-Type: message/cpim"]), marker);
+        assert.equal(badRange.res.code, 400, "malformed Byte-Range");
+        // 3. no To-Path: a 400 cannot be addressed (its From-Path would be the To-Path), so there is none; the next frame is served
+        const noTo = newTransactionId();
+        client.write(
+          sendFrame(noTo, [`From-Path: ${clientPath}`, `Message-ID: ${newSessionId()}`, ...cpimHeaders(Buffer.from(marker))], marker),
+        );
+        // 4. chunk body over maxChunkBytes -> 413 (the receiver does not want this message)
+        const huge = Buffer.alloc(maxChunkBytes + 1, "h");
+        const bigBody = await exchange(client, addressed(cpimHeaders(huge)), huge);
+        assert.equal(bigBody.res.code, 413, "chunk body over the limit");
+        // same connection, same session: both directions still relay
+        const up2 = chatCpim("from the client 2", "imdn-m3", "tel:+16135551200");
+        assert.equal(await clientSends(up2), 200, "the client's next message after the malformed ones");
+        assert.equal(
+          client.responses.find((r) => r.transactionId === noTo),
+          undefined,
+          "no response to the frame without To-Path (responses come in order on the connection)",
+        );
+        assert.deepEqual(
+          (await cf.waitForMessages(2)).map((m) => text(m.body)),
+          [text(up1), text(up2)],
+          "the malformed frames never reached the CF",
+        );
+        const down2 = chatCpim("to the client 2", "imdn-m4");
+        assert.equal((await cf.send(down2, "message/cpim")).code, 200);
+        await client.waitForRequests(2);
+        assert.deepEqual(toClient(), [text(down1), text(down2)]);
+        // why, in the sidecar's log (no body)
+        assert.deepEqual(await badFrame(bigHead.tid).then((l) => [l.reason, l.limit, l.status]), [
+          "header-too-large",
+          "maxHeaderBytes",
+          400,
+        ]);
+        const rangeLine = await badFrame(badRange.tid);
+        assert.deepEqual([rangeLine.reason, rangeLine.status], ["header", 400]);
+        assert.match(String(rangeLine.detail), /Byte-Range/);
+        const noToLine = await badFrame(noTo);
+        assert.deepEqual([noToLine.reason, noToLine.status], ["header", 400]);
+        assert.match(String(noToLine.detail), /missing To-Path/);
+        assert.deepEqual(
+          await badFrame(bigBody.tid).then((l) => [l.reason, l.limit, l.status]),
+          ["body-too-large", "maxBodyBytes", 413], // maxBodyBytes: the parser's name for media.maxChunkBytes
+        );
+
+        // framing lost (an end-line with another transaction-id): no response, the PF closes that connection;
+        // the client leg is gone, the CF leg stays
+        const lost = newTransactionId();
+        client.write(sendFrame(lost, addressed([]), undefined, `-------${newTransactionId()}$`));
+        await client.closed;
+        assert.equal(
+          client.responses.find((r) => r.transactionId === lost),
+          undefined,
+          "no response once framing is lost",
+        );
+        const unparseable = await logLine("unparseable MSRP input, closing", lost);
+        assert.equal(unparseable.reason, "end-line", "logged with the reason");
+        const gone = await waitFor(
+          () => sc.logLines().find((l) => l.msg === "MSRP leg gone" && l.callId === callId && l.leg === "client"),
+          5000,
+          20,
+          "client leg gone",
+        );
+        assert.match(String(gone.reason), /end-line/);
+
+        // DEFERRED: what the CF sends now is stored, acknowledged once stored
+        const later = [1, 2, 3].map((i) => chatCpim(`deferred ${i}`, `imdn-d${i}`));
+        const stored = await Promise.all(later.map((b) => cf.send(b, "message/cpim")));
+        assert.deepEqual(
+          stored.map((r) => r.code),
+          [200, 200, 200],
+        );
+        const folder = `Deferred/${conversationId}/${contributionId}`;
+        const snapshot = await folderMessages(d, folder);
+        assert.deepEqual(snapshot.map(objectBody), later.map(text), "the CF's messages stored unchanged, in order");
+
+        // the client comes back on a new connection with malformed input: answered / closed as above, the store untouched
+        const again = await rawClient();
+        const bigHead2 = await exchange(
+          again,
+          addressed([...cpimHeaders(Buffer.from(marker)), `X-Pad: ${"p".repeat(maxHeaderBytes)}`]),
+          marker,
+        );
+        assert.equal(bigHead2.res.code, 400);
+        const lost2 = newTransactionId();
+        again.write(sendFrame(lost2, addressed([]), undefined, `-------${newTransactionId()}$`));
+        await again.closed;
+        assert.equal((await logLine("unparseable MSRP input, closing", lost2)).reason, "end-line");
+        assert.deepEqual(await folderMessages(d, folder), snapshot, "deferred objects intact: same count, byte-identical");
+        // the session still stores what the CF sends
+        const last = chatCpim("deferred 4", "imdn-d4");
+        assert.equal((await cf.send(last, "message/cpim")).code, 200);
+        const afterwards = await folderMessages(d, folder);
+        assert.deepEqual(afterwards.slice(0, snapshot.length), snapshot, "the earlier objects unchanged");
+        assert.deepEqual(afterwards.slice(snapshot.length).map(objectBody), [text(last)]);
+
+        assert.equal(sc.exited(), false, "the sidecar is alive");
+        assert.doesNotMatch(sc.logs(), new RegExp(marker), "no malformed body in the log");
+        assert.doesNotMatch(sc.logs(), /p{64}/, "no oversized header value in the log");
+        assert.deepEqual(toClient(), [text(down1), text(down2)], "nothing more reached the client");
+      },
+    });
+    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    assert.ok(logged(sc, "MSRP media released", call.callId), "MSRP media released");
+    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+    assert.equal(await k.stat("cpm_pf_anchor_failsafe"), 0);
+    assert.equal(await k.stat("cpm_pf_failsafe"), 0);
+    assert.doesNotMatch(k.logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);
+    assert.equal(sc.logLines().filter((l) => l.level === "error").length, 0, "no error in the sidecar log");
   });
 });

@@ -62,7 +62,9 @@ export async function startSidecar(env: Record<string, string> = {}, opts: Sidec
     ...env,
   };
 
-  const server = spawnServer(process.execPath, [entry], REPO_ROOT, childEnv);
+  // Node flags for the sidecar (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a bench run).
+  const nodeArgs = (process.env.SIDECAR_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const server = spawnServer(process.execPath, [...nodeArgs, entry], REPO_ROOT, childEnv);
   const { child } = server;
   const stopChild = server.stop;
 

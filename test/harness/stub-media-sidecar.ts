@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   log.info("sidecar ready", { port: server.port, stub: true, pid: process.pid });
   const stop = async () => {
     await server.shutdown();
-    await sessions.flush();
+    await sessions.close();
     await store.close();
     process.exit(0);
   };

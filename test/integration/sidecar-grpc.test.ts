@@ -49,7 +49,7 @@ async function startSidecar(): Promise<Sidecar> {
     stop: async () => {
       client.close();
       await server.shutdown();
-      await sessions.flush();
+      await sessions.close();
       await store.close();
     },
   };
@@ -144,6 +144,41 @@ test("bad input gets INVALID_ARGUMENT with a reason, and the sidecar keeps servi
     assert.equal(h.status, "SERVING");
     const ok = await sc.client.handleBye({ bye: { raw: bye([], { callId: "unknown@cf" }) } });
     assert.equal(ok.mode, Mode.PROXY);
+  } finally {
+    await sc.stop();
+  }
+});
+
+test("SHAPE-1: the Decide stream answers HandleBye / ObserveSession like the unary RPCs, each response by id, a bad request with a DecideError", async () => {
+  const sc = await startSidecar();
+  try {
+    const callId = "decide-1@cf";
+    const res = await sc.client.decide([
+      { id: 7n, request: { case: "observeSession", value: { message: { raw: inviteFromFocus({ callId }) } } } },
+      { id: 8n, request: { case: "handleBye", value: { bye: { raw: Buffer.from("\u0000garbage") } } } },
+      { id: 9n, request: { case: undefined } },
+    ]);
+    const byId = new Map(res.map((r) => [r.id, r.response]));
+    const observed = byId.get(7n);
+    assert.equal(observed?.case, "observeSession");
+    assert.equal(observed?.value.sessionKey, callId);
+    const bad = byId.get(8n);
+    assert.equal(bad?.case, "error");
+    assert.equal(bad?.value.grpcCode, status.INVALID_ARGUMENT);
+    assert.equal(bad?.value.code, "CPM_ERR_BAD_SIP");
+    const empty = byId.get(9n);
+    assert.equal(empty?.case, "error");
+    assert.equal(empty?.value.code, "CPM_ERR_BAD_REQUEST");
+    // the stream carried on after the errors: the observed session's BYE (cause 480 -> B2BUA, GSO)
+    const [decided] = await sc.client.decide([
+      { id: 1n, request: { case: "handleBye", value: { bye: { raw: bye(["Reason: SIP;cause=480"], { callId }) } } } },
+    ]);
+    assert.equal(decided?.response.case, "handleBye");
+    if (decided?.response.case === "handleBye") {
+      assert.equal(decided.response.value.mode, Mode.B2BUA);
+      assert.equal(decided.response.value.cause, ByeCause.INACTIVITY);
+      assert.equal(decided.response.value.gso?.state, GsoStorage_State.STORED);
+    }
   } finally {
     await sc.stop();
   }
