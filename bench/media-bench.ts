@@ -6,7 +6,9 @@
 //    being MsrpMediaPlane or a plain TCP pass-through (net.Socket pipe) of the
 //    same MSRP bytes between the same peers; rounds alternate, one run.
 //  - benchSessionRss: RSS of the relay process per idle anchored session
-//    (both legs connected and bound) at two session counts, after gc.
+//    (both legs connected and bound) at two session counts, after gc; by
+//    default as deployed: one connection per client, one relay-opened
+//    connection to the CF for all CF legs (RssConnections).
 // Run directly as `node --expose-gc dist/bench/media-bench.js relay-child` it
 // is the child.
 import { type ChildProcess, fork } from "node:child_process";
@@ -20,6 +22,7 @@ import type { GroupSessionRef } from "../src/media/ports.js";
 import { MsrpConnection } from "../src/msrp/connection.js";
 import { newSessionId } from "../src/msrp/ids.js";
 import { MsrpResources } from "../src/msrp/resources.js";
+import { createMsrpServer } from "../src/msrp/server.js";
 import { MsrpSession } from "../src/msrp/session.js";
 import { MsrpSessionTable } from "../src/msrp/session-table.js";
 import { type MsrpUri, parseMsrpPath, parseMsrpUri } from "../src/msrp/uri.js";
@@ -133,9 +136,9 @@ class Child {
     });
   }
 
-  static async start(): Promise<Child> {
+  static async start(v8Flags: string[] = []): Promise<Child> {
     const proc = fork(fileURLToPath(import.meta.url), ["relay-child"], {
-      execArgv: ["--expose-gc"],
+      execArgv: ["--expose-gc", ...v8Flags],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     const [first] = (await once(proc, "message")) as [{ result: { port: number } }];
@@ -274,9 +277,18 @@ export interface RssPoint {
   heapPerSessionBytes: number;
 }
 
+/**
+ * How the peers' sessions reach the relay:
+ * - realistic: each client connects by itself (one connection per client leg,
+ *   a=setup:active) while the CF offers a=setup:actpass, so the PF connects to
+ *   the CF and carries every CF leg over that one connection (RFC 4975 5.4 reuse);
+ * - per-leg: both peers connect, one connection per leg (2 per session);
+ * - shared: both peers connect and bind many sessions on 8 connections.
+ */
+export type RssConnections = "realistic" | "per-leg" | "shared";
+
 export interface SessionRssResult {
-  /** per-leg: one TCP connection per leg (2 per session); shared: the peers bind many sessions on a few connections (RFC 4975 5.4). */
-  connections: "per-leg" | "shared";
+  connections: RssConnections;
   gcExposed: boolean;
   /** Measured after a warm-up (the same number of sessions as the first point, anchored, bound and released). */
   baseRssBytes: number;
@@ -286,7 +298,7 @@ export interface SessionRssResult {
   marginalRssPerSessionBytes: number;
 }
 
-/** The peer side of many idle sessions: sessions bound to the relay over per-leg or a few shared connections. */
+/** The peer side of many idle sessions: sessions bound to the relay over per-leg, shared or realistic connections. */
 class BulkPeers {
   private readonly resources = new MsrpResources();
   private readonly logger = silentLogger();
@@ -295,34 +307,57 @@ class BulkPeers {
   private shared: MsrpConnection[] = [];
   private readonly sessions: MsrpSession[] = [];
   private readonly pfUri: MsrpUri;
+  /** realistic: the CF's listener, to which the relay connects (the CF's sessions wait in `table`). */
+  private cfServer: net.Server | undefined;
 
   constructor(
     private readonly child: Child,
-    private readonly connections: "per-leg" | "shared",
+    private readonly connections: RssConnections,
   ) {
     this.pfUri = parseMsrpUri(`msrp://127.0.0.1:${child.port}/x;tcp`);
   }
 
-  /** Anchors `n` sessions in the relay (both peers a=setup:active) and binds both legs of each. */
+  /** realistic: the CF peer listens; the relay opens its (one) connection here. */
+  async start(): Promise<void> {
+    if (this.connections !== "realistic") return;
+    const server = createMsrpServer({ table: this.table, logger: this.logger, resources: this.resources });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    this.cfServer = server;
+  }
+
+  async stop(): Promise<void> {
+    this.forget();
+    const server = this.cfServer;
+    this.cfServer = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Anchors `n` sessions in the relay and binds both legs of each. */
   async anchor(n: number): Promise<void> {
     const BATCH = 200;
+    const cfPort = this.cfServer ? (this.cfServer.address() as net.AddressInfo).port : 9;
     for (let done = 0; done < n; done += BATCH) {
       const size = Math.min(BATCH, n - done);
       const peers = Array.from({ length: size }, () => ({ key: `rss-${newSessionId()}`, cf: newSessionId(), client: newSessionId() }));
-      const path = (id: string) => `msrp://127.0.0.1:9/${id};tcp`;
-      const sdp = (id: string) =>
-        `v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\na=accept-types:message/cpim\r\na=path:${path(id)}\r\na=setup:active\r\n`;
+      const path = (id: string, port = 9) => `msrp://127.0.0.1:${port}/${id};tcp`;
+      const sdp = (p: string, setup: string) =>
+        `v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\na=accept-types:message/cpim\r\na=path:${p}\r\na=setup:${setup}\r\n`;
+      const realistic = this.connections === "realistic";
       const paths = await this.child.call<{ cfPath: string; clientPath: string }[]>({
         op: "anchor",
-        items: peers.map((p) => ({ key: p.key, cfOffer: sdp(p.cf) })),
+        items: peers.map((p) => ({ key: p.key, cfOffer: realistic ? sdp(path(p.cf, cfPort), "actpass") : sdp(path(p.cf), "active") })),
       });
-      await this.child.call({ op: "answer", items: peers.map((p) => ({ key: p.key, clientAnswer: sdp(p.client) })) });
       const binds: Promise<void>[] = [];
       for (const [i, p] of peers.entries()) {
         const pf = paths[i];
         if (!pf) throw new Error("bench: anchor reply too short");
-        binds.push(this.bind(path(p.cf), pf.cfPath), this.bind(path(p.client), pf.clientPath));
+        // realistic: the CF's session waits for the relay's bind (RFC 6135 passive), before the answer makes the relay connect.
+        if (realistic) this.table.add(this.session(path(p.cf, cfPort), pf.cfPath));
+        else binds.push(this.bind(path(p.cf), pf.cfPath));
       }
+      await this.child.call({ op: "answer", items: peers.map((p) => ({ key: p.key, clientAnswer: sdp(path(p.client), "active") })) });
+      for (const [i, p] of peers.entries()) binds.push(this.bind(path(p.client), (paths[i] as { clientPath: string }).clientPath));
       await Promise.all(binds);
     }
   }
@@ -334,7 +369,7 @@ class BulkPeers {
     this.shared = [];
   }
 
-  private async bind(local: string, remote: string): Promise<void> {
+  private session(local: string, remote: string): MsrpSession {
     const s = new MsrpSession({
       localUri: parseMsrpUri(local),
       remotePath: parseMsrpPath(remote),
@@ -342,6 +377,11 @@ class BulkPeers {
       resources: this.resources,
     });
     this.sessions.push(s);
+    return s;
+  }
+
+  private async bind(local: string, remote: string): Promise<void> {
+    const s = this.session(local, remote);
     let c: MsrpConnection;
     if (this.connections === "shared" && this.shared.length >= 8) c = this.shared[this.sessions.length % 8] as MsrpConnection;
     else {
@@ -360,17 +400,21 @@ class BulkPeers {
 
 /**
  * RSS of the relay process per idle anchored session, both legs bound, at each
- * of `counts` sessions (cumulative, ascending), after gc. "per-leg" needs 2
- * file descriptors per session on each side: keep counts under `ulimit -n` / 2.
+ * of `counts` sessions (cumulative, ascending), after gc. File descriptors per
+ * session on each side: 1 for "realistic" (10k sessions fit a 20k limit), 2 for
+ * "per-leg" (keep counts under `ulimit -n` / 2), about 0 for "shared".
  */
 export async function benchSessionRss(
   counts: number[] = [1000, 10_000],
-  connections: "per-leg" | "shared" = "shared",
+  connections: RssConnections = "realistic",
 ): Promise<SessionRssResult> {
   const sorted = [...counts].sort((a, b) => a - b);
-  const child = await Child.start();
+  // A young generation of fixed size: V8 otherwise grows and shrinks it with the allocation rate,
+  // which moves RSS by tens of MB between the baseline and the points and hides the per-session cost.
+  const child = await Child.start(["--min-semi-space-size=16", "--max-semi-space-size=16"]);
   const peers = new BulkPeers(child, connections);
   try {
+    await peers.start();
     // Warm-up: JIT, heap spaces and the listener's first connections, then released and gc'd.
     await peers.anchor(sorted[0] ?? 1000);
     await child.call({ op: "releaseAll" });
@@ -404,7 +448,7 @@ export async function benchSessionRss(
       marginalRssPerSessionBytes: marginal,
     };
   } finally {
-    peers.forget();
+    await peers.stop();
     await child.stop();
   }
 }

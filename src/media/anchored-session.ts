@@ -14,6 +14,17 @@ import type { Direction } from "./relay-policy.js";
 import { type RelayItem, RelayQueue } from "./relay-queue.js";
 import type { MediaLog } from "./session-log.js";
 
+/** The anchored session an MsrpSession (leg) belongs to: one "message" listener per direction for all sessions. */
+const ANCHORED = Symbol("anchoredSession");
+type AnchoredMsrpSession = Leg["session"] & { [ANCHORED]?: AnchoredSession };
+
+function onCfMessage(this: AnchoredMsrpSession, m: ReceivedMessage, hold: HoldResponse): void {
+  this[ANCHORED]?.received("from-network", m, hold);
+}
+function onClientMessage(this: AnchoredMsrpSession, m: ReceivedMessage, hold: HoldResponse): void {
+  this[ANCHORED]?.received("from-client", m, hold);
+}
+
 export interface AnchoredSessionOptions {
   ref: GroupSessionRef;
   cf: Leg;
@@ -55,8 +66,10 @@ export class AnchoredSession {
     this.log = options.log;
     this.startedAt = options.now();
     this.recording = options.record ? new SessionRecording(options.maxRecordedBytes, options.log) : undefined;
-    this.cf.session.on("message", (m, hold) => this.onMessage("from-network", m, hold));
-    this.client.session.on("message", (m, hold) => this.onMessage("from-client", m, hold));
+    (this.cf.session as AnchoredMsrpSession)[ANCHORED] = this;
+    (this.client.session as AnchoredMsrpSession)[ANCHORED] = this;
+    this.cf.session.on("message", onCfMessage);
+    this.client.session.on("message", onClientMessage);
   }
 
   /** Messages queued or awaiting the next hop, both directions. */
@@ -76,7 +89,8 @@ export class AnchoredSession {
     return { legs, queued, recorded };
   }
 
-  private onMessage(direction: Direction, m: ReceivedMessage, hold: HoldResponse): void {
+  /** @internal (session listener) A whole message arrived on one leg. */
+  received(direction: Direction, m: ReceivedMessage, hold: HoldResponse): void {
     const kind = classifyPayload(m.contentType, m.body);
     let answered = false;
     let answer!: (code: number) => void;

@@ -8,6 +8,8 @@ import type { MsrpUri } from "../msrp/uri.js";
 /** Bounded: peer hosts are a handful of CF and SBC addresses, never one per session. */
 const MAX_SHARED = 4096;
 const shared = new Map<string, string>();
+/** URIs without parameters (nearly all) share one empty, frozen list. */
+const NO_PARAMS: MsrpUri["params"] = Object.freeze([]) as unknown as MsrpUri["params"];
 
 /** A flat copy of `s` (no reference to the string it was sliced from). */
 function flat(s: string): string {
@@ -29,7 +31,7 @@ export function compactUri(uri: MsrpUri): MsrpUri {
     transport: share(uri.transport),
     params:
       uri.params.length === 0
-        ? []
+        ? NO_PARAMS
         : uri.params.map((p) => (p.value === undefined ? { name: share(p.name) } : { name: share(p.name), value: flat(p.value) })),
   };
   if (uri.user !== undefined) out.user = flat(uri.user);

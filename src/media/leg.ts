@@ -15,6 +15,17 @@ import type { MediaLog } from "./session-log.js";
 
 export type LegName = "cf" | "client";
 
+/** The leg an MsrpSession belongs to: one pair of session listeners serves every leg (no closures per leg). */
+const LEG = Symbol("leg");
+type LegSession = MsrpSession & { [LEG]?: Leg };
+
+function onSessionBound(this: LegSession): void {
+  this[LEG]?.sessionBound();
+}
+function onSessionClose(this: LegSession, reason: string): void {
+  this[LEG]?.sessionClosed(reason);
+}
+
 export interface LegOptions {
   name: LegName;
   session: MsrpSession;
@@ -31,19 +42,23 @@ export class Leg implements RelayTarget {
   private current: LegState = "pending";
   private pathKnown: boolean;
   private timer: NodeJS.Timeout | undefined;
-  private waiters: (() => void)[] = [];
+  private waiters: (() => void)[] | undefined;
   private released = false;
-  private readonly options: LegOptions;
+  // Fields, not the options object: a caller's spread-built options object carries a hidden class of its own.
+  private readonly chunkSize: number;
+  private readonly resources: MsrpResources;
   private readonly log: MediaLog;
 
   constructor(options: LegOptions) {
-    this.options = options;
+    this.chunkSize = options.chunkSize;
+    this.resources = options.resources;
     this.name = options.name;
     this.session = options.session;
     this.pathKnown = options.pathKnown;
     this.log = options.log;
-    this.session.on("bound", () => this.maybeUp());
-    this.session.on("close", (reason) => this.gone(reason));
+    (this.session as LegSession)[LEG] = this;
+    this.session.on("bound", onSessionBound);
+    this.session.on("close", onSessionClose);
   }
 
   get state(): LegState {
@@ -52,7 +67,10 @@ export class Leg implements RelayTarget {
 
   settled(): Promise<void> {
     if (this.current !== "pending") return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return new Promise((resolve) => {
+      this.waiters ??= [];
+      this.waiters.push(resolve);
+    });
   }
 
   /** The peer's path from its SDP (RFC 4975 8.2): replaces the placeholder the session was created with. */
@@ -66,30 +84,22 @@ export class Leg implements RelayTarget {
   /** The leg counts as absent if it is not up within `ms`. */
   expectWithin(ms: number): void {
     if (this.current !== "pending" || this.timer !== undefined) return;
-    this.timer = this.options.resources.setTimer(ms, () => {
+    this.timer = this.resources.setTimer(ms, () => {
       this.timer = undefined;
       if (this.current === "pending") this.gone(`no MSRP connection within ${ms} ms`);
     });
   }
 
-  /** Active side (RFC 6135): opens the connection and binds with an empty SEND; failure makes the leg gone. */
-  async connect(open: () => Promise<MsrpConnection>): Promise<void> {
-    let connection: MsrpConnection;
+  /**
+   * Active side (RFC 6135): `bind` binds the session with an empty SEND over a
+   * connection it opens or reuses (RFC 4975 5.4, src/msrp/connection-pool.ts);
+   * failure makes the leg gone.
+   */
+  async connect(bind: (session: MsrpSession) => Promise<unknown>): Promise<void> {
     try {
-      connection = await open();
+      await bind(this.session);
     } catch (err) {
-      this.gone(`connect failed: ${err instanceof Error ? err.message : String(err)}`);
-      return;
-    }
-    if (this.released || this.session.state !== "unbound") {
-      connection.close("leg released while connecting");
-      return;
-    }
-    try {
-      await connection.bind(this.session);
-    } catch (err) {
-      this.gone(`bind failed: ${err instanceof Error ? err.message : String(err)}`);
-      connection.close("bind failed");
+      this.gone(`connect or bind failed: ${err instanceof Error ? err.message : String(err)}`);
     }
   }
 
@@ -99,7 +109,7 @@ export class Leg implements RelayTarget {
   }
 
   singleChunk(item: RelayItem): boolean {
-    return item.body.length <= this.options.chunkSize;
+    return item.body.length <= this.chunkSize;
   }
 
   broken(reason: string): void {
@@ -111,7 +121,7 @@ export class Leg implements RelayTarget {
     this.released = true;
     let n = 0;
     if (this.timer !== undefined) {
-      this.timer = this.options.resources.clearTimer(this.timer);
+      this.timer = this.resources.clearTimer(this.timer);
       n++;
     }
     const connection = this.session.connection as MsrpConnection | undefined;
@@ -124,9 +134,19 @@ export class Leg implements RelayTarget {
     return n;
   }
 
+  /** @internal (session listener) */
+  sessionBound(): void {
+    this.maybeUp();
+  }
+
+  /** @internal (session listener) */
+  sessionClosed(reason: string): void {
+    this.gone(reason);
+  }
+
   private maybeUp(): void {
     if (this.current !== "pending" || !this.pathKnown || this.session.state !== "bound") return;
-    this.timer = this.options.resources.clearTimer(this.timer);
+    this.timer = this.resources.clearTimer(this.timer);
     this.current = "up";
     this.log.debug("MSRP leg up", { leg: this.name });
     this.wake();
@@ -136,7 +156,7 @@ export class Leg implements RelayTarget {
     if (this.current === "gone") return;
     const was = this.current;
     this.current = "gone";
-    this.timer = this.options.resources.clearTimer(this.timer);
+    this.timer = this.resources.clearTimer(this.timer);
     if (!this.released) this.log.info("MSRP leg gone", { leg: this.name, reason, was });
     // A broken leg leaves its connection (RFC 4975 5.4: unused connections close).
     if (this.session.state !== "closed") this.session.close(reason);
@@ -145,7 +165,7 @@ export class Leg implements RelayTarget {
 
   private wake(): void {
     const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
+    this.waiters = undefined;
+    for (const w of waiters ?? []) w();
   }
 }

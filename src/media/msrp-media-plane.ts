@@ -10,7 +10,9 @@
 // with the CF leg's a=path and the a=setup that answers the CF's offer. The
 // role on each leg follows from the two a=setup values (src/msrp/setup.ts):
 // passive legs wait in the session table for the peer's first SEND, active
-// legs connect and bind once the SDP answer is known.
+// legs bind once the SDP answer is known, over the connection the PF already
+// opened to the same authority when there is one (RFC 4975 5.4 connection
+// reuse: typically every session's CF leg shares one connection to the CF).
 import { readFileSync } from "node:fs";
 import type * as net from "node:net";
 import type * as tls from "node:tls";
@@ -18,6 +20,7 @@ import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import { componentLogger, type Logger } from "../log/logger.js";
 import { MsrpConnection, type MsrpConnectionOptions } from "../msrp/connection.js";
+import { MsrpConnectionPool } from "../msrp/connection-pool.js";
 import { newSessionId } from "../msrp/ids.js";
 import { type MsrpResources, msrpResources } from "../msrp/resources.js";
 import { createMsrpServer } from "../msrp/server.js";
@@ -57,6 +60,8 @@ export interface MediaPlaneStats {
   recordedBytes: number;
   /** Connections accepted by the listener and still open. */
   acceptedConnections: number;
+  /** Connections the PF opened (active side), one per peer authority (RFC 4975 5.4 reuse). */
+  openedConnections: number;
 }
 
 interface Anchored {
@@ -83,10 +88,15 @@ export class MsrpMediaPlane implements MediaPlane {
   private readonly table = new MsrpSessionTable();
   private readonly anchored = new Map<string, Anchored>();
   private readonly accepted = new Set<MsrpConnection>();
+  /** Connections the PF opened as the active side, one per peer authority (RFC 4975 5.4). */
+  private readonly outgoing = new MsrpConnectionPool((first) => this.connectTo(first));
   private server: net.Server | undefined;
   private listenPort = 0;
   private clientTls: tls.ConnectionOptions | undefined;
   private sharedSessionOptions: Omit<MsrpSessionOptions, "localUri" | "remotePath"> | undefined;
+  private sharedConnectionOptions: Omit<MsrpConnectionOptions, "role"> | undefined;
+  /** One "close" listener for every accepted connection (`this` is the connection). */
+  private readonly forgetAccepted: (this: MsrpConnection) => void;
 
   constructor(options: MsrpMediaPlaneOptions) {
     this.options = options;
@@ -94,6 +104,10 @@ export class MsrpMediaPlane implements MediaPlane {
     this.log = options.logger ?? componentLogger("media");
     this.resources = options.resources ?? msrpResources;
     this.now = options.now ?? (() => new Date());
+    const accepted = this.accepted;
+    this.forgetAccepted = function (this: MsrpConnection) {
+      accepted.delete(this);
+    };
   }
 
   get tls(): boolean {
@@ -123,7 +137,7 @@ export class MsrpMediaPlane implements MediaPlane {
       ...(serverTls ? { tls: serverTls } : {}),
       onConnection: (c) => {
         this.accepted.add(c);
-        c.once("close", () => this.accepted.delete(c));
+        c.on("close", this.forgetAccepted); // emitted once
       },
     });
     // Chat is interactive: no Nagle delay on small frames (for TLS this is the underlying TCP socket).
@@ -146,6 +160,7 @@ export class MsrpMediaPlane implements MediaPlane {
   async close(): Promise<void> {
     for (const key of [...this.anchored.keys()]) this.release(key);
     for (const c of [...this.accepted]) c.close("media plane shutting down");
+    this.outgoing.closeAll("media plane shutting down");
     const server = this.server;
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -158,7 +173,13 @@ export class MsrpMediaPlane implements MediaPlane {
       queued += a.session.queued;
       recordedBytes += a.session.recording?.bytes ?? 0;
     }
-    return { sessions: this.anchored.size, queued, recordedBytes, acceptedConnections: this.accepted.size };
+    return {
+      sessions: this.anchored.size,
+      queued,
+      recordedBytes,
+      acceptedConnections: this.accepted.size,
+      openedConnections: this.outgoing.size,
+    };
   }
 
   /** The state of both legs of a session (health, tests); undefined when not anchored. */
@@ -188,20 +209,17 @@ export class MsrpMediaPlane implements MediaPlane {
       contributionId: req.session.contributionId,
     });
     // The stack logs with the MSRP session-id; "MSRP session anchored" below ties both ids to the Call-ID.
-    const cfSession = new MsrpSession({ ...this.sessionOptions(), localUri: this.localUri(host, cfSessionId), remotePath: cfPath });
-    const clientSession = new MsrpSession({
-      ...this.sessionOptions(),
-      localUri: this.localUri(host, clientSessionId),
-      remotePath: parseMsrpPath(PATH_PLACEHOLDER),
-    });
+    const cfSession = this.newSession(this.localUri(host, cfSessionId), cfPath);
+    const clientSession = this.newSession(this.localUri(host, clientSessionId), parseMsrpPath(PATH_PLACEHOLDER));
     // The client may connect (a=setup:active) before its answer reaches the PF: its session waits in the table from now on.
     this.table.add(clientSession);
     if (cfRole === "passive") this.table.add(cfSession);
-    const legOptions = { chunkSize: this.config.chunkSize, resources: this.resources, log };
+    const { chunkSize } = this.config;
+    const resources = this.resources;
     const session = new AnchoredSession({
       ref: req.session,
-      cf: new Leg({ ...legOptions, name: "cf", session: cfSession, pathKnown: true }),
-      client: new Leg({ ...legOptions, name: "client", session: clientSession, pathKnown: false }),
+      cf: new Leg({ name: "cf", session: cfSession, pathKnown: true, chunkSize, resources, log }),
+      client: new Leg({ name: "client", session: clientSession, pathKnown: false, chunkSize, resources, log }),
       deferredSink: this.options.deferredSink,
       record: req.allowOfflineStorage || this.config.recording,
       maxRecordedBytes: this.config.maxRecordedBytes,
@@ -240,9 +258,9 @@ export class MsrpMediaPlane implements MediaPlane {
     const clientRole = connectionRole("actpass", toCf.peerSetup, true);
     const { cf, client } = a.session;
     client.learnPath(clientPath);
-    if (clientRole === "active") void client.connect(() => this.connectTo(clientPath));
+    if (clientRole === "active") void client.connect((s) => this.outgoing.bind(s));
     client.expectWithin(this.config.clientLegTimeoutMs);
-    if (a.cfRole === "active") void cf.connect(() => this.connectTo(cf.session.remotePath));
+    if (a.cfRole === "active") void cf.connect((s) => this.outgoing.bind(s));
     cf.expectWithin(this.config.clientLegTimeoutMs);
     a.log.info("MSRP client leg answered", { clientRole, cfRole: a.cfRole });
     return toCf.sdp;
@@ -299,8 +317,9 @@ export class MsrpMediaPlane implements MediaPlane {
     return compactUri(parseMsrpUri(`${this.tls ? "msrps" : "msrp"}://${h}:${this.listenPort}/${sessionId};tcp`));
   }
 
+  /** The same object for every connection (its limits are then shared by every parser, src/msrp/limits.ts). */
   private connectionOptions(): Omit<MsrpConnectionOptions, "role"> {
-    return {
+    this.sharedConnectionOptions ??= {
       limits: { maxHeaderBytes: this.config.maxHeaderBytes, maxBodyBytes: this.config.maxChunkBytes },
       // RFC 4975 14.1: a connection that never names a session of ours is closed.
       bindTimeoutMs: this.config.unauthenticatedTimeoutMs,
@@ -309,6 +328,25 @@ export class MsrpMediaPlane implements MediaPlane {
       logger: this.log,
       resources: this.resources,
     };
+    return this.sharedConnectionOptions;
+  }
+
+  /**
+   * An MsrpSession with the plane's options. Written out as a literal: an
+   * object built by spread gets a hidden class (map + descriptors) of its own,
+   * about 250 bytes more per session than one literal shape shared by all.
+   */
+  private newSession(localUri: MsrpUri, remotePath: MsrpUri[]): MsrpSession {
+    const o = this.sessionOptions();
+    return new MsrpSession({
+      localUri,
+      remotePath,
+      reassembly: o.reassembly,
+      chunkSize: o.chunkSize,
+      chunkWindow: o.chunkWindow,
+      logger: o.logger,
+      resources: o.resources,
+    });
   }
 
   /** The same object for every session (one per plane, not per session). */
@@ -323,10 +361,8 @@ export class MsrpMediaPlane implements MediaPlane {
     return this.sharedSessionOptions;
   }
 
-  /** Active side: connects to the first hop of the peer's path (msrps = TLS). */
-  private connectTo(path: MsrpUri[]): Promise<MsrpConnection> {
-    const first = path[0];
-    if (first === undefined) return Promise.reject(new CpmError("CPM_ERR_MSRP_URI", "empty path"));
+  /** Active side: a new connection to the first hop of a peer's path (msrps = TLS); the pool reuses it. */
+  private connectTo(first: MsrpUri): Promise<MsrpConnection> {
     return MsrpConnection.connectTo(first, this.connectionOptions(), this.clientTls);
   }
 }

@@ -9,6 +9,7 @@
 // of it get 413 too, until the sender's last (`$` or `#`) chunk.
 import type { ByteRange, FailureReport, HeaderField, MsrpRequest, SuccessReport } from "./frame.js";
 import { newMessageId, newTransactionId } from "./ids.js";
+import { mergeLimits } from "./limits.js";
 import type { MsrpUri } from "./uri.js";
 
 /** RFC 4975 7.1.1 advises chunks for bodies over about 2048 octets, so other messages can interleave. */
@@ -210,8 +211,8 @@ export class Reassembler {
   private stoppedSet: Set<string> | undefined;
   private stored = 0;
 
-  constructor(limits: Partial<ReassemblyLimits> = {}) {
-    this.limits = Object.freeze({ ...DEFAULT_REASSEMBLY_LIMITS, ...limits });
+  constructor(limits?: Partial<ReassemblyLimits>) {
+    this.limits = mergeLimits(DEFAULT_REASSEMBLY_LIMITS, limits);
   }
 
   /** Bytes held for partially received messages. */
@@ -221,6 +222,11 @@ export class Reassembler {
 
   get messagesInFlight(): number {
     return this.partialsMap?.size ?? 0;
+  }
+
+  /** Nothing partially received and no refused message remembered: a fresh Reassembler would act the same. */
+  get empty(): boolean {
+    return (this.partialsMap?.size ?? 0) === 0 && (this.stoppedSet?.size ?? 0) === 0;
   }
 
   /** Drops everything (session closed). */

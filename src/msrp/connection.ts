@@ -16,8 +16,9 @@ import * as tls from "node:tls";
 import { CpmError } from "../errors/catalogue.js";
 import { componentLogger, type Logger } from "../log/logger.js";
 import { makeEmptySend } from "./chunking.js";
+import { deadlineSweeper, type HasDeadline } from "./deadline-sweeper.js";
 import type { MsrpFrame, MsrpRequest, MsrpResponse } from "./frame.js";
-import { DEFAULT_PARSER_LIMITS, type MsrpParseError, MsrpParser, type MsrpParserLimits } from "./parser.js";
+import { type MsrpParseError, MsrpParser, type MsrpParserLimits } from "./parser.js";
 import { type ResponsePolicy, responsePolicy, shouldRespond } from "./reports.js";
 import { type MsrpResources, msrpResources } from "./resources.js";
 import { makeResponse, serializeFrame } from "./serializer.js";
@@ -64,22 +65,49 @@ interface Transaction {
   onLateError: ((code: number) => void) | undefined;
 }
 
-export class MsrpConnection extends EventEmitter<ConnectionEvents> implements SessionTransport {
+/** The connection a socket belongs to: lets one set of socket listeners serve every connection (no closures per connection). */
+const CONNECTION = Symbol("msrpConnection");
+type OwnedSocket = Duplex & { [CONNECTION]?: MsrpConnection };
+
+function onSocketData(this: OwnedSocket, chunk: Buffer | string): void {
+  this[CONNECTION]?.onData(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+}
+function onSocketDrain(this: OwnedSocket): void {
+  this[CONNECTION]?.flushDrainWaiters();
+}
+function onSocketError(this: OwnedSocket, err: Error): void {
+  this[CONNECTION]?.close(`socket error: ${err.message}`);
+}
+function onSocketEnd(this: OwnedSocket): void {
+  this[CONNECTION]?.close("peer closed the connection");
+}
+function onSocketClose(this: OwnedSocket): void {
+  this[CONNECTION]?.socketClosed();
+}
+
+type DrainWaiter = { resolve: () => void; reject: (err: Error) => void };
+
+export class MsrpConnection extends EventEmitter<ConnectionEvents> implements SessionTransport, HasDeadline {
   readonly role: ConnectionRole;
-  private readonly socket: Duplex;
-  private readonly parser: MsrpParser;
+  private readonly socket: OwnedSocket;
+  /** Made when bytes arrive, dropped between frames: an idle connection holds no parser (issue 3: RSS per idle session). */
+  private parser: MsrpParser | undefined;
+  private readonly limits: Partial<MsrpParserLimits> | undefined;
   private readonly table: MsrpSessionTable | undefined;
   private readonly baseLog: Logger;
   private readonly peer: string;
   private childLog: Logger | undefined;
   private readonly resources: MsrpResources;
-  private readonly timeouts: { bindTimeoutMs: number; idleTimeoutMs: number; transactionTimeoutMs: number };
+  private readonly bindTimeoutMs: number;
+  private readonly idleTimeoutMs: number;
+  private readonly transactionTimeoutMs: number;
   private readonly closeWhenUnused: boolean;
   private readonly bound = new Map<string, MsrpSession>();
-  private readonly transactions = new Map<string, Transaction>();
-  private drainWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
-  private bindTimer: NodeJS.Timeout | undefined;
-  private idleTimer: NodeJS.Timeout | undefined;
+  /** Requests awaiting a response, made with the first one (an idle connection holds no table). */
+  private pending: Map<string, Transaction> | undefined;
+  private drainWaiters: DrainWaiter[] | undefined;
+  /** Close unless a session is bound by then (epoch ms; 0 = no bind timeout). */
+  private readonly bindDeadline: number;
   private lastActivity = Date.now();
   private everBound = false;
   private closing = false;
@@ -90,41 +118,30 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
     this.role = options.role;
     this.socket = socket;
     this.table = options.table;
-    this.parser = new MsrpParser({ ...DEFAULT_PARSER_LIMITS, ...options.limits });
+    this.limits = options.limits;
     this.resources = options.resources ?? msrpResources;
     this.closeWhenUnused = options.closeWhenUnused ?? true;
-    this.timeouts = {
-      bindTimeoutMs: options.bindTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.bindTimeoutMs,
-      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.idleTimeoutMs,
-      transactionTimeoutMs: options.transactionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.transactionTimeoutMs,
-    };
+    this.bindTimeoutMs = options.bindTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.bindTimeoutMs;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.idleTimeoutMs;
+    this.transactionTimeoutMs = options.transactionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.transactionTimeoutMs;
     const peer = socket instanceof net.Socket ? `${socket.remoteAddress}:${socket.remotePort}` : "duplex";
     this.baseLog = options.logger ?? componentLogger("msrp");
     this.peer = peer;
     this.resources.socketOpened(this);
 
-    socket.on("data", (chunk: Buffer | string) => this.onData(typeof chunk === "string" ? Buffer.from(chunk) : chunk));
-    socket.on("drain", () => this.flushDrainWaiters());
-    socket.on("error", (err: Error) => this.close(`socket error: ${err.message}`));
-    socket.on("end", () => this.close("peer closed the connection"));
-    socket.on("close", () => {
-      this.socketGone = true;
-      this.close("socket closed");
-      this.resources.socketClosed(this);
-    });
+    (socket as OwnedSocket)[CONNECTION] = this;
+    socket.on("data", onSocketData);
+    socket.on("drain", onSocketDrain);
+    socket.on("error", onSocketError);
+    socket.on("end", onSocketEnd);
+    socket.on("close", onSocketClose);
     if (socket.destroyed) {
       this.socketGone = true;
       this.resources.socketClosed(this);
     }
 
-    if (this.timeouts.bindTimeoutMs > 0) {
-      this.bindTimer = this.resources.setTimer(this.timeouts.bindTimeoutMs, () => {
-        this.bindTimer = undefined;
-        this.log.info("no MSRP session bound in time, closing", { bindTimeoutMs: this.timeouts.bindTimeoutMs });
-        this.close("bind timeout");
-      });
-    }
-    if (this.timeouts.idleTimeoutMs > 0) this.armIdle(this.timeouts.idleTimeoutMs);
+    this.bindDeadline = this.bindTimeoutMs > 0 ? this.lastActivity + this.bindTimeoutMs : 0;
+    this.scheduleDeadline();
   }
 
   /** Opens a TCP (or, with `tls`, TLS) connection as the active side. */
@@ -172,7 +189,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
 
   /** Parser buffer plus bytes queued on the socket. */
   get bufferedBytes(): number {
-    return this.parser.bufferedBytes + (this.socketGone ? 0 : this.socket.writableLength);
+    return (this.parser?.bufferedBytes ?? 0) + (this.socketGone ? 0 : this.socket.writableLength);
   }
 
   /**
@@ -234,23 +251,24 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
     verdict.catch(() => {});
     if (policy !== "none") {
       const tx: Transaction = { owner, policy, timer: undefined, settle, fail, onLateError };
-      tx.timer = this.resources.setTimer(this.timeouts.transactionTimeoutMs, () => {
+      tx.timer = this.resources.setTimer(this.transactionTimeoutMs, () => {
         tx.timer = undefined;
-        this.transactions.delete(req.transactionId);
+        this.forgetTransaction(req.transactionId);
         // "partial": silence means success; only "all" turns it into 408.
         if (policy === "all") {
           this.log.info("MSRP transaction timed out", { transactionId: req.transactionId, method: req.method });
           settle(408);
         }
       });
-      this.transactions.set(req.transactionId, tx);
+      this.pending ??= new Map();
+      this.pending.set(req.transactionId, tx);
     }
     const written = this.write(req);
     written.catch((err: Error) => {
-      const tx = this.transactions.get(req.transactionId);
+      const tx = this.pending?.get(req.transactionId);
       if (tx === undefined) return;
       this.resources.clearTimer(tx.timer);
-      this.transactions.delete(req.transactionId);
+      this.forgetTransaction(req.transactionId);
       tx.fail(err);
     });
     if (policy !== "all") written.then(() => settle(200), fail);
@@ -261,10 +279,10 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   detach(session: MsrpSession): void {
     if (this.bound.get(session.id) !== session) return;
     this.bound.delete(session.id);
-    for (const [tid, tx] of this.transactions) {
+    for (const [tid, tx] of this.pending ?? []) {
       if (tx.owner !== session) continue;
       this.resources.clearTimer(tx.timer);
-      this.transactions.delete(tid);
+      this.forgetTransaction(tid);
       tx.fail(new CpmError("CPM_ERR_MSRP_CONNECTION", "session closed"));
     }
     if (this.closeWhenUnused && this.bound.size === 0 && this.everBound) this.close("last session left");
@@ -274,21 +292,21 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   close(reason = "closed"): void {
     if (this.closing) return;
     this.closing = true;
-    this.bindTimer = this.resources.clearTimer(this.bindTimer);
-    this.idleTimer = this.resources.clearTimer(this.idleTimer);
+    deadlineSweeper(this.resources).cancel(this);
     const gone = new CpmError("CPM_ERR_MSRP_CONNECTION", `connection closed: ${reason}`);
-    for (const tx of this.transactions.values()) {
+    const pending = this.pending;
+    this.pending = undefined;
+    for (const tx of pending?.values() ?? []) {
       this.resources.clearTimer(tx.timer);
       tx.fail(gone);
     }
-    this.transactions.clear();
     const waiters = this.drainWaiters;
-    this.drainWaiters = [];
-    for (const w of waiters) w.reject(gone);
+    this.drainWaiters = undefined;
+    for (const w of waiters ?? []) w.reject(gone);
     const sessions = [...this.bound.values()];
     this.bound.clear();
     for (const s of sessions) s.connectionLost(reason);
-    this.parser.reset();
+    this.parser = undefined;
     this.debug("MSRP connection closing", { reason, sessions: sessions.length });
     this.finishSocket();
     this.emit("close", reason);
@@ -296,14 +314,25 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
 
   // ---- input ------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
+  /** @internal (socket listener) */
+  onData(chunk: Buffer): void {
     if (this.closing) return;
     this.lastActivity = Date.now();
+    this.parser ??= new MsrpParser(this.limits);
     for (const ev of this.parser.push(chunk)) {
       if (this.closing) return;
       if (ev.type === "frame") this.onFrame(ev.frame);
       else if (ev.type === "error") this.onParseError(ev.error);
     }
+    // Between frames the parser holds nothing worth keeping.
+    if (this.parser?.idle) this.parser = undefined;
+  }
+
+  /** @internal (socket listener) The socket is gone for good. */
+  socketClosed(): void {
+    this.socketGone = true;
+    this.close("socket closed");
+    this.resources.socketClosed(this);
   }
 
   private onFrame(frame: MsrpFrame): void {
@@ -312,12 +341,12 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   }
 
   private onResponse(res: MsrpResponse): void {
-    const tx = this.transactions.get(res.transactionId);
+    const tx = this.pending?.get(res.transactionId);
     if (tx === undefined) {
       this.debug("response for no pending transaction", { transactionId: res.transactionId, code: res.code });
       return;
     }
-    this.transactions.delete(res.transactionId);
+    this.forgetTransaction(res.transactionId);
     this.resources.clearTimer(tx.timer);
     if (tx.policy === "all") tx.settle(res.code);
     else if (res.code >= 300) tx.onLateError?.(res.code);
@@ -426,33 +455,68 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
     }
     this.lastActivity = Date.now();
     if (this.socket.write(bytes)) return Promise.resolve();
-    return new Promise((resolve, reject) => this.drainWaiters.push({ resolve, reject }));
+    return new Promise((resolve, reject) => {
+      this.drainWaiters ??= [];
+      this.drainWaiters.push({ resolve, reject });
+    });
   }
 
-  private flushDrainWaiters(): void {
+  /** @internal (socket listener) */
+  flushDrainWaiters(): void {
     const waiters = this.drainWaiters;
-    this.drainWaiters = [];
-    for (const w of waiters) w.resolve();
+    this.drainWaiters = undefined;
+    for (const w of waiters ?? []) w.resolve();
+  }
+
+  /** Drops a settled transaction; the table goes with the last one. */
+  private forgetTransaction(transactionId: string): void {
+    const pending = this.pending;
+    if (pending === undefined) return;
+    pending.delete(transactionId);
+    if (pending.size === 0) this.pending = undefined;
   }
 
   private attachSession(session: MsrpSession): void {
     session.attach(this);
     this.bound.set(session.id, session);
+    if (this.everBound) return;
     this.everBound = true;
-    this.bindTimer = this.resources.clearTimer(this.bindTimer);
+    this.scheduleDeadline(); // no bind deadline any more
   }
 
-  private armIdle(ms: number): void {
-    this.idleTimer = this.resources.setTimer(ms, () => {
-      this.idleTimer = undefined;
-      const idleFor = Date.now() - this.lastActivity;
-      if (idleFor >= this.timeouts.idleTimeoutMs) {
-        this.log.info("MSRP connection idle, closing", { idleTimeoutMs: this.timeouts.idleTimeoutMs });
-        this.close("idle timeout");
-      } else {
-        this.armIdle(this.timeouts.idleTimeoutMs - idleFor);
-      }
-    });
+  /**
+   * The next deadline: the bind timeout while no session was ever bound, the
+   * idle timeout (idleTimeoutMs after the last byte either way) when set. One
+   * sweeper timer serves every connection (deadline-sweeper.ts).
+   */
+  private scheduleDeadline(): void {
+    let at = Number.POSITIVE_INFINITY;
+    let timeoutMs = 0;
+    if (!this.everBound && this.bindDeadline > 0) {
+      at = this.bindDeadline;
+      timeoutMs = this.bindTimeoutMs;
+    }
+    if (this.idleTimeoutMs > 0 && this.lastActivity + this.idleTimeoutMs < at) {
+      at = this.lastActivity + this.idleTimeoutMs;
+      timeoutMs = this.idleTimeoutMs;
+    }
+    const sweeper = deadlineSweeper(this.resources);
+    if (at === Number.POSITIVE_INFINITY) sweeper.cancel(this);
+    else sweeper.schedule(this, at, timeoutMs);
+  }
+
+  /** @internal (sweeper) */
+  deadlinePassed(now: number): void {
+    if (this.closing) return;
+    if (!this.everBound && this.bindDeadline > 0 && now >= this.bindDeadline) {
+      this.log.info("no MSRP session bound in time, closing", { bindTimeoutMs: this.bindTimeoutMs });
+      this.close("bind timeout");
+    } else if (this.idleTimeoutMs > 0 && now - this.lastActivity >= this.idleTimeoutMs) {
+      this.log.info("MSRP connection idle, closing", { idleTimeoutMs: this.idleTimeoutMs });
+      this.close("idle timeout");
+    } else {
+      this.scheduleDeadline();
+    }
   }
 
   /** The connection's child logger, made on first use: an idle connection holds none (issue 3: RSS per idle session). */

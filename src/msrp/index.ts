@@ -14,6 +14,9 @@
 //   setup.ts        a=setup roles (RFC 6135)
 //   session.ts      one session; session-table.ts: sessions by session-id
 //   connection.ts   one connection over any Duplex; server.ts: the listener
+//   connection-pool.ts  reuse of the connections we open, per authority (RFC 4975 5.4)
+//   deadline-sweeper.ts one timer for every connection's bind / idle deadline
+//   limits.ts       limits merged once per options object, shared
 //   resources.ts    counters of sockets, sessions, timers, buffered bytes
 export {
   chunkMessage,
@@ -34,6 +37,7 @@ export {
   MsrpConnection,
   type MsrpConnectionOptions,
 } from "./connection.js";
+export { authorityKey, MsrpConnectionPool } from "./connection-pool.js";
 export {
   type ByteRange,
   type ContinuationFlag,

@@ -14,6 +14,7 @@
 import type { ContinuationFlag, HeaderField, MsrpFrame, MsrpRequestHead, MsrpResponse } from "./frame.js";
 import { HEADER_NAME_RE } from "./frame.js";
 import { isAcceptableMessageId, parseByteRange, parseFailureReport, parseStatus, parseSuccessReport } from "./headers.js";
+import { mergeLimits } from "./limits.js";
 import { type MsrpUri, parseMsrpPath } from "./uri.js";
 
 export interface MsrpParserLimits {
@@ -87,7 +88,8 @@ interface BuiltHead {
 export class MsrpParser {
   readonly limits: Readonly<MsrpParserLimits>;
   private state: State = "head";
-  private head: Buffer = Buffer.alloc(INITIAL_HEAD_CAPACITY);
+  /** Header bytes of the frame in progress; allocated with the first byte (an idle parser holds none). */
+  private head: Buffer = EMPTY;
   private headLen = 0;
   private lineStart = 0;
   private start: StartLine | undefined;
@@ -99,13 +101,18 @@ export class MsrpParser {
   private carry: Buffer = EMPTY;
   private pattern: Buffer = EMPTY;
 
-  constructor(limits: Partial<MsrpParserLimits> = {}) {
-    this.limits = Object.freeze({ ...DEFAULT_PARSER_LIMITS, ...limits });
+  constructor(limits?: Partial<MsrpParserLimits>) {
+    this.limits = mergeLimits(DEFAULT_PARSER_LIMITS, limits);
   }
 
   /** Bytes held for the frame in progress; never above maxHeaderBytes + maxBodyBytes + MAX_END_LINE_BYTES. */
   get bufferedBytes(): number {
     return this.headLen + this.bodyLen + this.carry.length;
+  }
+
+  /** Between frames with nothing buffered: dropping the parser now loses nothing. */
+  get idle(): boolean {
+    return this.state === "head" && this.start === undefined && this.headLen === 0 && this.carry.length === 0;
   }
 
   /** A fatal error happened; further input is ignored until reset(). */
@@ -157,9 +164,10 @@ export class MsrpParser {
   private appendHead(buf: Buffer, from: number, to: number): void {
     const need = this.headLen + (to - from);
     if (need > this.head.length) {
-      let cap = this.head.length * 2;
+      let cap = Math.max(this.head.length * 2, INITIAL_HEAD_CAPACITY);
       while (cap < need) cap *= 2;
-      const grown = Buffer.alloc(Math.min(Math.max(cap, need), Math.max(this.limits.maxHeaderBytes, need)));
+      // Not zero-filled (only bytes below headLen are ever read); small ones come from Node's buffer pool.
+      const grown = Buffer.allocUnsafe(Math.min(Math.max(cap, need), Math.max(this.limits.maxHeaderBytes, need)));
       this.head.copy(grown, 0, 0, this.headLen);
       this.head = grown;
     }
@@ -505,7 +513,7 @@ export class MsrpParser {
   }
 
   private shrinkHead(): void {
-    if (this.head.length > 4 * INITIAL_HEAD_CAPACITY) this.head = Buffer.alloc(INITIAL_HEAD_CAPACITY);
+    if (this.head.length > 4 * INITIAL_HEAD_CAPACITY) this.head = EMPTY;
   }
 }
 

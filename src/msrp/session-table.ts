@@ -6,15 +6,23 @@ import type { MsrpSession } from "./session.js";
 
 export class MsrpSessionTable {
   private readonly byId = new Map<string, MsrpSession>();
+  /** One "close" listener for every session of the table (no closure per session); `this` is the session. */
+  private readonly forget: (this: MsrpSession) => void;
+
+  constructor() {
+    const byId = this.byId;
+    this.forget = function (this: MsrpSession) {
+      if (byId.get(this.id) === this) byId.delete(this.id);
+    };
+  }
 
   /** Adds a session; it leaves the table by itself when it closes. */
   add(session: MsrpSession): void {
     if (session.state === "closed") throw new CpmError("CPM_ERR_MSRP_NO_SESSION", `session ${session.id} is closed`);
     if (this.byId.has(session.id)) throw new CpmError("CPM_ERR_MSRP_SESSION_IN_USE", `session-id ${session.id} is already in the table`);
     this.byId.set(session.id, session);
-    session.once("close", () => {
-      if (this.byId.get(session.id) === session) this.byId.delete(session.id);
-    });
+    // "close" is emitted once (session.ts finish()).
+    session.on("close", this.forget);
   }
 
   get(sessionId: string): MsrpSession | undefined {

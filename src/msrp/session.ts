@@ -98,7 +98,8 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
   readonly id: string;
   readonly localUri: MsrpUri;
   readonly remotePath: MsrpUri[];
-  private readonly reassembler: Reassembler;
+  /** Made by the first chunk, dropped once it holds nothing: an idle session keeps none (issue 3: RSS per idle session). */
+  private reassembly: Reassembler | undefined;
   private readonly options: MsrpSessionOptions;
   private readonly baseLog: Logger;
   private childLog: Logger | undefined;
@@ -115,7 +116,6 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     this.localUri = options.localUri;
     this.remotePath = options.remotePath;
     this.options = options;
-    this.reassembler = new Reassembler(options.reassembly);
     this.baseLog = options.logger ?? componentLogger("msrp");
     this.resources = options.resources ?? msrpResources;
     this.resources.sessionOpened(this);
@@ -132,7 +132,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
 
   /** Bytes of partially received messages. */
   get bufferedBytes(): number {
-    return this.reassembler.bufferedBytes;
+    return this.reassembly?.bufferedBytes ?? 0;
   }
 
   /** @internal The connection took the session (passive: first request named it; active: bind()). */
@@ -161,6 +161,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
           break;
         }
         const outcome = this.reassembler.accept(req);
+        if (this.reassembly?.empty) this.reassembly = undefined;
         if (outcome.kind === "rejected") {
           code = outcome.status;
           this.log.info("message refused", { messageId: outcome.messageId, code, reason: outcome.reason });
@@ -277,10 +278,15 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     if (this.current === "closed") return;
     this.current = "closed";
     this.transport = undefined;
-    this.reassembler.clear();
+    this.reassembly = undefined;
     this.resources.sessionClosed(this);
     this.debug("session closed", { reason });
     this.safeEmit("close", reason);
+  }
+
+  private get reassembler(): Reassembler {
+    this.reassembly ??= new Reassembler(this.options.reassembly);
+    return this.reassembly;
   }
 
   private accepts(contentType: string): boolean {

@@ -21,8 +21,13 @@ import type {
   RecordedSessionInfo,
   SessionRecorder,
 } from "../../src/media/ports.js";
+import type { MsrpConnection } from "../../src/msrp/connection.js";
 import { newSessionId, newTransactionId } from "../../src/msrp/ids.js";
 import { MsrpResources } from "../../src/msrp/resources.js";
+import { createMsrpServer } from "../../src/msrp/server.js";
+import { MsrpSession } from "../../src/msrp/session.js";
+import { MsrpSessionTable } from "../../src/msrp/session-table.js";
+import { parseMsrpPath, parseMsrpUri } from "../../src/msrp/uri.js";
 import { MsrpPeer, type MsrpPeerOptions, RawMsrpSocket, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
 import { waitFor } from "../harness/wait.js";
 
@@ -377,7 +382,7 @@ test("BYE-B10: release closes the session's sockets, timers, buffers and table e
   assert.equal(plane.release(session.sessionKey), 0, "a second release finds nothing");
   await waitFor(() => resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
   assert.deepEqual(resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
-  assert.deepEqual(plane.stats(), { sessions: 0, queued: 0, recordedBytes: 0, acceptedConnections: 0 });
+  assert.deepEqual(plane.stats(), { sessions: 0, queued: 0, recordedBytes: 0, acceptedConnections: 0, openedConnections: 0 });
   assert.equal(plane.legs(session.sessionKey), undefined);
   await waitFor(() => cf.session?.state === "closed", 5000, 5, "the CF saw its connection close");
   assert.match(String(await held), /connection closed/, "the held SEND never got a 200");
@@ -392,8 +397,77 @@ test("BYE-B10: release of an answered session with both legs up leaves no timer,
   assert.ok(released >= 6, `released ${released}: 2 sessions, 2 connections, 1 recorded message, 1 table entry`);
   await waitFor(() => resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
   assert.deepEqual(resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
-  assert.deepEqual(plane.stats(), { sessions: 0, queued: 0, recordedBytes: 0, acceptedConnections: 0 });
+  assert.deepEqual(plane.stats(), { sessions: 0, queued: 0, recordedBytes: 0, acceptedConnections: 0, openedConnections: 0 });
 });
+
+test(
+  "RFC 4975 5.4 reuse, BYE-B10: the CF legs the PF connects share one connection to the CF, closed with the last released session",
+  T,
+  async () => {
+    const { plane, resources } = await startPlane();
+    // The CF: one listener, its sessions wait for the PF's bind (the CF offers a=setup:actpass, the PF answers active).
+    const cfResources = new MsrpResources();
+    const cfTable = new MsrpSessionTable();
+    const cfAccepted: MsrpConnection[] = [];
+    const cfServer = createMsrpServer({ table: cfTable, logger, resources: cfResources, onConnection: (c) => cfAccepted.push(c) });
+    cfServer.listen(0, "127.0.0.1");
+    await new Promise((r) => cfServer.once("listening", r));
+    cleanups.push(async () => {
+      cfTable.closeAll();
+      await new Promise<void>((r) => cfServer.close(() => r()));
+    });
+    const cfPort = (cfServer.address() as { port: number }).port;
+    const legs: { session: GroupSessionRef; cf: MsrpSession; client: MsrpPeer }[] = [];
+    for (let i = 0; i < 2; i++) {
+      const session = ref();
+      const cfPath = `msrp://127.0.0.1:${cfPort}/${newSessionId()};tcp`;
+      const client = await peer();
+      const offerSdp = client.sdp("actpass").replace(/^a=path:.*$/m, `a=path:${cfPath}`);
+      const offer = await plane.anchorOffer({ session, offerSdp, allowOfflineStorage: false });
+      assert.equal(offer.cfLeg.setup, "active");
+      const cf = new MsrpSession({
+        localUri: parseMsrpUri(cfPath),
+        remotePath: parseMsrpPath(offer.cfLeg.path),
+        logger,
+        resources: cfResources,
+      });
+      cfTable.add(cf);
+      // Each client listens on its own port (a=setup:passive): one connection per client.
+      await client.open(sdpPath(offer.clientOfferSdp), "passive");
+      legs.push({ session, cf, client });
+    }
+    // Both answers at once: the second bind waits for the connection the first one is opening.
+    for (const l of legs) plane.anchorAnswer(l.session.sessionKey, l.client.sdp("passive"));
+    for (const l of legs) await waitFor(() => plane.legs(l.session.sessionKey)?.cf === "up", 5000, 5, "CF leg up");
+    for (const l of legs) await waitFor(() => plane.legs(l.session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+    assert.equal(cfAccepted.length, 1, "the CF accepted one connection for both sessions");
+    assert.equal(plane.stats().openedConnections, 3, "one to the CF, one per client");
+    assert.equal(resources.snapshot().openSockets, 3);
+    // To-Path routing on the shared connection: each CF session's message reaches its own client.
+    const bodies = legs.map((_, i) => cpim(`to ${i}`));
+    for (const [i, l] of legs.entries())
+      assert.equal((await l.cf.send({ body: Buffer.from(bodies[i] ?? ""), contentType: "message/cpim" })).code, 200);
+    for (const [i, l] of legs.entries())
+      assert.deepEqual(
+        (await l.client.waitForMessages(1)).map((m) => m.body.toString()),
+        [bodies[i]],
+      );
+
+    const [first, second] = legs as [(typeof legs)[0], (typeof legs)[0]];
+    // 2 sessions + the client's connection + the table entry; the CF connection still carries the other session.
+    assert.equal(plane.release(first.session.sessionKey), 4);
+    await waitFor(() => resources.snapshot().openSockets === 2, 5000, 5, "the first client's socket closed");
+    assert.equal(cfAccepted[0]?.closed, false);
+    assert.equal((await second.cf.send({ body: Buffer.from(cpim("still here")), contentType: "message/cpim" })).code, 200);
+    await second.client.waitForMessages(2);
+    // 2 sessions + both connections (the CF one with its last session) + the table entry.
+    assert.equal(plane.release(second.session.sessionKey), 5);
+    await waitFor(() => resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
+    assert.deepEqual(resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+    assert.deepEqual(plane.stats(), { sessions: 0, queued: 0, recordedBytes: 0, acceptedConnections: 0, openedConnections: 0 });
+    await waitFor(() => cfAccepted[0]?.closed === true, 5000, 5, "the CF saw the shared connection close");
+  },
+);
 
 test(
   "issue 3 security: a To-Path naming no session of the connection gets 481 (506 when bound elsewhere) and reaches no session",

@@ -214,6 +214,25 @@ test("a connection that never binds a session is closed after bindTimeoutMs", as
   await until("counters back to zero", () => resources.snapshot().openSockets === 0 && resources.snapshot().timers === 0);
 });
 
+test("bind and idle timeouts of many connections share one sweeper timer, which goes with the last deadline", async () => {
+  const resources = new MsrpResources();
+  const srv = await startServer(resources, { bindTimeoutMs: 200, idleTimeoutMs: 400 });
+  const started = Date.now();
+  const peers = await Promise.all(Array.from({ length: 5 }, () => RawPeer.connect(srv.port)));
+  const s = serverSession(srv.port, resources);
+  srv.table.add(s);
+  const bound = peers[0] as RawPeer;
+  assert.equal((await bound.response(bound.send(s.localUri, { body: "x" }))).code, 200);
+  await until("5 connections accepted", () => srv.connections.length === 5);
+  assert.equal(resources.snapshot().timers, 1, "one timer for 5 connections");
+  await until("the 4 unbound connections closed", () => peers.slice(1).every((p) => p.closed));
+  assert.ok(Date.now() - started >= 190, "not before bindTimeoutMs");
+  assert.equal(bound.closed, false, "the bound one waits for its idle timeout");
+  assert.equal(resources.snapshot().timers, 1);
+  await until("the idle one closed", () => bound.closed);
+  await until("counters back to zero", () => resources.snapshot().openSockets === 0 && resources.snapshot().timers === 0);
+});
+
 test("idle timeout closes a bound connection and its sessions", async () => {
   const resources = new MsrpResources();
   const srv = await startServer(resources, { idleTimeoutMs: 150 });
