@@ -2,6 +2,8 @@
 // same run on the same machine, as a ratio. No assertion: numbers, not tests.
 import { cpus } from "node:os";
 import { type DovecotInstance, startDovecot } from "../test/harness/dovecot.js";
+import { benchDeferred } from "./deferred-bench.js";
+import { benchRelay, benchSessionRss } from "./media-bench.js";
 import { benchSip } from "./sip-bench.js";
 import { fmt } from "./stats.js";
 import { benchStore } from "./store-bench.js";
@@ -9,7 +11,10 @@ import { benchStore } from "./store-bench.js";
 const N_STORE = Number(process.env.BENCH_STORE_N ?? 500);
 const N_CALLS = Number(process.env.BENCH_CALLS ?? 6000);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 20);
-/** Comma-separated subset of the parts to run (store, sip); default all. */
+const N_RELAY = Number(process.env.BENCH_RELAY_N ?? 20_000);
+const N_DEFERRED = Number(process.env.BENCH_DEFERRED_N ?? 500);
+const RSS_SESSIONS = (process.env.BENCH_RSS_SESSIONS ?? "1000,10000").split(",").map(Number);
+/** Comma-separated subset of the parts to run (store, sip, media, deferred); default all. */
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",").filter(Boolean);
 const runs = (part: string) => ONLY.length === 0 || ONLY.includes(part);
 
@@ -18,6 +23,8 @@ async function main() {
   const dovecot = await startDovecot();
   try {
     if (runs("store")) await printStore(dovecot);
+    if (runs("deferred")) await printDeferred(dovecot);
+    if (runs("media")) await printMedia();
     if (runs("sip")) await printSip(dovecot);
   } finally {
     await dovecot.stop();
@@ -34,6 +41,42 @@ async function printStore(dovecot: DovecotInstance) {
   );
   console.log(`| MessageStore.append (GSO) | ${fmt(s.pf.perSecond)} | ${fmt(s.pf.p50, 2)} | ${fmt(s.pf.p99, 2)} |`);
   console.log(`ratio GSO/bare = ${fmt(s.ratio, 2)} (target >= 0.9)`);
+}
+
+async function printDeferred(dovecot: DovecotInstance) {
+  const d = await benchDeferred(dovecot, N_DEFERRED);
+  console.log(`\nDeferred storage: ${N_DEFERRED} CPIM messages of ${d.messageBytes} B from the CF, one group session, one after another`);
+  console.log("| path | messages/s | p50 ms | p99 ms |");
+  console.log("|---|---|---|---|");
+  console.log(
+    `| bare imapflow APPEND loop (baseline) | ${fmt(d.baseline.perSecond)} | ${fmt(d.baseline.p50, 2)} | ${fmt(d.baseline.p99, 2)} |`,
+  );
+  console.log(`| DeferredQueue.storeDeferred | ${fmt(d.deferred.perSecond)} | ${fmt(d.deferred.p50, 2)} | ${fmt(d.deferred.p99, 2)} |`);
+  console.log(`ratio deferred/bare = ${fmt(d.ratio, 2)} (target >= 0.9)`);
+}
+
+async function printMedia() {
+  const r = await benchRelay(N_RELAY);
+  console.log(
+    `\nMSRP relay: ${r.messages} messages of ${r.messageBytes} B, CF peer -> relay -> client peer, ${r.window} SENDs outstanding`,
+  );
+  console.log("| relay | messages/s | MB/s |");
+  console.log("|---|---|---|");
+  console.log(
+    `| plain TCP pass-through of the same bytes (baseline) | ${fmt(r.baseline.messagesPerSecond)} | ${fmt(r.baseline.mbPerSecond, 2)} |`,
+  );
+  console.log(`| sidecar media plane (two MSRP sessions, per-hop 200s) | ${fmt(r.pf.messagesPerSecond)} | ${fmt(r.pf.mbPerSecond, 2)} |`);
+  console.log(`ratio relay/pass-through = ${fmt(r.ratio, 2)} (target >= 0.5)`);
+  const m = await benchSessionRss(RSS_SESSIONS, "realistic");
+  console.log("\nSidecar RSS per idle anchored session (CF legs over one connection the PF opened, one client connection per session)");
+  console.log("| sessions | RSS MB | RSS per session KB | heap per session KB |");
+  console.log("|---|---|---|---|");
+  for (const p of m.points) {
+    console.log(
+      `| ${p.sessions} | ${fmt(p.rssBytes / 1048576, 1)} | ${fmt(p.rssPerSessionBytes / 1024, 2)} | ${fmt(p.heapPerSessionBytes / 1024, 2)} |`,
+    );
+  }
+  console.log(`marginal RSS per session between the points = ${fmt(m.marginalRssPerSessionBytes / 1024, 2)} KB (target <= 10 KB, linear)`);
 }
 
 async function printSip(dovecot: DovecotInstance) {

@@ -102,6 +102,27 @@ export interface Config {
     /** PEM CA bundle to verify peers the PF connects to over msrps; "" = system CAs. Default "". */
     tlsCaFile: string;
   };
+  delivery: {
+    /**
+     * CPMDeferredMsgMgmtURI (8.3.2.9.1.2 a.ii, DD-4): the PF's identity in the
+     * P-Asserted-Identity of deferred-delivery INVITEs, per operator policy.
+     * A SIP/SIPS/TEL URI; "" = deferred delivery after registration is off.
+     * Default "".
+     */
+    deferredMsgMgmtUri: string;
+    /** DD-9 (MAY): re-attempts of a delivery INVITE answered with an error other than 603; 0 = off. Default 3. */
+    retryAttempts: number;
+    /** DD-9: delay before the first re-attempt (ms). Default 60000. */
+    retryInitialMs: number;
+    /** DD-9: each further delay is the previous one times this (1 = constant). Default 2. */
+    retryFactor: number;
+    /** DD-9: longest delay between re-attempts (ms), >= retryInitialMs. Default 900000. */
+    retryMaxMs: number;
+    /** DD-11 / RJ-3 (MAY): deliver interim Group State Objects (and a final GSO after registration delivery). Default false. */
+    sendInterimGsos: boolean;
+    /** DD-12 (MAY): unsubscribe from the focus's conference event package after re-joining the conference. Default false. */
+    unsubscribeOnRejoin: boolean;
+  };
   session: {
     /** Directory where session facts are persisted so they survive a restart. */
     stateDir: string;
@@ -148,6 +169,15 @@ export const defaults: Config = {
     tlsCertFile: "",
     tlsKeyFile: "",
     tlsCaFile: "",
+  },
+  delivery: {
+    deferredMsgMgmtUri: "",
+    retryAttempts: 3,
+    retryInitialMs: 60_000,
+    retryFactor: 2,
+    retryMaxMs: 900_000,
+    sendInterimGsos: false,
+    unsubscribeOnRejoin: false,
   },
   session: { stateDir: "var/state", idleTtlMs: 7 * 24 * 3600 * 1000 },
 };
@@ -198,6 +228,15 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     tlsCertFile: "string",
     tlsKeyFile: "string",
     tlsCaFile: "string",
+  },
+  delivery: {
+    deferredMsgMgmtUri: "string",
+    retryAttempts: "nonnegint",
+    retryInitialMs: "posint",
+    retryFactor: "posint",
+    retryMaxMs: "posint",
+    sendInterimGsos: "bool",
+    unsubscribeOnRejoin: "bool",
   },
   session: { stateDir: "string", idleTtlMs: "posint" },
 };
@@ -278,6 +317,10 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   const cfg = out as unknown as Config;
   if (cfg.store.retryMaxMs < cfg.store.retryInitialMs) bad("store.retryMaxMs", "must be >= store.retryInitialMs");
   checkDeferredRoot(cfg.store.rootFolder, cfg.store.deferredRootFolder);
+  if (cfg.delivery.retryMaxMs < cfg.delivery.retryInitialMs) bad("delivery.retryMaxMs", "must be >= delivery.retryInitialMs");
+  if (cfg.delivery.deferredMsgMgmtUri !== "" && !/^(sips?|tel):[^\s<>"]+$/i.test(cfg.delivery.deferredMsgMgmtUri)) {
+    bad("delivery.deferredMsgMgmtUri", "must be a sip:, sips: or tel: URI (or empty: delivery off)");
+  }
   if ((cfg.media.tlsCertFile === "") !== (cfg.media.tlsKeyFile === ""))
     bad(cfg.media.tlsCertFile === "" ? "media.tlsCertFile" : "media.tlsKeyFile", "msrps needs both media.tlsCertFile and media.tlsKeyFile");
   return cfg;

@@ -409,21 +409,28 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
       this.close(`parse error: ${err.reason}`);
       return;
     }
+    const head = err.head;
+    const sessionId = head?.toPath?.[0]?.sessionId;
+    const session = sessionId === undefined ? undefined : this.bound.get(sessionId);
+    if (err.reason === "body-too-large" && head?.messageId !== undefined) session?.rejectMessage(head.messageId);
+    // RFC 4975 7.2: a response is addressed with the request's paths; without
+    // them (or for a response, or per the Failure-Report policy) none is sent.
+    const answerable =
+      !err.isResponse &&
+      err.transactionId !== undefined &&
+      err.method !== undefined &&
+      head?.toPath !== undefined &&
+      head.fromPath !== undefined &&
+      shouldRespond({ method: err.method, failureReport: head.failureReport }, err.status);
     this.log.info("bad MSRP frame", {
       reason: err.reason,
       detail: err.detail,
       limit: err.limit,
       transactionId: err.transactionId,
       status: err.status,
+      answered: answerable,
     });
-    if (err.isResponse || err.transactionId === undefined || err.method === undefined) return;
-    const head = err.head;
-    const sessionId = head?.toPath?.[0]?.sessionId;
-    const session = sessionId === undefined ? undefined : this.bound.get(sessionId);
-    if (err.reason === "body-too-large" && head?.messageId !== undefined) session?.rejectMessage(head.messageId);
-    if (head?.toPath === undefined || head.fromPath === undefined) return;
-    const policyOf = { method: err.method, failureReport: head.failureReport };
-    if (!shouldRespond(policyOf, err.status)) return;
+    if (!answerable || err.transactionId === undefined || head?.toPath === undefined || head.fromPath === undefined) return;
     this.writeQuietly(
       makeResponse(
         { transactionId: err.transactionId, toPath: head.toPath, fromPath: head.fromPath },

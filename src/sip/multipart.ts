@@ -73,3 +73,27 @@ export function replaceBodyPart(contentType: string | undefined, body: Buffer, t
   const end = start + part.body.length;
   return Buffer.concat([body.subarray(0, start), replacement, body.subarray(end)]);
 }
+
+export interface OutgoingPart {
+  contentType: string;
+  /** Further part headers, e.g. ["Content-Disposition", "recipient-list"]. */
+  headers?: readonly (readonly [string, string])[];
+  body: string;
+}
+
+/**
+ * A multipart/mixed body (RFC 2046 5.1.1) and its Content-Type value. The
+ * boundary is `base`, suffixed with a counter while it occurs in a part (a
+ * deterministic choice, so pure callers stay pure). Parses back with bodyParts.
+ */
+export function buildMultipart(parts: readonly OutgoingPart[], base = "cpm-pf-boundary"): { contentType: string; body: string } {
+  let boundary = base;
+  for (let n = 1; parts.some((p) => p.body.includes(`--${boundary}`)); n++) boundary = `${base}-${n}`;
+  let body = "";
+  for (const p of parts) {
+    body += `--${boundary}\r\nContent-Type: ${p.contentType}\r\n`;
+    for (const [name, value] of p.headers ?? []) body += `${name}: ${value}\r\n`;
+    body += `\r\n${p.body.endsWith("\r\n") ? p.body.slice(0, -2) : p.body}\r\n`;
+  }
+  return { contentType: `multipart/mixed;boundary=${boundary}`, body: `${body}--${boundary}--\r\n` };
+}

@@ -58,3 +58,35 @@ test("store.deferredRootFolder: default Deferred, a path outside store.rootFolde
   }
   assert.throws(() => buildConfig({ store: { rootFolder: "Q/Default", deferredRootFolder: "Q" } }), /store\.deferredRootFolder/);
 });
+
+test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", () => {
+  assert.deepEqual(defaults.delivery, {
+    deferredMsgMgmtUri: "",
+    retryAttempts: 3,
+    retryInitialMs: 60_000,
+    retryFactor: 2,
+    retryMaxMs: 900_000,
+    sendInterimGsos: false,
+    unsubscribeOnRejoin: false,
+  });
+  const cfg = buildConfig(
+    { delivery: { deferredMsgMgmtUri: "sip:deferred@pf.example.net", retryAttempts: 0, sendInterimGsos: true } },
+    { CPM_PF__DELIVERY__RETRYFACTOR: "3", CPM_PF__DELIVERY__UNSUBSCRIBEONREJOIN: "1" },
+  );
+  assert.equal(cfg.delivery.deferredMsgMgmtUri, "sip:deferred@pf.example.net");
+  assert.equal(cfg.delivery.retryAttempts, 0);
+  assert.equal(cfg.delivery.retryFactor, 3);
+  assert.equal(cfg.delivery.sendInterimGsos, true);
+  assert.equal(cfg.delivery.unsubscribeOnRejoin, true);
+  assert.equal(buildConfig({ delivery: { deferredMsgMgmtUri: "tel:+16135550000" } }).delivery.deferredMsgMgmtUri, "tel:+16135550000");
+  const cases: [unknown, NodeJS.ProcessEnv, RegExp][] = [
+    [{ delivery: { deferredMsgMgmtUri: "deferred@pf" } }, {}, /delivery\.deferredMsgMgmtUri: must be a sip:, sips: or tel: URI/],
+    [{ delivery: { deferredMsgMgmtUri: "sip:a b" } }, {}, /delivery\.deferredMsgMgmtUri/],
+    [{ delivery: { retryAttempts: -1 } }, {}, /delivery\.retryAttempts: must be an integer >= 0/],
+    [{ delivery: { retryFactor: 0 } }, {}, /delivery\.retryFactor: must be a positive integer/],
+    [{ delivery: { retryInitialMs: 5000, retryMaxMs: 100 } }, {}, /delivery\.retryMaxMs: must be >= delivery\.retryInitialMs/],
+    [{ delivery: { retries: 1 } }, {}, /delivery\.retries: unknown key/],
+    [{}, { CPM_PF__DELIVERY__SENDINTERIMGSOS: "yes" }, /CPM_PF__DELIVERY__SENDINTERIMGSOS: must be true or false/],
+  ];
+  for (const [file, env, re] of cases) assert.throws(() => buildConfig(file, env), re);
+});

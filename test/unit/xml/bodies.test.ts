@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { parseConferenceInfo } from "../../../src/xml/conference-info.js";
-import { parseResourceLists } from "../../../src/xml/resource-lists.js";
+import { buildResourceLists, parseResourceLists } from "../../../src/xml/resource-lists.js";
 import { RESOURCE_LIST } from "../../fixtures/sip.js";
 
 test("resource-lists (RFC 4826) entries with display names, any prefix", () => {
@@ -41,4 +41,22 @@ test("conference-info with a bad version or state is refused", () => {
   assert.throws(() => parseConferenceInfo('<conference-info version="-1"/>'));
   assert.throws(() => parseConferenceInfo('<conference-info version="1" state="weird"/>'));
   assert.throws(() => parseConferenceInfo("<other/>"));
+});
+
+test("resource-lists builder (RFC 4826 3.2): one <list>, escaped, round-trips through the parser (DD-2)", () => {
+  const entries = [
+    { uri: "tel:+16135551210", displayName: "Bob" },
+    { uri: "sip:carol@example.net;a=b&c", displayName: 'Carol <"co">' },
+    { uri: "tel:+16135551211", displayName: "" },
+  ];
+  const xml = buildResourceLists(entries);
+  assert.equal(
+    xml,
+    '<?xml version="1.0" encoding="UTF-8"?>\n<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">\n <list>\n' +
+      '  <entry uri="tel:+16135551210"><display-name>Bob</display-name></entry>\n' +
+      '  <entry uri="sip:carol@example.net;a=b&amp;c"><display-name>Carol &lt;&quot;co&quot;&gt;</display-name></entry>\n' +
+      '  <entry uri="tel:+16135551211"/>\n </list>\n</resource-lists>\n',
+  );
+  assert.deepEqual(parseResourceLists(xml), entries);
+  assert.deepEqual(parseResourceLists(buildResourceLists([])), []);
 });

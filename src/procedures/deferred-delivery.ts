@@ -1,0 +1,324 @@
+// OMA CPM Conversation Functions 8.3.2.9.1.2 "CPM Group Session delivery"
+// (deferred delivery of group session data after registration, DD-1..DD-14),
+// as changed by the CR in shared/spec. Pure: one state machine per (served
+// user, group session), driven by events, returning actions.
+//
+// Wiring (not done yet): the SIP adapter (src/pf + kamailio/cpm-pf.cfg) feeds
+// `registered` from the 3rd-party REGISTER / reg event (RFC 3680) with
+// DeferredQueue.listSessions() joined to the session registry, sends
+// `sendInvite` / `sendAck` / `cancelInvite` / `byeToClient` / `sendByeToFocus`
+// / `unsubscribeConference` / `restartGroupSession` through Kamailio (UAC,
+// record-routed by the PF) and reports `inviteResponse` / `restartResponse` /
+// `clientBye`; the media plane (src/media) anchors the INVITE's SDP part
+// (anchorSdp "offer", replaceBodyPart) before it is sent, reports `msrpUp`,
+// `itemDelivered` / `itemFailed` (MSRP responses to each SEND) and
+// `clientSentMedia`, and executes `deliverInOrder` / `sendGso` /
+// `rejoinConference` / `joinGroupDialog` / `forwardToFocus` /
+// `msrpFailureReport` / `releaseMedia`; the store adapter executes
+// `readDeferred` (answered by `itemsRead`), `ackDeferred`, `discardDeferred`
+// (DeferredQueue); a timer executes `scheduleRetry` as `retryTimer`. The
+// guard (delivery-guard.ts) is kept per served user next to the machines.
+export type { DeliveryInvite } from "./delivery-session.js";
+
+import { CpmError } from "../errors/catalogue.js";
+import { withDirection } from "../sdp/direction.js";
+import type { GroupSession } from "../session/group-session.js";
+import { acceptContactFor, CPM_SESSION_ICSI, icsiRefParam } from "../sip/feature-tags.js";
+import { buildMultipart } from "../sip/multipart.js";
+import { parseNameAddr } from "../sip/name-addr.js";
+import { formatReason } from "../sip/reason.js";
+import { buildResourceLists } from "../xml/resource-lists.js";
+import { applyClaim, claimDelivery, type DeliveryClaim, type DeliveryClaims, deliveryKey } from "./delivery-guard.js";
+import {
+  checkStatus,
+  type DeliveryAction,
+  type DeliveryInvite,
+  type DeliveryPolicy,
+  type DeliverySession,
+  gsoAction,
+  isActive,
+  newDeliverySession,
+  type OnDrained,
+  participantEntries,
+  queueRef,
+  type SessionEvent,
+  type Step,
+  stepSession,
+} from "./delivery-session.js";
+
+/** The client whose registration the 3rd-party register event announced (DD-1). */
+export interface RegisteredClient {
+  /** The registered contact (URI or name-addr): the delivery INVITE's Request-URI. */
+  contact: string;
+  /** +sip.instance of the contact, when the notification carried it (for logs). */
+  instanceId?: string;
+}
+
+/** A group session with deferred data (DeferredQueue.listSessions) and what the PF knows of it. */
+export interface PendingGroupSession {
+  conversationId: string | undefined;
+  contributionId: string | undefined;
+  /** Objects waiting in the queue. */
+  count: number;
+  /** The session registry's snapshot; undefined when the PF no longer knows the session. */
+  session: GroupSession | undefined;
+}
+
+export interface RegisteredEvent {
+  type: "registered";
+  servedUser: string;
+  client: RegisteredClient;
+  pending: PendingGroupSession[];
+}
+
+export type DeferredDeliveryEvent =
+  /** Final or provisional response of the client to the delivery INVITE (DD-7). */
+  | { type: "inviteResponse"; status: number }
+  /** The scheduleRetry delay passed (DD-9); `session`: a fresher snapshot, if any. */
+  | { type: "retryTimer"; session?: GroupSession }
+  /** A re-join of the client took over this session's delivery (RJ-1, delivery-guard.ts). */
+  | { type: "superseded" }
+  | SessionEvent;
+
+export type InvitePhase = "inviting" | "retryWait" | "answered" | "ended";
+
+export interface DeferredDeliveryState {
+  invitePhase: InvitePhase;
+  client: RegisteredClient;
+  /** Delivery INVITEs sent so far (1 = the first, DD-9 retries after it). */
+  attempts: number;
+  /** The delivery session (phase "connecting" until the client's 200 OK). */
+  delivery: DeliverySession;
+  superseded: boolean;
+}
+
+export interface StartResult {
+  /** One machine per group session delivered, each with its first actions. */
+  deliveries: Step<DeferredDeliveryState>[];
+  claims: DeliveryClaims;
+  notes: string[];
+}
+
+/** DD-8 ii.a */
+export const CALL_COMPLETED = formatReason({ protocol: "SIP", cause: 200, text: "Call completed" });
+
+/**
+ * DD-2..DD-6: the delivery INVITE for `session` towards `client`. Throws
+ * CpmError for what cannot make a valid INVITE: no CPMDeferredMsgMgmtURI,
+ * no focus URI, an unusable SDP offer.
+ */
+export function buildDeliveryInvite(
+  servedUser: string,
+  client: RegisteredClient,
+  session: GroupSession,
+  policy: DeliveryPolicy,
+): DeliveryInvite {
+  if (!policy.deferredMsgMgmtUri) throw new CpmError("CPM_ERR_CONFIG", "delivery.deferredMsgMgmtUri is not configured (DD-4)");
+  if (!session.focusUri) throw new CpmError("CPM_ERR_BAD_REQUEST", `session ${session.key}: no focus URI known`);
+  // DD-6: the original offer, direction set to sendrecv (added when absent)
+  const sdp = withDirection(session.sdpOffer, "sendrecv");
+  // DD-2: the latest participants known, RFC 5366 recipient-list part
+  const body = buildMultipart([
+    { contentType: "application/sdp", body: sdp },
+    {
+      contentType: "application/resource-lists+xml",
+      headers: [["Content-Disposition", "recipient-list"]],
+      body: buildResourceLists(participantEntries(session)),
+    },
+  ]);
+  const headers: [string, string][] = [
+    ["To", `<${servedUser}>`],
+    // Decision (DD-3 "all the original CPM Group Session information"): From
+    // and Contact name the focus as in the original invitation (clients
+    // recognise a group session by Contact;isfocus); the PF stays in the path
+    // by record-routing, so in-dialog requests reach it.
+    ["From", `<${session.focusUri}>`],
+    ["Contact", `<${session.focusUri}>;isfocus;${icsiRefParam(CPM_SESSION_ICSI)}`],
+    ["Accept-Contact", acceptContactFor(CPM_SESSION_ICSI)], // DD-3
+    ["P-Asserted-Identity", `<${policy.deferredMsgMgmtUri}>`], // DD-4
+    ["P-Asserted-Service", CPM_SESSION_ICSI], // DD-5
+    ["Conversation-ID", session.conversationId], // DD-2
+    ["Contribution-ID", session.contributionId],
+  ];
+  if (session.subject) headers.push(["Subject", session.subject]);
+  headers.push(["Content-Type", body.contentType]);
+  return { requestUri: requestUriOf(servedUser, client), headers, body: body.body, sdp };
+}
+
+/** Decision: the registered contact, so the client that registered gets it; the served user when the contact is no SIP URI. */
+function requestUriOf(servedUser: string, client: RegisteredClient): string {
+  try {
+    const uri = parseNameAddr(client.contact).uri;
+    if (/^sips?:/i.test(uri)) return uri;
+  } catch {
+    // below
+  }
+  return servedUser;
+}
+
+/** DD-9: min(max, initial × factor^(retry-1)); retry is 1-based. */
+export function retryDelay(retry: number, policy: Pick<DeliveryPolicy, "retryInitialMs" | "retryFactor" | "retryMaxMs">): number {
+  return Math.min(policy.retryMaxMs, policy.retryInitialMs * policy.retryFactor ** (retry - 1));
+}
+
+/** DD-1: a client registered: one delivery per group session with pending data, none for a claimed one. */
+export function startDeferredDelivery(ev: RegisteredEvent, claims: DeliveryClaims, policy: DeliveryPolicy): StartResult {
+  const notes: string[] = [];
+  const deliveries: Step<DeferredDeliveryState>[] = [];
+  if (!policy.deferredMsgMgmtUri) {
+    notes.push("deferred delivery off: delivery.deferredMsgMgmtUri is not configured (DD-4)");
+    return { deliveries, claims, notes };
+  }
+  for (const p of ev.pending) {
+    const label = `${p.conversationId ?? "?"}/${p.contributionId ?? "?"}`;
+    if (p.count <= 0) continue;
+    if (!p.session) {
+      notes.push(`${label}: group session unknown to the PF (no SDP offer, no participants): data kept`);
+      continue;
+    }
+    const key = deliveryKey(ev.servedUser, p.session.key);
+    const claim = claimDelivery(claims, key, "registration");
+    if (!claim.granted) {
+      notes.push(`${label}: ${claim.previous?.owner} ${claim.previous?.status}: not delivered again`);
+      continue;
+    }
+    const state: DeferredDeliveryState = {
+      invitePhase: "inviting",
+      client: ev.client,
+      attempts: 0,
+      delivery: newDeliverySession(key, "registration", ev.servedUser, p.session),
+      superseded: false,
+    };
+    const first = invite(state, policy);
+    deliveries.push(first);
+    claims = applyClaim(claim.claims, key, "registration", first.claim);
+    if (first.error) notes.push(`${label}: ${first.error.detail}`);
+  }
+  return { deliveries, claims, notes };
+}
+
+function dstep(s: DeferredDeliveryState, actions: DeliveryAction[], notes: string[], error?: CpmError): Step<DeferredDeliveryState> {
+  const out: Step<DeferredDeliveryState> = { state: s, actions, notes, claim: claimOf(s) };
+  if (error) out.error = error;
+  return out;
+}
+
+function claimOf(s: DeferredDeliveryState): DeliveryClaim | undefined {
+  if (s.invitePhase === "ended" || s.delivery.phase === "ended") return undefined;
+  return { owner: "registration", status: s.delivery.phase === "delivered" ? "connected" : "delivering" };
+}
+
+function ended(s: DeferredDeliveryState): DeferredDeliveryState {
+  return { ...s, invitePhase: "ended", delivery: { ...s.delivery, phase: "ended" } };
+}
+
+/** A (re-)attempt: the INVITE, or the end when it cannot be built. */
+function invite(s: DeferredDeliveryState, policy: DeliveryPolicy): Step<DeferredDeliveryState> {
+  const notes: string[] = [];
+  const session = s.delivery.session;
+  if (session.participants.length === 0) {
+    // Decision: an empty list is a valid RFC 4826 document; the deferred data still goes
+    notes.push("no participants known: resource-list sent empty");
+  }
+  try {
+    const inv = buildDeliveryInvite(s.delivery.servedUser, s.client, session, policy);
+    return dstep({ ...s, invitePhase: "inviting", attempts: s.attempts + 1 }, [{ kind: "sendInvite", invite: inv }], notes);
+  } catch (err) {
+    const e = err instanceof CpmError ? err : new CpmError("CPM_ERR_INTERNAL", String(err), { cause: err });
+    return dstep(ended(s), [], [...notes, `no delivery INVITE: ${e.detail}; data kept`], e);
+  }
+}
+
+/** What 8.3.2.9.1.2 d) does once the queue is drained (DD-11, DD-12; DD-13 waits for the client's media). */
+const afterDrain: OnDrained = (s, policy, at) => {
+  const actions: DeliveryAction[] = [];
+  // DD-11 (MAY): the latest participants as a GSO, after the deferred items
+  if (policy.sendInterimGsos) {
+    const gso = gsoAction(s.session, at, policy);
+    if (gso) actions.push(gso);
+  }
+  if (isActive(s.session)) {
+    // DD-12: re-join with the on-going conference; MAY unsubscribe
+    actions.push({ kind: "rejoinConference", sessionKey: s.session.key });
+    if (policy.unsubscribeOnRejoin) {
+      actions.push({ kind: "unsubscribeConference", sessionKey: s.session.key, focusUri: s.session.focusUri });
+    }
+    // client SENDs held during the delivery go on once joined
+    if (s.held.length) actions.push({ kind: "forwardToFocus", msrpMessageIds: s.held.map((m) => m.msrpMessageId) });
+    return { session: { ...s, joined: true, held: [] }, actions };
+  }
+  return { session: s, actions };
+};
+
+export function stepDeferredDelivery(
+  s: DeferredDeliveryState,
+  ev: DeferredDeliveryEvent,
+  policy: DeliveryPolicy,
+): Step<DeferredDeliveryState> {
+  switch (ev.type) {
+    case "inviteResponse":
+      return inviteResponse(s, ev.status, policy);
+    case "retryTimer": {
+      if (s.invitePhase !== "retryWait") return dstep(s, [], [`retryTimer ignored in ${s.invitePhase}`]);
+      const delivery = ev.session ? { ...s.delivery, session: ev.session } : s.delivery;
+      return invite({ ...s, delivery }, policy);
+    }
+    case "superseded": {
+      const next = { ...ended(s), superseded: true };
+      if (s.invitePhase === "inviting") return dstep(next, [{ kind: "cancelInvite" }], ["re-join took over: INVITE cancelled"]);
+      if (s.invitePhase === "retryWait") return dstep(next, [], ["re-join took over: retry dropped"]);
+      if (s.invitePhase === "answered" && s.delivery.phase !== "ended") {
+        // undelivered items stay in the queue: the re-join delivers them
+        return dstep(next, [{ kind: "byeToClient", reason: CALL_COMPLETED }], ["re-join took over: delivery session closed"]);
+      }
+      return dstep(s, [], ["superseded ignored: delivery already over"]);
+    }
+    default: {
+      if (s.invitePhase !== "answered") return dstep(s, [], [`${ev.type} ignored in ${s.invitePhase}`]);
+      const r = stepSession(s.delivery, ev, policy, afterDrain);
+      const next: DeferredDeliveryState = { ...s, delivery: r.state, invitePhase: r.state.phase === "ended" ? "ended" : s.invitePhase };
+      return { ...r, state: next };
+    }
+  }
+}
+
+function inviteResponse(s: DeferredDeliveryState, status: number, policy: DeliveryPolicy): Step<DeferredDeliveryState> {
+  const bad = checkStatus(status);
+  if (bad) return dstep(s, [], [], bad);
+  if (s.invitePhase !== "inviting") {
+    if (s.superseded && status >= 200 && status < 300) {
+      // a 2xx that crossed our CANCEL: the dialog exists, close it (RFC 3261 9.1)
+      return dstep(s, [{ kind: "sendAck" }, { kind: "byeToClient", reason: CALL_COMPLETED }], ["2xx after CANCEL: ACK + BYE"]);
+    }
+    return dstep(s, [], [`response ${status} ignored in ${s.invitePhase}`]);
+  }
+  if (status < 200) return dstep(s, [], [`provisional ${status}`]);
+  if (status < 300) {
+    // DD-10: ACK; delivery starts once MSRP is up (event msrpUp)
+    return dstep({ ...s, invitePhase: "answered" }, [{ kind: "sendAck" }], []);
+  }
+  const session = s.delivery.session;
+  if (status === 603) {
+    // DD-8: the user declined: discard; tear the group session down when still active
+    const actions: DeliveryAction[] = [{ kind: "discardDeferred", queue: queueRef(s.delivery.servedUser, session) }];
+    if (isActive(session)) {
+      actions.push(
+        { kind: "sendByeToFocus", sessionKey: session.key, reason: CALL_COMPLETED },
+        { kind: "releaseMedia", sessionKey: session.key },
+        { kind: "unsubscribeConference", sessionKey: session.key, focusUri: session.focusUri },
+      );
+    }
+    return dstep(ended(s), actions, ["603 Decline: deferred data discarded"]);
+  }
+  // DD-9 (MAY): any other error (3xx included: the PF follows no redirect towards a client)
+  const retry = s.attempts; // retries done so far + 1
+  if (retry > policy.retryAttempts) {
+    const why = policy.retryAttempts === 0 ? "retries off" : `${policy.retryAttempts} retries done`;
+    return dstep(ended(s), [], [`${status}: ${why}; data kept for the next registration or re-join`]);
+  }
+  return dstep(
+    { ...s, invitePhase: "retryWait" },
+    [{ kind: "scheduleRetry", attempt: retry, delayMs: retryDelay(retry, policy) }],
+    [`${status}: retry ${retry} of ${policy.retryAttempts}`],
+  );
+}

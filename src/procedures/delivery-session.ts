@@ -1,0 +1,384 @@
+// The client-facing delivery session that 8.3.2.9.1.2 (deferred-delivery.ts,
+// after the client's 200 OK) and 8.3.2.9.1.3 (rejoin-delivery.ts, after the
+// PF accepted the re-join) have in common: MSRP up, the deferred items read
+// and sent in order, the restart of an inactive group session, the client's
+// BYE. Pure: state + event in, state + actions out. The two procedures differ
+// only in what happens once the queue is drained (`onDrained`).
+
+import type { Config } from "../config/config.js";
+import { CpmError } from "../errors/catalogue.js";
+import type { GroupSession } from "../session/group-session.js";
+import { formatReason, parseReasonHeaders } from "../sip/reason.js";
+import type { DeferredHandle } from "../store/deferred-queue.js";
+import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
+import type { ListEntry } from "../xml/resource-lists.js";
+import type { DeliveryClaim, DeliveryOwner } from "./delivery-guard.js";
+import { emptyTracker, type ItemTracker, type PendingItem, settle, takeBatch } from "./delivery-items.js";
+
+/** delivery.* plus the pf switch for subject/icon in GSOs. */
+export type DeliveryPolicy = Config["delivery"] & Pick<Config["pf"], "groupSessionDataManagement">;
+
+/** Items asked from the queue per read (DeferredQueue.read limit). */
+export const READ_BATCH = 100;
+
+/** The group session's queue, as DeferredQueue.folderOf / read / discard take it. */
+export interface QueueRef {
+  sessionKey: string;
+  servedUser: string;
+  conversationId: string;
+  contributionId: string;
+  focus: string;
+}
+
+/** The delivery INVITE (DD-2..DD-6), rendered: the SIP adapter sends it as is (adding Via, From-tag, Call-ID, CSeq). */
+export interface DeliveryInvite {
+  requestUri: string;
+  /** In order; Content-Type included, Content-Length left to the adapter. */
+  headers: [string, string][];
+  body: string;
+  /** The SDP part alone (DD-6), for the media plane to anchor. */
+  sdp: string;
+}
+
+/** A SEND the client made in the delivery session (chat message, IMDN or isComposing). */
+export interface ClientMedia {
+  msrpMessageId: string;
+  kind: "message" | "imdn" | "isComposing";
+  /** The SEND's Failure-Report header (RFC 4975 7.1.2; absent = "yes"). */
+  failureReport: "yes" | "no" | "partial";
+}
+
+/** 8.2.2.7: re-join the focus (lastfocussessionid), or restart via the conference factory with the participants. */
+export interface RestartRequest {
+  sessionKey: string;
+  focusUri: string;
+  conversationId: string;
+  contributionId: string;
+  subject: string | undefined;
+  participants: ListEntry[];
+}
+
+export type DeliveryAction =
+  /** DD-2..DD-6: the delivery INVITE, rendered (deferred-delivery.ts). */
+  | { kind: "sendInvite"; invite: DeliveryInvite }
+  /** CANCEL the delivery INVITE (superseded by a re-join before its final answer). */
+  | { kind: "cancelInvite" }
+  /** DD-7 / DD-10: ACK the client's 200 OK (8.3.2.1, B2BUA). */
+  | { kind: "sendAck" }
+  /** Read the oldest items of the session's queue (DeferredQueue.read), answered by `itemsRead`. */
+  | { kind: "readDeferred"; queue: QueueRef; limit: number }
+  /** DD-10 / RJ-2: MSRP SEND of each item, one after another in this order, on the delivery session. */
+  | { kind: "deliverInOrder"; items: PendingItem[] }
+  /** Remove delivered (or deliberately dropped) items from the queue (DeferredQueue.ack). */
+  | { kind: "ackDeferred"; handles: DeferredHandle[] }
+  /** DD-11 / RJ-3: a GSO in an MSRP SEND with the GSO MIME type. */
+  | { kind: "sendGso"; contentType: typeof GSO_CONTENT_TYPE; body: string; gso: GroupStateObject }
+  /** DD-8 / DD-14: discard the session's deferred messages and IMDNs (DeferredQueue.discard). */
+  | { kind: "discardDeferred"; queue: QueueRef }
+  /** DD-8 ii.a: BYE to the conference focus. */
+  | { kind: "sendByeToFocus"; sessionKey: string; reason: string }
+  /** DD-8 ii.a: release the group session's media (MSRP) resources. */
+  | { kind: "releaseMedia"; sessionKey: string }
+  /** DD-8 ii.b / DD-12 MAY: SUBSCRIBE with Expires: 0 to the focus's conference event package (RFC 4575). */
+  | { kind: "unsubscribeConference"; sessionKey: string; focusUri: string }
+  /** DD-9: run `retryTimer` after delayMs. */
+  | { kind: "scheduleRetry"; attempt: number; delayMs: number }
+  /** DD-12: join the delivery session with the on-going conference (live relay both ways from now on). */
+  | { kind: "rejoinConference"; sessionKey: string }
+  /** DD-13 / RJ-3: INVITE towards the Controlling Function (8.2.2.7), answered by `restartResponse`. */
+  | { kind: "restartGroupSession"; restart: RestartRequest }
+  /** RJ-5, and after a successful restart: join the client's dialog with the group session dialog towards the CF. */
+  | { kind: "joinGroupDialog"; sessionKey: string }
+  /** Client SENDs held until the join go to the focus, in this order. */
+  | { kind: "forwardToFocus"; msrpMessageIds: string[] }
+  /** RJ-4: MSRP REPORT with an error Status (RFC 4975 7.1.2) for a client SEND that cannot reach the group. */
+  | { kind: "msrpFailureReport"; msrpMessageId: string; status: number }
+  /** RJ-3: BYE to the client on the delivery / re-join dialog. */
+  | { kind: "byeToClient"; reason: string }
+  /** DD-14: the client's BYE, handled as 8.2.2.3 (answer it; towards the CF too when joined). */
+  | { kind: "handleAsBye"; reason: string; towardsFocus: boolean }
+  /** Tell the registration machine of this session that a re-join took over (RJ-1). */
+  | { kind: "supersedeRegistrationDelivery"; key: string }
+  /** RJ-1: accept the client's re-join INVITE (200 OK, PF-anchored SDP answer). */
+  | { kind: "acceptRejoin"; clientCallId: string }
+  /** Not a re-join the PF delivers for: handle it as a plain 8.2.2.7 re-join. */
+  | { kind: "relayRejoin"; clientCallId: string };
+
+/** Events of the delivery session, common to both procedures. */
+export type SessionEvent =
+  | { type: "msrpUp" }
+  | { type: "itemsRead"; items: PendingItem[]; at: Date }
+  | { type: "itemDelivered"; handle: DeferredHandle }
+  /** MSRP error response (or 408 for no response, RFC 4975 7.1.1) to one item's SEND. */
+  | { type: "itemFailed"; handle: DeferredHandle; status: number }
+  | { type: "clientSentMedia"; media: ClientMedia }
+  | { type: "restartResponse"; status: number; reasonPhrase?: string }
+  /** The client's BYE on the delivery session: every Reason header line as received. */
+  | { type: "clientBye"; reasons: string[] };
+
+export type SessionPhase = "connecting" | "delivering" | "delivered" | "ended";
+
+export interface DeliverySession {
+  /** deliveryKey(servedUser, session.key). */
+  key: string;
+  owner: DeliveryOwner;
+  servedUser: string;
+  /** Latest snapshot of the group session. */
+  session: GroupSession;
+  phase: SessionPhase;
+  items: ItemTracker;
+  /** A readDeferred is outstanding. */
+  reading: boolean;
+  /** The delivery session is joined with the group session dialog towards the CF. */
+  joined: boolean;
+  restart: "none" | "pending" | "done" | "failed";
+  /** Client SENDs waiting for the join (or for the restart's answer). */
+  held: ClientMedia[];
+}
+
+export interface Step<S> {
+  state: S;
+  actions: DeliveryAction[];
+  notes: string[];
+  /** What the guard should hold for this session now (undefined: release). */
+  claim: DeliveryClaim | undefined;
+  /** Bad input (unknown status code, …): the state is unchanged. */
+  error?: CpmError;
+}
+
+/** The part that differs: what to do once the queue is drained. */
+export type OnDrained = (s: DeliverySession, policy: DeliveryPolicy, at: Date) => { session: DeliverySession; actions: DeliveryAction[] };
+
+export function queueRef(servedUser: string, session: GroupSession): QueueRef {
+  return {
+    sessionKey: session.key,
+    servedUser,
+    conversationId: session.conversationId,
+    contributionId: session.contributionId,
+    focus: session.focusUri,
+  };
+}
+
+export function newDeliverySession(key: string, owner: DeliveryOwner, servedUser: string, session: GroupSession): DeliverySession {
+  return {
+    key,
+    owner,
+    servedUser,
+    session,
+    phase: "connecting",
+    items: emptyTracker,
+    reading: false,
+    joined: false,
+    restart: "none",
+    held: [],
+  };
+}
+
+export function isActive(session: GroupSession): boolean {
+  return session.state === "active";
+}
+
+/** A SIP response status code (RFC 3261 7.2: 100-699); anything else is bad input. */
+export function checkStatus(status: number): CpmError | undefined {
+  if (Number.isInteger(status) && status >= 100 && status <= 699) return undefined;
+  return new CpmError("CPM_ERR_BAD_REQUEST", `status code ${status}: not a SIP status (100-699)`);
+}
+
+export function restartRequest(session: GroupSession): RestartRequest {
+  return {
+    sessionKey: session.key,
+    focusUri: session.focusUri,
+    conversationId: session.conversationId,
+    contributionId: session.contributionId,
+    subject: session.subject,
+    participants: participantEntries(session),
+  };
+}
+
+export function participantEntries(session: GroupSession): ListEntry[] {
+  return session.participants.map((p) => ({ uri: p.commAddr, displayName: p.name }));
+}
+
+/** A GSO with the session's latest participants, in an MSRP SEND (5.2.8); undefined without a focus URI. */
+export function gsoAction(session: GroupSession, at: Date, policy: { groupSessionDataManagement: boolean }): DeliveryAction | undefined {
+  if (!session.focusUri) return undefined; // clients reject a GSO without lastfocussessionid
+  const gso: GroupStateObject = {
+    timestamp: at,
+    lastFocusSessionId: session.focusUri,
+    groupType: session.groupType,
+    contributionId: session.contributionId,
+    participants: session.participants,
+  };
+  if (policy.groupSessionDataManagement) {
+    gso.subject = session.subject;
+    gso.icon = session.icon;
+  }
+  return { kind: "sendGso", contentType: GSO_CONTENT_TYPE, body: serializeGso(gso), gso };
+}
+
+/**
+ * RFC 4975 7.1.2 status of the failure REPORT for a client SEND when the
+ * group session could not be re-started (RJ-4; the spec names no code):
+ * the CF's 403 stays 403 (action not allowed), 408 stays 408, anything else
+ * is 481 (the session the SEND was for does not exist).
+ */
+export function msrpStatusForRestartFailure(sipStatus: number): number {
+  return sipStatus === 403 || sipStatus === 408 ? sipStatus : 481;
+}
+
+function failureReports(held: readonly ClientMedia[], sipStatus: number): DeliveryAction[] {
+  const status = msrpStatusForRestartFailure(sipStatus);
+  // Failure-Report: no → no REPORT (RFC 4975 7.1.2); partial and yes → REPORT on failure
+  return held.filter((m) => m.failureReport !== "no").map((m) => ({ kind: "msrpFailureReport", msrpMessageId: m.msrpMessageId, status }));
+}
+
+/** The claim a live session holds. */
+function claimOf(s: DeliverySession): DeliveryClaim | undefined {
+  if (s.phase === "ended") return undefined;
+  return { owner: s.owner, status: s.phase === "delivered" ? "connected" : "delivering" };
+}
+
+function step(s: DeliverySession, actions: DeliveryAction[], notes: string[], error?: CpmError): Step<DeliverySession> {
+  const out: Step<DeliverySession> = { state: s, actions, notes, claim: claimOf(s) };
+  if (error) out.error = error;
+  return out;
+}
+
+function ignored(s: DeliverySession, what: string): Step<DeliverySession> {
+  return step(s, [], [`${what} ignored in phase ${s.phase}`]);
+}
+
+/** Joins the group session dialog once both the queue is drained and a live CF dialog exists (order: deferred first). */
+export function joinIfReady(s: DeliverySession): { session: DeliverySession; actions: DeliveryAction[] } {
+  const live = isActive(s.session) || s.restart === "done";
+  if (s.joined || s.phase !== "delivered" || !live) return { session: s, actions: [] };
+  const actions: DeliveryAction[] = [{ kind: "joinGroupDialog", sessionKey: s.session.key }];
+  if (s.held.length) actions.push({ kind: "forwardToFocus", msrpMessageIds: s.held.map((m) => m.msrpMessageId) });
+  return { session: { ...s, joined: true, held: [] }, actions };
+}
+
+/** The client's BYE Reason (no Reason → cause 200, as 8.3.2.3 2.a; no usable SIP cause → undefined). */
+export function clientByeReason(reasons: readonly string[]): { cause: number; text: string | undefined } | undefined {
+  if (reasons.length === 0) return { cause: 200, text: undefined };
+  const sip = parseReasonHeaders(reasons).values.find((v) => v.protocol === "SIP" && v.cause !== undefined);
+  return sip?.cause === undefined ? undefined : { cause: sip.cause, text: sip.text };
+}
+
+/** Events of the delivery session, shared by both procedures. */
+export function stepSession(s: DeliverySession, ev: SessionEvent, policy: DeliveryPolicy, onDrained: OnDrained): Step<DeliverySession> {
+  if (s.phase === "ended") return ignored(s, ev.type);
+  const ref = queueRef(s.servedUser, s.session);
+  const read: DeliveryAction = { kind: "readDeferred", queue: ref, limit: READ_BATCH };
+  switch (ev.type) {
+    case "msrpUp":
+      if (s.phase !== "connecting") return ignored(s, "msrpUp");
+      return step({ ...s, phase: "delivering", reading: true }, [read], []);
+
+    case "itemsRead": {
+      if (s.phase !== "delivering" || !s.reading) return ignored(s, "itemsRead");
+      const batch = takeBatch(s.items, ev.items, policy.sendInterimGsos);
+      let next: DeliverySession = { ...s, items: batch.tracker, reading: false };
+      const actions: DeliveryAction[] = [];
+      if (batch.skipped.length) actions.push({ kind: "ackDeferred", handles: batch.skipped.map((i) => i.handle) });
+      if (batch.deliver.length) actions.push({ kind: "deliverInOrder", items: batch.deliver });
+      else if (batch.skipped.length) {
+        next = { ...next, reading: true }; // progress was made: read on
+        actions.push(read);
+      } else if (next.items.inFlight.length === 0) {
+        // nothing new (empty read, or only items already sent): the queue is drained
+        const done = onDrained({ ...next, phase: "delivered" }, policy, ev.at);
+        const join = joinIfReady(done.session);
+        return step(join.session, [...actions, ...done.actions, ...join.actions], batch.notes);
+      }
+      return step(next, actions, batch.notes);
+    }
+
+    case "itemDelivered":
+    case "itemFailed": {
+      const r = settle(s.items, ev.handle);
+      if (!r.known) return step(s, [], [`${ev.type} for uid ${ev.handle.uid}: not in flight, ignored`]);
+      const notes: string[] = [];
+      if (ev.type === "itemFailed") {
+        // RFC 4975 7.1.1: a 3-digit status; only 3xx-9xx can be a failure
+        if (!Number.isInteger(ev.status) || ev.status < 300 || ev.status > 999) {
+          return step(s, [], [], new CpmError("CPM_ERR_BAD_REQUEST", `MSRP status ${ev.status}: not a failure status`));
+        }
+        const permanent = ev.status >= 400 && ev.status < 500 && ev.status !== 408 && ev.status !== 481;
+        if (!permanent) {
+          // Decision (spec silent): the MSRP session is unusable (408 / 481 /
+          // 5xx). Items not confirmed stay in the queue (never lost, delivered
+          // by the next registration or re-join); the delivery session ends
+          // like a network-side release (8.3.2.3 "any other cause").
+          const reason = formatReason({ protocol: "SIP", cause: 503, text: "Service Unavailable" });
+          const ended: DeliverySession = { ...s, phase: "ended", items: { ...r.tracker, inFlight: [] } };
+          return step(
+            ended,
+            [{ kind: "byeToClient", reason }],
+            [`MSRP ${ev.status} for uid ${ev.handle.uid}: delivery stopped, rest kept`],
+          );
+        }
+        // Decision (spec silent): a client that refuses an item (415, 413, …)
+        // would refuse it again; it is dropped so the queue cannot block.
+        notes.push(`item uid ${ev.handle.uid} refused by the client (MSRP ${ev.status}): dropped`);
+      }
+      const next: DeliverySession = { ...s, items: r.tracker };
+      const actions: DeliveryAction[] = [{ kind: "ackDeferred", handles: [ev.handle] }];
+      if (next.items.inFlight.length === 0 && next.phase === "delivering" && !next.reading) {
+        actions.push(read);
+        return step({ ...next, reading: true }, actions, notes);
+      }
+      return step(next, actions, notes);
+    }
+
+    case "clientSentMedia":
+      return clientMedia(s, ev.media);
+
+    case "restartResponse": {
+      const bad = checkStatus(ev.status);
+      if (bad) return step(s, [], [], bad);
+      if (s.restart !== "pending") return ignored(s, "restartResponse");
+      if (ev.status < 200) return step(s, [], [`provisional ${ev.status} to the restart INVITE`]);
+      if (ev.status < 300) {
+        const join = joinIfReady({ ...s, restart: "done" });
+        return step(join.session, join.actions, []);
+      }
+      // RJ-3: BYE to the client with the CF's code; RJ-4: REPORTs for what it sent first
+      const reason = formatReason({ protocol: "SIP", cause: ev.status, text: ev.reasonPhrase });
+      const actions = [...failureReports(s.held, ev.status), { kind: "byeToClient", reason } as DeliveryAction];
+      return step({ ...s, restart: "failed", held: [], phase: "ended" }, actions, [`group session restart failed: ${ev.status}`]);
+    }
+
+    case "clientBye": {
+      const parsed = clientByeReason(ev.reasons);
+      const cause = parsed?.cause;
+      // the client's Reason goes on as received (8.2.2.3); none → cause=200
+      const text = parsed?.text ?? (cause === 200 ? "Call completed" : undefined);
+      const reason = formatReason({ protocol: "SIP", cause: cause ?? 503, text });
+      const actions: DeliveryAction[] = [{ kind: "handleAsBye", reason, towardsFocus: s.joined }];
+      const notes: string[] = [];
+      if (cause === 200) {
+        // DD-14: discard all remaining deferred messages of the group session
+        actions.push({ kind: "discardDeferred", queue: ref });
+      } else {
+        // Decision (spec silent): only cause=200 discards; a release for
+        // another cause (e.g. connection loss) keeps what was not delivered
+        notes.push(`client BYE cause ${cause ?? "unusable"}: undelivered items kept`);
+      }
+      if (s.held.length) notes.push(`${s.held.length} held client SEND(s) dropped with the session`);
+      return step({ ...s, phase: "ended", held: [] }, actions, notes);
+    }
+  }
+}
+
+/** DD-13 / RJ-4 / RJ-5: a SEND from the client in the delivery session. */
+function clientMedia(s: DeliverySession, media: ClientMedia): Step<DeliverySession> {
+  if (s.phase === "connecting") return ignored(s, "clientSentMedia");
+  if (s.joined) return step(s, [], ["client media relayed by the media plane (joined)"]);
+  const held = [...s.held, media];
+  if (isActive(s.session) || s.restart === "pending" || s.restart === "done") {
+    // held until the join (after the deferred items, order)
+    return step({ ...s, held }, [], []);
+  }
+  // DD-13: inactive group session, the client sends IMDN / isComposing / message → re-start it
+  return step({ ...s, held, restart: "pending" }, [{ kind: "restartGroupSession", restart: restartRequest(s.session) }], []);
+}

@@ -1,0 +1,111 @@
+// OMA CPM Conversation Functions 8.3.2.9.1.3 "Deferred delivery performed
+// upon CPM Client re-join" (RJ-1..RJ-5), as changed by the CR in
+// shared/spec. Pure: one machine per (served user, group session), started
+// by the client's re-join INVITE, then driven by the delivery-session events
+// (delivery-session.ts) it shares with 8.3.2.9.1.2.
+//
+// Coordination with deferred-delivery.ts (RJ-1): both claim the session in
+// the guard (delivery-guard.ts). A re-join takes over a registration
+// delivery (`supersedeRegistrationDelivery`: the adapter feeds `superseded`
+// to that machine); a later register notification starts nothing while the
+// re-join holds the claim. So the data is delivered by one of them, once.
+//
+// Wiring (not done yet): the SIP adapter (src/pf + kamailio/cpm-pf.cfg)
+// recognises the re-join INVITE (8.2.2.7: to the lastfocussessionid, same
+// Contribution-ID) of a session whose client leg was lost and feeds
+// `rejoinInvite`; it executes `acceptRejoin` (200 OK with the SDP answer the
+// media plane anchors), `relayRejoin` (plain 8.2.2.7 handling),
+// `restartGroupSession` (INVITE to the CF through Kamailio, answered by
+// `restartResponse`) and `byeToClient`, and reports `clientBye`; the media
+// plane (src/media) reports `msrpUp` / `itemDelivered` / `itemFailed` /
+// `clientSentMedia` and executes `deliverInOrder` / `sendGso` /
+// `joinGroupDialog` / `forwardToFocus` / `msrpFailureReport`; the store
+// adapter executes `readDeferred` / `ackDeferred` / `discardDeferred`.
+import type { GroupSession } from "../session/group-session.js";
+import { applyClaim, claimDelivery, type DeliveryClaims, deliveryKey } from "./delivery-guard.js";
+import {
+  type DeliveryAction,
+  type DeliveryPolicy,
+  type DeliverySession,
+  gsoAction,
+  isActive,
+  newDeliverySession,
+  type OnDrained,
+  restartRequest,
+  type SessionEvent,
+  type Step,
+  stepSession,
+} from "./delivery-session.js";
+
+export interface RejoinInviteEvent {
+  type: "rejoinInvite";
+  servedUser: string;
+  /** Call-ID of the client's re-join INVITE (the delivery dialog). */
+  clientCallId: string;
+  /** The registry's snapshot of the group session re-joined; undefined when unknown. */
+  session: GroupSession | undefined;
+}
+
+export interface RejoinState {
+  clientCallId: string;
+  delivery: DeliverySession;
+}
+
+export interface RejoinStart {
+  /** undefined: no delivery for this re-join (see actions / notes). */
+  state: RejoinState | undefined;
+  actions: DeliveryAction[];
+  notes: string[];
+  claims: DeliveryClaims;
+}
+
+/** RJ-1: the client re-joins an interrupted group session; deliver what it missed. */
+export function startRejoinDelivery(ev: RejoinInviteEvent, claims: DeliveryClaims): RejoinStart {
+  const relay: DeliveryAction = { kind: "relayRejoin", clientCallId: ev.clientCallId };
+  if (!ev.session) {
+    return { state: undefined, actions: [relay], notes: ["group session unknown to the PF: plain re-join (8.2.2.7)"], claims };
+  }
+  const key = deliveryKey(ev.servedUser, ev.session.key);
+  const claim = claimDelivery(claims, key, "rejoin");
+  if (!claim.granted) {
+    const notes = [`delivery already held by ${claim.previous?.owner} (${claim.previous?.status}): plain re-join (8.2.2.7)`];
+    return { state: undefined, actions: [relay], notes, claims };
+  }
+  const actions: DeliveryAction[] = [];
+  const notes: string[] = [];
+  if (claim.previous?.owner === "registration") {
+    actions.push({ kind: "supersedeRegistrationDelivery", key });
+    notes.push("re-join came first: the registration delivery stands down (RJ-1)");
+  }
+  actions.push({ kind: "acceptRejoin", clientCallId: ev.clientCallId });
+  let delivery = newDeliverySession(key, "rejoin", ev.servedUser, ev.session);
+  if (!isActive(ev.session)) {
+    // RJ-3: re-start the long-lived group session with the CF (8.2.2.7), at once
+    actions.push({ kind: "restartGroupSession", restart: restartRequest(ev.session) });
+    delivery = { ...delivery, restart: "pending" };
+  }
+  return { state: { clientCallId: ev.clientCallId, delivery }, actions, notes, claims: claim.claims };
+}
+
+/**
+ * Once the queue is drained. Inactive: RJ-3 the last participant information
+ * as a GSO. Decision: it comes after the deferred items (and the interim
+ * GSOs among them), so the newest state is the one the client keeps.
+ * Active: RJ-5's join follows from joinIfReady (after the deferred items:
+ * live messages must not overtake them).
+ */
+const afterDrain: OnDrained = (s, policy, at) => {
+  if (isActive(s.session)) return { session: s, actions: [] };
+  const gso = gsoAction(s.session, at, policy);
+  return { session: s, actions: gso ? [gso] : [] };
+};
+
+export function stepRejoinDelivery(s: RejoinState, ev: SessionEvent, policy: DeliveryPolicy): Step<RejoinState> {
+  const r = stepSession(s.delivery, ev, policy, afterDrain);
+  return { ...r, state: { ...s, delivery: r.state } };
+}
+
+/** The claims after a step of this machine (the guard keeps the claim of the one that took over). */
+export function rejoinClaims(claims: DeliveryClaims, s: RejoinState, claim: Step<RejoinState>["claim"]): DeliveryClaims {
+  return applyClaim(claims, s.delivery.key, "rejoin", claim);
+}

@@ -1,0 +1,502 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import fc from "fast-check";
+import {
+  buildDeliveryInvite,
+  CALL_COMPLETED,
+  type DeferredDeliveryEvent,
+  type DeferredDeliveryState,
+  type RegisteredEvent,
+  retryDelay,
+  startDeferredDelivery,
+  stepDeferredDelivery,
+} from "../../../src/procedures/deferred-delivery.js";
+import { applyClaim, type DeliveryClaims, deliveryKey } from "../../../src/procedures/delivery-guard.js";
+import type { DeliveryAction, DeliveryPolicy } from "../../../src/procedures/delivery-session.js";
+import type { GroupSession } from "../../../src/session/group-session.js";
+import { bodyParts } from "../../../src/sip/multipart.js";
+import { parseGso } from "../../../src/xml/gso.js";
+import { parseResourceLists } from "../../../src/xml/resource-lists.js";
+import { AT, groupSession, item, kinds, only, policy, SERVED_USER, uidsOf } from "../../fixtures/delivery.js";
+
+const CLIENT = { contact: '<sip:+16135551200@10.0.0.5:5060;transport=tcp>;+sip.instance="<urn:gsma:imei:1>"' };
+const ICSI_TAG = '+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"';
+const KEY = deliveryKey(SERVED_USER, "call-1@cf");
+
+const registered = (sessions: GroupSession[], extra: Partial<RegisteredEvent> = {}): RegisteredEvent => ({
+  type: "registered",
+  servedUser: SERVED_USER,
+  client: CLIENT,
+  pending: sessions.map((s) => ({ conversationId: s.conversationId, contributionId: s.contributionId, count: 2, session: s })),
+  ...extra,
+});
+
+function start(session = groupSession(), p: DeliveryPolicy = policy) {
+  const r = startDeferredDelivery(registered([session]), new Map(), p);
+  const first = r.deliveries[0];
+  assert.ok(first, `no delivery started: ${r.notes.join("; ")}`);
+  return { state: first.state, actions: first.actions, claims: r.claims, notes: [...r.notes, ...first.notes] };
+}
+
+/** Runs events in order; returns the last state and every action, in order. */
+function run(state: DeferredDeliveryState, events: DeferredDeliveryEvent[], p: DeliveryPolicy = policy) {
+  const actions: DeliveryAction[] = [];
+  const notes: string[] = [];
+  let claim: ReturnType<typeof stepDeferredDelivery>["claim"];
+  for (const ev of events) {
+    const r = stepDeferredDelivery(state, ev, p);
+    assert.equal(r.error, undefined, `${ev.type}: ${r.error?.message}`);
+    state = r.state;
+    claim = r.claim;
+    actions.push(...r.actions);
+    notes.push(...r.notes);
+  }
+  return { state, actions, notes, claim };
+}
+
+/** The client answered 200, MSRP is up. */
+const connected: DeferredDeliveryEvent[] = [{ type: "inviteResponse", status: 200 }, { type: "msrpUp" }];
+const read = (...items: ReturnType<typeof item>[]): DeferredDeliveryEvent => ({ type: "itemsRead", items, at: AT });
+const delivered = (uid: number): DeferredDeliveryEvent => ({ type: "itemDelivered", handle: item(uid).handle });
+
+test("DD-1: a register notification starts one delivery per group session with pending data, and claims it", () => {
+  const other = groupSession({ key: "call-2@cf", conversationId: "conv-2", contributionId: "c-2" });
+  const ev = registered([groupSession(), other]);
+  ev.pending.push({ conversationId: "conv-gone", contributionId: "c-gone", count: 4, session: undefined });
+  ev.pending.push({ conversationId: "conv-empty", contributionId: "c-e", count: 0, session: groupSession({ key: "call-3@cf" }) });
+  const r = startDeferredDelivery(ev, new Map(), policy);
+  assert.equal(r.deliveries.length, 2);
+  assert.deepEqual(
+    r.deliveries.map((d) => kinds(d.actions)),
+    [["sendInvite"], ["sendInvite"]],
+  );
+  assert.deepEqual([...r.claims.keys()], [KEY, deliveryKey(SERVED_USER, "call-2@cf")]);
+  assert.deepEqual(r.claims.get(KEY), { owner: "registration", status: "delivering" });
+  assert.ok(r.notes.some((n) => n.startsWith("conv-gone/c-gone: group session unknown")));
+});
+
+test("DD-1: a refreshed registration while a delivery runs does not deliver twice", () => {
+  const first = start();
+  const again = startDeferredDelivery(registered([groupSession()]), first.claims, policy);
+  assert.equal(again.deliveries.length, 0);
+  assert.ok(again.notes.some((n) => n.includes("registration delivering: not delivered again")));
+});
+
+test("DD-1/DD-4: no CPMDeferredMsgMgmtURI configured → delivery off, nothing claimed", () => {
+  const r = startDeferredDelivery(registered([groupSession()]), new Map(), { ...policy, deferredMsgMgmtUri: "" });
+  assert.equal(r.deliveries.length, 0);
+  assert.equal(r.claims.size, 0);
+  assert.match(r.notes[0] ?? "", /deferredMsgMgmtUri is not configured/);
+});
+
+test("DD-2/DD-3/DD-4/DD-5: the delivery INVITE's rendered headers", () => {
+  const { actions } = start();
+  const [send] = only(actions, "sendInvite");
+  assert.ok(send);
+  assert.equal(send.invite.requestUri, "sip:+16135551200@10.0.0.5:5060;transport=tcp");
+  assert.deepEqual(send.invite.headers, [
+    ["To", "<tel:+16135551200>"],
+    ["From", "<sip:focus-7f3a@cf.example.net>"],
+    ["Contact", `<sip:focus-7f3a@cf.example.net>;isfocus;${ICSI_TAG}`],
+    ["Accept-Contact", `*;${ICSI_TAG}`],
+    ["P-Asserted-Identity", "<sip:deferred@pf.example.net>"],
+    ["P-Asserted-Service", "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"],
+    ["Conversation-ID", "conv-7f3a"],
+    ["Contribution-ID", "contrib-1"],
+    ["Subject", "Trip"],
+    ["Content-Type", "multipart/mixed;boundary=cpm-pf-boundary"],
+  ]);
+});
+
+test("DD-2: the body carries the SDP and the latest participants as an RFC 5366 resource-list", () => {
+  const session = groupSession({ participants: [{ name: "Carol & co", commAddr: "tel:+16135551212" }] });
+  const inv = buildDeliveryInvite(SERVED_USER, CLIENT, session, policy);
+  const ct = inv.headers.find(([n]) => n === "Content-Type")?.[1];
+  const parts = bodyParts(ct, Buffer.from(inv.body));
+  assert.deepEqual(
+    parts.map((p) => p.contentType),
+    ["application/sdp", "application/resource-lists+xml"],
+  );
+  assert.equal(parts[1]?.headers.get("content-disposition"), "recipient-list");
+  assert.deepEqual(parseResourceLists(parts[1]?.body ?? Buffer.alloc(0)), [{ uri: "tel:+16135551212", displayName: "Carol & co" }]);
+  assert.equal(`${parts[0]?.body.toString()}\r\n`, inv.sdp);
+});
+
+test("DD-2: a snapshot with no participants still delivers, with an empty list and a note", () => {
+  const { actions, notes } = start(groupSession({ participants: [] }));
+  const [send] = only(actions, "sendInvite");
+  assert.ok(send);
+  const ct = send.invite.headers.find(([n]) => n === "Content-Type")?.[1];
+  assert.deepEqual(parseResourceLists(bodyParts(ct, Buffer.from(send.invite.body))[1]?.body ?? ""), []);
+  assert.ok(notes.includes("no participants known: resource-list sent empty"));
+});
+
+test("DD-6: the original offer with a=sendrecv replacing its direction, MSRP attributes kept", () => {
+  const offer =
+    "v=0\r\no=cf 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\na=sendonly\r\nm=message 7394 TCP/MSRP *\r\na=accept-types:message/cpim\r\na=path:msrp://127.0.0.1:7394/s1;tcp\r\na=recvonly\r\n";
+  const { sdp } = buildDeliveryInvite(SERVED_USER, CLIENT, groupSession({ sdpOffer: offer }), policy);
+  assert.deepEqual(
+    sdp.split("\r\n").filter((l) => /^a=(sendrecv|sendonly|recvonly|inactive)$/.test(l)),
+    ["a=sendrecv"],
+  );
+  assert.ok(sdp.includes("a=path:msrp://127.0.0.1:7394/s1;tcp\r\n"));
+  assert.ok(sdp.includes("a=accept-types:message/cpim\r\n"));
+});
+
+test("DD-6: an offer without a direction attribute gets a=sendrecv", () => {
+  const offer =
+    "v=0\r\no=cf 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 7394 TCP/MSRP *\r\na=path:msrp://127.0.0.1:7394/s1;tcp\r\n";
+  const { sdp } = buildDeliveryInvite(SERVED_USER, CLIENT, groupSession({ sdpOffer: offer }), policy);
+  assert.match(sdp, /m=message 7394 TCP\/MSRP \*\r\n(?:a=.*\r\n)*a=sendrecv\r\n/);
+});
+
+test("DD-6: no usable SDP offer → typed error, no INVITE, claim released, data kept", () => {
+  const r = startDeferredDelivery(registered([groupSession({ sdpOffer: "" })]), new Map(), policy);
+  const d = r.deliveries[0];
+  assert.ok(d);
+  assert.equal(d.error?.code, "CPM_ERR_BAD_SDP");
+  assert.deepEqual(d.actions, []);
+  assert.equal(d.claim, undefined);
+  assert.equal(r.claims.size, 0);
+  assert.ok(r.notes.some((n) => n.endsWith("empty SDP")));
+});
+
+test("DD-7/DD-10: provisional ignored, 200 → ACK, MSRP up → the queue is read and delivered in UID order", () => {
+  const { state } = start();
+  const r = run(state, [{ type: "inviteResponse", status: 180 }, ...connected, read(item(3), item(1), item(2, "imdn"))]);
+  assert.deepEqual(kinds(r.actions), ["sendAck", "readDeferred", "deliverInOrder"]);
+  const [readAction] = only(r.actions, "readDeferred");
+  assert.deepEqual(readAction?.queue, {
+    sessionKey: "call-1@cf",
+    servedUser: SERVED_USER,
+    conversationId: "conv-7f3a",
+    contributionId: "contrib-1",
+    focus: "sip:focus-7f3a@cf.example.net",
+  });
+  assert.deepEqual(
+    only(r.actions, "deliverInOrder")[0]?.items.map((i) => i.handle.uid),
+    [1, 2, 3],
+  );
+  assert.ok(r.notes.includes("provisional 180"));
+});
+
+test("DD-10: each confirmed item is acked; the next batch is read once the batch is through; empty read = drained", () => {
+  const { state } = start(groupSession({ state: "ended" }));
+  const r = run(state, [...connected, read(item(1), item(2)), delivered(2), delivered(1), read(item(3)), delivered(3), read()]);
+  assert.deepEqual(kinds(r.actions), [
+    "sendAck",
+    "readDeferred",
+    "deliverInOrder",
+    "ackDeferred",
+    "ackDeferred",
+    "readDeferred",
+    "deliverInOrder",
+    "ackDeferred",
+    "readDeferred",
+  ]);
+  assert.deepEqual(uidsOf(r.actions, "ackDeferred"), [[2], [1], [3]]);
+  assert.equal(r.state.delivery.phase, "delivered");
+  assert.deepEqual(r.claim, { owner: "registration", status: "connected" });
+});
+
+test("DD-10: items read again before their ack are not delivered twice, older ones never after newer", () => {
+  const { state } = start();
+  const r = run(state, [...connected, read(item(5), item(6)), delivered(5), delivered(6), read(item(5), item(6), item(4), item(7))]);
+  assert.deepEqual(uidsOf(r.actions, "deliverInOrder"), [[5, 6], [7]]);
+  assert.ok(r.notes.some((n) => n.includes("uid 4 is older than one already sent")));
+});
+
+test("DD-8: 603 → discard the deferred data; active group session → BYE to the focus, release media, unsubscribe", () => {
+  const { state } = start();
+  const r = stepDeferredDelivery(state, { type: "inviteResponse", status: 603 }, policy);
+  assert.deepEqual(r.actions, [
+    {
+      kind: "discardDeferred",
+      queue: {
+        sessionKey: "call-1@cf",
+        servedUser: SERVED_USER,
+        conversationId: "conv-7f3a",
+        contributionId: "contrib-1",
+        focus: "sip:focus-7f3a@cf.example.net",
+      },
+    },
+    { kind: "sendByeToFocus", sessionKey: "call-1@cf", reason: 'SIP;cause=200;text="Call completed"' },
+    { kind: "releaseMedia", sessionKey: "call-1@cf" },
+    { kind: "unsubscribeConference", sessionKey: "call-1@cf", focusUri: "sip:focus-7f3a@cf.example.net" },
+  ]);
+  assert.equal(CALL_COMPLETED, 'SIP;cause=200;text="Call completed"');
+  assert.equal(r.state.invitePhase, "ended");
+  assert.equal(r.claim, undefined);
+});
+
+test("DD-8: 603 for an inactive group session only discards", () => {
+  const { state } = start(groupSession({ state: "ended" }));
+  assert.deepEqual(kinds(stepDeferredDelivery(state, { type: "inviteResponse", status: 603 }, policy).actions), ["discardDeferred"]);
+});
+
+test("DD-9: other errors re-attempt with back-off (initial × factor^n, capped), then give up keeping the data", () => {
+  const p = { ...policy, retryAttempts: 3, retryInitialMs: 1000, retryFactor: 3, retryMaxMs: 5000 };
+  const { state } = start(groupSession(), p);
+  const fresh = groupSession({ participants: [{ name: "Dan", commAddr: "tel:+16135551299" }] });
+  const r = run(
+    state,
+    [
+      { type: "inviteResponse", status: 480 },
+      { type: "retryTimer", session: fresh },
+      { type: "inviteResponse", status: 486 },
+      { type: "retryTimer" },
+      { type: "inviteResponse", status: 302 },
+      { type: "retryTimer" },
+      { type: "inviteResponse", status: 500 },
+    ],
+    p,
+  );
+  assert.deepEqual(
+    only(r.actions, "scheduleRetry").map((a) => [a.attempt, a.delayMs]),
+    [
+      [1, 1000],
+      [2, 3000],
+      [3, 5000],
+    ],
+  );
+  assert.equal(only(r.actions, "sendInvite").length, 3);
+  const retried = only(r.actions, "sendInvite")[0]?.invite.body ?? "";
+  assert.ok(retried.includes('<entry uri="tel:+16135551299"><display-name>Dan</display-name></entry>'));
+  assert.ok(!kinds(r.actions).includes("discardDeferred"));
+  assert.equal(r.state.invitePhase, "ended");
+  assert.ok(r.notes.some((n) => n.startsWith("500: 3 retries done; data kept")));
+  assert.equal(retryDelay(10, policy), 900_000);
+});
+
+test("DD-9: retryAttempts 0 turns re-attempts off", () => {
+  const p = { ...policy, retryAttempts: 0 };
+  const { state } = start(groupSession(), p);
+  const r = stepDeferredDelivery(state, { type: "inviteResponse", status: 480 }, p);
+  assert.deepEqual(r.actions, []);
+  assert.equal(r.state.invitePhase, "ended");
+  assert.ok(r.notes.some((n) => n.includes("retries off")));
+});
+
+test("DD-11 (MAY, on): interim GSOs delivered in place, then a GSO with the latest participants", () => {
+  const p = { ...policy, sendInterimGsos: true };
+  const { state } = start(groupSession({ state: "ended" }), p);
+  const r = run(state, [...connected, read(item(1), item(2, "gso"), item(3)), delivered(1), delivered(2), delivered(3), read()], p);
+  assert.deepEqual(
+    only(r.actions, "deliverInOrder")[0]?.items.map((i) => [i.handle.uid, i.kind]),
+    [
+      [1, "message"],
+      [2, "gso"],
+      [3, "message"],
+    ],
+  );
+  const [gso] = only(r.actions, "sendGso");
+  assert.ok(gso);
+  assert.equal(gso.contentType, "application/group-state-object+xml");
+  const parsed = parseGso(gso.body);
+  assert.equal(parsed.lastFocusSessionId, "sip:focus-7f3a@cf.example.net");
+  assert.equal(parsed.contributionId, "contrib-1");
+  assert.deepEqual(
+    parsed.participants.map((x) => x.commAddr),
+    ["tel:+16135551210", "tel:+16135551211"],
+  );
+  assert.deepEqual(parsed.timestamp, AT);
+});
+
+test("DD-11 (MAY, off): interim GSOs are acked without being delivered, no GSO sent", () => {
+  const { state } = start(groupSession({ state: "ended" }));
+  const r = run(state, [...connected, read(item(1, "gso"), item(2)), delivered(2), read()]);
+  assert.deepEqual(uidsOf(r.actions, "deliverInOrder"), [[2]]);
+  assert.deepEqual(only(r.actions, "ackDeferred")[0]?.handles, [item(1, "gso").handle]);
+  assert.equal(only(r.actions, "sendGso").length, 0);
+});
+
+test("DD-12: active group session → re-join with the conference once the queue is drained; MAY unsubscribe", () => {
+  const { state } = start();
+  const r = run(state, [...connected, read(item(1)), delivered(1), read()]);
+  assert.deepEqual(r.actions.slice(-2), [
+    { kind: "readDeferred", queue: only(r.actions, "readDeferred")[0]?.queue, limit: 100 },
+    { kind: "rejoinConference", sessionKey: "call-1@cf" },
+  ]);
+  const p = { ...policy, unsubscribeOnRejoin: true };
+  const u = run(start(groupSession(), p).state, [...connected, read()], p);
+  assert.deepEqual(u.actions.slice(-2), [
+    { kind: "rejoinConference", sessionKey: "call-1@cf" },
+    { kind: "unsubscribeConference", sessionKey: "call-1@cf", focusUri: "sip:focus-7f3a@cf.example.net" },
+  ]);
+  // SENDs the client made during the delivery go to the focus once joined, in order
+  const held = run(start().state, [
+    ...connected,
+    read(item(1)),
+    { type: "clientSentMedia", media: { msrpMessageId: "c0", kind: "imdn", failureReport: "yes" } },
+    delivered(1),
+    read(),
+  ]);
+  assert.deepEqual(held.actions.slice(-2), [
+    { kind: "rejoinConference", sessionKey: "call-1@cf" },
+    { kind: "forwardToFocus", msrpMessageIds: ["c0"] },
+  ]);
+  assert.ok(!kinds(held.actions).includes("restartGroupSession"));
+  // joined: the client's media is the media plane's (no restart, no hold)
+  const after = run(u.state, [{ type: "clientSentMedia", media: { msrpMessageId: "c1", kind: "message", failureReport: "yes" } }], p);
+  assert.deepEqual(after.actions, []);
+});
+
+test("DD-13: inactive group session → the client's first IMDN / isComposing / message re-starts it (once), joined after", () => {
+  const session = groupSession({ state: "ended" });
+  const { state } = start(session);
+  const media = (id: string, kind: "message" | "imdn" | "isComposing") =>
+    ({ type: "clientSentMedia", media: { msrpMessageId: id, kind, failureReport: "yes" } }) as const;
+  const r = run(state, [
+    ...connected,
+    read(),
+    media("c1", "isComposing"),
+    media("c2", "message"),
+    { type: "restartResponse", status: 200 },
+  ]);
+  assert.deepEqual(kinds(r.actions), ["sendAck", "readDeferred", "restartGroupSession", "joinGroupDialog", "forwardToFocus"]);
+  assert.deepEqual(only(r.actions, "restartGroupSession")[0]?.restart, {
+    sessionKey: "call-1@cf",
+    focusUri: "sip:focus-7f3a@cf.example.net",
+    conversationId: "conv-7f3a",
+    contributionId: "contrib-1",
+    subject: "Trip",
+    participants: [
+      { uri: "tel:+16135551210", displayName: "Bob" },
+      { uri: "tel:+16135551211", displayName: "" },
+    ],
+  });
+  assert.deepEqual(only(r.actions, "forwardToFocus")[0]?.msrpMessageIds, ["c1", "c2"]);
+});
+
+test("DD-13: the re-start fails → failure REPORTs for the client's SENDs, BYE with the CF's cause (as RJ-3/RJ-4)", () => {
+  const { state } = start(groupSession({ state: "ended" }));
+  const r = run(state, [
+    ...connected,
+    read(),
+    { type: "clientSentMedia", media: { msrpMessageId: "c1", kind: "message", failureReport: "yes" } },
+    { type: "restartResponse", status: 404, reasonPhrase: "Not Found" },
+  ]);
+  assert.deepEqual(r.actions.slice(-2), [
+    { kind: "msrpFailureReport", msrpMessageId: "c1", status: 481 },
+    { kind: "byeToClient", reason: 'SIP;cause=404;text="Not Found"' },
+  ]);
+  assert.equal(r.state.invitePhase, "ended");
+});
+
+test("DD-14: client BYE cause=200 during delivery → handled as a BYE, the remaining deferred data discarded", () => {
+  const { state } = start();
+  const r = run(state, [...connected, read(item(1), item(2)), delivered(1), { type: "clientBye", reasons: ['SIP;cause=200;text="bye"'] }]);
+  assert.deepEqual(r.actions.slice(-2), [
+    { kind: "handleAsBye", reason: 'SIP;cause=200;text="bye"', towardsFocus: false },
+    { kind: "discardDeferred", queue: only(r.actions, "readDeferred")[0]?.queue },
+  ]);
+  assert.equal(r.state.invitePhase, "ended");
+  assert.equal(r.claim, undefined);
+  // anything after the BYE is ignored
+  const late = stepDeferredDelivery(r.state, delivered(2), policy);
+  assert.deepEqual(late.actions, []);
+});
+
+test("DD-14: a client BYE with another cause keeps the undelivered data; after the re-join it goes to the focus too", () => {
+  const { state } = start();
+  const r = run(state, [...connected, read(), { type: "clientBye", reasons: ["SIP;cause=503"] }]);
+  assert.deepEqual(r.actions.slice(-1), [{ kind: "handleAsBye", reason: "SIP;cause=503", towardsFocus: true }]);
+  assert.ok(r.notes.includes("client BYE cause 503: undelivered items kept"));
+});
+
+test("item failures: a refusal (415) drops the item, a broken MSRP session (481) stops and keeps the rest", () => {
+  const { state } = start();
+  const failed = (uid: number, status: number): DeferredDeliveryEvent => ({ type: "itemFailed", handle: item(uid).handle, status });
+  const r = run(state, [...connected, read(item(1), item(2), item(3)), failed(1, 415), delivered(2), failed(3, 481)]);
+  assert.deepEqual(
+    only(r.actions, "ackDeferred").map((a) => a.handles[0]?.uid),
+    [1, 2],
+  );
+  assert.deepEqual(r.actions.at(-1), { kind: "byeToClient", reason: 'SIP;cause=503;text="Service Unavailable"' });
+  assert.equal(r.state.invitePhase, "ended");
+});
+
+test("bad input: unknown status codes are typed errors that leave the state unchanged", () => {
+  const { state } = start();
+  for (const status of [99, 700, 2.5, Number.NaN]) {
+    const r = stepDeferredDelivery(state, { type: "inviteResponse", status }, policy);
+    assert.equal(r.error?.code, "CPM_ERR_BAD_REQUEST");
+    assert.equal(r.state, state);
+    assert.deepEqual(r.actions, []);
+  }
+  const up = run(state, [...connected, read(item(1))]).state;
+  const r = stepDeferredDelivery(up, { type: "itemFailed", handle: item(1).handle, status: 200 }, policy);
+  assert.equal(r.error?.code, "CPM_ERR_BAD_REQUEST");
+});
+
+test("bad input: events in the wrong state are ignored with a note", () => {
+  const { state } = start();
+  const cases: DeferredDeliveryEvent[] = [
+    { type: "msrpUp" },
+    read(item(1)),
+    { type: "retryTimer" },
+    { type: "clientBye", reasons: [] },
+    { type: "restartResponse", status: 200 },
+  ];
+  for (const ev of cases) {
+    const r = stepDeferredDelivery(state, ev, policy);
+    assert.deepEqual(r.actions, [], ev.type);
+    assert.equal(r.notes.length, 1, ev.type);
+  }
+  const up = run(state, [...connected, read(item(1))]).state;
+  assert.match(stepDeferredDelivery(up, read(item(2)), policy).notes[0] ?? "", /itemsRead ignored/); // no read outstanding
+  assert.match(stepDeferredDelivery(up, delivered(9), policy).notes[0] ?? "", /not in flight/);
+  assert.match(stepDeferredDelivery(up, { type: "inviteResponse", status: 200 }, policy).notes[0] ?? "", /ignored in answered/);
+});
+
+test("RJ-1: a re-join supersedes the registration delivery: INVITE cancelled, a crossing 2xx is ACKed and closed", () => {
+  const { state, claims } = start();
+  const r = run(state, [{ type: "superseded" }, { type: "inviteResponse", status: 200 }]);
+  assert.deepEqual(kinds(r.actions), ["cancelInvite", "sendAck", "byeToClient"]);
+  // the re-join's claim survives the registration machine's release
+  const taken: DeliveryClaims = new Map([[KEY, { owner: "rejoin", status: "delivering" }]]);
+  assert.deepEqual(applyClaim(taken, KEY, "registration", r.claim), taken);
+  assert.equal(applyClaim(claims, KEY, "registration", r.claim).size, 0);
+  // superseded after the queue was being delivered: BYE, rest stays queued
+  const up = run(start().state, [...connected, read(item(1)), { type: "superseded" }]);
+  assert.deepEqual(up.actions.at(-1), { kind: "byeToClient", reason: CALL_COMPLETED });
+  assert.ok(!kinds(up.actions).includes("discardDeferred"));
+});
+
+// Any sequence of events: each item is sent at most once, in UID order, and
+// nothing escapes as an exception.
+test("property (DD-10): no event sequence delivers out of order or twice", () => {
+  const uid = fc.integer({ min: 1, max: 12 });
+  const ev: fc.Arbitrary<DeferredDeliveryEvent> = fc.oneof(
+    fc.constant<DeferredDeliveryEvent>({ type: "msrpUp" }),
+    fc
+      .array(fc.tuple(uid, fc.constantFrom("message", "imdn", "gso") as fc.Arbitrary<"message" | "imdn" | "gso">), { maxLength: 6 })
+      .map((xs): DeferredDeliveryEvent => read(...xs.map(([u, k]) => item(u, k)))),
+    uid.map(delivered),
+    fc
+      .tuple(uid, fc.constantFrom(408, 413, 415, 481, 500))
+      .map(([u, status]): DeferredDeliveryEvent => ({ type: "itemFailed", handle: item(u).handle, status })),
+    fc.constantFrom(100, 180, 200, 480, 603, 99).map((status): DeferredDeliveryEvent => ({ type: "inviteResponse", status })),
+    fc.constant<DeferredDeliveryEvent>({ type: "retryTimer" }),
+    fc.constant<DeferredDeliveryEvent>({ type: "clientSentMedia", media: { msrpMessageId: "c", kind: "imdn", failureReport: "yes" } }),
+    fc.constantFrom(200, 404).map((status): DeferredDeliveryEvent => ({ type: "restartResponse", status })),
+    fc.constant<DeferredDeliveryEvent>({ type: "clientBye", reasons: ["SIP;cause=503"] }),
+  );
+  let runsThatDelivered = 0;
+  fc.assert(
+    fc.property(fc.boolean(), fc.boolean(), fc.boolean(), fc.array(ev, { maxLength: 40 }), (active, gsos, up, events) => {
+      const p = { ...policy, sendInterimGsos: gsos };
+      let state = start(groupSession({ state: active ? "active" : "ended" }), p).state;
+      const sent: number[] = [];
+      for (const e of up ? [...connected, ...events] : events) {
+        const r = stepDeferredDelivery(state, e, p);
+        state = r.state;
+        for (const a of only(r.actions, "deliverInOrder")) sent.push(...a.items.map((i) => i.handle.uid));
+      }
+      for (let i = 1; i < sent.length; i++) assert.ok((sent[i] as number) > (sent[i - 1] as number), `order: ${sent}`);
+      if (sent.length > 1) runsThatDelivered++;
+    }),
+    { numRuns: 500 },
+  );
+  assert.ok(runsThatDelivered > 20, `only ${runsThatDelivered} runs delivered more than one item`);
+});
