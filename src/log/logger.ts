@@ -9,16 +9,44 @@ export type LogLevel = "error" | "warn" | "info" | "debug";
 
 let root: winston.Logger | undefined;
 
+const LEVELS: readonly LogLevel[] = ["error", "warn", "info", "debug"];
+
+type LogMethod = (this: winston.Logger, ...args: unknown[]) => winston.Logger;
+
+/**
+ * winston builds the entry and runs the whole format pipeline (timestamp,
+ * JSON) for every call, even one whose level no transport takes; the hot
+ * paths (a BYE decision, an MSRP message) have debug lines. The gate drops
+ * such calls up front. Children (child()) inherit it: they are
+ * Object.create(parent).
+ */
+function gateDisabledLevels(logger: winston.Logger): winston.Logger {
+  const target = logger as unknown as Record<string, LogMethod>;
+  for (const level of LEVELS) {
+    const write = target[level] as LogMethod;
+    target[level] = function (this: winston.Logger, ...args: unknown[]) {
+      return this.isLevelEnabled(level) ? write.apply(this, args) : this;
+    };
+  }
+  const log = target.log as LogMethod;
+  target.log = function (this: winston.Logger, ...args: unknown[]) {
+    return typeof args[0] === "string" && !this.isLevelEnabled(args[0]) ? this : log.apply(this, args);
+  };
+  return logger;
+}
+
 export function createRootLogger(level: LogLevel = "info", stream?: NodeJS.WritableStream): winston.Logger {
   const transport = stream
     ? new winston.transports.Stream({ stream })
     : new winston.transports.Console({ stderrLevels: ["error", "warn", "info", "debug"] });
-  root = winston.createLogger({
-    level,
-    format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), winston.format.json()),
-    defaultMeta: { service: "cpm-pf" },
-    transports: [transport],
-  });
+  root = gateDisabledLevels(
+    winston.createLogger({
+      level,
+      format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), winston.format.json()),
+      defaultMeta: { service: "cpm-pf" },
+      transports: [transport],
+    }),
+  );
   return root;
 }
 
@@ -30,5 +58,7 @@ export function componentLogger(component: string, parent?: winston.Logger): win
 
 /** A logger that drops everything, for unit tests of pure code. */
 export function silentLogger(): winston.Logger {
-  return winston.createLogger({ silent: true, transports: [new winston.transports.Console({ silent: true })] });
+  return gateDisabledLevels(
+    winston.createLogger({ level: "error", silent: true, transports: [new winston.transports.Console({ silent: true })] }),
+  );
 }
