@@ -18,7 +18,12 @@ const VARIANTS: Record<string, string[]> = {
   "all BYEs": ["WITH_CPM_PF_ALL_BYES"],
   "observe without waiting": ["WITH_CPM_PF_OBSERVE_NOWAIT"],
   "anchoring: relay an SDP the sidecar cannot anchor": ["WITH_CPM_PF_ANCHOR_RELAY_BAD_SDP"],
-  "all switches of the plugin": ["WITH_CPM_PF_ALL_BYES", "WITH_CPM_PF_ANCHOR_RELAY_BAD_SDP", "CPM_PF_DEADLINE_MS=150"],
+  "all switches of the plugin": [
+    "WITH_CPM_PF_ALL_BYES",
+    "WITH_CPM_PF_ANCHOR_RELAY_BAD_SDP",
+    "CPM_PF_DEADLINE_MS=150",
+    `CPM_PF_DECISION_LOG="L_INFO"`,
+  ],
   "bypass (bench baseline)": ["WITH_CPM_PF_BYPASS"],
   "plugin sets async_workers": ["CPM_PF_ASYNC_WORKERS=2"],
   debug: ["WITH_DEBUG"],
