@@ -69,26 +69,33 @@ async function udpBound(port: number): Promise<boolean> {
   return table.split("\n").some((l) => l.includes(`:${hex} `));
 }
 
+/** SIPp as the CF: `calls` calls of `scenario`, at most `concurrent` at once, as fast as answered. */
+async function cfArgs(kamailio: KamailioInstance, scenario: string, calls: number, concurrent: number, clientPort: number) {
+  return [
+    kamailio.address,
+    "-sf",
+    join(BENCH_SCENARIOS, scenario),
+    "-p",
+    String(await freePort()),
+    ...common(calls),
+    ...CALL_ID,
+    "-r",
+    "100000",
+    "-l",
+    String(concurrent),
+    "-key",
+    "client_port",
+    String(clientPort),
+  ];
+}
+
 /** Phase 1: open `calls` group chat dialogs (INVITE/200/ACK); returns the log lines "Call-ID;From-tag;To-tag;tag=To-tag". */
 async function openDialogs(kamailio: KamailioInstance, dir: string, clientPort: number, calls: number, concurrent: number) {
   const started = performance.now();
   const code = await run(
     [
-      kamailio.address,
-      "-sf",
-      join(BENCH_SCENARIOS, "cf-invite-hold.xml"),
-      "-p",
-      String(await freePort()),
-      ...common(calls),
-      ...CALL_ID,
-      "-r",
-      "100000",
-      "-l",
-      String(concurrent),
+      ...(await cfArgs(kamailio, "cf-invite-hold.xml", calls, concurrent, clientPort)),
       "-trace_logs",
-      "-key",
-      "client_port",
-      String(clientPort),
       "-key",
       "conversation_id",
       "conv-bench",
@@ -124,25 +131,12 @@ export async function playCalls(
   await writeFile(inf, byeInjectionFile(opened.dialogs, calls));
   const uacCode = await run(
     [
-      kamailio.address,
-      "-sf",
-      join(BENCH_SCENARIOS, "cf-bye-inf.xml"),
+      ...(await cfArgs(kamailio, "cf-bye-inf.xml", calls, concurrent, clientPort)),
       "-inf",
       inf,
-      "-p",
-      String(await freePort()),
-      ...common(calls),
-      ...CALL_ID,
-      "-r",
-      "100000",
-      "-l",
-      String(concurrent),
       "-trace_rtt",
       "-rtt_freq",
       "1",
-      "-key",
-      "client_port",
-      String(clientPort),
       "-key",
       "rr",
       `<sip:${kamailio.address};lr;cpmpf>`,

@@ -267,6 +267,7 @@ class _DecisionStream:
         self._requests = queue.Queue()
         self._responses = queue.Queue()
         self._next_id = 0
+        self.answered = False  # a response came on this stream
         self._call = stub.Decide(iter(self._requests.get, None), wait_for_ready=False)
         self._reader = threading.Thread(target=self._read, name="cpm-pf-decide", daemon=True)
         self._reader.start()
@@ -297,6 +298,7 @@ class _DecisionStream:
             if isinstance(r, _StreamBroken):
                 raise r
             if r.id == req.id:
+                self.answered = True
                 return r
 
     def close(self):
@@ -369,24 +371,39 @@ class CpmPfBridge:
             return self._call(unary_name, request)
         t0 = time.monotonic()
         self._last_sip_status = 0
-        try:
-            target, timeout = self._settings()
-            stub = self._stub_for(target)
-            if self._stream is None or not self._stream.alive():
-                self._stream = _DecisionStream(stub)
-            r = self._stream.request(pb.DecideRequest(**{kind: request}), timeout)
-        except queue.Empty:
-            return None, "DEADLINE_EXCEEDED: no answer on the Decide stream", int((time.monotonic() - t0) * 1000)
-        except _StreamBroken as err:
-            self._stream = None
-            text = str(err)
-            if text.startswith("UNIMPLEMENTED"):
-                self._use_stream = False
-                return self._call(unary_name, request)
-            return None, text, int((time.monotonic() - t0) * 1000)
-        except Exception as err:  # any failure -> fail-safe in the cfg
-            self._stream = None
-            return None, _describe(err), int((time.monotonic() - t0) * 1000)
+        # A stream that answered before and then broke while idle (the sidecar
+        # restarted) is only found out when the next request fails: Python
+        # threads do not run between calls here. That request is retried once
+        # on a fresh stream within the same deadline, so the first decision
+        # of each Kamailio process after a sidecar restart is not a fail-safe.
+        # Cost: a request the old sidecar finished just before dying may be
+        # decided twice (at most one extra GSO).
+        for attempt in (1, 2):
+            try:
+                target, timeout = self._settings()
+                remaining = timeout - (time.monotonic() - t0)
+                if remaining <= 0:
+                    raise queue.Empty()
+                stub = self._stub_for(target)
+                if self._stream is None or not self._stream.alive():
+                    self._stream = _DecisionStream(stub)
+                stream = self._stream
+                r = stream.request(pb.DecideRequest(**{kind: request}), remaining)
+                break
+            except queue.Empty:
+                return None, "DEADLINE_EXCEEDED: no answer on the Decide stream", int((time.monotonic() - t0) * 1000)
+            except _StreamBroken as err:
+                self._stream = None
+                text = str(err)
+                if text.startswith("UNIMPLEMENTED"):
+                    self._use_stream = False
+                    return self._call(unary_name, request)
+                if attempt == 1 and stream.answered:
+                    continue
+                return None, text, int((time.monotonic() - t0) * 1000)
+            except Exception as err:  # any failure -> fail-safe in the cfg
+                self._stream = None
+                return None, _describe(err), int((time.monotonic() - t0) * 1000)
         ms = int((time.monotonic() - t0) * 1000)
         which = r.WhichOneof("response")
         if which == "error":

@@ -35,28 +35,38 @@ function stubLines(sc: SidecarInstance, op: string, callId: string) {
   return sc.logLines().filter((l) => l.msg === "stub media" && l.op === op && l.callId === callId);
 }
 
-describe("issue 3 SDP anchoring through Kamailio (stub media plane)", () => {
-  let dovecot: DovecotInstance | undefined;
-  let sidecar: SidecarInstance | undefined;
-  let kamailio: KamailioInstance | undefined;
-
+/**
+ * Dovecot, the sidecar with the stub media plane (`env`: STUB_MEDIA_*) and
+ * Kamailio, started before the enclosing describe's tests and stopped after.
+ */
+function stubMediaStack(env: Record<string, string>, deadlineMs = FUNCTIONAL_DEADLINE_MS) {
+  const stack: { dovecot?: DovecotInstance; sidecar?: SidecarInstance; kamailio?: KamailioInstance } = {};
   before(async () => {
-    dovecot = await startDovecot();
-    sidecar = await startSidecar(
-      { ...storeEnv(dovecot, "b2bua"), STUB_MEDIA_MODE: "ok", STUB_MEDIA_PORT: String(STUB_PORT) },
-      { entry: STUB_MEDIA_SIDECAR },
-    );
-    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
+    stack.dovecot = await startDovecot();
+    stack.sidecar = await startSidecar({ ...storeEnv(stack.dovecot, "b2bua"), ...env }, { entry: STUB_MEDIA_SIDECAR });
+    stack.kamailio = await startKamailio({ grpcTarget: stack.sidecar.target, deadlineMs });
   });
   after(async () => {
-    await kamailio?.stop();
-    await sidecar?.stop();
-    await dovecot?.stop();
+    await stack.kamailio?.stop();
+    await stack.sidecar?.stop();
+    await stack.dovecot?.stop();
   });
+  return {
+    get kamailio() {
+      return stack.kamailio as KamailioInstance;
+    },
+    get sidecar() {
+      return stack.sidecar as SidecarInstance;
+    },
+  };
+}
+
+describe("issue 3 SDP anchoring through Kamailio (stub media plane)", () => {
+  const stack = stubMediaStack({ STUB_MEDIA_MODE: "ok", STUB_MEDIA_PORT: String(STUB_PORT) });
 
   test("SHAPE-1 MEDIA-ANCHOR: the client gets the sidecar's SDP, the CF gets the CF-facing leg, the client's answer reaches the sidecar", async () => {
-    const k = kamailio as KamailioInstance;
-    const sc = sidecar as SidecarInstance;
+    const k = stack.kamailio;
+    const sc = stack.sidecar;
     const [cfMsrpPort, clientMsrpPort] = [await freePort(), await freePort()];
     const call = await anchoredChatCall(k, {
       cfMsrpPath: `msrp://127.0.0.1:${cfMsrpPort}/cf1;tcp`,
@@ -107,24 +117,11 @@ describe("issue 3 SDP anchoring through Kamailio (stub media plane)", () => {
 });
 
 describe("issue 3 SDP anchoring: an anchored INVITE the client declines (stub media plane)", () => {
-  let dovecot: DovecotInstance | undefined;
-  let sidecar: SidecarInstance | undefined;
-  let kamailio: KamailioInstance | undefined;
-
-  before(async () => {
-    dovecot = await startDovecot();
-    sidecar = await startSidecar({ ...storeEnv(dovecot, "b2bua"), STUB_MEDIA_MODE: "ok" }, { entry: STUB_MEDIA_SIDECAR });
-    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
-  });
-  after(async () => {
-    await kamailio?.stop();
-    await sidecar?.stop();
-    await dovecot?.stop();
-  });
+  const stack = stubMediaStack({ STUB_MEDIA_MODE: "ok" });
 
   test("MEDIA-ANCHOR BYE-B10: a 486 from the client reaches the CF and the media allocated for the INVITE is released", async () => {
-    const k = kamailio as KamailioInstance;
-    const sc = sidecar as SidecarInstance;
+    const k = stack.kamailio;
+    const sc = stack.sidecar;
     const client = await startSipp({ scenario: "client-uas-reject.xml", timeoutS: 5 });
     try {
       const cf = await startSipp({
@@ -155,23 +152,10 @@ describe("issue 3 SDP anchoring: an anchored INVITE the client declines (stub me
 });
 
 describe("issue 3 SDP anchoring: an offer the sidecar cannot anchor (CPM_ERR_BAD_SDP) -> 488", () => {
-  let dovecot: DovecotInstance | undefined;
-  let sidecar: SidecarInstance | undefined;
-  let kamailio: KamailioInstance | undefined;
-
-  before(async () => {
-    dovecot = await startDovecot();
-    sidecar = await startSidecar({ ...storeEnv(dovecot, "b2bua"), STUB_MEDIA_MODE: "bad-sdp" }, { entry: STUB_MEDIA_SIDECAR });
-    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
-  });
-  after(async () => {
-    await kamailio?.stop();
-    await sidecar?.stop();
-    await dovecot?.stop();
-  });
+  const stack = stubMediaStack({ STUB_MEDIA_MODE: "bad-sdp" });
 
   test("MEDIA-ANCHOR: CPM_ERR_BAD_SDP (gRPC trailer cpm-sip-status 488) -> the CF gets 488, the client nothing", async () => {
-    const k = kamailio as KamailioInstance;
+    const k = stack.kamailio;
     const client = await startSipp({
       scenario: "client-uas-msrp.xml",
       keys: { client_msrp_port: "9", client_msrp_path: "msrp://127.0.0.1:9/ue1;tcp" },
@@ -205,26 +189,10 @@ describe("issue 3 SDP anchoring: an offer the sidecar cannot anchor (CPM_ERR_BAD
 });
 
 describe("issue 3 SDP anchoring fail-safe: AnchorMedia misses its deadline -> relayed un-anchored", () => {
-  let dovecot: DovecotInstance | undefined;
-  let sidecar: SidecarInstance | undefined;
-  let kamailio: KamailioInstance | undefined;
-
-  before(async () => {
-    dovecot = await startDovecot();
-    sidecar = await startSidecar(
-      { ...storeEnv(dovecot, "b2bua"), STUB_MEDIA_MODE: "slow", STUB_MEDIA_DELAY_MS: "1500" },
-      { entry: STUB_MEDIA_SIDECAR },
-    );
-    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: 300 });
-  });
-  after(async () => {
-    await kamailio?.stop();
-    await sidecar?.stop();
-    await dovecot?.stop();
-  });
+  const stack = stubMediaStack({ STUB_MEDIA_MODE: "slow", STUB_MEDIA_DELAY_MS: "1500" }, 300);
 
   test("MEDIA-ANCHOR fail-safe: the client gets the CF's own SDP, the CF the client's, counted in cpm_pf_anchor_failsafe", async () => {
-    const k = kamailio as KamailioInstance;
+    const k = stack.kamailio;
     const [cfMsrpPort, clientMsrpPort] = [await freePort(), await freePort()];
     const call = await anchoredChatCall(k, {
       cfMsrpPath: `msrp://127.0.0.1:${cfMsrpPort}/cf1;tcp`,

@@ -6,8 +6,7 @@
 // send the BYE.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { createSocket } from "node:dgram";
-import type { KamailioInstance } from "./kamailio.js";
+import { type KamailioInstance, sendOptions } from "./kamailio.js";
 import { first, type SippResult, type SipTraceMessage, startSipp } from "./sipp.js";
 import { waitFor } from "./wait.js";
 
@@ -56,35 +55,7 @@ export interface AnchoredCallResult {
 
 /** Sends OPTIONS with `callId` to a SIPp on 127.0.0.1:port; resolves on an answer or after `waitMs`. */
 export function triggerSipp(port: number, callId: string, waitMs = 2000): Promise<string> {
-  return new Promise((resolve) => {
-    const sock = createSocket("udp4");
-    const done = (text: string) => {
-      clearTimeout(timer);
-      sock.close();
-      resolve(text);
-    };
-    const timer = setTimeout(() => done(""), waitMs);
-    sock.on("message", (m) => done(m.toString("utf8")));
-    sock.bind(0, "127.0.0.1", () => {
-      const lport = sock.address().port;
-      const id = randomUUID();
-      const req = [
-        `OPTIONS sip:focus@127.0.0.1:${port} SIP/2.0`,
-        `Via: SIP/2.0/UDP 127.0.0.1:${lport};branch=z9hG4bK-${id}`,
-        "Max-Forwards: 70",
-        `From: <sip:test@127.0.0.1:${lport}>;tag=${id.slice(0, 8)}`,
-        `To: <sip:focus@127.0.0.1:${port}>`,
-        `Call-ID: ${callId}`,
-        "CSeq: 1 OPTIONS",
-        "Content-Length: 0",
-        "",
-        "",
-      ].join("\r\n");
-      sock.send(req, port, "127.0.0.1", () => {
-        if (waitMs === 0) done("");
-      });
-    });
-  });
+  return sendOptions(port, { user: "focus", callId, timeoutMs: waitMs });
 }
 
 export async function anchoredChatCall(kamailio: KamailioInstance, opts: AnchoredCallOptions): Promise<AnchoredCallResult> {

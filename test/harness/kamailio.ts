@@ -64,8 +64,13 @@ export interface KamailioInstance {
 
 const execFileP = promisify(execFile);
 
-/** One OPTIONS to the proxy itself; resolves with the response text or "" on timeout. */
-export function sipOptions(port: number, timeoutMs = 300): Promise<string> {
+/**
+ * Sends one OPTIONS to 127.0.0.1:port (user part `user`, Call-ID `callId`)
+ * and resolves with the response text, or "" after `timeoutMs` (at once after
+ * sending when `timeoutMs` is 0).
+ */
+export function sendOptions(port: number, opts: { user?: string; callId?: string; timeoutMs?: number } = {}): Promise<string> {
+  const timeoutMs = opts.timeoutMs ?? 300;
   return new Promise((resolve) => {
     const sock = createSocket("udp4");
     const done = (text: string) => {
@@ -79,21 +84,29 @@ export function sipOptions(port: number, timeoutMs = 300): Promise<string> {
     sock.bind(0, HOST, () => {
       const lport = sock.address().port;
       const id = randomUUID();
+      const target = opts.user ? `${opts.user}@${HOST}:${port}` : `${HOST}:${port}`;
       const req = [
-        `OPTIONS sip:${HOST}:${port} SIP/2.0`,
+        `OPTIONS sip:${target} SIP/2.0`,
         `Via: SIP/2.0/UDP ${HOST}:${lport};branch=z9hG4bK-${id}`,
         "Max-Forwards: 70",
         `From: <sip:probe@${HOST}:${lport}>;tag=${id.slice(0, 8)}`,
-        `To: <sip:${HOST}:${port}>`,
-        `Call-ID: probe-${id}`,
+        `To: <sip:${target}>`,
+        `Call-ID: ${opts.callId ?? `probe-${id}`}`,
         "CSeq: 1 OPTIONS",
         "Content-Length: 0",
         "",
         "",
       ].join("\r\n");
-      sock.send(req, port, HOST);
+      sock.send(req, port, HOST, () => {
+        if (timeoutMs === 0) done("");
+      });
     });
   });
+}
+
+/** One OPTIONS to the proxy itself; resolves with the response text or "" on timeout. */
+export function sipOptions(port: number, timeoutMs = 300): Promise<string> {
+  return sendOptions(port, { timeoutMs });
 }
 
 export async function startKamailio(opts: KamailioOptions): Promise<KamailioInstance> {
