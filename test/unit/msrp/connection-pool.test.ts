@@ -14,21 +14,16 @@ import { createMsrpServer } from "../../../src/msrp/server.js";
 import { MsrpSession } from "../../../src/msrp/session.js";
 import { MsrpSessionTable } from "../../../src/msrp/session-table.js";
 import { parseMsrpUri } from "../../../src/msrp/uri.js";
+import { waitFor } from "../../harness/wait.js";
 
 const logger = silentLogger();
+/** Polls every 5 ms (these are loopback sockets). */
+const until = (what: string, pred: () => boolean, timeoutMs = 3000) => waitFor(pred, timeoutMs, 5, what);
 const cleanups: (() => Promise<void> | void)[] = [];
 
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-async function until(what: string, pred: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** The peer (e.g. the Controlling Function): a listener whose sessions wait in a table; counts accepted connections. */
 async function peer(resources: MsrpResources) {

@@ -20,21 +20,16 @@ import { createMsrpServer } from "../../../src/msrp/server.js";
 import { MsrpSession, type MsrpSessionOptions } from "../../../src/msrp/session.js";
 import { MsrpSessionTable } from "../../../src/msrp/session-table.js";
 import { type MsrpUri, parseMsrpUri } from "../../../src/msrp/uri.js";
+import { waitFor } from "../../harness/wait.js";
 
 const logger = silentLogger();
+/** Polls every 5 ms (these are loopback sockets). */
+const until = (what: string, pred: () => boolean, timeoutMs = 3000) => waitFor(pred, timeoutMs, 5, what);
 const cleanups: (() => Promise<void> | void)[] = [];
 
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-async function until(what: string, pred: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 function uriFor(port: number, sessionId = newSessionId()): MsrpUri {
   return parseMsrpUri(`msrp://127.0.0.1:${port}/${sessionId};tcp`);
