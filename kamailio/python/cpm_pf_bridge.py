@@ -35,7 +35,11 @@ observe_*() set cpm_pf_ok, cpm_pf_error, cpm_pf_session, cpm_pf_participants,
 report_bye_outcome() sets cpm_pf_ok, cpm_pf_error, cpm_pf_released.
 
 MSRP media anchoring (PF as B2BUA in the media path):
-anchor_media()         async worker, the CF's INVITE: AnchorMedia; on success
+anchor_media()         async worker, the CF's INVITE (or, client-initiated
+                       session, the client's INVITE towards the conference
+                       factory: the same code, "client" and "CF" swap roles
+                       in what follows; cpm_pf_cf_* is always the PF's leg
+                       facing the INVITE's sender): AnchorMedia; on success
                        the INVITE's body is replaced with the sidecar's (SDP
                        towards the client) through KSR.textops.set_body (a body
                        lump, applied when tm relays the request). Sets
@@ -188,7 +192,8 @@ _SETUPS = ("active", "passive", "actpass", "holdconn")
 
 
 def rewrite_msrp_sdp(body, leg):
-    """The SDP answer of the client with the PF's CF-facing MSRP leg (RFC 4975
+    """The SDP answer of the client (of the CF, client-initiated session) with
+    the PF's MSRP leg facing the INVITE's sender, `leg` (RFC 4975
     8.1, RFC 6135): in the first m=message media section, the port, protocol,
     a=path and a=setup; c= and o= addresses at session and media level. Other
     lines, a=accept-types and a=accept-wrapped-types included, are kept as
@@ -536,7 +541,9 @@ class CpmPfBridge:
     # -- MSRP media anchoring ----------------------------------------------
 
     def anchor_media(self, msg, args=None):
-        """AnchorMedia with the current INVITE; replaces its body on success."""
+        """AnchorMedia with the current INVITE (the focus' or, client-initiated,
+        the client's); replaces its body on success. resp.cf_leg is the PF's
+        leg facing the INVITE's sender, kept in $var(cpm_pf_cf_*)."""
         _seti("cpm_pf_ok", 0)
         _seti("cpm_pf_sip_status", 0)
         _seti("cpm_pf_elapsed_ms", 0)
@@ -577,7 +584,9 @@ class CpmPfBridge:
         return 1
 
     def rewrite_answer(self, msg, args=None):
-        """Local (no gRPC): the 2xx's SDP gets the PF's CF-facing leg."""
+        """Local (no gRPC): the 2xx's SDP gets the PF's leg facing the INVITE's
+        sender ($avp(cpm_pf_cf_*): the CF-facing leg, or the client-facing one
+        when the client initiated the session and the 2xx is the CF's)."""
         _seti("cpm_pf_ok", 0)
         _sets("cpm_pf_error", "")
         try:

@@ -16,19 +16,48 @@ export interface MediaLeg {
   tls: boolean;
 }
 
+/**
+ * Who sent the INVITE whose offer is anchored: "network" = the Controlling
+ * Function (focus) invites the served user; "client" = the served user's
+ * client creates or joins the group chat (INVITE towards the conference
+ * factory / focus, whose 2xx carries Contact ;isfocus).
+ */
+export type Offerer = "network" | "client";
+
 export interface AnchorOfferRequest {
   session: GroupSessionRef;
-  /** The SDP offer of the INVITE that came from the Controlling Function. */
+  /** The SDP offer of the INVITE (from the Controlling Function, or from the client when `offerer` is "client"). */
   offerSdp: string;
+  /** Default "network". */
+  offerer?: Offerer;
   /** The session's allow-offline-storage (CPM); with config `recording` it enables 8.5.2 recording (BYE-B8). */
   allowOfflineStorage: boolean;
 }
 
+/**
+ * Field names are those of the CF-initiated flow (and of the gRPC contract's
+ * client_body / cf_leg); what they mean is "towards the INVITE's recipient"
+ * and "facing the INVITE's sender".
+ */
 export interface AnchorOfferResult {
-  /** The SDP offer to send on to the client(s): a=path, port and c= of the PF's client-facing leg. */
+  /**
+   * The SDP offer to send on with the INVITE: a=path, port and c= of the PF's
+   * client-facing leg (offerer "network"), or of its CF-facing leg (offerer
+   * "client", a=setup:actpass towards the CF).
+   */
   clientOfferSdp: string;
-  /** The PF's CF-facing leg: what its SDP answer towards the CF must carry. */
+  /**
+   * The PF's leg facing the INVITE's sender, what the 2xx answer going back
+   * to it must carry: the CF-facing leg (offerer "network"), the
+   * client-facing leg (offerer "client").
+   */
   cfLeg: MediaLeg;
+}
+
+/** What an SDP answer revealed of the session besides the path (client-initiated: the focus). */
+export interface AnswerFacts {
+  /** The focus URI (the 2xx's Contact ;isfocus): replaces the provisional one of the session's ref. */
+  focus?: string;
 }
 
 /** What the SIP side knows of the session when it is recorded (8.5.2 session-info object). */
@@ -41,8 +70,12 @@ export interface RecordFacts {
 export interface MediaPlane {
   /** Anchors a new group session: allocates both legs, returns the SDP for the client side. */
   anchorOffer(req: AnchorOfferRequest): Promise<AnchorOfferResult>;
-  /** The client's SDP answer (its 2xx): learns the client's path; returns the SDP answer for the CF. */
-  anchorAnswer(sessionKey: string, clientAnswerSdp: string): string;
+  /**
+   * The SDP answer of the INVITE's recipient (its 2xx): the client's (offerer
+   * "network") or the CF's (offerer "client"); learns that peer's path and
+   * returns the SDP answer for the INVITE's sender.
+   */
+  anchorAnswer(sessionKey: string, answerSdp: string, facts?: AnswerFacts): string;
   /** 8.3.2.3 2.b.iv: MSRP SEND/IMDN from the clients on this session get 481 from now on. */
   refuseClientMedia(sessionKey: string): void;
   /** 8.3.2.3 2.d: record the CPM session (8.5.2) when allow-offline-storage or recording is on. */

@@ -7,7 +7,12 @@
 //
 // SDP (RFC 4975 8, RFC 6135): the CF's offer goes to the client with the
 // client leg's a=path and a=setup:actpass; the client's answer goes to the CF
-// with the CF leg's a=path and the a=setup that answers the CF's offer. The
+// with the CF leg's a=path and the a=setup that answers the CF's offer. A
+// client-initiated session (offerer "client": the served user's client
+// INVITEs the conference factory / focus) is the mirror image: the client's
+// offer goes to the CF with the CF leg's a=path and a=setup:actpass, the CF's
+// answer to the client with the client leg's. Whoever offered, the CF leg
+// stays the "network" leg (deferred storage, BYE-B6/B8/B10 unchanged). The
 // role on each leg follows from the two a=setup values (src/msrp/setup.ts):
 // passive legs wait in the session table for the peer's first SEND, active
 // legs bind once the SDP answer is known, over the connection the PF already
@@ -31,7 +36,7 @@ import { formatMsrpUri, type MsrpUri, parseMsrpPath, parseMsrpUri } from "../msr
 import { AnchoredSession } from "./anchored-session.js";
 import { compactPath, compactUri } from "./compact-uri.js";
 import { Leg } from "./leg.js";
-import type { AnchorOfferRequest, AnchorOfferResult, MediaPlane, RecordFacts } from "./media-plane.js";
+import type { AnchorOfferRequest, AnchorOfferResult, AnswerFacts, MediaPlane, Offerer, RecordFacts } from "./media-plane.js";
 import type { DeferredSink, SessionRecorder } from "./ports.js";
 import type { LegState } from "./relay-policy.js";
 import { anchorSdp } from "./sdp-anchor.js";
@@ -66,16 +71,21 @@ export interface MediaPlaneStats {
 
 interface Anchored {
   session: AnchoredSession;
-  cfPeerSetup: SetupAttribute | undefined;
-  cfRole: ConnectionRole;
-  cfSessionId: string;
+  /** Who sent the INVITE: its leg ("sender" leg) is the one whose offer the PF answers. */
+  offerer: Offerer;
+  /** The a=setup of the sender's offer (the PF's answer on that leg answers it). */
+  senderPeerSetup: SetupAttribute | undefined;
+  /** The PF's connection role on the sender's leg, fixed by the offer. */
+  senderRole: ConnectionRole;
+  /** The PF's MSRP session-id on the sender's leg (its a=path in the answer). */
+  senderSessionId: string;
   allowOfflineStorage: boolean;
   answered: boolean;
   log: SessionLog;
 }
 
-/** Stands for the client's path until its SDP answer arrives (RFC 2606 .invalid: never resolves). */
-const PATH_PLACEHOLDER = "msrp://client-path-pending.invalid:9/pending;tcp";
+/** Stands for the INVITE recipient's path until its SDP answer arrives (RFC 2606 .invalid: never resolves). */
+const PATH_PLACEHOLDER = "msrp://peer-path-pending.invalid:9/pending;tcp";
 
 const SETUPS: readonly SetupAttribute[] = ["active", "passive", "actpass", "holdconn"];
 
@@ -192,16 +202,18 @@ export class MsrpMediaPlane implements MediaPlane {
     if (this.server === undefined) throw new CpmError("CPM_ERR_MEDIA_NOT_STARTED", "call start() first");
     const key = req.session.sessionKey;
     if (this.anchored.has(key)) throw new CpmError("CPM_ERR_MEDIA_SESSION_EXISTS", `session ${key}`);
+    const offerer: Offerer = req.offerer ?? "network";
     const host = this.advertisedHost();
-    const cfSessionId = newSessionId();
-    const clientSessionId = newSessionId();
-    // Towards the client the PF offers, with a=setup:actpass (RFC 6135 4.1).
-    const toClient = anchorSdp(req.offerSdp, { host, port: this.listenPort, sessionId: clientSessionId, tls: this.tls }, "offer");
-    const cfPath = compactPath(parseMsrpPath(toClient.peerPath.join(" ")));
-    // Towards the CF the PF answers; anchorAnswer writes the same a=setup (answerSetup) into the CF's answer.
-    const cfLocalSetup = answerSetup(toClient.peerSetup);
-    const cfPeerSetup = SETUPS.find((s) => s === toClient.peerSetup); // a shared literal, not a slice of the SDP
-    const cfRole = connectionRole(cfLocalSetup, toClient.peerSetup, false);
+    // The INVITE's sender offered; the PF answers it on the sender's leg and offers on the recipient's.
+    const senderSessionId = newSessionId();
+    const recipientSessionId = newSessionId();
+    // Towards the recipient the PF offers, with a=setup:actpass (RFC 6135 4.1).
+    const toRecipient = anchorSdp(req.offerSdp, { host, port: this.listenPort, sessionId: recipientSessionId, tls: this.tls }, "offer");
+    const senderPath = compactPath(parseMsrpPath(toRecipient.peerPath.join(" ")));
+    // Towards the sender the PF answers; anchorAnswer writes the same a=setup (answerSetup) into that answer.
+    const senderLocalSetup = answerSetup(toRecipient.peerSetup);
+    const senderPeerSetup = SETUPS.find((s) => s === toRecipient.peerSetup); // a shared literal, not a slice of the SDP
+    const senderRole = connectionRole(senderLocalSetup, toRecipient.peerSetup, false);
 
     const log = new SessionLog(this.log, {
       callId: key,
@@ -209,17 +221,20 @@ export class MsrpMediaPlane implements MediaPlane {
       contributionId: req.session.contributionId,
     });
     // The stack logs with the MSRP session-id; "MSRP session anchored" below ties both ids to the Call-ID.
-    const cfSession = this.newSession(this.localUri(host, cfSessionId), cfPath);
-    const clientSession = this.newSession(this.localUri(host, clientSessionId), parseMsrpPath(PATH_PLACEHOLDER));
-    // The client may connect (a=setup:active) before its answer reaches the PF: its session waits in the table from now on.
-    this.table.add(clientSession);
-    if (cfRole === "passive") this.table.add(cfSession);
+    const senderSession = this.newSession(this.localUri(host, senderSessionId), senderPath);
+    const recipientSession = this.newSession(this.localUri(host, recipientSessionId), parseMsrpPath(PATH_PLACEHOLDER));
+    // The recipient may connect (a=setup:active) before its answer reaches the PF: its session waits in the table from now on.
+    this.table.add(recipientSession);
+    if (senderRole === "passive") this.table.add(senderSession);
     const { chunkSize } = this.config;
     const resources = this.resources;
+    const fromNetwork = offerer === "network";
+    const cfSession = fromNetwork ? senderSession : recipientSession;
+    const clientSession = fromNetwork ? recipientSession : senderSession;
     const session = new AnchoredSession({
       ref: req.session,
-      cf: new Leg({ name: "cf", session: cfSession, pathKnown: true, chunkSize, resources, log }),
-      client: new Leg({ name: "client", session: clientSession, pathKnown: false, chunkSize, resources, log }),
+      cf: new Leg({ name: "cf", session: cfSession, pathKnown: fromNetwork, chunkSize, resources, log }),
+      client: new Leg({ name: "client", session: clientSession, pathKnown: !fromNetwork, chunkSize, resources, log }),
       deferredSink: this.options.deferredSink,
       record: req.allowOfflineStorage || this.config.recording,
       maxRecordedBytes: this.config.maxRecordedBytes,
@@ -228,42 +243,62 @@ export class MsrpMediaPlane implements MediaPlane {
     });
     this.anchored.set(key, {
       session,
-      cfPeerSetup,
-      cfRole,
-      cfSessionId,
+      offerer,
+      senderPeerSetup,
+      senderRole,
+      senderSessionId,
       allowOfflineStorage: req.allowOfflineStorage,
       answered: false,
       log,
     });
-    log.info("MSRP session anchored", { cfRole, cfSetup: cfLocalSetup, cfMsrpSession: cfSessionId, clientMsrpSession: clientSessionId });
+    const cfMsrpSession = fromNetwork ? senderSessionId : recipientSessionId;
+    const clientMsrpSession = fromNetwork ? recipientSessionId : senderSessionId;
+    if (fromNetwork) {
+      log.info("MSRP session anchored", { cfRole: senderRole, cfSetup: senderLocalSetup, cfMsrpSession, clientMsrpSession });
+    } else {
+      log.info("MSRP session anchored", {
+        offerer,
+        clientRole: senderRole,
+        clientSetup: senderLocalSetup,
+        cfMsrpSession,
+        clientMsrpSession,
+      });
+    }
     return {
-      clientOfferSdp: toClient.sdp,
-      cfLeg: { host, port: this.listenPort, path: formatMsrpUri(cfSession.localUri), setup: cfLocalSetup, tls: this.tls },
+      clientOfferSdp: toRecipient.sdp,
+      cfLeg: { host, port: this.listenPort, path: formatMsrpUri(senderSession.localUri), setup: senderLocalSetup, tls: this.tls },
     };
   }
 
-  anchorAnswer(sessionKey: string, clientAnswerSdp: string): string {
+  anchorAnswer(sessionKey: string, answerSdp: string, facts: AnswerFacts = {}): string {
     const a = this.get(sessionKey);
+    if (facts.focus) a.session.ref.focus = facts.focus;
     const host = this.advertisedHost();
-    const toCf = anchorSdp(
-      clientAnswerSdp,
-      { host, port: this.listenPort, sessionId: a.cfSessionId, tls: this.tls },
+    const toSender = anchorSdp(
+      answerSdp,
+      { host, port: this.listenPort, sessionId: a.senderSessionId, tls: this.tls },
       "answer",
-      a.cfPeerSetup,
+      a.senderPeerSetup,
     );
-    if (a.answered) return toCf.sdp; // a retransmitted 2xx: same answer, legs already set up
+    if (a.answered) return toSender.sdp; // a retransmitted 2xx: same answer, legs already set up
     a.answered = true;
-    const clientPath = compactPath(parseMsrpPath(toCf.peerPath.join(" ")));
-    // We offered actpass to the client; its answer decides (RFC 6135 4.1).
-    const clientRole = connectionRole("actpass", toCf.peerSetup, true);
+    const recipientPath = compactPath(parseMsrpPath(toSender.peerPath.join(" ")));
+    // We offered actpass to the recipient; its answer decides (RFC 6135 4.1).
+    const recipientRole = connectionRole("actpass", toSender.peerSetup, true);
+    const fromNetwork = a.offerer === "network";
     const { cf, client } = a.session;
-    client.learnPath(clientPath);
-    if (clientRole === "active") void client.connect((s) => this.outgoing.bind(s));
-    client.expectWithin(this.config.clientLegTimeoutMs);
-    if (a.cfRole === "active") void cf.connect((s) => this.outgoing.bind(s));
-    cf.expectWithin(this.config.clientLegTimeoutMs);
-    a.log.info("MSRP client leg answered", { clientRole, cfRole: a.cfRole });
-    return toCf.sdp;
+    const recipient = fromNetwork ? client : cf;
+    const sender = fromNetwork ? cf : client;
+    recipient.learnPath(recipientPath);
+    if (recipientRole === "active") void recipient.connect((s) => this.outgoing.bind(s));
+    recipient.expectWithin(this.config.clientLegTimeoutMs);
+    if (a.senderRole === "active") void sender.connect((s) => this.outgoing.bind(s));
+    sender.expectWithin(this.config.clientLegTimeoutMs);
+    const clientRole = fromNetwork ? recipientRole : a.senderRole;
+    const cfRole = fromNetwork ? a.senderRole : recipientRole;
+    if (fromNetwork) a.log.info("MSRP client leg answered", { clientRole, cfRole });
+    else a.log.info("MSRP CF leg answered", { offerer: a.offerer, clientRole, cfRole });
+    return toSender.sdp;
   }
 
   refuseClientMedia(sessionKey: string): void {

@@ -4,14 +4,18 @@
 
 /** Identity of one group session as the PF serves it. */
 export interface GroupSessionRef {
-  /** PF session key: the Call-ID of the Controlling Function's leg (same key as HandleBye's). */
+  /** PF session key: the dialog's Call-ID (same key as HandleBye's). */
   sessionKey: string;
   /** The served user's address (URI). */
   servedUser: string;
   /** CPM Conversation-ID and Contribution-ID of the group session. */
   conversationId: string;
   contributionId: string;
-  /** The group session's focus URI (the Controlling Function). */
+  /**
+   * The group session's focus URI (the Controlling Function). For a
+   * client-initiated session the INVITE's Request-URI (conference factory)
+   * until the CF's 2xx names the focus (MediaPlane.anchorAnswer updates it).
+   */
   focus: string;
 }
 

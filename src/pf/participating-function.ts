@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
-import type { MediaLeg, MediaPlane } from "../media/media-plane.js";
+import type { MediaLeg, MediaPlane, Offerer } from "../media/media-plane.js";
 import type { GroupSessionRef } from "../media/ports.js";
 import { type ByeDecision, chooseMode, handleBye } from "../procedures/handle-bye.js";
 import type { GroupSession } from "../session/group-session.js";
@@ -43,16 +43,16 @@ export interface ObserveResult {
   updated: boolean;
   sessionKey: string;
   participantCount: number;
-  /** Initial INVITE from the focus, PF as B2BUA, media plane on: Kamailio must call anchorMedia. */
+  /** Initial INVITE of a CPM session (from the focus or the client), PF as B2BUA, media plane on: Kamailio must call anchorMedia. */
   anchorMedia: boolean;
 }
 
 export interface AnchorMediaResult {
   sessionKey: string;
-  /** The INVITE body towards the client(s) and its Content-Type. */
+  /** The INVITE body towards the INVITE's recipient (the client(s), or the CF for a client-initiated session) and its Content-Type. */
   clientBody: Buffer;
   clientContentType: string;
-  /** What the 2xx answer towards the CF must carry (Kamailio rewrites it). */
+  /** What the 2xx answer towards the INVITE's sender must carry (Kamailio rewrites it): the CF-facing leg, or the client-facing one for a client-initiated session. */
   cfLeg: MediaLeg;
 }
 
@@ -73,6 +73,16 @@ function sdpOf(msg: SipMessage, what: string): string {
   const sdp = parts.find((p) => p.contentType === SDP);
   if (!sdp) throw new CpmError("CPM_ERR_BAD_SDP", `${what} carries no application/sdp`);
   return sdp.body.toString("utf8");
+}
+
+/** The tag parameter of a From / To value, "" when absent or unreadable. */
+function tagOf(value: string | undefined): string {
+  if (!value) return "";
+  try {
+    return parseNameAddr(value).params.get("tag") ?? "";
+  } catch {
+    return "";
+  }
 }
 
 /** Anonymous originator used on stored GSOs by deployed stores (cpm-facts 1.4). */
@@ -141,15 +151,16 @@ export class ParticipatingFunction {
       void this.sessions.put(result.session);
       this.log.debug("session updated", { ...fields, participants: result.session.participants.length });
     }
-    // Only the focus's initial INVITE (the CF invites the served user) is
-    // anchored here; the session's mode is the same policy HandleBye uses.
+    // The initial INVITE of a CPM session is anchored whichever side sent it:
+    // the focus' (the CF invites the served user) or the served user's client's
+    // (it creates or joins the group chat; the focus and the CF's tag are only
+    // learnt from the 2xx). The session's mode is the same policy HandleBye uses.
     const anchorMedia =
       this.opts.anchorMedia === true &&
       msg.kind === "request" &&
       msg.method === "INVITE" &&
+      !tagOf(header(msg, "to")) &&
       result.session !== undefined &&
-      result.session.focusUri !== "" &&
-      result.session.networkTag !== "" &&
       chooseMode(result.session, this.cfg.pf) === "b2bua";
     return {
       updated: result.updated,
@@ -160,9 +171,12 @@ export class ParticipatingFunction {
   }
 
   /**
-   * PF as B2BUA in the MSRP media path: the CF's INVITE offer is anchored on
-   * the media plane; returns the INVITE body for the client leg and the
-   * CF-facing leg for the answer (RFC 4975 8, RFC 6135).
+   * PF as B2BUA in the MSRP media path: the INVITE's offer is anchored on the
+   * media plane; returns the INVITE body for the recipient and the PF's leg
+   * facing the sender for the answer (RFC 4975 8, RFC 6135). The CF's INVITE:
+   * body for the client leg, CF-facing leg. The client's INVITE (client-
+   * initiated session, offerer "client"): body for the CF leg (a=setup:actpass),
+   * client-facing leg.
    */
   async anchorMedia(env: Envelope, now = Date.now()): Promise<AnchorMediaResult> {
     if (this.opts.anchorMedia !== true) throw new CpmError("CPM_ERR_MEDIA_DISABLED", "AnchorMedia with media.enabled=false");
@@ -178,39 +192,63 @@ export class ParticipatingFunction {
     }
     if (!session) throw new CpmError("CPM_ERR_BAD_REQUEST", "INVITE is not a CPM group session (no Conversation-ID / Contribution-ID)");
     const offerSdp = sdpOf(msg, "INVITE");
+    // The focus' INVITE carries the CF's tag (observe learnt it as networkTag);
+    // any other initial INVITE of the session is the client's.
+    const offerer: Offerer = session.networkTag !== "" && tagOf(header(msg, "from")) === session.networkTag ? "network" : "client";
     const ref: GroupSessionRef = {
       sessionKey: callId,
       servedUser: session.servedUser || this.cfg.pf.servedUser,
       conversationId: session.conversationId,
       contributionId: session.contributionId,
-      focus: session.focusUri,
+      // client-initiated: the conference factory URI until the 2xx names the focus (mediaAnswer)
+      focus: session.focusUri || (offerer === "client" ? msg.requestUri : ""),
     };
     // <allow-offline-storage> is an action element of the served user's CPM
     // policy, not of the INVITE: it comes from config (pf.allowOfflineStorage).
-    const anchored = await this.media.anchorOffer({ session: ref, offerSdp, allowOfflineStorage: this.cfg.pf.allowOfflineStorage });
+    const anchored = await this.media.anchorOffer({
+      session: ref,
+      offerSdp,
+      offerer,
+      allowOfflineStorage: this.cfg.pf.allowOfflineStorage,
+    });
     const contentType = header(msg, "content-type") ?? SDP;
     const clientBody = replaceBodyPart(contentType, msg.body, SDP, Buffer.from(anchored.clientOfferSdp, "utf8"));
     if (!clientBody) throw new CpmError("CPM_ERR_BAD_SDP", "INVITE carries no application/sdp");
+    // cfPath / cfSetup: the leg facing the INVITE's sender (the client-facing one when offerer is "client")
     this.log.info("media anchored", {
       callId,
       conversationId: session.conversationId,
       contributionId: session.contributionId,
+      offerer,
       cfPath: anchored.cfLeg.path,
       cfSetup: anchored.cfLeg.setup,
     });
     return { sessionKey: callId, clientBody, clientContentType: contentType, cfLeg: anchored.cfLeg };
   }
 
-  /** The client's 2xx to an anchored INVITE: the media plane learns the client's MSRP path. */
-  async mediaAnswer(sessionKey: string, env: Envelope): Promise<boolean> {
+  /**
+   * The 2xx to an anchored INVITE: the media plane learns the answerer's MSRP
+   * path (the client's; the CF's for a client-initiated session, whose focus
+   * and CF tag the 2xx also reveals: folded into the session here, so that
+   * HandleBye knows the CF's BYE whichever report arrives first).
+   */
+  async mediaAnswer(sessionKey: string, env: Envelope, now = Date.now()): Promise<boolean> {
     if (this.opts.anchorMedia !== true) throw new CpmError("CPM_ERR_MEDIA_DISABLED", "ReportMediaAnswer with media.enabled=false");
     const msg = parseSipMessage(env.raw);
     if (msg.kind !== "response" || msg.statusCode < 200 || msg.statusCode >= 300) {
       throw new CpmError("CPM_ERR_BAD_REQUEST", "ReportMediaAnswer needs a 2xx response");
     }
     const key = sessionKey || (header(msg, "call-id") ?? "");
-    const session = this.sessions.get(key);
-    this.media.anchorAnswer(key, sdpOf(msg, "2xx answer"));
+    let session = this.sessions.get(key);
+    if (session && session.focusUri === "") {
+      const folded = observe(session, msg, now);
+      if (folded.updated && folded.session) {
+        session = folded.session;
+        void this.sessions.put(session);
+      }
+    }
+    const focus = session?.focusUri;
+    this.media.anchorAnswer(key, sdpOf(msg, "2xx answer"), focus ? { focus } : {});
     this.log.info("media answer anchored", {
       callId: key,
       conversationId: session?.conversationId,

@@ -17,7 +17,7 @@ import { after, before, describe, test } from "node:test";
 import { defaults } from "../../src/config/config.js";
 import { newSessionId, newTransactionId } from "../../src/msrp/ids.js";
 import { chatCpim, imdnCpim } from "../fixtures/cpim.js";
-import { anchoredChatCall, msrpMedia } from "../harness/anchored-chat.js";
+import { anchoredChatCall, clientInitiatedChatCall, msrpMedia } from "../harness/anchored-chat.js";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
 import { folderMessages, storeEnv } from "../harness/group-chat.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
@@ -442,6 +442,76 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
     assert.equal(cf.received.length, 1, "the race messages were discarded, never relayed to the CF");
     assert.ok(logged(sc, "MSRP media released", call.callId), "BYE-B10: MSRP media released");
     await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+  });
+
+  test("MEDIA-ANCHOR MEDIA-RELAY BYE-B6 BYE-B10 client-initiated: the client INVITEs the CF, the CF gets the PF's CF-facing path and the client's 200 the client-facing one; messages flow both ways in order; the CF's BYE is a network BYE", async () => {
+    const k = kamailio as KamailioInstance;
+    const sc = sidecar as SidecarInstance;
+    const cf = await peer();
+    const ue = await peer();
+    let late = 0;
+    const call = await clientInitiatedChatCall(k, {
+      clientMsrpPath: ue.path,
+      clientSetup: "active",
+      cfMsrpPath: cf.path,
+      cfSetup: "active",
+      clientPauseMs: 1500,
+      during: async ({ callId, cfInvite, client200 }) => {
+        // on the wire: the CF got the PF's CF-facing leg, offered actpass; the client's 200 the client-facing leg
+        const toCf = msrpMedia(cfInvite.body);
+        const toClient = msrpMedia(client200.body);
+        assert.equal(toCf.port, mediaPort);
+        assert.match(toCf.path, new RegExp(`^msrp://127\\.0\\.0\\.1:${mediaPort}/[^/]+;tcp$`));
+        assert.equal(toCf.setup, "actpass", "RFC 6135: the PF offers actpass to the CF");
+        assert.equal(toCf.acceptWrapped, "text/plain message/imdn+xml");
+        assert.match(cfInvite.body, /<entry uri="tel:\+16135551211" cp:copyControl="to"\/>/, "the resource-list reaches the CF");
+        assert.equal(toClient.port, mediaPort);
+        assert.match(toClient.path, new RegExp(`^msrp://127\\.0\\.0\\.1:${mediaPort}/[^/]+;tcp$`));
+        assert.equal(toClient.setup, "passive", "RFC 6135: the client offered active");
+        assert.notEqual(toCf.path, toClient.path, "one MSRP session per leg");
+        assert.ok(!cfInvite.body.includes(ue.path), "the client's path does not reach the CF");
+        assert.ok(!client200.body.includes(cf.path), "the CF's path does not reach the client");
+        await waitFor(() => logged(sc, "media answer anchored", callId), 5000, 20, "ReportMediaAnswer");
+        const anchored = logged(sc, "media anchored", callId);
+        assert.equal(anchored?.offerer, "client");
+        assert.equal(anchored?.cfPath, toClient.path, "AnchorMedia's cf_leg is the client-facing leg");
+        await ue.open(toClient.path, "active");
+        await cf.open(toCf.path, "active");
+        assert.equal(await establishedOn(mediaPort), 2, "two MSRP connections at the sidecar");
+
+        const downs = [1, 2, 3].map((i) => chatCpim(`down ${i}`, `imdn-cd${i}`));
+        const sent = await Promise.all(downs.map((b) => cf.send(b, "message/cpim")));
+        assert.deepEqual(
+          sent.map((r) => r.code),
+          [200, 200, 200],
+        );
+        assert.deepEqual(
+          (await ue.waitForMessages(3)).map((m) => text(m.body)),
+          downs.map(text),
+          "CF messages reach the client unchanged and in order",
+        );
+        const ups = [1, 2, 3].map((i) => chatCpim(`up ${i}`, `imdn-cu${i}`, "tel:+16135551200"));
+        for (const b of ups) assert.equal((await ue.send(b, "message/cpim")).code, 200);
+        assert.deepEqual(
+          (await cf.waitForMessages(3)).map((m) => text(m.body)),
+          ups.map(text),
+          "client messages reach the CF unchanged and in order",
+        );
+      },
+      afterBye: async ({ callId }) => {
+        const decided = await waitFor(() => logged(sc, "BYE decided", callId), 5000, 10, "BYE decided");
+        assert.equal(decided.side, "network", "the CF's tag was learnt from its 2xx");
+        assert.equal(decided.mode, "b2bua");
+        assert.equal(logged(sc, "BYE completed", callId), undefined, "the client has not answered the BYE yet");
+        late = (await ue.send(chatCpim("race after the BYE", "imdn-cb1"), "message/cpim")).code;
+      },
+    });
+    assert.equal(late, 481, "BYE-B6: the client's chat message after the CF's BYE gets MSRP 481");
+    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    assert.equal(cf.received.length, 3, "the race message was discarded, never relayed to the CF");
+    assert.ok(logged(sc, "MSRP media released", call.callId), "BYE-B10: MSRP media released");
+    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+    assert.equal(await k.stat("cpm_pf_anchor_failsafe"), 0);
   });
 
   test("MEDIA-RELAY DEFERRED: a malformed frame from the client gets 400 / 413 (or, when framing is lost, its connection closed); the session keeps relaying, the sidecar logs why, and the deferred folder stays intact", async () => {

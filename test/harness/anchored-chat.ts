@@ -1,6 +1,8 @@
 // One group chat whose MSRP media the PF anchors, as the media e2e tests play
 // it: SIPp as the Controlling Function (test/scenarios/cf-invite-msrp.xml)
-// and as a client of the served user (client-uas-msrp.xml), through Kamailio.
+// and as a client of the served user (client-uas-msrp.xml), through Kamailio;
+// or, client-initiated, SIPp as the client INVITEing the conference factory
+// (client-invite-msrp.xml) and as the CF answering as focus (cf-uas-msrp.xml).
 // The CF's BYE waits for the test: `during` runs once the call is up, then an
 // OPTIONS with the call's Call-ID, sent straight to the CF's SIPp, lets it
 // send the BYE.
@@ -58,23 +60,78 @@ export function triggerSipp(port: number, callId: string, waitMs = 2000): Promis
   return sendOptions(port, { user: "focus", callId, timeoutMs: waitMs });
 }
 
+/** One SIPp of a two-party call: scenario, -key values, extra arguments. */
+interface SippSpec {
+  scenario: string;
+  keys: Record<string, string>;
+  extraArgs?: string[];
+}
+
+/**
+ * The orchestration shared by the anchored-call flavours: a SIPp UAS, then a
+ * SIPp UAC through Kamailio; waits until `up` finds the call established in
+ * the traces so far, runs `during`, triggers the BYE on the SIPp that sends
+ * it (OPTIONS with the call's Call-ID, straight to it), runs `afterBye`, and
+ * checks that both SIPp runs succeeded.
+ */
+async function playTriggeredCall<Up>(
+  kamailio: KamailioInstance,
+  spec: {
+    uas: SippSpec;
+    uac: (uasPort: number) => SippSpec;
+    /** Which SIPp sends the BYE on the trigger. */
+    byeFrom: "uac" | "uas";
+    timeoutS: number;
+    up: (uas: SipTraceMessage[], uac: SipTraceMessage[]) => Up | undefined;
+    upLabel: string;
+    beforeAnswer?: (call: { callId: string }) => Promise<void>;
+    during?: (callId: string, up: Up) => Promise<void>;
+    afterBye?: (call: { callId: string }) => Promise<void>;
+  },
+): Promise<{ uas: SippResult; uac: SippResult; callId: string }> {
+  const uasRun = await startSipp({ ...spec.uas, timeoutS: spec.timeoutS });
+  try {
+    const uacRun = await startSipp({ ...spec.uac(uasRun.port), remote: kamailio.address, timeoutS: spec.timeoutS });
+    try {
+      // SIPp's default Call-ID is "%u-%p@%s": call number, SIPp's pid, local ip
+      const callId = `1-${uacRun.pid}@127.0.0.1`;
+      if (spec.beforeAnswer) await spec.beforeAnswer({ callId });
+      // the session is up once the UAS got the ACK (the trigger must not come earlier)
+      const up = await waitFor(async () => spec.up(await uasRun.messagesSoFar(), await uacRun.messagesSoFar()), 10_000, 20, spec.upLabel);
+      if (spec.during) await spec.during(callId, up);
+      // SIPp sends everything (its 200 to the trigger too) to its remote
+      // address, Kamailio: the trigger's effect is the BYE, not an answer.
+      await triggerSipp((spec.byeFrom === "uac" ? uacRun : uasRun).port, callId, 0);
+      if (spec.afterBye) await spec.afterBye({ callId });
+      const [uac, uas] = await Promise.all([uacRun.done, uasRun.done]);
+      assert.equal(uac.code, 0, `${spec.uac(uasRun.port).scenario} SIPp failed (${uac.code}): ${uac.errors}\n${uac.output}`);
+      assert.equal(uas.code, 0, `${spec.uas.scenario} SIPp failed (${uas.code}): ${uas.errors}\n${uas.output}`);
+      return { uas, uac, callId };
+    } finally {
+      await uacRun.stop();
+    }
+  } finally {
+    await uasRun.stop();
+  }
+}
+
 export async function anchoredChatCall(kamailio: KamailioInstance, opts: AnchoredCallOptions): Promise<AnchoredCallResult> {
   const conversationId = `conv-${randomUUID()}`;
   const contributionId = `contrib-${randomUUID()}`;
-  const timeoutS = opts.timeoutS ?? 30;
-  const client = await startSipp({
-    scenario: "client-uas-msrp.xml",
-    timeoutS,
-    keys: { client_msrp_port: String(portOf(opts.clientMsrpPath)), client_msrp_path: opts.clientMsrpPath },
-    extraArgs: ["-d", String(opts.clientPauseMs ?? 300)],
-  });
-  try {
-    const cfRun = await startSipp({
+  const {
+    uas: cl,
+    uac: cf,
+    callId,
+  } = await playTriggeredCall(kamailio, {
+    uas: {
+      scenario: "client-uas-msrp.xml",
+      keys: { client_msrp_port: String(portOf(opts.clientMsrpPath)), client_msrp_path: opts.clientMsrpPath },
+      extraArgs: ["-d", String(opts.clientPauseMs ?? 300)],
+    },
+    uac: (clientPort) => ({
       scenario: "cf-invite-msrp.xml",
-      remote: kamailio.address,
-      timeoutS,
       keys: {
-        client_port: String(client.port),
+        client_port: String(clientPort),
         conversation_id: conversationId,
         contribution_id: contributionId,
         cf_msrp_port: String(portOf(opts.cfMsrpPath)),
@@ -82,45 +139,122 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
         cf_setup: opts.cfSetup ?? "actpass",
         bye_headers: (opts.byeHeaders ?? []).map((h) => `\r\n${h}`).join(""),
       },
-    });
-    try {
-      // SIPp's default Call-ID is "%u-%p@%s": call number, SIPp's pid, local ip
-      const callId = `1-${cfRun.pid}@127.0.0.1`;
-      if (opts.beforeAnswer) await opts.beforeAnswer({ callId });
-      // the session is up once the client got the ACK (the CF's trigger must not come earlier)
-      const up = await waitFor(
-        async () => {
-          const cl = await client.messagesSoFar();
-          const cf = await cfRun.messagesSoFar();
-          const clientInvite = first(cl, { direction: "received", method: "INVITE" });
-          const cf200 = first(cf, { direction: "received", status: 200, cseqMethod: "INVITE" });
-          const acked = cl.some((m) => m.direction === "received" && m.method === "ACK");
-          return acked && clientInvite && cf200 ? { clientInvite, cf200 } : undefined;
-        },
-        10_000,
-        20,
-        "ACK at the client",
-      );
-      if (opts.during) await opts.during({ callId, conversationId, contributionId, ...up });
-      // SIPp as a UAC sends everything (its 200 to the trigger too) to its
-      // remote address, Kamailio: the trigger's effect is the BYE, not an answer.
-      await triggerSipp(cfRun.port, callId, 0);
-      if (opts.afterBye) await opts.afterBye({ callId });
-      const [cf, cl] = await Promise.all([cfRun.done, client.done]);
-      assert.equal(cf.code, 0, `CF SIPp failed (${cf.code}): ${cf.errors}\n${cf.output}`);
-      assert.equal(cl.code, 0, `client SIPp failed (${cl.code}): ${cl.errors}\n${cl.output}`);
-      const clientInvite = first(cl.messages, { direction: "received", method: "INVITE" });
-      const client200 = first(cl.messages, { direction: "sent", status: 200, cseqMethod: "INVITE" });
-      const cf200 = first(cf.messages, { direction: "received", status: 200, cseqMethod: "INVITE" });
-      const cfInvite = first(cf.messages, { direction: "sent", method: "INVITE" });
-      assert.ok(clientInvite && client200 && cf200 && cfInvite, "INVITE / 200 OK missing in the traces");
-      return { cf, client: cl, callId, conversationId, contributionId, clientInvite, client200, cf200, cfInvite };
-    } finally {
-      await cfRun.stop();
-    }
-  } finally {
-    await client.stop();
-  }
+    }),
+    byeFrom: "uac",
+    timeoutS: opts.timeoutS ?? 30,
+    up: (clientMsgs, cfMsgs) => {
+      const clientInvite = first(clientMsgs, { direction: "received", method: "INVITE" });
+      const cf200 = first(cfMsgs, { direction: "received", status: 200, cseqMethod: "INVITE" });
+      const acked = clientMsgs.some((m) => m.direction === "received" && m.method === "ACK");
+      return acked && clientInvite && cf200 ? { clientInvite, cf200 } : undefined;
+    },
+    upLabel: "ACK at the client",
+    ...(opts.beforeAnswer ? { beforeAnswer: opts.beforeAnswer } : {}),
+    during: async (id, up: { clientInvite: SipTraceMessage; cf200: SipTraceMessage }) => {
+      if (opts.during) await opts.during({ callId: id, conversationId, contributionId, ...up });
+    },
+    ...(opts.afterBye ? { afterBye: opts.afterBye } : {}),
+  });
+  const clientInvite = first(cl.messages, { direction: "received", method: "INVITE" });
+  const client200 = first(cl.messages, { direction: "sent", status: 200, cseqMethod: "INVITE" });
+  const cf200 = first(cf.messages, { direction: "received", status: 200, cseqMethod: "INVITE" });
+  const cfInvite = first(cf.messages, { direction: "sent", method: "INVITE" });
+  assert.ok(clientInvite && client200 && cf200 && cfInvite, "INVITE / 200 OK missing in the traces");
+  return { cf, client: cl, callId, conversationId, contributionId, clientInvite, client200, cf200, cfInvite };
+}
+
+export interface ClientInitiatedCallOptions {
+  /** a=path of the client's SDP offer (its MSRP peer). */
+  clientMsrpPath: string;
+  /** a=setup of the client's offer. Default active (the client connects to the PF). */
+  clientSetup?: "active" | "actpass";
+  /** a=path of the CF's SDP answer. */
+  cfMsrpPath: string;
+  /** a=setup of the CF's answer to the PF's actpass. Default active (the CF connects to the PF). */
+  cfSetup?: "active" | "passive";
+  /** How long the client waits between the CF's BYE and its 200 OK (sipp -d). Default 300. */
+  clientPauseMs?: number;
+  /** SIPp global timeout in s. Default 30. */
+  timeoutS?: number;
+  /** Runs once the session is up (the CF got the ACK), before the BYE trigger, with the INVITE the CF got and the 200 OK the client got. */
+  during?: (call: {
+    callId: string;
+    conversationId: string;
+    contributionId: string;
+    cfInvite: SipTraceMessage;
+    client200: SipTraceMessage;
+  }) => Promise<void>;
+  /** Runs after the BYE trigger was sent to the CF, while the client holds its 200 OK to the BYE. */
+  afterBye?: (call: { callId: string }) => Promise<void>;
+}
+
+export interface ClientInitiatedCallResult {
+  cf: SippResult;
+  client: SippResult;
+  callId: string;
+  conversationId: string;
+  contributionId: string;
+  /** What the client sent (INVITE) and got back; what the CF got and answered. */
+  clientInvite: SipTraceMessage;
+  client200: SipTraceMessage;
+  cfInvite: SipTraceMessage;
+  cf200: SipTraceMessage;
+}
+
+/**
+ * A client-initiated group chat whose MSRP media the PF anchors: SIPp as the
+ * served user's client INVITEs the conference factory through Kamailio
+ * (test/scenarios/client-invite-msrp.xml), SIPp as the CF answers as focus
+ * (cf-uas-msrp.xml) and, on the trigger after `during`, sends the BYE (a
+ * network BYE).
+ */
+export async function clientInitiatedChatCall(
+  kamailio: KamailioInstance,
+  opts: ClientInitiatedCallOptions,
+): Promise<ClientInitiatedCallResult> {
+  const conversationId = `conv-${randomUUID()}`;
+  const contributionId = `contrib-${randomUUID()}`;
+  const {
+    uas: cf,
+    uac: cl,
+    callId,
+  } = await playTriggeredCall(kamailio, {
+    uas: {
+      scenario: "cf-uas-msrp.xml",
+      keys: { cf_msrp_port: String(portOf(opts.cfMsrpPath)), cf_msrp_path: opts.cfMsrpPath, cf_setup: opts.cfSetup ?? "active" },
+    },
+    uac: (cfPort) => ({
+      scenario: "client-invite-msrp.xml",
+      keys: {
+        cf_port: String(cfPort),
+        conversation_id: conversationId,
+        contribution_id: contributionId,
+        client_msrp_port: String(portOf(opts.clientMsrpPath)),
+        client_msrp_path: opts.clientMsrpPath,
+        client_setup: opts.clientSetup ?? "active",
+      },
+      extraArgs: ["-d", String(opts.clientPauseMs ?? 300)],
+    }),
+    byeFrom: "uas",
+    timeoutS: opts.timeoutS ?? 30,
+    up: (cfMsgs, clientMsgs) => {
+      const cfInvite = first(cfMsgs, { direction: "received", method: "INVITE" });
+      const client200 = first(clientMsgs, { direction: "received", status: 200, cseqMethod: "INVITE" });
+      const acked = cfMsgs.some((m) => m.direction === "received" && m.method === "ACK");
+      return acked && cfInvite && client200 ? { cfInvite, client200 } : undefined;
+    },
+    upLabel: "ACK at the CF",
+    during: async (id, up: { cfInvite: SipTraceMessage; client200: SipTraceMessage }) => {
+      if (opts.during) await opts.during({ callId: id, conversationId, contributionId, ...up });
+    },
+    ...(opts.afterBye ? { afterBye: opts.afterBye } : {}),
+  });
+  const clientInvite = first(cl.messages, { direction: "sent", method: "INVITE" });
+  const client200 = first(cl.messages, { direction: "received", status: 200, cseqMethod: "INVITE" });
+  const cfInvite = first(cf.messages, { direction: "received", method: "INVITE" });
+  const cf200 = first(cf.messages, { direction: "sent", status: 200, cseqMethod: "INVITE" });
+  assert.ok(clientInvite && client200 && cfInvite && cf200, "INVITE / 200 OK missing in the traces");
+  return { cf, client: cl, callId, conversationId, contributionId, clientInvite, client200, cfInvite, cf200 };
 }
 
 function portOf(msrpUri: string): number {

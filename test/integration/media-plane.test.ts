@@ -647,3 +647,93 @@ test("issue 3 msrps: the legs run over TLS when media.tlsCertFile / tlsKeyFile a
   assert.equal((await cf.send(body, "message/cpim")).code, 200);
   assert.equal((await client.waitForMessages(1))[0]?.body.toString(), body);
 });
+
+test(
+  "MEDIA-ANCHOR client-initiated: the client offers actpass, the CF answers passive -> the PF connects to both (RFC 6135); relay both ways in order; recorded with the focus from the 2xx",
+  T,
+  async () => {
+    const { plane, recorder } = await startPlane({ recording: true });
+    const cf = await peer();
+    const client = await peer();
+    const session = { ...ref(), focus: "sip:chat-factory@cf.example.net" };
+    const offer = await plane.anchorOffer({ session, offerSdp: client.sdp("actpass"), offerer: "client", allowOfflineStorage: false });
+    // the INVITE goes on to the CF with the PF's CF-facing leg, offered actpass
+    assert.equal(sdpSetup(offer.clientOfferSdp), "actpass");
+    const cfFacing = sdpPath(offer.clientOfferSdp);
+    // the 2xx back to the client carries the PF's client-facing leg, answering the client's actpass
+    assert.equal(offer.cfLeg.setup, "active");
+    assert.notEqual(offer.cfLeg.path, cfFacing, "one MSRP session per leg");
+    await client.open(offer.cfLeg.path, "passive");
+    await cf.open(cfFacing, "passive");
+    assert.deepEqual(plane.legs(session.sessionKey), { cf: "pending", client: "pending" });
+    const toClient = plane.anchorAnswer(session.sessionKey, cf.sdp("passive"), { focus: "sip:focus-1@cf.example.net" });
+    assert.equal(sdpPath(toClient), offer.cfLeg.path);
+    assert.equal(sdpSetup(toClient), "active");
+    await Promise.all([cf.bound(), client.bound()]);
+    await waitFor(
+      () => plane.legs(session.sessionKey)?.client === "up" && plane.legs(session.sessionKey)?.cf === "up",
+      5000,
+      5,
+      "both legs up",
+    );
+    const ups = [1, 2, 3].map((i) => cpim(`up ${i}`));
+    const downs = [1, 2, 3].map((i) => cpim(`down ${i}`));
+    for (const b of ups) assert.equal((await client.send(b, "message/cpim")).code, 200);
+    for (const b of downs) assert.equal((await cf.send(b, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await cf.waitForMessages(3)).map((m) => m.body.toString()),
+      ups,
+    );
+    assert.deepEqual(
+      (await client.waitForMessages(3)).map((m) => m.body.toString()),
+      downs,
+    );
+    assert.equal(await plane.recordSession(session.sessionKey), true);
+    assert.equal(recorder.calls[0]?.session.focus, "sip:focus-1@cf.example.net", "the focus the 2xx named");
+    assert.deepEqual(
+      recorder.calls[0]?.messages.map((m) => m.direction),
+      ["from-client", "from-client", "from-client", "from-network", "from-network", "from-network"],
+    );
+  },
+);
+
+test(
+  "MEDIA-ANCHOR DEFERRED BYE-B6 BYE-B10 client-initiated: client and CF connect (a=setup:active); the CF leg stays the network leg: deferred while the client is gone, client media refused, all released",
+  T,
+  async () => {
+    const { plane, sink } = await startPlane();
+    const cf = await peer();
+    const client = await peer();
+    const session = ref();
+    const offer = await plane.anchorOffer({ session, offerSdp: client.sdp("active"), offerer: "client", allowOfflineStorage: false });
+    assert.equal(offer.cfLeg.setup, "passive", "RFC 6135: the answer to the client's a=setup:active");
+    // the client's path is known from its offer: it may connect as soon as it has the 2xx
+    const toClient = plane.anchorAnswer(session.sessionKey, cf.sdp("active"));
+    assert.equal(sdpSetup(toClient), "passive");
+    await client.open(offer.cfLeg.path, "active");
+    await cf.open(sdpPath(offer.clientOfferSdp), "active");
+    await waitFor(
+      () => plane.legs(session.sessionKey)?.client === "up" && plane.legs(session.sessionKey)?.cf === "up",
+      5000,
+      5,
+      "both legs up",
+    );
+    const hello = cpim("hello group");
+    assert.equal((await client.send(hello, "message/cpim")).code, 200);
+    assert.equal((await cf.waitForMessages(1))[0]?.body.toString(), hello);
+    plane.refuseClientMedia(session.sessionKey);
+    assert.equal((await client.send(cpim("after the BYE"), "message/cpim")).code, 481, "BYE-B6");
+    client.dropConnections();
+    await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
+    const later = cpim("while you were away");
+    assert.equal((await cf.send(later, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await sink.waitForItems(1)).map((i) => Buffer.from(i.body).toString()),
+      [later],
+    );
+    assert.equal(cf.received.length, 1, "the refused message never reached the CF");
+    assert.ok(plane.release(session.sessionKey) > 0);
+    assert.equal(plane.stats().sessions, 0);
+    await waitFor(() => plane.stats().acceptedConnections === 0, 5000, 5, "no connection left");
+  },
+);

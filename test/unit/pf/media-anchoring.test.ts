@@ -15,7 +15,7 @@ import { silentLogger } from "../../../src/log/logger.js";
 import { type MediaPlane, NoMediaPlane } from "../../../src/media/media-plane.js";
 import { type ObjectStore, ParticipatingFunction } from "../../../src/pf/participating-function.js";
 import { SessionRegistry } from "../../../src/session/registry.js";
-import { bye, inviteFromFocus, SDP_OFFER } from "../../fixtures/sip.js";
+import { bye, focusAnswer, inviteFromClient, inviteFromFocus, SDP_OFFER } from "../../fixtures/sip.js";
 import { StubMediaPlane } from "../../fixtures/stub-media-plane.js";
 
 const store: ObjectStore = {
@@ -210,6 +210,85 @@ describe("issue 3 SDP anchoring: an anchored INVITE without a session", () => {
     );
     const d = await pf.handleBye(env(bye([], { callId: "i1" })));
     assert.equal(d.mode, "proxy", "the session is forgotten: unknownSessionMode applies");
+  });
+});
+
+describe("issue 3 SDP anchoring: client-initiated group chat (the served user's client INVITEs the CF)", () => {
+  test("MEDIA-ANCHOR: the client's initial INVITE of a CPM session, PF as B2BUA, media on -> anchor; proxy, media off, re-INVITE or non-CPM -> no", async () => {
+    assert.equal((await (await pfWith(new StubMediaPlane())).observe(env(inviteFromClient({ callId: "c1" })))).anchorMedia, true);
+    assert.equal((await (await pfWith(new StubMediaPlane(), { mode: "proxy" })).observe(env(inviteFromClient()))).anchorMedia, false);
+    assert.equal((await (await pfWith(new NoMediaPlane(), { anchorMedia: false })).observe(env(inviteFromClient()))).anchorMedia, false);
+    const pf = await pfWith(new StubMediaPlane());
+    assert.equal((await pf.observe(env(inviteFromClient({ callId: "c2", toTag: "cf-tag" })))).anchorMedia, false, "in-dialog");
+    const plain = Buffer.from(
+      inviteFromClient()
+        .toString("latin1")
+        .replace(/^(Conversation|Contribution)-ID:.*\r\n/gm, ""),
+      "latin1",
+    );
+    assert.equal((await pf.observe(env(plain))).anchorMedia, false);
+  });
+
+  test("MEDIA-ANCHOR: AnchorMedia with the client's offer: offerer client, the CF gets the PF's CF-facing leg offered actpass, the client's 2xx the client-facing leg", async () => {
+    const media = new StubMediaPlane({ port: 42000 });
+    const pf = await pfWith(media);
+    const invite = inviteFromClient({ callId: "c3", conversationId: "conv-c3" });
+    await pf.observe(env(invite));
+    const r = await pf.anchorMedia(env(invite));
+    assert.equal(media.offers[0]?.offerer, "client");
+    const body = r.clientBody.toString("utf8");
+    assert.match(body, /\r\na=path:msrp:\/\/127\.0\.0\.1:42000\/stub-cf-leg;tcp\r\n/, "towards the CF: the CF-facing leg");
+    assert.match(body, /\r\na=setup:actpass\r\n/);
+    assert.match(body, /<entry uri="tel:\+16135551211" cp:copyControl="to"\/>/, "the resource-list goes on");
+    assert.doesNotMatch(body, /:7394\/s1/, "the client's path does not go to the CF");
+    assert.deepEqual(r.cfLeg, {
+      host: "127.0.0.1",
+      port: 42001,
+      path: "msrp://127.0.0.1:42001/stub-client-leg;tcp",
+      setup: "active",
+      tls: false,
+    });
+    const ref = media.offers[0]?.session;
+    assert.equal(ref?.servedUser, "tel:+16135551200");
+    assert.equal(ref?.conversationId, "conv-c3");
+    assert.equal(ref?.focus, "sip:chat-factory@cf.example.net", "the conference factory until the 2xx names the focus");
+    // the focus' INVITE is still anchored as before
+    await pf.anchorMedia(env(inviteFromFocus({ callId: "c3f" })));
+    assert.equal(media.offers[1]?.offerer, "network");
+  });
+
+  test("MEDIA-ANCHOR BYE-B6 BYE-B8 BYE-B10: the CF's 2xx reaches anchorAnswer with the focus; a later BYE from the CF is network, one from the client is client", async () => {
+    const media = new StubMediaPlane();
+    const pf = await pfWith(media);
+    await pf.observe(env(inviteFromClient({ callId: "c4" })));
+    await pf.anchorMedia(env(inviteFromClient({ callId: "c4" })));
+    // ReportMediaAnswer may come before the 2xx's ObserveSession: it learns the focus and the CF's tag too
+    assert.equal(await pf.mediaAnswer("c4", env(focusAnswer({ callId: "c4", cfTag: "cf-c4" }))), true);
+    const answer = media.calls.find((c) => c.op === "anchorAnswer");
+    assert.equal(answer?.focus, "sip:focus-c1@cf.example.net");
+    assert.match(answer?.sdp ?? "", /a=setup:passive/);
+    // the 2xx's ObserveSession afterwards changes nothing
+    assert.equal((await pf.observe(env(focusAnswer({ callId: "c4", cfTag: "cf-c4" })))).updated, false);
+    const fromClient = await pf.handleBye(env(bye([], { callId: "c4", fromTag: "client-tag" })));
+    assert.equal(fromClient.side, "client");
+    const d = await pf.handleBye(env(bye(["Reason: SIP;cause=200"], { callId: "c4", fromTag: "cf-c4" })));
+    assert.equal(d.side, "network");
+    assert.equal(d.mode, "b2bua");
+    assert.equal(await pf.byeOutcome("c4", 200), true);
+    assert.deepEqual(
+      media.calls.filter((c) => c.sessionKey === "c4").map((c) => c.op),
+      ["anchorOffer", "anchorAnswer", "refuseClientMedia", "recordSession", "release"],
+    );
+  });
+
+  test("MEDIA-ANCHOR: the 2xx's ObserveSession alone (before ReportMediaAnswer) also makes the CF's BYE a network BYE", async () => {
+    const pf = await pfWith(new StubMediaPlane());
+    await pf.anchorMedia(env(inviteFromClient({ callId: "c5" })));
+    assert.equal((await pf.observe(env(focusAnswer({ callId: "c5", cfTag: "cf-c5" })))).updated, true);
+    await pf.mediaAnswer("c5", env(focusAnswer({ callId: "c5", cfTag: "cf-c5" })));
+    const d = await pf.handleBye(env(bye([], { callId: "c5", fromTag: "cf-c5" })));
+    assert.equal(d.side, "network");
+    assert.equal(d.mode, "b2bua");
   });
 });
 
