@@ -13,7 +13,7 @@ import { observe } from "../session/observe.js";
 import type { SessionRegistry } from "../session/registry.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
-import { parseNameAddr } from "../sip/name-addr.js";
+import { parseNameAddr, tagOf } from "../sip/name-addr.js";
 import { buildCpmObject } from "../store/cpm-object.js";
 import { groupSessionFolder } from "../store/folder.js";
 import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
@@ -73,16 +73,6 @@ function sdpOf(msg: SipMessage, what: string): string {
   const sdp = parts.find((p) => p.contentType === SDP);
   if (!sdp) throw new CpmError("CPM_ERR_BAD_SDP", `${what} carries no application/sdp`);
   return sdp.body.toString("utf8");
-}
-
-/** The tag parameter of a From / To value, "" when absent or unreadable. */
-function tagOf(value: string | undefined): string {
-  if (!value) return "";
-  try {
-    return parseNameAddr(value).params.get("tag") ?? "";
-  } catch {
-    return "";
-  }
 }
 
 /** Anonymous originator used on stored GSOs by deployed stores (cpm-facts 1.4). */

@@ -4,7 +4,7 @@
 import { CpmError } from "../errors/catalogue.js";
 import { header, headerValues, type SipMessage } from "../sip/message.js";
 import { bodyParts } from "../sip/multipart.js";
-import { parseNameAddr, uriParams } from "../sip/name-addr.js";
+import { parseNameAddr, tagOf, uriParams } from "../sip/name-addr.js";
 import { parseConferenceInfo } from "../xml/conference-info.js";
 import type { Participant } from "../xml/gso.js";
 import { parseResourceLists } from "../xml/resource-lists.js";
@@ -15,15 +15,6 @@ export interface Observation {
   updated: boolean;
   /** Problems worth a log line (malformed bodies that were skipped). */
   notes: string[];
-}
-
-function tagOf(value: string | undefined): string {
-  if (!value) return "";
-  try {
-    return parseNameAddr(value).params.get("tag") ?? "";
-  } catch {
-    return "";
-  }
 }
 
 function uriOf(value: string | undefined): string {

@@ -60,3 +60,13 @@ export function uriParams(uri: string): Map<string, string> {
   const q = uri.indexOf("?");
   return parseParams(uri.slice(semi, q > semi ? q : undefined));
 }
+
+/** The tag parameter of a From / To value (RFC 3261 19.3); "" when absent or unreadable. */
+export function tagOf(value: string | undefined): string {
+  if (!value) return "";
+  try {
+    return parseNameAddr(value).params.get("tag") ?? "";
+  } catch {
+    return "";
+  }
+}

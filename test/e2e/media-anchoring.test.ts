@@ -241,6 +241,11 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
   let mediaPort = 0;
   const peers: MsrpPeer[] = [];
   const raws: RawMsrpSocket[] = [];
+  const byeCompleted = (sc: SidecarInstance, callId: string) =>
+    waitFor(() => logged(sc, "BYE completed", callId), 5000, 20, "BYE completed");
+  // BYE-B10: no MSRP connection left at the sidecar's listener
+  const noMsrpConnectionLeft = () =>
+    waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
 
   before(async () => {
     dovecot = await startDovecot();
@@ -346,7 +351,7 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
       },
     });
     // BYE-B8: the session is recorded on the client's 200 OK (media.recording=true)
-    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    await byeCompleted(sc, call.callId);
     assert.ok(logged(sc, "CPM session recorded", call.callId), "CPM session recorded");
     const recordFolder = `Default/${call.conversationId}/${call.contributionId}`;
     const recorded = await folderMessages(d, recordFolder);
@@ -369,7 +374,7 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
     assert.ok(logged(sc, "MSRP media released", call.callId), "MSRP media released");
     const completed = logged(sc, "BYE completed", call.callId);
     assert.ok(Number(completed?.mediaReleased) > 0, `released ${completed?.mediaReleased}`);
-    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+    await noMsrpConnectionLeft();
     assert.equal(await k.stat("cpm_pf_anchor_failsafe"), 0);
     assert.equal(await k.stat("cpm_pf_failsafe"), 0);
     assert.doesNotMatch(k.logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);
@@ -405,8 +410,8 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
         await cf.open(cfPathSeen, "passive");
       },
     });
-    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
-    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+    await byeCompleted(sc, call.callId);
+    await noMsrpConnectionLeft();
   });
 
   test("BYE-B6 BYE-B10: after the network BYE the client's SEND gets 481 and is discarded; released after the client's 200 OK", async () => {
@@ -438,10 +443,10 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
       },
     });
     assert.equal(late, 481, "BYE-B6: the client's chat message after the BYE gets MSRP 481");
-    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    await byeCompleted(sc, call.callId);
     assert.equal(cf.received.length, 1, "the race messages were discarded, never relayed to the CF");
     assert.ok(logged(sc, "MSRP media released", call.callId), "BYE-B10: MSRP media released");
-    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+    await noMsrpConnectionLeft();
   });
 
   test("MEDIA-ANCHOR MEDIA-RELAY BYE-B6 BYE-B10 client-initiated: the client INVITEs the CF, the CF gets the PF's CF-facing path and the client's 200 the client-facing one; messages flow both ways in order; the CF's BYE is a network BYE", async () => {
@@ -507,10 +512,10 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
       },
     });
     assert.equal(late, 481, "BYE-B6: the client's chat message after the CF's BYE gets MSRP 481");
-    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    await byeCompleted(sc, call.callId);
     assert.equal(cf.received.length, 3, "the race message was discarded, never relayed to the CF");
     assert.ok(logged(sc, "MSRP media released", call.callId), "BYE-B10: MSRP media released");
-    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+    await noMsrpConnectionLeft();
     assert.equal(await k.stat("cpm_pf_anchor_failsafe"), 0);
   });
 
@@ -677,9 +682,9 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
         assert.deepEqual(toClient(), [text(down1), text(down2)], "nothing more reached the client");
       },
     });
-    await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    await byeCompleted(sc, call.callId);
     assert.ok(logged(sc, "MSRP media released", call.callId), "MSRP media released");
-    await waitFor(async () => (await establishedOn(mediaPort)) === 0, 3000, 20, "no MSRP connection left at the sidecar");
+    await noMsrpConnectionLeft();
     assert.equal(await k.stat("cpm_pf_anchor_failsafe"), 0);
     assert.equal(await k.stat("cpm_pf_failsafe"), 0);
     assert.doesNotMatch(k.logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);

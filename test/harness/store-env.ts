@@ -16,6 +16,8 @@ export interface StoreTestEnv {
   readonly log: Logger;
   /** Store config for the test Dovecot with a fresh spool directory and short timeouts. */
   storeConfig(over?: Partial<Config["store"]>): Promise<Config["store"]>;
+  /** A MessageStore not started yet, closed by the after hook. */
+  newStore(cfg: Config["store"]): MessageStore;
   /** A started MessageStore, closed by the after hook. */
   startStore(cfg: Config["store"]): Promise<MessageStore>;
 }
@@ -56,9 +58,13 @@ export function useStoreEnv(prefix: string): StoreTestEnv {
         ...over,
       };
     },
-    async startStore(cfg) {
+    newStore(cfg) {
       const store = new MessageStore(cfg, log);
       stores.push(store);
+      return store;
+    },
+    async startStore(cfg) {
+      const store = env.newStore(cfg);
       await store.start();
       return store;
     },

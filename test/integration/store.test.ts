@@ -1,57 +1,19 @@
-// Message Store against a real Dovecot (test/harness/dovecot.ts).
+// Message Store against a real Dovecot (test/harness/dovecot.ts, through test/harness/store-env.ts).
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { ImapFlow } from "imapflow";
-import { type Config, defaults } from "../../src/config/config.js";
+import type { Config } from "../../src/config/config.js";
 import { CpmError } from "../../src/errors/catalogue.js";
-import { createRootLogger, type Logger, silentLogger } from "../../src/log/logger.js";
 import { buildCpmObject, newMessageId } from "../../src/store/cpm-object.js";
 import { decodeFolderComponent, groupSessionFolder } from "../../src/store/folder.js";
-import { MessageStore } from "../../src/store/message-store.js";
 import { Spool } from "../../src/store/spool.js";
-import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
+import { useStoreEnv } from "../harness/store-env.js";
 import { waitFor } from "../harness/wait.js";
 
-const log: Logger = process.env.CPM_TEST_LOG ? createRootLogger("debug") : silentLogger();
-let dovecot: DovecotInstance;
-const tempDirs: string[] = [];
-const stores: MessageStore[] = [];
-
-before(async () => {
-  dovecot = await startDovecot();
-});
-
-after(async () => {
-  for (const s of stores) await s.close().catch(() => {});
-  await dovecot?.stop();
-  for (const d of tempDirs) await rm(d, { recursive: true, force: true });
-});
-
-async function storeConfig(over: Partial<Config["store"]> = {}): Promise<Config["store"]> {
-  const dir = await mkdtemp(join(tmpdir(), "cpm-store-test-"));
-  tempDirs.push(dir);
-  return {
-    ...defaults.store,
-    host: dovecot.host,
-    port: dovecot.port,
-    user: dovecot.user,
-    password: dovecot.password,
-    spoolDir: join(dir, "spool"),
-    timeoutMs: 1500,
-    retryInitialMs: 100,
-    retryMaxMs: 400,
-    ...over,
-  };
-}
-
-function newStore(cfg: Config["store"]): MessageStore {
-  const s = new MessageStore(cfg, log);
-  stores.push(s);
-  return s;
-}
+const env = useStoreEnv("cpm-store-test");
+const { log, storeConfig, newStore } = env;
 
 function gso(conversationId: string, contributionId: string, n = 1) {
   const messageId = newMessageId("cpm-pf.test");
@@ -73,7 +35,12 @@ function gso(conversationId: string, contributionId: string, n = 1) {
 
 /** Reads back every message of a folder (UID order) with an independent IMAP client. */
 async function readFolder(folder: string): Promise<Buffer[]> {
-  const c = new ImapFlow({ host: dovecot.host, port: dovecot.port, auth: { user: dovecot.user, pass: dovecot.password }, logger: false });
+  const c = new ImapFlow({
+    host: env.dovecot.host,
+    port: env.dovecot.port,
+    auth: { user: env.dovecot.user, pass: env.dovecot.password },
+    logger: false,
+  });
   c.on("error", () => {});
   await c.connect();
   try {
@@ -96,7 +63,12 @@ async function readFolder(folder: string): Promise<Buffer[]> {
 }
 
 async function listFolders(): Promise<string[]> {
-  const c = new ImapFlow({ host: dovecot.host, port: dovecot.port, auth: { user: dovecot.user, pass: dovecot.password }, logger: false });
+  const c = new ImapFlow({
+    host: env.dovecot.host,
+    port: env.dovecot.port,
+    auth: { user: env.dovecot.user, pass: env.dovecot.password },
+    logger: false,
+  });
   c.on("error", () => {});
   await c.connect();
   try {
@@ -131,7 +103,7 @@ test(
     const folders = await listFolders();
     for (const f of ["Default", `Default/${conv}`, obj.folder]) assert.ok(folders.includes(f), `${f} listed in ${JSON.stringify(folders)}`);
     // one maildir++ directory, i.e. the "/" and "." of the ID did not create extra levels on disk
-    assert.ok((await stat(join(dovecot.maildir, `.Default.${conv}.${contrib}`))).isDirectory());
+    assert.ok((await stat(join(env.dovecot.maildir, `.Default.${conv}.${contrib}`))).isDirectory());
     const msgs = await readFolder(obj.folder);
     assert.equal(msgs.length, 1);
     assert.ok(msgs[0]?.equals(obj.raw), "byte-exact read-back");
@@ -148,7 +120,7 @@ test(
 
 test("BYE-B3: with the Message Store down the GSO is spooled, stored after restart, once, in order", { timeout: 60_000 }, async () => {
   const cfg = await storeConfig();
-  await dovecot.kill();
+  await env.dovecot.kill();
   const store = newStore(cfg);
   await store.start(); // must not fail although the store is down
   const reasons: string[] = [];
@@ -166,7 +138,7 @@ test("BYE-B3: with the Message Store down the GSO is spooled, stored after resta
   assert.equal((await spoolFiles(cfg)).length, 2);
   assert.equal(store.stats().storeUp, false);
 
-  await dovecot.restart();
+  await env.dovecot.restart();
   await waitFor(() => store.stats().spoolPending === 0 && store.stats().drained === 2, 15_000, 50, "spool drained");
 
   assert.deepEqual(await spoolFiles(cfg), []);
@@ -212,7 +184,7 @@ test("the pool reconnects after the server dropped its connections", { timeout: 
   assert.equal((await store.append(a)).state, "stored");
   const connectsBefore = store.stats().pool.connects;
 
-  await dovecot.restart(); // SIGTERM: the server closes every client connection
+  await env.dovecot.restart(); // SIGTERM: the server closes every client connection
 
   const res = await store.append(b);
   assert.equal(res.state, "stored");
