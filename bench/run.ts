@@ -84,11 +84,15 @@ async function printSip(dovecot: DovecotInstance) {
   console.log(
     `\nBYE transactions through Kamailio (${N_CALLS} group-chat dialogs per case opened first, then ended with BYE, ${CONCURRENT} at once, Reason: SIP;cause=480)`,
   );
-  console.log("| case | BYE/s | p50 BYE->200 ms | p99 BYE->200 ms | BYEs | SIPp failures | (phase 1 INVITE/s) |");
-  console.log("|---|---|---|---|---|---|---|");
+  console.log(
+    "| case | BYE/s | p50 BYE->200 ms | p99 BYE->200 ms | BYEs | SIPp failures | (phase 1 INVITE/s) | CPU µs per BYE: Kamailio / sidecar |",
+  );
+  console.log("|---|---|---|---|---|---|---|---|");
   for (const c of cases) {
+    const cpu = c.cpuPerBye;
     console.log(
-      `| ${c.name} | ${fmt(c.byesPerSecond)} | ${fmt(c.p50, 0)} | ${fmt(c.p99, 0)} | ${c.byes} | ${c.failed} | ${fmt(c.invitesPerSecond)} |`,
+      `| ${c.name} | ${fmt(c.byesPerSecond)} | ${fmt(c.p50, 0)} | ${fmt(c.p99, 0)} | ${c.byes} | ${c.failed} | ${fmt(c.invitesPerSecond)} | ` +
+        `${fmt(cpu.kamailio, 0)} / ${fmt(cpu.sidecar, 0)} |`,
     );
   }
   const [a, b, c] = cases;

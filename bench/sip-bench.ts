@@ -17,6 +17,7 @@ import { type KamailioInstance, startKamailio } from "../test/harness/kamailio.j
 import { freePort } from "../test/harness/ports.js";
 import { REPO_ROOT, startSidecar } from "../test/harness/sidecar.js";
 import { waitFor } from "../test/harness/wait.js";
+import { measureCpu } from "./cpu.js";
 import { summarize } from "./stats.js";
 
 /** Transactions linger in shared memory for the tm wait timer: room for thousands of calls. */
@@ -35,6 +36,8 @@ export interface SipBenchCase {
   p99: number;
   byes: number;
   failed: number;
+  /** CPU spent during phase 2 (the BYEs), per BYE, in µs: Kamailio (all its processes) and the sidecar. */
+  cpuPerBye: { kamailio: number; sidecar: number };
 }
 
 const BENCH_SCENARIOS = join(REPO_ROOT, "bench", "scenarios");
@@ -121,6 +124,7 @@ export async function playCalls(
   calls: number,
   concurrent: number,
   reason: string,
+  sidecarPid?: number,
 ): Promise<Omit<SipBenchCase, "name">> {
   const dir = await mkdtemp(join(tmpdir(), "cpm-bench-sipp-"));
   const clientPort = await freePort();
@@ -129,6 +133,7 @@ export async function playCalls(
   const opened = await openDialogs(kamailio, dir, clientPort, calls, concurrent);
   const inf = join(dir, "dialogs.csv");
   await writeFile(inf, byeInjectionFile(opened.dialogs, calls));
+  const cpuEnd = await measureCpu([kamailio.pid, sidecarPid ?? -1]);
   const uacCode = await run(
     [
       ...(await cfArgs(kamailio, "cf-bye-inf.xml", calls, concurrent, clientPort)),
@@ -147,6 +152,7 @@ export async function playCalls(
     dir,
   );
   const uasCode = await uas;
+  const cpu = await cpuEnd();
   const csv = (await readdir(dir)).find((f) => f.startsWith("cf-bye-inf_") && f.endsWith("_rtt.csv"));
   const rows = csv ? (await readFile(join(dir, csv), "utf8")).split("\n").slice(1) : [];
   const byes = rows.map((r) => r.split(";")).filter((c) => c[2] === "bye");
@@ -162,7 +168,13 @@ export async function playCalls(
     p99: s.p99,
     byes: byes.length,
     failed: [opened.code, uacCode, uasCode].filter((c) => c !== 0).length,
+    ...cpuShare(cpu, byes.length),
   };
+}
+
+function cpuShare([kamailio = 0, sidecar = 0]: number[], byes: number) {
+  const us = (ms: number) => (byes > 0 ? (ms * 1000) / byes : Number.NaN);
+  return { cpuPerBye: { kamailio: us(kamailio), sidecar: us(sidecar) } };
 }
 
 export async function benchSip(dovecot: DovecotInstance, calls: number, concurrent: number): Promise<SipBenchCase[]> {
@@ -178,7 +190,7 @@ export async function benchSip(dovecot: DovecotInstance, calls: number, concurre
     const kamailio = await startKamailio({ grpcTarget: sidecar.target, shmMb: SHM_MB, asyncWorkers: ASYNC_WORKERS, defines: PF_DEFINES });
     try {
       const name = mode === "proxy" ? "(b) PF proxy mode, sidecar decision" : "(c) PF B2BUA mode, GSO stored per BYE";
-      out.push({ name, ...(await playCalls(kamailio, calls, concurrent, "SIP;cause=480")) });
+      out.push({ name, ...(await playCalls(kamailio, calls, concurrent, "SIP;cause=480", sidecar.pid)) });
     } finally {
       await kamailio.stop();
       await sidecar.stop();

@@ -117,7 +117,11 @@ export class ParticipatingFunction {
     // 8.3.2.3 1: as a proxy the PF's part in the session ends with this BYE.
     // (B2BUA: the state goes when the client's answer is reported, 2.d/2.f.)
     if (session && decision.side === "network" && decision.mode === "proxy") void this.sessions.remove(callId);
-    this.log.info("BYE decided", {
+    // A proxy-mode BYE goes on unchanged (8.3.2.3 1): its line is debug, as
+    // Kamailio's own per-BYE line is; at info it cost ~55 µs of the sidecar's
+    // ~290 µs per decision (bench profile). A B2BUA decision changes the BYE
+    // and may store a GSO: info.
+    this.log.log(decision.mode === "proxy" ? "debug" : "info", "BYE decided", {
       ...fields,
       side: decision.side,
       mode: decision.mode,

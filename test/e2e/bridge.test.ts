@@ -227,6 +227,30 @@ for (const transport of ["stream", "unary"] as const)
       assert.ok((script.reports[0]?.at ?? 0) - c.cf200.time > 500, "the report finished long after the CF had its 200 OK");
     });
 
+    test("BYE-B9 fail-safe: an answer later than the deadline -> the BYE goes on unchanged when the deadline fires; the same async worker decides the next BYE", async (t) => {
+      // one async worker, so that the second BYE is decided by the process
+      // whose decision came too late (over the stream: on a fresh stream)
+      const k = await startKamailio({ grpcTarget: (sidecar as { target: string }).target, deadlineMs: 300, asyncWorkers: 1 });
+      try {
+        Object.assign(script, { byeDelayMs: 700, reportDelayMs: 0, clientReason: "SIP;cause=200", byes: [], observed: [], reports: [] });
+        const late = await call(k, ["Reason: SIP;cause=480"]);
+        const held = late.clientBye.time - late.cfBye.time;
+        t.diagnostic(`late answer: BYE held ${held.toFixed(1)} ms (deadline 300 ms, answer after 700 ms)`);
+        assert.deepEqual(late.clientBye.headers.get("reason"), ["SIP;cause=480"], "relayed unchanged");
+        assert.ok(held >= 280 && held < 300 + 150, `BYE held ${held} ms`);
+        assert.equal(await k.stat("cpm_pf_failsafe"), 1);
+        assert.match(k.logs(), /HandleBye failed after \d+ ms: DEADLINE_EXCEEDED/);
+
+        await sleep(500); // the late answer has come and gone
+        Object.assign(script, { byeDelayMs: 0 });
+        const next = await call(k, ["Reason: SIP;cause=480"]);
+        assert.deepEqual(next.clientBye.headers.get("reason"), ["SIP;cause=200"], "decided again");
+        assert.equal(await k.stat("cpm_pf_failsafe"), 1, "no second fail-safe");
+      } finally {
+        await k.stop();
+      }
+    });
+
     test("SHAPE-1: the decisions went over the transport under test", () => {
       if (transport === "stream") assert.ok(script.streams >= 1, "Kamailio opened a Decide stream");
       else assert.equal(script.streams, 0);
