@@ -130,7 +130,6 @@ _CHANNEL_OPTIONS = [
 _CRLF = re.compile(r"[\r\n]+")
 
 
-
 def _sets(name, value):
     KSR.pv.sets("$var(" + name + ")", value)
 
@@ -357,18 +356,19 @@ class _DecisionStream:
         self._watchdog = watchdog
         self._next_id = 0
         self._ended = None  # why the stream is over, once it is
-        self._expired = False
+        self._expired = None  # id of the request whose deadline cancelled the stream
         self.answered = False  # a response came on this stream
 
     def alive(self):
-        return self._ended is None and not self._expired
+        return self._ended is None and self._expired is None
 
     def expire(self, req_id):
-        """Watchdog thread: request req_id is past its deadline. (The watchdog
-        holds the GIL here: the caller cannot have moved on to another request
-        between the check and the cancel.)"""
-        if req_id == self._next_id and not self._expired:
-            self._expired = True
+        """Watchdog thread: request req_id is past its deadline. Should the
+        caller have got its answer and moved on meanwhile, the cancel ends the
+        next request's stream, which is then retried on a fresh one
+        (CpmPfBridge._decide), not failed as late."""
+        if req_id == self._next_id and self._expired is None:
+            self._expired = req_id
             self._call.cancel(_cygrpc.StatusCode.cancelled, "cpm-pf bridge: decision deadline")
 
     def request(self, req, timeout):
@@ -419,10 +419,10 @@ class _DecisionStream:
         if response is not None:
             self.answered = True
             return response
-        self._ended = self._ended or ("DEADLINE_EXCEEDED" if self._expired else
-                                      "UNAVAILABLE: Decide stream ended by the sidecar")
+        late = self._expired == req_id
+        self._ended = self._ended or ("DEADLINE_EXCEEDED" if late else "UNAVAILABLE: Decide stream ended by the sidecar")
         self.close()
-        if self._expired:
+        if late:
             raise queue.Empty()
         raise _StreamBroken(self._ended)
 
