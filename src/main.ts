@@ -3,13 +3,16 @@
 // Store -> media plane (MSRP, when media.enabled) -> gRPC server.
 // SIGTERM/SIGINT stop it cleanly.
 import { loadConfig } from "./config/config.js";
+import { DeliveryService } from "./delivery/service.js";
 import { CpmError } from "./errors/catalogue.js";
 import { startGrpcServer } from "./grpc/server.js";
 import { componentLogger, createRootLogger } from "./log/logger.js";
+import { DeliveryEndpoint } from "./media/delivery-endpoint.js";
 import { type MediaPlane, NoMediaPlane } from "./media/media-plane.js";
 import { MsrpMediaPlane } from "./media/msrp-media-plane.js";
 import { ParticipatingFunction } from "./pf/participating-function.js";
 import { SessionRegistry } from "./session/registry.js";
+import { SipUa } from "./sip/ua.js";
 import { DeferredQueue } from "./store/deferred-queue.js";
 import { MessageStore } from "./store/message-store.js";
 import { MessageStoreSessionRecorder } from "./store/session-record.js";
@@ -32,18 +35,49 @@ async function main(): Promise<void> {
   // recorder write to the same Message Store (and spool) as the GSOs.
   let msrp: MsrpMediaPlane | undefined;
   let media: MediaPlane = new NoMediaPlane();
+  const deferred = new DeferredQueue(cfg.store, store, componentLogger("store", root));
   if (cfg.media.enabled) {
     const storeLog = componentLogger("store", root);
     msrp = new MsrpMediaPlane({
       config: cfg.media,
-      deferredSink: new DeferredQueue(cfg.store, store, storeLog),
+      deferredSink: deferred,
       recorder: new MessageStoreSessionRecorder(cfg.store, store, storeLog),
       logger: componentLogger("media", root),
     });
     await msrp.start();
     media = msrp;
   }
-  const pf = new ParticipatingFunction(cfg, sessions, store, media, componentLogger("pf", root), { anchorMedia: cfg.media.enabled });
+  // 8.3.2.9.1.2 deferred delivery: on with a CPMDeferredMsgMgmtURI (DD-4) and the media plane (the delivery session is MSRP)
+  let ua: SipUa | undefined;
+  let delivery: DeliveryService | undefined;
+  if (cfg.delivery.deferredMsgMgmtUri && !msrp) {
+    log.warn("deferred delivery off: it needs media.enabled=true", { key: "delivery.deferredMsgMgmtUri" });
+  } else if (cfg.delivery.deferredMsgMgmtUri && msrp) {
+    const share = msrp.listenerShare;
+    ua = await SipUa.start({
+      host: cfg.sip.host,
+      port: cfg.sip.port,
+      outboundProxy: { host: cfg.sip.proxyHost, port: cfg.sip.proxyPort },
+      routeParams: ";cpmpfuac",
+      log: componentLogger("sip", root),
+    });
+    delivery = new DeliveryService({
+      policy: { ...cfg.delivery, groupSessionDataManagement: cfg.pf.groupSessionDataManagement },
+      servedUser: cfg.pf.servedUser,
+      ua,
+      openLeg: async (sessionKey, originalSdp) => {
+        const { endpoint, offerSdp } = await DeliveryEndpoint.create({ sessionKey, originalSdp, msrp: share });
+        return { leg: endpoint, offerSdp };
+      },
+      queue: deferred,
+      sessions,
+      log: componentLogger("delivery", root),
+    });
+  }
+  const pf = new ParticipatingFunction(cfg, sessions, store, media, componentLogger("pf", root), {
+    anchorMedia: cfg.media.enabled,
+    ...(delivery ? { registrations: delivery } : {}),
+  });
   const server = await startGrpcServer(pf, cfg.grpc.host, cfg.grpc.port, componentLogger("grpc", root));
   const sweeper = setInterval(() => void sessions.sweep(), 60_000);
   sweeper.unref();
@@ -52,6 +86,7 @@ async function main(): Promise<void> {
     host: cfg.grpc.host,
     mode: cfg.pf.mode,
     media: msrp ? `${msrp.address.host}:${msrp.address.port}` : "off",
+    deferredDelivery: ua ? `${ua.address.host}:${ua.address.port}` : "off",
     sessionsRestored: restored,
     pid: process.pid,
   });
@@ -62,6 +97,8 @@ async function main(): Promise<void> {
     stopping = true;
     log.info("stopping", { signal });
     await server.shutdown();
+    delivery?.close();
+    await ua?.close();
     // media before the store: its last deferred items and recordings go to the store or spool
     await msrp?.close();
     await sessions.close();

@@ -65,6 +65,16 @@ report_media_answer()  async task: ReportMediaAnswer with the client's original
                        2xx. Sets cpm_pf_ok, cpm_pf_error.
 report_invite_outcome() async task: ReportInviteOutcome (anchored INVITE without
                        a session). Sets cpm_pf_ok, cpm_pf_error.
+
+Deferred delivery after registration (8.3.2.9.1.2):
+report_registration()  async worker, the S-CSCF's third-party REGISTER (DD-1,
+                       TS 24.229 5.4.1.7): ReportRegistration with the REGISTER
+                       as received. Sets cpm_pf_ok, cpm_pf_error,
+                       cpm_pf_accepted (1/0), cpm_pf_deliveries (int: group
+                       sessions whose deferred delivery started),
+                       cpm_pf_notes ("; "-joined, CR/LF removed),
+                       cpm_pf_elapsed_ms. The cfg answers 200 OK whatever
+                       they say.
 """
 
 import base64
@@ -766,6 +776,36 @@ class CpmPfBridge:
             _sets("cpm_pf_error", err)
             _log_fail("ReportMediaAnswer", err, ms, _call_id_of(raw))
             return 1
+        _seti("cpm_pf_ok", 1)
+        return 1
+
+    # -- 8.3.2.9.1.2: deferred delivery after registration -------------------
+
+    def report_registration(self, msg, args=None):
+        """ReportRegistration (DD-1) with the current REGISTER."""
+        # every $var on every path: an async worker's $vars outlive the task
+        _seti("cpm_pf_ok", 0)
+        _sets("cpm_pf_error", "")
+        _seti("cpm_pf_accepted", 0)
+        _seti("cpm_pf_deliveries", 0)
+        _sets("cpm_pf_notes", "")
+        _seti("cpm_pf_elapsed_ms", 0)
+        try:
+            request = pb.ReportRegistrationRequest(register=_envelope())
+        except Exception as err:
+            _sets("cpm_pf_error", _describe(err))
+            _log_fail("ReportRegistration", _describe(err), 0)
+            return 1
+        resp, err, ms = self._call("ReportRegistration", request)
+        _seti("cpm_pf_elapsed_ms", ms)
+        if resp is None:
+            _sets("cpm_pf_error", err)
+            _log_fail("ReportRegistration", err, ms)
+            return 1
+        _seti("cpm_pf_accepted", 1 if resp.accepted else 0)
+        _seti("cpm_pf_deliveries", resp.deliveries)
+        # only for log lines, but never let CR/LF through
+        _sets("cpm_pf_notes", _CRLF.sub(" ", "; ".join(resp.notes)).strip())
         _seti("cpm_pf_ok", 1)
         return 1
 

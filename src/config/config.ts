@@ -123,6 +123,15 @@ export interface Config {
     /** DD-12 (MAY): unsubscribe from the focus's conference event package after re-joining the conference. Default false. */
     unsubscribeOnRejoin: boolean;
   };
+  /** The PF's own SIP user agent: requests it originates (deferred delivery INVITE, ACK, BYE) go through Kamailio. */
+  sip: {
+    /** UDP address the UA binds (Kamailio's CPM_PF_UA_ADDRESS points at it). Default 127.0.0.1:5097. */
+    host: string;
+    port: number;
+    /** Kamailio, the outbound proxy every request the UA originates is sent to (RFC 3261 8.1.2). Default 127.0.0.1:5060. */
+    proxyHost: string;
+    proxyPort: number;
+  };
   session: {
     /** Directory where session facts are persisted so they survive a restart. */
     stateDir: string;
@@ -179,6 +188,7 @@ export const defaults: Config = {
     sendInterimGsos: false,
     unsubscribeOnRejoin: false,
   },
+  sip: { host: "127.0.0.1", port: 5097, proxyHost: "127.0.0.1", proxyPort: 5060 },
   session: { stateDir: "var/state", idleTtlMs: 7 * 24 * 3600 * 1000 },
 };
 
@@ -238,6 +248,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     sendInterimGsos: "bool",
     unsubscribeOnRejoin: "bool",
   },
+  sip: { host: "string", port: "port", proxyHost: "string", proxyPort: "port" },
   session: { stateDir: "string", idleTtlMs: "posint" },
 };
 

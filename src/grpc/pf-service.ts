@@ -32,6 +32,8 @@ import {
   ReportInviteOutcomeResponseSchema,
   type ReportMediaAnswerRequest,
   ReportMediaAnswerResponseSchema,
+  type ReportRegistrationRequest,
+  ReportRegistrationResponseSchema,
   Side,
   type SipEnvelope,
 } from "../gen/cpm/pf/v1/pf_pb.js";
@@ -157,6 +159,12 @@ export function participatingFunctionHandlers(pf: ParticipatingFunction, log: Lo
     reportByeOutcome: unary(log, "ReportByeOutcome", async (req: ReportByeOutcomeRequest) => {
       const released = await pf.byeOutcome(req.sessionKey, req.statusCode);
       return create(ReportByeOutcomeResponseSchema, { released });
+    }),
+    // 8.3.2.9.1.2 DD-1: the S-CSCF's third-party REGISTER (TS 24.229 5.4.1.7).
+    reportRegistration: unary(log, "ReportRegistration", async (req: ReportRegistrationRequest) => {
+      if (!req.register?.raw.length) throw new CpmError("CPM_ERR_BAD_REQUEST", "ReportRegistration needs the REGISTER");
+      const r = await pf.reportRegistration(envelope(req.register));
+      return create(ReportRegistrationResponseSchema, { accepted: r.accepted, deliveries: r.deliveries, notes: r.notes });
     }),
   };
 }

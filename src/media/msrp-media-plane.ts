@@ -18,6 +18,7 @@
 // legs bind once the SDP answer is known, over the connection the PF already
 // opened to the same authority when there is one (RFC 4975 5.4 connection
 // reuse: typically every session's CF leg shares one connection to the CF).
+
 import { readFileSync } from "node:fs";
 import type * as net from "node:net";
 import type * as tls from "node:tls";
@@ -35,6 +36,7 @@ import { answerSetup, type ConnectionRole, connectionRole, type SetupAttribute }
 import { formatMsrpUri, type MsrpUri, parseMsrpPath, parseMsrpUri } from "../msrp/uri.js";
 import { AnchoredSession } from "./anchored-session.js";
 import { compactPath, compactUri } from "./compact-uri.js";
+import type { MsrpListenerShare } from "./delivery-endpoint.js";
 import { Leg } from "./leg.js";
 import type { AnchorOfferRequest, AnchorOfferResult, AnswerFacts, MediaPlane, Offerer, RecordFacts } from "./media-plane.js";
 import type { DeferredSink, SessionRecorder } from "./ports.js";
@@ -125,6 +127,20 @@ export class MsrpMediaPlane implements MediaPlane {
   }
 
   /** The listener's address (port resolved when config port is 0). */
+  /** The listener's shared pieces, for deferred-delivery endpoints (src/media/delivery-endpoint.ts). */
+  get listenerShare(): MsrpListenerShare {
+    return {
+      table: this.table,
+      pool: this.outgoing,
+      host: this.advertisedHost(),
+      port: this.listenPort,
+      tls: this.tls,
+      config: this.config,
+      resources: this.resources,
+      logger: this.log,
+    };
+  }
+
   get address(): { host: string; port: number } {
     return { host: this.config.host, port: this.listenPort };
   }

@@ -59,6 +59,22 @@ export interface AnchorMediaResult {
 export interface PfOptions {
   /** config media.enabled: the PF anchors MSRP of sessions where it is B2BUA. Default false. */
   anchorMedia?: boolean;
+  /** 8.3.2.9.1.2 deferred delivery after registration (src/delivery); absent = off. */
+  registrations?: RegistrationHandler;
+}
+
+/** What a 3rd-party REGISTER started (DD-1). */
+export interface RegistrationResult {
+  /** The notification was understood (served user and contact found). */
+  accepted: boolean;
+  /** Group sessions whose deferred data delivery started. */
+  deliveries: number;
+  notes: string[];
+}
+
+export interface RegistrationHandler {
+  /** DD-1: a 3rd-party REGISTER (TS 24.229 5.4.1.7) for the served user reached the PF. */
+  onRegistration(env: Envelope): Promise<RegistrationResult>;
 }
 
 const SDP = "application/sdp";
@@ -87,6 +103,12 @@ export class ParticipatingFunction {
     private readonly log: Logger,
     private readonly opts: PfOptions = {},
   ) {}
+
+  /** DD-1: a 3rd-party REGISTER; starts deferred delivery (in the background) when it is on. */
+  async reportRegistration(env: Envelope): Promise<RegistrationResult> {
+    if (!this.opts.registrations) return { accepted: false, deliveries: 0, notes: ["deferred delivery is off"] };
+    return this.opts.registrations.onRegistration(env);
+  }
 
   /** 8.3.2.3: decide and act on a BYE; resolves after any GSO is stored or spooled. */
   async handleBye(env: Envelope, now = new Date()): Promise<ByeResult> {

@@ -67,6 +67,16 @@ export class SessionRegistry {
     return this.sessions.get(key);
   }
 
+  /** The group session of a Conversation-ID / Contribution-ID pair (the latest updated, should the PF know several). */
+  findByIds(conversationId: string, contributionId: string): GroupSession | undefined {
+    let found: GroupSession | undefined;
+    for (const s of this.sessions.values()) {
+      if (s.conversationId !== conversationId || s.contributionId !== contributionId) continue;
+      if (!found || s.updatedAt > found.updatedAt) found = s;
+    }
+    return found;
+  }
+
   get size(): number {
     return this.sessions.size;
   }

@@ -1,0 +1,369 @@
+// Deferred delivery after registration (OMA CPM 8.3.2.9.1.2, DD-1..DD-14),
+// the I/O side: runs one pure machine (src/procedures/deferred-delivery.ts)
+// per group session with deferred data and executes its actions through the
+// PF's SIP user agent (the delivery INVITE, ACK and BYE go through Kamailio),
+// an MSRP delivery leg towards the client (src/media/delivery-endpoint.ts) and
+// the deferred queue in the Message Store. Events of one machine are handled
+// one at a time, in arrival order.
+//
+// Wired: DD-1..DD-10 (INVITE, responses, ACK, 603 discard, retries, delivery
+// in order), DD-11 (interim GSOs, when delivery.sendInterimGsos), DD-14 (the
+// client's BYE). Not wired yet, logged when the machine asks for them: the
+// actions that need the group session's dialog towards the Controlling
+// Function — DD-8 ii (BYE to an active focus, unsubscribe), DD-12 (re-join
+// the on-going conference), DD-13 (restart the group session) — and the
+// re-join procedure (8.3.2.9.1.3).
+import { CpmError } from "../errors/catalogue.js";
+import type { Logger } from "../log/logger.js";
+import type { RegistrationHandler, RegistrationResult } from "../pf/participating-function.js";
+import {
+  type DeferredDeliveryEvent,
+  type DeferredDeliveryState,
+  type PendingGroupSession,
+  startDeferredDelivery,
+  stepDeferredDelivery,
+} from "../procedures/deferred-delivery.js";
+import type { DeliveryClaims } from "../procedures/delivery-guard.js";
+import { applyClaim } from "../procedures/delivery-guard.js";
+import type { PendingItem } from "../procedures/delivery-items.js";
+import { itemId } from "../procedures/delivery-items.js";
+import type { DeliveryAction, DeliveryPolicy, QueueRef, Step } from "../procedures/delivery-session.js";
+import type { GroupSession } from "../session/group-session.js";
+import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
+import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
+import { readThirdPartyRegister } from "../sip/third-party-register.js";
+import type { DeferredHandle, DeferredRecord, DeferredSessionSummary } from "../store/deferred-queue.js";
+
+/** The PF's SIP UA, as far as delivery uses it (src/sip/ua.ts). */
+export interface DeliveryUa {
+  invite(
+    req: { requestUri: string; headers: [string, string][]; body: string },
+    onProvisional?: (status: number, response: SipMessage) => void,
+  ): { callId: string; outcome: Promise<{ status: number; reason: string; response: SipMessage; dialog?: UaDialog }>; cancel(): void };
+  ack(dialog: UaDialog): void;
+  bye(dialog: UaDialog, headers?: [string, string][]): Promise<number>;
+  onRequest(handler: (req: SipMessage, reply: (status: number, reason: string, headers?: [string, string][]) => void) => void): void;
+}
+
+/** A dialog as the UA keeps it; delivery only passes it back. */
+export interface UaDialog {
+  callId: string;
+}
+
+/** The PF's MSRP endpoint of one delivery session (src/media/delivery-endpoint.ts). */
+export interface DeliveryLeg {
+  applyAnswer(answerSdp: string): void;
+  send(item: { contentType: string; body: Buffer }): Promise<number>;
+  close(reason: string): void;
+  on(event: "up", fn: () => void): unknown;
+  on(
+    event: "clientSend",
+    fn: (info: { msrpMessageId: string; kind: "message" | "imdn" | "isComposing"; failureReport: "yes" | "no" | "partial" }) => void,
+  ): unknown;
+  on(event: "closed", fn: (reason: string) => void): unknown;
+}
+
+export type OpenLeg = (sessionKey: string, originalSdp: string) => Promise<{ leg: DeliveryLeg; offerSdp: string }>;
+
+/** The deferred queue (src/store/deferred-queue.ts). */
+export interface DeliveryQueue {
+  listSessions(): Promise<DeferredSessionSummary[]>;
+  read(target: QueueRef, limit: number): Promise<DeferredRecord[]>;
+  ack(handles: readonly DeferredHandle[]): Promise<number>;
+  discard(target: QueueRef): Promise<number>;
+}
+
+/** The session table (src/session/registry.ts). */
+export interface DeliverySessions {
+  get(key: string): GroupSession | undefined;
+  findByIds(conversationId: string, contributionId: string): GroupSession | undefined;
+}
+
+export interface DeliveryServiceDeps {
+  policy: DeliveryPolicy;
+  /** config pf.servedUser: when set, REGISTERs for another user are not this PF's. */
+  servedUser: string;
+  ua: DeliveryUa;
+  openLeg: OpenLeg;
+  queue: DeliveryQueue;
+  sessions: DeliverySessions;
+  log: Logger;
+}
+
+interface Machine {
+  key: string;
+  sessionKey: string;
+  state: DeferredDeliveryState;
+  /** Events are handled one after another. */
+  chain: Promise<void>;
+  invite?: { callId: string; cancel(): void };
+  dialog?: UaDialog;
+  leg?: DeliveryLeg;
+  retry?: NodeJS.Timeout;
+  /** Bodies of the items read, by itemId, until delivered. */
+  bodies: Map<string, { contentType: string; body: Buffer }>;
+}
+
+const SDP = "application/sdp";
+
+export class DeliveryService implements RegistrationHandler {
+  private readonly machines = new Map<string, Machine>();
+  /** Delivery dialog Call-ID -> machine key, for the client's in-dialog requests. */
+  private readonly byCallId = new Map<string, string>();
+  private claims: DeliveryClaims = new Map();
+  private closed = false;
+
+  constructor(private readonly deps: DeliveryServiceDeps) {
+    deps.ua.onRequest((req, reply) => this.onClientRequest(req, reply));
+  }
+
+  /** DD-1: the S-CSCF's third-party REGISTER for the served user reached the PF. */
+  async onRegistration(env: { raw: Uint8Array }): Promise<RegistrationResult> {
+    const reg = readThirdPartyRegister(parseSipMessage(env.raw));
+    if (!reg.registered) return { accepted: true, deliveries: 0, notes: ["de-registration: nothing to deliver"] };
+    if (this.deps.servedUser && reg.servedUser !== this.deps.servedUser) {
+      return { accepted: false, deliveries: 0, notes: [`${reg.servedUser} is not the served user`] };
+    }
+    const pending: PendingGroupSession[] = (await this.deps.queue.listSessions()).map((q) => ({
+      conversationId: q.conversationId,
+      contributionId: q.contributionId,
+      count: q.count,
+      session:
+        q.conversationId !== undefined && q.contributionId !== undefined
+          ? this.deps.sessions.findByIds(q.conversationId, q.contributionId)
+          : undefined,
+    }));
+    const client = { contact: reg.contact ?? `<${reg.servedUser}>`, ...(reg.instanceId ? { instanceId: reg.instanceId } : {}) };
+    const start = startDeferredDelivery({ type: "registered", servedUser: reg.servedUser, client, pending }, this.claims, this.deps.policy);
+    this.claims = start.claims;
+    const fields = { servedUser: reg.servedUser, contact: client.contact, pending: pending.length };
+    for (const note of start.notes) this.deps.log.warn(note, fields);
+    for (const first of start.deliveries) {
+      const state = first.state;
+      const m: Machine = {
+        key: state.delivery.key,
+        sessionKey: state.delivery.session.key,
+        state,
+        chain: Promise.resolve(),
+        bodies: new Map(),
+      };
+      this.machines.set(m.key, m);
+      m.chain = m.chain.then(() => this.apply(m, first));
+    }
+    this.deps.log.info("registration: deferred delivery started", { ...fields, deliveries: start.deliveries.length });
+    return { accepted: true, deliveries: start.deliveries.length, notes: start.notes };
+  }
+
+  /** Ends every delivery (shutdown): timers cleared, legs closed; what was not delivered stays queued. */
+  close(): void {
+    this.closed = true;
+    for (const m of this.machines.values()) this.dispose(m, "PF shutting down");
+    this.machines.clear();
+    this.byCallId.clear();
+  }
+
+  private feed(m: Machine, ev: DeferredDeliveryEvent): void {
+    m.chain = m.chain.then(() => {
+      if (this.closed || this.machines.get(m.key) !== m) return;
+      return this.apply(m, stepDeferredDelivery(m.state, ev, this.deps.policy));
+    });
+  }
+
+  private async apply(m: Machine, step: Step<DeferredDeliveryState>): Promise<void> {
+    m.state = step.state;
+    this.claims = applyClaim(this.claims, m.key, "registration", step.claim);
+    const fields = this.fields(m);
+    for (const note of step.notes) this.deps.log.info(note, fields);
+    if (step.error) this.deps.log.warn("delivery event refused", { ...fields, reason: step.error.detail });
+    for (const action of step.actions) {
+      try {
+        await this.execute(m, action);
+      } catch (err) {
+        this.deps.log.error("delivery action failed", { ...fields, action: action.kind, reason: String(err) });
+      }
+    }
+    if (step.claim === undefined) {
+      this.dispose(m, "delivery over");
+      this.machines.delete(m.key);
+    }
+  }
+
+  private async execute(m: Machine, a: DeliveryAction): Promise<void> {
+    const { queue, ua } = this.deps;
+    switch (a.kind) {
+      case "sendInvite":
+        return this.sendInvite(m, a.invite).catch((err) => {
+          // no INVITE went out (no media leg, unusable offer): a failed attempt, DD-9 decides
+          this.deps.log.warn("delivery INVITE not sent", { ...this.fields(m), reason: String(err) });
+          this.feed(m, { type: "inviteResponse", status: 500 });
+        });
+      case "sendAck":
+        if (m.dialog) ua.ack(m.dialog);
+        return;
+      case "cancelInvite":
+        m.invite?.cancel();
+        return;
+      case "readDeferred":
+        void queue.read(a.queue, a.limit).then(
+          (records) => this.feed(m, { type: "itemsRead", items: this.readable(m, records), at: new Date() }),
+          // Decision: a store outage stops this delivery; the data stays queued for the next registration
+          (err) => {
+            this.deps.log.warn("deferred queue unreadable: delivery stopped, data kept", { ...this.fields(m), reason: String(err) });
+            this.byeAndEnd(m, 'SIP;cause=503;text="Service Unavailable"');
+          },
+        );
+        return;
+      case "deliverInOrder":
+        // DD-10: the leg sends strictly in call order, each after the previous one's answer
+        for (const item of a.items) this.deliver(m, item);
+        return;
+      case "ackDeferred":
+        await queue.ack(a.handles);
+        for (const h of a.handles) m.bodies.delete(itemId(h));
+        return;
+      case "discardDeferred":
+        await queue.discard(a.queue);
+        return;
+      case "sendGso":
+        if (m.leg) void m.leg.send({ contentType: a.contentType, body: Buffer.from(a.body) });
+        return;
+      case "scheduleRetry":
+        m.retry = setTimeout(() => {
+          m.retry = undefined;
+          const session = this.deps.sessions.get(m.sessionKey);
+          this.feed(m, session ? { type: "retryTimer", session } : { type: "retryTimer" });
+        }, a.delayMs);
+        m.retry.unref();
+        return;
+      case "byeToClient":
+        if (m.dialog) await ua.bye(m.dialog, [["Reason", a.reason]]).catch(() => 0);
+        m.leg?.close("BYE to the client");
+        return;
+      case "handleAsBye":
+        // the client's BYE was answered when it came (onClientRequest)
+        m.leg?.close("client BYE");
+        if (a.towardsFocus) this.notWired(m, a);
+        return;
+      default:
+        this.notWired(m, a);
+    }
+  }
+
+  /** DD-2..DD-6 as rendered by the procedure; the SDP part is the PF's own delivery leg (DD-6 a=sendrecv kept). */
+  private async sendInvite(m: Machine, invite: { requestUri: string; headers: [string, string][]; body: string; sdp: string }) {
+    m.leg?.close("new delivery attempt");
+    const { leg, offerSdp } = await this.deps.openLeg(m.sessionKey, invite.sdp);
+    m.leg = leg;
+    leg.on("up", () => this.feed(m, { type: "msrpUp" }));
+    leg.on("clientSend", (info) => this.feed(m, { type: "clientSentMedia", media: info }));
+    leg.on("closed", (reason) => this.deps.log.info("delivery leg closed", { ...this.fields(m), reason }));
+    const contentType = invite.headers.find(([n]) => n.toLowerCase() === "content-type")?.[1];
+    const body = replaceBodyPart(contentType, Buffer.from(invite.body), SDP, Buffer.from(offerSdp));
+    if (!body) throw new CpmError("CPM_ERR_INTERNAL", "delivery INVITE without an SDP part");
+    const sent = this.deps.ua.invite({ requestUri: invite.requestUri, headers: invite.headers, body: body.toString("utf8") }, (status) =>
+      this.feed(m, { type: "inviteResponse", status }),
+    );
+    m.invite = sent;
+    this.byCallId.set(sent.callId, m.key);
+    this.deps.log.info("delivery INVITE sent", { ...this.fields(m), requestUri: invite.requestUri, deliveryCallId: sent.callId });
+    sent.outcome.then(
+      (o) => {
+        let status = o.status;
+        if (status >= 200 && status < 300 && o.dialog) {
+          m.dialog = o.dialog;
+          try {
+            leg.applyAnswer(answerSdp(o.response));
+          } catch (err) {
+            // Decision: a 2xx without a usable MSRP answer is a failed attempt (DD-9 decides on a retry)
+            this.deps.log.warn("delivery answer unusable", { ...this.fields(m), reason: String(err) });
+            this.deps.ua.ack(o.dialog);
+            void this.deps.ua.bye(o.dialog, [["Reason", 'SIP;cause=488;text="Not Acceptable Here"']]).catch(() => 0);
+            leg.close("unusable answer");
+            status = 488;
+          }
+        } else if (status >= 300) leg.close(`INVITE answered ${status}`);
+        this.feed(m, { type: "inviteResponse", status });
+      },
+      (err) => {
+        this.deps.log.warn("delivery INVITE failed", { ...this.fields(m), reason: String(err) });
+        leg.close("INVITE failed");
+        this.feed(m, { type: "inviteResponse", status: 408 });
+      },
+    );
+  }
+
+  /** Records the queue handed back become items; an object the queue cannot read is left where it is (never lost) and not sent. */
+  private readable(m: Machine, records: DeferredRecord[]): PendingItem[] {
+    const items: PendingItem[] = [];
+    for (const r of records) {
+      if (!r.item) {
+        this.deps.log.warn("deferred object unreadable: kept, not delivered", { ...this.fields(m), uid: r.handle.uid, reason: r.error });
+        continue;
+      }
+      m.bodies.set(itemId(r.handle), { contentType: r.item.contentType, body: Buffer.from(r.item.body) });
+      items.push({ handle: r.handle, kind: r.item.kind, msrpMessageId: r.item.msrpMessageId });
+    }
+    return items;
+  }
+
+  private deliver(m: Machine, item: PendingItem): void {
+    const body = m.bodies.get(itemId(item.handle));
+    if (!m.leg || !body) {
+      this.feed(m, { type: "itemFailed", handle: item.handle, status: 481 });
+      return;
+    }
+    m.leg.send(body).then(
+      (status) =>
+        this.feed(m, status === 200 ? { type: "itemDelivered", handle: item.handle } : { type: "itemFailed", handle: item.handle, status }),
+      () => this.feed(m, { type: "itemFailed", handle: item.handle, status: 408 }),
+    );
+  }
+
+  /** Requests of the client in a delivery dialog, relayed by Kamailio to the PF's UA. */
+  private onClientRequest(req: SipMessage, reply: (status: number, reason: string) => void): void {
+    const key = this.byCallId.get(header(req, "call-id") ?? "");
+    const m = key ? this.machines.get(key) : undefined;
+    if (req.method === "ACK") return;
+    if (!m) {
+      reply(481, "Call/Transaction Does Not Exist");
+      return;
+    }
+    if (req.method === "BYE") {
+      // DD-14: handled as a BYE (8.2.2.3): answered, then the machine decides on the queue
+      reply(200, "OK");
+      this.feed(m, { type: "clientBye", reasons: headerValues(req, "reason") });
+      return;
+    }
+    reply(501, "Not Implemented");
+  }
+
+  private byeAndEnd(m: Machine, reason: string): void {
+    if (m.dialog) void this.deps.ua.bye(m.dialog, [["Reason", reason]]).catch(() => 0);
+    this.dispose(m, "delivery stopped");
+    this.machines.delete(m.key);
+    this.claims = applyClaim(this.claims, m.key, "registration", undefined);
+  }
+
+  private dispose(m: Machine, reason: string): void {
+    if (m.retry) clearTimeout(m.retry);
+    m.retry = undefined;
+    m.leg?.close(reason);
+    if (m.invite) this.byCallId.delete(m.invite.callId);
+  }
+
+  private notWired(m: Machine, a: DeliveryAction): void {
+    this.deps.log.warn("delivery action not wired yet: skipped", { ...this.fields(m), action: a.kind });
+  }
+
+  private fields(m: Machine) {
+    const s = m.state.delivery.session;
+    return { deliveryKey: m.key, callId: s.key, conversationId: s.conversationId, contributionId: s.contributionId };
+  }
+}
+
+/** The SDP of the client's 2xx (alone or in a multipart body). */
+function answerSdp(response: SipMessage): string {
+  const sdp = bodyParts(header(response, "content-type"), response.body).find((p) => p.contentType === SDP);
+  if (!sdp) throw new CpmError("CPM_ERR_BAD_SDP", "2xx to the delivery INVITE carries no SDP answer");
+  return sdp.body.toString("utf8");
+}

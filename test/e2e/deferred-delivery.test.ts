@@ -1,0 +1,305 @@
+// Deferred delivery after registration (OMA CPM 8.3.2.9.1.2) end to end:
+// SIPp plays the S-CSCF (third-party REGISTER) and the served user's client,
+// an MSRP test peer plays the client's MSRP stack, Kamailio runs the example
+// config, the sidecar runs as a process with its own SIP UA and MSRP delivery
+// leg, Dovecot holds the deferred queue. The PF learnt the group session
+// before (its session journal is written before the sidecar starts, as after
+// a restart); the deferred data is stored in Dovecot by the test.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { defaults } from "../../src/config/config.js";
+import { silentLogger } from "../../src/log/logger.js";
+import type { GroupSessionRef } from "../../src/media/ports.js";
+import type { GroupSession } from "../../src/session/group-session.js";
+import { JOURNAL_FILE } from "../../src/session/registry.js";
+import { DeferredQueue } from "../../src/store/deferred-queue.js";
+import type { MessageStore } from "../../src/store/message-store.js";
+import { triggerSipp } from "../harness/anchored-chat.js";
+import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
+import { MsrpPeer, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
+import { freePort } from "../harness/ports.js";
+import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
+import { header, type SippRun, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { useStoreEnv } from "../harness/store-env.js";
+import { waitFor } from "../harness/wait.js";
+
+const SERVED_USER = "sip:alice@example.net";
+const DEFERRED_URI = "sip:deferred@pf.example.net";
+const CPM_ICSI = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session";
+const RETRY_MS = 400;
+
+const env = useStoreEnv("cpm-dd-e2e");
+
+/** The CF's original SDP offer (what the PF keeps as sdpOffer; DD-6 resends it, a=sendrecv). */
+const ORIGINAL_OFFER = [
+  "v=0",
+  "o=cf 2890844526 2890844526 IN IP4 192.0.2.1",
+  "s=-",
+  "c=IN IP4 192.0.2.1",
+  "t=0 0",
+  "m=message 7394 TCP/MSRP *",
+  "a=accept-types:message/cpim application/im-iscomposing+xml",
+  "a=accept-wrapped-types:text/plain message/imdn+xml",
+  "a=path:msrp://192.0.2.1:7394/cf-original;tcp",
+  "a=setup:actpass",
+  "",
+].join("\r\n");
+
+function groupSession(n: number): GroupSession {
+  const now = Date.now();
+  return {
+    key: `dd-${n}-${randomUUID()}@cf`,
+    conversationId: `conv-dd-${n}-${randomUUID()}`,
+    contributionId: `contrib-dd-${n}-${randomUUID()}`,
+    focusUri: "sip:focus@cf.example.net;transport=udp",
+    networkTag: `cf-tag-${n}`,
+    servedUser: SERVED_USER,
+    groupType: "Closed",
+    subject: `dd test ${n}`,
+    icon: undefined,
+    participants: [
+      { commAddr: "tel:+16135551210", name: "Bob" },
+      { commAddr: "tel:+16135551211", name: "" },
+    ],
+    conferenceVersion: 3,
+    sdpOffer: ORIGINAL_OFFER,
+    state: "ended",
+    createdAt: now,
+    updatedAt: now,
+  } as GroupSession;
+}
+
+function cpim(text: string, n: number): Buffer {
+  return Buffer.from(
+    [
+      "From: <sip:bob@example.net>",
+      `To: <${SERVED_USER}>`,
+      `DateTime: 2026-11-25T10:00:0${n}Z`,
+      "NS: imdn <urn:ietf:params:imdn>",
+      `imdn.Message-ID: dd-msg-${n}`,
+      "",
+      "Content-Type: text/plain;charset=UTF-8",
+      "",
+      text,
+    ].join("\r\n"),
+  );
+}
+
+function refOf(s: GroupSession): GroupSessionRef {
+  return {
+    sessionKey: s.key,
+    servedUser: SERVED_USER,
+    conversationId: s.conversationId,
+    contributionId: s.contributionId,
+    focus: s.focusUri,
+  };
+}
+
+/** The S-CSCF's third-party REGISTER for the served user, the UE's REGISTER (with `contact`) in the body. */
+async function register(k: KamailioInstance, contact: string) {
+  const run = await startSipp({
+    scenario: "scscf-third-party-register.xml",
+    remote: k.address,
+    keys: { served_user: SERVED_USER, expires: "600000", ue_contact: contact },
+  });
+  return run.done;
+}
+
+/** The INVITEs `client` received for group session `s` (a registration starts one delivery per session with data). */
+async function invitesFor(client: SippRun, s: GroupSession): Promise<SipTraceMessage[]> {
+  return (await client.messagesSoFar()).filter(
+    (m) => m.direction === "received" && m.method === "INVITE" && header(m, "conversation-id") === s.conversationId,
+  );
+}
+
+async function receivedInvite(client: SippRun): Promise<SipTraceMessage> {
+  let invite: SipTraceMessage | undefined;
+  await waitFor(
+    async () => {
+      invite = (await client.messagesSoFar()).find((m) => m.direction === "received" && m.method === "INVITE");
+      return invite !== undefined;
+    },
+    8000,
+    20,
+    "the delivery INVITE at the client",
+  );
+  return invite as SipTraceMessage;
+}
+
+describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, with the PF's SIP UA and MSRP delivery leg", () => {
+  const sessions = [groupSession(1), groupSession(2), groupSession(3)];
+  let stateDir: string;
+  let kamailio: KamailioInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let store: MessageStore;
+  let queue: DeferredQueue;
+
+  before(async () => {
+    stateDir = await mkdtemp(join(tmpdir(), "cpm-dd-state-"));
+    await writeFile(join(stateDir, JOURNAL_FILE), sessions.map((s) => `${JSON.stringify({ op: "put", s })}\n`).join(""));
+    const grpcPort = await freePort();
+    const uaPort = await freePort();
+    kamailio = await startKamailio({
+      grpcTarget: `127.0.0.1:${grpcPort}`,
+      deadlineMs: 1000,
+      defines: [`CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}"`],
+    });
+    const d = env.dovecot;
+    sidecar = await startSidecar({
+      CPM_PF__GRPC__PORT: String(grpcPort),
+      CPM_PF__STORE__HOST: d.host,
+      CPM_PF__STORE__PORT: String(d.port),
+      CPM_PF__STORE__USER: d.user,
+      CPM_PF__STORE__PASSWORD: d.password,
+      CPM_PF__SESSION__STATEDIR: stateDir,
+      CPM_PF__MEDIA__ENABLED: "true",
+      CPM_PF__MEDIA__HOST: "127.0.0.1",
+      CPM_PF__MEDIA__PORT: "0",
+      CPM_PF__DELIVERY__DEFERREDMSGMGMTURI: DEFERRED_URI,
+      CPM_PF__DELIVERY__RETRYATTEMPTS: "1",
+      CPM_PF__DELIVERY__RETRYINITIALMS: String(RETRY_MS),
+      CPM_PF__DELIVERY__RETRYMAXMS: String(RETRY_MS),
+      CPM_PF__SIP__HOST: "127.0.0.1",
+      CPM_PF__SIP__PORT: String(uaPort),
+      CPM_PF__SIP__PROXYHOST: "127.0.0.1",
+      CPM_PF__SIP__PROXYPORT: String(kamailio.sipPort),
+      CPM_PF__PF__SERVEDUSER: SERVED_USER,
+    });
+    store = await env.startStore(await env.storeConfig());
+    queue = new DeferredQueue(defaults.store, store, silentLogger());
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  test("DD-1 DD-2 DD-3 DD-4 DD-5 DD-6 DD-7 DD-10 DD-14: registration -> delivery INVITE through Kamailio, MSRP up, the deferred messages in order, queue emptied; the client's BYE cause=200 answered", async () => {
+    const s = sessions[0] as GroupSession;
+    const texts = ["first", "second", "third"];
+    for (const [i, text] of texts.entries()) {
+      await queue.storeDeferred(refOf(s), {
+        kind: "message",
+        contentType: "message/cpim",
+        body: cpim(text, i),
+        msrpMessageId: `dd1-${i}`,
+        receivedAt: new Date(),
+      });
+    }
+    const peer = await MsrpPeer.start();
+    const client = await startSipp({
+      scenario: "client-dd-uas.xml",
+      timeoutS: 30,
+      keys: {
+        client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port),
+        client_msrp_path: peer.path,
+        bye_reason: 'SIP;cause=200;text="Call completed"',
+      },
+    });
+    try {
+      const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
+      assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+      const invite = await receivedInvite(client);
+      // DD-2..DD-5 on the wire
+      assert.equal(header(invite, "conversation-id"), s.conversationId);
+      assert.equal(header(invite, "contribution-id"), s.contributionId);
+      assert.equal(header(invite, "p-asserted-identity"), `<${DEFERRED_URI}>`);
+      assert.equal(header(invite, "p-asserted-service"), CPM_ICSI);
+      assert.match(header(invite, "accept-contact") ?? "", /g\.3gpp\.icsi-ref="urn%3Aurn-7%3A3gpp-service\.ims\.icsi\.oma\.cpm\.session"/);
+      assert.match(header(invite, "contact") ?? "", /isfocus/);
+      assert.match(header(invite, "record-route") ?? "", /cpmpfdd/);
+      assert.match(invite.body, /<entry uri="tel:\+16135551210"/);
+      // DD-6: the original offer's media, a=sendrecv, the PF's own delivery leg
+      assert.match(invite.body, /a=accept-wrapped-types:text\/plain message\/imdn\+xml/);
+      assert.match(invite.body, /a=sendrecv/);
+      const pfPath = sdpPath(invite.body);
+      assert.doesNotMatch(pfPath, /cf-original/);
+      assert.equal(sdpSetup(invite.body), "actpass");
+      // the client connects (a=setup:active) once it has answered
+      await waitFor(
+        async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
+        5000,
+        20,
+        "client 200",
+      );
+      await peer.open(pfPath, "active");
+      // DD-10: in order, byte-exact
+      const got = await peer.waitForMessages(3);
+      assert.deepEqual(
+        got.map((m) => Buffer.from(m.body).toString("utf8").split("\r\n").pop()),
+        texts,
+      );
+      assert.deepEqual(
+        got.map((m) => Buffer.from(m.body)),
+        texts.map((t, i) => cpim(t, i)),
+      );
+      await waitFor(async () => (await queue.read(refOf(s))).length === 0, 5000, 50, "queue emptied after delivery");
+      // DD-14: the client's BYE reaches the PF through Kamailio and is answered
+      await triggerSipp(client.port, (await receivedInvite(client)).headers.get("call-id")?.[0] ?? "");
+      const r = await client.done;
+      assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+    } finally {
+      await client.stop();
+      await peer.close();
+    }
+  });
+
+  test("DD-8: the client declines (603) -> every deferred message of the group session is discarded, no retry", async () => {
+    const s = sessions[1] as GroupSession;
+    await queue.storeDeferred(refOf(s), {
+      kind: "message",
+      contentType: "message/cpim",
+      body: cpim("declined", 1),
+      msrpMessageId: "dd8-1",
+      receivedAt: new Date(),
+    });
+    const client = await startSipp({ scenario: "client-uas-decline.xml", extraArgs: ["-m", "2"] });
+    try {
+      const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
+      assert.equal(reg.code, 0);
+      await receivedInvite(client);
+      await waitFor(async () => (await queue.read(refOf(s))).length === 0, 5000, 50, "deferred data discarded");
+      await new Promise((r) => setTimeout(r, RETRY_MS * 2));
+      assert.equal((await invitesFor(client, s)).length, 1, "no retry after 603");
+    } finally {
+      await client.stop();
+    }
+  });
+
+  test("DD-9: any other error (486 Busy Here) -> re-attempted after delivery.retryInitialMs, up to delivery.retryAttempts; the data is kept", async () => {
+    const s = sessions[2] as GroupSession;
+    await queue.storeDeferred(refOf(s), {
+      kind: "message",
+      contentType: "message/cpim",
+      body: cpim("kept", 1),
+      msrpMessageId: "dd9-1",
+      receivedAt: new Date(),
+    });
+    const client = await startSipp({ scenario: "client-uas-reject.xml", extraArgs: ["-m", "3"] });
+    try {
+      const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
+      assert.equal(reg.code, 0);
+      let invites: SipTraceMessage[] = [];
+      await waitFor(
+        async () => {
+          invites = await invitesFor(client, s);
+          return invites.length >= 2;
+        },
+        5000,
+        20,
+        "the re-attempt",
+      );
+      const gap = (invites[1] as SipTraceMessage).time - (invites[0] as SipTraceMessage).time;
+      assert.ok(gap >= RETRY_MS - 20, `re-attempt after ${gap} ms (delivery.retryInitialMs ${RETRY_MS})`);
+      await new Promise((r) => setTimeout(r, RETRY_MS * 2));
+      assert.equal((await invitesFor(client, s)).length, 2, "delivery.retryAttempts=1: one re-attempt only");
+      assert.equal((await queue.read(refOf(s))).length, 1, "data kept for the next registration");
+    } finally {
+      await client.stop();
+    }
+  });
+});

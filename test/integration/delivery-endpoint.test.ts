@@ -1,0 +1,380 @@
+// DeliveryEndpoint (deferred delivery, OMA CPM 8.3.2.9.1.2, DD-6) over real
+// TCP sockets on 127.0.0.1: a standalone delivery listener plays the PF's MSRP
+// listener, an MsrpPeer (test/harness/msrp-peer.ts) the served user's client.
+// Each test gets its own MsrpResources for the PF, so the counters it checks
+// are the PF's alone. Waits are on events or state; the only sleeps are the
+// windows in which something must NOT happen.
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { afterEach, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { buildConfig } from "../../src/config/config.js";
+import { CpmError } from "../../src/errors/catalogue.js";
+import { silentLogger } from "../../src/log/logger.js";
+import {
+  type ClientSendInfo,
+  DeliveryEndpoint,
+  type DeliveryEndpointEvents,
+  type DeliveryListener,
+  startDeliveryListener,
+} from "../../src/media/delivery-endpoint.js";
+import type { MediaConfig } from "../../src/media/msrp-media-plane.js";
+import { newSessionId } from "../../src/msrp/ids.js";
+import { MsrpResources } from "../../src/msrp/resources.js";
+import { MsrpPeer, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
+import { waitFor } from "../harness/wait.js";
+
+const logger = silentLogger();
+const cleanups: (() => Promise<void> | void)[] = [];
+const T = { timeout: 20_000 };
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function mediaConfig(over: Partial<MediaConfig> = {}): MediaConfig {
+  return { ...buildConfig({ media: { enabled: true, port: 0, clientLegTimeoutMs: 5000 } }).media, ...over };
+}
+
+/** The original group session invitation's offer, as the CF sent it (msrps, its own path, a=setup:active). */
+function originalSdp(direction = "sendrecv"): string {
+  return [
+    "v=0",
+    "o=cf 2890844526 2890844527 IN IP4 192.0.2.10",
+    "s=-",
+    "c=IN IP4 192.0.2.10",
+    "t=0 0",
+    "m=message 7394 TCP/TLS/MSRP *",
+    "a=accept-types:message/cpim application/im-iscomposing+xml",
+    "a=accept-wrapped-types:text/plain message/imdn+xml application/group-state-object+xml",
+    "a=max-size:131072",
+    "a=path:msrps://192.0.2.10:7394/cfSession4711;tcp",
+    "a=setup:active",
+    `a=${direction}`,
+    "",
+  ].join("\r\n");
+}
+
+async function listener(over: Partial<MediaConfig> = {}): Promise<DeliveryListener & { resources: MsrpResources }> {
+  const resources = new MsrpResources();
+  const l = await startDeliveryListener({ config: mediaConfig(over), resources, logger });
+  cleanups.push(() => l.close());
+  return Object.assign(l, { resources });
+}
+
+async function peer(): Promise<MsrpPeer> {
+  const p = await MsrpPeer.start({ logger });
+  cleanups.push(() => p.close());
+  return p;
+}
+
+async function endpoint(l: DeliveryListener, original = originalSdp()) {
+  const r = await DeliveryEndpoint.create({ sessionKey: `dd-${newSessionId()}@pf.example.net`, originalSdp: original, msrp: l.share });
+  cleanups.push(() => r.endpoint.close("test over"));
+  return r;
+}
+
+/** Resolves with the event's arguments, or rejects after `ms` naming it. */
+async function event<K extends keyof DeliveryEndpointEvents>(ep: DeliveryEndpoint, name: K, ms = 5000): Promise<DeliveryEndpointEvents[K]> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), ms);
+  try {
+    return (await once(ep as never, name, { signal: ac.signal })) as DeliveryEndpointEvents[K];
+  } catch {
+    throw new Error(`no "${name}" within ${ms} ms`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** An endpoint whose client answered with `clientSetup` and is bound ("up"). */
+async function upSession(clientSetup: "active" | "passive", over: Partial<MediaConfig> = {}) {
+  const l = await listener(over);
+  const client = await peer();
+  const { endpoint: ep, offerSdp } = await endpoint(l);
+  const up = event(ep, "up");
+  if (clientSetup === "passive") await client.open(sdpPath(offerSdp), "passive");
+  ep.applyAnswer(client.sdp(clientSetup));
+  if (clientSetup === "active") await client.open(sdpPath(offerSdp), "active");
+  await up;
+  assert.equal(ep.state, "up");
+  return { l, client, ep, offerSdp };
+}
+
+/** A CPIM message (RFC 3862) wrapping `contentType`. */
+function cpim(text: string, contentType = "text/plain;charset=utf-8", disposition?: string): string {
+  return [
+    "From: <sip:alice@example.net>",
+    "To: <sip:anonymous@anonymous.invalid>",
+    "NS: imdn <urn:ietf:params:imdn>",
+    `imdn.Message-ID: ${newSessionId()}`,
+    "",
+    `Content-Type: ${contentType}`,
+    ...(disposition ? [`Content-Disposition: ${disposition}`] : []),
+    "",
+    text,
+  ].join("\r\n");
+}
+
+const IMDN_XML =
+  '<imdn xmlns="urn:ietf:params:xml:ns:imdn"><message-id>m1</message-id><delivery-notification><status><delivered/></status></delivery-notification></imdn>';
+const COMPOSING_XML = '<isComposing xmlns="urn:ietf:params:xml:ns:im-iscomposing"><state>active</state></isComposing>';
+const GSO_XML = '<groupstate timestamp="2026-11-25T10:00:00Z" lastfocussessionid="sip:focus@cf.example.net" group-type="Closed"/>';
+const GSO_TYPE = "application/group-state-object+xml";
+
+test(
+  "DD-6: the offer keeps the original media attributes, with the PF's c=/o=, port, path, a=setup:actpass and a=sendrecv",
+  T,
+  async () => {
+    const l = await listener();
+    const { endpoint: ep, offerSdp } = await endpoint(l, originalSdp("recvonly"));
+    const lines = offerSdp.split("\r\n");
+    for (const kept of [
+      "a=accept-types:message/cpim application/im-iscomposing+xml",
+      "a=accept-wrapped-types:text/plain message/imdn+xml application/group-state-object+xml",
+      "a=max-size:131072",
+    ]) {
+      assert.ok(lines.includes(kept), `offer keeps ${kept}`);
+    }
+    assert.ok(lines.includes(`m=message ${l.share.port} TCP/MSRP *`), "m= names the PF's port over TCP/MSRP");
+    assert.ok(lines.includes("c=IN IP4 127.0.0.1"));
+    assert.match(offerSdp, /^o=cf 2890844526 2890844527 IN IP4 127\.0\.0\.1$/m);
+    assert.doesNotMatch(offerSdp, /192\.0\.2\.10|cfSession4711/, "nothing of the CF's addressing is left");
+    const path = sdpPath(offerSdp);
+    assert.match(path, new RegExp(`^msrp://127\\.0\\.0\\.1:${l.share.port}/[A-Za-z0-9]{20};tcp$`));
+    assert.equal(path, `msrp://127.0.0.1:${l.share.port}/${ep.localUri.sessionId};tcp`, "a=path is the endpoint's session");
+    assert.equal(sdpSetup(offerSdp), "actpass");
+    assert.equal(lines.filter((x) => x.startsWith("a=setup:")).length, 1);
+    assert.ok(lines.includes("a=sendrecv"), "DD-6: a=sendrecv");
+    assert.ok(!lines.includes("a=recvonly"));
+    // Each delivery session has a path of its own.
+    const second = await endpoint(l);
+    assert.notEqual(sdpPath(second.offerSdp), path);
+    assert.equal(l.share.table.size, 2, "both sessions wait in the listener's table");
+  },
+);
+
+test("an unusable original offer or answer throws CPM_ERR_BAD_SDP and leaves nothing behind", T, async () => {
+  const l = await listener();
+  const isBadSdp = (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_BAD_SDP";
+  await assert.rejects(
+    DeliveryEndpoint.create({ sessionKey: "x", originalSdp: "v=0\r\nm=audio 4000 RTP/AVP 0\r\n", msrp: l.share }),
+    isBadSdp,
+  );
+  await assert.rejects(
+    DeliveryEndpoint.create({ sessionKey: "x", originalSdp: originalSdp().replace(/a=path:\S+/, "a=path:http://bad"), msrp: l.share }),
+    isBadSdp,
+  );
+  assert.deepEqual(l.resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+  const client = await peer();
+  const { endpoint: ep } = await endpoint(l);
+  assert.throws(() => ep.applyAnswer(client.sdp("passive").replace(/a=path:.*\r\n/, "")), isBadSdp);
+  assert.throws(() => ep.applyAnswer(client.sdp("passive").replace(/^m=message \d+/m, "m=message 0")), isBadSdp);
+  assert.throws(() => ep.applyAnswer(client.sdp("holdconn")), isBadSdp);
+  assert.equal(ep.state, "offered", "a bad answer changes nothing; a good one may still come");
+});
+
+test("client answers a=setup:passive: the PF connects, binds with an empty SEND (RFC 6135) and is up", T, async () => {
+  const { l, client } = await upSession("passive");
+  assert.equal(client.session?.state, "bound");
+  assert.equal(l.share.pool.size, 1, "the PF opened the connection");
+  assert.equal(l.resources.snapshot().openSockets, 1);
+  assert.equal(client.received.length, 0, "the bind SEND carries no message");
+});
+
+test("client answers a=setup:active: the client connects to the PF's listener, binds, and the endpoint is up", T, async () => {
+  const { l, client } = await upSession("active");
+  assert.equal(client.session?.state, "bound");
+  assert.equal(l.share.pool.size, 0, "the PF opened no connection");
+  assert.equal(l.resources.snapshot().openSockets, 1);
+});
+
+test("an active client that connects before its 200 OK reaches the PF: up once the answer is applied", T, async () => {
+  const l = await listener();
+  const client = await peer();
+  const { endpoint: ep, offerSdp } = await endpoint(l);
+  let up = false;
+  ep.on("up", () => {
+    up = true;
+  });
+  await client.open(sdpPath(offerSdp), "active");
+  await sleep(50);
+  assert.equal(up, false, "no up before the answer (the client's path is not known yet)");
+  const upEvent = event(ep, "up");
+  ep.applyAnswer(client.sdp("active"));
+  await upEvent;
+  assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("hi")) }), 200);
+});
+
+test("5 sends arrive in call order, byte-exact with their content types, each after the previous was answered", T, async () => {
+  const { client, ep } = await upSession("passive");
+  const session = client.session;
+  assert.ok(session);
+  // The client holds its answer to the first message until released.
+  let release!: () => void;
+  const held = new Promise<number>((resolve) => {
+    release = () => resolve(200);
+  });
+  let first = true;
+  session.on("message", (_m, hold) => {
+    if (!first) return;
+    first = false;
+    hold(held);
+  });
+  const binary = Buffer.alloc(5000);
+  for (let i = 0; i < binary.length; i++) binary[i] = (i * 7 + 3) & 0xff; // every byte value, CRLFs and NULs included
+  const items = [
+    { contentType: "message/cpim", body: Buffer.from(cpim("first ✓ ünïcødé")) },
+    { contentType: GSO_TYPE, body: Buffer.from(GSO_XML) },
+    { contentType: "message/cpim", body: Buffer.from(cpim("x".repeat(6000))) }, // 3+ chunks of 2048
+    { contentType: "application/octet-stream", body: binary },
+    { contentType: "message/cpim", body: Buffer.from(cpim(IMDN_XML, "message/imdn+xml", "notification")) },
+  ];
+  const sends = items.map((item) => ep.send(item)); // all queued at once
+  await client.waitForMessages(1);
+  await sleep(200);
+  assert.equal(client.received.length, 1, "nothing else goes out while the first message is unanswered");
+  release();
+  assert.deepEqual(await Promise.all(sends), [200, 200, 200, 200, 200]);
+  const got = await client.waitForMessages(5);
+  assert.deepEqual(
+    got.map((m) => m.contentType),
+    items.map((i) => i.contentType),
+  );
+  got.forEach((m, i) => {
+    assert.ok(m.body.equals(items[i]?.body as Buffer), `message ${i} byte-exact`);
+  });
+  assert.ok((got[2]?.chunks ?? 0) > 1 && (got[3]?.chunks ?? 0) > 1, "large items were chunked (media.chunkSize)");
+});
+
+test("a client answering 415 to one SEND: that send resolves 415, the next ones still go", T, async () => {
+  const { client, ep } = await upSession("active");
+  client.session?.on("message", (m, hold) => {
+    if (m.contentType === GSO_TYPE) hold(Promise.resolve(415));
+  });
+  const codes = await Promise.all([
+    ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("one")) }),
+    ep.send({ contentType: GSO_TYPE, body: Buffer.from(GSO_XML) }),
+    ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("three")) }),
+    ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("four")) }),
+  ]);
+  assert.deepEqual(codes, [200, 415, 200, 200]);
+  const got = await client.waitForMessages(4);
+  assert.ok(got[3]?.body.toString().endsWith("four"));
+  assert.equal(ep.state, "up");
+});
+
+test(
+  "a client that never answers: the send resolves 408 after media.transactionTimeoutMs (RFC 4975 7.1.1), the next one still goes",
+  T,
+  async () => {
+    const { client, ep } = await upSession("passive", { transactionTimeoutMs: 300 });
+    client.session?.on("message", (m, hold) => {
+      if (m.body.toString().endsWith("black hole")) hold(new Promise<number>(() => {}));
+    });
+    const started = Date.now();
+    assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("black hole")) }), 408);
+    assert.ok(Date.now() - started >= 250, "408 only after the transaction timeout");
+    assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("after")) }), 200);
+  },
+);
+
+test("client SENDs a chat message, an IMDN and isComposing: clientSend with their kinds, and the client gets 200s", T, async () => {
+  const { client, ep } = await upSession("active");
+  const seen: ClientSendInfo[] = [];
+  ep.on("clientSend", (info) => seen.push(info));
+  const chat = cpim("hello from the client");
+  const imdn = cpim(IMDN_XML, "message/imdn+xml", "notification");
+  assert.equal((await client.send(chat, "message/cpim")).code, 200);
+  assert.equal((await client.send(imdn, "message/cpim")).code, 200);
+  assert.equal((await client.send(COMPOSING_XML, "application/im-iscomposing+xml")).code, 200);
+  const noReport = await client.session?.send({
+    body: Buffer.from(cpim("fire and forget")),
+    contentType: "message/cpim",
+    failureReport: "no",
+  });
+  assert.equal(noReport?.code, 200);
+  await waitFor(() => seen.length === 4, 5000, 5, "4 clientSend events");
+  assert.deepEqual(
+    seen.map((s) => s.kind),
+    ["message", "imdn", "isComposing", "message"],
+  );
+  assert.deepEqual(
+    seen.map((s) => s.failureReport),
+    ["yes", "yes", "yes", "no"],
+  );
+  assert.equal(seen[0]?.body.toString(), chat);
+  assert.equal(seen[1]?.body.toString(), imdn);
+  assert.equal(seen[2]?.contentType, "application/im-iscomposing+xml");
+  assert.ok(seen.every((s) => /^[A-Za-z0-9]{4,32}$/.test(s.msrpMessageId)));
+  // A listener that throws breaks neither the session nor the client's 200.
+  ep.on("clientSend", () => {
+    throw new Error("listener bug");
+  });
+  assert.equal((await client.send(chat, "message/cpim")).code, 200);
+  assert.equal(ep.state, "up");
+});
+
+test("the client closes the connection: closed, later sends resolve 481, nothing left open", T, async () => {
+  const { l, client, ep } = await upSession("active");
+  const closed: string[] = [];
+  ep.on("closed", (r) => closed.push(r));
+  const gone = event(ep, "closed");
+  client.dropConnections();
+  await gone;
+  assert.equal(ep.state, "closed");
+  assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("too late")) }), 481);
+  ep.close("after the fact");
+  assert.equal(closed.length, 1, "closed exactly once");
+  await waitFor(() => l.resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
+  assert.deepEqual(l.resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+  assert.equal(l.share.table.size, 0);
+});
+
+test("a client that answers but never connects: closed after media.clientLegTimeoutMs, queued sends get 481", T, async () => {
+  const l = await listener({ clientLegTimeoutMs: 200 });
+  const client = await peer();
+  const { endpoint: ep } = await endpoint(l);
+  const gone = event(ep, "closed");
+  ep.applyAnswer(client.sdp("active"));
+  const pending = ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("never")) });
+  const [reason] = await gone;
+  assert.match(reason, /no MSRP connection within 200 ms/);
+  assert.equal(await pending, 481);
+  assert.deepEqual(l.resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+  assert.equal(l.share.table.size, 0);
+});
+
+test("close() frees the session, its connection, timer and table entry; idempotent; an in-flight send resolves 481", T, async () => {
+  const { l, client, ep } = await upSession("passive");
+  const live = l.resources.snapshot();
+  assert.equal(live.openSockets, 1);
+  assert.equal(live.sessions, 1);
+  assert.equal(l.share.table.size, 1);
+  client.session?.on("message", (_m, hold) => hold(new Promise<number>(() => {})));
+  const inFlight = ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("in flight")) });
+  const queued = ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("queued")) });
+  await client.waitForMessages(1);
+  const closed: string[] = [];
+  ep.on("closed", (r) => closed.push(r));
+  ep.close("delivery done");
+  ep.close("again");
+  assert.deepEqual(closed, ["delivery done"]);
+  assert.deepEqual(await Promise.all([inFlight, queued]), [481, 481]);
+  assert.equal(ep.state, "closed");
+  await waitFor(() => l.resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
+  assert.deepEqual(l.resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+  assert.equal(l.share.table.size, 0);
+  assert.equal(l.share.pool.size, 0);
+  ep.applyAnswer(client.sdp("passive")); // after close: ignored, no throw
+  await waitFor(() => client.session?.state === "closed", 5000, 5, "the client's session saw the connection close");
+});
+
+test("close() before the answer: the waiting session leaves the listener's table", T, async () => {
+  const l = await listener();
+  const { endpoint: ep } = await endpoint(l);
+  assert.equal(l.resources.snapshot().sessions, 1);
+  ep.close("INVITE failed");
+  assert.equal(l.share.table.size, 0);
+  assert.deepEqual(l.resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+});

@@ -1,0 +1,515 @@
+// The PF's own SIP UA against a far end scripted on a raw UDP socket
+// (Kamailio as outbound proxy, the client's device, a Record-Route hop).
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { PassThrough } from "node:stream";
+import { type TestContext, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import winston from "winston";
+import { CpmError } from "../../../src/errors/catalogue.js";
+import { silentLogger } from "../../../src/log/logger.js";
+import { header, headerValues, parseSipMessage, type SipMessage } from "../../../src/sip/message.js";
+import { tagOf } from "../../../src/sip/name-addr.js";
+import { type Dialog, SipUa, type SipUaOptions } from "../../../src/sip/ua.js";
+
+const HOST = "127.0.0.1";
+/** A UA bug that loses a callback fails the test instead of hanging it. */
+const LIMIT = { timeout: 3000 };
+
+interface Received {
+  msg: SipMessage;
+  raw: string;
+  from: { host: string; port: number };
+}
+
+/** A scripted SIP peer: every datagram it receives is queued for next(). */
+class Peer {
+  private readonly queue: Received[] = [];
+  private wake: (() => void) | undefined;
+
+  private constructor(readonly socket: dgram.Socket) {
+    socket.on("message", (raw, rinfo) => {
+      this.queue.push({ msg: parseSipMessage(raw), raw: raw.toString("utf8"), from: { host: rinfo.address, port: rinfo.port } });
+      this.wake?.();
+    });
+  }
+
+  static async open(t: TestContext): Promise<Peer> {
+    const socket = dgram.createSocket("udp4");
+    await new Promise<void>((resolve) => socket.bind(0, HOST, resolve));
+    const peer = new Peer(socket);
+    t.after(() => new Promise<void>((resolve) => socket.close(() => resolve())));
+    return peer;
+  }
+
+  get port(): number {
+    return this.socket.address().port;
+  }
+
+  get uri(): string {
+    return `sip:${HOST}:${this.port}`;
+  }
+
+  async next(what: string, timeoutMs = 1000): Promise<Received> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.queue.length === 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`peer: no ${what} within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    return this.queue.shift() as Received;
+  }
+
+  /** Everything that arrives within ms. */
+  async drain(ms: number): Promise<Received[]> {
+    await sleep(ms);
+    return this.queue.splice(0);
+  }
+
+  send(text: string, to: { host: string; port: number }): void {
+    this.socket.send(Buffer.from(text, "utf8"), to.port, to.host);
+  }
+}
+
+/** A response to `req` as a UAS would write it (8.2.6): Via, From, To, Call-ID, CSeq copied. */
+function response(req: SipMessage, status: string, extra: string[] = [], toTag = "uas-tag"): string {
+  const to = header(req, "to") ?? "";
+  return [
+    `SIP/2.0 ${status}`,
+    ...headerValues(req, "via").map((v) => `Via: ${v}`),
+    `From: ${header(req, "from")}`,
+    `To: ${tagOf(to) || status.startsWith("100") ? to : `${to};tag=${toTag}`}`,
+    `Call-ID: ${header(req, "call-id")}`,
+    `CSeq: ${header(req, "cseq")}`,
+    ...extra,
+    "Content-Length: 0",
+    "",
+    "",
+  ].join("\r\n");
+}
+
+const branchOf = (msg: SipMessage): string => /;branch=([^;]+)/.exec(header(msg, "via") ?? "")?.[1] ?? "";
+
+async function startUa(t: TestContext, proxy: Peer, extra: Partial<SipUaOptions> = {}): Promise<SipUa> {
+  const ua = await SipUa.start({
+    host: HOST,
+    port: 0,
+    outboundProxy: { host: HOST, port: proxy.port },
+    routeParams: ";cpmpfuac",
+    log: silentLogger(),
+    t1Ms: 10,
+    ...extra,
+  });
+  t.after(() => ua.close());
+  return ua;
+}
+
+const CALLER_HEADERS: [string, string][] = [
+  ["To", "<sip:+15551234@ims.example.com>"],
+  ["From", '"Group" <sip:conf-1@pf.example.com>'],
+  ["Contact", "<sip:conf-1@127.0.0.1:5060>;isfocus"],
+  ["Accept-Contact", "*;+g.oma.sip-im;explicit;require"],
+  ["P-Asserted-Identity", "<sip:conf-1@pf.example.com>"],
+  ["Content-Type", "application/sdp"],
+];
+const SDP = "v=0\r\ns=é\r\n"; // 11 bytes, 10 characters
+
+function inviteFrom(ua: SipUa, onProvisional?: (status: number, res: SipMessage) => void) {
+  return ua.invite({ requestUri: "sip:+15551234@ims.example.com", headers: CALLER_HEADERS, body: SDP }, onProvisional);
+}
+
+test(
+  "INVITE: Via with branch and rport, Route to the outbound proxy with routeParams, Max-Forwards, CSeq, Call-ID, From tag, byte Content-Length, caller headers in order",
+  LIMIT,
+  async (t) => {
+    const proxy = await Peer.open(t);
+    const ua = await startUa(t, proxy);
+    const call = ua.invite({ requestUri: "sip:+15551234@ims.example.com", headers: CALLER_HEADERS, body: SDP, callId: "given@pf" });
+    const { msg, raw } = await proxy.next("INVITE");
+    assert.equal(raw.split("\r\n")[0], "INVITE sip:+15551234@ims.example.com SIP/2.0");
+    assert.match(header(msg, "via") ?? "", new RegExp(`^SIP/2\\.0/UDP 127\\.0\\.0\\.1:${ua.address.port};branch=z9hG4bK[0-9a-f]+;rport$`));
+    assert.equal(header(msg, "route"), `<sip:127.0.0.1:${proxy.port};lr;cpmpfuac>`);
+    assert.equal(header(msg, "max-forwards"), "70");
+    assert.equal(header(msg, "cseq"), "1 INVITE");
+    assert.equal(header(msg, "call-id"), "given@pf");
+    assert.equal(call.callId, "given@pf");
+    assert.match(header(msg, "from") ?? "", /^"Group" <sip:conf-1@pf\.example\.com>;tag=[0-9a-f]+$/);
+    assert.equal(header(msg, "content-length"), "11");
+    assert.equal(msg.body.toString("utf8"), SDP);
+    const names = raw
+      .split("\r\n\r\n")[0]
+      ?.split("\r\n")
+      .slice(1)
+      .map((l) => l.slice(0, l.indexOf(":")));
+    assert.deepEqual(
+      names?.filter((n) => CALLER_HEADERS.some(([c]) => c === n)),
+      CALLER_HEADERS.map(([n]) => n),
+    );
+    proxy.send(response(msg, "486 Busy Here"), { host: HOST, port: ua.address.port });
+    assert.equal((await call.outcome).status, 486);
+  },
+);
+
+test("a generated Call-ID is random @ the UA host; headers the UA writes itself are refused", LIMIT, async (t) => {
+  const proxy = await Peer.open(t);
+  const ua = await startUa(t, proxy);
+  const call = inviteFrom(ua);
+  assert.match(call.callId, /^[0-9a-f]{16}@127\.0\.0\.1$/);
+  call.outcome.catch(() => {});
+  for (const bad of [
+    ["Via", "x"],
+    ["CSeq", "1 INVITE"],
+    ["l", "0"],
+    ["Route", "<sip:x;lr>"],
+  ] as [string, string][]) {
+    assert.throws(
+      () => ua.invite({ requestUri: "sip:a@b", headers: [...CALLER_HEADERS, bad], body: "" }),
+      (err) => err instanceof CpmError && err.code === "CPM_ERR_BAD_REQUEST",
+    );
+  }
+  assert.throws(() => ua.invite({ requestUri: "sip:a@b", headers: [["To", "<sip:a@b>"]], body: "" }), /From and To/);
+});
+
+/** Plays 180 then 200 with Contact and two Record-Routes; the first route (after reversal) is `hop`. */
+async function establish(t: TestContext, extra: Partial<SipUaOptions> = {}) {
+  const proxy = await Peer.open(t);
+  const hop = await Peer.open(t);
+  const device = await Peer.open(t);
+  const ua = await startUa(t, proxy, extra);
+  const provisional: number[] = [];
+  const call = inviteFrom(ua, (status) => provisional.push(status));
+  const invite = (await proxy.next("INVITE")).msg;
+  const uaAddr = { host: HOST, port: ua.address.port };
+  proxy.send(response(invite, "180 Ringing"), uaAddr);
+  const ok = response(invite, "200 OK", [
+    `Contact: <${device.uri};ob>;+g.oma.sip-im`,
+    `Record-Route: <sip:${HOST}:${proxy.port};lr;second>`,
+    `Record-Route: <sip:${HOST}:${hop.port};lr;first>`,
+  ]);
+  await sleep(20);
+  proxy.send(ok, uaAddr);
+  const outcome = await call.outcome;
+  return { proxy, hop, device, ua, uaAddr, invite, ok, outcome, provisional };
+}
+
+test(
+  "180 then 200: onProvisional sees 180; the outcome has the dialog (remote tag, Contact as remote target, Record-Route reversed)",
+  LIMIT,
+  async (t) => {
+    const { outcome, provisional, invite, device, hop, proxy } = await establish(t);
+    assert.deepEqual(provisional, [180]);
+    assert.equal(outcome.status, 200);
+    assert.equal(outcome.reason, "OK");
+    const d = outcome.dialog as Dialog;
+    assert.equal(d.callId, header(invite, "call-id"));
+    assert.equal(d.localTag, tagOf(header(invite, "from")));
+    assert.equal(d.remoteTag, "uas-tag");
+    assert.equal(d.localUri, '"Group" <sip:conf-1@pf.example.com>');
+    assert.equal(d.remoteUri, "<sip:+15551234@ims.example.com>");
+    assert.equal(d.remoteTarget, `${device.uri};ob`);
+    assert.deepEqual(d.routeSet, [`<sip:${HOST}:${hop.port};lr;first>`, `<sip:${HOST}:${proxy.port};lr;second>`]);
+    assert.equal(d.localCSeq, 1);
+  },
+);
+
+test(
+  "ack(): same CSeq number, new branch, R-URI = remote target, Route = route set, sent to the first route; a retransmitted 200 is ACKed again",
+  LIMIT,
+  async (t) => {
+    const { outcome, invite, ok, hop, proxy, device, ua, uaAddr } = await establish(t);
+    const d = outcome.dialog as Dialog;
+    ua.ack(d);
+    const ack = (await hop.next("ACK")).msg;
+    assert.equal(ack.method, "ACK");
+    assert.equal(ack.requestUri, `${device.uri};ob`);
+    assert.equal(header(ack, "cseq"), "1 ACK");
+    assert.notEqual(branchOf(ack), branchOf(invite));
+    assert.match(branchOf(ack), /^z9hG4bK/);
+    assert.deepEqual(headerValues(ack, "route"), d.routeSet);
+    assert.equal(tagOf(header(ack, "to")), "uas-tag");
+    assert.equal(tagOf(header(ack, "from")), d.localTag);
+    assert.equal(header(ack, "call-id"), d.callId);
+    assert.equal(header(ack, "content-length"), "0");
+    proxy.send(ok, uaAddr); // 13.3.1.4: the UAS retransmits the 2xx
+    const again = (await hop.next("re-ACK")).msg;
+    assert.equal(header(again, "cseq"), "1 ACK");
+    assert.equal(branchOf(again), branchOf(ack));
+    assert.deepEqual(await proxy.drain(30), []);
+  },
+);
+
+test("ack() without a route set goes to the remote target", LIMIT, async (t) => {
+  const proxy = await Peer.open(t);
+  const device = await Peer.open(t);
+  const ua = await startUa(t, proxy);
+  const call = inviteFrom(ua);
+  const invite = (await proxy.next("INVITE")).msg;
+  proxy.send(response(invite, "200 OK", [`Contact: <${device.uri}>`]), { host: HOST, port: ua.address.port });
+  const d = (await call.outcome).dialog as Dialog;
+  assert.deepEqual(d.routeSet, []);
+  ua.ack(d);
+  const ack = (await device.next("ACK")).msg;
+  assert.equal(ack.requestUri, device.uri);
+  assert.deepEqual(headerValues(ack, "route"), []);
+});
+
+test(
+  "486: the transaction ACKs it itself (same branch, response To tag, INVITE R-URI and Route) and resolves 486; a retransmitted 486 is ACKed again",
+  LIMIT,
+  async (t) => {
+    const proxy = await Peer.open(t);
+    const ua = await startUa(t, proxy);
+    const call = inviteFrom(ua);
+    const invite = (await proxy.next("INVITE")).msg;
+    const busy = response(invite, "486 Busy Here", [], "busy-tag");
+    proxy.send(busy, { host: HOST, port: ua.address.port });
+    const outcome = await call.outcome;
+    assert.deepEqual([outcome.status, outcome.reason, outcome.dialog], [486, "Busy Here", undefined]);
+    const ack = (await proxy.next("ACK")).msg;
+    assert.equal(ack.method, "ACK");
+    assert.equal(ack.requestUri, invite.requestUri);
+    assert.equal(branchOf(ack), branchOf(invite));
+    assert.equal(header(ack, "cseq"), "1 ACK");
+    assert.equal(tagOf(header(ack, "to")), "busy-tag");
+    assert.equal(header(ack, "from"), header(invite, "from"));
+    assert.equal(header(ack, "route"), header(invite, "route"));
+    proxy.send(busy, { host: HOST, port: ua.address.port });
+    assert.equal((await proxy.next("second ACK")).msg.method, "ACK");
+  },
+);
+
+test("Timer A retransmits the INVITE (doubling) until a provisional response, then stops", LIMIT, async (t) => {
+  const proxy = await Peer.open(t);
+  const ua = await startUa(t, proxy, { t1Ms: 20 });
+  const call = inviteFrom(ua);
+  const first = (await proxy.next("INVITE")).msg;
+  const copies = await proxy.drain(130); // retransmissions at 20, 60, 140 ms
+  assert.ok(copies.length >= 2 && copies.length <= 3, `${copies.length} retransmissions`);
+  for (const c of copies) assert.equal(branchOf(c.msg), branchOf(first));
+  proxy.send(response(first, "100 Trying"), { host: HOST, port: ua.address.port });
+  await proxy.drain(20);
+  assert.deepEqual(await proxy.drain(200), []);
+  proxy.send(response(first, "480 Temporarily Unavailable"), { host: HOST, port: ua.address.port });
+  assert.equal((await call.outcome).status, 480);
+});
+
+test("no answer: Timer B (64*T1) rejects the outcome with a CpmError", LIMIT, async (t) => {
+  const proxy = await Peer.open(t);
+  const ua = await startUa(t, proxy);
+  const started = Date.now();
+  const call = inviteFrom(ua);
+  await assert.rejects(call.outcome, (err) => err instanceof CpmError && /Timer B/.test(err.message));
+  const elapsed = Date.now() - started;
+  assert.ok(elapsed >= 630 && elapsed < 1500, `Timer B after ${elapsed} ms`);
+  assert.ok((await proxy.drain(0)).length >= 5, "INVITE retransmitted");
+});
+
+test(
+  "cancel() before a provisional waits for it; then CANCEL (same branch, CSeq 1 CANCEL); the 487 is ACKed and resolves",
+  LIMIT,
+  async (t) => {
+    const proxy = await Peer.open(t);
+    const ua = await startUa(t, proxy, { t1Ms: 200 });
+    const uaAddr = { host: HOST, port: ua.address.port };
+    const call = inviteFrom(ua);
+    const invite = (await proxy.next("INVITE")).msg;
+    call.cancel();
+    assert.deepEqual(await proxy.drain(50), [], "no CANCEL before a provisional response (9.1)");
+    proxy.send(response(invite, "180 Ringing"), uaAddr);
+    const cancel = (await proxy.next("CANCEL")).msg;
+    assert.equal(cancel.method, "CANCEL");
+    assert.equal(cancel.requestUri, invite.requestUri);
+    assert.equal(branchOf(cancel), branchOf(invite));
+    assert.equal(header(cancel, "cseq"), "1 CANCEL");
+    assert.equal(header(cancel, "call-id"), header(invite, "call-id"));
+    assert.equal(header(cancel, "route"), header(invite, "route"));
+    proxy.send(response(cancel, "200 OK"), uaAddr);
+    proxy.send(response(invite, "487 Request Terminated"), uaAddr);
+    assert.equal((await call.outcome).status, 487);
+    assert.equal((await proxy.next("ACK")).msg.method, "ACK");
+  },
+);
+
+test("bye(): Reason and CSeq 2 BYE to the first route; 200 resolves 200", LIMIT, async (t) => {
+  const { outcome, hop, ua, device } = await establish(t);
+  const d = outcome.dialog as Dialog;
+  ua.ack(d);
+  await hop.next("ACK");
+  const status = ua.bye(d, [["Reason", 'SIP;cause=200;text="Call completed"']]);
+  const { msg: bye, from } = await hop.next("BYE");
+  assert.equal(bye.requestUri, `${device.uri};ob`);
+  assert.equal(header(bye, "cseq"), "2 BYE");
+  assert.equal(header(bye, "reason"), 'SIP;cause=200;text="Call completed"');
+  assert.equal(tagOf(header(bye, "to")), "uas-tag");
+  assert.deepEqual(headerValues(bye, "route"), d.routeSet);
+  hop.send(response(bye, "200 OK"), from);
+  assert.equal(await status, 200);
+  assert.equal(d.localCSeq, 2);
+});
+
+test("BYE without an answer: Timer E retransmits, Timer F resolves 408", LIMIT, async (t) => {
+  const { outcome, hop, ua } = await establish(t);
+  const started = Date.now();
+  const status = await ua.bye(outcome.dialog as Dialog);
+  assert.equal(status, 408);
+  assert.ok(Date.now() - started >= 630, "Timer F is 64*T1");
+  const byes = (await hop.drain(0)).filter((r) => r.msg.method === "BYE");
+  assert.ok(byes.length >= 5, `${byes.length} BYEs`);
+});
+
+test(
+  "an incoming BYE reaches onRequest once; the reply copies Via/From/To/Call-ID/CSeq; its retransmission gets the same response",
+  LIMIT,
+  async (t) => {
+    const { ua, uaAddr, hop, outcome } = await establish(t);
+    const d = outcome.dialog as Dialog;
+    const seen: SipMessage[] = [];
+    ua.onRequest((req, reply) => {
+      seen.push(req);
+      reply(200, "OK");
+    });
+    const bye = [
+      `BYE sip:conf-1@127.0.0.1:${ua.address.port} SIP/2.0`,
+      `Via: SIP/2.0/UDP ${HOST}:${hop.port};branch=z9hG4bKkam1`,
+      `Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKdev1, SIP/2.0/UDP 10.0.0.8;branch=z9hG4bKdev0`,
+      "Max-Forwards: 69",
+      `From: <sip:+15551234@ims.example.com>;tag=${d.remoteTag}`,
+      `To: "Group" <sip:conf-1@pf.example.com>;tag=${d.localTag}`,
+      `Call-ID: ${d.callId}`,
+      "CSeq: 7 BYE",
+      "Content-Length: 0",
+      "",
+      "",
+    ].join("\r\n");
+    hop.send(bye, uaAddr);
+    const first = await hop.next("200 to BYE");
+    assert.equal(first.msg.statusCode, 200);
+    assert.deepEqual(headerValues(first.msg, "via"), [
+      `SIP/2.0/UDP ${HOST}:${hop.port};branch=z9hG4bKkam1`,
+      "SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKdev1, SIP/2.0/UDP 10.0.0.8;branch=z9hG4bKdev0",
+    ]);
+    assert.equal(header(first.msg, "from"), `<sip:+15551234@ims.example.com>;tag=${d.remoteTag}`);
+    assert.equal(header(first.msg, "to"), `"Group" <sip:conf-1@pf.example.com>;tag=${d.localTag}`);
+    assert.equal(header(first.msg, "call-id"), d.callId);
+    assert.equal(header(first.msg, "cseq"), "7 BYE");
+    assert.equal(header(first.msg, "content-length"), "0");
+    hop.send(bye, uaAddr);
+    const second = await hop.next("retransmitted 200");
+    assert.equal(second.raw, first.raw);
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0]?.method, "BYE");
+  },
+);
+
+test("a request nobody answers gets 500 after 1 s, with a To tag added", LIMIT, async (t) => {
+  const peer = await Peer.open(t);
+  const ua = await startUa(t, peer);
+  const options = [
+    `OPTIONS sip:pf@${HOST} SIP/2.0`,
+    `Via: SIP/2.0/UDP ${HOST}:${peer.port};branch=z9hG4bKopt1`,
+    "From: <sip:probe@example.com>;tag=p1",
+    "To: <sip:pf@example.com>",
+    "Call-ID: opt-1",
+    "CSeq: 1 OPTIONS",
+    "",
+    "",
+  ].join("\r\n");
+  const started = Date.now();
+  peer.send(options, { host: HOST, port: ua.address.port });
+  const res = (await peer.next("500", 2000)).msg;
+  assert.ok(Date.now() - started >= 950);
+  assert.equal(res.statusCode, 500);
+  assert.match(header(res, "to") ?? "", /^<sip:pf@example\.com>;tag=[0-9a-f]+$/);
+});
+
+test("a garbage datagram is dropped and logged at warn; the UA keeps working", LIMIT, async (t) => {
+  const stream = new PassThrough();
+  const lines: Record<string, unknown>[] = [];
+  stream.on("data", (chunk: Buffer) => {
+    for (const l of chunk.toString("utf8").split("\n").filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+  });
+  const log = winston.createLogger({
+    level: "debug",
+    format: winston.format.json(),
+    transports: [new winston.transports.Stream({ stream })],
+  });
+  const peer = await Peer.open(t);
+  const ua = await startUa(t, peer, { log });
+  const uaAddr = { host: HOST, port: ua.address.port };
+  peer.send("\x00\x01 not SIP at all", uaAddr);
+  peer.send("SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n", uaAddr); // no Via / CSeq
+  const call = inviteFrom(ua);
+  const invite = (await peer.next("INVITE")).msg;
+  peer.send(response(invite, "603 Decline"), uaAddr);
+  assert.equal((await call.outcome).status, 603);
+  const warnings = lines.filter((l) => l.level === "warn");
+  assert.equal(warnings.length, 2);
+  assert.match(String(warnings[0]?.reason), /neither a request nor a status line/);
+  assert.match(String(warnings[1]?.reason), /no via header/);
+  assert.equal(warnings[0]?.from, `${HOST}:${peer.port}`);
+});
+
+test("a 2xx from a second fork is ACKed and then ended with a BYE (13.2.2.4); the accepted dialog is untouched", LIMIT, async (t) => {
+  // T1 = 200 ms: no BYE retransmission (Timer E) mixes into what the fork sees.
+  const { outcome, invite, proxy, hop, ua, uaAddr, device } = await establish(t, { t1Ms: 200 });
+  const d = outcome.dialog as Dialog;
+  const other = await Peer.open(t);
+  const forkOk = response(invite, "200 OK", [`Contact: <${other.uri}>`], "fork-tag");
+  proxy.send(forkOk, uaAddr);
+  const ack = (await other.next("ACK to the fork")).msg;
+  assert.equal(tagOf(header(ack, "to")), "fork-tag");
+  assert.equal(header(ack, "cseq"), "1 ACK");
+  const bye = await other.next("BYE to the fork");
+  assert.equal(header(bye.msg, "cseq"), "2 BYE");
+  proxy.send(forkOk, uaAddr); // retransmitted: ACKed again, no second BYE
+  const again = await other.next("ACK to the retransmitted 2xx");
+  assert.equal(again.msg.method, "ACK");
+  assert.equal(branchOf(again.msg), branchOf(ack));
+  other.send(response(bye.msg, "200 OK"), bye.from);
+  assert.deepEqual(
+    (await other.drain(30)).map((r) => r.msg.method),
+    [],
+  );
+  assert.equal(d.localCSeq, 1);
+  ua.ack(d);
+  assert.equal((await hop.next("ACK")).msg.requestUri, `${device.uri};ob`);
+});
+
+test("close() rejects a pending INVITE, clears every timer and resolves once the socket is closed", LIMIT, async (t) => {
+  const proxy = await Peer.open(t);
+  const ua = await startUa(t, proxy, { t1Ms: 1000 });
+  const call = inviteFrom(ua);
+  await proxy.next("INVITE");
+  const bye = ua.bye({
+    callId: "c",
+    localTag: "l",
+    remoteTag: "r",
+    localUri: "<sip:a@b>",
+    remoteUri: "<sip:c@d>",
+    remoteTarget: proxy.uri,
+    routeSet: [],
+    localCSeq: 1,
+  });
+  await ua.close();
+  await assert.rejects(call.outcome, (err) => err instanceof CpmError && /closed/.test(err.message));
+  assert.equal(await bye, 503);
+  assert.throws(() => inviteFrom(ua), CpmError);
+  assert.deepEqual(
+    process.getActiveResourcesInfo().filter((r) => r === "Timeout"),
+    [],
+    "no timer left behind",
+  );
+});
+
+test("start(): a wildcard host (no usable Via sent-by) and a failed bind are CPM_ERR_CONFIG", LIMIT, async () => {
+  const opts = { port: 0, outboundProxy: { host: HOST, port: 5060 }, log: silentLogger() };
+  const isConfig = (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_CONFIG";
+  await assert.rejects(SipUa.start({ ...opts, host: "0.0.0.0" }), isConfig);
+  await assert.rejects(SipUa.start({ ...opts, host: "192.0.2.1" }), isConfig); // TEST-NET-1: not a local address
+});
