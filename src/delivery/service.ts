@@ -106,6 +106,13 @@ interface Machine {
 
 const SDP = "application/sdp";
 
+/**
+ * How long a delivery INVITE may ring: the UA's Timer B stops at the first
+ * provisional response (RFC 3261 17.1.1.2), so a client that rings forever is
+ * CANCELled after this (its 487 is a failed attempt, DD-9).
+ */
+const INVITE_RING_MS = 60_000;
+
 export class DeliveryService implements RegistrationHandler {
   private readonly machines = new Map<string, Machine>();
   /** Delivery dialog Call-ID -> machine key, for the client's in-dialog requests. */
@@ -265,6 +272,9 @@ export class DeliveryService implements RegistrationHandler {
     );
     m.invite = sent;
     this.byCallId.set(sent.callId, m.key);
+    const ring = setTimeout(() => sent.cancel(), INVITE_RING_MS);
+    ring.unref();
+    void sent.outcome.finally(() => clearTimeout(ring)).catch(() => undefined);
     this.deps.log.info("delivery INVITE sent", { ...this.fields(m), requestUri: invite.requestUri, deliveryCallId: sent.callId });
     sent.outcome.then(
       (o) => {
