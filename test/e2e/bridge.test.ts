@@ -8,12 +8,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { Server, ServerCredentials, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData } from "@grpc/grpc-js";
 import {
   ByeCause,
-  type DecideRequest,
-  type DecideResponse,
-  DecideResponseSchema,
   GsoStorage_State,
   type HandleByeRequest,
   type HandleByeResponse,
@@ -21,15 +17,13 @@ import {
   Mode,
   type ObserveSessionRequest,
   ObserveSessionResponseSchema,
-  ParticipatingFunctionService,
   type ReportByeOutcomeRequest,
   ReportByeOutcomeResponseSchema,
   Side,
 } from "../../src/gen/cpm/pf/v1/pf_pb.js";
-import { grpcServiceDefinition } from "../../src/grpc/service-definition.js";
 import { groupChatCall } from "../harness/group-chat.js";
 import { type KamailioInstance, sipOptions, startKamailio } from "../harness/kamailio.js";
-import { freePort } from "../harness/ports.js";
+import { decideHandler, startScriptedGrpc, unaryHandler } from "../harness/scripted-grpc.js";
 import { header } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
@@ -51,14 +45,6 @@ interface Script {
 type Transport = "stream" | "unary";
 
 async function startScriptedSidecar(script: Script, transport: Transport): Promise<{ target: string; stop(): Promise<void> }> {
-  const server = new Server();
-  const unary =
-    <Req, Res>(fn: (req: Req) => Promise<Res>) =>
-    (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) =>
-      void fn(call.request).then(
-        (r) => cb(null, r),
-        (e: Error) => cb(e),
-      );
   const handleBye = async (req: HandleByeRequest): Promise<HandleByeResponse> => {
     script.byes.push({ req, at: Date.now() });
     await sleep(script.byeDelayMs);
@@ -80,44 +66,17 @@ async function startScriptedSidecar(script: Script, transport: Transport): Promi
     return create(ObserveSessionResponseSchema, { updated: true, sessionKey: "k", participantCount: 3 });
   };
   // Without a decide handler grpc-js answers UNIMPLEMENTED: the bridge's fallback to unary calls.
-  const decide = (call: ServerDuplexStream<DecideRequest, DecideResponse>) => {
-    script.streams++;
-    call.on("data", async (req: DecideRequest) => {
-      const r = req.request;
-      if (r.case === "handleBye")
-        call.write(create(DecideResponseSchema, { id: req.id, response: { case: "handleBye", value: await handleBye(r.value) } }));
-      else if (r.case === "observeSession")
-        call.write(
-          create(DecideResponseSchema, { id: req.id, response: { case: "observeSession", value: await observeSession(r.value) } }),
-        );
-    });
-    call.on("end", () => call.end());
-  };
-  server.addService(grpcServiceDefinition(ParticipatingFunctionService), {
+  const decide = decideHandler({ handleBye, observeSession, onStream: () => script.streams++ });
+  return startScriptedGrpc({
     ...(transport === "stream" ? { decide } : {}),
-    handleBye: unary(handleBye),
-    observeSession: unary(observeSession),
-    reportByeOutcome: unary(async (req: ReportByeOutcomeRequest) => {
+    handleBye: unaryHandler(handleBye),
+    observeSession: unaryHandler(observeSession),
+    reportByeOutcome: unaryHandler(async (req: ReportByeOutcomeRequest) => {
       await sleep(script.reportDelayMs);
       script.reports.push({ req, at: Date.now() });
       return create(ReportByeOutcomeResponseSchema, { released: true });
     }),
   });
-  const port = await freePort();
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  );
-  return {
-    target: `127.0.0.1:${port}`,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        server.tryShutdown(() => resolve());
-        setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 1000).unref();
-      }),
-  };
 }
 
 const call = groupChatCall;

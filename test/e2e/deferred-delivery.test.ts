@@ -18,6 +18,7 @@ import type { GroupSession } from "../../src/session/group-session.js";
 import { JOURNAL_FILE } from "../../src/session/registry.js";
 import { DeferredQueue } from "../../src/store/deferred-queue.js";
 import type { MessageStore } from "../../src/store/message-store.js";
+import { groupSession } from "../fixtures/delivery.js";
 import { triggerSipp } from "../harness/anchored-chat.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { MsrpPeer, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
@@ -49,28 +50,18 @@ const ORIGINAL_OFFER = [
   "",
 ].join("\r\n");
 
-function groupSession(n: number): GroupSession {
+function session(n: number): GroupSession {
   const now = Date.now();
-  return {
+  return groupSession({
     key: `dd-${n}-${randomUUID()}@cf`,
     conversationId: `conv-dd-${n}-${randomUUID()}`,
     contributionId: `contrib-dd-${n}-${randomUUID()}`,
-    focusUri: "sip:focus@cf.example.net;transport=udp",
-    networkTag: `cf-tag-${n}`,
     servedUser: SERVED_USER,
-    groupType: "Closed",
-    subject: `dd test ${n}`,
-    icon: undefined,
-    participants: [
-      { commAddr: "tel:+16135551210", name: "Bob" },
-      { commAddr: "tel:+16135551211", name: "" },
-    ],
-    conferenceVersion: 3,
     sdpOffer: ORIGINAL_OFFER,
     state: "ended",
     createdAt: now,
     updatedAt: now,
-  } as GroupSession;
+  });
 }
 
 function cpim(text: string, n: number): Buffer {
@@ -131,7 +122,7 @@ async function receivedInvite(client: SippRun): Promise<SipTraceMessage> {
 }
 
 describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, with the PF's SIP UA and MSRP delivery leg", () => {
-  const sessions = [groupSession(1), groupSession(2), groupSession(3)];
+  const sessions = [session(1), session(2), session(3)];
   let stateDir: string;
   let kamailio: KamailioInstance | undefined;
   let sidecar: SidecarInstance | undefined;

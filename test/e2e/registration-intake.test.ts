@@ -13,34 +13,22 @@ import { randomUUID } from "node:crypto";
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { after, before, describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
 import {
-  type Server as GrpcServer,
-  Server,
-  ServerCredentials,
-  type ServerDuplexStream,
-  type ServerUnaryCall,
-  type sendUnaryData,
-  status,
-} from "@grpc/grpc-js";
-import {
-  type DecideRequest,
-  type DecideResponse,
-  DecideResponseSchema,
   type HandleByeRequest,
   HandleByeResponseSchema,
   Mode,
   type ObserveSessionRequest,
   ObserveSessionResponseSchema,
-  ParticipatingFunctionService,
   type ReportRegistrationRequest,
   type ReportRegistrationResponse,
   ReportRegistrationResponseSchema,
   Side,
 } from "../../src/gen/cpm/pf/v1/pf_pb.js";
-import { grpcServiceDefinition } from "../../src/grpc/service-definition.js";
 import { triggerSipp } from "../harness/anchored-chat.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { freePort } from "../harness/ports.js";
+import { decideHandler, startScriptedGrpc, unaryHandler } from "../harness/scripted-grpc.js";
 import { first, header, parseSipMessage, type SippResult, type SippRun, type SipTraceMessage, startSipp } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
@@ -59,14 +47,6 @@ interface Script {
 }
 
 async function startScriptedSidecar(script: Script): Promise<{ target: string; stop(): Promise<void> }> {
-  const server: GrpcServer = new Server();
-  const unary =
-    <Req, Res>(fn: (req: Req) => Promise<Res>) =>
-    (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) =>
-      void fn(call.request).then(
-        (r) => cb(null, r),
-        (e: { code: number; details: string }) => cb(e),
-      );
   const observeSession = async (req: ObserveSessionRequest) => {
     script.observed.push(req);
     return create(ObserveSessionResponseSchema, { updated: true, sessionKey: "k", participantCount: 1 });
@@ -80,39 +60,13 @@ async function startScriptedSidecar(script: Script): Promise<{ target: string; s
     if (script.register === "error") throw { code: status.INVALID_ARGUMENT, details: "scripted: not a third-party REGISTER" };
     return create(ReportRegistrationResponseSchema, script.answer);
   };
-  const decide = (call: ServerDuplexStream<DecideRequest, DecideResponse>) => {
-    call.on("data", async (req: DecideRequest) => {
-      const r = req.request;
-      if (r.case === "handleBye")
-        call.write(create(DecideResponseSchema, { id: req.id, response: { case: "handleBye", value: await handleBye(r.value) } }));
-      else if (r.case === "observeSession")
-        call.write(
-          create(DecideResponseSchema, { id: req.id, response: { case: "observeSession", value: await observeSession(r.value) } }),
-        );
-    });
-    call.on("end", () => call.end());
-  };
-  server.addService(grpcServiceDefinition(ParticipatingFunctionService), {
+  const decide = decideHandler({ handleBye, observeSession });
+  return startScriptedGrpc({
     decide,
-    handleBye: unary(handleBye),
-    observeSession: unary(observeSession),
-    reportRegistration: unary(reportRegistration),
+    handleBye: unaryHandler(handleBye),
+    observeSession: unaryHandler(observeSession),
+    reportRegistration: unaryHandler(reportRegistration),
   });
-  const port = await freePort();
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  );
-  return {
-    target: `127.0.0.1:${port}`,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        server.tryShutdown(() => resolve());
-        setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 1000).unref();
-      }),
-  };
 }
 
 interface Received {

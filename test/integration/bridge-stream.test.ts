@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { Server, ServerCredentials, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData } from "@grpc/grpc-js";
+import type { ServerDuplexStream, ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
 import {
   type DecideRequest,
   type DecideResponse,
@@ -19,10 +19,8 @@ import {
   type HandleByeResponse,
   HandleByeResponseSchema,
   Mode,
-  ParticipatingFunctionService,
 } from "../../src/gen/cpm/pf/v1/pf_pb.js";
-import { grpcServiceDefinition } from "../../src/grpc/service-definition.js";
-import { freePort } from "../harness/ports.js";
+import { startScriptedGrpc } from "../harness/scripted-grpc.js";
 import { REPO_ROOT } from "../harness/sidecar.js";
 
 const PY = process.env.KAMAILIO_PYTHON ?? "/usr/bin/python3";
@@ -50,7 +48,6 @@ function answerTo(req: HandleByeRequest): HandleByeResponse {
 }
 
 async function startScripted(script: Behaviour[], withDecide: boolean): Promise<Scripted> {
-  const server = new Server();
   let n = 0;
   const state = { streams: 0, unaryCalls: 0 };
   const decide = (call: ServerDuplexStream<DecideRequest, DecideResponse>) => {
@@ -68,26 +65,22 @@ async function startScripted(script: Behaviour[], withDecide: boolean): Promise<
     });
     call.on("end", () => call.end());
   };
-  server.addService(grpcServiceDefinition(ParticipatingFunctionService), {
+  const server = await startScriptedGrpc({
     ...(withDecide ? { decide } : {}),
     handleBye: (call: ServerUnaryCall<HandleByeRequest, HandleByeResponse>, cb: sendUnaryData<HandleByeResponse>) => {
       state.unaryCalls++;
       cb(null, answerTo(call.request));
     },
   });
-  const port = await freePort();
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  );
   return {
-    target: `127.0.0.1:${port}`,
+    target: server.target,
     get streams() {
       return state.streams;
     },
     get unaryCalls() {
       return state.unaryCalls;
     },
-    stop: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+    stop: server.stop,
   };
 }
 

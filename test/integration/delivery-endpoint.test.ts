@@ -6,9 +6,8 @@
 // windows in which something must NOT happen.
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { afterEach, test } from "node:test";
+import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { buildConfig } from "../../src/config/config.js";
 import { CpmError } from "../../src/errors/catalogue.js";
 import { silentLogger } from "../../src/log/logger.js";
 import {
@@ -21,20 +20,14 @@ import {
 import type { MediaConfig } from "../../src/media/msrp-media-plane.js";
 import { newSessionId } from "../../src/msrp/ids.js";
 import { MsrpResources } from "../../src/msrp/resources.js";
+import { COMPOSING_XML, GSO_XML, IMDN_XML, wrapCpim } from "../fixtures/cpim.js";
+import { testMediaConfig, useCleanups } from "../harness/cleanups.js";
 import { MsrpPeer, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
 import { waitFor } from "../harness/wait.js";
 
 const logger = silentLogger();
-const cleanups: (() => Promise<void> | void)[] = [];
+const cleanups = useCleanups();
 const T = { timeout: 20_000 };
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-function mediaConfig(over: Partial<MediaConfig> = {}): MediaConfig {
-  return { ...buildConfig({ media: { enabled: true, port: 0, clientLegTimeoutMs: 5000 } }).media, ...over };
-}
 
 /** The original group session invitation's offer, as the CF sent it (msrps, its own path, a=setup:active). */
 function originalSdp(direction = "sendrecv"): string {
@@ -57,7 +50,7 @@ function originalSdp(direction = "sendrecv"): string {
 
 async function listener(over: Partial<MediaConfig> = {}): Promise<DeliveryListener & { resources: MsrpResources }> {
   const resources = new MsrpResources();
-  const l = await startDeliveryListener({ config: mediaConfig(over), resources, logger });
+  const l = await startDeliveryListener({ config: testMediaConfig(over), resources, logger });
   cleanups.push(() => l.close());
   return Object.assign(l, { resources });
 }
@@ -101,25 +94,6 @@ async function upSession(clientSetup: "active" | "passive", over: Partial<MediaC
   return { l, client, ep, offerSdp };
 }
 
-/** A CPIM message (RFC 3862) wrapping `contentType`. */
-function cpim(text: string, contentType = "text/plain;charset=utf-8", disposition?: string): string {
-  return [
-    "From: <sip:alice@example.net>",
-    "To: <sip:anonymous@anonymous.invalid>",
-    "NS: imdn <urn:ietf:params:imdn>",
-    `imdn.Message-ID: ${newSessionId()}`,
-    "",
-    `Content-Type: ${contentType}`,
-    ...(disposition ? [`Content-Disposition: ${disposition}`] : []),
-    "",
-    text,
-  ].join("\r\n");
-}
-
-const IMDN_XML =
-  '<imdn xmlns="urn:ietf:params:xml:ns:imdn"><message-id>m1</message-id><delivery-notification><status><delivered/></status></delivery-notification></imdn>';
-const COMPOSING_XML = '<isComposing xmlns="urn:ietf:params:xml:ns:im-iscomposing"><state>active</state></isComposing>';
-const GSO_XML = '<groupstate timestamp="2026-11-25T10:00:00Z" lastfocussessionid="sip:focus@cf.example.net" group-type="Closed"/>';
 const GSO_TYPE = "application/group-state-object+xml";
 
 test(
@@ -203,7 +177,7 @@ test("an active client that connects before its 200 OK reaches the PF: up once t
   const upEvent = event(ep, "up");
   ep.applyAnswer(client.sdp("active"));
   await upEvent;
-  assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("hi")) }), 200);
+  assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("hi")) }), 200);
 });
 
 test("5 sends arrive in call order, byte-exact with their content types, each after the previous was answered", T, async () => {
@@ -224,11 +198,11 @@ test("5 sends arrive in call order, byte-exact with their content types, each af
   const binary = Buffer.alloc(5000);
   for (let i = 0; i < binary.length; i++) binary[i] = (i * 7 + 3) & 0xff; // every byte value, CRLFs and NULs included
   const items = [
-    { contentType: "message/cpim", body: Buffer.from(cpim("first ✓ ünïcødé")) },
+    { contentType: "message/cpim", body: Buffer.from(wrapCpim("first ✓ ünïcødé")) },
     { contentType: GSO_TYPE, body: Buffer.from(GSO_XML) },
-    { contentType: "message/cpim", body: Buffer.from(cpim("x".repeat(6000))) }, // 3+ chunks of 2048
+    { contentType: "message/cpim", body: Buffer.from(wrapCpim("x".repeat(6000))) }, // 3+ chunks of 2048
     { contentType: "application/octet-stream", body: binary },
-    { contentType: "message/cpim", body: Buffer.from(cpim(IMDN_XML, "message/imdn+xml", "notification")) },
+    { contentType: "message/cpim", body: Buffer.from(wrapCpim(IMDN_XML, "message/imdn+xml", "notification")) },
   ];
   const sends = items.map((item) => ep.send(item)); // all queued at once
   await client.waitForMessages(1);
@@ -253,10 +227,10 @@ test("a client answering 415 to one SEND: that send resolves 415, the next ones 
     if (m.contentType === GSO_TYPE) hold(Promise.resolve(415));
   });
   const codes = await Promise.all([
-    ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("one")) }),
+    ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("one")) }),
     ep.send({ contentType: GSO_TYPE, body: Buffer.from(GSO_XML) }),
-    ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("three")) }),
-    ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("four")) }),
+    ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("three")) }),
+    ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("four")) }),
   ]);
   assert.deepEqual(codes, [200, 415, 200, 200]);
   const got = await client.waitForMessages(4);
@@ -273,9 +247,9 @@ test(
       if (m.body.toString().endsWith("black hole")) hold(new Promise<number>(() => {}));
     });
     const started = Date.now();
-    assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("black hole")) }), 408);
+    assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("black hole")) }), 408);
     assert.ok(Date.now() - started >= 250, "408 only after the transaction timeout");
-    assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("after")) }), 200);
+    assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("after")) }), 200);
   },
 );
 
@@ -283,13 +257,13 @@ test("client SENDs a chat message, an IMDN and isComposing: clientSend with thei
   const { client, ep } = await upSession("active");
   const seen: ClientSendInfo[] = [];
   ep.on("clientSend", (info) => seen.push(info));
-  const chat = cpim("hello from the client");
-  const imdn = cpim(IMDN_XML, "message/imdn+xml", "notification");
+  const chat = wrapCpim("hello from the client");
+  const imdn = wrapCpim(IMDN_XML, "message/imdn+xml", "notification");
   assert.equal((await client.send(chat, "message/cpim")).code, 200);
   assert.equal((await client.send(imdn, "message/cpim")).code, 200);
   assert.equal((await client.send(COMPOSING_XML, "application/im-iscomposing+xml")).code, 200);
   const noReport = await client.session?.send({
-    body: Buffer.from(cpim("fire and forget")),
+    body: Buffer.from(wrapCpim("fire and forget")),
     contentType: "message/cpim",
     failureReport: "no",
   });
@@ -323,7 +297,7 @@ test("the client closes the connection: closed, later sends resolve 481, nothing
   client.dropConnections();
   await gone;
   assert.equal(ep.state, "closed");
-  assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("too late")) }), 481);
+  assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("too late")) }), 481);
   ep.close("after the fact");
   assert.equal(closed.length, 1, "closed exactly once");
   await waitFor(() => l.resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
@@ -337,7 +311,7 @@ test("a client that answers but never connects: closed after media.clientLegTime
   const { endpoint: ep } = await endpoint(l);
   const gone = event(ep, "closed");
   ep.applyAnswer(client.sdp("active"));
-  const pending = ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("never")) });
+  const pending = ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("never")) });
   const [reason] = await gone;
   assert.match(reason, /no MSRP connection within 200 ms/);
   assert.equal(await pending, 481);
@@ -352,8 +326,8 @@ test("close() frees the session, its connection, timer and table entry; idempote
   assert.equal(live.sessions, 1);
   assert.equal(l.share.table.size, 1);
   client.session?.on("message", (_m, hold) => hold(new Promise<number>(() => {})));
-  const inFlight = ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("in flight")) });
-  const queued = ep.send({ contentType: "message/cpim", body: Buffer.from(cpim("queued")) });
+  const inFlight = ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("in flight")) });
+  const queued = ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("queued")) });
   await client.waitForMessages(1);
   const closed: string[] = [];
   ep.on("closed", (r) => closed.push(r));

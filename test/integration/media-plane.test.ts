@@ -8,9 +8,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
-import { afterEach, test } from "node:test";
+import { test } from "node:test";
 import winston from "winston";
-import { buildConfig } from "../../src/config/config.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { type MediaConfig, MsrpMediaPlane } from "../../src/media/msrp-media-plane.js";
 import type {
@@ -28,20 +27,14 @@ import { createMsrpServer } from "../../src/msrp/server.js";
 import { MsrpSession } from "../../src/msrp/session.js";
 import { MsrpSessionTable } from "../../src/msrp/session-table.js";
 import { parseMsrpPath, parseMsrpUri } from "../../src/msrp/uri.js";
+import { COMPOSING_XML, GSO_XML, IMDN_XML, wrapCpim } from "../fixtures/cpim.js";
+import { testMediaConfig, useCleanups } from "../harness/cleanups.js";
 import { MsrpPeer, type MsrpPeerOptions, RawMsrpSocket, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
 import { waitFor } from "../harness/wait.js";
 
 const logger = silentLogger();
-const cleanups: (() => Promise<void> | void)[] = [];
+const cleanups = useCleanups();
 const T = { timeout: 20_000 };
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-function mediaConfig(over: Partial<MediaConfig> = {}): MediaConfig {
-  return { ...buildConfig({ media: { enabled: true, port: 0, clientLegTimeoutMs: 5000 } }).media, ...over };
-}
 
 /** In-memory DeferredSink; `hold` makes storeDeferred wait until release() / fail(). */
 class FakeSink implements DeferredSink {
@@ -95,26 +88,6 @@ function ref(): GroupSessionRef {
   };
 }
 
-/** A CPIM chat message (RFC 3862) wrapping `contentType`. */
-function cpim(text: string, contentType = "text/plain;charset=utf-8", disposition?: string): string {
-  return [
-    "From: <sip:alice@example.net>",
-    "To: <sip:anonymous@anonymous.invalid>",
-    "NS: imdn <urn:ietf:params:imdn>",
-    `imdn.Message-ID: ${newSessionId()}`,
-    "",
-    `Content-Type: ${contentType}`,
-    ...(disposition ? [`Content-Disposition: ${disposition}`] : []),
-    "",
-    text,
-  ].join("\r\n");
-}
-
-const IMDN_XML =
-  '<imdn xmlns="urn:ietf:params:xml:ns:imdn"><message-id>m1</message-id><delivery-notification><status><delivered/></status></delivery-notification></imdn>';
-const COMPOSING_XML = '<isComposing xmlns="urn:ietf:params:xml:ns:im-iscomposing"><state>active</state></isComposing>';
-const GSO_XML = '<groupstate timestamp="2026-11-25T10:00:00Z" lastfocussessionid="sip:focus@cf.example.net" group-type="Closed"/>';
-
 interface Setup {
   plane: MsrpMediaPlane;
   resources: MsrpResources;
@@ -130,7 +103,7 @@ async function startPlane(config: Partial<MediaConfig> = {}) {
   const resources = new MsrpResources();
   const sink = new FakeSink();
   const recorder = new FakeRecorder();
-  const plane = new MsrpMediaPlane({ config: mediaConfig(config), deferredSink: sink, recorder, logger, resources });
+  const plane = new MsrpMediaPlane({ config: testMediaConfig(config), deferredSink: sink, recorder, logger, resources });
   await plane.start();
   cleanups.push(() => plane.close());
   return { plane, resources, sink, recorder };
@@ -177,7 +150,7 @@ async function anchored(
 
 test("issue 3 relay: CF messages reach the client unchanged and in order, chunked ones too (client a=setup:active)", T, async () => {
   const { cf, client } = await anchored({ clientSetup: "active" });
-  const bodies = Array.from({ length: 60 }, (_, i) => cpim(i < 30 && i % 10 === 3 ? `big ${i} ${"x".repeat(5000)}` : `hello ${i}`));
+  const bodies = Array.from({ length: 60 }, (_, i) => wrapCpim(i < 30 && i % 10 === 3 ? `big ${i} ${"x".repeat(5000)}` : `hello ${i}`));
   // One after another, then a burst of single-chunk messages started in order without waiting (chunks of
   // concurrent messages may interleave, RFC 4975 7.1.1, and a message's order is that of its last chunk).
   for (const b of bodies.slice(0, 30)) assert.equal((await cf.send(b, "message/cpim")).code, 200);
@@ -200,9 +173,9 @@ test("issue 3 relay: CF messages reach the client unchanged and in order, chunke
 
 test("issue 3 relay: IMDN and isComposing from the client reach the CF unchanged (client a=setup:passive)", T, async () => {
   const { cf, client } = await anchored({ clientSetup: "passive" });
-  const imdn = cpim(IMDN_XML, "message/imdn+xml", "notification");
-  const composing = cpim(COMPOSING_XML, "application/im-iscomposing+xml");
-  const reply = cpim("reply");
+  const imdn = wrapCpim(IMDN_XML, "message/imdn+xml", "notification");
+  const composing = wrapCpim(COMPOSING_XML, "application/im-iscomposing+xml");
+  const reply = wrapCpim("reply");
   assert.equal((await client.send(composing, "message/cpim")).code, 200);
   assert.equal((await client.send(imdn, "message/cpim")).code, 200);
   assert.equal((await cf.send(reply, "message/cpim")).code, 200);
@@ -222,12 +195,12 @@ test(
     client.dropConnections();
     await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
     const sent = [
-      { body: cpim("while you were away 1"), kind: "message" },
-      { body: cpim(COMPOSING_XML, "application/im-iscomposing+xml"), kind: "isComposing" },
-      { body: cpim(IMDN_XML, "message/imdn+xml", "notification"), kind: "imdn" },
+      { body: wrapCpim("while you were away 1"), kind: "message" },
+      { body: wrapCpim(COMPOSING_XML, "application/im-iscomposing+xml"), kind: "isComposing" },
+      { body: wrapCpim(IMDN_XML, "message/imdn+xml", "notification"), kind: "imdn" },
       { body: GSO_XML, kind: "gso", contentType: "application/group-state-object+xml" },
-      { body: cpim(GSO_XML, "Application/Group-State-Object+xml"), kind: "gso" },
-      { body: cpim("while you were away 2"), kind: "message" },
+      { body: wrapCpim(GSO_XML, "Application/Group-State-Object+xml"), kind: "gso" },
+      { body: wrapCpim("while you were away 2"), kind: "message" },
     ];
     for (const s of sent) assert.equal((await cf.send(s.body, s.contentType ?? "message/cpim")).code, 200);
     const stored = await sink.waitForItems(5);
@@ -244,7 +217,7 @@ test(
 test("issue 3 deferred: client never connects -> after clientLegTimeoutMs the CF's 200 comes only after the sink resolved", T, async () => {
   const { plane, cf, sink, session } = await anchored({ connectClient: false, config: { clientLegTimeoutMs: 300 } });
   sink.hold = true;
-  const body = cpim("stored before acknowledged");
+  const body = wrapCpim("stored before acknowledged");
   let cfCode: number | undefined;
   const sending = cf.send(body, "message/cpim").then((r) => {
     cfCode = r.code;
@@ -261,7 +234,7 @@ test("issue 3 deferred: client never connects -> after clientLegTimeoutMs the CF
   assert.equal(cfCode, 200);
   assert.deepEqual(sink.log, [`store ${item?.msrpMessageId}`, "stored", "cf got 200"]);
   // The sink failing: the CF gets an error (403, CPM_ERR_MEDIA_DEFER_FAILED), not 200.
-  const failing = cf.send(cpim("cannot be stored"), "message/cpim");
+  const failing = cf.send(wrapCpim("cannot be stored"), "message/cpim");
   await sink.waitForItems(2);
   sink.fail();
   assert.equal((await failing).code, 403);
@@ -286,8 +259,8 @@ test("issue 3 relay: both peers connect (a=setup:active), the client even before
     5,
     "both legs up",
   );
-  const down = cpim("down");
-  const up = cpim("up");
+  const down = wrapCpim("down");
+  const up = wrapCpim("up");
   assert.equal((await cf.send(down, "message/cpim")).code, 200);
   assert.equal((await client.send(up, "message/cpim")).code, 200);
   assert.equal((await client.waitForMessages(1))[0]?.body.toString(), down);
@@ -306,7 +279,7 @@ test("issue 3 security: no message body reaches the log, not even at debug level
   const resources = new MsrpResources();
   const sink = new FakeSink();
   const plane = new MsrpMediaPlane({
-    config: mediaConfig({ clientLegTimeoutMs: 200 }),
+    config: testMediaConfig({ clientLegTimeoutMs: 200 }),
     deferredSink: sink,
     logger: debugLogger,
     resources,
@@ -320,7 +293,7 @@ test("issue 3 security: no message body reaches the log, not even at debug level
   plane.anchorAnswer(session.sessionKey, (await peer()).sdp("active")); // that client never connects
   await cf.bound();
   const secret = "SECRET-BODY-7f3a9";
-  assert.equal((await cf.send(cpim(`deferred ${secret}`), "message/cpim")).code, 200);
+  assert.equal((await cf.send(wrapCpim(`deferred ${secret}`), "message/cpim")).code, 200);
   assert.equal(sink.items.length, 1);
   plane.release(session.sessionKey);
   await new Promise((resolve) => setImmediate(resolve));
@@ -341,15 +314,15 @@ test("issue 3 security: no message body reaches the log, not even at debug level
 
 test("BYE-B6: after refuseClientMedia the client's chat message and IMDN get MSRP 481 and never reach the CF", T, async () => {
   const { plane, cf, client, session } = await anchored();
-  const before = cpim("before the BYE");
+  const before = wrapCpim("before the BYE");
   assert.equal((await client.send(before, "message/cpim")).code, 200);
   await cf.waitForMessages(1);
   plane.refuseClientMedia(session.sessionKey);
-  assert.equal((await client.send(cpim("race after the BYE"), "message/cpim")).code, 481);
-  assert.equal((await client.send(cpim(IMDN_XML, "message/imdn+xml", "notification"), "message/cpim")).code, 481);
+  assert.equal((await client.send(wrapCpim("race after the BYE"), "message/cpim")).code, 481);
+  assert.equal((await client.send(wrapCpim(IMDN_XML, "message/imdn+xml", "notification"), "message/cpim")).code, 481);
   assert.equal(plane.stats().queued, 0, "nothing was queued for the CF");
   // The CF side still works, so anything relayed would have arrived before this.
-  assert.equal((await cf.send(cpim("from the CF"), "message/cpim")).code, 200);
+  assert.equal((await cf.send(wrapCpim("from the CF"), "message/cpim")).code, 200);
   await client.waitForMessages(1);
   assert.equal(await cf.keepalive(), 200);
   assert.deepEqual(
@@ -365,12 +338,12 @@ test("BYE-B10: release closes the session's sockets, timers, buffers and table e
   const live = resources.snapshot();
   assert.equal(live.sessions, 2, "two MSRP sessions: CF leg and client leg");
   assert.equal(live.openSockets, 2, "two connections: to the CF and from the client");
-  assert.equal((await cf.send(cpim("one"), "message/cpim")).code, 200);
+  assert.equal((await cf.send(wrapCpim("one"), "message/cpim")).code, 200);
   // a message the sink holds: queued in the PF until stored
   client.dropConnections();
   await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
   sink.hold = true;
-  const held = cf.send(cpim("held"), "message/cpim").then(
+  const held = cf.send(wrapCpim("held"), "message/cpim").then(
     (r) => r.code,
     (err: Error) => err.message,
   );
@@ -390,7 +363,7 @@ test("BYE-B10: release closes the session's sockets, timers, buffers and table e
 
 test("BYE-B10: release of an answered session with both legs up leaves no timer, socket or session", T, async () => {
   const { plane, resources, cf, client, session } = await anchored({ clientSetup: "passive", allowOfflineStorage: true });
-  assert.equal((await cf.send(cpim("recorded"), "message/cpim")).code, 200);
+  assert.equal((await cf.send(wrapCpim("recorded"), "message/cpim")).code, 200);
   await client.waitForMessages(1);
   assert.ok(plane.stats().recordedBytes > 0);
   const released = plane.release(session.sessionKey);
@@ -444,7 +417,7 @@ test(
     assert.equal(plane.stats().openedConnections, 3, "one to the CF, one per client");
     assert.equal(resources.snapshot().openSockets, 3);
     // To-Path routing on the shared connection: each CF session's message reaches its own client.
-    const bodies = legs.map((_, i) => cpim(`to ${i}`));
+    const bodies = legs.map((_, i) => wrapCpim(`to ${i}`));
     for (const [i, l] of legs.entries())
       assert.equal((await l.cf.send({ body: Buffer.from(bodies[i] ?? ""), contentType: "message/cpim" })).code, 200);
     for (const [i, l] of legs.entries())
@@ -458,7 +431,7 @@ test(
     assert.equal(plane.release(first.session.sessionKey), 4);
     await waitFor(() => resources.snapshot().openSockets === 2, 5000, 5, "the first client's socket closed");
     assert.equal(cfAccepted[0]?.closed, false);
-    assert.equal((await second.cf.send({ body: Buffer.from(cpim("still here")), contentType: "message/cpim" })).code, 200);
+    assert.equal((await second.cf.send({ body: Buffer.from(wrapCpim("still here")), contentType: "message/cpim" })).code, 200);
     await second.client.waitForMessages(2);
     // 2 sessions + both connections (the CF one with its last session) + the table entry.
     assert.equal(plane.release(second.session.sessionKey), 5);
@@ -544,11 +517,11 @@ test(
     raw.write(frame(big, ["Byte-Range: 1-5000/5000", "Content-Type: message/cpim"], "y".repeat(5000)));
     assert.equal((await raw.response(big)).code, 413);
     const ok = newTransactionId();
-    const text = cpim("still here");
+    const text = wrapCpim("still here");
     raw.write(frame(ok, [`Byte-Range: 1-${Buffer.byteLength(text)}/${Buffer.byteLength(text)}`, "Content-Type: message/cpim"], text));
     assert.equal((await raw.response(ok)).code, 200);
     assert.equal((await cf.waitForMessages(1))[0]?.body.toString(), text);
-    const toClient = cpim("to the raw client");
+    const toClient = wrapCpim("to the raw client");
     assert.equal((await cf.send(toClient, "message/cpim")).code, 200);
     assert.equal((await raw.waitForRequests(1))[0]?.body?.toString(), toClient);
     assert.equal(plane.legs(session.sessionKey)?.client, "up");
@@ -557,7 +530,7 @@ test(
     raw.write("HELLO garbage\r\n\r\n");
     await raw.closed;
     await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
-    const later = cpim("stored after the garbage");
+    const later = wrapCpim("stored after the garbage");
     assert.equal((await cf.send(later, "message/cpim")).code, 200);
     assert.deepEqual(
       sink.items.map((i) => Buffer.from(i.body).toString()),
@@ -572,13 +545,13 @@ test(
   T,
   async () => {
     const { plane, recorder, cf, client, session } = await anchored({ allowOfflineStorage: true, config: { maxRecordedBytes: 600 } });
-    const fromCf = cpim("from the CF");
-    const fromClient = cpim("from the client");
+    const fromCf = wrapCpim("from the CF");
+    const fromClient = wrapCpim("from the client");
     assert.equal((await cf.send(fromCf, "message/cpim")).code, 200);
     assert.equal((await client.send(fromClient, "message/cpim")).code, 200);
-    assert.equal((await client.send(cpim(COMPOSING_XML, "application/im-iscomposing+xml"), "message/cpim")).code, 200);
+    assert.equal((await client.send(wrapCpim(COMPOSING_XML, "application/im-iscomposing+xml"), "message/cpim")).code, 200);
     // over maxRecordedBytes: relayed, not kept
-    assert.equal((await cf.send(cpim("z".repeat(700)), "message/cpim")).code, 200);
+    assert.equal((await cf.send(wrapCpim("z".repeat(700)), "message/cpim")).code, 200);
     await client.waitForMessages(2);
     assert.equal(await plane.recordSession(session.sessionKey, { participants: ["tel:+1"], subject: "s" }), true);
     const [call] = recorder.calls;
@@ -643,7 +616,7 @@ test("issue 3 msrps: the legs run over TLS when media.tlsCertFile / tlsKeyFile a
   await client.open(clientPath, "active"); // TLS, verified against the PF's certificate
   await cf.bound();
   await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
-  const body = cpim("over TLS");
+  const body = wrapCpim("over TLS");
   assert.equal((await cf.send(body, "message/cpim")).code, 200);
   assert.equal((await client.waitForMessages(1))[0]?.body.toString(), body);
 });
@@ -676,8 +649,8 @@ test(
       5,
       "both legs up",
     );
-    const ups = [1, 2, 3].map((i) => cpim(`up ${i}`));
-    const downs = [1, 2, 3].map((i) => cpim(`down ${i}`));
+    const ups = [1, 2, 3].map((i) => wrapCpim(`up ${i}`));
+    const downs = [1, 2, 3].map((i) => wrapCpim(`down ${i}`));
     for (const b of ups) assert.equal((await client.send(b, "message/cpim")).code, 200);
     for (const b of downs) assert.equal((await cf.send(b, "message/cpim")).code, 200);
     assert.deepEqual(
@@ -718,14 +691,14 @@ test(
       5,
       "both legs up",
     );
-    const hello = cpim("hello group");
+    const hello = wrapCpim("hello group");
     assert.equal((await client.send(hello, "message/cpim")).code, 200);
     assert.equal((await cf.waitForMessages(1))[0]?.body.toString(), hello);
     plane.refuseClientMedia(session.sessionKey);
-    assert.equal((await client.send(cpim("after the BYE"), "message/cpim")).code, 481, "BYE-B6");
+    assert.equal((await client.send(wrapCpim("after the BYE"), "message/cpim")).code, 481, "BYE-B6");
     client.dropConnections();
     await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
-    const later = cpim("while you were away");
+    const later = wrapCpim("while you were away");
     assert.equal((await cf.send(later, "message/cpim")).code, 200);
     assert.deepEqual(
       (await sink.waitForItems(1)).map((i) => Buffer.from(i.body).toString()),

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import type * as net from "node:net";
-import { afterEach, test } from "node:test";
+import { test } from "node:test";
 import { silentLogger } from "../../../src/log/logger.js";
 import { MsrpConnection } from "../../../src/msrp/connection.js";
 import { authorityKey, MsrpConnectionPool } from "../../../src/msrp/connection-pool.js";
@@ -14,16 +14,13 @@ import { createMsrpServer } from "../../../src/msrp/server.js";
 import { MsrpSession } from "../../../src/msrp/session.js";
 import { MsrpSessionTable } from "../../../src/msrp/session-table.js";
 import { parseMsrpUri } from "../../../src/msrp/uri.js";
+import { useCleanups } from "../../harness/cleanups.js";
 import { waitFor } from "../../harness/wait.js";
 
 const logger = silentLogger();
 /** Polls every 5 ms (these are loopback sockets). */
 const until = (what: string, pred: () => boolean, timeoutMs = 3000) => waitFor(pred, timeoutMs, 5, what);
-const cleanups: (() => Promise<void> | void)[] = [];
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const cleanups = useCleanups();
 
 /** The peer (e.g. the Controlling Function): a listener whose sessions wait in a table; counts accepted connections. */
 async function peer(resources: MsrpResources) {

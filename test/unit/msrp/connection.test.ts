@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import * as net from "node:net";
 import { PassThrough } from "node:stream";
-import { afterEach, test } from "node:test";
+import { test } from "node:test";
 import winston from "winston";
 import { CpmError } from "../../../src/errors/catalogue.js";
 import { silentLogger } from "../../../src/log/logger.js";
@@ -20,16 +20,13 @@ import { createMsrpServer } from "../../../src/msrp/server.js";
 import { MsrpSession, type MsrpSessionOptions } from "../../../src/msrp/session.js";
 import { MsrpSessionTable } from "../../../src/msrp/session-table.js";
 import { type MsrpUri, parseMsrpUri } from "../../../src/msrp/uri.js";
+import { useCleanups } from "../../harness/cleanups.js";
 import { waitFor } from "../../harness/wait.js";
 
 const logger = silentLogger();
 /** Polls every 5 ms (these are loopback sockets). */
 const until = (what: string, pred: () => boolean, timeoutMs = 3000) => waitFor(pred, timeoutMs, 5, what);
-const cleanups: (() => Promise<void> | void)[] = [];
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const cleanups = useCleanups();
 
 function uriFor(port: number, sessionId = newSessionId()): MsrpUri {
   return parseMsrpUri(`msrp://127.0.0.1:${port}/${sessionId};tcp`);
