@@ -11,12 +11,15 @@
 // client's BYE). Not wired yet, logged when the machine asks for them: the
 // actions that need the group session's dialog towards the Controlling
 // Function — DD-8 ii (BYE to an active focus, unsubscribe), DD-12 (re-join
-// the on-going conference), DD-13 (restart the group session) — and the
-// re-join procedure (8.3.2.9.1.3).
+// the on-going conference: the delivery session is ended after the deferred
+// items instead), DD-13 (restart the group session: answered as failed) —
+// MSRP failure REPORTs for held client SENDs, and the re-join procedure
+// (8.3.2.9.1.3).
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { RegistrationHandler, RegistrationResult } from "../pf/participating-function.js";
 import {
+  CALL_COMPLETED,
   type DeferredDeliveryEvent,
   type DeferredDeliveryState,
   type PendingGroupSession,
@@ -245,6 +248,21 @@ export class DeliveryService implements RegistrationHandler {
       case "byeToClient":
         if (m.dialog) await ua.bye(m.dialog, [["Reason", a.reason]]).catch(() => 0);
         m.leg?.close("BYE to the client");
+        return;
+      case "rejoinConference":
+        // DD-12 is not wired (joining needs the group session's dialog towards
+        // the CF). Decision: the delivery session ends once the deferred items
+        // are delivered, so nothing the client sends in it is left without a
+        // path; the client re-joins the on-going conference itself (8.2.2.7).
+        this.notWired(m, a);
+        this.byeAndEnd(m, CALL_COMPLETED);
+        return;
+      case "restartGroupSession":
+        // DD-13 is not wired: the restart is answered as failed, so the
+        // machine ends the delivery session (RJ-3/RJ-4 path) instead of
+        // holding the client's SENDs forever.
+        this.notWired(m, a);
+        this.feed(m, { type: "restartResponse", status: 503, reasonPhrase: "Service Unavailable" });
         return;
       case "handleAsBye":
         // the client's BYE was answered when it came (onClientRequest)

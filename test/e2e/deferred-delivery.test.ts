@@ -122,7 +122,7 @@ async function receivedInvite(client: SippRun): Promise<SipTraceMessage> {
 }
 
 describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, with the PF's SIP UA and MSRP delivery leg", () => {
-  const sessions = [session(1), session(2), session(3)];
+  const sessions = [session(1), session(2), session(3), { ...session(4), state: "active" as const }];
   let stateDir: string;
   let kamailio: KamailioInstance | undefined;
   let sidecar: SidecarInstance | undefined;
@@ -233,6 +233,52 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
       await triggerSipp(client.port, (await receivedInvite(client)).headers.get("call-id")?.[0] ?? "");
       const r = await client.done;
       assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+    } finally {
+      await client.stop();
+      await peer.close();
+    }
+  });
+
+  test("DD-10 DD-12: a group session still active -> after the deferred messages the delivery session ends with BYE cause=200 (joining the on-going conference is not wired: the client re-joins it itself)", async () => {
+    const s = sessions[3] as GroupSession;
+    for (const i of [1, 2]) {
+      await queue.storeDeferred(refOf(s), {
+        kind: "message",
+        contentType: "message/cpim",
+        body: cpim(`active ${i}`, i),
+        msrpMessageId: `dd12-${i}`,
+        receivedAt: new Date(),
+      });
+    }
+    const peer = await MsrpPeer.start();
+    const client = await startSipp({
+      scenario: "client-uas-msrp.xml",
+      timeoutS: 30,
+      keys: { client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port), client_msrp_path: peer.path },
+      extraArgs: ["-d", "50"],
+    });
+    try {
+      const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
+      assert.equal(reg.code, 0);
+      const invite = await receivedInvite(client);
+      assert.equal(header(invite, "conversation-id"), s.conversationId);
+      await waitFor(
+        async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
+        5000,
+        20,
+        "client 200",
+      );
+      await peer.open(sdpPath(invite.body), "active");
+      const got = await peer.waitForMessages(2);
+      assert.deepEqual(
+        got.map((m) => Buffer.from(m.body)),
+        [cpim("active 1", 1), cpim("active 2", 2)],
+      );
+      const r = await client.done;
+      assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+      const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
+      assert.match(header(bye as SipTraceMessage, "reason") ?? "", /^SIP;cause=200;text="Call completed"$/);
+      assert.equal((await queue.read(refOf(s))).length, 0, "delivered items left the queue");
     } finally {
       await client.stop();
       await peer.close();
