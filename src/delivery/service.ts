@@ -234,9 +234,12 @@ export class DeliveryService implements RegistrationHandler {
       case "discardDeferred":
         await queue.discard(a.queue);
         return;
-      case "sendGso":
-        if (m.leg) void m.leg.send({ contentType: a.contentType, body: Buffer.from(a.body) });
+      case "sendGso": {
+        // awaited: what follows (e.g. the end of the delivery session) comes after it
+        const status = m.leg ? await m.leg.send({ contentType: a.contentType, body: Buffer.from(a.body) }) : 481;
+        if (status !== 200) this.deps.log.warn("GSO not delivered", { ...this.fields(m), status });
         return;
+      }
       case "scheduleRetry":
         m.retry = setTimeout(() => {
           m.retry = undefined;

@@ -32,6 +32,12 @@ const SERVED_USER = "sip:alice@example.net";
 const DEFERRED_URI = "sip:deferred@pf.example.net";
 const CPM_ICSI = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session";
 const RETRY_MS = 400;
+/** Each test: a hung MSRP wait fails it instead of the whole run. */
+const T = { timeout: 60_000 };
+const GSO_TYPE = "application/group-state-object+xml";
+/** An interim GSO the CF sent while the client was away (a participant change, DD-11). */
+const INTERIM_GSO =
+  '<?xml version="1.0" encoding="UTF-8"?>\n<groupstate timestamp="2026-11-25T10:00:01Z" lastfocussessionid="sip:focus@cf.example.net" group-type="Closed"><participant name="Bob" comm-addr="tel:+16135551210"/></groupstate>';
 
 const env = useStoreEnv("cpm-dd-e2e");
 
@@ -154,6 +160,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
       CPM_PF__DELIVERY__RETRYATTEMPTS: "1",
       CPM_PF__DELIVERY__RETRYINITIALMS: String(RETRY_MS),
       CPM_PF__DELIVERY__RETRYMAXMS: String(RETRY_MS),
+      CPM_PF__DELIVERY__SENDINTERIMGSOS: "true",
       CPM_PF__SIP__HOST: "127.0.0.1",
       CPM_PF__SIP__PORT: String(uaPort),
       CPM_PF__SIP__PROXYHOST: "127.0.0.1",
@@ -169,123 +176,147 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
     await rm(stateDir, { recursive: true, force: true });
   });
 
-  test("DD-1 DD-2 DD-3 DD-4 DD-5 DD-6 DD-7 DD-10 DD-14: registration -> delivery INVITE through Kamailio, MSRP up, the deferred messages in order, queue emptied; the client's BYE cause=200 answered", async () => {
-    const s = sessions[0] as GroupSession;
-    const texts = ["first", "second", "third"];
-    for (const [i, text] of texts.entries()) {
-      await queue.storeDeferred(refOf(s), {
-        kind: "message",
-        contentType: "message/cpim",
-        body: cpim(text, i),
-        msrpMessageId: `dd1-${i}`,
-        receivedAt: new Date(),
+  test(
+    "DD-1 DD-2 DD-3 DD-4 DD-5 DD-6 DD-7 DD-10 DD-11 DD-14: registration -> delivery INVITE through Kamailio, MSRP up, the deferred messages and interim GSO in order, then a GSO of the latest participants, queue emptied; the client's BYE cause=200 answered",
+    T,
+    async () => {
+      const s = sessions[0] as GroupSession;
+      const texts = ["first", "second", "third"];
+      const interim = Buffer.from(INTERIM_GSO);
+      const stored: { kind: "message" | "gso"; contentType: string; body: Buffer }[] = [
+        { kind: "message", contentType: "message/cpim", body: cpim("first", 0) },
+        { kind: "gso", contentType: GSO_TYPE, body: interim },
+        { kind: "message", contentType: "message/cpim", body: cpim("second", 1) },
+        { kind: "message", contentType: "message/cpim", body: cpim("third", 2) },
+      ];
+      for (const [i, item] of stored.entries()) {
+        await queue.storeDeferred(refOf(s), { ...item, msrpMessageId: `dd1-${i}`, receivedAt: new Date() });
+      }
+      const peer = await MsrpPeer.start();
+      const client = await startSipp({
+        scenario: "client-dd-uas.xml",
+        timeoutS: 30,
+        keys: {
+          client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port),
+          client_msrp_path: peer.path,
+          bye_reason: 'SIP;cause=200;text="Call completed"',
+        },
       });
-    }
-    const peer = await MsrpPeer.start();
-    const client = await startSipp({
-      scenario: "client-dd-uas.xml",
-      timeoutS: 30,
-      keys: {
-        client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port),
-        client_msrp_path: peer.path,
-        bye_reason: 'SIP;cause=200;text="Call completed"',
-      },
-    });
-    try {
-      const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
-      assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
-      const invite = await receivedInvite(client);
-      // DD-2..DD-5 on the wire
-      assert.equal(header(invite, "conversation-id"), s.conversationId);
-      assert.equal(header(invite, "contribution-id"), s.contributionId);
-      assert.equal(header(invite, "p-asserted-identity"), `<${DEFERRED_URI}>`);
-      assert.equal(header(invite, "p-asserted-service"), CPM_ICSI);
-      assert.match(header(invite, "accept-contact") ?? "", /g\.3gpp\.icsi-ref="urn%3Aurn-7%3A3gpp-service\.ims\.icsi\.oma\.cpm\.session"/);
-      assert.match(header(invite, "contact") ?? "", /isfocus/);
-      assert.match(header(invite, "record-route") ?? "", /cpmpfdd/);
-      assert.match(invite.body, /<entry uri="tel:\+16135551210"/);
-      // DD-6: the original offer's media, a=sendrecv, the PF's own delivery leg
-      assert.match(invite.body, /a=accept-wrapped-types:text\/plain message\/imdn\+xml/);
-      assert.match(invite.body, /a=sendrecv/);
-      const pfPath = sdpPath(invite.body);
-      assert.doesNotMatch(pfPath, /cf-original/);
-      assert.equal(sdpSetup(invite.body), "actpass");
-      // the client connects (a=setup:active) once it has answered
-      await waitFor(
-        async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
-        5000,
-        20,
-        "client 200",
-      );
-      await peer.open(pfPath, "active");
-      // DD-10: in order, byte-exact
-      const got = await peer.waitForMessages(3);
-      assert.deepEqual(
-        got.map((m) => Buffer.from(m.body).toString("utf8").split("\r\n").pop()),
-        texts,
-      );
-      assert.deepEqual(
-        got.map((m) => Buffer.from(m.body)),
-        texts.map((t, i) => cpim(t, i)),
-      );
-      await waitFor(async () => (await queue.read(refOf(s))).length === 0, 5000, 50, "queue emptied after delivery");
-      // DD-14: the client's BYE reaches the PF through Kamailio and is answered
-      await triggerSipp(client.port, (await receivedInvite(client)).headers.get("call-id")?.[0] ?? "");
-      const r = await client.done;
-      assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-    } finally {
-      await client.stop();
-      await peer.close();
-    }
-  });
+      try {
+        const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
+        assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+        const invite = await receivedInvite(client);
+        // DD-2..DD-5 on the wire
+        assert.equal(header(invite, "conversation-id"), s.conversationId);
+        assert.equal(header(invite, "contribution-id"), s.contributionId);
+        assert.equal(header(invite, "p-asserted-identity"), `<${DEFERRED_URI}>`);
+        assert.equal(header(invite, "p-asserted-service"), CPM_ICSI);
+        assert.match(
+          header(invite, "accept-contact") ?? "",
+          /g\.3gpp\.icsi-ref="urn%3Aurn-7%3A3gpp-service\.ims\.icsi\.oma\.cpm\.session"/,
+        );
+        assert.match(header(invite, "contact") ?? "", /isfocus/);
+        assert.match(header(invite, "record-route") ?? "", /cpmpfdd/);
+        assert.match(invite.body, /<entry uri="tel:\+16135551210"/);
+        // DD-6: the original offer's media, a=sendrecv, the PF's own delivery leg
+        assert.match(invite.body, /a=accept-wrapped-types:text\/plain message\/imdn\+xml/);
+        assert.match(invite.body, /a=sendrecv/);
+        const pfPath = sdpPath(invite.body);
+        assert.doesNotMatch(pfPath, /cf-original/);
+        assert.equal(sdpSetup(invite.body), "actpass");
+        // the client connects (a=setup:active) once it has answered
+        await waitFor(
+          async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
+          5000,
+          20,
+          "client 200",
+        );
+        await peer.open(pfPath, "active");
+        // DD-10 / DD-11: in order, byte-exact, with their content types; then the latest participants as a GSO
+        const got = await peer.waitForMessages(5);
+        assert.deepEqual(
+          got.slice(0, 4).map((m) => [m.contentType, Buffer.from(m.body)]),
+          stored.map((i) => [i.contentType, i.body]),
+        );
+        assert.deepEqual(
+          [0, 2, 3].map((i) =>
+            Buffer.from((got[i] as { body: Uint8Array }).body)
+              .toString("utf8")
+              .split("\r\n")
+              .pop(),
+          ),
+          texts,
+        );
+        const final = got[4] as { contentType: string; body: Uint8Array };
+        assert.equal(final.contentType, GSO_TYPE);
+        assert.match(
+          Buffer.from(final.body).toString("utf8"),
+          new RegExp(`lastfocussessionid="${s.focusUri.replace(/[.;]/g, "\\$&")}"[\\s\\S]*comm-addr="tel:\\+16135551210"`),
+        );
+        await waitFor(async () => (await queue.read(refOf(s))).length === 0, 5000, 50, "queue emptied after delivery");
+        // DD-14: the client's BYE reaches the PF through Kamailio and is answered
+        await triggerSipp(client.port, (await receivedInvite(client)).headers.get("call-id")?.[0] ?? "");
+        const r = await client.done;
+        assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+      } finally {
+        await client.stop();
+        await peer.close();
+      }
+    },
+  );
 
-  test("DD-10 DD-12: a group session still active -> after the deferred messages the delivery session ends with BYE cause=200 (joining the on-going conference is not wired: the client re-joins it itself)", async () => {
-    const s = sessions[3] as GroupSession;
-    for (const i of [1, 2]) {
-      await queue.storeDeferred(refOf(s), {
-        kind: "message",
-        contentType: "message/cpim",
-        body: cpim(`active ${i}`, i),
-        msrpMessageId: `dd12-${i}`,
-        receivedAt: new Date(),
+  test(
+    "DD-10 DD-12: a group session still active -> after the deferred messages the delivery session ends with BYE cause=200 (joining the on-going conference is not wired: the client re-joins it itself)",
+    T,
+    async () => {
+      const s = sessions[3] as GroupSession;
+      for (const i of [1, 2]) {
+        await queue.storeDeferred(refOf(s), {
+          kind: "message",
+          contentType: "message/cpim",
+          body: cpim(`active ${i}`, i),
+          msrpMessageId: `dd12-${i}`,
+          receivedAt: new Date(),
+        });
+      }
+      const peer = await MsrpPeer.start();
+      const client = await startSipp({
+        scenario: "client-uas-msrp.xml",
+        timeoutS: 30,
+        keys: { client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port), client_msrp_path: peer.path },
+        extraArgs: ["-d", "50"],
       });
-    }
-    const peer = await MsrpPeer.start();
-    const client = await startSipp({
-      scenario: "client-uas-msrp.xml",
-      timeoutS: 30,
-      keys: { client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port), client_msrp_path: peer.path },
-      extraArgs: ["-d", "50"],
-    });
-    try {
-      const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
-      assert.equal(reg.code, 0);
-      const invite = await receivedInvite(client);
-      assert.equal(header(invite, "conversation-id"), s.conversationId);
-      await waitFor(
-        async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
-        5000,
-        20,
-        "client 200",
-      );
-      await peer.open(sdpPath(invite.body), "active");
-      const got = await peer.waitForMessages(2);
-      assert.deepEqual(
-        got.map((m) => Buffer.from(m.body)),
-        [cpim("active 1", 1), cpim("active 2", 2)],
-      );
-      const r = await client.done;
-      assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-      const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
-      assert.match(header(bye as SipTraceMessage, "reason") ?? "", /^SIP;cause=200;text="Call completed"$/);
-      assert.equal((await queue.read(refOf(s))).length, 0, "delivered items left the queue");
-    } finally {
-      await client.stop();
-      await peer.close();
-    }
-  });
+      try {
+        const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
+        assert.equal(reg.code, 0);
+        const invite = await receivedInvite(client);
+        assert.equal(header(invite, "conversation-id"), s.conversationId);
+        await waitFor(
+          async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
+          5000,
+          20,
+          "client 200",
+        );
+        await peer.open(sdpPath(invite.body), "active");
+        const got = await peer.waitForMessages(3);
+        assert.deepEqual(
+          got.slice(0, 2).map((m) => Buffer.from(m.body)),
+          [cpim("active 1", 1), cpim("active 2", 2)],
+        );
+        assert.equal(got[2]?.contentType, GSO_TYPE, "DD-11: the latest participants before the session ends");
+        const r = await client.done;
+        assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+        const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
+        assert.match(header(bye as SipTraceMessage, "reason") ?? "", /^SIP;cause=200;text="Call completed"$/);
+        assert.equal((await queue.read(refOf(s))).length, 0, "delivered items left the queue");
+      } finally {
+        await client.stop();
+        await peer.close();
+      }
+    },
+  );
 
-  test("DD-8: the client declines (603) -> every deferred message of the group session is discarded, no retry", async () => {
+  test("DD-8: the client declines (603) -> every deferred message of the group session is discarded, no retry", T, async () => {
     const s = sessions[1] as GroupSession;
     await queue.storeDeferred(refOf(s), {
       kind: "message",
@@ -307,36 +338,40 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
     }
   });
 
-  test("DD-9: any other error (486 Busy Here) -> re-attempted after delivery.retryInitialMs, up to delivery.retryAttempts; the data is kept", async () => {
-    const s = sessions[2] as GroupSession;
-    await queue.storeDeferred(refOf(s), {
-      kind: "message",
-      contentType: "message/cpim",
-      body: cpim("kept", 1),
-      msrpMessageId: "dd9-1",
-      receivedAt: new Date(),
-    });
-    const client = await startSipp({ scenario: "client-uas-reject.xml", extraArgs: ["-m", "3"] });
-    try {
-      const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
-      assert.equal(reg.code, 0);
-      let invites: SipTraceMessage[] = [];
-      await waitFor(
-        async () => {
-          invites = await invitesFor(client, s);
-          return invites.length >= 2;
-        },
-        5000,
-        20,
-        "the re-attempt",
-      );
-      const gap = (invites[1] as SipTraceMessage).time - (invites[0] as SipTraceMessage).time;
-      assert.ok(gap >= RETRY_MS - 20, `re-attempt after ${gap} ms (delivery.retryInitialMs ${RETRY_MS})`);
-      await new Promise((r) => setTimeout(r, RETRY_MS * 2));
-      assert.equal((await invitesFor(client, s)).length, 2, "delivery.retryAttempts=1: one re-attempt only");
-      assert.equal((await queue.read(refOf(s))).length, 1, "data kept for the next registration");
-    } finally {
-      await client.stop();
-    }
-  });
+  test(
+    "DD-9: any other error (486 Busy Here) -> re-attempted after delivery.retryInitialMs, up to delivery.retryAttempts; the data is kept",
+    T,
+    async () => {
+      const s = sessions[2] as GroupSession;
+      await queue.storeDeferred(refOf(s), {
+        kind: "message",
+        contentType: "message/cpim",
+        body: cpim("kept", 1),
+        msrpMessageId: "dd9-1",
+        receivedAt: new Date(),
+      });
+      const client = await startSipp({ scenario: "client-uas-reject.xml", extraArgs: ["-m", "3"] });
+      try {
+        const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
+        assert.equal(reg.code, 0);
+        let invites: SipTraceMessage[] = [];
+        await waitFor(
+          async () => {
+            invites = await invitesFor(client, s);
+            return invites.length >= 2;
+          },
+          5000,
+          20,
+          "the re-attempt",
+        );
+        const gap = (invites[1] as SipTraceMessage).time - (invites[0] as SipTraceMessage).time;
+        assert.ok(gap >= RETRY_MS - 20, `re-attempt after ${gap} ms (delivery.retryInitialMs ${RETRY_MS})`);
+        await new Promise((r) => setTimeout(r, RETRY_MS * 2));
+        assert.equal((await invitesFor(client, s)).length, 2, "delivery.retryAttempts=1: one re-attempt only");
+        assert.equal((await queue.read(refOf(s))).length, 1, "data kept for the next registration");
+      } finally {
+        await client.stop();
+      }
+    },
+  );
 });
