@@ -12,8 +12,8 @@
 // actions that need the group session's dialog towards the Controlling
 // Function — DD-8 ii (BYE to an active focus, unsubscribe), DD-12 (re-join
 // the on-going conference: the delivery session is ended after the deferred
-// items instead), DD-13 (restart the group session: answered as failed) —
-// MSRP failure REPORTs for held client SENDs, and the re-join procedure
+// items instead), DD-13 (restart the group session: answered as failed, the
+// client's SENDs get failure REPORTs) — and the re-join procedure
 // (8.3.2.9.1.3).
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
@@ -57,6 +57,8 @@ export interface UaDialog {
 export interface DeliveryLeg {
   applyAnswer(answerSdp: string): void;
   send(item: { contentType: string; body: Buffer }): Promise<number>;
+  /** RFC 4975 7.1.2 failure REPORT for a message the client sent; false when none goes out. */
+  failureReport(msrpMessageId: string, status: number): boolean;
   close(reason: string): void;
   on(event: "up", fn: () => void): unknown;
   on(
@@ -266,6 +268,15 @@ export class DeliveryService implements RegistrationHandler {
         // holding the client's SENDs forever.
         this.notWired(m, a);
         this.feed(m, { type: "restartResponse", status: 503, reasonPhrase: "Service Unavailable" });
+        return;
+      case "msrpFailureReport":
+        // RJ-4 / DD-13: the client's SEND cannot reach the group
+        if (!m.leg?.failureReport(a.msrpMessageId, a.status)) {
+          this.deps.log.info("no failure REPORT for a client SEND (unknown, or Failure-Report: no)", {
+            ...this.fields(m),
+            msrpMessageId: a.msrpMessageId,
+          });
+        }
         return;
       case "handleAsBye":
         // the client's BYE was answered when it came (onClientRequest)

@@ -24,6 +24,7 @@ import type { ReceivedMessage } from "../msrp/chunking.js";
 import { MsrpConnection, type MsrpConnectionOptions } from "../msrp/connection.js";
 import { MsrpConnectionPool } from "../msrp/connection-pool.js";
 import type { FailureReport } from "../msrp/frame.js";
+import { failureReportFor } from "../msrp/reports.js";
 import { newSessionId } from "../msrp/ids.js";
 import { type MsrpResources, msrpResources } from "../msrp/resources.js";
 import { createMsrpServer } from "../msrp/server.js";
@@ -105,10 +106,15 @@ const PATH_PLACEHOLDER = "msrp://peer-path-pending.invalid:9/pending;tcp";
 /** What send() resolves with when the session is gone or never came up (RFC 4975 10: 481). */
 const NO_SESSION = 481;
 
+/** Client SENDs remembered for a later failure REPORT. */
+const MAX_REMEMBERED_SENDS = 256;
+
 export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
   readonly sessionKey: string;
   private readonly share: MsrpListenerShare;
   private readonly session: MsrpSession;
+  /** What a failure REPORT needs of the client's recent SENDs, by Message-ID (oldest dropped first). */
+  private readonly received = new Map<string, Pick<ReceivedMessage, "messageId" | "byteRange" | "failureReport" | "fromPath">>();
   private readonly leg: Leg;
   private readonly log: SessionLog;
   private current: DeliveryEndpointState = "offered";
@@ -252,8 +258,26 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
     }
   }
 
+  /**
+   * RFC 4975 7.1.2: a failure REPORT with `status` for a message the client
+   * sent on this session (when the group it was meant for cannot get it,
+   * RJ-4). False when the message is unknown, its Failure-Report wants none,
+   * or the session is not up.
+   */
+  failureReport(msrpMessageId: string, status: number): boolean {
+    const m = this.received.get(msrpMessageId);
+    const transport = this.session.connection;
+    if (!m || !transport || this.current === "closed") return false;
+    const report = failureReportFor({ method: "SEND", ...m }, status, this.session.localUri);
+    if (!report) return false;
+    transport.request(report, this.session);
+    return true;
+  }
+
   /** The stack has answered already (200, RFC 4975 7.2 with the SEND's Failure-Report); tell the delivery service. */
   private onClientMessage(m: ReceivedMessage): void {
+    this.received.set(m.messageId, { messageId: m.messageId, byteRange: m.byteRange, failureReport: m.failureReport, fromPath: m.fromPath });
+    if (this.received.size > MAX_REMEMBERED_SENDS) this.received.delete(this.received.keys().next().value as string);
     const payload = classifyPayload(m.contentType, m.body);
     // A client sends no Group State Object; should one come, it goes up as a plain message.
     const kind: ClientSendKind = payload === "gso" ? "message" : payload;

@@ -14,6 +14,7 @@ import { after, before, describe, test } from "node:test";
 import { defaults } from "../../src/config/config.js";
 import { silentLogger } from "../../src/log/logger.js";
 import type { GroupSessionRef } from "../../src/media/ports.js";
+import type { MsrpRequest } from "../../src/msrp/frame.js";
 import type { GroupSession } from "../../src/session/group-session.js";
 import { JOURNAL_FILE } from "../../src/session/registry.js";
 import { DeferredQueue } from "../../src/store/deferred-queue.js";
@@ -128,7 +129,7 @@ async function receivedInvite(client: SippRun): Promise<SipTraceMessage> {
 }
 
 describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, with the PF's SIP UA and MSRP delivery leg", () => {
-  const sessions = [session(1), session(2), session(3), { ...session(4), state: "active" as const }];
+  const sessions = [session(1), session(2), session(3), { ...session(4), state: "active" as const }, session(5)];
   let stateDir: string;
   let kamailio: KamailioInstance | undefined;
   let sidecar: SidecarInstance | undefined;
@@ -309,6 +310,55 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
         const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
         assert.match(header(bye as SipTraceMessage, "reason") ?? "", /^SIP;cause=200;text="Call completed"$/);
         assert.equal((await queue.read(refOf(s))).length, 0, "delivered items left the queue");
+      } finally {
+        await client.stop();
+        await peer.close();
+      }
+    },
+  );
+
+  test(
+    "DD-13 RJ-4: the client sends in the delivery session of an ended group session -> the restart is not wired and answered as failed: a failure REPORT for its SEND, BYE cause=503",
+    T,
+    async () => {
+      const s = sessions[4] as GroupSession;
+      await queue.storeDeferred(refOf(s), {
+        kind: "message",
+        contentType: "message/cpim",
+        body: cpim("before the restart", 1),
+        msrpMessageId: "dd13-1",
+        receivedAt: new Date(),
+      });
+      const peer = await MsrpPeer.start();
+      const client = await startSipp({
+        scenario: "client-uas-msrp.xml",
+        timeoutS: 30,
+        keys: { client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port), client_msrp_path: peer.path },
+        extraArgs: ["-d", "50"],
+      });
+      try {
+        const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
+        assert.equal(reg.code, 0);
+        const invite = await receivedInvite(client);
+        assert.equal(header(invite, "conversation-id"), s.conversationId);
+        await waitFor(
+          async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
+          5000,
+          20,
+          "client 200",
+        );
+        await peer.open(sdpPath(invite.body), "active");
+        await peer.waitForMessages(2); // the deferred message, then the GSO (DD-11)
+        const reports: MsrpRequest[] = [];
+        peer.session?.on("report", (r) => reports.push(r));
+        const sent = await peer.send(cpim("a reply to the group", 9), "message/cpim");
+        assert.equal(sent.code, 200, "hop-by-hop 200");
+        await waitFor(() => reports.length === 1, 5000, 10, "the failure REPORT");
+        assert.equal(reports[0]?.status?.code, 481);
+        const r = await client.done;
+        assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+        const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
+        assert.match(header(bye as SipTraceMessage, "reason") ?? "", /^SIP;cause=503/);
       } finally {
         await client.stop();
         await peer.close();

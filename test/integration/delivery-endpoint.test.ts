@@ -18,6 +18,7 @@ import {
   startDeliveryListener,
 } from "../../src/media/delivery-endpoint.js";
 import type { MediaConfig } from "../../src/media/msrp-media-plane.js";
+import type { MsrpRequest } from "../../src/msrp/frame.js";
 import { newSessionId } from "../../src/msrp/ids.js";
 import { MsrpResources } from "../../src/msrp/resources.js";
 import { COMPOSING_XML, GSO_XML, IMDN_XML, wrapCpim } from "../fixtures/cpim.js";
@@ -288,6 +289,34 @@ test("client SENDs a chat message, an IMDN and isComposing: clientSend with thei
   assert.equal((await client.send(chat, "message/cpim")).code, 200);
   assert.equal(ep.state, "up");
 });
+
+test(
+  "RJ-4: failureReport() sends the client a REPORT (RFC 4975 7.1.2) for its SEND, with the status; none for Failure-Report: no or an unknown message",
+  T,
+  async () => {
+    const { client, ep } = await upSession("active");
+    const seen: ClientSendInfo[] = [];
+    ep.on("clientSend", (info) => seen.push(info));
+    const reports: MsrpRequest[] = [];
+    client.session?.on("report", (r) => reports.push(r));
+    assert.equal((await client.send(wrapCpim("to the group"), "message/cpim")).code, 200);
+    const quiet = await client.session?.send({
+      body: Buffer.from(wrapCpim("no report")),
+      contentType: "message/cpim",
+      failureReport: "no",
+    });
+    assert.equal(quiet?.code, 200);
+    await waitFor(() => seen.length === 2, 5000, 5, "2 clientSend events");
+    const [wanted, unwanted] = seen as [ClientSendInfo, ClientSendInfo];
+    assert.equal(ep.failureReport(wanted.msrpMessageId, 481), true);
+    assert.equal(ep.failureReport(unwanted.msrpMessageId, 481), false, "Failure-Report: no");
+    assert.equal(ep.failureReport("never-sent", 481), false);
+    await waitFor(() => reports.length === 1, 5000, 5, "the REPORT at the client");
+    assert.equal(reports[0]?.messageId, wanted.msrpMessageId);
+    assert.equal(reports[0]?.status?.namespace, "000");
+  assert.equal(reports[0]?.status?.code, 481);
+  },
+);
 
 test("the client closes the connection: closed, later sends resolve 481, nothing left open", T, async () => {
   const { l, client, ep } = await upSession("active");
