@@ -24,8 +24,8 @@ import type { ReceivedMessage } from "../msrp/chunking.js";
 import { MsrpConnection, type MsrpConnectionOptions } from "../msrp/connection.js";
 import { MsrpConnectionPool } from "../msrp/connection-pool.js";
 import type { FailureReport } from "../msrp/frame.js";
-import { failureReportFor } from "../msrp/reports.js";
 import { newSessionId } from "../msrp/ids.js";
+import { failureReportFor } from "../msrp/reports.js";
 import { type MsrpResources, msrpResources } from "../msrp/resources.js";
 import { createMsrpServer } from "../msrp/server.js";
 import { MsrpSession } from "../msrp/session.js";
@@ -276,7 +276,12 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
 
   /** The stack has answered already (200, RFC 4975 7.2 with the SEND's Failure-Report); tell the delivery service. */
   private onClientMessage(m: ReceivedMessage): void {
-    this.received.set(m.messageId, { messageId: m.messageId, byteRange: m.byteRange, failureReport: m.failureReport, fromPath: m.fromPath });
+    this.received.set(m.messageId, {
+      messageId: m.messageId,
+      byteRange: m.byteRange,
+      failureReport: m.failureReport,
+      fromPath: m.fromPath,
+    });
     if (this.received.size > MAX_REMEMBERED_SENDS) this.received.delete(this.received.keys().next().value as string);
     const payload = classifyPayload(m.contentType, m.body);
     // A client sends no Group State Object; should one come, it goes up as a plain message.

@@ -314,7 +314,7 @@ test(
     await waitFor(() => reports.length === 1, 5000, 5, "the REPORT at the client");
     assert.equal(reports[0]?.messageId, wanted.msrpMessageId);
     assert.equal(reports[0]?.status?.namespace, "000");
-  assert.equal(reports[0]?.status?.code, 481);
+    assert.equal(reports[0]?.status?.code, 481);
   },
 );
 
