@@ -149,7 +149,8 @@ export class DeliveryService implements RegistrationHandler {
     const start = startDeferredDelivery({ type: "registered", servedUser: reg.servedUser, client, pending }, this.claims, this.deps.policy);
     this.claims = start.claims;
     const fields = { servedUser: reg.servedUser, contact: client.contact, pending: pending.length };
-    for (const note of start.notes) this.deps.log.warn(note, fields);
+    // info: every refresh REGISTER repeats them (e.g. a folder of a session the PF no longer knows)
+    for (const note of start.notes) this.deps.log.info(note, fields);
     for (const first of start.deliveries) {
       const state = first.state;
       const m: Machine = {
