@@ -128,6 +128,66 @@ async function receivedInvite(client: SippRun): Promise<SipTraceMessage> {
   return invite as SipTraceMessage;
 }
 
+/** A client of the served user (SIPp `scenario`, answering with `peer`'s a=path and a=setup:active), up for group session `s`. */
+interface Delivery {
+  peer: MsrpPeer;
+  client: SippRun;
+  /** The delivery INVITE as the client got it. */
+  invite: SipTraceMessage;
+}
+
+/**
+ * Starts the MSRP peer and the client, sends the S-CSCF's REGISTER for it,
+ * waits for the delivery INVITE of `s` and the client's 200, connects the
+ * peer to the PF's delivery leg, runs `body`, then stops both.
+ */
+async function withDelivery(
+  k: KamailioInstance,
+  s: GroupSession,
+  scenario: string,
+  keys: Record<string, string>,
+  body: (d: Delivery) => Promise<void>,
+): Promise<void> {
+  const peer = await MsrpPeer.start();
+  const client = await startSipp({
+    scenario,
+    timeoutS: 30,
+    keys: { client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port), client_msrp_path: peer.path, ...keys },
+    ...(scenario === "client-uas-msrp.xml" ? { extraArgs: ["-d", "50"] } : {}),
+  });
+  try {
+    const reg = await register(k, `<sip:client@127.0.0.1:${client.port}>`);
+    assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+    const invite = await receivedInvite(client);
+    assert.equal(header(invite, "conversation-id"), s.conversationId);
+    // the client connects (a=setup:active) once it has answered
+    await waitFor(
+      async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
+      5000,
+      20,
+      "client 200",
+    );
+    await peer.open(sdpPath(invite.body), "active");
+    await body({ peer, client, invite });
+  } finally {
+    await client.stop();
+    await peer.close();
+  }
+}
+
+/** Stores CPIM chat messages in `s`'s deferred queue, in order. */
+async function storeTexts(queue: DeferredQueue, s: GroupSession, prefix: string, texts: string[]): Promise<void> {
+  for (const [i, text] of texts.entries()) {
+    await queue.storeDeferred(refOf(s), {
+      kind: "message",
+      contentType: "message/cpim",
+      body: cpim(text, i + 1),
+      msrpMessageId: `${prefix}-${i + 1}`,
+      receivedAt: new Date(),
+    });
+  }
+}
+
 describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, with the PF's SIP UA and MSRP delivery leg", () => {
   const sessions = [session(1), session(2), session(3), { ...session(4), state: "active" as const }, session(5)];
   let stateDir: string;
@@ -193,76 +253,56 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
       for (const [i, item] of stored.entries()) {
         await queue.storeDeferred(refOf(s), { ...item, msrpMessageId: `dd1-${i}`, receivedAt: new Date() });
       }
-      const peer = await MsrpPeer.start();
-      const client = await startSipp({
-        scenario: "client-dd-uas.xml",
-        timeoutS: 30,
-        keys: {
-          client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port),
-          client_msrp_path: peer.path,
-          bye_reason: 'SIP;cause=200;text="Call completed"',
+      await withDelivery(
+        kamailio as KamailioInstance,
+        s,
+        "client-dd-uas.xml",
+        { bye_reason: 'SIP;cause=200;text="Call completed"' },
+        async ({ peer, client, invite }) => {
+          // DD-2..DD-5 on the wire
+          assert.equal(header(invite, "contribution-id"), s.contributionId);
+          assert.equal(header(invite, "p-asserted-identity"), `<${DEFERRED_URI}>`);
+          assert.equal(header(invite, "p-asserted-service"), CPM_ICSI);
+          assert.match(
+            header(invite, "accept-contact") ?? "",
+            /g\.3gpp\.icsi-ref="urn%3Aurn-7%3A3gpp-service\.ims\.icsi\.oma\.cpm\.session"/,
+          );
+          assert.match(header(invite, "contact") ?? "", /isfocus/);
+          assert.match(header(invite, "record-route") ?? "", /cpmpfdd/);
+          assert.match(invite.body, /<entry uri="tel:\+16135551210"/);
+          // DD-6: the original offer's media, a=sendrecv, the PF's own delivery leg
+          assert.match(invite.body, /a=accept-wrapped-types:text\/plain message\/imdn\+xml/);
+          assert.match(invite.body, /a=sendrecv/);
+          assert.doesNotMatch(sdpPath(invite.body), /cf-original/);
+          assert.equal(sdpSetup(invite.body), "actpass");
+          // DD-10 / DD-11: in order, byte-exact, with their content types; then the latest participants as a GSO
+          const got = await peer.waitForMessages(5);
+          assert.deepEqual(
+            got.slice(0, 4).map((m) => [m.contentType, Buffer.from(m.body)]),
+            stored.map((i) => [i.contentType, i.body]),
+          );
+          assert.deepEqual(
+            [0, 2, 3].map((i) =>
+              Buffer.from((got[i] as { body: Uint8Array }).body)
+                .toString("utf8")
+                .split("\r\n")
+                .pop(),
+            ),
+            texts,
+          );
+          const final = got[4] as { contentType: string; body: Uint8Array };
+          assert.equal(final.contentType, GSO_TYPE);
+          assert.match(
+            Buffer.from(final.body).toString("utf8"),
+            new RegExp(`lastfocussessionid="${s.focusUri.replace(/[.;]/g, "\\$&")}"[\\s\\S]*comm-addr="tel:\\+16135551210"`),
+          );
+          await waitFor(async () => (await queue.read(refOf(s))).length === 0, 5000, 50, "queue emptied after delivery");
+          // DD-14: the client's BYE reaches the PF through Kamailio and is answered
+          await triggerSipp(client.port, invite.headers.get("call-id")?.[0] ?? "");
+          const r = await client.done;
+          assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
         },
-      });
-      try {
-        const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
-        assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
-        const invite = await receivedInvite(client);
-        // DD-2..DD-5 on the wire
-        assert.equal(header(invite, "conversation-id"), s.conversationId);
-        assert.equal(header(invite, "contribution-id"), s.contributionId);
-        assert.equal(header(invite, "p-asserted-identity"), `<${DEFERRED_URI}>`);
-        assert.equal(header(invite, "p-asserted-service"), CPM_ICSI);
-        assert.match(
-          header(invite, "accept-contact") ?? "",
-          /g\.3gpp\.icsi-ref="urn%3Aurn-7%3A3gpp-service\.ims\.icsi\.oma\.cpm\.session"/,
-        );
-        assert.match(header(invite, "contact") ?? "", /isfocus/);
-        assert.match(header(invite, "record-route") ?? "", /cpmpfdd/);
-        assert.match(invite.body, /<entry uri="tel:\+16135551210"/);
-        // DD-6: the original offer's media, a=sendrecv, the PF's own delivery leg
-        assert.match(invite.body, /a=accept-wrapped-types:text\/plain message\/imdn\+xml/);
-        assert.match(invite.body, /a=sendrecv/);
-        const pfPath = sdpPath(invite.body);
-        assert.doesNotMatch(pfPath, /cf-original/);
-        assert.equal(sdpSetup(invite.body), "actpass");
-        // the client connects (a=setup:active) once it has answered
-        await waitFor(
-          async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
-          5000,
-          20,
-          "client 200",
-        );
-        await peer.open(pfPath, "active");
-        // DD-10 / DD-11: in order, byte-exact, with their content types; then the latest participants as a GSO
-        const got = await peer.waitForMessages(5);
-        assert.deepEqual(
-          got.slice(0, 4).map((m) => [m.contentType, Buffer.from(m.body)]),
-          stored.map((i) => [i.contentType, i.body]),
-        );
-        assert.deepEqual(
-          [0, 2, 3].map((i) =>
-            Buffer.from((got[i] as { body: Uint8Array }).body)
-              .toString("utf8")
-              .split("\r\n")
-              .pop(),
-          ),
-          texts,
-        );
-        const final = got[4] as { contentType: string; body: Uint8Array };
-        assert.equal(final.contentType, GSO_TYPE);
-        assert.match(
-          Buffer.from(final.body).toString("utf8"),
-          new RegExp(`lastfocussessionid="${s.focusUri.replace(/[.;]/g, "\\$&")}"[\\s\\S]*comm-addr="tel:\\+16135551210"`),
-        );
-        await waitFor(async () => (await queue.read(refOf(s))).length === 0, 5000, 50, "queue emptied after delivery");
-        // DD-14: the client's BYE reaches the PF through Kamailio and is answered
-        await triggerSipp(client.port, (await receivedInvite(client)).headers.get("call-id")?.[0] ?? "");
-        const r = await client.done;
-        assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-      } finally {
-        await client.stop();
-        await peer.close();
-      }
+      );
     },
   );
 
@@ -271,34 +311,8 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
     T,
     async () => {
       const s = sessions[3] as GroupSession;
-      for (const i of [1, 2]) {
-        await queue.storeDeferred(refOf(s), {
-          kind: "message",
-          contentType: "message/cpim",
-          body: cpim(`active ${i}`, i),
-          msrpMessageId: `dd12-${i}`,
-          receivedAt: new Date(),
-        });
-      }
-      const peer = await MsrpPeer.start();
-      const client = await startSipp({
-        scenario: "client-uas-msrp.xml",
-        timeoutS: 30,
-        keys: { client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port), client_msrp_path: peer.path },
-        extraArgs: ["-d", "50"],
-      });
-      try {
-        const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
-        assert.equal(reg.code, 0);
-        const invite = await receivedInvite(client);
-        assert.equal(header(invite, "conversation-id"), s.conversationId);
-        await waitFor(
-          async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
-          5000,
-          20,
-          "client 200",
-        );
-        await peer.open(sdpPath(invite.body), "active");
+      await storeTexts(queue, s, "dd12", ["active 1", "active 2"]);
+      await withDelivery(kamailio as KamailioInstance, s, "client-uas-msrp.xml", {}, async ({ peer, client }) => {
         const got = await peer.waitForMessages(3);
         assert.deepEqual(
           got.slice(0, 2).map((m) => Buffer.from(m.body)),
@@ -310,10 +324,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
         const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
         assert.match(header(bye as SipTraceMessage, "reason") ?? "", /^SIP;cause=200;text="Call completed"$/);
         assert.equal((await queue.read(refOf(s))).length, 0, "delivered items left the queue");
-      } finally {
-        await client.stop();
-        await peer.close();
-      }
+      });
     },
   );
 
@@ -322,32 +333,8 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
     T,
     async () => {
       const s = sessions[4] as GroupSession;
-      await queue.storeDeferred(refOf(s), {
-        kind: "message",
-        contentType: "message/cpim",
-        body: cpim("before the restart", 1),
-        msrpMessageId: "dd13-1",
-        receivedAt: new Date(),
-      });
-      const peer = await MsrpPeer.start();
-      const client = await startSipp({
-        scenario: "client-uas-msrp.xml",
-        timeoutS: 30,
-        keys: { client_msrp_port: String(new URL(peer.path.replace(/^msrp/, "http")).port), client_msrp_path: peer.path },
-        extraArgs: ["-d", "50"],
-      });
-      try {
-        const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
-        assert.equal(reg.code, 0);
-        const invite = await receivedInvite(client);
-        assert.equal(header(invite, "conversation-id"), s.conversationId);
-        await waitFor(
-          async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
-          5000,
-          20,
-          "client 200",
-        );
-        await peer.open(sdpPath(invite.body), "active");
+      await storeTexts(queue, s, "dd13", ["before the restart"]);
+      await withDelivery(kamailio as KamailioInstance, s, "client-uas-msrp.xml", {}, async ({ peer, client }) => {
         await peer.waitForMessages(2); // the deferred message, then the GSO (DD-11)
         const reports: MsrpRequest[] = [];
         peer.session?.on("report", (r) => reports.push(r));
@@ -359,22 +346,13 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
         assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
         const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
         assert.match(header(bye as SipTraceMessage, "reason") ?? "", /^SIP;cause=503/);
-      } finally {
-        await client.stop();
-        await peer.close();
-      }
+      });
     },
   );
 
   test("DD-8: the client declines (603) -> every deferred message of the group session is discarded, no retry", T, async () => {
     const s = sessions[1] as GroupSession;
-    await queue.storeDeferred(refOf(s), {
-      kind: "message",
-      contentType: "message/cpim",
-      body: cpim("declined", 1),
-      msrpMessageId: "dd8-1",
-      receivedAt: new Date(),
-    });
+    await storeTexts(queue, s, "dd8", ["declined"]);
     const client = await startSipp({ scenario: "client-uas-decline.xml", extraArgs: ["-m", "2"] });
     try {
       const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
@@ -393,13 +371,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
     T,
     async () => {
       const s = sessions[2] as GroupSession;
-      await queue.storeDeferred(refOf(s), {
-        kind: "message",
-        contentType: "message/cpim",
-        body: cpim("kept", 1),
-        msrpMessageId: "dd9-1",
-        receivedAt: new Date(),
-      });
+      await storeTexts(queue, s, "dd9", ["kept"]);
       const client = await startSipp({ scenario: "client-uas-reject.xml", extraArgs: ["-m", "3"] });
       try {
         const reg = await register(kamailio as KamailioInstance, `<sip:client@127.0.0.1:${client.port}>`);
