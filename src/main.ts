@@ -10,6 +10,7 @@ import { componentLogger, createRootLogger } from "./log/logger.js";
 import { DeliveryEndpoint } from "./media/delivery-endpoint.js";
 import { type MediaPlane, NoMediaPlane } from "./media/media-plane.js";
 import { MsrpMediaPlane } from "./media/msrp-media-plane.js";
+import type { DeferredSink } from "./media/ports.js";
 import { ParticipatingFunction } from "./pf/participating-function.js";
 import { SessionRegistry } from "./session/registry.js";
 import { SipUa } from "./sip/ua.js";
@@ -27,20 +28,30 @@ async function main(): Promise<void> {
   }
   const root = createRootLogger(cfg.log.level);
   const log = componentLogger("main", root);
-  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session.idleTtlMs, componentLogger("session", root));
+  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, componentLogger("session", root));
   const restored = await sessions.load();
   const store = new MessageStore(cfg.store, componentLogger("store", root));
   await store.start();
-  // B2BUA in the MSRP media path (issue 3): the deferred queue and the 8.5.2
+  // B2BUA in the MSRP media path: the deferred queue and the 8.5.2
   // recorder write to the same Message Store (and spool) as the GSOs.
   let msrp: MsrpMediaPlane | undefined;
   let media: MediaPlane = new NoMediaPlane();
   const deferred = new DeferredQueue(cfg.store, store, componentLogger("store", root));
+  // the PF's record learns of each deferral (client absent, data pending) once it is stored
+  let pfRef: ParticipatingFunction | undefined;
+  const deferredSink: DeferredSink = {
+    async storeDeferred(ref, item) {
+      await deferred.storeDeferred(ref, item);
+      await pfRef
+        ?.deferredStored(ref)
+        .catch((err) => log.error("group session record not updated", { callId: ref.sessionKey, reason: String(err) }));
+    },
+  };
   if (cfg.media.enabled) {
     const storeLog = componentLogger("store", root);
     msrp = new MsrpMediaPlane({
       config: cfg.media,
-      deferredSink: deferred,
+      deferredSink,
       recorder: new MessageStoreSessionRecorder(cfg.store, store, storeLog),
       logger: componentLogger("media", root),
     });
@@ -71,6 +82,7 @@ async function main(): Promise<void> {
       },
       queue: deferred,
       sessions,
+      queueSettled: (user, conv, contrib) => pfRef?.queueSettled(user, conv, contrib) ?? Promise.resolve(),
       log: componentLogger("delivery", root),
     });
   }
@@ -78,8 +90,10 @@ async function main(): Promise<void> {
     anchorMedia: cfg.media.enabled,
     ...(delivery ? { registrations: delivery } : {}),
   });
+  pfRef = pf;
   const server = await startGrpcServer(pf, cfg.grpc.host, cfg.grpc.port, componentLogger("grpc", root));
-  const sweeper = setInterval(() => void sessions.sweep(), 60_000);
+  // the retention policy of the group session records (session.retentionMs, session.inactiveRetentionMs)
+  const sweeper = setInterval(() => void pf.sweep(), 60_000);
   sweeper.unref();
   log.info("sidecar ready", {
     port: server.port,

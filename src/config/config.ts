@@ -135,8 +135,10 @@ export interface Config {
   session: {
     /** Directory where session facts are persisted so they survive a restart. */
     stateDir: string;
-    /** Sessions with no activity for this long are forgotten (ms). Default 7 days. */
-    idleTtlMs: number;
+    /** A group session record that ended for good (terminated, left) with no pending data is purged this long after it ended (ms). Default 30 days. */
+    retentionMs: number;
+    /** A record of a group that may come back (active, client absent, inactive) with no pending data is purged this long after its last event (ms). Default 400 days. */
+    inactiveRetentionMs: number;
   };
 }
 
@@ -189,7 +191,7 @@ export const defaults: Config = {
     unsubscribeOnRejoin: false,
   },
   sip: { host: "127.0.0.1", port: 5097, proxyHost: "127.0.0.1", proxyPort: 5060 },
-  session: { stateDir: "var/state", idleTtlMs: 7 * 24 * 3600 * 1000 },
+  session: { stateDir: "var/state", retentionMs: 30 * 24 * 3600 * 1000, inactiveRetentionMs: 400 * 24 * 3600 * 1000 },
 };
 
 type Kind = "string" | "port" | "posint" | "nonnegint" | "bool" | { oneOf: readonly string[] };
@@ -249,7 +251,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     unsubscribeOnRejoin: "bool",
   },
   sip: { host: "string", port: "port", proxyHost: "string", proxyPort: "port" },
-  session: { stateDir: "string", idleTtlMs: "posint" },
+  session: { stateDir: "string", retentionMs: "posint", inactiveRetentionMs: "posint" },
 };
 
 function bad(key: string, why: string): never {

@@ -30,8 +30,8 @@ import type { DeliveryClaims } from "../procedures/delivery-guard.js";
 import { applyClaim } from "../procedures/delivery-guard.js";
 import type { PendingItem } from "../procedures/delivery-items.js";
 import { itemId } from "../procedures/delivery-items.js";
-import type { DeliveryAction, DeliveryPolicy, QueueRef, Step } from "../procedures/delivery-session.js";
-import type { GroupSession } from "../session/group-session.js";
+import { type DeliveryAction, type DeliveryPolicy, type QueueRef, queueRef, type Step } from "../procedures/delivery-session.js";
+import { type GroupSession, userKey } from "../session/group-session.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { readThirdPartyRegister } from "../sip/third-party-register.js";
@@ -72,16 +72,17 @@ export type OpenLeg = (sessionKey: string, originalSdp: string) => Promise<{ leg
 
 /** The deferred queue (src/store/deferred-queue.ts). */
 export interface DeliveryQueue {
-  listSessions(): Promise<DeferredSessionSummary[]>;
+  /** The group sessions with deferred data in the served user's mailbox. */
+  listSessions(servedUser: string): Promise<DeferredSessionSummary[]>;
   read(target: QueueRef, limit: number): Promise<DeferredRecord[]>;
   ack(handles: readonly DeferredHandle[]): Promise<number>;
   discard(target: QueueRef): Promise<number>;
 }
 
-/** The session table (src/session/registry.ts). */
+/** The group session records (src/session/registry.ts). */
 export interface DeliverySessions {
   get(key: string): GroupSession | undefined;
-  findByIds(conversationId: string, contributionId: string): GroupSession | undefined;
+  findByIds(servedUser: string, conversationId: string, contributionId: string): GroupSession | undefined;
 }
 
 export interface DeliveryServiceDeps {
@@ -92,6 +93,8 @@ export interface DeliveryServiceDeps {
   openLeg: OpenLeg;
   queue: DeliveryQueue;
   sessions: DeliverySessions;
+  /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
+  queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void>;
   log: Logger;
 }
 
@@ -133,16 +136,17 @@ export class DeliveryService implements RegistrationHandler {
   async onRegistration(env: { raw: Uint8Array }): Promise<RegistrationResult> {
     const reg = readThirdPartyRegister(parseSipMessage(env.raw));
     if (!reg.registered) return { accepted: true, deliveries: 0, notes: ["de-registration: nothing to deliver"] };
-    if (this.deps.servedUser && reg.servedUser !== this.deps.servedUser) {
+    if (this.deps.servedUser && userKey(reg.servedUser) !== userKey(this.deps.servedUser)) {
       return { accepted: false, deliveries: 0, notes: [`${reg.servedUser} is not the served user`] };
     }
-    const pending: PendingGroupSession[] = (await this.deps.queue.listSessions()).map((q) => ({
+    // the served user's own queue, joined with the user's own records: nobody else's data
+    const pending: PendingGroupSession[] = (await this.deps.queue.listSessions(reg.servedUser)).map((q) => ({
       conversationId: q.conversationId,
       contributionId: q.contributionId,
       count: q.count,
       session:
         q.conversationId !== undefined && q.contributionId !== undefined
-          ? this.deps.sessions.findByIds(q.conversationId, q.contributionId)
+          ? this.deps.sessions.findByIds(reg.servedUser, q.conversationId, q.contributionId)
           : undefined,
     }));
     const client = { contact: reg.contact ?? `<${reg.servedUser}>`, ...(reg.instanceId ? { instanceId: reg.instanceId } : {}) };
@@ -198,6 +202,19 @@ export class DeliveryService implements RegistrationHandler {
     if (step.claim === undefined) {
       this.dispose(m, "delivery over");
       this.machines.delete(m.key);
+      await this.settleIfEmpty(m);
+    }
+  }
+
+  /** Tells the record when the delivery left its queue empty (nothing pending: retention may retire it). */
+  private async settleIfEmpty(m: Machine): Promise<void> {
+    const d = m.state.delivery;
+    const ref = queueRef(d.servedUser, d.session);
+    try {
+      if ((await this.deps.queue.read(ref, 1)).length > 0) return;
+      await this.deps.queueSettled(d.servedUser, d.session.conversationId, d.session.contributionId);
+    } catch (err) {
+      this.deps.log.warn("deferred queue not checked after the delivery", { ...this.fields(m), reason: String(err) });
     }
   }
 

@@ -7,10 +7,12 @@ import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { MediaLeg, MediaPlane, Offerer } from "../media/media-plane.js";
 import type { GroupSessionRef } from "../media/ports.js";
-import { type ByeDecision, chooseMode, handleBye } from "../procedures/handle-bye.js";
-import type { GroupSession } from "../session/group-session.js";
-import { observe } from "../session/observe.js";
+import { type ByeAction, type ByeDecision, chooseMode, handleBye } from "../procedures/handle-bye.js";
+import { type LifecycleEvent, stepLifecycle } from "../procedures/lifecycle.js";
+import { type GroupSession, recordId, recordIdOf } from "../session/group-session.js";
+import { observe, servedUserOf } from "../session/observe.js";
 import type { SessionRegistry } from "../session/registry.js";
+import { PerRecord } from "../session/serial.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { parseNameAddr, tagOf } from "../sip/name-addr.js";
@@ -95,6 +97,10 @@ function sdpOf(msg: SipMessage, what: string): string {
 const GSO_FROM = "sip:anonymous@anonymous.invalid";
 
 export class ParticipatingFunction {
+  private readonly serial = new PerRecord();
+  /** Actions no executor took (a bug: counted, logged with their kind). */
+  unexecutedActions = 0;
+
   constructor(
     private readonly cfg: Config,
     private readonly sessions: SessionRegistry,
@@ -110,7 +116,7 @@ export class ParticipatingFunction {
     return this.opts.registrations.onRegistration(env);
   }
 
-  /** 8.3.2.3: decide and act on a BYE; resolves after any GSO is stored or spooled. */
+  /** 8.3.2.3: decide and act on a BYE; resolves after any GSO is stored or spooled and the record's new lifecycle is written. */
   async handleBye(env: Envelope, now = new Date()): Promise<ByeResult> {
     const msg = parseSipMessage(env.raw);
     if (msg.kind !== "request" || msg.method !== "BYE") throw new CpmError("CPM_ERR_BAD_REQUEST", "HandleBye needs a BYE request");
@@ -122,66 +128,172 @@ export class ParticipatingFunction {
     } catch (err) {
       throw new CpmError("CPM_ERR_BAD_HEADER", "BYE From header is malformed", { cause: err });
     }
-    const session = this.sessions.get(callId);
-    const decision = handleBye(
-      session,
-      { callId, fromTag, reasons: headerValues(msg, "reason"), referredBy: header(msg, "referred-by"), receivedAt: now },
-      this.cfg.pf,
-    );
-    const fields = { callId, conversationId: session?.conversationId, contributionId: session?.contributionId };
-    for (const note of decision.notes) this.log.warn(note, fields);
+    return this.serial.run(this.serialKey(callId), async () => {
+      const session = this.sessions.get(callId);
+      const decision = handleBye(
+        session,
+        { callId, fromTag, reasons: headerValues(msg, "reason"), referredBy: header(msg, "referred-by"), receivedAt: now },
+        this.cfg.pf,
+      );
+      const fields = { callId, conversationId: session?.conversationId, contributionId: session?.contributionId };
+      for (const note of decision.notes) this.log.warn(note, fields);
 
-    let gso: GsoOutcome = { state: "not-required" };
-    for (const action of decision.actions) {
-      if (action.kind === "storeGso") gso = await this.storeGso(action.session, action.gso);
-      else if (action.kind === "refuseClientMedia") this.media.refuseClientMedia(action.sessionKey);
-    }
-    // 8.3.2.3 1: as a proxy the PF's part in the session ends with this BYE.
-    // (B2BUA: the state goes when the client's answer is reported, 2.d/2.f.)
-    if (session && decision.side === "network" && decision.mode === "proxy") void this.sessions.remove(callId);
-    // A proxy-mode BYE goes on unchanged (8.3.2.3 1): its line is debug, as
-    // Kamailio's own per-BYE line is; at info it cost ~55 µs of the sidecar's
-    // ~290 µs per decision (bench profile). A B2BUA decision changes the BYE
-    // and may store a GSO: info.
-    this.log.log(decision.mode === "proxy" ? "debug" : "info", "BYE decided", {
-      ...fields,
-      side: decision.side,
-      mode: decision.mode,
-      cause: decision.cause,
-      reasonCause: decision.reasonCause,
-      gso: gso.state,
+      // The record outlives the dialog: the BYE moves its lifecycle, durably, before the answer.
+      if (session) {
+        const ev: LifecycleEvent =
+          decision.side === "network"
+            ? { type: "networkBye", callId, cause: decision.cause, reasonCause: decision.reasonCause }
+            : { type: "clientBye", callId };
+        await this.applyLifecycle(session, ev, now.getTime());
+      }
+      let gso: GsoOutcome = { state: "not-required" };
+      for (const action of decision.actions) {
+        const outcome = await this.executeByeAction(action);
+        if (outcome) gso = outcome;
+      }
+      // A proxy-mode BYE goes on unchanged (8.3.2.3 1): its line is debug, as
+      // Kamailio's own per-BYE line is. A B2BUA decision changes the BYE and
+      // may store a GSO: info.
+      this.log.log(decision.mode === "proxy" ? "debug" : "info", "BYE decided", {
+        ...fields,
+        side: decision.side,
+        mode: decision.mode,
+        cause: decision.cause,
+        reasonCause: decision.reasonCause,
+        gso: gso.state,
+      });
+      return { ...decision, sessionKey: callId, gso };
     });
-    return { ...decision, sessionKey: callId, gso };
   }
 
-  /** Folds a SIP message into the session table (participants, focus, IDs). */
+  /**
+   * One executor per action: the store (GSO), the media plane (481 for the
+   * client's media), the RPC answer to Kamailio (the BYE towards the clients
+   * and the answer to its sender are Kamailio's to send). An action no
+   * executor takes is an error.
+   */
+  private async executeByeAction(action: ByeAction): Promise<GsoOutcome | undefined> {
+    switch (action.kind) {
+      case "storeGso":
+        return this.storeGso(action.session, action.gso);
+      case "refuseClientMedia":
+        this.media.refuseClientMedia(action.sessionKey);
+        return undefined;
+      case "byeToClients":
+      case "answerSenderAfterClients":
+        // carried by the HandleBye answer (client_reason, wait_for_clients)
+        return undefined;
+      default:
+        this.unexecuted((action as { kind: string }).kind);
+        return undefined;
+    }
+  }
+
+  private unexecuted(kind: string): void {
+    this.unexecutedActions++;
+    this.log.error("action with no executor", { action: kind });
+  }
+
+  /** Deferred data was stored for the group session (the media plane's deferred sink): the client leg is absent. */
+  async deferredStored(ref: GroupSessionRef): Promise<void> {
+    const session = this.sessions.get(ref.sessionKey);
+    // the first item changes the record (client absent, data pending); the others cost one lookup
+    if (!session || (session.pendingDeferred && session.lifecycle !== "active")) return;
+    await this.serial.run(recordIdOf(session), async () => {
+      const now = this.sessions.get(ref.sessionKey);
+      if (now) await this.applyLifecycle(now, { type: "deferred" }, Date.now());
+    });
+  }
+
+  /** Deferred delivery emptied or discarded the group session's queue (DD-8, DD-10, DD-14). */
+  async queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void> {
+    const id = recordId(servedUser, conversationId, contributionId);
+    await this.serial.run(id, async () => {
+      const session = this.sessions.getById(id);
+      if (session) await this.applyLifecycle(session, { type: "queueSettled" }, Date.now());
+    });
+  }
+
+  /** The retention policy's purge (src/procedures/lifecycle.ts shouldPurge); returns how many records went. */
+  async sweep(now = Date.now()): Promise<number> {
+    const purged = await this.sessions.sweep(now);
+    for (const s of purged) {
+      this.log.info("group session record purged (retention)", {
+        callId: s.key,
+        conversationId: s.conversationId,
+        contributionId: s.contributionId,
+        lifecycle: s.lifecycle,
+      });
+    }
+    return purged.length;
+  }
+
+  /** Runs the lifecycle procedure on `session`, persists the result (or the purge) and logs a transition. */
+  private async applyLifecycle(session: GroupSession, ev: LifecycleEvent, now: number): Promise<GroupSession | undefined> {
+    const step = stepLifecycle(session, ev, now);
+    const fields = { callId: session.key, conversationId: session.conversationId, contributionId: session.contributionId };
+    for (const note of step.notes) this.log.debug(note, fields);
+    if (!step.record) {
+      await this.sessions.purge(recordIdOf(session));
+      this.log.info("group session record removed", { ...fields, event: ev.type, lifecycle: session.lifecycle });
+      return undefined;
+    }
+    if (step.record !== session) await this.sessions.put(step.record);
+    if (step.transition) {
+      this.log.info("group session lifecycle", {
+        ...fields,
+        event: ev.type,
+        transition: `${step.transition.from} -> ${step.transition.to}`,
+      });
+    }
+    return step.record;
+  }
+
+  /** Events of one record run one at a time: keyed by the record's identity, or the Call-ID before the PF knows one. */
+  private serialKey(callId: string): string {
+    const s = this.sessions.get(callId);
+    return s ? recordIdOf(s) : `call:${callId}`;
+  }
+
+  /** Folds a SIP message into the group session records (dialogs, participants, focus, IDs). */
   async observe(env: Envelope, now = Date.now()): Promise<ObserveResult> {
     const msg = parseSipMessage(env.raw);
     const callId = header(msg, "call-id") ?? "";
-    const result = observe(this.sessions.get(callId), msg, now);
-    const fields = { callId, conversationId: result.session?.conversationId, contributionId: result.session?.contributionId };
-    for (const note of result.notes) this.log.warn(note, fields);
-    if (result.updated && result.session) {
-      // Write-behind: the table in memory is what decisions read; the file
-      // follows in order per session (flushed on shutdown).
-      void this.sessions.put(result.session);
-      this.log.debug("session updated", { ...fields, participants: result.session.participants.length });
+    const initialInvite = msg.kind === "request" && msg.method === "INVITE" && !tagOf(header(msg, "to"));
+    let existing = this.sessions.get(callId);
+    if (!existing && initialInvite) {
+      // a new dialog of a group session the PF knows (re-join, re-start): the same record
+      const conv = header(msg, "conversation-id") ?? "";
+      const contrib = header(msg, "contribution-id") ?? "";
+      existing = this.sessions.findByIds(servedUserOf(msg) || this.cfg.pf.servedUser, conv || contrib, contrib || conv);
     }
+    const key = existing ? recordIdOf(existing) : `call:${callId}`;
+    const session = await this.serial.run(key, async () => {
+      const result = observe(existing, msg, now);
+      const fields = { callId, conversationId: result.session?.conversationId, contributionId: result.session?.contributionId };
+      for (const note of result.notes) this.log.warn(note, fields);
+      if (!result.updated || !result.session) return result.session;
+      let next = result.session;
+      if (!next.servedUser) next = { ...next, servedUser: this.cfg.pf.servedUser };
+      // Write-behind: the records in memory are what decisions read; the journal follows in order.
+      if (initialInvite) {
+        const dialog = next.dialogs.find((d) => d.callId === callId);
+        if (dialog) return this.applyLifecycle(next, { type: "invited", dialog }, now);
+      }
+      void this.sessions.put(next);
+      this.log.debug("session updated", { ...fields, participants: next.participants.length });
+      return next;
+    });
     // The initial INVITE of a CPM session is anchored whichever side sent it:
     // the focus' (the CF invites the served user) or the served user's client's
     // (it creates or joins the group chat; the focus and the CF's tag are only
     // learnt from the 2xx). The session's mode is the same policy HandleBye uses.
     const anchorMedia =
-      this.opts.anchorMedia === true &&
-      msg.kind === "request" &&
-      msg.method === "INVITE" &&
-      !tagOf(header(msg, "to")) &&
-      result.session !== undefined &&
-      chooseMode(result.session, this.cfg.pf) === "b2bua";
+      this.opts.anchorMedia === true && initialInvite && session !== undefined && chooseMode(session, this.cfg.pf) === "b2bua";
     return {
-      updated: result.updated,
+      updated: session !== undefined && session !== existing,
       sessionKey: callId,
-      participantCount: result.session?.participants.length ?? 0,
+      participantCount: session?.participants.length ?? 0,
       anchorMedia,
     };
   }
@@ -255,14 +367,15 @@ export class ParticipatingFunction {
       throw new CpmError("CPM_ERR_BAD_REQUEST", "ReportMediaAnswer needs a 2xx response");
     }
     const key = sessionKey || (header(msg, "call-id") ?? "");
-    let session = this.sessions.get(key);
-    if (session && session.focusUri === "") {
-      const folded = observe(session, msg, now);
-      if (folded.updated && folded.session) {
-        session = folded.session;
-        void this.sessions.put(session);
-      }
-    }
+    const session = await this.serial.run(this.serialKey(key), async () => {
+      const current = this.sessions.get(key);
+      if (!current) return undefined;
+      // the dialog is confirmed (client's tag and instance; the focus for a client-initiated session)
+      const folded = observe(current, msg, now);
+      if (!folded.updated || !folded.session) return current;
+      await this.sessions.put(folded.session);
+      return folded.session;
+    });
     const focus = session?.focusUri;
     this.media.anchorAnswer(key, sdpOf(msg, "2xx answer"), focus ? { focus } : {});
     this.log.info("media answer anchored", {
@@ -276,20 +389,23 @@ export class ParticipatingFunction {
   /** An anchored INVITE got no session (non-2xx final answer, CANCEL, timeout): release what AnchorMedia allocated. */
   async inviteOutcome(sessionKey: string, statusCode: number): Promise<boolean> {
     if (statusCode >= 200 && statusCode < 300) return false;
-    const session = this.sessions.get(sessionKey);
-    const released = this.media.release(sessionKey);
-    if (session) await this.sessions.remove(sessionKey);
-    this.log.info("anchored INVITE failed, media released", {
-      callId: sessionKey,
-      conversationId: session?.conversationId,
-      contributionId: session?.contributionId,
-      statusCode,
-      mediaReleased: released,
+    return this.serial.run(this.serialKey(sessionKey), async () => {
+      const session = this.sessions.get(sessionKey);
+      const released = this.media.release(sessionKey);
+      // a group session that never started goes; one known before (failed re-join) stays
+      if (session) await this.applyLifecycle(session, { type: "inviteFailed", callId: sessionKey, status: statusCode }, Date.now());
+      this.log.info("anchored INVITE failed, media released", {
+        callId: sessionKey,
+        conversationId: session?.conversationId,
+        contributionId: session?.contributionId,
+        statusCode,
+        mediaReleased: released,
+      });
+      return released > 0;
     });
-    return released > 0;
   }
 
-  /** The client(s) answered the BYE: 2.d record the session, 2.f release media and state. */
+  /** The client(s) answered the BYE: 2.d record the session, 2.f release media. The record stays (its lifecycle was set by the BYE). */
   async byeOutcome(sessionKey: string, statusCode: number): Promise<boolean> {
     const session = this.sessions.get(sessionKey);
     const fields = { callId: sessionKey, conversationId: session?.conversationId, contributionId: session?.contributionId };
@@ -308,9 +424,8 @@ export class ParticipatingFunction {
     } finally {
       // 2.f (BYE-B10): whatever the recording did, the media resources go
       released = this.media.release(sessionKey);
-      await this.sessions.remove(sessionKey);
     }
-    this.log.info("BYE completed", { ...fields, statusCode, recorded, mediaReleased: released });
+    this.log.info("BYE completed", { ...fields, statusCode, recorded, mediaReleased: released, lifecycle: session?.lifecycle });
     return session !== undefined;
   }
 

@@ -7,7 +7,7 @@
 
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
-import type { GroupSession } from "../session/group-session.js";
+import { type GroupSession, isGroupActive } from "../session/group-session.js";
 import { formatReason, parseReasonHeaders } from "../sip/reason.js";
 import type { DeferredHandle } from "../store/deferred-queue.js";
 import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
@@ -174,8 +174,9 @@ export function newDeliverySession(key: string, owner: DeliveryOwner, servedUser
   };
 }
 
+/** The group session is still going on at the CF (DD-8 ii, DD-12 vs DD-13). */
 export function isActive(session: GroupSession): boolean {
-  return session.state === "active";
+  return isGroupActive(session);
 }
 
 /** A SIP response status code (RFC 3261 7.2: 100-699); anything else is bad input. */

@@ -1,18 +1,51 @@
-// What the PF knows of one CPM group session, keyed by the Call-ID of the
-// dialog that passes through Kamailio. Built from the INVITE (RFC 5366
-// resource-list, Conversation-ID, Contribution-ID, Subject, the focus Contact
-// with `isfocus`, RFC 4579 3.4), its 2xx, and the focus's conference-event
-// NOTIFYs (RFC 4575).
+// The group session record: what the PF knows of one CPM group session of one
+// served user, for as long as the group session can come back (a long-lived
+// group chat is re-joined or re-started months later). One record per
+// (served user, Conversation-ID, Contribution-ID); its SIP dialogs are
+// children, indexed by Call-ID (src/session/registry.ts). Built from the
+// INVITE (RFC 5366 resource-list, Conversation-ID, Contribution-ID, Subject,
+// the focus Contact with `isfocus`, RFC 4579 3.4), its 2xx, and the focus's
+// conference-event NOTIFYs (RFC 4575); its lifecycle is written by
+// src/procedures/lifecycle.ts.
 import type { Participant } from "../xml/gso.js";
 
+/**
+ * active: a dialog towards the CF is up and the client is there;
+ * client-absent: the CF dialog is up, the client leg is gone (deferred data);
+ * inactive: the CF ended it with 480 (inactivity) or a SIP/IP core cause: re-startable (8.3.2.3 2.b.iii / other);
+ * terminated: the CF ended it for good (410, 8.3.2.3 2.b.ii);
+ * left: ended with 200 / no Reason (2.a, 2.b.i), or the client ended it.
+ */
+export type Lifecycle = "active" | "client-absent" | "inactive" | "terminated" | "left";
+
+/** One SIP dialog of the group session, as the PF (record-routing it) saw it. */
+export interface SessionDialog {
+  callId: string;
+  /** Tag of the Controlling Function's side ("" until known). */
+  cfTag: string;
+  /** Tag of the served user's client side ("" until the 2xx). */
+  clientTag: string;
+  /** The CF's target for in-dialog requests (its Contact, RFC 3261 12.1). */
+  remoteTarget: string;
+  /** Record-Route values as seen on the INVITE (and its 2xx), in order. */
+  routeSet: string[];
+  /** CSeq number of the INVITE. */
+  inviteCseq: number;
+  /** +sip.instance of the client's Contact in the 2xx, when given. */
+  clientInstance: string;
+  state: "early" | "confirmed" | "terminated";
+}
+
 export interface GroupSession {
-  /** Call-ID of the dialog through the PF. */
+  /** Call-ID of the group session's current dialog (the media plane's and HandleBye's session key). */
   key: string;
   conversationId: string;
   contributionId: string;
   /** The focus URI (Contact with `isfocus`): the GSO's lastfocussessionid. */
   focusUri: string;
-  /** Tag of the Controlling Function's side of the dialog: a BYE with this From-tag comes from the network. */
+  /** The conference factory URI, when the client created the group (Request-URI of its INVITE). */
+  conferenceFactoryUri: string;
+  /** Tag of the Controlling Function's side of the current dialog: a BYE with this From-tag comes from the network. */
   networkTag: string;
   /** The served user's address (mailbox owner; GSO `To`). */
   servedUser: string;
@@ -25,7 +58,48 @@ export interface GroupSession {
   conferenceVersion: number;
   /** The SDP offer of the original invitation (8.3.2.9.1.2 b). */
   sdpOffer: string;
-  state: "active" | "ended";
+  lifecycle: Lifecycle;
+  /** When the lifecycle last changed (ms). */
+  lifecycleAt: number;
+  /** reason-cause of the BYE that ended the group session, when one did. */
+  endCause: number | undefined;
+  /** Deferred data may be waiting in the served user's queue: the record is never purged then. */
+  pendingDeferred: boolean;
+  dialogs: SessionDialog[];
   createdAt: number;
   updatedAt: number;
+}
+
+/** The group session is going on at the CF (DD-12 joins it, DD-13 re-starts it otherwise). */
+export function isGroupActive(s: Pick<GroupSession, "lifecycle">): boolean {
+  return s.lifecycle === "active" || s.lifecycle === "client-absent";
+}
+
+/**
+ * A served user's address as the record key compares it: scheme and host
+ * lower-cased, URI parameters and headers dropped (RFC 3261 19.1.4: user
+ * parts compare case-sensitively).
+ */
+export function userKey(uri: string): string {
+  const u = uri.trim().replace(/^<|>$/g, "");
+  const m = /^([a-z][a-z0-9+.-]*):([^;?]*)/i.exec(u);
+  if (!m) return u;
+  const scheme = (m[1] as string).toLowerCase();
+  const rest = m[2] as string;
+  const at = rest.lastIndexOf("@");
+  return at < 0 ? `${scheme}:${rest}` : `${scheme}:${rest.slice(0, at)}@${rest.slice(at + 1).toLowerCase()}`;
+}
+
+/** The record's identity: (served user, Conversation-ID, Contribution-ID). */
+export function recordId(servedUser: string, conversationId: string, contributionId: string): string {
+  return `${userKey(servedUser)}\u001f${conversationId}\u001f${contributionId}`;
+}
+
+export function recordIdOf(s: Pick<GroupSession, "servedUser" | "conversationId" | "contributionId">): string {
+  return recordId(s.servedUser, s.conversationId, s.contributionId);
+}
+
+/** The dialog of `callId`, if it is one of the record's. */
+export function dialogOf(s: GroupSession, callId: string): SessionDialog | undefined {
+  return s.dialogs.find((d) => d.callId === callId);
 }

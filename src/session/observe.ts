@@ -8,7 +8,7 @@ import { parseNameAddr, tagOf, uriParams } from "../sip/name-addr.js";
 import { parseConferenceInfo } from "../xml/conference-info.js";
 import type { Participant } from "../xml/gso.js";
 import { parseResourceLists } from "../xml/resource-lists.js";
-import type { GroupSession } from "./group-session.js";
+import type { GroupSession, SessionDialog } from "./group-session.js";
 
 export interface Observation {
   session: GroupSession | undefined;
@@ -49,6 +49,48 @@ function cseqMethod(msg: SipMessage): string {
   return (header(msg, "cseq") ?? "").trim().split(/\s+/)[1]?.toUpperCase() ?? "";
 }
 
+function cseqNumber(msg: SipMessage): number {
+  const n = Number((header(msg, "cseq") ?? "").trim().split(/\s+/)[0]);
+  return Number.isInteger(n) && n >= 0 ? n : 0;
+}
+
+/** +sip.instance of the Contact (RFC 5626 4.1), unquoted, or "". */
+function contactInstance(msg: SipMessage): string {
+  const value = headerValues(msg, "contact")[0];
+  if (!value) return "";
+  try {
+    return (parseNameAddr(value).params.get("+sip.instance") ?? "").replace(/^"|"$/g, "");
+  } catch {
+    return "";
+  }
+}
+
+/** The served user of an initial INVITE: the callee when the focus invites, the caller when the client does. */
+export function servedUserOf(msg: SipMessage): string {
+  return focusContact(msg) ? uriOf(header(msg, "to")) : uriOf(header(msg, "from"));
+}
+
+/** The dialog an initial INVITE creates, as the PF sees it passing. */
+export function dialogOfInvite(msg: SipMessage): SessionDialog {
+  const focus = focusContact(msg);
+  return {
+    callId: header(msg, "call-id") ?? "",
+    cfTag: focus ? tagOf(header(msg, "from")) : "",
+    clientTag: focus ? "" : tagOf(header(msg, "from")),
+    remoteTarget: focus,
+    routeSet: headerValues(msg, "record-route"),
+    inviteCseq: cseqNumber(msg),
+    clientInstance: "",
+    state: "early",
+  };
+}
+
+/**
+ * Folds `msg` into `existing`: the record of the dialog's Call-ID, or for an
+ * initial INVITE the record of its (served user, Conversation-ID,
+ * Contribution-ID) when the group session is known from an earlier dialog.
+ * The lifecycle (src/procedures/lifecycle.ts) is not changed here.
+ */
 export function observe(existing: GroupSession | undefined, msg: SipMessage, now: number): Observation {
   const notes: string[] = [];
   const callId = header(msg, "call-id") ?? "";
@@ -66,27 +108,35 @@ export function observe(existing: GroupSession | undefined, msg: SipMessage, now
         if (part.contentType === "application/resource-lists+xml") {
           participants = parseResourceLists(part.body).map((e) => ({ name: e.displayName, commAddr: e.uri }));
         } else if (part.contentType === "application/sdp") {
-          sdpOffer = part.body.toString("utf8");
+          // 8.3.2.9.1.2 b: the SDP offer of the original invitation (a re-join's own offer does not replace it)
+          if (!existing?.sdpOffer) sdpOffer = part.body.toString("utf8");
         }
       }
     } catch (err) {
       notes.push(`INVITE body skipped: ${err instanceof CpmError ? err.detail : String(err)}`);
     }
+    const dialog = dialogOfInvite(msg);
     const session: GroupSession = {
       key: callId,
       // Orange's CMS sets both IDs to the chat id when one is missing.
       conversationId: conversationId || contributionId,
       contributionId: contributionId || conversationId,
       focusUri: focus || existing?.focusUri || "",
-      networkTag: focus ? tagOf(header(msg, "from")) : existing?.networkTag || "",
-      servedUser: focus ? uriOf(header(msg, "to")) : uriOf(header(msg, "from")),
+      // client-initiated: the Request-URI is the conference factory (or the focus, for a re-join)
+      conferenceFactoryUri: focus ? (existing?.conferenceFactoryUri ?? "") : existing?.conferenceFactoryUri || msg.requestUri,
+      networkTag: dialog.cfTag,
+      servedUser: existing?.servedUser || servedUserOf(msg),
       groupType: groupTypeOf(msg),
       subject: header(msg, "subject") ?? existing?.subject,
       icon: existing?.icon,
       participants,
       conferenceVersion: existing?.conferenceVersion ?? -1,
       sdpOffer,
-      state: "active",
+      lifecycle: existing?.lifecycle ?? "active",
+      lifecycleAt: existing?.lifecycleAt ?? now,
+      endCause: existing?.endCause,
+      pendingDeferred: existing?.pendingDeferred ?? false,
+      dialogs: [...(existing?.dialogs ?? []).filter((d) => d.callId !== callId), dialog],
       createdAt: existing?.createdAt ?? now,
       updatedAt: now,
     };
@@ -97,10 +147,29 @@ export function observe(existing: GroupSession | undefined, msg: SipMessage, now
 
   if (msg.kind === "response" && msg.statusCode >= 200 && msg.statusCode < 300 && cseqMethod(msg) === "INVITE") {
     const focus = focusContact(msg);
-    if (!focus || existing.focusUri === focus) return { session: existing, updated: false, notes };
+    const toTag = tagOf(header(msg, "to"));
+    const dialogs = existing.dialogs.map((d): SessionDialog => {
+      if (d.callId !== callId) return d;
+      const rr = headerValues(msg, "record-route");
+      // the callee's tag: the client's (CF-initiated) or the CF's (client-initiated, Contact ;isfocus)
+      return focus
+        ? { ...d, cfTag: toTag, remoteTarget: focus, routeSet: rr.length ? rr : d.routeSet, state: "confirmed" }
+        : {
+            ...d,
+            clientTag: toTag,
+            clientInstance: contactInstance(msg) || d.clientInstance,
+            routeSet: rr.length ? rr : d.routeSet,
+            state: "confirmed",
+          };
+    });
+    const same = dialogs.every((d, i) => JSON.stringify(d) === JSON.stringify(existing.dialogs[i]));
+    if (!focus || existing.focusUri === focus) {
+      if (same) return { session: existing, updated: false, notes };
+      return { session: { ...existing, dialogs, updatedAt: now }, updated: true, notes };
+    }
     // The callee is the focus: the CF's side is the To side of the dialog.
     return {
-      session: { ...existing, focusUri: focus, networkTag: tagOf(header(msg, "to")), updatedAt: now },
+      session: { ...existing, dialogs, focusUri: focus, networkTag: toTag, updatedAt: now },
       updated: true,
       notes,
     };

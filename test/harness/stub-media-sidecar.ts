@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   const cfg = loadConfig();
   const root = createRootLogger(cfg.log.level);
   const log = componentLogger("main", root);
-  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session.idleTtlMs, componentLogger("session", root));
+  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, componentLogger("session", root));
   await sessions.load();
   const store = new MessageStore(cfg.store, componentLogger("store", root));
   await store.start();

@@ -35,7 +35,7 @@ interface Sidecar {
 
 async function startSidecar(): Promise<Sidecar> {
   const log = silentLogger();
-  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session.idleTtlMs, log);
+  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, log);
   await sessions.load();
   const store = new MessageStore(cfg.store, log);
   await store.start();

@@ -33,7 +33,7 @@ after(async () => {
 let n = 0;
 async function pfWith(media: MediaPlane, opts: { anchorMedia?: boolean; mode?: "b2bua" | "proxy"; allowOfflineStorage?: boolean } = {}) {
   const cfg: Config = buildConfig({ pf: { mode: opts.mode ?? "b2bua", allowOfflineStorage: opts.allowOfflineStorage ?? false } });
-  const sessions = new SessionRegistry(join(dir, `s${n++}`), cfg.session.idleTtlMs, silentLogger());
+  const sessions = new SessionRegistry(join(dir, `s${n++}`), cfg.session, silentLogger());
   await sessions.load();
   return new ParticipatingFunction(cfg, sessions, store, media, silentLogger(), { anchorMedia: opts.anchorMedia ?? true });
 }

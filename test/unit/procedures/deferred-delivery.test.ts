@@ -181,7 +181,7 @@ test("DD-7/DD-10: provisional ignored, 200 → ACK, MSRP up → the queue is rea
 });
 
 test("DD-10: each confirmed item is acked; the next batch is read once the batch is through; empty read = drained", () => {
-  const { state } = start(groupSession({ state: "ended" }));
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
   const r = run(state, [...connected, read(item(1), item(2)), delivered(2), delivered(1), read(item(3)), delivered(3), read()]);
   assert.deepEqual(kinds(r.actions), [
     "sendAck",
@@ -230,7 +230,7 @@ test("DD-8: 603 → discard the deferred data; active group session → BYE to t
 });
 
 test("DD-8: 603 for an inactive group session only discards", () => {
-  const { state } = start(groupSession({ state: "ended" }));
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
   assert.deepEqual(kinds(stepDeferredDelivery(state, { type: "inviteResponse", status: 603 }, policy).actions), ["discardDeferred"]);
 });
 
@@ -279,7 +279,7 @@ test("DD-9: retryAttempts 0 turns re-attempts off", () => {
 
 test("DD-11 (MAY, on): interim GSOs delivered in place, then a GSO with the latest participants", () => {
   const p = { ...policy, sendInterimGsos: true };
-  const { state } = start(groupSession({ state: "ended" }), p);
+  const { state } = start(groupSession({ lifecycle: "inactive" }), p);
   const r = run(state, [...connected, read(item(1), item(2, "gso"), item(3)), delivered(1), delivered(2), delivered(3), read()], p);
   assert.deepEqual(
     only(r.actions, "deliverInOrder")[0]?.items.map((i) => [i.handle.uid, i.kind]),
@@ -303,7 +303,7 @@ test("DD-11 (MAY, on): interim GSOs delivered in place, then a GSO with the late
 });
 
 test("DD-11 (MAY, off): interim GSOs are acked without being delivered, no GSO sent", () => {
-  const { state } = start(groupSession({ state: "ended" }));
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
   const r = run(state, [...connected, read(item(1, "gso"), item(2)), delivered(2), read()]);
   assert.deepEqual(uidsOf(r.actions, "deliverInOrder"), [[2]]);
   assert.deepEqual(only(r.actions, "ackDeferred")[0]?.handles, [item(1, "gso").handle]);
@@ -342,7 +342,7 @@ test("DD-12: active group session → re-join with the conference once the queue
 });
 
 test("DD-13: inactive group session → the client's first IMDN / isComposing / message re-starts it (once), joined after", () => {
-  const session = groupSession({ state: "ended" });
+  const session = groupSession({ lifecycle: "inactive" });
   const { state } = start(session);
   const media = (id: string, kind: "message" | "imdn" | "isComposing") =>
     ({ type: "clientSentMedia", media: { msrpMessageId: id, kind, failureReport: "yes" } }) as const;
@@ -369,7 +369,7 @@ test("DD-13: inactive group session → the client's first IMDN / isComposing / 
 });
 
 test("DD-13: the re-start fails → failure REPORTs for the client's SENDs, BYE with the CF's cause (as RJ-3/RJ-4)", () => {
-  const { state } = start(groupSession({ state: "ended" }));
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
   const r = run(state, [
     ...connected,
     read(),
@@ -486,7 +486,7 @@ test("property (DD-10): no event sequence delivers out of order or twice", () =>
   fc.assert(
     fc.property(fc.boolean(), fc.boolean(), fc.boolean(), fc.array(ev, { maxLength: 40 }), (active, gsos, up, events) => {
       const p = { ...policy, sendInterimGsos: gsos };
-      let state = start(groupSession({ state: active ? "active" : "ended" }), p).state;
+      let state = start(groupSession({ lifecycle: active ? "active" : "inactive" }), p).state;
       const sent: number[] = [];
       for (const e of up ? [...connected, ...events] : events) {
         const r = stepDeferredDelivery(state, e, p);

@@ -19,7 +19,12 @@ const session: GroupSession = {
   ],
   conferenceVersion: 3,
   sdpOffer: "",
-  state: "active",
+  conferenceFactoryUri: "",
+  lifecycle: "active",
+  lifecycleAt: 0,
+  endCause: undefined,
+  pendingDeferred: false,
+  dialogs: [],
   createdAt: 0,
   updatedAt: 0,
 };

@@ -41,7 +41,7 @@ const sent = (msrpMessageId: string, failureReport: ClientMedia["failureReport"]
   type: "clientSentMedia",
   media: { msrpMessageId, kind: "message", failureReport },
 });
-const inactive = () => groupSession({ state: "ended" });
+const inactive = () => groupSession({ lifecycle: "inactive" });
 
 test("RJ-1: a re-join before the register notification is accepted and claimed; the registration then delivers nothing", () => {
   const r = rejoin();
@@ -237,7 +237,7 @@ test("property (RJ-2): whatever the events, items go out at most once and in UID
   );
   fc.assert(
     fc.property(fc.boolean(), fc.array(ev, { maxLength: 40 }), (active, events) => {
-      let s = started(groupSession({ state: active ? "active" : "ended" }));
+      let s = started(groupSession({ lifecycle: active ? "active" : "inactive" }));
       const uids: number[] = [];
       for (const e of [{ type: "msrpUp" } as SessionEvent, ...events]) {
         const r = stepRejoinDelivery(s, e, policy);

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { silentLogger } from "../../../src/log/logger.js";
 import type { GroupSession } from "../../../src/session/group-session.js";
+import { recordIdOf } from "../../../src/session/group-session.js";
 import { JOURNAL_FILE, SessionRegistry } from "../../../src/session/registry.js";
 
 const dirs: string[] = [];
@@ -37,14 +38,22 @@ function session(key: string, participants: string[] = ["tel:+1"], updatedAt = D
     participants: participants.map((commAddr) => ({ name: "", commAddr })),
     conferenceVersion: 0,
     sdpOffer: "",
-    state: "active",
+    conferenceFactoryUri: "",
+    lifecycle: "active",
+    lifecycleAt: 0,
+    endCause: undefined,
+    pendingDeferred: false,
+    dialogs: [],
     createdAt: updatedAt,
     updatedAt,
   };
 }
 
-async function reopen(dir: string, ttl = 7 * DAY): Promise<SessionRegistry> {
-  const r = new SessionRegistry(dir, ttl, silentLogger());
+const POLICY = { retentionMs: 30 * DAY, inactiveRetentionMs: 400 * DAY };
+const idOf = (key: string) => recordIdOf(session(key));
+
+async function reopen(dir: string, policy = POLICY): Promise<SessionRegistry> {
+  const r = new SessionRegistry(dir, policy, silentLogger());
   await r.load();
   return r;
 }
@@ -55,7 +64,7 @@ test("the latest participant list of each session survives a restart; removed se
   await r.put(session("a", ["tel:+1"]));
   await r.put(session("b"));
   await r.put(session("a", ["tel:+1", "tel:+2"]));
-  await r.remove("b");
+  await r.purge(idOf("b"));
   await r.close();
   const back = await reopen(dir);
   assert.deepEqual(
@@ -71,7 +80,7 @@ test("changes made back to back are all written, in order (group commit), withou
   const r = await reopen(dir);
   const writes: Promise<void>[] = [];
   for (let i = 0; i < 500; i++) writes.push(r.put(session(`k${i % 50}`, [`tel:+${i}`])));
-  for (let i = 0; i < 10; i++) writes.push(r.remove(`k${i}`));
+  for (let i = 0; i < 10; i++) writes.push(r.purge(idOf(`k${i}`)));
   await Promise.all(writes);
   await r.close();
   const back = await reopen(dir);
@@ -98,7 +107,7 @@ test("the journal is compacted: it holds one record per live session after a res
   const r = await reopen(dir);
   for (let i = 0; i < 3000; i++) {
     await r.put(session(`churn${i}`));
-    if (i % 3 !== 0) await r.remove(`churn${i}`);
+    if (i % 3 !== 0) await r.purge(idOf(`churn${i}`));
   }
   await r.flush();
   const lines = (await readFile(join(dir, JOURNAL_FILE), "utf8")).split("\n").filter(Boolean).length;
@@ -110,16 +119,75 @@ test("the journal is compacted: it holds one record per live session after a res
   assert.equal(after, 1000);
 });
 
-test("sessions idle longer than session.idleTtlMs are forgotten at start-up and by sweep()", async () => {
+test("DD-1 BYE-B4 retention: a record is purged only by policy — ended ones after session.retentionMs, re-startable ones after session.inactiveRetentionMs, none while data is pending", async () => {
   const dir = await freshDir();
-  const r = await reopen(dir, DAY);
-  await r.put(session("old", ["tel:+1"], Date.now() - 2 * DAY));
-  await r.put(session("new"));
+  const policy = { retentionMs: DAY, inactiveRetentionMs: 10 * DAY };
+  const r = await reopen(dir, policy);
+  const old = Date.now() - 2 * DAY;
+  await r.put({ ...session("left"), lifecycle: "left", lifecycleAt: old, updatedAt: old });
+  await r.put({ ...session("terminated-pending"), lifecycle: "terminated", lifecycleAt: old, updatedAt: old, pendingDeferred: true });
+  await r.put({ ...session("inactive"), lifecycle: "inactive", lifecycleAt: old, updatedAt: old });
   await r.close();
-  const back = await reopen(dir, DAY);
-  assert.deepEqual([back.get("old"), back.get("new")?.key], [undefined, "new"]);
-  assert.equal(await back.sweep(Date.now() + 2 * DAY), 1);
-  assert.equal(back.size, 0);
+  const back = await reopen(dir, policy);
+  assert.deepEqual(
+    [back.get("left"), back.get("terminated-pending")?.key, back.get("inactive")?.key],
+    [undefined, "terminated-pending", "inactive"],
+    "at start-up: the ended record without data goes; pending data and a long-lived group stay",
+  );
+  const purged = await back.sweep(Date.now() + 11 * DAY);
+  assert.deepEqual(
+    purged.map((s) => s.key),
+    ["inactive"],
+  );
+  assert.equal(back.get("terminated-pending")?.key, "terminated-pending", "pending data: never purged");
+});
+
+test("RJ-1 DD-1: one record per (served user, Conversation-ID, Contribution-ID); every dialog's Call-ID finds it; another user's record is another record", async () => {
+  const dir = await freshDir();
+  const r = await reopen(dir);
+  const base = session("first-call");
+  const dialog = (callId: string) => ({
+    callId,
+    cfTag: "t",
+    clientTag: "",
+    remoteTarget: "",
+    routeSet: [],
+    inviteCseq: 1,
+    clientInstance: "",
+    state: "confirmed" as const,
+  });
+  await r.put({ ...base, dialogs: [dialog("first-call")] });
+  await r.put({ ...base, key: "rejoin-call", dialogs: [dialog("first-call"), dialog("rejoin-call")] });
+  await r.put({ ...base, key: "bob-call", servedUser: "sip:bob@example.net", dialogs: [dialog("bob-call")] });
+  await r.close();
+  const back = await reopen(dir);
+  assert.equal(back.size, 2);
+  assert.equal(back.get("first-call"), back.get("rejoin-call"));
+  assert.equal(back.findByIds("TEL:+16135551200", base.conversationId, base.contributionId)?.key, "rejoin-call");
+  assert.equal(back.findByIds("sip:bob@EXAMPLE.net", base.conversationId, base.contributionId)?.key, "bob-call");
+  assert.equal(back.findByIds("sip:mallory@example.net", base.conversationId, base.contributionId), undefined);
+});
+
+test("upgrade: a record of an earlier version (state, no lifecycle or dialogs) is read as a re-startable record with data that may be pending", async () => {
+  const dir = await freshDir();
+  const {
+    lifecycle: _l,
+    lifecycleAt: _a,
+    dialogs: _d,
+    pendingDeferred: _p,
+    endCause: _e,
+    conferenceFactoryUri: _c,
+    ...old
+  } = session("v1");
+  await writeFile(join(dir, JOURNAL_FILE), `${JSON.stringify({ op: "put", s: { ...old, state: "ended" } })}\n`);
+  const r = await reopen(dir);
+  const s = r.get("v1");
+  assert.equal(s?.lifecycle, "inactive");
+  assert.equal(s?.pendingDeferred, true);
+  assert.deepEqual(
+    s?.dialogs.map((d) => d.callId),
+    ["v1"],
+  );
 });
 
 test("upgrade: per-session files of earlier versions are folded into the journal; a damaged one is kept, not deleted", async () => {

@@ -1,0 +1,111 @@
+// The group session record's lifecycle (see src/session/group-session.ts).
+// Pure: record + event in, the new record (or a purge) and the transition
+// out. Written by the PF for every event of a group session, so each log
+// line can name the transition and a record is removed only here: by the
+// retention policy, or when an INVITE that never became a dialog leaves it
+// empty; never as a side effect of a BYE or a fail-safe.
+import type { GroupSession, Lifecycle, SessionDialog } from "../session/group-session.js";
+import type { ByeCause } from "./handle-bye.js";
+
+export type LifecycleEvent =
+  /** An initial INVITE of the group session passed the PF (a new dialog: creation, re-join, re-start). */
+  | { type: "invited"; dialog: SessionDialog }
+  /** Its 2xx: the dialog is confirmed. */
+  | { type: "answered"; callId: string; clientTag: string; clientInstance: string }
+  /** A final non-2xx, CANCEL or timeout of that INVITE. */
+  | { type: "inviteFailed"; callId: string; status: number }
+  /** The media plane stored an item in the deferred queue: the client leg is absent. */
+  | { type: "deferred" }
+  /** 8.3.2.3: a BYE from the network side, with the class of its reason-cause. */
+  | { type: "networkBye"; callId: string; cause: ByeCause; reasonCause: number }
+  /** The served user's client ended the dialog (8.2.2.3). */
+  | { type: "clientBye"; callId: string }
+  /** Deferred delivery emptied or discarded the session's queue (DD-8, DD-10, DD-14). */
+  | { type: "queueSettled" };
+
+export interface LifecycleStep {
+  /** The new record; undefined: purge it. */
+  record: GroupSession | undefined;
+  /** Set when the lifecycle changed. */
+  transition?: { from: Lifecycle; to: Lifecycle };
+  notes: string[];
+}
+
+export interface RetentionPolicy {
+  /** Terminated / left records with no pending data are kept this long after they ended (ms). */
+  retentionMs: number;
+  /** Records of groups that may come back (active, client absent, inactive) without pending data are kept this long after their last event (ms). */
+  inactiveRetentionMs: number;
+}
+
+/** 8.3.2.3 2.b: where a network BYE leaves the group session. */
+export function lifecycleAfterBye(cause: ByeCause): Lifecycle {
+  switch (cause) {
+    case "participant-left":
+      return "left"; // 2.a / 2.b.i
+    case "terminated":
+      return "terminated"; // 2.b.ii: no long-lived re-start
+    case "inactivity":
+    case "network":
+      return "inactive"; // 2.b.iii and "other": may be re-started
+  }
+}
+
+function withLifecycle(s: GroupSession, to: Lifecycle, now: number, notes: string[] = []): LifecycleStep {
+  if (s.lifecycle === to) return { record: { ...s, updatedAt: now }, notes };
+  return { record: { ...s, lifecycle: to, lifecycleAt: now, updatedAt: now }, transition: { from: s.lifecycle, to }, notes };
+}
+
+function setDialog(s: GroupSession, callId: string, change: Partial<SessionDialog>): SessionDialog[] {
+  return s.dialogs.map((d) => (d.callId === callId ? { ...d, ...change } : d));
+}
+
+export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number): LifecycleStep {
+  switch (ev.type) {
+    case "invited": {
+      // a new dialog of a known group (re-join, re-start) makes it active again
+      const dialogs = [...s.dialogs.filter((d) => d.callId !== ev.dialog.callId), ev.dialog];
+      return withLifecycle({ ...s, dialogs, key: ev.dialog.callId, endCause: undefined }, "active", now);
+    }
+    case "answered":
+      return {
+        record: {
+          ...s,
+          dialogs: setDialog(s, ev.callId, { state: "confirmed", clientTag: ev.clientTag, clientInstance: ev.clientInstance }),
+          updatedAt: now,
+        },
+        notes: [],
+      };
+    case "inviteFailed": {
+      const dialogs = s.dialogs.filter((d) => d.callId !== ev.callId);
+      const everUp = dialogs.some((d) => d.state !== "early") || s.lifecycle !== "active" || s.pendingDeferred;
+      if (!everUp) return { record: undefined, notes: [`INVITE answered ${ev.status}: the group session never started`] };
+      // a re-join or re-start that failed: the group is where it was before it
+      const back: Lifecycle = dialogs.some((d) => d.state === "confirmed")
+        ? s.lifecycle
+        : s.lifecycle === "active"
+          ? "inactive"
+          : s.lifecycle;
+      const current = dialogs.find((d) => d.state !== "terminated") ?? dialogs.at(-1);
+      return withLifecycle({ ...s, dialogs, key: current?.callId ?? s.key }, back, now, [`INVITE answered ${ev.status}`]);
+    }
+    case "deferred":
+      if (s.lifecycle !== "active" && s.pendingDeferred) return { record: s, notes: [] };
+      return withLifecycle({ ...s, pendingDeferred: true }, s.lifecycle === "active" ? "client-absent" : s.lifecycle, now);
+    case "networkBye": {
+      const to = lifecycleAfterBye(ev.cause);
+      return withLifecycle({ ...s, dialogs: setDialog(s, ev.callId, { state: "terminated" }), endCause: ev.reasonCause }, to, now);
+    }
+    case "clientBye":
+      return withLifecycle({ ...s, dialogs: setDialog(s, ev.callId, { state: "terminated" }) }, "left", now);
+    case "queueSettled":
+      return { record: { ...s, pendingDeferred: false, updatedAt: now }, notes: [] };
+  }
+}
+
+/** The retention policy: a record with pending data is never purged. */
+export function shouldPurge(s: GroupSession, now: number, policy: RetentionPolicy): boolean {
+  if (s.pendingDeferred) return false;
+  if (s.lifecycle === "terminated" || s.lifecycle === "left") return now - s.lifecycleAt > policy.retentionMs;
+  return now - s.updatedAt > policy.inactiveRetentionMs;
+}
