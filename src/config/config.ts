@@ -96,6 +96,8 @@ export interface Config {
     chunkSize: number;
     /** Chunks of one message the PF sends before waiting for the oldest response. Default 4. */
     chunkWindow: number;
+    /** Deferred items the PF keeps unanswered on a delivery session (sent in order, pipelined; DD-10). Default 16. */
+    deliveryWindow: number;
     /** MSRP over TLS (msrps): PEM certificate and key files; both "" = plain TCP. Default "". */
     tlsCertFile: string;
     tlsKeyFile: string;
@@ -177,6 +179,7 @@ export const defaults: Config = {
     maxMessagesInFlight: 16,
     chunkSize: 2048,
     chunkWindow: 4,
+    deliveryWindow: 16,
     tlsCertFile: "",
     tlsKeyFile: "",
     tlsCaFile: "",
@@ -237,6 +240,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     maxMessagesInFlight: "posint",
     chunkSize: "posint",
     chunkWindow: "posint",
+    deliveryWindow: "posint",
     tlsCertFile: "string",
     tlsKeyFile: "string",
     tlsCaFile: "string",

@@ -121,8 +121,11 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
   /** Settles true once "up", false once closed first: send() waits on it. */
   private readonly usable: Promise<boolean>;
   private settleUsable!: (up: boolean) => void;
-  /** The last send() in line; never rejects. */
-  private tail: Promise<unknown> = Promise.resolve();
+  /** Resolves once the last send() in line has all its chunks on the connection; never rejects. */
+  private tail: Promise<void> = Promise.resolve();
+  /** Messages sent and not answered yet (media.deliveryWindow), and the sends waiting for room. */
+  private inFlight = 0;
+  private readonly waitingForRoom: (() => void)[] = [];
 
   private constructor(opts: DeliveryEndpointOptions, localUri: MsrpUri, log: SessionLog) {
     super();
@@ -222,14 +225,44 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
    * SENDs one item (chunked per media.chunkSize, RFC 4975 7.1.1) and resolves
    * with the code of the peer's response: 200 delivered, 408 none within
    * media.transactionTimeoutMs (RFC 4975 7.1.1), 415, 413, ...; 481 when the
-   * session is gone or never came up. Never rejects. Calls are queued: each
-   * item goes out once the previous one was answered. An item sent before
-   * "up" waits for it.
+   * session is gone or never came up. Never rejects. Calls keep their order
+   * on the wire: each item goes out once the previous one is written, with at
+   * most media.deliveryWindow items unanswered (DD-10 in order, pipelined).
+   * An item sent before "up" waits for it.
    */
   send(item: DeliveryItem): Promise<number> {
-    const result = this.tail.then(() => this.sendNow(item));
-    this.tail = result;
-    return result;
+    const previous = this.tail;
+    let written!: () => void;
+    this.tail = new Promise<void>((resolve) => {
+      written = resolve;
+    });
+    return (async () => {
+      try {
+        await previous;
+        await this.room();
+        try {
+          return await this.sendNow(item, written);
+        } finally {
+          this.inFlight--;
+          this.waitingForRoom.shift()?.();
+        }
+      } finally {
+        written();
+      }
+    })();
+  }
+
+  private room(): Promise<void> {
+    if (this.inFlight < Math.max(1, this.share.config.deliveryWindow)) {
+      this.inFlight++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) =>
+      this.waitingForRoom.push(() => {
+        this.inFlight++;
+        resolve();
+      }),
+    );
   }
 
   /** Closes the session (its connection closes with its last session, RFC 4975 5.4), its timer and table entry; queued sends get 481. Idempotent. */
@@ -242,10 +275,10 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
     this.safeEmit("closed", reason);
   }
 
-  private async sendNow(item: DeliveryItem): Promise<number> {
+  private async sendNow(item: DeliveryItem, written: () => void): Promise<number> {
     if (!(await this.usable) || this.current !== "up") return NO_SESSION;
     try {
-      const r = await this.session.send({ body: item.body, contentType: item.contentType });
+      const r = await this.session.send({ body: item.body, contentType: item.contentType }, { written });
       this.log.debug("deferred item sent", { messageId: r.messageId, code: r.code, chunks: r.chunks, bytes: item.body.length });
       if (r.code !== 200) this.log.info("deferred item refused by the client", { messageId: r.messageId, code: r.code });
       return r.code;

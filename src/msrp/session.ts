@@ -226,8 +226,9 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
    * Sends one message in chunks over the bound connection. Resolves with 200
    * or with the code that stopped it; rejects with CPM_ERR_MSRP_CONNECTION if
    * the session is not bound or the connection goes away meanwhile.
+   * `hooks.written` runs once the last chunk is written, before the answers.
    */
-  async send(message: OutgoingMessage): Promise<SendResult> {
+  async send(message: OutgoingMessage, hooks: { written?: () => void } = {}): Promise<SendResult> {
     const transport = this.transport;
     if (this.current !== "bound" || transport === undefined)
       throw new CpmError("CPM_ERR_MSRP_CONNECTION", `session ${this.id} is ${this.current}`);
@@ -250,6 +251,8 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
       // Wait for the oldest chunk's answer before going further, so a 413 stops the rest (RFC 4975 10.5).
       if (inFlight.length >= window) await inFlight.shift();
     }
+    // every chunk is on the connection: a caller keeping order may start the next message (RFC 4975 7.1.1 keeps no order across messages itself)
+    hooks.written?.();
     await Promise.all(inFlight);
     const code = chunker.stoppedWith ?? 200;
     this.debug("message sent", { messageId: chunker.messageId, bytes: chunker.total, chunks, code });

@@ -20,6 +20,13 @@ export type DeliveryPolicy = Config["delivery"] & Pick<Config["pf"], "groupSessi
 
 /** Items asked from the queue per read (DeferredQueue.read limit). */
 export const READ_BATCH = 100;
+/**
+ * Confirmed items are removed from the queue in sets (one UID EXPUNGE, RFC
+ * 4315), at the latest when this many wait or the batch read is settled: a
+ * crash re-delivers at most this many (at-least-once, the MSRP Message-ID
+ * and imdn.Message-ID unchanged so the client can tell).
+ */
+export const ACK_BATCH = 32;
 
 /** The group session's queue, as DeferredQueue.folderOf / read / discard take it. */
 export interface QueueRef {
@@ -134,6 +141,8 @@ export interface DeliverySession {
   restart: "none" | "pending" | "done" | "failed";
   /** Client SENDs waiting for the join (or for the restart's answer). */
   held: ClientMedia[];
+  /** Items the client confirmed (or refused for good) not removed from the queue yet (ACK_BATCH). */
+  toAck: DeferredHandle[];
 }
 
 export interface Step<S> {
@@ -171,7 +180,13 @@ export function newDeliverySession(key: string, owner: DeliveryOwner, servedUser
     joined: false,
     restart: "none",
     held: [],
+    toAck: [],
   };
+}
+
+/** The ackDeferred for what waits to be removed (none when nothing does). */
+function ackPending(s: DeliverySession): DeliveryAction[] {
+  return s.toAck.length ? [{ kind: "ackDeferred", handles: s.toAck }] : [];
 }
 
 /** The group session is still going on at the CF (DD-8 ii, DD-12 vs DD-13). */
@@ -311,10 +326,10 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
           // by the next registration or re-join); the delivery session ends
           // like a network-side release (8.3.2.3 "any other cause").
           const reason = formatReason({ protocol: "SIP", cause: 503, text: "Service Unavailable" });
-          const ended: DeliverySession = { ...s, phase: "ended", items: { ...r.tracker, inFlight: [] } };
+          const ended: DeliverySession = { ...s, phase: "ended", items: { ...r.tracker, inFlight: [] }, toAck: [] };
           return step(
             ended,
-            [{ kind: "byeToClient", reason }],
+            [...ackPending(s), { kind: "byeToClient", reason }],
             [`MSRP ${ev.status} for uid ${ev.handle.uid}: delivery stopped, rest kept`],
           );
         }
@@ -322,9 +337,14 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
         // would refuse it again; it is dropped so the queue cannot block.
         notes.push(`item uid ${ev.handle.uid} refused by the client (MSRP ${ev.status}): dropped`);
       }
-      const next: DeliverySession = { ...s, items: r.tracker };
-      const actions: DeliveryAction[] = [{ kind: "ackDeferred", handles: [ev.handle] }];
-      if (next.items.inFlight.length === 0 && next.phase === "delivering" && !next.reading) {
+      let next: DeliverySession = { ...s, items: r.tracker, toAck: [...s.toAck, ev.handle] };
+      const batchDone = next.items.inFlight.length === 0;
+      const actions: DeliveryAction[] = [];
+      if (batchDone || next.toAck.length >= ACK_BATCH) {
+        actions.push(...ackPending(next));
+        next = { ...next, toAck: [] };
+      }
+      if (batchDone && next.phase === "delivering" && !next.reading) {
         actions.push(read);
         return step({ ...next, reading: true }, actions, notes);
       }
@@ -345,8 +365,10 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
       }
       // RJ-3: BYE to the client with the CF's code; RJ-4: REPORTs for what it sent first
       const reason = formatReason({ protocol: "SIP", cause: ev.status, text: ev.reasonPhrase });
-      const actions = [...failureReports(s.held, ev.status), { kind: "byeToClient", reason } as DeliveryAction];
-      return step({ ...s, restart: "failed", held: [], phase: "ended" }, actions, [`group session restart failed: ${ev.status}`]);
+      const actions = [...ackPending(s), ...failureReports(s.held, ev.status), { kind: "byeToClient", reason } as DeliveryAction];
+      return step({ ...s, restart: "failed", held: [], phase: "ended", toAck: [] }, actions, [
+        `group session restart failed: ${ev.status}`,
+      ]);
     }
 
     case "clientBye": {
@@ -363,10 +385,11 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
       } else {
         // Decision (spec silent): only cause=200 discards; a release for
         // another cause (e.g. connection loss) keeps what was not delivered
+        actions.push(...ackPending(s));
         notes.push(`client BYE cause ${cause ?? "unusable"}: undelivered items kept`);
       }
       if (s.held.length) notes.push(`${s.held.length} held client SEND(s) dropped with the session`);
-      return step({ ...s, phase: "ended", held: [] }, actions, notes);
+      return step({ ...s, phase: "ended", held: [], toAck: [] }, actions, notes);
     }
   }
 }

@@ -181,11 +181,8 @@ test("an active client that connects before its 200 OK reaches the PF: up once t
   assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("hi")) }), 200);
 });
 
-test("5 sends arrive in call order, byte-exact with their content types, each after the previous was answered", T, async () => {
-  const { client, ep } = await upSession("passive");
-  const session = client.session;
-  assert.ok(session);
-  // The client holds its answer to the first message until released.
+/** The client holds its answer to the first message until `release()`. */
+function holdFirst(session: NonNullable<MsrpPeer["session"]>): () => void {
   let release!: () => void;
   const held = new Promise<number>((resolve) => {
     release = () => resolve(200);
@@ -196,30 +193,57 @@ test("5 sends arrive in call order, byte-exact with their content types, each af
     first = false;
     hold(held);
   });
-  const binary = Buffer.alloc(5000);
-  for (let i = 0; i < binary.length; i++) binary[i] = (i * 7 + 3) & 0xff; // every byte value, CRLFs and NULs included
-  const items = [
-    { contentType: "message/cpim", body: Buffer.from(wrapCpim("first ✓ ünïcødé")) },
-    { contentType: GSO_TYPE, body: Buffer.from(GSO_XML) },
-    { contentType: "message/cpim", body: Buffer.from(wrapCpim("x".repeat(6000))) }, // 3+ chunks of 2048
-    { contentType: "application/octet-stream", body: binary },
-    { contentType: "message/cpim", body: Buffer.from(wrapCpim(IMDN_XML, "message/imdn+xml", "notification")) },
-  ];
-  const sends = items.map((item) => ep.send(item)); // all queued at once
+  return release;
+}
+
+test(
+  "DD-10: 5 sends arrive in call order, byte-exact with their content types, pipelined: they go out while the first is unanswered (media.deliveryWindow)",
+  T,
+  async () => {
+    const { client, ep } = await upSession("passive");
+    const session = client.session;
+    assert.ok(session);
+    const release = holdFirst(session);
+    const binary = Buffer.alloc(5000);
+    for (let i = 0; i < binary.length; i++) binary[i] = (i * 7 + 3) & 0xff; // every byte value, CRLFs and NULs included
+    const items = [
+      { contentType: "message/cpim", body: Buffer.from(wrapCpim("first ✓ ünïcødé")) },
+      { contentType: GSO_TYPE, body: Buffer.from(GSO_XML) },
+      { contentType: "message/cpim", body: Buffer.from(wrapCpim("x".repeat(6000))) }, // 3+ chunks of 2048
+      { contentType: "application/octet-stream", body: binary },
+      { contentType: "message/cpim", body: Buffer.from(wrapCpim(IMDN_XML, "message/imdn+xml", "notification")) },
+    ];
+    const sends = items.map((item) => ep.send(item)); // all queued at once
+    await client.waitForMessages(5);
+    release();
+    assert.deepEqual(await Promise.all(sends), [200, 200, 200, 200, 200]);
+    const got = await client.waitForMessages(5);
+    assert.deepEqual(
+      got.map((m) => m.contentType),
+      items.map((i) => i.contentType),
+    );
+    got.forEach((m, i) => {
+      assert.ok(m.body.equals(items[i]?.body as Buffer), `message ${i} byte-exact`);
+    });
+    assert.ok((got[2]?.chunks ?? 0) > 1 && (got[3]?.chunks ?? 0) > 1, "large items were chunked (media.chunkSize)");
+  },
+);
+
+test("DD-10: media.deliveryWindow=1: each send goes out only after the previous one was answered", T, async () => {
+  const { client, ep } = await upSession("passive", { deliveryWindow: 1 });
+  const session = client.session;
+  assert.ok(session);
+  const release = holdFirst(session);
+  const sends = [1, 2, 3].map((i) => ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim(`m${i}`)) }));
   await client.waitForMessages(1);
   await sleep(200);
   assert.equal(client.received.length, 1, "nothing else goes out while the first message is unanswered");
   release();
-  assert.deepEqual(await Promise.all(sends), [200, 200, 200, 200, 200]);
-  const got = await client.waitForMessages(5);
+  assert.deepEqual(await Promise.all(sends), [200, 200, 200]);
   assert.deepEqual(
-    got.map((m) => m.contentType),
-    items.map((i) => i.contentType),
+    (await client.waitForMessages(3)).map((m) => m.body.toString("utf8").split("\r\n").pop()),
+    ["m1", "m2", "m3"],
   );
-  got.forEach((m, i) => {
-    assert.ok(m.body.equals(items[i]?.body as Buffer), `message ${i} byte-exact`);
-  });
-  assert.ok((got[2]?.chunks ?? 0) > 1 && (got[3]?.chunks ?? 0) > 1, "large items were chunked (media.chunkSize)");
 });
 
 test("a client answering 415 to one SEND: that send resolves 415, the next ones still go", T, async () => {

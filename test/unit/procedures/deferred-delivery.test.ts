@@ -12,7 +12,7 @@ import {
   stepDeferredDelivery,
 } from "../../../src/procedures/deferred-delivery.js";
 import { applyClaim, type DeliveryClaims, deliveryKey } from "../../../src/procedures/delivery-guard.js";
-import type { DeliveryAction, DeliveryPolicy } from "../../../src/procedures/delivery-session.js";
+import { ACK_BATCH, type DeliveryAction, type DeliveryPolicy } from "../../../src/procedures/delivery-session.js";
 import type { GroupSession } from "../../../src/session/group-session.js";
 import { bodyParts } from "../../../src/sip/multipart.js";
 import { parseGso } from "../../../src/xml/gso.js";
@@ -180,7 +180,7 @@ test("DD-7/DD-10: provisional ignored, 200 → ACK, MSRP up → the queue is rea
   assert.ok(r.notes.includes("provisional 180"));
 });
 
-test("DD-10: each confirmed item is acked; the next batch is read once the batch is through; empty read = drained", () => {
+test("DD-10: confirmed items are removed from the queue as one set once the batch is through; the next batch is read then; empty read = drained", () => {
   const { state } = start(groupSession({ lifecycle: "inactive" }));
   const r = run(state, [...connected, read(item(1), item(2)), delivered(2), delivered(1), read(item(3)), delivered(3), read()]);
   assert.deepEqual(kinds(r.actions), [
@@ -188,15 +188,30 @@ test("DD-10: each confirmed item is acked; the next batch is read once the batch
     "readDeferred",
     "deliverInOrder",
     "ackDeferred",
-    "ackDeferred",
     "readDeferred",
     "deliverInOrder",
     "ackDeferred",
     "readDeferred",
   ]);
-  assert.deepEqual(uidsOf(r.actions, "ackDeferred"), [[2], [1], [3]]);
+  assert.deepEqual(uidsOf(r.actions, "ackDeferred"), [[2, 1], [3]]);
   assert.equal(r.state.delivery.phase, "delivered");
   assert.deepEqual(r.claim, { owner: "registration", status: "connected" });
+});
+
+test("DD-10: a long batch is retired in sets of ACK_BATCH while the rest is in flight (a crash re-delivers at most that many)", () => {
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
+  const items = Array.from({ length: ACK_BATCH + 5 }, (_, i) => item(i + 1));
+  const r = run(state, [...connected, read(...items), ...items.map((i) => delivered(i.handle.uid))]);
+  const sets = uidsOf(r.actions, "ackDeferred");
+  assert.deepEqual(
+    sets.map((u) => u.length),
+    [ACK_BATCH, 5],
+  );
+  assert.deepEqual(
+    sets.flat(),
+    items.map((i) => i.handle.uid),
+    "every confirmed item removed once, in order",
+  );
 });
 
 test("DD-10: items read again before their ack are not delivered twice, older ones never after newer", () => {
@@ -409,8 +424,9 @@ test("item failures: a refusal (415) drops the item, a broken MSRP session (481)
   const failed = (uid: number, status: number): DeferredDeliveryEvent => ({ type: "itemFailed", handle: item(uid).handle, status });
   const r = run(state, [...connected, read(item(1), item(2), item(3)), failed(1, 415), delivered(2), failed(3, 481)]);
   assert.deepEqual(
-    only(r.actions, "ackDeferred").map((a) => a.handles[0]?.uid),
-    [1, 2],
+    only(r.actions, "ackDeferred").map((a) => a.handles.map((h) => h.uid)),
+    [[1, 2]],
+    "the refused and the confirmed item leave the queue (before the BYE), the one the broken session did not deliver stays",
   );
   assert.deepEqual(r.actions.at(-1), { kind: "byeToClient", reason: 'SIP;cause=503;text="Service Unavailable"' });
   assert.equal(r.state.invitePhase, "ended");

@@ -1,0 +1,112 @@
+// The group session record's lifecycle (src/procedures/lifecycle.ts): every
+// transition, and the retention policy that alone purges a record.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { lifecycleAfterBye, type RetentionPolicy, shouldPurge, stepLifecycle } from "../../../src/procedures/lifecycle.js";
+import type { GroupSession, SessionDialog } from "../../../src/session/group-session.js";
+import { groupSession } from "../../fixtures/delivery.js";
+
+const DAY = 24 * 3600 * 1000;
+const NOW = 1_800_000_000_000;
+
+function dialog(callId: string, state: SessionDialog["state"] = "confirmed"): SessionDialog {
+  return {
+    callId,
+    cfTag: "cf-tag",
+    clientTag: "ue-tag",
+    remoteTarget: "sip:focus@cf",
+    routeSet: [],
+    inviteCseq: 1,
+    clientInstance: "",
+    state,
+  };
+}
+
+const record = (extra: Partial<GroupSession> = {}): GroupSession => groupSession({ dialogs: [dialog("call-1@cf")], ...extra });
+
+test("BYE-B3 BYE-B4 BYE-B5 BYE-B1 BYE-B2: the network BYE's cause class decides where the group session is left", () => {
+  assert.equal(lifecycleAfterBye("terminated"), "terminated"); // 410: no long-lived re-start
+  assert.equal(lifecycleAfterBye("inactivity"), "inactive"); // 480: may be re-started
+  assert.equal(lifecycleAfterBye("network"), "inactive"); // other: SIP/IP core, may be re-started
+  assert.equal(lifecycleAfterBye("participant-left"), "left"); // 200 / no Reason
+});
+
+test("BYE-B4 DD-1: a network BYE keeps the record (the group session outlives its dialog), marks the dialog terminated and keeps the cause", () => {
+  const step = stepLifecycle(
+    record({ lifecycle: "client-absent", pendingDeferred: true }),
+    { type: "networkBye", callId: "call-1@cf", cause: "inactivity", reasonCause: 480 },
+    NOW,
+  );
+  assert.ok(step.record, "not purged");
+  assert.deepEqual(step.transition, { from: "client-absent", to: "inactive" });
+  assert.equal(step.record.lifecycleAt, NOW);
+  assert.equal(step.record.endCause, 480);
+  assert.equal(step.record.pendingDeferred, true, "the deferred data is still pending");
+  assert.equal(step.record.dialogs[0]?.state, "terminated");
+});
+
+test("BYE-B3: a 410 leaves the record terminated; the client's own BYE leaves it left", () => {
+  const terminated = stepLifecycle(record(), { type: "networkBye", callId: "call-1@cf", cause: "terminated", reasonCause: 410 }, NOW);
+  assert.deepEqual(terminated.transition, { from: "active", to: "terminated" });
+  const left = stepLifecycle(record(), { type: "clientBye", callId: "call-1@cf" }, NOW);
+  assert.deepEqual(left.transition, { from: "active", to: "left" });
+});
+
+test("DD-10 DD-12: the first deferred item makes an active record client-absent with data pending; later items change nothing", () => {
+  const first = stepLifecycle(record(), { type: "deferred" }, NOW);
+  assert.deepEqual(first.transition, { from: "active", to: "client-absent" });
+  assert.equal(first.record?.pendingDeferred, true);
+  const again = stepLifecycle(first.record as GroupSession, { type: "deferred" }, NOW + 1);
+  assert.equal(again.transition, undefined);
+  assert.equal(again.record, first.record, "no new record: nothing to persist");
+});
+
+test("RJ-1: a new dialog (re-join / re-start INVITE) of a known group makes it active again, keeps the older dialogs and the pending data", () => {
+  const inactive = record({ lifecycle: "inactive", endCause: 480, pendingDeferred: true, dialogs: [dialog("call-1@cf", "terminated")] });
+  const step = stepLifecycle(inactive, { type: "invited", dialog: dialog("rejoin@ue", "early") }, NOW);
+  assert.deepEqual(step.transition, { from: "inactive", to: "active" });
+  assert.equal(step.record?.key, "rejoin@ue", "the new dialog is the current one");
+  assert.deepEqual(
+    step.record?.dialogs.map((d) => d.callId),
+    ["call-1@cf", "rejoin@ue"],
+  );
+  assert.equal(step.record?.pendingDeferred, true);
+  assert.equal(step.record?.endCause, undefined);
+});
+
+test("an INVITE that never became a session removes its record; a failed re-join leaves the known group where it was (inactive)", () => {
+  const fresh = record({ dialogs: [dialog("new@cf", "early")], key: "new@cf" });
+  assert.equal(stepLifecycle(fresh, { type: "inviteFailed", callId: "new@cf", status: 486 }, NOW).record, undefined);
+  const rejoin = stepLifecycle(
+    record({ lifecycle: "active", dialogs: [dialog("call-1@cf", "terminated"), dialog("rejoin@ue", "early")], key: "rejoin@ue" }),
+    { type: "inviteFailed", callId: "rejoin@ue", status: 404 },
+    NOW,
+  );
+  assert.ok(rejoin.record);
+  assert.deepEqual(rejoin.transition, { from: "active", to: "inactive" });
+  assert.deepEqual(
+    rejoin.record.dialogs.map((d) => d.callId),
+    ["call-1@cf"],
+  );
+  const pending = record({ dialogs: [dialog("new@cf", "early")], pendingDeferred: true });
+  assert.ok(stepLifecycle(pending, { type: "inviteFailed", callId: "new@cf", status: 486 }, NOW).record, "pending data keeps the record");
+});
+
+test("DD-8 DD-10 DD-14: the delivery emptied the queue -> nothing pending, lifecycle unchanged", () => {
+  const step = stepLifecycle(record({ lifecycle: "inactive", pendingDeferred: true }), { type: "queueSettled" }, NOW);
+  assert.equal(step.record?.pendingDeferred, false);
+  assert.equal(step.record?.lifecycle, "inactive");
+  assert.equal(step.transition, undefined);
+});
+
+test("retention: pending data is never purged; ended records after retentionMs; re-startable groups after inactiveRetentionMs of silence", () => {
+  const policy: RetentionPolicy = { retentionMs: 30 * DAY, inactiveRetentionMs: 400 * DAY };
+  const at = (lifecycle: GroupSession["lifecycle"], ageDays: number, pendingDeferred = false) =>
+    record({ lifecycle, lifecycleAt: NOW - ageDays * DAY, updatedAt: NOW - ageDays * DAY, pendingDeferred });
+  assert.equal(shouldPurge(at("terminated", 31), NOW, policy), true);
+  assert.equal(shouldPurge(at("left", 29), NOW, policy), false);
+  assert.equal(shouldPurge(at("terminated", 1000, true), NOW, policy), false, "pending: never");
+  assert.equal(shouldPurge(at("inactive", 90), NOW, policy), false, "a long-lived group quiet for months comes back");
+  assert.equal(shouldPurge(at("inactive", 401), NOW, policy), true);
+  assert.equal(shouldPurge(at("client-absent", 401, true), NOW, policy), false);
+});
