@@ -1,0 +1,315 @@
+// The PF's main job, played from the wire, for the deferred-delivery e2e
+// tests and the demo: Dovecot, Kamailio (kamailio/kamailio.cfg) and the
+// sidecar (media plane, its SIP UA, deferred delivery) on loopback; SIPp as
+// the Controlling Function, the served user's client and the S-CSCF; MSRP
+// test peers as the CF's and the client's MSRP stacks. The sidecar keeps its
+// ports, state and spool directories across crashAndRestart(). A ladder of
+// what went over the wire (SIP from the SIPp traces, MSRP as the peers saw
+// it) is kept for the demo. Everything is stopped by PID in stop().
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chatCpim } from "../fixtures/cpim.js";
+import { anchoredChatCall, msrpMedia } from "./anchored-chat.js";
+import { type DovecotInstance, startDovecot } from "./dovecot.js";
+import { folderMessages, storeEnv } from "./group-chat.js";
+import { type KamailioInstance, startKamailio } from "./kamailio.js";
+import { MsrpPeer, sdpPath } from "./msrp-peer.js";
+import { freePort } from "./ports.js";
+import { type SidecarInstance, startSidecar } from "./sidecar.js";
+import { header, type SippResult, type SippRun, type SipTraceMessage, startSipp } from "./sipp.js";
+import { waitFor } from "./wait.js";
+
+/** The served user as the CF's INVITE names it (To of test/scenarios/cf-invite-msrp.xml). */
+export const SERVED_USER = "tel:+16135551200";
+export const DEFERRED_URI = "sip:deferred@pf.example.net";
+export const GSO_TYPE = "application/group-state-object+xml";
+/** An interim GSO the CF sends while the client is away (a participant change, DD-11). */
+export const INTERIM_GSO =
+  '<?xml version="1.0" encoding="UTF-8"?>\n<groupstate timestamp="2026-11-25T10:00:01Z" lastfocussessionid="sip:focus@cf.example.net" group-type="Closed"><participant name="Bob" comm-addr="tel:+16135551210"/></groupstate>';
+
+/** What the CF sent while the client was away, in order. */
+export interface Sent {
+  contentType: string;
+  body: Buffer;
+}
+
+export interface Chat {
+  callId: string;
+  conversationId: string;
+  contributionId: string;
+  sent: Sent[];
+}
+
+/** One arrow of the ladder diagram. */
+export interface Rung {
+  t: number;
+  from: string;
+  to: string;
+  what: string;
+}
+
+export interface ChatOptions {
+  /** Extra lines of the CF's BYE (e.g. a Reason). */
+  byeHeaders?: string[];
+  /** Runs once the messages are kept, with the CF dialog still up. */
+  whileDeferred?: (chat: Chat) => Promise<void>;
+  /** An interim GSO after the first message (DD-11). */
+  interimGso?: boolean;
+}
+
+export interface Delivery {
+  peer: MsrpPeer;
+  client: SippRun;
+  /** The delivery INVITE as the client got it. */
+  invite: SipTraceMessage;
+}
+
+/** Kamailio has one gRPC channel per async worker (the example config runs 4): probes answered in a row before a case goes on. */
+const PROBES_IN_A_ROW = 6;
+
+export const deferredFolder = (c: Pick<Chat, "conversationId" | "contributionId">) => `Deferred/${c.conversationId}/${c.contributionId}`;
+export const groupFolder = (c: Pick<Chat, "conversationId" | "contributionId">) => `Default/${c.conversationId}/${c.contributionId}`;
+
+function sipLabel(m: SipTraceMessage): string {
+  const cseq = header(m, "cseq") ?? "";
+  if (m.method) {
+    const reason = header(m, "reason");
+    return `${m.method}${reason ? ` (Reason: ${reason})` : ""}`;
+  }
+  return `${m.status} (${cseq.split(/\s+/)[1] ?? ""})`;
+}
+
+export class DeferredChatRig {
+  readonly ladder: Rung[] = [];
+  private readonly peers: MsrpPeer[] = [];
+  private current!: SidecarInstance;
+
+  private constructor(
+    readonly dovecot: DovecotInstance,
+    readonly kamailio: KamailioInstance,
+    private readonly dir: string,
+    private readonly env: Record<string, string>,
+  ) {}
+
+  /** Starts Dovecot, Kamailio and the sidecar; `env` adds or overrides CPM_PF__* keys. */
+  static async start(env: Record<string, string> = {}): Promise<DeferredChatRig> {
+    const dovecot = await startDovecot();
+    const dir = await mkdtemp(join(tmpdir(), "cpm-dd-rig-"));
+    const grpcPort = await freePort();
+    const uaPort = await freePort();
+    const mediaPort = await freePort();
+    const kamailio = await startKamailio({
+      grpcTarget: `127.0.0.1:${grpcPort}`,
+      deadlineMs: 1000,
+      defines: [`CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}"`],
+    });
+    const rig = new DeferredChatRig(dovecot, kamailio, dir, {
+      ...storeEnv(dovecot, "b2bua"),
+      CPM_PF__GRPC__PORT: String(grpcPort),
+      CPM_PF__SESSION__STATEDIR: join(dir, "state"),
+      CPM_PF__STORE__SPOOLDIR: join(dir, "spool"),
+      CPM_PF__MEDIA__ENABLED: "true",
+      CPM_PF__MEDIA__HOST: "127.0.0.1",
+      CPM_PF__MEDIA__PORT: String(mediaPort),
+      CPM_PF__DELIVERY__DEFERREDMSGMGMTURI: DEFERRED_URI,
+      CPM_PF__DELIVERY__SENDINTERIMGSOS: "true",
+      CPM_PF__SIP__HOST: "127.0.0.1",
+      CPM_PF__SIP__PORT: String(uaPort),
+      CPM_PF__SIP__PROXYHOST: "127.0.0.1",
+      CPM_PF__SIP__PROXYPORT: String(kamailio.sipPort),
+      CPM_PF__PF__SERVEDUSER: SERVED_USER,
+      ...env,
+    });
+    rig.current = await startSidecar(rig.env);
+    return rig;
+  }
+
+  get sidecar(): SidecarInstance {
+    return this.current;
+  }
+
+  /** The sidecar's state directory (session.stateDir). */
+  get stateDir(): string {
+    return join(this.dir, "state");
+  }
+
+  /**
+   * SIGKILL the sidecar and start it again on the same ports and
+   * directories; resolves once Kamailio's async workers reach the new one
+   * (their gRPC channels reconnect with a backoff of their own).
+   */
+  async crashAndRestart(between?: () => Promise<void>): Promise<void> {
+    const crashed = this.current;
+    await crashed.kill("SIGKILL");
+    await crashed.stop();
+    if (between) await between();
+    this.current = await startSidecar(this.env);
+    await this.untilKamailioReachesSidecar();
+  }
+
+  /** Probe REGISTERs for a user the PF does not serve until several in a row were answered by the sidecar, not the fail-safe. */
+  private async untilKamailioReachesSidecar(): Promise<void> {
+    let inARow = 0;
+    const deadline = Date.now() + 15_000;
+    while (inARow < PROBES_IN_A_ROW) {
+      if (Date.now() > deadline) throw new Error("Kamailio did not reach the restarted sidecar within 15 s");
+      const before = await this.kamailio.stat("cpm_pf_register_failsafe");
+      await this.register("<sip:probe@127.0.0.1:9>", "sip:probe@pf.invalid", false);
+      inARow = (await this.kamailio.stat("cpm_pf_register_failsafe")) === before ? inARow + 1 : 0;
+      if (inARow === 0) await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const p of this.peers) await p.close().catch(() => {});
+    await this.kamailio.stop();
+    await this.current?.stop();
+    await this.dovecot.stop();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** The first line the current sidecar logged with `msg` for `callId`. */
+  logged(msg: string, callId: string): Record<string, unknown> | undefined {
+    return this.current.logLines().find((l) => l.msg === msg && l.callId === callId);
+  }
+
+  async peer(name: string): Promise<MsrpPeer> {
+    const p = await MsrpPeer.start();
+    this.peers.push(p);
+    p.on("message", (m) =>
+      this.ladder.push({ t: Date.now(), from: "PF", to: name, what: `MSRP SEND ${m.contentType} ${preview(Buffer.from(m.body))}` }),
+    );
+    return p;
+  }
+
+  /** Adds the SIP messages of a SIPp run, seen from `who` (its sent ones go to the PF, its received ones come from it). */
+  traceSip(who: string, r: SippResult | SipTraceMessage[]): void {
+    for (const m of Array.isArray(r) ? r : r.messages) {
+      this.ladder.push({
+        t: m.time,
+        from: m.direction === "sent" ? who : "PF",
+        to: m.direction === "sent" ? "PF" : who,
+        what: sipLabel(m),
+      });
+    }
+  }
+
+  /**
+   * The CF invites the served user (media anchored at the PF), both MSRP legs
+   * connect, the client's connection drops, the CF sends `texts` (and an
+   * interim GSO after the first) which the PF keeps; `whileDeferred` runs
+   * then, with the CF dialog still up; then the CF's BYE with `byeHeaders`.
+   */
+  async chatWhileAway(texts: string[], opts: ChatOptions = {}): Promise<Chat> {
+    const cf = await this.peer("CF");
+    const ue = await this.peer("client");
+    const sent: Sent[] = [];
+    let chat: Chat | undefined;
+    const call = await anchoredChatCall(this.kamailio, {
+      cfMsrpPath: cf.path,
+      cfSetup: "active",
+      clientMsrpPath: ue.path,
+      byeHeaders: opts.byeHeaders ?? [],
+      timeoutS: 60,
+      during: async ({ callId, conversationId, contributionId, clientInvite, cf200 }) => {
+        await waitFor(() => this.logged("media answer anchored", callId), 5000, 20, "ReportMediaAnswer");
+        await ue.open(msrpMedia(clientInvite.body).path, "active");
+        await cf.open(msrpMedia(cf200.body).path, "active");
+        this.ladder.push({ t: Date.now(), from: "client", to: "PF", what: "MSRP connection drops (the client goes away)" });
+        ue.dropConnections();
+        await waitFor(() => this.logged("MSRP leg gone", callId), 5000, 20, "client leg gone");
+        for (const [i, t] of texts.entries()) {
+          sent.push({ contentType: "message/cpim", body: chatCpim(t, `imdn-${contributionId}-${i}`) });
+          if (i === 0 && opts.interimGso) sent.push({ contentType: GSO_TYPE, body: Buffer.from(INTERIM_GSO) });
+        }
+        for (const s of sent) {
+          this.ladder.push({ t: Date.now(), from: "CF", to: "PF", what: `MSRP SEND ${s.contentType} ${preview(s.body)}` });
+          const r = await cf.send(s.body, s.contentType);
+          this.ladder.push({ t: Date.now(), from: "PF", to: "CF", what: `MSRP ${r.code} (kept in the deferred queue)` });
+          assert.equal(r.code, 200, "the CF's SEND is answered once stored");
+        }
+        const kept = await folderMessages(this.dovecot, deferredFolder({ conversationId, contributionId }));
+        assert.equal(kept.length, sent.length, "every message the CF sent is in the deferred queue");
+        chat = { callId, conversationId, contributionId, sent };
+        if (opts.whileDeferred) await opts.whileDeferred(chat);
+      },
+    });
+    this.traceSip("CF", call.cf);
+    this.traceSip("client", call.client);
+    assert.ok(chat);
+    return chat;
+  }
+
+  /** The S-CSCF's third-party REGISTER for `servedUser`, the UE's REGISTER (with `contact`) in the body. */
+  async register(contact: string, servedUser = SERVED_USER, trace = true): Promise<SippResult> {
+    const run = await startSipp({
+      scenario: "scscf-third-party-register.xml",
+      remote: this.kamailio.address,
+      keys: { served_user: servedUser, expires: "600000", ue_contact: contact },
+    });
+    const r = await run.done;
+    if (trace) this.traceSip("S-CSCF", r);
+    return r;
+  }
+
+  /** The INVITEs `client` received for `chat`. */
+  async receivedInvites(client: SippRun, chat: Chat): Promise<SipTraceMessage[]> {
+    return (await client.messagesSoFar()).filter(
+      (m) => m.direction === "received" && m.method === "INVITE" && header(m, "conversation-id") === chat.conversationId,
+    );
+  }
+
+  async receivedInvite(client: SippRun, chat: Chat): Promise<SipTraceMessage> {
+    let invite: SipTraceMessage | undefined;
+    await waitFor(
+      async () => {
+        invite = (await this.receivedInvites(client, chat))[0];
+        return invite !== undefined;
+      },
+      8000,
+      20,
+      "the delivery INVITE at the client",
+    );
+    return invite as SipTraceMessage;
+  }
+
+  /**
+   * The served user's device registers again: a SIPp client (`scenario`) and
+   * an MSRP peer for it; the REGISTER; the delivery INVITE for `chat` and the
+   * client's 200; the peer connects to the PF's delivery leg; `body` runs.
+   */
+  async deliveredTo(chat: Chat, scenario: string, keys: Record<string, string>, body: (d: Delivery) => Promise<void>): Promise<void> {
+    const ue = await this.peer("client");
+    const client = await startSipp({
+      scenario,
+      timeoutS: 30,
+      keys: { client_msrp_port: String(new URL(ue.path.replace(/^msrp/, "http")).port), client_msrp_path: ue.path, ...keys },
+      ...(scenario === "client-uas-msrp.xml" ? { extraArgs: ["-d", "50"] } : {}),
+    });
+    try {
+      const reg = await this.register(`<sip:client@127.0.0.1:${client.port}>`);
+      assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+      const invite = await this.receivedInvite(client, chat);
+      await waitFor(
+        async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
+        5000,
+        20,
+        "client 200",
+      );
+      await ue.open(sdpPath(invite.body), "active");
+      await body({ peer: ue, client, invite });
+    } finally {
+      await client.stop();
+      this.traceSip("client", await client.messagesSoFar());
+    }
+  }
+}
+
+/** A short, printable view of an MSRP body (the text of a CPIM chat message, or the XML root). */
+function preview(body: Buffer): string {
+  const s = body.toString("utf8");
+  const last = s.split(/\r?\n/).filter(Boolean).pop() ?? "";
+  return JSON.stringify(last.length > 40 ? `${last.slice(0, 37)}...` : last);
+}
