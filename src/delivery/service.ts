@@ -72,7 +72,7 @@ export type OpenLeg = (sessionKey: string, originalSdp: string) => Promise<{ leg
 
 /** The deferred queue (src/store/deferred-queue.ts). */
 export interface DeliveryQueue {
-  listSessions(): Promise<DeferredSessionSummary[]>;
+  listSessions(servedUser: string): Promise<DeferredSessionSummary[]>;
   read(target: QueueRef, limit: number): Promise<DeferredRecord[]>;
   ack(handles: readonly DeferredHandle[]): Promise<number>;
   discard(target: QueueRef): Promise<number>;
@@ -136,7 +136,7 @@ export class DeliveryService implements RegistrationHandler {
     if (this.deps.servedUser && reg.servedUser !== this.deps.servedUser) {
       return { accepted: false, deliveries: 0, notes: [`${reg.servedUser} is not the served user`] };
     }
-    const pending: PendingGroupSession[] = (await this.deps.queue.listSessions()).map((q) => ({
+    const pending: PendingGroupSession[] = (await this.deps.queue.listSessions(reg.servedUser)).map((q) => ({
       conversationId: q.conversationId,
       contributionId: q.contributionId,
       count: q.count,

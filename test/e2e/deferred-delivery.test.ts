@@ -18,7 +18,7 @@ import type { MsrpRequest } from "../../src/msrp/frame.js";
 import type { GroupSession } from "../../src/session/group-session.js";
 import { JOURNAL_FILE } from "../../src/session/registry.js";
 import { DeferredQueue } from "../../src/store/deferred-queue.js";
-import type { MessageStore } from "../../src/store/message-store.js";
+import type { Mailboxes } from "../../src/store/mailboxes.js";
 import { groupSession } from "../fixtures/delivery.js";
 import { triggerSipp } from "../harness/anchored-chat.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
@@ -193,7 +193,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
   let stateDir: string;
   let kamailio: KamailioInstance | undefined;
   let sidecar: SidecarInstance | undefined;
-  let store: MessageStore;
+  let store: Mailboxes;
   let queue: DeferredQueue;
 
   before(async () => {
@@ -228,7 +228,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) through Kamailio, w
       CPM_PF__SIP__PROXYPORT: String(kamailio.sipPort),
       CPM_PF__PF__SERVEDUSER: SERVED_USER,
     });
-    store = await env.startStore(await env.storeConfig());
+    store = await env.startMailboxes(await env.storeConfig());
     queue = new DeferredQueue(defaults.store, store, silentLogger());
   });
   after(async () => {
