@@ -14,7 +14,7 @@ import { silentLogger } from "../src/log/logger.js";
 import type { DeferredItem, GroupSessionRef } from "../src/media/ports.js";
 import { buildDeferredObject } from "../src/store/deferred-object.js";
 import { DeferredQueue } from "../src/store/deferred-queue.js";
-import { MessageStore } from "../src/store/message-store.js";
+import { Mailboxes } from "../src/store/mailboxes.js";
 import { chatCpimOfSize } from "../test/fixtures/cpim.js";
 import type { DovecotInstance } from "../test/harness/dovecot.js";
 import { connectImap } from "../test/harness/imap-read.js";
@@ -52,7 +52,7 @@ export async function benchDeferred(dovecot: DovecotInstance, n = 500): Promise<
   const cfg = buildConfig({
     store: { host: dovecot.host, port: dovecot.port, user: dovecot.user, password: dovecot.password, spoolDir: join(dir, "spool") },
   });
-  const store = new MessageStore(cfg.store, silentLogger());
+  const store = new Mailboxes(cfg.store, silentLogger());
   await store.start();
   const queue = new DeferredQueue(cfg.store, store, silentLogger());
   // the baseline APPENDs the very objects the queue builds, into a folder of the same shape

@@ -15,7 +15,7 @@ import { ParticipatingFunction } from "./pf/participating-function.js";
 import { SessionRegistry } from "./session/registry.js";
 import { SipUa } from "./sip/ua.js";
 import { DeferredQueue } from "./store/deferred-queue.js";
-import { MessageStore } from "./store/message-store.js";
+import { Mailboxes } from "./store/mailboxes.js";
 import { MessageStoreSessionRecorder } from "./store/session-record.js";
 
 async function main(): Promise<void> {
@@ -30,10 +30,11 @@ async function main(): Promise<void> {
   const log = componentLogger("main", root);
   const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, componentLogger("session", root));
   const restored = await sessions.load();
-  const store = new MessageStore(cfg.store, componentLogger("store", root));
+  // each served user's mailbox (store.user "{user}" template) with its own IMAP pool and spool
+  const store = new Mailboxes(cfg.store, componentLogger("store", root));
   await store.start();
   // B2BUA in the MSRP media path: the deferred queue and the 8.5.2
-  // recorder write to the same Message Store (and spool) as the GSOs.
+  // recorder write to the served user's mailbox (and spool) like the GSOs.
   let msrp: MsrpMediaPlane | undefined;
   let media: MediaPlane = new NoMediaPlane();
   const deferred = new DeferredQueue(cfg.store, store, componentLogger("store", root));

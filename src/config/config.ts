@@ -40,9 +40,16 @@ export interface Config {
     port: number;
     /** Implicit TLS (IMAPS). Default false. */
     secure: boolean;
-    /** Login of the served user's mailbox. */
+    /**
+     * IMAP login of a served user's mailbox. "{user}" is replaced by the
+     * mailbox name of the served user's URI (sip:alice@example.net ->
+     * alice@example.net, tel:+16135551210 -> +16135551210), so each served
+     * user's data goes to that user's mailbox; with a Dovecot master user:
+     * "{user}*pfmaster". Without "{user}" every served user shares this one
+     * login (single mailbox). Default "".
+     */
     user: string;
-    /** Password of that login. */
+    /** Password of that login (with a master-user template: the master password). Default "". */
     password: string;
     /** Root folder of CPM objects; deployed RCS stores use "Default". */
     rootFolder: string;
@@ -52,11 +59,19 @@ export interface Config {
      * A sibling of rootFolder, not inside it. Default "Deferred".
      */
     deferredRootFolder: string;
-    /** IMAP connections kept open. Default 2. */
+    /** IMAP connections per mailbox. Default 2. */
     poolSize: number;
+    /** Mailboxes (IMAP pools) open at once; beyond it the least recently used idle one is closed. Default 256. */
+    maxMailboxes: number;
+    /** A mailbox unused this long (ms) with nothing spooled closes its IMAP connections. Default 60000. */
+    mailboxIdleMs: number;
     /** Connect/command timeout in ms. Default 3000. */
     timeoutMs: number;
-    /** Directory of the durable spool for objects the store did not take yet. */
+    /**
+     * Directory of the durable spool for objects the store did not take yet;
+     * per mailbox a subdirectory <16 hex of SHA-256 of the mailbox name> with
+     * an "owner" file (the shared login uses the directory itself). Default var/spool.
+     */
     spoolDir: string;
     /** First spool retry delay in ms; doubles up to retryMaxMs. Default 500. */
     retryInitialMs: number;
@@ -157,6 +172,8 @@ export const defaults: Config = {
     rootFolder: "Default",
     deferredRootFolder: "Deferred",
     poolSize: 2,
+    maxMailboxes: 256,
+    mailboxIdleMs: 60_000,
     timeoutMs: 3000,
     spoolDir: "var/spool",
     retryInitialMs: 500,
@@ -218,6 +235,8 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     rootFolder: "string",
     deferredRootFolder: "string",
     poolSize: "posint",
+    maxMailboxes: "posint",
+    mailboxIdleMs: "posint",
     timeoutMs: "posint",
     spoolDir: "string",
     retryInitialMs: "posint",

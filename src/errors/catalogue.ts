@@ -14,6 +14,8 @@ export const ErrorCodes = {
   CPM_ERR_STORE_UNAVAILABLE: { grpc: GrpcStatus.UNAVAILABLE, sip: 503, message: "Message Store unavailable" },
   CPM_ERR_STORE_REJECTED: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "Message Store rejected the object" },
   CPM_ERR_SPOOL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "durable spool write failed" },
+  // A served user whose URI gives no usable mailbox name (src/store/mailbox-name.ts).
+  CPM_ERR_BAD_SERVED_USER: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "served user has no usable mailbox" },
   CPM_ERR_INTERNAL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "internal error" },
   // A message/cpim body (RFC 3862) whose header blocks do not parse. The PF
   // relays and stores such bodies unchanged; only header extraction fails.

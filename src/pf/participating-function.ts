@@ -20,9 +20,10 @@ import { buildCpmObject } from "../store/cpm-object.js";
 import { groupSessionFolder } from "../store/folder.js";
 import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
 
-/** What the PF needs of the Message Store (src/store/message-store.ts). */
+/** What the PF needs of the Message Store (src/store/mailboxes.ts): owner = the served user, whose mailbox gets the object. */
 export interface ObjectStore {
   append(obj: {
+    owner: string;
     folder: string;
     raw: Buffer;
     messageId: string;
@@ -446,7 +447,7 @@ export class ParticipatingFunction {
       direction: "received",
       body: serializeGso(gso),
     });
-    const result = await this.store.append({ folder, raw, messageId });
+    const result = await this.store.append({ owner: session.servedUser || this.cfg.pf.servedUser, folder, raw, messageId });
     this.log.info("GSO stored", {
       callId: session.key,
       conversationId: session.conversationId,

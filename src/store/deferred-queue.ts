@@ -4,7 +4,8 @@
 // DD-10: "deliver ... in order") or re-join delivery (8.3.2.9.1.3, RJ-2)
 // takes it.
 //
-// Folder convention (the served user's mailbox is the IMAP login):
+// Folder convention, in the served user's mailbox (mailboxes.ts picks it from
+// GroupSessionRef.servedUser / QueueRef.servedUser; a handle carries it):
 //   <deferredRootFolder>/<Conversation-ID>/<Contribution-ID>
 // with deferredRootFolder = store.deferredRootFolder ("Deferred"), components
 // encoded by folder.ts exactly like the session folders
@@ -42,10 +43,15 @@
 //   - a refusal by the server (CPM_ERR_STORE_REJECTED) fails that item only.
 //
 // Reading (deferred delivery): read() returns the oldest items of a session in
-// UID order with handles; ack() removes delivered items (STORE +FLAGS \Deleted,
-// then UID EXPUNGE, RFC 4315); items never acked stay and are read again
-// (at-least-once). A handle carries UIDVALIDITY: if the folder was recreated
-// meanwhile, its ack is ignored (the items are delivered again, never lost).
+// UID order with handles, one FETCH of the first `limit` messages by sequence
+// number (no SEARCH of the whole folder: the cost per item does not grow with
+// the queue). ack() retires delivered items in batches: per mailbox and folder
+// one UID STORE +FLAGS (\Deleted) and one UID EXPUNGE of the UID set (RFC 4315
+// 2.1), or with moveTo one UID MOVE of the set (RFC 6851 3.1) into that folder,
+// e.g. the session's history folder when recording applies (8.5.2). Items never
+// acked stay and are read again (at-least-once). A handle carries UIDVALIDITY:
+// if the folder was recreated meanwhile, its ack is ignored (the items are
+// delivered again, never lost).
 // Items still in the spool are not readable yet; they follow in order once
 // drained (spoolPending() says whether any wait).
 import type { Config } from "../config/config.js";
@@ -56,10 +62,13 @@ import { buildDeferredObject, deferredItemFromObject, type ReadBackItem } from "
 import { decodeFolderComponent, groupSessionFolder } from "./folder.js";
 import { describeImapError, isConnectionError, type PooledConnection } from "./imap-pool.js";
 import { folderMessageIds, lockMailbox } from "./mailbox.js";
+import type { Mailboxes } from "./mailboxes.js";
 import type { MessageStore } from "./message-store.js";
 
 /** Where one stored item is; what ack() takes. */
 export interface DeferredHandle {
+  /** The served user whose mailbox holds the item. */
+  servedUser: string;
   folder: string;
   /** UIDVALIDITY of the folder when read (RFC 9051 2.3.1.1), as a decimal string. */
   uidValidity: string;
@@ -97,7 +106,20 @@ export interface DeferredQueueStats {
   spooled: number;
   duplicates: number;
   failed: number;
+  /** Items removed by ack() (expunged or moved). */
   acked: number;
+  /** Of those, moved with ack(..., { moveTo }). */
+  moved: number;
+}
+
+/** A session's queue: the served user's mailbox and the session's IDs, or a folder of listSessions(). */
+export type QueueTarget =
+  | Pick<GroupSessionRef, "servedUser" | "conversationId" | "contributionId">
+  | { servedUser: string; folder: string };
+
+export interface AckOptions {
+  /** Move the items into this folder of the same mailbox (UID MOVE, RFC 6851) instead of expunging them; created if needed. */
+  moveTo?: string;
 }
 
 interface FolderState {
@@ -114,11 +136,13 @@ export class DeferredQueue implements DeferredSink {
   private readonly folders = new Map<string, FolderState>();
   private readonly maxSessions: number;
   private readonly maxIds: number;
-  private readonly counts = { stored: 0, spooled: 0, duplicates: 0, failed: 0, acked: 0 };
+  private readonly counts = { stored: 0, spooled: 0, duplicates: 0, failed: 0, acked: 0, moved: 0 };
+  /** Folders created by ack(moveTo), per mailbox ("mailbox\nfolder"). */
+  private readonly created = new Set<string>();
 
   constructor(
     private readonly cfg: Pick<Config["store"], "deferredRootFolder">,
-    private readonly store: MessageStore,
+    private readonly mailboxes: Pick<Mailboxes, "forUser" | "mailboxOf">,
     log: Logger,
     opts: DeferredQueueOptions = {},
   ) {
@@ -135,8 +159,10 @@ export class DeferredQueue implements DeferredSink {
   /** DeferredSink: resolves once stored or spooled; items of one session in call order. */
   storeDeferred(session: GroupSessionRef, item: DeferredItem): Promise<void> {
     let folder: string;
+    let mailbox: string;
     let built: ReturnType<typeof buildDeferredObject>;
     try {
+      mailbox = this.mailboxes.mailboxOf(session.servedUser);
       folder = this.folderOf(session);
       built = buildDeferredObject(folder, session, item);
     } catch (err) {
@@ -153,9 +179,10 @@ export class DeferredQueue implements DeferredSink {
     if (!built.cpim.ok && item.kind !== "gso") {
       this.log.warn("deferred item stored without CPIM header facts", { ...fields, reason: built.cpim.error });
     }
-    const st = this.state(folder);
+    const st = this.state(`${mailbox}\n${folder}`);
     st.pending++;
-    const run = st.tail.then(() => this.storeOne(st, folder, built.raw, built.messageId, fields));
+    const user = session.servedUser;
+    const run = st.tail.then(() => this.storeOne(st, user, folder, built.raw, built.messageId, fields));
     st.tail = run.catch(() => {});
     return run.finally(() => {
       st.pending--;
@@ -164,37 +191,40 @@ export class DeferredQueue implements DeferredSink {
 
   /**
    * The oldest `limit` items of a session's queue (UID order = arrival order),
-   * without removing them. A folder that does not exist yields [].
+   * without removing them: one FETCH of the first `limit` messages (sequence
+   * order is UID order, RFC 9051 2.3.1.2). A folder that does not exist yields [].
    */
-  async read(target: GroupSessionRef | string, limit = 100): Promise<DeferredRecord[]> {
-    const folder = typeof target === "string" ? target : this.folderOf(target);
+  async read(target: QueueTarget, limit = 100): Promise<DeferredRecord[]> {
+    const folder = this.targetFolder(target);
+    const servedUser = target.servedUser;
     if (!Number.isInteger(limit) || limit < 1) throw new CpmError("CPM_ERR_BAD_REQUEST", `read limit ${limit}: must be a positive integer`);
-    return this.io(async (conn) => {
+    return this.io(servedUser, async (conn) => {
       const lock = await lockMailbox(conn, folder, true);
       if (!lock) return [];
       try {
         const mb = conn.client.mailbox;
         if (!mb || mb.exists === 0) return [];
+        const exists = mb.exists;
         const uidValidity = String(mb.uidValidity);
-        // \Deleted ones are acked items whose EXPUNGE did not complete
-        const uids = await conn.cmd("SEARCH", () => conn.client.search({ deleted: false }, { uid: true }));
-        if (!Array.isArray(uids)) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: SEARCH refused`);
-        const take = [...uids].sort((a, b) => a - b).slice(0, limit);
-        if (take.length === 0) return [];
         const out: DeferredRecord[] = [];
-        await conn.cmd("FETCH", async () => {
-          for await (const m of conn.client.fetch(take.join(","), { uid: true, source: true }, { uid: true })) {
-            if (!m.source) continue;
-            const handle = { folder, uidValidity, uid: m.uid };
-            try {
-              out.push({ handle, raw: m.source, item: deferredItemFromObject(m.source) });
-            } catch (err) {
-              const error = err instanceof CpmError ? err.detail : String(err);
-              this.log.warn("object in the deferred queue is not a deferred item", { folder, uid: m.uid, reason: error });
-              out.push({ handle, raw: m.source, item: undefined, error });
+        // \Deleted ones are acked items whose EXPUNGE did not complete: skipped, and the window moves on
+        for (let from = 1; from <= exists && out.length < limit; ) {
+          const to = Math.min(exists, from + (limit - out.length) - 1);
+          await conn.cmd("FETCH", async () => {
+            for await (const m of conn.client.fetch(`${from}:${to}`, { uid: true, flags: true, source: true })) {
+              if (!m.source || m.flags?.has("\\Deleted")) continue;
+              const handle = { servedUser, folder, uidValidity, uid: m.uid };
+              try {
+                out.push({ handle, raw: m.source, item: deferredItemFromObject(m.source) });
+              } catch (err) {
+                const error = err instanceof CpmError ? err.detail : String(err);
+                this.log.warn("object in the deferred queue is not a deferred item", { folder, uid: m.uid, reason: error });
+                out.push({ handle, raw: m.source, item: undefined, error });
+              }
             }
-          }
-        });
+          });
+          from = to + 1;
+        }
         return out.sort((a, b) => a.handle.uid - b.handle.uid);
       } finally {
         await lock.release();
@@ -203,23 +233,34 @@ export class DeferredQueue implements DeferredSink {
   }
 
   /**
-   * Removes delivered items (STORE \Deleted + UID EXPUNGE). Resolves with the
-   * number of items removed; handles of a folder whose UIDVALIDITY changed are
-   * skipped (with a warning), as are handles of a folder that no longer exists.
+   * Retires delivered items in batches: per mailbox and folder one UID STORE
+   * +FLAGS (\Deleted) + UID EXPUNGE of the set (RFC 4315 2.1), or with
+   * `moveTo` one UID MOVE of the set into that folder (RFC 6851 3.1; UID order
+   * kept). Resolves with the number of items removed; handles of a folder
+   * whose UIDVALIDITY changed are skipped (with a warning), as are handles of
+   * a folder that no longer exists.
    */
-  async ack(handles: readonly DeferredHandle[]): Promise<number> {
-    const byFolder = new Map<string, DeferredHandle[]>();
+  async ack(handles: readonly DeferredHandle[], opts: AckOptions = {}): Promise<number> {
+    const moveTo = opts.moveTo;
+    if (moveTo !== undefined && (typeof moveTo !== "string" || moveTo === "" || /[\r\n\0]/.test(moveTo))) {
+      throw new CpmError("CPM_ERR_BAD_REQUEST", "ack: invalid moveTo folder");
+    }
+    const groups = new Map<string, { servedUser: string; mailbox: string; folder: string; list: DeferredHandle[] }>();
     for (const h of handles) {
-      if (!h || typeof h.folder !== "string" || !Number.isInteger(h.uid) || h.uid < 1) {
+      if (!h || typeof h.folder !== "string" || typeof h.servedUser !== "string" || !Number.isInteger(h.uid) || h.uid < 1) {
         throw new CpmError("CPM_ERR_BAD_REQUEST", "ack: invalid handle");
       }
-      const list = byFolder.get(h.folder) ?? [];
-      list.push(h);
-      byFolder.set(h.folder, list);
+      const mailbox = this.mailboxes.mailboxOf(h.servedUser);
+      const key = `${mailbox}\n${h.folder}`;
+      const g = groups.get(key) ?? { servedUser: h.servedUser, mailbox, folder: h.folder, list: [] };
+      g.list.push(h);
+      groups.set(key, g);
     }
     let removed = 0;
-    for (const [folder, list] of byFolder) {
-      removed += await this.io(async (conn) => {
+    for (const { servedUser, mailbox, folder, list } of groups.values()) {
+      if (moveTo === folder) continue;
+      removed += await this.io(servedUser, async (conn) => {
+        if (moveTo !== undefined) await this.ensureFolder(conn, mailbox, moveTo);
         const lock = await lockMailbox(conn, folder, false);
         if (!lock) return 0;
         try {
@@ -232,16 +273,23 @@ export class DeferredQueue implements DeferredSink {
             });
           }
           if (valid.length === 0) return 0;
-          const uids = [...new Set(valid.map((h) => h.uid))].sort((a, b) => a - b).join(",");
-          const ok = await conn.cmd("EXPUNGE", () => conn.client.messageDelete(uids, { uid: true }));
-          if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: STORE \\Deleted / UID EXPUNGE failed`);
-          return valid.length;
+          const uids = uidSet(valid.map((h) => h.uid));
+          if (moveTo !== undefined) {
+            const ok = await conn.cmd("UID MOVE", () => conn.client.messageMove(uids, moveTo, { uid: true }));
+            if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID MOVE to ${moveTo} failed`);
+          } else {
+            // imapflow: UID STORE +FLAGS (\Deleted), then UID EXPUNGE of the same set (UIDPLUS)
+            const ok = await conn.cmd("UID EXPUNGE", () => conn.client.messageDelete(uids, { uid: true }));
+            if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID STORE \\Deleted / UID EXPUNGE failed`);
+          }
+          return new Set(valid.map((h) => h.uid)).size;
         } finally {
           await lock.release();
         }
       });
     }
     this.counts.acked += removed;
+    if (moveTo !== undefined) this.counts.moved += removed;
     return removed;
   }
 
@@ -251,11 +299,13 @@ export class DeferredQueue implements DeferredSink {
    * running writes, drains the spool if it holds objects, then removes all
    * objects of the folder. Resolves with the number removed.
    */
-  async discard(target: GroupSessionRef | string): Promise<number> {
-    const folder = typeof target === "string" ? target : this.folderOf(target);
-    await this.folders.get(folder)?.tail;
-    if (this.store.stats().spoolPending > 0) await this.store.flushSpool().catch(() => 0);
-    const n = await this.io(async (conn) => {
+  async discard(target: QueueTarget): Promise<number> {
+    const folder = this.targetFolder(target);
+    const mailbox = this.mailboxes.mailboxOf(target.servedUser);
+    await this.folders.get(`${mailbox}\n${folder}`)?.tail;
+    const store = this.store(target.servedUser);
+    if (store.stats().spoolPending > 0) await store.flushSpool().catch(() => 0);
+    const n = await this.io(target.servedUser, async (conn) => {
       const lock = await lockMailbox(conn, folder, false);
       if (!lock) return 0;
       try {
@@ -268,15 +318,15 @@ export class DeferredQueue implements DeferredSink {
         await lock.release();
       }
     });
-    this.log.info("deferred items discarded", { folder, discarded: n });
+    this.log.info("deferred items discarded", { mailbox, folder, discarded: n });
     return n;
   }
 
-  /** Sessions with queued items (LIST + STATUS MESSAGES, RFC 5819), for deferred delivery (DD-1). */
-  async listSessions(): Promise<DeferredSessionSummary[]> {
+  /** The served user's sessions with queued items (LIST + STATUS MESSAGES, RFC 5819), for deferred delivery (DD-1). */
+  async listSessions(servedUser: string): Promise<DeferredSessionSummary[]> {
     const root = `${this.cfg.deferredRootFolder}/`;
     const depth = root.split("/").length + 1;
-    const boxes = await this.io((conn) => conn.cmd("LIST", () => conn.client.list({ statusQuery: { messages: true } })));
+    const boxes = await this.io(servedUser, (conn) => conn.cmd("LIST", () => conn.client.list({ statusQuery: { messages: true } })));
     const out: DeferredSessionSummary[] = [];
     for (const box of boxes) {
       if (!box.path.startsWith(root) || box.path.split("/").length !== depth) continue;
@@ -288,9 +338,9 @@ export class DeferredQueue implements DeferredSink {
     return out.sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
   }
 
-  /** Objects of any session still waiting in the durable spool (not readable yet). */
-  spoolPending(): number {
-    return this.store.stats().spoolPending;
+  /** Objects of the served user's sessions still waiting in the durable spool (not readable yet). */
+  spoolPending(servedUser: string): number {
+    return this.store(servedUser).stats().spoolPending;
   }
 
   stats(): DeferredQueueStats {
@@ -299,30 +349,58 @@ export class DeferredQueue implements DeferredSink {
 
   // ---- internals ----
 
-  /** One IMAP use; failures become CPM_ERR_STORE_UNAVAILABLE (connection) or CPM_ERR_STORE_REJECTED. */
-  private io<T>(fn: (conn: PooledConnection) => Promise<T>): Promise<T> {
-    return this.store.withConnection(fn).catch((err: unknown) => {
+  private store(servedUser: string): MessageStore {
+    return this.mailboxes.forUser(servedUser);
+  }
+
+  private targetFolder(target: QueueTarget): string {
+    return "folder" in target ? target.folder : this.folderOf(target);
+  }
+
+  /** CREATE each level of a folder (ALREADYEXISTS is fine, RFC 5530), once per mailbox and folder. */
+  private async ensureFolder(conn: PooledConnection, mailbox: string, folder: string): Promise<void> {
+    const key = `${mailbox}\n${folder}`;
+    if (this.created.has(key)) return;
+    const levels = folder.split("/");
+    for (let i = 1; i <= levels.length; i++) {
+      const path = levels.slice(0, i).join("/");
+      await conn.cmd("CREATE", () => conn.client.mailboxCreate(path));
+    }
+    if (this.created.size >= this.maxSessions) this.created.clear();
+    this.created.add(key);
+  }
+
+  /** One IMAP use in the served user's mailbox; failures become CPM_ERR_STORE_UNAVAILABLE (connection) or CPM_ERR_STORE_REJECTED. */
+  private io<T>(servedUser: string, fn: (conn: PooledConnection) => Promise<T>): Promise<T> {
+    let store: MessageStore;
+    try {
+      store = this.store(servedUser);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return store.withConnection(fn).catch((err: unknown) => {
       if (err instanceof CpmError) throw err;
       const code = isConnectionError(err) ? "CPM_ERR_STORE_UNAVAILABLE" : "CPM_ERR_STORE_REJECTED";
       throw new CpmError(code, describeImapError(err), { cause: err });
     });
   }
 
-  private state(folder: string): FolderState {
-    let st = this.folders.get(folder);
+  /** Write state of one queue, by "mailbox\nfolder". */
+  private state(key: string): FolderState {
+    let st = this.folders.get(key);
     if (st) {
       // keep the map in least-recently-used order
-      this.folders.delete(folder);
-      this.folders.set(folder, st);
+      this.folders.delete(key);
+      this.folders.set(key, st);
       return st;
     }
     st = { tail: Promise.resolve(), ids: new Set(), loaded: false, pending: 0 };
-    this.folders.set(folder, st);
+    this.folders.set(key, st);
     if (this.folders.size > this.maxSessions) {
       for (const [f, s] of this.folders) {
         if (this.folders.size <= this.maxSessions) break;
         // never the folder being returned: a second state for it would break its order
-        if (s.pending === 0 && f !== folder) this.folders.delete(f);
+        if (s.pending === 0 && f !== key) this.folders.delete(f);
       }
     }
     return st;
@@ -336,10 +414,17 @@ export class DeferredQueue implements DeferredSink {
     }
   }
 
-  private async storeOne(st: FolderState, folder: string, raw: Buffer, messageId: string, fields: Record<string, unknown>): Promise<void> {
+  private async storeOne(
+    st: FolderState,
+    servedUser: string,
+    folder: string,
+    raw: Buffer,
+    messageId: string,
+    fields: Record<string, unknown>,
+  ): Promise<void> {
     // A restart forgets what was stored: read the folder's Message-IDs once, while
     // the store takes objects directly (with a non-empty spool the drain dedupes).
-    if (!st.loaded && this.store.stats().spoolPending === 0) await this.loadIds(st, folder);
+    if (!st.loaded && this.store(servedUser).stats().spoolPending === 0) await this.loadIds(st, servedUser, folder);
     if (st.ids.has(messageId)) {
       this.counts.duplicates++;
       this.log.info("deferred item already stored (retried SEND)", { ...fields, folder });
@@ -347,7 +432,7 @@ export class DeferredQueue implements DeferredSink {
     }
     let state: "stored" | "spooled";
     try {
-      ({ state } = await this.store.append({ folder, raw, messageId }));
+      ({ state } = await this.store(servedUser).append({ folder, raw, messageId }));
     } catch (err) {
       this.counts.failed++;
       this.log.error("deferred item not stored", { ...fields, folder, reason: err instanceof CpmError ? err.detail : String(err) });
@@ -358,9 +443,9 @@ export class DeferredQueue implements DeferredSink {
     this.log.debug("deferred item kept", { ...fields, folder, state });
   }
 
-  private async loadIds(st: FolderState, folder: string): Promise<void> {
+  private async loadIds(st: FolderState, servedUser: string, folder: string): Promise<void> {
     try {
-      const ids = await this.io((conn) => folderMessageIds(conn, folder));
+      const ids = await this.io(servedUser, (conn) => folderMessageIds(conn, folder));
       for (const id of ids) this.remember(st, id);
       st.loaded = true;
     } catch (err) {
@@ -368,6 +453,19 @@ export class DeferredQueue implements DeferredSink {
       this.log.debug("could not read the folder's Message-IDs", { folder, reason: describeImapError(err) });
     }
   }
+}
+
+/** A compact UID set (RFC 9051 9 sequence-set): ascending, runs as ranges ("1:4,7,9:10"). */
+export function uidSet(uids: readonly number[]): string {
+  const sorted = [...new Set(uids)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && (sorted[j + 1] as number) === (sorted[j] as number) + 1) j++;
+    parts.push(i === j ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(",");
 }
 
 function decodeOrUndefined(component: string): string | undefined {

@@ -40,6 +40,8 @@ export interface ImapPoolStats {
   connects: number;
   connectFailures: number;
   discarded: number;
+  /** IMAP commands issued through cmd(), by name (e.g. "UID EXPUNGE": 3). */
+  commands: Record<string, number>;
 }
 
 interface Slot {
@@ -108,6 +110,7 @@ export class ImapPool {
   private readonly imapLog: ImapFlowLogger;
   private closed = false;
   private counters = { connects: 0, connectFailures: 0, discarded: 0 };
+  private readonly commands: Record<string, number> = {};
 
   constructor(
     private readonly opts: ImapPoolOptions,
@@ -159,6 +162,7 @@ export class ImapPool {
       busy: this.slots.filter((s) => s.busy).length,
       waiting: this.waiters.length,
       ...this.counters,
+      commands: { ...this.commands },
     };
   }
 
@@ -253,6 +257,7 @@ export class ImapPool {
   /** Bounds one command by timeoutMs; on expiry the connection is closed and the command rejected. */
   private async guard<T>(slot: Slot, client: ImapFlow, name: string, op: () => Promise<T>): Promise<T> {
     const ms = this.opts.timeoutMs;
+    this.commands[name] = (this.commands[name] ?? 0) + 1;
     let timer: NodeJS.Timeout | undefined;
     const pending = op();
     // the command rejects once we close the connection on timeout; that rejection is expected

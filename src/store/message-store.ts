@@ -105,7 +105,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private readonly spool: Spool;
   private readonly knownFolders = new Set<string>();
   private readonly inFlight = new Set<Promise<unknown>>();
-  private started = false;
+  private starting: Promise<void> | undefined;
   private closed = false;
   private spoolCount = 0;
   private pendingWrites = 0;
@@ -132,9 +132,20 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
    * run are drained in the background. Does not need the store to be up.
    * Rejects (CPM_ERR_SPOOL) only if the spool directory is unusable.
    */
-  async start(): Promise<void> {
-    if (this.started) return;
-    this.started = true;
+  start(): Promise<void> {
+    this.starting ??= this.track(this.doStart());
+    return this.starting;
+  }
+
+  /**
+   * True when nothing is running or pending: no operation in flight, the
+   * spool empty, no drain. Only then may an idle mailbox be closed.
+   */
+  idle(): boolean {
+    return this.inFlight.size === 0 && this.spoolCount === 0 && this.pendingWrites === 0 && this.drainPromise === undefined;
+  }
+
+  private async doStart(): Promise<void> {
     await this.spool.open();
     const ids = await this.spool.list();
     this.spoolCount = ids.length;

@@ -32,8 +32,8 @@
 //      skipped.
 // Recording twice is harmless: object Message-IDs are derived from the MSRP
 // Message-IDs and the start time, and objects already in the folder are
-// skipped. Objects go through MessageStore.append, so a store outage spools
-// them (in order) instead of losing them.
+// skipped. Objects go through the MessageStore of the served user's mailbox
+// (mailboxes.ts), so a store outage spools them (in order) instead of losing them.
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
@@ -44,6 +44,7 @@ import { type BuiltObject, buildMessageObject, CPIM_CONTENT_TYPE, cpimFacts, sto
 import { groupSessionFolder } from "./folder.js";
 import { describeImapError } from "./imap-pool.js";
 import { folderMessageIds } from "./mailbox.js";
+import type { Mailboxes } from "./mailboxes.js";
 import type { MessageStore } from "./message-store.js";
 
 export const SESSION_INFO_TYPE = "Application/X-CPM-Session";
@@ -132,7 +133,7 @@ export class MessageStoreSessionRecorder implements SessionRecorder {
 
   constructor(
     private readonly cfg: Pick<Config["store"], "rootFolder">,
-    private readonly store: MessageStore,
+    private readonly mailboxes: Pick<Mailboxes, "forUser">,
     log: Logger,
   ) {
     this.log = log.child({ component: "store.record" });
@@ -156,6 +157,8 @@ export class MessageStoreSessionRecorder implements SessionRecorder {
   async record(session: GroupSessionRef, info: SessionInfoInput, messages: readonly RecordedMessage[]): Promise<RecordResult> {
     const folder = this.folderOf(session);
     const fields = { callId: session.sessionKey, conversationId: session.conversationId, contributionId: session.contributionId, folder };
+    // the served user's mailbox; throws CPM_ERR_BAD_SERVED_USER before anything is stored
+    const store = this.mailboxes.forUser(session.servedUser);
     const objects: BuiltObject[] = [buildSessionInfoObject(folder, session, info)];
     let skipped = 0;
     for (const m of messages) {
@@ -172,7 +175,7 @@ export class MessageStoreSessionRecorder implements SessionRecorder {
         this.log.warn("relayed message not recorded", { ...fields, reason: err instanceof CpmError ? err.detail : String(err) });
       }
     }
-    const existing = await this.existingIds(folder);
+    const existing = await this.existingIds(store, folder);
     const result: RecordResult = { folder, stored: 0, spooled: 0, duplicates: 0, skipped };
     const failures: string[] = [];
     const seen = new Set<string>();
@@ -183,7 +186,7 @@ export class MessageStoreSessionRecorder implements SessionRecorder {
       }
       seen.add(o.messageId);
       try {
-        const { state } = await this.store.append({ folder, raw: o.raw, messageId: o.messageId });
+        const { state } = await this.mailboxes.forUser(session.servedUser).append({ folder, raw: o.raw, messageId: o.messageId });
         result[state]++;
       } catch (err) {
         failures.push(err instanceof CpmError ? err.detail : String(err));
@@ -197,10 +200,10 @@ export class MessageStoreSessionRecorder implements SessionRecorder {
   }
 
   /** Message-IDs already in the folder, read while the store takes objects directly (else the spool drain dedupes). */
-  private async existingIds(folder: string): Promise<Set<string>> {
-    if (this.store.stats().spoolPending > 0) return new Set();
+  private async existingIds(store: MessageStore, folder: string): Promise<Set<string>> {
+    if (store.stats().spoolPending > 0) return new Set();
     try {
-      return new Set(await this.store.withConnection((conn) => folderMessageIds(conn, folder)));
+      return new Set(await store.withConnection((conn) => folderMessageIds(conn, folder)));
     } catch (err) {
       this.log.debug("could not read the folder's Message-IDs", { folder, reason: describeImapError(err) });
       return new Set();

@@ -10,6 +10,10 @@
 // File format: the line "CPMSPOOL1", one line of JSON {folder, messageId,
 // size, sha256, spooledAt}, then `size` raw bytes. A file that does not parse
 // or whose checksum does not match is moved to <dir>/bad/ with a warning.
+//
+// A spool of one user's mailbox (mailboxes.ts) has an "owner" file naming the
+// mailbox, written durably by open() before any entry, so that a restart knows
+// whose mailbox the entries go to.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
@@ -30,6 +34,7 @@ export interface SpoolEntry extends SpoolInput {
 const MAGIC = "CPMSPOOL1\n";
 const ID_RE = /^\d{16}-\d{8}\.spool$/;
 const TMP_PREFIX = ".tmp-";
+export const OWNER_FILE = "owner";
 
 interface Header {
   folder: string;
@@ -66,6 +71,7 @@ export class Spool {
   constructor(
     readonly dir: string,
     private readonly log: Logger,
+    private readonly opts: { owner?: string } = {},
   ) {
     this.badDir = join(dir, "bad");
   }
@@ -81,6 +87,7 @@ export class Spool {
 
   private async doOpen(): Promise<void> {
     await mkdir(this.badDir, { recursive: true });
+    if (this.opts.owner !== undefined) await this.writeOwner(this.opts.owner);
     const names = await readdir(this.dir);
     for (const name of names) {
       if (name.startsWith(TMP_PREFIX)) {
@@ -98,6 +105,23 @@ export class Spool {
       this.lastMs = Number(last.slice(0, 16));
       this.counter = Number(last.slice(17, 25));
     }
+  }
+
+  /** Writes the owner file (temp + fsync + rename) unless it already says the same. */
+  private async writeOwner(owner: string): Promise<void> {
+    const path = join(this.dir, OWNER_FILE);
+    const current = await readFile(path, "utf8").catch(() => undefined);
+    if (current === owner) return;
+    const tmp = join(this.dir, `${TMP_PREFIX}owner-${randomBytes(4).toString("hex")}`);
+    const h = await open(tmp, "wx", 0o600);
+    try {
+      await h.writeFile(owner, "utf8");
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await rename(tmp, path);
+    await fsyncDir(this.dir);
   }
 
   private nextId(): string {

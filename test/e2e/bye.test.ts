@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
-import { CLIENT_PAUSE_MS, folderMessages, groupChatCall, gsoXml, PARTICIPANTS, storeEnv } from "../harness/group-chat.js";
+import { CLIENT_PAUSE_MS, folderMessages, groupChatCall, gsoXml, PARTICIPANTS, perUserStoreEnv, storeEnv } from "../harness/group-chat.js";
+import { readFolderRaw } from "../harness/imap-read.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
 import { header } from "../harness/sipp.js";
@@ -122,6 +123,38 @@ describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio,
     assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);
     assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_bye_b2bua"), 6, "every BYE of this suite was a B2BUA decision");
     assert.doesNotMatch((kamailio as KamailioInstance).logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);
+  });
+});
+
+describe("8.3.2.3 BYE from the network, PF as B2BUA, each served user's GSO in that user's own mailbox (store.user = {user}*pfmaster)", () => {
+  // the scenario's served user (To of the CF's INVITE) is tel:+16135551200
+  const SERVED_MAILBOX = "+16135551200";
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dovecot = await startDovecot({ users: [SERVED_MAILBOX] });
+    sidecar = await startSidecar(perUserStoreEnv(dovecot, "b2bua"));
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: FUNCTIONAL_DEADLINE_MS });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("BYE-B4: cause=480 -> the GSO is in the served user's mailbox (through the master user), not in a shared one", async () => {
+    const d = dovecot as DovecotInstance;
+    const call = await groupChatCall(kamailio as KamailioInstance, ["Reason: SIP;cause=480"]);
+    assert.equal(reasonCause(header(call.clientBye, "reason")), 480);
+    const folder = `Default/${call.conversationId}/${call.contributionId}`;
+    const own = d.users.find((u) => u.user === SERVED_MAILBOX);
+    assert.ok(own);
+    const gsos = await readFolderRaw(d, folder, own);
+    assert.equal(gsos.length, 1);
+    assertParticipants(gsoXml(gsos[0]?.toString("utf8") ?? ""));
+    assert.equal((await folderMessages(d, folder)).length, 0, "nothing in the test user's mailbox");
   });
 });
 

@@ -127,6 +127,7 @@ export function gsoXml(source: string): string {
   return m[0];
 }
 
+/** The sidecar's env for one login shared by every served user (the test user's mailbox). */
 export function storeEnv(dovecot: DovecotInstance, mode: "b2bua" | "proxy"): Record<string, string> {
   return {
     CPM_PF__STORE__HOST: dovecot.host,
@@ -134,5 +135,14 @@ export function storeEnv(dovecot: DovecotInstance, mode: "b2bua" | "proxy"): Rec
     CPM_PF__STORE__USER: dovecot.user,
     CPM_PF__STORE__PASSWORD: dovecot.password,
     CPM_PF__PF__MODE: mode,
+  };
+}
+
+/** The sidecar's env for per-user mailboxes: the login template "{user}*<master user>" with the master password. */
+export function perUserStoreEnv(dovecot: DovecotInstance, mode: "b2bua" | "proxy"): Record<string, string> {
+  return {
+    ...storeEnv(dovecot, mode),
+    CPM_PF__STORE__USER: `{user}*${dovecot.masterUser}`,
+    CPM_PF__STORE__PASSWORD: dovecot.masterPassword,
   };
 }

@@ -1,12 +1,15 @@
 // A real Dovecot plus throwaway spool directories for Message Store tests:
 // registers before/after hooks (start Dovecot; close the stores, stop Dovecot
-// by PID, remove the directories) in the calling test file.
+// by PID, remove the directories) in the calling test file. storeConfig() is
+// the shared login (the test user); mailboxConfig() the per-user template
+// through the Dovecot master user ("{user}*pfmaster").
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before } from "node:test";
 import { type Config, defaults } from "../../src/config/config.js";
 import { createRootLogger, type Logger, silentLogger } from "../../src/log/logger.js";
+import { Mailboxes } from "../../src/store/mailboxes.js";
 import { MessageStore } from "../../src/store/message-store.js";
 import { type DovecotInstance, startDovecot } from "./dovecot.js";
 
@@ -20,12 +23,18 @@ export interface StoreTestEnv {
   newStore(cfg: Config["store"]): MessageStore;
   /** A started MessageStore, closed by the after hook. */
   startStore(cfg: Config["store"]): Promise<MessageStore>;
+  /** storeConfig() with the per-user login template "{user}*<master user>" and the master password. */
+  mailboxConfig(over?: Partial<Config["store"]>): Promise<Config["store"]>;
+  /** Mailboxes not started yet, closed by the after hook. */
+  newMailboxes(cfg: Config["store"], log?: Logger): Mailboxes;
+  /** Started Mailboxes, closed by the after hook. */
+  startMailboxes(cfg: Config["store"], log?: Logger): Promise<Mailboxes>;
 }
 
 export function useStoreEnv(prefix: string): StoreTestEnv {
   let dovecot: DovecotInstance | undefined;
   const dirs: string[] = [];
-  const stores: MessageStore[] = [];
+  const stores: { close(): Promise<void> }[] = [];
   const log: Logger = process.env.CPM_TEST_LOG ? createRootLogger("debug") : silentLogger();
   before(async () => {
     dovecot = await startDovecot();
@@ -67,6 +76,20 @@ export function useStoreEnv(prefix: string): StoreTestEnv {
       const store = env.newStore(cfg);
       await store.start();
       return store;
+    },
+    async mailboxConfig(over = {}) {
+      const d = env.dovecot;
+      return env.storeConfig({ user: `{user}*${d.masterUser}`, password: d.masterPassword, ...over });
+    },
+    newMailboxes(cfg, l = log) {
+      const m = new Mailboxes(cfg, l);
+      stores.push(m);
+      return m;
+    },
+    async startMailboxes(cfg, l) {
+      const m = env.newMailboxes(cfg, l);
+      await m.start();
+      return m;
     },
   };
   return env;

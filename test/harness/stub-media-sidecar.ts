@@ -13,7 +13,7 @@ import { componentLogger, createRootLogger } from "../../src/log/logger.js";
 import type { MediaPlane } from "../../src/media/media-plane.js";
 import { ParticipatingFunction } from "../../src/pf/participating-function.js";
 import { SessionRegistry } from "../../src/session/registry.js";
-import { MessageStore } from "../../src/store/message-store.js";
+import { Mailboxes } from "../../src/store/mailboxes.js";
 import { StubMediaPlane } from "../fixtures/stub-media-plane.js";
 
 export const STUB_MEDIA_SIDECAR = fileURLToPath(import.meta.url);
@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   const log = componentLogger("main", root);
   const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, componentLogger("session", root));
   await sessions.load();
-  const store = new MessageStore(cfg.store, componentLogger("store", root));
+  const store = new Mailboxes(cfg.store, componentLogger("store", root));
   await store.start();
   const stub = new StubMediaPlane({
     mode: (process.env.STUB_MEDIA_MODE as "ok" | "bad-sdp" | "slow" | undefined) ?? "ok",

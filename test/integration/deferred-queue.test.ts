@@ -15,16 +15,19 @@ import { waitFor } from "../harness/wait.js";
 
 const env = useStoreEnv("cpm-deferred-test");
 
+const SERVED_USER = "tel:+33612345678";
+
+/** A queue on the shared login (store.user without "{user}"): every served user in the test user's mailbox. */
 async function newQueue(over: Partial<Config["store"]> = {}) {
   const cfg = await env.storeConfig(over);
-  const store = await env.startStore(cfg);
-  return { cfg, store, queue: new DeferredQueue(cfg, store, env.log) };
+  const mailboxes = await env.startMailboxes(cfg);
+  return { cfg, mailboxes, store: mailboxes.forUser(SERVED_USER), queue: new DeferredQueue(cfg, mailboxes, env.log) };
 }
 
 function sessionRef(conversationId: string, contributionId = "c6cca468b4ade657694b9e75baeb9e93"): GroupSessionRef {
   return {
     sessionKey: `cf-leg-${conversationId}@cf.example.net`,
-    servedUser: "tel:+33612345678",
+    servedUser: SERVED_USER,
     conversationId,
     contributionId,
     focus: `sip:focus-${contributionId}@cf.example.net`,
@@ -121,7 +124,7 @@ test("read / ack: unacked items stay and are read again (at-least-once); acked o
   assert.equal(await queue.ack([stale]), 0);
   assert.equal((await queue.read(session, 10)).length, 4);
 
-  const listed = await queue.listSessions();
+  const listed = await queue.listSessions(SERVED_USER);
   const mine = listed.find((s) => s.folder === queue.folderOf(session));
   assert.deepEqual(mine, { folder: queue.folderOf(session), conversationId: "conv-ack", contributionId: session.contributionId, count: 4 });
 
@@ -129,7 +132,7 @@ test("read / ack: unacked items stay and are read again (at-least-once); acked o
   assert.equal(await queue.ack(rest.map((r) => r.handle)), 4);
   assert.deepEqual(await queue.read(session, 10), []);
   assert.equal((await readFolderRaw(env.dovecot, queue.folderOf(session))).length, 0, "expunged on the server");
-  assert.ok(!(await queue.listSessions()).some((s) => s.folder === queue.folderOf(session)), "an empty queue is not listed");
+  assert.ok(!(await queue.listSessions(SERVED_USER)).some((s) => s.folder === queue.folderOf(session)), "an empty queue is not listed");
   // a session that never had items reads as empty
   assert.deepEqual(await queue.read(sessionRef("conv-never"), 5), []);
 });
@@ -173,13 +176,13 @@ test(
     assert.equal(queue.stats().duplicates, 1);
 
     await env.dovecot.restart();
-    assert.ok(queue.spoolPending() > 0, "spool not drained yet");
+    assert.ok(queue.spoolPending(SERVED_USER) > 0, "spool not drained yet");
     // the store is back, but items 7..11 must queue behind the spooled 3..6
     await Promise.all(list.slice(7).map((it) => queue.storeDeferred(session, it)));
     assert.equal(queue.stats().spooled, 10, "spooled behind the earlier items, not APPENDed ahead of them");
 
     await store.flushSpool();
-    await waitFor(() => queue.spoolPending() === 0, 20_000, 50, "spool drained");
+    await waitFor(() => queue.spoolPending(SERVED_USER) === 0, 20_000, 50, "spool drained");
 
     const folder = queue.folderOf(session);
     const raws = await readFolderRaw(env.dovecot, folder);

@@ -18,8 +18,9 @@ const env = useStoreEnv("cpm-record-test");
 
 async function newRecorder() {
   const cfg = await env.storeConfig();
-  const store = await env.startStore(cfg);
-  return { store, recorder: new MessageStoreSessionRecorder(cfg, store, env.log) };
+  // the shared login (store.user without "{user}"): one mailbox for every served user
+  const mailboxes = await env.startMailboxes(cfg);
+  return { store: mailboxes.forUser("tel:+33612345678"), recorder: new MessageStoreSessionRecorder(cfg, mailboxes, env.log) };
 }
 
 function sessionRef(conversationId: string): GroupSessionRef {

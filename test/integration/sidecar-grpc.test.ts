@@ -15,7 +15,7 @@ import { silentLogger } from "../../src/log/logger.js";
 import { NoMediaPlane } from "../../src/media/media-plane.js";
 import { ParticipatingFunction } from "../../src/pf/participating-function.js";
 import { SessionRegistry } from "../../src/session/registry.js";
-import { MessageStore } from "../../src/store/message-store.js";
+import { Mailboxes } from "../../src/store/mailboxes.js";
 import { parseGso } from "../../src/xml/gso.js";
 import { bye, inviteFromFocus } from "../fixtures/sip.js";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
@@ -28,7 +28,7 @@ let cfg: Config;
 
 interface Sidecar {
   server: RunningServer;
-  store: MessageStore;
+  store: Mailboxes;
   client: PfClient;
   stop(): Promise<void>;
 }
@@ -37,7 +37,7 @@ async function startSidecar(): Promise<Sidecar> {
   const log = silentLogger();
   const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, log);
   await sessions.load();
-  const store = new MessageStore(cfg.store, log);
+  const store = new Mailboxes(cfg.store, log);
   await store.start();
   const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), log);
   const server = await startGrpcServer(pf, "127.0.0.1", 0, log);

@@ -31,7 +31,9 @@ function fakeStore(delay: (o: StoreObject) => number | Promise<void>, fail: (o: 
       return { state: "stored" as const, folder: o.folder, messageId: o.messageId };
     },
   };
-  return { store: store as unknown as MessageStore, started, done, events };
+  // one mailbox for every served user (the shared login)
+  const mailboxes = { forUser: () => store as unknown as MessageStore, mailboxOf: () => "" };
+  return { store: mailboxes, started, done, events };
 }
 
 const item = (id: string): DeferredItem => ({
