@@ -140,7 +140,19 @@ export class DeliveryService implements RegistrationHandler {
       return { accepted: false, deliveries: 0, notes: [`${reg.servedUser} is not the served user`] };
     }
     // the served user's own queue, joined with the user's own records: nobody else's data
-    const pending: PendingGroupSession[] = (await this.deps.queue.listSessions(reg.servedUser)).map((q) => ({
+    let queues: DeferredSessionSummary[];
+    try {
+      queues = await this.deps.queue.listSessions(reg.servedUser);
+    } catch (err) {
+      // no mailbox for this identity, or the store is down: nothing starts, nothing is touched
+      const reason = err instanceof CpmError ? err.detail : String(err);
+      this.deps.log.warn("registration: the served user's deferred queue is unreadable, nothing delivered", {
+        servedUser: reg.servedUser,
+        reason,
+      });
+      return { accepted: true, deliveries: 0, notes: [`deferred queue unreadable: ${reason}`] };
+    }
+    const pending: PendingGroupSession[] = queues.map((q) => ({
       conversationId: q.conversationId,
       contributionId: q.contributionId,
       count: q.count,

@@ -13,8 +13,8 @@ import { after, before, describe, test } from "node:test";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
 import { chatCpim } from "../fixtures/cpim.js";
 import { triggerSipp } from "../harness/anchored-chat.js";
-import { type Chat, DEFERRED_URI, DeferredChatRig, deferredFolder, GSO_TYPE, groupFolder } from "../harness/deferred-chat.js";
-import { folderMessages, gsoXml } from "../harness/group-chat.js";
+import { type Chat, DEFERRED_URI, DeferredChatRig, deferredFolder, GSO_TYPE, groupFolder, OTHER_USER } from "../harness/deferred-chat.js";
+import { gsoXml } from "../harness/group-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { sdpSetup } from "../harness/msrp-peer.js";
 import { header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
@@ -53,7 +53,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   }
 
   const queueEmptied = (chat: Chat) =>
-    waitFor(async () => (await folderMessages(rig.dovecot, deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
+    waitFor(async () => (await rig.folder(deferredFolder(chat), chat.servedUser)).length === 0, 5000, 50, "deferred queue emptied");
 
   test(
     "DD-1 DD-2 DD-3 DD-4 DD-5 DD-6 DD-7 DD-10 DD-11 DD-14 BYE-B4: the CF ends the group with 480 after the client left; on the next REGISTER every kept message is delivered in order, the queue is emptied; the client's BYE cause=200 answered",
@@ -64,7 +64,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         interimGso: true,
       });
       // BYE-B4: the GSO is stored; the group session stays known as inactive (re-startable)
-      const gsos = await folderMessages(rig.dovecot, groupFolder(chat));
+      const gsos = await rig.folder(groupFolder(chat), chat.servedUser);
       assert.equal(gsos.length, 1);
       assert.match(gsoXml(gsos[0] as string), /lastfocussessionid="sip:focus@127\.0\.0\.1:\d+"/);
       await waitFor(
@@ -110,7 +110,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     T,
     async () => {
       const chat = await rig.chatWhileAway(["before the end 1", "before the end 2"], { byeHeaders: ['Reason: SIP;cause=410;text="Gone"'] });
-      assert.match(gsoXml((await folderMessages(rig.dovecot, groupFolder(chat)))[0] ?? ""), /<status>removed<\/status>/);
+      assert.match(gsoXml((await rig.folder(groupFolder(chat), chat.servedUser))[0] ?? ""), /<status>removed<\/status>/);
       await rig.crashAndRestart();
       await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
         await assertDeliveredInOrder(ue, chat);
@@ -131,7 +131,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
           await rig.crashAndRestart();
         },
       });
-      await waitFor(async () => (await folderMessages(rig.dovecot, groupFolder(chat))).length === 1, 5000, 50, "BYE-B5: the GSO");
+      await waitFor(async () => (await rig.folder(groupFolder(chat), chat.servedUser)).length === 1, 5000, 50, "BYE-B5: the GSO");
       await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
         await assertDeliveredInOrder(ue, chat);
         await queueEmptied(chat);
@@ -216,10 +216,43 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         assert.ok(gap >= RETRY_MS - 20, `re-attempt after ${gap} ms (delivery.retryInitialMs ${RETRY_MS})`);
         await new Promise((r) => setTimeout(r, RETRY_MS * 2));
         assert.equal((await rig.receivedInvites(client, chat)).length, 2, "delivery.retryAttempts=1: one re-attempt only");
-        assert.equal((await folderMessages(rig.dovecot, deferredFolder(chat))).length, 1, "data kept for the next registration");
+        assert.equal((await rig.folder(deferredFolder(chat), chat.servedUser)).length, 1, "data kept for the next registration");
       } finally {
         await client.stop();
       }
+    },
+  );
+
+  test(
+    "DD-1 DD-10: two served users in the same group chat: each user's messages are kept in that user's own mailbox, and each registration delivers exactly that user's",
+    T,
+    async () => {
+      const first = await rig.chatWhileAway(["for the first user 1", "for the first user 2"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      const other = await rig.chatWhileAway(["for alice only"], {
+        servedUser: OTHER_USER,
+        conversationId: first.conversationId,
+        contributionId: first.contributionId,
+        byeHeaders: ["Reason: SIP;cause=480"],
+      });
+      assert.equal(
+        (await rig.folder(deferredFolder(first), first.servedUser)).length,
+        2,
+        "the first user's mailbox holds the first user's",
+      );
+      assert.equal((await rig.folder(deferredFolder(other), OTHER_USER)).length, 1, "the other user's mailbox holds the other's");
+      await rig.deliveredTo(other, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+        await assertDeliveredInOrder(ue, other);
+        await queueEmptied(other);
+      });
+      assert.equal(
+        (await rig.folder(deferredFolder(first), first.servedUser)).length,
+        2,
+        "the other user's delivery took nothing of the first user's",
+      );
+      await rig.deliveredTo(first, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+        await assertDeliveredInOrder(ue, first);
+        await queueEmptied(first);
+      });
     },
   );
 
@@ -234,7 +267,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         assert.equal(reg.code, 0);
         await new Promise((r) => setTimeout(r, 1000));
         assert.equal((await rig.receivedInvites(client, chat)).length, 0, "no delivery INVITE to another user's device");
-        assert.equal((await folderMessages(rig.dovecot, deferredFolder(chat))).length, 1, "nothing deleted");
+        assert.equal((await rig.folder(deferredFolder(chat), chat.servedUser)).length, 1, "nothing deleted");
       } finally {
         await client.stop();
       }

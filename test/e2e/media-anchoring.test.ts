@@ -136,6 +136,7 @@ describe("issue 3 SDP anchoring: an anchored INVITE the client declines (stub me
           cf_msrp_path: "msrp://127.0.0.1:7394/cf1;tcp",
           cf_setup: "actpass",
           bye_headers: "",
+          served_user: "tel:+16135551200",
         },
       });
       const callId = `1-${cf.pid}@127.0.0.1`;
@@ -174,6 +175,7 @@ describe("issue 3 SDP anchoring: an offer the sidecar cannot anchor (CPM_ERR_BAD
           cf_msrp_path: "msrp://127.0.0.1:7394/cf1;tcp",
           cf_setup: "actpass",
           bye_headers: "",
+          served_user: "tel:+16135551200",
         },
       });
       const r = await cf.done;

@@ -21,6 +21,11 @@ export interface AnchoredCallOptions {
   clientMsrpPath: string;
   /** Extra BYE header lines (e.g. "Reason: SIP;cause=410"). */
   byeHeaders?: string[];
+  /** The served user the CF invites (To). Default tel:+16135551200. */
+  servedUser?: string;
+  /** The group chat's IDs. Default: fresh random ones. */
+  conversationId?: string;
+  contributionId?: string;
   /** How long the client waits between the BYE and its 200 OK (sipp -d). Default 300. */
   clientPauseMs?: number;
   /** SIPp global timeout in s. Default 30. */
@@ -116,8 +121,8 @@ async function playTriggeredCall<Up>(
 }
 
 export async function anchoredChatCall(kamailio: KamailioInstance, opts: AnchoredCallOptions): Promise<AnchoredCallResult> {
-  const conversationId = `conv-${randomUUID()}`;
-  const contributionId = `contrib-${randomUUID()}`;
+  const conversationId = opts.conversationId ?? `conv-${randomUUID()}`;
+  const contributionId = opts.contributionId ?? `contrib-${randomUUID()}`;
   const {
     uas: cl,
     uac: cf,
@@ -138,6 +143,7 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
         cf_msrp_path: opts.cfMsrpPath,
         cf_setup: opts.cfSetup ?? "actpass",
         bye_headers: (opts.byeHeaders ?? []).map((h) => `\r\n${h}`).join(""),
+        served_user: opts.servedUser ?? "tel:+16135551200",
       },
     }),
     byeFrom: "uac",

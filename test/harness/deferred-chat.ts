@@ -10,10 +10,12 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { mailboxNameOf } from "../../src/store/mailbox-name.js";
 import { chatCpim } from "../fixtures/cpim.js";
 import { anchoredChatCall, msrpMedia } from "./anchored-chat.js";
 import { type DovecotInstance, startDovecot } from "./dovecot.js";
-import { folderMessages, storeEnv } from "./group-chat.js";
+import { folderMessages, perUserStoreEnv } from "./group-chat.js";
+import type { Login } from "./imap-read.js";
 import { type KamailioInstance, startKamailio } from "./kamailio.js";
 import { MsrpPeer, sdpPath } from "./msrp-peer.js";
 import { freePort } from "./ports.js";
@@ -23,6 +25,10 @@ import { waitFor } from "./wait.js";
 
 /** The served user as the CF's INVITE names it (To of test/scenarios/cf-invite-msrp.xml). */
 export const SERVED_USER = "tel:+16135551200";
+/** Another served user of the same PF. */
+export const OTHER_USER = "sip:alice@example.net";
+/** The user of the probe REGISTERs after a restart: a mailbox with nothing in it. */
+const PROBE_USER = "sip:probe@pf.invalid";
 export const DEFERRED_URI = "sip:deferred@pf.example.net";
 export const GSO_TYPE = "application/group-state-object+xml";
 /** An interim GSO the CF sends while the client is away (a participant change, DD-11). */
@@ -36,6 +42,7 @@ export interface Sent {
 }
 
 export interface Chat {
+  servedUser: string;
   callId: string;
   conversationId: string;
   contributionId: string;
@@ -51,6 +58,11 @@ export interface Rung {
 }
 
 export interface ChatOptions {
+  /** The served user the CF invites. Default SERVED_USER. */
+  servedUser?: string;
+  /** The group chat's IDs (another served user in the same group chat). Default: fresh ones. */
+  conversationId?: string;
+  contributionId?: string;
   /** Extra lines of the CF's BYE (e.g. a Reason). */
   byeHeaders?: string[];
   /** Runs once the messages are kept, with the CF dialog still up. */
@@ -94,8 +106,13 @@ export class DeferredChatRig {
   ) {}
 
   /** Starts Dovecot, Kamailio and the sidecar; `env` adds or overrides CPM_PF__* keys. */
-  static async start(env: Record<string, string> = {}): Promise<DeferredChatRig> {
+  static async start(
+    env: Record<string, string> = {},
+    users: readonly string[] = [SERVED_USER, OTHER_USER, PROBE_USER],
+  ): Promise<DeferredChatRig> {
+    // a PF serving many users, each in their own mailbox (the Dovecot master user logs in for them)
     const dovecot = await startDovecot();
+    for (const u of users) await dovecot.addUser(mailboxNameOf(u));
     const dir = await mkdtemp(join(tmpdir(), "cpm-dd-rig-"));
     const grpcPort = await freePort();
     const uaPort = await freePort();
@@ -106,7 +123,7 @@ export class DeferredChatRig {
       defines: [`CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}"`],
     });
     const rig = new DeferredChatRig(dovecot, kamailio, dir, {
-      ...storeEnv(dovecot, "b2bua"),
+      ...perUserStoreEnv(dovecot, "b2bua"),
       CPM_PF__GRPC__PORT: String(grpcPort),
       CPM_PF__SESSION__STATEDIR: join(dir, "state"),
       CPM_PF__STORE__SPOOLDIR: join(dir, "spool"),
@@ -119,7 +136,6 @@ export class DeferredChatRig {
       CPM_PF__SIP__PORT: String(uaPort),
       CPM_PF__SIP__PROXYHOST: "127.0.0.1",
       CPM_PF__SIP__PROXYPORT: String(kamailio.sipPort),
-      CPM_PF__PF__SERVEDUSER: SERVED_USER,
       ...env,
     });
     rig.current = await startSidecar(rig.env);
@@ -156,7 +172,7 @@ export class DeferredChatRig {
     while (inARow < PROBES_IN_A_ROW) {
       if (Date.now() > deadline) throw new Error("Kamailio did not reach the restarted sidecar within 15 s");
       const before = await this.kamailio.stat("cpm_pf_register_failsafe");
-      await this.register("<sip:probe@127.0.0.1:9>", "sip:probe@pf.invalid", false);
+      await this.register("<sip:probe@127.0.0.1:9>", PROBE_USER, false);
       inARow = (await this.kamailio.stat("cpm_pf_register_failsafe")) === before ? inARow + 1 : 0;
       if (inARow === 0) await new Promise((r) => setTimeout(r, 200));
     }
@@ -168,6 +184,19 @@ export class DeferredChatRig {
     await this.current?.stop();
     await this.dovecot.stop();
     await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** The served user's own login (not the master user's): what the user's devices see. */
+  login(servedUser = SERVED_USER): Login {
+    const name = mailboxNameOf(servedUser);
+    const u = this.dovecot.users.find((x) => x.user === name);
+    if (!u) throw new Error(`no mailbox for ${servedUser}`);
+    return u;
+  }
+
+  /** The objects of `folder` in the served user's mailbox, in UID order. */
+  folder(folder: string, servedUser = SERVED_USER): Promise<string[]> {
+    return folderMessages(this.dovecot, folder, this.login(servedUser));
   }
 
   /** The first line the current sidecar logged with `msg` for `callId`. */
@@ -207,7 +236,11 @@ export class DeferredChatRig {
     const ue = await this.peer("client");
     const sent: Sent[] = [];
     let chat: Chat | undefined;
+    const servedUser = opts.servedUser ?? SERVED_USER;
     const call = await anchoredChatCall(this.kamailio, {
+      servedUser,
+      ...(opts.conversationId ? { conversationId: opts.conversationId } : {}),
+      ...(opts.contributionId ? { contributionId: opts.contributionId } : {}),
       cfMsrpPath: cf.path,
       cfSetup: "active",
       clientMsrpPath: ue.path,
@@ -230,9 +263,9 @@ export class DeferredChatRig {
           this.ladder.push({ t: Date.now(), from: "PF", to: "CF", what: `MSRP ${r.code} (kept in the deferred queue)` });
           assert.equal(r.code, 200, "the CF's SEND is answered once stored");
         }
-        const kept = await folderMessages(this.dovecot, deferredFolder({ conversationId, contributionId }));
-        assert.equal(kept.length, sent.length, "every message the CF sent is in the deferred queue");
-        chat = { callId, conversationId, contributionId, sent };
+        const kept = await this.folder(deferredFolder({ conversationId, contributionId }), servedUser);
+        assert.equal(kept.length, sent.length, "every message the CF sent is in the served user's deferred queue");
+        chat = { servedUser, callId, conversationId, contributionId, sent };
         if (opts.whileDeferred) await opts.whileDeferred(chat);
       },
     });
@@ -289,7 +322,7 @@ export class DeferredChatRig {
       ...(scenario === "client-uas-msrp.xml" ? { extraArgs: ["-d", "50"] } : {}),
     });
     try {
-      const reg = await this.register(`<sip:client@127.0.0.1:${client.port}>`);
+      const reg = await this.register(`<sip:client@127.0.0.1:${client.port}>`, chat.servedUser);
       assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
       const invite = await this.receivedInvite(client, chat);
       await waitFor(

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { ImapFlow } from "imapflow";
 import type { DovecotInstance } from "./dovecot.js";
+import type { Login } from "./imap-read.js";
 import type { KamailioInstance } from "./kamailio.js";
 import { first, header, type SippResult, type SipTraceMessage, startSipp } from "./sipp.js";
 
@@ -83,12 +84,13 @@ export async function groupChatCall(
   }
 }
 
-export async function imap<T>(dovecot: DovecotInstance, fn: (c: ImapFlow) => Promise<T>): Promise<T> {
+/** An imapflow session on the test user's mailbox, or on `as`'s own. */
+export async function imap<T>(dovecot: DovecotInstance, fn: (c: ImapFlow) => Promise<T>, as?: Login): Promise<T> {
   const c = new ImapFlow({
     host: dovecot.host,
     port: dovecot.port,
     secure: false,
-    auth: { user: dovecot.user, pass: dovecot.password },
+    auth: as ? { user: as.user, pass: as.password } : { user: dovecot.user, pass: dovecot.password },
     logger: false,
   });
   await c.connect();
@@ -101,21 +103,25 @@ export async function imap<T>(dovecot: DovecotInstance, fn: (c: ImapFlow) => Pro
 
 /** Sources of all messages in a folder; [] when the folder does not exist. */
 
-export async function folderMessages(dovecot: DovecotInstance, folder: string): Promise<string[]> {
-  return imap(dovecot, async (c) => {
-    const boxes = await c.list();
-    if (!boxes.some((b) => b.path === folder)) return [];
-    const lock = await c.getMailboxLock(folder, { readOnly: true });
-    try {
-      const out: string[] = [];
-      for await (const m of c.fetch("1:*", { source: true })) {
-        if (m.source) out.push(m.source.toString("utf8"));
+export async function folderMessages(dovecot: DovecotInstance, folder: string, as?: Login): Promise<string[]> {
+  return imap(
+    dovecot,
+    async (c) => {
+      const boxes = await c.list();
+      if (!boxes.some((b) => b.path === folder)) return [];
+      const lock = await c.getMailboxLock(folder, { readOnly: true });
+      try {
+        const out: string[] = [];
+        for await (const m of c.fetch("1:*", { source: true })) {
+          if (m.source) out.push(m.source.toString("utf8"));
+        }
+        return out;
+      } finally {
+        lock.release();
       }
-      return out;
-    } finally {
-      lock.release();
-    }
-  });
+    },
+    as,
+  );
 }
 
 /** The GSO XML out of a stored RFC 5322 object. */
