@@ -73,8 +73,12 @@ report_registration()  async worker, the S-CSCF's third-party REGISTER (DD-1,
                        cpm_pf_accepted (1/0), cpm_pf_deliveries (int: group
                        sessions whose deferred delivery started),
                        cpm_pf_notes ("; "-joined, CR/LF removed),
-                       cpm_pf_elapsed_ms. The cfg answers 200 OK whatever
-                       they say.
+                       cpm_pf_elapsed_ms, cpm_pf_reject_status (int: 0, or
+                       the status to refuse the REGISTER with, 300..699,
+                       e.g. 403 for an untrusted source) and
+                       cpm_pf_reject_reason (its reason phrase, CR/LF
+                       removed). The cfg answers 200 OK unless
+                       cpm_pf_reject_status is set.
 """
 
 import base64
@@ -790,6 +794,8 @@ class CpmPfBridge:
         _seti("cpm_pf_deliveries", 0)
         _sets("cpm_pf_notes", "")
         _seti("cpm_pf_elapsed_ms", 0)
+        _seti("cpm_pf_reject_status", 0)
+        _sets("cpm_pf_reject_reason", "")
         try:
             request = pb.ReportRegistrationRequest(register=_envelope())
         except Exception as err:
@@ -806,6 +812,12 @@ class CpmPfBridge:
         _seti("cpm_pf_deliveries", resp.deliveries)
         # only for log lines, but never let CR/LF through
         _sets("cpm_pf_notes", _CRLF.sub(" ", "; ".join(resp.notes)).strip())
+        # DD-1 trust: the sidecar refuses the REGISTER (e.g. 403, untrusted source);
+        # only a final error status is usable in t_reply
+        if 300 <= resp.reject_status <= 699:
+            _seti("cpm_pf_reject_status", resp.reject_status)
+            reason = _CRLF.sub(" ", resp.reject_reason).strip()
+            _sets("cpm_pf_reject_reason", reason or "Forbidden")
         _seti("cpm_pf_ok", 1)
         return 1
 

@@ -3,6 +3,7 @@
 // A bad value stops start-up with an error naming the key.
 import { readFileSync } from "node:fs";
 import { CpmError } from "../errors/catalogue.js";
+import { parseTrustedRegistrars } from "../sip/registration-trust.js";
 
 export type PfMode = "proxy" | "b2bua";
 
@@ -139,6 +140,14 @@ export interface Config {
     sendInterimGsos: boolean;
     /** DD-12 (MAY): unsubscribe from the focus's conference event package after re-joining the conference. Default false. */
     unsubscribeOnRejoin: boolean;
+    /**
+     * DD-1 trust: the S-CSCF addresses third-party REGISTERs (TS 24.229
+     * 5.4.1.7) may come from, comma-separated IPs or CIDRs, checked against
+     * the source Kamailio received the REGISTER from. Any other source:
+     * answered 403, nothing started. Kamailio's CPM_PF_SCSCF_ADDRESSES
+     * refuses them first; keep both the same. Default "127.0.0.1,::1".
+     */
+    trustedRegistrars: string;
   };
   /** The PF's own SIP user agent: requests it originates (deferred delivery INVITE, ACK, BYE) go through Kamailio. */
   sip: {
@@ -209,6 +218,7 @@ export const defaults: Config = {
     retryMaxMs: 900_000,
     sendInterimGsos: false,
     unsubscribeOnRejoin: false,
+    trustedRegistrars: "127.0.0.1,::1",
   },
   sip: { host: "127.0.0.1", port: 5097, proxyHost: "127.0.0.1", proxyPort: 5060 },
   session: { stateDir: "var/state", retentionMs: 30 * 24 * 3600 * 1000, inactiveRetentionMs: 400 * 24 * 3600 * 1000 },
@@ -272,6 +282,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     retryMaxMs: "posint",
     sendInterimGsos: "bool",
     unsubscribeOnRejoin: "bool",
+    trustedRegistrars: "string",
   },
   sip: { host: "string", port: "port", proxyHost: "string", proxyPort: "port" },
   session: { stateDir: "string", retentionMs: "posint", inactiveRetentionMs: "posint" },
@@ -356,6 +367,11 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   if (cfg.delivery.retryMaxMs < cfg.delivery.retryInitialMs) bad("delivery.retryMaxMs", "must be >= delivery.retryInitialMs");
   if (cfg.delivery.deferredMsgMgmtUri !== "" && !/^(sips?|tel):[^\s<>"]+$/i.test(cfg.delivery.deferredMsgMgmtUri)) {
     bad("delivery.deferredMsgMgmtUri", "must be a sip:, sips: or tel: URI (or empty: delivery off)");
+  }
+  try {
+    parseTrustedRegistrars(cfg.delivery.trustedRegistrars);
+  } catch (err) {
+    bad("delivery.trustedRegistrars", err instanceof CpmError ? err.detail : String(err));
   }
   if ((cfg.media.tlsCertFile === "") !== (cfg.media.tlsKeyFile === ""))
     bad(cfg.media.tlsCertFile === "" ? "media.tlsCertFile" : "media.tlsKeyFile", "msrps needs both media.tlsCertFile and media.tlsKeyFile");

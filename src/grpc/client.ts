@@ -25,6 +25,9 @@ import {
   ReportInviteOutcomeRequestSchema as ReportInviteReq,
   type ReportMediaAnswerRequestSchema,
   type ReportMediaAnswerResponse,
+  ReportRegistrationRequestSchema as ReportRegistrationReq,
+  type ReportRegistrationRequestSchema,
+  type ReportRegistrationResponse,
   ReportByeOutcomeRequestSchema as ReportReq,
 } from "../gen/cpm/pf/v1/pf_pb.js";
 import { grpcServiceDefinition } from "./service-definition.js";
@@ -71,6 +74,10 @@ export class PfClient {
     timeoutMs = 2000,
   ): Promise<ReportInviteOutcomeResponse> {
     return this.call("reportInviteOutcome", create(ReportInviteReq, req), timeoutMs);
+  }
+
+  reportRegistration(req: MessageInitShape<typeof ReportRegistrationRequestSchema>, timeoutMs = 2000): Promise<ReportRegistrationResponse> {
+    return this.call("reportRegistration", create(ReportRegistrationReq, req), timeoutMs);
   }
 
   /**

@@ -164,7 +164,14 @@ export function participatingFunctionHandlers(pf: ParticipatingFunction, log: Lo
     reportRegistration: unary(log, "ReportRegistration", async (req: ReportRegistrationRequest) => {
       if (!req.register?.raw.length) throw new CpmError("CPM_ERR_BAD_REQUEST", "ReportRegistration needs the REGISTER");
       const r = await pf.reportRegistration(envelope(req.register));
-      return create(ReportRegistrationResponseSchema, { accepted: r.accepted, deliveries: r.deliveries, notes: r.notes });
+      if (r.rejectStatus) log.warn("third-party REGISTER refused", { status: r.rejectStatus, source: req.register.source, notes: r.notes });
+      return create(ReportRegistrationResponseSchema, {
+        accepted: r.accepted,
+        deliveries: r.deliveries,
+        notes: r.notes,
+        rejectStatus: r.rejectStatus ?? 0,
+        rejectReason: r.rejectReason ?? "",
+      });
     }),
   };
 }

@@ -16,6 +16,7 @@ import { PerRecord } from "../session/serial.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { parseNameAddr, tagOf } from "../sip/name-addr.js";
+import { refuseRegistration } from "../sip/registration-trust.js";
 import { buildCpmObject } from "../store/cpm-object.js";
 import { groupSessionFolder } from "../store/folder.js";
 import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
@@ -73,6 +74,9 @@ export interface RegistrationResult {
   /** Group sessions whose deferred data delivery started. */
   deliveries: number;
   notes: string[];
+  /** DD-1 trust: Kamailio answers the REGISTER with this status (e.g. 403) instead of 200 OK. */
+  rejectStatus?: number;
+  rejectReason?: string;
 }
 
 export interface RegistrationHandler {
@@ -113,6 +117,9 @@ export class ParticipatingFunction {
 
   /** DD-1: a 3rd-party REGISTER; starts deferred delivery (in the background) when it is on. */
   async reportRegistration(env: Envelope): Promise<RegistrationResult> {
+    // DD-1 trust (TS 24.229 5.4.1.7): only a trusted S-CSCF, only for one of the user's identities
+    const refusal = refuseRegistration(env, this.cfg.delivery.trustedRegistrars);
+    if (refusal) return refusal;
     if (!this.opts.registrations) return { accepted: false, deliveries: 0, notes: ["deferred delivery is off"] };
     return this.opts.registrations.onRegistration(env);
   }

@@ -21,6 +21,13 @@ export interface ThirdPartyRegistration {
   contact: string | undefined;
   /** +sip.instance of that contact (RFC 5626), without the quotes. */
   instanceId: string | undefined;
+  /**
+   * The registered user's public user identities: the P-Associated-URI
+   * values (URIs, in order) of the registrar's 200 OK carried in the body
+   * (TS 24.229 5.4.1.7 include-register-response); [] when the body has no
+   * such 200 OK. Compare with sameUser (src/sip/public-identity.ts).
+   */
+  identities: string[];
 }
 
 /** Reads a third-party REGISTER; CpmError for what is not one (bad start line, no To, bad body). */
@@ -32,6 +39,7 @@ export function readThirdPartyRegister(msg: SipMessage): ThirdPartyRegistration 
   const expires = header(msg, "expires");
   const registered = expires === undefined || Number(expires.trim()) !== 0;
   let contact: string | undefined;
+  const identities: string[] = [];
   for (const part of bodyParts(header(msg, "content-type"), msg.body)) {
     if (part.contentType !== "message/sip") continue;
     let inner: SipMessage;
@@ -40,13 +48,32 @@ export function readThirdPartyRegister(msg: SipMessage): ThirdPartyRegistration 
     } catch (err) {
       throw new CpmError("CPM_ERR_BAD_SIP", "message/sip part is not a SIP message", { cause: err });
     }
-    // TS 24.229 5.4.1.7: the UE's REGISTER request (a 200 OK part is skipped)
-    if (inner.kind !== "request" || inner.method !== "REGISTER") continue;
+    // TS 24.229 5.4.1.7: the registrar's 200 OK to the UE's REGISTER
+    if (inner.kind === "response") {
+      if (inner.statusCode === 200 && identities.length === 0) identities.push(...associatedUris(inner));
+      continue;
+    }
+    // the UE's REGISTER request
+    if (inner.method !== "REGISTER" || contact) continue;
     contact = liveContact(inner);
-    if (contact) break;
   }
   const instanceId = contact ? parseNameAddr(contact).params.get("+sip.instance")?.replace(/^"|"$/g, "") : undefined;
-  return { servedUser, registered, contact, instanceId };
+  return { servedUser, registered, contact, instanceId, identities };
+}
+
+/** TS 24.229 5.4.1.2.2 / RFC 7315 4.1: P-Associated-URI values, the URIs; CpmError for one that is not a URI. */
+function associatedUris(ok: SipMessage): string[] {
+  const out: string[] = [];
+  for (const value of headerValues(ok, "p-associated-uri").flatMap(splitCommaList)) {
+    if (value.trim() === "") continue;
+    try {
+      out.push(parseNameAddr(value).uri);
+    } catch (err) {
+      const shown = JSON.stringify(value.slice(0, 80));
+      throw new CpmError("CPM_ERR_BAD_HEADER", `P-Associated-URI of the registrar's 200 OK is malformed: ${shown}`, { cause: err });
+    }
+  }
+  return out;
 }
 
 /** The first Contact of the UE's REGISTER that is not being removed (RFC 3261 10.2.2: expires=0 removes). */

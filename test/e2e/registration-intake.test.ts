@@ -3,7 +3,11 @@
 // gRPC server in this test process standing in for the sidecar:
 //   - REGISTER intake (DD-1): the S-CSCF's third-party REGISTER (TS 24.229
 //     5.4.1.7, SIPp scscf-third-party-register.xml) reaches ReportRegistration
-//     as received and is answered 200 OK whatever the sidecar says;
+//     as received and is answered 200 OK whatever the sidecar says, unless
+//     the sidecar refuses it (reject_status);
+//   - DD-1 trust: one from a source outside CPM_PF_SCSCF_ADDRESSES (SIPp
+//     bound to 127.0.0.2, untrusted-third-party-register.xml) gets 403 from
+//     Kamailio and never reaches the sidecar;
 //   - requests the sidecar's SIP UA originates (a UDP socket in this test,
 //     CPM_PF_UA_ADDRESS): record-routed with ;cpmpfdd, never observed as a
 //     network session; the client's in-dialog requests go back to the UA,
@@ -40,7 +44,7 @@ const EXPIRES = "600000";
 /** What the scripted sidecar saw, and how it answers ReportRegistration. */
 interface Script {
   register: "answer" | "error";
-  answer: { accepted: boolean; deliveries: number; notes: string[] };
+  answer: { accepted: boolean; deliveries: number; notes: string[]; rejectStatus?: number; rejectReason?: string };
   registrations: ReportRegistrationRequest[];
   observed: ObserveSessionRequest[];
   byes: HandleByeRequest[];
@@ -205,10 +209,15 @@ async function ackReached(client: SippRun): Promise<void> {
   );
 }
 
-async function thirdPartyRegister(k: KamailioInstance): Promise<{ r: SippResult; sent: SipTraceMessage; port: number }> {
+/** The S-CSCF's third-party REGISTER; `from`: SIPp's source address, `scenario` the one expecting 403 for a refusal. */
+async function thirdPartyRegister(
+  k: KamailioInstance,
+  opts: { from?: string; scenario?: string } = {},
+): Promise<{ r: SippResult; sent: SipTraceMessage; port: number }> {
   const run = await startSipp({
-    scenario: "scscf-third-party-register.xml",
+    scenario: opts.scenario ?? "scscf-third-party-register.xml",
     remote: k.address,
+    ...(opts.from ? { host: opts.from } : {}),
     timeoutS: 5,
     keys: { served_user: SERVED_USER, expires: EXPIRES, ue_contact: "<sip:192.0.2.4:5060>" },
   });
@@ -310,6 +319,78 @@ describe("8.3.2.9.1.2 deferred delivery, Kamailio side: REGISTER intake and the 
       assert.equal(await k.stat("cpm_pf_register_failsafe"), 1);
       assert.equal(await k.stat("cpm_pf_registrations"), 1);
       assert.match(k.logs(), /fail-safe for REGISTER for sip:\+16135551200@home1\.net: UNAVAILABLE/);
+    } finally {
+      await k.stop();
+    }
+  });
+
+  test("DD-1 trust: a third-party REGISTER from a source not among CPM_PF_SCSCF_ADDRESSES gets 403 from Kamailio and never reaches the sidecar; the trusted S-CSCF's still gets 200", async () => {
+    reset({ answer: { accepted: true, deliveries: 1, notes: ["scripted"] } });
+    const k = kamailio as KamailioInstance;
+    const untrusted = await k.stat("cpm_pf_register_untrusted");
+    const taken = await k.stat("cpm_pf_registrations");
+    // default CPM_PF_SCSCF_ADDRESSES: loopback 127.0.0.1 / ::1 only
+    const forged = await thirdPartyRegister(k, { from: "127.0.0.2", scenario: "untrusted-third-party-register.xml" });
+    assert.equal(forged.r.code, 0, `untrusted SIPp did not get 403 (${forged.r.code}): ${forged.r.errors}\n${forged.r.output}`);
+    const refusal = first(forged.r.messages, { direction: "received", status: 403 });
+    assert.ok(refusal, "403 received");
+    assert.equal(header(refusal, "call-id"), header(forged.sent, "call-id"));
+    assert.equal(first(forged.r.messages, { direction: "received", status: 200 }), undefined, "no 200 OK");
+    await sleep(100);
+    assert.equal(script.registrations.length, 0, "not reported to the sidecar: nothing delivered, nothing deleted");
+    assert.equal(await k.stat("cpm_pf_register_untrusted"), untrusted + 1);
+    assert.equal(await k.stat("cpm_pf_registrations"), taken, "not taken by the plugin");
+    assert.match(
+      k.logs(),
+      new RegExp(`REGISTER for sip:\\+16135551200@home1\\.net from 127\\.0\\.0\\.2:${forged.port}, not a trusted S-CSCF`),
+    );
+
+    const trusted = await thirdPartyRegister(k);
+    assert.equal(trusted.r.code, 0, `S-CSCF SIPp failed (${trusted.r.code}): ${trusted.r.errors}\n${trusted.r.output}`);
+    assert.ok(first(trusted.r.messages, { direction: "received", status: 200 }), "200 OK to the trusted S-CSCF");
+    assert.equal(script.registrations.length, 1);
+    assert.equal(script.registrations[0]?.register?.source, `127.0.0.1:${trusted.port}`);
+    assert.equal(await k.stat("cpm_pf_register_untrusted"), untrusted + 1);
+  });
+
+  test("DD-1 trust: the sidecar refuses the REGISTER (reject_status 403, its delivery.trustedRegistrars) -> Kamailio answers 403, not 200; cpm_pf_register_untrusted +1, no fail-safe", async () => {
+    reset({
+      answer: {
+        accepted: false,
+        deliveries: 0,
+        notes: ["not a trusted registrar"],
+        rejectStatus: 403,
+        rejectReason: "Forbidden",
+      },
+    });
+    const k = kamailio as KamailioInstance;
+    const untrusted = await k.stat("cpm_pf_register_untrusted");
+    const failsafe = await k.stat("cpm_pf_register_failsafe");
+    const { r, sent } = await thirdPartyRegister(k, { scenario: "untrusted-third-party-register.xml" });
+    assert.equal(r.code, 0, `SIPp did not get 403 (${r.code}): ${r.errors}\n${r.output}`);
+    assert.equal(script.registrations.length, 1, "reported (Kamailio trusts 127.0.0.1), refused by the sidecar");
+    const refusal = first(r.messages, { direction: "received", status: 403 });
+    assert.ok(refusal, "403 received");
+    assert.equal(header(refusal, "call-id"), header(sent, "call-id"));
+    assert.equal(first(r.messages, { direction: "received", status: 200 }), undefined, "no 200 OK");
+    assert.equal(await k.stat("cpm_pf_register_untrusted"), untrusted + 1);
+    assert.equal(await k.stat("cpm_pf_register_failsafe"), failsafe);
+    assert.match(k.logs(), /REGISTER for sip:\+16135551200@home1\.net from 127\.0\.0\.1:\d+ refused by the sidecar: 403 Forbidden/);
+  });
+
+  test("DD-1 trust: CPM_PF_SCSCF_ADDRESSES takes CIDRs: with 127.0.0.0/24 the REGISTER from 127.0.0.2 is reported and answered 200", async () => {
+    reset({ answer: { accepted: true, deliveries: 0, notes: ["scripted"] } });
+    const k = await startKamailio({
+      grpcTarget: (sidecar as { target: string }).target,
+      asyncWorkers: 1,
+      defines: ['CPM_PF_SCSCF_ADDRESSES="10.0.0.5,127.0.0.0/24"'],
+    });
+    try {
+      const { r, port } = await thirdPartyRegister(k, { from: "127.0.0.2" });
+      assert.equal(r.code, 0, `S-CSCF SIPp failed (${r.code}): ${r.errors}\n${r.output}`);
+      assert.equal(script.registrations.length, 1);
+      assert.equal(script.registrations[0]?.register?.source, `127.0.0.2:${port}`);
+      assert.equal(await k.stat("cpm_pf_register_untrusted"), 0);
     } finally {
       await k.stop();
     }

@@ -18,6 +18,12 @@ export interface SippOptions {
   scenario: string;
   /** Local SIP port (-p). Default: a free port. */
   port?: number;
+  /**
+   * Local address SIPp binds and sends from (-i). Default 127.0.0.1; any
+   * address of 127/8 works on Linux (all of it is routed to lo), e.g.
+   * 127.0.0.2 to send from a source that is not Kamailio's trusted one.
+   */
+  host?: string;
   /** Remote "host:port" for a UAC; omit for a UAS. */
   remote?: string;
   /** -key NAME VALUE pairs ([NAME] in the scenario). */
@@ -121,19 +127,24 @@ export function first(
 }
 
 /**
- * True once a UDP socket is bound to 127.0.0.1:<port> (or the wildcard),
- * read from /proc/net/udp: probing by binding the port ourselves could race
- * with SIPp's own bind.
+ * True once a UDP socket is bound to <host>:<port> (or the wildcard), read
+ * from /proc/net/udp (IPv4, little-endian hex): probing by binding the port
+ * ourselves could race with SIPp's own bind.
  */
-async function udpPortBound(port: number): Promise<boolean> {
+async function udpPortBound(port: number, host: string = HOST): Promise<boolean> {
   const table = await readFile("/proc/net/udp", "utf8");
   const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const addr = host
+    .split(".")
+    .reverse()
+    .map((b) => Number(b).toString(16).toUpperCase().padStart(2, "0"))
+    .join("");
   return table
     .split("\n")
     .slice(1)
     .some((line) => {
       const local = line.trim().split(/\s+/)[1] ?? "";
-      return local === `0100007F:${hex}` || local === `00000000:${hex}`;
+      return local === `${addr}:${hex}` || local === `00000000:${hex}`;
     });
 }
 
@@ -152,7 +163,7 @@ export async function startSipp(opts: SippOptions): Promise<SippRun> {
     "-sf",
     scenario,
     "-i",
-    HOST,
+    opts.host ?? HOST,
     "-p",
     String(port),
     "-m",
@@ -221,11 +232,11 @@ export async function startSipp(opts: SippOptions): Promise<SippRun> {
         async () => {
           if (spawnError) throw spawnError;
           if (exited(child)) throw new Error(`sipp exited early (${child.exitCode}): ${output}`);
-          return udpPortBound(port);
+          return udpPortBound(port, opts.host);
         },
         5000,
         20,
-        `sipp UAS bound to ${HOST}:${port}`,
+        `sipp UAS bound to ${opts.host ?? HOST}:${port}`,
       );
     } catch (err) {
       await stop();

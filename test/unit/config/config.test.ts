@@ -68,6 +68,7 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     retryMaxMs: 900_000,
     sendInterimGsos: false,
     unsubscribeOnRejoin: false,
+    trustedRegistrars: "127.0.0.1,::1",
   });
   const cfg = buildConfig(
     { delivery: { deferredMsgMgmtUri: "sip:deferred@pf.example.net", retryAttempts: 0, sendInterimGsos: true } },
@@ -87,6 +88,28 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     [{ delivery: { retryInitialMs: 5000, retryMaxMs: 100 } }, {}, /delivery\.retryMaxMs: must be >= delivery\.retryInitialMs/],
     [{ delivery: { retries: 1 } }, {}, /delivery\.retries: unknown key/],
     [{}, { CPM_PF__DELIVERY__SENDINTERIMGSOS: "yes" }, /CPM_PF__DELIVERY__SENDINTERIMGSOS: must be true or false/],
+  ];
+  for (const [file, env, re] of cases) assert.throws(() => buildConfig(file, env), re);
+});
+
+test("DD-1 trust: delivery.trustedRegistrars, comma-separated IPs or CIDRs, default loopback; a bad entry names the key", () => {
+  assert.equal(defaults.delivery.trustedRegistrars, "127.0.0.1,::1");
+  assert.equal(
+    buildConfig({ delivery: { trustedRegistrars: "10.0.0.5, 10.0.1.0/24,2001:db8::/32" } }).delivery.trustedRegistrars,
+    "10.0.0.5, 10.0.1.0/24,2001:db8::/32",
+  );
+  assert.equal(buildConfig({}, { CPM_PF__DELIVERY__TRUSTEDREGISTRARS: "192.0.2.1" }).delivery.trustedRegistrars, "192.0.2.1");
+  const cases: [unknown, NodeJS.ProcessEnv, RegExp][] = [
+    [{ delivery: { trustedRegistrars: "" } }, {}, /delivery\.trustedRegistrars: must list at least one IP address or CIDR/],
+    [
+      { delivery: { trustedRegistrars: "scscf.home1.net" } },
+      {},
+      /delivery\.trustedRegistrars: "scscf\.home1\.net" is not an IP address or CIDR/,
+    ],
+    [{ delivery: { trustedRegistrars: "10.0.0.0/33" } }, {}, /delivery\.trustedRegistrars: "10\.0\.0\.0\/33"/],
+    [{ delivery: { trustedRegistrars: "10.0.0.1,10.0.0.0/8/1" } }, {}, /delivery\.trustedRegistrars/],
+    [{ delivery: { trustedRegistrars: 17 } }, {}, /delivery\.trustedRegistrars: must be a string/],
+    [{}, { CPM_PF__DELIVERY__TRUSTEDREGISTRARS: "::1/129" }, /delivery\.trustedRegistrars: "::1\/129"/],
   ];
   for (const [file, env, re] of cases) assert.throws(() => buildConfig(file, env), re);
 });

@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { CpmError } from "../../../src/errors/catalogue.js";
 import { parseSipMessage } from "../../../src/sip/message.js";
+import { sameUser } from "../../../src/sip/public-identity.js";
 import { readThirdPartyRegister } from "../../../src/sip/third-party-register.js";
+import { REGISTRAR_OK, registerAndResponse, UE_REGISTER as TS24228_UE_REGISTER, thirdPartyRegister } from "../../fixtures/registration.js";
 
 const UE_REGISTER = [
   "REGISTER sip:ims.example.net SIP/2.0",
@@ -65,4 +67,46 @@ test("DD-1 bad input: not a REGISTER, no To, a message/sip part that is not SIP 
   const noTo = Buffer.from("REGISTER sip:as SIP/2.0\r\nContent-Length: 0\r\n\r\n");
   assert.throws(() => readThirdPartyRegister(parseSipMessage(noTo)), /without To/);
   assert.throws(() => readThirdPartyRegister(parseSipMessage(thirdParty({ body: "hello, not SIP" }))), /not a SIP message/);
+});
+
+test("DD-1 identities: the registrar's 200 OK in the body (include-register-response) gives the user's identities, P-Associated-URI values in order", () => {
+  const r = readThirdPartyRegister(parseSipMessage(thirdPartyRegister({ body: registerAndResponse() })));
+  assert.equal(r.servedUser, "sip:user1_public1@home1.net");
+  assert.deepEqual(r.identities, [
+    "sip:user1_public1@home1.net",
+    "sip:user1_public2@home1.net",
+    "sip:+1-212-555-1234@home1.net;user=phone",
+  ]);
+  assert.ok(r.identities.some((id) => sameUser(id, "tel:+12125551234")));
+  assert.match(r.contact ?? "", /^<sip:\[5555::aaa:bbb:ccc:ddd\]:1357;comp=sigcomp>/, "the contact still comes from the UE's REGISTER");
+  assert.equal(r.instanceId, "<urn:gsma:imei:35209900-176148-0>");
+  // the 200 OK alone (include-register-response without the request)
+  const okOnly = readThirdPartyRegister(parseSipMessage(thirdPartyRegister({ body: REGISTRAR_OK })));
+  assert.equal(okOnly.identities.length, 3);
+  assert.equal(okOnly.contact, undefined);
+});
+
+test("DD-1 identities: no registrar's 200 OK (or one without P-Associated-URI, or not a 200) -> no identity set", () => {
+  assert.deepEqual(readThirdPartyRegister(parseSipMessage(thirdPartyRegister({ body: TS24228_UE_REGISTER }))).identities, []);
+  const noPau = REGISTRAR_OK.replace(/^P-Associated-URI: .*\r\n/gm, "");
+  assert.deepEqual(readThirdPartyRegister(parseSipMessage(thirdPartyRegister({ body: registerAndResponse(noPau) }))).identities, []);
+  const notOk = REGISTRAR_OK.replace("SIP/2.0 200 OK", "SIP/2.0 401 Unauthorized");
+  assert.deepEqual(readThirdPartyRegister(parseSipMessage(thirdPartyRegister({ body: notOk }))).identities, []);
+});
+
+test("DD-1 identities: a malformed P-Associated-URI value is a clear CpmError (CPM_ERR_BAD_HEADER), not another throw", () => {
+  for (const value of ["<sip:user1_public1@home1.net", "user1_public1@home1.net", '"Alice <sip:a@b>', "<http://example.com>"]) {
+    const ok = REGISTRAR_OK.replace(/^P-Associated-URI: <sip:\+1.*$/m, `P-Associated-URI: ${value}`);
+    assert.throws(
+      () => readThirdPartyRegister(parseSipMessage(thirdPartyRegister({ body: registerAndResponse(ok) }))),
+      (e: unknown) =>
+        e instanceof CpmError &&
+        e.code === "CPM_ERR_BAD_HEADER" &&
+        /P-Associated-URI of the registrar's 200 OK is malformed/.test(e.message),
+      value,
+    );
+  }
+  // an empty element of the list (", ,") is skipped, not an error
+  const gaps = REGISTRAR_OK.replace(/^P-Associated-URI: <sip:\+1.*$/m, "P-Associated-URI: <sip:user1_public3@home1.net>, ,");
+  assert.equal(readThirdPartyRegister(parseSipMessage(thirdPartyRegister({ body: gaps }))).identities.length, 3);
 });
