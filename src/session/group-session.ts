@@ -7,6 +7,7 @@
 // the focus Contact with `isfocus`, RFC 4579 3.4), its 2xx, and the focus's
 // conference-event NOTIFYs (RFC 4575); its lifecycle is written by
 // src/procedures/lifecycle.ts.
+import { normaliseIdentity } from "../sip/public-identity.js";
 import type { Participant } from "../xml/gso.js";
 
 /**
@@ -75,19 +76,9 @@ export function isGroupActive(s: Pick<GroupSession, "lifecycle">): boolean {
   return s.lifecycle === "active" || s.lifecycle === "client-absent";
 }
 
-/**
- * A served user's address as the record key compares it: scheme and host
- * lower-cased, URI parameters and headers dropped (RFC 3261 19.1.4: user
- * parts compare case-sensitively).
- */
+/** A served user's address as the record key compares it (src/sip/public-identity.ts: tel ≡ sip;user=phone, host case-insensitive). */
 export function userKey(uri: string): string {
-  const u = uri.trim().replace(/^<|>$/g, "");
-  const m = /^([a-z][a-z0-9+.-]*):([^;?]*)/i.exec(u);
-  if (!m) return u;
-  const scheme = (m[1] as string).toLowerCase();
-  const rest = m[2] as string;
-  const at = rest.lastIndexOf("@");
-  return at < 0 ? `${scheme}:${rest}` : `${scheme}:${rest.slice(0, at)}@${rest.slice(at + 1).toLowerCase()}`;
+  return normaliseIdentity(uri) ?? uri.trim();
 }
 
 /** The record's identity: (served user, Conversation-ID, Contribution-ID). */

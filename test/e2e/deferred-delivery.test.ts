@@ -257,6 +257,28 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   );
 
   test(
+    "DD-1 trust: a forged third-party REGISTER for the served user from an address that is no S-CSCF gets 403: nothing delivered, nothing deleted",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["not for a forger"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      const client = await startSipp({ scenario: "client-uas-decline.xml", timeoutS: 10 });
+      try {
+        const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`, chat.servedUser, true, {
+          from: "127.0.0.2",
+          scenario: "untrusted-third-party-register.xml",
+        });
+        assert.equal(reg.code, 0, `the forger got 403 (scenario fails on 200): ${reg.errors}`);
+        await new Promise((r) => setTimeout(r, 1000));
+        assert.equal((await rig.receivedInvites(client, chat)).length, 0, "no delivery INVITE");
+        assert.equal((await rig.folder(deferredFolder(chat), chat.servedUser)).length, 1, "nothing deleted");
+        assert.ok((await rig.kamailio.stat("cpm_pf_register_untrusted")) >= 1);
+      } finally {
+        await client.stop();
+      }
+    },
+  );
+
+  test(
     "DD-1: a third-party REGISTER for another user gets nothing of the served user's data delivered and deletes nothing",
     T,
     async () => {

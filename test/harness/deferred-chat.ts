@@ -276,11 +276,17 @@ export class DeferredChatRig {
   }
 
   /** The S-CSCF's third-party REGISTER for `servedUser`, the UE's REGISTER (with `contact`) in the body. */
-  async register(contact: string, servedUser = SERVED_USER, trace = true): Promise<SippResult> {
+  async register(
+    contact: string,
+    servedUser = SERVED_USER,
+    trace = true,
+    forged?: { from: string; scenario: string },
+  ): Promise<SippResult> {
     const run = await startSipp({
-      scenario: "scscf-third-party-register.xml",
+      scenario: forged?.scenario ?? "scscf-third-party-register.xml",
       remote: this.kamailio.address,
       keys: { served_user: servedUser, expires: "600000", ue_contact: contact },
+      ...(forged ? { host: forged.from } : {}),
     });
     const r = await run.done;
     if (trace) this.traceSip("S-CSCF", r);

@@ -33,7 +33,7 @@ describe("DD-1 trust: ParticipatingFunction.reportRegistration and ReportRegistr
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "cpm-pf-reg-"));
     const cfg = buildConfig({ delivery: { trustedRegistrars: "192.0.2.10,2001:db8:10::/64" } });
-    const sessions = new SessionRegistry(dir, cfg.session.idleTtlMs, silentLogger());
+    const sessions = new SessionRegistry(dir, cfg.session, silentLogger());
     await sessions.load();
     const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
     const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger(), { registrations: handler });
