@@ -12,9 +12,11 @@ import { type MediaPlane, NoMediaPlane } from "./media/media-plane.js";
 import { MsrpMediaPlane } from "./media/msrp-media-plane.js";
 import type { DeferredSink } from "./media/ports.js";
 import { ParticipatingFunction } from "./pf/participating-function.js";
+import type { GroupSession } from "./session/group-session.js";
 import { SessionRegistry } from "./session/registry.js";
 import { SipUa } from "./sip/ua.js";
 import { DeferredQueue } from "./store/deferred-queue.js";
+import { groupSessionFolder } from "./store/folder.js";
 import { Mailboxes } from "./store/mailboxes.js";
 import { MessageStoreSessionRecorder } from "./store/session-record.js";
 
@@ -83,6 +85,9 @@ async function main(): Promise<void> {
       },
       queue: deferred,
       sessions,
+      ...(cfg.pf.allowOfflineStorage || cfg.media.recording
+        ? { retireFolder: (s: GroupSession) => groupSessionFolder(cfg.store.rootFolder, s.conversationId, s.contributionId) }
+        : {}),
       queueSettled: (user, conv, contrib) => pfRef?.queueSettled(user, conv, contrib) ?? Promise.resolve(),
       log: componentLogger("delivery", root),
     });

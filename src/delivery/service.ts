@@ -75,7 +75,8 @@ export interface DeliveryQueue {
   /** The group sessions with deferred data in the served user's mailbox. */
   listSessions(servedUser: string): Promise<DeferredSessionSummary[]>;
   read(target: QueueRef, limit: number): Promise<DeferredRecord[]>;
-  ack(handles: readonly DeferredHandle[]): Promise<number>;
+  /** Removes delivered items: UID EXPUNGE, or one UID MOVE into `moveTo`. */
+  ack(handles: readonly DeferredHandle[], opts?: { moveTo?: string }): Promise<number>;
   discard(target: QueueRef): Promise<number>;
 }
 
@@ -93,6 +94,8 @@ export interface DeliveryServiceDeps {
   openLeg: OpenLeg;
   queue: DeliveryQueue;
   sessions: DeliverySessions;
+  /** Where delivered items go when the session is recorded (8.5.2: allow-offline-storage or recording); undefined: removed. */
+  retireFolder?: (session: GroupSession) => string | undefined;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
   queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void>;
   log: Logger;
@@ -256,13 +259,16 @@ export class DeliveryService implements RegistrationHandler {
         );
         return;
       case "deliverInOrder":
-        // DD-10: the leg sends strictly in call order, each after the previous one's answer
+        // DD-10: the leg keeps call order on the wire (pipelined up to media.deliveryWindow)
         for (const item of a.items) this.deliver(m, item);
         return;
-      case "ackDeferred":
-        await queue.ack(a.handles);
+      case "ackDeferred": {
+        // 8.5.2: where the session is recorded, delivered items join the group session's folder (the user's other devices sync them)
+        const moveTo = this.deps.retireFolder?.(m.state.delivery.session);
+        await queue.ack(a.handles, moveTo ? { moveTo } : {});
         for (const h of a.handles) m.bodies.delete(itemId(h));
         return;
+      }
       case "discardDeferred":
         await queue.discard(a.queue);
         return;

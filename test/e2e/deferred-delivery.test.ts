@@ -296,3 +296,36 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     },
   );
 });
+
+describe("deferred delivery with the session recorded (8.5.2: allow-offline-storage)", () => {
+  let rig: DeferredChatRig;
+  before(async () => {
+    rig = await DeferredChatRig.start({ CPM_PF__PF__ALLOWOFFLINESTORAGE: "true" });
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  test("DD-10 BYE-B8: the delivered messages leave the deferred queue into the group session's folder, in order, where the user's other devices see them", T, async () => {
+    const chat = await rig.chatWhileAway(["recorded 1", "recorded 2", "recorded 3"], { byeHeaders: ["Reason: SIP;cause=480"] });
+    await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+      await ue.waitForMessages(chat.sent.length + 1);
+      await waitFor(async () => (await rig.folder(deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
+    });
+    const kept = await rig.folder(groupFolder(chat));
+    const positions = ["recorded 1", "recorded 2", "recorded 3"].map((t) => kept.findIndex((o) => o.includes(t)));
+    assert.ok(
+      positions.every((p) => p >= 0),
+      `every delivered message is in ${groupFolder(chat)} (${positions})`,
+    );
+    assert.deepEqual(
+      [...positions].sort((a, b) => a - b),
+      positions,
+      "in order",
+    );
+    assert.ok(
+      kept.some((o) => /^Content-Type:\s*application\/group-state-object\+xml/im.test(o)),
+      "next to the GSO of the BYE (BYE-B4)",
+    );
+  });
+});
