@@ -18,6 +18,7 @@ import { SipUa } from "./sip/ua.js";
 import { DeferredQueue } from "./store/deferred-queue.js";
 import { groupSessionFolder } from "./store/folder.js";
 import { Mailboxes } from "./store/mailboxes.js";
+import { SessionDescriptors } from "./store/session-descriptor.js";
 import { MessageStoreSessionRecorder } from "./store/session-record.js";
 
 async function main(): Promise<void> {
@@ -88,6 +89,7 @@ async function main(): Promise<void> {
       ...(cfg.pf.allowOfflineStorage || cfg.media.recording
         ? { retireFolder: (s: GroupSession) => groupSessionFolder(cfg.store.rootFolder, s.conversationId, s.contributionId) }
         : {}),
+      rebuild: (user, conv, contrib) => pfRef?.rebuild(user, conv, contrib) ?? Promise.resolve(undefined),
       queueSettled: (user, conv, contrib) => pfRef?.queueSettled(user, conv, contrib) ?? Promise.resolve(),
       log: componentLogger("delivery", root),
     });
@@ -95,6 +97,7 @@ async function main(): Promise<void> {
   const pf = new ParticipatingFunction(cfg, sessions, store, media, componentLogger("pf", root), {
     anchorMedia: cfg.media.enabled,
     ...(delivery ? { registrations: delivery } : {}),
+    descriptors: new SessionDescriptors(cfg.store, store, componentLogger("store", root)),
   });
   pfRef = pf;
   const server = await startGrpcServer(pf, cfg.grpc.host, cfg.grpc.port, componentLogger("grpc", root));

@@ -94,6 +94,8 @@ export interface DeliveryServiceDeps {
   openLeg: OpenLeg;
   queue: DeliveryQueue;
   sessions: DeliverySessions;
+  /** The record of a group session the PF does not know, rebuilt from the served user's mailbox (undefined: none usable). */
+  rebuild?: (servedUser: string, conversationId: string, contributionId: string) => Promise<GroupSession | undefined>;
   /** Where delivered items go when the session is recorded (8.5.2: allow-offline-storage or recording); undefined: removed. */
   retireFolder?: (session: GroupSession) => string | undefined;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
@@ -155,15 +157,16 @@ export class DeliveryService implements RegistrationHandler {
       });
       return { accepted: true, deliveries: 0, notes: [`deferred queue unreadable: ${reason}`] };
     }
-    const pending: PendingGroupSession[] = queues.map((q) => ({
-      conversationId: q.conversationId,
-      contributionId: q.contributionId,
-      count: q.count,
-      session:
-        q.conversationId !== undefined && q.contributionId !== undefined
-          ? this.deps.sessions.findByIds(reg.servedUser, q.conversationId, q.contributionId)
-          : undefined,
-    }));
+    const pending: PendingGroupSession[] = [];
+    for (const q of queues) {
+      let session: GroupSession | undefined;
+      if (q.conversationId !== undefined && q.contributionId !== undefined) {
+        session = this.deps.sessions.findByIds(reg.servedUser, q.conversationId, q.contributionId);
+        // the local state is gone: the queue describes itself (session descriptor + latest GSO)
+        if (!session && q.count > 0) session = await this.rebuild(reg.servedUser, q.conversationId, q.contributionId);
+      }
+      pending.push({ conversationId: q.conversationId, contributionId: q.contributionId, count: q.count, session });
+    }
     const client = { contact: reg.contact ?? `<${reg.servedUser}>`, ...(reg.instanceId ? { instanceId: reg.instanceId } : {}) };
     const start = startDeferredDelivery({ type: "registered", servedUser: reg.servedUser, client, pending }, this.claims, this.deps.policy);
     this.claims = start.claims;
@@ -218,6 +221,16 @@ export class DeliveryService implements RegistrationHandler {
       this.dispose(m, "delivery over");
       this.machines.delete(m.key);
       await this.settleIfEmpty(m);
+    }
+  }
+
+  private async rebuild(servedUser: string, conversationId: string, contributionId: string): Promise<GroupSession | undefined> {
+    try {
+      return await this.deps.rebuild?.(servedUser, conversationId, contributionId);
+    } catch (err) {
+      const reason = err instanceof CpmError ? err.detail : String(err);
+      this.deps.log.warn("group session record not rebuilt: data kept", { servedUser, conversationId, contributionId, reason });
+      return undefined;
     }
   }
 

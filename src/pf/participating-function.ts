@@ -11,6 +11,7 @@ import { type ByeAction, type ByeDecision, chooseMode, handleBye } from "../proc
 import { type LifecycleEvent, stepLifecycle } from "../procedures/lifecycle.js";
 import { type GroupSession, recordId, recordIdOf } from "../session/group-session.js";
 import { observe, servedUserOf } from "../session/observe.js";
+import { rebuildRecord, type SessionDescriptor } from "../session/rebuild.js";
 import type { SessionRegistry } from "../session/registry.js";
 import { PerRecord } from "../session/serial.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
@@ -65,6 +66,18 @@ export interface PfOptions {
   anchorMedia?: boolean;
   /** 8.3.2.9.1.2 deferred delivery after registration (src/delivery); absent = off. */
   registrations?: RegistrationHandler;
+  /** The session descriptors in the served users' mailboxes (src/store/session-descriptor.ts); absent = none written. */
+  descriptors?: DescriptorStore;
+}
+
+/** What the PF needs of the session descriptors: written with the first deferred item, read to rebuild a record. */
+export interface DescriptorStore {
+  write(session: GroupSession): Promise<void>;
+  read(
+    servedUser: string,
+    conversationId: string,
+    contributionId: string,
+  ): Promise<{ descriptor: SessionDescriptor | undefined; latestGso: GroupStateObject | undefined }>;
 }
 
 /** What a 3rd-party REGISTER started (DD-1). */
@@ -209,7 +222,50 @@ export class ParticipatingFunction {
     if (!session || (session.pendingDeferred && session.lifecycle !== "active")) return;
     await this.serial.run(recordIdOf(session), async () => {
       const now = this.sessions.get(ref.sessionKey);
-      if (now) await this.applyLifecycle(now, { type: "deferred" }, Date.now());
+      if (!now) return;
+      const wasPending = now.pendingDeferred;
+      const next = await this.applyLifecycle(now, { type: "deferred" }, Date.now());
+      // the queue describes itself from its first item on (a PF without local state rebuilds the record from it)
+      if (next && !wasPending && this.opts.descriptors) {
+        await this.opts.descriptors.write(next).catch((err) =>
+          this.log.error("session descriptor not written", {
+            callId: next.key,
+            conversationId: next.conversationId,
+            contributionId: next.contributionId,
+            reason: err instanceof CpmError ? err.detail : String(err),
+          }),
+        );
+      }
+    });
+  }
+
+  /**
+   * The record of a group session whose deferred data is in the served
+   * user's mailbox but which the PF does not know (its local state is gone):
+   * rebuilt from the session descriptor and the latest GSO, and kept.
+   * Undefined when the store holds no usable descriptor (the data stays).
+   */
+  async rebuild(servedUser: string, conversationId: string, contributionId: string): Promise<GroupSession | undefined> {
+    if (!this.opts.descriptors) return undefined;
+    const id = recordId(servedUser, conversationId, contributionId);
+    return this.serial.run(id, async () => {
+      const known = this.sessions.getById(id);
+      if (known) return known;
+      const fields = { servedUser, conversationId, contributionId };
+      const { descriptor, latestGso } = await (this.opts.descriptors as DescriptorStore).read(servedUser, conversationId, contributionId);
+      if (!descriptor) return undefined;
+      const record = rebuildRecord(descriptor, latestGso, Date.now());
+      if (recordIdOf(record) !== id) {
+        this.log.warn("session descriptor names another served user: not used", { ...fields, descriptorUser: record.servedUser });
+        return undefined;
+      }
+      await this.sessions.put(record);
+      this.log.info("group session record rebuilt from the Message Store", {
+        ...fields,
+        lifecycle: record.lifecycle,
+        gso: latestGso !== undefined,
+      });
+      return record;
     });
   }
 

@@ -9,6 +9,7 @@
 // INVITE: anchored -> the client's MSRP connection drops -> the CF's messages
 // are deferred -> (the CF's BYE) -> the REGISTER -> the delivery.
 import assert from "node:assert/strict";
+import { rm } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
 import { chatCpim } from "../fixtures/cpim.js";
@@ -136,6 +137,28 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         await assertDeliveredInOrder(ue, chat);
         await queueEmptied(chat);
       });
+    },
+  );
+
+  test(
+    "DD-1 DD-10 DD-2 DD-6: the sidecar's local state directory is lost (SIGKILL, state deleted) before the REGISTER: the record is rebuilt from the served user's mailbox (session descriptor + latest GSO) and every message is delivered in order",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["survives a lost disk 1", "survives a lost disk 2"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+      });
+      await rig.crashAndRestart(() => rm(rig.stateDir, { recursive: true, force: true }));
+      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, invite }) => {
+        assert.match(invite.body, /<entry uri="tel:\+16135551210"/, "DD-2: the participants, from the store");
+        assert.match(invite.body, /a=accept-wrapped-types:text\/plain message\/imdn\+xml/, "DD-6: the original offer, from the descriptor");
+        await assertDeliveredInOrder(ue, chat);
+        await queueEmptied(chat);
+      });
+      assert.ok(
+        rig.sidecar
+          .logLines()
+          .some((l) => l.msg === "group session record rebuilt from the Message Store" && l.conversationId === chat.conversationId),
+      );
     },
   );
 
@@ -306,26 +329,30 @@ describe("deferred delivery with the session recorded (8.5.2: allow-offline-stor
     await rig?.stop();
   });
 
-  test("DD-10 BYE-B8: the delivered messages leave the deferred queue into the group session's folder, in order, where the user's other devices see them", T, async () => {
-    const chat = await rig.chatWhileAway(["recorded 1", "recorded 2", "recorded 3"], { byeHeaders: ["Reason: SIP;cause=480"] });
-    await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
-      await ue.waitForMessages(chat.sent.length + 1);
-      await waitFor(async () => (await rig.folder(deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
-    });
-    const kept = await rig.folder(groupFolder(chat));
-    const positions = ["recorded 1", "recorded 2", "recorded 3"].map((t) => kept.findIndex((o) => o.includes(t)));
-    assert.ok(
-      positions.every((p) => p >= 0),
-      `every delivered message is in ${groupFolder(chat)} (${positions})`,
-    );
-    assert.deepEqual(
-      [...positions].sort((a, b) => a - b),
-      positions,
-      "in order",
-    );
-    assert.ok(
-      kept.some((o) => /^Content-Type:\s*application\/group-state-object\+xml/im.test(o)),
-      "next to the GSO of the BYE (BYE-B4)",
-    );
-  });
+  test(
+    "DD-10 BYE-B8: the delivered messages leave the deferred queue into the group session's folder, in order, where the user's other devices see them",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["recorded 1", "recorded 2", "recorded 3"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+        await ue.waitForMessages(chat.sent.length + 1);
+        await waitFor(async () => (await rig.folder(deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
+      });
+      const kept = await rig.folder(groupFolder(chat));
+      const positions = ["recorded 1", "recorded 2", "recorded 3"].map((t) => kept.findIndex((o) => o.includes(t)));
+      assert.ok(
+        positions.every((p) => p >= 0),
+        `every delivered message is in ${groupFolder(chat)} (${positions})`,
+      );
+      assert.deepEqual(
+        [...positions].sort((a, b) => a - b),
+        positions,
+        "in order",
+      );
+      assert.ok(
+        kept.some((o) => /^Content-Type:\s*application\/group-state-object\+xml/im.test(o)),
+        "next to the GSO of the BYE (BYE-B4)",
+      );
+    },
+  );
 });
