@@ -340,13 +340,11 @@ export class ParticipatingFunction {
       let next = result.session;
       if (!next.servedUser) next = { ...next, servedUser: this.cfg.pf.servedUser };
       // Write-behind: the records in memory are what decisions read; the journal follows in order.
-      if (initialInvite) {
-        const dialog = next.dialogs.find((d) => d.callId === callId);
-        if (dialog) return this.applyLifecycle(next, { type: "invited", dialog }, now);
-      }
-      void this.sessions.put(next);
+      const dialog = initialInvite ? next.dialogs.find((d) => d.callId === callId) : undefined;
+      const stored = dialog ? await this.applyLifecycle(next, { type: "invited", dialog }, now) : next;
+      if (!dialog) void this.sessions.put(next);
       this.log.debug("session updated", { ...fields, participants: next.participants.length });
-      return next;
+      return stored;
     });
     // The initial INVITE of a CPM session is anchored whichever side sent it:
     // the focus' (the CF invites the served user) or the served user's client's

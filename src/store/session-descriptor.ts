@@ -172,7 +172,7 @@ async function latestMatching(
     const last = Array.isArray(uids) && uids.length ? Math.max(...uids) : undefined;
     if (last === undefined) return undefined;
     const m = await conn.cmd("FETCH", () => conn.client.fetchOne(String(last), { source: true }, { uid: true }));
-    return m && m.source ? m.source : undefined;
+    return m ? m.source : undefined;
   } finally {
     await lock.release();
   }
