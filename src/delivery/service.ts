@@ -264,11 +264,7 @@ export class DeliveryService implements RegistrationHandler {
       case "readDeferred":
         void queue.read(a.queue, a.limit).then(
           (records) => this.feed(m, { type: "itemsRead", items: this.readable(m, records), at: new Date() }),
-          // Decision: a store outage stops this delivery; the data stays queued for the next registration
-          (err) => {
-            this.deps.log.warn("deferred queue unreadable: delivery stopped, data kept", { ...this.fields(m), reason: String(err) });
-            this.byeAndEnd(m, 'SIP;cause=503;text="Service Unavailable"');
-          },
+          (err) => this.feed(m, { type: "readFailed", reason: err instanceof CpmError ? err.detail : String(err) }),
         );
         return;
       case "deliverInOrder":

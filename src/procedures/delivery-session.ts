@@ -115,6 +115,8 @@ export type DeliveryAction =
 export type SessionEvent =
   | { type: "msrpUp" }
   | { type: "itemsRead"; items: PendingItem[]; at: Date }
+  /** The queue could not be read (store unavailable). */
+  | { type: "readFailed"; reason: string }
   | { type: "itemDelivered"; handle: DeferredHandle }
   /** MSRP error response (or 408 for no response, RFC 4975 7.1.1) to one item's SEND. */
   | { type: "itemFailed"; handle: DeferredHandle; status: number }
@@ -307,6 +309,19 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
         return step(join.session, [...actions, ...done.actions, ...join.actions], batch.notes);
       }
       return step(next, actions, batch.notes);
+    }
+
+    case "readFailed": {
+      if (s.phase !== "delivering" || !s.reading) return ignored(s, "readFailed");
+      // Decision (spec silent): a store outage ends this delivery session like a
+      // SIP/IP core release (8.3.2.3 "any other cause"); what was confirmed is
+      // retired, the rest stays queued for the next registration or re-join.
+      const reason = formatReason({ protocol: "SIP", cause: 503, text: "Service Unavailable" });
+      return step(
+        { ...s, phase: "ended", reading: false, toAck: [] },
+        [...ackPending(s), { kind: "byeToClient", reason }],
+        [`deferred queue unreadable (${ev.reason}): delivery stopped, data kept`],
+      );
     }
 
     case "itemDelivered":

@@ -516,3 +516,13 @@ test("property (DD-10): no event sequence delivers out of order or twice", () =>
   );
   assert.ok(runsThatDelivered > 20, `only ${runsThatDelivered} runs delivered more than one item`);
 });
+
+test("DD-10: the queue cannot be read (store down) -> the confirmed items are retired, the delivery session ends with BYE cause=503, the rest stays queued", () => {
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
+  const r = run(state, [...connected, read(item(1), item(2)), delivered(1), delivered(2), { type: "readFailed", reason: "IMAP timeout" }]);
+  assert.deepEqual(kinds(r.actions).slice(-3), ["ackDeferred", "readDeferred", "byeToClient"]);
+  assert.deepEqual(uidsOf(r.actions, "ackDeferred"), [[1, 2]]);
+  assert.deepEqual(r.actions.at(-1), { kind: "byeToClient", reason: 'SIP;cause=503;text="Service Unavailable"' });
+  assert.equal(r.state.invitePhase, "ended");
+  assert.ok(r.notes.some((n) => n.includes("data kept")));
+});
