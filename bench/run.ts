@@ -3,6 +3,7 @@
 import { cpus } from "node:os";
 import { type DovecotInstance, startDovecot } from "../test/harness/dovecot.js";
 import { benchDeferred } from "./deferred-bench.js";
+import { benchDelivery, benchRecordMemory, deliveryCorrect } from "./delivery-bench.js";
 import { benchRelay, benchSessionRss } from "./media-bench.js";
 import { benchSip } from "./sip-bench.js";
 import { fmt } from "./stats.js";
@@ -13,8 +14,10 @@ const N_CALLS = Number(process.env.BENCH_CALLS ?? 6000);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 20);
 const N_RELAY = Number(process.env.BENCH_RELAY_N ?? 20_000);
 const N_DEFERRED = Number(process.env.BENCH_DEFERRED_N ?? 500);
+const N_DELIVERY = (process.env.BENCH_DELIVERY_N ?? "1000,10000").split(",").map(Number);
+const N_RECORDS = Number(process.env.BENCH_RECORDS ?? 10_000);
 const RSS_SESSIONS = (process.env.BENCH_RSS_SESSIONS ?? "1000,10000").split(",").map(Number);
-/** Comma-separated subset of the parts to run (store, sip, media, deferred); default all. */
+/** Comma-separated subset of the parts to run (store, deferred, delivery, media, sip); default all. */
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",").filter(Boolean);
 const runs = (part: string) => ONLY.length === 0 || ONLY.includes(part);
 
@@ -24,6 +27,7 @@ async function main() {
   try {
     if (runs("store")) await printStore(dovecot);
     if (runs("deferred")) await printDeferred(dovecot);
+    if (runs("delivery")) await printDelivery(dovecot);
     if (runs("media")) await printMedia();
     if (runs("sip")) await printSip(dovecot);
   } finally {
@@ -53,6 +57,59 @@ async function printDeferred(dovecot: DovecotInstance) {
   );
   console.log(`| DeferredQueue.storeDeferred | ${fmt(d.deferred.perSecond)} | ${fmt(d.deferred.p50, 2)} | ${fmt(d.deferred.p99, 2)} |`);
   console.log(`ratio deferred/bare = ${fmt(d.ratio, 2)} (target >= 0.9)`);
+}
+
+async function printDelivery(dovecot: DovecotInstance) {
+  const d = await benchDelivery(
+    dovecot,
+    [...N_DELIVERY].sort((a, b) => a - b),
+  );
+  console.log(
+    `\nDeferred delivery after registration: DeliveryService -> DeliveryEndpoint -> MSRP client, FETCH of 100, ${d.window} SENDs outstanding, sets of 32 retired (SIP UA in-process stub: one INVITE/ACK per run)`,
+  );
+  console.log(
+    "| layout | fill (storeDeferred) msg/s | bare FETCH msg/s | peer-to-peer MSRP msg/s | PF delivery msg/s | PF µs/msg | PF/peer-to-peer | queue empty after ms |",
+  );
+  console.log("|---|---|---|---|---|---|---|---|");
+  let ok = true;
+  for (const r of d.runs) {
+    const rate = (ms: number) => (r.n * 1000) / ms;
+    console.log(
+      `| 1 group session folder, ${r.n} queued ~1 KB messages, mailbox ${r.mailbox} via master user | ${fmt(r.fillPerSecond)} | ` +
+        `${fmt(rate(r.fetchMs))} | ${fmt(rate(r.peerMs))} | ${fmt(rate(r.pfMs))} | ${fmt((r.pfMs * 1000) / r.n, 0)} | ` +
+        `**${fmt(r.peerMs / r.pfMs, 2)}** | ${fmt(r.drainedMs, 0)} |`,
+    );
+    console.log(
+      `  N=${r.n}: delivered ${r.delivered} / duplicates ${r.duplicates} / reordered ${r.reordered} / left in queue ${r.leftInQueue} (SENDs answered 200: ${r.answered200}, INVITEs: ${r.invites}); first SEND answered after ${fmt(r.firstMs, 0)} ms; ` +
+        `queue I/O: ${r.io.reads} reads ${fmt(r.io.readMs, 0)} ms, ${r.io.acks} acks ${fmt(r.io.ackMs, 0)} ms; ` +
+        `CPU of the PF + client peer process ${fmt(r.cpuMs, 0)} ms`,
+    );
+    if (!deliveryCorrect(r)) ok = false;
+  }
+  const first = d.runs[0];
+  const last = d.runs[d.runs.length - 1];
+  console.log("ratio PF/peer-to-peer: target >= 0.5");
+  if (first && last && last !== first) {
+    const cost = (r: typeof first) => (r.pfMs * 1000) / r.n;
+    console.log(
+      `per-message cost ${first.n}: ${fmt(cost(first), 0)} µs, ${last.n}: ${fmt(cost(last), 0)} µs, ratio ${fmt(cost(last) / cost(first), 2)} (target: about 1)`,
+    );
+  }
+  if (!ok) {
+    console.error("bench: deferred delivery lost, duplicated, reordered or left messages");
+    process.exitCode = 1;
+  }
+  const m = await benchRecordMemory(N_RECORDS);
+  console.log(
+    `\nGroup session records in memory: ${m.records} inactive records in a SessionRegistry (SDP offer ${m.sdpBytes} B, 5 participants, one terminated dialog; journal ${fmt(m.journalBytesPerRecord, 0)} B per record), child process, after gc${m.gcExposed ? "" : " (gc not exposed!)"}`,
+  );
+  console.log("| | RSS MB | heap used MB |");
+  console.log("|---|---|---|");
+  console.log(`| empty registry (baseline) | ${fmt(m.baseRssBytes / 1048576, 1)} | ${fmt(m.baseHeapUsedBytes / 1048576, 1)} |`);
+  console.log(`| ${m.records} records | ${fmt(m.rssBytes / 1048576, 1)} | ${fmt(m.heapUsedBytes / 1048576, 1)} |`);
+  console.log(
+    `added: RSS ${fmt((m.rssBytes - m.baseRssBytes) / 1048576, 1)} MB (${fmt(m.rssPerRecordBytes, 0)} B per record), heap ${fmt((m.heapUsedBytes - m.baseHeapUsedBytes) / 1048576, 1)} MB (${fmt(m.heapPerRecordBytes, 0)} B per record)`,
+  );
 }
 
 async function printMedia() {

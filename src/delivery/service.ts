@@ -115,6 +115,9 @@ interface Machine {
   retry?: NodeJS.Timeout;
   /** Bodies of the items read, by itemId, until delivered. */
   bodies: Map<string, { contentType: string; body: Buffer }>;
+  /** Confirmed items waiting to leave the queue, and the removal running now (retire()). */
+  toRetire: DeferredHandle[];
+  retiring?: Promise<void>;
 }
 
 const SDP = "application/sdp";
@@ -181,6 +184,7 @@ export class DeliveryService implements RegistrationHandler {
         state,
         chain: Promise.resolve(),
         bodies: new Map(),
+        toRetire: [],
       };
       this.machines.set(m.key, m);
       m.chain = m.chain.then(() => this.apply(m, first));
@@ -239,6 +243,7 @@ export class DeliveryService implements RegistrationHandler {
     const d = m.state.delivery;
     const ref = queueRef(d.servedUser, d.session);
     try {
+      await this.retired(m);
       if ((await this.deps.queue.read(ref, 1)).length > 0) return;
       await this.deps.queueSettled(d.servedUser, d.session.conversationId, d.session.contributionId);
     } catch (err) {
@@ -262,23 +267,23 @@ export class DeliveryService implements RegistrationHandler {
         m.invite?.cancel();
         return;
       case "readDeferred":
-        void queue.read(a.queue, a.limit).then(
-          (records) => this.feed(m, { type: "itemsRead", items: this.readable(m, records), at: new Date() }),
-          (err) => this.feed(m, { type: "readFailed", reason: err instanceof CpmError ? err.detail : String(err) }),
-        );
+        // after the sets being removed: a read must not see confirmed items again
+        void this.retired(m)
+          .then(() => queue.read(a.queue, a.limit))
+          .then(
+            (records) => this.feed(m, { type: "itemsRead", items: this.readable(m, records), at: new Date() }),
+            (err) => this.feed(m, { type: "readFailed", reason: err instanceof CpmError ? err.detail : String(err) }),
+          );
         return;
       case "deliverInOrder":
         // DD-10: the leg keeps call order on the wire (pipelined up to media.deliveryWindow)
         for (const item of a.items) this.deliver(m, item);
         return;
-      case "ackDeferred": {
-        // 8.5.2: where the session is recorded, delivered items join the group session's folder (the user's other devices sync them)
-        const moveTo = this.deps.retireFolder?.(m.state.delivery.session);
-        await queue.ack(a.handles, moveTo ? { moveTo } : {});
-        for (const h of a.handles) m.bodies.delete(itemId(h));
+      case "ackDeferred":
+        this.retire(m, a.handles);
         return;
-      }
       case "discardDeferred":
+        await this.retired(m);
         await queue.discard(a.queue);
         return;
       case "sendGso": {
@@ -296,6 +301,7 @@ export class DeliveryService implements RegistrationHandler {
         m.retry.unref();
         return;
       case "byeToClient":
+        await this.retired(m);
         if (m.dialog) await ua.bye(m.dialog, [["Reason", a.reason]]).catch(() => 0);
         m.leg?.close("BYE to the client");
         return;
@@ -377,6 +383,47 @@ export class DeliveryService implements RegistrationHandler {
         this.feed(m, { type: "inviteResponse", status: 408 });
       },
     );
+  }
+
+  /**
+   * Removes confirmed items from the queue (ackDeferred) behind the delivery,
+   * not in its way: the SENDs and the machine's events go on meanwhile, and
+   * the sets that come while one is being removed go together in the next
+   * UID EXPUNGE (or UID MOVE). A read, a discard and the BYE wait for it
+   * (retired()).
+   */
+  private retire(m: Machine, handles: readonly DeferredHandle[]): void {
+    m.toRetire.push(...handles);
+    this.startRetiring(m);
+  }
+
+  private startRetiring(m: Machine): void {
+    if (m.retiring || m.toRetire.length === 0) return;
+    // the handler runs after the assignment below (promise reactions are asynchronous)
+    m.retiring = this.retireAll(m).finally(() => {
+      m.retiring = undefined;
+      this.startRetiring(m);
+    });
+  }
+
+  private async retireAll(m: Machine): Promise<void> {
+    while (m.toRetire.length > 0) {
+      const handles = m.toRetire.splice(0);
+      // 8.5.2: where the session is recorded, delivered items join the group session's folder (the user's other devices sync them)
+      const moveTo = this.deps.retireFolder?.(m.state.delivery.session);
+      try {
+        await this.deps.queue.ack(handles, moveTo ? { moveTo } : {});
+      } catch (err) {
+        // not removed: delivered again by the next delivery (at-least-once)
+        this.deps.log.error("delivery action failed", { ...this.fields(m), action: "ackDeferred", reason: String(err) });
+      }
+      for (const h of handles) m.bodies.delete(itemId(h));
+    }
+  }
+
+  /** Resolves once no confirmed item waits to be removed. */
+  private async retired(m: Machine): Promise<void> {
+    while (m.retiring) await m.retiring;
   }
 
   /** Records the queue handed back become items; an object the queue cannot read is left where it is (never lost) and not sent. */
