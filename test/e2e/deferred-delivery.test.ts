@@ -42,7 +42,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
 
   /** DD-10: the deferred items arrive in order, byte for byte, with their content types; then (DD-11) the latest participants. */
   async function assertDeliveredInOrder(ue: MsrpPeer, chat: Chat): Promise<void> {
-    const got = await ue.waitForMessages(chat.sent.length + 1);
+    const got = await rig.received(ue, chat.sent.length + 1, chat);
     assert.deepEqual(
       got.slice(0, chat.sent.length).map((m) => [m.contentType, Buffer.from(m.body).toString("utf8")]),
       chat.sent.map((s) => [s.contentType, s.body.toString("utf8")]),
@@ -187,7 +187,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     async () => {
       const chat = await rig.chatWhileAway(["before the restart"], { byeHeaders: ["Reason: SIP;cause=480"] });
       await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
-        await ue.waitForMessages(2); // the deferred message, then the GSO (DD-11)
+        await rig.received(ue, 2, chat); // the deferred message, then the GSO (DD-11)
         const reports: MsrpRequest[] = [];
         ue.session?.on("report", (r) => reports.push(r));
         assert.equal((await ue.send(chatCpim("a reply to the group", "imdn-reply"), "message/cpim")).code, 200, "hop-by-hop 200");
@@ -335,7 +335,7 @@ describe("deferred delivery with the session recorded (8.5.2: allow-offline-stor
     async () => {
       const chat = await rig.chatWhileAway(["recorded 1", "recorded 2", "recorded 3"], { byeHeaders: ["Reason: SIP;cause=480"] });
       await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
-        await ue.waitForMessages(chat.sent.length + 1);
+        await rig.received(ue, chat.sent.length + 1, chat);
         await waitFor(async () => (await rig.folder(deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
       });
       const kept = await rig.folder(groupFolder(chat));

@@ -199,6 +199,28 @@ export class DeferredChatRig {
     return folderMessages(this.dovecot, folder, this.login(servedUser));
   }
 
+  /**
+   * The first `n` MSRP messages `peer` received, within `ms`; otherwise fails
+   * naming how many came and the sidecar's delivery log lines of the group.
+   */
+  async received(peer: MsrpPeer, n: number, chat: Pick<Chat, "conversationId">, ms = 20_000) {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const lines = this.current
+          .logLines()
+          .filter((l) => l.conversationId === chat.conversationId)
+          .map((l) => `${String(l.msg)} ${JSON.stringify({ ...l, msg: undefined, message: undefined, timestamp: undefined })}`);
+        reject(new Error(`${peer.received.length} of ${n} MSRP messages within ${ms} ms; sidecar:\n${lines.slice(-20).join("\n")}`));
+      }, ms);
+    });
+    try {
+      return await Promise.race([peer.waitForMessages(n), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** The first line the current sidecar logged with `msg` for `callId`. */
   logged(msg: string, callId: string): Record<string, unknown> | undefined {
     return this.current.logLines().find((l) => l.msg === msg && l.callId === callId);
