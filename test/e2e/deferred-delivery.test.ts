@@ -14,7 +14,16 @@ import { after, before, describe, test } from "node:test";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
 import { chatCpim } from "../fixtures/cpim.js";
 import { triggerSipp } from "../harness/anchored-chat.js";
-import { type Chat, DEFERRED_URI, DeferredChatRig, deferredFolder, GSO_TYPE, groupFolder, OTHER_USER } from "../harness/deferred-chat.js";
+import {
+  type Chat,
+  DEFERRED_URI,
+  DeferredChatRig,
+  deferredFolder,
+  GSO_TYPE,
+  groupFolder,
+  KEEPER_USER,
+  OTHER_USER,
+} from "../harness/deferred-chat.js";
 import { gsoXml } from "../harness/group-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { sdpSetup } from "../harness/msrp-peer.js";
@@ -220,10 +229,10 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     "DD-9: any other error (486 Busy Here) -> re-attempted after delivery.retryInitialMs, up to delivery.retryAttempts; the data is kept",
     T,
     async () => {
-      const chat = await rig.chatWhileAway(["kept"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      const chat = await rig.chatWhileAway(["kept"], { servedUser: KEEPER_USER, byeHeaders: ["Reason: SIP;cause=480"] });
       const client = await startSipp({ scenario: "client-uas-reject.xml", extraArgs: ["-m", "3"] });
       try {
-        const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`);
+        const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`, chat.servedUser);
         assert.equal(reg.code, 0);
         let invites: SipTraceMessage[] = [];
         await waitFor(
@@ -283,7 +292,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     "DD-1 trust: a forged third-party REGISTER for the served user from an address that is no S-CSCF gets 403: nothing delivered, nothing deleted",
     T,
     async () => {
-      const chat = await rig.chatWhileAway(["not for a forger"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      const chat = await rig.chatWhileAway(["not for a forger"], { servedUser: KEEPER_USER, byeHeaders: ["Reason: SIP;cause=480"] });
       const client = await startSipp({ scenario: "client-uas-decline.xml", timeoutS: 10 });
       try {
         const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`, chat.servedUser, true, {
@@ -305,7 +314,10 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     "DD-1: a third-party REGISTER for another user gets nothing of the served user's data delivered and deletes nothing",
     T,
     async () => {
-      const chat = await rig.chatWhileAway(["only for the served user"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      const chat = await rig.chatWhileAway(["only for the served user"], {
+        servedUser: KEEPER_USER,
+        byeHeaders: ["Reason: SIP;cause=480"],
+      });
       const client = await startSipp({ scenario: "client-uas-decline.xml", timeoutS: 10 });
       try {
         const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`, "sip:mallory@example.net");

@@ -27,6 +27,8 @@ import { waitFor } from "./wait.js";
 export const SERVED_USER = "tel:+16135551200";
 /** Another served user of the same PF. */
 export const OTHER_USER = "sip:alice@example.net";
+/** A served user for the cases that leave data in the queue on purpose (no later case of SERVED_USER sees it). */
+export const KEEPER_USER = "tel:+16135551202";
 /** The user of the probe REGISTERs after a restart: a mailbox with nothing in it. */
 const PROBE_USER = "sip:probe@pf.invalid";
 export const DEFERRED_URI = "sip:deferred@pf.example.net";
@@ -108,7 +110,7 @@ export class DeferredChatRig {
   /** Starts Dovecot, Kamailio and the sidecar; `env` adds or overrides CPM_PF__* keys. */
   static async start(
     env: Record<string, string> = {},
-    users: readonly string[] = [SERVED_USER, OTHER_USER, PROBE_USER],
+    users: readonly string[] = [SERVED_USER, OTHER_USER, KEEPER_USER, PROBE_USER],
   ): Promise<DeferredChatRig> {
     // a PF serving many users, each in their own mailbox (the Dovecot master user logs in for them)
     const dovecot = await startDovecot();
@@ -354,7 +356,11 @@ export class DeferredChatRig {
       assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
       const invite = await this.receivedInvite(client, chat);
       await waitFor(
-        async () => (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200),
+        async () => {
+          // the 200 to this group session's INVITE (a registration starts one delivery per group session with data)
+          const callId = header(invite, "call-id");
+          return (await client.messagesSoFar()).some((m) => m.direction === "sent" && m.status === 200 && header(m, "call-id") === callId);
+        },
         5000,
         20,
         "client 200",
