@@ -228,13 +228,27 @@ export class DeferredChatRig {
     return this.current.logLines().find((l) => l.msg === msg && l.callId === callId);
   }
 
+  /** Adds one arrow to the ladder, timed now. */
+  rung(from: string, to: string, what: string): void {
+    this.ladder.push({ t: Date.now(), from, to, what });
+  }
+
   async peer(name: string): Promise<MsrpPeer> {
     const p = await MsrpPeer.start();
     this.peers.push(p);
-    p.on("message", (m) =>
-      this.ladder.push({ t: Date.now(), from: "PF", to: name, what: `MSRP SEND ${m.contentType} ${preview(Buffer.from(m.body))}` }),
-    );
+    p.on("message", (m) => {
+      this.rung("PF", name, `MSRP SEND ${m.contentType} ${preview(Buffer.from(m.body))}`);
+      // the peer's stack answers each SEND 200 unless its Failure-Report wants none (RFC 4975 7.2)
+      if (m.failureReport === "yes") this.rung(name, "PF", "MSRP 200");
+    });
     return p;
+  }
+
+  /** `peer` (named `name`) connects to the PF's `remotePath` and binds with an empty SEND, on the ladder. */
+  private async connectMsrp(name: string, peer: MsrpPeer, remotePath: string): Promise<void> {
+    this.rung(name, "PF", "MSRP connect + empty SEND (bind)");
+    await peer.open(remotePath, "active");
+    this.rung("PF", name, "MSRP 200");
   }
 
   /** Adds the SIP messages of a SIPp run, seen from `who` (its sent ones go to the PF, its received ones come from it). */
@@ -272,8 +286,8 @@ export class DeferredChatRig {
       timeoutS: 60,
       during: async ({ callId, conversationId, contributionId, clientInvite, cf200 }) => {
         await waitFor(() => this.logged("media answer anchored", callId), 5000, 20, "ReportMediaAnswer");
-        await ue.open(msrpMedia(clientInvite.body).path, "active");
-        await cf.open(msrpMedia(cf200.body).path, "active");
+        await this.connectMsrp("client", ue, msrpMedia(clientInvite.body).path);
+        await this.connectMsrp("CF", cf, msrpMedia(cf200.body).path);
         this.ladder.push({ t: Date.now(), from: "client", to: "PF", what: "MSRP connection drops (the client goes away)" });
         ue.dropConnections();
         await waitFor(() => this.logged("MSRP leg gone", callId), 5000, 20, "client leg gone");
@@ -365,11 +379,11 @@ export class DeferredChatRig {
         20,
         "client 200",
       );
-      await ue.open(sdpPath(invite.body), "active");
+      await this.connectMsrp("client", ue, sdpPath(invite.body));
       await body({ peer: ue, client, invite });
     } finally {
-      await client.stop();
-      this.traceSip("client", await client.messagesSoFar());
+      // the trace file goes with the run: take the messages from its result
+      this.traceSip("client", await client.stop());
     }
   }
 }
