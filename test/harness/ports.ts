@@ -1,9 +1,15 @@
-// Free TCP port for test servers: bind port 0 on the loopback, read the port
-// the kernel picked, close. Another process can grab it before the caller
-// binds, so callers should bind promptly (fine on a test machine).
+// Free port for test servers, on TCP and UDP alike (SIPp, Kamailio and the
+// PF's UA bind UDP; MSRP, IMAP and gRPC bind TCP): bind port 0 on TCP, read
+// the port the kernel picked, check that UDP can bind it too, close both. A
+// port this process handed out before is not handed out again. Another
+// process can grab it before the caller binds, so callers should bind
+// promptly (fine on a test machine).
+import { createSocket } from "node:dgram";
 import { createServer } from "node:net";
 
-export function freePort(host = "127.0.0.1"): Promise<number> {
+const handedOut = new Set<number>();
+
+function tcpPort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -19,4 +25,26 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
       srv.close((err) => (err ? reject(err) : resolve(port)));
     });
   });
+}
+
+function udpFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = createSocket(host.includes(":") ? "udp6" : "udp4");
+    sock.unref();
+    sock.once("error", () => {
+      sock.close();
+      resolve(false);
+    });
+    sock.bind({ address: host, port, exclusive: true }, () => sock.close(() => resolve(true)));
+  });
+}
+
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await tcpPort(host);
+    if (handedOut.has(port) || !(await udpFree(host, port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error("freePort: no port free on both TCP and UDP after 50 attempts");
 }
