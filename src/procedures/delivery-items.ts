@@ -12,7 +12,12 @@ export interface PendingItem {
 }
 
 export interface ItemTracker {
-  /** Ids (itemId) the client confirmed: never sent again in this delivery. */
+  /**
+   * Ids (itemId) settled without being sent (interim GSOs left out by
+   * policy) above lastUid: never taken again. Sent items need no entry:
+   * nothing at or below lastUid is sent again (order), so this stays small
+   * whatever the queue length.
+   */
   delivered: readonly string[];
   /** Sent, not yet confirmed, in send order. */
   inFlight: readonly PendingItem[];
@@ -73,7 +78,8 @@ export function takeBatch(t: ItemTracker, items: readonly PendingItem[], interim
   }
   if (skipped.length) notes.push(`${skipped.length} interim GSO(s) not delivered (delivery.sendInterimGsos off)`);
   // skipped ones count as settled: a read before their ack must not see them as new
-  const delivered = [...t.delivered, ...skipped.map((i) => itemId(i.handle))];
+  const above = (id: string) => id.split("\n")[1] === uidValidity && Number(id.slice(id.lastIndexOf("\n") + 1)) > lastUid;
+  const delivered = [...t.delivered.filter(above), ...skipped.map((i) => itemId(i.handle))];
   return { tracker: { delivered, inFlight: [...t.inFlight, ...deliver], lastUid, uidValidity }, deliver, skipped, notes };
 }
 
@@ -82,5 +88,6 @@ export function settle(t: ItemTracker, handle: DeferredHandle): { tracker: ItemT
   const id = itemId(handle);
   const inFlight = t.inFlight.filter((i) => itemId(i.handle) !== id);
   if (inFlight.length === t.inFlight.length) return { tracker: t, known: false };
-  return { tracker: { ...t, inFlight, delivered: [...t.delivered, id] }, known: true };
+  // a sent item is at or below lastUid: it is never taken again (takeBatch), no entry needed
+  return { tracker: { ...t, inFlight }, known: true };
 }
