@@ -55,7 +55,7 @@ export interface Config {
     /** Root folder of CPM objects; deployed RCS stores use "Default". */
     rootFolder: string;
     /**
-     * Root folder of the deferred-messages queue (issue 3 item 4, read by
+     * Root folder of the deferred-messages queue (read by
      * deferred delivery 8.3.2.9.1.2): <deferredRootFolder>/<Conversation-ID>/<Contribution-ID>.
      * A sibling of rootFolder, not inside it. Default "Deferred".
      */
@@ -80,7 +80,7 @@ export interface Config {
     retryMaxMs: number;
   };
   media: {
-    /** Anchor MSRP in the PF (B2BUA media path, issue 3); false = NoMediaPlane. Default false. */
+    /** Anchor MSRP in the PF (B2BUA media path); false = NoMediaPlane. Default false. */
     enabled: boolean;
     /** Address the MSRP listener binds. Default 127.0.0.1. */
     host: string;

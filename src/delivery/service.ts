@@ -306,7 +306,7 @@ export class DeliveryService implements RegistrationHandler {
         m.leg?.close("BYE to the client");
         return;
       case "rejoinConference":
-        // DD-12 is not wired (joining needs the group session's dialog towards
+        // DD-12 has no executor yet (joining needs the group session's dialog towards
         // the CF). Decision: the delivery session ends once the deferred items
         // are delivered, so nothing the client sends in it is left without a
         // path; the client re-joins the on-going conference itself (8.2.2.7).
@@ -314,7 +314,7 @@ export class DeliveryService implements RegistrationHandler {
         this.byeAndEnd(m, CALL_COMPLETED);
         return;
       case "restartGroupSession":
-        // DD-13 is not wired: the restart is answered as failed, so the
+        // DD-13 has no executor yet: the restart is answered as failed, so the
         // machine ends the delivery session (RJ-3/RJ-4 path) instead of
         // holding the client's SENDs forever.
         this.notWired(m, a);
@@ -486,7 +486,7 @@ export class DeliveryService implements RegistrationHandler {
   }
 
   private notWired(m: Machine, a: DeliveryAction): void {
-    this.deps.log.warn("delivery action not wired yet: skipped", { ...this.fields(m), action: a.kind });
+    this.deps.log.warn("delivery action has no executor yet: skipped", { ...this.fields(m), action: a.kind });
   }
 
   private fields(m: Machine) {

@@ -2,7 +2,7 @@
 // was parsed from: a peer's a=path parsed out of an SDP body is made of V8
 // sliced strings that keep the whole SDP alive. compactPath() copies each URI
 // onto flat strings and shares the few values every URI repeats (scheme,
-// transport, the peers' hosts) - issue 3: RSS per idle anchored session.
+// transport, the peers' hosts) - for RSS per idle anchored session.
 import type { MsrpUri } from "../msrp/uri.js";
 
 /** Bounded: peer hosts are a handful of CF and SBC addresses, never one per session. */

@@ -1,4 +1,4 @@
-// The PF in the MSRP media path of a group session (issue 3): for every
+// The PF in the MSRP media path of a group session : for every
 // anchored session two MSRP sessions on the PF's listener, one towards the
 // Controlling Function ("cf" leg) and one towards the served user's client
 // ("client" leg), with messages relayed between them in order, stored for

@@ -34,7 +34,7 @@ export interface DeferredItem {
   receivedAt: Date;
 }
 
-/** The deferred-messages queue (issue 3 item 4), written by the media plane. */
+/** The deferred-messages queue, written by the media plane. */
 export interface DeferredSink {
   /**
    * Resolves once `item` is durably stored (IMAP APPEND done, or in the durable

@@ -1,7 +1,7 @@
 // What the PF does with one complete MSRP message on an anchored group session,
 // given where it came from, what it carries and the state of the leg it
 // should go out on. Pure: the relay queue (relay-queue.ts) carries it out.
-//   other leg up       relay unchanged (issue 3 item 3; REPORTs stay per hop)
+//   other leg up       relay unchanged (REPORTs stay per hop)
 //   other leg pending  wait until it is up or declared absent
 //   client leg absent  from the CF: message / IMDN / GSO -> deferred storage,
 //                      isComposing -> 200 and dropped (nothing to deliver later)

@@ -1,5 +1,5 @@
 // One direction of an anchored session: complete messages from one leg go out
-// on the other leg in arrival order (issue 3 items 3 and 4).
+// on the other leg in arrival order.
 // - Messages that fit one chunk are pipelined (up to maxInFlight unanswered);
 //   a chunked message is sent whole before the next starts, so no later
 //   message can complete before it at the receiver (RFC 4975 7.1.1 lets

@@ -1,6 +1,6 @@
 // Log lines of one anchored session carry its Call-ID, Conversation-ID and
 // Contribution-ID as fields (STYLE), without a winston child logger per
-// session: an idle session holds only its field object (issue 3: RSS per idle
+// session: an idle session holds only its field object (RSS per idle
 // anchored session). Message bodies are never logged, at any level.
 import type { Logger } from "../log/logger.js";
 

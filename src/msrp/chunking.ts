@@ -206,7 +206,7 @@ function insertInterval(list: [number, number][], s: number, e: number): void {
 /** Per-session reassembly of incoming SEND chunks. */
 export class Reassembler {
   readonly limits: Readonly<ReassemblyLimits>;
-  // Made on first use: an idle session holds no hash tables (issue 3: RSS per idle session).
+  // Made on first use: an idle session holds no hash tables (RSS per idle session).
   private partialsMap: Map<string, PartialMessage> | undefined;
   private stoppedSet: Set<string> | undefined;
   private stored = 0;

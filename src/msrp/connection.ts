@@ -90,7 +90,7 @@ type DrainWaiter = { resolve: () => void; reject: (err: Error) => void };
 export class MsrpConnection extends EventEmitter<ConnectionEvents> implements SessionTransport, HasDeadline {
   readonly role: ConnectionRole;
   private readonly socket: OwnedSocket;
-  /** Made when bytes arrive, dropped between frames: an idle connection holds no parser (issue 3: RSS per idle session). */
+  /** Made when bytes arrive, dropped between frames: an idle connection holds no parser (RSS per idle session). */
   private parser: MsrpParser | undefined;
   private readonly limits: Partial<MsrpParserLimits> | undefined;
   private readonly table: MsrpSessionTable | undefined;
@@ -526,7 +526,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
     }
   }
 
-  /** The connection's child logger, made on first use: an idle connection holds none (issue 3: RSS per idle session). */
+  /** The connection's child logger, made on first use: an idle connection holds none (RSS per idle session). */
   private get log(): Logger {
     if (this.childLog === undefined) this.childLog = this.baseLog.child({ msrpPeer: this.peer, msrpRole: this.role });
     return this.childLog;

@@ -1,6 +1,6 @@
 // One timer for the bind (unauthenticated) and idle deadlines of every
 // connection that shares an MsrpResources, instead of a timer per connection
-// (issue 3: RSS per idle anchored session). Deadlines are rounded up to a
+// (RSS per idle anchored session). Deadlines are rounded up to a
 // grain of 1/16 of their timeout (at most 1 s), so a deadline fires never
 // early and at most one grain late, and a sweep handles every deadline of its
 // grain at once: with thousands of connections the timer fires at most about

@@ -12,7 +12,7 @@ const UNBIASED_LIMIT = 248;
 export function randomAlnum(length: number): string {
   // Written into bytes and decoded once: a flat string. Appending character by
   // character would leave a chain of V8 cons strings, ~250 bytes per id, held
-  // as long as the id (issue 3: RSS per idle anchored session).
+  // as long as the id (RSS per idle anchored session).
   const out = Buffer.allocUnsafe(length);
   let n = 0;
   while (n < length) {

@@ -1,6 +1,6 @@
 // Limits (parser, reassembly) are merged with their defaults once per options
 // object and shared, frozen, by every parser or session made with it: not one
-// copy per connection or session (issue 3: RSS per idle anchored session).
+// copy per connection or session (RSS per idle anchored session).
 // Callers pass options objects they do not mutate afterwards.
 
 const merged = new WeakMap<object, WeakMap<object, object>>();

@@ -98,7 +98,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
   readonly id: string;
   readonly localUri: MsrpUri;
   readonly remotePath: MsrpUri[];
-  /** Made by the first chunk, dropped once it holds nothing: an idle session keeps none (issue 3: RSS per idle session). */
+  /** Made by the first chunk, dropped once it holds nothing: an idle session keeps none (RSS per idle session). */
   private reassembly: Reassembler | undefined;
   private readonly options: MsrpSessionOptions;
   private readonly baseLog: Logger;
@@ -303,7 +303,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     });
   }
 
-  /** The session's child logger, made on first use: an idle session holds none (issue 3: RSS per idle session). */
+  /** The session's child logger, made on first use: an idle session holds none (RSS per idle session). */
   private get log(): Logger {
     if (this.childLog === undefined) this.childLog = this.baseLog.child({ msrpSession: this.id });
     return this.childLog;

@@ -1,4 +1,4 @@
-// The deferred-messages queue (issue 3 item 4): what the Controlling Function
+// The deferred-messages queue: what the Controlling Function
 // sends on a group session while the served user's client leg is absent is
 // kept in the user's Message Store until deferred delivery (8.3.2.9.1.2,
 // DD-10: "deliver ... in order") or re-join delivery (8.3.2.9.1.3, RJ-2)
