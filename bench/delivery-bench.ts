@@ -42,7 +42,7 @@ import type { QueueRef } from "../src/procedures/delivery-session.js";
 import { type GroupSession, recordIdOf } from "../src/session/group-session.js";
 import { SessionRegistry } from "../src/session/registry.js";
 import { parseSipMessage } from "../src/sip/message.js";
-import { DeferredQueue } from "../src/store/deferred-queue.js";
+import { DeferredQueue, type ReadCursor } from "../src/store/deferred-queue.js";
 import { mailboxLogin, mailboxNameOf } from "../src/store/mailbox-name.js";
 import { Mailboxes } from "../src/store/mailboxes.js";
 import { chatCpimOfSize } from "../test/fixtures/cpim.js";
@@ -312,6 +312,15 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
     let firstAnswered = 0;
     let lastAnswered = 0;
     let drainedAt = 0;
+    // the queue is empty once every SEND was answered, a read found nothing left and no removal runs
+    let emptyRead = false;
+    let acking = 0;
+    const settled = () => {
+      if (drainedAt === 0 && answered200 === n && emptyRead && acking === 0) {
+        drainedAt = performance.now();
+        drained();
+      }
+    };
     let drained!: () => void;
     const allDrained = new Promise<void>((resolve) => {
       drained = resolve;
@@ -338,23 +347,24 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
         listSessions: (u) => queue.listSessions(u),
         ack: async (handles, opts) => {
           const s = performance.now();
+          acking++;
           try {
             return await queue.ack(handles, opts);
           } finally {
+            acking--;
             io.ackMs += performance.now() - s;
             io.acks++;
+            settled();
           }
         },
         discard: (target) => queue.discard(target),
-        read: async (target: QueueRef, limit: number) => {
+        read: async (target: QueueRef, limit: number, after?: ReadCursor) => {
           const s = performance.now();
-          const records = await queue.read(target, limit);
+          const records = await queue.read(target, limit, after);
           io.readMs += performance.now() - s;
           io.reads++;
-          if (records.length === 0 && answered200 > 0 && drainedAt === 0) {
-            drainedAt = performance.now();
-            drained();
-          }
+          if (records.length === 0) emptyRead = true;
+          settled();
           return records;
         },
       },

@@ -35,7 +35,7 @@ import { type GroupSession, userKey } from "../session/group-session.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { readThirdPartyRegister } from "../sip/third-party-register.js";
-import type { DeferredHandle, DeferredRecord, DeferredSessionSummary } from "../store/deferred-queue.js";
+import type { DeferredHandle, DeferredRecord, DeferredSessionSummary, ReadCursor } from "../store/deferred-queue.js";
 
 /** The PF's SIP UA, as far as delivery uses it (src/sip/ua.ts). */
 export interface DeliveryUa {
@@ -74,7 +74,7 @@ export type OpenLeg = (sessionKey: string, originalSdp: string) => Promise<{ leg
 export interface DeliveryQueue {
   /** The group sessions with deferred data in the served user's mailbox. */
   listSessions(servedUser: string): Promise<DeferredSessionSummary[]>;
-  read(target: QueueRef, limit: number): Promise<DeferredRecord[]>;
+  read(target: QueueRef, limit: number, after?: ReadCursor): Promise<DeferredRecord[]>;
   /** Removes delivered items: UID EXPUNGE, or one UID MOVE into `moveTo`. */
   ack(handles: readonly DeferredHandle[], opts?: { moveTo?: string }): Promise<number>;
   discard(target: QueueRef): Promise<number>;
@@ -267,13 +267,11 @@ export class DeliveryService implements RegistrationHandler {
         m.invite?.cancel();
         return;
       case "readDeferred":
-        // after the sets being removed: a read must not see confirmed items again
-        void this.retired(m)
-          .then(() => queue.read(a.queue, a.limit))
-          .then(
-            (records) => this.feed(m, { type: "itemsRead", items: this.readable(m, records), at: new Date() }),
-            (err) => this.feed(m, { type: "readFailed", reason: err instanceof CpmError ? err.detail : String(err) }),
-          );
+        // beside the removal running behind: the cursor keeps a read above what the delivery took
+        void queue.read(a.queue, a.limit, a.after).then(
+          (records) => this.feed(m, { type: "itemsRead", items: this.readable(m, records), at: new Date() }),
+          (err) => this.feed(m, { type: "readFailed", reason: err instanceof CpmError ? err.detail : String(err) }),
+        );
         return;
       case "deliverInOrder":
         // DD-10: the leg keeps call order on the wire (pipelined up to media.deliveryWindow)
@@ -389,8 +387,8 @@ export class DeliveryService implements RegistrationHandler {
    * Removes confirmed items from the queue (ackDeferred) behind the delivery,
    * not in its way: the SENDs and the machine's events go on meanwhile, and
    * the sets that come while one is being removed go together in the next
-   * UID EXPUNGE (or UID MOVE). A read, a discard and the BYE wait for it
-   * (retired()).
+   * UID EXPUNGE (or UID MOVE). A discard and the BYE wait for it (retired());
+   * a read does not: it starts above what the delivery took.
    */
   private retire(m: Machine, handles: readonly DeferredHandle[]): void {
     m.toRetire.push(...handles);

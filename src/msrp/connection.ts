@@ -112,6 +112,8 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   private everBound = false;
   private closing = false;
   private socketGone = false;
+  /** Frames written in one tick leave in one segment (socket cork until the next tick). */
+  private corked = false;
 
   constructor(socket: Duplex, options: MsrpConnectionOptions) {
     super();
@@ -461,6 +463,15 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
       return Promise.reject(err);
     }
     this.lastActivity = Date.now();
+    if (!this.corked) {
+      // pipelined SENDs and the responses to a burst go out with one syscall, not one each
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     if (this.socket.write(bytes)) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.drainWaiters ??= [];

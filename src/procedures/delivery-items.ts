@@ -12,21 +12,18 @@ export interface PendingItem {
 }
 
 export interface ItemTracker {
-  /**
-   * Ids (itemId) settled without being sent (interim GSOs left out by
-   * policy) above lastUid: never taken again. Sent items need no entry:
-   * nothing at or below lastUid is sent again (order), so this stays small
-   * whatever the queue length.
-   */
-  delivered: readonly string[];
   /** Sent, not yet confirmed, in send order. */
   inFlight: readonly PendingItem[];
-  /** Highest UID sent, and the UIDVALIDITY it belongs to: sends only go up. */
+  /**
+   * Highest UID taken (sent, or settled without sending), and the UIDVALIDITY
+   * it belongs to: nothing at or below it is taken again, so the tracker stays
+   * small whatever the queue length, and the next read starts above it.
+   */
   lastUid: number;
   uidValidity: string | undefined;
 }
 
-export const emptyTracker: ItemTracker = { delivered: [], inFlight: [], lastUid: 0, uidValidity: undefined };
+export const emptyTracker: ItemTracker = { inFlight: [], lastUid: 0, uidValidity: undefined };
 
 export function itemId(h: DeferredHandle): string {
   return `${h.folder}\n${h.uidValidity}\n${h.uid}`;
@@ -42,22 +39,16 @@ export interface Batch {
 }
 
 /**
- * The part of a read that may be sent: UID order, nothing confirmed or in
- * flight, nothing below what was already sent (order), and interim GSOs only
- * when `interimGsos`.
+ * The part of a read that may be taken: UID order, nothing at or below what
+ * was already taken (once, in order), and interim GSOs only when
+ * `interimGsos` (the others are settled without sending).
  */
 export function takeBatch(t: ItemTracker, items: readonly PendingItem[], interimGsos: boolean): Batch {
   const notes: string[] = [];
-  const seen = new Set([...t.delivered, ...t.inFlight.map((i) => itemId(i.handle))]);
   let { lastUid, uidValidity } = t;
   const deliver: PendingItem[] = [];
   const skipped: PendingItem[] = [];
   for (const item of [...items].sort((a, b) => a.handle.uid - b.handle.uid)) {
-    const id = itemId(item.handle);
-    if (seen.has(id)) {
-      notes.push(`item uid ${item.handle.uid} already sent: not sent twice`);
-      continue;
-    }
     if (uidValidity !== undefined && item.handle.uidValidity !== uidValidity) {
       // RFC 9051 2.3.1.1: a new UIDVALIDITY means a new folder; its UIDs start over
       notes.push(`queue folder recreated (UIDVALIDITY ${uidValidity} -> ${item.handle.uidValidity})`);
@@ -65,29 +56,32 @@ export function takeBatch(t: ItemTracker, items: readonly PendingItem[], interim
     }
     uidValidity = item.handle.uidValidity;
     if (item.handle.uid <= lastUid) {
-      notes.push(`item uid ${item.handle.uid} is older than one already sent: left in the queue (order)`);
-      continue;
-    }
-    seen.add(id);
-    if (item.kind === "gso" && !interimGsos) {
-      skipped.push(item);
+      notes.push(`item uid ${item.handle.uid} is not above uid ${lastUid} already taken: not sent (once, in order)`);
       continue;
     }
     lastUid = item.handle.uid;
-    deliver.push(item);
+    if (item.kind === "gso" && !interimGsos) skipped.push(item);
+    else deliver.push(item);
   }
   if (skipped.length) notes.push(`${skipped.length} interim GSO(s) not delivered (delivery.sendInterimGsos off)`);
-  // skipped ones count as settled: a read before their ack must not see them as new
-  const above = (id: string) => id.split("\n")[1] === uidValidity && Number(id.slice(id.lastIndexOf("\n") + 1)) > lastUid;
-  const delivered = [...t.delivered.filter(above), ...skipped.map((i) => itemId(i.handle))];
-  return { tracker: { delivered, inFlight: [...t.inFlight, ...deliver], lastUid, uidValidity }, deliver, skipped, notes };
+  return { tracker: { inFlight: [...t.inFlight, ...deliver], lastUid, uidValidity }, deliver, skipped, notes };
+}
+
+/** Where the next read starts: above everything taken, in the same folder incarnation. */
+export function readCursor(t: ItemTracker): { afterUid: number; uidValidity: string } | undefined {
+  return t.uidValidity === undefined ? undefined : { afterUid: t.lastUid, uidValidity: t.uidValidity };
 }
 
 /** The client confirmed (or permanently refused) `handle`; `known` false when it was not in flight. */
 export function settle(t: ItemTracker, handle: DeferredHandle): { tracker: ItemTracker; known: boolean } {
-  const id = itemId(handle);
-  const inFlight = t.inFlight.filter((i) => itemId(i.handle) !== id);
-  if (inFlight.length === t.inFlight.length) return { tracker: t, known: false };
-  // a sent item is at or below lastUid: it is never taken again (takeBatch), no entry needed
+  // answers come in send order (RFC 4975 7.1: one connection, in order): the oldest first is the usual case
+  const at = t.inFlight.findIndex((i) => sameItem(i.handle, handle));
+  if (at < 0) return { tracker: t, known: false };
+  const inFlight = at === 0 ? t.inFlight.slice(1) : [...t.inFlight.slice(0, at), ...t.inFlight.slice(at + 1)];
+  // a sent item is at or below lastUid: never taken again (takeBatch), no entry needed
   return { tracker: { ...t, inFlight }, known: true };
+}
+
+function sameItem(a: DeferredHandle, b: DeferredHandle): boolean {
+  return a.uid === b.uid && a.uidValidity === b.uidValidity && a.folder === b.folder;
 }

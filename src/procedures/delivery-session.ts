@@ -13,12 +13,16 @@ import type { DeferredHandle } from "../store/deferred-queue.js";
 import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
 import type { ListEntry } from "../xml/resource-lists.js";
 import type { DeliveryClaim, DeliveryOwner } from "./delivery-guard.js";
-import { emptyTracker, type ItemTracker, type PendingItem, settle, takeBatch } from "./delivery-items.js";
+import { emptyTracker, type ItemTracker, type PendingItem, readCursor, settle, takeBatch } from "./delivery-items.js";
 
 /** delivery.* plus the pf switch for subject/icon in GSOs. */
 export type DeliveryPolicy = Config["delivery"] & Pick<Config["pf"], "groupSessionDataManagement">;
 
-/** Items asked from the queue per read (DeferredQueue.read limit). */
+/**
+ * Items asked from the queue per read (DeferredQueue.read limit). The next
+ * read goes out while the previous batch is still being delivered (at most
+ * one batch ahead), so the queue I/O stays off the wire's critical path.
+ */
 export const READ_BATCH = 100;
 /**
  * Confirmed items are removed from the queue in sets (one UID EXPUNGE, RFC
@@ -73,7 +77,8 @@ export type DeliveryAction =
   /** DD-7 / DD-10: ACK the client's 200 OK (8.3.2.1, B2BUA). */
   | { kind: "sendAck" }
   /** Read the oldest items of the session's queue (DeferredQueue.read), answered by `itemsRead`. */
-  | { kind: "readDeferred"; queue: QueueRef; limit: number }
+  /** `after`: only items above that UID of that folder incarnation (everything at or below it was taken). */
+  | { kind: "readDeferred"; queue: QueueRef; limit: number; after?: { afterUid: number; uidValidity: string } }
   /** DD-10 / RJ-2: MSRP SEND of each item, one after another in this order, on the delivery session. */
   | { kind: "deliverInOrder"; items: PendingItem[] }
   /** Remove delivered (or deliberately dropped) items from the queue (DeferredQueue.ack). */
@@ -138,6 +143,8 @@ export interface DeliverySession {
   items: ItemTracker;
   /** A readDeferred is outstanding. */
   reading: boolean;
+  /** The last read found nothing new: the next one waits until nothing is in flight. */
+  exhausted: boolean;
   /** The delivery session is joined with the group session dialog towards the CF. */
   joined: boolean;
   restart: "none" | "pending" | "done" | "failed";
@@ -179,6 +186,7 @@ export function newDeliverySession(key: string, owner: DeliveryOwner, servedUser
     phase: "connecting",
     items: emptyTracker,
     reading: false,
+    exhausted: false,
     joined: false,
     restart: "none",
     held: [],
@@ -250,6 +258,12 @@ function failureReports(held: readonly ClientMedia[], sipStatus: number): Delive
   return held.filter((m) => m.failureReport !== "no").map((m) => ({ kind: "msrpFailureReport", msrpMessageId: m.msrpMessageId, status }));
 }
 
+/** The next read of the queue: above everything taken. */
+function readNext(s: DeliverySession): DeliveryAction {
+  const after = readCursor(s.items);
+  return { kind: "readDeferred", queue: queueRef(s.servedUser, s.session), limit: READ_BATCH, ...(after ? { after } : {}) };
+}
+
 /** The claim a live session holds. */
 function claimOf(s: DeliverySession): DeliveryClaim | undefined {
   if (s.phase === "ended") return undefined;
@@ -286,23 +300,24 @@ export function clientByeReason(reasons: readonly string[]): { cause: number; te
 export function stepSession(s: DeliverySession, ev: SessionEvent, policy: DeliveryPolicy, onDrained: OnDrained): Step<DeliverySession> {
   if (s.phase === "ended") return ignored(s, ev.type);
   const ref = queueRef(s.servedUser, s.session);
-  const read: DeliveryAction = { kind: "readDeferred", queue: ref, limit: READ_BATCH };
   switch (ev.type) {
     case "msrpUp":
       if (s.phase !== "connecting") return ignored(s, "msrpUp");
-      return step({ ...s, phase: "delivering", reading: true }, [read], []);
+      return step({ ...s, phase: "delivering", reading: true }, [readNext(s)], []);
 
     case "itemsRead": {
       if (s.phase !== "delivering" || !s.reading) return ignored(s, "itemsRead");
       const batch = takeBatch(s.items, ev.items, policy.sendInterimGsos);
-      let next: DeliverySession = { ...s, items: batch.tracker, reading: false };
+      const taken = batch.deliver.length + batch.skipped.length;
+      let next: DeliverySession = { ...s, items: batch.tracker, reading: false, exhausted: taken === 0 };
       const actions: DeliveryAction[] = [];
       if (batch.skipped.length) actions.push({ kind: "ackDeferred", handles: batch.skipped.map((i) => i.handle) });
       if (batch.deliver.length) actions.push({ kind: "deliverInOrder", items: batch.deliver });
-      else if (batch.skipped.length) {
-        next = { ...next, reading: true }; // progress was made: read on
-        actions.push(read);
-      } else if (next.items.inFlight.length === 0) {
+      if (taken > 0 && next.items.inFlight.length <= READ_BATCH) {
+        // progress was made: read on (ahead of the delivery, one batch at most)
+        next = { ...next, reading: true };
+        actions.push(readNext(next));
+      } else if (taken === 0 && next.items.inFlight.length === 0) {
         // nothing new (empty read, or only items already sent): the queue is drained
         const done = onDrained({ ...next, phase: "delivered" }, policy, ev.at);
         const join = joinIfReady(done.session);
@@ -353,15 +368,18 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
         notes.push(`item uid ${ev.handle.uid} refused by the client (MSRP ${ev.status}): dropped`);
       }
       let next: DeliverySession = { ...s, items: r.tracker, toAck: [...s.toAck, ev.handle] };
-      const batchDone = next.items.inFlight.length === 0;
+      const inFlight = next.items.inFlight.length;
       const actions: DeliveryAction[] = [];
-      if (batchDone || next.toAck.length >= ACK_BATCH) {
+      if (inFlight === 0 || next.toAck.length >= ACK_BATCH) {
         actions.push(...ackPending(next));
         next = { ...next, toAck: [] };
       }
-      if (batchDone && next.phase === "delivering" && !next.reading) {
-        actions.push(read);
-        return step({ ...next, reading: true }, actions, notes);
+      // the next batch: ahead while less than one is in flight, or (queue seen empty) once all is through
+      const wantRead = inFlight === 0 || (!next.exhausted && inFlight <= READ_BATCH);
+      if (wantRead && next.phase === "delivering" && !next.reading) {
+        next = { ...next, reading: true };
+        actions.push(readNext(next));
+        return step(next, actions, notes);
       }
       return step(next, actions, notes);
     }

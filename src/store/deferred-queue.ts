@@ -43,9 +43,11 @@
 //   - a refusal by the server (CPM_ERR_STORE_REJECTED) fails that item only.
 //
 // Reading (deferred delivery): read() returns the oldest items of a session in
-// UID order with handles, one FETCH of the first `limit` messages by sequence
-// number (no SEARCH of the whole folder: the cost per item does not grow with
-// the queue). ack() retires delivered items in batches: per mailbox and folder
+// UID order with handles: one FETCH of the first `limit` messages by sequence
+// number, or, given a cursor (the highest UID already taken), one UID FETCH of
+// the next `limit` UIDs above it. No SEARCH of the whole folder: the cost per
+// item does not grow with the queue, and a read never returns what the
+// delivery took, even before its removal completed. ack() retires delivered items in batches: per mailbox and folder
 // one UID STORE +FLAGS (\Deleted) and one UID EXPUNGE of the UID set (RFC 4315
 // 2.1), or with moveTo one UID MOVE of the set (RFC 6851 3.1) into that folder,
 // e.g. the session's history folder when recording applies (8.5.2). Items never
@@ -54,6 +56,7 @@
 // delivered again, never lost).
 // Items still in the spool are not readable yet; they follow in order once
 // drained (spoolPending() says whether any wait).
+import type { MessageRangeOptions, StoreOptions } from "imapflow";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
@@ -116,6 +119,12 @@ export interface DeferredQueueStats {
 export type QueueTarget =
   | Pick<GroupSessionRef, "servedUser" | "conversationId" | "contributionId">
   | { servedUser: string; folder: string };
+
+/** Where a read starts: above this UID, when the folder still has this UIDVALIDITY (else from the oldest item). */
+export interface ReadCursor {
+  afterUid: number;
+  uidValidity: string;
+}
 
 export interface AckOptions {
   /** Move the items into this folder of the same mailbox (UID MOVE, RFC 6851) instead of expunging them; created if needed. */
@@ -191,39 +200,42 @@ export class DeferredQueue implements DeferredSink {
 
   /**
    * The oldest `limit` items of a session's queue (UID order = arrival order),
-   * without removing them: one FETCH of the first `limit` messages (sequence
-   * order is UID order, RFC 9051 2.3.1.2). A folder that does not exist yields [].
+   * above `after` when given, without removing them. A folder that does not
+   * exist yields [].
    */
-  async read(target: QueueTarget, limit = 100): Promise<DeferredRecord[]> {
+  async read(target: QueueTarget, limit = 100, after?: ReadCursor): Promise<DeferredRecord[]> {
     const folder = this.targetFolder(target);
     const servedUser = target.servedUser;
     if (!Number.isInteger(limit) || limit < 1) throw new CpmError("CPM_ERR_BAD_REQUEST", `read limit ${limit}: must be a positive integer`);
+    if (after && !(Number.isInteger(after.afterUid) && after.afterUid >= 0))
+      throw new CpmError("CPM_ERR_BAD_REQUEST", "read: invalid cursor");
     return this.io(servedUser, async (conn) => {
       const lock = await lockMailbox(conn, folder, true);
       if (!lock) return [];
       try {
         const mb = conn.client.mailbox;
         if (!mb || mb.exists === 0) return [];
-        const exists = mb.exists;
         const uidValidity = String(mb.uidValidity);
         const out: DeferredRecord[] = [];
-        // \Deleted ones are acked items whose EXPUNGE did not complete: skipped, and the window moves on
-        for (let from = 1; from <= exists && out.length < limit; ) {
-          const to = Math.min(exists, from + (limit - out.length) - 1);
-          await conn.cmd("FETCH", async () => {
-            for await (const m of conn.client.fetch(`${from}:${to}`, { uid: true, flags: true, source: true })) {
-              if (!m.source || m.flags?.has("\\Deleted")) continue;
-              const handle = { servedUser, folder, uidValidity, uid: m.uid };
-              try {
-                out.push({ handle, raw: m.source, item: deferredItemFromObject(m.source) });
-              } catch (err) {
-                const error = err instanceof CpmError ? err.detail : String(err);
-                this.log.warn("object in the deferred queue is not a deferred item", { folder, uid: m.uid, reason: error });
-                out.push({ handle, raw: m.source, item: undefined, error });
-              }
+        const fetch = (range: string, byUid: boolean) =>
+          conn.cmd(byUid ? "UID FETCH" : "FETCH", async () => {
+            let n = 0;
+            for await (const m of conn.client.fetch(range, { uid: true, flags: true, source: true }, { uid: byUid })) {
+              n++;
+              // \Deleted: acked items whose EXPUNGE did not complete
+              if (m.source && !m.flags?.has("\\Deleted")) out.push(this.record(servedUser, folder, uidValidity, m.uid, m.source));
             }
+            return n;
           });
-          from = to + 1;
+        if (after && after.uidValidity === uidValidity) {
+          await this.readAbove(conn, after.afterUid, Number(mb.uidNext), limit, out, fetch);
+        } else {
+          // sequence order is UID order (RFC 9051 2.3.1.2)
+          for (let from = 1; from <= mb.exists && out.length < limit; ) {
+            const to = Math.min(mb.exists, from + (limit - out.length) - 1);
+            await fetch(`${from}:${to}`, false);
+            from = to + 1;
+          }
         }
         return out.sort((a, b) => a.handle.uid - b.handle.uid);
       } finally {
@@ -278,8 +290,8 @@ export class DeferredQueue implements DeferredSink {
             const ok = await conn.cmd("UID MOVE", () => conn.client.messageMove(uids, moveTo, { uid: true }));
             if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID MOVE to ${moveTo} failed`);
           } else {
-            // imapflow: UID STORE +FLAGS (\Deleted), then UID EXPUNGE of the same set (UIDPLUS)
-            const ok = await conn.cmd("UID EXPUNGE", () => conn.client.messageDelete(uids, { uid: true }));
+            // imapflow: UID STORE +FLAGS.SILENT (\Deleted), then UID EXPUNGE of the same set (UIDPLUS)
+            const ok = await conn.cmd("UID EXPUNGE", () => conn.client.messageDelete(uids, SILENT_UID));
             if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID STORE \\Deleted / UID EXPUNGE failed`);
           }
           return new Set(valid.map((h) => h.uid)).size;
@@ -311,7 +323,7 @@ export class DeferredQueue implements DeferredSink {
       try {
         const exists = conn.client.mailbox ? conn.client.mailbox.exists : 0;
         if (exists === 0) return 0;
-        const ok = await conn.cmd("EXPUNGE", () => conn.client.messageDelete("1:*"));
+        const ok = await conn.cmd("EXPUNGE", () => conn.client.messageDelete("1:*", SILENT));
         if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: STORE \\Deleted / EXPUNGE failed`);
         return exists;
       } finally {
@@ -348,6 +360,45 @@ export class DeferredQueue implements DeferredSink {
   }
 
   // ---- internals ----
+
+  /**
+   * UID FETCH of the UIDs above `afterUid`, a window of the missing count at a
+   * time: UIDs of a folder ascend by one per APPEND (RFC 9051 2.3.1.1), so a
+   * window holds that many items unless some above the cursor were removed;
+   * an empty window is a gap, skipped with one UID SEARCH.
+   */
+  private async readAbove(
+    conn: PooledConnection,
+    afterUid: number,
+    uidNext: number,
+    limit: number,
+    out: DeferredRecord[],
+    fetch: (range: string, byUid: boolean) => Promise<number>,
+  ): Promise<void> {
+    const end = Number.isSafeInteger(uidNext) && uidNext > 0 ? uidNext : Number.MAX_SAFE_INTEGER;
+    for (let from = afterUid + 1; out.length < limit && from < end; ) {
+      const want = limit - out.length;
+      const seen = await fetch(`${from}:${from + want - 1}`, true);
+      from += want;
+      if (seen > 0 || from >= end) continue;
+      const rest = await conn.cmd("UID SEARCH", () => conn.client.search({ uid: `${from}:*` }, { uid: true }));
+      // "n:*" also matches the highest UID when it is below n (RFC 9051 6.4.8)
+      const next = (rest || []).filter((u) => u >= from);
+      if (next.length === 0) return;
+      from = next.reduce((a, b) => Math.min(a, b));
+    }
+  }
+
+  private record(servedUser: string, folder: string, uidValidity: string, uid: number, raw: Buffer): DeferredRecord {
+    const handle = { servedUser, folder, uidValidity, uid };
+    try {
+      return { handle, raw, item: deferredItemFromObject(raw) };
+    } catch (err) {
+      const error = err instanceof CpmError ? err.detail : String(err);
+      this.log.warn("object in the deferred queue is not a deferred item", { folder, uid, reason: error });
+      return { handle, raw, item: undefined, error };
+    }
+  }
 
   private store(servedUser: string): MessageStore {
     return this.mailboxes.forUser(servedUser);
@@ -454,6 +505,14 @@ export class DeferredQueue implements DeferredSink {
     }
   }
 }
+
+/**
+ * messageDelete's options go on to its STORE (imapflow commands/expunge.js):
+ * `silent` makes it +FLAGS.SILENT, so the server sends no FETCH response per
+ * removed item (RFC 9051 6.4.6).
+ */
+const SILENT: MessageRangeOptions & StoreOptions = { silent: true };
+const SILENT_UID: MessageRangeOptions & StoreOptions = { uid: true, silent: true };
 
 /** A compact UID set (RFC 9051 9 sequence-set): ascending, runs as ranges ("1:4,7,9:10"). */
 export function uidSet(uids: readonly number[]): string {

@@ -1,11 +1,14 @@
 // A throwaway Dovecot (dovecot-imapd 2.3) for integration tests, configured as
 // in shared/reference/dovecot.md: foreground master (`dovecot -F`), own
-// base/state/log dirs, passwd-file passdb+userdb, maildir, namespace separator
-// "/". Mail is owned by an unprivileged uid (65534) so it works when tests run
+// base/state/log dirs, passwd-file passdb+userdb, namespace separator "/".
+// Mail format sdbox (one file per message, Dovecot's index): a maildir
+// rewrites its dovecot-uidlist on every expunge, so removing delivered items
+// costs more the longer the queue; CPM_PF_TEST_MAIL_FORMAT=maildir runs the
+// same tests on a maildir. Mail is owned by an unprivileged uid (65534) so it works when tests run
 // as root. Every process is stopped by the PID we spawned, never by name.
 //
 // Besides `user` it has ordinary users (alice@example.net, bob@example.net,
-// carol@example.net; addUser() for more), each with its own home and maildir,
+// carol@example.net; addUser() for more), each with its own home and mail,
 // and a master user (Dovecot 2.3 master passdb, separator "*"): the PF logs in
 // as "<user>*pfmaster" with the master password to open <user>'s mailbox.
 import { type ChildProcess, spawn } from "node:child_process";
@@ -37,8 +40,8 @@ export interface DovecotInstance {
   dir: string;
   /** PID of the current master process (changes on restart()). */
   pid: number;
-  /** Path of the maildir of `user`. */
-  maildir: string;
+  /** "sdbox" (default) or "maildir" (CPM_PF_TEST_MAIL_FORMAT). */
+  mailFormat: MailFormat;
   /** Master user (Dovecot master passdb): log in as "<user>*<masterUser>" with masterPassword. */
   masterUser: string;
   masterPassword: string;
@@ -46,8 +49,10 @@ export interface DovecotInstance {
   readonly users: readonly { user: string; password: string }[];
   /** Adds an ordinary user (Dovecot re-reads the passwd-file); resolves with its password. */
   addUser(user: string, password?: string): Promise<string>;
-  /** Path of the maildir of an ordinary user. */
-  maildirOf(user: string): string;
+  /** The directory on disk that holds the messages of `folder` in the mailbox of `user`. */
+  folderDirOf(user: string, folder: string): string;
+  /** Messages of `folder` on disk in the mailbox of `user` (0 when the folder does not exist). */
+  messagesOnDisk(user: string, folder: string): Promise<number>;
   stop(): Promise<void>;
   restart(): Promise<void>;
   /** Stops the master but keeps dir and port, for "store down" tests; restart() brings it back. */
@@ -56,6 +61,22 @@ export interface DovecotInstance {
 }
 
 const HOST = "127.0.0.1" as const;
+
+export type MailFormat = "sdbox" | "maildir";
+const MAIL_FORMAT: MailFormat = process.env.CPM_PF_TEST_MAIL_FORMAT === "maildir" ? "maildir" : "sdbox";
+const MAIL_LOCATION: Record<MailFormat, string> = { sdbox: "sdbox:~/mail", maildir: "maildir:~/Maildir" };
+
+/** Where a folder's messages are: maildir++ ".A.B.C/{new,cur}", sdbox "mailboxes/A/B/C/dbox-Mails/u.<uid>". */
+function folderDir(home: string, folder: string): string {
+  const parts = folder.split("/");
+  return MAIL_FORMAT === "maildir" ? join(home, "Maildir", `.${parts.join(".")}`) : join(home, "mail", "mailboxes", ...parts, "dbox-Mails");
+}
+
+async function countOnDisk(dir: string): Promise<number> {
+  const list = (d: string) => readdir(d).catch(() => [] as string[]);
+  if (MAIL_FORMAT === "maildir") return (await list(join(dir, "new"))).length + (await list(join(dir, "cur"))).length;
+  return (await list(dir)).filter((f) => f.startsWith("u.")).length;
+}
 export const MASTER_USER = "pfmaster";
 export const DEFAULT_USERS = ["alice@example.net", "bob@example.net", "carol@example.net"] as const;
 
@@ -74,7 +95,7 @@ auth_mechanisms = plain login
 auth_master_user_separator = *
 # the default set lacks "+" (tel: users such as +16135551210) and "*"
 auth_username_chars = abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@+*
-mail_location = maildir:~/Maildir
+mail_location = ${MAIL_LOCATION[MAIL_FORMAT]}
 mail_uid = ${uid}
 mail_gid = ${gid}
 first_valid_uid = ${uid}
@@ -276,12 +297,13 @@ export async function startDovecot(opts: DovecotOptions = {}): Promise<DovecotIn
     password,
     dir,
     pid: child?.pid ?? -1,
-    maildir: join(homeOf(user), "Maildir"),
+    mailFormat: MAIL_FORMAT,
     masterUser: MASTER_USER,
     masterPassword,
     users,
     addUser,
-    maildirOf: (u) => join(homeOf(u), "Maildir"),
+    folderDirOf: (u, folder) => folderDir(homeOf(u), folder),
+    messagesOnDisk: (u, folder) => countOnDisk(folderDir(homeOf(u), folder)),
     async kill() {
       await halt();
     },

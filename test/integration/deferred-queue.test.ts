@@ -2,7 +2,7 @@
 // (test/harness/dovecot.ts): folder convention, arrival order, byte-exact
 // read-back, read/ack (at-least-once), duplicate MSRP Message-IDs, store outage.
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import type { Config } from "../../src/config/config.js";
 import type { DeferredItem, GroupSessionRef } from "../../src/media/ports.js";
 import { buildDeferredObject } from "../../src/store/deferred-object.js";
@@ -136,6 +136,32 @@ test("read / ack: unacked items stay and are read again (at-least-once); acked o
   // a session that never had items reads as empty
   assert.deepEqual(await queue.read(sessionRef("conv-never"), 5), []);
 });
+
+test(
+  "DD-10: a read from a cursor returns the items above it in order, skips a gap, and starts over after UIDVALIDITY changed",
+  { timeout: 30_000 },
+  async () => {
+    const { queue, mailboxes } = await newQueue();
+    after(() => mailboxes.close());
+    const session = sessionRef("conv-cursor");
+    const list = items(12, "cur");
+    for (const it of list) await queue.storeDeferred(session, it);
+    const all = await queue.read(session, 100);
+    const uid = (i: number) => all[i]?.handle.uid as number;
+    const cursor = (i: number) => ({ afterUid: uid(i), uidValidity: all[0]?.handle.uidValidity as string });
+
+    // above the cursor, not the oldest: what the delivery took is never returned, acked or not
+    assert.deepEqual(msrpIds(await queue.read(session, 3, cursor(1))), ["curM0002", "curM0003", "curM0004"]);
+    // a gap above the cursor (items 3..8 removed, e.g. by another delivery) is skipped, the window filled
+    assert.equal(await queue.ack(all.slice(3, 9).map((r) => r.handle)), 6);
+    assert.deepEqual(msrpIds(await queue.read(session, 3, cursor(1))), ["curM0002", "curM0009", "curM0010"]);
+    assert.deepEqual(msrpIds(await queue.read(session, 10, cursor(2))), ["curM0009", "curM0010", "curM0011"]);
+    assert.deepEqual(await queue.read(session, 10, cursor(11)), [], "nothing above the newest item");
+    // a cursor of another folder incarnation (UIDVALIDITY) reads from the oldest item
+    assert.deepEqual(msrpIds(await queue.read(session, 2, { afterUid: uid(10), uidValidity: "1" })), ["curM0000", "curM0001"]);
+    await assert.rejects(queue.read(session, 2, { afterUid: -1, uidValidity: "1" }), { code: "CPM_ERR_BAD_REQUEST" });
+  },
+);
 
 test("a retried SEND (same MSRP Message-ID) is stored once, also after a restart of the PF", { timeout: 30_000 }, async () => {
   const { queue } = await newQueue();

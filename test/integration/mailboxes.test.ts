@@ -96,14 +96,6 @@ function commandLog(): { log: Logger; commands(mailbox?: string): string[] } {
   };
 }
 
-/** Messages on disk in a maildir++ folder (Dovecot's layout: ".A.B.C" for A/B/C). */
-async function maildirCount(maildir: string, folder: string): Promise<number> {
-  const dir = join(maildir, `.${folder.split("/").join(".")}`);
-  let n = 0;
-  for (const sub of ["new", "cur"]) n += (await readdir(join(dir, sub)).catch(() => [] as string[])).length;
-  return n;
-}
-
 test(
   "each served user's data in that user's own mailbox: two served users in the same group chat (same Conversation-ID and Contribution-ID) get separate folders in separate mailboxes through the master user",
   { timeout: 30_000 },
@@ -144,10 +136,10 @@ test(
     // carol and the shared test user got nothing
     assert.ok(!(await listFolderPaths(env.dovecot, own("carol@example.net"))).includes(folder));
     assert.ok(!(await listFolderPaths(env.dovecot)).includes(folder));
-    // and on disk: each user's maildir has its own folder
-    assert.equal(await maildirCount(env.dovecot.maildirOf("alice@example.net"), folder), 4);
-    assert.equal(await maildirCount(env.dovecot.maildirOf("bob@example.net"), folder), 3);
-    assert.equal(await maildirCount(env.dovecot.maildirOf("carol@example.net"), folder), 0);
+    // and on disk: each user's mailbox has its own folder
+    assert.equal(await env.dovecot.messagesOnDisk("alice@example.net", folder), 4);
+    assert.equal(await env.dovecot.messagesOnDisk("bob@example.net", folder), 3);
+    assert.equal(await env.dovecot.messagesOnDisk("carol@example.net", folder), 0);
 
     // reading, listing and acking stay in the served user's mailbox; the handle carries the user
     const aliceRecords = await queue.read(ref(ALICE), 100);

@@ -1,7 +1,6 @@
 // Message Store against a real Dovecot (test/harness/dovecot.ts, through test/harness/store-env.ts).
 import assert from "node:assert/strict";
 import { readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
 import { test } from "node:test";
 import { ImapFlow } from "imapflow";
 import type { Config } from "../../src/config/config.js";
@@ -102,8 +101,8 @@ test(
     assert.equal(decodeFolderComponent(contrib as string), contributionId);
     const folders = await listFolders();
     for (const f of ["Default", `Default/${conv}`, obj.folder]) assert.ok(folders.includes(f), `${f} listed in ${JSON.stringify(folders)}`);
-    // one maildir++ directory, i.e. the "/" and "." of the ID did not create extra levels on disk
-    assert.ok((await stat(join(env.dovecot.maildir, `.Default.${conv}.${contrib}`))).isDirectory());
+    // one directory on disk, i.e. the "/" and "." of the ID did not create extra levels
+    assert.ok((await stat(env.dovecot.folderDirOf(env.dovecot.user, obj.folder))).isDirectory());
     const msgs = await readFolder(obj.folder);
     assert.equal(msgs.length, 1);
     assert.ok(msgs[0]?.equals(obj.raw), "byte-exact read-back");
@@ -197,7 +196,7 @@ test("a folder the server refuses is rejected, not spooled", { timeout: 30_000 }
   const cfg = await storeConfig();
   const store = newStore(cfg);
   await store.start();
-  const obj = { ...gso("c", "d"), folder: "Default/not.allowed" }; // Dovecot: "Character not allowed in mailbox name: '.'"
+  const obj = { ...gso("c", "d"), folder: `Default/${"x".repeat(300)}` }; // Dovecot: "Mailbox name too long"
   await assert.rejects(store.append(obj), (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_STORE_REJECTED");
   assert.equal(store.stats().spooled, 0);
   assert.deepEqual(await spoolFiles(cfg), []);

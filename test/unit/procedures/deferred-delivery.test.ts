@@ -164,8 +164,10 @@ test("DD-6: no usable SDP offer → typed error, no INVITE, claim released, data
 test("DD-7/DD-10: provisional ignored, 200 → ACK, MSRP up → the queue is read and delivered in UID order", () => {
   const { state } = start();
   const r = run(state, [{ type: "inviteResponse", status: 180 }, ...connected, read(item(3), item(1), item(2, "imdn"))]);
-  assert.deepEqual(kinds(r.actions), ["sendAck", "readDeferred", "deliverInOrder"]);
-  const [readAction] = only(r.actions, "readDeferred");
+  assert.deepEqual(kinds(r.actions), ["sendAck", "readDeferred", "deliverInOrder", "readDeferred"]);
+  const [readAction, ahead] = only(r.actions, "readDeferred");
+  assert.equal(readAction?.after, undefined, "the first read starts at the oldest item");
+  assert.deepEqual(ahead?.after, { afterUid: 3, uidValidity: "7" }, "the next batch is read ahead, above the last UID taken");
   assert.deepEqual(readAction?.queue, {
     sessionKey: "call-1@cf",
     servedUser: SERVED_USER,
@@ -180,20 +182,24 @@ test("DD-7/DD-10: provisional ignored, 200 → ACK, MSRP up → the queue is rea
   assert.ok(r.notes.includes("provisional 180"));
 });
 
-test("DD-10: confirmed items are removed from the queue as one set once the batch is through; the next batch is read then; empty read = drained", () => {
+test("DD-10: the next batch is read ahead while one is delivered; confirmed items are removed as one set once nothing is in flight; empty read = drained", () => {
   const { state } = start(groupSession({ lifecycle: "inactive" }));
   const r = run(state, [...connected, read(item(1), item(2)), delivered(2), delivered(1), read(item(3)), delivered(3), read()]);
   assert.deepEqual(kinds(r.actions), [
     "sendAck",
     "readDeferred",
     "deliverInOrder",
-    "ackDeferred",
     "readDeferred",
+    "ackDeferred",
     "deliverInOrder",
-    "ackDeferred",
     "readDeferred",
+    "ackDeferred",
   ]);
   assert.deepEqual(uidsOf(r.actions, "ackDeferred"), [[2, 1], [3]]);
+  assert.deepEqual(
+    only(r.actions, "readDeferred").map((a) => a.after?.afterUid),
+    [undefined, 2, 3],
+  );
   assert.equal(r.state.delivery.phase, "delivered");
   assert.deepEqual(r.claim, { owner: "registration", status: "connected" });
 });
@@ -218,7 +224,33 @@ test("DD-10: items read again before their ack are not delivered twice, older on
   const { state } = start();
   const r = run(state, [...connected, read(item(5), item(6)), delivered(5), delivered(6), read(item(5), item(6), item(4), item(7))]);
   assert.deepEqual(uidsOf(r.actions, "deliverInOrder"), [[5, 6], [7]]);
-  assert.ok(r.notes.some((n) => n.includes("uid 4 is older than one already sent")));
+  assert.ok(r.notes.some((n) => n.includes("item uid 4 is not above uid 6")));
+});
+
+test("DD-10: a read that finds nothing new while items are in flight is not repeated until they are all through", () => {
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
+  const r = run(state, [...connected, read(item(1), item(2)), read(), delivered(1)]);
+  assert.deepEqual(kinds(r.actions), ["sendAck", "readDeferred", "deliverInOrder", "readDeferred"]);
+  assert.equal(r.state.delivery.phase, "delivering");
+  const d = run(r.state, [delivered(2), read()]);
+  assert.deepEqual(kinds(d.actions), ["ackDeferred", "readDeferred"]);
+  assert.equal(d.state.delivery.phase, "delivered");
+});
+
+test("DD-10: at most one batch is read ahead of what is in flight", () => {
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
+  const batch = (from: number) => read(...Array.from({ length: 100 }, (_, i) => item(from + i)));
+  const r = run(state, [...connected, batch(1), batch(101)]);
+  assert.deepEqual(kinds(r.actions), ["sendAck", "readDeferred", "deliverInOrder", "readDeferred", "deliverInOrder"]);
+  // 200 in flight: the next read waits until one batch is through
+  const d = run(
+    r.state,
+    Array.from({ length: 100 }, (_, i) => delivered(i + 1)),
+  );
+  assert.deepEqual(
+    only(d.actions, "readDeferred").map((a) => a.after?.afterUid),
+    [200],
+  );
 });
 
 test("DD-8: 603 → discard the deferred data; active group session → BYE to the focus, release media, unsubscribe", () => {
@@ -328,8 +360,9 @@ test("DD-11 (MAY, off): interim GSOs are acked without being delivered, no GSO s
 test("DD-12: active group session → re-join with the conference once the queue is drained; MAY unsubscribe", () => {
   const { state } = start();
   const r = run(state, [...connected, read(item(1)), delivered(1), read()]);
-  assert.deepEqual(r.actions.slice(-2), [
-    { kind: "readDeferred", queue: only(r.actions, "readDeferred")[0]?.queue, limit: 100 },
+  assert.deepEqual(r.actions.slice(-3), [
+    { kind: "readDeferred", queue: only(r.actions, "readDeferred")[0]?.queue, limit: 100, after: { afterUid: 1, uidValidity: "7" } },
+    { kind: "ackDeferred", handles: [item(1).handle] },
     { kind: "rejoinConference", sessionKey: "call-1@cf" },
   ]);
   const p = { ...policy, unsubscribeOnRejoin: true };
@@ -459,7 +492,7 @@ test("bad input: events in the wrong state are ignored with a note", () => {
     assert.deepEqual(r.actions, [], ev.type);
     assert.equal(r.notes.length, 1, ev.type);
   }
-  const up = run(state, [...connected, read(item(1))]).state;
+  const up = run(state, [...connected, read(item(1)), read()]).state;
   assert.match(stepDeferredDelivery(up, read(item(2)), policy).notes[0] ?? "", /itemsRead ignored/); // no read outstanding
   assert.match(stepDeferredDelivery(up, delivered(9), policy).notes[0] ?? "", /not in flight/);
   assert.match(stepDeferredDelivery(up, { type: "inviteResponse", status: 200 }, policy).notes[0] ?? "", /ignored in answered/);
@@ -520,7 +553,7 @@ test("property (DD-10): no event sequence delivers out of order or twice", () =>
 test("DD-10: the queue cannot be read (store down) -> the confirmed items are retired, the delivery session ends with BYE cause=503, the rest stays queued", () => {
   const { state } = start(groupSession({ lifecycle: "inactive" }));
   const r = run(state, [...connected, read(item(1), item(2)), delivered(1), delivered(2), { type: "readFailed", reason: "IMAP timeout" }]);
-  assert.deepEqual(kinds(r.actions).slice(-3), ["ackDeferred", "readDeferred", "byeToClient"]);
+  assert.deepEqual(kinds(r.actions).slice(-3), ["readDeferred", "ackDeferred", "byeToClient"]);
   assert.deepEqual(uidsOf(r.actions, "ackDeferred"), [[1, 2]]);
   assert.deepEqual(r.actions.at(-1), { kind: "byeToClient", reason: 'SIP;cause=503;text="Service Unavailable"' });
   assert.equal(r.state.invitePhase, "ended");
