@@ -39,8 +39,8 @@ export class MessageChunker {
 
   constructor(
     private readonly message: OutgoingMessage,
-    private readonly toPath: MsrpUri[],
-    private readonly fromPath: MsrpUri[],
+    private readonly toPath: readonly MsrpUri[],
+    private readonly fromPath: readonly MsrpUri[],
     private readonly chunkSize: number = DEFAULT_CHUNK_SIZE,
   ) {
     if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new RangeError(`chunkSize must be a positive integer, got ${chunkSize}`);
@@ -98,8 +98,8 @@ export class MessageChunker {
 /** All chunks of a message at once (small messages, tests). */
 export function chunkMessage(
   message: OutgoingMessage,
-  toPath: MsrpUri[],
-  fromPath: MsrpUri[],
+  toPath: readonly MsrpUri[],
+  fromPath: readonly MsrpUri[],
   chunkSize = DEFAULT_CHUNK_SIZE,
 ): MsrpRequest[] {
   return [...new MessageChunker(message, toPath, fromPath, chunkSize)];
@@ -110,7 +110,7 @@ export function chunkMessage(
  * one first thing on a new connection so the passive one can bind the
  * connection to the session; also usable as a keep-alive.
  */
-export function makeEmptySend(toPath: MsrpUri[], fromPath: MsrpUri[]): MsrpRequest {
+export function makeEmptySend(toPath: readonly MsrpUri[], fromPath: readonly MsrpUri[]): MsrpRequest {
   return {
     kind: "request",
     method: "SEND",
@@ -151,7 +151,7 @@ export interface ReceivedMessage {
   successReport: SuccessReport;
   failureReport: FailureReport;
   /** From-Path of the last chunk: where REPORTs for the message go. */
-  fromPath: MsrpUri[];
+  fromPath: readonly MsrpUri[];
   chunks: number;
   /** The sender's declared total, when it is not the number of bytes received. */
   declaredTotal?: number;

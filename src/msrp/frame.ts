@@ -36,9 +36,9 @@ export interface HeaderField {
 interface FrameCommon {
   transactionId: string;
   /** To-Path URIs, next hop first. */
-  toPath: MsrpUri[];
+  toPath: readonly MsrpUri[];
   /** From-Path URIs, previous hop first. */
-  fromPath: MsrpUri[];
+  fromPath: readonly MsrpUri[];
   /** Every other header, in the order received (Use-Path, Expires, WWW-Authenticate, Content-ID, ...). */
   headers: HeaderField[];
   continuation: ContinuationFlag;

@@ -8,19 +8,28 @@ const ALNUM_CODES = Buffer.from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
 /** Bytes >= 248 are redrawn so that each of the 62 characters is equally likely. */
 const UNBIASED_LIMIT = 248;
 
+/** CSPRNG bytes drawn a block at a time (as node's randomUUID caches its entropy): two ids per SEND otherwise cost a call each. */
+const POOL_BYTES = 4096;
+let pool = Buffer.alloc(0);
+let poolAt = 0;
+
+function randomByte(): number {
+  if (poolAt >= pool.length) {
+    pool = randomBytes(POOL_BYTES);
+    poolAt = 0;
+  }
+  return pool[poolAt++] as number;
+}
+
 /** `length` characters uniformly from [A-Za-z0-9]: log2(62) = 5.95 bits each. */
 export function randomAlnum(length: number): string {
   // Written into bytes and decoded once: a flat string. Appending character by
   // character would leave a chain of V8 cons strings, ~250 bytes per id, held
   // as long as the id (RSS per idle anchored session).
   const out = Buffer.allocUnsafe(length);
-  let n = 0;
-  while (n < length) {
-    for (const b of randomBytes(length - n + 8)) {
-      if (b >= UNBIASED_LIMIT) continue;
-      out[n++] = ALNUM_CODES[b % 62] as number;
-      if (n === length) break;
-    }
+  for (let n = 0; n < length; ) {
+    const b = randomByte();
+    if (b < UNBIASED_LIMIT) out[n++] = ALNUM_CODES[b % 62] as number;
   }
   return out.toString("latin1");
 }

@@ -15,7 +15,7 @@ import type { ContinuationFlag, HeaderField, MsrpFrame, MsrpRequestHead, MsrpRes
 import { HEADER_NAME_RE } from "./frame.js";
 import { isAcceptableMessageId, parseByteRange, parseFailureReport, parseStatus, parseSuccessReport } from "./headers.js";
 import { mergeLimits } from "./limits.js";
-import { type MsrpUri, parseMsrpPath } from "./uri.js";
+import { type MsrpUri, parseFramePath } from "./uri.js";
 
 export interface MsrpParserLimits {
   /** Start line and header block, CRLFs included (and the end-line of a body-less frame). */
@@ -81,7 +81,7 @@ interface StartLine {
 type State = "head" | "body" | "skip" | "failed";
 
 interface BuiltHead {
-  head: Partial<MsrpRequestHead> & { toPath?: MsrpUri[]; fromPath?: MsrpUri[] };
+  head: Partial<MsrpRequestHead> & { toPath?: readonly MsrpUri[]; fromPath?: readonly MsrpUri[] };
   errors: string[];
 }
 
@@ -264,7 +264,7 @@ export class MsrpParser {
         case "to-path":
         case "from-path":
           try {
-            head[lname === "to-path" ? "toPath" : "fromPath"] = parseMsrpPath(h.value);
+            head[lname === "to-path" ? "toPath" : "fromPath"] = parseFramePath(h.value);
           } catch (err) {
             errors.push(err instanceof Error ? err.message : String(err));
           }

@@ -50,9 +50,9 @@ export function wantsFailureReport(req: Pick<MsrpRequest, "method" | "failureRep
 
 export interface ReportSpec {
   /** The From-Path of the SEND as received: the way back to its sender. */
-  toPath: MsrpUri[];
+  toPath: readonly MsrpUri[];
   /** Our URI. */
-  fromPath: MsrpUri[];
+  fromPath: readonly MsrpUri[];
   messageId: string;
   byteRange: ByteRange;
   code: number;
@@ -81,7 +81,7 @@ export function buildReport(spec: ReportSpec): MsrpRequest {
 
 /** 7.1.3: the success REPORT for a whole message, or undefined when the sender did not ask for one. */
 export function successReportFor(
-  message: { messageId: string; byteRange: ByteRange; fromPath: MsrpUri[]; successReport: "yes" | "no" },
+  message: { messageId: string; byteRange: ByteRange; fromPath: readonly MsrpUri[]; successReport: "yes" | "no" },
   localUri: MsrpUri,
 ): MsrpRequest | undefined {
   if (message.successReport !== "yes") return undefined;

@@ -162,6 +162,28 @@ export function parseMsrpPath(text: string): MsrpUri[] {
   return parts.map(parseMsrpUri);
 }
 
+/**
+ * Paths of received frames, by text: every frame of a session repeats the
+ * same To-Path and From-Path, so they are parsed once. The result is frozen
+ * (shared by every frame that carries the text); short texts only, a bounded
+ * number of them.
+ */
+const framePaths = new Map<string, readonly MsrpUri[]>();
+const FRAME_PATHS = 512;
+const FRAME_PATH_MAX_TEXT = 512;
+
+export function parseFramePath(text: string): readonly MsrpUri[] {
+  const hit = framePaths.get(text);
+  if (hit) return hit;
+  const path = parseMsrpPath(text);
+  if (text.length > FRAME_PATH_MAX_TEXT) return path;
+  if (framePaths.size >= FRAME_PATHS) framePaths.clear();
+  for (const uri of path) Object.freeze(Object.freeze(uri).params);
+  const frozen = Object.freeze(path);
+  framePaths.set(text, frozen);
+  return frozen;
+}
+
 export function formatMsrpPath(path: readonly MsrpUri[]): string {
   return path.map(formatMsrpUri).join(" ");
 }

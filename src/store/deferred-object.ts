@@ -253,7 +253,13 @@ function parseDate(v: string | undefined): Date | undefined {
 export function kindOf(contentType: string, body: Uint8Array): DeferredKind {
   const t = mediaType(contentType);
   if (t === GSO_OBJECT_CONTENT_TYPE) return "gso";
-  const inner = cpimFacts(contentType, body).contentType;
+  let inner: string | undefined;
+  try {
+    // the encapsulated type only: From/To/IMDN facts are not needed here
+    inner = t === CPIM_CONTENT_TYPE ? mediaType(contentHeader(parseCpim(body), "Content-Type")) : undefined;
+  } catch {
+    inner = undefined;
+  }
   if (inner === GSO_OBJECT_CONTENT_TYPE) return "gso";
   return inner === IMDN_CONTENT_TYPE ? "imdn" : "message";
 }

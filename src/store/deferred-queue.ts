@@ -56,7 +56,6 @@
 // delivered again, never lost).
 // Items still in the spool are not readable yet; they follow in order once
 // drained (spoolPending() says whether any wait).
-import type { MessageRangeOptions, StoreOptions } from "imapflow";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
@@ -290,8 +289,8 @@ export class DeferredQueue implements DeferredSink {
             const ok = await conn.cmd("UID MOVE", () => conn.client.messageMove(uids, moveTo, { uid: true }));
             if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID MOVE to ${moveTo} failed`);
           } else {
-            // imapflow: UID STORE +FLAGS.SILENT (\Deleted), then UID EXPUNGE of the same set (UIDPLUS)
-            const ok = await conn.cmd("UID EXPUNGE", () => conn.client.messageDelete(uids, SILENT_UID));
+            // imapflow: UID STORE +FLAGS (\Deleted), then UID EXPUNGE of the same set (UIDPLUS)
+            const ok = await conn.cmd("UID EXPUNGE", () => conn.client.messageDelete(uids, { uid: true }));
             if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID STORE \\Deleted / UID EXPUNGE failed`);
           }
           return new Set(valid.map((h) => h.uid)).size;
@@ -323,7 +322,7 @@ export class DeferredQueue implements DeferredSink {
       try {
         const exists = conn.client.mailbox ? conn.client.mailbox.exists : 0;
         if (exists === 0) return 0;
-        const ok = await conn.cmd("EXPUNGE", () => conn.client.messageDelete("1:*", SILENT));
+        const ok = await conn.cmd("EXPUNGE", () => conn.client.messageDelete("1:*"));
         if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: STORE \\Deleted / EXPUNGE failed`);
         return exists;
       } finally {
@@ -505,14 +504,6 @@ export class DeferredQueue implements DeferredSink {
     }
   }
 }
-
-/**
- * messageDelete's options go on to its STORE (imapflow commands/expunge.js):
- * `silent` makes it +FLAGS.SILENT, so the server sends no FETCH response per
- * removed item (RFC 9051 6.4.6).
- */
-const SILENT: MessageRangeOptions & StoreOptions = { silent: true };
-const SILENT_UID: MessageRangeOptions & StoreOptions = { uid: true, silent: true };
 
 /** A compact UID set (RFC 9051 9 sequence-set): ascending, runs as ranges ("1:4,7,9:10"). */
 export function uidSet(uids: readonly number[]): string {

@@ -225,6 +225,8 @@ export class ImapPool {
       auth: { user, pass: password },
       logger: this.imapLog,
       disableAutoIdle: true,
+      // RFC 7162 QRESYNC: an expunge of n items is reported as one VANISHED line, not n EXPUNGE lines
+      qresync: true,
       connectionTimeout: timeoutMs,
       greetingTimeout: timeoutMs,
       // inactivity watchdog of an idle pooled connection; a closed one is re-opened on next use
