@@ -20,11 +20,12 @@
 // time, each 200 awaited; (B) a bare imapflow FETCH (source) of the N stored
 // messages of that folder.
 //
-// benchRecordMemory: a child process (node --expose-gc) holds 10,000
-// inactive group session records in a SessionRegistry; heap and RSS after gc
-// against the same process with an empty registry. Run directly as
-// `node --expose-gc dist/bench/delivery-bench.js registry-child <n>` it is
-// the child.
+// benchRecordMemory: 10,000 inactive group session records in a
+// SessionRegistry, heap and RSS after gc against the same process before
+// them: in a child process (node --expose-gc) that puts them, then in another
+// started on the journal it left (a restart). Run directly as
+// `node --expose-gc dist/bench/delivery-bench.js registry-child put|restart <n> <dir>`
+// it is the child.
 import { fork } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -453,6 +454,15 @@ export interface RecordMemoryResult {
   heapPerRecordBytes: number;
   /** One record as the journal holds it (JSON). */
   journalBytesPerRecord: number;
+  /** Records the registry holds in memory (the others are index entries). */
+  inMemory: number;
+}
+
+export interface RecordMemoryRuns {
+  /** The sidecar that put the records (RSS keeps the high-water mark of building them). */
+  put: RecordMemoryResult;
+  /** A sidecar started on the journal they left. */
+  restart: RecordMemoryResult;
 }
 
 interface Sample {
@@ -469,49 +479,50 @@ async function measure(): Promise<Sample> {
   return { rss: m.rss, heapUsed: m.heapUsed };
 }
 
-async function registryChild(n: number): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "cpm-pf-registry-bench-"));
-  try {
-    const cfg = buildConfig({});
-    const registry = new SessionRegistry(dir, cfg.session, silentLogger());
+async function registryChild(mode: "put" | "restart", n: number, dir: string): Promise<void> {
+  const cfg = buildConfig({});
+  let base: Sample;
+  let journalBytes = 0;
+  const registry = new SessionRegistry(dir, cfg.session, silentLogger());
+  if (mode === "put") {
     await registry.load();
     // warm-up: the code paths and a record of each shape, then gone
     const warm = inactiveRecord(0, "tel:+16135550000", "warm", "warm");
     await registry.put(warm);
     await registry.purge(recordIdOf(warm));
-    const base = await measure();
-    let journalBytes = 0;
+    base = await measure();
     for (let i = 1; i <= n; i++) {
       // each record as it is after a restart (parsed from the journal): its own flat strings
       const line = JSON.stringify(inactiveRecord(i, `tel:+1613${String(5_000_000 + i)}`, `conv-${i}-${"a".repeat(24)}`, `contrib-${i}`));
       journalBytes += line.length;
-      const rec = JSON.parse(line) as GroupSession;
-      void registry.put(rec);
+      void registry.put(JSON.parse(line) as GroupSession);
       if (i % 500 === 0) await registry.flush();
     }
     await registry.flush();
-    const m = await measure();
-    const result: RecordMemoryResult = {
-      records: registry.size,
-      gcExposed: typeof (globalThis as { gc?: unknown }).gc === "function",
-      sdpBytes: cfOffer(1).length,
-      rssBytes: m.rss,
-      heapUsedBytes: m.heapUsed,
-      baseRssBytes: base.rss,
-      baseHeapUsedBytes: base.heapUsed,
-      rssPerRecordBytes: (m.rss - base.rss) / n,
-      heapPerRecordBytes: (m.heapUsed - base.heapUsed) / n,
-      journalBytesPerRecord: journalBytes / n,
-    };
-    await registry.close();
-    process.send?.(result);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  } else {
+    base = await measure();
+    await registry.load();
   }
+  const m = await measure();
+  const result: RecordMemoryResult = {
+    records: registry.size,
+    inMemory: registry.inMemory,
+    gcExposed: typeof (globalThis as { gc?: unknown }).gc === "function",
+    sdpBytes: cfOffer(1).length,
+    rssBytes: m.rss,
+    heapUsedBytes: m.heapUsed,
+    baseRssBytes: base.rss,
+    baseHeapUsedBytes: base.heapUsed,
+    rssPerRecordBytes: (m.rss - base.rss) / n,
+    heapPerRecordBytes: (m.heapUsed - base.heapUsed) / n,
+    journalBytesPerRecord: journalBytes / n,
+  };
+  await registry.close();
+  process.send?.(result);
 }
 
 if (process.argv[2] === "registry-child") {
-  registryChild(Number(process.argv[3] ?? 10_000)).then(
+  registryChild(process.argv[3] === "restart" ? "restart" : "put", Number(process.argv[4] ?? 10_000), process.argv[5] ?? "").then(
     () => process.exit(0),
     (err: unknown) => {
       console.error(err);
@@ -520,14 +531,24 @@ if (process.argv[2] === "registry-child") {
   );
 }
 
-/** Heap and RSS of `n` inactive group session records in a SessionRegistry, in a child process of its own. */
-export async function benchRecordMemory(n = 10_000): Promise<RecordMemoryResult> {
-  const child = fork(fileURLToPath(import.meta.url), ["registry-child", String(n)], {
-    // a young generation of fixed size, as in media-bench: RSS then moves with the records, not with V8's resizing
-    execArgv: ["--expose-gc", "--min-semi-space-size=16", "--max-semi-space-size=16"],
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
-  const [result] = (await once(child, "message")) as [RecordMemoryResult];
-  await once(child, "exit");
-  return result;
+/** Heap and RSS of `n` inactive group session records in a SessionRegistry: in the process that put them, and in one started on their journal. */
+export async function benchRecordMemory(n = 10_000): Promise<RecordMemoryRuns> {
+  const dir = await mkdtemp(join(tmpdir(), "cpm-pf-registry-bench-"));
+  const child = async (mode: "put" | "restart") => {
+    const proc = fork(fileURLToPath(import.meta.url), ["registry-child", mode, String(n), dir], {
+      // a young generation of fixed size, as in media-bench: RSS then moves with the records, not with V8's resizing
+      execArgv: ["--expose-gc", "--min-semi-space-size=16", "--max-semi-space-size=16"],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    const [result] = (await once(proc, "message")) as [RecordMemoryResult];
+    await once(proc, "exit");
+    return result;
+  };
+  try {
+    const put = await child("put");
+    const restart = await child("restart");
+    return { put, restart: { ...restart, journalBytesPerRecord: put.journalBytesPerRecord } };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

@@ -103,9 +103,16 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
   }
 }
 
-/** The retention policy: a record with pending data is never purged. */
+/** The retention policy: when the record may be purged (never while data is pending). */
+export function purgeAt(
+  s: Pick<GroupSession, "pendingDeferred" | "lifecycle" | "lifecycleAt" | "updatedAt">,
+  policy: RetentionPolicy,
+): number {
+  if (s.pendingDeferred) return Number.POSITIVE_INFINITY;
+  if (s.lifecycle === "terminated" || s.lifecycle === "left") return s.lifecycleAt + policy.retentionMs;
+  return s.updatedAt + policy.inactiveRetentionMs;
+}
+
 export function shouldPurge(s: GroupSession, now: number, policy: RetentionPolicy): boolean {
-  if (s.pendingDeferred) return false;
-  if (s.lifecycle === "terminated" || s.lifecycle === "left") return now - s.lifecycleAt > policy.retentionMs;
-  return now - s.updatedAt > policy.inactiveRetentionMs;
+  return now > purgeAt(s, policy);
 }

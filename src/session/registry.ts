@@ -1,8 +1,13 @@
-// The group session records (src/session/group-session.ts). In memory: one
-// record per (served user, Conversation-ID, Contribution-ID), and an index
-// from every dialog's Call-ID to it. On disk (session.stateDir): an
-// append-only journal, `sessions.jsonl`, one JSON record per line
-// ({"op":"put","s":{...}} or {"op":"del","id":"..."}). Changes are appended
+// The group session records (src/session/group-session.ts): one record per
+// (served user, Conversation-ID, Contribution-ID), and an index from every
+// dialog's Call-ID to it. On disk (session.stateDir): an append-only journal,
+// `sessions.jsonl`, one JSON record per line ({"op":"put","s":{...}} or
+// {"op":"del","id":"..."}). In memory: the records of live group sessions
+// (active, client absent); a record whose group is over (inactive,
+// terminated, left) is an index entry only, where its latest line is in the
+// journal and when retention may purge it, and is read from the journal when
+// asked for (long-lived groups go quiet for months: their records must not
+// hold memory). Changes are appended
 // behind the in-memory update, batched: the changes of one event-loop turn go
 // out in one synchronous write (group commit), in order (page cache, no
 // fsync: ~2-4 µs of CPU against ~40 µs through fs/promises' thread pool). A
@@ -16,12 +21,12 @@
 //
 // The registry is the embedded implementation of `RecordStore`; a shared
 // engine implements the same interface.
-import { closeSync, openSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync } from "node:fs";
 import { mkdir, readdir, readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../log/logger.js";
-import { type RetentionPolicy, shouldPurge } from "../procedures/lifecycle.js";
-import { type GroupSession, type Lifecycle, recordId, recordIdOf, type SessionDialog } from "./group-session.js";
+import { purgeAt, type RetentionPolicy } from "../procedures/lifecycle.js";
+import { type GroupSession, isGroupActive, type Lifecycle, recordId, recordIdOf, type SessionDialog } from "./group-session.js";
 
 export const JOURNAL_FILE = "sessions.jsonl";
 /** Below this many records the journal is never compacted. */
@@ -85,16 +90,40 @@ function isRecord(s: unknown): s is LegacyRecord {
   );
 }
 
+/** A record kept on disk only: its latest journal line, and when retention may purge it. */
+interface ColdEntry {
+  at: number;
+  len: number;
+  purgeAt: number;
+}
+
+/** A journal line waiting for the group commit; `s` when it puts a record. */
+interface PendingLine {
+  text: string;
+  id: string;
+  s?: GroupSession;
+}
+
+const NEWLINE = 0x0a;
+
 export class SessionRegistry implements RecordStore {
+  /** Live records, and records of ended groups whose line is not written yet. */
   private readonly records = new Map<string, GroupSession>();
+  /** Records of ended groups: in the journal only. */
+  private readonly cold = new Map<string, ColdEntry>();
   /** Call-ID of every dialog -> record id. */
   private readonly byCallId = new Map<string, string>();
   private readonly journal: string;
   private fd: number | undefined;
+  private readFd: number | undefined;
+  /** Bytes in the journal file (where the next line goes). */
+  private bytes = 0;
   /** Lines in the journal file (compaction trigger). */
   private lines = 0;
-  /** Encoded records not written yet, and who waits for them. */
-  private pending: string[] = [];
+  /** A write failed part way: the next one starts on a new line. */
+  private torn = false;
+  /** Lines not written yet, and who waits for them. */
+  private pending: PendingLine[] = [];
   private waiters: (() => void)[] = [];
   private scheduled: NodeJS.Immediate | undefined;
 
@@ -110,43 +139,51 @@ export class SessionRegistry implements RecordStore {
     await mkdir(this.dir, { recursive: true });
     const legacy = await this.loadLegacyFiles();
     await this.replayJournal();
-    const now = Date.now();
-    for (const s of [...this.records.values()]) if (shouldPurge(s, now, this.retention)) this.drop(recordIdOf(s));
-    this.compact();
+    this.compact(Date.now());
     await Promise.all(legacy.map((f) => unlink(join(this.dir, f)).catch(() => undefined)));
-    return this.records.size;
+    return this.size;
   }
 
   get(callId: string): GroupSession | undefined {
     const id = this.byCallId.get(callId);
-    return id === undefined ? undefined : this.records.get(id);
+    return id === undefined ? undefined : this.getById(id);
   }
 
   getById(id: string): GroupSession | undefined {
-    return this.records.get(id);
+    return this.records.get(id) ?? this.readCold(id);
   }
 
   findByIds(servedUser: string, conversationId: string, contributionId: string): GroupSession | undefined {
-    return this.records.get(recordId(servedUser, conversationId, contributionId));
+    return this.getById(recordId(servedUser, conversationId, contributionId));
   }
 
-  /** Every record (operators' views, tests). */
-  all(): IterableIterator<GroupSession> {
-    return this.records.values();
+  /** Every record, those of ended groups read from the journal (operators' views, tests). */
+  *all(): IterableIterator<GroupSession> {
+    yield* this.records.values();
+    for (const id of [...this.cold.keys()]) {
+      const s = this.readCold(id);
+      if (s) yield s;
+    }
   }
 
   get size(): number {
+    return this.records.size + this.cold.size;
+  }
+
+  /** Records held in memory (live groups, and ended ones until their line is written). */
+  get inMemory(): number {
     return this.records.size;
   }
 
   put(session: GroupSession): Promise<void> {
-    this.set(session);
-    return this.append({ op: "put", s: session });
+    const id = recordIdOf(session);
+    this.set(id, session);
+    return this.append({ text: JSON.stringify({ op: "put", s: session }), id, s: session });
   }
 
   purge(id: string): Promise<void> {
     if (!this.drop(id)) return Promise.resolve();
-    return this.append({ op: "del", id });
+    return this.append({ text: JSON.stringify({ op: "del", id }), id });
   }
 
   /** Writes every change made so far. */
@@ -157,42 +194,67 @@ export class SessionRegistry implements RecordStore {
   /** Writes what is pending and closes the journal (shutdown). */
   async close(): Promise<void> {
     this.drain();
-    if (this.fd !== undefined) closeSync(this.fd);
-    this.fd = undefined;
+    this.closeFds();
   }
 
   /** Purges what the retention policy says is over; returns the purged records. */
   async sweep(now = Date.now()): Promise<GroupSession[]> {
-    const over = [...this.records.values()].filter((s) => shouldPurge(s, now, this.retention));
+    const over: GroupSession[] = [];
+    for (const s of this.records.values()) if (now > purgeAt(s, this.retention)) over.push(s);
+    for (const [id, e] of this.cold) {
+      if (now <= e.purgeAt) continue;
+      const s = this.readCold(id);
+      if (s) over.push(s);
+    }
     await Promise.all(over.map((s) => this.purge(recordIdOf(s))));
     return over;
   }
 
-  private set(s: GroupSession): void {
-    const id = recordIdOf(s);
-    const old = this.records.get(id);
-    if (old) for (const d of old.dialogs) this.byCallId.delete(d.callId);
+  private set(id: string, s: GroupSession): void {
+    // dialogs are only ever added to a record (observe.ts): the old Call-IDs stay indexed to it
     this.records.set(id, s);
+    this.cold.delete(id);
     for (const d of s.dialogs) this.byCallId.set(d.callId, id);
     this.byCallId.set(s.key, id);
   }
 
   private drop(id: string): boolean {
-    const s = this.records.get(id);
-    if (!s) return false;
-    this.records.delete(id);
+    const s = this.getById(id);
+    const known = this.records.delete(id) || this.cold.delete(id);
+    if (!s) return known;
     for (const d of s.dialogs) if (this.byCallId.get(d.callId) === id) this.byCallId.delete(d.callId);
     if (this.byCallId.get(s.key) === id) this.byCallId.delete(s.key);
     return true;
   }
 
-  private append(record: JournalRecord): Promise<void> {
-    this.pending.push(`${JSON.stringify(record)}\n`);
+  /** The record of an ended group from its journal line; undefined (logged) when the line is unreadable. */
+  private readCold(id: string): GroupSession | undefined {
+    const e = this.cold.get(id);
+    if (!e) return undefined;
+    try {
+      this.readFd ??= openSync(this.journal, "r");
+      const buf = Buffer.allocUnsafe(e.len);
+      for (let off = 0; off < e.len; ) {
+        const n = readSync(this.readFd, buf, off, e.len - off, e.at + off);
+        if (n === 0) throw new Error("journal shorter than its index");
+        off += n;
+      }
+      const r = JSON.parse(buf.toString("utf8")) as JournalRecord;
+      if (r.op !== "put" || !isRecord(r.s)) throw new Error("not a session record");
+      return upgrade(r.s);
+    } catch (err) {
+      this.log.error("session record unreadable from the journal", { record: id, reason: String(err) });
+      return undefined;
+    }
+  }
+
+  private append(line: PendingLine): Promise<void> {
+    this.pending.push(line);
     this.scheduled ??= setImmediate(() => this.drain());
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
-  /** Group commit: one write for the records queued so far, in order. */
+  /** Group commit: one write for the lines queued so far, in order; records of ended groups leave memory once written. */
   private drain(): void {
     if (this.scheduled) clearImmediate(this.scheduled);
     this.scheduled = undefined;
@@ -202,52 +264,157 @@ export class SessionRegistry implements RecordStore {
     this.pending = [];
     this.waiters = [];
     try {
-      this.fd ??= openSync(this.journal, "a");
-      const data = Buffer.from(batch.join(""));
+      this.fd ??= this.openAppend();
+      const lead = this.torn ? "\n" : "";
+      const data = Buffer.from(lead + batch.map((l) => `${l.text}\n`).join(""));
       for (let off = 0; off < data.length; ) off += writeSync(this.fd, data, off);
+      this.torn = false;
+      let at = this.bytes + lead.length;
+      for (const l of batch) {
+        const len = Buffer.byteLength(l.text);
+        if (l.s && !isGroupActive(l.s) && this.records.get(l.id) === l.s) this.evict(l.id, l.s, at, len);
+        at += len + 1;
+      }
+      this.bytes = at;
       this.lines += batch.length;
-      if (this.lines > COMPACT_MIN_RECORDS && this.lines > 2 * this.records.size) this.compact();
+      if (this.lines > COMPACT_MIN_RECORDS && this.lines > 2 * this.size) this.compact();
     } catch (err) {
+      // kept in memory (the next compaction writes them); the file's size is read again on the next write
+      this.closeFds();
+      this.torn = true;
       this.log.error("session state write failed", { records: batch.length, reason: String(err) });
     }
     for (const w of waiters) w();
   }
 
-  /** Rewrites the journal as one put per live record (temp file + rename). */
-  private compact(): void {
-    const tmp = `${this.journal}.tmp`;
-    const lines = [...this.records.values()].map((s) => `${JSON.stringify({ op: "put", s })}\n`);
-    writeFileSync(tmp, lines.join(""));
-    if (this.fd !== undefined) closeSync(this.fd);
-    this.fd = undefined;
-    renameSync(tmp, this.journal);
-    this.lines = lines.length;
+  private evict(id: string, s: GroupSession, at: number, len: number): void {
+    this.records.delete(id);
+    this.cold.set(id, { at, len, purgeAt: purgeAt(s, this.retention) });
   }
 
-  private async replayJournal(): Promise<void> {
-    let text: string;
+  private openAppend(): number {
+    const fd = openSync(this.journal, "a");
+    this.bytes = fstatSync(fd).size;
+    return fd;
+  }
+
+  private closeFds(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    if (this.readFd !== undefined) closeSync(this.readFd);
+    this.fd = undefined;
+    this.readFd = undefined;
+  }
+
+  /**
+   * Rewrites the journal as one put per record (temp file + rename: atomic):
+   * live records from memory, the others copied line for line from the old
+   * journal. With `now`, records the retention policy is done with are left
+   * out (start-up). Every record of an ended group ends up on disk only.
+   */
+  private compact(now?: number): void {
+    const tmp = `${this.journal}.tmp`;
+    const out = openSync(tmp, "w");
+    let at = 0;
+    let lines = 0;
+    const moved: [string, ColdEntry][] = [];
+    const evicted: [string, GroupSession, number, number][] = [];
+    const write = (buf: Buffer) => {
+      for (let off = 0; off < buf.length; ) off += writeSync(out, buf, off);
+      at += buf.length;
+      lines++;
+    };
     try {
-      text = await readFile(this.journal, "utf8");
+      for (const [id, s] of this.records) {
+        if (now !== undefined && now > purgeAt(s, this.retention)) {
+          this.drop(id);
+          continue;
+        }
+        const text = Buffer.from(JSON.stringify({ op: "put", s }));
+        if (!isGroupActive(s)) evicted.push([id, s, at, text.length]);
+        write(Buffer.concat([text, Buffer.from("\n")]));
+      }
+      for (const [id, e] of this.cold) {
+        if (now !== undefined && now > e.purgeAt) {
+          this.drop(id);
+          continue;
+        }
+        this.readFd ??= openSync(this.journal, "r");
+        const line = Buffer.allocUnsafe(e.len + 1);
+        const n = readSync(this.readFd, line, 0, e.len, e.at);
+        if (n !== e.len) throw new Error(`journal line of ${id} truncated`);
+        line[e.len] = NEWLINE;
+        moved.push([id, { ...e, at }]);
+        write(line);
+      }
+    } finally {
+      closeSync(out);
+    }
+    this.closeFds();
+    renameSync(tmp, this.journal);
+    for (const [id, e] of moved) this.cold.set(id, e);
+    for (const [id, s, off, len] of evicted) this.evict(id, s, off, len);
+    this.bytes = at;
+    this.lines = lines;
+  }
+
+  /**
+   * Replays the journal: the latest line of each record wins, a "del" removes
+   * it. Live records are loaded; the others stay lines in the journal (the
+   * compaction that follows moves them).
+   */
+  private async replayJournal(): Promise<void> {
+    let buf: Buffer;
+    try {
+      buf = await readFile(this.journal);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
       throw err;
     }
-    text.split("\n").forEach((line, i) => {
-      if (!line) return;
-      try {
-        const r = JSON.parse(line) as JournalRecord;
-        if (r.op === "put" && isRecord(r.s)) this.set(upgrade(r.s));
-        else if (r.op === "del" && typeof r.id === "string") this.drop(r.id);
-        else if (r.op === "del" && typeof r.key === "string") {
-          // older journals deleted by Call-ID
-          const s = this.get(r.key);
-          if (s) this.drop(recordIdOf(s));
-        } else throw new Error("not a session record");
-      } catch (err) {
-        // a torn last line after a crash, or a damaged record: skip it, keep the rest
-        this.log.warn("session journal record skipped", { line: i + 1, reason: String(err) });
+    const latest = new Map<string, { at: number; len: number }>();
+    for (let at = 0, n = 1; at < buf.length; n++) {
+      let end = buf.indexOf(NEWLINE, at);
+      if (end < 0) end = buf.length;
+      const len = end - at;
+      if (len > 0) this.replayLine(buf, at, len, n, latest);
+      at = end + 1;
+    }
+    for (const [id, { at, len }] of latest) {
+      const s = upgrade((JSON.parse(buf.toString("utf8", at, at + len)) as { s: LegacyRecord }).s);
+      if (isGroupActive(s)) {
+        this.set(id, s);
+        continue;
       }
-    });
+      for (const d of s.dialogs) this.byCallId.set(d.callId, id);
+      this.byCallId.set(s.key, id);
+      this.cold.set(id, { at, len, purgeAt: purgeAt(s, this.retention) });
+    }
+  }
+
+  private replayLine(buf: Buffer, at: number, len: number, n: number, latest: Map<string, { at: number; len: number }>): void {
+    try {
+      const r = JSON.parse(buf.toString("utf8", at, at + len)) as JournalRecord;
+      if (r.op === "put" && isRecord(r.s)) {
+        const id = recordIdOf(upgrade(r.s));
+        latest.delete(id); // keeps the map in journal order
+        latest.set(id, { at, len });
+        this.records.delete(id);
+      } else if (r.op === "del" && typeof r.id === "string") {
+        latest.delete(r.id);
+        this.records.delete(r.id);
+      } else if (r.op === "del" && typeof r.key === "string") {
+        // older journals deleted by Call-ID
+        const key = r.key;
+        const legacy = this.byCallId.get(key);
+        if (legacy !== undefined) this.records.delete(legacy);
+        for (const [id, loc] of latest) {
+          const s = (JSON.parse(buf.toString("utf8", loc.at, loc.at + loc.len)) as { s: GroupSession }).s;
+          if (s.key === key) latest.delete(id);
+        }
+      } else throw new Error("not a session record");
+    } catch (err) {
+      // a torn last line after a crash, or a damaged record: skip it, keep the rest
+      this.log.warn("session journal record skipped", { line: n, reason: String(err) });
+    }
   }
 
   /** Per-session files written before the journal existed; returns those read (a damaged one stays). */
@@ -257,7 +424,8 @@ export class SessionRegistry implements RecordStore {
       try {
         const s: unknown = JSON.parse(await readFile(join(this.dir, name), "utf8"));
         if (!isRecord(s)) throw new Error("not a session record");
-        this.set(upgrade(s));
+        const record = upgrade(s);
+        this.set(recordIdOf(record), record);
         read.push(name);
       } catch (err) {
         this.log.warn("session state file skipped", { file: name, reason: String(err) });

@@ -203,3 +203,60 @@ test("upgrade: per-session files of earlier versions are folded into the journal
   assert.deepEqual((await readdir(dir)).sort(), ["damaged.json", JOURNAL_FILE]);
   assert.equal((await reopen(dir)).get("legacy")?.key, "legacy");
 });
+
+test("records of ended groups (inactive, terminated, left) are index entries only: read from the journal when asked for, also after compaction and a restart", async () => {
+  const dir = await freshDir();
+  const r = await reopen(dir);
+  const ended = (key: string, lifecycle: "inactive" | "terminated" | "left") => ({
+    ...session(key, ["tel:+1", `tel:+${key.length}`]),
+    lifecycle,
+    lifecycleAt: Date.now(),
+    pendingDeferred: lifecycle === "inactive",
+  });
+  await r.put(session("live"));
+  const quiet = ended("quiet", "inactive");
+  await r.put(quiet);
+  await r.put(ended("gone", "terminated"));
+  await r.put({ ...session("absent"), lifecycle: "client-absent" });
+  assert.equal(r.size, 4);
+  assert.equal(r.inMemory, 2, "only the live groups (active, client absent) stay in memory");
+  // as put, through JSON (fields set to undefined are absent)
+  const asWritten = JSON.parse(JSON.stringify(quiet));
+  assert.deepEqual(r.get("quiet"), asWritten, "read back from the journal as it was put");
+  assert.deepEqual(r.findByIds("tel:+16135551200", "conv-quiet", "contrib-quiet"), asWritten);
+  assert.deepEqual(
+    r.get("gone")?.participants.map((p) => p.commAddr),
+    ["tel:+1", "tel:+4"],
+  );
+  // a put on an ended group's record (e.g. its queue settled) replaces it, and it leaves memory again once written
+  await r.put({ ...ended("quiet", "inactive"), pendingDeferred: false, subject: "later" });
+  assert.equal(r.inMemory, 2);
+  assert.equal(r.get("quiet")?.subject, "later");
+  // re-join: the record is live again
+  await r.put({ ...ended("gone", "terminated"), lifecycle: "active" });
+  assert.equal(r.inMemory, 3);
+  // churn that compacts the journal moves the lines; every record still reads back
+  for (let i = 0; i < 2100; i++) await r.put(ended(`churn${i % 5}`, "left"));
+  await r.flush();
+  assert.equal(r.get("quiet")?.subject, "later");
+  assert.equal(r.get("churn4")?.lifecycle, "left");
+  await r.close();
+  const back = await reopen(dir);
+  assert.equal(back.size, 9);
+  assert.equal(back.inMemory, 3);
+  assert.equal(back.get("quiet")?.subject, "later");
+  assert.deepEqual([...back.all()].map((s) => s.key).sort(), [
+    "absent",
+    "churn0",
+    "churn1",
+    "churn2",
+    "churn3",
+    "churn4",
+    "gone",
+    "live",
+    "quiet",
+  ]);
+  await back.purge(idOf("quiet"));
+  assert.equal(back.get("quiet"), undefined);
+  assert.equal(back.size, 8);
+});
