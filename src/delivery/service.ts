@@ -6,15 +6,12 @@
 // the deferred queue in the Message Store. Events of one machine are handled
 // one at a time, in arrival order.
 //
-// Wired: DD-1..DD-10 (INVITE, responses, ACK, 603 discard, retries, delivery
-// in order), DD-11 (interim GSOs, when delivery.sendInterimGsos), DD-14 (the
-// client's BYE). Not wired yet, logged when the machine asks for them: the
-// actions that need the group session's dialog towards the Controlling
-// Function — DD-8 ii (BYE to an active focus, unsubscribe), DD-12 (re-join
-// the on-going conference: the delivery session is ended after the deferred
-// items instead), DD-13 (restart the group session: answered as failed, the
-// client's SENDs get failure REPORTs) — and the re-join procedure
-// (8.3.2.9.1.3).
+// The actions on the group session's dialog towards the Controlling Function
+// (DD-8 ii BYE to the focus and unsubscribe, DD-12 join the on-going
+// conference, DD-13 re-start) have no executor here: each is logged as an
+// error and counted (`unexecutedActions`), and the delivery session is ended
+// so that nothing the client sends in it is left without a path (the
+// README's status says what the client gets).
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { RegistrationHandler, RegistrationResult } from "../pf/participating-function.js";
@@ -135,6 +132,8 @@ export class DeliveryService implements RegistrationHandler {
   private readonly byCallId = new Map<string, string>();
   private claims: DeliveryClaims = new Map();
   private closed = false;
+  /** Actions the machines asked for that nothing here executes (each logged as an error). */
+  unexecutedActions = 0;
 
   constructor(private readonly deps: DeliveryServiceDeps) {
     deps.ua.onRequest((req, reply) => this.onClientRequest(req, reply));
@@ -304,18 +303,15 @@ export class DeliveryService implements RegistrationHandler {
         m.leg?.close("BYE to the client");
         return;
       case "rejoinConference":
-        // DD-12 has no executor yet (joining needs the group session's dialog towards
-        // the CF). Decision: the delivery session ends once the deferred items
-        // are delivered, so nothing the client sends in it is left without a
-        // path; the client re-joins the on-going conference itself (8.2.2.7).
-        this.notWired(m, a);
+        // DD-12: no join executor; the delivery session ends once the deferred
+        // items are delivered, the client re-joins the conference itself (8.2.2.7)
+        this.unexecuted(m, a);
         this.byeAndEnd(m, CALL_COMPLETED);
         return;
       case "restartGroupSession":
-        // DD-13 has no executor yet: the restart is answered as failed, so the
-        // machine ends the delivery session (RJ-3/RJ-4 path) instead of
-        // holding the client's SENDs forever.
-        this.notWired(m, a);
+        // DD-13: no re-start executor; answered as failed, so the machine ends
+        // the delivery session (RJ-3/RJ-4) instead of holding the client's SENDs
+        this.unexecuted(m, a);
         this.feed(m, { type: "restartResponse", status: 503, reasonPhrase: "Service Unavailable" });
         return;
       case "msrpFailureReport":
@@ -330,10 +326,10 @@ export class DeliveryService implements RegistrationHandler {
       case "handleAsBye":
         // the client's BYE was answered when it came (onClientRequest)
         m.leg?.close("client BYE");
-        if (a.towardsFocus) this.notWired(m, a);
+        if (a.towardsFocus) this.unexecuted(m, a);
         return;
       default:
-        this.notWired(m, a);
+        this.unexecuted(m, a);
     }
   }
 
@@ -359,21 +355,21 @@ export class DeliveryService implements RegistrationHandler {
     this.deps.log.info("delivery INVITE sent", { ...this.fields(m), requestUri: invite.requestUri, deliveryCallId: sent.callId });
     sent.outcome.then(
       (o) => {
-        let status = o.status;
+        const status = o.status;
+        let answerUnusable: string | undefined;
         if (status >= 200 && status < 300 && o.dialog) {
           m.dialog = o.dialog;
           try {
             leg.applyAnswer(answerSdp(o.response));
           } catch (err) {
-            // Decision: a 2xx without a usable MSRP answer is a failed attempt (DD-9 decides on a retry)
-            this.deps.log.warn("delivery answer unusable", { ...this.fields(m), reason: String(err) });
-            this.deps.ua.ack(o.dialog);
-            void this.deps.ua.bye(o.dialog, [["Reason", 'SIP;cause=488;text="Not Acceptable Here"']]).catch(() => 0);
-            leg.close("unusable answer");
-            status = 488;
+            answerUnusable = err instanceof CpmError ? err.detail : String(err);
+            this.deps.log.warn("delivery answer unusable", { ...this.fields(m), reason: answerUnusable });
           }
         } else if (status >= 300) leg.close(`INVITE answered ${status}`);
-        this.feed(m, { type: "inviteResponse", status });
+        this.feed(
+          m,
+          answerUnusable === undefined ? { type: "inviteResponse", status } : { type: "inviteResponse", status, answerUnusable },
+        );
       },
       (err) => {
         this.deps.log.warn("delivery INVITE failed", { ...this.fields(m), reason: String(err) });
@@ -483,8 +479,9 @@ export class DeliveryService implements RegistrationHandler {
     if (m.invite) this.byCallId.delete(m.invite.callId);
   }
 
-  private notWired(m: Machine, a: DeliveryAction): void {
-    this.deps.log.warn("delivery action has no executor yet: skipped", { ...this.fields(m), action: a.kind });
+  private unexecuted(m: Machine, a: DeliveryAction): void {
+    this.unexecutedActions++;
+    this.deps.log.error("action with no executor", { ...this.fields(m), action: a.kind });
   }
 
   private fields(m: Machine) {

@@ -3,21 +3,21 @@
 // as changed by the CR in shared/spec. Pure: one state machine per (served
 // user, group session), driven by events, returning actions.
 //
-// Wiring (not done yet): the SIP adapter (src/pf + kamailio/cpm-pf.cfg) feeds
-// `registered` from the 3rd-party REGISTER / reg event (RFC 3680) with
-// DeferredQueue.listSessions() joined to the session registry, sends
-// `sendInvite` / `sendAck` / `cancelInvite` / `byeToClient` / `sendByeToFocus`
-// / `unsubscribeConference` / `restartGroupSession` through Kamailio (UAC,
-// record-routed by the PF) and reports `inviteResponse` / `restartResponse` /
-// `clientBye`; the media plane (src/media) anchors the INVITE's SDP part
-// (anchorSdp "offer", replaceBodyPart) before it is sent, reports `msrpUp`,
-// `itemDelivered` / `itemFailed` (MSRP responses to each SEND) and
-// `clientSentMedia`, and executes `deliverInOrder` / `sendGso` /
-// `rejoinConference` / `joinGroupDialog` / `forwardToFocus` /
-// `msrpFailureReport` / `releaseMedia`; the store adapter executes
-// `readDeferred` (answered by `itemsRead`), `ackDeferred`, `discardDeferred`
-// (DeferredQueue); a timer executes `scheduleRetry` as `retryTimer`. The
-// guard (delivery-guard.ts) is kept per served user next to the machines.
+// Executed by src/delivery/service.ts: `registered` comes from the S-CSCF's
+// third-party REGISTER joined with the user's queues (DeferredQueue
+// .listSessions) and records; the PF's SIP UA (through Kamailio) sends
+// `sendInvite` / `sendAck` / `cancelInvite` / `byeToClient` and reports
+// `inviteResponse` / `clientBye`; the delivery endpoint (src/media) executes
+// `deliverInOrder` / `sendGso` / `msrpFailureReport` and reports `msrpUp`,
+// `itemDelivered` / `itemFailed`, `clientSentMedia`; the deferred queue
+// executes `readDeferred` (answered by `itemsRead` / `readFailed`),
+// `ackDeferred`, `discardDeferred`; a timer executes `scheduleRetry` as
+// `retryTimer`. The guard (delivery-guard.ts) is kept per served user next to
+// the machines. The actions on the group session's dialog towards the CF
+// (`sendByeToFocus`, `releaseMedia`, `unsubscribeConference`,
+// `rejoinConference`, `joinGroupDialog`, `forwardToFocus`,
+// `restartGroupSession`) are listed in the README's status with what
+// executes them.
 export type { DeliveryInvite } from "./delivery-session.js";
 
 import { CpmError } from "../errors/catalogue.js";
@@ -72,8 +72,11 @@ export interface RegisteredEvent {
 }
 
 export type DeferredDeliveryEvent =
-  /** Final or provisional response of the client to the delivery INVITE (DD-7). */
-  | { type: "inviteResponse"; status: number }
+  /**
+   * Final or provisional response of the client to the delivery INVITE (DD-7);
+   * `answerUnusable`: a 2xx whose SDP gives the PF no MSRP path (the reason).
+   */
+  | { type: "inviteResponse"; status: number; answerUnusable?: string }
   /** The scheduleRetry delay passed (DD-9); `session`: a fresher snapshot, if any. */
   | { type: "retryTimer"; session?: GroupSession }
   /** A re-join of the client took over this session's delivery (RJ-1, delivery-guard.ts). */
@@ -257,7 +260,7 @@ export function stepDeferredDelivery(
 ): Step<DeferredDeliveryState> {
   switch (ev.type) {
     case "inviteResponse":
-      return inviteResponse(s, ev.status, policy);
+      return inviteResponse(s, ev.status, policy, ev.answerUnusable);
     case "retryTimer": {
       if (s.invitePhase !== "retryWait") return dstep(s, [], [`retryTimer ignored in ${s.invitePhase}`]);
       const delivery = ev.session ? { ...s.delivery, session: ev.session } : s.delivery;
@@ -282,7 +285,12 @@ export function stepDeferredDelivery(
   }
 }
 
-function inviteResponse(s: DeferredDeliveryState, status: number, policy: DeliveryPolicy): Step<DeferredDeliveryState> {
+function inviteResponse(
+  s: DeferredDeliveryState,
+  status: number,
+  policy: DeliveryPolicy,
+  answerUnusable?: string,
+): Step<DeferredDeliveryState> {
   const bad = checkStatus(status);
   if (bad) return dstep(s, [], [], bad);
   if (s.invitePhase !== "inviting") {
@@ -293,6 +301,17 @@ function inviteResponse(s: DeferredDeliveryState, status: number, policy: Delive
     return dstep(s, [], [`response ${status} ignored in ${s.invitePhase}`]);
   }
   if (status < 200) return dstep(s, [], [`provisional ${status}`]);
+  if (status < 300 && answerUnusable !== undefined) {
+    // Decision (spec silent): the dialog exists (ACK, then BYE, RFC 3261 13.2.2.4);
+    // without a media path it is a failed attempt, DD-9 decides on a retry
+    const failed = failedAttempt(s, 488, policy);
+    const reason = formatReason({ protocol: "SIP", cause: 488, text: "Not Acceptable Here" });
+    return {
+      ...failed,
+      actions: [{ kind: "sendAck" }, { kind: "byeToClient", reason }, ...failed.actions],
+      notes: [`2xx without a usable MSRP answer (${answerUnusable})`, ...failed.notes],
+    };
+  }
   if (status < 300) {
     // DD-10: ACK; delivery starts once MSRP is up (event msrpUp)
     return dstep({ ...s, invitePhase: "answered" }, [{ kind: "sendAck" }], []);
@@ -310,7 +329,11 @@ function inviteResponse(s: DeferredDeliveryState, status: number, policy: Delive
     }
     return dstep(ended(s), actions, ["603 Decline: deferred data discarded"]);
   }
-  // DD-9 (MAY): any other error (3xx included: the PF follows no redirect towards a client)
+  return failedAttempt(s, status, policy);
+}
+
+/** DD-9 (MAY): any other error (3xx included: the PF follows no redirect towards a client). */
+function failedAttempt(s: DeferredDeliveryState, status: number, policy: DeliveryPolicy): Step<DeferredDeliveryState> {
   const retry = s.attempts; // retries done so far + 1
   if (retry > policy.retryAttempts) {
     const why = policy.retryAttempts === 0 ? "retries off" : `${policy.retryAttempts} retries done`;

@@ -10,17 +10,17 @@
 // to that machine); a later register notification starts nothing while the
 // re-join holds the claim. So the data is delivered by one of them, once.
 //
-// Wiring (not done yet): the SIP adapter (src/pf + kamailio/cpm-pf.cfg)
-// recognises the re-join INVITE (8.2.2.7: to the lastfocussessionid, same
-// Contribution-ID) of a session whose client leg was lost and feeds
-// `rejoinInvite`; it executes `acceptRejoin` (200 OK with the SDP answer the
-// media plane anchors), `relayRejoin` (plain 8.2.2.7 handling),
-// `restartGroupSession` (INVITE to the CF through Kamailio, answered by
+// Adapters: the SIP side recognises the re-join INVITE (8.2.2.7: to the
+// lastfocussessionid, same Contribution-ID) of a session whose client leg was
+// lost and feeds `rejoinInvite`; it executes `acceptRejoin` (200 OK with the
+// SDP answer the media plane anchors), `relayRejoin` (plain 8.2.2.7
+// handling), `restartGroupSession` (INVITE to the CF, answered by
 // `restartResponse`) and `byeToClient`, and reports `clientBye`; the media
-// plane (src/media) reports `msrpUp` / `itemDelivered` / `itemFailed` /
-// `clientSentMedia` and executes `deliverInOrder` / `sendGso` /
-// `joinGroupDialog` / `forwardToFocus` / `msrpFailureReport`; the store
-// adapter executes `readDeferred` / `ackDeferred` / `discardDeferred`.
+// plane reports `msrpUp` / `itemDelivered` / `itemFailed` / `clientSentMedia`
+// and executes `deliverInOrder` / `sendGso` / `joinGroupDialog` /
+// `forwardToFocus` / `msrpFailureReport`; the deferred queue executes
+// `readDeferred` / `ackDeferred` / `discardDeferred`. Which of them run today
+// is in the README's status.
 import type { GroupSession } from "../session/group-session.js";
 import { applyClaim, claimDelivery, type DeliveryClaims, deliveryKey } from "./delivery-guard.js";
 import {

@@ -191,7 +191,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   );
 
   test(
-    "DD-13 RJ-4: the client sends in the delivery session of an inactive group -> the restart is not wired and answered as failed: a failure REPORT for its SEND, BYE cause=503",
+    "DD-13 RJ-4: the client sends in the delivery session of an inactive group -> no re-start executor: answered as failed: a failure REPORT for its SEND, BYE cause=503",
     T,
     async () => {
       const chat = await rig.chatWhileAway(["before the restart"], { byeHeaders: ["Reason: SIP;cause=480"] });

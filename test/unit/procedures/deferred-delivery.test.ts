@@ -324,6 +324,21 @@ test("DD-9: retryAttempts 0 turns re-attempts off", () => {
   assert.ok(r.notes.some((n) => n.includes("retries off")));
 });
 
+test("DD-7/DD-9: a 2xx without a usable MSRP answer -> ACK, BYE 488 to the client, and a failed attempt (re-attempted, or the end with the data kept)", () => {
+  const { state } = start();
+  const r = stepDeferredDelivery(state, { type: "inviteResponse", status: 200, answerUnusable: "no a=path" }, policy);
+  assert.deepEqual(kinds(r.actions), ["sendAck", "byeToClient", "scheduleRetry"]);
+  assert.deepEqual(only(r.actions, "byeToClient")[0]?.reason, 'SIP;cause=488;text="Not Acceptable Here"');
+  assert.equal(r.state.invitePhase, "retryWait");
+  assert.ok(r.notes.includes("2xx without a usable MSRP answer (no a=path)"));
+  const p = { ...policy, retryAttempts: 0 };
+  const off = stepDeferredDelivery(start(groupSession(), p).state, { type: "inviteResponse", status: 200, answerUnusable: "x" }, p);
+  assert.deepEqual(kinds(off.actions), ["sendAck", "byeToClient"]);
+  assert.equal(off.state.invitePhase, "ended");
+  assert.equal(off.claim, undefined);
+  assert.ok(!kinds(off.actions).includes("discardDeferred"), "the data stays queued");
+});
+
 test("DD-11 (MAY, on): interim GSOs delivered in place, then a GSO with the latest participants", () => {
   const p = { ...policy, sendInterimGsos: true };
   const { state } = start(groupSession({ lifecycle: "inactive" }), p);
