@@ -260,3 +260,19 @@ test("records of ended groups (inactive, terminated, left) are index entries onl
   assert.equal(back.get("quiet"), undefined);
   assert.equal(back.size, 8);
 });
+
+test("bad input: a record of an ended group whose journal line is damaged on disk reads as absent (logged), the others still read", async () => {
+  const dir = await freshDir();
+  const r = await reopen(dir);
+  const ended = (key: string) => ({ ...session(key), lifecycle: "inactive" as const, lifecycleAt: Date.now() });
+  await r.put(ended("hurt"));
+  await r.put(ended("fine"));
+  const journal = join(dir, JOURNAL_FILE);
+  const text = await readFile(journal, "utf8");
+  // same length, no longer JSON: what a disk error or an operator's editor leaves
+  await writeFile(journal, text.replace('"key":"hurt"', '"key"}"hurt"'));
+  assert.equal(r.get("hurt"), undefined);
+  assert.equal(r.get("fine")?.key, "fine");
+  assert.equal(r.size, 2, "nothing dropped: the index entry stays for an operator to look at");
+  await r.close();
+});
