@@ -100,13 +100,12 @@ async function main(): Promise<void> {
     descriptors: new SessionDescriptors(cfg.store, store, componentLogger("store", root)),
   });
   pfRef = pf;
-  const server = await startGrpcServer(pf, cfg.grpc.host, cfg.grpc.port, componentLogger("grpc", root));
+  const server = await startGrpcServer(pf, cfg.grpc, componentLogger("grpc", root));
   // the retention policy of the group session records (session.retentionMs, session.inactiveRetentionMs)
   const sweeper = setInterval(() => void pf.sweep(), 60_000);
   sweeper.unref();
   log.info("sidecar ready", {
-    port: server.port,
-    host: cfg.grpc.host,
+    grpc: server.target,
     mode: cfg.pf.mode,
     media: msrp ? `${msrp.address.host}:${msrp.address.port}` : "off",
     deferredDelivery: ua ? `${ua.address.host}:${ua.address.port}` : "off",

@@ -110,9 +110,10 @@ except ImportError:
     _cygrpc = None
     _STREAM_API = False
 
-# Set by route[CPM_PF_SETTINGS] of cpm-pf.cfg from CPM_PF_GRPC_TARGET and
-# CPM_PF_DEADLINE_MS before each call.
+# Set by route[CPM_PF_SETTINGS] of cpm-pf.cfg from CPM_PF_GRPC_TARGET,
+# CPM_PF_GRPC_TLS_* and CPM_PF_DEADLINE_MS before each call.
 _PV_TARGET = "$var(cpm_pf_grpc_target)"
+_PV_TLS = ("$var(cpm_pf_grpc_tls_ca)", "$var(cpm_pf_grpc_tls_cert)", "$var(cpm_pf_grpc_tls_key)", "$var(cpm_pf_grpc_tls_name)")
 _PV_DEADLINE = "$var(cpm_pf_deadline_ms)"
 _DEFAULT_TARGET = "127.0.0.1:50051"
 _DEFAULT_DEADLINE_MS = 200
@@ -165,6 +166,34 @@ def _set_bye_vars(ok, mode, side, cause, reason_cause, reason, wait, session, gs
     _sets("cpm_pf_notes", notes)
     _sets("cpm_pf_error", error)
     _seti("cpm_pf_ok", ok)
+
+
+def _read_pem(define, path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise RuntimeError("%s %s: %s" % (define, path, err.strerror)) from err
+
+
+def _open_channel(target, ca, cert, key, server_name):
+    """A channel to the sidecar: plain (TCP or unix:), or TLS when a CA is
+    configured, with Kamailio's own certificate when the sidecar asks for
+    one (mutual TLS). The files are read once per process, when the channel
+    is made; an unreadable one fails the call (-> fail-safe, logged)."""
+    if not ca:
+        return grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+    if bool(cert) != bool(key):
+        raise RuntimeError("CPM_PF_GRPC_TLS_CERT and CPM_PF_GRPC_TLS_KEY go together")
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=_read_pem("CPM_PF_GRPC_TLS_CA", ca),
+        private_key=_read_pem("CPM_PF_GRPC_TLS_KEY", key) if key else None,
+        certificate_chain=_read_pem("CPM_PF_GRPC_TLS_CERT", cert) if cert else None,
+    )
+    options = list(_CHANNEL_OPTIONS)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.secure_channel(target, creds, options=options)
 
 
 def _pv(spec, default=None):
@@ -472,7 +501,8 @@ class CpmPfBridge:
         return 0
 
     def _settings(self):
-        target = _pv(_PV_TARGET) or _DEFAULT_TARGET
+        # the channel's identity: target plus TLS files (a reloaded script may change either)
+        target = (_pv(_PV_TARGET) or _DEFAULT_TARGET,) + tuple(_pv(spec) or "" for spec in _PV_TLS)
         try:
             deadline_ms = int(_pv(_PV_DEADLINE, _DEFAULT_DEADLINE_MS))
         except (TypeError, ValueError):
@@ -486,7 +516,7 @@ class CpmPfBridge:
         if self._stub is None or self._pid != pid or self._target != target:
             if self._channel is not None and self._pid == pid:
                 self._channel.close()  # another target (script reloaded)
-            self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self._channel = _open_channel(*target)
             self._stub = pb_grpc.ParticipatingFunctionServiceStub(self._channel)
             self._stream = None
             self._pid = pid

@@ -13,6 +13,18 @@ export interface Config {
     host: string;
     /** Port; 0 picks a free one (tests). Default 50051. */
     port: number;
+    /**
+     * A Unix domain socket path to listen on instead of host:port (Kamailio
+     * on the same host: CPM_PF_GRPC_TARGET "unix:<path>"). The socket is made
+     * mode 0660: Kamailio's user needs the sidecar's group. Default "".
+     */
+    socket: string;
+    /** TLS certificate chain (PEM) of the gRPC server; with tlsKeyFile, gRPC runs over TLS. Default "". */
+    tlsCertFile: string;
+    /** Its private key (PEM). Default "". */
+    tlsKeyFile: string;
+    /** CA (PEM) that signs the clients' certificates: set, a client without one is refused (mutual TLS). Default "". */
+    tlsCaFile: string;
   };
   log: {
     /** error | warn | info | debug. Default info. */
@@ -169,7 +181,7 @@ export interface Config {
 }
 
 export const defaults: Config = {
-  grpc: { host: "127.0.0.1", port: 50051 },
+  grpc: { host: "127.0.0.1", port: 50051, socket: "", tlsCertFile: "", tlsKeyFile: "", tlsCaFile: "" },
   log: { level: "info" },
   pf: { mode: "b2bua", unknownSessionMode: "proxy", groupSessionDataManagement: false, servedUser: "", allowOfflineStorage: false },
   store: {
@@ -227,7 +239,7 @@ export const defaults: Config = {
 type Kind = "string" | "port" | "posint" | "nonnegint" | "bool" | { oneOf: readonly string[] };
 
 const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
-  grpc: { host: "string", port: "port" },
+  grpc: { host: "string", port: "port", socket: "string", tlsCertFile: "string", tlsKeyFile: "string", tlsCaFile: "string" },
   log: { level: { oneOf: ["error", "warn", "info", "debug"] } },
   pf: {
     mode: { oneOf: ["proxy", "b2bua"] },
@@ -373,6 +385,13 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   } catch (err) {
     bad("delivery.trustedRegistrars", err instanceof CpmError ? err.detail : String(err));
   }
+  if ((cfg.grpc.tlsCertFile === "") !== (cfg.grpc.tlsKeyFile === ""))
+    bad(
+      cfg.grpc.tlsCertFile === "" ? "grpc.tlsCertFile" : "grpc.tlsKeyFile",
+      "gRPC over TLS needs both grpc.tlsCertFile and grpc.tlsKeyFile",
+    );
+  if (cfg.grpc.tlsCaFile !== "" && cfg.grpc.tlsCertFile === "")
+    bad("grpc.tlsCaFile", "mutual TLS needs grpc.tlsCertFile and grpc.tlsKeyFile");
   if ((cfg.media.tlsCertFile === "") !== (cfg.media.tlsKeyFile === ""))
     bad(cfg.media.tlsCertFile === "" ? "media.tlsCertFile" : "media.tlsKeyFile", "msrps needs both media.tlsCertFile and media.tlsKeyFile");
   return cfg;

@@ -116,17 +116,18 @@ export class DeferredChatRig {
     const dovecot = await startDovecot();
     for (const u of users) await dovecot.addUser(mailboxNameOf(u));
     const dir = await mkdtemp(join(tmpdir(), "cpm-dd-rig-"));
-    const grpcPort = await freePort();
+    // Kamailio and the sidecar on one host: gRPC over a Unix domain socket, kept across sidecar restarts
+    const grpcSocket = join(dir, "grpc.sock");
     const uaPort = await freePort();
     const mediaPort = await freePort();
     const kamailio = await startKamailio({
-      grpcTarget: `127.0.0.1:${grpcPort}`,
+      grpcTarget: `unix:${grpcSocket}`,
       deadlineMs: 1000,
       defines: [`CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}"`],
     });
     const rig = new DeferredChatRig(dovecot, kamailio, dir, {
       ...perUserStoreEnv(dovecot, "b2bua"),
-      CPM_PF__GRPC__PORT: String(grpcPort),
+      CPM_PF__GRPC__SOCKET: grpcSocket,
       CPM_PF__SESSION__STATEDIR: join(dir, "state"),
       CPM_PF__STORE__SPOOLDIR: join(dir, "spool"),
       CPM_PF__MEDIA__ENABLED: "true",

@@ -18,12 +18,14 @@ export interface SidecarOptions {
   readyTimeoutMs?: number;
   /** Entry script. Default <repo>/dist/src/main.js. */
   entry?: string;
+  /** Listen on a Unix domain socket in the sidecar's temp dir (grpc.socket) instead of TCP. */
+  unixSocket?: boolean;
 }
 
 export interface SidecarInstance {
   host: "127.0.0.1";
   port: number;
-  /** "127.0.0.1:<port>", for Kamailio's CPM_PF_GRPC_TARGET. */
+  /** "127.0.0.1:<port>" or "unix:<path>", for Kamailio's CPM_PF_GRPC_TARGET. */
   target: string;
   pid: number;
   /** Stop gracefully (SIGTERM, SIGKILL after 3 s) and remove the temp dirs. */
@@ -59,6 +61,7 @@ export async function startSidecar(env: Record<string, string> = {}, opts: Sidec
     CPM_PF__GRPC__PORT: String(port),
     CPM_PF__STORE__SPOOLDIR: join(dir, "spool"),
     CPM_PF__SESSION__STATEDIR: join(dir, "state"),
+    ...(opts.unixSocket ? { CPM_PF__GRPC__SOCKET: join(dir, "grpc.sock") } : {}),
     ...env,
   };
 
@@ -91,7 +94,7 @@ export async function startSidecar(env: Record<string, string> = {}, opts: Sidec
   return {
     host: "127.0.0.1",
     port,
-    target: `127.0.0.1:${port}`,
+    target: childEnv.CPM_PF__GRPC__SOCKET ? `unix:${childEnv.CPM_PF__GRPC__SOCKET}` : `127.0.0.1:${port}`,
     pid,
     async stop() {
       await stopChild();

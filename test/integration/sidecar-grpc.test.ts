@@ -1,16 +1,17 @@
 // The sidecar's gRPC service in-process against a real Dovecot: the contract
 // Kamailio relies on, bad input, the health service, and a restart.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { credentials, makeGenericClientConstructor, type ServiceError, status } from "@grpc/grpc-js";
-import { service as healthService } from "grpc-health-check";
 import { buildConfig, type Config } from "../../src/config/config.js";
 import { ByeCause, GsoStorage_State, Mode, Side } from "../../src/gen/cpm/pf/v1/pf_pb.js";
 import { PfClient } from "../../src/grpc/client.js";
-import { type RunningServer, startGrpcServer } from "../../src/grpc/server.js";
+import { type GrpcListen, type RunningServer, startGrpcServer } from "../../src/grpc/server.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { NoMediaPlane } from "../../src/media/media-plane.js";
 import { ParticipatingFunction } from "../../src/pf/participating-function.js";
@@ -20,6 +21,7 @@ import { parseGso } from "../../src/xml/gso.js";
 import { bye, inviteFromFocus } from "../fixtures/sip.js";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
 import { folderMessages } from "../harness/group-chat.js";
+import { healthStatus } from "../harness/health.js";
 import { waitFor } from "../harness/wait.js";
 
 let dovecot: DovecotInstance;
@@ -33,15 +35,19 @@ interface Sidecar {
   stop(): Promise<void>;
 }
 
-async function startSidecar(): Promise<Sidecar> {
+async function startSidecar(listen: GrpcListen = { host: "127.0.0.1", port: 0 }): Promise<Sidecar> {
   const log = silentLogger();
   const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, log);
   await sessions.load();
   const store = new Mailboxes(cfg.store, log);
   await store.start();
   const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), log);
-  const server = await startGrpcServer(pf, "127.0.0.1", 0, log);
-  const client = new PfClient(`127.0.0.1:${server.port}`);
+  const server = await startGrpcServer(pf, listen, log).catch(async (err) => {
+    await sessions.close();
+    await store.close();
+    throw err;
+  });
+  const client = new PfClient(server.target);
   return {
     server,
     store,
@@ -132,16 +138,7 @@ test("bad input gets INVALID_ARGUMENT with a reason, and the sidecar keeps servi
     assert.ok(err);
     assert.notEqual(err.code, status.OK);
     // Still serving, and the standard health service says so.
-    const Health = makeGenericClientConstructor(healthService as never, "Health");
-    const health = new Health(`127.0.0.1:${sc.server.port}`, credentials.createInsecure()) as unknown as {
-      check(req: { service: string }, cb: (e: ServiceError | null, r: { status: string }) => void): void;
-      close(): void;
-    };
-    const h = await new Promise<{ status: string }>((resolve, reject) =>
-      health.check({ service: "" }, (e, r) => (e ? reject(e) : resolve(r))),
-    );
-    health.close();
-    assert.equal(h.status, "SERVING");
+    assert.equal(await healthStatus(`127.0.0.1:${sc.server.port}`, credentials.createInsecure()), "SERVING");
     const ok = await sc.client.handleBye({ bye: { raw: bye([], { callId: "unknown@cf" }) } });
     assert.equal(ok.mode, Mode.PROXY);
   } finally {
@@ -230,5 +227,27 @@ test("BYE-B5: Message Store down during a BYE -> the GSO is spooled, HandleBye a
     await waitFor(() => sc.store.stats().spoolPending === 0, 5000, 20, "spool drained");
   } finally {
     await sc.stop();
+  }
+});
+
+test("grpc.socket: the sidecar serves on a Unix domain socket (mode 0660); a stale socket file is replaced, a served one refused", async () => {
+  const socket = join(dir, "grpc.sock");
+  const first = await startSidecar({ host: "127.0.0.1", port: 0, socket });
+  try {
+    assert.equal(first.server.target, `unix:${socket}`);
+    assert.equal(statSync(socket).mode & 0o777, 0o660);
+    const ok = await first.client.handleBye({ bye: { raw: bye([], { callId: "unix@cf" }) } });
+    assert.equal(ok.mode, Mode.PROXY);
+    await assert.rejects(startSidecar({ host: "127.0.0.1", port: 0, socket }), /served by another process/);
+  } finally {
+    await first.stop();
+  }
+  // what a SIGKILLed sidecar leaves behind: the socket file, nobody listening
+  execFileSync("python3", ["-c", "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])", join(dir, "stale.sock")]);
+  const second = await startSidecar({ host: "127.0.0.1", port: 0, socket: join(dir, "stale.sock") });
+  try {
+    assert.equal(await healthStatus(second.server.target, credentials.createInsecure()), "SERVING");
+  } finally {
+    await second.stop();
   }
 });

@@ -44,6 +44,9 @@ test("issue 3 media section: defaults, overrides and validation", () => {
     [{ media: { idleTimeoutMs: -1 } }, {}, /media\.idleTimeoutMs: must be an integer >= 0/],
     [{ media: { clientLegTimeoutMs: 0 } }, {}, /media\.clientLegTimeoutMs: must be a positive integer/],
     [{ media: { tlsCertFile: "cert.pem" } }, {}, /media\.tlsKeyFile: msrps needs both/],
+    [{ grpc: { tlsCertFile: "cert.pem" } }, {}, /grpc\.tlsKeyFile: gRPC over TLS needs both/],
+    [{}, { CPM_PF__GRPC__TLSKEYFILE: "key.pem" }, /grpc\.tlsCertFile: gRPC over TLS needs both/],
+    [{ grpc: { tlsCaFile: "ca.pem" } }, {}, /grpc\.tlsCaFile: mutual TLS needs/],
     [{ media: { tlsKeyFile: "key.pem" } }, {}, /media\.tlsCertFile: msrps needs both/],
     [{}, { CPM_PF__MEDIA__ENABLED: "maybe" }, /CPM_PF__MEDIA__ENABLED: must be true or false/],
   ];

@@ -297,7 +297,7 @@ describe("issue 3 SDP anchoring over gRPC: what the Kamailio bridge reads", () =
   let client: PfClient;
   before(async () => {
     const pf = await pfWith(new StubMediaPlane({ mode: "bad-sdp" }));
-    server = await startGrpcServer(pf, "127.0.0.1", 0, silentLogger());
+    server = await startGrpcServer(pf, { host: "127.0.0.1", port: 0 }, silentLogger());
     client = new PfClient(`127.0.0.1:${server.port}`);
   });
   after(async () => {

@@ -37,7 +37,7 @@ describe("DD-1 trust: ParticipatingFunction.reportRegistration and ReportRegistr
     await sessions.load();
     const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
     const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger(), { registrations: handler });
-    server = await startGrpcServer(pf, "127.0.0.1", 0, silentLogger());
+    server = await startGrpcServer(pf, { host: "127.0.0.1", port: 0 }, silentLogger());
     client = new PfClient(`127.0.0.1:${server.port}`);
   });
   after(async () => {
