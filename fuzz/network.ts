@@ -1,10 +1,14 @@
 // Network garbage into a running sidecar: many TCP connections to its MSRP
 // listener and its gRPC port, each sending random or mutated bytes, in
 // rounds. After each round the sidecar must be alive and its health service
-// answer; its RSS is printed per round (garbage connections must leave
-// nothing behind).
-import { readFileSync } from "node:fs";
+// answer; its RSS is printed per round. RSS follows the heap's high-water
+// mark, so what garbage connections leave behind is measured as the live
+// heap: the size of a heap snapshot (taken after a full GC, on SIGUSR2)
+// after the first round and after the last.
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { credentials } from "@grpc/grpc-js";
 import { type DovecotInstance, startDovecot } from "../test/harness/dovecot.js";
 import { healthStatus } from "../test/harness/health.js";
@@ -27,6 +31,8 @@ export interface NetworkRound {
 export interface NetworkResult {
   rssBeforeKb: number;
   rounds: NetworkRound[];
+  /** Heap snapshot bytes after the first and after the last round. */
+  liveHeap: { first: number; last: number };
   alive: boolean;
   failure?: string;
 }
@@ -39,7 +45,7 @@ function rssKb(pid: number): number {
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
 /** One connection: send `payload` in a few writes, then wait up to `waitMs` for the sidecar to close, then close. */
-function garbageConnection(port: number, payload: Buffer, waitMs: number): Promise<{ sent: number; closedByPeer: boolean }> {
+export function garbageConnection(port: number, payload: Buffer, waitMs: number): Promise<{ sent: number; closedByPeer: boolean }> {
   return new Promise((resolve) => {
     const s = connect(port, "127.0.0.1");
     let closedByPeer = false;
@@ -70,6 +76,27 @@ function garbageConnection(port: number, payload: Buffer, waitMs: number): Promi
   });
 }
 
+/** Asks the sidecar for a heap snapshot and returns its size once written. */
+async function liveHeapBytes(pid: number, dir: string): Promise<number> {
+  const before = new Set(readdirSync(dir));
+  process.kill(pid, "SIGUSR2");
+  for (let waited = 0; waited < 30_000; waited += 250) {
+    await new Promise((r) => setTimeout(r, 250));
+    const fresh = readdirSync(dir).find((f) => !before.has(f) && f.endsWith(".heapsnapshot"));
+    if (fresh) {
+      // written once its size stops changing
+      let size = -1;
+      for (;;) {
+        const now = statSync(join(dir, fresh)).size;
+        if (now === size && now > 0) return now;
+        size = now;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  }
+  return 0;
+}
+
 async function pool<T>(n: number, width: number, job: (i: number) => Promise<T>): Promise<T[]> {
   const out: T[] = [];
   let next = 0;
@@ -95,6 +122,9 @@ export async function runNetwork(opts: {
   if (!msrp) throw new Error("no msrp-parser target");
   const dovecot: DovecotInstance = await startDovecot();
   let sidecar: SidecarInstance | undefined;
+  const snapshots = mkdtempSync(join(tmpdir(), "cpm-pf-fuzz-heap-"));
+  const nodeArgs = process.env.SIDECAR_NODE_ARGS;
+  process.env.SIDECAR_NODE_ARGS = `${nodeArgs ?? ""} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapshots}`;
   try {
     const mediaPort = await freePort();
     sidecar = await startSidecar({
@@ -107,7 +137,9 @@ export async function runNetwork(opts: {
       CPM_PF__MEDIA__UNAUTHENTICATEDTIMEOUTMS: "1000",
     });
     const sc = sidecar;
-    const result: NetworkResult = { rssBeforeKb: rssKb(sc.pid), rounds: [], alive: true };
+    if (nodeArgs === undefined) delete process.env.SIDECAR_NODE_ARGS;
+    else process.env.SIDECAR_NODE_ARGS = nodeArgs;
+    const result: NetworkResult = { rssBeforeKb: rssKb(sc.pid), rounds: [], alive: true, liveHeap: { first: 0, last: 0 } };
     for (let round = 1; round <= opts.rounds; round++) {
       let bytesSent = 0;
       let closedBySidecar = 0;
@@ -142,10 +174,18 @@ export async function runNetwork(opts: {
         result.failure = alive ? "health check failed" : `sidecar exited:\n${sc.logs().slice(-2000)}`;
         break;
       }
+      // the connections of the round closed and their timers (unauthenticated timeout) fired
+      if (round === 1 || round === opts.rounds) {
+        await new Promise((r) => setTimeout(r, 2500));
+        const bytes = await liveHeapBytes(sc.pid, snapshots);
+        if (round === 1) result.liveHeap.first = bytes;
+        result.liveHeap.last = bytes;
+      }
     }
     return result;
   } finally {
     await sidecar?.stop();
     await dovecot.stop();
+    rmSync(snapshots, { recursive: true, force: true });
   }
 }

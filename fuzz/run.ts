@@ -84,6 +84,15 @@ async function main() {
     console.log(
       `  RSS before ${(net.rssBeforeKb / 1024).toFixed(1)} MiB, after ${((last?.rssKb ?? 0) / 1024).toFixed(1)} MiB; sidecar ${net.alive ? "alive" : "DEAD"}`,
     );
+    const { first, last: lastHeap } = net.liveHeap;
+    const grew = lastHeap - first;
+    console.log(
+      `  live heap (snapshot after a full GC) after round 1 ${(first / 1048576).toFixed(2)} MiB, after round ${net.rounds.length} ${(lastHeap / 1048576).toFixed(2)} MiB (${grew >= 0 ? "+" : ""}${(grew / 1024).toFixed(0)} KiB)`,
+    );
+    // what the connections left behind: more than 1 KiB per connection of the later rounds is a leak
+    const allowed = 1024 * connections * Math.max(1, net.rounds.length - 1);
+    if (!net.failure && net.rounds.length > 1 && grew > allowed)
+      net.failure = `live heap grew ${grew} bytes over the rounds (> ${allowed})`;
     if (net.failure) {
       console.log(`  FAILED: ${net.failure}`);
       failures++;
