@@ -9,14 +9,13 @@
 // The actions on the group session's dialog towards the Controlling Function
 // (DD-8 ii BYE to the focus and unsubscribe, DD-12 join the on-going
 // conference, DD-13 re-start) have no executor here: each is logged as an
-// error and counted (`unexecutedActions`), and the delivery session is ended
-// so that nothing the client sends in it is left without a path (the
-// README's status says what the client gets).
+// error, counted (`unexecutedActions`) and handed back to the procedure as
+// `actionUnavailable`, which decides what the client gets (the README's
+// status says what that is). This runner makes no decision of its own.
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { RegistrationHandler, RegistrationResult } from "../pf/participating-function.js";
 import {
-  CALL_COMPLETED,
   type DeferredDeliveryEvent,
   type DeferredDeliveryState,
   type PendingGroupSession,
@@ -302,18 +301,6 @@ export class DeliveryService implements RegistrationHandler {
         if (m.dialog) await ua.bye(m.dialog, [["Reason", a.reason]]).catch(() => 0);
         m.leg?.close("BYE to the client");
         return;
-      case "rejoinConference":
-        // DD-12: no join executor; the delivery session ends once the deferred
-        // items are delivered, the client re-joins the conference itself (8.2.2.7)
-        this.unexecuted(m, a);
-        this.byeAndEnd(m, CALL_COMPLETED);
-        return;
-      case "restartGroupSession":
-        // DD-13: no re-start executor; answered as failed, so the machine ends
-        // the delivery session (RJ-3/RJ-4) instead of holding the client's SENDs
-        this.unexecuted(m, a);
-        this.feed(m, { type: "restartResponse", status: 503, reasonPhrase: "Service Unavailable" });
-        return;
       case "msrpFailureReport":
         // RJ-4 / DD-13: the client's SEND cannot reach the group
         if (!m.leg?.failureReport(a.msrpMessageId, a.status)) {
@@ -328,6 +315,8 @@ export class DeliveryService implements RegistrationHandler {
         m.leg?.close("client BYE");
         if (a.towardsFocus) this.unexecuted(m, a);
         return;
+      // on the group session's dialog towards the CF (DD-8 ii, DD-12, DD-13):
+      // no executor here; the procedure decides what follows (actionUnavailable)
       default:
         this.unexecuted(m, a);
     }
@@ -465,13 +454,6 @@ export class DeliveryService implements RegistrationHandler {
     reply(501, "Not Implemented");
   }
 
-  private byeAndEnd(m: Machine, reason: string): void {
-    if (m.dialog) void this.deps.ua.bye(m.dialog, [["Reason", reason]]).catch(() => 0);
-    this.dispose(m, "delivery stopped");
-    this.machines.delete(m.key);
-    this.claims = applyClaim(this.claims, m.key, "registration", undefined);
-  }
-
   private dispose(m: Machine, reason: string): void {
     if (m.retry) clearTimeout(m.retry);
     m.retry = undefined;
@@ -479,9 +461,11 @@ export class DeliveryService implements RegistrationHandler {
     if (m.invite) this.byCallId.delete(m.invite.callId);
   }
 
+  /** An action nothing here executes: an error, counted, and an event for the procedure. */
   private unexecuted(m: Machine, a: DeliveryAction): void {
     this.unexecutedActions++;
     this.deps.log.error("action with no executor", { ...this.fields(m), action: a.kind });
+    this.feed(m, { type: "actionUnavailable", action: a, reason: "no executor" });
   }
 
   private fields(m: Machine) {

@@ -19,6 +19,7 @@
 // `restartGroupSession`) are listed in the README's status with what
 // executes them.
 export type { DeliveryInvite } from "./delivery-session.js";
+export { CALL_COMPLETED } from "./delivery-session.js";
 
 import { CpmError } from "../errors/catalogue.js";
 import { withDirection } from "../sdp/direction.js";
@@ -30,6 +31,7 @@ import { formatReason } from "../sip/reason.js";
 import { buildResourceLists } from "../xml/resource-lists.js";
 import { applyClaim, claimDelivery, type DeliveryClaim, type DeliveryClaims, deliveryKey } from "./delivery-guard.js";
 import {
+  CALL_COMPLETED,
   checkStatus,
   type DeliveryAction,
   type DeliveryInvite,
@@ -101,9 +103,6 @@ export interface StartResult {
   claims: DeliveryClaims;
   notes: string[];
 }
-
-/** DD-8 ii.a */
-export const CALL_COMPLETED = formatReason({ protocol: "SIP", cause: 200, text: "Call completed" });
 
 /**
  * DD-2..DD-6: the delivery INVITE for `session` towards `client`. Throws
@@ -246,9 +245,9 @@ const afterDrain: OnDrained = (s, policy, at) => {
     if (policy.unsubscribeOnRejoin) {
       actions.push({ kind: "unsubscribeConference", sessionKey: s.session.key, focusUri: s.session.focusUri });
     }
-    // client SENDs held during the delivery go on once joined
+    // client SENDs held during the delivery go on once joined (held until forwarded)
     if (s.held.length) actions.push({ kind: "forwardToFocus", msrpMessageIds: s.held.map((m) => m.msrpMessageId) });
-    return { session: { ...s, joined: true, held: [] }, actions };
+    return { session: { ...s, joined: true }, actions };
   }
   return { session: s, actions };
 };

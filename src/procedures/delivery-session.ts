@@ -16,6 +16,9 @@ import type { DeliveryClaim, DeliveryOwner } from "./delivery-guard.js";
 import { emptyTracker, type ItemTracker, type PendingItem, readCursor, settle, takeBatch } from "./delivery-items.js";
 
 /** delivery.* plus the pf switch for subject/icon in GSOs. */
+/** Reason of a delivery session the PF ends normally (8.3.2.3 2.a: cause 200). */
+export const CALL_COMPLETED = formatReason({ protocol: "SIP", cause: 200, text: "Call completed" });
+
 export type DeliveryPolicy = Config["delivery"] & Pick<Config["pf"], "groupSessionDataManagement">;
 
 /**
@@ -128,7 +131,9 @@ export type SessionEvent =
   | { type: "clientSentMedia"; media: ClientMedia }
   | { type: "restartResponse"; status: number; reasonPhrase?: string }
   /** The client's BYE on the delivery session: every Reason header line as received. */
-  | { type: "clientBye"; reasons: string[] };
+  | { type: "clientBye"; reasons: string[] }
+  /** No executor took `action` (or it failed before anything went out): the procedure decides what follows. */
+  | { type: "actionUnavailable"; action: DeliveryAction; reason: string };
 
 export type SessionPhase = "connecting" | "delivering" | "delivered" | "ended";
 
@@ -286,7 +291,8 @@ export function joinIfReady(s: DeliverySession): { session: DeliverySession; act
   if (s.joined || s.phase !== "delivered" || !live) return { session: s, actions: [] };
   const actions: DeliveryAction[] = [{ kind: "joinGroupDialog", sessionKey: s.session.key }];
   if (s.held.length) actions.push({ kind: "forwardToFocus", msrpMessageIds: s.held.map((m) => m.msrpMessageId) });
-  return { session: { ...s, joined: true, held: [] }, actions };
+  // held until forwarded: a forward that cannot happen answers them with failure REPORTs (unavailable())
+  return { session: { ...s, joined: true }, actions };
 }
 
 /** The client's BYE Reason (no Reason → cause 200, as 8.3.2.3 2.a; no usable SIP cause → undefined). */
@@ -404,6 +410,9 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
       ]);
     }
 
+    case "actionUnavailable":
+      return unavailable(s, ev.action, ev.reason, policy, onDrained);
+
     case "clientBye": {
       const parsed = clientByeReason(ev.reasons);
       const cause = parsed?.cause;
@@ -424,6 +433,51 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
       if (s.held.length) notes.push(`${s.held.length} held client SEND(s) dropped with the session`);
       return step({ ...s, phase: "ended", held: [], toAck: [] }, actions, notes);
     }
+  }
+}
+
+/**
+ * What follows an action nothing could execute. Decisions (spec silent): a
+ * re-start that cannot be sent is a failed re-start (RJ-3 / RJ-4 with 503);
+ * a join that cannot be made ends the delivery session after the deferred
+ * items with cause 200 (the client re-joins the conference itself, 8.2.2.7)
+ * and the client SENDs held for it get failure REPORTs; the actions towards
+ * the focus after the session's data was settled (BYE, release, unsubscribe)
+ * leave the CF side as it is.
+ */
+function unavailable(
+  s: DeliverySession,
+  action: DeliveryAction,
+  reason: string,
+  policy: DeliveryPolicy,
+  onDrained: OnDrained,
+): Step<DeliverySession> {
+  const why = `${action.kind} not executed (${reason})`;
+  const unavailableStatus = 503;
+  switch (action.kind) {
+    case "restartGroupSession": {
+      const r = stepSession(
+        s,
+        { type: "restartResponse", status: unavailableStatus, reasonPhrase: "Service Unavailable" },
+        policy,
+        onDrained,
+      );
+      return { ...r, notes: [why, ...r.notes] };
+    }
+    case "rejoinConference":
+    case "joinGroupDialog":
+      return step(
+        { ...s, joined: false, held: [], phase: "ended", toAck: [] },
+        [...ackPending(s), ...failureReports(s.held, unavailableStatus), { kind: "byeToClient", reason: CALL_COMPLETED }],
+        [why, "delivery session ended after the deferred items: the client re-joins the conference itself"],
+      );
+    case "forwardToFocus": {
+      const ids = new Set(action.msrpMessageIds);
+      const lost = s.held.filter((m) => ids.has(m.msrpMessageId));
+      return step({ ...s, held: s.held.filter((m) => !ids.has(m.msrpMessageId)) }, failureReports(lost, unavailableStatus), [why]);
+    }
+    default:
+      return step(s, [], [why]);
   }
 }
 

@@ -446,6 +446,66 @@ test("DD-13: the re-start fails → failure REPORTs for the client's SENDs, BYE 
   assert.equal(r.state.invitePhase, "ended");
 });
 
+test("DD-13: a re-start nothing can send (actionUnavailable) is a failed re-start: failure REPORTs, BYE cause=503", () => {
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
+  const before = run(state, [
+    ...connected,
+    read(),
+    { type: "clientSentMedia", media: { msrpMessageId: "c1", kind: "message", failureReport: "yes" } },
+    { type: "clientSentMedia", media: { msrpMessageId: "c2", kind: "isComposing", failureReport: "no" } },
+  ]);
+  const restart = only(before.actions, "restartGroupSession")[0];
+  assert.ok(restart);
+  const r = run(before.state, [{ type: "actionUnavailable", action: restart, reason: "no executor" }]);
+  assert.deepEqual(r.actions, [
+    { kind: "msrpFailureReport", msrpMessageId: "c1", status: 481 },
+    { kind: "byeToClient", reason: 'SIP;cause=503;text="Service Unavailable"' },
+  ]);
+  assert.equal(r.state.invitePhase, "ended");
+  assert.ok(r.notes.some((n) => n.startsWith("restartGroupSession not executed")));
+});
+
+test("DD-12: a join nothing can make (actionUnavailable) ends the delivery after the deferred items with cause 200; held SENDs get failure REPORTs", () => {
+  const { state } = start();
+  const drained = run(state, [
+    ...connected,
+    read(item(1)),
+    { type: "clientSentMedia", media: { msrpMessageId: "c0", kind: "message", failureReport: "yes" } },
+    delivered(1),
+    read(),
+  ]);
+  const rejoin = only(drained.actions, "rejoinConference")[0];
+  const forward = only(drained.actions, "forwardToFocus")[0];
+  assert.ok(rejoin && forward);
+  const r = run(drained.state, [
+    { type: "actionUnavailable", action: rejoin, reason: "no executor" },
+    { type: "actionUnavailable", action: forward, reason: "no executor" },
+  ]);
+  assert.deepEqual(r.actions, [
+    { kind: "msrpFailureReport", msrpMessageId: "c0", status: 481 },
+    { kind: "byeToClient", reason: CALL_COMPLETED },
+  ]);
+  assert.equal(r.state.invitePhase, "ended");
+  assert.equal(r.claim, undefined, "the delivery is over: claim released");
+});
+
+test("DD-12: held SENDs a forward cannot take (actionUnavailable) get failure REPORTs; the joined delivery goes on", () => {
+  const { state } = start();
+  const drained = run(state, [
+    ...connected,
+    read(item(1)),
+    { type: "clientSentMedia", media: { msrpMessageId: "c0", kind: "imdn", failureReport: "yes" } },
+    delivered(1),
+    read(),
+  ]);
+  const forward = only(drained.actions, "forwardToFocus")[0];
+  assert.ok(forward);
+  const r = run(drained.state, [{ type: "actionUnavailable", action: forward, reason: "focus unreachable" }]);
+  assert.deepEqual(r.actions, [{ kind: "msrpFailureReport", msrpMessageId: "c0", status: 481 }]);
+  assert.notEqual(r.state.invitePhase, "ended");
+  assert.deepEqual(r.state.delivery.held, []);
+});
+
 test("DD-14: client BYE cause=200 during delivery → handled as a BYE, the remaining deferred data discarded", () => {
   const { state } = start();
   const r = run(state, [...connected, read(item(1), item(2)), delivered(1), { type: "clientBye", reasons: ['SIP;cause=200;text="bye"'] }]);
