@@ -254,9 +254,10 @@ export class DeliveryService implements RegistrationHandler {
     switch (a.kind) {
       case "sendInvite":
         return this.sendInvite(m, a.invite).catch((err) => {
-          // no INVITE went out (no media leg, unusable offer): a failed attempt, DD-9 decides
-          this.deps.log.warn("delivery INVITE not sent", { ...this.fields(m), reason: String(err) });
-          this.feed(m, { type: "inviteResponse", status: 500 });
+          // no INVITE went out (no media leg, unusable offer): the procedure decides (DD-9)
+          const reason = err instanceof CpmError ? err.detail : String(err);
+          this.deps.log.warn("delivery INVITE not sent", { ...this.fields(m), reason });
+          this.feed(m, { type: "actionUnavailable", action: a, reason });
         });
       case "sendAck":
         if (m.dialog) ua.ack(m.dialog);

@@ -275,13 +275,24 @@ export function stepDeferredDelivery(
       }
       return dstep(s, [], ["superseded ignored: delivery already over"]);
     }
-    default: {
-      if (s.invitePhase !== "answered") return dstep(s, [], [`${ev.type} ignored in ${s.invitePhase}`]);
-      const r = stepSession(s.delivery, ev, policy, afterDrain);
-      const next: DeferredDeliveryState = { ...s, delivery: r.state, invitePhase: r.state.phase === "ended" ? "ended" : s.invitePhase };
-      return { ...r, state: next };
-    }
+    case "actionUnavailable":
+      if (ev.action.kind === "sendInvite" && s.invitePhase === "inviting") {
+        // no INVITE went out (no media leg, unusable offer): a failed attempt, DD-9 decides
+        const failed = failedAttempt(s, 500, policy);
+        return { ...failed, notes: [`delivery INVITE not sent (${ev.reason})`, ...failed.notes] };
+      }
+      return stepAnswered(s, ev, policy);
+    default:
+      return stepAnswered(s, ev, policy);
   }
+}
+
+/** The delivery session's events, once the client answered the INVITE. */
+function stepAnswered(s: DeferredDeliveryState, ev: SessionEvent, policy: DeliveryPolicy): Step<DeferredDeliveryState> {
+  if (s.invitePhase !== "answered") return dstep(s, [], [`${ev.type} ignored in ${s.invitePhase}`]);
+  const r = stepSession(s.delivery, ev, policy, afterDrain);
+  const next: DeferredDeliveryState = { ...s, delivery: r.state, invitePhase: r.state.phase === "ended" ? "ended" : s.invitePhase };
+  return { ...r, state: next };
 }
 
 function inviteResponse(

@@ -315,6 +315,19 @@ test("DD-9: other errors re-attempt with back-off (initial × factor^n, capped),
   assert.equal(retryDelay(10, policy), 900_000);
 });
 
+test("DD-9: a delivery INVITE that could not be sent (actionUnavailable) is a failed attempt: re-attempted, data kept", () => {
+  const first = start();
+  const invite = only(first.actions, "sendInvite")[0];
+  assert.ok(invite);
+  const r = run(first.state, [{ type: "actionUnavailable", action: invite, reason: "no media leg" }]);
+  assert.deepEqual(kinds(r.actions), ["scheduleRetry"]);
+  assert.equal(r.state.invitePhase, "retryWait");
+  assert.ok(!kinds(r.actions).includes("discardDeferred"));
+  // once answered, an unsendable INVITE is stale news
+  const answered = run(first.state, connected);
+  assert.deepEqual(run(answered.state, [{ type: "actionUnavailable", action: invite, reason: "late" }]).actions, []);
+});
+
 test("DD-9: retryAttempts 0 turns re-attempts off", () => {
   const p = { ...policy, retryAttempts: 0 };
   const { state } = start(groupSession(), p);
