@@ -11,6 +11,7 @@ import { DeliveryEndpoint } from "./media/delivery-endpoint.js";
 import { type MediaPlane, NoMediaPlane } from "./media/media-plane.js";
 import { MsrpMediaPlane } from "./media/msrp-media-plane.js";
 import type { DeferredSink } from "./media/ports.js";
+import { FailsafeReplay } from "./pf/failsafe-replay.js";
 import { ParticipatingFunction } from "./pf/participating-function.js";
 import type { GroupSession } from "./session/group-session.js";
 import { SessionRegistry } from "./session/registry.js";
@@ -101,6 +102,11 @@ async function main(): Promise<void> {
   });
   pfRef = pf;
   const server = await startGrpcServer(pf, cfg.grpc, componentLogger("grpc", root));
+  // the BYEs Kamailio relayed while this sidecar could not decide (CPM_PF_FAILSAFE_DIR)
+  const replay = cfg.session.failsafeDir
+    ? new FailsafeReplay(cfg.session.failsafeDir, pf, componentLogger("pf", root), cfg.session.failsafeReplayMs)
+    : undefined;
+  await replay?.start();
   // the retention policy of the group session records (session.retentionMs, session.inactiveRetentionMs)
   const sweeper = setInterval(() => void pf.sweep(), 60_000);
   sweeper.unref();
@@ -119,6 +125,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info("stopping", { signal });
     await server.shutdown();
+    await replay?.close();
     delivery?.close();
     await ua?.close();
     // media before the store: its last deferred items and recordings go to the store or spool

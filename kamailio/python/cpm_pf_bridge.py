@@ -113,6 +113,7 @@ except ImportError:
 # Set by route[CPM_PF_SETTINGS] of cpm-pf.cfg from CPM_PF_GRPC_TARGET,
 # CPM_PF_GRPC_TLS_* and CPM_PF_DEADLINE_MS before each call.
 _PV_TARGET = "$var(cpm_pf_grpc_target)"
+_PV_FAILSAFE_DIR = "$var(cpm_pf_failsafe_dir)"
 _PV_TLS = ("$var(cpm_pf_grpc_tls_ca)", "$var(cpm_pf_grpc_tls_cert)", "$var(cpm_pf_grpc_tls_key)", "$var(cpm_pf_grpc_tls_name)")
 _PV_DEADLINE = "$var(cpm_pf_deadline_ms)"
 _DEFAULT_TARGET = "127.0.0.1:50051"
@@ -138,7 +139,9 @@ _GSO = {
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    # the first call after the sidecar is back must find the channel connected:
+    # reconnect attempts every 100 ms at most while it is down (loopback / UDS)
+    ("grpc.max_reconnect_backoff_ms", 100),
     ("grpc.enable_http_proxy", 0),
 ]
 
@@ -536,7 +539,27 @@ class CpmPfBridge:
             return resp, "", int((time.monotonic() - t0) * 1000)
         except Exception as err:  # any failure -> fail-safe in the cfg
             self._last_sip_status = _sip_status_of(err)
-            return None, _describe(err), int((time.monotonic() - t0) * 1000)
+            text = _describe(err)
+            self._forget_unreachable(text)
+            return None, text, int((time.monotonic() - t0) * 1000)
+
+    def _forget_unreachable(self, error_text):
+        """After UNAVAILABLE the channel is dropped: the next call makes a
+        fresh one, which connects when that call starts. A kept channel stays
+        in TRANSIENT_FAILURE until its own reconnect succeeds (pick_first,
+        gRFC A62) and fails every call meanwhile, also after the sidecar is
+        back; a fresh channel to a sidecar still down fails at once
+        (connection refused), so the fail-safe stays immediate."""
+        if not error_text.startswith("UNAVAILABLE") or self._pid != os.getpid():
+            return
+        self._drop_stream()
+        if self._channel is not None:
+            try:
+                self._channel.close()
+            except Exception as err:  # already broken: nothing more to free
+                KSR.err("cpm-pf: closing the gRPC channel: %s\n" % _describe(err))
+        self._channel = None
+        self._stub = None
 
     def _stream_for(self, target):
         self._stub_for(target)
@@ -591,10 +614,13 @@ class CpmPfBridge:
                     return self._call(unary_name, request)
                 if attempt == 1 and stream.answered:
                     continue
+                self._forget_unreachable(text)
                 return None, text, int((time.monotonic() - t0) * 1000)
             except Exception as err:  # any failure -> fail-safe in the cfg
                 self._drop_stream()
-                return None, _describe(err), int((time.monotonic() - t0) * 1000)
+                text = _describe(err)
+                self._forget_unreachable(text)
+                return None, text, int((time.monotonic() - t0) * 1000)
         ms = int((time.monotonic() - t0) * 1000)
         which = r.WhichOneof("response")
         if which == "error":
@@ -635,6 +661,25 @@ class CpmPfBridge:
             "; ".join(resp.notes),
             "",
         )
+        return 1
+
+    def journal_bye(self, msg, args=None):
+        """The fail-safe relays this BYE unchanged; it is also written to
+        CPM_PF_FAILSAFE_DIR, from which the sidecar replays it when it is back
+        (8.3.2.3: the GSO is stored even so). Sets $var(cpm_pf_journaled):
+        1 written, 0 journal off, -1 could not be written (logged)."""
+        directory = _pv(_PV_FAILSAFE_DIR) or ""
+        if not directory:
+            _seti("cpm_pf_journaled", 0)
+            return 1
+        try:
+            name = _journal_bye(directory, pb.HandleByeRequest(bye=_envelope()), int(time.time() * 1000))
+        except Exception as err:  # the BYE still goes on: counted and logged by the cfg
+            _seti("cpm_pf_journaled", -1)
+            KSR.err("cpm-pf: fail-safe BYE not journaled in %s: %s [ci=%s]\n" % (directory, _describe(err), _pv("$ci", "-")))
+            return 1
+        _seti("cpm_pf_journaled", 1)
+        KSR.info("cpm-pf: fail-safe BYE journaled as %s [ci=%s]\n" % (name, _pv("$ci", "-")))
         return 1
 
     def report_bye_outcome(self, msg, args=None):
@@ -850,6 +895,31 @@ class CpmPfBridge:
             _sets("cpm_pf_reject_reason", reason or "Forbidden")
         _seti("cpm_pf_ok", 1)
         return 1
+
+
+_journal_seq = [0]
+
+
+def _journal_bye(directory, request, received_ms):
+    """One fail-safe BYE as one file, durable before it is visible: written
+    to <name>.tmp, fsync'd, renamed to <name>.bye, directory fsync'd. The
+    name sorts in arrival order per process: <unix ms>-<pid>-<seq>.bye."""
+    _journal_seq[0] += 1
+    name = "%013d-%d-%d" % (received_ms, os.getpid(), _journal_seq[0])
+    tmp = os.path.join(directory, name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660)
+    try:
+        os.write(fd, request.SerializeToString())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, os.path.join(directory, name + ".bye"))
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return name
 
 
 def mod_init():

@@ -177,6 +177,13 @@ export interface Config {
     retentionMs: number;
     /** A record of a group that may come back (active, client absent, inactive) with no pending data is purged this long after its last event (ms). Default 400 days. */
     inactiveRetentionMs: number;
+    /**
+     * Where Kamailio journals the BYEs it relayed through its fail-safe
+     * (CPM_PF_FAILSAFE_DIR, same directory): replayed from here. Default "" (off).
+     */
+    failsafeDir: string;
+    /** How often the fail-safe journal is looked at (ms). Default 500. */
+    failsafeReplayMs: number;
   };
 }
 
@@ -233,7 +240,13 @@ export const defaults: Config = {
     trustedRegistrars: "127.0.0.1,::1",
   },
   sip: { host: "127.0.0.1", port: 5097, proxyHost: "127.0.0.1", proxyPort: 5060 },
-  session: { stateDir: "var/state", retentionMs: 30 * 24 * 3600 * 1000, inactiveRetentionMs: 400 * 24 * 3600 * 1000 },
+  session: {
+    stateDir: "var/state",
+    retentionMs: 30 * 24 * 3600 * 1000,
+    inactiveRetentionMs: 400 * 24 * 3600 * 1000,
+    failsafeDir: "",
+    failsafeReplayMs: 500,
+  },
 };
 
 type Kind = "string" | "port" | "posint" | "nonnegint" | "bool" | { oneOf: readonly string[] };
@@ -297,7 +310,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     trustedRegistrars: "string",
   },
   sip: { host: "string", port: "port", proxyHost: "string", proxyPort: "port" },
-  session: { stateDir: "string", retentionMs: "posint", inactiveRetentionMs: "posint" },
+  session: { stateDir: "string", retentionMs: "posint", inactiveRetentionMs: "posint", failsafeDir: "string", failsafeReplayMs: "posint" },
 };
 
 function bad(key: string, why: string): never {

@@ -5,9 +5,22 @@
 // Dovecot. Assertions read the SIPp message traces (what went over the wire,
 // with timestamps) and the Message Store (imapflow).
 import assert from "node:assert/strict";
+import { readdirSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
-import { CLIENT_PAUSE_MS, folderMessages, groupChatCall, gsoXml, PARTICIPANTS, perUserStoreEnv, storeEnv } from "../harness/group-chat.js";
+import {
+  type CallResult,
+  CLIENT_PAUSE_MS,
+  folderMessages,
+  groupChatCall,
+  gsoXml,
+  PARTICIPANTS,
+  perUserStoreEnv,
+  storeEnv,
+} from "../harness/group-chat.js";
 import { readFolderRaw } from "../harness/imap-read.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
@@ -187,25 +200,42 @@ describe("8.3.2.3 BYE from the network, PF as proxy (CPM_PF__PF__MODE=proxy)", (
   });
 });
 
-describe("8.3.2.3 fail-safe: the sidecar dies, Kamailio relays the BYE as a plain proxy", () => {
+describe("8.3.2.3 fail-safe: the sidecar dies, Kamailio relays the BYE as a plain proxy and journals it; the sidecar replays it when back", () => {
   const DEADLINE_MS = 200; // the plugin's default
   const MARGIN_MS = 150;
   let dovecot: DovecotInstance | undefined;
   let sidecar: SidecarInstance | undefined;
   let restarted: SidecarInstance | undefined;
   let kamailio: KamailioInstance | undefined;
+  let dir = "";
+  /** The sidecar's state, spool and the fail-safe journal survive its restarts (they are on disk). */
+  let durable: Record<string, string> = {};
+  /** The call whose BYE went through the fail-safe after its INVITE was observed. */
+  let killedMidSession: CallResult | undefined;
+  const journaled = () => readdirSync(join(dir, "failsafe")).filter((n) => n.endsWith(".bye"));
 
   before(async () => {
     dovecot = await startDovecot();
+    dir = await mkdtemp(join(tmpdir(), "cpm-pf-failsafe-"));
+    durable = {
+      CPM_PF__SESSION__STATEDIR: join(dir, "state"),
+      CPM_PF__STORE__SPOOLDIR: join(dir, "spool"),
+      CPM_PF__SESSION__FAILSAFEDIR: join(dir, "failsafe"),
+    };
     // debug: the test waits for "session updated" before killing the sidecar
-    sidecar = await startSidecar({ ...storeEnv(dovecot, "b2bua"), CPM_PF__LOG__LEVEL: "debug" });
-    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: DEADLINE_MS });
+    sidecar = await startSidecar({ ...storeEnv(dovecot, "b2bua"), ...durable, CPM_PF__LOG__LEVEL: "debug" });
+    kamailio = await startKamailio({
+      grpcTarget: sidecar.target,
+      deadlineMs: DEADLINE_MS,
+      defines: [`CPM_PF_FAILSAFE_DIR="${join(dir, "failsafe")}"`],
+    });
   });
   after(async () => {
     await kamailio?.stop();
     await restarted?.stop();
     await sidecar?.stop();
     await dovecot?.stop();
+    await rm(dir, { recursive: true, force: true });
   });
 
   test("BYE-B7 BYE-B9 fail-safe: sidecar SIGKILLed mid-session -> the BYE still reaches the client unchanged, the CF gets 200 in time", async (t) => {
@@ -239,6 +269,10 @@ describe("8.3.2.3 fail-safe: the sidecar dies, Kamailio relays the BYE as a plai
     assert.ok(call.t.cf200 >= call.t.client200Sent);
     assert.equal(await k.stat("cpm_pf_failsafe"), before + 1);
     assert.match(k.logs(), new RegExp(`cpm-pf: fail-safe for BYE: .*\\[ci=${call.callId.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\]`));
+    // journaled before it was relayed, for the sidecar to replay
+    assert.equal(await k.stat("cpm_pf_failsafe_journaled"), 1);
+    assert.equal(journaled().length, 1);
+    killedMidSession = call;
   });
 
   test("fail-safe: sidecar down from the start -> the INVITE is still relayed (ObserveSession only logs), the BYE goes through", async (t) => {
@@ -253,24 +287,36 @@ describe("8.3.2.3 fail-safe: the sidecar dies, Kamailio relays the BYE as a plai
     assert.match(k.logs(), /cpm-pf: ObserveSession failed for INVITE/);
   });
 
-  test("sidecar restarted on the same port: Kamailio reconnects by itself, B2BUA decisions again", async () => {
+  test("sidecar restarted on the same port: Kamailio's first request 100 ms after it is ready is decided; the journaled BYEs are replayed (BYE-B3 GSO stored, once)", async () => {
     const k = kamailio as KamailioInstance;
+    const d = dovecot as DovecotInstance;
+    assert.equal(journaled().length, 2, "both fail-safe BYEs journaled");
     restarted = await startSidecar({
-      ...storeEnv(dovecot as DovecotInstance, "b2bua"),
+      ...storeEnv(d, "b2bua"),
+      ...durable,
       CPM_PF__GRPC__PORT: String((sidecar as SidecarInstance).port),
     });
-    // Each async worker has its own channel; the bridge's reconnect backoff
-    // is at most 1 s (+ jitter). Within a few seconds the decisions are back.
-    await waitFor(
-      async () => reasonCause(header((await groupChatCall(k, [])).clientBye, "reason")) === 200,
-      8000,
-      100,
-      "a B2BUA decision (Reason: SIP;cause=200) after the restart",
-    );
+    // the bridge's channels retry every 100 ms at most: the loss window ends 100 ms after the restart
+    await new Promise((r) => setTimeout(r, 100));
     const before = await k.stat("cpm_pf_failsafe");
     const call = await groupChatCall(k, []);
-    assert.equal(reasonCause(header(call.clientBye, "reason")), 200, "B2BUA Reason again");
-    assert.equal(await k.stat("cpm_pf_failsafe"), before);
+    assert.equal(reasonCause(header(call.clientBye, "reason")), 200, "B2BUA Reason: decided by the restarted sidecar");
+    assert.equal(await k.stat("cpm_pf_failsafe"), before, "no fail-safe after the restart");
+    // the BYE relayed while the sidecar was dead is decided now: the GSO of its record (8.3.2.3 2.b)
+    const gone = killedMidSession as CallResult;
+    await waitFor(() => journaled().length === 0, 5000, 50, "journal drained");
+    const gsos = await folderMessages(d, `Default/${gone.conversationId}/${gone.contributionId}`);
+    assert.equal(gsos.length, 1, "one GSO for the replayed BYE");
+    assert.match(gsoXml(gsos[0] as string), /<status>\s*removed\s*<\/status>/);
+    const replays = restarted.logLines().filter((l) => l.msg === "fail-safe BYE replayed");
+    assert.deepEqual(
+      replays.map((l) => [l.callId, l.gso]),
+      [
+        [gone.callId, "stored"],
+        // the INVITE of the second call was never observed: nothing to build a GSO from
+        [replays[1]?.callId, "not-required"],
+      ],
+    );
   });
 
   test("fail-safe: sidecar frozen (SIGSTOP) -> the deadline fires and the BYE is relayed unchanged", async (t) => {
