@@ -106,7 +106,7 @@ export class Mailboxes {
     } catch (err) {
       return Promise.reject(err);
     }
-    return store.append({ folder: obj.folder, raw: obj.raw, messageId: obj.messageId });
+    return store.append({ folder: obj.folder, raw: obj.raw, messageId: obj.messageId, unique: obj.unique });
   }
 
   /**

@@ -227,6 +227,67 @@ describe("8.3.2.3 2.e BYE from the network, PF as B2BUA, the client answers the 
   });
 });
 
+describe("8.3.2.3 2.b one GSO per BYE: Kamailio SIGKILLed after the decision, restarted, the CF's retransmitted BYE decided again", () => {
+  const CLIENT_TIMEOUT_MS = 1000;
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+  let restarted: KamailioInstance | undefined;
+  const kamailioOptions = (sidecarTarget: string) => ({
+    grpcTarget: sidecarTarget,
+    deadlineMs: FUNCTIONAL_DEADLINE_MS,
+    defines: [`CPM_PF_BYE_CLIENT_TIMEOUT_MS=${CLIENT_TIMEOUT_MS}`],
+  });
+
+  before(async () => {
+    dovecot = await startDovecot();
+    sidecar = await startSidecar(storeEnv(dovecot, "b2bua"));
+    kamailio = await startKamailio(kamailioOptions(sidecar.target));
+  });
+  after(async () => {
+    await restarted?.stop();
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("BYE-B4: the same BYE (Call-ID, CSeq, tags) decided twice -> exactly one GSO in the user's group folder", async (t) => {
+    const sc = sidecar as SidecarInstance;
+    const first = kamailio as KamailioInstance;
+    const decided = (callId: string) => sc.logLines().filter((l) => l.msg === "BYE decided" && l.callId === callId);
+    const play = await playGroupChat(first, {
+      byeHeaders: ["Reason: SIP;cause=480"],
+      // absorbs the BYE from both Kamailios and never answers: the restarted
+      // one answers the CF itself (BYE-B9) once CLIENT_TIMEOUT_MS passed
+      clientScenario: "client-uas-bye-silent.xml",
+      clientPauseMs: 7000,
+      during: async ({ callId }) => {
+        await waitFor(() => decided(callId).length === 1, 5000, 5, "the CF's BYE decided");
+        await first.kill("SIGKILL");
+        assert.ok(first.exited(), "Kamailio is dead");
+        // the CF got no answer: its SIPp retransmits the same BYE (T1 = 500 ms, doubling)
+        restarted = await startKamailio({ ...kamailioOptions(sc.target), sipPort: first.sipPort });
+      },
+    });
+    t.diagnostic(`CF BYE -> 200 OK from the restarted Kamailio ${((play.cfByeAnswer?.time ?? 0) - play.cfBye.time).toFixed(0)} ms`);
+    assert.equal(play.cfByeAnswer?.status, 200);
+    const bye = play.cf.messages.filter((m) => m.direction === "sent" && m.method === "BYE");
+    assert.ok(bye.length >= 2, "the CF retransmitted its BYE");
+    assert.ok(
+      bye.every((m) => header(m, "cseq") === header(play.cfBye, "cseq") && header(m, "from") === header(play.cfBye, "from")),
+      "the same BYE",
+    );
+    await waitFor(() => decided(play.callId).length === 2, 3000, 25, "the retransmitted BYE decided by the sidecar again");
+    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
+    assert.equal(gsos.length, 1, `one GSO, not ${gsos.length}`);
+    assertParticipants(gsoXml(gsos[0] as string));
+    assert.ok(
+      sc.logLines().some((l) => l.msg === "GSO already stored" && l.callId === play.callId),
+      "the second decision found the GSO of the first",
+    );
+  });
+});
+
 describe("8.3.2.3 BYE from the network, PF as B2BUA, each served user's GSO in that user's own mailbox (store.user = {user}*pfmaster)", () => {
   // the scenario's served user (To of the CF's INVITE) is tel:+16135551200
   const SERVED_MAILBOX = "+16135551200";
