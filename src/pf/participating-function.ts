@@ -33,6 +33,8 @@ export interface ObjectStore {
     /** The Message-ID identifies the object: one already in the folder or the spool is not stored again. */
     unique?: boolean;
   }): Promise<{ state: "stored" | "spooled"; folder: string; messageId: string; duplicate?: boolean }>;
+  /** CREATEs the folder ahead of need (best effort: a failure only means the first append CREATEs it). */
+  prepareFolder?(obj: { owner: string; folder: string }): Promise<void>;
 }
 
 export type GsoOutcome = { state: "not-required" } | { state: "stored" | "spooled"; folder: string; messageId: string };
@@ -345,6 +347,7 @@ export class ParticipatingFunction {
       const stored = dialog ? await this.applyLifecycle(next, { type: "invited", dialog }, now) : next;
       if (!dialog) void this.sessions.put(next);
       this.log.debug("session updated", { ...fields, participants: next.participants.length });
+      if (stored && !existing) this.prepareGroupFolder(stored);
       return stored;
     });
     // The initial INVITE of a CPM session is anchored whichever side sent it:
@@ -490,6 +493,22 @@ export class ParticipatingFunction {
     }
     this.log.info("BYE completed", { ...fields, statusCode, recorded, mediaReleased: released, lifecycle: session?.lifecycle });
     return session !== undefined;
+  }
+
+  /**
+   * The group session's folder, CREATEd in the background when the PF first
+   * sees the session as B2BUA (it will store the GSOs of 8.3.2.3 2.b there),
+   * so that the BYE's decision finds it and does not wait for CREATEs.
+   */
+  private prepareGroupFolder(session: GroupSession): void {
+    if (!this.store.prepareFolder || chooseMode(session, this.cfg.pf) !== "b2bua") return;
+    const folder = groupSessionFolder(this.cfg.store.rootFolder, session.conversationId, session.contributionId);
+    const fields = { callId: session.key, conversationId: session.conversationId, contributionId: session.contributionId, folder };
+    this.store.prepareFolder({ owner: session.servedUser || this.cfg.pf.servedUser, folder }).then(
+      () => this.log.debug("group folder ready", fields),
+      (err: unknown) =>
+        this.log.warn("group folder not created ahead", { ...fields, reason: err instanceof CpmError ? err.detail : String(err) }),
+    );
   }
 
   private async storeGso(session: GroupSession, gso: GroupStateObject, bye: ByeIdentity): Promise<GsoOutcome> {

@@ -109,6 +109,17 @@ export class Mailboxes {
     return store.append({ folder: obj.folder, raw: obj.raw, messageId: obj.messageId, unique: obj.unique });
   }
 
+  /** CREATEs `folder` in the mailbox of `owner` ahead of need (see MessageStore.prepareFolder). */
+  prepareFolder(obj: { owner: string; folder: string }): Promise<void> {
+    let store: MessageStore;
+    try {
+      store = this.forUser(obj.owner);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return store.prepareFolder(obj.folder);
+  }
+
   /**
    * Starts the shared store, or finds the per-user spools of an earlier run
    * and drains each into its owner's mailbox (in the background). Rejects

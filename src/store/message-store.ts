@@ -202,6 +202,21 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     return this.track(this.appendDirect(obj));
   }
 
+  /**
+   * CREATEs `folder` (each level) ahead of need, so that a later append()
+   * finds it known and, when this CREATE made it, needs no duplicate SEARCH.
+   * Rejects (CPM_ERR_STORE_UNAVAILABLE or the IMAP error) when it could not;
+   * nothing depends on it: append() CREATEs a folder it does not know.
+   */
+  prepareFolder(folder: string): Promise<void> {
+    if (this.knownFolders.has(folder)) return Promise.resolve();
+    if (typeof folder !== "string" || folder === "" || /[\r\n\0]/.test(folder)) {
+      return Promise.reject(new CpmError("CPM_ERR_BAD_REQUEST", "store folder: invalid folder"));
+    }
+    if (this.closed) return Promise.reject(new CpmError("CPM_ERR_STORE_UNAVAILABLE", "message store closed"));
+    return this.track(this.pool.use((conn) => this.ensureFolder(conn, folder)));
+  }
+
   /** Drains the spool now (FIFO). Resolves with the number of entries taken by the store in this run. */
   flushSpool(): Promise<number> {
     if (this.drainPromise) return this.drainPromise;

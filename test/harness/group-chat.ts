@@ -37,12 +37,14 @@ export interface CallResult {
 export interface GroupChatOptions {
   /** Extra header lines of the CF's BYE. */
   byeHeaders: string[];
-  /** Runs once the CF's SIPp started, with the Call-ID it uses. */
-  during?: (cf: { callId: string }) => Promise<void>;
+  /** Runs once the CF's SIPp started, with the Call-ID and the IDs it uses. */
+  during?: (cf: { callId: string; conversationId: string; contributionId: string }) => Promise<void>;
   /** The client's scenario (test/scenarios/). Default client-uas.xml. */
   clientScenario?: string;
   /** The client's sipp -d (how long it pauses after the BYE). Default CLIENT_PAUSE_MS. */
   clientPauseMs?: number;
+  /** The CF's sipp -d (its pause between ACK and BYE). Default CF_PAUSE_MS. */
+  cfPauseMs?: number;
 }
 
 /** What went over the wire when the BYE's answers may be anything: the final answers, when there were any. */
@@ -76,7 +78,7 @@ export async function playGroupChat(kamailio: KamailioInstance, opts: GroupChatO
     const cfRun = await startSipp({
       scenario: "cf-invite-bye.xml",
       remote: kamailio.address,
-      extraArgs: ["-d", String(CF_PAUSE_MS)],
+      extraArgs: ["-d", String(opts.cfPauseMs ?? CF_PAUSE_MS)],
       keys: {
         client_port: String(client.port),
         conversation_id: conversationId,
@@ -86,7 +88,7 @@ export async function playGroupChat(kamailio: KamailioInstance, opts: GroupChatO
       },
     });
     // SIPp's default Call-ID is "%u-%p@%s": call number, SIPp's pid, local ip
-    if (opts.during) await opts.during({ callId: `1-${cfRun.pid}@127.0.0.1` });
+    if (opts.during) await opts.during({ callId: `1-${cfRun.pid}@127.0.0.1`, conversationId, contributionId });
     const [cf, cl] = await Promise.all([cfRun.done, client.done]);
     assert.equal(cf.code, 0, `CF SIPp failed (${cf.code}): ${cf.errors}\n${cf.output}`);
     assert.equal(cl.code, 0, `client SIPp failed (${cl.code}): ${cl.errors}\n${cl.output}`);
