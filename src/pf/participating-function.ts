@@ -1,26 +1,27 @@
 // The Participating Function: runs the pure procedures against the session
 // table and carries out their actions (store the GSO, tell the media plane).
 // Transport-neutral: src/grpc maps it to the cpm.pf.v1 contract.
-import { randomUUID } from "node:crypto";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { MediaLeg, MediaPlane, Offerer } from "../media/media-plane.js";
 import type { GroupSessionRef } from "../media/ports.js";
-import { type ByeAction, type ByeDecision, chooseMode, handleBye } from "../procedures/handle-bye.js";
+import { type ByeAction, type ByeDecision, type ByeIdentity, chooseMode, handleBye } from "../procedures/handle-bye.js";
 import { type LifecycleEvent, stepLifecycle } from "../procedures/lifecycle.js";
 import { type GroupSession, recordId, recordIdOf } from "../session/group-session.js";
 import { observe, servedUserOf } from "../session/observe.js";
 import { rebuildRecord, type SessionDescriptor } from "../session/rebuild.js";
 import type { SessionRegistry } from "../session/registry.js";
 import { PerRecord } from "../session/serial.js";
+import { parseCSeq } from "../sip/cseq.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { parseNameAddr, tagOf } from "../sip/name-addr.js";
 import { refuseRegistration } from "../sip/registration-trust.js";
-import { buildCpmObject } from "../store/cpm-object.js";
+import { ANONYMOUS_URI } from "../store/deferred-object.js";
 import { groupSessionFolder } from "../store/folder.js";
-import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
+import { buildGsoObject } from "../store/gso-object.js";
+import type { GroupStateObject } from "../xml/gso.js";
 
 /** What the PF needs of the Message Store (src/store/mailboxes.ts): owner = the served user, whose mailbox gets the object. */
 export interface ObjectStore {
@@ -29,7 +30,11 @@ export interface ObjectStore {
     folder: string;
     raw: Buffer;
     messageId: string;
-  }): Promise<{ state: "stored" | "spooled"; folder: string; messageId: string }>;
+    /** The Message-ID identifies the object: one already in the folder or the spool is not stored again. */
+    unique?: boolean;
+  }): Promise<{ state: "stored" | "spooled"; folder: string; messageId: string; duplicate?: boolean }>;
+  /** CREATEs the folder ahead of need (best effort: a failure only means the first append CREATEs it). */
+  prepareFolder?(obj: { owner: string; folder: string }): Promise<void>;
 }
 
 export type GsoOutcome = { state: "not-required" } | { state: "stored" | "spooled"; folder: string; messageId: string };
@@ -111,9 +116,6 @@ function sdpOf(msg: SipMessage, what: string): string {
   return sdp.body.toString("utf8");
 }
 
-/** Anonymous originator used on stored GSOs by deployed stores (cpm-facts 1.4). */
-const GSO_FROM = "sip:anonymous@anonymous.invalid";
-
 export class ParticipatingFunction {
   private readonly serial = new PerRecord();
   /** Actions no executor took (a bug: counted, logged with their kind). */
@@ -149,11 +151,12 @@ export class ParticipatingFunction {
     } catch (err) {
       throw new CpmError("CPM_ERR_BAD_HEADER", "BYE From header is malformed", { cause: err });
     }
+    const cseq = parseCSeq(header(msg, "cseq")).seq;
     return this.serial.run(this.serialKey(callId), async () => {
       const session = this.sessions.get(callId);
       const decision = handleBye(
         session,
-        { callId, fromTag, reasons: headerValues(msg, "reason"), referredBy: header(msg, "referred-by"), receivedAt: now },
+        { callId, cseq, fromTag, reasons: headerValues(msg, "reason"), referredBy: header(msg, "referred-by"), receivedAt: now },
         this.cfg.pf,
       );
       const fields = { callId, conversationId: session?.conversationId, contributionId: session?.contributionId };
@@ -196,7 +199,7 @@ export class ParticipatingFunction {
   private async executeByeAction(action: ByeAction): Promise<GsoOutcome | undefined> {
     switch (action.kind) {
       case "storeGso":
-        return this.storeGso(action.session, action.gso);
+        return this.storeGso(action.session, action.gso, action.bye);
       case "refuseClientMedia":
         this.media.refuseClientMedia(action.sessionKey);
         return undefined;
@@ -344,6 +347,7 @@ export class ParticipatingFunction {
       const stored = dialog ? await this.applyLifecycle(next, { type: "invited", dialog }, now) : next;
       if (!dialog) void this.sessions.put(next);
       this.log.debug("session updated", { ...fields, participants: next.participants.length });
+      if (stored && !existing) this.prepareGroupFolder(stored);
       return stored;
     });
     // The initial INVITE of a CPM session is anchored whichever side sent it:
@@ -491,31 +495,42 @@ export class ParticipatingFunction {
     return session !== undefined;
   }
 
-  private async storeGso(session: GroupSession, gso: GroupStateObject): Promise<GsoOutcome> {
+  /**
+   * The group session's folder, CREATEd in the background when the PF first
+   * sees the session as B2BUA (it will store the GSOs of 8.3.2.3 2.b there),
+   * so that the BYE's decision finds it and does not wait for CREATEs.
+   */
+  private prepareGroupFolder(session: GroupSession): void {
+    if (!this.store.prepareFolder || chooseMode(session, this.cfg.pf) !== "b2bua") return;
     const folder = groupSessionFolder(this.cfg.store.rootFolder, session.conversationId, session.contributionId);
-    const imdnMessageId = randomUUID();
-    const messageId = `${imdnMessageId}@cpm-pf`;
-    const raw = buildCpmObject({
-      contentType: GSO_CONTENT_TYPE,
-      from: GSO_FROM,
-      to: session.servedUser || this.cfg.pf.servedUser || GSO_FROM,
-      date: gso.timestamp,
+    const fields = { callId: session.key, conversationId: session.conversationId, contributionId: session.contributionId, folder };
+    this.store.prepareFolder({ owner: session.servedUser || this.cfg.pf.servedUser, folder }).then(
+      () => this.log.debug("group folder ready", fields),
+      (err: unknown) =>
+        this.log.warn("group folder not created ahead", { ...fields, reason: err instanceof CpmError ? err.detail : String(err) }),
+    );
+  }
+
+  private async storeGso(session: GroupSession, gso: GroupStateObject, bye: ByeIdentity): Promise<GsoOutcome> {
+    const folder = groupSessionFolder(this.cfg.store.rootFolder, session.conversationId, session.contributionId);
+    const { raw, messageId } = buildGsoObject({
+      gso,
+      bye,
+      to: session.servedUser || this.cfg.pf.servedUser || ANONYMOUS_URI,
       conversationId: session.conversationId,
       contributionId: session.contributionId,
-      imdnMessageId,
-      messageId,
       subject: this.cfg.pf.groupSessionDataManagement ? session.subject : undefined,
-      direction: "received",
-      body: serializeGso(gso),
     });
-    const result = await this.store.append({ owner: session.servedUser || this.cfg.pf.servedUser, folder, raw, messageId });
-    this.log.info("GSO stored", {
+    // one object per BYE: a retransmitted or replayed BYE finds its GSO already there
+    const result = await this.store.append({ owner: session.servedUser || this.cfg.pf.servedUser, folder, raw, messageId, unique: true });
+    this.log.info(result.duplicate ? "GSO already stored" : "GSO stored", {
       callId: session.key,
       conversationId: session.conversationId,
       contributionId: session.contributionId,
       folder,
+      messageId,
       state: result.state,
     });
-    return result;
+    return { state: result.state, folder: result.folder, messageId: result.messageId };
   }
 }

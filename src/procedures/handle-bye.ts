@@ -8,6 +8,18 @@ import { parseNameAddr } from "../sip/name-addr.js";
 import { formatReason, parseReasonHeaders } from "../sip/reason.js";
 import type { GroupStateObject } from "../xml/gso.js";
 
+/**
+ * The BYE a GSO comes from: its Call-ID, CSeq sequence number and its
+ * sender's From tag identify the request (RFC 3261 8.1.1.3, 8.1.1.5; not the
+ * branch, which a replay through another proxy changes), so they are the
+ * GSO's identity in the store (src/store/gso-object.ts).
+ */
+export interface ByeIdentity {
+  callId: string;
+  cseq: number;
+  fromTag: string;
+}
+
 export type ByeCause = "participant-left" | "terminated" | "inactivity" | "network";
 
 export interface ByePolicy {
@@ -19,6 +31,8 @@ export interface ByePolicy {
 
 export interface ByeEvent {
   callId: string;
+  /** The CSeq sequence number: with the Call-ID and the From tag, the GSO's identity. */
+  cseq: number;
   fromTag: string;
   /** Every Reason header line, as received. */
   reasons: readonly string[];
@@ -28,8 +42,8 @@ export interface ByeEvent {
 }
 
 export type ByeAction =
-  /** 8.3.2.3 2.b.ii-iii and "other": store a GSO in the group session folder. */
-  | { kind: "storeGso"; gso: GroupStateObject; session: GroupSession }
+  /** 8.3.2.3 2.b.ii-iii and "other": store a GSO in the group session folder, once per BYE (`bye` is its identity). */
+  | { kind: "storeGso"; gso: GroupStateObject; session: GroupSession; bye: ByeIdentity }
   /** 1.a / 2.c: send the BYE to the client(s); `reason` replaces the Reason header (B2BUA). */
   | { kind: "byeToClients"; reason: string | undefined }
   /** 2.b.iv: from now on, MSRP from the clients on this session gets 481 (media plane seam). */
@@ -148,7 +162,8 @@ export function handleBye(session: GroupSession | undefined, bye: ByeEvent, poli
         gso.subject = session.subject;
         gso.icon = session.icon;
       }
-      if (session.focusUri) actions.push({ kind: "storeGso", gso, session });
+      const identity: ByeIdentity = { callId: bye.callId, cseq: bye.cseq, fromTag: bye.fromTag };
+      if (session.focusUri) actions.push({ kind: "storeGso", gso, session, bye: identity });
       else notes.push("no focus URI known for the session: GSO not stored (clients reject a GSO without lastfocussessionid)");
     } else {
       notes.push("no participant list known: GSO not stored");

@@ -106,7 +106,18 @@ export class Mailboxes {
     } catch (err) {
       return Promise.reject(err);
     }
-    return store.append({ folder: obj.folder, raw: obj.raw, messageId: obj.messageId });
+    return store.append({ folder: obj.folder, raw: obj.raw, messageId: obj.messageId, unique: obj.unique });
+  }
+
+  /** CREATEs `folder` in the mailbox of `owner` ahead of need (see MessageStore.prepareFolder). */
+  prepareFolder(obj: { owner: string; folder: string }): Promise<void> {
+    let store: MessageStore;
+    try {
+      store = this.forUser(obj.owner);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return store.prepareFolder(obj.folder);
   }
 
   /**

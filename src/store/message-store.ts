@@ -11,6 +11,15 @@
 // lost is not stored twice. While the spool is non-empty, new objects are
 // spooled too, so the store receives them in arrival order.
 //
+// An object marked `unique` (a GSO: its Message-ID comes from the BYE that
+// caused it, gso-object.ts) is stored at most once: append() finds it in the
+// spool, or SEARCHes the folder for its Message-ID before the APPEND, and
+// resolves with `duplicate: true` instead of storing a second copy. The
+// SEARCH is skipped when what this process knows of the folder settles it:
+// a folder it CREATEd itself holds only what it appended since (kept per
+// folder, for the last MAX_KNOWN_FOLDERS folders), and an id whose APPEND
+// this process saw succeed is a duplicate.
+//
 // A server refusal (tagged NO/BAD without a transient response code) is not a
 // reason to spool: append() rejects with CPM_ERR_STORE_REJECTED, and a spooled
 // object the server refuses is moved to <spoolDir>/bad/.
@@ -30,12 +39,16 @@ export interface StoreObject {
   raw: Buffer;
   /** Its Message-ID, with or without angle brackets; used to detect duplicates. */
   messageId: string;
+  /** The Message-ID identifies the object: one already in the folder or the spool is not stored again. */
+  unique?: boolean;
 }
 
 export interface AppendResult {
   state: "stored" | "spooled";
   folder: string;
   messageId: string;
+  /** A `unique` object that was already there (state: where it is). */
+  duplicate?: boolean;
 }
 
 export interface MessageStoreStats {
@@ -47,8 +60,10 @@ export interface MessageStoreStats {
   spooled: number;
   /** Spooled objects the retry loop stored (including duplicates found). */
   drained: number;
-  /** Spooled objects found already in the store (lost APPEND response). */
+  /** Objects found already in the store or the spool (lost APPEND response, a `unique` object again). */
   deduplicated: number;
+  /** SEARCHes for a Message-ID before an APPEND (those the folder's known state did not spare). */
+  duplicateSearches: number;
   /** Objects the store refused. */
   rejected: number;
   /** Drain attempts that stopped because the store was unavailable. */
@@ -70,8 +85,17 @@ export interface MessageStoreEvents {
 /** RFC 5530 response codes after which the same command may succeed later. */
 const TRANSIENT_CODES = new Set(["UNAVAILABLE", "INUSE", "OVERQUOTA", "SERVERBUG"]);
 const MAX_KNOWN_FOLDERS = 10_000;
+/** Message-IDs remembered per folder (a group session's GSOs are few). */
+const MAX_KNOWN_IDS = 64;
 
 type Failure = { kind: "unavailable" | "rejected"; reason: string };
+
+/** What this process knows of one folder's Message-IDs: "sent" = APPEND sent, outcome unknown. */
+interface FolderIds {
+  /** This process CREATEd the folder: an id it has not sent is not in it. */
+  created: boolean;
+  ids: Map<string, "sent" | "stored">;
+}
 
 /** Splits failures into "try again later" (spool) and "the server said no" (reject). */
 function classify(err: unknown): Failure {
@@ -104,6 +128,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private readonly pool: ImapPool;
   private readonly spool: Spool;
   private readonly knownFolders = new Set<string>();
+  private readonly folderIds = new Map<string, FolderIds>();
   private readonly inFlight = new Set<Promise<unknown>>();
   private starting: Promise<void> | undefined;
   private closed = false;
@@ -114,7 +139,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private drainPromise: Promise<number> | undefined;
   private storeUp: boolean | undefined;
   private lastError: string | undefined;
-  private readonly counts = { stored: 0, spooled: 0, drained: 0, deduplicated: 0, rejected: 0, retryFailures: 0 };
+  private readonly counts = { stored: 0, spooled: 0, drained: 0, deduplicated: 0, duplicateSearches: 0, rejected: 0, retryFailures: 0 };
 
   constructor(
     private readonly cfg: Config["store"],
@@ -167,9 +192,29 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   /** Stores one object, or spools it durably when the store cannot take it now. */
   async append(obj: StoreObject): Promise<AppendResult> {
     checkObject(obj);
+    if (obj.unique && (await this.spool.has(obj.folder, obj.messageId))) {
+      this.counts.deduplicated++;
+      this.log.info("object already spooled", { folder: obj.folder, messageId: obj.messageId });
+      return { state: "spooled", folder: obj.folder, messageId: obj.messageId, duplicate: true };
+    }
     if (this.closed) return this.toSpool(obj, "message store closed", false);
     if (this.spoolCount > 0 || this.drainPromise) return this.toSpool(obj, "spool not empty (keeps arrival order)", false);
     return this.track(this.appendDirect(obj));
+  }
+
+  /**
+   * CREATEs `folder` (each level) ahead of need, so that a later append()
+   * finds it known and, when this CREATE made it, needs no duplicate SEARCH.
+   * Rejects (CPM_ERR_STORE_UNAVAILABLE or the IMAP error) when it could not;
+   * nothing depends on it: append() CREATEs a folder it does not know.
+   */
+  prepareFolder(folder: string): Promise<void> {
+    if (this.knownFolders.has(folder)) return Promise.resolve();
+    if (typeof folder !== "string" || folder === "" || /[\r\n\0]/.test(folder)) {
+      return Promise.reject(new CpmError("CPM_ERR_BAD_REQUEST", "store folder: invalid folder"));
+    }
+    if (this.closed) return Promise.reject(new CpmError("CPM_ERR_STORE_UNAVAILABLE", "message store closed"));
+    return this.track(this.pool.use((conn) => this.ensureFolder(conn, folder)));
   }
 
   /** Drains the spool now (FIFO). Resolves with the number of entries taken by the store in this run. */
@@ -238,8 +283,9 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
 
   private async appendDirect(obj: StoreObject): Promise<AppendResult> {
     const { folder, messageId } = obj;
+    let outcome: "stored" | "duplicate";
     try {
-      await this.storeOne(obj, false);
+      outcome = await this.storeOne(obj, obj.unique === true);
     } catch (err) {
       const f = classify(err);
       if (f.kind === "rejected") {
@@ -252,6 +298,12 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
       return this.toSpool(obj, `store unavailable: ${f.reason}`, true);
     }
     this.markUp();
+    if (outcome === "duplicate") {
+      this.counts.deduplicated++;
+      this.log.info("object already stored", { folder, messageId });
+      this.emit("stored", { folder, messageId, fromSpool: false, duplicate: true });
+      return { state: "stored", folder, messageId, duplicate: true };
+    }
     this.counts.stored++;
     this.log.debug("object stored", { folder, messageId });
     this.emit("stored", { folder, messageId, fromSpool: false, duplicate: false });
@@ -375,8 +427,10 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
       this.pool.use(async (conn) => {
         reused = !conn.fresh;
         await this.ensureFolder(conn, o.folder);
-        if (check && (await this.contains(conn, o.folder, o.messageId))) return "duplicate" as const;
+        if (check && (await this.isStored(conn, o.folder, o.messageId))) return "duplicate" as const;
+        this.noteId(o.folder, o.messageId, "sent");
         await this.appendRaw(conn, o);
+        this.noteId(o.folder, o.messageId, "stored");
         return "stored" as const;
       });
     try {
@@ -391,13 +445,53 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private async ensureFolder(conn: PooledConnection, folder: string): Promise<void> {
     if (this.knownFolders.has(folder)) return;
     const levels = folder.split("/");
+    let created = false;
     for (let i = 1; i <= levels.length; i++) {
       const path = levels.slice(0, i).join("/");
       // imapflow resolves { created: false } on NO [ALREADYEXISTS] (RFC 5530)
-      await conn.cmd("CREATE", () => conn.client.mailboxCreate(path));
+      const res = await conn.cmd("CREATE", () => conn.client.mailboxCreate(path));
+      created = res?.created === true;
     }
     if (this.knownFolders.size >= MAX_KNOWN_FOLDERS) this.knownFolders.clear();
     this.knownFolders.add(folder);
+    // a folder this CREATE made is empty: what it holds from now on, this process appended
+    if (created) this.folderFacts(folder, true);
+  }
+
+  /** The known ids of `folder` (least recently used dropped beyond MAX_KNOWN_FOLDERS). */
+  private folderFacts(folder: string, created?: boolean): FolderIds {
+    let facts = this.folderIds.get(folder);
+    if (facts) this.folderIds.delete(folder);
+    if (!facts || created) facts = { created: created === true, ids: new Map() };
+    this.folderIds.set(folder, facts);
+    if (this.folderIds.size > MAX_KNOWN_FOLDERS) {
+      const oldest = this.folderIds.keys().next().value;
+      if (oldest !== undefined) this.folderIds.delete(oldest);
+    }
+    return facts;
+  }
+
+  private noteId(folder: string, messageId: string, state: "sent" | "stored"): void {
+    const facts = this.folderFacts(folder);
+    facts.ids.set(bareMessageId(messageId), state);
+    if (facts.ids.size > MAX_KNOWN_IDS) {
+      const oldest = facts.ids.keys().next().value;
+      if (oldest !== undefined) facts.ids.delete(oldest);
+      // an id forgotten might be in the folder: from now on the SEARCH decides
+      facts.created = false;
+    }
+  }
+
+  /** Is `messageId` in `folder`? From what this process knows, else SEARCH. */
+  private async isStored(conn: PooledConnection, folder: string, messageId: string): Promise<boolean> {
+    const facts = this.folderIds.get(folder);
+    const known = facts?.ids.get(bareMessageId(messageId));
+    if (known === "stored") return true;
+    if (known === undefined && facts?.created) return false;
+    this.counts.duplicateSearches++;
+    const found = await this.contains(conn, folder, messageId);
+    if (found) this.noteId(folder, messageId, "stored");
+    return found;
   }
 
   private async appendRaw(conn: PooledConnection, o: SpoolInput): Promise<void> {
@@ -409,6 +503,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
       // NO [TRYCREATE] (RFC 9051 7.1): the folder vanished since we created it
       if ((err as { serverResponseCode?: string }).serverResponseCode !== "TRYCREATE") throw err;
       this.knownFolders.delete(o.folder);
+      this.folderIds.delete(o.folder);
       await this.ensureFolder(conn, o.folder);
       res = await run();
     }

@@ -11,6 +11,10 @@
 // size, sha256, spooledAt}, then `size` raw bytes. A file that does not parse
 // or whose checksum does not match is moved to <dir>/bad/ with a warning.
 //
+// The spool knows which (folder, Message-ID) pairs it holds (read from the
+// entries' header lines at open(), kept up to date by put/remove/moveAside),
+// so that an object whose Message-ID identifies it is not spooled twice.
+//
 // A spool of one user's mailbox (mailboxes.ts) has an "owner" file naming the
 // mailbox, written durably by open() before any entry, so that a restart knows
 // whose mailbox the entries go to.
@@ -62,9 +66,21 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** The key of an object in the spool's index: its folder and bare Message-ID. */
+function objectKey(folder: string, messageId: string): string {
+  const bare = messageId.startsWith("<") && messageId.endsWith(">") ? messageId.slice(1, -1) : messageId;
+  return `${folder}\n${bare}`;
+}
+
+/** Enough of an entry to hold its header line (folder and Message-ID are at most a few KB). */
+const HEADER_READ_BYTES = 64 * 1024;
+
 export class Spool {
   readonly badDir: string;
   private opened: Promise<void> | undefined;
+  /** (folder, Message-ID) -> entry id, and back. */
+  private readonly byObject = new Map<string, string>();
+  private readonly objectOf = new Map<string, string>();
   private lastMs = 0;
   private counter = 0;
 
@@ -105,6 +121,52 @@ export class Spool {
       this.lastMs = Number(last.slice(0, 16));
       this.counter = Number(last.slice(17, 25));
     }
+    for (const name of names.filter((n) => ID_RE.test(n))) {
+      const header = await this.readHeader(name);
+      // an unreadable entry is left to read(), which moves it aside
+      if (header) this.index(name, header.folder, header.messageId);
+    }
+  }
+
+  /** The header line of an entry, or undefined when it does not parse. */
+  private async readHeader(id: string): Promise<Pick<Header, "folder" | "messageId"> | undefined> {
+    try {
+      const h = await open(join(this.dir, id), "r");
+      try {
+        const buf = Buffer.alloc(HEADER_READ_BYTES);
+        const { bytesRead } = await h.read(buf, 0, buf.length, 0);
+        const data = buf.subarray(0, bytesRead);
+        if (!data.subarray(0, MAGIC.length).equals(Buffer.from(MAGIC))) return undefined;
+        const nl = data.indexOf(0x0a, MAGIC.length);
+        if (nl < 0) return undefined;
+        const parsed = JSON.parse(data.subarray(MAGIC.length, nl).toString("utf8")) as Partial<Header>;
+        if (typeof parsed?.folder !== "string" || typeof parsed.messageId !== "string") return undefined;
+        return { folder: parsed.folder, messageId: parsed.messageId };
+      } finally {
+        await h.close();
+      }
+    } catch {
+      return undefined;
+    }
+  }
+
+  private index(id: string, folder: string, messageId: string): void {
+    const key = objectKey(folder, messageId);
+    this.byObject.set(key, id);
+    this.objectOf.set(id, key);
+  }
+
+  private unindex(id: string): void {
+    const key = this.objectOf.get(id);
+    if (key === undefined) return;
+    this.objectOf.delete(id);
+    if (this.byObject.get(key) === id) this.byObject.delete(key);
+  }
+
+  /** True when an entry for this object (folder, Message-ID) is in the spool. */
+  async has(folder: string, messageId: string): Promise<boolean> {
+    await this.open();
+    return this.byObject.has(objectKey(folder, messageId));
   }
 
   /** Writes the owner file (temp + fsync + rename) unless it already says the same. */
@@ -166,6 +228,7 @@ export class Spool {
       await unlink(tmp).catch(() => {});
       throw spoolError(`cannot write spool entry ${id}`, err);
     }
+    this.index(id, entry.folder, entry.messageId);
     return id;
   }
 
@@ -226,9 +289,13 @@ export class Spool {
     if (!ID_RE.test(id)) throw new CpmError("CPM_ERR_SPOOL", `invalid spool id ${JSON.stringify(id)}`);
     try {
       await unlink(join(this.dir, id));
+      this.unindex(id);
       await fsyncDir(this.dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        this.unindex(id);
+        return;
+      }
       throw spoolError(`cannot remove spool entry ${id}`, err);
     }
   }
@@ -239,6 +306,7 @@ export class Spool {
     try {
       await mkdir(this.badDir, { recursive: true });
       await rename(join(this.dir, id), join(this.badDir, id));
+      this.unindex(id);
       await fsyncDir(this.dir);
     } catch (err) {
       this.log.error("cannot move spool entry aside", { spoolId: id, reason: (err as Error).message });

@@ -17,14 +17,16 @@ import {
   folderMessages,
   groupChatCall,
   gsoXml,
+  imap,
   PARTICIPANTS,
   perUserStoreEnv,
+  playGroupChat,
   storeEnv,
 } from "../harness/group-chat.js";
 import { readFolderRaw } from "../harness/imap-read.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
-import { header } from "../harness/sipp.js";
+import { header, type SipTraceMessage } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
 /** Deadline of the sidecar calls in the functional cases (not about latency). */
@@ -139,6 +141,184 @@ describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio,
   });
 });
 
+describe("8.3.2.3 2.e BYE from the network, PF as B2BUA, the client answers the BYE with an error or not at all", () => {
+  /** CPM_PF_BYE_CLIENT_TIMEOUT_MS of this Kamailio (the plugin's default is 8000). */
+  const CLIENT_TIMEOUT_MS = 1000;
+  const MARGIN_MS = 400;
+  const TM_SLACK_MS = 125;
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dovecot = await startDovecot();
+    sidecar = await startSidecar(storeEnv(dovecot, "b2bua"));
+    kamailio = await startKamailio({
+      grpcTarget: sidecar.target,
+      deadlineMs: FUNCTIONAL_DEADLINE_MS,
+      defines: [`CPM_PF_BYE_CLIENT_TIMEOUT_MS=${CLIENT_TIMEOUT_MS}`],
+    });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  /** The sidecar's "BYE completed" line of the call (ReportByeOutcome), with the status Kamailio reported. */
+  async function outcomeReported(callId: string): Promise<unknown> {
+    let status: unknown;
+    await waitFor(
+      () => {
+        const line = (sidecar as SidecarInstance).logLines().find((l) => l.msg === "BYE completed" && l.callId === callId);
+        status = line?.statusCode;
+        return line !== undefined;
+      },
+      3000,
+      25,
+      "ReportByeOutcome in the sidecar log",
+    );
+    return status;
+  }
+
+  test("BYE-B9 BYE-B7 BYE-B4: the client answers the BYE 481 -> the CF gets the PF's 200 OK, the client got the PF's Reason, the GSO is stored", async () => {
+    const play = await playGroupChat(kamailio as KamailioInstance, {
+      byeHeaders: ["Reason: SIP;cause=480"],
+      clientScenario: "client-uas-bye-481.xml",
+    });
+    assert.equal(play.clientByeAnswer?.status, 481, "the client answered 481");
+    assert.equal(play.cfByeAnswer?.status, 200, `the CF got ${play.cfByeAnswer?.status}, not the PF's 200 OK`);
+    assert.equal(
+      play.cf.messages.filter((m) => m.direction === "received" && m.status === 481).length,
+      0,
+      "the client's 481 never reached the CF",
+    );
+    // two SIPp processes log each message after sending / on reading it: their trace times may cross by a few ms
+    const TRACE_SLACK_MS = 5;
+    assert.ok(
+      (play.cfByeAnswer?.time ?? 0) >= (play.clientByeAnswer?.time ?? Number.POSITIVE_INFINITY) - TRACE_SLACK_MS,
+      "the PF answered after the client",
+    );
+    assert.equal(header(play.cfByeAnswer as SipTraceMessage, "call-id"), play.callId);
+    // the Reason the PF decided (its default text), not the CF's own "SIP;cause=480"
+    assert.deepEqual(play.clientBye.headers.get("reason"), ['SIP;cause=480;text="Temporarily Unavailable"']);
+    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
+    assert.equal(gsos.length, 1, "the GSO is stored before the BYE goes on, whatever the client answers");
+    assertParticipants(gsoXml(gsos[0] as string));
+    assert.equal(await outcomeReported(play.callId), 481, "the client's answer is reported to the sidecar");
+    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);
+  });
+
+  test("BYE-B4: the group folder is created when the INVITE is observed, before the CF's BYE (off the BYE's path)", async () => {
+    const d = dovecot as DovecotInstance;
+    let seenAt = 0;
+    const play = await playGroupChat(kamailio as KamailioInstance, {
+      byeHeaders: ["Reason: SIP;cause=480"],
+      cfPauseMs: 1500,
+      during: async ({ conversationId, contributionId }) => {
+        const folder = `Default/${conversationId}/${contributionId}`;
+        await waitFor(
+          async () => (await imap(d, async (c) => (await c.list()).some((b) => b.path === folder))) === true,
+          3000,
+          25,
+          `${folder} created`,
+        );
+        seenAt = Date.now();
+      },
+    });
+    assert.ok(seenAt > 0 && seenAt < play.cfBye.time, `folder seen at ${seenAt}, CF's BYE sent at ${play.cfBye.time}`);
+    assert.equal(play.cfByeAnswer?.status, 200);
+    const gsos = await folderMessages(d, `Default/${play.conversationId}/${play.contributionId}`);
+    assert.equal(gsos.length, 1);
+  });
+
+  test("BYE-B9 BYE-B7 BYE-B3: the client never answers the BYE -> the CF gets the PF's 200 OK after CPM_PF_BYE_CLIENT_TIMEOUT_MS, not a 408", async (t) => {
+    const play = await playGroupChat(kamailio as KamailioInstance, {
+      byeHeaders: ["Reason: SIP;cause=410", "Referred-By: <sip:admin@example.net>"],
+      clientScenario: "client-uas-bye-silent.xml",
+      clientPauseMs: CLIENT_TIMEOUT_MS + 1500,
+    });
+    assert.equal(play.clientByeAnswer, undefined, "the client sent no answer");
+    assert.equal(play.cfByeAnswer?.status, 200, `the CF got ${play.cfByeAnswer?.status}, not the PF's 200 OK`);
+    const gave = (play.cfByeAnswer?.time ?? 0) - play.clientBye.time;
+    const waited = (play.cfByeAnswer?.time ?? 0) - play.cfBye.time;
+    t.diagnostic(
+      `client BYE -> PF's 200 OK ${gave.toFixed(1)} ms, CF BYE -> 200 OK ${waited.toFixed(1)} ms (client timeout ${CLIENT_TIMEOUT_MS} ms)`,
+    );
+    // tm's timers tick every 1/16 s (and may fire a tick early)
+    assert.ok(gave >= CLIENT_TIMEOUT_MS - TM_SLACK_MS, `the PF answered ${gave} ms after the client's BYE, before its time was up`);
+    assert.ok(waited < CLIENT_TIMEOUT_MS + MARGIN_MS, `the CF waited ${waited} ms`);
+    assert.deepEqual(play.clientBye.headers.get("reason"), ['SIP;cause=410;text="Gone"']);
+    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
+    assert.equal(gsos.length, 1);
+    assert.match(gsoXml(gsos[0] as string), /<status>\s*removed\s*<\/status>/);
+    assert.equal(await outcomeReported(play.callId), 0, "no answer (0) is reported to the sidecar");
+    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);
+    assert.doesNotMatch((kamailio as KamailioInstance).logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);
+  });
+});
+
+describe("8.3.2.3 2.b one GSO per BYE: Kamailio SIGKILLed after the decision, restarted, the CF's retransmitted BYE decided again", () => {
+  const CLIENT_TIMEOUT_MS = 1000;
+  let dovecot: DovecotInstance | undefined;
+  let sidecar: SidecarInstance | undefined;
+  let kamailio: KamailioInstance | undefined;
+  let restarted: KamailioInstance | undefined;
+  const kamailioOptions = (sidecarTarget: string) => ({
+    grpcTarget: sidecarTarget,
+    deadlineMs: FUNCTIONAL_DEADLINE_MS,
+    defines: [`CPM_PF_BYE_CLIENT_TIMEOUT_MS=${CLIENT_TIMEOUT_MS}`],
+  });
+
+  before(async () => {
+    dovecot = await startDovecot();
+    sidecar = await startSidecar(storeEnv(dovecot, "b2bua"));
+    kamailio = await startKamailio(kamailioOptions(sidecar.target));
+  });
+  after(async () => {
+    await restarted?.stop();
+    await kamailio?.stop();
+    await sidecar?.stop();
+    await dovecot?.stop();
+  });
+
+  test("BYE-B4: the same BYE (Call-ID, CSeq, tags) decided twice -> exactly one GSO in the user's group folder", async (t) => {
+    const sc = sidecar as SidecarInstance;
+    const first = kamailio as KamailioInstance;
+    const decided = (callId: string) => sc.logLines().filter((l) => l.msg === "BYE decided" && l.callId === callId);
+    const play = await playGroupChat(first, {
+      byeHeaders: ["Reason: SIP;cause=480"],
+      // absorbs the BYE from both Kamailios and never answers: the restarted
+      // one answers the CF itself (BYE-B9) once CLIENT_TIMEOUT_MS passed
+      clientScenario: "client-uas-bye-silent.xml",
+      clientPauseMs: 7000,
+      during: async ({ callId }) => {
+        await waitFor(() => decided(callId).length === 1, 5000, 5, "the CF's BYE decided");
+        await first.kill("SIGKILL");
+        assert.ok(first.exited(), "Kamailio is dead");
+        // the CF got no answer: its SIPp retransmits the same BYE (T1 = 500 ms, doubling)
+        restarted = await startKamailio({ ...kamailioOptions(sc.target), sipPort: first.sipPort });
+      },
+    });
+    t.diagnostic(`CF BYE -> 200 OK from the restarted Kamailio ${((play.cfByeAnswer?.time ?? 0) - play.cfBye.time).toFixed(0)} ms`);
+    assert.equal(play.cfByeAnswer?.status, 200);
+    const bye = play.cf.messages.filter((m) => m.direction === "sent" && m.method === "BYE");
+    assert.ok(bye.length >= 2, "the CF retransmitted its BYE");
+    assert.ok(
+      bye.every((m) => header(m, "cseq") === header(play.cfBye, "cseq") && header(m, "from") === header(play.cfBye, "from")),
+      "the same BYE",
+    );
+    await waitFor(() => decided(play.callId).length === 2, 3000, 25, "the retransmitted BYE decided by the sidecar again");
+    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
+    assert.equal(gsos.length, 1, `one GSO, not ${gsos.length}`);
+    assertParticipants(gsoXml(gsos[0] as string));
+    assert.ok(
+      sc.logLines().some((l) => l.msg === "GSO already stored" && l.callId === play.callId),
+      "the second decision found the GSO of the first",
+    );
+  });
+});
+
 describe("8.3.2.3 BYE from the network, PF as B2BUA, each served user's GSO in that user's own mailbox (store.user = {user}*pfmaster)", () => {
   // the scenario's served user (To of the CF's INVITE) is tel:+16135551200
   const SERVED_MAILBOX = "+16135551200";
@@ -196,6 +376,18 @@ describe("8.3.2.3 BYE from the network, PF as proxy (CPM_PF__PF__MODE=proxy)", (
     const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
     assert.equal(gsos.length, 0, "proxy mode stores no GSO");
     assert.ok((await (kamailio as KamailioInstance).stat("cpm_pf_bye_proxy")) >= 1);
+    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);
+  });
+
+  test("BYE-P1 (not BYE-B9): the client answers the BYE 481 -> a proxy relays that 481 to the CF, the Reason unchanged", async () => {
+    const reason = "SIP;cause=480";
+    const play = await playGroupChat(kamailio as KamailioInstance, {
+      byeHeaders: [`Reason: ${reason}`],
+      clientScenario: "client-uas-bye-481.xml",
+    });
+    assert.deepEqual(play.clientBye.headers.get("reason"), [reason]);
+    assert.equal(play.clientByeAnswer?.status, 481);
+    assert.equal(play.cfByeAnswer?.status, 481, "the client's answer goes back unchanged");
     assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);
   });
 });

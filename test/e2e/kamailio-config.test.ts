@@ -22,6 +22,7 @@ const VARIANTS: Record<string, string[]> = {
     "WITH_CPM_PF_ALL_BYES",
     "WITH_CPM_PF_ANCHOR_RELAY_BAD_SDP",
     "CPM_PF_DEADLINE_MS=150",
+    "CPM_PF_BYE_CLIENT_TIMEOUT_MS=2000",
     `CPM_PF_DECISION_LOG="L_INFO"`,
   ],
   "bypass (bench baseline)": ["WITH_CPM_PF_BYPASS"],

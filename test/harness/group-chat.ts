@@ -34,54 +34,108 @@ export interface CallResult {
   callId: string;
 }
 
-/** One group chat: CF INVITE -> client 200 -> ACK -> CF BYE (with byeHeaders) -> client 200 -> CF 200. */
-export async function groupChatCall(
-  kamailio: KamailioInstance,
-  byeHeaders: string[],
-  during?: (cf: { callId: string }) => Promise<void>,
-): Promise<CallResult> {
+export interface GroupChatOptions {
+  /** Extra header lines of the CF's BYE. */
+  byeHeaders: string[];
+  /** Runs once the CF's SIPp started, with the Call-ID and the IDs it uses. */
+  during?: (cf: { callId: string; conversationId: string; contributionId: string }) => Promise<void>;
+  /** The client's scenario (test/scenarios/). Default client-uas.xml. */
+  clientScenario?: string;
+  /** The client's sipp -d (how long it pauses after the BYE). Default CLIENT_PAUSE_MS. */
+  clientPauseMs?: number;
+  /** The CF's sipp -d (its pause between ACK and BYE). Default CF_PAUSE_MS. */
+  cfPauseMs?: number;
+}
+
+/** What went over the wire when the BYE's answers may be anything: the final answers, when there were any. */
+export interface GroupChatPlay {
+  cf: SippResult;
+  client: SippResult;
+  conversationId: string;
+  contributionId: string;
+  cfPort: number;
+  callId: string;
+  cfBye: SipTraceMessage;
+  /** The first final response to the BYE the CF got / the client sent. */
+  cfByeAnswer: SipTraceMessage | undefined;
+  clientBye: SipTraceMessage;
+  clientByeAnswer: SipTraceMessage | undefined;
+}
+
+function finalToBye(messages: SipTraceMessage[], direction: "sent" | "received"): SipTraceMessage | undefined {
+  return messages.find((m) => m.direction === direction && (m.status ?? 0) >= 200 && (header(m, "cseq") ?? "").split(/\s+/)[1] === "BYE");
+}
+
+/** One group chat: CF INVITE -> client 200 -> ACK -> CF BYE (with byeHeaders) -> whatever the client and the PF answer. */
+export async function playGroupChat(kamailio: KamailioInstance, opts: GroupChatOptions): Promise<GroupChatPlay> {
   const conversationId = `conv-${randomUUID()}`;
   const contributionId = `contrib-${randomUUID()}`;
-  const client = await startSipp({ scenario: "client-uas.xml", extraArgs: ["-d", String(CLIENT_PAUSE_MS)] });
+  const client = await startSipp({
+    scenario: opts.clientScenario ?? "client-uas.xml",
+    extraArgs: ["-d", String(opts.clientPauseMs ?? CLIENT_PAUSE_MS)],
+  });
   try {
     const cfRun = await startSipp({
       scenario: "cf-invite-bye.xml",
       remote: kamailio.address,
-      extraArgs: ["-d", String(CF_PAUSE_MS)],
+      extraArgs: ["-d", String(opts.cfPauseMs ?? CF_PAUSE_MS)],
       keys: {
         client_port: String(client.port),
         conversation_id: conversationId,
         contribution_id: contributionId,
         // each extra header line preceded by CRLF (see the scenario's comment)
-        bye_headers: byeHeaders.map((h) => `\r\n${h}`).join(""),
+        bye_headers: opts.byeHeaders.map((h) => `\r\n${h}`).join(""),
       },
     });
     // SIPp's default Call-ID is "%u-%p@%s": call number, SIPp's pid, local ip
-    if (during) await during({ callId: `1-${cfRun.pid}@127.0.0.1` });
+    if (opts.during) await opts.during({ callId: `1-${cfRun.pid}@127.0.0.1`, conversationId, contributionId });
     const [cf, cl] = await Promise.all([cfRun.done, client.done]);
     assert.equal(cf.code, 0, `CF SIPp failed (${cf.code}): ${cf.errors}\n${cf.output}`);
     assert.equal(cl.code, 0, `client SIPp failed (${cl.code}): ${cl.errors}\n${cl.output}`);
     const cfBye = first(cf.messages, { direction: "sent", method: "BYE" });
-    const cf200 = first(cf.messages, { direction: "received", status: 200, cseqMethod: "BYE" });
     const clientBye = first(cl.messages, { direction: "received", method: "BYE" });
-    const client200 = first(cl.messages, { direction: "sent", status: 200, cseqMethod: "BYE" });
-    assert.ok(cfBye && cf200 && clientBye && client200, "BYE / 200 OK missing in the traces");
+    assert.ok(cfBye && clientBye, "BYE missing in the traces");
     return {
       cf,
       client: cl,
       conversationId,
       contributionId,
       cfPort: cfRun.port,
-      cfBye,
-      cf200,
-      clientBye,
-      client200,
       callId: header(cfBye, "call-id") ?? "",
-      t: { cfByeSent: cfBye.time, cf200: cf200.time, clientByeReceived: clientBye.time, client200Sent: client200.time },
+      cfBye,
+      cfByeAnswer: finalToBye(cf.messages, "received"),
+      clientBye,
+      clientByeAnswer: finalToBye(cl.messages, "sent"),
     };
   } finally {
     await client.stop();
   }
+}
+
+/** One group chat: CF INVITE -> client 200 -> ACK -> CF BYE (with byeHeaders) -> client 200 -> CF 200. */
+export async function groupChatCall(
+  kamailio: KamailioInstance,
+  byeHeaders: string[],
+  during?: (cf: { callId: string }) => Promise<void>,
+): Promise<CallResult> {
+  const play = await playGroupChat(kamailio, { byeHeaders, during });
+  const cf200 = first(play.cf.messages, { direction: "received", status: 200, cseqMethod: "BYE" });
+  const client200 = first(play.client.messages, { direction: "sent", status: 200, cseqMethod: "BYE" });
+  assert.ok(cf200 && client200, "200 OK to the BYE missing in the traces");
+  const { cfBye, clientBye } = play;
+  return {
+    cf: play.cf,
+    client: play.client,
+    conversationId: play.conversationId,
+    contributionId: play.contributionId,
+    cfPort: play.cfPort,
+    cfBye,
+    cf200,
+    clientBye,
+    client200,
+    callId: play.callId,
+    t: { cfByeSent: cfBye.time, cf200: cf200.time, clientByeReceived: clientBye.time, client200Sent: client200.time },
+  };
 }
 
 /** An imapflow session on the test user's mailbox, or on `as`'s own. */

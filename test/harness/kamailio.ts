@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { freePort } from "./ports.js";
-import { exited, spawnServer } from "./process.js";
+import { exited, spawnServer, waitExit } from "./process.js";
 import { REPO_ROOT } from "./sidecar.js";
 import { waitFor } from "./wait.js";
 
@@ -53,6 +53,8 @@ export interface KamailioInstance {
   runDir: string;
   /** SIGTERM the main process (SIGKILL its process group after 3 s), remove the run dir. */
   stop(): Promise<void>;
+  /** Sends `signal` to the whole process group (main process and workers); for SIGKILL, resolves once the main process is gone. */
+  kill(signal: NodeJS.Signals): Promise<void>;
   /** Everything Kamailio logged so far (-E: stderr). */
   logs(): string;
   /** `kamcmd` against this instance's ctl socket. */
@@ -186,6 +188,14 @@ export async function startKamailio(opts: KamailioOptions): Promise<KamailioInst
     async stop() {
       await stopChild();
       await rm(runDir, { recursive: true, force: true });
+    },
+    async kill(signal: NodeJS.Signals) {
+      try {
+        process.kill(-pid, signal);
+      } catch {
+        // group already gone
+      }
+      if (signal === "SIGKILL") await waitExit(child, 3000);
     },
     logs: () => server.output(),
     kamcmd,

@@ -7,6 +7,7 @@ import type { Config } from "../../src/config/config.js";
 import { CpmError } from "../../src/errors/catalogue.js";
 import { buildCpmObject, newMessageId } from "../../src/store/cpm-object.js";
 import { decodeFolderComponent, groupSessionFolder } from "../../src/store/folder.js";
+import { buildGsoObject } from "../../src/store/gso-object.js";
 import { Spool } from "../../src/store/spool.js";
 import { useStoreEnv } from "../harness/store-env.js";
 import { waitFor } from "../harness/wait.js";
@@ -216,3 +217,94 @@ test("after close, appends are spooled for the next run", { timeout: 30_000 }, a
   assert.equal((await readFolder(obj.folder)).length, 1);
   await next.close();
 });
+
+/** The GSO of one BYE (its identity: Call-ID, CSeq, the CF's tag), as the PF stores it. */
+function gsoOfBye(conversationId: string, contributionId: string, callId: string) {
+  const { raw, messageId } = buildGsoObject({
+    gso: {
+      timestamp: new Date(),
+      lastFocusSessionId: "sip:focus@cf.example.net",
+      groupType: "Closed",
+      contributionId,
+      participants: [{ name: "Bob", commAddr: "tel:+16135551210" }],
+    },
+    bye: { callId, cseq: 2, fromTag: "cf-tag" },
+    to: "tel:+16135551200",
+    conversationId,
+    contributionId,
+  });
+  return { folder: groupSessionFolder("Default", conversationId, contributionId), raw, messageId, unique: true };
+}
+
+test(
+  "BYE-B4: the GSO of one BYE stored twice by one process is one object; no SEARCH in a folder it created",
+  { timeout: 30_000 },
+  async () => {
+    const store = newStore(await storeConfig());
+    await store.start();
+    const obj = gsoOfBye("conv-once", "contrib-once", "once-1@cf");
+    assert.deepEqual(await store.append(obj), { state: "stored", folder: obj.folder, messageId: obj.messageId });
+    assert.deepEqual(await store.append(obj), { state: "stored", folder: obj.folder, messageId: obj.messageId, duplicate: true });
+    assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf), [obj.messageId]);
+    // another BYE of the same session is another GSO
+    const other = gsoOfBye("conv-once", "contrib-once", "once-2@cf");
+    assert.equal((await store.append(other)).duplicate, undefined);
+    assert.equal((await readFolder(obj.folder)).length, 2);
+    const st = store.stats();
+    assert.equal(st.stored, 2);
+    assert.equal(st.deduplicated, 1);
+    assert.equal(st.duplicateSearches, 0, "the folder was created by this process: what it holds is known");
+    await store.close();
+  },
+);
+
+test(
+  "BYE-B4: the GSO of one BYE stored again by another process (restart, a second sidecar) is found by SEARCH, not stored twice",
+  { timeout: 30_000 },
+  async () => {
+    const obj = gsoOfBye("conv-replay", "contrib-replay", "replay-1@cf");
+    const first = newStore(await storeConfig());
+    await first.start();
+    assert.equal((await first.append(obj)).duplicate, undefined);
+    await first.close();
+
+    const second = newStore(await storeConfig());
+    await second.start();
+    assert.equal((await second.append(obj)).duplicate, true);
+    assert.equal(second.stats().duplicateSearches, 1, "the folder existed: SEARCH HEADER Message-ID");
+    // once found, the id is known: no second SEARCH
+    assert.equal((await second.append(obj)).duplicate, true);
+    assert.equal(second.stats().duplicateSearches, 1);
+    assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf), [obj.messageId]);
+    await second.close();
+  },
+);
+
+test(
+  "BYE-B4: with the Message Store down the GSO of one BYE is spooled once (also across a restart) and stored once",
+  { timeout: 60_000 },
+  async () => {
+    const cfg = await storeConfig();
+    const obj = gsoOfBye("conv-spool-once", "contrib-spool-once", "spool-1@cf");
+    await env.dovecot.kill();
+    try {
+      const store = newStore(cfg);
+      await store.start();
+      assert.equal((await store.append(obj)).state, "spooled");
+      assert.deepEqual(await store.append(obj), { state: "spooled", folder: obj.folder, messageId: obj.messageId, duplicate: true });
+      assert.equal((await spoolFiles(cfg)).length, 1, "no second copy in the spool");
+      await store.close();
+      const restarted = newStore(cfg);
+      await restarted.start();
+      assert.equal((await restarted.append(obj)).duplicate, true, "the restarted process finds it in the spool");
+      assert.equal((await spoolFiles(cfg)).length, 1);
+    } finally {
+      await env.dovecot.restart();
+    }
+    const drainer = newStore(cfg);
+    await drainer.start();
+    await waitFor(() => drainer.stats().spoolPending === 0, 15_000, 50, "spool drained");
+    assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf), [obj.messageId]);
+    await drainer.close();
+  },
+);

@@ -32,6 +32,7 @@ const b2bua: ByePolicy = { mode: "b2bua", unknownSessionMode: "proxy", groupSess
 const at = new Date("2026-11-25T10:00:00Z");
 const bye = (reasons: string[], extra: Partial<ByeEvent> = {}): ByeEvent => ({
   callId: "call-1@cf",
+  cseq: 2,
   fromTag: "cf-tag",
   reasons,
   referredBy: undefined,
@@ -76,6 +77,12 @@ test("BYE-B3: cause=410 stores a GSO with status removed and referred-by", () =>
   assert.equal(a.gso.subject, undefined);
   // 2.b then 2.c then 2.e, in that order
   assert.deepEqual(kinds(d), ["storeGso", "refuseClientMedia", "byeToClients", "answerSenderAfterClients"]);
+});
+
+test("BYE-B4 BYE-B5: the GSO action names the BYE it comes from (Call-ID, CSeq, the CF's From tag): its identity in the store", () => {
+  const a = storedGso(handleBye(session, bye(["SIP;cause=480"], { cseq: 7 }), b2bua));
+  assert.ok(a && a.kind === "storeGso");
+  assert.deepEqual(a.bye, { callId: "call-1@cf", cseq: 7, fromTag: "cf-tag" });
 });
 
 test("BYE-B3: a malformed Referred-By is left out with a note, the GSO is still stored", () => {

@@ -106,3 +106,29 @@ test("corrupt or unreadable entries are moved to bad/ and do not stop the others
   assert.equal(await spool.read("0000000000000002-00000000.spool"), undefined, "missing id");
   await assert.rejects(spool.read("../../etc/passwd"));
 });
+
+test("the spool knows which objects it holds, also after a restart, until they are removed", async () => {
+  const dir = await tempSpoolDir();
+  const spool = new Spool(dir, silentLogger());
+  assert.equal(await spool.has(entry(1).folder, entry(1).messageId), false);
+  const id = await spool.put(entry(1));
+  await spool.put(entry(2));
+  assert.equal(await spool.has(entry(1).folder, entry(1).messageId), true);
+  assert.equal(await spool.has(entry(1).folder, `<${entry(1).messageId}>`), true, "with or without brackets");
+  assert.equal(await spool.has(entry(2).folder, entry(1).messageId), false, "the same id in another folder is another object");
+  const reopened = new Spool(dir, silentLogger());
+  assert.equal(await reopened.has(entry(1).folder, entry(1).messageId), true, "read from the entries at open");
+  await reopened.remove(id);
+  assert.equal(await reopened.has(entry(1).folder, entry(1).messageId), false);
+  assert.equal(await reopened.has(entry(2).folder, entry(2).messageId), true);
+});
+
+test("a damaged entry is not in the spool's index and does not stop open()", async () => {
+  const dir = await tempSpoolDir();
+  const spool = new Spool(dir, silentLogger());
+  const id = await spool.put(entry(3));
+  await writeFile(join(dir, id), "CPMSPOOL1\n{not json");
+  const reopened = new Spool(dir, silentLogger());
+  assert.equal(await reopened.has(entry(3).folder, entry(3).messageId), false);
+  assert.deepEqual(await reopened.list(), [id]);
+});
