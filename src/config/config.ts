@@ -104,6 +104,8 @@ export interface Config {
     maxHeaderBytes: number;
     /** Body of one chunk (413 above). Default 262144. */
     maxChunkBytes: number;
+    /** Bytes skipped looking for the end-line of a refused frame before the connection is closed (RFC 4975 9). Default 1048576. */
+    maxSkipBytes: number;
     /** One reassembled message (413 above). Default 1048576. */
     maxMessageBytes: number;
     /** Partially received messages per session (413 above). Default 16. */
@@ -201,6 +203,7 @@ export const defaults: Config = {
     maxRecordedBytes: 1024 * 1024,
     maxHeaderBytes: 16 * 1024,
     maxChunkBytes: 256 * 1024,
+    maxSkipBytes: 1024 * 1024,
     maxMessageBytes: 1024 * 1024,
     maxMessagesInFlight: 16,
     chunkSize: 2048,
@@ -265,6 +268,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     maxRecordedBytes: "posint",
     maxHeaderBytes: "posint",
     maxChunkBytes: "posint",
+    maxSkipBytes: "posint",
     maxMessageBytes: "posint",
     maxMessagesInFlight: "posint",
     chunkSize: "posint",

@@ -39,6 +39,7 @@ import { compactPath, compactUri } from "./compact-uri.js";
 import type { MsrpListenerShare } from "./delivery-endpoint.js";
 import { Leg } from "./leg.js";
 import type { AnchorOfferRequest, AnchorOfferResult, AnswerFacts, MediaPlane, Offerer, RecordFacts } from "./media-plane.js";
+import { msrpParserLimits } from "./msrp-limits.js";
 import type { DeferredSink, SessionRecorder } from "./ports.js";
 import type { LegState } from "./relay-policy.js";
 import { anchorSdp } from "./sdp-anchor.js";
@@ -371,7 +372,7 @@ export class MsrpMediaPlane implements MediaPlane {
   /** The same object for every connection (its limits are then shared by every parser, src/msrp/limits.ts). */
   private connectionOptions(): Omit<MsrpConnectionOptions, "role"> {
     this.sharedConnectionOptions ??= {
-      limits: { maxHeaderBytes: this.config.maxHeaderBytes, maxBodyBytes: this.config.maxChunkBytes },
+      limits: msrpParserLimits(this.config),
       // RFC 4975 14.1: a connection that never names a session of ours is closed.
       bindTimeoutMs: this.config.unauthenticatedTimeoutMs,
       idleTimeoutMs: this.config.idleTimeoutMs,

@@ -407,6 +407,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
 
   private onParseError(err: MsrpParseError): void {
     if (err.fatal) {
+      this.resources.refusals.unparseableConnections++;
       this.log.warn("unparseable MSRP input, closing", { reason: err.reason, detail: err.detail, transactionId: err.transactionId });
       this.close(`parse error: ${err.reason}`);
       return;

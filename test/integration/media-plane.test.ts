@@ -482,33 +482,59 @@ test("issue 3 security: a connection that never presents a valid session is clos
   assert.equal(plane.stats().acceptedConnections, 0);
 });
 
+/**
+ * A session whose client is a raw socket: it answered a=setup:active with its
+ * own path `rawPath`, connected and bound with an empty SEND. `frame` writes
+ * a SEND from that path to the PF's client leg.
+ */
+async function anchoredRawClient(config: Partial<MediaConfig> = {}, log = logger) {
+  const resources = new MsrpResources();
+  const sink = new FakeSink();
+  const plane = new MsrpMediaPlane({ config: testMediaConfig(config), deferredSink: sink, logger: log, resources });
+  await plane.start();
+  cleanups.push(() => plane.close());
+  const cf = await peer();
+  const session = ref();
+  const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+  await cf.open(offer.cfLeg.path, "passive");
+  const rawPath = `msrp://127.0.0.1:9/${newSessionId()};tcp`;
+  const answer = ["v=0", "o=raw 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0", "m=message 9 TCP/MSRP *"];
+  answer.push("a=accept-types:message/cpim", `a=path:${rawPath}`, "a=setup:active", "");
+  plane.anchorAnswer(session.sessionKey, answer.join("\r\n"));
+  await cf.bound();
+
+  const raw = await RawMsrpSocket.connect(plane.address.port);
+  cleanups.push(() => raw.destroy());
+  const pfClientPath = sdpPath(offer.clientOfferSdp);
+  const frame = (tid: string, headers: string[], body?: string, fromPath = rawPath) =>
+    [`MSRP ${tid} SEND`, `To-Path: ${pfClientPath}`, `From-Path: ${fromPath}`, `Message-ID: ${newSessionId()}`, ...headers].join("\r\n") +
+    (body === undefined ? "\r\n" : `\r\n\r\n${body}\r\n`) +
+    `-------${tid}$\r\n`;
+  const bind = newTransactionId();
+  raw.write(frame(bind, []));
+  assert.equal((await raw.response(bind)).code, 200);
+  await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+  return { plane, resources, sink, cf, session, raw, rawPath, pfClientPath, offer, frame };
+}
+
+/** A JSON logger whose lines the test reads. */
+function capturingLogger(): { logger: winston.Logger; lines: string[] } {
+  const lines: string[] = [];
+  const stream = new PassThrough();
+  stream.on("data", (d: Buffer) => lines.push(d.toString()));
+  const log = winston.createLogger({
+    level: "info",
+    format: winston.format.json(),
+    transports: [new winston.transports.Stream({ stream })],
+  });
+  return { logger: log, lines };
+}
+
 test(
   "issue 3 limits: malformed and oversized frames from the client get 400 / 413, the session keeps relaying; garbage drops only the client leg and the CF's messages are then stored",
   T,
   async () => {
-    const { plane, sink } = await startPlane({ maxChunkBytes: 4096 });
-    const cf = await peer();
-    const session = ref();
-    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
-    await cf.open(offer.cfLeg.path, "passive");
-    // The client is a raw socket answering a=setup:active with its own path.
-    const rawPath = `msrp://127.0.0.1:9/${newSessionId()};tcp`;
-    const answer = ["v=0", "o=raw 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0", "m=message 9 TCP/MSRP *"];
-    answer.push("a=accept-types:message/cpim", `a=path:${rawPath}`, "a=setup:active", "");
-    plane.anchorAnswer(session.sessionKey, answer.join("\r\n"));
-    await cf.bound();
-
-    const raw = await RawMsrpSocket.connect(plane.address.port);
-    cleanups.push(() => raw.destroy());
-    const pfClientPath = sdpPath(offer.clientOfferSdp);
-    const frame = (tid: string, headers: string[], body?: string) =>
-      [`MSRP ${tid} SEND`, `To-Path: ${pfClientPath}`, `From-Path: ${rawPath}`, `Message-ID: ${newSessionId()}`, ...headers].join("\r\n") +
-      (body === undefined ? "\r\n" : `\r\n\r\n${body}\r\n`) +
-      `-------${tid}$\r\n`;
-    const bind = newTransactionId();
-    raw.write(frame(bind, []));
-    assert.equal((await raw.response(bind)).code, 200);
-    await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+    const { plane, sink, cf, session, raw, frame } = await anchoredRawClient({ maxChunkBytes: 4096 });
 
     const bad = newTransactionId();
     raw.write(frame(bad, ["Byte-Range: banana", "Content-Type: message/cpim"], "hello"));
@@ -539,6 +565,59 @@ test(
     assert.equal(plane.legs(session.sessionKey)?.cf, "up");
   },
 );
+
+const cpimFrame = (frame: (tid: string, headers: string[], body?: string) => string, tid: string, text: string) =>
+  frame(tid, [`Byte-Range: 1-${Buffer.byteLength(text)}/${Buffer.byteLength(text)}`, "Content-Type: message/cpim"], text);
+
+test(
+  "MSRP stall: a refused frame whose end-line never comes, then valid SENDs -> the connection is closed (warn line naming the peer, counted) after maxSkipBytes, never silently",
+  T,
+  async () => {
+    const { logger: log, lines } = capturingLogger();
+    const { plane, resources, sink, cf, session, raw, frame } = await anchoredRawClient({ maxSkipBytes: 8192 }, log);
+    const bad = newTransactionId();
+    // a header the parser refuses (400), and the frame's end-line never comes
+    raw.write(frame(bad, ["Byte-Range: banana", "Content-Type: message/cpim"], "hello").replace(/-------\S+\r\n$/, ""));
+    assert.equal((await raw.response(bad)).code, 400);
+    const sent: string[] = [];
+    for (let i = 0; !raw.isClosed && i < 200; i++) {
+      const tid = newTransactionId();
+      sent.push(tid);
+      raw.write(cpimFrame(frame, tid, wrapCpim(`after the bad frame ${i}`)));
+      await new Promise((r) => setImmediate(r));
+    }
+    await raw.closed;
+    assert.ok(sent.length * 200 > 8192, "more than maxSkipBytes was sent before the close");
+    assert.equal(raw.responses.filter((r) => sent.includes(r.transactionId)).length, 0, "what was skipped was not half-processed");
+    assert.equal(resources.refusals.unparseableConnections, 1);
+    const warn = lines.map((l) => JSON.parse(l)).find((l) => l.message === "unparseable MSRP input, closing");
+    assert.equal(warn?.level, "warn");
+    assert.equal(warn?.reason, "resync-lost");
+    assert.match(String(warn?.msrpPeer), /^127\.0\.0\.1:\d+$/);
+    // the CF's session goes on: its next message is kept for the client
+    await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
+    assert.equal((await cf.send(wrapCpim("kept"), "message/cpim")).code, 200);
+    assert.equal(sink.items.length, 1);
+  },
+);
+
+test("MSRP stall: a refused frame whose end-line comes within maxSkipBytes -> the SENDs after it are processed (resync)", T, async () => {
+  const { resources, cf, raw, frame } = await anchoredRawClient({ maxSkipBytes: 8192 });
+  const bad = newTransactionId();
+  raw.write(frame(bad, ["Byte-Range: banana", "Content-Type: message/cpim"], "x".repeat(4000)));
+  assert.equal((await raw.response(bad)).code, 400);
+  const texts = [0, 1, 2].map((i) => wrapCpim(`resynced ${i}`));
+  for (const t of texts) {
+    const tid = newTransactionId();
+    raw.write(cpimFrame(frame, tid, t));
+    assert.equal((await raw.response(tid)).code, 200);
+  }
+  assert.deepEqual(
+    (await cf.waitForMessages(3)).map((m) => m.body.toString()),
+    texts,
+  );
+  assert.equal(resources.refusals.unparseableConnections, 0);
+});
 
 test(
   "issue 3 recording (BYE-B8 groundwork): relayed messages of both directions are kept and handed to the SessionRecorder",
