@@ -413,6 +413,8 @@ test(
     for (const l of legs) plane.anchorAnswer(l.session.sessionKey, l.client.sdp("passive"));
     for (const l of legs) await waitFor(() => plane.legs(l.session.sessionKey)?.cf === "up", 5000, 5, "CF leg up");
     for (const l of legs) await waitFor(() => plane.legs(l.session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+    // The PF's leg is up once its bind SEND is written; the CF's session binds when that SEND arrives.
+    for (const l of legs) await waitFor(() => l.cf.state === "bound", 5000, 5, "CF session bound");
     assert.equal(cfAccepted.length, 1, "the CF accepted one connection for both sessions");
     assert.equal(plane.stats().openedConnections, 3, "one to the CF, one per client");
     assert.equal(resources.snapshot().openSockets, 3);
