@@ -140,6 +140,9 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
     this.session = new MsrpSession({
       localUri,
       remotePath: parseMsrpPath(PATH_PLACEHOLDER),
+      // RFC 4975 5.4, 14: only the client whose 200 OK gave the path may use the session
+      verifyFromPath: true,
+      remotePathPending: true,
       reassembly: { maxMessageBytes: config.maxMessageBytes, maxMessagesInFlight: config.maxMessagesInFlight },
       chunkSize: config.chunkSize,
       chunkWindow: config.chunkWindow,

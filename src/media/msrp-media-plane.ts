@@ -238,8 +238,8 @@ export class MsrpMediaPlane implements MediaPlane {
       contributionId: req.session.contributionId,
     });
     // The stack logs with the MSRP session-id; "MSRP session anchored" below ties both ids to the Call-ID.
-    const senderSession = this.newSession(this.localUri(host, senderSessionId), senderPath);
-    const recipientSession = this.newSession(this.localUri(host, recipientSessionId), parseMsrpPath(PATH_PLACEHOLDER));
+    const senderSession = this.newSession(this.localUri(host, senderSessionId), senderPath, false);
+    const recipientSession = this.newSession(this.localUri(host, recipientSessionId), parseMsrpPath(PATH_PLACEHOLDER), true);
     // The recipient may connect (a=setup:active) before its answer reaches the PF: its session waits in the table from now on.
     this.table.add(recipientSession);
     if (senderRole === "passive") this.table.add(senderSession);
@@ -388,11 +388,14 @@ export class MsrpMediaPlane implements MediaPlane {
    * object built by spread gets a hidden class (map + descriptors) of its own,
    * about 250 bytes more per session than one literal shape shared by all.
    */
-  private newSession(localUri: MsrpUri, remotePath: MsrpUri[]): MsrpSession {
+  private newSession(localUri: MsrpUri, remotePath: MsrpUri[], remotePathPending: boolean): MsrpSession {
     const o = this.sessionOptions();
     return new MsrpSession({
       localUri,
       remotePath,
+      // RFC 4975 5.4, 14: each leg takes requests from the From-Path its peer's SDP gave only
+      verifyFromPath: true,
+      remotePathPending,
       reassembly: o.reassembly,
       chunkSize: o.chunkSize,
       chunkWindow: o.chunkWindow,

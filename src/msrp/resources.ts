@@ -17,6 +17,8 @@ export interface MsrpCounters {
 export interface MsrpRefusals {
   /** Connections closed because their input could not be framed (garbage, lost resync). */
   unparseableConnections: number;
+  /** Requests refused 403 (and sessions taken back) because their From-Path is not the session's peer (RFC 4975 5.4, 14). */
+  foreignSenders: number;
 }
 
 const FIRED = Symbol("msrpTimerDone");
@@ -31,7 +33,7 @@ export class MsrpResources {
   private readonly liveSessions = new Set<BufferHolder>();
   private armed = 0;
   /** Counted as they happen; not part of snapshot() (which drains to zero when everything is released). */
-  readonly refusals: MsrpRefusals = { unparseableConnections: 0 };
+  readonly refusals: MsrpRefusals = { unparseableConnections: 0, foreignSenders: 0 };
 
   socketOpened(c: BufferHolder): void {
     this.sockets.add(c);

@@ -444,28 +444,185 @@ test(
   },
 );
 
+/** A raw connection to the PF's listener; `send` writes a SEND with `from` as From-Path and resolves with the response. */
+async function rawSender(port: number) {
+  const raw = await RawMsrpSocket.connect(port);
+  cleanups.push(() => raw.destroy());
+  const send = (toPath: string, from: string, text = "hijak") => {
+    const tid = newTransactionId();
+    raw.write(
+      `MSRP ${tid} SEND\r\nTo-Path: ${toPath}\r\nFrom-Path: ${from}\r\nMessage-ID: ${newSessionId()}\r\nByte-Range: 1-${text.length}/${text.length}\r\nContent-Type: message/cpim\r\n\r\n${text}\r\n-------${tid}$\r\n`,
+    );
+    return raw.response(tid);
+  };
+  return { raw, send };
+}
+
+const foreignPath = () => `msrp://127.0.0.1:9/${newSessionId()};tcp`;
+
 test(
-  "issue 3 security: a To-Path naming no session of the connection gets 481 (506 when bound elsewhere) and reaches no session",
+  "issue 3 security: a To-Path naming no session of the connection gets 481 (506 when bound elsewhere, for the peer's own From-Path) and reaches no session",
   T,
   async () => {
     const { plane, cf, client, clientPath } = await anchored();
-    const raw = await RawMsrpSocket.connect(plane.address.port);
-    cleanups.push(() => raw.destroy());
-    const from = `msrp://127.0.0.1:9/${newSessionId()};tcp`;
-    const send = (toPath: string) => {
-      const tid = newTransactionId();
-      raw.write(
-        `MSRP ${tid} SEND\r\nTo-Path: ${toPath}\r\nFrom-Path: ${from}\r\nMessage-ID: ${newSessionId()}\r\nByte-Range: 1-5/5\r\nContent-Type: message/cpim\r\n\r\nhijak\r\n-------${tid}$\r\n`,
-      );
-      return raw.response(tid);
-    };
-    assert.equal((await send(`msrp://127.0.0.1:${plane.address.port}/${newSessionId()};tcp`)).code, 481);
-    // the client leg's session, bound to the client's connection: RFC 4975 10 "session already bound"
-    assert.equal((await send(clientPath)).code, 506);
+    const { send } = await rawSender(plane.address.port);
+    assert.equal((await send(`msrp://127.0.0.1:${plane.address.port}/${newSessionId()};tcp`, foreignPath())).code, 481);
+    // the client leg's session, bound to the client's connection, named by a second connection of the client's own path:
+    // RFC 4975 10 "session already bound"
+    assert.equal((await send(clientPath, client.path)).code, 506);
     assert.equal(await cf.keepalive(), 200);
     assert.equal(cf.received.length, 0);
     assert.equal(client.received.length, 0);
     assert.equal(plane.stats().queued, 0);
+  },
+);
+
+test(
+  "MSRP session binding (RFC 4975 5.4, 14): takeover of the client leg refused -> a foreign From-Path gets 403, its connection is closed, counted; the client's and the CF's messages still flow",
+  T,
+  async () => {
+    const { plane, resources, cf, client, clientPath } = await anchored();
+    const { raw, send } = await rawSender(plane.address.port);
+    assert.equal((await send(clientPath, foreignPath(), "from the impostor")).code, 403);
+    await raw.closed;
+    assert.equal(resources.refusals.foreignSenders, 1);
+    const down = wrapCpim("to the client");
+    const up = wrapCpim("from the client");
+    assert.equal((await cf.send(down, "message/cpim")).code, 200);
+    assert.equal((await client.send(up, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await client.waitForMessages(1)).map((m) => m.body.toString()),
+      [down],
+    );
+    assert.deepEqual(
+      (await cf.waitForMessages(1)).map((m) => m.body.toString()),
+      [up],
+    );
+    assert.equal(raw.requests.length, 0, "the impostor received nothing");
+  },
+);
+
+test(
+  "MSRP session binding (RFC 4975 5.4, 14): takeover of the CF leg refused -> a foreign From-Path gets 403 before and after the CF bound (a=setup:active); the CF's messages still flow",
+  T,
+  async () => {
+    const { plane, resources } = await startPlane();
+    const cf = await peer();
+    const client = await peer();
+    const session = ref();
+    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("active"), allowOfflineStorage: false });
+    assert.equal(offer.cfLeg.setup, "passive");
+    // before the CF connected: the CF leg is in the listener's table, unbound
+    const early = await rawSender(plane.address.port);
+    assert.equal((await early.send(offer.cfLeg.path, foreignPath())).code, 403);
+    await early.raw.closed;
+    const cfAnswer = plane.anchorAnswer(session.sessionKey, client.sdp("active"));
+    await client.open(sdpPath(offer.clientOfferSdp), "active");
+    await cf.open(sdpPath(cfAnswer), "active");
+    await waitFor(
+      () => plane.legs(session.sessionKey)?.cf === "up" && plane.legs(session.sessionKey)?.client === "up",
+      5000,
+      5,
+      "both legs up",
+    );
+    // after: still 403 for a foreign sender (the CF's own path would get 506)
+    const late = await rawSender(plane.address.port);
+    assert.equal((await late.send(offer.cfLeg.path, foreignPath())).code, 403);
+    await late.raw.closed;
+    assert.equal(resources.refusals.foreignSenders, 2);
+    const down = wrapCpim("from the CF");
+    assert.equal((await cf.send(down, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await client.waitForMessages(1)).map((m) => m.body.toString()),
+      [down],
+    );
+    assert.equal(cf.received.length, 0, "nothing of the impostors reached the CF");
+  },
+);
+
+test(
+  "MSRP session binding (RFC 4975 5.4, 14): a sender that bound the client leg before the client's answer arrived loses it when the answer names another path; the client then binds and relays",
+  T,
+  async () => {
+    const { plane, resources } = await startPlane();
+    const cf = await peer();
+    const client = await peer();
+    const session = ref();
+    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+    await cf.open(offer.cfLeg.path, "passive");
+    const clientPath = sdpPath(offer.clientOfferSdp);
+    // the race of RFC 6135 4.1: the path is not known yet, so the first sender binds on its word
+    const { raw, send } = await rawSender(plane.address.port);
+    const bind = newTransactionId();
+    raw.write(`MSRP ${bind} SEND\r\nTo-Path: ${clientPath}\r\nFrom-Path: ${foreignPath()}\r\nMessage-ID: m${bind}\r\n-------${bind}$\r\n`);
+    assert.equal((await raw.response(bind)).code, 200);
+    // what it sends meanwhile waits for the answer, and is never relayed
+    const injected = newTransactionId();
+    const text = wrapCpim("injected before the answer");
+    raw.write(
+      `MSRP ${injected} SEND\r\nTo-Path: ${clientPath}\r\nFrom-Path: ${foreignPath()}\r\nMessage-ID: m${injected}\r\nByte-Range: 1-${text.length}/${text.length}\r\nContent-Type: message/cpim\r\n\r\n${text}\r\n-------${injected}$\r\n`,
+    );
+    // a round trip on the same connection: a 200 for the injected SEND would be in before this one
+    const probe = newTransactionId();
+    raw.write(
+      `MSRP ${probe} SEND\r\nTo-Path: ${clientPath}\r\nFrom-Path: ${foreignPath()}\r\nMessage-ID: m${probe}\r\n-------${probe}$\r\n`,
+    );
+    assert.equal((await raw.response(probe)).code, 200);
+    plane.anchorAnswer(session.sessionKey, client.sdp("active"));
+    await raw.closed;
+    assert.equal(resources.refusals.foreignSenders, 1);
+    assert.equal(
+      raw.responses.find((r) => r.transactionId === injected),
+      undefined,
+      "the injected SEND got no 200",
+    );
+    assert.notEqual(plane.legs(session.sessionKey)?.client, "up");
+    await assert.rejects(send(clientPath, foreignPath()), /socket closed/);
+    await client.open(clientPath, "active");
+    await cf.bound();
+    await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+    const down = wrapCpim("to the real client");
+    assert.equal((await cf.send(down, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await client.waitForMessages(1)).map((m) => m.body.toString()),
+      [down],
+    );
+    const up = wrapCpim("from the real client");
+    assert.equal((await client.send(up, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await cf.waitForMessages(1)).map((m) => m.body.toString()),
+      [up],
+      "the injected message never reached the CF",
+    );
+  },
+);
+
+test(
+  "MSRP session binding: a message the client sends before its answer reached the PF waits for the answer, then is relayed and answered 200",
+  T,
+  async () => {
+    const { plane } = await startPlane();
+    const cf = await peer();
+    const client = await peer();
+    const session = ref();
+    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+    await cf.open(offer.cfLeg.path, "passive");
+    await client.open(sdpPath(offer.clientOfferSdp), "active");
+    const early = wrapCpim("sent before the 2xx reached the PF");
+    let code: number | undefined;
+    const sending = client.send(early, "message/cpim").then((r) => {
+      code = r.code;
+    });
+    assert.equal(await client.keepalive(), 200);
+    assert.equal(code, undefined, "not answered while the client's path is unknown");
+    plane.anchorAnswer(session.sessionKey, client.sdp("active"));
+    await cf.bound();
+    await sending;
+    assert.equal(code, 200);
+    assert.deepEqual(
+      (await cf.waitForMessages(1)).map((m) => m.body.toString()),
+      [early],
+    );
   },
 );
 
