@@ -2,7 +2,9 @@
 // Override any key with CPM_PF__<SECTION>__<KEY> (e.g. CPM_PF__STORE__PORT=1143).
 // A bad value stops start-up with an error naming the key.
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { CpmError } from "../errors/catalogue.js";
+import { type AddressList, parseAddressList } from "../sip/address-list.js";
 import { parseTrustedRegistrars } from "../sip/registration-trust.js";
 
 export type PfMode = "proxy" | "b2bua";
@@ -159,6 +161,8 @@ export interface Config {
     /** Kamailio, the outbound proxy every request the UA originates is sent to (RFC 3261 8.1.2). Default 127.0.0.1:5060. */
     proxyHost: string;
     proxyPort: number;
+    /** Kamailio's addresses (comma-separated IPs or CIDRs) the UA takes SIP datagrams from; others are dropped, counted. Default "" = sip.proxyHost. */
+    trustedSources: string;
   };
   session: {
     /** Directory where session facts are persisted so they survive a restart. */
@@ -223,7 +227,7 @@ export const defaults: Config = {
     unsubscribeOnRejoin: false,
     trustedRegistrars: "127.0.0.1,::1",
   },
-  sip: { host: "127.0.0.1", port: 5097, proxyHost: "127.0.0.1", proxyPort: 5060 },
+  sip: { host: "127.0.0.1", port: 5097, proxyHost: "127.0.0.1", proxyPort: 5060, trustedSources: "" },
   session: { stateDir: "var/state", retentionMs: 30 * 24 * 3600 * 1000, inactiveRetentionMs: 400 * 24 * 3600 * 1000 },
 };
 
@@ -288,7 +292,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     unsubscribeOnRejoin: "bool",
     trustedRegistrars: "string",
   },
-  sip: { host: "string", port: "port", proxyHost: "string", proxyPort: "port" },
+  sip: { host: "string", port: "port", proxyHost: "string", proxyPort: "port", trustedSources: "string" },
   session: { stateDir: "string", retentionMs: "posint", inactiveRetentionMs: "posint" },
 };
 
@@ -377,9 +381,21 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   } catch (err) {
     bad("delivery.trustedRegistrars", err instanceof CpmError ? err.detail : String(err));
   }
+  try {
+    sipTrustedSources(cfg.sip);
+  } catch (err) {
+    bad("sip.trustedSources", err instanceof CpmError ? err.detail : String(err));
+  }
   if ((cfg.media.tlsCertFile === "") !== (cfg.media.tlsKeyFile === ""))
     bad(cfg.media.tlsCertFile === "" ? "media.tlsCertFile" : "media.tlsKeyFile", "msrps needs both media.tlsCertFile and media.tlsKeyFile");
   return cfg;
+}
+
+/** The sources the SIP UA takes datagrams from: sip.trustedSources, or the outbound proxy (sip.proxyHost) when empty. */
+export function sipTrustedSources(sip: Config["sip"]): AddressList {
+  if (sip.trustedSources.trim() !== "") return parseAddressList(sip.trustedSources, "Kamailio's");
+  if (isIP(sip.proxyHost) === 0) throw new CpmError("CPM_ERR_CONFIG", `sip.proxyHost "${sip.proxyHost}" is no IP address: list Kamailio's`);
+  return parseAddressList(sip.proxyHost, "Kamailio's");
 }
 
 /** Loads the file named by CPM_PF_CONFIG (if any) and applies the environment. */
