@@ -316,7 +316,7 @@ describe("errors and limits: events, never exceptions", () => {
   );
   const validSends = (n: number) => Buffer.concat(Array.from({ length: n }, () => BASIC_SEND));
 
-  test("resync lost: a refused frame whose end-line never comes is fatal after maxSkipBytes, not a silent drop", () => {
+  test("MSRP stall, resync lost: a refused frame whose end-line never comes is fatal after maxSkipBytes, not a silent drop", () => {
     const limits = { maxSkipBytes: 4096 };
     const bytes = Buffer.concat([Buffer.from(refusedHead), validSends(Math.ceil(8192 / BASIC_SEND.length))]);
     for (const events of [parseWhole(bytes, limits), parseBytewise(bytes, limits).events]) {
@@ -334,7 +334,7 @@ describe("errors and limits: events, never exceptions", () => {
     assert.equal(p.bufferedBytes, 0);
   });
 
-  test("resync lost: the bound counts the bytes skipped, not the bytes kept before a body limit", () => {
+  test("MSRP stall, resync lost: the bound counts the bytes skipped, not the bytes kept before a body limit", () => {
     const limits = { maxBodyBytes: 100, maxSkipBytes: 1000 };
     const head = req("MSRP big1 SEND\nTo-Path: msrp://h:1/s;tcp\nFrom-Path: msrp://g:2/t;tcp\nContent-Type: text/plain\n\n");
     // 100 body bytes kept, then 900 skipped: still within the bound, so the end-line resyncs
@@ -351,7 +351,7 @@ describe("errors and limits: events, never exceptions", () => {
     );
   });
 
-  test("resync within maxSkipBytes: the skipped frame's end-line brings the frames after it back", () => {
+  test("MSRP stall, resync within maxSkipBytes: the skipped frame's end-line brings the frames after it back", () => {
     const bytes = Buffer.concat([Buffer.from(refusedHead), Buffer.from("xx\r\n-------lost1$\r\n"), validSends(3)]);
     assert.deepEqual(
       parseWhole(bytes, { maxSkipBytes: 64 }).map((e) => e.type),
