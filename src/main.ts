@@ -2,7 +2,7 @@
 // cpm-pf sidecar entry point: config -> logger -> session table -> Message
 // Store -> media plane (MSRP, when media.enabled) -> gRPC server.
 // SIGTERM/SIGINT stop it cleanly.
-import { loadConfig } from "./config/config.js";
+import { loadConfig, sipTrustedSources } from "./config/config.js";
 import { DeliveryService } from "./delivery/service.js";
 import { CpmError } from "./errors/catalogue.js";
 import { startGrpcServer } from "./grpc/server.js";
@@ -74,6 +74,7 @@ async function main(): Promise<void> {
       host: cfg.sip.host,
       port: cfg.sip.port,
       outboundProxy: { host: cfg.sip.proxyHost, port: cfg.sip.proxyPort },
+      trustedSources: sipTrustedSources(cfg.sip),
       routeParams: ";cpmpfuac",
       log: componentLogger("sip", root),
     });

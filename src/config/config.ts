@@ -2,7 +2,9 @@
 // Override any key with CPM_PF__<SECTION>__<KEY> (e.g. CPM_PF__STORE__PORT=1143).
 // A bad value stops start-up with an error naming the key.
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { CpmError } from "../errors/catalogue.js";
+import { type AddressList, parseAddressList } from "../sip/address-list.js";
 import { parseTrustedRegistrars } from "../sip/registration-trust.js";
 
 export type PfMode = "proxy" | "b2bua";
@@ -116,6 +118,8 @@ export interface Config {
     maxHeaderBytes: number;
     /** Body of one chunk (413 above). Default 262144. */
     maxChunkBytes: number;
+    /** Bytes skipped looking for the end-line of a refused frame before the connection is closed (RFC 4975 9). Default 1048576. */
+    maxSkipBytes: number;
     /** One reassembled message (413 above). Default 1048576. */
     maxMessageBytes: number;
     /** Partially received messages per session (413 above). Default 16. */
@@ -169,6 +173,8 @@ export interface Config {
     /** Kamailio, the outbound proxy every request the UA originates is sent to (RFC 3261 8.1.2). Default 127.0.0.1:5060. */
     proxyHost: string;
     proxyPort: number;
+    /** Kamailio's addresses (comma-separated IPs or CIDRs) the UA takes SIP datagrams from; others are dropped, counted. Default "" = sip.proxyHost. */
+    trustedSources: string;
   };
   session: {
     /** Directory where session facts are persisted so they survive a restart. */
@@ -220,6 +226,7 @@ export const defaults: Config = {
     maxRecordedBytes: 1024 * 1024,
     maxHeaderBytes: 16 * 1024,
     maxChunkBytes: 256 * 1024,
+    maxSkipBytes: 1024 * 1024,
     maxMessageBytes: 1024 * 1024,
     maxMessagesInFlight: 16,
     chunkSize: 2048,
@@ -239,7 +246,7 @@ export const defaults: Config = {
     unsubscribeOnRejoin: false,
     trustedRegistrars: "127.0.0.1,::1",
   },
-  sip: { host: "127.0.0.1", port: 5097, proxyHost: "127.0.0.1", proxyPort: 5060 },
+  sip: { host: "127.0.0.1", port: 5097, proxyHost: "127.0.0.1", proxyPort: 5060, trustedSources: "" },
   session: {
     stateDir: "var/state",
     retentionMs: 30 * 24 * 3600 * 1000,
@@ -290,6 +297,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     maxRecordedBytes: "posint",
     maxHeaderBytes: "posint",
     maxChunkBytes: "posint",
+    maxSkipBytes: "posint",
     maxMessageBytes: "posint",
     maxMessagesInFlight: "posint",
     chunkSize: "posint",
@@ -309,7 +317,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     unsubscribeOnRejoin: "bool",
     trustedRegistrars: "string",
   },
-  sip: { host: "string", port: "port", proxyHost: "string", proxyPort: "port" },
+  sip: { host: "string", port: "port", proxyHost: "string", proxyPort: "port", trustedSources: "string" },
   session: { stateDir: "string", retentionMs: "posint", inactiveRetentionMs: "posint", failsafeDir: "string", failsafeReplayMs: "posint" },
 };
 
@@ -405,9 +413,21 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
     );
   if (cfg.grpc.tlsCaFile !== "" && cfg.grpc.tlsCertFile === "")
     bad("grpc.tlsCaFile", "mutual TLS needs grpc.tlsCertFile and grpc.tlsKeyFile");
+  try {
+    sipTrustedSources(cfg.sip);
+  } catch (err) {
+    bad("sip.trustedSources", err instanceof CpmError ? err.detail : String(err));
+  }
   if ((cfg.media.tlsCertFile === "") !== (cfg.media.tlsKeyFile === ""))
     bad(cfg.media.tlsCertFile === "" ? "media.tlsCertFile" : "media.tlsKeyFile", "msrps needs both media.tlsCertFile and media.tlsKeyFile");
   return cfg;
+}
+
+/** The sources the SIP UA takes datagrams from: sip.trustedSources, or the outbound proxy (sip.proxyHost) when empty. */
+export function sipTrustedSources(sip: Config["sip"]): AddressList {
+  if (sip.trustedSources.trim() !== "") return parseAddressList(sip.trustedSources, "Kamailio's");
+  if (isIP(sip.proxyHost) === 0) throw new CpmError("CPM_ERR_CONFIG", `sip.proxyHost "${sip.proxyHost}" is no IP address: list Kamailio's`);
+  return parseAddressList(sip.proxyHost, "Kamailio's");
 }
 
 /** Loads the file named by CPM_PF_CONFIG (if any) and applies the environment. */

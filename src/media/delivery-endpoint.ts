@@ -35,6 +35,7 @@ import { type MsrpUri, parseMsrpPath, parseMsrpUri } from "../msrp/uri.js";
 import { classifyPayload } from "./classify.js";
 import { compactPath, compactUri } from "./compact-uri.js";
 import { Leg } from "./leg.js";
+import { msrpParserLimits } from "./msrp-limits.js";
 import { anchorSdp, type MsrpAnchor } from "./sdp-anchor.js";
 import { SessionLog } from "./session-log.js";
 
@@ -139,6 +140,9 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
     this.session = new MsrpSession({
       localUri,
       remotePath: parseMsrpPath(PATH_PLACEHOLDER),
+      // RFC 4975 5.4, 14: only the client whose 200 OK gave the path may use the session
+      verifyFromPath: true,
+      remotePathPending: true,
       reassembly: { maxMessageBytes: config.maxMessageBytes, maxMessagesInFlight: config.maxMessagesInFlight },
       chunkSize: config.chunkSize,
       chunkWindow: config.chunkWindow,
@@ -420,7 +424,7 @@ export async function startDeliveryListener(opts: {
   const logger = opts.logger ?? componentLogger("media");
   const table = new MsrpSessionTable();
   const connectionOptions: Omit<MsrpConnectionOptions, "role"> = {
-    limits: { maxHeaderBytes: config.maxHeaderBytes, maxBodyBytes: config.maxChunkBytes },
+    limits: msrpParserLimits(config),
     // RFC 4975 14.1: a connection that never names a session of ours is closed.
     bindTimeoutMs: config.unauthenticatedTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,

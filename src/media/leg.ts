@@ -75,8 +75,7 @@ export class Leg implements RelayTarget {
 
   /** The peer's path from its SDP (RFC 4975 8.2): replaces the placeholder the session was created with. */
   learnPath(path: MsrpUri[]): void {
-    const remote = this.session.remotePath;
-    remote.splice(0, remote.length, ...path);
+    this.session.learnRemotePath(path); // a foreign sender that bound the session first loses it
     this.pathKnown = true;
     this.maybeUp();
   }

@@ -39,6 +39,7 @@ import { compactPath, compactUri } from "./compact-uri.js";
 import type { MsrpListenerShare } from "./delivery-endpoint.js";
 import { Leg } from "./leg.js";
 import type { AnchorOfferRequest, AnchorOfferResult, AnswerFacts, MediaPlane, Offerer, RecordFacts } from "./media-plane.js";
+import { msrpParserLimits } from "./msrp-limits.js";
 import type { DeferredSink, SessionRecorder } from "./ports.js";
 import type { LegState } from "./relay-policy.js";
 import { anchorSdp } from "./sdp-anchor.js";
@@ -237,8 +238,8 @@ export class MsrpMediaPlane implements MediaPlane {
       contributionId: req.session.contributionId,
     });
     // The stack logs with the MSRP session-id; "MSRP session anchored" below ties both ids to the Call-ID.
-    const senderSession = this.newSession(this.localUri(host, senderSessionId), senderPath);
-    const recipientSession = this.newSession(this.localUri(host, recipientSessionId), parseMsrpPath(PATH_PLACEHOLDER));
+    const senderSession = this.newSession(this.localUri(host, senderSessionId), senderPath, false);
+    const recipientSession = this.newSession(this.localUri(host, recipientSessionId), parseMsrpPath(PATH_PLACEHOLDER), true);
     // The recipient may connect (a=setup:active) before its answer reaches the PF: its session waits in the table from now on.
     this.table.add(recipientSession);
     if (senderRole === "passive") this.table.add(senderSession);
@@ -371,7 +372,7 @@ export class MsrpMediaPlane implements MediaPlane {
   /** The same object for every connection (its limits are then shared by every parser, src/msrp/limits.ts). */
   private connectionOptions(): Omit<MsrpConnectionOptions, "role"> {
     this.sharedConnectionOptions ??= {
-      limits: { maxHeaderBytes: this.config.maxHeaderBytes, maxBodyBytes: this.config.maxChunkBytes },
+      limits: msrpParserLimits(this.config),
       // RFC 4975 14.1: a connection that never names a session of ours is closed.
       bindTimeoutMs: this.config.unauthenticatedTimeoutMs,
       idleTimeoutMs: this.config.idleTimeoutMs,
@@ -387,11 +388,14 @@ export class MsrpMediaPlane implements MediaPlane {
    * object built by spread gets a hidden class (map + descriptors) of its own,
    * about 250 bytes more per session than one literal shape shared by all.
    */
-  private newSession(localUri: MsrpUri, remotePath: MsrpUri[]): MsrpSession {
+  private newSession(localUri: MsrpUri, remotePath: MsrpUri[], remotePathPending: boolean): MsrpSession {
     const o = this.sessionOptions();
     return new MsrpSession({
       localUri,
       remotePath,
+      // RFC 4975 5.4, 14: each leg takes requests from the From-Path its peer's SDP gave only
+      verifyFromPath: true,
+      remotePathPending,
       reassembly: o.reassembly,
       chunkSize: o.chunkSize,
       chunkWindow: o.chunkWindow,

@@ -25,7 +25,7 @@ import { makeResponse, serializeFrame } from "./serializer.js";
 import type { MsrpSession, SessionTransport } from "./session.js";
 import type { MsrpSessionTable } from "./session-table.js";
 import type { ConnectionRole } from "./setup.js";
-import type { MsrpUri } from "./uri.js";
+import { formatMsrpUri, type MsrpUri } from "./uri.js";
 
 export interface MsrpConnectionOptions {
   /** RFC 6135: active = we opened the connection and bind with an empty SEND; passive = we accepted it. */
@@ -357,21 +357,21 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   private onRequest(req: MsrpRequest): void {
     const sessionId = req.toPath[0]?.sessionId;
     let session = sessionId === undefined ? undefined : this.bound.get(sessionId);
-    if (session === undefined && sessionId !== undefined && this.table !== undefined) {
-      const candidate = this.table.get(sessionId);
-      if (candidate?.state === "unbound" && candidate.isFromPeer(req)) {
-        this.attachSession(candidate);
+    const candidate = session ?? (sessionId === undefined ? undefined : this.table?.get(sessionId));
+    if (candidate !== undefined && candidate.state !== "closed" && !candidate.isFromPeer(req)) {
+      this.refuseForeignSender(req, candidate);
+      return;
+    }
+    if (session === undefined && candidate !== undefined) {
+      if (candidate.state === "unbound") {
+        this.attachSession(candidate, req.fromPath[req.fromPath.length - 1]);
         session = candidate;
-      } else if (candidate?.state === "bound") {
+      } else if (candidate.state === "bound") {
         // RFC 4975 10: the session lives on another connection.
         this.log.info("request for a session bound to another connection", { sessionId, transactionId: req.transactionId });
         this.answer(req, 506);
         return;
       }
-    }
-    if (session !== undefined && !session.isFromPeer(req)) {
-      this.log.info("request from a sender the session does not expect", { sessionId, transactionId: req.transactionId });
-      session = undefined;
     }
     if (session === undefined) {
       // BYE-B6 / RFC 4975 10: unknown (or already closed) session: 481, and the request goes nowhere.
@@ -386,6 +386,26 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
     }
     if (actions.respond !== undefined) this.answer(req, actions.respond, session.localUri);
     for (const report of actions.reports) this.request(report, session);
+  }
+
+  /**
+   * Session matching (RFC 4975 5.4, 14): the session takes requests from its
+   * peer's From-Path only. Whoever else names it gets 403 and reaches
+   * nothing; a connection with no session of its own is closed at once.
+   */
+  private refuseForeignSender(req: MsrpRequest, session: MsrpSession): void {
+    this.resources.refusals.foreignSenders++;
+    const sender = req.fromPath[req.fromPath.length - 1];
+    const closing = this.bound.size === 0;
+    this.log.warn("MSRP request from a sender that is not the session's peer, 403", {
+      sessionId: session.id,
+      transactionId: req.transactionId,
+      method: req.method,
+      sender: sender === undefined ? undefined : formatMsrpUri(sender),
+      closing,
+    });
+    this.answer(req, 403);
+    if (closing) this.close("only foreign senders");
   }
 
   /** A held response (session.ts HoldResponse): answered once the owner's verdict settles, if still open. */
@@ -407,6 +427,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
 
   private onParseError(err: MsrpParseError): void {
     if (err.fatal) {
+      this.resources.refusals.unparseableConnections++;
       this.log.warn("unparseable MSRP input, closing", { reason: err.reason, detail: err.detail, transactionId: err.transactionId });
       this.close(`parse error: ${err.reason}`);
       return;
@@ -494,8 +515,8 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
     if (pending.size === 0) this.pending = undefined;
   }
 
-  private attachSession(session: MsrpSession): void {
-    session.attach(this);
+  private attachSession(session: MsrpSession, sender?: MsrpUri): void {
+    session.attach(this, sender);
     this.bound.set(session.id, session);
     if (this.everBound) return;
     this.everBound = true;

@@ -77,7 +77,7 @@ export {
   wantsFailureReport,
   wantsSuccessReport,
 } from "./reports.js";
-export { type MsrpCounters, MsrpResources, msrpCounters, msrpResources } from "./resources.js";
+export { type MsrpCounters, type MsrpRefusals, MsrpResources, msrpCounters, msrpResources } from "./resources.js";
 export { firstEndLine, makeResponse, type ResponseOptions, serializeFrame, serializeRequest, serializeResponse } from "./serializer.js";
 export { createMsrpServer, type MsrpServerOptions } from "./server.js";
 export {

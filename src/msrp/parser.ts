@@ -9,8 +9,9 @@
 // or syntax violation becomes an error event, never an exception: when the
 // transaction-id is known the event says which status to answer (400 / 413)
 // and the parser skips to that transaction's end-line by itself ("resync");
-// when it is not (garbage start line, wrong end-line) the event is fatal,
-// framing is lost, and the caller should close the connection.
+// when it is not (garbage start line, wrong end-line), or when that end-line
+// does not come within maxSkipBytes, the event is fatal, framing is lost, and
+// the caller should close the connection: a parser never skips for ever.
 import type { ContinuationFlag, HeaderField, MsrpFrame, MsrpRequestHead, MsrpResponse } from "./frame.js";
 import { HEADER_NAME_RE } from "./frame.js";
 import { isAcceptableMessageId, parseByteRange, parseFailureReport, parseStatus, parseSuccessReport } from "./headers.js";
@@ -22,11 +23,14 @@ export interface MsrpParserLimits {
   maxHeaderBytes: number;
   /** Body of one chunk (one SEND), before its end-line. */
   maxBodyBytes: number;
+  /** Bytes skipped looking for the end-line of a frame refused mid-way (RFC 4975 9); past them framing counts as lost. */
+  maxSkipBytes: number;
 }
 
 export const DEFAULT_PARSER_LIMITS: Readonly<MsrpParserLimits> = Object.freeze({
   maxHeaderBytes: 16 * 1024,
   maxBodyBytes: 256 * 1024,
+  maxSkipBytes: 1024 * 1024,
 });
 
 /** CRLF + `-------` + a 32-character transaction-id + flag + CRLF. */
@@ -38,6 +42,7 @@ export type MsrpParseErrorReason =
   | "header" // a header that does not parse, or a missing To-Path / From-Path / Content-Type: 400
   | "header-too-large" // maxHeaderBytes: 400
   | "body-too-large" // maxBodyBytes: 413
+  | "resync-lost" // no end-line of the skipped frame within maxSkipBytes: fatal
   | "internal"; // a bug in this parser: fatal
 
 export interface MsrpParseError {
@@ -100,6 +105,8 @@ export class MsrpParser {
   private bodyLen = 0;
   private carry: Buffer = EMPTY;
   private pattern: Buffer = EMPTY;
+  /** Bytes discarded in "skip" state since the refused frame's error. */
+  private skipped = 0;
 
   constructor(limits?: Partial<MsrpParserLimits>) {
     this.limits = mergeLimits(DEFAULT_PARSER_LIMITS, limits);
@@ -361,11 +368,13 @@ export class MsrpParser {
       if (idx < 0) {
         const keepFrom = Math.max(0, data.length - (p.length - 1));
         if (!this.confirm(data.subarray(0, keepFrom), keep, events)) return this.skipRest(off, data, keepFrom, carried);
+        if (!keep && !this.discard(keepFrom, events)) return buf.length;
         this.carry = Buffer.from(data.subarray(keepFrom));
         return buf.length;
       }
       if (data.length < idx + endLen) {
         if (!this.confirm(data.subarray(0, idx), keep, events)) return this.skipRest(off, data, idx, carried);
+        if (!keep && !this.discard(idx, events)) return buf.length;
         this.carry = Buffer.from(data.subarray(idx));
         return buf.length;
       }
@@ -378,6 +387,18 @@ export class MsrpParser {
       }
       from = idx + 1;
     }
+  }
+
+  /** Skip state: `bytes` more are dropped; false (and fatal) once maxSkipBytes is passed without the end-line. */
+  private discard(bytes: number, events: MsrpParseEvent[]): boolean {
+    this.skipped += bytes;
+    if (this.skipped <= this.limits.maxSkipBytes) return true;
+    this.fail(
+      events,
+      "resync-lost",
+      `no end-line of transaction ${(this.start as StartLine).transactionId} within maxSkipBytes (${this.limits.maxSkipBytes})`,
+    );
+    return false;
   }
 
   /** Body limit hit inside this push: drop what was kept and continue scanning from `at` in skip mode. */
@@ -509,6 +530,7 @@ export class MsrpParser {
     this.bodyLen = 0;
     this.carry = EMPTY;
     this.pattern = EMPTY;
+    this.skipped = 0;
     this.shrinkHead();
   }
 

@@ -13,6 +13,14 @@ export interface MsrpCounters {
   bufferedBytes: number;
 }
 
+/** Input refused from the network, by kind: each one also has a log line naming the peer. */
+export interface MsrpRefusals {
+  /** Connections closed because their input could not be framed (garbage, lost resync). */
+  unparseableConnections: number;
+  /** Requests refused 403 (and sessions taken back) because their From-Path is not the session's peer (RFC 4975 5.4, 14). */
+  foreignSenders: number;
+}
+
 const FIRED = Symbol("msrpTimerDone");
 type TimerWithFlag = NodeJS.Timeout & { [FIRED]?: boolean };
 
@@ -24,6 +32,8 @@ export class MsrpResources {
   private readonly sockets = new Set<BufferHolder>();
   private readonly liveSessions = new Set<BufferHolder>();
   private armed = 0;
+  /** Counted as they happen; not part of snapshot() (which drains to zero when everything is released). */
+  readonly refusals: MsrpRefusals = { unparseableConnections: 0, foreignSenders: 0 };
 
   socketOpened(c: BufferHolder): void {
     this.sockets.add(c);

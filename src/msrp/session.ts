@@ -40,11 +40,18 @@ export interface MsrpSessionOptions {
   successReport?: SuccessReport;
   failureReport?: FailureReport;
   /**
-   * Also require the last From-Path URI of every request to equal (RFC 4975
-   * 6.1) the last URI of remotePath; others get 481. Off by default: SBCs
-   * and relays may rewrite what the peer put in SDP.
+   * Session matching (RFC 4975 5.4, 14): also require the last From-Path URI
+   * of every request to equal (RFC 4975 6.1) the last URI of remotePath, the
+   * peer's own URI however relays rewrite the hops before it; the connection
+   * answers others 403 (connection.ts). Off by default.
    */
   verifyFromPath?: boolean;
+  /**
+   * remotePath is a stand-in until learnRemotePath() (the peer's SDP answer
+   * has not arrived): a peer that connects first binds on its word, and is
+   * checked once the path is known.
+   */
+  remotePathPending?: boolean;
   /** a=accept-types: media types accepted in SEND bodies (`*`, `type/*`, `type/subtype`); others get 415. Default: all. */
   acceptTypes?: string[];
   logger?: Logger;
@@ -107,6 +114,11 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
   private transport: SessionTransport | undefined;
   private current: SessionState = "unbound";
   private refusal: number | undefined;
+  private remotePathPending: boolean;
+  /** The sender (last From-Path URI) of the request that bound a passive session, checked once the path is learnt. */
+  private boundBy: MsrpUri | undefined;
+  /** Messages received while the path was pending, in arrival order (made with the first). */
+  private awaitingPath: ((peer: boolean | undefined) => void)[] | undefined;
 
   constructor(options: MsrpSessionOptions) {
     super();
@@ -115,6 +127,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     this.id = options.localUri.sessionId;
     this.localUri = options.localUri;
     this.remotePath = options.remotePath;
+    this.remotePathPending = options.remotePathPending === true;
     this.options = options;
     this.baseLog = options.logger ?? componentLogger("msrp");
     this.resources = options.resources ?? msrpResources;
@@ -135,10 +148,11 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     return this.reassembly?.bufferedBytes ?? 0;
   }
 
-  /** @internal The connection took the session (passive: first request named it; active: bind()). */
-  attach(transport: SessionTransport): void {
+  /** @internal The connection took the session (passive: first request named it, from `sender`; active: bind()). */
+  attach(transport: SessionTransport, sender?: MsrpUri): void {
     if (this.current !== "unbound") throw new CpmError("CPM_ERR_MSRP_SESSION_IN_USE", `session ${this.id} is ${this.current}`);
     this.transport = transport;
+    this.boundBy = sender;
     this.current = "bound";
     this.debug("session bound");
     this.emit("bound");
@@ -178,11 +192,10 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
           });
           const sr = successReportFor(m, this.localUri);
           if (sr !== undefined) reports.push(sr);
-          const held: { verdict?: Promise<number> } = {};
-          this.safeEmit("message", m, (verdict) => {
-            held.verdict = verdict;
-          });
-          if (held.verdict !== undefined) return { reports, respondLater: held.verdict };
+          // RFC 4975 14: whoever bound the session before its path was known is checked first; its messages wait for that
+          if (this.remotePathPending && this.options.verifyFromPath === true) return { reports, respondLater: this.afterPathKnown(m) };
+          const held = this.emitMessage(m);
+          if (held !== undefined) return { reports, respondLater: held };
         } else if (outcome.kind === "aborted") {
           this.debug("message aborted by sender", { messageId: outcome.messageId });
         }
@@ -200,10 +213,70 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     return actions;
   }
 
-  /** Whether the request comes from the peer this session expects (always true unless verifyFromPath). */
+  /** Whether the request comes from the peer this session expects (always true unless verifyFromPath; true while the path is pending). */
   isFromPeer(req: Pick<MsrpRequest, "fromPath">): boolean {
-    if (this.options.verifyFromPath !== true) return true;
-    const sender = req.fromPath[req.fromPath.length - 1];
+    return this.isPeer(req.fromPath[req.fromPath.length - 1]);
+  }
+
+  /**
+   * The peer's path from its SDP answer replaces the stand-in. A session that
+   * a foreign sender bound meanwhile (RFC 4975 14: whoever learnt our URI) is
+   * taken back: it leaves that connection, unbound again for the peer, and
+   * the refusal is logged and counted. Returns false in that case.
+   */
+  learnRemotePath(path: readonly MsrpUri[]): boolean {
+    this.remotePath.splice(0, this.remotePath.length, ...path);
+    this.remotePathPending = false;
+    const by = this.boundBy;
+    if (this.current !== "bound" || by === undefined || this.isPeer(by)) {
+      this.settleAwaitingPath(true);
+      return true;
+    }
+    this.settleAwaitingPath(false);
+    this.resources.refusals.foreignSenders++;
+    this.log.warn("MSRP session was bound by a sender that is not the peer, unbinding it", {
+      sender: formatMsrpUri(by),
+      expected: formatMsrpUri(path[path.length - 1] as MsrpUri),
+    });
+    const transport = this.transport;
+    this.transport = undefined;
+    this.boundBy = undefined;
+    this.current = "unbound";
+    this.reassembly = undefined;
+    transport?.detach(this);
+    return false;
+  }
+
+  /** The message's listener verdict (HoldResponse), if it held the response. */
+  private emitMessage(m: ReceivedMessage): Promise<number> | undefined {
+    const held: { verdict?: Promise<number> } = {};
+    this.safeEmit("message", m, (verdict) => {
+      held.verdict = verdict;
+    });
+    return held.verdict;
+  }
+
+  /** Delivers `m` once learnRemotePath() found the binder to be the peer; 403 when it is not, 481 when the session ends first. */
+  private afterPathKnown(m: ReceivedMessage): Promise<number> {
+    return new Promise<number>((resolve) => {
+      this.awaitingPath ??= [];
+      this.awaitingPath.push((peer) => {
+        if (peer === undefined) resolve(481);
+        else if (!peer) resolve(403);
+        else resolve(this.emitMessage(m) ?? 200);
+      });
+    });
+  }
+
+  /** Settles the messages that waited for the peer's path: delivered (true), refused (false), session gone (undefined). */
+  private settleAwaitingPath(peer: boolean | undefined): void {
+    const waiting = this.awaitingPath;
+    this.awaitingPath = undefined;
+    for (const settle of waiting ?? []) settle(peer);
+  }
+
+  private isPeer(sender: MsrpUri | undefined): boolean {
+    if (this.options.verifyFromPath !== true || this.remotePathPending) return true;
     const expected = this.remotePath[this.remotePath.length - 1];
     return sender !== undefined && expected !== undefined && msrpUriEquals(sender, expected);
   }
@@ -280,6 +353,7 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
   private finish(reason: string): void {
     if (this.current === "closed") return;
     this.current = "closed";
+    this.settleAwaitingPath(undefined);
     this.transport = undefined;
     this.reassembly = undefined;
     this.resources.sessionClosed(this);

@@ -5,7 +5,7 @@ import type { PfMode } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { GroupSession } from "../session/group-session.js";
 import { parseNameAddr } from "../sip/name-addr.js";
-import { formatReason, parseReasonHeaders } from "../sip/reason.js";
+import { formatClientReason, parseReasonHeaders } from "../sip/reason.js";
 import type { GroupStateObject } from "../xml/gso.js";
 
 /**
@@ -61,14 +61,6 @@ export interface ByeDecision {
   actions: ByeAction[];
   notes: string[];
 }
-
-/** Default text per cause for the BYE the PF generates towards the clients. */
-const DEFAULT_TEXT: Record<number, string> = {
-  200: "Call completed",
-  410: "Gone",
-  480: "Temporarily Unavailable",
-  503: "Service Unavailable",
-};
 
 /** 8.3.2.3 2.b: the class of a reason-cause. */
 export function classifyCause(cause: number): ByeCause {
@@ -129,7 +121,8 @@ export function handleBye(session: GroupSession | undefined, bye: ByeEvent, poli
     notes.push("Reason present without a usable SIP cause: handled as a SIP/IP core release (cause 503)");
   }
   const cause = classifyCause(reasonCause);
-  const clientReason = formatReason({ protocol: "SIP", cause: reasonCause, text: text ?? DEFAULT_TEXT[reasonCause] });
+  // the mapped SIP value (its text only as received) and the other protocols' values as received
+  const clientReason = formatClientReason({ cause: reasonCause, text }, parsed);
 
   if (mode === "proxy") {
     // 1.a: forward the BYE unchanged; its 200 OK goes back the same path.

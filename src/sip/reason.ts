@@ -14,6 +14,8 @@ export interface ReasonValue {
 
 export interface ParsedReasons {
   values: ReasonValue[];
+  /** Each of `values` as received (trimmed), same order. */
+  raw: string[];
   /** One line per value that could not be parsed, for the log. */
   errors: string[];
 }
@@ -36,11 +38,12 @@ export function parseReasonValue(text: string): ReasonValue {
 
 /** Parses every Reason header line; bad values are reported, not thrown. */
 export function parseReasonHeaders(lines: readonly string[]): ParsedReasons {
-  const out: ParsedReasons = { values: [], errors: [] };
+  const out: ParsedReasons = { values: [], raw: [], errors: [] };
   for (const line of lines) {
     for (const item of splitCommaList(line)) {
       try {
         out.values.push(parseReasonValue(item));
+        out.raw.push(item.trim());
       } catch (err) {
         out.errors.push(`${err instanceof CpmError ? err.detail : String(err)}: ${JSON.stringify(item.slice(0, 120))}`);
       }
@@ -55,4 +58,21 @@ function quote(text: string): string {
 
 export function formatReason(value: { protocol: string; cause: number; text?: string | undefined }): string {
   return `${value.protocol};cause=${value.cause}${value.text ? `;text=${quote(value.text)}` : ""}`;
+}
+
+/**
+ * The Reason towards the client when the PF decided the SIP value itself
+ * (RFC 3326 2: one reason-value per protocol): that SIP value, with a text
+ * only when one is given (none is made up), then the first value of each
+ * other protocol (Q.850, ...) exactly as received.
+ */
+export function formatClientReason(sip: { cause: number; text?: string | undefined }, received: ParsedReasons): string {
+  const out = [formatReason({ protocol: "SIP", cause: sip.cause, text: sip.text })];
+  const protocols = new Set(["SIP"]);
+  received.values.forEach((v, i) => {
+    if (protocols.has(v.protocol)) return;
+    protocols.add(v.protocol);
+    out.push((received.raw[i] as string).replace(/[\r\n]+/g, " "));
+  });
+  return out.join(", ");
 }

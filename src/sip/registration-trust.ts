@@ -6,41 +6,18 @@
 // "include-register-response") starts nothing. Kamailio refuses untrusted
 // sources first (CPM_PF_SCSCF_ADDRESSES); this is the sidecar's own check.
 // Pure, but for a one-entry cache of the parsed list.
-import { BlockList, isIP } from "node:net";
-import { CpmError } from "../errors/catalogue.js";
+import { isIP } from "node:net";
+import { type AddressList, inAddressList, parseAddressList } from "./address-list.js";
 import { parseSipMessage } from "./message.js";
 import { sameUser } from "./public-identity.js";
 import { readThirdPartyRegister } from "./third-party-register.js";
 
 /** A parsed `delivery.trustedRegistrars`: IP addresses and CIDR ranges. */
-export interface TrustedRegistrars {
-  readonly list: BlockList;
-  readonly entries: readonly string[];
-}
+export type TrustedRegistrars = AddressList;
 
-/**
- * Reads a comma-separated list of IPv4/IPv6 addresses and CIDRs
- * ("127.0.0.1,::1", "10.0.0.0/24"). CpmError CPM_ERR_CONFIG naming the bad
- * entry; an empty list is refused too (every third-party REGISTER would be).
- */
+/** Reads `delivery.trustedRegistrars` (src/sip/address-list.ts); CpmError CPM_ERR_CONFIG naming the bad entry. */
 export function parseTrustedRegistrars(value: string): TrustedRegistrars {
-  const entries = value
-    .split(",")
-    .map((e) => e.trim())
-    .filter((e) => e !== "");
-  if (entries.length === 0) throw new CpmError("CPM_ERR_CONFIG", "must list at least one IP address or CIDR (the S-CSCF's)");
-  const list = new BlockList();
-  for (const entry of entries) {
-    const [address = "", prefix, ...extra] = entry.split("/");
-    const family = isIP(address);
-    const bits = prefix === undefined ? (family === 6 ? 128 : 32) : Number(prefix);
-    const max = family === 6 ? 128 : 32;
-    if (family === 0 || extra.length > 0 || (prefix !== undefined && !/^[0-9]{1,3}$/.test(prefix)) || bits > max) {
-      throw new CpmError("CPM_ERR_CONFIG", `"${entry}" is not an IP address or CIDR`);
-    }
-    list.addSubnet(address, bits, family === 6 ? "ipv6" : "ipv4");
-  }
-  return { list, entries };
+  return parseAddressList(value, "the S-CSCF's");
 }
 
 /**
@@ -72,8 +49,7 @@ export function trustedRegistrars(value: string): TrustedRegistrars {
 /** True when the source ("ip:port") is one of the trusted registrars. */
 export function isTrustedRegistrar(source: string, trusted: TrustedRegistrars): boolean {
   const ip = sourceAddress(source);
-  if (ip === undefined) return false;
-  return trusted.list.check(ip, isIP(ip) === 6 ? "ipv6" : "ipv4");
+  return ip !== undefined && inAddressList(ip, trusted);
 }
 
 /** What the PF answers a refused third-party REGISTER (the shape of a RegistrationResult). */

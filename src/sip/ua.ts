@@ -2,12 +2,16 @@
 // (deferred delivery, 8.3.2.9.1.2): INVITE, ACK, CANCEL and BYE as UAC,
 // through Kamailio as outbound proxy (RFC 3261 8.1.2), and the UAS side of
 // requests that reach it (an in-dialog BYE from the client). Transactions
-// follow RFC 3261 17 for an unreliable transport only.
+// follow RFC 3261 17 for an unreliable transport only. Everything reaches the
+// UA through Kamailio, so a datagram from any other source is dropped
+// unanswered, logged and counted: a BYE or a 603 sent straight to the UA
+// would otherwise end a delivery and discard the user's deferred data.
 import { randomBytes } from "node:crypto";
 import dgram from "node:dgram";
 import { isIPv6 } from "node:net";
 import { asCpmError, CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
+import { type AddressList, inAddressList, parseAddressList } from "./address-list.js";
 import { header, headerValues, parseSipMessage, type SipMessage, splitCommaList } from "./message.js";
 import { parseNameAddr, tagOf, uriParams } from "./name-addr.js";
 import { parseParams } from "./params.js";
@@ -19,6 +23,12 @@ export interface SipUaOptions {
   port: number;
   /** Kamailio: every request the UA originates goes there (RFC 3261 8.1.2 outbound proxy, as a loose-route Route header). */
   outboundProxy: { host: string; port: number };
+  /**
+   * The sources (Kamailio's addresses) the UA takes requests and responses
+   * from; others are dropped unanswered and counted (refusedDatagrams).
+   * Default: the outbound proxy's address, which must then be an IP address.
+   */
+  trustedSources?: AddressList;
   /** Extra URI parameters on that pre-loaded Route header, e.g. ";cpmpfuac" (Kamailio recognises PF-originated requests by it). */
   routeParams?: string;
   log: Logger;
@@ -178,8 +188,11 @@ export class SipUa {
   private readonly clients = new Map<string, ClientTransaction>();
   private readonly servers = new Map<string, ServerTransaction>();
   private readonly dialogs = new Map<string, DialogState>();
+  private readonly trusted: AddressList;
   private handler: RequestHandler | undefined;
   private closing: Promise<void> | undefined;
+  /** Datagrams dropped because they came from outside trustedSources. */
+  refusedDatagrams = 0;
 
   private constructor(
     private readonly socket: dgram.Socket,
@@ -189,6 +202,7 @@ export class SipUa {
     this.address = { host: bound.address, port: bound.port };
     this.t1 = opts.t1Ms ?? 500;
     this.proxy = { host: opts.outboundProxy.host, port: opts.outboundProxy.port };
+    this.trusted = opts.trustedSources ?? parseAddressList(this.proxy.host, "the outbound proxy's");
     // 8.1.2: the outbound proxy as a pre-loaded Route, loose routing (;lr).
     this.proxyRoute = `<sip:${hostPort(this.proxy)};lr${opts.routeParams ?? ""}>`;
     socket.on("message", (raw, rinfo) => this.receive(raw, { host: rinfo.address, port: rinfo.port }));
@@ -196,6 +210,7 @@ export class SipUa {
   }
 
   static async start(opts: SipUaOptions): Promise<SipUa> {
+    if (opts.trustedSources === undefined) parseAddressList(opts.outboundProxy.host, "the outbound proxy's"); // before binding
     const socket = dgram.createSocket(isIPv6(opts.host) ? "udp6" : "udp4");
     try {
       await new Promise<void>((resolve, reject) => {
@@ -483,6 +498,17 @@ export class SipUa {
 
   /** The socket handler: never throws; anything unusable is logged and dropped. */
   private receive(raw: Buffer, from: Endpoint): void {
+    if (!inAddressList(from.host, this.trusted)) {
+      this.refusedDatagrams++;
+      // a flood must not flood the log: the first ten, then one in a thousand
+      if (this.refusedDatagrams <= 10 || this.refusedDatagrams % 1000 === 0)
+        this.opts.log.warn("SIP datagram from a source that is not a trusted Kamailio, dropped unanswered", {
+          from: hostPort(from),
+          bytes: raw.length,
+          refused: this.refusedDatagrams,
+        });
+      return;
+    }
     let msg: SipMessage;
     try {
       msg = parseSipMessage(raw);

@@ -1,18 +1,34 @@
 // The one way the PF reads XML from the network: fast-xml-parser with entity
-// expansion off, DOCTYPE refused (no XXE, no billion laughs), a size cap, and
-// well-formedness checked before anything is read. Namespace prefixes are
+// expansion off, DOCTYPE refused (no XXE, no billion laughs), a size cap, a
+// nesting bound, names that would reach Object.prototype refused, and
+// well-formedness checked before anything is read. Every failure, the
+// library's own included, is CPM_ERR_BAD_XML. Namespace prefixes are
 // dropped: CPM documents are read by local name (RFC 4826, RFC 4575 bodies are
 // sent with varying prefixes in the wild).
 import { XMLParser, XMLValidator } from "fast-xml-parser";
-import { CpmError } from "../errors/catalogue.js";
+import { asCpmError, CpmError } from "../errors/catalogue.js";
 
 export const MAX_XML_BYTES = 64 * 1024;
+/** Deepest element nesting read (the root is depth 1); CPM bodies need fewer than 8. */
+export const MAX_XML_DEPTH = 32;
+/** Element and attribute local names refused: as object keys they would reach Object.prototype. */
+export const REFUSED_XML_NAMES: ReadonlySet<string> = new Set(["__proto__", "constructor", "prototype"]);
 
 export type XmlNode = Record<string, unknown>;
 
+const ATTRIBUTE_PREFIX = "@_";
+
+/** Called by the parser for every element and attribute name, before it becomes a key. */
+function refuseDangerousName(name: string, kind: "element" | "attribute"): string {
+  const raw = kind === "attribute" && name.startsWith(ATTRIBUTE_PREFIX) ? name.slice(ATTRIBUTE_PREFIX.length) : name;
+  const local = raw.slice(raw.lastIndexOf(":") + 1);
+  if (REFUSED_XML_NAMES.has(raw) || REFUSED_XML_NAMES.has(local)) throw new CpmError("CPM_ERR_BAD_XML", `${kind} name "${raw}" is refused`);
+  return name;
+}
+
 const parser = new XMLParser({
   ignoreAttributes: false,
-  attributeNamePrefix: "@_",
+  attributeNamePrefix: ATTRIBUTE_PREFIX,
   removeNSPrefix: true,
   processEntities: false,
   allowBooleanAttributes: true,
@@ -20,15 +36,37 @@ const parser = new XMLParser({
   parseAttributeValue: false,
   trimValues: true,
   isArray: (_name, _jpath, _isLeaf, isAttribute) => !isAttribute,
+  // the parser counts the elements enclosing the one it opens
+  maxNestedTags: MAX_XML_DEPTH - 1,
+  transformTagName: (name) => refuseDangerousName(name, "element"),
+  transformAttributeName: (name) => refuseDangerousName(name, "attribute"),
 });
 
 export function parseXml(text: string | Buffer): XmlNode {
   const xml = typeof text === "string" ? text : text.toString("utf8");
   if (Buffer.byteLength(xml) > MAX_XML_BYTES) throw new CpmError("CPM_ERR_BAD_XML", `document larger than ${MAX_XML_BYTES} bytes`);
   if (/<!DOCTYPE|<!ENTITY/i.test(xml)) throw new CpmError("CPM_ERR_BAD_XML", "DOCTYPE/ENTITY declarations are refused");
-  const valid = XMLValidator.validate(xml);
-  if (valid !== true) throw new CpmError("CPM_ERR_BAD_XML", `not well-formed: ${valid.err.msg} (line ${valid.err.line})`);
-  return parser.parse(xml) as XmlNode;
+  try {
+    const valid = XMLValidator.validate(xml);
+    if (valid !== true) throw new CpmError("CPM_ERR_BAD_XML", `not well-formed: ${valid.err.msg} (line ${valid.err.line})`);
+    const doc = parser.parse(xml) as XmlNode;
+    // The parser bounds open tags only; an empty element one level deeper gets here.
+    if (depthOf(doc) > MAX_XML_DEPTH) throw new CpmError("CPM_ERR_BAD_XML", `elements nested deeper than ${MAX_XML_DEPTH}`);
+    return doc;
+  } catch (err) {
+    throw asCpmError(err, "CPM_ERR_BAD_XML");
+  }
+}
+
+/** Element nesting of a parsed document (a document's root element is depth 1). */
+function depthOf(node: XmlNode): number {
+  let deepest = 0;
+  for (const [key, value] of Object.entries(node)) {
+    if (key.startsWith(ATTRIBUTE_PREFIX) || key === "#text" || !Array.isArray(value)) continue;
+    for (const child of value)
+      deepest = Math.max(deepest, 1 + (typeof child === "object" && child !== null ? depthOf(child as XmlNode) : 0));
+  }
+  return deepest;
 }
 
 /** Child elements by local name (always an array with isArray above). */

@@ -221,7 +221,12 @@ export class RawMsrpSocket extends EventEmitter<{ frame: [] }> {
   }
 
   write(bytes: string | Buffer): void {
-    this.socket.write(bytes);
+    if (!this.socket.destroyed) this.socket.write(bytes);
+  }
+
+  /** The PF (or the test) closed the connection. */
+  get isClosed(): boolean {
+    return this.socket.destroyed || this.socket.readableEnded;
   }
 
   /** Resolves with the response to `transactionId` (or rejects when the socket closes first). */

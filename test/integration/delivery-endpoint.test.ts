@@ -19,11 +19,11 @@ import {
 } from "../../src/media/delivery-endpoint.js";
 import type { MediaConfig } from "../../src/media/msrp-media-plane.js";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
-import { newSessionId } from "../../src/msrp/ids.js";
+import { newSessionId, newTransactionId } from "../../src/msrp/ids.js";
 import { MsrpResources } from "../../src/msrp/resources.js";
 import { COMPOSING_XML, GSO_XML, IMDN_XML, wrapCpim } from "../fixtures/cpim.js";
 import { testMediaConfig, useCleanups } from "../harness/cleanups.js";
-import { MsrpPeer, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
+import { MsrpPeer, RawMsrpSocket, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
 import { waitFor } from "../harness/wait.js";
 
 const logger = silentLogger();
@@ -180,6 +180,67 @@ test("an active client that connects before its 200 OK reaches the PF: up once t
   await upEvent;
   assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("hi")) }), 200);
 });
+
+/** A raw connection to the listener writing one SEND from `from` to `toPath`; resolves with its response. */
+async function foreignSend(port: number, toPath: string, from = `msrp://127.0.0.1:9/${newSessionId()};tcp`, text = "") {
+  const raw = await RawMsrpSocket.connect(port);
+  cleanups.push(() => raw.destroy());
+  const tid = newTransactionId();
+  const body = text === "" ? "" : `Byte-Range: 1-${text.length}/${text.length}\r\nContent-Type: message/cpim\r\n\r\n${text}\r\n`;
+  raw.write(`MSRP ${tid} SEND\r\nTo-Path: ${toPath}\r\nFrom-Path: ${from}\r\nMessage-ID: m${tid}\r\n${body}-------${tid}$\r\n`);
+  return { raw, response: await raw.response(tid) };
+}
+
+for (const clientSetup of ["active", "passive"] as const) {
+  test(
+    `MSRP session binding (RFC 4975 5.4, 14): takeover of a delivery session refused (client a=setup:${clientSetup}) -> a foreign From-Path gets 403, its connection is closed, counted; delivery and the client's SENDs still flow`,
+    T,
+    async () => {
+      const { l, client, ep, offerSdp } = await upSession(clientSetup);
+      const seen: ClientSendInfo[] = [];
+      ep.on("clientSend", (info) => seen.push(info));
+      const { raw, response } = await foreignSend(l.share.port, sdpPath(offerSdp), undefined, "from the impostor");
+      assert.equal(response.code, 403);
+      await raw.closed;
+      assert.equal(l.resources.refusals.foreignSenders, 1);
+      assert.equal(ep.state, "up");
+      const item = wrapCpim("deferred for the client");
+      assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(item) }), 200);
+      assert.deepEqual(
+        (await client.waitForMessages(1)).map((m) => m.body.toString()),
+        [item],
+      );
+      assert.equal((await client.send(wrapCpim("from the client"), "message/cpim")).code, 200);
+      await waitFor(() => seen.length === 1, 5000, 5, "the client's SEND");
+      assert.equal(raw.requests.length, 0, "the impostor received nothing");
+    },
+  );
+}
+
+test(
+  "MSRP session binding (RFC 4975 5.4, 14): a sender that bound a delivery session before the client's 200 OK loses it when the answer names another path; the client then binds",
+  T,
+  async () => {
+    const l = await listener();
+    const client = await peer();
+    const { endpoint: ep, offerSdp } = await endpoint(l);
+    const { raw, response } = await foreignSend(l.share.port, sdpPath(offerSdp));
+    assert.equal(response.code, 200, "the path is not known yet: the first sender binds on its word");
+    const upEvent = event(ep, "up");
+    ep.applyAnswer(client.sdp("active"));
+    await raw.closed;
+    assert.equal(l.resources.refusals.foreignSenders, 1);
+    assert.equal(ep.state, "answered");
+    await client.open(sdpPath(offerSdp), "active");
+    await upEvent;
+    const item = wrapCpim("to the real client");
+    assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(item) }), 200);
+    assert.deepEqual(
+      (await client.waitForMessages(1)).map((m) => m.body.toString()),
+      [item],
+    );
+  },
+);
 
 /** The client holds its answer to the first message until `release()`. */
 function holdFirst(session: NonNullable<MsrpPeer["session"]>): () => void {

@@ -413,6 +413,8 @@ test(
     for (const l of legs) plane.anchorAnswer(l.session.sessionKey, l.client.sdp("passive"));
     for (const l of legs) await waitFor(() => plane.legs(l.session.sessionKey)?.cf === "up", 5000, 5, "CF leg up");
     for (const l of legs) await waitFor(() => plane.legs(l.session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+    // The PF's leg is up once its bind SEND is written; the CF's session binds when that SEND arrives.
+    for (const l of legs) await waitFor(() => l.cf.state === "bound", 5000, 5, "CF session bound");
     assert.equal(cfAccepted.length, 1, "the CF accepted one connection for both sessions");
     assert.equal(plane.stats().openedConnections, 3, "one to the CF, one per client");
     assert.equal(resources.snapshot().openSockets, 3);
@@ -442,28 +444,185 @@ test(
   },
 );
 
+/** A raw connection to the PF's listener; `send` writes a SEND with `from` as From-Path and resolves with the response. */
+async function rawSender(port: number) {
+  const raw = await RawMsrpSocket.connect(port);
+  cleanups.push(() => raw.destroy());
+  const send = (toPath: string, from: string, text = "hijak") => {
+    const tid = newTransactionId();
+    raw.write(
+      `MSRP ${tid} SEND\r\nTo-Path: ${toPath}\r\nFrom-Path: ${from}\r\nMessage-ID: ${newSessionId()}\r\nByte-Range: 1-${text.length}/${text.length}\r\nContent-Type: message/cpim\r\n\r\n${text}\r\n-------${tid}$\r\n`,
+    );
+    return raw.response(tid);
+  };
+  return { raw, send };
+}
+
+const foreignPath = () => `msrp://127.0.0.1:9/${newSessionId()};tcp`;
+
 test(
-  "issue 3 security: a To-Path naming no session of the connection gets 481 (506 when bound elsewhere) and reaches no session",
+  "issue 3 security: a To-Path naming no session of the connection gets 481 (506 when bound elsewhere, for the peer's own From-Path) and reaches no session",
   T,
   async () => {
     const { plane, cf, client, clientPath } = await anchored();
-    const raw = await RawMsrpSocket.connect(plane.address.port);
-    cleanups.push(() => raw.destroy());
-    const from = `msrp://127.0.0.1:9/${newSessionId()};tcp`;
-    const send = (toPath: string) => {
-      const tid = newTransactionId();
-      raw.write(
-        `MSRP ${tid} SEND\r\nTo-Path: ${toPath}\r\nFrom-Path: ${from}\r\nMessage-ID: ${newSessionId()}\r\nByte-Range: 1-5/5\r\nContent-Type: message/cpim\r\n\r\nhijak\r\n-------${tid}$\r\n`,
-      );
-      return raw.response(tid);
-    };
-    assert.equal((await send(`msrp://127.0.0.1:${plane.address.port}/${newSessionId()};tcp`)).code, 481);
-    // the client leg's session, bound to the client's connection: RFC 4975 10 "session already bound"
-    assert.equal((await send(clientPath)).code, 506);
+    const { send } = await rawSender(plane.address.port);
+    assert.equal((await send(`msrp://127.0.0.1:${plane.address.port}/${newSessionId()};tcp`, foreignPath())).code, 481);
+    // the client leg's session, bound to the client's connection, named by a second connection of the client's own path:
+    // RFC 4975 10 "session already bound"
+    assert.equal((await send(clientPath, client.path)).code, 506);
     assert.equal(await cf.keepalive(), 200);
     assert.equal(cf.received.length, 0);
     assert.equal(client.received.length, 0);
     assert.equal(plane.stats().queued, 0);
+  },
+);
+
+test(
+  "MSRP session binding (RFC 4975 5.4, 14): takeover of the client leg refused -> a foreign From-Path gets 403, its connection is closed, counted; the client's and the CF's messages still flow",
+  T,
+  async () => {
+    const { plane, resources, cf, client, clientPath } = await anchored();
+    const { raw, send } = await rawSender(plane.address.port);
+    assert.equal((await send(clientPath, foreignPath(), "from the impostor")).code, 403);
+    await raw.closed;
+    assert.equal(resources.refusals.foreignSenders, 1);
+    const down = wrapCpim("to the client");
+    const up = wrapCpim("from the client");
+    assert.equal((await cf.send(down, "message/cpim")).code, 200);
+    assert.equal((await client.send(up, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await client.waitForMessages(1)).map((m) => m.body.toString()),
+      [down],
+    );
+    assert.deepEqual(
+      (await cf.waitForMessages(1)).map((m) => m.body.toString()),
+      [up],
+    );
+    assert.equal(raw.requests.length, 0, "the impostor received nothing");
+  },
+);
+
+test(
+  "MSRP session binding (RFC 4975 5.4, 14): takeover of the CF leg refused -> a foreign From-Path gets 403 before and after the CF bound (a=setup:active); the CF's messages still flow",
+  T,
+  async () => {
+    const { plane, resources } = await startPlane();
+    const cf = await peer();
+    const client = await peer();
+    const session = ref();
+    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("active"), allowOfflineStorage: false });
+    assert.equal(offer.cfLeg.setup, "passive");
+    // before the CF connected: the CF leg is in the listener's table, unbound
+    const early = await rawSender(plane.address.port);
+    assert.equal((await early.send(offer.cfLeg.path, foreignPath())).code, 403);
+    await early.raw.closed;
+    const cfAnswer = plane.anchorAnswer(session.sessionKey, client.sdp("active"));
+    await client.open(sdpPath(offer.clientOfferSdp), "active");
+    await cf.open(sdpPath(cfAnswer), "active");
+    await waitFor(
+      () => plane.legs(session.sessionKey)?.cf === "up" && plane.legs(session.sessionKey)?.client === "up",
+      5000,
+      5,
+      "both legs up",
+    );
+    // after: still 403 for a foreign sender (the CF's own path would get 506)
+    const late = await rawSender(plane.address.port);
+    assert.equal((await late.send(offer.cfLeg.path, foreignPath())).code, 403);
+    await late.raw.closed;
+    assert.equal(resources.refusals.foreignSenders, 2);
+    const down = wrapCpim("from the CF");
+    assert.equal((await cf.send(down, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await client.waitForMessages(1)).map((m) => m.body.toString()),
+      [down],
+    );
+    assert.equal(cf.received.length, 0, "nothing of the impostors reached the CF");
+  },
+);
+
+test(
+  "MSRP session binding (RFC 4975 5.4, 14): a sender that bound the client leg before the client's answer arrived loses it when the answer names another path; the client then binds and relays",
+  T,
+  async () => {
+    const { plane, resources } = await startPlane();
+    const cf = await peer();
+    const client = await peer();
+    const session = ref();
+    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+    await cf.open(offer.cfLeg.path, "passive");
+    const clientPath = sdpPath(offer.clientOfferSdp);
+    // the race of RFC 6135 4.1: the path is not known yet, so the first sender binds on its word
+    const { raw, send } = await rawSender(plane.address.port);
+    const bind = newTransactionId();
+    raw.write(`MSRP ${bind} SEND\r\nTo-Path: ${clientPath}\r\nFrom-Path: ${foreignPath()}\r\nMessage-ID: m${bind}\r\n-------${bind}$\r\n`);
+    assert.equal((await raw.response(bind)).code, 200);
+    // what it sends meanwhile waits for the answer, and is never relayed
+    const injected = newTransactionId();
+    const text = wrapCpim("injected before the answer");
+    raw.write(
+      `MSRP ${injected} SEND\r\nTo-Path: ${clientPath}\r\nFrom-Path: ${foreignPath()}\r\nMessage-ID: m${injected}\r\nByte-Range: 1-${text.length}/${text.length}\r\nContent-Type: message/cpim\r\n\r\n${text}\r\n-------${injected}$\r\n`,
+    );
+    // a round trip on the same connection: a 200 for the injected SEND would be in before this one
+    const probe = newTransactionId();
+    raw.write(
+      `MSRP ${probe} SEND\r\nTo-Path: ${clientPath}\r\nFrom-Path: ${foreignPath()}\r\nMessage-ID: m${probe}\r\n-------${probe}$\r\n`,
+    );
+    assert.equal((await raw.response(probe)).code, 200);
+    plane.anchorAnswer(session.sessionKey, client.sdp("active"));
+    await raw.closed;
+    assert.equal(resources.refusals.foreignSenders, 1);
+    assert.equal(
+      raw.responses.find((r) => r.transactionId === injected),
+      undefined,
+      "the injected SEND got no 200",
+    );
+    assert.notEqual(plane.legs(session.sessionKey)?.client, "up");
+    await assert.rejects(send(clientPath, foreignPath()), /socket closed/);
+    await client.open(clientPath, "active");
+    await cf.bound();
+    await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+    const down = wrapCpim("to the real client");
+    assert.equal((await cf.send(down, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await client.waitForMessages(1)).map((m) => m.body.toString()),
+      [down],
+    );
+    const up = wrapCpim("from the real client");
+    assert.equal((await client.send(up, "message/cpim")).code, 200);
+    assert.deepEqual(
+      (await cf.waitForMessages(1)).map((m) => m.body.toString()),
+      [up],
+      "the injected message never reached the CF",
+    );
+  },
+);
+
+test(
+  "MSRP session binding: a message the client sends before its answer reached the PF waits for the answer, then is relayed and answered 200",
+  T,
+  async () => {
+    const { plane } = await startPlane();
+    const cf = await peer();
+    const client = await peer();
+    const session = ref();
+    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+    await cf.open(offer.cfLeg.path, "passive");
+    await client.open(sdpPath(offer.clientOfferSdp), "active");
+    const early = wrapCpim("sent before the 2xx reached the PF");
+    let code: number | undefined;
+    const sending = client.send(early, "message/cpim").then((r) => {
+      code = r.code;
+    });
+    assert.equal(await client.keepalive(), 200);
+    assert.equal(code, undefined, "not answered while the client's path is unknown");
+    plane.anchorAnswer(session.sessionKey, client.sdp("active"));
+    await cf.bound();
+    await sending;
+    assert.equal(code, 200);
+    assert.deepEqual(
+      (await cf.waitForMessages(1)).map((m) => m.body.toString()),
+      [early],
+    );
   },
 );
 
@@ -482,33 +641,59 @@ test("issue 3 security: a connection that never presents a valid session is clos
   assert.equal(plane.stats().acceptedConnections, 0);
 });
 
+/**
+ * A session whose client is a raw socket: it answered a=setup:active with its
+ * own path `rawPath`, connected and bound with an empty SEND. `frame` writes
+ * a SEND from that path to the PF's client leg.
+ */
+async function anchoredRawClient(config: Partial<MediaConfig> = {}, log = logger) {
+  const resources = new MsrpResources();
+  const sink = new FakeSink();
+  const plane = new MsrpMediaPlane({ config: testMediaConfig(config), deferredSink: sink, logger: log, resources });
+  await plane.start();
+  cleanups.push(() => plane.close());
+  const cf = await peer();
+  const session = ref();
+  const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+  await cf.open(offer.cfLeg.path, "passive");
+  const rawPath = `msrp://127.0.0.1:9/${newSessionId()};tcp`;
+  const answer = ["v=0", "o=raw 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0", "m=message 9 TCP/MSRP *"];
+  answer.push("a=accept-types:message/cpim", `a=path:${rawPath}`, "a=setup:active", "");
+  plane.anchorAnswer(session.sessionKey, answer.join("\r\n"));
+  await cf.bound();
+
+  const raw = await RawMsrpSocket.connect(plane.address.port);
+  cleanups.push(() => raw.destroy());
+  const pfClientPath = sdpPath(offer.clientOfferSdp);
+  const frame = (tid: string, headers: string[], body?: string, fromPath = rawPath) =>
+    [`MSRP ${tid} SEND`, `To-Path: ${pfClientPath}`, `From-Path: ${fromPath}`, `Message-ID: ${newSessionId()}`, ...headers].join("\r\n") +
+    (body === undefined ? "\r\n" : `\r\n\r\n${body}\r\n`) +
+    `-------${tid}$\r\n`;
+  const bind = newTransactionId();
+  raw.write(frame(bind, []));
+  assert.equal((await raw.response(bind)).code, 200);
+  await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+  return { plane, resources, sink, cf, session, raw, rawPath, pfClientPath, offer, frame };
+}
+
+/** A JSON logger whose lines the test reads. */
+function capturingLogger(): { logger: winston.Logger; lines: string[] } {
+  const lines: string[] = [];
+  const stream = new PassThrough();
+  stream.on("data", (d: Buffer) => lines.push(d.toString()));
+  const log = winston.createLogger({
+    level: "info",
+    format: winston.format.json(),
+    transports: [new winston.transports.Stream({ stream })],
+  });
+  return { logger: log, lines };
+}
+
 test(
   "issue 3 limits: malformed and oversized frames from the client get 400 / 413, the session keeps relaying; garbage drops only the client leg and the CF's messages are then stored",
   T,
   async () => {
-    const { plane, sink } = await startPlane({ maxChunkBytes: 4096 });
-    const cf = await peer();
-    const session = ref();
-    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
-    await cf.open(offer.cfLeg.path, "passive");
-    // The client is a raw socket answering a=setup:active with its own path.
-    const rawPath = `msrp://127.0.0.1:9/${newSessionId()};tcp`;
-    const answer = ["v=0", "o=raw 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0", "m=message 9 TCP/MSRP *"];
-    answer.push("a=accept-types:message/cpim", `a=path:${rawPath}`, "a=setup:active", "");
-    plane.anchorAnswer(session.sessionKey, answer.join("\r\n"));
-    await cf.bound();
-
-    const raw = await RawMsrpSocket.connect(plane.address.port);
-    cleanups.push(() => raw.destroy());
-    const pfClientPath = sdpPath(offer.clientOfferSdp);
-    const frame = (tid: string, headers: string[], body?: string) =>
-      [`MSRP ${tid} SEND`, `To-Path: ${pfClientPath}`, `From-Path: ${rawPath}`, `Message-ID: ${newSessionId()}`, ...headers].join("\r\n") +
-      (body === undefined ? "\r\n" : `\r\n\r\n${body}\r\n`) +
-      `-------${tid}$\r\n`;
-    const bind = newTransactionId();
-    raw.write(frame(bind, []));
-    assert.equal((await raw.response(bind)).code, 200);
-    await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
+    const { plane, sink, cf, session, raw, frame } = await anchoredRawClient({ maxChunkBytes: 4096 });
 
     const bad = newTransactionId();
     raw.write(frame(bad, ["Byte-Range: banana", "Content-Type: message/cpim"], "hello"));
@@ -539,6 +724,59 @@ test(
     assert.equal(plane.legs(session.sessionKey)?.cf, "up");
   },
 );
+
+const cpimFrame = (frame: (tid: string, headers: string[], body?: string) => string, tid: string, text: string) =>
+  frame(tid, [`Byte-Range: 1-${Buffer.byteLength(text)}/${Buffer.byteLength(text)}`, "Content-Type: message/cpim"], text);
+
+test(
+  "MSRP stall: a refused frame whose end-line never comes, then valid SENDs -> the connection is closed (warn line naming the peer, counted) after maxSkipBytes, never silently",
+  T,
+  async () => {
+    const { logger: log, lines } = capturingLogger();
+    const { plane, resources, sink, cf, session, raw, frame } = await anchoredRawClient({ maxSkipBytes: 8192 }, log);
+    const bad = newTransactionId();
+    // a header the parser refuses (400), and the frame's end-line never comes
+    raw.write(frame(bad, ["Byte-Range: banana", "Content-Type: message/cpim"], "hello").replace(/-------\S+\r\n$/, ""));
+    assert.equal((await raw.response(bad)).code, 400);
+    const sent: string[] = [];
+    for (let i = 0; !raw.isClosed && i < 200; i++) {
+      const tid = newTransactionId();
+      sent.push(tid);
+      raw.write(cpimFrame(frame, tid, wrapCpim(`after the bad frame ${i}`)));
+      await new Promise((r) => setImmediate(r));
+    }
+    await raw.closed;
+    assert.ok(sent.length * 200 > 8192, "more than maxSkipBytes was sent before the close");
+    assert.equal(raw.responses.filter((r) => sent.includes(r.transactionId)).length, 0, "what was skipped was not half-processed");
+    assert.equal(resources.refusals.unparseableConnections, 1);
+    const warn = lines.map((l) => JSON.parse(l)).find((l) => l.message === "unparseable MSRP input, closing");
+    assert.equal(warn?.level, "warn");
+    assert.equal(warn?.reason, "resync-lost");
+    assert.match(String(warn?.msrpPeer), /^127\.0\.0\.1:\d+$/);
+    // the CF's session goes on: its next message is kept for the client
+    await waitFor(() => plane.legs(session.sessionKey)?.client === "gone", 5000, 5, "client leg gone");
+    assert.equal((await cf.send(wrapCpim("kept"), "message/cpim")).code, 200);
+    assert.equal(sink.items.length, 1);
+  },
+);
+
+test("MSRP stall: a refused frame whose end-line comes within maxSkipBytes -> the SENDs after it are processed (resync)", T, async () => {
+  const { resources, cf, raw, frame } = await anchoredRawClient({ maxSkipBytes: 8192 });
+  const bad = newTransactionId();
+  raw.write(frame(bad, ["Byte-Range: banana", "Content-Type: message/cpim"], "x".repeat(4000)));
+  assert.equal((await raw.response(bad)).code, 400);
+  const texts = [0, 1, 2].map((i) => wrapCpim(`resynced ${i}`));
+  for (const t of texts) {
+    const tid = newTransactionId();
+    raw.write(cpimFrame(frame, tid, t));
+    assert.equal((await raw.response(tid)).code, 200);
+  }
+  assert.deepEqual(
+    (await cf.waitForMessages(3)).map((m) => m.body.toString()),
+    texts,
+  );
+  assert.equal(resources.refusals.unparseableConnections, 0);
+});
 
 test(
   "issue 3 recording (BYE-B8 groundwork): relayed messages of both directions are kept and handed to the SessionRecorder",

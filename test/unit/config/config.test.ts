@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { buildConfig, defaults } from "../../../src/config/config.js";
+import { buildConfig, defaults, sipTrustedSources } from "../../../src/config/config.js";
 
 test("defaults, file values and environment overrides", () => {
   const cfg = buildConfig(
@@ -115,4 +115,20 @@ test("DD-1 trust: delivery.trustedRegistrars, comma-separated IPs or CIDRs, defa
     [{}, { CPM_PF__DELIVERY__TRUSTEDREGISTRARS: "::1/129" }, /delivery\.trustedRegistrars: "::1\/129"/],
   ];
   for (const [file, env, re] of cases) assert.throws(() => buildConfig(file, env), re);
+});
+
+test("UA source check: sip.trustedSources defaults to sip.proxyHost; a list of IPs or CIDRs; a bad entry or a proxy host name names the key", () => {
+  assert.equal(defaults.sip.trustedSources, "");
+  const dflt = sipTrustedSources(buildConfig({}).sip);
+  assert.deepEqual(dflt.entries, ["127.0.0.1"]);
+  const listed = sipTrustedSources(buildConfig({}, { CPM_PF__SIP__TRUSTEDSOURCES: "10.0.0.5, 10.0.1.0/24" }).sip);
+  assert.deepEqual(listed.entries, ["10.0.0.5", "10.0.1.0/24"]);
+  assert.deepEqual(sipTrustedSources(buildConfig({ sip: { proxyHost: "kamailio.example.net", trustedSources: "10.0.0.5" } }).sip).entries, [
+    "10.0.0.5",
+  ]);
+  const cases: [unknown, RegExp][] = [
+    [{ sip: { trustedSources: "kamailio" } }, /sip\.trustedSources: "kamailio" is not an IP address or CIDR/],
+    [{ sip: { proxyHost: "kamailio.example.net" } }, /sip\.trustedSources: sip\.proxyHost "kamailio\.example\.net" is no IP address/],
+  ];
+  for (const [file, re] of cases) assert.throws(() => buildConfig(file), re);
 });

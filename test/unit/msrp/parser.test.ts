@@ -310,6 +310,55 @@ describe("errors and limits: events, never exceptions", () => {
     assert.ok(events[0]?.type === "error" && events[0].error.isResponse);
   });
 
+  // A refused frame whose end-line never comes: the parser must not skip (and drop) for ever.
+  const refusedHead = req(
+    "MSRP lost1 SEND\nTo-Path: msrp://h:1/s;tcp\nFrom-Path: msrp://g:2/t;tcp\nByte-Range: 0-1/1\nContent-Type: text/plain\n\n",
+  );
+  const validSends = (n: number) => Buffer.concat(Array.from({ length: n }, () => BASIC_SEND));
+
+  test("MSRP stall, resync lost: a refused frame whose end-line never comes is fatal after maxSkipBytes, not a silent drop", () => {
+    const limits = { maxSkipBytes: 4096 };
+    const bytes = Buffer.concat([Buffer.from(refusedHead), validSends(Math.ceil(8192 / BASIC_SEND.length))]);
+    for (const events of [parseWhole(bytes, limits), parseBytewise(bytes, limits).events]) {
+      assert.deepEqual(
+        events.map((e) => (e.type === "error" ? `${e.error.reason}${e.error.fatal ? "!" : ""}` : e.type)),
+        ["header", "resync-lost!"],
+      );
+      const lost = events[1]?.type === "error" ? events[1].error : assert.fail();
+      assert.equal(lost.transactionId, "lost1");
+      assert.match(lost.detail, /maxSkipBytes \(4096\)/);
+    }
+    const p = new MsrpParser(limits);
+    p.push(bytes);
+    assert.ok(p.failed);
+    assert.equal(p.bufferedBytes, 0);
+  });
+
+  test("MSRP stall, resync lost: the bound counts the bytes skipped, not the bytes kept before a body limit", () => {
+    const limits = { maxBodyBytes: 100, maxSkipBytes: 1000 };
+    const head = req("MSRP big1 SEND\nTo-Path: msrp://h:1/s;tcp\nFrom-Path: msrp://g:2/t;tcp\nContent-Type: text/plain\n\n");
+    // 100 body bytes kept, then 900 skipped: still within the bound, so the end-line resyncs
+    const within = Buffer.concat([Buffer.from(head), Buffer.alloc(1000, 0x61), Buffer.from("\r\n-------big1$\r\n"), OVERVIEW_200]);
+    assert.deepEqual(
+      parseWhole(within, limits).map((e) => e.type),
+      ["error", "resync", "frame"],
+    );
+    const past = Buffer.concat([Buffer.from(head), Buffer.alloc(1200, 0x61), Buffer.from("\r\n-------big1$\r\n"), OVERVIEW_200]);
+    const events = parseBytewise(past, limits).events;
+    assert.deepEqual(
+      events.map((e) => (e.type === "error" ? e.error.reason : e.type)),
+      ["body-too-large", "resync-lost"],
+    );
+  });
+
+  test("MSRP stall, resync within maxSkipBytes: the skipped frame's end-line brings the frames after it back", () => {
+    const bytes = Buffer.concat([Buffer.from(refusedHead), Buffer.from("xx\r\n-------lost1$\r\n"), validSends(3)]);
+    assert.deepEqual(
+      parseWhole(bytes, { maxSkipBytes: 64 }).map((e) => e.type),
+      ["error", "resync", "frame", "frame", "frame"],
+    );
+  });
+
   test("a frame split anywhere gives the same result (every split point)", () => {
     const expected = parseWhole(BASIC_SEND);
     for (let i = 1; i < BASIC_SEND.length; i++) {

@@ -53,7 +53,7 @@ test("BYE-B1: no Reason header is treated as SIP;cause=200", () => {
   const d = handleBye(session, bye([]), b2bua);
   assert.equal(d.reasonCause, 200);
   assert.equal(d.cause, "participant-left");
-  assert.equal(d.clientReason, 'SIP;cause=200;text="Call completed"');
+  assert.equal(d.clientReason, "SIP;cause=200", "no text made up for a cause that came without one");
   assert.equal(storedGso(d), undefined);
 });
 
@@ -126,7 +126,30 @@ test("BYE-B7/B9: B2BUA sends the BYE to the clients, then answers the sender", (
   const d = handleBye(session, bye(["SIP;cause=480"]), b2bua);
   const i = kinds(d).indexOf("byeToClients");
   assert.ok(i >= 0 && i < kinds(d).indexOf("answerSenderAfterClients"));
-  assert.deepEqual(d.actions[i], { kind: "byeToClients", reason: 'SIP;cause=480;text="Temporarily Unavailable"' });
+  assert.deepEqual(d.actions[i], { kind: "byeToClients", reason: "SIP;cause=480" });
+});
+
+test("Reason towards the client: an unusable SIP cause is the mapped SIP;cause=503 without made-up text", () => {
+  for (const reasons of [["SIP;cause=abc"], ["SIP"], ["%%%;;cause=="]]) {
+    const d = handleBye(session, bye(reasons), b2bua);
+    assert.equal(d.reasonCause, 503, JSON.stringify(reasons));
+    assert.equal(d.clientReason, "SIP;cause=503", JSON.stringify(reasons));
+  }
+});
+
+test("Reason towards the client: other-protocol values (Q.850) go on as received, one per protocol, after the SIP value", () => {
+  assert.equal(
+    handleBye(session, bye(['Q.850 ; cause=16 ;text="Terminated"', 'SIP;cause=410;text="Gone"']), b2bua).clientReason,
+    'SIP;cause=410;text="Gone", Q.850 ; cause=16 ;text="Terminated"',
+  );
+  // Q.850 alone: the SIP value is the mapped 503, the Q.850 one kept
+  assert.equal(handleBye(session, bye(["Q.850;cause=16"]), b2bua).clientReason, "SIP;cause=503, Q.850;cause=16");
+  // one per protocol (RFC 3326 2): the first of each; a second SIP value does not decide nor go on
+  assert.equal(
+    handleBye(session, bye(["SIP;cause=480, Q.850;cause=16, q.850;cause=31, SIP;cause=410", "X-Vendor;cause=7;foo=bar"]), b2bua)
+      .clientReason,
+    "SIP;cause=480, Q.850;cause=16, X-Vendor;cause=7;foo=bar",
+  );
 });
 
 test("a BYE from the client side is relayed, not treated as 8.3.2.3", () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { formatReason, parseReasonHeaders, parseReasonValue } from "../../../src/sip/reason.js";
+import { formatClientReason, formatReason, parseReasonHeaders, parseReasonValue } from "../../../src/sip/reason.js";
 
 test("BYE-B2/B3: RFC 3326 Reason with odd spacing and case", () => {
   const v = parseReasonValue('sip ;CAUSE = 410 ; Text="Gone, for good"');
@@ -37,4 +37,11 @@ test("garbage Reason values are reported, not thrown", () => {
 test("formatReason quotes and escapes text", () => {
   assert.equal(formatReason({ protocol: "SIP", cause: 410, text: 'Go"ne\r\n' }), 'SIP;cause=410;text="Go\\"ne  "');
   assert.equal(formatReason({ protocol: "SIP", cause: 200 }), "SIP;cause=200");
+});
+
+test("Reason towards the client: formatClientReason keeps each other protocol's first value as received, raw aligned with values", () => {
+  const received = parseReasonHeaders(['Q.850;cause=16;text="Normal, clearing"', "<<>>", "SIP;cause=480", "Q.850;cause=31"]);
+  assert.deepEqual(received.raw, ['Q.850;cause=16;text="Normal, clearing"', "SIP;cause=480", "Q.850;cause=31"]);
+  assert.equal(formatClientReason({ cause: 480 }, received), 'SIP;cause=480, Q.850;cause=16;text="Normal, clearing"');
+  assert.equal(formatClientReason({ cause: 200, text: "Call completed" }, parseReasonHeaders([])), 'SIP;cause=200;text="Call completed"');
 });

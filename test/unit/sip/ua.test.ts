@@ -8,6 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import winston from "winston";
 import { CpmError } from "../../../src/errors/catalogue.js";
 import { silentLogger } from "../../../src/log/logger.js";
+import { parseAddressList } from "../../../src/sip/address-list.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../../../src/sip/message.js";
 import { tagOf } from "../../../src/sip/name-addr.js";
 import { type Dialog, SipUa, type SipUaOptions } from "../../../src/sip/ua.js";
@@ -34,9 +35,9 @@ class Peer {
     });
   }
 
-  static async open(t: TestContext): Promise<Peer> {
+  static async open(t: TestContext, host = HOST): Promise<Peer> {
     const socket = dgram.createSocket("udp4");
-    await new Promise<void>((resolve) => socket.bind(0, HOST, resolve));
+    await new Promise<void>((resolve) => socket.bind(0, host, resolve));
     const peer = new Peer(socket);
     t.after(() => new Promise<void>((resolve) => socket.close(() => resolve())));
     return peer;
@@ -453,6 +454,97 @@ test("a garbage datagram is dropped and logged at warn; the UA keeps working", L
   assert.match(String(warnings[0]?.reason), /neither a request nor a status line/);
   assert.match(String(warnings[1]?.reason), /no via header/);
   assert.equal(warnings[0]?.from, `${HOST}:${peer.port}`);
+});
+
+/** Another loopback address (127.0.0.0/8 is all local on Linux): a source that is not Kamailio. */
+const INTRUDER = "127.0.0.2";
+
+/** JSON lines of a winston logger, parsed. */
+function capturedLog(): { log: winston.Logger; lines: Record<string, unknown>[] } {
+  const stream = new PassThrough();
+  const lines: Record<string, unknown>[] = [];
+  stream.on("data", (chunk: Buffer) => {
+    for (const l of chunk.toString("utf8").split("\n").filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+  });
+  return {
+    log: winston.createLogger({ level: "info", format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] }),
+    lines,
+  };
+}
+
+function byeOf(d: Dialog, uaPort: number, via: string): string {
+  return [
+    `BYE sip:conf-1@127.0.0.1:${uaPort} SIP/2.0`,
+    `Via: ${via}`,
+    `From: <sip:+15551234@ims.example.com>;tag=${d.remoteTag}`,
+    `To: "Group" <sip:conf-1@pf.example.com>;tag=${d.localTag}`,
+    `Call-ID: ${d.callId}`,
+    "CSeq: 7 BYE",
+    "Reason: SIP;cause=200",
+    "Content-Length: 0",
+    "",
+    "",
+  ].join("\r\n");
+}
+
+test(
+  "UA source check: a BYE and a forged final response from a source that is not the trusted Kamailio get no answer, reach no handler, are counted and logged; Kamailio's still work",
+  LIMIT,
+  async (t) => {
+    const { log, lines } = capturedLog();
+    const { ua, uaAddr, proxy, hop, outcome } = await establish(t, { log });
+    const intruder = await Peer.open(t, INTRUDER);
+    const d = outcome.dialog as Dialog;
+    const seen: SipMessage[] = [];
+    ua.onRequest((req, reply) => {
+      seen.push(req);
+      reply(200, "OK");
+    });
+    intruder.send(byeOf(d, ua.address.port, `SIP/2.0/UDP ${INTRUDER}:${intruder.port};branch=z9hG4bKevil1`), uaAddr);
+    // a second INVITE in flight, and a 603 for it from the intruder (DD-8 would discard the deferred data)
+    const call = inviteFrom(ua);
+    const invite = (await proxy.next("INVITE")).msg;
+    intruder.send(response(invite, "603 Decline"), uaAddr);
+    assert.deepEqual(await intruder.drain(150), [], "no answer to the intruder, not even a 500");
+    assert.equal(seen.length, 0, "the BYE reached no handler");
+    assert.equal(ua.refusedDatagrams, 2);
+    const refused = lines.filter((l) => l.level === "warn" && String(l.message).includes("not a trusted Kamailio"));
+    assert.equal(refused.length, 2);
+    assert.match(String(refused[0]?.from), /^127\.0\.0\.2:\d+$/);
+    // the same requests and responses from Kamailio are taken
+    proxy.send(response(invite, "486 Busy Here"), uaAddr);
+    assert.equal((await call.outcome).status, 486);
+    hop.send(byeOf(d, ua.address.port, `SIP/2.0/UDP ${HOST}:${hop.port};branch=z9hG4bKkam9`), uaAddr);
+    assert.equal((await hop.next("200 to the BYE")).msg.statusCode, 200);
+    assert.equal(seen.length, 1);
+  },
+);
+
+test("UA source check: trustedSources (sip.trustedSources) may list several Kamailio addresses or CIDRs", LIMIT, async (t) => {
+  const proxy = await Peer.open(t);
+  const other = await Peer.open(t, INTRUDER);
+  const ua = await startUa(t, proxy, { trustedSources: parseAddressList("127.0.0.1, 127.0.0.2/32", "Kamailio's") });
+  ua.onRequest((_req, reply) => reply(200, "OK"));
+  const options = [
+    `OPTIONS sip:pf@${HOST} SIP/2.0`,
+    `Via: SIP/2.0/UDP ${INTRUDER}:${other.port};branch=z9hG4bKopt2`,
+    "From: <sip:kamailio2@example.com>;tag=k2",
+    "To: <sip:pf@example.com>",
+    "Call-ID: opt-2",
+    "CSeq: 1 OPTIONS",
+    "",
+    "",
+  ].join("\r\n");
+  other.send(options, { host: HOST, port: ua.address.port });
+  assert.equal((await other.next("200")).msg.statusCode, 200);
+  assert.equal(ua.refusedDatagrams, 0);
+});
+
+test("UA source check: without trustedSources an outbound proxy that is no IP address is CPM_ERR_CONFIG", LIMIT, async () => {
+  await assert.rejects(
+    SipUa.start({ host: HOST, port: 0, outboundProxy: { host: "kamailio.example.net", port: 5060 }, log: silentLogger() }),
+    (e: unknown) => e instanceof CpmError && e.code === "CPM_ERR_CONFIG",
+  );
 });
 
 test("a 2xx from a second fork is ACKed and then ended with a BYE (13.2.2.4); the accepted dialog is untouched", LIMIT, async (t) => {
