@@ -27,7 +27,7 @@ import {
 import { gsoXml } from "../harness/group-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { sdpSetup } from "../harness/msrp-peer.js";
-import { header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
 const CPM_ICSI = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session";
@@ -127,6 +127,35 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         await queueEmptied(chat);
         // DD-13 does not apply (the group is gone for good): the delivery session ends once the client is done
         await client.stop();
+      });
+    },
+  );
+
+  test(
+    "DD-1 DD-10 BYE-B4 BYE-B9: the client never answers the CF's BYE (480): the CF gets the PF's 200 OK, the record moves to inactive; the REGISTER gets every kept message in order",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["unanswered 1", "unanswered 2"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+        clientAnswersBye: false,
+      });
+      // the CF's BYE got the PF's own 200 OK once the client's time was up (not tm's 408)
+      const trace = chat.trace ?? { cf: [], client: [] };
+      assert.equal(first(trace.cf, { direction: "received", cseqMethod: "BYE" })?.status, 200);
+      assert.equal(first(trace.client, { direction: "sent", cseqMethod: "BYE" }), undefined, "the client never answered");
+      assert.equal((await rig.folder(groupFolder(chat), chat.servedUser)).length, 1, "BYE-B4: the GSO");
+      await waitFor(
+        () =>
+          rig.sidecar
+            .logLines()
+            .some((l) => l.msg === "group session lifecycle" && l.callId === chat.callId && l.transition === "client-absent -> inactive"),
+        5000,
+        20,
+        "the lifecycle transition in the log",
+      );
+      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+        await assertDeliveredInOrder(ue, chat);
+        await queueEmptied(chat);
       });
     },
   );

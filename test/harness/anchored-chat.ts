@@ -28,6 +28,8 @@ export interface AnchoredCallOptions {
   contributionId?: string;
   /** How long the client waits between the BYE and its 200 OK (sipp -d). Default 300. */
   clientPauseMs?: number;
+  /** false: the client never answers the BYE (and stays clientPauseMs after it). Default true. */
+  clientAnswersBye?: boolean;
   /** SIPp global timeout in s. Default 30. */
   timeoutS?: number;
   /**
@@ -129,7 +131,7 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
     callId,
   } = await playTriggeredCall(kamailio, {
     uas: {
-      scenario: "client-uas-msrp.xml",
+      scenario: opts.clientAnswersBye === false ? "client-uas-msrp-bye-silent.xml" : "client-uas-msrp.xml",
       keys: { client_msrp_port: String(portOf(opts.clientMsrpPath)), client_msrp_path: opts.clientMsrpPath },
       extraArgs: ["-d", String(opts.clientPauseMs ?? 300)],
     },

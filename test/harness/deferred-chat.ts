@@ -49,6 +49,8 @@ export interface Chat {
   conversationId: string;
   contributionId: string;
   sent: Sent[];
+  /** The group chat's SIP as the CF and the client saw it (set once the chat is over). */
+  trace?: { cf: SipTraceMessage[]; client: SipTraceMessage[] };
 }
 
 /** One arrow of the ladder diagram. */
@@ -67,6 +69,8 @@ export interface ChatOptions {
   contributionId?: string;
   /** Extra lines of the CF's BYE (e.g. a Reason). */
   byeHeaders?: string[];
+  /** false: the client never answers the CF's BYE (the PF answers the CF after CLIENT_BYE_TIMEOUT_MS). Default true. */
+  clientAnswersBye?: boolean;
   /** Runs once the messages are kept, with the CF dialog still up. */
   whileDeferred?: (chat: Chat) => Promise<void>;
   /** An interim GSO after the first message (DD-11). */
@@ -79,6 +83,9 @@ export interface Delivery {
   /** The delivery INVITE as the client got it. */
   invite: SipTraceMessage;
 }
+
+/** How long Kamailio gives the client to answer a B2BUA BYE (CPM_PF_BYE_CLIENT_TIMEOUT_MS), short for the tests. */
+export const CLIENT_BYE_TIMEOUT_MS = 1000;
 
 /** Kamailio has one gRPC channel per async worker (the example config runs 4): probes answered in a row before a case goes on. */
 const PROBES_IN_A_ROW = 6;
@@ -123,7 +130,7 @@ export class DeferredChatRig {
     const kamailio = await startKamailio({
       grpcTarget: `unix:${grpcSocket}`,
       deadlineMs: 1000,
-      defines: [`CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}"`],
+      defines: [`CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}"`, `CPM_PF_BYE_CLIENT_TIMEOUT_MS=${CLIENT_BYE_TIMEOUT_MS}`],
     });
     const rig = new DeferredChatRig(dovecot, kamailio, dir, {
       ...perUserStoreEnv(dovecot, "b2bua"),
@@ -284,6 +291,7 @@ export class DeferredChatRig {
       cfSetup: "active",
       clientMsrpPath: ue.path,
       byeHeaders: opts.byeHeaders ?? [],
+      ...(opts.clientAnswersBye === false ? { clientAnswersBye: false, clientPauseMs: CLIENT_BYE_TIMEOUT_MS + 1000 } : {}),
       timeoutS: 60,
       during: async ({ callId, conversationId, contributionId, clientInvite, cf200 }) => {
         await waitFor(() => this.logged("media answer anchored", callId), 5000, 20, "ReportMediaAnswer");
@@ -311,7 +319,7 @@ export class DeferredChatRig {
     this.traceSip("CF", call.cf);
     this.traceSip("client", call.client);
     assert.ok(chat);
-    return chat;
+    return { ...chat, trace: { cf: call.cf.messages, client: call.client.messages } };
   }
 
   /** The S-CSCF's third-party REGISTER for `servedUser`, the UE's REGISTER (with `contact`) in the body. */
