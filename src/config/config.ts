@@ -120,6 +120,8 @@ export interface Config {
     maxChunkBytes: number;
     /** Bytes skipped looking for the end-line of a refused frame before the connection is closed (RFC 4975 9). Default 1048576. */
     maxSkipBytes: number;
+    /** Bytes sent to a peer and not taken by it above which its connection is closed (a peer that never reads). Default 8388608. */
+    maxWriteQueueBytes: number;
     /** One reassembled message (413 above). Default 1048576. */
     maxMessageBytes: number;
     /** Partially received messages per session (413 above). Default 16. */
@@ -227,6 +229,7 @@ export const defaults: Config = {
     maxHeaderBytes: 16 * 1024,
     maxChunkBytes: 256 * 1024,
     maxSkipBytes: 1024 * 1024,
+    maxWriteQueueBytes: 8 * 1024 * 1024,
     maxMessageBytes: 1024 * 1024,
     maxMessagesInFlight: 16,
     chunkSize: 2048,
@@ -298,6 +301,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     maxHeaderBytes: "posint",
     maxChunkBytes: "posint",
     maxSkipBytes: "posint",
+    maxWriteQueueBytes: "posint",
     maxMessageBytes: "posint",
     maxMessagesInFlight: "posint",
     chunkSize: "posint",

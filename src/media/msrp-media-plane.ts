@@ -377,6 +377,7 @@ export class MsrpMediaPlane implements MediaPlane {
       bindTimeoutMs: this.config.unauthenticatedTimeoutMs,
       idleTimeoutMs: this.config.idleTimeoutMs,
       transactionTimeoutMs: this.config.transactionTimeoutMs,
+      maxWriteQueueBytes: this.config.maxWriteQueueBytes,
       logger: this.log,
       resources: this.resources,
     };

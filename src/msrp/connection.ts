@@ -42,9 +42,17 @@ export interface MsrpConnectionOptions {
   transactionTimeoutMs?: number;
   /** Close the connection when its last session leaves (RFC 4975 5.4). Default true. */
   closeWhenUnused?: boolean;
+  /**
+   * Bytes written and not yet taken by the peer (the socket's queue) above
+   * which the connection is closed: a peer that sends but never reads (our
+   * responses and REPORTs pile up) cannot grow the PF's memory. Default 8 MiB.
+   */
+  maxWriteQueueBytes?: number;
   logger?: Logger;
   resources?: MsrpResources;
 }
+
+export const DEFAULT_MAX_WRITE_QUEUE_BYTES = 8 * 1024 * 1024;
 
 export const DEFAULT_CONNECTION_TIMEOUTS = Object.freeze({
   bindTimeoutMs: 30_000,
@@ -102,6 +110,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   private readonly idleTimeoutMs: number;
   private readonly transactionTimeoutMs: number;
   private readonly closeWhenUnused: boolean;
+  private readonly maxWriteQueueBytes: number;
   private readonly bound = new Map<string, MsrpSession>();
   /** Requests awaiting a response, made with the first one (an idle connection holds no table). */
   private pending: Map<string, Transaction> | undefined;
@@ -123,6 +132,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
     this.limits = options.limits;
     this.resources = options.resources ?? msrpResources;
     this.closeWhenUnused = options.closeWhenUnused ?? true;
+    this.maxWriteQueueBytes = options.maxWriteQueueBytes ?? DEFAULT_MAX_WRITE_QUEUE_BYTES;
     this.bindTimeoutMs = options.bindTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.bindTimeoutMs;
     this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.idleTimeoutMs;
     this.transactionTimeoutMs = options.transactionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUTS.transactionTimeoutMs;
@@ -494,6 +504,15 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
       });
     }
     if (this.socket.write(bytes)) return Promise.resolve();
+    if (this.socket.writableLength > this.maxWriteQueueBytes) {
+      this.resources.refusals.unreadConnections++;
+      this.log.warn("MSRP peer does not read what it is sent, closing", {
+        queuedBytes: this.socket.writableLength,
+        limit: this.maxWriteQueueBytes,
+      });
+      this.close("peer does not read");
+      return Promise.reject(new CpmError("CPM_ERR_MSRP_CONNECTION", "connection closed: the peer does not read"));
+    }
     return new Promise((resolve, reject) => {
       this.drainWaiters ??= [];
       this.drainWaiters.push({ resolve, reject });

@@ -19,6 +19,8 @@ export interface MsrpRefusals {
   unparseableConnections: number;
   /** Requests refused 403 (and sessions taken back) because their From-Path is not the session's peer (RFC 4975 5.4, 14). */
   foreignSenders: number;
+  /** Connections closed because the peer left more than maxWriteQueueBytes unread. */
+  unreadConnections: number;
 }
 
 const FIRED = Symbol("msrpTimerDone");
@@ -33,7 +35,7 @@ export class MsrpResources {
   private readonly liveSessions = new Set<BufferHolder>();
   private armed = 0;
   /** Counted as they happen; not part of snapshot() (which drains to zero when everything is released). */
-  readonly refusals: MsrpRefusals = { unparseableConnections: 0, foreignSenders: 0 };
+  readonly refusals: MsrpRefusals = { unparseableConnections: 0, foreignSenders: 0, unreadConnections: 0 };
 
   socketOpened(c: BufferHolder): void {
     this.sockets.add(c);

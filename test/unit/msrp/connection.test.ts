@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import * as net from "node:net";
-import { PassThrough } from "node:stream";
+import { Duplex, PassThrough } from "node:stream";
 import { test } from "node:test";
 import winston from "winston";
 import { CpmError } from "../../../src/errors/catalogue.js";
@@ -406,4 +406,40 @@ test("message bodies never reach the log (captured at debug level, the most verb
     lines.filter((l) => l.includes("TOP-SECRET")),
     [],
   );
+});
+
+test("a peer that sends but never reads: past maxWriteQueueBytes of unread responses the connection is closed, logged and counted", async () => {
+  const resources = new MsrpResources();
+  const table = new MsrpSessionTable();
+  const session = serverSession(1, resources);
+  table.add(session);
+  cleanups.push(() => table.closeAll());
+  // the peer's side of the socket: takes the first write and then nothing more (never reads)
+  const socket = new Duplex({ read() {}, write(_chunk, _enc, _done) {} });
+  const connection = new MsrpConnection(socket, { role: "passive", table, logger, resources, maxWriteQueueBytes: 4096 });
+  const peerUri = uriFor(7394);
+  let sent = 0;
+  while (!connection.closed && sent < 1000) {
+    const body = Buffer.from(`message ${sent}`);
+    const req: MsrpRequest = {
+      kind: "request",
+      method: "SEND",
+      transactionId: newTransactionId(),
+      toPath: [session.localUri],
+      fromPath: [peerUri],
+      messageId: newMessageId(),
+      headers: [],
+      continuation: "$",
+      contentType: "text/plain",
+      body,
+      byteRange: { start: 1, end: body.length, total: body.length },
+    };
+    socket.push(serializeFrame(req));
+    sent++;
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.ok(connection.closed, `still open after ${sent} SENDs`);
+  // each 200 is a few hundred bytes: closed after the queue passed 4 KiB, not after the 1000th
+  assert.ok(sent < 100, `closed only after ${sent} SENDs`);
+  assert.equal(resources.refusals.unreadConnections, 1);
 });
