@@ -81,6 +81,12 @@ export interface Config {
     /** A mailbox unused this long (ms) with nothing spooled closes its IMAP connections. Default 60000. */
     mailboxIdleMs: number;
     /** Connect/command timeout in ms. Default 3000. */
+    /**
+     * How long a BYE decision waits for its GSO to reach the mailbox (ms):
+     * slower, it is spooled (fsync'd) and stored behind, so the answer to
+     * Kamailio stays within its deadline (CPM_PF_DEADLINE_MS, 200). Default 100.
+     */
+    gsoBudgetMs: number;
     timeoutMs: number;
     /**
      * Directory of the durable spool for objects the store did not take yet;
@@ -210,6 +216,7 @@ export const defaults: Config = {
     poolSize: 2,
     maxMailboxes: 256,
     mailboxIdleMs: 60_000,
+    gsoBudgetMs: 100,
     timeoutMs: 3000,
     spoolDir: "var/spool",
     retryInitialMs: 500,
@@ -282,6 +289,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     poolSize: "posint",
     maxMailboxes: "posint",
     mailboxIdleMs: "posint",
+    gsoBudgetMs: "posint",
     timeoutMs: "posint",
     spoolDir: "string",
     retryInitialMs: "posint",

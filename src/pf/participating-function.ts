@@ -32,6 +32,8 @@ export interface ObjectStore {
     messageId: string;
     /** The Message-ID identifies the object: one already in the folder or the spool is not stored again. */
     unique?: boolean;
+    /** Spooled (durable) when the mailbox has not taken it this long after the call (ms). */
+    budgetMs?: number;
   }): Promise<{ state: "stored" | "spooled"; folder: string; messageId: string; duplicate?: boolean }>;
   /** CREATEs the folder ahead of need (best effort: a failure only means the first append CREATEs it). */
   prepareFolder?(obj: { owner: string; folder: string }): Promise<void>;
@@ -522,7 +524,14 @@ export class ParticipatingFunction {
       subject: this.cfg.pf.groupSessionDataManagement ? session.subject : undefined,
     });
     // one object per BYE: a retransmitted or replayed BYE finds its GSO already there
-    const result = await this.store.append({ owner: session.servedUser || this.cfg.pf.servedUser, folder, raw, messageId, unique: true });
+    const result = await this.store.append({
+      owner: session.servedUser || this.cfg.pf.servedUser,
+      folder,
+      raw,
+      messageId,
+      unique: true,
+      budgetMs: this.cfg.store.gsoBudgetMs,
+    });
     this.log.info(result.duplicate ? "GSO already stored" : "GSO stored", {
       callId: session.key,
       conversationId: session.conversationId,

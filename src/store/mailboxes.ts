@@ -106,7 +106,8 @@ export class Mailboxes {
     } catch (err) {
       return Promise.reject(err);
     }
-    return store.append({ folder: obj.folder, raw: obj.raw, messageId: obj.messageId, unique: obj.unique });
+    const { owner: _owner, ...object } = obj;
+    return store.append(object);
   }
 
   /** CREATEs `folder` in the mailbox of `owner` ahead of need (see MessageStore.prepareFolder). */

@@ -41,6 +41,13 @@ export interface StoreObject {
   messageId: string;
   /** The Message-ID identifies the object: one already in the folder or the spool is not stored again. */
   unique?: boolean;
+  /**
+   * How long the caller can wait (ms): when the store has not taken the
+   * object by then, it is spooled (durable) and append() resolves "spooled";
+   * the APPEND under way, or the spool's drain, stores it behind (once: the
+   * drain finds an object already stored by its Message-ID).
+   */
+  budgetMs?: number;
 }
 
 export interface AppendResult {
@@ -64,6 +71,8 @@ export interface MessageStoreStats {
   deduplicated: number;
   /** SEARCHes for a Message-ID before an APPEND (those the folder's known state did not spare). */
   duplicateSearches: number;
+  /** Objects spooled because the store had not taken them within the caller's budget. */
+  overBudget: number;
   /** Objects the store refused. */
   rejected: number;
   /** Drain attempts that stopped because the store was unavailable. */
@@ -139,7 +148,16 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private drainPromise: Promise<number> | undefined;
   private storeUp: boolean | undefined;
   private lastError: string | undefined;
-  private readonly counts = { stored: 0, spooled: 0, drained: 0, deduplicated: 0, duplicateSearches: 0, rejected: 0, retryFailures: 0 };
+  private readonly counts = {
+    stored: 0,
+    spooled: 0,
+    drained: 0,
+    deduplicated: 0,
+    duplicateSearches: 0,
+    overBudget: 0,
+    rejected: 0,
+    retryFailures: 0,
+  };
 
   constructor(
     private readonly cfg: Config["store"],
@@ -199,7 +217,22 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     }
     if (this.closed) return this.toSpool(obj, "message store closed", false);
     if (this.spoolCount > 0 || this.drainPromise) return this.toSpool(obj, "spool not empty (keeps arrival order)", false);
-    return this.track(this.appendDirect(obj));
+    const direct = this.track(this.appendDirect(obj));
+    return obj.budgetMs === undefined ? direct : this.withinBudget(obj, direct, obj.budgetMs);
+  }
+
+  /** The direct append's result if it comes within budgetMs; else the object is spooled now and stored behind. */
+  private async withinBudget(obj: StoreObject, direct: Promise<AppendResult>, budgetMs: number): Promise<AppendResult> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), budgetMs);
+    });
+    const first = await Promise.race([direct, late]).finally(() => clearTimeout(timer));
+    if (first !== undefined) return first;
+    // what the APPEND under way does next is settled behind the caller (stored, or spooled by appendDirect itself)
+    direct.catch(() => {});
+    this.counts.overBudget++;
+    return this.toSpool(obj, `store slower than the caller's budget (${budgetMs} ms)`, false);
   }
 
   /**

@@ -308,3 +308,35 @@ test(
     await drainer.close();
   },
 );
+
+test(
+  "BYE-B4: a store slower than the caller's budget (Dovecot frozen): the GSO is spooled within the budget, then stored once when the store is back",
+  { timeout: 60_000 },
+  async () => {
+    const cfg = await storeConfig();
+    const store = newStore(cfg);
+    await store.start();
+    // the connection is open and the folder known: only the APPEND is in the way
+    const warm = gsoOfBye("conv-budget", "contrib-budget", "budget-0@cf");
+    assert.equal((await store.append(warm)).state, "stored");
+    const obj = { ...gsoOfBye("conv-budget", "contrib-budget", "budget-1@cf"), budgetMs: 100 };
+    process.kill(-env.dovecot.pid, "SIGSTOP");
+    let answeredInMs = 0;
+    try {
+      const t0 = performance.now();
+      const r = await store.append(obj);
+      answeredInMs = performance.now() - t0;
+      assert.equal(r.state, "spooled");
+      assert.equal((await spoolFiles(cfg)).length, 1, "durable before the answer");
+    } finally {
+      process.kill(-env.dovecot.pid, "SIGCONT");
+    }
+    // the budget plus one spool write (fsync), not the store's 3 s timeout
+    assert.ok(answeredInMs < 1000, `answered after ${answeredInMs.toFixed(0)} ms`);
+    assert.equal(store.stats().overBudget, 1);
+    await waitFor(() => store.stats().spoolPending === 0, 15_000, 50, "spool drained");
+    // the APPEND under way and the drain: one object
+    assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf).sort(), [warm.messageId, obj.messageId].sort());
+    await store.close();
+  },
+);
