@@ -127,6 +127,7 @@ async function main(): Promise<void> {
     log.info("stopping", { signal });
     await server.shutdown();
     await replay?.close();
+    pf.close();
     delivery?.close();
     await ua?.close();
     // media before the store: its last deferred items and recordings go to the store or spool

@@ -47,6 +47,13 @@ export interface Config {
      * (8.5.2) even when media.recording is off. Default false.
      */
     allowOfflineStorage: boolean;
+    /**
+     * A BYE decided for a known session whose outcome Kamailio never reports
+     * (ReportByeOutcome lost: Kamailio restarted, the task failed): its
+     * media is released this long after the decision (ms). Above Kamailio's
+     * CPM_PF_BYE_CLIENT_TIMEOUT_MS and RFC 3261's 64*T1 (32 s). Default 40000.
+     */
+    byeOutcomeTimeoutMs: number;
   };
   store: {
     /** IMAP Message Store host. Default 127.0.0.1. */
@@ -204,7 +211,14 @@ export interface Config {
 export const defaults: Config = {
   grpc: { host: "127.0.0.1", port: 50051, socket: "", tlsCertFile: "", tlsKeyFile: "", tlsCaFile: "" },
   log: { level: "info" },
-  pf: { mode: "b2bua", unknownSessionMode: "proxy", groupSessionDataManagement: false, servedUser: "", allowOfflineStorage: false },
+  pf: {
+    mode: "b2bua",
+    unknownSessionMode: "proxy",
+    groupSessionDataManagement: false,
+    servedUser: "",
+    allowOfflineStorage: false,
+    byeOutcomeTimeoutMs: 40_000,
+  },
   store: {
     host: "127.0.0.1",
     port: 143,
@@ -277,6 +291,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     groupSessionDataManagement: "bool",
     servedUser: "string",
     allowOfflineStorage: "bool",
+    byeOutcomeTimeoutMs: "posint",
   },
   store: {
     host: "string",

@@ -122,6 +122,10 @@ export class ParticipatingFunction {
   private readonly serial = new PerRecord();
   /** Actions no executor took (a bug: counted, logged with their kind). */
   unexecutedActions = 0;
+  /** Decided BYEs whose outcome was never reported: their media released by the watchdog. */
+  lostOutcomes = 0;
+  /** Decided BYEs of known sessions waiting for ReportByeOutcome (pf.byeOutcomeTimeoutMs). */
+  private readonly awaitingOutcome = new Map<string, NodeJS.Timeout>();
 
   constructor(
     private readonly cfg: Config,
@@ -188,8 +192,28 @@ export class ParticipatingFunction {
         reasonCause: decision.reasonCause,
         gso: gso.state,
       });
+      if (session) this.expectOutcome(callId);
       return { ...decision, sessionKey: callId, gso };
     });
+  }
+
+  /** 2.f (BYE-B10) even when the outcome report is lost: the dialog's media goes after pf.byeOutcomeTimeoutMs. */
+  private expectOutcome(sessionKey: string): void {
+    clearTimeout(this.awaitingOutcome.get(sessionKey));
+    const timer = setTimeout(() => {
+      this.awaitingOutcome.delete(sessionKey);
+      this.lostOutcomes++;
+      const released = this.media.release(sessionKey);
+      this.log.warn("BYE outcome never reported: media released", { callId: sessionKey, mediaReleased: released });
+    }, this.cfg.pf.byeOutcomeTimeoutMs);
+    timer.unref();
+    this.awaitingOutcome.set(sessionKey, timer);
+  }
+
+  /** Stops the outcome watchdogs (shutdown: what they would release goes with the process). */
+  close(): void {
+    for (const t of this.awaitingOutcome.values()) clearTimeout(t);
+    this.awaitingOutcome.clear();
   }
 
   /**
@@ -475,6 +499,8 @@ export class ParticipatingFunction {
 
   /** The client(s) answered the BYE: 2.d record the session, 2.f release media. The record stays (its lifecycle was set by the BYE). */
   async byeOutcome(sessionKey: string, statusCode: number): Promise<boolean> {
+    clearTimeout(this.awaitingOutcome.get(sessionKey));
+    this.awaitingOutcome.delete(sessionKey);
     const session = this.sessions.get(sessionKey);
     const fields = { callId: sessionKey, conversationId: session?.conversationId, contributionId: session?.contributionId };
     let recorded = false;
