@@ -140,7 +140,8 @@ export async function runNetwork(opts: {
     if (nodeArgs === undefined) delete process.env.SIDECAR_NODE_ARGS;
     else process.env.SIDECAR_NODE_ARGS = nodeArgs;
     const result: NetworkResult = { rssBeforeKb: rssKb(sc.pid), rounds: [], alive: true, liveHeap: { first: 0, last: 0 } };
-    for (let round = 1; round <= opts.rounds; round++) {
+    // round 0 warms up (JIT, pools, the first snapshot's own memory); rounds 1..N are compared with it
+    for (let round = 0; round <= opts.rounds; round++) {
       let bytesSent = 0;
       let closedBySidecar = 0;
       const outcomes = await pool(opts.connections, 100, async (i) => {
@@ -175,10 +176,13 @@ export async function runNetwork(opts: {
         break;
       }
       // the connections of the round closed and their timers (unauthenticated timeout) fired
-      if (round === 1 || round === opts.rounds) {
+      if (round === 0 || round === opts.rounds) {
         await new Promise((r) => setTimeout(r, 2500));
         const bytes = await liveHeapBytes(sc.pid, snapshots);
-        if (round === 1) result.liveHeap.first = bytes;
+        if (round === 0) {
+          result.liveHeap.first = bytes;
+          result.rssBeforeKb = rssKb(sc.pid);
+        }
         result.liveHeap.last = bytes;
       }
     }

@@ -82,15 +82,15 @@ async function main() {
     const net = await runNetwork({ seed: SEED, rounds, connections, log: (l) => console.log(l) });
     const last = net.rounds[net.rounds.length - 1];
     console.log(
-      `  RSS before ${(net.rssBeforeKb / 1024).toFixed(1)} MiB, after ${((last?.rssKb ?? 0) / 1024).toFixed(1)} MiB; sidecar ${net.alive ? "alive" : "DEAD"}`,
+      `  RSS after the warm-up round ${(net.rssBeforeKb / 1024).toFixed(1)} MiB, after the last ${((last?.rssKb ?? 0) / 1024).toFixed(1)} MiB; sidecar ${net.alive ? "alive" : "DEAD"}`,
     );
     const { first, last: lastHeap } = net.liveHeap;
     const grew = lastHeap - first;
     console.log(
-      `  live heap (snapshot after a full GC) after round 1 ${(first / 1048576).toFixed(2)} MiB, after round ${net.rounds.length} ${(lastHeap / 1048576).toFixed(2)} MiB (${grew >= 0 ? "+" : ""}${(grew / 1024).toFixed(0)} KiB)`,
+      `  live heap (snapshot after a full GC) after the warm-up round ${(first / 1048576).toFixed(2)} MiB, after round ${net.rounds.length - 1} ${(lastHeap / 1048576).toFixed(2)} MiB (${grew >= 0 ? "+" : ""}${(grew / 1024).toFixed(0)} KiB)`,
     );
     // what the connections left behind: more than 1 KiB per connection of the later rounds is a leak
-    const allowed = 1024 * connections * Math.max(1, net.rounds.length - 1);
+    const allowed = 1024 * connections * Math.max(1, net.rounds.length - 1); // rounds[0] is the warm-up
     if (!net.failure && net.rounds.length > 1 && grew > allowed)
       net.failure = `live heap grew ${grew} bytes over the rounds (> ${allowed})`;
     if (net.failure) {
