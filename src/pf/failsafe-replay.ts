@@ -18,7 +18,7 @@ import type { Logger } from "../log/logger.js";
 import type { ByeResult, Envelope } from "./participating-function.js";
 
 export interface ReplayTarget {
-  handleBye(env: Envelope, now?: Date): Promise<ByeResult>;
+  handleBye(env: Envelope, now?: Date, opts?: { replayed?: boolean }): Promise<ByeResult>;
   byeOutcome(sessionKey: string, statusCode: number): Promise<boolean>;
 }
 
@@ -93,7 +93,7 @@ export class FailsafeReplay {
     const receivedAt = new Date(Number(RECORD.exec(name)?.[1]));
     let result: ByeResult;
     try {
-      result = await this.pf.handleBye(env, receivedAt);
+      result = await this.pf.handleBye(env, receivedAt, { replayed: true });
     } catch (err) {
       if (err instanceof CpmError && BAD_INPUT.has(err.code)) {
         await this.quarantine(name, err);

@@ -146,7 +146,12 @@ export class ParticipatingFunction {
   }
 
   /** 8.3.2.3: decide and act on a BYE; resolves after any GSO is stored or spooled and the record's new lifecycle is written. */
-  async handleBye(env: Envelope, now = new Date()): Promise<ByeResult> {
+  /**
+   * 8.3.2.3. `replayed`: a BYE Kamailio relayed through its fail-safe
+   * earlier (failsafe-replay.ts): nobody waits for the answer, so its GSO
+   * goes to the mailbox without the decision's budget.
+   */
+  async handleBye(env: Envelope, now = new Date(), opts: { replayed?: boolean } = {}): Promise<ByeResult> {
     const msg = parseSipMessage(env.raw);
     if (msg.kind !== "request" || msg.method !== "BYE") throw new CpmError("CPM_ERR_BAD_REQUEST", "HandleBye needs a BYE request");
     const callId = header(msg, "call-id") ?? "";
@@ -178,7 +183,7 @@ export class ParticipatingFunction {
       }
       let gso: GsoOutcome = { state: "not-required" };
       for (const action of decision.actions) {
-        const outcome = await this.executeByeAction(action);
+        const outcome = await this.executeByeAction(action, opts.replayed === true);
         if (outcome) gso = outcome;
       }
       // A proxy-mode BYE goes on unchanged (8.3.2.3 1): its line is debug, as
@@ -222,10 +227,10 @@ export class ParticipatingFunction {
    * and the answer to its sender are Kamailio's to send). An action no
    * executor takes is an error.
    */
-  private async executeByeAction(action: ByeAction): Promise<GsoOutcome | undefined> {
+  private async executeByeAction(action: ByeAction, replayed: boolean): Promise<GsoOutcome | undefined> {
     switch (action.kind) {
       case "storeGso":
-        return this.storeGso(action.session, action.gso, action.bye);
+        return this.storeGso(action.session, action.gso, action.bye, replayed ? undefined : this.cfg.store.gsoBudgetMs);
       case "refuseClientMedia":
         this.media.refuseClientMedia(action.sessionKey);
         return undefined;
@@ -539,7 +544,12 @@ export class ParticipatingFunction {
     );
   }
 
-  private async storeGso(session: GroupSession, gso: GroupStateObject, bye: ByeIdentity): Promise<GsoOutcome> {
+  private async storeGso(
+    session: GroupSession,
+    gso: GroupStateObject,
+    bye: ByeIdentity,
+    budgetMs: number | undefined,
+  ): Promise<GsoOutcome> {
     const folder = groupSessionFolder(this.cfg.store.rootFolder, session.conversationId, session.contributionId);
     const { raw, messageId } = buildGsoObject({
       gso,
@@ -556,7 +566,7 @@ export class ParticipatingFunction {
       raw,
       messageId,
       unique: true,
-      budgetMs: this.cfg.store.gsoBudgetMs,
+      ...(budgetMs === undefined ? {} : { budgetMs }),
     });
     this.log.info(result.duplicate ? "GSO already stored" : "GSO stored", {
       callId: session.key,

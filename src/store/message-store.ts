@@ -132,6 +132,7 @@ function checkObject(obj: StoreObject): void {
 }
 
 const bareMessageId = (id: string) => (id.startsWith("<") && id.endsWith(">") ? id.slice(1, -1) : id);
+const objectKey = (o: { folder: string; messageId: string }) => `${o.folder}\n${bareMessageId(o.messageId)}`;
 
 export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private readonly pool: ImapPool;
@@ -139,6 +140,8 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private readonly knownFolders = new Set<string>();
   private readonly folderIds = new Map<string, FolderIds>();
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Direct appends the caller's budget overtook (the object is in the spool too), by folder + Message-ID. */
+  private readonly overtaken = new Map<string, Promise<unknown>>();
   private starting: Promise<void> | undefined;
   private closed = false;
   private spoolCount = 0;
@@ -229,8 +232,15 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     });
     const first = await Promise.race([direct, late]).finally(() => clearTimeout(timer));
     if (first !== undefined) return first;
-    // what the APPEND under way does next is settled behind the caller (stored, or spooled by appendDirect itself)
-    direct.catch(() => {});
+    // what the APPEND under way does next is settled behind the caller (stored, or spooled by
+    // appendDirect itself); the drain waits for it before it looks for the object (no second copy)
+    const key = objectKey(obj);
+    const settled = direct
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.overtaken.get(key) === settled) this.overtaken.delete(key);
+      });
+    this.overtaken.set(key, settled);
     this.counts.overBudget++;
     return this.toSpool(obj, `store slower than the caller's budget (${budgetMs} ms)`, false);
   }
@@ -406,6 +416,8 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
           continue;
         }
         const { folder, messageId } = entry;
+        // an APPEND of this object still under way (the caller's budget ran out): its outcome first
+        await this.overtaken.get(objectKey(entry));
         let outcome: "stored" | "duplicate";
         try {
           outcome = await this.storeOne(entry, true);

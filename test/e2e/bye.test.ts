@@ -504,7 +504,9 @@ describe("8.3.2.3 fail-safe: the sidecar dies, Kamailio relays the BYE as a plai
     // the BYE relayed while the sidecar was dead is decided now: the GSO of its record (8.3.2.3 2.b)
     const gone = killedMidSession as CallResult;
     await waitFor(() => journaled().length === 0, 5000, 50, "journal drained");
-    const gsos = await folderMessages(d, `Default/${gone.conversationId}/${gone.contributionId}`);
+    const folder = `Default/${gone.conversationId}/${gone.contributionId}`;
+    await waitFor(async () => (await folderMessages(d, folder)).length > 0, 10_000, 100, "the replayed BYE's GSO");
+    const gsos = await folderMessages(d, folder);
     assert.equal(gsos.length, 1, "one GSO for the replayed BYE");
     assert.match(gsoXml(gsos[0] as string), /<status>\s*removed\s*<\/status>/);
     const replays = restarted.logLines().filter((l) => l.msg === "fail-safe BYE replayed");
