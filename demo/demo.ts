@@ -188,15 +188,7 @@ async function tell(rig: DeferredChatRig): Promise<void> {
   assert.equal(gsos.length, 1, "the CF's BYE (cause=480) stores one GSO in the group session's folder");
   assert.match(gsoXml(gsos[0] as string), /lastfocussessionid="sip:focus@127\.0\.0\.1:\d+"/);
   assert.equal((await rig.folder(deferredFolder(chat))).length, chat.sent.length, "every CF message waits in the deferred queue");
-  await waitFor(
-    () =>
-      rig.sidecar
-        .logLines()
-        .some((l) => l.msg === "group session lifecycle" && l.callId === chat.callId && l.transition === "client-absent -> inactive"),
-    5000,
-    20,
-    "the lifecycle transition client-absent -> inactive",
-  );
+  await rig.lifecycleMoved(chat, "client-absent -> inactive");
   const beforeRegister = await mailbox(rig);
 
   // 2. the client registers again; the delivery session; the client ends it

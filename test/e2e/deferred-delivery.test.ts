@@ -77,15 +77,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       const gsos = await rig.folder(groupFolder(chat), chat.servedUser);
       assert.equal(gsos.length, 1);
       assert.match(gsoXml(gsos[0] as string), /lastfocussessionid="sip:focus@127\.0\.0\.1:\d+"/);
-      await waitFor(
-        () =>
-          rig.sidecar
-            .logLines()
-            .some((l) => l.msg === "group session lifecycle" && l.callId === chat.callId && l.transition === "client-absent -> inactive"),
-        5000,
-        20,
-        "the lifecycle transition in the log",
-      );
+      await rig.lifecycleMoved(chat, "client-absent -> inactive");
       await rig.deliveredTo(
         chat,
         "client-dd-uas.xml",
@@ -144,15 +136,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       assert.equal(first(trace.cf, { direction: "received", cseqMethod: "BYE" })?.status, 200);
       assert.equal(first(trace.client, { direction: "sent", cseqMethod: "BYE" }), undefined, "the client never answered");
       assert.equal((await rig.folder(groupFolder(chat), chat.servedUser)).length, 1, "BYE-B4: the GSO");
-      await waitFor(
-        () =>
-          rig.sidecar
-            .logLines()
-            .some((l) => l.msg === "group session lifecycle" && l.callId === chat.callId && l.transition === "client-absent -> inactive"),
-        5000,
-        20,
-        "the lifecycle transition in the log",
-      );
+      await rig.lifecycleMoved(chat, "client-absent -> inactive");
       await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
         await assertDeliveredInOrder(ue, chat);
         await queueEmptied(chat);

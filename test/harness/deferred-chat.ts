@@ -236,6 +236,17 @@ export class DeferredChatRig {
     return this.current.logLines().find((l) => l.msg === msg && l.callId === callId);
   }
 
+  /** Waits for the sidecar's log line of the chat's record taking `transition` (e.g. "client-absent -> inactive"). */
+  lifecycleMoved(chat: Pick<Chat, "callId">, transition: string): Promise<unknown> {
+    return waitFor(
+      () =>
+        this.current.logLines().some((l) => l.msg === "group session lifecycle" && l.callId === chat.callId && l.transition === transition),
+      5000,
+      20,
+      `the lifecycle transition ${transition}`,
+    );
+  }
+
   /** Adds one arrow to the ladder, timed now. */
   rung(from: string, to: string, what: string): void {
     this.ladder.push({ t: Date.now(), from, to, what });

@@ -3,10 +3,7 @@
 // Each test has its own MsrpResources for the PF, so the counters it checks
 // (BYE-B10) are the PF's alone. Waits are on events or on state, never sleeps.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import { PassThrough } from "node:stream";
 import { test } from "node:test";
 import winston from "winston";
@@ -30,6 +27,7 @@ import { parseMsrpPath, parseMsrpUri } from "../../src/msrp/uri.js";
 import { COMPOSING_XML, GSO_XML, IMDN_XML, wrapCpim } from "../fixtures/cpim.js";
 import { testMediaConfig, useCleanups } from "../harness/cleanups.js";
 import { MsrpPeer, type MsrpPeerOptions, RawMsrpSocket, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
+import { makeTestPki } from "../harness/tls.js";
 import { waitFor } from "../harness/wait.js";
 
 const logger = silentLogger();
@@ -814,34 +812,11 @@ test("issue 3 recording: off without allow-offline-storage and media.recording",
 });
 
 test("issue 3 msrps: the legs run over TLS when media.tlsCertFile / tlsKeyFile are set", T, async () => {
-  const dir = mkdtempSync(join(tmpdir(), "cpm-pf-msrps-"));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ],
-    { stdio: "ignore" },
-  );
-  const { plane } = await startPlane({ tlsCertFile: cert, tlsKeyFile: key, tlsCaFile: cert });
+  const pki = makeTestPki();
+  cleanups.push(() => pki.remove());
+  const { plane } = await startPlane({ tlsCertFile: pki.serverCert, tlsKeyFile: pki.serverKey, tlsCaFile: pki.caCert });
   const cf = await peer();
-  const client = await peer({ tls: { ca: readFileSync(cert) } });
+  const client = await peer({ tls: { ca: readFileSync(pki.caCert) } });
   const session = ref();
   const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
   assert.equal(offer.cfLeg.tls, true);
