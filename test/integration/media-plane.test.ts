@@ -4,9 +4,7 @@
 // (BYE-B10) are the PF's alone. Waits are on events or on state, never sleeps.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { PassThrough } from "node:stream";
 import { test } from "node:test";
-import winston from "winston";
 import { silentLogger } from "../../src/log/logger.js";
 import { type MediaConfig, MsrpMediaPlane } from "../../src/media/msrp-media-plane.js";
 import type {
@@ -26,6 +24,7 @@ import { MsrpSessionTable } from "../../src/msrp/session-table.js";
 import { parseMsrpPath, parseMsrpUri } from "../../src/msrp/uri.js";
 import { COMPOSING_XML, GSO_XML, IMDN_XML, wrapCpim } from "../fixtures/cpim.js";
 import { testMediaConfig, useCleanups } from "../harness/cleanups.js";
+import { capturingLogger } from "../harness/log-capture.js";
 import { MsrpPeer, type MsrpPeerOptions, RawMsrpSocket, sdpPath, sdpSetup } from "../harness/msrp-peer.js";
 import { makeTestPki } from "../harness/tls.js";
 import { waitFor } from "../harness/wait.js";
@@ -266,14 +265,7 @@ test("issue 3 relay: both peers connect (a=setup:active), the client even before
 });
 
 test("issue 3 security: no message body reaches the log, not even at debug level", T, async () => {
-  const lines: string[] = [];
-  const stream = new PassThrough();
-  stream.on("data", (d: Buffer) => lines.push(d.toString()));
-  const debugLogger = winston.createLogger({
-    level: "debug",
-    format: winston.format.json(),
-    transports: [new winston.transports.Stream({ stream })],
-  });
+  const { logger: debugLogger, lines } = capturingLogger("debug");
   const resources = new MsrpResources();
   const sink = new FakeSink();
   const plane = new MsrpMediaPlane({
@@ -672,19 +664,6 @@ async function anchoredRawClient(config: Partial<MediaConfig> = {}, log = logger
   assert.equal((await raw.response(bind)).code, 200);
   await waitFor(() => plane.legs(session.sessionKey)?.client === "up", 5000, 5, "client leg up");
   return { plane, resources, sink, cf, session, raw, rawPath, pfClientPath, offer, frame };
-}
-
-/** A JSON logger whose lines the test reads. */
-function capturingLogger(): { logger: winston.Logger; lines: string[] } {
-  const lines: string[] = [];
-  const stream = new PassThrough();
-  stream.on("data", (d: Buffer) => lines.push(d.toString()));
-  const log = winston.createLogger({
-    level: "info",
-    format: winston.format.json(),
-    transports: [new winston.transports.Stream({ stream })],
-  });
-  return { logger: log, lines };
 }
 
 test(

@@ -1,20 +1,7 @@
 import assert from "node:assert/strict";
-import { PassThrough } from "node:stream";
 import { test } from "node:test";
-import winston from "winston";
 import { SessionRecording } from "../../../src/media/recording.js";
-
-function capture() {
-  const lines: string[] = [];
-  const stream = new PassThrough();
-  stream.on("data", (d: Buffer) => lines.push(d.toString()));
-  const log = winston.createLogger({
-    level: "info",
-    format: winston.format.json(),
-    transports: [new winston.transports.Stream({ stream })],
-  });
-  return { log, lines };
-}
+import { capturingLogger } from "../../harness/log-capture.js";
 
 const msg = (text: string) => ({
   direction: "from-network" as const,
@@ -25,7 +12,7 @@ const msg = (text: string) => ({
 });
 
 test("BYE-B8 groundwork: the recording keeps messages up to maxRecordedBytes, then logs once without content", async () => {
-  const { log, lines } = capture();
+  const { logger: log, lines } = capturingLogger();
   const r = new SessionRecording(10, log);
   r.add(msg("12345"));
   r.add(msg("6789"));
