@@ -25,8 +25,12 @@ export interface ReplayTarget {
 const RECORD = /^(\d{13})-\d+-\d+\.bye$/;
 /** Records that can never be replayed (not a BYE, cut short) are kept here, for an operator to look at. */
 const QUARANTINE = "bad";
-/** Refusals of the BYE itself: replaying it again would be refused again. */
-const BAD_INPUT = new Set(["CPM_ERR_BAD_SIP", "CPM_ERR_BAD_HEADER", "CPM_ERR_BAD_REQUEST"]);
+/**
+ * Refusals that replaying again would meet again: the BYE itself (bad input),
+ * or the store refusing its GSO (the object is kept in the spool's bad/).
+ * Anything else (store down) is retried, and the records after it wait.
+ */
+const FINAL = new Set(["CPM_ERR_BAD_SIP", "CPM_ERR_BAD_HEADER", "CPM_ERR_BAD_REQUEST", "CPM_ERR_STORE_REJECTED"]);
 
 export class FailsafeReplay {
   readonly counts = { replayed: 0, quarantined: 0, retried: 0 };
@@ -95,7 +99,7 @@ export class FailsafeReplay {
     try {
       result = await this.pf.handleBye(env, receivedAt, { replayed: true });
     } catch (err) {
-      if (err instanceof CpmError && BAD_INPUT.has(err.code)) {
+      if (err instanceof CpmError && FINAL.has(err.code)) {
         await this.quarantine(name, err);
         return true;
       }

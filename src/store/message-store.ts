@@ -334,6 +334,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
       if (f.kind === "rejected") {
         this.counts.rejected++;
         this.log.error("message store rejected object", { folder, messageId, reason: f.reason });
+        await this.keepRejected(obj, f.reason);
         this.emit("rejected", { folder, messageId, fromSpool: false, reason: f.reason });
         throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: ${f.reason}`, { cause: err });
       }
@@ -351,6 +352,16 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     this.log.debug("object stored", { folder, messageId });
     this.emit("stored", { folder, messageId, fromSpool: false, duplicate: false });
     return { state: "stored", folder, messageId };
+  }
+
+  /** An object the server refused is not lost: it is kept in <spoolDir>/bad/ (as a refused spooled object is), for an operator. */
+  private async keepRejected(obj: StoreObject, reason: string): Promise<void> {
+    try {
+      const id = await this.spool.put({ folder: obj.folder, raw: obj.raw, messageId: obj.messageId });
+      await this.spool.moveAside(id, `rejected by message store: ${reason}`);
+    } catch (err) {
+      this.log.error("refused object not kept", { folder: obj.folder, messageId: obj.messageId, reason: String(err) });
+    }
   }
 
   private async toSpool(obj: StoreObject, reason: string, failure: boolean): Promise<AppendResult> {

@@ -1,6 +1,7 @@
 // Message Store against a real Dovecot (test/harness/dovecot.ts, through test/harness/store-env.ts).
 import assert from "node:assert/strict";
 import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
 import { test } from "node:test";
 import { ImapFlow } from "imapflow";
 import type { Config } from "../../src/config/config.js";
@@ -193,16 +194,22 @@ test("the pool reconnects after the server dropped its connections", { timeout: 
   await store.close();
 });
 
-test("a folder the server refuses is rejected, not spooled", { timeout: 30_000 }, async () => {
-  const cfg = await storeConfig();
-  const store = newStore(cfg);
-  await store.start();
-  const obj = { ...gso("c", "d"), folder: `Default/${"x".repeat(300)}` }; // Dovecot: "Mailbox name too long"
-  await assert.rejects(store.append(obj), (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_STORE_REJECTED");
-  assert.equal(store.stats().spooled, 0);
-  assert.deepEqual(await spoolFiles(cfg), []);
-  await store.close();
-});
+test(
+  "BYE-B3: a folder the server refuses is rejected, not spooled, and the object kept in the spool's bad/",
+  { timeout: 30_000 },
+  async () => {
+    const cfg = await storeConfig();
+    const store = newStore(cfg);
+    await store.start();
+    const obj = { ...gso("c", "d"), folder: `Default/${"x".repeat(300)}` }; // Dovecot: "Mailbox name too long"
+    await assert.rejects(store.append(obj), (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_STORE_REJECTED");
+    assert.equal(store.stats().spooled, 0);
+    assert.deepEqual(await spoolFiles(cfg), []);
+    // not lost either: kept aside with the reason in the log, for an operator
+    assert.equal((await readdir(join(cfg.spoolDir, "bad"))).length, 1);
+    await store.close();
+  },
+);
 
 test("after close, appends are spooled for the next run", { timeout: 30_000 }, async () => {
   const cfg = await storeConfig();
