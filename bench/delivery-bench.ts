@@ -28,7 +28,8 @@
 // it is the child.
 import { fork } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { Session } from "node:inspector/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -373,6 +374,7 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
       queueSettled: async () => {},
       log,
     });
+    const profiler = await startProfile();
     const cpu0 = process.cpuUsage();
     t0 = performance.now();
     const reg = await service.onRegistration({ raw: registerFor(servedUser) });
@@ -380,6 +382,7 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
     const timeout = setTimeout(() => drained(), Math.max(60_000, n * 20));
     await allDrained;
     const cpu = process.cpuUsage(cpu0);
+    await profiler?.stop(`delivery-${n}`);
     clearTimeout(timeout);
     if (drainedAt === 0) throw new Error(`bench: delivery did not finish (${answered200} of ${n} answered)`);
 
@@ -416,6 +419,24 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
     await registry.close();
     await store.close();
   }
+}
+
+/** BENCH_DELIVERY_PROFILE=<dir>: a V8 CPU profile of each PF delivery (registration to queue empty), <dir>/delivery-<n>.cpuprofile. */
+async function startProfile(): Promise<{ stop(name: string): Promise<void> } | undefined> {
+  const dir = process.env.BENCH_DELIVERY_PROFILE;
+  if (!dir) return undefined;
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.setSamplingInterval", { interval: 200 });
+  await session.post("Profiler.start");
+  return {
+    async stop(name) {
+      const { profile } = await session.post("Profiler.stop");
+      session.disconnect();
+      await writeFile(join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+    },
+  };
 }
 
 /** Delivery of one group session's queue of n messages, for each n (ascending), with both baselines. */
