@@ -16,6 +16,7 @@
 // Anything that does not parse is a CpmError CPM_ERR_BAD_CPIM with the reason;
 // nothing here throws anything else or reads past the given buffer. The header
 // blocks together are bounded by maxHeaderBytes.
+import { isAscii } from "node:buffer";
 import { CpmError } from "../errors/catalogue.js";
 
 /** RFC 3862 3.4: the namespace of header names without a prefix. */
@@ -96,6 +97,25 @@ export function parseHeaderBlock(
 
 const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
+/** A CR not followed by LF. */
+function hasLoneCr(text: string): boolean {
+  for (let cr = text.indexOf("\r"); cr >= 0; cr = text.indexOf("\r", cr + 2)) if (text.charCodeAt(cr + 1) !== 0x0a) return true;
+  return false;
+}
+
+/** Offset after the first empty line ("\n" or "\r\n") at or after `start` whose LF is below `limit`; -1 when none. */
+function blockEnd(b: Buffer, start: number, limit: number): number {
+  if (b[start] === 0x0a) return start < limit ? start + 1 : -1;
+  if (b[start] === 0x0d && b[start + 1] === 0x0a) return start + 1 < limit ? start + 2 : -1;
+  // an empty line starts right after an LF; nothing at or past `limit` is looked at
+  const head = b.subarray(0, limit);
+  const crlf = head.indexOf("\n\r\n", start, "latin1");
+  // an LF LF before it ends at or before its LF
+  const lf = (crlf >= 0 ? head.subarray(0, crlf + 1) : head).indexOf("\n\n", start, "latin1");
+  const end = lf >= 0 && (crlf < 0 || lf < crlf) ? lf + 2 : crlf >= 0 ? crlf + 3 : -1;
+  return end;
+}
+
 /** The logical lines of a header block (continuations joined) and the offset after its blank line. */
 function blockLines(
   buf: Uint8Array,
@@ -104,38 +124,31 @@ function blockLines(
   opts: { what: string; folding: boolean; maxBytes?: number },
 ): { raw: string[]; end: number } {
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  // The usual block: CRLF or LF line ends, no NUL, UTF-8, read with one decode. Anything
-  // else takes the line-by-line reader, which names the first fault.
-  let end = -1;
-  for (let pos = start; ; ) {
-    const nl = b.indexOf(0x0a, pos);
-    if (nl < 0 || nl >= limit) break;
-    if (nl === pos || (nl === pos + 1 && b[pos] === 0x0d)) {
-      end = nl + 1;
-      break;
-    }
-    pos = nl + 1;
-  }
+  // The usual block: CRLF or LF line ends, no NUL, UTF-8 (mostly ASCII), read with one
+  // decode. Anything else takes the line-by-line reader, which names the first fault.
+  const end = blockEnd(b, start, limit);
   if (end < 0) return blockLinesByLine(b, start, limit, opts);
   const block = b.subarray(start, end);
-  if (block.indexOf(0x00) >= 0 || block.indexOf(UTF8_BOM) >= 0) return blockLinesByLine(b, start, limit, opts);
-  for (let cr = block.indexOf(0x0d); cr >= 0; cr = block.indexOf(0x0d, cr + 1)) {
-    if (block[cr + 1] !== 0x0a) return blockLinesByLine(b, start, limit, opts);
-  }
   let text: string;
-  try {
-    text = UTF8.decode(block);
-  } catch {
-    return blockLinesByLine(b, start, limit, opts);
+  if (isAscii(block)) {
+    text = block.toString("latin1");
+    if (text.includes("\0") || hasLoneCr(text)) return blockLinesByLine(b, start, limit, opts);
+  } else {
+    if (block.indexOf(0x00) >= 0 || block.indexOf(UTF8_BOM) >= 0) return blockLinesByLine(b, start, limit, opts);
+    for (let cr = block.indexOf(0x0d); cr >= 0; cr = block.indexOf(0x0d, cr + 1)) {
+      if (block[cr + 1] !== 0x0a) return blockLinesByLine(b, start, limit, opts);
+    }
+    try {
+      text = UTF8.decode(block);
+    } catch {
+      return blockLinesByLine(b, start, limit, opts);
+    }
   }
   // an LF is never part of a multi-byte UTF-8 sequence: the text's lines are the block's
   const physical = text.split("\n");
   physical.length -= 2; // the blank line and what follows its LF
   const raw: string[] = [];
-  for (const p of physical) {
-    const line = p.endsWith("\r") ? p.slice(0, -1) : p;
-    addLine(raw, line, opts);
-  }
+  for (const p of physical) addLine(raw, p.endsWith("\r") ? p.slice(0, -1) : p, opts);
   return { raw, end };
 }
 

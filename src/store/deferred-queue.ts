@@ -56,14 +56,13 @@
 // delivered again, never lost).
 // Items still in the spool are not readable yet; they follow in order once
 // drained (spoolPending() says whether any wait).
-import type { StoreOptions } from "imapflow";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { DeferredItem, DeferredSink, GroupSessionRef } from "../media/ports.js";
 import { buildDeferredObject, deferredItemFromObject, type ReadBackItem } from "./deferred-object.js";
 import { decodeFolderComponent, groupSessionFolder } from "./folder.js";
-import { fetchObjects } from "./imap-fetch.js";
+import { expungeObjects, fetchObjects } from "./imap-fetch.js";
 import { describeImapError, isConnectionError, type PooledConnection } from "./imap-pool.js";
 import { folderMessageIds, lockMailbox } from "./mailbox.js";
 import type { Mailboxes } from "./mailboxes.js";
@@ -288,9 +287,8 @@ export class DeferredQueue implements DeferredSink {
             const ok = await conn.cmd("UID MOVE", () => conn.client.messageMove(uids, moveTo, { uid: true }));
             if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID MOVE to ${moveTo} failed`);
           } else {
-            // imapflow: UID STORE +FLAGS.SILENT (\Deleted) (no FETCH row per item back, RFC 9051 6.4.6),
-            // then UID EXPUNGE of the same set (UIDPLUS); messageDelete hands its options to the STORE
-            const ok = await conn.cmd("UID EXPUNGE", () => conn.client.messageDelete(uids, SILENT_UID_STORE));
+            // UID STORE +FLAGS.SILENT (\Deleted), then UID EXPUNGE of the same set (UIDPLUS)
+            const ok = await conn.cmd("UID EXPUNGE", () => expungeObjects(conn.client, uids));
             if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID STORE \\Deleted / UID EXPUNGE failed`);
           }
           return new Set(valid.map((h) => h.uid)).size;
@@ -504,9 +502,6 @@ export class DeferredQueue implements DeferredSink {
     }
   }
 }
-
-/** messageDelete's options, passed on to its STORE (imapflow StoreOptions: silent). */
-const SILENT_UID_STORE: { uid: true } & StoreOptions = { uid: true, silent: true };
 
 /** A compact UID set (RFC 9051 9 sequence-set): ascending, runs as ranges ("1:4,7,9:10"). */
 export function uidSet(uids: readonly number[]): string {

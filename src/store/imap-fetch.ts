@@ -1,11 +1,13 @@
-// A lean FETCH of UID, FLAGS and BODY.PEEK[] (RFC 9051 6.4.5) for reading
-// whole objects in bulk (the deferred queue). imapflow's fetch() turns every
-// untagged FETCH row into a message object (each data item name compiled back
-// to a string, an id hash, one async iterator step per row) and asks for
-// MODSEQ as well; here the command goes through imapflow's exec() with a
-// handler of its own for the untagged FETCH rows, which reads the parsed data
-// items directly and keeps the body as the literal's Buffer. The connection
-// state (tags, SELECTED mailbox, literals, timeouts) stays imapflow's.
+// The deferred queue's bulk IMAP commands, run through imapflow's exec() with
+// handlers of their own for the untagged FETCH rows (the connection state:
+// tags, SELECTED mailbox, literals, VANISHED, stays imapflow's):
+// - fetchObjects: FETCH of UID, FLAGS and BODY.PEEK[] (RFC 9051 6.4.5). Each
+//   row's parsed data items are read directly, the body kept as the literal's
+//   Buffer; imapflow's fetch() would turn every row into a message object
+//   (each data item name compiled back to a string, an id hash, one async
+//   iterator step per row) and ask for MODSEQ as well.
+// - expungeObjects: UID STORE +FLAGS.SILENT (\Deleted) + UID EXPUNGE; the
+//   FETCH rows the STORE still gets back are dropped unread.
 import type { ImapAttribute, ImapAttributeNode, ImapFlow, ImapResponse } from "imapflow";
 import { CpmError } from "../errors/catalogue.js";
 
@@ -63,14 +65,19 @@ function readRow(untagged: ImapResponse): FetchedObject {
   return row;
 }
 
+function execOf(client: ImapFlow): ImapExec["exec"] {
+  const exec = (client as unknown as Partial<ImapExec>).exec;
+  if (typeof exec !== "function") throw new CpmError("CPM_ERR_INTERNAL", "imapflow has no exec(): the lean FETCH cannot run");
+  return exec;
+}
+
 /**
  * FETCH (or UID FETCH) `range` (UID FLAGS BODY.PEEK[]) in the selected
  * mailbox; `onRow` gets each untagged FETCH row as it arrives, in server
  * order. Resolves with the number of rows. \Seen is not set (PEEK).
  */
 export async function fetchObjects(client: ImapFlow, range: string, byUid: boolean, onRow: (row: FetchedObject) => void): Promise<number> {
-  const exec = (client as unknown as Partial<ImapExec>).exec;
-  if (typeof exec !== "function") throw new CpmError("CPM_ERR_INTERNAL", "imapflow has no exec(): the lean FETCH cannot run");
+  const exec = execOf(client);
   let rows = 0;
   let failed: unknown;
   const response = await exec.call(client, byUid ? "UID FETCH" : "FETCH", [{ type: "SEQUENCE", value: range }, ITEMS], {
@@ -90,4 +97,33 @@ export async function fetchObjects(client: ImapFlow, range: string, byUid: boole
   response.next();
   if (failed !== undefined) throw failed;
   return rows;
+}
+
+/**
+ * Removes `uids` (a UID set) from the selected mailbox: UID STORE
+ * +FLAGS.SILENT (\Deleted), then UID EXPUNGE of the same set (RFC 4315 2.1).
+ * With CONDSTORE enabled the server still answers the STORE with one FETCH
+ * row per item (MODSEQ, RFC 7162 3.1.3); they are dropped here unread instead
+ * of being turned into imapflow flag events. Resolves false when a command
+ * failed (as imapflow's messageDelete does).
+ */
+export async function expungeObjects(client: ImapFlow, uids: string): Promise<boolean> {
+  const exec = execOf(client);
+  const set: ImapAttributeNode = { type: "SEQUENCE", value: uids };
+  try {
+    const stored = await exec.call(
+      client,
+      "UID STORE",
+      [set, { type: "ATOM", value: "+FLAGS.SILENT" }, [{ type: "ATOM", value: "\\Deleted" }]],
+      {
+        untagged: { FETCH: () => {} },
+      },
+    );
+    stored.next();
+    const expunged = await exec.call(client, "UID EXPUNGE", [set], { untagged: {} });
+    expunged.next();
+    return true;
+  } catch {
+    return false;
+  }
 }
