@@ -96,6 +96,8 @@ export function parseHeaderBlock(
 }
 
 const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+const LF_LF = Buffer.from("\n\n", "latin1");
+const LF_CRLF = Buffer.from("\n\r\n", "latin1");
 
 /** A CR not followed by LF. */
 function hasLoneCr(text: string): boolean {
@@ -109,9 +111,9 @@ function blockEnd(b: Buffer, start: number, limit: number): number {
   if (b[start] === 0x0d && b[start + 1] === 0x0a) return start + 1 < limit ? start + 2 : -1;
   // an empty line starts right after an LF; nothing at or past `limit` is looked at
   const head = b.subarray(0, limit);
-  const crlf = head.indexOf("\n\r\n", start, "latin1");
+  const crlf = head.indexOf(LF_CRLF, start);
   // an LF LF before it ends at or before its LF
-  const lf = (crlf >= 0 ? head.subarray(0, crlf + 1) : head).indexOf("\n\n", start, "latin1");
+  const lf = (crlf >= 0 ? head.subarray(0, crlf + 1) : head).indexOf(LF_LF, start);
   const end = lf >= 0 && (crlf < 0 || lf < crlf) ? lf + 2 : crlf >= 0 ? crlf + 3 : -1;
   return end;
 }
@@ -144,11 +146,15 @@ function blockLines(
       return blockLinesByLine(b, start, limit, opts);
     }
   }
-  // an LF is never part of a multi-byte UTF-8 sequence: the text's lines are the block's
-  const physical = text.split("\n");
-  physical.length -= 2; // the blank line and what follows its LF
+  // an LF is never part of a multi-byte UTF-8 sequence: the text's lines are the block's;
+  // the last one is the blank line ("\n" or "\r\n")
+  const stop = text.length - (text.charCodeAt(text.length - 2) === 0x0d ? 2 : 1);
   const raw: string[] = [];
-  for (const p of physical) addLine(raw, p.endsWith("\r") ? p.slice(0, -1) : p, opts);
+  for (let p = 0; p < stop; ) {
+    const nl = text.indexOf("\n", p);
+    addLine(raw, text.slice(p, text.charCodeAt(nl - 1) === 0x0d ? nl - 1 : nl), opts);
+    p = nl + 1;
+  }
   return { raw, end };
 }
 
