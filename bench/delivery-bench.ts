@@ -28,13 +28,14 @@
 // it is the child.
 import { fork } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { Session } from "node:inspector/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildConfig } from "../src/config/config.js";
 import { type DeliveryLeg, DeliveryService, type DeliveryUa, type UaDialog } from "../src/delivery/service.js";
-import { silentLogger } from "../src/log/logger.js";
+import { createRootLogger, type LogLevel, silentLogger } from "../src/log/logger.js";
 import { DeliveryEndpoint, startDeliveryListener } from "../src/media/delivery-endpoint.js";
 import type { DeferredItem, GroupSessionRef } from "../src/media/ports.js";
 import type { ReceivedMessage } from "../src/msrp/chunking.js";
@@ -195,7 +196,7 @@ export interface DeliveryRun {
   pfMs: number;
   /** Registration to the first SEND answered 200 (REGISTER, LIST, INVITE, MSRP connect and bind, first FETCH). */
   firstMs: number;
-  /** Registration to the queue read back empty (the last set retired). */
+  /** Registration to the queue read back empty and every item removed (NaN: not within the bench's timeout). */
   drainedMs: number;
   /** Baseline A: MsrpPeer -> MsrpPeer, one SEND at a time. */
   peerMs: number;
@@ -244,7 +245,9 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
     },
     media: { enabled: true, host: "127.0.0.1", port: 0, clientLegTimeoutMs: 30_000 },
   });
-  const log = silentLogger();
+  // BENCH_LOG_LEVEL=warn (say): the PF's log lines on stderr, to see why a run went wrong
+  const level = process.env.BENCH_LOG_LEVEL as LogLevel | undefined;
+  const log = level ? createRootLogger(level) : silentLogger();
   const store = new Mailboxes(cfg.store, log);
   await store.start();
   const queue = new DeferredQueue(cfg.store, store, log);
@@ -306,18 +309,17 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
 
     // PF delivery
     const ua = new StubUa(client);
-    const seen: number[] = [];
-    client.on("message", (m) => seen.push(indexOf(m)));
     let answered200 = 0;
     const io = { reads: 0, readMs: 0, acks: 0, ackMs: 0 };
     let firstAnswered = 0;
     let lastAnswered = 0;
     let drainedAt = 0;
-    // the queue is empty once every SEND was answered, a read found nothing left and no removal runs
+    // the queue is empty once every SEND was answered, a read found nothing left and every item was
+    // removed (between two removals none runs while the next set waits: that is not empty yet)
     let emptyRead = false;
-    let acking = 0;
+    let removed = 0;
     const settled = () => {
-      if (drainedAt === 0 && answered200 === n && emptyRead && acking === 0) {
+      if (drainedAt === 0 && answered200 === n && emptyRead && removed >= n) {
         drainedAt = performance.now();
         drained();
       }
@@ -348,11 +350,11 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
         listSessions: (u) => queue.listSessions(u),
         ack: async (handles, opts) => {
           const s = performance.now();
-          acking++;
           try {
-            return await queue.ack(handles, opts);
+            const gone = await queue.ack(handles, opts);
+            removed += gone;
+            return gone;
           } finally {
-            acking--;
             io.ackMs += performance.now() - s;
             io.acks++;
             settled();
@@ -373,6 +375,7 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
       queueSettled: async () => {},
       log,
     });
+    const profiler = await startProfile();
     const cpu0 = process.cpuUsage();
     t0 = performance.now();
     const reg = await service.onRegistration({ raw: registerFor(servedUser) });
@@ -380,9 +383,14 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
     const timeout = setTimeout(() => drained(), Math.max(60_000, n * 20));
     await allDrained;
     const cpu = process.cpuUsage(cpu0);
+    await profiler?.stop(`delivery-${n}`);
     clearTimeout(timeout);
-    if (drainedAt === 0) throw new Error(`bench: delivery did not finish (${answered200} of ${n} answered)`);
+    if (answered200 !== n) throw new Error(`bench: delivery did not finish (${answered200} of ${n} answered)`);
+    // every SEND answered but not every item removed in time: "left in queue" tells how many
+    if (drainedAt === 0) drainedAt = Number.NaN;
 
+    // order and duplicates checked afterwards, as the baseline's receiver does nothing per message either
+    const seen = client.received.map(indexOf);
     const unique = new Set(seen);
     let reordered = 0;
     for (let i = 1; i < seen.length; i++) if ((seen[i] as number) <= (seen[i - 1] as number)) reordered++;
@@ -418,6 +426,24 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
   }
 }
 
+/** BENCH_DELIVERY_PROFILE=<dir>: a V8 CPU profile of each PF delivery (registration to queue empty), <dir>/delivery-<n>.cpuprofile. */
+async function startProfile(): Promise<{ stop(name: string): Promise<void> } | undefined> {
+  const dir = process.env.BENCH_DELIVERY_PROFILE;
+  if (!dir) return undefined;
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.setSamplingInterval", { interval: 200 });
+  await session.post("Profiler.start");
+  return {
+    async stop(name) {
+      const { profile } = await session.post("Profiler.stop");
+      session.disconnect();
+      await writeFile(join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+    },
+  };
+}
+
 /** Delivery of one group session's queue of n messages, for each n (ascending), with both baselines. */
 export async function benchDelivery(dovecot: DovecotInstance, counts: number[] = [1000, 10_000]): Promise<DeliveryBenchResult> {
   const dir = await mkdtemp(join(tmpdir(), "cpm-pf-delivery-bench-"));
@@ -425,8 +451,9 @@ export async function benchDelivery(dovecot: DovecotInstance, counts: number[] =
     // every mailbox before the first login: Dovecot re-reads its passwd-file by mtime (1 s resolution)
     for (let i = 0; i <= counts.length; i++) await dovecot.addUser(mailboxNameOf(servedUserOf(i)));
     await new Promise((r) => setTimeout(r, 1100));
-    // warm-up (JIT, Dovecot's first logins), not reported
-    await oneRun(dovecot, 200, 0, dir);
+    // warm-up (JIT, Dovecot's first logins), not reported: long enough that the first reported
+    // run is not still in the interpreter's or baseline compiler's code (either path)
+    await oneRun(dovecot, Number(process.env.BENCH_DELIVERY_WARMUP ?? 1000), 0, dir);
     const runs: DeliveryRun[] = [];
     for (const [i, n] of counts.entries()) runs.push(await oneRun(dovecot, n, i + 1, dir));
     return { window: buildConfig({}).media.deliveryWindow, runs };

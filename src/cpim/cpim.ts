@@ -16,6 +16,7 @@
 // Anything that does not parse is a CpmError CPM_ERR_BAD_CPIM with the reason;
 // nothing here throws anything else or reads past the given buffer. The header
 // blocks together are bounded by maxHeaderBytes.
+import { isAscii } from "node:buffer";
 import { CpmError } from "../errors/catalogue.js";
 
 /** RFC 3862 3.4: the namespace of header names without a prefix. */
@@ -72,48 +73,11 @@ export function parseHeaderBlock(
   start: number,
   opts: { what: string; folding: boolean; cpimParams?: boolean; maxBytes?: number },
 ): HeaderBlock {
-  const { what, folding } = opts;
+  const { what } = opts;
   const limit = Math.min(buf.length, start + (opts.maxBytes ?? DEFAULT_MAX_HEADER_BYTES));
+  const lines = blockLines(buf, start, limit, opts);
   const fields: HeaderField[] = [];
-  const raw: string[] = [];
-  let pos = start;
-  for (;;) {
-    let nl = -1;
-    for (let i = pos; i < limit; i++) {
-      if (buf[i] === 0x0a) {
-        nl = i;
-        break;
-      }
-    }
-    if (nl < 0) {
-      fail(
-        what,
-        limit < buf.length
-          ? `header block longer than ${opts.maxBytes ?? DEFAULT_MAX_HEADER_BYTES} bytes`
-          : "no blank line after the headers",
-      );
-    }
-    const lineEnd = nl > pos && buf[nl - 1] === 0x0d ? nl - 1 : nl;
-    const line = Buffer.from(buf.buffer, buf.byteOffset + pos, lineEnd - pos);
-    pos = nl + 1;
-    if (line.length === 0) break;
-    if (line.includes(0x0d) || line.includes(0x00)) fail(what, "CR or NUL inside a header line");
-    let text: string;
-    try {
-      text = UTF8.decode(line);
-    } catch {
-      fail(what, "header line is not UTF-8");
-    }
-    if (text[0] === " " || text[0] === "\t") {
-      if (!folding) fail(what, "continuation line (CPIM headers are not folded, RFC 3862 3.2)");
-      if (raw.length === 0) fail(what, "continuation line before the first header");
-      raw[raw.length - 1] += ` ${text.trim()}`;
-      continue;
-    }
-    if (raw.length >= MAX_HEADERS) fail(what, `more than ${MAX_HEADERS} headers`);
-    raw.push(text);
-  }
-  for (const text of raw) {
+  for (const text of lines.raw) {
     const colon = text.indexOf(":");
     if (colon <= 0) fail(what, `header line without a name: ${JSON.stringify(text.slice(0, 40))}`);
     const name = text.slice(0, colon);
@@ -128,7 +92,119 @@ export function parseHeaderBlock(
     }
     fields.push({ name, value: rest.trim(), params });
   }
-  return { fields, end: pos };
+  return { fields, end: lines.end };
+}
+
+const UTF8_BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+const LF_LF = Buffer.from("\n\n", "latin1");
+const LF_CRLF = Buffer.from("\n\r\n", "latin1");
+
+/** A CR not followed by LF. */
+function hasLoneCr(text: string): boolean {
+  for (let cr = text.indexOf("\r"); cr >= 0; cr = text.indexOf("\r", cr + 2)) if (text.charCodeAt(cr + 1) !== 0x0a) return true;
+  return false;
+}
+
+/** Offset after the first empty line ("\n" or "\r\n") at or after `start` whose LF is below `limit`; -1 when none. */
+function blockEnd(b: Buffer, start: number, limit: number): number {
+  if (b[start] === 0x0a) return start < limit ? start + 1 : -1;
+  if (b[start] === 0x0d && b[start + 1] === 0x0a) return start + 1 < limit ? start + 2 : -1;
+  // an empty line starts right after an LF; nothing at or past `limit` is looked at
+  const head = b.subarray(0, limit);
+  const crlf = head.indexOf(LF_CRLF, start);
+  // an LF LF before it ends at or before its LF
+  const lf = (crlf >= 0 ? head.subarray(0, crlf + 1) : head).indexOf(LF_LF, start);
+  const end = lf >= 0 && (crlf < 0 || lf < crlf) ? lf + 2 : crlf >= 0 ? crlf + 3 : -1;
+  return end;
+}
+
+/** The logical lines of a header block (continuations joined) and the offset after its blank line. */
+function blockLines(
+  buf: Uint8Array,
+  start: number,
+  limit: number,
+  opts: { what: string; folding: boolean; maxBytes?: number },
+): { raw: string[]; end: number } {
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  // The usual block: CRLF or LF line ends, no NUL, UTF-8 (mostly ASCII), read with one
+  // decode. Anything else takes the line-by-line reader, which names the first fault.
+  const end = blockEnd(b, start, limit);
+  if (end < 0) return blockLinesByLine(b, start, limit, opts);
+  const block = b.subarray(start, end);
+  let text: string;
+  if (isAscii(block)) {
+    text = block.toString("latin1");
+    if (text.includes("\0") || hasLoneCr(text)) return blockLinesByLine(b, start, limit, opts);
+  } else {
+    if (block.indexOf(0x00) >= 0 || block.indexOf(UTF8_BOM) >= 0) return blockLinesByLine(b, start, limit, opts);
+    for (let cr = block.indexOf(0x0d); cr >= 0; cr = block.indexOf(0x0d, cr + 1)) {
+      if (block[cr + 1] !== 0x0a) return blockLinesByLine(b, start, limit, opts);
+    }
+    try {
+      text = UTF8.decode(block);
+    } catch {
+      return blockLinesByLine(b, start, limit, opts);
+    }
+  }
+  // an LF is never part of a multi-byte UTF-8 sequence: the text's lines are the block's;
+  // the last one is the blank line ("\n" or "\r\n")
+  const stop = text.length - (text.charCodeAt(text.length - 2) === 0x0d ? 2 : 1);
+  const raw: string[] = [];
+  for (let p = 0; p < stop; ) {
+    const nl = text.indexOf("\n", p);
+    addLine(raw, text.slice(p, text.charCodeAt(nl - 1) === 0x0d ? nl - 1 : nl), opts);
+    p = nl + 1;
+  }
+  return { raw, end };
+}
+
+/** One physical line of a header block: a new header or (folding) a continuation of the last one. */
+function addLine(raw: string[], text: string, opts: { what: string; folding: boolean }): void {
+  if (text[0] === " " || text[0] === "\t") {
+    if (!opts.folding) fail(opts.what, "continuation line (CPIM headers are not folded, RFC 3862 3.2)");
+    if (raw.length === 0) fail(opts.what, "continuation line before the first header");
+    raw[raw.length - 1] += ` ${text.trim()}`;
+    return;
+  }
+  if (raw.length >= MAX_HEADERS) fail(opts.what, `more than ${MAX_HEADERS} headers`);
+  raw.push(text);
+}
+
+/** blockLines() one line at a time: each line checked for CR, NUL and UTF-8 before the next is read. */
+function blockLinesByLine(
+  buf: Buffer,
+  start: number,
+  limit: number,
+  opts: { what: string; folding: boolean; maxBytes?: number },
+): { raw: string[]; end: number } {
+  const { what } = opts;
+  const raw: string[] = [];
+  let pos = start;
+  for (;;) {
+    const found = buf.indexOf(0x0a, pos);
+    const nl = found >= limit ? -1 : found;
+    if (nl < 0) {
+      fail(
+        what,
+        limit < buf.length
+          ? `header block longer than ${opts.maxBytes ?? DEFAULT_MAX_HEADER_BYTES} bytes`
+          : "no blank line after the headers",
+      );
+    }
+    const lineEnd = nl > pos && buf[nl - 1] === 0x0d ? nl - 1 : nl;
+    const line = buf.subarray(pos, lineEnd);
+    pos = nl + 1;
+    if (line.length === 0) break;
+    if (line.includes(0x0d) || line.includes(0x00)) fail(what, "CR or NUL inside a header line");
+    let text: string;
+    try {
+      text = UTF8.decode(line);
+    } catch {
+      fail(what, "header line is not UTF-8");
+    }
+    addLine(raw, text, opts);
+  }
+  return { raw, end: pos };
 }
 
 /** Parses a message/cpim body. Throws CpmError CPM_ERR_BAD_CPIM; never reads past `buf`. */

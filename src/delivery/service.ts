@@ -418,7 +418,12 @@ export class DeliveryService implements RegistrationHandler {
         this.deps.log.warn("deferred object unreadable: kept, not delivered", { ...this.fields(m), uid: r.handle.uid, reason: r.error });
         continue;
       }
-      m.bodies.set(itemId(r.handle), { contentType: r.item.contentType, body: Buffer.from(r.item.body) });
+      const b = r.item.body;
+      // the item's body is its own (read from the object), sent as it is
+      m.bodies.set(itemId(r.handle), {
+        contentType: r.item.contentType,
+        body: Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+      });
       items.push({ handle: r.handle, kind: r.item.kind, msrpMessageId: r.item.msrpMessageId });
     }
     return items;

@@ -12,8 +12,13 @@ export interface PendingItem {
 }
 
 export interface ItemTracker {
-  /** Sent, not yet confirmed, in send order. */
-  inFlight: readonly PendingItem[];
+  /**
+   * Sent, in send order; `sent[head..]` are not confirmed yet. Answers come
+   * in send order (RFC 4975 7.1: one connection, in order), so confirming the
+   * oldest moves `head` on without copying (the array is never changed).
+   */
+  sent: readonly PendingItem[];
+  head: number;
   /**
    * Highest UID taken (sent, or settled without sending), and the UIDVALIDITY
    * it belongs to: nothing at or below it is taken again, so the tracker stays
@@ -23,7 +28,17 @@ export interface ItemTracker {
   uidValidity: string | undefined;
 }
 
-export const emptyTracker: ItemTracker = { inFlight: [], lastUid: 0, uidValidity: undefined };
+export const emptyTracker: ItemTracker = { sent: [], head: 0, lastUid: 0, uidValidity: undefined };
+
+/** Sent, not yet confirmed, in send order. */
+export function inFlight(t: ItemTracker): readonly PendingItem[] {
+  return t.head === 0 ? t.sent : t.sent.slice(t.head);
+}
+
+/** How many items are sent and not yet confirmed. */
+export function inFlightCount(t: ItemTracker): number {
+  return t.sent.length - t.head;
+}
 
 export function itemId(h: DeferredHandle): string {
   return `${h.folder}\n${h.uidValidity}\n${h.uid}`;
@@ -64,7 +79,8 @@ export function takeBatch(t: ItemTracker, items: readonly PendingItem[], interim
     else deliver.push(item);
   }
   if (skipped.length) notes.push(`${skipped.length} interim GSO(s) not delivered (delivery.sendInterimGsos off)`);
-  return { tracker: { inFlight: [...t.inFlight, ...deliver], lastUid, uidValidity }, deliver, skipped, notes };
+  const sent = deliver.length === 0 ? t.sent : [...inFlight(t), ...deliver];
+  return { tracker: { sent, head: deliver.length === 0 ? t.head : 0, lastUid, uidValidity }, deliver, skipped, notes };
 }
 
 /** Where the next read starts: above everything taken, in the same folder incarnation. */
@@ -74,12 +90,18 @@ export function readCursor(t: ItemTracker): { afterUid: number; uidValidity: str
 
 /** The client confirmed (or permanently refused) `handle`; `known` false when it was not in flight. */
 export function settle(t: ItemTracker, handle: DeferredHandle): { tracker: ItemTracker; known: boolean } {
-  // answers come in send order (RFC 4975 7.1: one connection, in order): the oldest first is the usual case
-  const at = t.inFlight.findIndex((i) => sameItem(i.handle, handle));
-  if (at < 0) return { tracker: t, known: false };
-  const inFlight = at === 0 ? t.inFlight.slice(1) : [...t.inFlight.slice(0, at), ...t.inFlight.slice(at + 1)];
   // a sent item is at or below lastUid: never taken again (takeBatch), no entry needed
-  return { tracker: { ...t, inFlight }, known: true };
+  const oldest = t.sent[t.head];
+  if (oldest !== undefined && sameItem(oldest.handle, handle)) return { tracker: { ...t, head: t.head + 1 }, known: true };
+  let at = -1;
+  for (let i = t.head + 1; i < t.sent.length; i++) {
+    if (sameItem((t.sent[i] as PendingItem).handle, handle)) {
+      at = i;
+      break;
+    }
+  }
+  if (at < 0) return { tracker: t, known: false };
+  return { tracker: { ...t, sent: [...t.sent.slice(t.head, at), ...t.sent.slice(at + 1)], head: 0 }, known: true };
 }
 
 function sameItem(a: DeferredHandle, b: DeferredHandle): boolean {

@@ -13,7 +13,7 @@ import type { DeferredHandle } from "../store/deferred-queue.js";
 import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
 import type { ListEntry } from "../xml/resource-lists.js";
 import type { DeliveryClaim, DeliveryOwner } from "./delivery-guard.js";
-import { emptyTracker, type ItemTracker, type PendingItem, readCursor, settle, takeBatch } from "./delivery-items.js";
+import { emptyTracker, type ItemTracker, inFlightCount, type PendingItem, readCursor, settle, takeBatch } from "./delivery-items.js";
 
 /** delivery.* plus the pf switch for subject/icon in GSOs. */
 /** Reason of a delivery session the PF ends normally (8.3.2.3 2.a: cause 200). */
@@ -26,7 +26,7 @@ export type DeliveryPolicy = Config["delivery"] & Pick<Config["pf"], "groupSessi
  * read goes out while the previous batch is still being delivered (at most
  * one batch ahead), so the queue I/O stays off the wire's critical path.
  */
-export const READ_BATCH = 100;
+export const READ_BATCH = 250;
 /**
  * Confirmed items are removed from the queue in sets (one UID EXPUNGE, RFC
  * 4315), at the latest when this many wait or the batch read is settled: a
@@ -319,11 +319,11 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
       const actions: DeliveryAction[] = [];
       if (batch.skipped.length) actions.push({ kind: "ackDeferred", handles: batch.skipped.map((i) => i.handle) });
       if (batch.deliver.length) actions.push({ kind: "deliverInOrder", items: batch.deliver });
-      if (taken > 0 && next.items.inFlight.length <= READ_BATCH) {
+      if (taken > 0 && inFlightCount(next.items) <= READ_BATCH) {
         // progress was made: read on (ahead of the delivery, one batch at most)
         next = { ...next, reading: true };
         actions.push(readNext(next));
-      } else if (taken === 0 && next.items.inFlight.length === 0) {
+      } else if (taken === 0 && inFlightCount(next.items) === 0) {
         // nothing new (empty read, or only items already sent): the queue is drained
         const done = onDrained({ ...next, phase: "delivered" }, policy, ev.at);
         const join = joinIfReady(done.session);
@@ -362,7 +362,7 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
           // by the next registration or re-join); the delivery session ends
           // like a network-side release (8.3.2.3 "any other cause").
           const reason = formatReason({ protocol: "SIP", cause: 503, text: "Service Unavailable" });
-          const ended: DeliverySession = { ...s, phase: "ended", items: { ...r.tracker, inFlight: [] }, toAck: [] };
+          const ended: DeliverySession = { ...s, phase: "ended", items: { ...r.tracker, sent: [], head: 0 }, toAck: [] };
           return step(
             ended,
             [...ackPending(s), { kind: "byeToClient", reason }],
@@ -374,7 +374,7 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
         notes.push(`item uid ${ev.handle.uid} refused by the client (MSRP ${ev.status}): dropped`);
       }
       let next: DeliverySession = { ...s, items: r.tracker, toAck: [...s.toAck, ev.handle] };
-      const inFlight = next.items.inFlight.length;
+      const inFlight = inFlightCount(next.items);
       const actions: DeliveryAction[] = [];
       if (inFlight === 0 || next.toAck.length >= ACK_BATCH) {
         actions.push(...ackPending(next));

@@ -62,6 +62,7 @@ import type { Logger } from "../log/logger.js";
 import type { DeferredItem, DeferredSink, GroupSessionRef } from "../media/ports.js";
 import { buildDeferredObject, deferredItemFromObject, type ReadBackItem } from "./deferred-object.js";
 import { decodeFolderComponent, groupSessionFolder } from "./folder.js";
+import { expungeObjects, fetchObjects } from "./imap-fetch.js";
 import { describeImapError, isConnectionError, type PooledConnection } from "./imap-pool.js";
 import { folderMessageIds, lockMailbox } from "./mailbox.js";
 import type { Mailboxes } from "./mailboxes.js";
@@ -217,15 +218,12 @@ export class DeferredQueue implements DeferredSink {
         const uidValidity = String(mb.uidValidity);
         const out: DeferredRecord[] = [];
         const fetch = (range: string, byUid: boolean) =>
-          conn.cmd(byUid ? "UID FETCH" : "FETCH", async () => {
-            let n = 0;
-            for await (const m of conn.client.fetch(range, { uid: true, flags: true, source: true }, { uid: byUid })) {
-              n++;
+          conn.cmd(byUid ? "UID FETCH" : "FETCH", () =>
+            fetchObjects(conn.client, range, byUid, (m) => {
               // \Deleted: acked items whose EXPUNGE did not complete
-              if (m.source && !m.flags?.has("\\Deleted")) out.push(this.record(servedUser, folder, uidValidity, m.uid, m.source));
-            }
-            return n;
-          });
+              if (m.source && m.uid !== undefined && !m.deleted) out.push(this.record(servedUser, folder, uidValidity, m.uid, m.source));
+            }),
+          );
         if (after && after.uidValidity === uidValidity) {
           await this.readAbove(conn, after.afterUid, Number(mb.uidNext), limit, out, fetch);
         } else {
@@ -289,8 +287,8 @@ export class DeferredQueue implements DeferredSink {
             const ok = await conn.cmd("UID MOVE", () => conn.client.messageMove(uids, moveTo, { uid: true }));
             if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID MOVE to ${moveTo} failed`);
           } else {
-            // imapflow: UID STORE +FLAGS (\Deleted), then UID EXPUNGE of the same set (UIDPLUS)
-            const ok = await conn.cmd("UID EXPUNGE", () => conn.client.messageDelete(uids, { uid: true }));
+            // UID STORE +FLAGS.SILENT (\Deleted), then UID EXPUNGE of the same set (UIDPLUS)
+            const ok = await conn.cmd("UID EXPUNGE", () => expungeObjects(conn.client, uids));
             if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID STORE \\Deleted / UID EXPUNGE failed`);
           }
           return new Set(valid.map((h) => h.uid)).size;

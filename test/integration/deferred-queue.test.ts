@@ -9,7 +9,7 @@ import { buildDeferredObject } from "../../src/store/deferred-object.js";
 import { DeferredQueue } from "../../src/store/deferred-queue.js";
 import { decodeFolderComponent } from "../../src/store/folder.js";
 import { chatCpim, imdnCpim } from "../fixtures/cpim.js";
-import { listFolderPaths, readFolderRaw } from "../harness/imap-read.js";
+import { connectImap, listFolderPaths, readFolderRaw } from "../harness/imap-read.js";
 import { useStoreEnv } from "../harness/store-env.js";
 import { waitFor } from "../harness/wait.js";
 
@@ -136,6 +136,50 @@ test("read / ack: unacked items stay and are read again (at-least-once); acked o
   // a session that never had items reads as empty
   assert.deepEqual(await queue.read(sessionRef("conv-never"), 5), []);
 });
+
+test(
+  "a read returns each object byte for byte, leaves it unseen, and skips an item flagged \\Deleted but not expunged",
+  { timeout: 30_000 },
+  async () => {
+    const { queue, mailboxes } = await newQueue();
+    after(() => mailboxes.close());
+    const session = sessionRef("conv-flagged");
+    for (const it of items(5, "flg")) await queue.storeDeferred(session, it);
+    const folder = queue.folderOf(session);
+    const stored = await readFolderRaw(env.dovecot, folder);
+    const all = await queue.read(session, 10);
+    assert.deepEqual(
+      all.map((r) => r.raw),
+      stored,
+      "byte for byte",
+    );
+    // an ack whose UID EXPUNGE never ran (e.g. the PF died between the two commands)
+    const c = await connectImap(env.dovecot);
+    try {
+      const lock = await c.getMailboxLock(folder);
+      try {
+        await c.messageFlagsAdd(String(all[1]?.handle.uid), ["\\Deleted"], { uid: true });
+        const seen: boolean[] = [];
+        for await (const m of c.fetch("1:*", { uid: true, flags: true })) seen.push(m.flags?.has("\\Seen") ?? false);
+        assert.deepEqual(seen, [false, false, false, false, false], "BODY.PEEK[]: nothing marked \\Seen");
+      } finally {
+        lock.release();
+      }
+    } finally {
+      await c.logout().catch(() => c.close());
+    }
+    assert.deepEqual(msrpIds(await queue.read(session, 10)), ["flgM0000", "flgM0002", "flgM0003", "flgM0004"]);
+    const cursor = { afterUid: all[0]?.handle.uid as number, uidValidity: all[0]?.handle.uidValidity as string };
+    assert.deepEqual(
+      msrpIds(await queue.read(session, 2, cursor)),
+      ["flgM0002", "flgM0003"],
+      "above the cursor, the flagged item left out",
+    );
+    // ack of the rest (UID STORE +FLAGS.SILENT, UID EXPUNGE): the folder is empty, the flagged item went with its set
+    assert.equal(await queue.ack(all.map((r) => r.handle)), 5);
+    assert.equal((await readFolderRaw(env.dovecot, folder)).length, 0);
+  },
+);
 
 test(
   "DD-10: a read from a cursor returns the items above it in order, skips a gap, and starts over after UIDVALIDITY changed",

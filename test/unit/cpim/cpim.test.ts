@@ -155,3 +155,119 @@ test("property: any bytes either parse or give CPM_ERR_BAD_CPIM", () => {
     { numRuns: 2000 },
   );
 });
+
+/** parseHeaderBlock read line by line (each line checked for CR, NUL, UTF-8 before the next): what the block reader must match. */
+function headerBlockByLine(
+  buf: Uint8Array,
+  start: number,
+  opts: { what: string; folding: boolean; cpimParams?: boolean; maxBytes?: number },
+) {
+  const fail = (why: string): never => {
+    throw new CpmError("CPM_ERR_BAD_CPIM", `${opts.what}: ${why}`);
+  };
+  const utf8 = new TextDecoder("utf-8", { fatal: true });
+  const limit = Math.min(buf.length, start + (opts.maxBytes ?? 65536));
+  const raw: string[] = [];
+  let pos = start;
+  for (;;) {
+    let nl = -1;
+    for (let i = pos; i < limit; i++) {
+      if (buf[i] === 0x0a) {
+        nl = i;
+        break;
+      }
+    }
+    if (nl < 0) fail(limit < buf.length ? `header block longer than ${opts.maxBytes ?? 65536} bytes` : "no blank line after the headers");
+    const lineEnd = nl > pos && buf[nl - 1] === 0x0d ? nl - 1 : nl;
+    const line = Buffer.from(buf.buffer, buf.byteOffset + pos, lineEnd - pos);
+    pos = nl + 1;
+    if (line.length === 0) break;
+    if (line.includes(0x0d) || line.includes(0x00)) fail("CR or NUL inside a header line");
+    let text = "";
+    try {
+      text = utf8.decode(line);
+    } catch {
+      fail("header line is not UTF-8");
+    }
+    if (text[0] === " " || text[0] === "\t") {
+      if (!opts.folding) fail("continuation line (CPIM headers are not folded, RFC 3862 3.2)");
+      if (raw.length === 0) fail("continuation line before the first header");
+      raw[raw.length - 1] += ` ${text.trim()}`;
+      continue;
+    }
+    if (raw.length >= 256) fail("more than 256 headers");
+    raw.push(text);
+  }
+  const fields = raw.map((text) => {
+    const colon = text.indexOf(":");
+    if (colon <= 0) fail(`header line without a name: ${JSON.stringify(text.slice(0, 40))}`);
+    const name = text.slice(0, colon);
+    if (!/^[!-9;-~]+$/.test(name)) fail(`bad header name ${JSON.stringify(name.slice(0, 40))}`);
+    let rest = text.slice(colon + 1);
+    const params: string[] = [];
+    if (opts.cpimParams) {
+      for (let m = /^;([^;\s]+)/.exec(rest); m; m = /^;([^;\s]+)/.exec(rest)) {
+        params.push(m[1] as string);
+        rest = rest.slice(m[0].length);
+      }
+    }
+    return { name, value: rest.trim(), params };
+  });
+  return { fields, end: pos };
+}
+
+function outcome(f: () => unknown): unknown {
+  try {
+    return f();
+  } catch (e) {
+    return e instanceof CpmError ? `${e.code}: ${e.detail}` : `other: ${String(e)}`;
+  }
+}
+
+test("property: a header block reads the same whole as line by line (faults, their order, BOMs, folding, limits)", () => {
+  const piece = fc.oneof(
+    fc.constantFrom(
+      "From: <sip:a@b>",
+      "To: x",
+      "NS: imdn <urn:ietf:params:imdn>",
+      "imdn.Message-ID: 1",
+      "Content-Type: text/plain",
+      "X;;y: z",
+    ),
+    fc.constantFrom("\r\n", "\n", "\r", "\0", " folded", "\t", ":", "é", "\ufeff", "Bad Name: 1", ";lang=fr v"),
+    fc.uint8Array({ maxLength: 4 }).map((b) => Buffer.from(b).toString("latin1")),
+  );
+  const bytes = (parts: string[], raw: Uint8Array) =>
+    Buffer.concat([
+      ...parts.map((p) => (/^[\x00-\xff]*$/.test(p) && !/[é\ufeff]/.test(p) ? Buffer.from(p, "latin1") : Buffer.from(p, "utf8"))),
+      raw,
+    ]);
+  fc.assert(
+    fc.property(
+      fc.array(piece, { maxLength: 24 }),
+      fc.uint8Array({ maxLength: 8 }),
+      fc.boolean(),
+      fc.boolean(),
+      fc.constantFrom(undefined, 16, 64),
+      fc.nat(3),
+      (parts, tail, folding, cpimParams, maxBytes, start) => {
+        const buf = bytes([...parts, "\r\n\r\n"], tail);
+        const from = Math.min(start, buf.length);
+        const opts = { what: "t", folding, cpimParams, ...(maxBytes ? { maxBytes } : {}) };
+        const mine = outcome(() => parseHeaderBlock(buf, from, opts));
+        assert.deepEqual(
+          mine,
+          outcome(() => headerBlockByLine(buf, from, opts)),
+        );
+        // a Uint8Array that is not a Buffer, inside a larger buffer
+        const inner = new Uint8Array(new ArrayBuffer(buf.length + 3), 2, buf.length);
+        inner.set(buf);
+        assert.deepEqual(
+          outcome(() => parseHeaderBlock(inner, from, opts)),
+          mine,
+        );
+      },
+    ),
+    { numRuns: 3000 },
+  );
+});

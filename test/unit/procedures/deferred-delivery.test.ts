@@ -12,7 +12,7 @@ import {
   stepDeferredDelivery,
 } from "../../../src/procedures/deferred-delivery.js";
 import { applyClaim, type DeliveryClaims, deliveryKey } from "../../../src/procedures/delivery-guard.js";
-import { ACK_BATCH, type DeliveryAction, type DeliveryPolicy } from "../../../src/procedures/delivery-session.js";
+import { ACK_BATCH, type DeliveryAction, type DeliveryPolicy, READ_BATCH } from "../../../src/procedures/delivery-session.js";
 import type { GroupSession } from "../../../src/session/group-session.js";
 import { bodyParts } from "../../../src/sip/multipart.js";
 import { parseGso } from "../../../src/xml/gso.js";
@@ -239,17 +239,19 @@ test("DD-10: a read that finds nothing new while items are in flight is not repe
 
 test("DD-10: at most one batch is read ahead of what is in flight", () => {
   const { state } = start(groupSession({ lifecycle: "inactive" }));
-  const batch = (from: number) => read(...Array.from({ length: 100 }, (_, i) => item(from + i)));
-  const r = run(state, [...connected, batch(1), batch(101)]);
+  const batch = (from: number) => read(...Array.from({ length: READ_BATCH }, (_, i) => item(from + i)));
+  const r = run(state, [...connected, batch(1), batch(READ_BATCH + 1)]);
   assert.deepEqual(kinds(r.actions), ["sendAck", "readDeferred", "deliverInOrder", "readDeferred", "deliverInOrder"]);
-  // 200 in flight: the next read waits until one batch is through
-  const d = run(
+  // two batches in flight: the next read waits until one batch is through
+  const almost = run(
     r.state,
-    Array.from({ length: 100 }, (_, i) => delivered(i + 1)),
+    Array.from({ length: READ_BATCH - 1 }, (_, i) => delivered(i + 1)),
   );
+  assert.deepEqual(only(almost.actions, "readDeferred"), []);
+  const d = run(almost.state, [delivered(READ_BATCH)]);
   assert.deepEqual(
     only(d.actions, "readDeferred").map((a) => a.after?.afterUid),
-    [200],
+    [2 * READ_BATCH],
   );
 });
 
@@ -389,7 +391,7 @@ test("DD-12: active group session → re-join with the conference once the queue
   const { state } = start();
   const r = run(state, [...connected, read(item(1)), delivered(1), read()]);
   assert.deepEqual(r.actions.slice(-3), [
-    { kind: "readDeferred", queue: only(r.actions, "readDeferred")[0]?.queue, limit: 100, after: { afterUid: 1, uidValidity: "7" } },
+    { kind: "readDeferred", queue: only(r.actions, "readDeferred")[0]?.queue, limit: READ_BATCH, after: { afterUid: 1, uidValidity: "7" } },
     { kind: "ackDeferred", handles: [item(1).handle] },
     { kind: "rejoinConference", sessionKey: "call-1@cf" },
   ]);
