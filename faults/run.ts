@@ -42,15 +42,20 @@ async function main() {
   const machine = `${cpus().length}x ${cpus()[0]?.model ?? "cpu"}, node ${process.version}`;
   console.log(`cpm-pf faults: ${BYES} B2BUA BYEs over ${USERS} users, ${CONCURRENT} in flight, on ${machine}; load ${load()}`);
   const rows: [string, string, FaultCounts][] = [];
+  const crashed: string[] = [];
   for (const c of CASES.filter((x) => ONLY.length === 0 || ONLY.includes(x.id))) {
-    const counts = await runFaultCase({
-      fault: c.fault,
-      byes: BYES,
-      users: USERS,
-      concurrent: CONCURRENT,
-      progress: (l) => console.error(`  ${l}`),
-    });
-    rows.push([c.id, c.what, counts]);
+    try {
+      const counts = await runFaultCase({
+        fault: c.fault,
+        byes: BYES,
+        users: USERS,
+        concurrent: CONCURRENT,
+        progress: (l) => console.error(`  ${l}`),
+      });
+      rows.push([c.id, c.what, counts]);
+    } catch (err) {
+      crashed.push(`(${c.id}) did not complete: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
+    }
     console.error(`  (${c.id}) done, load ${load()}`);
   }
   console.log(
@@ -65,7 +70,7 @@ async function main() {
   for (const [id, , c] of rows)
     for (const n of [...c.notes, ...(c.badRecords ? [`${c.badRecords} records in bad/`] : [])]) console.log(`(${id}) ${n}`);
   console.log(`machine: ${machine}; load average at the end ${load()}`);
-  const failed = rows.flatMap(([id, , c]) => failures(id, c));
+  const failed = [...crashed, ...rows.flatMap(([id, , c]) => failures(id, c))];
   for (const f of failed) console.log(`FAIL ${f}`);
   process.exitCode = failed.length > 0 ? 1 : 0;
 }

@@ -50,6 +50,8 @@ export interface StoreObject {
   budgetMs?: number;
 }
 
+const behindKey = (folder: string, messageId: string) => `${folder}\n${bareMessageId(messageId)}`;
+
 export interface AppendResult {
   state: "stored" | "spooled";
   folder: string;
@@ -139,6 +141,8 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private readonly knownFolders = new Set<string>();
   private readonly folderIds = new Map<string, FolderIds>();
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Direct APPENDs still under way for objects spooled over budget, by folder and Message-ID: the drain waits for them. */
+  private readonly behind = new Map<string, Promise<unknown>>();
   private starting: Promise<void> | undefined;
   private closed = false;
   private spoolCount = 0;
@@ -229,8 +233,17 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     });
     const first = await Promise.race([direct, late]).finally(() => clearTimeout(timer));
     if (first !== undefined) return first;
-    // what the APPEND under way does next is settled behind the caller (stored, or spooled by appendDirect itself)
-    direct.catch(() => {});
+    // what the APPEND under way does next is settled behind the caller (stored, or spooled by appendDirect itself);
+    // the drain of the spooled copy waits for it, else its duplicate check could run before that APPEND's tagged OK
+    const key = behindKey(obj.folder, obj.messageId);
+    const settled = direct.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.behind.set(key, settled);
+    void settled.then(() => {
+      if (this.behind.get(key) === settled) this.behind.delete(key);
+    });
     this.counts.overBudget++;
     return this.toSpool(obj, `store slower than the caller's budget (${budgetMs} ms)`, false);
   }
@@ -406,6 +419,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
           continue;
         }
         const { folder, messageId } = entry;
+        await this.behind.get(behindKey(folder, messageId));
         let outcome: "stored" | "duplicate";
         try {
           outcome = await this.storeOne(entry, true);

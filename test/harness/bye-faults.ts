@@ -90,8 +90,6 @@ export function servedUsers(n: number): string[] {
   return Array.from({ length: n }, (_, i) => `+1613555${String(3000 + i).padStart(4, "0")}`);
 }
 
-const count = (text: string, needle: string) => text.split(needle).length - 1;
-
 function quantiles(values: number[]): { p50: number; p99: number; max: number } {
   if (values.length === 0) return { p50: Number.NaN, p99: Number.NaN, max: Number.NaN };
   const s = [...values].sort((a, b) => a - b);
@@ -160,6 +158,37 @@ async function storedGsos(dovecot: DovecotInstance, users: string[]): Promise<Ma
   return out;
 }
 
+/** The JSON log lines of every sidecar of a run, whole, as they come. */
+class SidecarLog {
+  readonly lines: Record<string, unknown>[] = [];
+  private rest = "";
+  /** Lines per incarnation start here. */
+  readonly starts: number[] = [];
+  decided = 0;
+  begin(): (chunk: string) => void {
+    this.starts.push(this.lines.length);
+    this.rest = "";
+    return (chunk) => {
+      const parts = (this.rest + chunk).split("\n");
+      this.rest = parts.pop() ?? "";
+      for (const l of parts) {
+        if (!l.startsWith("{")) continue;
+        try {
+          const rec = JSON.parse(l) as Record<string, unknown>;
+          const line = { ...rec, msg: rec.msg ?? rec.message };
+          if (line.msg === "BYE decided") this.decided++;
+          this.lines.push(line);
+        } catch {
+          // not a log line
+        }
+      }
+    };
+  }
+  count(msg: string, from = 0): number {
+    return this.lines.slice(from).filter((l) => l.msg === msg).length;
+  }
+}
+
 /** One case: start everything, open the dialogs, BYE burst with the fault, drain, count, stop everything. */
 export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> {
   const say = opts.progress ?? (() => {});
@@ -193,7 +222,8 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
     };
     const sidecar = () => sidecars[sidecars.length - 1] as SidecarInstance;
     const kamailio = () => kamailios[kamailios.length - 1] as KamailioInstance;
-    sidecars.push(await startSidecar(sidecarEnv));
+    const log = new SidecarLog();
+    sidecars.push(await startSidecar(sidecarEnv, { onOutput: log.begin() }));
     const kamailioOptions: KamailioOptions = {
       grpcTarget: sidecar().target,
       deadlineMs,
@@ -209,7 +239,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
     const opened = await openDialogs(address, dir, client.port, sessions, opts.concurrent);
     if (opened.code !== 0) notes.push(`phase 1 SIPp exit ${opened.code}`);
 
-    const decided = () => sidecars.reduce((n, s) => n + count(s.logs(), '"BYE decided"'), 0);
+    const decided = () => log.decided;
     const before = decided();
     const started = performance.now();
     const burst = await startByeBurst(address, dir, client.port, opened.dialogs, opts.byes, opts.concurrent, {
@@ -233,6 +263,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
         kamailios,
         sidecarEnv,
         kamailioOptions,
+        log,
         onKamailioKilled: (n) => {
           failsafeOfKilled += n;
         },
@@ -265,10 +296,9 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
     for (const k of kamailios) await k.stop();
     // the last sidecar stops gracefully: its journal is closed, then read back
     for (const s of sidecars) await s.stop();
-    const logs = sidecars.map((s) => s.logs()).join("\n");
-    const replayed = count(logs, '"fail-safe BYE replayed"');
+    const replayed = log.count("fail-safe BYE replayed");
     // the last sidecar's B2BUA decisions (by Call-ID) whose outcome it never saw
-    const lines = sidecars[sidecars.length - 1]?.logLines() ?? [];
+    const lines = log.lines.slice(log.starts[log.starts.length - 1] ?? 0);
     const ids = (msg: string) =>
       new Set(lines.filter((l) => l.msg === msg && (msg !== "BYE decided" || l.mode === "b2bua")).map((l) => l.callId));
     const ended = new Set([...ids("BYE completed"), ...ids("BYE outcome never reported: media released")]);
@@ -322,6 +352,20 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
         else folderOf.set(id, folder);
       }
     }
+    // what the sidecars said about the first sessions stored twice (which path)
+    const doubled = [...stored].filter(([, ids]) => ids.length > 1).slice(0, 3);
+    for (const [folder, ids] of doubled) {
+      const contrib = folder.split("/")[2] ?? "";
+      const trail = log.lines
+        .filter((l) => l.contributionId === contrib || (typeof l.folder === "string" && l.folder.endsWith(`/${contrib}`)))
+        .map(
+          (l) =>
+            `${String(l.timestamp ?? "").slice(11)} ${l.msg}${l.state ? ` (${l.state})` : ""}${l.gso ? ` gso=${l.gso}` : ""}${l.reason ? ` reason=${l.reason}` : ""}`,
+        );
+      notes.push(
+        `stored twice: ${folder}: ${new Set(ids).size === 1 ? "the same Message-ID" : "different Message-IDs"} ${ids.join(" ")}; ${trail.join("; ")}`,
+      );
+    }
     const gsosMissing = [...expected].filter((f) => (stored.get(f)?.length ?? 0) === 0).length;
     if (gsosUnexpected > 0) notes.push(`${gsosUnexpected} GSOs in folders of sessions the sidecar did not know`);
 
@@ -362,6 +406,7 @@ interface Running {
   kamailios: KamailioInstance[];
   sidecarEnv: Record<string, string>;
   kamailioOptions: KamailioOptions;
+  log: SidecarLog;
   onKamailioKilled(failsafe: number): void;
 }
 
@@ -370,8 +415,9 @@ async function inject(opts: FaultRunOptions, r: Running): Promise<void> {
     case "sidecar-kill": {
       await r.sidecars[r.sidecars.length - 1]?.kill("SIGKILL");
       await sleep(opts.downMs ?? 2000);
-      // same state, spool and fail-safe dirs, same gRPC address
-      r.sidecars.push(await startSidecar(r.sidecarEnv));
+      // same state, spool and fail-safe dirs, same gRPC address; it logs "ready"
+      // only after replaying the journal (its gRPC server already answers)
+      r.sidecars.push(await startSidecar(r.sidecarEnv, { readyTimeoutMs: 120_000, onOutput: r.log.begin() }));
       return;
     }
     case "dovecot-kill": {
