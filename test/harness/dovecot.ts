@@ -57,6 +57,8 @@ export interface DovecotInstance {
   restart(): Promise<void>;
   /** Stops the master but keeps dir and port, for "store down" tests; restart() brings it back. */
   kill(): Promise<void>;
+  /** Sends `sig` to the master's whole process group (SIGKILL: resolves once the master is gone); restart() brings a killed one back. */
+  signal(sig: NodeJS.Signals): Promise<void>;
   log(): Promise<string>;
 }
 
@@ -89,6 +91,8 @@ state_dir = ${dir}/state
 log_path = ${dir}/dovecot.log
 info_log_path = ${dir}/dovecot.log
 ssl = no
+# room for a PF with many served users' pools (Dovecot's default is 100 processes per service)
+default_process_limit = 1000
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # "<user>*pfmaster" logs in as <user> with the master password
@@ -306,6 +310,12 @@ export async function startDovecot(opts: DovecotOptions = {}): Promise<DovecotIn
     messagesOnDisk: (u, folder) => countOnDisk(folderDir(homeOf(u), folder)),
     async kill() {
       await halt();
+    },
+    async signal(sig) {
+      const c = child;
+      if (!c || c.pid === undefined) return;
+      signal(-c.pid, sig);
+      if (sig === "SIGKILL") await waitExit(c, 3000);
     },
     async stop() {
       await halt();

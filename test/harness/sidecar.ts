@@ -20,6 +20,8 @@ export interface SidecarOptions {
   entry?: string;
   /** Listen on a Unix domain socket in the sidecar's temp dir (grpc.socket) instead of TCP. */
   unixSocket?: boolean;
+  /** Every chunk of output as it comes (logs() keeps only the last ~1 MB of a long run). */
+  onOutput?: (chunk: string) => void;
 }
 
 export interface SidecarInstance {
@@ -70,6 +72,11 @@ export async function startSidecar(env: Record<string, string> = {}, opts: Sidec
   const server = spawnServer(process.execPath, [...nodeArgs, entry], REPO_ROOT, childEnv);
   const { child } = server;
   const stopChild = server.stop;
+  if (opts.onOutput) {
+    const fn = opts.onOutput;
+    child.stdout?.on("data", (d: Buffer) => fn(d.toString("utf8")));
+    child.stderr?.on("data", (d: Buffer) => fn(d.toString("utf8")));
+  }
 
   try {
     await waitFor(

@@ -1,0 +1,81 @@
+// npm run faults: the BYE fault suite. Each case plays FAULTS_BYES B2BUA BYEs
+// (cause 480, one group folder per session) over FAULTS_USERS served users'
+// mailboxes, FAULTS_CONCURRENT in flight, through real Kamailio, sidecar and
+// Dovecot, with one fault mid-burst; it prints one row of counts per case and
+// exits 1 when a GSO is missing or doubled, a record leaked (any case), or a
+// BYE was held past the deadline with no fault (8.3.2.3: the PF SHALL store
+// the GSO; the fail-safe never holds a BYE). Not part of npm test.
+import { cpus, loadavg } from "node:os";
+import { type Fault, type FaultCounts, runFaultCase } from "../test/harness/bye-faults.js";
+
+const BYES = Number(process.env.FAULTS_BYES ?? 2000);
+const USERS = Number(process.env.FAULTS_USERS ?? 100);
+const CONCURRENT = Number(process.env.FAULTS_CONCURRENT ?? 20);
+/** Comma-separated subset of the cases (a, b, c1, c2, d); default all. */
+const ONLY = (process.env.FAULTS_ONLY ?? "").split(",").filter(Boolean);
+
+const CASES: { id: string; fault: Fault; what: string }[] = [
+  { id: "a", fault: "none", what: "no fault" },
+  { id: "b", fault: "sidecar-kill", what: "sidecar SIGKILL, down 2 s, restarted" },
+  { id: "c1", fault: "dovecot-kill", what: "Dovecot SIGKILL, down 2 s, restarted" },
+  { id: "c2", fault: "dovecot-stop", what: "Dovecot SIGSTOP 5 s, SIGCONT" },
+  { id: "d", fault: "kamailio-kill", what: "Kamailio SIGKILL, restarted on its port, CF retransmits" },
+];
+
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
+const ms = (q: { p50: number; p99: number; max: number }) => `${q.p50.toFixed(0)} / ${q.p99.toFixed(0)} / ${q.max.toFixed(0)}`;
+
+function failures(id: string, c: FaultCounts): string[] {
+  const out: string[] = [];
+  if (c.gsosMissing > 0) out.push(`(${id}) ${c.gsosMissing} GSOs missing`);
+  if (c.gsosDoubled > 0) out.push(`(${id}) ${c.gsosDoubled} GSOs doubled`);
+  if (c.recordsLeaked > 0) out.push(`(${id}) ${c.recordsLeaked} records leaked`);
+  if (c.byesSent < c.dialogs) out.push(`(${id}) ${c.dialogs - c.byesSent} dialogs without a BYE sent`);
+  if (id === "a" && c.pastDeadline > 0) out.push(`(a) ${c.pastDeadline} BYEs past the deadline`);
+  return out;
+}
+
+async function main() {
+  const machine = `${cpus().length}x ${cpus()[0]?.model ?? "cpu"}, node ${process.version}`;
+  console.log(`cpm-pf faults: ${BYES} B2BUA BYEs over ${USERS} users, ${CONCURRENT} in flight, on ${machine}; load ${load()}`);
+  const rows: [string, string, FaultCounts][] = [];
+  const crashed: string[] = [];
+  for (const c of CASES.filter((x) => ONLY.length === 0 || ONLY.includes(x.id))) {
+    try {
+      const counts = await runFaultCase({
+        fault: c.fault,
+        byes: BYES,
+        users: USERS,
+        concurrent: CONCURRENT,
+        progress: (l) => console.error(`  ${l}`),
+      });
+      rows.push([c.id, c.what, counts]);
+    } catch (err) {
+      crashed.push(`(${c.id}) did not complete: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
+    }
+    console.error(`  (${c.id}) done, load ${load()}`);
+  }
+  console.log(
+    "\n| case | BYEs sent | answered (not 200) | GSOs expected | stored | missing | doubled | fail-safe BYEs (replayed) | records leaked | outcomes pending | past deadline | CF BYE→client BYE ms p50/p99/max | CF BYE→CF answer ms p50/p99/max | drain ms |",
+  );
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  for (const [id, what, c] of rows) {
+    console.log(
+      `| (${id}) ${what} | ${c.byesSent} | ${c.byesAnswered} (${c.byesAnsweredNot200}) | ${c.gsosExpected} | ${c.gsosStored} | ${c.gsosMissing} | ${c.gsosDoubled} | ${c.failsafeByes} (${c.replayed}) | ${c.recordsLeaked} | ${c.outcomesPending} | ${c.pastDeadline} | ${ms(c.relayMs)} | ${ms(c.answerMs)} | ${c.drainMs.toFixed(0)} |`,
+    );
+  }
+  for (const [id, , c] of rows)
+    for (const n of [...c.notes, ...(c.badRecords ? [`${c.badRecords} records in bad/`] : [])]) console.log(`(${id}) ${n}`);
+  console.log(`machine: ${machine}; load average at the end ${load()}`);
+  const failed = [...crashed, ...rows.flatMap(([id, , c]) => failures(id, c))];
+  for (const f of failed) console.log(`FAIL ${f}`);
+  process.exitCode = failed.length > 0 ? 1 : 0;
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
