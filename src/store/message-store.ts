@@ -29,6 +29,7 @@ import { EventEmitter } from "node:events";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
+import { expungeObjects } from "./imap-fetch.js";
 import { describeImapError, ImapPool, type ImapPoolStats, isConnectionError, type PooledConnection } from "./imap-pool.js";
 import { Spool, type SpoolInput } from "./spool.js";
 
@@ -73,6 +74,8 @@ export interface MessageStoreStats {
   duplicateSearches: number;
   /** Objects spooled because the store had not taken them within the caller's budget. */
   overBudget: number;
+  /** Copies of `unique` objects expunged after an unanswered APPEND was carried out after all (settleCopies). */
+  copiesRemoved: number;
   /** Objects the store refused. */
   rejected: number;
   /** Drain attempts that stopped because the store was unavailable. */
@@ -158,6 +161,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     deduplicated: 0,
     duplicateSearches: 0,
     overBudget: 0,
+    copiesRemoved: 0,
     rejected: 0,
     retryFailures: 0,
   };
@@ -484,9 +488,12 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
         reused = !conn.fresh;
         await this.ensureFolder(conn, o.folder);
         if (check && (await this.isStored(conn, o.folder, o.messageId))) return "duplicate" as const;
+        // an earlier APPEND of it gave no answer (timed out, connection lost): the server may still carry it out
+        const uncertain = this.folderIds.get(o.folder)?.ids.get(bareMessageId(o.messageId)) === "sent";
         this.noteId(o.folder, o.messageId, "sent");
         await this.appendRaw(conn, o);
         this.noteId(o.folder, o.messageId, "stored");
+        if (uncertain && dedupe) this.track(this.settleCopies(o.folder, o.messageId));
         return "stored" as const;
       });
     try {
@@ -567,6 +574,43 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   }
 
   /** SEARCH HEADER Message-ID in the folder (opened read-only with EXAMINE). */
+  /**
+   * A `unique` object stored again after an APPEND of it that got no answer:
+   * a server that was frozen may carry out that APPEND later, so once it has
+   * had store.timeoutMs to do so, copies beyond the first (lowest UID) are
+   * expunged (RFC 4315 UID EXPUNGE). Never throws: a failure is logged.
+   */
+  private async settleCopies(folder: string, messageId: string): Promise<void> {
+    await new Promise((r) => setTimeout(r, this.cfg.timeoutMs).unref());
+    if (this.closed) return;
+    try {
+      const removed = await this.pool.use(async (conn) => {
+        const lock = await conn.cmd("SELECT", () => conn.client.getMailboxLock(folder));
+        try {
+          const hits = await conn.cmd("SEARCH", () =>
+            conn.client.search({ header: { "Message-ID": bareMessageId(messageId) } }, { uid: true }),
+          );
+          if (!Array.isArray(hits) || hits.length < 2) return 0;
+          const extra = [...hits].sort((a, b) => a - b).slice(1);
+          const ok = await conn.cmd("UID EXPUNGE", () => expungeObjects(conn.client, extra.join(",")));
+          return ok ? extra.length : 0;
+        } finally {
+          lock.release();
+        }
+      });
+      if (removed > 0) {
+        this.counts.copiesRemoved += removed;
+        this.log.warn("second copy of an object removed (an APPEND with no answer was carried out after all)", {
+          folder,
+          messageId,
+          removed,
+        });
+      }
+    } catch (err) {
+      this.log.error("copies of an object not checked", { folder, messageId, reason: describeImapError(err) });
+    }
+  }
+
   private async contains(conn: PooledConnection, folder: string, messageId: string): Promise<boolean> {
     const lock = await conn.cmd("EXAMINE", () => conn.client.getMailboxLock(folder, { readOnly: true }));
     try {

@@ -21,6 +21,7 @@ import {
   PARTICIPANTS,
   perUserStoreEnv,
   playGroupChat,
+  storedObjects,
   storeEnv,
 } from "../harness/group-chat.js";
 import { readFolderRaw } from "../harness/imap-read.js";
@@ -86,7 +87,7 @@ describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio,
     ]);
     assert.equal(reasonCause(header(call.clientBye, "reason")), 410);
     const folder = `Default/${call.conversationId}/${call.contributionId}`;
-    const gsos = await folderMessages(dovecot as DovecotInstance, folder);
+    const gsos = await storedObjects(dovecot as DovecotInstance, folder);
     assert.equal(gsos.length, 1, `one GSO in ${folder}`);
     const src = gsos[0] as string;
     assert.match(src, new RegExp(`^Conversation-ID:\\s*${call.conversationId}\\s*$`, "im"));
@@ -100,7 +101,7 @@ describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio,
   test("BYE-B4: cause=480 (CF inactivity) -> GSO with the latest participants", async () => {
     const call = await groupChatCall(kamailio as KamailioInstance, ["Reason: SIP;cause=480"]);
     assert.equal(reasonCause(header(call.clientBye, "reason")), 480);
-    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
+    const gsos = await storedObjects(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
     assert.equal(gsos.length, 1);
     const xml = gsoXml(gsos[0] as string);
     assertParticipants(xml);
@@ -111,7 +112,7 @@ describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio,
   test('BYE-B5: cause=503;text="Service Unavailable" (SIP/IP core) -> GSO with the latest participants', async () => {
     const call = await groupChatCall(kamailio as KamailioInstance, ['Reason: SIP;cause=503;text="Service Unavailable"']);
     assert.equal(reasonCause(header(call.clientBye, "reason")), 503);
-    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
+    const gsos = await storedObjects(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
     assert.equal(gsos.length, 1);
     assertParticipants(gsoXml(gsos[0] as string));
   });
@@ -208,7 +209,7 @@ describe("8.3.2.3 2.e BYE from the network, PF as B2BUA, the client answers the 
     // the Reason the PF decided (the mapped SIP value, no text the CF did not send), in B2BUA mode
     assert.deepEqual(play.clientBye.headers.get("reason"), ["SIP;cause=480"]);
     assert.equal(decidedMode(play.callId), "b2bua");
-    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
+    const gsos = await storedObjects(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
     assert.equal(gsos.length, 1, "the GSO is stored before the BYE goes on, whatever the client answers");
     assertParticipants(gsoXml(gsos[0] as string));
     assert.equal(await outcomeReported(play.callId), 481, "the client's answer is reported to the sidecar");
@@ -234,7 +235,7 @@ describe("8.3.2.3 2.e BYE from the network, PF as B2BUA, the client answers the 
     });
     assert.ok(seenAt > 0 && seenAt < play.cfBye.time, `folder seen at ${seenAt}, CF's BYE sent at ${play.cfBye.time}`);
     assert.equal(play.cfByeAnswer?.status, 200);
-    const gsos = await folderMessages(d, `Default/${play.conversationId}/${play.contributionId}`);
+    const gsos = await storedObjects(d, `Default/${play.conversationId}/${play.contributionId}`);
     assert.equal(gsos.length, 1);
   });
 
@@ -256,7 +257,7 @@ describe("8.3.2.3 2.e BYE from the network, PF as B2BUA, the client answers the 
     assert.ok(waited < CLIENT_TIMEOUT_MS + MARGIN_MS, `the CF waited ${waited} ms`);
     assert.deepEqual(play.clientBye.headers.get("reason"), ["SIP;cause=410"]);
     assert.equal(decidedMode(play.callId), "b2bua");
-    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
+    const gsos = await storedObjects(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
     assert.equal(gsos.length, 1);
     assert.match(gsoXml(gsos[0] as string), /<status>\s*removed\s*<\/status>/);
     assert.equal(await outcomeReported(play.callId), 0, "no answer (0) is reported to the sidecar");
@@ -316,7 +317,7 @@ describe("8.3.2.3 2.b one GSO per BYE: Kamailio SIGKILLed after the decision, re
       "the same BYE",
     );
     await waitFor(() => decided(play.callId).length === 2, 3000, 25, "the retransmitted BYE decided by the sidecar again");
-    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
+    const gsos = await storedObjects(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
     assert.equal(gsos.length, 1, `one GSO, not ${gsos.length}`);
     assertParticipants(gsoXml(gsos[0] as string));
     assert.ok(
@@ -380,7 +381,7 @@ describe("8.3.2.3 BYE from the network, PF as proxy (CPM_PF__PF__MODE=proxy)", (
     assert.deepEqual(call.clientBye.headers.get("reason"), [reason]);
     assert.equal(header(call.clientBye, "referred-by"), "<sip:admin@example.net>");
     assert.ok(call.t.cf200 >= call.t.client200Sent, "the client's 200 OK is forwarded back to the CF");
-    const gsos = await folderMessages(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
+    const gsos = await storedObjects(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
     assert.equal(gsos.length, 0, "proxy mode stores no GSO");
     assert.ok((await (kamailio as KamailioInstance).stat("cpm_pf_bye_proxy")) >= 1);
     assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);

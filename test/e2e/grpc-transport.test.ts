@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { credentials } from "@grpc/grpc-js";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
-import { folderMessages, groupChatCall, storeEnv } from "../harness/group-chat.js";
+import { groupChatCall, storedObjects, storeEnv } from "../harness/group-chat.js";
 import { healthStatus } from "../harness/health.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
@@ -24,7 +24,7 @@ async function byeDecided(dovecot: DovecotInstance, kamailio: KamailioInstance):
   const call = await groupChatCall(kamailio, ["Reason: SIP;cause=480"]);
   assert.match(header(call.clientBye, "reason") ?? "", /^SIP\s*;\s*cause\s*=\s*480\b/i);
   assert.equal(await kamailio.stat("cpm_pf_failsafe"), failsafes, "the BYE went through the fail-safe");
-  const gsos = await folderMessages(dovecot, `Default/${call.conversationId}/${call.contributionId}`);
+  const gsos = await storedObjects(dovecot, `Default/${call.conversationId}/${call.contributionId}`);
   assert.equal(gsos.length, 1, "the sidecar decided and stored the GSO");
 }
 

@@ -9,6 +9,7 @@ import type { DovecotInstance } from "./dovecot.js";
 import type { Login } from "./imap-read.js";
 import type { KamailioInstance } from "./kamailio.js";
 import { first, header, type SippResult, type SipTraceMessage, startSipp } from "./sipp.js";
+import { waitFor } from "./wait.js";
 
 export const PARTICIPANTS = ["tel:+16135551210", "tel:+16135551211", "tel:+16135551212"];
 
@@ -176,6 +177,25 @@ export async function folderMessages(dovecot: DovecotInstance, folder: string, a
     },
     as,
   );
+}
+
+/**
+ * The objects of `folder` once it holds at least `expected`: a GSO that took
+ * longer than store.gsoBudgetMs (a loaded machine) is spooled and stored a
+ * moment after the BYE's answer, not lost.
+ */
+export async function storedObjects(dovecot: DovecotInstance, folder: string, expected = 1, as?: Login): Promise<string[]> {
+  let found: string[] = [];
+  await waitFor(
+    async () => {
+      found = await folderMessages(dovecot, folder, as);
+      return found.length >= expected;
+    },
+    10_000,
+    100,
+    `${expected} object(s) in ${folder}`,
+  ).catch(() => undefined);
+  return found;
 }
 
 /** The GSO XML out of a stored RFC 5322 object. */

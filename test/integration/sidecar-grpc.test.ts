@@ -67,7 +67,15 @@ before(async () => {
   dovecot = await startDovecot();
   dir = await mkdtemp(join(tmpdir(), "cpm-pf-grpc-"));
   cfg = buildConfig({
-    store: { host: dovecot.host, port: dovecot.port, user: dovecot.user, password: dovecot.password, spoolDir: join(dir, "spool") },
+    // these cases are about the answer after the GSO is in the mailbox: no budget on a loaded machine
+    store: {
+      host: dovecot.host,
+      port: dovecot.port,
+      user: dovecot.user,
+      password: dovecot.password,
+      spoolDir: join(dir, "spool"),
+      gsoBudgetMs: 10_000,
+    },
     session: { stateDir: join(dir, "state") },
   });
 });

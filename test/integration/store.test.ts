@@ -349,3 +349,29 @@ test(
     await store.close();
   },
 );
+
+test(
+  "BYE-B4: an APPEND that timed out while Dovecot was frozen and is carried out after all leaves one GSO, not two (the later copy is expunged)",
+  { timeout: 60_000 },
+  async () => {
+    const cfg = await storeConfig({ timeoutMs: 600, retryInitialMs: 100 });
+    const store = newStore(cfg);
+    await store.start();
+    const warm = gsoOfBye("conv-late", "contrib-late", "late-0@cf");
+    assert.equal((await store.append(warm)).state, "stored");
+    const obj = { ...gsoOfBye("conv-late", "contrib-late", "late-1@cf"), budgetMs: 50 };
+    process.kill(-env.dovecot.pid, "SIGSTOP");
+    try {
+      assert.equal((await store.append(obj)).state, "spooled");
+      // the APPEND sent to the frozen server times out (store.timeoutMs) with its bytes already on the wire
+      await new Promise((r) => setTimeout(r, cfg.timeoutMs * 2));
+    } finally {
+      process.kill(-env.dovecot.pid, "SIGCONT");
+    }
+    await waitFor(() => store.stats().spoolPending === 0, 15_000, 50, "spool drained");
+    // settled once the server had store.timeoutMs to carry out the unanswered APPEND
+    await new Promise((r) => setTimeout(r, cfg.timeoutMs * 3));
+    assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf).sort(), [warm.messageId, obj.messageId].sort());
+    await store.close();
+  },
+);
