@@ -38,8 +38,12 @@ export interface SipBenchCase {
   cpuPerBye: { kamailio: number; sidecar: number };
 }
 
-/** Every dialog of the bench in one group session of one served user (tel:+16135551200), so every GSO goes to one folder. */
-const BENCH_SESSION: BurstSession = { user: "+16135551200", conversationId: "conv-bench", contributionId: "contrib-bench" };
+/** Call N of the bench in a group session of its own (one folder per session, as in production), served user tel:+16135551200. */
+const benchSession = (n: number): BurstSession => ({
+  user: "+16135551200",
+  conversationId: `conv-bench-${n}`,
+  contributionId: `contrib-bench-${n}`,
+});
 
 /**
  * Two phases, so that the BYE figures are BYE transactions only: (1) open all
@@ -55,7 +59,7 @@ export async function playCalls(
 ): Promise<Omit<SipBenchCase, "name">> {
   const dir = await mkdtemp(join(tmpdir(), "cpm-bench-sipp-"));
   const client = await startBurstClient(dir, calls);
-  const sessions = Array.from({ length: calls }, () => BENCH_SESSION);
+  const sessions = Array.from({ length: calls }, (_, i) => benchSession(i + 1));
   const opened = await openDialogs(kamailio.address, dir, client.port, sessions, concurrent);
   const cpuEnd = await measureCpu([kamailio.pid, sidecarPid ?? -1]);
   const burst = await startByeBurst(kamailio.address, dir, client.port, opened.dialogs, calls, concurrent, { reason, traceRtt: true });
