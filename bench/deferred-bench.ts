@@ -1,4 +1,4 @@
-// Deferred-store rate (issue 3, target >= 0.9 of a bare APPEND loop): 1 KB
+// Deferred-store rate (target >= 0.9 of a bare APPEND loop): 1 KB
 // CPIM chat messages of one group session stored through
 // DeferredQueue.storeDeferred (object building, per-session ordering,
 // duplicate check, MessageStore.append with its spool fallback) vs a bare

@@ -1,4 +1,4 @@
-// MSRP media plane benchmarks (issue 3 "Performance"). The relay under test
+// MSRP media plane benchmarks. The relay under test
 // runs in a child process, as the sidecar does, while the MSRP peers (the
 // Controlling Function and the client, test/harness/msrp-peer.ts) run in this
 // process; with 2+ cores both sides get their own.

@@ -137,7 +137,7 @@ export class AnchoredSession {
     return this.toCfQueue;
   }
 
-  /** Issue 3 item 4: the client leg is absent; the CF's SEND gets its 200 once the Message Store port took it. */
+  /** Deferred storage (8.3.2.3 with the client leg absent): the CF's SEND gets its 200 once the Message Store port took it. */
   private async storeDeferred(item: RelayItem & { kind: "message" | "imdn" | "gso" }): Promise<number> {
     try {
       await this.options.deferredSink.storeDeferred(this.ref, {
