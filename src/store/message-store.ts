@@ -135,6 +135,9 @@ function checkObject(obj: StoreObject): void {
 }
 
 const bareMessageId = (id: string) => (id.startsWith("<") && id.endsWith(">") ? id.slice(1, -1) : id);
+/** UID SEARCH HEADER Message-ID (RFC 9051 6.4.4) in the selected folder; not an array when the server refused it. */
+const uidsOf = (conn: PooledConnection, messageId: string) =>
+  conn.cmd("SEARCH", () => conn.client.search({ header: { "Message-ID": bareMessageId(messageId) } }, { uid: true }));
 const objectKey = (o: { folder: string; messageId: string }) => `${o.folder}\n${bareMessageId(o.messageId)}`;
 
 export class MessageStore extends EventEmitter<MessageStoreEvents> {
@@ -587,9 +590,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
       const removed = await this.pool.use(async (conn) => {
         const lock = await conn.cmd("SELECT", () => conn.client.getMailboxLock(folder));
         try {
-          const hits = await conn.cmd("SEARCH", () =>
-            conn.client.search({ header: { "Message-ID": bareMessageId(messageId) } }, { uid: true }),
-          );
+          const hits = await uidsOf(conn, messageId);
           if (!Array.isArray(hits) || hits.length < 2) return 0;
           const extra = [...hits].sort((a, b) => a - b).slice(1);
           const ok = await conn.cmd("UID EXPUNGE", () => expungeObjects(conn.client, extra.join(",")));
@@ -614,9 +615,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private async contains(conn: PooledConnection, folder: string, messageId: string): Promise<boolean> {
     const lock = await conn.cmd("EXAMINE", () => conn.client.getMailboxLock(folder, { readOnly: true }));
     try {
-      const hits = await conn.cmd("SEARCH", () =>
-        conn.client.search({ header: { "Message-ID": bareMessageId(messageId) } }, { uid: true }),
-      );
+      const hits = await uidsOf(conn, messageId);
       if (!Array.isArray(hits)) {
         this.log.warn("SEARCH refused; appending without the duplicate check", { folder, messageId });
         return false;
