@@ -136,9 +136,12 @@ _GSO = {
 
 # Reconnect quickly after a sidecar restart; never wait for a connection (a
 # call on a broken channel fails at once -> the cfg's fail-safe).
+# (grpc.min_reconnect_backoff_ms is not set: gRPC core uses it as the floor of
+# a connection attempt's timeout, and 100 ms made a busy sidecar's HTTP/2
+# handshake time out for good; the default leaves the attempt 20 s, while each
+# call still fails at its own deadline.)
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     # the first call after the sidecar is back must find the channel connected:
     # reconnect attempts every 100 ms at most while it is down (loopback / UDS)
     ("grpc.max_reconnect_backoff_ms", 100),
