@@ -40,3 +40,21 @@ export async function measureCpu(roots: readonly number[]): Promise<() => Promis
   const r0 = await treeCpuMs(roots);
   return async () => (await treeCpuMs(roots)).map((v, i) => v - (r0[i] ?? 0));
 }
+
+/**
+ * Waits until the process trees of `roots` together use less than
+ * `maxShare` of one core over two 250 ms windows in a row (or `timeoutMs`
+ * passed): work an earlier phase left behind (folders still being created,
+ * journals written) does not land in the next phase's figures.
+ */
+export async function quiesce(roots: readonly number[], maxShare = 0.1, timeoutMs = 60_000): Promise<void> {
+  const windowMs = 250;
+  const end = Date.now() + timeoutMs;
+  let calm = 0;
+  while (calm < 2 && Date.now() < end) {
+    const stop = await measureCpu(roots);
+    await new Promise((r) => setTimeout(r, windowMs));
+    const used = (await stop()).reduce((a, b) => a + b, 0);
+    calm = used < maxShare * windowMs ? calm + 1 : 0;
+  }
+}

@@ -1,7 +1,13 @@
-// BYE transactions through Kamailio, three ways, in one run on one machine:
+// BYE transactions through Kamailio, in one run on one machine:
 //   (a) the same kamailio.cfg with WITH_CPM_PF_BYPASS: a plain relay, no sidecar
 //   (b) the PF in proxy mode: every INVITE observed, every BYE decided by the sidecar
-//   (c) the PF in B2BUA mode: as (b), plus a GSO stored in Dovecot per BYE (cause 480)
+//   (c) the PF in B2BUA mode in production's layout: one group session (one
+//       folder) per call, the sessions spread over many served users' own
+//       mailboxes (master-user logins), a GSO stored per BYE (cause 480)
+//   (d) next to (c): a bare imapflow APPEND loop of the same GSOs into the
+//       same layout (folders created first, as the PF does when it observes
+//       the INVITE), as many in flight as (c) has BYEs
+// (a) and (b) run at each concurrency asked for; (c) and (d) at the first.
 // SIPp plays the Controlling Function and the client. Phase 1 opens all the
 // group chat dialogs; phase 2 ends them with BYEs (closed loop: at most
 // `concurrent` BYE transactions at once, no pauses), so BYE/s measures BYE
@@ -10,13 +16,18 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ImapFlow } from "imapflow";
+import { groupSessionFolder } from "../src/store/folder.js";
 import { type BurstSession, openDialogs, startBurstClient, startByeBurst } from "../test/harness/bye-burst.js";
+import { servedUsers } from "../test/harness/bye-faults.js";
 import type { DovecotInstance } from "../test/harness/dovecot.js";
-import { storeEnv } from "../test/harness/group-chat.js";
-import { type KamailioInstance, startKamailio } from "../test/harness/kamailio.js";
+import { startDovecot } from "../test/harness/dovecot.js";
+import { perUserStoreEnv, storeEnv } from "../test/harness/group-chat.js";
+import { type KamailioInstance, type KamailioOptions, startKamailio } from "../test/harness/kamailio.js";
 import { startSidecar } from "../test/harness/sidecar.js";
-import { measureCpu } from "./cpu.js";
+import { measureCpu, quiesce } from "./cpu.js";
 import { summarize } from "./stats.js";
+import { gsoObject } from "./store-bench.js";
 
 /** Transactions linger in shared memory for the tm wait timer: room for thousands of calls. */
 const SHM_MB = 512;
@@ -24,6 +35,10 @@ const SHM_MB = 512;
 const ASYNC_WORKERS = Number(process.env.BENCH_ASYNC_WORKERS ?? 4);
 /** Extra -A defines for the PF cases, space-separated (e.g. WITH_CPM_PF_OBSERVE_NOWAIT). */
 const PF_DEFINES = (process.env.BENCH_PF_DEFINES ?? "").split(" ").filter(Boolean);
+/** Kamailio's memory manager for every case (-x): tlsf (O(1)) by default; qm is the packaged default. */
+const MEMORY = (process.env.BENCH_KAMAILIO_MEMORY ?? "tlsf") as NonNullable<KamailioOptions["memoryManager"]>;
+/** Served users (own Dovecot user and mailbox each) the sessions of (c) and (d) are spread over. */
+const USERS = Number(process.env.BENCH_USERS ?? 100);
 
 export interface SipBenchCase {
   name: string;
@@ -36,11 +51,30 @@ export interface SipBenchCase {
   failed: number;
   /** CPU spent during phase 2 (the BYEs), per BYE, in µs: Kamailio (all its processes) and the sidecar. */
   cpuPerBye: { kamailio: number; sidecar: number };
+  /** BYEs at most this many at once. */
+  concurrent: number;
+  /** BYEs Kamailio relayed through its fail-safe (decision past the deadline or sidecar unreachable). */
+  failsafes: number;
 }
 
-/** Call N of the bench in a group session of its own (one folder per session, as in production), served user tel:+16135551200. */
-const benchSession = (n: number): BurstSession => ({
-  user: "+16135551200",
+export interface AppendLoopCase {
+  appendsPerSecond: number;
+  p50: number;
+  p99: number;
+  appends: number;
+}
+
+export interface SipBench {
+  memoryManager: string;
+  users: number;
+  cases: SipBenchCase[];
+  /** (d), the baseline of (c). */
+  bareAppend: AppendLoopCase;
+}
+
+/** Call N of the bench in a group session of its own (one folder per session, as in production), of one of `users`. */
+const benchSession = (n: number, users: readonly string[] = ["+16135551200"]): BurstSession => ({
+  user: users[n % users.length] as string,
   conversationId: `conv-bench-${n}`,
   contributionId: `contrib-bench-${n}`,
 });
@@ -55,12 +89,15 @@ export async function playCalls(
   calls: number,
   concurrent: number,
   reason: string,
-  sidecarPid?: number,
+  opts: { sidecarPid?: number; users?: readonly string[]; dovecotPid?: number } = {},
 ): Promise<Omit<SipBenchCase, "name">> {
+  const { sidecarPid, users } = opts;
   const dir = await mkdtemp(join(tmpdir(), "cpm-bench-sipp-"));
   const client = await startBurstClient(dir, calls);
-  const sessions = Array.from({ length: calls }, (_, i) => benchSession(i + 1));
+  const sessions = Array.from({ length: calls }, (_, i) => benchSession(i + 1, users));
   const opened = await openDialogs(kamailio.address, dir, client.port, sessions, concurrent);
+  // what phase 1 left (the sidecar creating the sessions' folders) is done before the BYEs
+  await quiesce([kamailio.pid, sidecarPid ?? -1, opts.dovecotPid ?? -1]);
   const cpuEnd = await measureCpu([kamailio.pid, sidecarPid ?? -1]);
   const burst = await startByeBurst(kamailio.address, dir, client.port, opened.dialogs, calls, concurrent, { reason, traceRtt: true });
   const uacCode = await burst.done;
@@ -80,6 +117,8 @@ export async function playCalls(
     byes: byes.length,
     failed: [opened.code, uacCode, uasCode].filter((c) => c !== 0).length,
     ...cpuShare(cpu, byes.length),
+    concurrent,
+    failsafes: await kamailio.stat("cpm_pf_failsafe"),
   };
 }
 
@@ -88,24 +127,89 @@ function cpuShare([kamailio = 0, sidecar = 0]: number[], byes: number) {
   return { cpuPerBye: { kamailio: us(kamailio), sidecar: us(sidecar) } };
 }
 
-export async function benchSip(dovecot: DovecotInstance, calls: number, concurrent: number): Promise<SipBenchCase[]> {
-  const out: SipBenchCase[] = [];
-  const bypass = await startKamailio({ grpcTarget: "127.0.0.1:9", defines: ["WITH_CPM_PF_BYPASS"], shmMb: SHM_MB });
-  try {
-    out.push({ name: "(a) Kamailio relay, no sidecar call", ...(await playCalls(bypass, calls, concurrent, "SIP;cause=480")) });
-  } finally {
-    await bypass.stop();
-  }
-  for (const mode of ["proxy", "b2bua"] as const) {
-    const sidecar = await startSidecar(storeEnv(dovecot, mode));
-    const kamailio = await startKamailio({ grpcTarget: sidecar.target, shmMb: SHM_MB, asyncWorkers: ASYNC_WORKERS, defines: PF_DEFINES });
+export async function benchSip(dovecot: DovecotInstance, calls: number, concurrents: readonly number[]): Promise<SipBench> {
+  const cases: SipBenchCase[] = [];
+  const kamailioBase = { shmMb: SHM_MB, memoryManager: MEMORY };
+  for (const concurrent of concurrents) {
+    const bypass = await startKamailio({ ...kamailioBase, grpcTarget: "127.0.0.1:9", defines: ["WITH_CPM_PF_BYPASS"] });
     try {
-      const name = mode === "proxy" ? "(b) PF proxy mode, sidecar decision" : "(c) PF B2BUA mode, GSO stored per BYE";
-      out.push({ name, ...(await playCalls(kamailio, calls, concurrent, "SIP;cause=480", sidecar.pid)) });
+      cases.push({ name: "(a) Kamailio relay, no sidecar call", ...(await playCalls(bypass, calls, concurrent, "SIP;cause=480")) });
+    } finally {
+      await bypass.stop();
+    }
+    const sidecar = await startSidecar(storeEnv(dovecot, "proxy"));
+    const kamailio = await startKamailio({ ...kamailioBase, grpcTarget: sidecar.target, asyncWorkers: ASYNC_WORKERS, defines: PF_DEFINES });
+    try {
+      const b = await playCalls(kamailio, calls, concurrent, "SIP;cause=480", { sidecarPid: sidecar.pid, dovecotPid: dovecot.pid });
+      cases.push({ name: "(b) PF proxy mode, sidecar decision", ...b });
     } finally {
       await kamailio.stop();
       await sidecar.stop();
     }
   }
-  return out;
+  const concurrent = concurrents[0] ?? 20;
+  const users = servedUsers(USERS);
+  const layout = await startDovecot({ users });
+  try {
+    const sidecar = await startSidecar(perUserStoreEnv(layout, "b2bua"));
+    const kamailio = await startKamailio({ ...kamailioBase, grpcTarget: sidecar.target, asyncWorkers: ASYNC_WORKERS, defines: PF_DEFINES });
+    try {
+      const c = await playCalls(kamailio, calls, concurrent, "SIP;cause=480", { sidecarPid: sidecar.pid, users, dovecotPid: layout.pid });
+      cases.push({ name: `(c) PF B2BUA mode, a GSO per BYE, 1 folder per session, ${users.length} users' mailboxes`, ...c });
+    } finally {
+      await kamailio.stop();
+      await sidecar.stop();
+    }
+    const bareAppend = await appendLoop(
+      layout,
+      Array.from({ length: calls }, (_, i) => benchSession(calls + i + 1, users)),
+      concurrent,
+    );
+    return { memoryManager: MEMORY, users: users.length, cases, bareAppend };
+  } finally {
+    await layout.stop();
+  }
+}
+
+/**
+ * (d): one imapflow connection per served user (master-user login), every
+ * session's folder created first, then one GSO APPENDed per session,
+ * `concurrent` at once, sessions in the order (c) ends them.
+ */
+async function appendLoop(dovecot: DovecotInstance, sessions: readonly BurstSession[], concurrent: number): Promise<AppendLoopCase> {
+  const conns = new Map<string, ImapFlow>();
+  try {
+    for (const user of new Set(sessions.map((s) => s.user))) {
+      const c = new ImapFlow({
+        host: dovecot.host,
+        port: dovecot.port,
+        secure: false,
+        auth: { user: `${user}*${dovecot.masterUser}`, pass: dovecot.masterPassword },
+        logger: false,
+      });
+      await c.connect();
+      conns.set(user, c);
+    }
+    const folderOf = (s: BurstSession) => groupSessionFolder("Default", s.conversationId, s.contributionId);
+    for (const s of sessions) await (conns.get(s.user) as ImapFlow).mailboxCreate(folderOf(s));
+    const lat: number[] = [];
+    let next = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: concurrent }, async () => {
+        while (next < sessions.length) {
+          const i = next++;
+          const s = sessions[i] as BurstSession;
+          const o = gsoObject(i, { conv: s.conversationId, contrib: s.contributionId });
+          const start = performance.now();
+          await (conns.get(s.user) as ImapFlow).append(folderOf(s), o.raw);
+          lat.push(performance.now() - start);
+        }
+      }),
+    );
+    const r = summarize(lat, performance.now() - t0);
+    return { appendsPerSecond: r.perSecond, p50: r.p50, p99: r.p99, appends: r.count };
+  } finally {
+    for (const c of conns.values()) await c.logout().catch(() => undefined);
+  }
 }

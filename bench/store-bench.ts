@@ -13,7 +13,8 @@ import { GSO_CONTENT_TYPE, serializeGso } from "../src/xml/gso.js";
 import type { DovecotInstance } from "../test/harness/dovecot.js";
 import { summarize } from "./stats.js";
 
-function gsoObject(i: number, folderIds: { conv: string; contrib: string }) {
+/** A GSO as the PF stores it (5 participants, ~0.6 KB), for a bare APPEND baseline. */
+export function gsoObject(i: number, folderIds: { conv: string; contrib: string }) {
   const body = serializeGso({
     timestamp: new Date(),
     lastFocusSessionId: "sip:focus-bench@cf.example.net",

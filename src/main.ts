@@ -6,7 +6,7 @@ import { loadConfig, sipTrustedSources } from "./config/config.js";
 import { DeliveryService } from "./delivery/service.js";
 import { CpmError } from "./errors/catalogue.js";
 import { startGrpcServer } from "./grpc/server.js";
-import { componentLogger, createRootLogger } from "./log/logger.js";
+import { componentLogger, createRootLogger, logsWritten } from "./log/logger.js";
 import { DeliveryEndpoint } from "./media/delivery-endpoint.js";
 import { type MediaPlane, NoMediaPlane } from "./media/media-plane.js";
 import { MsrpMediaPlane } from "./media/msrp-media-plane.js";
@@ -134,6 +134,7 @@ async function main(): Promise<void> {
     await msrp?.close();
     await sessions.close();
     await store.close();
+    await logsWritten();
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));

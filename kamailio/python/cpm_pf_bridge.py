@@ -31,6 +31,8 @@ $var(...) set by handle_bye():
   cpm_pf_reason_cause  the reason-cause the decision used (int, 200 when absent)
   cpm_pf_reason        client_reason: Reason header value towards the client(s)
   cpm_pf_wait          1 when the BYE's sender is answered only after the clients
+  cpm_pf_report        1 when the sidecar waits for ReportByeOutcome (recording,
+                       media to release); 0: send none
   cpm_pf_session       session key to echo in ReportByeOutcome
   cpm_pf_gso           GSO storage state: not_required | stored | spooled | unspecified
   cpm_pf_gso_folder    IMAP folder of the GSO
@@ -151,6 +153,14 @@ _CHANNEL_OPTIONS = [
 _CRLF = re.compile(r"[\r\n]+")
 
 
+# Decide stream request kinds and the unary RPC each stands for.
+_UNARY_OF = {
+    "handle_bye": "HandleBye",
+    "observe_session": "ObserveSession",
+    "report_bye_outcome": "ReportByeOutcome",
+}
+
+
 def _sets(name, value):
     KSR.pv.sets("$var(" + name + ")", value)
 
@@ -159,13 +169,14 @@ def _seti(name, value):
     KSR.pv.seti("$var(" + name + ")", int(value))
 
 
-def _set_bye_vars(ok, mode, side, cause, reason_cause, reason, wait, session, gso, gso_folder, notes, error):
+def _set_bye_vars(ok, mode, side, cause, reason_cause, reason, wait, report, session, gso, gso_folder, notes, error):
     _sets("cpm_pf_mode", mode)
     _sets("cpm_pf_side", side)
     _sets("cpm_pf_cause", cause)
     _seti("cpm_pf_reason_cause", reason_cause)
     _sets("cpm_pf_reason", reason)
     _seti("cpm_pf_wait", wait)
+    _seti("cpm_pf_report", report)
     _sets("cpm_pf_session", session)
     _sets("cpm_pf_gso", gso)
     _sets("cpm_pf_gso_folder", gso_folder)
@@ -583,10 +594,10 @@ class CpmPfBridge:
                 KSR.err("cpm-pf: closing the Decide stream: %s\n" % _describe(err))
 
     def _decide(self, kind, request):
-        """HandleBye / ObserveSession over the Decide stream; the same
-        (response | None, error text, elapsed ms) as _call(). Falls back to the
-        unary RPC when the sidecar does not implement Decide."""
-        unary_name = "HandleBye" if kind == "handle_bye" else "ObserveSession"
+        """HandleBye / ObserveSession / ReportByeOutcome over the Decide
+        stream; the same (response | None, error text, elapsed ms) as _call().
+        Falls back to the unary RPC when the sidecar does not implement Decide."""
+        unary_name = _UNARY_OF[kind]
         if not self._use_stream:
             return self._call(unary_name, request)
         t0 = time.monotonic()
@@ -646,7 +657,7 @@ class CpmPfBridge:
             resp, err, ms = self._decide("handle_bye", request)
         _seti("cpm_pf_elapsed_ms", ms)
         if resp is None:
-            _set_bye_vars(0, "", "", "", 0, "", 1, "", "", "", "", err)
+            _set_bye_vars(0, "", "", "", 0, "", 1, 0, "", "", "", "", err)
             _log_fail("HandleBye", err, ms)
             return 1
         _set_bye_vars(
@@ -658,6 +669,7 @@ class CpmPfBridge:
             # a header value: never let CR/LF through into the SIP message
             _CRLF.sub(" ", resp.client_reason).strip(),
             1 if resp.wait_for_clients else 0,
+            1 if resp.report_outcome else 0,
             resp.session_key,
             _GSO.get(resp.gso.state, "unspecified"),
             resp.gso.folder,
@@ -701,7 +713,7 @@ class CpmPfBridge:
             _sets("cpm_pf_error", _describe(err))
             _log_fail("ReportByeOutcome", _describe(err), 0, "data=" + str(args))
             return 1
-        resp, err, ms = self._call("ReportByeOutcome", request)
+        resp, err, ms = self._decide("report_bye_outcome", request)
         if resp is None:
             _sets("cpm_pf_error", err)
             _log_fail("ReportByeOutcome", err, ms, "session=" + session_key)

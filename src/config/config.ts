@@ -83,6 +83,13 @@ export interface Config {
     deferredRootFolder: string;
     /** IMAP connections per mailbox. Default 2. */
     poolSize: number;
+    /**
+     * IMAP connection attempts (connect and login) under way at once over
+     * all mailboxes. A burst of first uses (many served users' new group
+     * sessions, a restart) then queues in the PF instead of starting a login
+     * process per connection in the store at once. Default 4.
+     */
+    maxConcurrentLogins: number;
     /** Mailboxes (IMAP pools) open at once; beyond it the least recently used idle one is closed. Default 256. */
     maxMailboxes: number;
     /** A mailbox unused this long (ms) with nothing spooled closes its IMAP connections. Default 60000. */
@@ -228,6 +235,7 @@ export const defaults: Config = {
     rootFolder: "Default",
     deferredRootFolder: "Deferred",
     poolSize: 2,
+    maxConcurrentLogins: 4,
     maxMailboxes: 256,
     mailboxIdleMs: 60_000,
     gsoBudgetMs: 100,
@@ -302,6 +310,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     rootFolder: "string",
     deferredRootFolder: "string",
     poolSize: "posint",
+    maxConcurrentLogins: "posint",
     maxMailboxes: "posint",
     mailboxIdleMs: "posint",
     gsoBudgetMs: "posint",

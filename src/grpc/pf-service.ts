@@ -27,6 +27,7 @@ import {
   type ObserveSessionResponse,
   ObserveSessionResponseSchema,
   type ReportByeOutcomeRequest,
+  type ReportByeOutcomeResponse,
   ReportByeOutcomeResponseSchema,
   type ReportInviteOutcomeRequest,
   ReportInviteOutcomeResponseSchema,
@@ -85,6 +86,7 @@ async function handleBye(pf: ParticipatingFunction, req: HandleByeRequest): Prom
     reasonCause: r.reasonCause,
     clientReason: r.clientReason,
     waitForClients: true,
+    reportOutcome: r.reportOutcome,
     sessionKey: r.sessionKey,
     notes: r.notes,
     gso:
@@ -102,6 +104,10 @@ async function observeSession(pf: ParticipatingFunction, req: ObserveSessionRequ
   return create(ObserveSessionResponseSchema, await pf.observe(envelope(req.message)));
 }
 
+async function reportByeOutcome(pf: ParticipatingFunction, req: ReportByeOutcomeRequest): Promise<ReportByeOutcomeResponse> {
+  return create(ReportByeOutcomeResponseSchema, { released: await pf.byeOutcome(req.sessionKey, req.statusCode) });
+}
+
 /** One Decide request -> its response: the unary RPC's answer, or what it would have failed with. */
 async function decide(pf: ParticipatingFunction, log: Logger, req: DecideRequest): Promise<DecideResponse> {
   const { id, request } = req;
@@ -111,6 +117,11 @@ async function decide(pf: ParticipatingFunction, log: Logger, req: DecideRequest
         return create(DecideResponseSchema, { id, response: { case: "handleBye", value: await handleBye(pf, request.value) } });
       case "observeSession":
         return create(DecideResponseSchema, { id, response: { case: "observeSession", value: await observeSession(pf, request.value) } });
+      case "reportByeOutcome":
+        return create(DecideResponseSchema, {
+          id,
+          response: { case: "reportByeOutcome", value: await reportByeOutcome(pf, request.value) },
+        });
       default:
         throw new CpmError("CPM_ERR_BAD_REQUEST", "Decide request carries no known request");
     }
@@ -156,10 +167,7 @@ export function participatingFunctionHandlers(pf: ParticipatingFunction, log: Lo
       const released = await pf.inviteOutcome(req.sessionKey, req.statusCode);
       return create(ReportInviteOutcomeResponseSchema, { released });
     }),
-    reportByeOutcome: unary(log, "ReportByeOutcome", async (req: ReportByeOutcomeRequest) => {
-      const released = await pf.byeOutcome(req.sessionKey, req.statusCode);
-      return create(ReportByeOutcomeResponseSchema, { released });
-    }),
+    reportByeOutcome: unary(log, "ReportByeOutcome", (req: ReportByeOutcomeRequest) => reportByeOutcome(pf, req)),
     // 8.3.2.9.1.2 DD-1: the S-CSCF's third-party REGISTER (TS 24.229 5.4.1.7).
     reportRegistration: unary(log, "ReportRegistration", async (req: ReportRegistrationRequest) => {
       if (!req.register?.raw.length) throw new CpmError("CPM_ERR_BAD_REQUEST", "ReportRegistration needs the REGISTER");

@@ -1,7 +1,9 @@
 // One winston logger, JSON lines, with a child logger per component. Call-ID,
 // Conversation-ID and Contribution-ID travel as fields (callId,
 // conversationId, contributionId), never inside the message text.
+import { Writable } from "node:stream";
 import winston from "winston";
+import { StderrSink } from "./stderr-sink.js";
 
 export type Logger = winston.Logger;
 
@@ -35,10 +37,28 @@ function gateDisabledLevels(logger: winston.Logger): winston.Logger {
   return logger;
 }
 
+/** The process's stderr sink (one per process: it owns fd 2's write order). */
+let sink: StderrSink | undefined;
+
+function stderrStream(): Writable {
+  sink ??= new StderrSink();
+  const out = sink;
+  return new Writable({
+    decodeStrings: false,
+    write(line: string | Buffer, _enc, done) {
+      out.push(typeof line === "string" ? line : line.toString("utf8"));
+      done();
+    },
+  });
+}
+
+/** Resolves once the log lines so far are written to stderr (before a graceful exit). */
+export function logsWritten(): Promise<void> {
+  return sink?.drained() ?? Promise.resolve();
+}
+
 export function createRootLogger(level: LogLevel = "info", stream?: NodeJS.WritableStream): winston.Logger {
-  const transport = stream
-    ? new winston.transports.Stream({ stream })
-    : new winston.transports.Console({ stderrLevels: ["error", "warn", "info", "debug"] });
+  const transport = new winston.transports.Stream({ stream: stream ?? stderrStream() });
   root = gateDisabledLevels(
     winston.createLogger({
       level,

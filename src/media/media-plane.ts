@@ -82,6 +82,8 @@ export interface MediaPlane {
   recordSession(sessionKey: string, facts?: RecordFacts): Promise<boolean>;
   /** 8.3.2.3 2.f: release sockets, timers, buffers, table entries; returns how many were released. */
   release(sessionKey: string): number;
+  /** Whether the session holds media (anchored legs) that release() would free. */
+  holds(sessionKey: string): boolean;
 }
 
 /** The PF out of the media path: nothing to anchor, refuse, record or release. */
@@ -98,5 +100,8 @@ export class NoMediaPlane implements MediaPlane {
   }
   release(): number {
     return 0;
+  }
+  holds(): boolean {
+    return false;
   }
 }

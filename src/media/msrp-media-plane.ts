@@ -354,6 +354,10 @@ export class MsrpMediaPlane implements MediaPlane {
     return count.legs + count.queued + count.recorded + 1; // + the table entry
   }
 
+  holds(sessionKey: string): boolean {
+    return this.anchored.has(sessionKey);
+  }
+
   private get(sessionKey: string): Anchored {
     const a = this.anchored.get(sessionKey);
     if (a === undefined) throw new CpmError("CPM_ERR_MEDIA_NOT_ANCHORED", `session ${sessionKey}`);

@@ -44,6 +44,8 @@ export type GsoOutcome = { state: "not-required" } | { state: "stored" | "spoole
 export interface ByeResult extends ByeDecision {
   sessionKey: string;
   gso: GsoOutcome;
+  /** Kamailio reports the clients' answer (ReportByeOutcome): what 2.d/2.f do waits for it. */
+  reportOutcome: boolean;
 }
 
 export interface Envelope {
@@ -197,8 +199,12 @@ export class ParticipatingFunction {
         reasonCause: decision.reasonCause,
         gso: gso.state,
       });
-      if (session) this.expectOutcome(callId);
-      return { ...decision, sessionKey: callId, gso };
+      // 2.d records and 2.f releases once the clients answered: a B2BUA BYE of
+      // a known session, or one whose dialog holds media (a proxy-mode or
+      // client-side BYE of an anchored session)
+      const reportOutcome = session !== undefined && (decision.mode === "b2bua" || this.media.holds(callId));
+      if (reportOutcome) this.expectOutcome(callId);
+      return { ...decision, sessionKey: callId, gso, reportOutcome };
     });
   }
 

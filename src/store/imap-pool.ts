@@ -11,6 +11,35 @@ import { ImapFlow, type Logger as ImapFlowLogger } from "imapflow";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 
+/**
+ * A counting semaphore over connection attempts, shared by the pools of all
+ * mailboxes (store.maxConcurrentLogins). Waiting for a turn is part of the
+ * caller's time: a GSO whose budget runs out meanwhile is spooled.
+ */
+export class LoginGate {
+  private running = 0;
+  private readonly queue: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.queue.push(resolve));
+    else this.running++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.queue.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+
+  /** Attempts under way and waiting (for stats). */
+  load(): { running: number; waiting: number } {
+    return { running: this.running, waiting: this.queue.length };
+  }
+}
+
 export interface ImapPoolOptions {
   host: string;
   port: number;
@@ -115,6 +144,7 @@ export class ImapPool {
   constructor(
     private readonly opts: ImapPoolOptions,
     private readonly log: Logger,
+    private readonly gate: LoginGate = new LoginGate(Number.POSITIVE_INFINITY),
   ) {
     this.slots = Array.from({ length: Math.max(1, opts.poolSize) }, (_, i) => ({ id: i + 1, client: undefined, busy: false }));
     this.imapLog = imapflowLogger(log);
@@ -242,7 +272,7 @@ export class ImapPool {
       if (opened) this.log.debug("IMAP connection closed", { conn: slot.id, byServer: !client.closedByClient });
     });
     try {
-      await this.guard(slot, client, "CONNECT", () => client.connect());
+      await this.gate.run(() => this.guard(slot, client, "CONNECT", () => client.connect()));
     } catch (err) {
       this.counters.connectFailures++;
       client.close();

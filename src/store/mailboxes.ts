@@ -21,6 +21,7 @@ import { join } from "node:path";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
+import { LoginGate } from "./imap-pool.js";
 import { isPerUserTemplate, mailboxLogin, mailboxNameOf } from "./mailbox-name.js";
 import { type AppendResult, MessageStore, type MessageStoreStats, type StoreObject } from "./message-store.js";
 import { OWNER_FILE, Spool } from "./spool.js";
@@ -74,6 +75,8 @@ export class Mailboxes {
   private started = false;
   private closed = false;
   private overLimitWarned = false;
+  /** One turn-taking for the connection attempts of every mailbox (store.maxConcurrentLogins). */
+  private readonly logins: LoginGate;
 
   constructor(
     private readonly cfg: Config["store"],
@@ -81,6 +84,7 @@ export class Mailboxes {
   ) {
     this.log = log;
     this.perUser = isPerUserTemplate(cfg.user);
+    this.logins = new LoginGate(cfg.maxConcurrentLogins);
     if (!this.perUser) this.shared = new MessageStore(cfg, log);
   }
 
@@ -201,6 +205,7 @@ export class Mailboxes {
     const dir = join(this.cfg.spoolDir, spoolDirName(name));
     const store = new MessageStore({ ...this.cfg, user: login, spoolDir: dir }, log, {
       spool: new Spool(dir, log, { owner: `${JSON.stringify(owner)}\n` }),
+      gate: this.logins,
     });
     this.open.set(name, { name, store, lastUse: now });
     this.counts.opened++;

@@ -30,7 +30,7 @@ import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import { expungeObjects } from "./imap-fetch.js";
-import { describeImapError, ImapPool, type ImapPoolStats, isConnectionError, type PooledConnection } from "./imap-pool.js";
+import { describeImapError, ImapPool, type ImapPoolStats, isConnectionError, type LoginGate, type PooledConnection } from "./imap-pool.js";
 import { Spool, type SpoolInput } from "./spool.js";
 
 export interface StoreObject {
@@ -157,6 +157,8 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private drainPromise: Promise<number> | undefined;
   private storeUp: boolean | undefined;
   private lastError: string | undefined;
+  /** Folders with a spool write under way (not yet in the spool's index). */
+  private readonly spoolingFolders = new Map<string, number>();
   private readonly counts = {
     stored: 0,
     spooled: 0,
@@ -172,10 +174,10 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   constructor(
     private readonly cfg: Config["store"],
     private readonly log: Logger,
-    deps: { pool?: ImapPool; spool?: Spool } = {},
+    deps: { pool?: ImapPool; spool?: Spool; gate?: LoginGate } = {},
   ) {
     super();
-    this.pool = deps.pool ?? new ImapPool(cfg, log);
+    this.pool = deps.pool ?? new ImapPool(cfg, log, deps.gate);
     this.spool = deps.spool ?? new Spool(cfg.spoolDir, log);
     this.retryDelay = cfg.retryInitialMs;
   }
@@ -226,7 +228,15 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
       return { state: "spooled", folder: obj.folder, messageId: obj.messageId, duplicate: true };
     }
     if (this.closed) return this.toSpool(obj, "message store closed", false);
-    if (this.spoolCount > 0 || this.drainPromise) return this.toSpool(obj, "spool not empty (keeps arrival order)", false);
+    // the spool's index (entries of an earlier run too) before the order check; an unusable spool shows in toSpool
+    await this.spool.open().catch(() => undefined);
+    // arrival order is kept per folder (a group session's deferred queue, its
+    // GSOs): an object goes behind what the spool holds for its folder; other
+    // folders go on directly unless the store is known to be down
+    if (this.storeUp === false && this.spoolCount > 0) return this.toSpool(obj, "store unavailable (spool retrying)", false);
+    if (this.spool.holdsFolder(obj.folder) || this.spoolingFolders.has(obj.folder)) {
+      return this.toSpool(obj, "spool holds this folder (keeps arrival order)", false);
+    }
     const direct = this.track(this.appendDirect(obj));
     return obj.budgetMs === undefined ? direct : this.withinBudget(obj, direct, obj.budgetMs);
   }
@@ -376,6 +386,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     // counted before the write so that appends arriving meanwhile queue behind it
     this.spoolCount++;
     this.pendingWrites++;
+    this.spoolingFolders.set(folder, (this.spoolingFolders.get(folder) ?? 0) + 1);
     let spoolId: string;
     try {
       spoolId = await this.spool.put({ folder, raw: obj.raw, messageId });
@@ -386,6 +397,9 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
       throw e;
     } finally {
       this.pendingWrites--;
+      const n = (this.spoolingFolders.get(folder) ?? 1) - 1;
+      if (n > 0) this.spoolingFolders.set(folder, n);
+      else this.spoolingFolders.delete(folder);
     }
     this.counts.spooled++;
     const fields = { folder, messageId, spoolId, reason, spoolPending: this.spoolCount };
@@ -510,13 +524,18 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
 
   private async ensureFolder(conn: PooledConnection, folder: string): Promise<void> {
     if (this.knownFolders.has(folder)) return;
-    const levels = folder.split("/");
-    let created = false;
-    for (let i = 1; i <= levels.length; i++) {
-      const path = levels.slice(0, i).join("/");
-      // imapflow resolves { created: false } on NO [ALREADYEXISTS] (RFC 5530)
-      const res = await conn.cmd("CREATE", () => conn.client.mailboxCreate(path));
-      created = res?.created === true;
+    // imapflow resolves { created: false } on NO [ALREADYEXISTS] (RFC 5530)
+    const create = async (path: string) => (await conn.cmd("CREATE", () => conn.client.mailboxCreate(path)))?.created === true;
+    let created: boolean;
+    try {
+      // RFC 9051 6.3.4: the server SHOULD create the superior names the new one needs (Dovecot does)
+      created = await create(folder);
+    } catch (err) {
+      if (isConnectionError(err)) throw err;
+      // a server that does not: level by level
+      const levels = folder.split("/");
+      created = false;
+      for (let i = 1; i <= levels.length; i++) created = await create(levels.slice(0, i).join("/"));
     }
     if (this.knownFolders.size >= MAX_KNOWN_FOLDERS) this.knownFolders.clear();
     this.knownFolders.add(folder);

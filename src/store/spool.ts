@@ -81,6 +81,8 @@ export class Spool {
   /** (folder, Message-ID) -> entry id, and back. */
   private readonly byObject = new Map<string, string>();
   private readonly objectOf = new Map<string, string>();
+  /** Entries per folder. */
+  private readonly perFolder = new Map<string, number>();
   private lastMs = 0;
   private counter = 0;
 
@@ -154,6 +156,7 @@ export class Spool {
     const key = objectKey(folder, messageId);
     this.byObject.set(key, id);
     this.objectOf.set(id, key);
+    this.perFolder.set(folder, (this.perFolder.get(folder) ?? 0) + 1);
   }
 
   private unindex(id: string): void {
@@ -161,6 +164,15 @@ export class Spool {
     if (key === undefined) return;
     this.objectOf.delete(id);
     if (this.byObject.get(key) === id) this.byObject.delete(key);
+    const folder = key.slice(0, key.lastIndexOf("\n"));
+    const n = (this.perFolder.get(folder) ?? 1) - 1;
+    if (n > 0) this.perFolder.set(folder, n);
+    else this.perFolder.delete(folder);
+  }
+
+  /** True when the spool holds an entry for `folder` (known once open() ran). */
+  holdsFolder(folder: string): boolean {
+    return this.perFolder.has(folder);
   }
 
   /** True when an entry for this object (folder, Message-ID) is in the spool. */

@@ -56,6 +56,7 @@ async function startScriptedSidecar(script: Script, transport: Transport): Promi
       reasonCause: 410,
       clientReason: script.clientReason,
       waitForClients: true,
+      reportOutcome: true,
       gso: { state: GsoStorage_State.STORED, folder: "Default/c/k", messageId: "m@x" },
       sessionKey: `key-${callId}`,
       notes: ["scripted"],
@@ -65,17 +66,18 @@ async function startScriptedSidecar(script: Script, transport: Transport): Promi
     script.observed.push({ req, at: Date.now() });
     return create(ObserveSessionResponseSchema, { updated: true, sessionKey: "k", participantCount: 3 });
   };
+  const reportByeOutcome = async (req: ReportByeOutcomeRequest) => {
+    await sleep(script.reportDelayMs);
+    script.reports.push({ req, at: Date.now() });
+    return create(ReportByeOutcomeResponseSchema, { released: true });
+  };
   // Without a decide handler grpc-js answers UNIMPLEMENTED: the bridge's fallback to unary calls.
-  const decide = decideHandler({ handleBye, observeSession, onStream: () => script.streams++ });
+  const decide = decideHandler({ handleBye, observeSession, reportByeOutcome, onStream: () => script.streams++ });
   return startScriptedGrpc({
     ...(transport === "stream" ? { decide } : {}),
     handleBye: unaryHandler(handleBye),
     observeSession: unaryHandler(observeSession),
-    reportByeOutcome: unaryHandler(async (req: ReportByeOutcomeRequest) => {
-      await sleep(script.reportDelayMs);
-      script.reports.push({ req, at: Date.now() });
-      return create(ReportByeOutcomeResponseSchema, { released: true });
-    }),
+    reportByeOutcome: unaryHandler(reportByeOutcome),
   });
 }
 

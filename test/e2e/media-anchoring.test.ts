@@ -383,6 +383,44 @@ describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Doveco
     assert.equal(sc.logLines().filter((l) => l.level === "error").length, 0, "no error in the sidecar log");
   });
 
+  test("BYE-B10 client-side BYE: the served user's client leaves an anchored group chat; its BYE goes to the CF unchanged, the CF's 200 OK is reported and the media released at once, not by the outcome watchdog", async () => {
+    const k = kamailio as KamailioInstance;
+    const sc = sidecar as SidecarInstance;
+    const cf = await peer();
+    const ue = await peer();
+    const call = await anchoredChatCall(k, {
+      cfMsrpPath: cf.path,
+      cfSetup: "active",
+      clientMsrpPath: ue.path,
+      byeFrom: "client",
+      during: async ({ callId, clientInvite, cf200 }) => {
+        await waitFor(() => logged(sc, "media answer anchored", callId), 5000, 20, "ReportMediaAnswer");
+        await ue.open(msrpMedia(clientInvite.body).path, "active");
+        await cf.open(msrpMedia(cf200.body).path, "active");
+        const b = chatCpim("before the client leaves", "imdn-l1");
+        assert.equal((await cf.send(b, "message/cpim")).code, 200);
+        assert.equal(text((await ue.waitForMessages(1))[0]?.body as Buffer), text(b));
+      },
+    });
+    const decided = await waitFor(() => logged(sc, "BYE decided", call.callId), 5000, 20, "BYE decided");
+    assert.deepEqual(
+      [decided.side, decided.mode],
+      ["client", "proxy"],
+      "8.2.2.3: the client's own BYE is relayed, not decided as a network BYE",
+    );
+    assert.ok(
+      call.cf.messages.some((m) => m.direction === "received" && m.method === "BYE"),
+      "the CF got the client's BYE",
+    );
+    // BYE-B10: released on the report of the CF's 200, well before pf.byeOutcomeTimeoutMs
+    const completed = await waitFor(() => logged(sc, "BYE completed", call.callId), 5000, 20, "BYE completed");
+    assert.equal(completed.statusCode, 200);
+    assert.ok(Number(completed.mediaReleased) > 0, `released ${completed.mediaReleased}`);
+    await noMsrpConnectionLeft();
+    assert.equal(logged(sc, "BYE outcome never reported: media released", call.callId), undefined);
+    assert.equal(await k.stat("cpm_pf_failsafe"), 0);
+  });
+
   test("MEDIA-ANCHOR MEDIA-RELAY: the CF offers a=setup:actpass -> the PF answers active and connects to the CF (RFC 6135); messages flow both ways", async () => {
     const k = kamailio as KamailioInstance;
     const sc = sidecar as SidecarInstance;

@@ -30,6 +30,8 @@ export interface AnchoredCallOptions {
   clientPauseMs?: number;
   /** false: the client never answers the BYE (and stays clientPauseMs after it). Default true. */
   clientAnswersBye?: boolean;
+  /** Who ends the session on the trigger: the CF (a network BYE, default) or the served user's client (a client-side BYE). */
+  byeFrom?: "cf" | "client";
   /** SIPp global timeout in s. Default 30. */
   timeoutS?: number;
   /**
@@ -148,7 +150,7 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
         served_user: opts.servedUser ?? "tel:+16135551200",
       },
     }),
-    byeFrom: "uac",
+    byeFrom: opts.byeFrom === "client" ? "uas" : "uac",
     timeoutS: opts.timeoutS ?? 30,
     up: (clientMsgs, cfMsgs) => {
       const clientInvite = first(clientMsgs, { direction: "received", method: "INVITE" });

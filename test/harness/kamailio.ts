@@ -39,6 +39,8 @@ export interface KamailioOptions {
   shmMb?: number;
   /** Private memory MB per process (-M). Default 16. */
   pkgMb?: number;
+  /** Kamailio's memory manager (-x): qm (the default, with its debugging checks), fm or tlsf. */
+  memoryManager?: "qm" | "fm" | "tlsf";
 }
 
 export interface KamailioInstance {
@@ -140,6 +142,7 @@ export async function startKamailio(opts: KamailioOptions): Promise<KamailioInst
     String(opts.shmMb ?? 64),
     "-M",
     String(opts.pkgMb ?? 16),
+    ...(opts.memoryManager ? ["-x", opts.memoryManager] : []),
     "-Y",
     runDir,
     "-P",

@@ -20,6 +20,8 @@ import {
   type ObserveSessionRequest,
   type ObserveSessionResponse,
   ParticipatingFunctionService,
+  type ReportByeOutcomeRequest,
+  type ReportByeOutcomeResponse,
 } from "../../src/gen/cpm/pf/v1/pf_pb.js";
 import { grpcServiceDefinition } from "../../src/grpc/service-definition.js";
 import { freePort } from "./ports.js";
@@ -65,6 +67,7 @@ export function unaryHandler<Req, Res>(fn: (req: Req) => Promise<Res>) {
 export function decideHandler(handlers: {
   handleBye: (req: HandleByeRequest) => Promise<HandleByeResponse>;
   observeSession: (req: ObserveSessionRequest) => Promise<ObserveSessionResponse>;
+  reportByeOutcome?: (req: ReportByeOutcomeRequest) => Promise<ReportByeOutcomeResponse>;
   onStream?: () => void;
 }) {
   return (call: ServerDuplexStream<DecideRequest, DecideResponse>) => {
@@ -78,6 +81,13 @@ export function decideHandler(handlers: {
           create(DecideResponseSchema, {
             id: req.id,
             response: { case: "observeSession", value: await handlers.observeSession(r.value) },
+          }),
+        );
+      else if (r.case === "reportByeOutcome" && handlers.reportByeOutcome)
+        call.write(
+          create(DecideResponseSchema, {
+            id: req.id,
+            response: { case: "reportByeOutcome", value: await handlers.reportByeOutcome(r.value) },
           }),
         );
     });

@@ -135,7 +135,7 @@ test("BYE-B3: with the Message Store down the GSO is spooled, stored after resta
   assert.equal(r1.state, "spooled");
   assert.equal(r2.state, "spooled");
   assert.match(reasons[0] ?? "", /store unavailable/);
-  assert.match(reasons[1] ?? "", /spool not empty/);
+  assert.match(reasons[1] ?? "", /store unavailable \(spool retrying\)/);
   assert.equal((await spoolFiles(cfg)).length, 2);
   assert.equal(store.stats().storeUp, false);
 
@@ -372,6 +372,46 @@ test(
     // settled once the server had store.timeoutMs to carry out the unanswered APPEND
     await new Promise((r) => setTimeout(r, cfg.timeoutMs * 3));
     assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf).sort(), [warm.messageId, obj.messageId].sort());
+    await store.close();
+  },
+);
+
+test(
+  "BYE-B4: a GSO spooled for its budget holds back only its own folder: another session's GSO is stored at once, the same session's next one goes behind it, each once, in arrival order",
+  { timeout: 60_000 },
+  async () => {
+    const cfg = await storeConfig();
+    const store = newStore(cfg);
+    await store.start();
+    const warm = [gsoOfBye("conv-order-a", "contrib-a", "order-0@cf"), gsoOfBye("conv-order-b", "contrib-b", "order-0b@cf")];
+    for (const w of warm) assert.equal((await store.append(w)).state, "stored");
+    // Dovecot frozen for a1 alone: its APPEND is overtaken by the budget, the GSO spooled
+    const a1 = { ...gsoOfBye("conv-order-a", "contrib-a", "order-1@cf"), budgetMs: 50 };
+    const a2 = gsoOfBye("conv-order-a", "contrib-a", "order-2@cf");
+    const b1 = gsoOfBye("conv-order-b", "contrib-b", "order-1b@cf");
+    const reasons: string[] = [];
+    store.on("spooled", (e) => reasons.push(e.reason));
+    process.kill(-env.dovecot.pid, "SIGSTOP");
+    try {
+      assert.equal((await store.append(a1)).state, "spooled");
+    } finally {
+      process.kill(-env.dovecot.pid, "SIGCONT");
+    }
+    const [r2, rb] = await Promise.all([store.append(a2), store.append(b1)]);
+    assert.equal(rb.state, "stored", "another session's folder is not held back");
+    assert.equal(r2.state, "spooled", "the same folder keeps arrival order");
+    assert.match(reasons[1] ?? "", /spool holds this folder/);
+    await waitFor(() => store.stats().spoolPending === 0, 15_000, 50, "spool drained");
+    const a = (await readFolder(a1.folder)).map(messageIdOf);
+    assert.deepEqual(
+      a,
+      [warm[0], a1, a2].map((o) => o?.messageId),
+      "once each, in arrival order",
+    );
+    assert.deepEqual(
+      (await readFolder(b1.folder)).map(messageIdOf),
+      [warm[1], b1].map((o) => o?.messageId),
+    );
     await store.close();
   },
 );
