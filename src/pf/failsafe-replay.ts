@@ -45,9 +45,10 @@ export class FailsafeReplay {
   ) {}
 
   /** Creates the directory (group-writable: Kamailio's user writes it), replays what is there, then keeps watching. */
+  /** Starts the passes; the first one runs behind (a long journal after an outage must not hold back readiness: decisions are served meanwhile). */
   async start(): Promise<void> {
     await mkdir(join(this.dir, QUARANTINE), { recursive: true, mode: 0o770 });
-    await this.drain();
+    void this.drain();
     this.timer = setInterval(() => void this.drain(), this.intervalMs);
     this.timer.unref();
   }

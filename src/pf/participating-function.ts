@@ -79,9 +79,11 @@ export interface PfOptions {
   descriptors?: DescriptorStore;
 }
 
-/** What the PF needs of the session descriptors: written with the first deferred item, read to rebuild a record. */
+/** What the PF needs of the session descriptors: written with the first deferred item, read to rebuild a record, removed once the queue is settled. */
 export interface DescriptorStore {
   write(session: GroupSession): Promise<void>;
+  /** Removes the group session's descriptors; resolves with how many went. */
+  remove(servedUser: string, conversationId: string, contributionId: string): Promise<number>;
   read(
     servedUser: string,
     conversationId: string,
@@ -315,6 +317,15 @@ export class ParticipatingFunction {
     await this.serial.run(id, async () => {
       const session = this.sessions.getById(id);
       if (session) await this.applyLifecycle(session, { type: "queueSettled" }, Date.now());
+      // nothing queued is left to describe; the next deferred item writes a new descriptor (same serial as deferredStored)
+      await this.opts.descriptors?.remove(servedUser, conversationId, contributionId).catch((err) =>
+        this.log.warn("session descriptor not removed (harmless: the queue is empty)", {
+          servedUser,
+          conversationId,
+          contributionId,
+          reason: err instanceof CpmError ? err.detail : String(err),
+        }),
+      );
     });
   }
 

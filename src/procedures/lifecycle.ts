@@ -4,7 +4,7 @@
 // line can name the transition and a record is removed only here: by the
 // retention policy, or when an INVITE that never became a dialog leaves it
 // empty; never as a side effect of a BYE or a fail-safe.
-import type { GroupSession, Lifecycle, SessionDialog } from "../session/group-session.js";
+import { type GroupSession, type Lifecycle, type SessionDialog, withDialog } from "../session/group-session.js";
 import type { ByeCause } from "./handle-bye.js";
 
 export type LifecycleEvent =
@@ -64,7 +64,7 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
   switch (ev.type) {
     case "invited": {
       // a new dialog of a known group (re-join, re-start) makes it active again
-      const dialogs = [...s.dialogs.filter((d) => d.callId !== ev.dialog.callId), ev.dialog];
+      const dialogs = withDialog(s.dialogs, ev.dialog);
       return withLifecycle({ ...s, dialogs, key: ev.dialog.callId, endCause: undefined }, "active", now);
     }
     case "answered":

@@ -90,6 +90,20 @@ export function recordIdOf(s: Pick<GroupSession, "servedUser" | "conversationId"
   return recordId(s.servedUser, s.conversationId, s.contributionId);
 }
 
+/**
+ * Ended dialogs a record keeps (the newest ones): enough to recognise a
+ * retransmitted or replayed BYE of a recent dialog, while a group re-joined
+ * for months does not grow its record (re-written whole on each event).
+ */
+export const MAX_ENDED_DIALOGS = 8;
+
+/** The record's dialogs with `dialog` added (replacing one of the same Call-ID), the oldest ended ones beyond MAX_ENDED_DIALOGS dropped. */
+export function withDialog(dialogs: readonly SessionDialog[], dialog: SessionDialog): SessionDialog[] {
+  const out = [...dialogs.filter((d) => d.callId !== dialog.callId), dialog];
+  let ended = out.filter((d) => d.state === "terminated").length;
+  return out.filter((d) => d.state !== "terminated" || ended-- <= MAX_ENDED_DIALOGS);
+}
+
 /** The dialog of `callId`, if it is one of the record's. */
 export function dialogOf(s: GroupSession, callId: string): SessionDialog | undefined {
   return s.dialogs.find((d) => d.callId === callId);

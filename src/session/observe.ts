@@ -2,13 +2,14 @@
 // Returns the new session (or undefined when the message is not about a CPM
 // group session) and whether anything changed.
 import { CpmError } from "../errors/catalogue.js";
+import { cseqOfMessage } from "../sip/cseq.js";
 import { header, headerValues, type SipMessage } from "../sip/message.js";
 import { bodyParts } from "../sip/multipart.js";
 import { parseNameAddr, tagOf, uriParams } from "../sip/name-addr.js";
 import { parseConferenceInfo } from "../xml/conference-info.js";
 import type { Participant } from "../xml/gso.js";
 import { parseResourceLists } from "../xml/resource-lists.js";
-import type { GroupSession, SessionDialog } from "./group-session.js";
+import { type GroupSession, type SessionDialog, withDialog } from "./group-session.js";
 
 export interface Observation {
   session: GroupSession | undefined;
@@ -45,15 +46,6 @@ function groupTypeOf(msg: SipMessage): "Open" | "Closed" {
   return tags.includes("closedgroupchat") ? "Closed" : "Open";
 }
 
-function cseqMethod(msg: SipMessage): string {
-  return (header(msg, "cseq") ?? "").trim().split(/\s+/)[1]?.toUpperCase() ?? "";
-}
-
-function cseqNumber(msg: SipMessage): number {
-  const n = Number((header(msg, "cseq") ?? "").trim().split(/\s+/)[0]);
-  return Number.isInteger(n) && n >= 0 ? n : 0;
-}
-
 /** +sip.instance of the Contact (RFC 5626 4.1), unquoted, or "". */
 function contactInstance(msg: SipMessage): string {
   const value = headerValues(msg, "contact")[0];
@@ -79,7 +71,7 @@ export function dialogOfInvite(msg: SipMessage): SessionDialog {
     clientTag: focus ? "" : tagOf(header(msg, "from")),
     remoteTarget: focus,
     routeSet: headerValues(msg, "record-route"),
-    inviteCseq: cseqNumber(msg),
+    inviteCseq: cseqOfMessage(msg)?.seq ?? 0,
     clientInstance: "",
     state: "early",
   };
@@ -136,7 +128,7 @@ export function observe(existing: GroupSession | undefined, msg: SipMessage, now
       lifecycleAt: existing?.lifecycleAt ?? now,
       endCause: existing?.endCause,
       pendingDeferred: existing?.pendingDeferred ?? false,
-      dialogs: [...(existing?.dialogs ?? []).filter((d) => d.callId !== callId), dialog],
+      dialogs: withDialog(existing?.dialogs ?? [], dialog),
       createdAt: existing?.createdAt ?? now,
       updatedAt: now,
     };
@@ -145,7 +137,7 @@ export function observe(existing: GroupSession | undefined, msg: SipMessage, now
 
   if (!existing) return { session: undefined, updated: false, notes };
 
-  if (msg.kind === "response" && msg.statusCode >= 200 && msg.statusCode < 300 && cseqMethod(msg) === "INVITE") {
+  if (msg.kind === "response" && msg.statusCode >= 200 && msg.statusCode < 300 && cseqOfMessage(msg)?.method === "INVITE") {
     const focus = focusContact(msg);
     const toTag = tagOf(header(msg, "to"));
     const dialogs = existing.dialogs.map((d): SessionDialog => {

@@ -211,9 +211,14 @@ export class SessionRegistry implements RecordStore {
   }
 
   private set(id: string, s: GroupSession): void {
-    // dialogs are only ever added to a record (observe.ts): the old Call-IDs stay indexed to it
+    // a record drops its oldest ended dialogs (withDialog): their Call-IDs leave the index
+    const before = this.records.get(id) ?? (this.cold.has(id) ? this.readCold(id) : undefined);
     this.records.set(id, s);
     this.cold.delete(id);
+    if (before) {
+      const kept = new Set([s.key, ...s.dialogs.map((d) => d.callId)]);
+      for (const d of before.dialogs) if (!kept.has(d.callId) && this.byCallId.get(d.callId) === id) this.byCallId.delete(d.callId);
+    }
     for (const d of s.dialogs) this.byCallId.set(d.callId, id);
     this.byCallId.set(s.key, id);
   }

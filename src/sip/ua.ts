@@ -12,6 +12,7 @@ import { isIPv6 } from "node:net";
 import { asCpmError, CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import { type AddressList, inAddressList, parseAddressList } from "./address-list.js";
+import { cseqOfMessage } from "./cseq.js";
 import { header, headerValues, parseSipMessage, type SipMessage, splitCommaList } from "./message.js";
 import { parseNameAddr, tagOf, uriParams } from "./name-addr.js";
 import { parseParams } from "./params.js";
@@ -137,12 +138,6 @@ function topBranch(msg: SipMessage): string {
   const via = splitCommaList(header(msg, "via") ?? "")[0] ?? "";
   const semi = via.indexOf(";");
   return semi < 0 ? "" : (parseParams(via.slice(semi)).get("branch") ?? "");
-}
-
-/** CSeq (20.16): sequence number and method. */
-function cseqOf(msg: SipMessage): { seq: number; method: string } | undefined {
-  const m = /^(\d+)\s+(\S+)$/.exec(header(msg, "cseq") ?? "");
-  return m ? { seq: Number(m[1]), method: (m[2] ?? "").toUpperCase() } : undefined;
 }
 
 /** Request-URI, Route headers and next hop of an in-dialog request (12.2.1.1, loose routing only: Kamailio sets ;lr). */
@@ -514,7 +509,7 @@ export class SipUa {
       msg = parseSipMessage(raw);
       const missing = ["via", "from", "to", "call-id", "cseq"].find((h) => header(msg, h) === undefined);
       if (missing) throw new CpmError("CPM_ERR_BAD_SIP", `no ${missing} header`);
-      if (!cseqOf(msg)) throw new CpmError("CPM_ERR_BAD_SIP", "unreadable CSeq");
+      if (!cseqOfMessage(msg)) throw new CpmError("CPM_ERR_BAD_SIP", "unreadable CSeq");
     } catch (err) {
       this.opts.log.warn("dropped a datagram that is not a usable SIP message", {
         from: hostPort(from),
@@ -532,7 +527,7 @@ export class SipUa {
   }
 
   private receiveResponse(res: SipMessage): void {
-    const cseq = cseqOf(res);
+    const cseq = cseqOfMessage(res);
     const transaction = this.clients.get(`${topBranch(res)} ${cseq?.method}`);
     if (transaction) {
       transaction.onResponse(res);

@@ -16,7 +16,9 @@ import { descriptorOf, type SessionDescriptor } from "../session/rebuild.js";
 import { type GroupStateObject, GSO_CONTENT_TYPE, parseGso } from "../xml/gso.js";
 import { buildCpmObject } from "./cpm-object.js";
 import { folderTag, STORED_ID_DOMAIN } from "./deferred-object.js";
+import { uidSet } from "./deferred-queue.js";
 import { groupSessionFolder } from "./folder.js";
+import { expungeObjects } from "./imap-fetch.js";
 import type { PooledConnection } from "./imap-pool.js";
 import { lockMailbox } from "./mailbox.js";
 import type { Mailboxes } from "./mailboxes.js";
@@ -110,6 +112,24 @@ export class SessionDescriptors {
       body: JSON.stringify(d),
     });
     await this.mailboxes.append({ owner: session.servedUser, folder: this.folder, raw, messageId });
+  }
+
+  /** Removes the group session's descriptors from the served user's mailbox (UID SEARCH HEADER + UID EXPUNGE, RFC 4315 2.1). */
+  async remove(servedUser: string, conversationId: string, contributionId: string): Promise<number> {
+    const messageId = this.messageIdOf(conversationId, contributionId);
+    return this.mailboxes.forUser(servedUser).withConnection(async (conn) => {
+      const lock = await lockMailbox(conn, this.folder, false);
+      if (!lock) return 0;
+      try {
+        const uids = await conn.cmd("SEARCH", () => conn.client.search({ header: { "message-id": messageId } }, { uid: true }));
+        if (!Array.isArray(uids) || uids.length === 0) return 0;
+        const ok = await conn.cmd("UID EXPUNGE", () => expungeObjects(conn.client, uidSet(uids)));
+        if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${this.folder}: UID STORE \\Deleted / UID EXPUNGE failed`);
+        return uids.length;
+      } finally {
+        await lock.release();
+      }
+    });
   }
 
   /**

@@ -17,8 +17,10 @@ import { triggerSipp } from "../harness/anchored-chat.js";
 import {
   type Chat,
   DEFERRED_URI,
+  DESCRIPTOR_FOLDER,
   DeferredChatRig,
   deferredFolder,
+  descriptorsOf,
   GSO_TYPE,
   groupFolder,
   KEEPER_USER,
@@ -64,6 +66,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
 
   const queueEmptied = (chat: Chat) =>
     waitFor(async () => (await rig.folder(deferredFolder(chat), chat.servedUser)).length === 0, 5000, 50, "deferred queue emptied");
+  const descriptors = async (chat: Chat) => descriptorsOf(await rig.folder(DESCRIPTOR_FOLDER, chat.servedUser), chat);
 
   test(
     "DD-1 DD-2 DD-3 DD-4 DD-5 DD-6 DD-7 DD-10 DD-11 DD-14 BYE-B4: the CF ends the group with 480 after the client left; on the next REGISTER every kept message is delivered in order, the queue is emptied; the client's BYE cause=200 answered",
@@ -78,6 +81,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       assert.equal(gsos.length, 1);
       assert.match(gsoXml(gsos[0] as string), /lastfocussessionid="sip:focus@127\.0\.0\.1:\d+"/);
       await rig.lifecycleMoved(chat, "client-absent -> inactive");
+      assert.equal((await descriptors(chat)).length, 1, "the queue describes itself: one session descriptor");
       await rig.deliveredTo(
         chat,
         "client-dd-uas.xml",
@@ -102,6 +106,8 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
           await triggerSipp(client.port, invite.headers.get("call-id")?.[0] ?? "");
           const r = await client.done;
           assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+          // the delivery is over with the queue empty: nothing is left to describe
+          await waitFor(async () => (await descriptors(chat)).length === 0, 5000, 50, "the descriptor goes with the emptied queue");
         },
       );
     },

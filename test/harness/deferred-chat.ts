@@ -91,6 +91,12 @@ export const CLIENT_BYE_TIMEOUT_MS = 1000;
 const PROBES_IN_A_ROW = 6;
 
 export const deferredFolder = (c: Pick<Chat, "conversationId" | "contributionId">) => `Deferred/${c.conversationId}/${c.contributionId}`;
+
+/** The session descriptors of the chat in its folder (`Deferred/_sessions`), raw. */
+export function descriptorsOf(objects: readonly string[], c: Pick<Chat, "conversationId">): string[] {
+  return objects.filter((o) => o.includes(`\r\nConversation-ID: ${c.conversationId}\r\n`));
+}
+export const DESCRIPTOR_FOLDER = "Deferred/_sessions";
 export const groupFolder = (c: Pick<Chat, "conversationId" | "contributionId">) => `Default/${c.conversationId}/${c.contributionId}`;
 
 function sipLabel(m: SipTraceMessage): string {

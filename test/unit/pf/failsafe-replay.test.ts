@@ -105,6 +105,7 @@ test("fail-safe journal: with the store down the record and the ones after it wa
   const t = target(down);
   const replay = new FailsafeReplay(d, t.pf, silentLogger(), 60_000);
   await replay.start();
+  await replay.drain(); // joins the first pass
   assert.deepEqual(
     t.seen.map((s) => s.callId),
     ["a@cf"],
@@ -121,4 +122,27 @@ test("fail-safe journal: with the store down the record and the ones after it wa
     ["a@cf", "a@cf", "b@cf"],
   );
   assert.deepEqual(t.outcomes, ["a@cf", "b@cf"]);
+});
+
+test("fail-safe journal: start() does not wait for the first pass (readiness is not held back by a long journal); close() waits for it", async () => {
+  const d = await mkdtemp(join(dir, "behind-"));
+  await journal(d, 1_800_000_000_100, 1, "slow@cf");
+  let release: () => void = () => {};
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  const t = target();
+  const pf: ReplayTarget = {
+    handleBye: async (env, now, opts) => {
+      await gate;
+      return t.pf.handleBye(env, now, opts);
+    },
+    byeOutcome: (key, status) => t.pf.byeOutcome(key, status),
+  };
+  const replay = new FailsafeReplay(d, pf, silentLogger(), 60_000);
+  await replay.start();
+  assert.deepEqual(t.outcomes, [], "started while the first record is still being decided");
+  release();
+  await replay.close();
+  assert.deepEqual(t.outcomes, ["slow@cf"]);
 });

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { lifecycleAfterBye, type RetentionPolicy, shouldPurge, stepLifecycle } from "../../../src/procedures/lifecycle.js";
-import type { GroupSession, SessionDialog } from "../../../src/session/group-session.js";
+import { type GroupSession, MAX_ENDED_DIALOGS, type SessionDialog } from "../../../src/session/group-session.js";
 import { groupSession } from "../../fixtures/delivery.js";
 
 const DAY = 24 * 3600 * 1000;
@@ -50,6 +50,25 @@ test("BYE-B3: a 410 leaves the record terminated; the client's own BYE leaves it
   assert.deepEqual(terminated.transition, { from: "active", to: "terminated" });
   const left = stepLifecycle(record(), { type: "clientBye", callId: "call-1@cf" }, NOW);
   assert.deepEqual(left.transition, { from: "active", to: "left" });
+});
+
+test("RJ-1: a group re-joined again and again keeps only its newest ended dialogs (MAX_ENDED_DIALOGS) and every live one: the record does not grow", () => {
+  let s = record({ lifecycle: "inactive", dialogs: [dialog("call-0@cf", "terminated")] });
+  for (let i = 1; i <= 3 * MAX_ENDED_DIALOGS; i++) {
+    s = stepLifecycle(s, { type: "invited", dialog: dialog(`rejoin-${i}@ue`, "early") }, NOW + i).record as GroupSession;
+    s = stepLifecycle(s, { type: "networkBye", callId: `rejoin-${i}@ue`, cause: "inactivity", reasonCause: 480 }, NOW + i)
+      .record as GroupSession;
+  }
+  s = stepLifecycle(s, { type: "invited", dialog: dialog("live@ue", "early") }, NOW + 100).record as GroupSession;
+  const ended = s.dialogs.filter((d) => d.state === "terminated").map((d) => d.callId);
+  assert.equal(ended.length, MAX_ENDED_DIALOGS);
+  assert.deepEqual(
+    ended,
+    Array.from({ length: MAX_ENDED_DIALOGS }, (_, k) => `rejoin-${2 * MAX_ENDED_DIALOGS + 1 + k}@ue`),
+    "the newest ended ones, in order",
+  );
+  assert.equal(s.dialogs.at(-1)?.callId, "live@ue");
+  assert.equal(s.key, "live@ue");
 });
 
 test("DD-10 DD-12: the first deferred item makes an active record client-absent with data pending; later items change nothing", () => {

@@ -7,8 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { silentLogger } from "../../../src/log/logger.js";
-import type { GroupSession } from "../../../src/session/group-session.js";
-import { recordIdOf } from "../../../src/session/group-session.js";
+import type { GroupSession, SessionDialog } from "../../../src/session/group-session.js";
+import { MAX_ENDED_DIALOGS, recordIdOf, withDialog } from "../../../src/session/group-session.js";
 import { JOURNAL_FILE, SessionRegistry } from "../../../src/session/registry.js";
 
 const dirs: string[] = [];
@@ -166,6 +166,35 @@ test("RJ-1 DD-1: one record per (served user, Conversation-ID, Contribution-ID);
   assert.equal(back.findByIds("TEL:+16135551200", base.conversationId, base.contributionId)?.key, "rejoin-call");
   assert.equal(back.findByIds("sip:bob@EXAMPLE.net", base.conversationId, base.contributionId)?.key, "bob-call");
   assert.equal(back.findByIds("sip:mallory@example.net", base.conversationId, base.contributionId), undefined);
+});
+
+test("RJ-1: a dialog the record dropped (older than its newest ended ones) leaves the Call-ID index, live and after a restart; the kept ones still find the record", async () => {
+  const dir = await freshDir();
+  const r = await reopen(dir);
+  const base = session("d-0");
+  const ended = (callId: string) => ({
+    callId,
+    cfTag: "t",
+    clientTag: "",
+    remoteTarget: "",
+    routeSet: [],
+    inviteCseq: 1,
+    clientInstance: "",
+    state: "terminated" as const,
+  });
+  let dialogs: SessionDialog[] = [ended("d-0")];
+  await r.put({ ...base, lifecycle: "inactive", dialogs });
+  for (let i = 1; i <= MAX_ENDED_DIALOGS + 2; i++) {
+    dialogs = withDialog(dialogs, ended(`d-${i}`));
+    await r.put({ ...base, key: `d-${i}`, lifecycle: "inactive", dialogs });
+  }
+  const check = (reg: SessionRegistry) => {
+    for (const gone of ["d-0", "d-1", "d-2"]) assert.equal(reg.get(gone), undefined, `${gone} dropped from the index`);
+    for (let i = 3; i <= MAX_ENDED_DIALOGS + 2; i++) assert.equal(reg.get(`d-${i}`)?.key, `d-${MAX_ENDED_DIALOGS + 2}`);
+  };
+  check(r);
+  await r.close();
+  check(await reopen(dir));
 });
 
 test("upgrade: a record of an earlier version (state, no lifecycle or dialogs) is read as a re-startable record with data that may be pending", async () => {
