@@ -166,6 +166,22 @@ async function printSip(dovecot: DovecotInstance) {
     if (a && b)
       console.log(`ratio b/a at ${n} in flight = ${fmt(b.byesPerSecond / a.byesPerSecond, 2)} (target >= ${n <= 20 ? "0.9" : "0.8"})`);
   }
+  if (r.metricsPairs.length > 0) {
+    console.log(
+      `\nMetrics cost: (b) at ${CONCURRENT[0]} in flight, sidecar metrics off then on, ${r.metricsPairs.length} pairs back to back`,
+    );
+    console.log("| pair | off BYE/s | on BYE/s | on/off | sidecar CPU µs per BYE off / on |");
+    console.log("|---|---|---|---|---|");
+    const ratios = r.metricsPairs.map((p, i) => {
+      const ratio = p.on.byesPerSecond / p.off.byesPerSecond;
+      console.log(
+        `| ${i + 1} | ${fmt(p.off.byesPerSecond)} | ${fmt(p.on.byesPerSecond)} | ${fmt(ratio, 3)} | ${fmt(p.off.cpuPerBye.sidecar, 0)} / ${fmt(p.on.cpuPerBye.sidecar, 0)} |`,
+      );
+      return ratio;
+    });
+    const median = [...ratios].sort((x, y) => x - y)[Math.floor(ratios.length / 2)] ?? Number.NaN;
+    console.log(`metrics on/off, median of the pairs = ${fmt(median, 3)} (target >= 0.98)`);
+  }
   const c = r.cases.find((x) => x.name.startsWith("(c)"));
   if (c) {
     console.log(

@@ -24,6 +24,7 @@ import type { DovecotInstance } from "../test/harness/dovecot.js";
 import { startDovecot } from "../test/harness/dovecot.js";
 import { perUserStoreEnv, storeEnv } from "../test/harness/group-chat.js";
 import { type KamailioInstance, type KamailioOptions, startKamailio } from "../test/harness/kamailio.js";
+import { freePort } from "../test/harness/ports.js";
 import { startSidecar } from "../test/harness/sidecar.js";
 import { measureCpu, quiesce } from "./cpu.js";
 import { summarize } from "./stats.js";
@@ -70,7 +71,11 @@ export interface SipBench {
   cases: SipBenchCase[];
   /** (d), the baseline of (c). */
   bareAppend: AppendLoopCase;
+  /** (b) with the sidecar's metrics off and on, alternating, BENCH_METRICS_ROUNDS pairs. */
+  metricsPairs: { off: SipBenchCase; on: SipBenchCase }[];
 }
+
+const METRICS_ROUNDS = Number(process.env.BENCH_METRICS_ROUNDS ?? 3);
 
 /** Call N of the bench in a group session of its own (one folder per session, as in production), of one of `users`. */
 const benchSession = (n: number, users: readonly string[] = ["+16135551200"]): BurstSession => ({
@@ -122,6 +127,38 @@ export async function playCalls(
   };
 }
 
+/** (b) with the sidecar's Prometheus metrics off or on (then scraped once a second while the BYEs run): the metrics' cost. */
+async function proxyCase(
+  dovecot: DovecotInstance,
+  calls: number,
+  concurrent: number,
+  kamailioBase: Partial<KamailioOptions>,
+  metrics: boolean,
+): Promise<SipBenchCase> {
+  const port = await freePort();
+  const env: Record<string, string> = metrics ? { CPM_PF__METRICS__ENABLED: "true", CPM_PF__METRICS__PORT: String(port) } : {};
+  const sidecar = await startSidecar({ ...storeEnv(dovecot, "proxy"), ...env });
+  const kamailio = await startKamailio({ ...kamailioBase, grpcTarget: sidecar.target, asyncWorkers: ASYNC_WORKERS, defines: PF_DEFINES });
+  const scraper = metrics
+    ? setInterval(
+        () =>
+          void fetch(`http://127.0.0.1:${port}/metrics`).then(
+            (r) => r.text(),
+            () => "",
+          ),
+        1000,
+      )
+    : undefined;
+  try {
+    const b = await playCalls(kamailio, calls, concurrent, "SIP;cause=480", { sidecarPid: sidecar.pid, dovecotPid: dovecot.pid });
+    return { name: `(b) metrics ${metrics ? "on, scraped every second" : "off"}`, ...b };
+  } finally {
+    clearInterval(scraper);
+    await kamailio.stop();
+    await sidecar.stop();
+  }
+}
+
 function cpuShare([kamailio = 0, sidecar = 0]: number[], byes: number) {
   const us = (ms: number) => (byes > 0 ? (ms * 1000) / byes : Number.NaN);
   return { cpuPerBye: { kamailio: us(kamailio), sidecar: us(sidecar) } };
@@ -148,6 +185,12 @@ export async function benchSip(dovecot: DovecotInstance, calls: number, concurre
     }
   }
   const concurrent = concurrents[0] ?? 20;
+  const metricsPairs: SipBench["metricsPairs"] = [];
+  for (let r = 0; r < METRICS_ROUNDS; r++) {
+    const off = await proxyCase(dovecot, calls, concurrent, kamailioBase, false);
+    const on = await proxyCase(dovecot, calls, concurrent, kamailioBase, true);
+    metricsPairs.push({ off, on });
+  }
   const users = servedUsers(USERS);
   const layout = await startDovecot({ users });
   try {
@@ -165,7 +208,7 @@ export async function benchSip(dovecot: DovecotInstance, calls: number, concurre
       Array.from({ length: calls }, (_, i) => benchSession(calls + i + 1, users)),
       concurrent,
     );
-    return { memoryManager: MEMORY, users: users.length, cases, bareAppend };
+    return { memoryManager: MEMORY, users: users.length, cases, bareAppend, metricsPairs };
   } finally {
     await layout.stop();
   }

@@ -2,15 +2,20 @@
 // cpm-pf sidecar entry point: config -> logger -> session table -> Message
 // Store -> media plane (MSRP, when media.enabled) -> gRPC server.
 // SIGTERM/SIGINT stop it cleanly.
-import { loadConfig, sipTrustedSources } from "./config/config.js";
+import { readFileSync } from "node:fs";
+import { type Config, loadConfig, sipTrustedSources } from "./config/config.js";
 import { DeliveryService } from "./delivery/service.js";
 import { CpmError } from "./errors/catalogue.js";
 import { startGrpcServer } from "./grpc/server.js";
-import { componentLogger, createRootLogger, logsWritten } from "./log/logger.js";
+import { componentLogger, createRootLogger, type Logger, logsWritten } from "./log/logger.js";
 import { DeliveryEndpoint } from "./media/delivery-endpoint.js";
 import { type MediaPlane, NoMediaPlane } from "./media/media-plane.js";
 import { MsrpMediaPlane } from "./media/msrp-media-plane.js";
 import type { DeferredSink } from "./media/ports.js";
+import { readBacklog } from "./metrics/backlog.js";
+import { type MetricsServer, startMetricsServer } from "./metrics/http.js";
+import { type Metrics, noMetrics, PromMetrics } from "./metrics/metrics.js";
+import { msrpResources } from "./msrp/resources.js";
 import { FailsafeReplay } from "./pf/failsafe-replay.js";
 import { ParticipatingFunction } from "./pf/participating-function.js";
 import type { GroupSession } from "./session/group-session.js";
@@ -32,10 +37,12 @@ async function main(): Promise<void> {
   }
   const root = createRootLogger(cfg.log.level);
   const log = componentLogger("main", root);
-  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, componentLogger("session", root));
+  const prom = cfg.metrics.enabled ? new PromMetrics({ version: packageVersion() }) : undefined;
+  const metrics: Metrics = prom ?? noMetrics;
+  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, componentLogger("session", root), metrics);
   const restored = await sessions.load();
   // each served user's mailbox (store.user "{user}" template) with its own IMAP pool and spool
-  const store = new Mailboxes(cfg.store, componentLogger("store", root));
+  const store = new Mailboxes(cfg.store, componentLogger("store", root), metrics);
   await store.start();
   // B2BUA in the MSRP media path: the deferred queue and the 8.5.2
   // recorder write to the served user's mailbox (and spool) like the GSOs.
@@ -59,6 +66,7 @@ async function main(): Promise<void> {
       deferredSink,
       recorder: new MessageStoreSessionRecorder(cfg.store, store, storeLog),
       logger: componentLogger("media", root),
+      ...(prom ? { metrics } : {}),
     });
     await msrp.start();
     media = msrp;
@@ -93,6 +101,7 @@ async function main(): Promise<void> {
         : {}),
       rebuild: (user, conv, contrib) => pfRef?.rebuild(user, conv, contrib) ?? Promise.resolve(undefined),
       queueSettled: (user, conv, contrib) => pfRef?.queueSettled(user, conv, contrib) ?? Promise.resolve(),
+      metrics,
       log: componentLogger("delivery", root),
     });
   }
@@ -102,7 +111,7 @@ async function main(): Promise<void> {
     descriptors: new SessionDescriptors(cfg.store, store, componentLogger("store", root)),
   });
   pfRef = pf;
-  const server = await startGrpcServer(pf, cfg.grpc, componentLogger("grpc", root));
+  const server = await startGrpcServer(pf, cfg.grpc, componentLogger("grpc", root), metrics);
   // the BYEs Kamailio relayed while this sidecar could not decide (CPM_PF_FAILSAFE_DIR)
   const replay = cfg.session.failsafeDir
     ? new FailsafeReplay(cfg.session.failsafeDir, pf, componentLogger("pf", root), cfg.session.failsafeReplayMs)
@@ -111,6 +120,7 @@ async function main(): Promise<void> {
   // the retention policy of the group session records (session.retentionMs, session.inactiveRetentionMs)
   const sweeper = setInterval(() => void pf.sweep(), 60_000);
   sweeper.unref();
+  const metricsServer = prom ? await startMetrics(prom, cfg.metrics, { sessions, store, deferred, media: msrp, replay }, log) : undefined;
   log.info("sidecar ready", {
     grpc: server.target,
     mode: cfg.pf.mode,
@@ -126,6 +136,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info("stopping", { signal });
     await server.shutdown();
+    await metricsServer?.close();
     await replay?.close();
     pf.close();
     delivery?.close();
@@ -142,6 +153,64 @@ async function main(): Promise<void> {
   // A bug must not take the PF down silently: log it; the health service and
   // Kamailio's fail-safe cover the gap while it restarts if it exits.
   process.on("unhandledRejection", (reason) => log.error("unhandled rejection", { reason: String(reason) }));
+}
+
+function packageVersion(): string {
+  try {
+    // dist/src/main.js -> the package's root
+    return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: string }).version ?? "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/** The metrics listener, what a scrape samples, and the periodic read of the deferred backlog. */
+async function startMetrics(
+  prom: PromMetrics,
+  cfg: Config["metrics"],
+  parts: {
+    sessions: SessionRegistry;
+    store: Mailboxes;
+    deferred: DeferredQueue;
+    media: MsrpMediaPlane | undefined;
+    replay: FailsafeReplay | undefined;
+  },
+  log: Logger,
+): Promise<MetricsServer> {
+  const { sessions, store, deferred, media, replay } = parts;
+  prom.setSampler(() => {
+    const counts = sessions.counts();
+    const m = media?.stats();
+    return {
+      recordsByLifecycle: counts.byLifecycle,
+      deferredSessions: counts.pendingDeferred,
+      anchoredSessions: m?.sessions ?? 0,
+      msrpConnections: { accepted: m?.acceptedConnections ?? 0, opened: m?.openedConnections ?? 0 },
+      msrpTraffic: msrpResources.traffic,
+      spoolDepth: store.stats().spoolPending,
+      failsafeReplays: replay?.counts ?? { replayed: 0, quarantined: 0, retried: 0 },
+    };
+  });
+  let reading = false;
+  const backlog = setInterval(() => {
+    if (reading) return;
+    reading = true;
+    readBacklog(sessions.pendingUsers(), deferred)
+      .then((b) => prom.backlog(b.items, b.oldestAgeSeconds))
+      .catch((err) => log.warn("deferred backlog not read for the metrics", { reason: err instanceof CpmError ? err.detail : String(err) }))
+      .finally(() => {
+        reading = false;
+      });
+  }, cfg.backlogIntervalMs);
+  backlog.unref();
+  const server = await startMetricsServer(prom, cfg.host, cfg.port, log);
+  return {
+    ...server,
+    close: async () => {
+      clearInterval(backlog);
+      await server.close();
+    },
+  };
 }
 
 main().catch((err) => {

@@ -32,6 +32,16 @@ export interface Config {
     /** error | warn | info | debug. Default info. */
     level: "error" | "warn" | "info" | "debug";
   };
+  metrics: {
+    /** Serve Prometheus metrics (text exposition) on host:port /metrics. Default false. */
+    enabled: boolean;
+    /** Address the metrics listener binds. Default 127.0.0.1 (loopback only). */
+    host: string;
+    /** Port; 0 picks a free one (tests). Default 9464. */
+    port: number;
+    /** How often the deferred backlog (items pending, oldest one's age) is read from the store (ms). Default 30000. */
+    backlogIntervalMs: number;
+  };
   pf: {
     /** Role of the PF for group sessions it knows (8.3.2.3 1 vs 2). Default b2bua. */
     mode: PfMode;
@@ -218,6 +228,7 @@ export interface Config {
 export const defaults: Config = {
   grpc: { host: "127.0.0.1", port: 50051, socket: "", tlsCertFile: "", tlsKeyFile: "", tlsCaFile: "" },
   log: { level: "info" },
+  metrics: { enabled: false, host: "127.0.0.1", port: 9464, backlogIntervalMs: 30_000 },
   pf: {
     mode: "b2bua",
     unknownSessionMode: "proxy",
@@ -293,6 +304,7 @@ type Kind = "string" | "port" | "posint" | "nonnegint" | "bool" | { oneOf: reado
 const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
   grpc: { host: "string", port: "port", socket: "string", tlsCertFile: "string", tlsKeyFile: "string", tlsCaFile: "string" },
   log: { level: { oneOf: ["error", "warn", "info", "debug"] } },
+  metrics: { enabled: "bool", host: "string", port: "port", backlogIntervalMs: "posint" },
   pf: {
     mode: { oneOf: ["proxy", "b2bua"] },
     unknownSessionMode: { oneOf: ["proxy", "b2bua"] },

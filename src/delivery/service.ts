@@ -14,6 +14,7 @@
 // status says what that is). This runner makes no decision of its own.
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
+import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import type { RegistrationHandler, RegistrationResult } from "../pf/participating-function.js";
 import {
   type DeferredDeliveryEvent,
@@ -84,6 +85,8 @@ export interface DeliverySessions {
 
 export interface DeliveryServiceDeps {
   policy: DeliveryPolicy;
+  /** Deliveries by outcome and drain time; default none. */
+  metrics?: Pick<Metrics, "delivery">;
   /** config pf.servedUser: when set, REGISTERs for another user are not this PF's. */
   servedUser: string;
   ua: DeliveryUa;
@@ -109,6 +112,8 @@ interface Machine {
   dialog?: UaDialog;
   leg?: DeliveryLeg;
   retry?: NodeJS.Timeout;
+  /** When the delivery started (performance.now(); metrics). */
+  startedAt: number;
   /** Bodies of the items read, by itemId, until delivered. */
   bodies: Map<string, { contentType: string; body: Buffer }>;
   /** Confirmed items waiting to leave the queue, and the removal running now (retire()). */
@@ -181,6 +186,7 @@ export class DeliveryService implements RegistrationHandler {
         sessionKey: state.delivery.session.key,
         state,
         chain: Promise.resolve(),
+        startedAt: performance.now(),
         bodies: new Map(),
         toRetire: [],
       };
@@ -240,11 +246,17 @@ export class DeliveryService implements RegistrationHandler {
   private async settleIfEmpty(m: Machine): Promise<void> {
     const d = m.state.delivery;
     const ref = queueRef(d.servedUser, d.session);
+    const metrics = this.deps.metrics ?? noMetrics;
     try {
       await this.retired(m);
-      if ((await this.deps.queue.read(ref, 1)).length > 0) return;
+      if ((await this.deps.queue.read(ref, 1)).length > 0) {
+        metrics.delivery("data-kept", undefined);
+        return;
+      }
+      metrics.delivery("emptied", (performance.now() - m.startedAt) / 1000);
       await this.deps.queueSettled(d.servedUser, d.session.conversationId, d.session.contributionId);
     } catch (err) {
+      metrics.delivery("unchecked", undefined);
       this.deps.log.warn("deferred queue not checked after the delivery", { ...this.fields(m), reason: String(err) });
     }
   }

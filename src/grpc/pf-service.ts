@@ -39,6 +39,7 @@ import {
   type SipEnvelope,
 } from "../gen/cpm/pf/v1/pf_pb.js";
 import type { Logger } from "../log/logger.js";
+import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import type { Envelope, ParticipatingFunction } from "../pf/participating-function.js";
 import type { ByeCause as Cause } from "../procedures/handle-bye.js";
 
@@ -60,12 +61,19 @@ function refused(log: Logger, rpc: string, err: unknown): CpmError {
   return e;
 }
 
-function unary<Req, Res>(log: Logger, name: string, fn: (req: Req) => Promise<Res>) {
+const seconds = (since: number) => (performance.now() - since) / 1000;
+
+function unary<Req, Res>(log: Logger, metrics: Metrics, name: string, fn: (req: Req) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+    const started = performance.now();
     fn(call.request).then(
-      (res) => callback(null, res),
+      (res) => {
+        metrics.decision(name, "ok", seconds(started));
+        callback(null, res);
+      },
       (err: unknown) => {
         const e = refused(log, name, err);
+        metrics.decision(name, e.code, seconds(started));
         // Trailers name the catalogue entry and the SIP status a peer should
         // see (e.g. AnchorMedia + CPM_ERR_BAD_SDP -> Kamailio answers 488).
         const metadata = new Metadata();
@@ -77,8 +85,9 @@ function unary<Req, Res>(log: Logger, name: string, fn: (req: Req) => Promise<Re
   };
 }
 
-async function handleBye(pf: ParticipatingFunction, req: HandleByeRequest): Promise<HandleByeResponse> {
+async function handleBye(pf: ParticipatingFunction, metrics: Metrics, req: HandleByeRequest): Promise<HandleByeResponse> {
   const r = await pf.handleBye(envelope(req.bye));
+  metrics.bye(r.mode, r.side, r.side === "network" ? r.cause : "none", r.gso.state);
   return create(HandleByeResponseSchema, {
     mode: r.mode === "b2bua" ? Mode.B2BUA : Mode.PROXY,
     side: r.side === "network" ? Side.NETWORK : Side.CLIENT,
@@ -109,24 +118,40 @@ async function reportByeOutcome(pf: ParticipatingFunction, req: ReportByeOutcome
 }
 
 /** One Decide request -> its response: the unary RPC's answer, or what it would have failed with. */
-async function decide(pf: ParticipatingFunction, log: Logger, req: DecideRequest): Promise<DecideResponse> {
+/** The RPC name a Decide request stands for (the metrics' rpc label). */
+const DECIDE_RPC: Record<string, string> = {
+  handleBye: "HandleBye",
+  observeSession: "ObserveSession",
+  reportByeOutcome: "ReportByeOutcome",
+};
+
+async function decide(pf: ParticipatingFunction, log: Logger, metrics: Metrics, req: DecideRequest): Promise<DecideResponse> {
   const { id, request } = req;
+  const started = performance.now();
+  const rpc = DECIDE_RPC[request.case ?? ""] ?? "Decide";
   try {
+    let res: DecideResponse;
     switch (request.case) {
       case "handleBye":
-        return create(DecideResponseSchema, { id, response: { case: "handleBye", value: await handleBye(pf, request.value) } });
+        res = create(DecideResponseSchema, { id, response: { case: "handleBye", value: await handleBye(pf, metrics, request.value) } });
+        break;
       case "observeSession":
-        return create(DecideResponseSchema, { id, response: { case: "observeSession", value: await observeSession(pf, request.value) } });
+        res = create(DecideResponseSchema, { id, response: { case: "observeSession", value: await observeSession(pf, request.value) } });
+        break;
       case "reportByeOutcome":
-        return create(DecideResponseSchema, {
+        res = create(DecideResponseSchema, {
           id,
           response: { case: "reportByeOutcome", value: await reportByeOutcome(pf, request.value) },
         });
+        break;
       default:
         throw new CpmError("CPM_ERR_BAD_REQUEST", "Decide request carries no known request");
     }
+    metrics.decision(rpc, "ok", seconds(started));
+    return res;
   } catch (err) {
     const e = refused(log, `Decide/${request.case ?? "none"}`, err);
+    metrics.decision(rpc, e.code, seconds(started));
     return create(DecideResponseSchema, {
       id,
       response: { case: "error", value: { grpcCode: e.grpcStatus, code: e.code, message: e.message, sipStatus: e.sipStatus } },
@@ -134,23 +159,27 @@ async function decide(pf: ParticipatingFunction, log: Logger, req: DecideRequest
   }
 }
 
-export function participatingFunctionHandlers(pf: ParticipatingFunction, log: Logger): UntypedServiceImplementation {
+export function participatingFunctionHandlers(
+  pf: ParticipatingFunction,
+  log: Logger,
+  metrics: Metrics = noMetrics,
+): UntypedServiceImplementation {
   return {
     // Requests are decided concurrently; each response goes out when ready
     // (matched by id). A request that fails gets a DecideError; only a
     // transport error ends the stream.
     decide: (call: ServerDuplexStream<DecideRequest, DecideResponse>) => {
       call.on("data", (req: DecideRequest) => {
-        void decide(pf, log, req).then((res) => {
+        void decide(pf, log, metrics, req).then((res) => {
           if (!call.writableEnded && !call.destroyed) call.write(res);
         });
       });
       call.on("end", () => call.end());
       call.on("error", (err) => log.warn("Decide stream failed", { reason: String(err) }));
     },
-    handleBye: unary(log, "HandleBye", (req: HandleByeRequest) => handleBye(pf, req)),
-    observeSession: unary(log, "ObserveSession", (req: ObserveSessionRequest) => observeSession(pf, req)),
-    anchorMedia: unary(log, "AnchorMedia", async (req: AnchorMediaRequest) => {
+    handleBye: unary(log, metrics, "HandleBye", (req: HandleByeRequest) => handleBye(pf, metrics, req)),
+    observeSession: unary(log, metrics, "ObserveSession", (req: ObserveSessionRequest) => observeSession(pf, req)),
+    anchorMedia: unary(log, metrics, "AnchorMedia", async (req: AnchorMediaRequest) => {
       const r = await pf.anchorMedia(envelope(req.invite));
       return create(AnchorMediaResponseSchema, {
         sessionKey: r.sessionKey,
@@ -159,17 +188,17 @@ export function participatingFunctionHandlers(pf: ParticipatingFunction, log: Lo
         cfLeg: { host: r.cfLeg.host, port: r.cfLeg.port, path: r.cfLeg.path, setup: r.cfLeg.setup, tls: r.cfLeg.tls },
       });
     }),
-    reportMediaAnswer: unary(log, "ReportMediaAnswer", async (req: ReportMediaAnswerRequest) => {
+    reportMediaAnswer: unary(log, metrics, "ReportMediaAnswer", async (req: ReportMediaAnswerRequest) => {
       const anchored = await pf.mediaAnswer(req.sessionKey, envelope(req.answer));
       return create(ReportMediaAnswerResponseSchema, { anchored });
     }),
-    reportInviteOutcome: unary(log, "ReportInviteOutcome", async (req: ReportInviteOutcomeRequest) => {
+    reportInviteOutcome: unary(log, metrics, "ReportInviteOutcome", async (req: ReportInviteOutcomeRequest) => {
       const released = await pf.inviteOutcome(req.sessionKey, req.statusCode);
       return create(ReportInviteOutcomeResponseSchema, { released });
     }),
-    reportByeOutcome: unary(log, "ReportByeOutcome", (req: ReportByeOutcomeRequest) => reportByeOutcome(pf, req)),
+    reportByeOutcome: unary(log, metrics, "ReportByeOutcome", (req: ReportByeOutcomeRequest) => reportByeOutcome(pf, req)),
     // 8.3.2.9.1.2 DD-1: the S-CSCF's third-party REGISTER (TS 24.229 5.4.1.7).
-    reportRegistration: unary(log, "ReportRegistration", async (req: ReportRegistrationRequest) => {
+    reportRegistration: unary(log, metrics, "ReportRegistration", async (req: ReportRegistrationRequest) => {
       if (!req.register?.raw.length) throw new CpmError("CPM_ERR_BAD_REQUEST", "ReportRegistration needs the REGISTER");
       const r = await pf.reportRegistration(envelope(req.register));
       if (r.rejectStatus) log.warn("third-party REGISTER refused", { status: r.rejectStatus, source: req.register.source, notes: r.notes });

@@ -1,5 +1,6 @@
 // The gRPC server: the PF service plus the standard gRPC health service
-// (grpc.health.v1.Health), SERVING once the PF is ready. It listens on TCP
+// (grpc.health.v1.Health), SERVING once the PF is ready and NOT_SERVING from
+// the start of a shutdown, and server reflection. It listens on TCP
 // (host:port) or on a Unix domain socket (the choice where Kamailio runs on
 // the same host: no port, file permissions decide who may connect), in
 // either case optionally with TLS; with a CA file the client must present a
@@ -11,8 +12,10 @@ import { HealthImplementation } from "grpc-health-check";
 import { CpmError } from "../errors/catalogue.js";
 import { ParticipatingFunctionService } from "../gen/cpm/pf/v1/pf_pb.js";
 import type { Logger } from "../log/logger.js";
+import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import type { ParticipatingFunction } from "../pf/participating-function.js";
 import { participatingFunctionHandlers } from "./pf-service.js";
+import { addReflection } from "./reflection.js";
 import { grpcServiceDefinition } from "./service-definition.js";
 
 /** Where and how the server listens (config section `grpc`). */
@@ -80,12 +83,18 @@ export function serverCredentials(listen: GrpcListen): ServerCredentials {
   return ServerCredentials.createSsl(ca, [pair], ca !== null);
 }
 
-export async function startGrpcServer(pf: ParticipatingFunction, listen: GrpcListen, log: Logger): Promise<RunningServer> {
+export async function startGrpcServer(
+  pf: ParticipatingFunction,
+  listen: GrpcListen,
+  log: Logger,
+  metrics: Metrics = noMetrics,
+): Promise<RunningServer> {
   // channelz bookkeeping costs CPU on every call and nothing here reads it.
   const server = new Server({ "grpc.max_receive_message_length": 1024 * 1024, "grpc.enable_channelz": 0 });
-  server.addService(grpcServiceDefinition(ParticipatingFunctionService), participatingFunctionHandlers(pf, log));
+  server.addService(grpcServiceDefinition(ParticipatingFunctionService), participatingFunctionHandlers(pf, log, metrics));
   const health = new HealthImplementation({ "": "NOT_SERVING", [ParticipatingFunctionService.typeName]: "NOT_SERVING" });
   health.addToServer(server);
+  addReflection(server);
   const credentials = serverCredentials(listen);
   const address = await bindAddress(listen);
   const bound = await new Promise<number>((resolve, reject) => {
@@ -104,6 +113,7 @@ export async function startGrpcServer(pf: ParticipatingFunction, listen: GrpcLis
     shutdown: () =>
       new Promise<void>((resolve) => {
         health.setStatus("", "NOT_SERVING");
+        health.setStatus(ParticipatingFunctionService.typeName, "NOT_SERVING");
         server.tryShutdown(() => resolve());
         setTimeout(() => {
           server.forceShutdown();

@@ -35,6 +35,8 @@ export interface AnchoredSessionOptions {
   maxRecordedBytes: number;
   log: MediaLog;
   now: () => Date;
+  /** A message relayed leg to leg with 2xx, seconds from its arrival (metrics). */
+  relayed?: (seconds: number) => void;
 }
 
 export interface ReleaseCount {
@@ -161,6 +163,7 @@ export class AnchoredSession {
   }
 
   private keep(direction: Direction, item: RelayItem): void {
+    this.options.relayed?.((this.options.now().getTime() - item.receivedAt.getTime()) / 1000);
     if (this.recording === undefined || item.kind === "isComposing") return;
     this.recording.add({ direction, contentType: item.contentType, body: item.body, msrpMessageId: item.messageId, at: item.receivedAt });
   }

@@ -25,6 +25,7 @@ import type * as tls from "node:tls";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import { componentLogger, type Logger } from "../log/logger.js";
+import type { Metrics } from "../metrics/metrics.js";
 import { MsrpConnection, type MsrpConnectionOptions } from "../msrp/connection.js";
 import { MsrpConnectionPool } from "../msrp/connection-pool.js";
 import { newSessionId } from "../msrp/ids.js";
@@ -57,6 +58,7 @@ export interface MsrpMediaPlaneOptions {
   /** Counters of sockets, sessions, timers, buffers; default the process-wide ones. */
   resources?: MsrpResources;
   now?: () => Date;
+  metrics?: Pick<Metrics, "relayed">;
 }
 
 export interface MediaPlaneStats {
@@ -257,6 +259,7 @@ export class MsrpMediaPlane implements MediaPlane {
       maxRecordedBytes: this.config.maxRecordedBytes,
       log,
       now: this.now,
+      ...(this.options.metrics ? { relayed: (sec: number) => this.options.metrics?.relayed(sec) } : {}),
     });
     this.anchored.set(key, {
       session,

@@ -330,6 +330,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   onData(chunk: Buffer): void {
     if (this.closing) return;
     this.lastActivity = Date.now();
+    this.resources.traffic.bytesIn += chunk.length;
     this.parser ??= new MsrpParser(this.limits);
     for (const ev of this.parser.push(chunk)) {
       if (this.closing) return;
@@ -348,6 +349,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   }
 
   private onFrame(frame: MsrpFrame): void {
+    this.resources.frame("in", frame, 0);
     if (frame.kind === "response") this.onResponse(frame);
     else this.onRequest(frame);
   }
@@ -494,6 +496,7 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
       return Promise.reject(err);
     }
     this.lastActivity = Date.now();
+    this.resources.frame("out", frame, bytes.length);
     if (!this.corked) {
       // pipelined SENDs and the responses to a burst go out with one syscall, not one each
       this.corked = true;

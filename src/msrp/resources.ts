@@ -23,6 +23,21 @@ export interface MsrpRefusals {
   unreadConnections: number;
 }
 
+/** MSRP on the wire since start (metrics): requests by "in|out METHOD", responses by "in|out CODE", bytes. */
+export interface MsrpTraffic {
+  requests: Map<string, number>;
+  responses: Map<string, number>;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** RFC 4975 7, RFC 4976 (AUTH), RFC 7701 (NICKNAME). */
+const KNOWN_METHODS = new Set(["SEND", "REPORT", "AUTH", "NICKNAME"]);
+
+function bump(m: Map<string, number>, key: string): void {
+  m.set(key, (m.get(key) ?? 0) + 1);
+}
+
 const FIRED = Symbol("msrpTimerDone");
 type TimerWithFlag = NodeJS.Timeout & { [FIRED]?: boolean };
 
@@ -36,6 +51,14 @@ export class MsrpResources {
   private armed = 0;
   /** Counted as they happen; not part of snapshot() (which drains to zero when everything is released). */
   readonly refusals: MsrpRefusals = { unparseableConnections: 0, foreignSenders: 0, unreadConnections: 0 };
+  readonly traffic: MsrpTraffic = { requests: new Map(), responses: new Map(), bytesIn: 0, bytesOut: 0 };
+
+  /** A frame read or written; a method other than the known ones counts as OTHER (a peer cannot grow the key set). */
+  frame(direction: "in" | "out", frame: { kind: "request"; method: string } | { kind: "response"; code: number }, bytes: number): void {
+    if (frame.kind === "request") bump(this.traffic.requests, `${direction} ${KNOWN_METHODS.has(frame.method) ? frame.method : "OTHER"}`);
+    else bump(this.traffic.responses, `${direction} ${frame.code}`);
+    if (direction === "out") this.traffic.bytesOut += bytes;
+  }
 
   socketOpened(c: BufferHolder): void {
     this.sockets.add(c);

@@ -81,9 +81,11 @@ export function userKey(uri: string): string {
   return normaliseIdentity(uri) ?? uri.trim();
 }
 
+export const RECORD_ID_SEPARATOR = "\u001f";
+
 /** The record's identity: (served user, Conversation-ID, Contribution-ID). */
 export function recordId(servedUser: string, conversationId: string, contributionId: string): string {
-  return `${userKey(servedUser)}\u001f${conversationId}\u001f${contributionId}`;
+  return [userKey(servedUser), conversationId, contributionId].join(RECORD_ID_SEPARATOR);
 }
 
 export function recordIdOf(s: Pick<GroupSession, "servedUser" | "conversationId" | "contributionId">): string {

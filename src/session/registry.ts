@@ -25,8 +25,18 @@ import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync } from 
 import { mkdir, readdir, readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../log/logger.js";
+import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import { purgeAt, type RetentionPolicy } from "../procedures/lifecycle.js";
-import { type GroupSession, isGroupActive, type Lifecycle, recordId, recordIdOf, type SessionDialog } from "./group-session.js";
+import {
+  type GroupSession,
+  isGroupActive,
+  type Lifecycle,
+  RECORD_ID_SEPARATOR,
+  recordId,
+  recordIdOf,
+  type SessionDialog,
+  userKey,
+} from "./group-session.js";
 
 export const JOURNAL_FILE = "sessions.jsonl";
 /** Below this many records the journal is never compacted. */
@@ -95,6 +105,9 @@ interface ColdEntry {
   at: number;
   len: number;
   purgeAt: number;
+  /** Kept for the counts by lifecycle (metrics) without reading the journal. */
+  lifecycle: Lifecycle;
+  pendingDeferred: boolean;
 }
 
 /** A journal line waiting for the group commit; `s` when it puts a record. */
@@ -126,11 +139,14 @@ export class SessionRegistry implements RecordStore {
   private pending: PendingLine[] = [];
   private waiters: (() => void)[] = [];
   private scheduled: NodeJS.Immediate | undefined;
+  /** When the oldest pending line was queued (the group commit's latency). */
+  private batchSince = 0;
 
   constructor(
     private readonly dir: string,
     private readonly retention: RetentionPolicy,
     private readonly log: Logger,
+    private readonly metrics: Pick<Metrics, "recordStored"> = noMetrics,
   ) {
     this.journal = join(dir, JOURNAL_FILE);
   }
@@ -168,6 +184,27 @@ export class SessionRegistry implements RecordStore {
 
   get size(): number {
     return this.records.size + this.cold.size;
+  }
+
+  /** Records by lifecycle state, and how many have deferred data pending (metrics; no journal read). */
+  counts(): { byLifecycle: Record<Lifecycle, number>; pendingDeferred: number } {
+    const byLifecycle: Record<Lifecycle, number> = { active: 0, "client-absent": 0, inactive: 0, terminated: 0, left: 0 };
+    let pendingDeferred = 0;
+    for (const r of [this.records.values(), this.cold.values()]) {
+      for (const e of r) {
+        byLifecycle[e.lifecycle]++;
+        if (e.pendingDeferred) pendingDeferred++;
+      }
+    }
+    return { byLifecycle, pendingDeferred };
+  }
+
+  /** The served users (as record keys compare them) with deferred data pending in some record. */
+  pendingUsers(): Set<string> {
+    const users = new Set<string>();
+    for (const r of this.records.values()) if (r.pendingDeferred) users.add(userKey(r.servedUser));
+    for (const [id, e] of this.cold) if (e.pendingDeferred) users.add(id.slice(0, id.indexOf(RECORD_ID_SEPARATOR)));
+    return users;
   }
 
   /** Records held in memory (live groups, and ended ones until their line is written). */
@@ -254,6 +291,7 @@ export class SessionRegistry implements RecordStore {
   }
 
   private append(line: PendingLine): Promise<void> {
+    if (this.pending.length === 0) this.batchSince = performance.now();
     this.pending.push(line);
     this.scheduled ??= setImmediate(() => this.drain());
     return new Promise((resolve) => this.waiters.push(resolve));
@@ -282,6 +320,7 @@ export class SessionRegistry implements RecordStore {
       }
       this.bytes = at;
       this.lines += batch.length;
+      this.metrics.recordStored((performance.now() - this.batchSince) / 1000);
       if (this.lines > COMPACT_MIN_RECORDS && this.lines > 2 * this.size) this.compact();
     } catch (err) {
       // kept in memory (the next compaction writes them); the file's size is read again on the next write
@@ -292,9 +331,13 @@ export class SessionRegistry implements RecordStore {
     for (const w of waiters) w();
   }
 
+  private coldEntry(s: GroupSession, at: number, len: number): ColdEntry {
+    return { at, len, purgeAt: purgeAt(s, this.retention), lifecycle: s.lifecycle, pendingDeferred: s.pendingDeferred };
+  }
+
   private evict(id: string, s: GroupSession, at: number, len: number): void {
     this.records.delete(id);
-    this.cold.set(id, { at, len, purgeAt: purgeAt(s, this.retention) });
+    this.cold.set(id, this.coldEntry(s, at, len));
   }
 
   private openAppend(): number {
@@ -391,7 +434,7 @@ export class SessionRegistry implements RecordStore {
       }
       for (const d of s.dialogs) this.byCallId.set(d.callId, id);
       this.byCallId.set(s.key, id);
-      this.cold.set(id, { at, len, purgeAt: purgeAt(s, this.retention) });
+      this.cold.set(id, this.coldEntry(s, at, len));
     }
   }
 

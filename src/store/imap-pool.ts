@@ -10,6 +10,7 @@
 import { ImapFlow, type Logger as ImapFlowLogger } from "imapflow";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
+import { type Metrics, noMetrics } from "../metrics/metrics.js";
 
 /**
  * A counting semaphore over connection attempts, shared by the pools of all
@@ -145,6 +146,7 @@ export class ImapPool {
     private readonly opts: ImapPoolOptions,
     private readonly log: Logger,
     private readonly gate: LoginGate = new LoginGate(Number.POSITIVE_INFINITY),
+    private readonly metrics: Pick<Metrics, "imap"> = noMetrics,
   ) {
     this.slots = Array.from({ length: Math.max(1, opts.poolSize) }, (_, i) => ({ id: i + 1, client: undefined, busy: false }));
     this.imapLog = imapflowLogger(log);
@@ -301,10 +303,15 @@ export class ImapPool {
         else client.close();
       }, ms);
     });
+    const started = performance.now();
+    let outcome: "ok" | "error" = "error";
     try {
-      return await Promise.race([pending, timeout]);
+      const result = await Promise.race([pending, timeout]);
+      outcome = "ok";
+      return result;
     } finally {
       clearTimeout(timer);
+      this.metrics.imap(name, outcome, (performance.now() - started) / 1000);
     }
   }
 }

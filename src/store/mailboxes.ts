@@ -21,6 +21,7 @@ import { join } from "node:path";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
+import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import { LoginGate } from "./imap-pool.js";
 import { isPerUserTemplate, mailboxLogin, mailboxNameOf } from "./mailbox-name.js";
 import { type AppendResult, MessageStore, type MessageStoreStats, type StoreObject } from "./message-store.js";
@@ -81,11 +82,12 @@ export class Mailboxes {
   constructor(
     private readonly cfg: Config["store"],
     log: Logger,
+    private readonly metrics: Pick<Metrics, "imap"> = noMetrics,
   ) {
     this.log = log;
     this.perUser = isPerUserTemplate(cfg.user);
     this.logins = new LoginGate(cfg.maxConcurrentLogins);
-    if (!this.perUser) this.shared = new MessageStore(cfg, log);
+    if (!this.perUser) this.shared = new MessageStore(cfg, log, { metrics });
   }
 
   /**
@@ -206,6 +208,7 @@ export class Mailboxes {
     const store = new MessageStore({ ...this.cfg, user: login, spoolDir: dir }, log, {
       spool: new Spool(dir, log, { owner: `${JSON.stringify(owner)}\n` }),
       gate: this.logins,
+      metrics: this.metrics,
     });
     this.open.set(name, { name, store, lastUse: now });
     this.counts.opened++;

@@ -29,6 +29,7 @@ import { EventEmitter } from "node:events";
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
+import type { Metrics } from "../metrics/metrics.js";
 import { expungeObjects } from "./imap-fetch.js";
 import { describeImapError, ImapPool, type ImapPoolStats, isConnectionError, type LoginGate, type PooledConnection } from "./imap-pool.js";
 import { Spool, type SpoolInput } from "./spool.js";
@@ -174,10 +175,10 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   constructor(
     private readonly cfg: Config["store"],
     private readonly log: Logger,
-    deps: { pool?: ImapPool; spool?: Spool; gate?: LoginGate } = {},
+    deps: { pool?: ImapPool; spool?: Spool; gate?: LoginGate; metrics?: Pick<Metrics, "imap"> } = {},
   ) {
     super();
-    this.pool = deps.pool ?? new ImapPool(cfg, log, deps.gate);
+    this.pool = deps.pool ?? new ImapPool(cfg, log, deps.gate, deps.metrics);
     this.spool = deps.spool ?? new Spool(cfg.spoolDir, log);
     this.retryDelay = cfg.retryInitialMs;
   }

@@ -29,6 +29,8 @@ import {
 import { gsoXml } from "../harness/group-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { sdpSetup } from "../harness/msrp-peer.js";
+import { freePort } from "../harness/ports.js";
+import { scrape, value } from "../harness/prometheus.js";
 import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
@@ -40,8 +42,14 @@ const T = { timeout: 90_000 };
 describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF INVITE, client gone, CF messages kept, CF BYE, REGISTER, delivery", () => {
   let rig: DeferredChatRig;
 
+  let metricsUrl = "";
   before(async () => {
+    const metricsPort = await freePort();
+    metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
     rig = await DeferredChatRig.start({
+      CPM_PF__METRICS__ENABLED: "true",
+      CPM_PF__METRICS__PORT: String(metricsPort),
+      CPM_PF__METRICS__BACKLOGINTERVALMS: "200",
       CPM_PF__DELIVERY__RETRYATTEMPTS: "1",
       CPM_PF__DELIVERY__RETRYINITIALMS: String(RETRY_MS),
       CPM_PF__DELIVERY__RETRYMAXMS: String(RETRY_MS),
@@ -69,7 +77,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   const descriptors = async (chat: Chat) => descriptorsOf(await rig.folder(DESCRIPTOR_FOLDER, chat.servedUser), chat);
 
   test(
-    "DD-1 DD-2 DD-3 DD-4 DD-5 DD-6 DD-7 DD-10 DD-11 DD-14 BYE-B4: the CF ends the group with 480 after the client left; on the next REGISTER every kept message is delivered in order, the queue is emptied; the client's BYE cause=200 answered",
+    "DD-1 DD-2 DD-3 DD-4 DD-5 DD-6 DD-7 DD-10 DD-11 DD-14 BYE-B4: the CF ends the group with 480 after the client left; on the next REGISTER every kept message is delivered in order, the queue is emptied; the client's BYE cause=200 answered; the metrics show the backlog, then one delivery emptied",
     T,
     async () => {
       const chat = await rig.chatWhileAway(["first", "second", "third"], {
@@ -82,6 +90,17 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       assert.match(gsoXml(gsos[0] as string), /lastfocussessionid="sip:focus@127\.0\.0\.1:\d+"/);
       await rig.lifecycleMoved(chat, "client-absent -> inactive");
       assert.equal((await descriptors(chat)).length, 1, "the queue describes itself: one session descriptor");
+      // metrics: the backlog read from the store, the CF's SENDs counted on the wire
+      const metric = async (name: string, labels: Record<string, string> = {}) => value((await scrape(metricsUrl)).samples, name, labels);
+      await waitFor(
+        async () => (await metric("cpmpf_deferred_items")) === chat.sent.length,
+        5000,
+        100,
+        "cpmpf_deferred_items = the kept items",
+      );
+      await waitFor(async () => (await metric("cpmpf_deferred_oldest_age_seconds")) >= 1, 5000, 100, "the oldest item ages");
+      assert.ok((await metric("cpmpf_msrp_requests_total", { direction: "in", method: "SEND" })) >= chat.sent.length);
+      assert.equal(await metric("cpmpf_deliveries_total", { outcome: "emptied" }), 0);
       await rig.deliveredTo(
         chat,
         "client-dd-uas.xml",
@@ -108,6 +127,14 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
           assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
           // the delivery is over with the queue empty: nothing is left to describe
           await waitFor(async () => (await descriptors(chat)).length === 0, 5000, 50, "the descriptor goes with the emptied queue");
+          await waitFor(
+            async () => (await metric("cpmpf_deliveries_total", { outcome: "emptied" })) === 1,
+            5000,
+            100,
+            "one delivery emptied its queue",
+          );
+          assert.equal(await metric("cpmpf_delivery_drain_duration_seconds_count"), 1);
+          await waitFor(async () => (await metric("cpmpf_deferred_items")) === 0, 5000, 100, "the backlog is empty again");
         },
       );
     },

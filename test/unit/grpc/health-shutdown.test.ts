@@ -1,0 +1,55 @@
+// grpc.health.v1 on the PF's gRPC server: SERVING once started, NOT_SERVING
+// (overall and the PF service) from the start of a shutdown, seen by a
+// client that watches (what a load balancer or Kamailio's probe relies on).
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+import { buildConfig } from "../../../src/config/config.js";
+import { ParticipatingFunctionService } from "../../../src/gen/cpm/pf/v1/pf_pb.js";
+import { startGrpcServer } from "../../../src/grpc/server.js";
+import { silentLogger } from "../../../src/log/logger.js";
+import { NoMediaPlane } from "../../../src/media/media-plane.js";
+import { ParticipatingFunction } from "../../../src/pf/participating-function.js";
+import { SessionRegistry } from "../../../src/session/registry.js";
+import { healthStatus } from "../../harness/health.js";
+
+test("health: SERVING when started; a watching client sees NOT_SERVING for the PF service as soon as the shutdown starts", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "cpm-health-"));
+  try {
+    const cfg = buildConfig({});
+    const sessions = new SessionRegistry(dir, cfg.session, silentLogger());
+    const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
+    const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger());
+    const server = await startGrpcServer(pf, { host: "127.0.0.1", port: 0 }, silentLogger());
+    assert.equal(await healthStatus(server.target, credentials.createInsecure()), "SERVING");
+    const Health = makeGenericClientConstructor(healthService as never, "Health");
+    const client = new Health(server.target, credentials.createInsecure()) as unknown as {
+      Watch(req: { service: string }): NodeJS.EventEmitter & { cancel(): void };
+      close(): void;
+    };
+    const seen: string[] = [];
+    const call = client.Watch({ service: ParticipatingFunctionService.typeName });
+    const notServing = new Promise<void>((resolve) => {
+      call.on("data", (r: { status: string }) => {
+        seen.push(r.status);
+        if (r.status === "NOT_SERVING") resolve();
+      });
+      call.on("error", () => {});
+    });
+    while (seen.length === 0) await new Promise((r) => setTimeout(r, 10));
+    const down = server.shutdown();
+    await notServing;
+    assert.deepEqual(seen, ["SERVING", "NOT_SERVING"]);
+    call.cancel();
+    client.close();
+    await down;
+    pf.close();
+    await sessions.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
