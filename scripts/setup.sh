@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: Kamailio 5.6 with app_python3 and the modules the bridge
 # loads, gRPC for Kamailio's embedded Python, Dovecot (IMAP Message Store for
-# tests and the demo), SIPp (tests and the demo).
+# tests and the demo), SIPp (tests and the demo), systemd (systemd-analyze checks
+# the unit in ops/systemd).
 PKGS="kamailio kamailio-python3-modules kamailio-extra-modules kamailio-utils-modules
-python3-grpcio python3-grpc-tools python3-protobuf dovecot-imapd sip-tester"
+python3-grpcio python3-grpc-tools python3-protobuf dovecot-imapd sip-tester systemd"
 
 missing=""
 for p in $PKGS; do
