@@ -135,15 +135,30 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info("stopping", { signal });
+    // drain: health NOT_SERVING, no new sessions or deliveries, the running deliveries finish (pf.drainTimeoutMs)
+    server.notServing();
+    pf.drain();
+    const until = Date.now() + cfg.pf.drainTimeoutMs;
+    if (delivery && delivery.running > 0) {
+      const ended = await delivery.drain(cfg.pf.drainTimeoutMs);
+      log.info(
+        ended === 0 ? "drain: deliveries finished" : "drain: deliveries still running were ended, what they did not deliver stays queued",
+        {
+          ended,
+        },
+      );
+    }
     await server.shutdown();
     await metricsServer?.close();
     await replay?.close();
     pf.close();
-    delivery?.close();
+    delivery?.close(); // after drain() a no-op
     await ua?.close();
     // media before the store: its last deferred items and recordings go to the store or spool
     await msrp?.close();
     await sessions.close();
+    const spooled = await store.flushSpools(Math.max(0, until - Date.now()));
+    if (spooled > 0) log.warn("drain: objects left in the spool, stored after the next start", { spooled });
     await store.close();
     await logsWritten();
     process.exit(0);

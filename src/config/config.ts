@@ -64,6 +64,13 @@ export interface Config {
      * CPM_PF_BYE_CLIENT_TIMEOUT_MS and RFC 3261's 64*T1 (32 s). Default 40000.
      */
     byeOutcomeTimeoutMs: number;
+    /**
+     * SIGTERM drain: how long (ms) the running deferred deliveries may take to
+     * finish, and then the spool to reach the store, before the sidecar exits
+     * (what is left stays queued / spooled). Keep it under the service
+     * manager's stop timeout. Default 10000.
+     */
+    drainTimeoutMs: number;
   };
   store: {
     /** IMAP Message Store host. Default 127.0.0.1. */
@@ -236,6 +243,7 @@ export const defaults: Config = {
     servedUser: "",
     allowOfflineStorage: false,
     byeOutcomeTimeoutMs: 40_000,
+    drainTimeoutMs: 10_000,
   },
   store: {
     host: "127.0.0.1",
@@ -312,6 +320,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     servedUser: "string",
     allowOfflineStorage: "bool",
     byeOutcomeTimeoutMs: "posint",
+    drainTimeoutMs: "posint",
   },
   store: {
     host: "string",

@@ -197,6 +197,39 @@ export class DeliveryService implements RegistrationHandler {
     return { accepted: true, deliveries: start.deliveries.length, notes: start.notes };
   }
 
+  /**
+   * Resolves true once no delivery is running, false after timeoutMs with
+   * some still running (drain: the caller then close()s them; what they did
+   * not deliver stays queued).
+   */
+  async idle(timeoutMs: number): Promise<boolean> {
+    const until = performance.now() + timeoutMs;
+    while (this.machines.size > 0) {
+      if (performance.now() >= until) return false;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return true;
+  }
+
+  /** Deliveries running now. */
+  get running(): number {
+    return this.machines.size;
+  }
+
+  /**
+   * Drain before a shutdown: the running deliveries may finish for up to
+   * timeoutMs; those still running then have their confirmed items removed
+   * from the queue (nothing delivered is delivered again) and are ended, what
+   * they did not deliver staying queued. Resolves with how many were ended.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    const finished = await this.idle(timeoutMs);
+    const left = [...this.machines.values()];
+    if (!finished) await Promise.all(left.map((m) => this.retired(m)));
+    this.close();
+    return left.length;
+  }
+
   /** Ends every delivery (shutdown): timers cleared, legs closed; what was not delivered stays queued. */
   close(): void {
     this.closed = true;

@@ -17,6 +17,8 @@ export const ErrorCodes = {
   // A served user whose URI gives no usable mailbox name (src/store/mailbox-name.ts).
   CPM_ERR_BAD_SERVED_USER: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "served user has no usable mailbox" },
   CPM_ERR_INTERNAL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "internal error" },
+  /** The sidecar is draining (SIGTERM): no new anchored session; Kamailio's fail-safe relays the INVITE unanchored. */
+  CPM_ERR_DRAINING: { grpc: GrpcStatus.UNAVAILABLE, sip: 503, message: "the PF is draining: no new sessions" },
   // A message/cpim body (RFC 3862) whose header blocks do not parse. The PF
   // relays and stores such bodies unchanged; only header extraction fails.
   CPM_ERR_BAD_CPIM: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "malformed message/cpim body" },

@@ -36,6 +36,8 @@ export interface RunningServer {
   /** What a client dials: "host:port" or "unix:/path". */
   target: string;
   health: HealthImplementation;
+  /** Health NOT_SERVING (overall and the PF service) while calls are still served: the start of a drain. */
+  notServing(): void;
   shutdown(): Promise<void>;
 }
 
@@ -105,15 +107,19 @@ export async function startGrpcServer(
   health.setStatus("", "SERVING");
   health.setStatus(ParticipatingFunctionService.typeName, "SERVING");
   const target = listen.socket ? address : `${listen.host}:${bound}`;
+  const notServing = () => {
+    health.setStatus("", "NOT_SERVING");
+    health.setStatus(ParticipatingFunctionService.typeName, "NOT_SERVING");
+  };
   log.info("gRPC listening", { target, tls: listen.tlsCertFile ? (listen.tlsCaFile ? "mutual" : "server") : "off" });
   return {
     port: listen.socket ? 0 : bound,
     target,
     health,
+    notServing,
     shutdown: () =>
       new Promise<void>((resolve) => {
-        health.setStatus("", "NOT_SERVING");
-        health.setStatus(ParticipatingFunctionService.typeName, "NOT_SERVING");
+        notServing();
         server.tryShutdown(() => resolve());
         setTimeout(() => {
           server.forceShutdown();

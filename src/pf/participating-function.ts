@@ -130,6 +130,8 @@ export class ParticipatingFunction {
   lostOutcomes = 0;
   /** Decided BYEs of known sessions waiting for ReportByeOutcome (pf.byeOutcomeTimeoutMs). */
   private readonly awaitingOutcome = new Map<string, NodeJS.Timeout>();
+  /** drain(): no new sessions or deliveries. */
+  private draining = false;
 
   constructor(
     private readonly cfg: Config,
@@ -146,6 +148,9 @@ export class ParticipatingFunction {
     const refusal = refuseRegistration(env, this.cfg.delivery.trustedRegistrars);
     if (refusal) return refusal;
     if (!this.opts.registrations) return { accepted: false, deliveries: 0, notes: ["deferred delivery is off"] };
+    // draining: no new delivery; the data stays queued for the user's next registration (another PF, or this one restarted)
+    if (this.draining)
+      return { accepted: true, deliveries: 0, notes: ["the PF is draining: deferred data kept for the next registration"] };
     return this.opts.registrations.onRegistration(env);
   }
 
@@ -224,6 +229,17 @@ export class ParticipatingFunction {
   }
 
   /** Stops the outcome watchdogs (shutdown: what they would release goes with the process). */
+  /**
+   * Stops taking new work (SIGTERM): no new anchored session (CPM_ERR_DRAINING,
+   * Kamailio relays the INVITE unanchored), no new deferred delivery. BYEs,
+   * observations and outcome reports of what is under way are still decided.
+   */
+  drain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    this.log.info("draining: no new sessions or deliveries");
+  }
+
   close(): void {
     for (const t of this.awaitingOutcome.values()) clearTimeout(t);
     this.awaitingOutcome.clear();
@@ -422,6 +438,7 @@ export class ParticipatingFunction {
    */
   async anchorMedia(env: Envelope, now = Date.now()): Promise<AnchorMediaResult> {
     if (this.opts.anchorMedia !== true) throw new CpmError("CPM_ERR_MEDIA_DISABLED", "AnchorMedia with media.enabled=false");
+    if (this.draining) throw new CpmError("CPM_ERR_DRAINING", "AnchorMedia while draining");
     const msg = parseSipMessage(env.raw);
     if (msg.kind !== "request" || msg.method !== "INVITE") throw new CpmError("CPM_ERR_BAD_REQUEST", "AnchorMedia needs an INVITE request");
     const callId = header(msg, "call-id") ?? "";

@@ -150,6 +150,26 @@ export class Mailboxes {
     this.log.info("per-user mailboxes", { loginTemplate: this.cfg.user, maxMailboxes: this.cfg.maxMailboxes, open: this.open.size });
   }
 
+  /**
+   * Drains the spools of the open mailboxes into the store (drain before a
+   * shutdown), for at most timeoutMs; what is left stays spooled on disk and
+   * is stored after the next start. Resolves with the objects left.
+   */
+  async flushSpools(timeoutMs: number): Promise<number> {
+    const stores = [...this.open.values()].map((e) => e.store);
+    if (this.shared) stores.push(this.shared);
+    const pending = stores.filter((s) => s.stats().spoolPending > 0);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(pending.map((s) => s.flushSpool())),
+      new Promise((r) => {
+        timer = setTimeout(r, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    return this.stats().spoolPending;
+  }
+
   /** Closes every mailbox (their appends after this go to their spools). */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -50,6 +50,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       CPM_PF__METRICS__ENABLED: "true",
       CPM_PF__METRICS__PORT: String(metricsPort),
       CPM_PF__METRICS__BACKLOGINTERVALMS: "200",
+      CPM_PF__PF__DRAINTIMEOUTMS: "1500",
       CPM_PF__DELIVERY__RETRYATTEMPTS: "1",
       CPM_PF__DELIVERY__RETRYINITIALMS: String(RETRY_MS),
       CPM_PF__DELIVERY__RETRYMAXMS: String(RETRY_MS),
@@ -137,6 +138,40 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
           await waitFor(async () => (await metric("cpmpf_deferred_items")) === 0, 5000, 100, "the backlog is empty again");
         },
       );
+    },
+  );
+
+  test(
+    "drain: SIGTERM while a delivery is under way: no new sessions, the delivery goes on to its last item; nothing lost, nothing doubled (every item once, in order, the queue empty); the sidecar exits cleanly",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(
+        Array.from({ length: 40 }, (_, i) => `kept ${i}`),
+        { byeHeaders: ['Reason: SIP;cause=410;text="Gone"'] },
+      );
+      let logs: Record<string, unknown>[] = [];
+      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+        await rig.received(ue, 1, chat);
+        const stopped = rig.terminate();
+        await assertDeliveredInOrder(ue, chat);
+        logs = await stopped;
+      });
+      const said = (msg: string) => logs.some((l) => l.msg === msg);
+      assert.ok(said("draining: no new sessions or deliveries"));
+      assert.ok(
+        said("drain: deliveries still running were ended, what they did not deliver stays queued") || said("drain: deliveries finished"),
+        "the drain waited for the delivery",
+      );
+      assert.ok(
+        said("message store closed"),
+        `a clean exit: the store closed after the drain; last lines: ${JSON.stringify(logs.slice(-6).map((l) => l.msg))}`,
+      );
+      assert.equal(
+        (await rig.folder(deferredFolder(chat), chat.servedUser)).length,
+        0,
+        "every delivered item left the queue: nothing doubled later",
+      );
+      await rig.restart();
     },
   );
 

@@ -181,6 +181,22 @@ export class DeferredChatRig {
     await this.untilKamailioReachesSidecar();
   }
 
+  /** SIGTERM (the drain), then the exit; resolves with the stopped sidecar's log lines. restart() brings one back. */
+  async terminate(): Promise<Record<string, unknown>[]> {
+    const stopped = this.current;
+    await stopped.kill("SIGTERM");
+    // the drain (pf.drainTimeoutMs) and gRPC's graceful shutdown may take longer than kill() waits
+    await waitFor(() => stopped.exited(), 15_000, 50, "the sidecar exits after its drain");
+    const lines = stopped.logLines();
+    await stopped.stop();
+    return lines;
+  }
+
+  async restart(): Promise<void> {
+    this.current = await startSidecar(this.env);
+    await this.untilKamailioReachesSidecar();
+  }
+
   /** Probe REGISTERs for a user the PF does not serve until several in a row were answered by the sidecar, not the fail-safe. */
   private async untilKamailioReachesSidecar(): Promise<void> {
     let inARow = 0;

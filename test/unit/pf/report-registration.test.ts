@@ -8,8 +8,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { ServiceError } from "@grpc/grpc-js";
+import { type ServiceError, status } from "@grpc/grpc-js";
 import { buildConfig } from "../../../src/config/config.js";
+import { CpmError } from "../../../src/errors/catalogue.js";
 import { PfClient } from "../../../src/grpc/client.js";
 import { type RunningServer, startGrpcServer } from "../../../src/grpc/server.js";
 import { silentLogger } from "../../../src/log/logger.js";
@@ -17,11 +18,13 @@ import { NoMediaPlane } from "../../../src/media/media-plane.js";
 import { type Envelope, ParticipatingFunction, type RegistrationHandler } from "../../../src/pf/participating-function.js";
 import { SessionRegistry } from "../../../src/session/registry.js";
 import { REGISTRAR_OK, registerAndResponse, thirdPartyRegister } from "../../fixtures/registration.js";
+import { inviteFromFocus } from "../../fixtures/sip.js";
 
 describe("DD-1 trust: ParticipatingFunction.reportRegistration and ReportRegistration over gRPC", () => {
   let dir: string;
   let server: RunningServer;
   let client: PfClient;
+  let pf: ParticipatingFunction;
   const delivered: Envelope[] = [];
   const handler: RegistrationHandler = {
     onRegistration: async (env) => {
@@ -36,7 +39,7 @@ describe("DD-1 trust: ParticipatingFunction.reportRegistration and ReportRegistr
     const sessions = new SessionRegistry(dir, cfg.session, silentLogger());
     await sessions.load();
     const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
-    const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger(), { registrations: handler });
+    pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger(), { registrations: handler, anchorMedia: true });
     server = await startGrpcServer(pf, { host: "127.0.0.1", port: 0 }, silentLogger());
     client = new PfClient(`127.0.0.1:${server.port}`);
   });
@@ -93,5 +96,20 @@ describe("DD-1 trust: ParticipatingFunction.reportRegistration and ReportRegistr
       },
     );
     assert.equal(delivered.length, 0);
+  });
+
+  test("drain: once the PF drains, a trusted REGISTER starts no delivery (the data stays for the next registration) and AnchorMedia is refused UNAVAILABLE (Kamailio relays the INVITE unanchored)", async () => {
+    delivered.length = 0;
+    pf.drain();
+    const raw = thirdPartyRegister({ to: "tel:+1-212-555-1234", body: registerAndResponse() });
+    const r = await client.reportRegistration({ register: { raw, source: "2001:db8:10::7:5060", transport: "udp" } });
+    assert.equal(r.rejectStatus, 0, "the REGISTER itself is answered 200");
+    assert.equal(r.deliveries, 0);
+    assert.match(r.notes.join(" "), /draining/);
+    assert.equal(delivered.length, 0);
+    await assert.rejects(
+      pf.anchorMedia({ raw: inviteFromFocus(), source: "127.0.0.1:5070" }),
+      (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_DRAINING" && err.grpcStatus === status.UNAVAILABLE,
+    );
   });
 });
