@@ -6,12 +6,15 @@
 // after must differ by exactly the traffic sent.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
 import { type CallResult, groupChatCall, storeEnv } from "../harness/group-chat.js";
 import { type KamailioInstance, sendOptions, startKamailio } from "../harness/kamailio.js";
+import { freePort } from "../harness/ports.js";
 import { httpGet, type PromText, parsePromText, promValue } from "../harness/prom-text.js";
 import { REPO_ROOT, type SidecarInstance, startSidecar } from "../harness/sidecar.js";
 
@@ -163,5 +166,76 @@ describe("Kamailio metrics: xhttp_prom on 127.0.0.1:CPM_PF_METRICS_PORT (WITH_CP
     }
     assert.equal(delta(before, end, "core_rcv_requests_bye"), sentByCf(all, "BYE"));
     assert.ok(sentByCf(all, "BYE") >= 4);
+  });
+});
+
+describe("Kamailio metrics: an operator's own cfg that includes only cpm-pf.cfg adds the README's xhttp_prom lines (sidecar unreachable)", () => {
+  let dir: string | undefined;
+  let kamailio: KamailioInstance | undefined;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "cpm-operator-metrics-"));
+    const cfg = join(dir, "operator.cfg");
+    // the README's snippet; KAMAILIO_INSTANCE / the OPTIONS answer only for the harness's readiness check
+    await writeFile(
+      cfg,
+      `#!KAMAILIO
+children=2
+async_workers=2
+listen=tcp:127.0.0.1:CPM_PF_METRICS_PORT name "cpm_pf_metrics"
+tcp_accept_no_cl=yes
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "xlog.so"
+loadmodule "textops.so"
+loadmodule "xhttp.so"
+loadmodule "xhttp_prom.so"
+modparam("xhttp_prom", "xhttp_prom_stats", "script:")
+include_file "${join(REPO_ROOT, "kamailio", "cpm-pf.cfg")}"
+request_route {
+	if ($Rn == "cpm_pf_metrics") drop;
+	if (is_method("OPTIONS") && $rU == $null) {
+		append_to_reply("X-Instance: " + KAMAILIO_INSTANCE + "\\r\\n");
+		sl_send_reply("200", "Keepalive");
+		exit;
+	}
+	if (!is_method("ACK") && t_precheck_trans()) { t_check_trans(); exit; }
+	route(CPM_PF);
+	if (has_totag()) loose_route();
+	if (is_method("INVITE")) record_route();
+	t_relay();
+}
+event_route[xhttp:request] {
+	if ($Rn == "cpm_pf_metrics" && prom_check_uri()) {
+		prom_dispatch();
+		exit;
+	}
+	xhttp_reply("404", "Not Found", "text/plain", "Not Found\\n");
+}
+`,
+    );
+    kamailio = await startKamailio({ cfg, grpcTarget: `127.0.0.1:${await freePort()}`, deadlineMs: DEADLINE_MS, metricsPort: 0 });
+  });
+  after(async () => {
+    await kamailio?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("Kamailio metrics: the operator's /metrics has every cpm_pf_* statistic; a BYE with no sidecar moves kamailio_script_cpm_pf_failsafe by 1; other paths 404, SIP on it unanswered", async () => {
+    const k = kamailio as KamailioInstance;
+    const before = await scrape(k);
+    const declared = pluginStatistics();
+    assert.deepEqual(
+      before.samples.map((s) => s.name.slice(PREFIX.length + 7)).sort(),
+      [...declared].sort(),
+      '"script:": the plugin\'s only',
+    );
+    const call = await groupChatCall(k, ["Reason: SIP;cause=480"]);
+    assert.deepEqual(call.clientBye.headers.get("reason"), ["SIP;cause=480"], "relayed unchanged (fail-safe)");
+    const end = await scrape(k);
+    assert.equal(value(end, `${PREFIX}script_cpm_pf_failsafe`) - value(before, `${PREFIX}script_cpm_pf_failsafe`), 1);
+    assert.equal((await httpGet(k.host, k.metricsPort as number, "/")).status, 404);
+    assert.equal(await tcpOptions(k.metricsPort as number, 1500), "", "SIP over the metrics socket got an answer");
   });
 });
