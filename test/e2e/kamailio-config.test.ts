@@ -28,6 +28,12 @@ const VARIANTS: Record<string, string[]> = {
   "bypass (bench baseline)": ["WITH_CPM_PF_BYPASS"],
   "plugin sets async_workers": ["CPM_PF_ASYNC_WORKERS=2"],
   debug: ["WITH_DEBUG"],
+  "Prometheus metrics (xhttp_prom), default port": ["WITH_CPM_PF_METRICS"],
+  "Prometheus metrics (xhttp_prom) on another address and port": [
+    "WITH_CPM_PF_METRICS",
+    "CPM_PF_METRICS_ADDRESS=0.0.0.0",
+    "CPM_PF_METRICS_PORT=19090",
+  ],
 };
 
 for (const [name, defines] of Object.entries(VARIANTS)) {

@@ -41,11 +41,18 @@ export interface KamailioOptions {
   pkgMb?: number;
   /** Kamailio's memory manager (-x): qm (the default, with its debugging checks), fm or tlsf. */
   memoryManager?: "qm" | "fm" | "tlsf";
+  /**
+   * Prometheus metrics (WITH_CPM_PF_METRICS) on this TCP port of 127.0.0.1
+   * (CPM_PF_METRICS_PORT); 0: a free port. Default: no metrics socket.
+   */
+  metricsPort?: number;
 }
 
 export interface KamailioInstance {
   host: "127.0.0.1";
   sipPort: number;
+  /** TCP port of http://127.0.0.1:<port>/metrics, when started with `metricsPort`. */
+  metricsPort: number | undefined;
   /** "127.0.0.1:<port>", what SIPp sends to. */
   address: string;
   /** PID of the main process (children die with it). */
@@ -115,6 +122,7 @@ export function sipOptions(port: number, timeoutMs = 300): Promise<string> {
 
 export async function startKamailio(opts: KamailioOptions): Promise<KamailioInstance> {
   const sipPort = opts.sipPort ?? (await freePort());
+  const metricsPort = opts.metricsPort === 0 ? await freePort() : opts.metricsPort;
   const runDir = await mkdtemp(join(tmpdir(), "cpm-kamailio-"));
   const instance = randomUUID();
   const cfg = opts.cfg ?? join(REPO_ROOT, "kamailio", "kamailio.cfg");
@@ -129,6 +137,7 @@ export async function startKamailio(opts: KamailioOptions): Promise<KamailioInst
     ...(opts.deadlineMs !== undefined ? [`CPM_PF_DEADLINE_MS=${opts.deadlineMs}`] : []),
     ...(opts.asyncWorkers !== undefined ? [`ASYNC_WORKERS=${opts.asyncWorkers}`] : []),
     ...(opts.children !== undefined ? [`SIP_CHILDREN=${opts.children}`] : []),
+    ...(metricsPort !== undefined ? ["WITH_CPM_PF_METRICS", `CPM_PF_METRICS_PORT=${metricsPort}`] : []),
     ...(opts.defines ?? []),
   ];
   const args = [
@@ -184,6 +193,7 @@ export async function startKamailio(opts: KamailioOptions): Promise<KamailioInst
   return {
     host: HOST,
     sipPort,
+    metricsPort,
     address: `${HOST}:${sipPort}`,
     pid,
     instance,
