@@ -17,9 +17,9 @@ SECTIONS = [
             ('histogram_quantile(0.5, sum by (le, rpc) (rate(cpmpf_decision_duration_seconds_bucket[5m])))', "p50 {{rpc}}"),
             ('histogram_quantile(0.99, sum by (le, rpc) (rate(cpmpf_decision_duration_seconds_bucket[5m])))', "p99 {{rpc}}")]),
         ("Fail-safes (Kamailio) and their replays (sidecar)", "ops", [
-            ('rate(kamailio_cpm_pf_failsafe[5m])', "BYE fail-safe"),
-            ('rate(kamailio_cpm_pf_anchor_failsafe[5m])', "anchor fail-safe"),
-            ('rate(kamailio_cpm_pf_register_failsafe[5m])', "REGISTER fail-safe"),
+            ('rate(kamailio_script_cpm_pf_failsafe[5m])', "BYE fail-safe"),
+            ('rate(kamailio_script_cpm_pf_anchor_failsafe[5m])', "anchor fail-safe"),
+            ('rate(kamailio_script_cpm_pf_register_failsafe[5m])', "REGISTER fail-safe"),
             ('sum by (outcome) (rate(cpmpf_failsafe_replays_total[5m]))', "replay {{outcome}}")]),
     ]),
     ("BYE and Group State Objects", [

@@ -13,6 +13,7 @@ import { groupChatCall, storeEnv } from "../harness/group-chat.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { freePort } from "../harness/ports.js";
 import { familyNames, scrape, value } from "../harness/prometheus.js";
+import { inFamilies, metricNames, opsQueries } from "../harness/promql.js";
 import { REPO_ROOT, type SidecarInstance, startSidecar } from "../harness/sidecar.js";
 
 const BYES = 3;
@@ -27,7 +28,7 @@ describe("sidecar metrics (prom-client) and gRPC reflection, from the wire (SIPp
     dovecot = await startDovecot();
     const port = await freePort();
     sidecar = await startSidecar({ ...storeEnv(dovecot, "b2bua"), CPM_PF__METRICS__ENABLED: "true", CPM_PF__METRICS__PORT: String(port) });
-    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: 1000 });
+    kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: 1000, metricsPort: 0 });
     url = `http://127.0.0.1:${port}/metrics`;
   });
   after(async () => {
@@ -89,6 +90,22 @@ describe("sidecar metrics (prom-client) and gRPC reflection, from the wire (SIPp
     assert.match(build ?? "", /version="\d+\.\d+\.\d+"/);
     assert.equal((await fetch(url.replace("/metrics", "/other"))).status, 404);
     assert.equal((await fetch(url, { method: "POST", body: "x" })).status, 405);
+  });
+
+  test("dashboard and alerts: every query of ops/grafana/cpm-pf.json and ops/prometheus/cpm-pf-alerts.yml names a metric that the running sidecar or Kamailio exports", async () => {
+    const k = kamailio as KamailioInstance;
+    const families = new Set([
+      ...familyNames((await scrape(url)).text),
+      ...familyNames((await scrape(`http://127.0.0.1:${k.metricsPort}/metrics`)).text),
+      "up", // Prometheus's own, per scrape target
+    ]);
+    const { dashboard, alerts } = opsQueries();
+    const missing = [...dashboard, ...alerts].flatMap((e) =>
+      metricNames(e)
+        .filter((n) => !inFamilies(n, families))
+        .map((n) => `${n} (${e})`),
+    );
+    assert.deepEqual(missing, [], "queries naming metrics nobody exports");
   });
 
   test("reflection: a gRPC client lists the PF and health services and gets the PF's file descriptor by symbol", async () => {

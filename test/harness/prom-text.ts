@@ -25,9 +25,11 @@ const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 const TYPES = new Set(["counter", "gauge", "histogram", "summary", "untyped"]);
 
 function parseValue(text: string, line: number): number {
-  if (text === "NaN") return Number.NaN;
-  if (text === "+Inf" || text === "Inf") return Number.POSITIVE_INFINITY;
-  if (text === "-Inf") return Number.NEGATIVE_INFINITY;
+  // Go's ParseFloat spellings, what Prometheus reads (prom-client writes NaN as "Nan")
+  const lower = text.toLowerCase();
+  if (lower === "nan") return Number.NaN;
+  if (lower === "+inf" || lower === "inf") return Number.POSITIVE_INFINITY;
+  if (lower === "-inf") return Number.NEGATIVE_INFINITY;
   if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text)) throw new Error(`line ${line}: bad value ${JSON.stringify(text)}`);
   return Number(text);
 }

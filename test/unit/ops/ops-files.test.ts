@@ -8,24 +8,10 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { parse } from "yaml";
-import { metricNames } from "../../harness/promql.js";
+import { metricNames, opsQueries } from "../../harness/promql.js";
 import { REPO_ROOT } from "../../harness/sidecar.js";
 
 const OPS = join(REPO_ROOT, "ops");
-
-/** Every PromQL expression of the dashboard (panels' targets) and of the alert rules. */
-export function opsQueries(): { dashboard: string[]; alerts: string[] } {
-  const dash = JSON.parse(readFileSync(join(OPS, "grafana", "cpm-pf.json"), "utf8")) as {
-    panels: { type: string; targets?: { expr: string }[] }[];
-  };
-  const rules = parse(readFileSync(join(OPS, "prometheus", "cpm-pf-alerts.yml"), "utf8")) as {
-    groups: { name: string; rules: { alert: string; expr: string }[] }[];
-  };
-  return {
-    dashboard: dash.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)),
-    alerts: rules.groups.flatMap((g) => g.rules.map((r) => String(r.expr))),
-  };
-}
 
 test("ops: the dashboard has a query in every panel; the alert rules each have a name, an expression and a severity; every query reads cpm-pf or Kamailio metrics", () => {
   const dash = JSON.parse(readFileSync(join(OPS, "grafana", "cpm-pf.json"), "utf8")) as {

@@ -49,6 +49,10 @@ function session(key: string, participants: string[] = ["tel:+1"], updatedAt = D
   };
 }
 
+function dialog(callId: string, state: SessionDialog["state"] = "confirmed"): SessionDialog {
+  return { callId, cfTag: "t", clientTag: "", remoteTarget: "", routeSet: [], inviteCseq: 1, clientInstance: "", state };
+}
+
 const POLICY = { retentionMs: 30 * DAY, inactiveRetentionMs: 400 * DAY };
 const idOf = (key: string) => recordIdOf(session(key));
 
@@ -146,16 +150,6 @@ test("RJ-1 DD-1: one record per (served user, Conversation-ID, Contribution-ID);
   const dir = await freshDir();
   const r = await reopen(dir);
   const base = session("first-call");
-  const dialog = (callId: string) => ({
-    callId,
-    cfTag: "t",
-    clientTag: "",
-    remoteTarget: "",
-    routeSet: [],
-    inviteCseq: 1,
-    clientInstance: "",
-    state: "confirmed" as const,
-  });
   await r.put({ ...base, dialogs: [dialog("first-call")] });
   await r.put({ ...base, key: "rejoin-call", dialogs: [dialog("first-call"), dialog("rejoin-call")] });
   await r.put({ ...base, key: "bob-call", servedUser: "sip:bob@example.net", dialogs: [dialog("bob-call")] });
@@ -172,16 +166,7 @@ test("RJ-1: a dialog the record dropped (older than its newest ended ones) leave
   const dir = await freshDir();
   const r = await reopen(dir);
   const base = session("d-0");
-  const ended = (callId: string) => ({
-    callId,
-    cfTag: "t",
-    clientTag: "",
-    remoteTarget: "",
-    routeSet: [],
-    inviteCseq: 1,
-    clientInstance: "",
-    state: "terminated" as const,
-  });
+  const ended = (callId: string) => dialog(callId, "terminated");
   let dialogs: SessionDialog[] = [ended("d-0")];
   await r.put({ ...base, lifecycle: "inactive", dialogs });
   for (let i = 1; i <= MAX_ENDED_DIALOGS + 2; i++) {
