@@ -111,7 +111,16 @@ async function main(): Promise<void> {
     descriptors: new SessionDescriptors(cfg.store, store, componentLogger("store", root)),
   });
   pfRef = pf;
-  const server = await startGrpcServer(pf, cfg.grpc, componentLogger("grpc", root), metrics);
+  // stop() is defined below; the admin Drain RPC calls it like SIGTERM
+  let stopRef: ((signal: string) => Promise<void>) | undefined;
+  const server = await startGrpcServer(pf, cfg.grpc, componentLogger("grpc", root), metrics, {
+    sessions,
+    queue: deferred,
+    store,
+    ...(delivery ? { deliverTo: (user: string, contact: string) => (delivery as DeliveryService).deliverTo(user, contact) } : {}),
+    queueSettled: (user, conv, contrib) => pf.queueSettled(user, conv, contrib),
+    drain: () => void stopRef?.("admin Drain"),
+  });
   // the BYEs Kamailio relayed while this sidecar could not decide (CPM_PF_FAILSAFE_DIR)
   const replay = cfg.session.failsafeDir
     ? new FailsafeReplay(cfg.session.failsafeDir, pf, componentLogger("pf", root), cfg.session.failsafeReplayMs)
@@ -163,6 +172,7 @@ async function main(): Promise<void> {
     await logsWritten();
     process.exit(0);
   };
+  stopRef = stop;
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
   // A bug must not take the PF down silently: log it; the health service and

@@ -150,15 +150,25 @@ export class DeliveryService implements RegistrationHandler {
     if (this.deps.servedUser && userKey(reg.servedUser) !== userKey(this.deps.servedUser)) {
       return { accepted: false, deliveries: 0, notes: [`${reg.servedUser} is not the served user`] };
     }
+    const client = { contact: reg.contact ?? `<${reg.servedUser}>`, ...(reg.instanceId ? { instanceId: reg.instanceId } : {}) };
+    return this.startFor(reg.servedUser, client);
+  }
+
+  /** Starts deferred delivery to `contact` as if the served user had registered there (an operator's request). */
+  deliverTo(servedUser: string, contact: string): Promise<RegistrationResult> {
+    return this.startFor(servedUser, { contact: contact.startsWith("<") ? contact : `<${contact}>` });
+  }
+
+  private async startFor(servedUser: string, client: { contact: string; instanceId?: string }): Promise<RegistrationResult> {
     // the served user's own queue, joined with the user's own records: nobody else's data
     let queues: DeferredSessionSummary[];
     try {
-      queues = await this.deps.queue.listSessions(reg.servedUser);
+      queues = await this.deps.queue.listSessions(servedUser);
     } catch (err) {
       // no mailbox for this identity, or the store is down: nothing starts, nothing is touched
       const reason = err instanceof CpmError ? err.detail : String(err);
       this.deps.log.warn("registration: the served user's deferred queue is unreadable, nothing delivered", {
-        servedUser: reg.servedUser,
+        servedUser: servedUser,
         reason,
       });
       return { accepted: true, deliveries: 0, notes: [`deferred queue unreadable: ${reason}`] };
@@ -167,16 +177,15 @@ export class DeliveryService implements RegistrationHandler {
     for (const q of queues) {
       let session: GroupSession | undefined;
       if (q.conversationId !== undefined && q.contributionId !== undefined) {
-        session = this.deps.sessions.findByIds(reg.servedUser, q.conversationId, q.contributionId);
+        session = this.deps.sessions.findByIds(servedUser, q.conversationId, q.contributionId);
         // the local state is gone: the queue describes itself (session descriptor + latest GSO)
-        if (!session && q.count > 0) session = await this.rebuild(reg.servedUser, q.conversationId, q.contributionId);
+        if (!session && q.count > 0) session = await this.rebuild(servedUser, q.conversationId, q.contributionId);
       }
       pending.push({ conversationId: q.conversationId, contributionId: q.contributionId, count: q.count, session });
     }
-    const client = { contact: reg.contact ?? `<${reg.servedUser}>`, ...(reg.instanceId ? { instanceId: reg.instanceId } : {}) };
-    const start = startDeferredDelivery({ type: "registered", servedUser: reg.servedUser, client, pending }, this.claims, this.deps.policy);
+    const start = startDeferredDelivery({ type: "registered", servedUser: servedUser, client, pending }, this.claims, this.deps.policy);
     this.claims = start.claims;
-    const fields = { servedUser: reg.servedUser, contact: client.contact, pending: pending.length };
+    const fields = { servedUser: servedUser, contact: client.contact, pending: pending.length };
     // info: every refresh REGISTER repeats them (e.g. a folder of a session the PF no longer knows)
     for (const note of start.notes) this.deps.log.info(note, fields);
     for (const first of start.deliveries) {

@@ -17,6 +17,8 @@ export const ErrorCodes = {
   // A served user whose URI gives no usable mailbox name (src/store/mailbox-name.ts).
   CPM_ERR_BAD_SERVED_USER: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "served user has no usable mailbox" },
   CPM_ERR_INTERNAL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "internal error" },
+  /** An operator asked for a record or queue that does not exist (admin RPCs). */
+  CPM_ERR_NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, sip: 404, message: "no such group session" },
   /** The sidecar is draining (SIGTERM): no new anchored session; Kamailio's fail-safe relays the INVITE unanchored. */
   CPM_ERR_DRAINING: { grpc: GrpcStatus.UNAVAILABLE, sip: 503, message: "the PF is draining: no new sessions" },
   // A message/cpim body (RFC 3862) whose header blocks do not parse. The PF

@@ -63,7 +63,8 @@ function refused(log: Logger, rpc: string, err: unknown): CpmError {
 
 const seconds = (since: number) => (performance.now() - since) / 1000;
 
-function unary<Req, Res>(log: Logger, metrics: Metrics, name: string, fn: (req: Req) => Promise<Res>) {
+/** A unary handler: the answer, or a gRPC status from the error catalogue with a log line (never a crash). */
+export function unary<Req, Res>(log: Logger, metrics: Metrics, name: string, fn: (req: Req) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const started = performance.now();
     fn(call.request).then(

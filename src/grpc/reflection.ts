@@ -8,6 +8,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { Server } from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { service as healthService } from "grpc-health-check";
+import { file_cpm_pf_v1_admin } from "../gen/cpm/pf/v1/admin_pb.js";
 import { file_cpm_pf_v1_pf } from "../gen/cpm/pf/v1/pf_pb.js";
 
 /** The file and every file it imports, each once, as serialized FileDescriptorProtos. */
@@ -22,7 +23,7 @@ export function addReflection(server: Server): void {
   const health = (healthService.Check?.requestType as { fileDescriptorProtos?: Buffer[] } | undefined)?.fileDescriptorProtos ?? [];
   // @grpc/reflection reads `fileDescriptorProtos` from each entry of a proto-loader package definition
   const pkg = {
-    "cpm.pf.v1": { fileDescriptorProtos: [...descriptorSet(file_cpm_pf_v1_pf).values()] },
+    "cpm.pf.v1": { fileDescriptorProtos: [...descriptorSet(file_cpm_pf_v1_admin, descriptorSet(file_cpm_pf_v1_pf)).values()] },
     "grpc.health.v1": { fileDescriptorProtos: health },
   };
   new ReflectionService(pkg as unknown as ConstructorParameters<typeof ReflectionService>[0]).addToServer(server);

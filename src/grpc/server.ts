@@ -10,10 +10,12 @@ import { connect } from "node:net";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { CpmError } from "../errors/catalogue.js";
+import { AdminService } from "../gen/cpm/pf/v1/admin_pb.js";
 import { ParticipatingFunctionService } from "../gen/cpm/pf/v1/pf_pb.js";
 import type { Logger } from "../log/logger.js";
 import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import type { ParticipatingFunction } from "../pf/participating-function.js";
+import { type AdminDeps, adminHandlers } from "./admin-service.js";
 import { participatingFunctionHandlers } from "./pf-service.js";
 import { addReflection } from "./reflection.js";
 import { grpcServiceDefinition } from "./service-definition.js";
@@ -90,10 +92,13 @@ export async function startGrpcServer(
   listen: GrpcListen,
   log: Logger,
   metrics: Metrics = noMetrics,
+  admin?: AdminDeps,
 ): Promise<RunningServer> {
   // channelz bookkeeping costs CPU on every call and nothing here reads it.
   const server = new Server({ "grpc.max_receive_message_length": 1024 * 1024, "grpc.enable_channelz": 0 });
   server.addService(grpcServiceDefinition(ParticipatingFunctionService), participatingFunctionHandlers(pf, log, metrics));
+  // the operator's RPCs: same server, same transport security
+  if (admin) server.addService(grpcServiceDefinition(AdminService), adminHandlers(admin, log, metrics));
   const health = new HealthImplementation({ "": "NOT_SERVING", [ParticipatingFunctionService.typeName]: "NOT_SERVING" });
   health.addToServer(server);
   addReflection(server);

@@ -14,6 +14,7 @@ import { after, before, describe, test } from "node:test";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
 import { chatCpim } from "../fixtures/cpim.js";
 import { triggerSipp } from "../harness/anchored-chat.js";
+import { runCli } from "../harness/cli.js";
 import {
   type Chat,
   DEFERRED_URI,
@@ -137,6 +138,59 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
           assert.equal(await metric("cpmpf_delivery_drain_duration_seconds_count"), 1);
           await waitFor(async () => (await metric("cpmpf_deferred_items")) === 0, 5000, 100, "the backlog is empty again");
         },
+      );
+    },
+  );
+
+  test(
+    "CLI: cpm-pf sessions list/show, queue list/show/deliver/purge and health against the running sidecar and Dovecot: what they show is the record and the user's mailbox, deliver delivers every item in order, purge empties the queue",
+    T,
+    async () => {
+      const cli = (...args: string[]) => runCli(["--target", rig.grpcTarget, "--json", ...args]);
+      const chat = await rig.chatWhileAway(["via the CLI 1", "via the CLI 2"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      const ids = ["--user", chat.servedUser, "--conversation", chat.conversationId, "--contribution", chat.contributionId];
+      const listed = (await cli("sessions", "list", "--user", chat.servedUser)) as { sessions: Record<string, unknown>[] };
+      const mine = listed.sessions.find((s) => s.conversationId === chat.conversationId);
+      assert.equal(mine?.lifecycle, "inactive");
+      assert.equal(mine?.pendingDeferred, true);
+      const shown = (await cli("sessions", "show", ...ids)) as { session: { dialogs: { callId: string }[]; focusUri: string } };
+      assert.ok(shown.session.dialogs.some((d) => d.callId === chat.callId));
+      assert.match(shown.session.focusUri, /^sip:focus@/);
+      const queues = (await cli("queue", "list", "--user", chat.servedUser)) as { queues: { conversationId: string; count: number }[] };
+      assert.equal(queues.queues.find((q) => q.conversationId === chat.conversationId)?.count, chat.sent.length);
+      const items = (await cli("queue", "show", ...ids)) as { items: { kind: string; uid: number }[] };
+      assert.equal(items.items.length, chat.sent.length);
+      assert.ok(
+        items.items.every((i, k) => i.kind === "message" && (k === 0 || i.uid > (items.items[k - 1]?.uid ?? 0))),
+        "in UID order",
+      );
+      assert.deepEqual(await cli("health"), { status: "SERVING" });
+      // deliver: as if the user registered at the SIPp client's contact
+      await rig.deliveredTo(
+        chat,
+        "client-uas-msrp.xml",
+        {},
+        async ({ peer: ue }) => {
+          await assertDeliveredInOrder(ue, chat);
+          await queueEmptied(chat);
+        },
+        async (contact) => {
+          const r = (await cli("queue", "deliver", "--user", chat.servedUser, "--contact", contact)) as { deliveries: number };
+          assert.equal(r.deliveries, 1);
+        },
+      );
+      // purge: another chat's queue discarded, the record told
+      const other = await rig.chatWhileAway(["to be purged"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      const otherIds = ["--user", other.servedUser, "--conversation", other.conversationId, "--contribution", other.contributionId];
+      assert.deepEqual(await cli("queue", "purge", ...otherIds), { discarded: 1 });
+      assert.equal((await rig.folder(deferredFolder(other), other.servedUser)).length, 0);
+      const after = (await cli("sessions", "show", ...otherIds)) as { session: { pendingDeferred?: boolean } };
+      assert.equal(after.session.pendingDeferred ?? false, false, "the record knows its queue is empty");
+      // bad input: a clear error, exit code 1
+      await assert.rejects(cli("queue", "deliver", "--user", chat.servedUser, "--contact", "not a uri"), /not a SIP URI/);
+      await assert.rejects(
+        cli("sessions", "show", "--user", chat.servedUser, "--conversation", "nope", "--contribution", "nope"),
+        /NOT_FOUND|no such group session/,
       );
     },
   );

@@ -399,7 +399,23 @@ export class DeferredChatRig {
    * an MSRP peer for it; the REGISTER; the delivery INVITE for `chat` and the
    * client's 200; the peer connects to the PF's delivery leg; `body` runs.
    */
-  async deliveredTo(chat: Chat, scenario: string, keys: Record<string, string>, body: (d: Delivery) => Promise<void>): Promise<void> {
+  /** The sidecar's gRPC target (a Unix socket, kept across restarts): what Kamailio and the operator CLI dial. */
+  get grpcTarget(): string {
+    return `unix:${this.env.CPM_PF__GRPC__SOCKET}`;
+  }
+
+  /**
+   * Plays a delivery to a SIPp client: by default the S-CSCF's third-party
+   * REGISTER starts it; `start` replaces that (e.g. an operator's
+   * `cpm-pf queue deliver` to the client's contact).
+   */
+  async deliveredTo(
+    chat: Chat,
+    scenario: string,
+    keys: Record<string, string>,
+    body: (d: Delivery) => Promise<void>,
+    start?: (contact: string) => Promise<void>,
+  ): Promise<void> {
     const ue = await this.peer("client");
     const client = await startSipp({
       scenario,
@@ -408,8 +424,12 @@ export class DeferredChatRig {
       ...(scenario === "client-uas-msrp.xml" ? { extraArgs: ["-d", "50"] } : {}),
     });
     try {
-      const reg = await this.register(`<sip:client@127.0.0.1:${client.port}>`, chat.servedUser);
-      assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+      const contact = `<sip:client@127.0.0.1:${client.port}>`;
+      if (start) await start(contact);
+      else {
+        const reg = await this.register(contact, chat.servedUser);
+        assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+      }
       const invite = await this.receivedInvite(client, chat);
       await waitFor(
         async () => {
