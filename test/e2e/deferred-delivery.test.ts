@@ -143,7 +143,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   );
 
   test(
-    "CLI: cpm-pf sessions list/show, queue list/show/deliver/purge and health against the running sidecar and Dovecot: what they show is the record and the user's mailbox, deliver delivers every item in order, purge empties the queue",
+    "CLI: cpm-pf sessions list/show, queue list/show/deliver/purge, health and drain against the running sidecar and Dovecot: what they show is the record and the user's mailbox, deliver delivers every item in order, purge empties the queue",
     T,
     async () => {
       const cli = (...args: string[]) => runCli(["--target", rig.grpcTarget, "--json", ...args]);
@@ -192,6 +192,15 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         cli("sessions", "show", "--user", chat.servedUser, "--conversation", "nope", "--contribution", "nope"),
         /NOT_FOUND|no such group session/,
       );
+      // drain: the admin RPC stops the sidecar like SIGTERM
+      const logs = await rig.exitAfter(() => cli("drain"));
+      assert.ok(logs.some((l) => l.msg === "operator asked for the drain"));
+      assert.ok(logs.some((l) => l.msg === "draining: no new sessions or deliveries"));
+      assert.ok(
+        logs.some((l) => l.msg === "message store closed"),
+        "a clean exit",
+      );
+      await rig.restart();
     },
   );
 

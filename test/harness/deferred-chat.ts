@@ -182,9 +182,14 @@ export class DeferredChatRig {
   }
 
   /** SIGTERM (the drain), then the exit; resolves with the stopped sidecar's log lines. restart() brings one back. */
-  async terminate(): Promise<Record<string, unknown>[]> {
+  terminate(): Promise<Record<string, unknown>[]> {
+    return this.exitAfter(() => this.current.kill("SIGTERM"));
+  }
+
+  /** Runs `cause` (a signal, the CLI's drain) and waits for the sidecar to exit; resolves with its log lines. */
+  async exitAfter(cause: () => Promise<unknown>): Promise<Record<string, unknown>[]> {
     const stopped = this.current;
-    await stopped.kill("SIGTERM");
+    await cause();
     // the drain (pf.drainTimeoutMs) and gRPC's graceful shutdown may take longer than kill() waits
     await waitFor(() => stopped.exited(), 15_000, 50, "the sidecar exits after its drain");
     const lines = stopped.logLines();
