@@ -174,7 +174,8 @@ export function adminHandlers(deps: AdminDeps, log: Logger, metrics: Metrics): U
     }),
     drain: rpc("Drain", async () => {
       log.warn("operator asked for the drain");
-      setImmediate(() => deps.drain());
+      // after this answer has left (the drain ends this server)
+      setTimeout(() => deps.drain(), 100);
       return create(DrainResponseSchema, { started: true });
     }),
   };

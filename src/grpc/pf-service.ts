@@ -160,27 +160,53 @@ async function decide(pf: ParticipatingFunction, log: Logger, metrics: Metrics, 
   }
 }
 
+/**
+ * What the server's shutdown needs: the Decide streams open now (ended at
+ * shutdown: Kamailio keeps them open for good) and the requests being
+ * decided (the shutdown waits for those, not for Kamailio to close its
+ * connections).
+ */
+export class CallTracker {
+  readonly streams = new Set<ServerDuplexStream<DecideRequest, DecideResponse>>();
+  inFlight = 0;
+
+  track<T>(p: Promise<T>): Promise<T> {
+    this.inFlight++;
+    return p.finally(() => {
+      this.inFlight--;
+    });
+  }
+}
+
 export function participatingFunctionHandlers(
   pf: ParticipatingFunction,
   log: Logger,
   metrics: Metrics = noMetrics,
+  calls: CallTracker = new CallTracker(),
 ): UntypedServiceImplementation {
+  const streams = calls.streams;
+  const u = <Req, Res>(name: string, fn: (req: Req) => Promise<Res>) => unary(log, metrics, name, (req: Req) => calls.track(fn(req)));
   return {
     // Requests are decided concurrently; each response goes out when ready
     // (matched by id). A request that fails gets a DecideError; only a
     // transport error ends the stream.
     decide: (call: ServerDuplexStream<DecideRequest, DecideResponse>) => {
+      streams.add(call);
+      call.on("close", () => streams.delete(call));
       call.on("data", (req: DecideRequest) => {
-        void decide(pf, log, metrics, req).then((res) => {
+        void calls.track(decide(pf, log, metrics, req)).then((res) => {
           if (!call.writableEnded && !call.destroyed) call.write(res);
         });
       });
-      call.on("end", () => call.end());
+      call.on("end", () => {
+        streams.delete(call);
+        if (!call.writableEnded) call.end();
+      });
       call.on("error", (err) => log.warn("Decide stream failed", { reason: String(err) }));
     },
-    handleBye: unary(log, metrics, "HandleBye", (req: HandleByeRequest) => handleBye(pf, metrics, req)),
-    observeSession: unary(log, metrics, "ObserveSession", (req: ObserveSessionRequest) => observeSession(pf, req)),
-    anchorMedia: unary(log, metrics, "AnchorMedia", async (req: AnchorMediaRequest) => {
+    handleBye: u("HandleBye", (req: HandleByeRequest) => handleBye(pf, metrics, req)),
+    observeSession: u("ObserveSession", (req: ObserveSessionRequest) => observeSession(pf, req)),
+    anchorMedia: u("AnchorMedia", async (req: AnchorMediaRequest) => {
       const r = await pf.anchorMedia(envelope(req.invite));
       return create(AnchorMediaResponseSchema, {
         sessionKey: r.sessionKey,
@@ -189,17 +215,17 @@ export function participatingFunctionHandlers(
         cfLeg: { host: r.cfLeg.host, port: r.cfLeg.port, path: r.cfLeg.path, setup: r.cfLeg.setup, tls: r.cfLeg.tls },
       });
     }),
-    reportMediaAnswer: unary(log, metrics, "ReportMediaAnswer", async (req: ReportMediaAnswerRequest) => {
+    reportMediaAnswer: u("ReportMediaAnswer", async (req: ReportMediaAnswerRequest) => {
       const anchored = await pf.mediaAnswer(req.sessionKey, envelope(req.answer));
       return create(ReportMediaAnswerResponseSchema, { anchored });
     }),
-    reportInviteOutcome: unary(log, metrics, "ReportInviteOutcome", async (req: ReportInviteOutcomeRequest) => {
+    reportInviteOutcome: u("ReportInviteOutcome", async (req: ReportInviteOutcomeRequest) => {
       const released = await pf.inviteOutcome(req.sessionKey, req.statusCode);
       return create(ReportInviteOutcomeResponseSchema, { released });
     }),
-    reportByeOutcome: unary(log, metrics, "ReportByeOutcome", (req: ReportByeOutcomeRequest) => reportByeOutcome(pf, req)),
+    reportByeOutcome: u("ReportByeOutcome", (req: ReportByeOutcomeRequest) => reportByeOutcome(pf, req)),
     // 8.3.2.9.1.2 DD-1: the S-CSCF's third-party REGISTER (TS 24.229 5.4.1.7).
-    reportRegistration: unary(log, metrics, "ReportRegistration", async (req: ReportRegistrationRequest) => {
+    reportRegistration: u("ReportRegistration", async (req: ReportRegistrationRequest) => {
       if (!req.register?.raw.length) throw new CpmError("CPM_ERR_BAD_REQUEST", "ReportRegistration needs the REGISTER");
       const r = await pf.reportRegistration(envelope(req.register));
       if (r.rejectStatus) log.warn("third-party REGISTER refused", { status: r.rejectStatus, source: req.register.source, notes: r.notes });

@@ -16,9 +16,12 @@ import type { Logger } from "../log/logger.js";
 import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import type { ParticipatingFunction } from "../pf/participating-function.js";
 import { type AdminDeps, adminHandlers } from "./admin-service.js";
-import { participatingFunctionHandlers } from "./pf-service.js";
+import { CallTracker, participatingFunctionHandlers } from "./pf-service.js";
 import { addReflection } from "./reflection.js";
 import { grpcServiceDefinition } from "./service-definition.js";
+
+/** How long a shutdown waits for the requests being decided. */
+const SHUTDOWN_GRACE_MS = 2000;
 
 /** Where and how the server listens (config section `grpc`). */
 export interface GrpcListen {
@@ -96,7 +99,8 @@ export async function startGrpcServer(
 ): Promise<RunningServer> {
   // channelz bookkeeping costs CPU on every call and nothing here reads it.
   const server = new Server({ "grpc.max_receive_message_length": 1024 * 1024, "grpc.enable_channelz": 0 });
-  server.addService(grpcServiceDefinition(ParticipatingFunctionService), participatingFunctionHandlers(pf, log, metrics));
+  const calls = new CallTracker();
+  server.addService(grpcServiceDefinition(ParticipatingFunctionService), participatingFunctionHandlers(pf, log, metrics, calls));
   // the operator's RPCs: same server, same transport security
   if (admin) server.addService(grpcServiceDefinition(AdminService), adminHandlers(admin, log, metrics));
   const health = new HealthImplementation({ "": "NOT_SERVING", [ParticipatingFunctionService.typeName]: "NOT_SERVING" });
@@ -122,14 +126,14 @@ export async function startGrpcServer(
     target,
     health,
     notServing,
-    shutdown: () =>
-      new Promise<void>((resolve) => {
-        notServing();
-        server.tryShutdown(() => resolve());
-        setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000).unref();
-      }),
+    shutdown: async () => {
+      notServing();
+      // Kamailio keeps its Decide streams and connections open for good: end the streams, let the
+      // requests being decided finish (at most SHUTDOWN_GRACE_MS), then close what is left
+      for (const call of calls.streams) if (!call.writableEnded) call.end();
+      const until = Date.now() + SHUTDOWN_GRACE_MS;
+      while (calls.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      server.forceShutdown();
+    },
   };
 }

@@ -6,11 +6,13 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { create } from "@bufbuild/protobuf";
 import { credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { buildConfig } from "../../../src/config/config.js";
-import { ParticipatingFunctionService } from "../../../src/gen/cpm/pf/v1/pf_pb.js";
+import { DecideRequestSchema, ParticipatingFunctionService } from "../../../src/gen/cpm/pf/v1/pf_pb.js";
 import { startGrpcServer } from "../../../src/grpc/server.js";
+import { grpcServiceDefinition } from "../../../src/grpc/service-definition.js";
 import { silentLogger } from "../../../src/log/logger.js";
 import { NoMediaPlane } from "../../../src/media/media-plane.js";
 import { ParticipatingFunction } from "../../../src/pf/participating-function.js";
@@ -47,6 +49,38 @@ test("health: SERVING when started; a watching client sees NOT_SERVING for the P
     call.cancel();
     client.close();
     await down;
+    pf.close();
+    await sessions.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("shutdown: the server ends Kamailio's open Decide streams (status OK) instead of waiting for Kamailio to close them", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "cpm-shutdown-"));
+  try {
+    const cfg = buildConfig({});
+    const sessions = new SessionRegistry(dir, cfg.session, silentLogger());
+    const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
+    const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger());
+    const server = await startGrpcServer(pf, { host: "127.0.0.1", port: 0 }, silentLogger());
+    const Ctor = makeGenericClientConstructor(grpcServiceDefinition(ParticipatingFunctionService), "ParticipatingFunctionService");
+    const client = new Ctor(server.target, credentials.createInsecure()) as unknown as {
+      decide(): NodeJS.EventEmitter & { write(m: unknown): void };
+      close(): void;
+    };
+    const stream = client.decide();
+    const answered = new Promise((resolve) => stream.once("data", resolve));
+    // one request answered: the stream is up, as Kamailio's are between decisions
+    stream.write(
+      create(DecideRequestSchema, { id: 1n, request: { case: "observeSession", value: { message: { raw: Buffer.from("x") } } } }),
+    );
+    await answered;
+    const status = new Promise<{ code: number }>((resolve) => stream.once("status", resolve));
+    stream.on("error", () => {});
+    await server.shutdown();
+    assert.equal((await status).code, 0, "ended by the server with OK, not cut");
+    client.close();
     pf.close();
     await sessions.close();
   } finally {
