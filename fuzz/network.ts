@@ -1,7 +1,7 @@
 // Network garbage into a running sidecar: many TCP connections to its MSRP
-// listener and its gRPC port, each sending random or mutated bytes, in
-// rounds. After each round the sidecar must be alive and its health service
-// answer; its RSS is printed per round. RSS follows the heap's high-water
+// listener, its gRPC port and its metrics listener, each sending random or
+// mutated bytes, in rounds. After each round the sidecar must be alive, its
+// health service answer and /metrics still serve; its RSS is printed per round. RSS follows the heap's high-water
 // mark, so what garbage connections leave behind is measured as the live
 // heap: the size of a heap snapshot (taken after a full GC, on SIGUSR2)
 // after the first round and after the last.
@@ -111,6 +111,24 @@ async function pool<T>(n: number, width: number, job: (i: number) => Promise<T>)
   return out;
 }
 
+/** An HTTP request to the metrics listener: well-formed, cut short, with a mangled line, or noise after a request line. */
+function httpGarbage(rng: Rng): Buffer {
+  const request = Buffer.from(`GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ${"a".repeat(rng.int(4096))}\r\n\r\n`);
+  switch (rng.int(4)) {
+    case 0:
+      return request;
+    case 1:
+      return request.subarray(0, rng.int(request.length));
+    case 2: {
+      const b = Buffer.from(request);
+      for (let k = 0; k < 8; k++) b[rng.int(b.length)] = rng.int(256);
+      return b;
+    }
+    default:
+      return Buffer.concat([Buffer.from("POST /metrics HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"), rng.bytes(rng.int(2048))]);
+  }
+}
+
 export async function runNetwork(opts: {
   seed: number;
   rounds: number;
@@ -127,7 +145,10 @@ export async function runNetwork(opts: {
   process.env.SIDECAR_NODE_ARGS = `${nodeArgs ?? ""} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapshots}`;
   try {
     const mediaPort = await freePort();
+    const metricsPort = await freePort();
     sidecar = await startSidecar({
+      CPM_PF__METRICS__ENABLED: "true",
+      CPM_PF__METRICS__PORT: String(metricsPort),
       CPM_PF__STORE__HOST: dovecot.host,
       CPM_PF__STORE__PORT: String(dovecot.port),
       CPM_PF__STORE__USER: dovecot.user,
@@ -145,8 +166,11 @@ export async function runNetwork(opts: {
       let bytesSent = 0;
       let closedBySidecar = 0;
       const outcomes = await pool(opts.connections, 100, async (i) => {
-        // alternate the two ports; MSRP gets mutated frames (some never ending), gRPC a preface and noise
-        const toMsrp = i % 4 !== 3;
+        // rotate the ports: MSRP gets mutated frames (some never ending), gRPC a preface and noise,
+        // the metrics listener HTTP requests cut, mangled or followed by noise
+        const kind = i % 4;
+        if (kind === 2) return garbageConnection(metricsPort, httpGarbage(rng), 50 + rng.int(150));
+        const toMsrp = kind !== 3;
         const payload = toMsrp
           ? nextInput(rng, msrp.seeds, msrp.dictionary)
           : Buffer.concat([rng.int(2) ? PREFACE : Buffer.alloc(0), rng.bytes(rng.int(2048))]);
@@ -157,7 +181,13 @@ export async function runNetwork(opts: {
         if (o.closedByPeer) closedBySidecar++;
       }
       const alive = !sc.exited();
-      const healthy = alive && (await healthStatus(sc.target, credentials.createInsecure()).catch(() => "down")) === "SERVING";
+      const metricsUp =
+        alive &&
+        (await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
+          (r) => r.status,
+          () => 0,
+        )) === 200;
+      const healthy = metricsUp && (await healthStatus(sc.target, credentials.createInsecure()).catch(() => "down")) === "SERVING";
       const r: NetworkRound = {
         round,
         connections: opts.connections,

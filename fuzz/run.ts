@@ -78,7 +78,7 @@ async function main() {
   if (runs("network")) {
     const rounds = Number(process.env.FUZZ_ROUNDS ?? 4);
     const connections = Number(process.env.FUZZ_CONNECTIONS ?? 1500);
-    console.log(`network garbage into a running sidecar (MSRP and gRPC ports), ${rounds} rounds x ${connections} connections`);
+    console.log(`network garbage into a running sidecar (MSRP, gRPC and metrics ports), ${rounds} rounds x ${connections} connections`);
     const net = await runNetwork({ seed: SEED, rounds, connections, log: (l) => console.log(l) });
     const last = net.rounds[net.rounds.length - 1];
     console.log(
