@@ -11,7 +11,7 @@ import { credentials, makeGenericClientConstructor } from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { buildConfig } from "../../../src/config/config.js";
 import { DecideRequestSchema, ParticipatingFunctionService } from "../../../src/gen/cpm/pf/v1/pf_pb.js";
-import { startGrpcServer } from "../../../src/grpc/server.js";
+import { type RunningServer, startGrpcServer } from "../../../src/grpc/server.js";
 import { grpcServiceDefinition } from "../../../src/grpc/service-definition.js";
 import { silentLogger } from "../../../src/log/logger.js";
 import { NoMediaPlane } from "../../../src/media/media-plane.js";
@@ -19,14 +19,24 @@ import { ParticipatingFunction } from "../../../src/pf/participating-function.js
 import { SessionRegistry } from "../../../src/session/registry.js";
 import { healthStatus } from "../../harness/health.js";
 
-test("health: SERVING when started; a watching client sees NOT_SERVING for the PF service as soon as the shutdown starts", async () => {
-  const dir = await mkdtemp(join(tmpdir(), "cpm-health-"));
+/** A PF gRPC server on a free port for `body`; the PF and its records are closed after it. */
+async function withServer(body: (server: RunningServer) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "cpm-grpc-"));
+  const cfg = buildConfig({});
+  const sessions = new SessionRegistry(dir, cfg.session, silentLogger());
+  const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
+  const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger());
   try {
-    const cfg = buildConfig({});
-    const sessions = new SessionRegistry(dir, cfg.session, silentLogger());
-    const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
-    const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger());
-    const server = await startGrpcServer(pf, { host: "127.0.0.1", port: 0 }, silentLogger());
+    await body(await startGrpcServer(pf, { host: "127.0.0.1", port: 0 }, silentLogger()));
+  } finally {
+    pf.close();
+    await sessions.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test("health: SERVING when started; a watching client sees NOT_SERVING for the PF service as soon as the shutdown starts", async () => {
+  await withServer(async (server) => {
     assert.equal(await healthStatus(server.target, credentials.createInsecure()), "SERVING");
     const Health = makeGenericClientConstructor(healthService as never, "Health");
     const client = new Health(server.target, credentials.createInsecure()) as unknown as {
@@ -49,21 +59,11 @@ test("health: SERVING when started; a watching client sees NOT_SERVING for the P
     call.cancel();
     client.close();
     await down;
-    pf.close();
-    await sessions.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("shutdown: the server ends Kamailio's open Decide streams (status OK) instead of waiting for Kamailio to close them", async () => {
-  const dir = await mkdtemp(join(tmpdir(), "cpm-shutdown-"));
-  try {
-    const cfg = buildConfig({});
-    const sessions = new SessionRegistry(dir, cfg.session, silentLogger());
-    const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
-    const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger());
-    const server = await startGrpcServer(pf, { host: "127.0.0.1", port: 0 }, silentLogger());
+  await withServer(async (server) => {
     const Ctor = makeGenericClientConstructor(grpcServiceDefinition(ParticipatingFunctionService), "ParticipatingFunctionService");
     const client = new Ctor(server.target, credentials.createInsecure()) as unknown as {
       decide(): NodeJS.EventEmitter & { write(m: unknown): void };
@@ -81,9 +81,5 @@ test("shutdown: the server ends Kamailio's open Decide streams (status OK) inste
     await server.shutdown();
     assert.equal((await status).code, 0, "ended by the server with OK, not cut");
     client.close();
-    pf.close();
-    await sessions.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
