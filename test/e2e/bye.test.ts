@@ -26,8 +26,9 @@ import {
 } from "../harness/group-chat.js";
 import { readFolderRaw } from "../harness/imap-read.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
+import { freePort } from "../harness/ports.js";
 import { type SidecarInstance, startSidecar } from "../harness/sidecar.js";
-import { header, type SipTraceMessage } from "../harness/sipp.js";
+import { first, header, type SipTraceMessage } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
 /** Two SIPp processes log each message after sending / on reading it: their trace times may cross by a few ms. */
@@ -118,6 +119,36 @@ describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio,
     const gsos = await storedObjects(dovecot as DovecotInstance, `Default/${call.conversationId}/${call.contributionId}`);
     assert.equal(gsos.length, 1);
     assertParticipants(gsoXml(gsos[0] as string));
+  });
+
+  test("IMS routing (RFC 3261 16.4): a CPM INVITE with pre-loaded Routes goes on to the next Route (the S-CSCF's ISC return path), not to the Request-URI; the CF's BYE follows the route set (BYE-B4)", async () => {
+    const k = kamailio as KamailioInstance;
+    // nothing listens on the Request-URI's port: only the S-CSCF's Route gets the INVITE there
+    const requestUriPort = await freePort();
+    const play = await playGroupChat(k, {
+      byeHeaders: ["Reason: SIP;cause=480"],
+      requestUriPort,
+      inviteHeaders: (scscfPort) => [`Route: <sip:${k.address};lr>, <sip:127.0.0.1:${scscfPort};lr;odi=cpm-term-1>`],
+    });
+    const invite = first(play.client.messages, { direction: "received", method: "INVITE" });
+    assert.ok(invite, "the S-CSCF got the INVITE");
+    assert.match(
+      invite.text.split("\r\n")[0] ?? "",
+      new RegExp(`^INVITE sip:\\+16135551200@127\\.0\\.0\\.1:${requestUriPort};user=phone SIP/2\\.0`),
+    );
+    // the PF's own Route was removed, the S-CSCF's (with its original dialog identifier) is on top
+    const routes = (invite.headers.get("route") ?? []).flatMap((v) => v.split(","));
+    assert.equal(routes.length, 1, `Route ${JSON.stringify(routes)}`);
+    assert.match(routes[0] as string, /;odi=cpm-term-1/);
+    assert.ok(
+      (invite.headers.get("record-route") ?? []).some((rr) => rr.includes(";cpmpf")),
+      "the PF record-routes it",
+    );
+    // the session is the PF's: the CF's BYE gets 8.3.2.3's treatment and the GSO is stored
+    assert.equal(play.cfByeAnswer?.status, 200);
+    assert.equal(reasonCause(header(play.clientBye, "reason")), 480);
+    const gsos = await storedObjects(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
+    assert.equal(gsos.length, 1);
   });
 
   test("BYE-B7 BYE-B9: the client gets a BYE; the CF's 200 OK comes only after the client's 200 OK", async (t) => {

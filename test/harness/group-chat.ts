@@ -38,6 +38,10 @@ export interface CallResult {
 export interface GroupChatOptions {
   /** Extra header lines of the CF's BYE. */
   byeHeaders: string[];
+  /** Extra header lines of the CF's INVITE (e.g. pre-loaded Routes), given the client's SIP port. */
+  inviteHeaders?: (clientPort: number) => string[];
+  /** Port the INVITE's Request-URI names (client_port). Default: the client's. */
+  requestUriPort?: number;
   /** Runs once the CF's SIPp started, with the Call-ID and the IDs it uses. */
   during?: (cf: { callId: string; conversationId: string; contributionId: string }) => Promise<void>;
   /** The client's scenario (test/scenarios/). Default client-uas.xml. */
@@ -81,10 +85,11 @@ export async function playGroupChat(kamailio: KamailioInstance, opts: GroupChatO
       remote: kamailio.address,
       extraArgs: ["-d", String(opts.cfPauseMs ?? CF_PAUSE_MS)],
       keys: {
-        client_port: String(client.port),
+        client_port: String(opts.requestUriPort ?? client.port),
         conversation_id: conversationId,
         contribution_id: contributionId,
         // each extra header line preceded by CRLF (see the scenario's comment)
+        invite_headers: (opts.inviteHeaders?.(client.port) ?? []).map((h) => `\r\n${h}`).join(""),
         bye_headers: opts.byeHeaders.map((h) => `\r\n${h}`).join(""),
       },
     });
