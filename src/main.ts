@@ -4,6 +4,7 @@
 // SIGTERM/SIGINT stop it cleanly.
 import { readFileSync } from "node:fs";
 import { type Config, loadConfig, sipTrustedSources } from "./config/config.js";
+import { GroupDialogs } from "./delivery/group-dialog.js";
 import { DeliveryService } from "./delivery/service.js";
 import { CpmError } from "./errors/catalogue.js";
 import { startGrpcServer } from "./grpc/server.js";
@@ -101,6 +102,12 @@ async function main(): Promise<void> {
         : {}),
       rebuild: (user, conv, contrib) => pfRef?.rebuild(user, conv, contrib) ?? Promise.resolve(undefined),
       queueSettled: (user, conv, contrib) => pfRef?.queueSettled(user, conv, contrib) ?? Promise.resolve(),
+      group: new GroupDialogs({
+        userLeaves: (sessionKey) => pfRef?.userLeaves(sessionKey) ?? Promise.resolve(undefined),
+        ua,
+        releaseMedia: (sessionKey) => msrp?.release(sessionKey) ?? 0,
+        log: componentLogger("delivery", root),
+      }),
       metrics,
       log: componentLogger("delivery", root),
     });

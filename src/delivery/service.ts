@@ -6,12 +6,14 @@
 // the deferred queue in the Message Store. Events of one machine are handled
 // one at a time, in arrival order.
 //
-// The actions on the group session's dialog towards the Controlling Function
-// (DD-8 ii BYE to the focus and unsubscribe, DD-12 join the on-going
-// conference, DD-13 re-start) have no executor here: each is logged as an
-// error, counted (`unexecutedActions`) and handed back to the procedure as
-// `actionUnavailable`, which decides what the client gets (the README's
-// status says what that is). This runner makes no decision of its own.
+// DD-8 ii's actions on the group session itself (BYE to the focus, media
+// release, unsubscription) go to src/delivery/group-dialog.ts. The other
+// actions on the group session's dialog towards the Controlling Function
+// (DD-12 join the on-going conference, DD-13 re-start) have no executor here:
+// each is logged as an error, counted (`unexecutedActions`) and handed back to
+// the procedure as `actionUnavailable`, which decides what the client gets
+// (the README's status says what that is). This runner makes no decision of
+// its own.
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import { type Metrics, noMetrics } from "../metrics/metrics.js";
@@ -33,6 +35,7 @@ import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/m
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { readThirdPartyRegister } from "../sip/third-party-register.js";
 import type { DeferredHandle, DeferredRecord, DeferredSessionSummary, ReadCursor } from "../store/deferred-queue.js";
+import type { GroupDialogs } from "./group-dialog.js";
 
 /** The PF's SIP UA, as far as delivery uses it (src/sip/ua.ts). */
 export interface DeliveryUa {
@@ -97,6 +100,8 @@ export interface DeliveryServiceDeps {
   rebuild?: (servedUser: string, conversationId: string, contributionId: string) => Promise<GroupSession | undefined>;
   /** Where delivered items go when the session is recorded (8.5.2: allow-offline-storage or recording); undefined: removed. */
   retireFolder?: (session: GroupSession) => string | undefined;
+  /** DD-8 ii: the group session's dialog towards the focus and its media (src/delivery/group-dialog.ts); absent: those actions have no executor. */
+  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe">;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
   queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void>;
   log: Logger;
@@ -370,8 +375,12 @@ export class DeliveryService implements RegistrationHandler {
         m.leg?.close("client BYE");
         if (a.towardsFocus) this.unexecuted(m, a);
         return;
-      // on the group session's dialog towards the CF (DD-8 ii, DD-12, DD-13):
-      // no executor here; the procedure decides what follows (actionUnavailable)
+      case "sendByeToFocus":
+      case "releaseMedia":
+      case "unsubscribeConference":
+        return this.executeOnGroup(m, a);
+      // on the group session's dialog towards the CF (DD-12, DD-13): no
+      // executor here; the procedure decides what follows (actionUnavailable)
       default:
         this.unexecuted(m, a);
     }
@@ -519,6 +528,34 @@ export class DeliveryService implements RegistrationHandler {
     m.retry = undefined;
     m.leg?.close(reason);
     if (m.invite) this.byCallId.delete(m.invite.callId);
+  }
+
+  /** DD-8 ii: the group session's own actions, in the order the procedure gave them. */
+  private async executeOnGroup(
+    m: Machine,
+    a: Extract<DeliveryAction, { kind: "sendByeToFocus" | "releaseMedia" | "unsubscribeConference" }>,
+  ): Promise<void> {
+    const group = this.deps.group;
+    if (!group) return this.unexecuted(m, a);
+    try {
+      switch (a.kind) {
+        case "sendByeToFocus":
+          await group.byeToFocus(a.sessionKey, a.reason);
+          return;
+        case "releaseMedia":
+          this.deps.log.info("group session media released (DD-8 ii)", { ...this.fields(m), released: group.releaseMedia(a.sessionKey) });
+          return;
+        case "unsubscribeConference":
+          if (!(await group.unsubscribe(a.sessionKey))) {
+            this.deps.log.info("no conference subscription of the PF's own to end (DD-8 ii b)", { ...this.fields(m), focus: a.focusUri });
+          }
+          return;
+      }
+    } catch (err) {
+      const reason = err instanceof CpmError ? err.detail : String(err);
+      this.deps.log.warn("group session action failed", { ...this.fields(m), action: a.kind, reason });
+      this.feed(m, { type: "actionUnavailable", action: a, reason });
+    }
   }
 
   /** An action nothing here executes: an error, counted, and an event for the procedure. */

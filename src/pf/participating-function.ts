@@ -8,7 +8,7 @@ import type { MediaLeg, MediaPlane, Offerer } from "../media/media-plane.js";
 import type { GroupSessionRef } from "../media/ports.js";
 import { type ByeAction, type ByeDecision, type ByeIdentity, chooseMode, handleBye } from "../procedures/handle-bye.js";
 import { type LifecycleEvent, stepLifecycle } from "../procedures/lifecycle.js";
-import { type GroupSession, recordId, recordIdOf } from "../session/group-session.js";
+import { dialogOf, type GroupSession, recordId, recordIdOf, type SessionDialog } from "../session/group-session.js";
 import { observe, servedUserOf } from "../session/observe.js";
 import { rebuildRecord, type SessionDescriptor } from "../session/rebuild.js";
 import type { SessionRegistry } from "../session/registry.js";
@@ -324,6 +324,23 @@ export class ParticipatingFunction {
         gso: latestGso !== undefined,
       });
       return record;
+    });
+  }
+
+  /**
+   * DD-8 ii: the served user declined the deferred delivery of a group still
+   * active: the record's current dialog ends and its lifecycle goes to left,
+   * durably, before the PF's BYE goes out. Resolves with the record and the
+   * dialog as they were (what the BYE needs), or undefined when the record
+   * holds no confirmed dialog for `sessionKey`.
+   */
+  async userLeaves(sessionKey: string): Promise<{ session: GroupSession; dialog: SessionDialog } | undefined> {
+    return this.serial.run(this.serialKey(sessionKey), async () => {
+      const session = this.sessions.get(sessionKey);
+      const dialog = session ? dialogOf(session, session.key) : undefined;
+      if (!session || dialog?.state !== "confirmed") return undefined;
+      await this.applyLifecycle(session, { type: "userLeft", callId: dialog.callId }, Date.now());
+      return { session, dialog };
     });
   }
 

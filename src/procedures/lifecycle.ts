@@ -20,6 +20,8 @@ export type LifecycleEvent =
   | { type: "networkBye"; callId: string; cause: ByeCause; reasonCause: number }
   /** The served user's client ended the dialog (8.2.2.3). */
   | { type: "clientBye"; callId: string }
+  /** The PF ends the dialog for the served user, who declined the deferred delivery (DD-8 ii: its BYE to the focus). */
+  | { type: "userLeft"; callId: string }
   /** Deferred delivery emptied or discarded the session's queue (DD-8, DD-10, DD-14). */
   | { type: "queueSettled" };
 
@@ -97,6 +99,7 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
       return withLifecycle({ ...s, dialogs: setDialog(s, ev.callId, { state: "terminated" }), endCause: ev.reasonCause }, to, now);
     }
     case "clientBye":
+    case "userLeft":
       return withLifecycle({ ...s, dialogs: setDialog(s, ev.callId, { state: "terminated" }) }, "left", now);
     case "queueSettled":
       return { record: { ...s, pendingDeferred: false, updatedAt: now }, notes: [] };

@@ -34,6 +34,10 @@ export interface SessionDialog {
   inviteCseq: number;
   /** +sip.instance of the client's Contact in the 2xx, when given. */
   clientInstance: string;
+  /** Who sent the dialog's INVITE: the CF (it invited the served user) or the client. Absent in older records: the CF. */
+  initiator?: "cf" | "client";
+  /** The client's Contact URI (its 2xx, or its INVITE): the target of the PF's requests towards it. */
+  clientTarget?: string;
   state: "early" | "confirmed" | "terminated";
 }
 

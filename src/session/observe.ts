@@ -57,6 +57,11 @@ function contactInstance(msg: SipMessage): string {
   }
 }
 
+/** The first Contact's URI, or "". */
+function contactUri(msg: SipMessage): string {
+  return uriOf(headerValues(msg, "contact")[0]);
+}
+
 /** The served user of an initial INVITE: the callee when the focus invites, the caller when the client does. */
 export function servedUserOf(msg: SipMessage): string {
   return focusContact(msg) ? uriOf(header(msg, "to")) : uriOf(header(msg, "from"));
@@ -73,6 +78,8 @@ export function dialogOfInvite(msg: SipMessage): SessionDialog {
     routeSet: headerValues(msg, "record-route"),
     inviteCseq: cseqOfMessage(msg)?.seq ?? 0,
     clientInstance: "",
+    initiator: focus ? "cf" : "client",
+    clientTarget: focus ? "" : contactUri(msg),
     state: "early",
   };
 }
@@ -150,6 +157,7 @@ export function observe(existing: GroupSession | undefined, msg: SipMessage, now
             ...d,
             clientTag: toTag,
             clientInstance: contactInstance(msg) || d.clientInstance,
+            clientTarget: contactUri(msg) || d.clientTarget,
             routeSet: rr.length ? rr : d.routeSet,
             state: "confirmed",
           };

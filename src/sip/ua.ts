@@ -227,6 +227,15 @@ export class SipUa {
     return new SipUa(socket, opts);
   }
 
+  /**
+   * The pre-loaded Route to the outbound proxy (8.1.2). A request on a dialog
+   * the PF only proxies puts it before the dialog's route set, so that it
+   * still goes through Kamailio (which knows it by the route's parameters).
+   */
+  get outboundRoute(): string {
+    return this.proxyRoute;
+  }
+
   onRequest(handler: RequestHandler): void {
     this.handler = handler;
   }

@@ -121,6 +121,30 @@ describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio,
     assertParticipants(gsoXml(gsos[0] as string));
   });
 
+  test("BYE-B7 BYE-B9: the client gets a BYE; the CF's 200 OK comes only after the client's 200 OK", async (t) => {
+    const call = await groupChatCall(kamailio as KamailioInstance, ["Reason: SIP;cause=480"]);
+    assert.equal(call.clientBye.method, "BYE");
+    assert.equal(header(call.clientBye, "call-id"), call.callId);
+    const { cfByeSent, clientByeReceived, client200Sent, cf200 } = call.t;
+    t.diagnostic(
+      `CF BYE -> client +${(clientByeReceived - cfByeSent).toFixed(1)} ms; client 200 +${(client200Sent - cfByeSent).toFixed(1)} ms; CF 200 +${(cf200 - cfByeSent).toFixed(1)} ms`,
+    );
+    assert.ok(clientByeReceived >= cfByeSent, "client got the BYE after the CF sent it");
+    assert.ok(cf200 >= client200Sent, `CF 200 at ${cf200} before client 200 at ${client200Sent}`);
+    // the CF waited for the client's (delayed) answer
+    assert.ok(cf200 - cfByeSent >= CLIENT_PAUSE_MS - 5, `CF got 200 after ${cf200 - cfByeSent} ms`);
+    // 2.d/2.f: the final answer is reported to the sidecar (non-blocking)
+    await waitFor(
+      () => (sidecar as SidecarInstance).logLines().some((l) => l.msg === "BYE completed" && l.callId === call.callId),
+      3000,
+      25,
+      "ReportByeOutcome in the sidecar log",
+    );
+    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);
+    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_bye_b2bua"), 6, "every BYE of this suite was a B2BUA decision");
+    assert.doesNotMatch((kamailio as KamailioInstance).logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);
+  });
+
   test("IMS routing (RFC 3261 16.4): a CPM INVITE with pre-loaded Routes goes on to the next Route (the S-CSCF's ISC return path), not to the Request-URI; the CF's BYE follows the route set (BYE-B4)", async () => {
     const k = kamailio as KamailioInstance;
     // nothing listens on the Request-URI's port: only the S-CSCF's Route gets the INVITE there
@@ -149,30 +173,6 @@ describe("8.3.2.3 BYE from the network, PF as B2BUA (SIPp CF + client, Kamailio,
     assert.equal(reasonCause(header(play.clientBye, "reason")), 480);
     const gsos = await storedObjects(dovecot as DovecotInstance, `Default/${play.conversationId}/${play.contributionId}`);
     assert.equal(gsos.length, 1);
-  });
-
-  test("BYE-B7 BYE-B9: the client gets a BYE; the CF's 200 OK comes only after the client's 200 OK", async (t) => {
-    const call = await groupChatCall(kamailio as KamailioInstance, ["Reason: SIP;cause=480"]);
-    assert.equal(call.clientBye.method, "BYE");
-    assert.equal(header(call.clientBye, "call-id"), call.callId);
-    const { cfByeSent, clientByeReceived, client200Sent, cf200 } = call.t;
-    t.diagnostic(
-      `CF BYE -> client +${(clientByeReceived - cfByeSent).toFixed(1)} ms; client 200 +${(client200Sent - cfByeSent).toFixed(1)} ms; CF 200 +${(cf200 - cfByeSent).toFixed(1)} ms`,
-    );
-    assert.ok(clientByeReceived >= cfByeSent, "client got the BYE after the CF sent it");
-    assert.ok(cf200 >= client200Sent, `CF 200 at ${cf200} before client 200 at ${client200Sent}`);
-    // the CF waited for the client's (delayed) answer
-    assert.ok(cf200 - cfByeSent >= CLIENT_PAUSE_MS - 5, `CF got 200 after ${cf200 - cfByeSent} ms`);
-    // 2.d/2.f: the final answer is reported to the sidecar (non-blocking)
-    await waitFor(
-      () => (sidecar as SidecarInstance).logLines().some((l) => l.msg === "BYE completed" && l.callId === call.callId),
-      3000,
-      25,
-      "ReportByeOutcome in the sidecar log",
-    );
-    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_failsafe"), 0);
-    assert.equal(await (kamailio as KamailioInstance).stat("cpm_pf_bye_b2bua"), 6, "every BYE of this suite was a B2BUA decision");
-    assert.doesNotMatch((kamailio as KamailioInstance).logs(), /\b(ERROR|CRITICAL|ALERT|BUG):/);
   });
 });
 

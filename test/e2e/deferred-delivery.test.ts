@@ -370,6 +370,50 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   });
 
   test(
+    "DD-8 ii: the client declines (603) while the group is still active -> the deferred data is discarded, the focus gets the PF's BYE with Reason SIP;cause=200;text=\"Call completed\" on the group session's dialog, the client's old dialog ends too, the media is released, the record leaves",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["declined while the group goes on"], {
+        whileDeferred: async (c) => {
+          // -m 2: SIPp stays up after the 603 (its trace is read while it runs)
+          const client = await startSipp({ scenario: "client-uas-decline.xml", extraArgs: ["-m", "2"] });
+          try {
+            const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`, c.servedUser);
+            assert.equal(reg.code, 0);
+            await rig.receivedInvite(client, c);
+            await queueEmptied(c);
+          } finally {
+            await client.stop();
+          }
+          await rig.lifecycleMoved(c, "client-absent -> left");
+          // the focus answered the PF's BYE; its SIPp ends 50 ms after it: the harness's BYE trigger must come later
+          await waitFor(
+            () => rig.logged("BYE to the focus for the served user (DD-8 ii)", c.callId) !== undefined,
+            5000,
+            20,
+            "the focus's answer",
+          );
+          await new Promise((r) => setTimeout(r, 200));
+        },
+      });
+      const cf = chat.trace?.cf ?? [];
+      const byeAtFocus = first(cf, { direction: "received", method: "BYE" });
+      assert.ok(byeAtFocus, "the focus got a BYE");
+      assert.equal(header(byeAtFocus, "reason"), 'SIP;cause=200;text="Call completed"');
+      assert.equal(header(byeAtFocus, "call-id"), chat.callId, "on the group session's own dialog");
+      assert.ok(first(cf, { direction: "sent", status: 200, cseqMethod: "BYE" }), "the focus answered it");
+      assert.equal(cf.filter((m) => m.direction === "sent" && m.method === "BYE").length, 0, "the CF sent no BYE of its own");
+      const byeAtClient = first(chat.trace?.client ?? [], { direction: "received", method: "BYE" });
+      assert.equal(header(byeAtClient as SipTraceMessage, "reason"), 'SIP;cause=200;text="Call completed"');
+      const released = rig.sidecar.logLines().find((l) => l.msg === "group session media released (DD-8 ii)" && l.callId === chat.callId);
+      assert.ok(Number(released?.released) >= 1, `media released: ${JSON.stringify(released)}`);
+      assert.equal((await rig.folder(deferredFolder(chat), chat.servedUser)).length, 0, "DD-8 i: the deferred data is discarded");
+      // the delivery INVITE and both BYEs went through Kamailio as the UA's own
+      assert.ok((await rig.kamailio.stat("cpm_pf_ua_requests")) >= 3);
+    },
+  );
+
+  test(
     "DD-9: any other error (486 Busy Here) -> re-attempted after delivery.retryInitialMs, up to delivery.retryAttempts; the data is kept",
     T,
     async () => {

@@ -52,6 +52,12 @@ test("BYE-B3: a 410 leaves the record terminated; the client's own BYE leaves it
   assert.deepEqual(left.transition, { from: "active", to: "left" });
 });
 
+test("DD-8 ii: the served user declined the delivery of a group still going on: the PF's BYE leaves the record left, its dialog terminated", () => {
+  const step = stepLifecycle(record({ lifecycle: "client-absent", pendingDeferred: true }), { type: "userLeft", callId: "call-1@cf" }, NOW);
+  assert.deepEqual(step.transition, { from: "client-absent", to: "left" });
+  assert.equal(step.record?.dialogs[0]?.state, "terminated");
+});
+
 test("RJ-1: a group re-joined again and again keeps only its newest ended dialogs (MAX_ENDED_DIALOGS) and every live one: the record does not grow", () => {
   let s = record({ lifecycle: "inactive", dialogs: [dialog("call-0@cf", "terminated")] });
   for (let i = 1; i <= 3 * MAX_ENDED_DIALOGS; i++) {
