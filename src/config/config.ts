@@ -183,6 +183,16 @@ export interface Config {
      * Default "".
      */
     deferredMsgMgmtUri: string;
+    /**
+     * The S-CSCF's URI for the delivery INVITE's terminating processing (TS
+     * 24.229 5.7.3: an AS originating a request for a served user sends it to
+     * the S-CSCF), e.g. "sip:scscf.ims.example.net:6060". When set, the INVITE
+     * is pre-loaded with Route <URI;lr> after Kamailio's, its Request-URI is
+     * the served user's public identity and an Accept-Contact with the
+     * device's +sip.instance (;require;explicit, RFC 3841) picks the device
+     * that registered. "" = straight to the registered contact. Default "".
+     */
+    terminatingRoute: string;
     /** DD-9 (MAY): re-attempts of a delivery INVITE answered with an error other than 603; 0 = off. Default 3. */
     retryAttempts: number;
     /** DD-9: delay before the first re-attempt (ms). Default 60000. */
@@ -289,6 +299,7 @@ export const defaults: Config = {
   },
   delivery: {
     deferredMsgMgmtUri: "",
+    terminatingRoute: "",
     retryAttempts: 3,
     retryInitialMs: 60_000,
     retryFactor: 2,
@@ -366,6 +377,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
   },
   delivery: {
     deferredMsgMgmtUri: "string",
+    terminatingRoute: "string",
     retryAttempts: "nonnegint",
     retryInitialMs: "posint",
     retryFactor: "posint",
@@ -457,6 +469,9 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   if (cfg.delivery.retryMaxMs < cfg.delivery.retryInitialMs) bad("delivery.retryMaxMs", "must be >= delivery.retryInitialMs");
   if (cfg.delivery.deferredMsgMgmtUri !== "" && !/^(sips?|tel):[^\s<>"]+$/i.test(cfg.delivery.deferredMsgMgmtUri)) {
     bad("delivery.deferredMsgMgmtUri", "must be a sip:, sips: or tel: URI (or empty: delivery off)");
+  }
+  if (cfg.delivery.terminatingRoute !== "" && !/^sips?:[^\s<>"]+$/i.test(cfg.delivery.terminatingRoute)) {
+    bad("delivery.terminatingRoute", "must be a sip: or sips: URI (or empty: straight to the registered contact)");
   }
   try {
     parseTrustedRegistrars(cfg.delivery.trustedRegistrars);

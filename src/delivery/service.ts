@@ -14,6 +14,7 @@
 // the procedure as `actionUnavailable`, which decides what the client gets
 // (the README's status says what that is). This runner makes no decision of
 // its own.
+import { randomBytes } from "node:crypto";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import { type Metrics, noMetrics } from "../metrics/metrics.js";
@@ -29,7 +30,14 @@ import type { DeliveryClaims } from "../procedures/delivery-guard.js";
 import { applyClaim } from "../procedures/delivery-guard.js";
 import type { PendingItem } from "../procedures/delivery-items.js";
 import { itemId } from "../procedures/delivery-items.js";
-import { type DeliveryAction, type DeliveryPolicy, type QueueRef, queueRef, type Step } from "../procedures/delivery-session.js";
+import {
+  type DeliveryAction,
+  type DeliveryInvite,
+  type DeliveryPolicy,
+  type QueueRef,
+  queueRef,
+  type Step,
+} from "../procedures/delivery-session.js";
 import { type GroupSession, userKey } from "../session/group-session.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
@@ -40,7 +48,7 @@ import type { GroupDialogs } from "./group-dialog.js";
 /** The PF's SIP UA, as far as delivery uses it (src/sip/ua.ts). */
 export interface DeliveryUa {
   invite(
-    req: { requestUri: string; headers: [string, string][]; body: string },
+    req: { requestUri: string; route?: string[]; headers: [string, string][]; body: string },
     onProvisional?: (status: number, response: SipMessage) => void,
   ): { callId: string; outcome: Promise<{ status: number; reason: string; response: SipMessage; dialog?: UaDialog }>; cancel(): void };
   ack(dialog: UaDialog): void;
@@ -387,7 +395,7 @@ export class DeliveryService implements RegistrationHandler {
   }
 
   /** DD-2..DD-6 as rendered by the procedure; the SDP part is the PF's own delivery leg (DD-6 a=sendrecv kept). */
-  private async sendInvite(m: Machine, invite: { requestUri: string; headers: [string, string][]; body: string; sdp: string }) {
+  private async sendInvite(m: Machine, invite: DeliveryInvite) {
     m.leg?.close("new delivery attempt");
     const { leg, offerSdp } = await this.deps.openLeg(m.sessionKey, invite.sdp);
     m.leg = leg;
@@ -397,8 +405,16 @@ export class DeliveryService implements RegistrationHandler {
     const contentType = invite.headers.find(([n]) => n.toLowerCase() === "content-type")?.[1];
     const body = replaceBodyPart(contentType, Buffer.from(invite.body), SDP, Buffer.from(offerSdp));
     if (!body) throw new CpmError("CPM_ERR_INTERNAL", "delivery INVITE without an SDP part");
-    const sent = this.deps.ua.invite({ requestUri: invite.requestUri, headers: invite.headers, body: body.toString("utf8") }, (status) =>
-      this.feed(m, { type: "inviteResponse", status }),
+    // TS 24.229 5.7.3, RFC 7315 4.6: an AS originating a request generates its own ICID
+    const charging: [string, string] = ["P-Charging-Vector", `icid-value=${randomBytes(12).toString("hex")}`];
+    const headers = [
+      ...invite.headers.filter(([n]) => n.toLowerCase() !== "content-type"),
+      charging,
+      ...invite.headers.filter(([n]) => n.toLowerCase() === "content-type"),
+    ];
+    const sent = this.deps.ua.invite(
+      { requestUri: invite.requestUri, route: invite.route, headers, body: body.toString("utf8") },
+      (status) => this.feed(m, { type: "inviteResponse", status }),
     );
     m.invite = sent;
     this.byCallId.set(sent.callId, m.key);

@@ -137,6 +137,7 @@ export function buildDeliveryInvite(
     ["From", `<${session.focusUri}>`],
     ["Contact", `<${session.focusUri}>;isfocus;${icsiRefParam(CPM_SESSION_ICSI)}`],
     ["Accept-Contact", acceptContactFor(CPM_SESSION_ICSI)], // DD-3
+    ...instanceContact(policy, client),
     ["P-Asserted-Identity", `<${policy.deferredMsgMgmtUri}>`], // DD-4
     ["P-Asserted-Service", CPM_SESSION_ICSI], // DD-5
     ["Conversation-ID", session.conversationId], // DD-2
@@ -144,7 +145,26 @@ export function buildDeliveryInvite(
   ];
   if (session.subject) headers.push(["Subject", session.subject]);
   headers.push(["Content-Type", body.contentType]);
-  return { requestUri: requestUriOf(servedUser, client), headers, body: body.body, sdp };
+  const viaScscf = policy.terminatingRoute !== "";
+  return {
+    // TS 24.229 5.7.3: through the S-CSCF, addressed to the public identity
+    requestUri: viaScscf ? servedUser : requestUriOf(servedUser, client),
+    route: viaScscf ? [`<${withLr(policy.terminatingRoute)}>`] : [],
+    headers,
+    body: body.body,
+    sdp,
+  };
+}
+
+/** RFC 3841 9.2: through the S-CSCF, only the device that registered (its +sip.instance, RFC 5626) gets the INVITE. */
+function instanceContact(policy: DeliveryPolicy, client: RegisteredClient): [string, string][] {
+  if (policy.terminatingRoute === "" || !client.instanceId) return [];
+  return [["Accept-Contact", `*;+sip.instance="${client.instanceId.replace(/^"|"$/g, "")}";require;explicit`]];
+}
+
+/** A loose-routing Route URI (RFC 3261 19.1.1 lr). */
+function withLr(uri: string): string {
+  return /;lr(?=[;=]|$)/i.test(uri) ? uri : `${uri};lr`;
 }
 
 /** Decision: the registered contact, so the client that registered gets it; the served user when the contact is no SIP URI. */

@@ -47,6 +47,8 @@ export interface QueueRef {
 /** The delivery INVITE (DD-2..DD-6), rendered: the SIP adapter sends it as is (adding Via, From-tag, Call-ID, CSeq). */
 export interface DeliveryInvite {
   requestUri: string;
+  /** Routes pre-loaded after Kamailio's (delivery.terminatingRoute), nearest first. */
+  route: string[];
   /** In order; Content-Type included, Content-Length left to the adapter. */
   headers: [string, string][];
   body: string;

@@ -68,6 +68,8 @@ export interface InviteRequest {
   headers: SipHeaderLine[];
   body: string;
   callId?: string;
+  /** Routes pre-loaded after the outbound proxy's (e.g. the S-CSCF, TS 24.229 5.7.3), nearest first. */
+  route?: string[];
 }
 
 export interface InviteHandle {
@@ -259,10 +261,12 @@ export class SipUa {
     const via = this.via(branch);
     const fromTagged = `${from};tag=${localTag}`;
     const cseq = 1;
+    // 8.1.2; CANCEL and a non-2xx ACK carry the INVITE's Route headers (9.1, 17.1.1.3)
+    const routes: SipHeaderLine[] = [this.proxyRoute, ...(req.route ?? [])].map((r): SipHeaderLine => ["Route", r]);
     const common = (method: string, toValue: string): SipHeaderLine[] => [
       ["Via", via],
       ["Max-Forwards", MAX_FORWARDS],
-      ["Route", this.proxyRoute],
+      ...routes,
       ["From", fromTagged],
       ["To", toValue],
       ["Call-ID", callId],
@@ -271,7 +275,7 @@ export class SipUa {
     const headers: SipHeaderLine[] = [
       ["Via", via],
       ["Max-Forwards", MAX_FORWARDS],
-      ["Route", this.proxyRoute],
+      ...routes,
       ["Call-ID", callId],
       ["CSeq", `${cseq} INVITE`],
       ...req.headers.map(([n, v]): SipHeaderLine => (isFrom(n) ? [n, fromTagged] : [n, v])),

@@ -9,7 +9,9 @@
 // INVITE: anchored -> the client's MSRP connection drops -> the CF's messages
 // are deferred -> (the CF's BYE) -> the REGISTER -> the delivery.
 import assert from "node:assert/strict";
-import { rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
 import { chatCpim } from "../fixtures/cpim.js";
@@ -26,12 +28,14 @@ import {
   groupFolder,
   KEEPER_USER,
   OTHER_USER,
+  SERVED_USER,
 } from "../harness/deferred-chat.js";
 import { gsoXml } from "../harness/group-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { sdpSetup } from "../harness/msrp-peer.js";
 import { freePort } from "../harness/ports.js";
 import { scrape, value } from "../harness/prometheus.js";
+import { REPO_ROOT } from "../harness/sidecar.js";
 import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
@@ -553,6 +557,64 @@ describe("deferred delivery with the session recorded (8.5.2: allow-offline-stor
         kept.some((o) => /^Content-Type:\s*application\/group-state-object\+xml/im.test(o)),
         "next to the GSO of the BYE (BYE-B4)",
       );
+    },
+  );
+});
+
+describe("deferred delivery routed the IMS way: through the S-CSCF, the operator's relay hook, a charging vector", () => {
+  let rig: DeferredChatRig;
+  let dir: string;
+  let scscfPort: number;
+
+  before(async () => {
+    // an operator's configuration: the example one with its own relay hook
+    dir = await mkdtemp(join(tmpdir(), "cpm-operator-"));
+    const cfg = join(dir, "operator.cfg");
+    await writeFile(
+      cfg,
+      [
+        "#!KAMAILIO",
+        "#!define CPM_PF_CUSTOM_HOOK_RELAY",
+        `include_file "${join(REPO_ROOT, "kamailio", "kamailio.cfg")}"`,
+        'route[CPM_PF_HOOK_RELAY] { append_hf("X-Operator-Hook: $rm\\r\\n"); return; }',
+        "",
+      ].join("\n"),
+    );
+    // the S-CSCF stands in for the client's side: the client's SIPp listens where the S-CSCF's Route points
+    scscfPort = await freePort();
+    rig = await DeferredChatRig.start({ CPM_PF__DELIVERY__TERMINATINGROUTE: `sip:127.0.0.1:${scscfPort}` }, undefined, cfg);
+  });
+  after(async () => {
+    await rig?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test(
+    "DD-3 TS 24.229 5.7.3 RFC 7315: with delivery.terminatingRoute the delivery INVITE goes to the S-CSCF (pre-loaded Route) for the public identity, with the PF's own ICID, through the operator's route[CPM_PF_HOOK_RELAY]; every message is delivered",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["routed the IMS way"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      await rig.deliveredTo(
+        chat,
+        "client-uas-msrp.xml",
+        {},
+        async ({ peer: ue, invite }) => {
+          assert.equal(invite.text.split("\r\n")[0], `INVITE ${SERVED_USER} SIP/2.0`, "addressed to the public identity");
+          const routes = (invite.headers.get("route") ?? []).flatMap((v) => v.split(","));
+          assert.equal(routes.length, 1, `Route ${JSON.stringify(routes)}`);
+          assert.match(routes[0] as string, new RegExp(`<sip:127\\.0\\.0\\.1:${scscfPort};lr>`));
+          assert.match(header(invite, "p-charging-vector") ?? "", /^icid-value=[0-9a-f]{24}$/);
+          assert.equal(header(invite, "x-operator-hook"), "INVITE", "the operator's hook ran for the PF's own INVITE");
+          const got = await rig.received(ue, chat.sent.length, chat);
+          assert.deepEqual(
+            got.map((m) => Buffer.from(m.body).toString("utf8")),
+            chat.sent.map((x) => x.body.toString("utf8")),
+          );
+        },
+        undefined,
+        scscfPort,
+      );
+      assert.ok((await rig.kamailio.stat("cpm_pf_ua_requests")) >= 1);
     },
   );
 });

@@ -124,6 +124,8 @@ export class DeferredChatRig {
   static async start(
     env: Record<string, string> = {},
     users: readonly string[] = [SERVED_USER, OTHER_USER, KEEPER_USER, PROBE_USER],
+    /** Kamailio's configuration (an operator's that includes kamailio/kamailio.cfg). Default kamailio/kamailio.cfg. */
+    kamailioCfg?: string,
   ): Promise<DeferredChatRig> {
     // a PF serving many users, each in their own mailbox (the Dovecot master user logs in for them)
     const dovecot = await startDovecot();
@@ -134,6 +136,7 @@ export class DeferredChatRig {
     const uaPort = await freePort();
     const mediaPort = await freePort();
     const kamailio = await startKamailio({
+      ...(kamailioCfg ? { cfg: kamailioCfg } : {}),
       grpcTarget: `unix:${grpcSocket}`,
       deadlineMs: 1000,
       defines: [`CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}"`, `CPM_PF_BYE_CLIENT_TIMEOUT_MS=${CLIENT_BYE_TIMEOUT_MS}`],
@@ -420,10 +423,13 @@ export class DeferredChatRig {
     keys: Record<string, string>,
     body: (d: Delivery) => Promise<void>,
     start?: (contact: string) => Promise<void>,
+    /** The client SIPp's SIP port. Default: a free one. */
+    sipPort?: number,
   ): Promise<void> {
     const ue = await this.peer("client");
     const client = await startSipp({
       scenario,
+      ...(sipPort ? { port: sipPort } : {}),
       timeoutS: 30,
       keys: { client_msrp_port: String(new URL(ue.path.replace(/^msrp/, "http")).port), client_msrp_path: ue.path, ...keys },
       ...(scenario === "client-uas-msrp.xml" ? { extraArgs: ["-d", "50"] } : {}),

@@ -65,6 +65,7 @@ test("store.deferredRootFolder: default Deferred, a path outside store.rootFolde
 test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", () => {
   assert.deepEqual(defaults.delivery, {
     deferredMsgMgmtUri: "",
+    terminatingRoute: "",
     retryAttempts: 3,
     retryInitialMs: 60_000,
     retryFactor: 2,
@@ -86,6 +87,7 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
   const cases: [unknown, NodeJS.ProcessEnv, RegExp][] = [
     [{ delivery: { deferredMsgMgmtUri: "deferred@pf" } }, {}, /delivery\.deferredMsgMgmtUri: must be a sip:, sips: or tel: URI/],
     [{ delivery: { deferredMsgMgmtUri: "sip:a b" } }, {}, /delivery\.deferredMsgMgmtUri/],
+    [{ delivery: { terminatingRoute: "scscf.example.net" } }, {}, /delivery\.terminatingRoute: must be a sip: or sips: URI/],
     [{ delivery: { retryAttempts: -1 } }, {}, /delivery\.retryAttempts: must be an integer >= 0/],
     [{ delivery: { retryFactor: 0 } }, {}, /delivery\.retryFactor: must be a positive integer/],
     [{ delivery: { retryInitialMs: 5000, retryMaxMs: 100 } }, {}, /delivery\.retryMaxMs: must be >= delivery\.retryInitialMs/],

@@ -108,6 +108,21 @@ test("DD-2/DD-3/DD-4/DD-5: the delivery INVITE's rendered headers", () => {
   ]);
 });
 
+test("DD-3 TS 24.229 5.7.3: with delivery.terminatingRoute the INVITE goes through the S-CSCF (pre-loaded Route), addressed to the public identity, the registered device picked by its +sip.instance (RFC 3841 require;explicit)", () => {
+  const viaScscf = { ...policy, terminatingRoute: "sip:scscf.ims.example.net:6060" };
+  const client = { ...CLIENT, instanceId: '"<urn:gsma:imei:1>"' };
+  const inv = buildDeliveryInvite(SERVED_USER, client, groupSession(), viaScscf);
+  assert.equal(inv.requestUri, SERVED_USER);
+  assert.deepEqual(inv.route, ["<sip:scscf.ims.example.net:6060;lr>"]);
+  const accept = inv.headers.filter(([n]) => n === "Accept-Contact").map(([, v]) => v);
+  assert.deepEqual(accept, [`*;${ICSI_TAG}`, '*;+sip.instance="<urn:gsma:imei:1>";require;explicit']);
+  // without it: straight to the registered contact, no Route beyond Kamailio's
+  const direct = buildDeliveryInvite(SERVED_USER, client, groupSession(), policy);
+  assert.equal(direct.requestUri, "sip:+16135551200@10.0.0.5:5060;transport=tcp");
+  assert.deepEqual(direct.route, []);
+  assert.equal(direct.headers.filter(([n]) => n === "Accept-Contact").length, 1);
+});
+
 test("DD-2: the body carries the SDP and the latest participants as an RFC 5366 resource-list", () => {
   const session = groupSession({ participants: [{ name: "Carol & co", commAddr: "tel:+16135551212" }] });
   const inv = buildDeliveryInvite(SERVED_USER, CLIENT, session, policy);
