@@ -104,8 +104,9 @@ async function main(): Promise<void> {
       queueSettled: (user, conv, contrib) => pfRef?.queueSettled(user, conv, contrib) ?? Promise.resolve(),
       group: new GroupDialogs({
         userLeaves: (sessionKey) => pfRef?.userLeaves(sessionKey) ?? Promise.resolve(undefined),
+        clientJoined: (sessionKey) => pfRef?.clientJoined(sessionKey) ?? Promise.resolve(),
         ua,
-        releaseMedia: (sessionKey) => msrp?.release(sessionKey) ?? 0,
+        media: msrp,
         log: componentLogger("delivery", root),
       }),
       metrics,

@@ -1,11 +1,14 @@
-// The executor of deferred delivery's actions on the group session itself
-// (8.3.2.9.1.2 c.1.ii, DD-8 ii): the PF's BYE to the focus on the group
-// session's dialog, which the PF only proxies (src/session/proxied-dialog.ts),
-// through its SIP UA and Kamailio; the release of the group session's
-// anchored media; the unsubscription from the focus's conference event
-// package. The record's lifecycle is written (left) before the BYE goes out.
+// The executor of deferred delivery's actions on the group session itself:
+// the PF's BYE to the focus on the group session's dialog, which the PF only
+// proxies (src/session/proxied-dialog.ts), through its SIP UA and Kamailio
+// (DD-8 ii; the joined client's BYE, 8.2.2.3); the release of the group
+// session's anchored media (DD-8 ii); the unsubscription from the focus's
+// conference event package; the join of the delivery session with the
+// on-going group session and the relay of the client's messages to the CF
+// (DD-12, RJ-5). The record's lifecycle is written (left) before a BYE goes out.
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
+import type { JoinedClient } from "../media/anchored-session.js";
 import type { GroupSession, SessionDialog } from "../session/group-session.js";
 import { type ProxiedDialog, towardsClient, towardsFocus } from "../session/proxied-dialog.js";
 
@@ -18,9 +21,17 @@ export interface GroupDialogUa {
 export interface GroupDialogDeps {
   /** The record's lifecycle step (ParticipatingFunction.userLeaves). */
   userLeaves(sessionKey: string): Promise<{ session: GroupSession; dialog: SessionDialog } | undefined>;
+  /** The record's lifecycle step (ParticipatingFunction.clientJoined). */
+  clientJoined(sessionKey: string): Promise<void>;
   ua: GroupDialogUa;
-  /** The media plane's release (8.3.2.3 2.f); how many resources it freed. */
-  releaseMedia(sessionKey: string): number;
+  /** The media plane (src/media/msrp-media-plane.ts). */
+  media: {
+    /** 8.3.2.3 2.f; how many resources it freed. */
+    release(sessionKey: string): number;
+    /** DD-12 / RJ-5; throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED. */
+    joinClient(sessionKey: string, client: JoinedClient): void;
+    relayToCf(sessionKey: string, m: { contentType: string; body: Buffer; messageId: string }): Promise<number>;
+  };
   log: Logger;
 }
 
@@ -50,7 +61,8 @@ export class GroupDialogs {
       this.deps.ua.bye(toFocus, headers),
       towardsUser ? this.deps.ua.bye(this.viaProxy(towardsUser), headers) : Promise.resolve(undefined),
     ]);
-    this.deps.log.info("BYE to the focus for the served user (DD-8 ii)", {
+    this.deps.log.info("BYE to the focus for the served user", {
+      reason,
       callId: left.dialog.callId,
       conversationId: left.session.conversationId,
       contributionId: left.session.contributionId,
@@ -63,7 +75,18 @@ export class GroupDialogs {
 
   /** DD-8 ii a: the group session's media resources (anchored legs); how many went. */
   releaseMedia(sessionKey: string): number {
-    return this.deps.releaseMedia(sessionKey);
+    return this.deps.media.release(sessionKey);
+  }
+
+  /** DD-12 / RJ-5: the delivery session's MSRP session becomes the group session's client leg (the CF's messages go to it). */
+  async join(sessionKey: string, client: JoinedClient): Promise<void> {
+    this.deps.media.joinClient(sessionKey, client);
+    await this.deps.clientJoined(sessionKey);
+  }
+
+  /** DD-12 / RJ-5: a message of the joined client to the CF; resolves with the CF's code. */
+  relayToCf(sessionKey: string, m: { contentType: string; body: Buffer; messageId: string }): Promise<number> {
+    return this.deps.media.relayToCf(sessionKey, m);
   }
 
   /**

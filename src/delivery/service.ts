@@ -17,6 +17,7 @@
 import { randomBytes } from "node:crypto";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
+import type { JoinedClient } from "../media/anchored-session.js";
 import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import type { RegistrationHandler, RegistrationResult } from "../pf/participating-function.js";
 import {
@@ -71,9 +72,17 @@ export interface DeliveryLeg {
   on(event: "up", fn: () => void): unknown;
   on(
     event: "clientSend",
-    fn: (info: { msrpMessageId: string; kind: "message" | "imdn" | "isComposing"; failureReport: "yes" | "no" | "partial" }) => void,
+    fn: (info: {
+      msrpMessageId: string;
+      kind: "message" | "imdn" | "isComposing";
+      failureReport: "yes" | "no" | "partial";
+      contentType: string;
+      body: Buffer;
+    }) => void,
   ): unknown;
   on(event: "closed", fn: (reason: string) => void): unknown;
+  /** DD-12 / RJ-5: this session as the group session's client leg (src/media/anchored-session.ts). */
+  asJoinedClient(): JoinedClient;
 }
 
 export type OpenLeg = (sessionKey: string, originalSdp: string) => Promise<{ leg: DeliveryLeg; offerSdp: string }>;
@@ -109,7 +118,7 @@ export interface DeliveryServiceDeps {
   /** Where delivered items go when the session is recorded (8.5.2: allow-offline-storage or recording); undefined: removed. */
   retireFolder?: (session: GroupSession) => string | undefined;
   /** DD-8 ii: the group session's dialog towards the focus and its media (src/delivery/group-dialog.ts); absent: those actions have no executor. */
-  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe">;
+  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "relayToCf">;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
   queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void>;
   log: Logger;
@@ -129,6 +138,8 @@ interface Machine {
   startedAt: number;
   /** Bodies of the items read, by itemId, until delivered. */
   bodies: Map<string, { contentType: string; body: Buffer }>;
+  /** What the client sent in the delivery session, by MSRP Message-ID, until it went on to the CF (DD-12, RJ-5). */
+  clientSends: Map<string, { contentType: string; body: Buffer }>;
   /** Confirmed items waiting to leave the queue, and the removal running now (retire()). */
   toRetire: DeferredHandle[];
   retiring?: Promise<void>;
@@ -165,6 +176,14 @@ export class DeliveryService implements RegistrationHandler {
     }
     const client = { contact: reg.contact ?? `<${reg.servedUser}>`, ...(reg.instanceId ? { instanceId: reg.instanceId } : {}) };
     return this.startFor(reg.servedUser, client);
+  }
+
+  /** 8.3.2.3: the CF ended the group session: its delivery machines learn it (a joined one ends with `reason`, BYE-B7). */
+  groupEnded(session: GroupSession, reason: string): void {
+    for (const m of this.machines.values()) {
+      if (m.sessionKey === session.key || m.state.delivery.session.key === session.key)
+        this.feed(m, { type: "groupEnded", session, reason });
+    }
   }
 
   /** Starts deferred delivery to `contact` as if the served user had registered there (an operator's request). */
@@ -210,6 +229,7 @@ export class DeliveryService implements RegistrationHandler {
         chain: Promise.resolve(),
         startedAt: performance.now(),
         bodies: new Map(),
+        clientSends: new Map(),
         toRetire: [],
       };
       this.machines.set(m.key, m);
@@ -379,10 +399,14 @@ export class DeliveryService implements RegistrationHandler {
         }
         return;
       case "handleAsBye":
-        // the client's BYE was answered when it came (onClientRequest)
+        // the client's BYE was answered when it came (onClientRequest); joined: 8.2.2.3 towards the CF too
         m.leg?.close("client BYE");
-        if (a.towardsFocus) this.unexecuted(m, a);
+        if (a.towardsFocus) await this.executeOnGroup(m, { kind: "sendByeToFocus", sessionKey: m.sessionKey, reason: a.reason });
         return;
+      case "rejoinConference":
+      case "joinGroupDialog":
+      case "forwardToFocus":
+        return this.executeOnGroup(m, a);
       case "sendByeToFocus":
       case "releaseMedia":
       case "unsubscribeConference":
@@ -400,7 +424,13 @@ export class DeliveryService implements RegistrationHandler {
     const { leg, offerSdp } = await this.deps.openLeg(m.sessionKey, invite.sdp);
     m.leg = leg;
     leg.on("up", () => this.feed(m, { type: "msrpUp" }));
-    leg.on("clientSend", (info) => this.feed(m, { type: "clientSentMedia", media: info }));
+    leg.on("clientSend", (info) => {
+      m.clientSends.set(info.msrpMessageId, { contentType: info.contentType, body: info.body });
+      this.feed(m, {
+        type: "clientSentMedia",
+        media: { msrpMessageId: info.msrpMessageId, kind: info.kind, failureReport: info.failureReport },
+      });
+    });
     leg.on("closed", (reason) => this.deps.log.info("delivery leg closed", { ...this.fields(m), reason }));
     const contentType = invite.headers.find(([n]) => n.toLowerCase() === "content-type")?.[1];
     const body = replaceBodyPart(contentType, Buffer.from(invite.body), SDP, Buffer.from(offerSdp));
@@ -549,12 +579,23 @@ export class DeliveryService implements RegistrationHandler {
   /** DD-8 ii: the group session's own actions, in the order the procedure gave them. */
   private async executeOnGroup(
     m: Machine,
-    a: Extract<DeliveryAction, { kind: "sendByeToFocus" | "releaseMedia" | "unsubscribeConference" }>,
+    a: Extract<
+      DeliveryAction,
+      { kind: "sendByeToFocus" | "releaseMedia" | "unsubscribeConference" | "rejoinConference" | "joinGroupDialog" | "forwardToFocus" }
+    >,
   ): Promise<void> {
     const group = this.deps.group;
     if (!group) return this.unexecuted(m, a);
     try {
       switch (a.kind) {
+        case "rejoinConference":
+        case "joinGroupDialog":
+          if (!m.leg) throw new CpmError("CPM_ERR_NOT_FOUND", "no delivery leg to join");
+          await group.join(a.sessionKey, m.leg.asJoinedClient());
+          this.deps.log.info("delivery session joined with the on-going group session (DD-12)", this.fields(m));
+          return;
+        case "forwardToFocus":
+          return this.forwardToFocus(m, a.msrpMessageIds);
         case "sendByeToFocus":
           await group.byeToFocus(a.sessionKey, a.reason);
           return;
@@ -571,6 +612,26 @@ export class DeliveryService implements RegistrationHandler {
       const reason = err instanceof CpmError ? err.detail : String(err);
       this.deps.log.warn("group session action failed", { ...this.fields(m), action: a.kind, reason });
       this.feed(m, { type: "actionUnavailable", action: a, reason });
+    }
+  }
+
+  /**
+   * DD-12 / RJ-5: the client's SENDs go on to the CF, in this order (each is
+   * queued on the CF leg before the next); one the CF does not take gets a
+   * failure REPORT with the CF's code where its Failure-Report asks (RJ-4).
+   */
+  private async forwardToFocus(m: Machine, ids: readonly string[]): Promise<void> {
+    const group = this.deps.group as NonNullable<DeliveryServiceDeps["group"]>;
+    const relayed = ids.map((id) => {
+      const sent = m.clientSends.get(id);
+      m.clientSends.delete(id);
+      if (!sent) return Promise.resolve({ id, code: 481 });
+      return group.relayToCf(m.sessionKey, { ...sent, messageId: id }).then((code) => ({ id, code }));
+    });
+    for (const { id, code } of await Promise.all(relayed)) {
+      if (code === 200) continue;
+      this.deps.log.info("client SEND not taken by the CF", { ...this.fields(m), msrpMessageId: id, status: code });
+      m.leg?.failureReport(id, code);
     }
   }
 

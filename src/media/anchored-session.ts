@@ -11,7 +11,7 @@ import type { Leg } from "./leg.js";
 import type { DeferredSink, GroupSessionRef } from "./ports.js";
 import { SessionRecording } from "./recording.js";
 import type { Direction } from "./relay-policy.js";
-import { type RelayItem, RelayQueue } from "./relay-queue.js";
+import { type RelayItem, RelayQueue, type RelayTarget } from "./relay-queue.js";
 import type { MediaLog } from "./session-log.js";
 
 /** The anchored session an MsrpSession (leg) belongs to: one "message" listener per direction for all sessions. */
@@ -39,6 +39,12 @@ export interface AnchoredSessionOptions {
   relayed?: (seconds: number) => void;
 }
 
+/** DD-12 / RJ-5: the delivery session's MSRP session towards the client, joined as the group session's client leg. */
+export interface JoinedClient extends RelayTarget {
+  /** Closes it (8.3.2.3 2.f with the rest of the group session's media); how many resources that freed. */
+  release(): number;
+}
+
 export interface ReleaseCount {
   /** MSRP sessions, their connections and leg timers closed. */
   legs: number;
@@ -59,6 +65,10 @@ export class AnchoredSession {
   private toCfQueue: RelayQueue | undefined;
   private readonly options: AnchoredSessionOptions;
   private readonly log: MediaLog;
+  /** DD-12 / RJ-5: once joined, the CF's messages go to this session instead of the original client leg. */
+  private joined: JoinedClient | undefined;
+  /** What the CF -> client queue relays to: the joined client when there is one, else the original leg. */
+  private readonly clientSide: RelayTarget;
 
   constructor(options: AnchoredSessionOptions) {
     this.options = options;
@@ -72,6 +82,40 @@ export class AnchoredSession {
     (this.client.session as AnchoredMsrpSession)[ANCHORED] = this;
     this.cf.session.on("message", onCfMessage);
     this.client.session.on("message", onClientMessage);
+    const towardsClient = (): RelayTarget => this.joined ?? this.client;
+    this.clientSide = {
+      get state() {
+        return towardsClient().state;
+      },
+      settled: () => towardsClient().settled(),
+      send: (item) => towardsClient().send(item),
+      singleChunk: (item) => towardsClient().singleChunk(item),
+      broken: (reason) => towardsClient().broken(reason),
+    };
+  }
+
+  /**
+   * DD-12 / RJ-5: the delivery session becomes the group session's client
+   * leg: the CF's messages go to it from now on (stored for later only while
+   * it is not up), and relayToCf() takes what the client sends in it.
+   */
+  join(client: JoinedClient): void {
+    this.joined = client;
+    this.log.info("delivery session joined with the group session", { was: this.client.state });
+  }
+
+  /** DD-12 / RJ-5: a message the joined client sent, relayed to the CF leg in call order; resolves with the CF's code. */
+  relayToCf(m: { contentType: string; body: Buffer; messageId: string }): Promise<number> {
+    return new Promise<number>((settle) => {
+      this.toCf().push({
+        kind: classifyPayload(m.contentType, m.body),
+        contentType: m.contentType,
+        body: m.body,
+        messageId: m.messageId,
+        receivedAt: this.options.now(),
+        settle,
+      });
+    });
   }
 
   /** Messages queued or awaiting the next hop, both directions. */
@@ -86,7 +130,7 @@ export class AnchoredSession {
 
   release(): ReleaseCount {
     const queued = (this.toClientQueue?.close() ?? 0) + (this.toCfQueue?.close() ?? 0);
-    const legs = this.cf.release() + this.client.release();
+    const legs = this.cf.release() + this.client.release() + (this.joined?.release() ?? 0);
     const recorded = this.recording?.clear() ?? 0;
     return { legs, queued, recorded };
   }
@@ -121,7 +165,7 @@ export class AnchoredSession {
   private toClient(): RelayQueue {
     this.toClientQueue ??= new RelayQueue({
       direction: "from-network",
-      target: this.client,
+      target: this.clientSide,
       absent: { defer: (item) => this.storeDeferred(item) },
       onRelayed: (item) => this.keep("from-network", item),
     });

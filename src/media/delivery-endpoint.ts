@@ -32,10 +32,12 @@ import { MsrpSession } from "../msrp/session.js";
 import { MsrpSessionTable } from "../msrp/session-table.js";
 import { type ConnectionRole, connectionRole, type SetupAttribute } from "../msrp/setup.js";
 import { type MsrpUri, parseMsrpPath, parseMsrpUri } from "../msrp/uri.js";
+import type { JoinedClient } from "./anchored-session.js";
 import { classifyPayload } from "./classify.js";
 import { compactPath, compactUri } from "./compact-uri.js";
 import { Leg } from "./leg.js";
 import { msrpParserLimits } from "./msrp-limits.js";
+import type { LegState } from "./relay-policy.js";
 import { anchorSdp, type MsrpAnchor } from "./sdp-anchor.js";
 import { SessionLog } from "./session-log.js";
 
@@ -267,6 +269,29 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
         resolve();
       }),
     );
+  }
+
+  /**
+   * DD-12 / RJ-5: this session as the group session's client leg once joined
+   * (src/media/anchored-session.ts relays the CF's messages to it, in order,
+   * through send()).
+   */
+  asJoinedClient(): JoinedClient {
+    const endpoint = this;
+    return {
+      get state(): LegState {
+        return endpoint.current === "up" ? "up" : endpoint.current === "closed" ? "gone" : "pending";
+      },
+      settled: () => endpoint.usable.then(() => undefined),
+      send: (item) => endpoint.send({ contentType: item.contentType, body: item.body }),
+      singleChunk: (item) => item.body.length <= endpoint.share.config.chunkSize,
+      broken: (reason) => endpoint.close(reason),
+      release: () => {
+        const open = endpoint.current !== "closed";
+        endpoint.close("media released");
+        return open ? 1 : 0;
+      },
+    };
   }
 
   /** Closes the session (its connection closes with its last session, RFC 4975 5.4), its timer and table entry; queued sends get 481. Idempotent. */

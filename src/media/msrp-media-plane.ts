@@ -35,7 +35,7 @@ import { MsrpSession, type MsrpSessionOptions } from "../msrp/session.js";
 import { MsrpSessionTable } from "../msrp/session-table.js";
 import { answerSetup, type ConnectionRole, connectionRole, type SetupAttribute } from "../msrp/setup.js";
 import { formatMsrpUri, type MsrpUri, parseMsrpPath, parseMsrpUri } from "../msrp/uri.js";
-import { AnchoredSession } from "./anchored-session.js";
+import { AnchoredSession, type JoinedClient } from "./anchored-session.js";
 import { compactPath, compactUri } from "./compact-uri.js";
 import type { MsrpListenerShare } from "./delivery-endpoint.js";
 import { Leg } from "./leg.js";
@@ -359,6 +359,17 @@ export class MsrpMediaPlane implements MediaPlane {
 
   holds(sessionKey: string): boolean {
     return this.anchored.has(sessionKey);
+  }
+
+  /** DD-12 / RJ-5: the delivery session joins the anchored group session as its client leg. Throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED. */
+  joinClient(sessionKey: string, client: JoinedClient): void {
+    this.get(sessionKey).session.join(client);
+  }
+
+  /** DD-12 / RJ-5: a message the joined client sent, to the CF leg; resolves with the CF's code (481: nothing anchored, RFC 4975 10). */
+  relayToCf(sessionKey: string, m: { contentType: string; body: Buffer; messageId: string }): Promise<number> {
+    const a = this.anchored.get(sessionKey);
+    return a === undefined ? Promise.resolve(481) : a.session.relayToCf(m);
   }
 
   private get(sessionKey: string): Anchored {

@@ -6,6 +6,7 @@ import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { MediaLeg, MediaPlane, Offerer } from "../media/media-plane.js";
 import type { GroupSessionRef } from "../media/ports.js";
+import { CALL_COMPLETED } from "../procedures/delivery-session.js";
 import { type ByeAction, type ByeDecision, type ByeIdentity, chooseMode, handleBye } from "../procedures/handle-bye.js";
 import { type LifecycleEvent, stepLifecycle } from "../procedures/lifecycle.js";
 import { dialogOf, type GroupSession, recordId, recordIdOf, type SessionDialog } from "../session/group-session.js";
@@ -106,6 +107,8 @@ export interface RegistrationResult {
 export interface RegistrationHandler {
   /** DD-1: a 3rd-party REGISTER (TS 24.229 5.4.1.7) for the served user reached the PF. */
   onRegistration(env: Envelope): Promise<RegistrationResult>;
+  /** 8.3.2.3: the CF ended the group session (`session`: the record after it); `reason` is what the served user's clients get. */
+  groupEnded?(session: GroupSession, reason: string): void;
 }
 
 const SDP = "application/sdp";
@@ -154,9 +157,9 @@ export class ParticipatingFunction {
     return this.opts.registrations.onRegistration(env);
   }
 
-  /** 8.3.2.3: decide and act on a BYE; resolves after any GSO is stored or spooled and the record's new lifecycle is written. */
   /**
-   * 8.3.2.3. `replayed`: a BYE Kamailio relayed through its fail-safe
+   * 8.3.2.3: decide and act on a BYE; resolves after any GSO is stored or
+   * spooled and the record's new lifecycle is written. `replayed`: a BYE Kamailio relayed through its fail-safe
    * earlier (failsafe-replay.ts): nobody waits for the answer, so its GSO
    * goes to the mailbox without the decision's budget.
    */
@@ -188,7 +191,10 @@ export class ParticipatingFunction {
           decision.side === "network"
             ? { type: "networkBye", callId, cause: decision.cause, reasonCause: decision.reasonCause }
             : { type: "clientBye", callId };
-        await this.applyLifecycle(session, ev, now.getTime());
+        const after = await this.applyLifecycle(session, ev, now.getTime());
+        // BYE-B7: a delivery session joined with the group is one more dialog of the user's (proxy: the CF's Reason as received)
+        const reason = decision.clientReason || headerValues(msg, "reason").join(", ") || CALL_COMPLETED;
+        if (after && decision.side === "network") this.opts.registrations?.groupEnded?.(after, reason);
       }
       let gso: GsoOutcome = { state: "not-required" };
       for (const action of decision.actions) {
@@ -228,7 +234,6 @@ export class ParticipatingFunction {
     this.awaitingOutcome.set(sessionKey, timer);
   }
 
-  /** Stops the outcome watchdogs (shutdown: what they would release goes with the process). */
   /**
    * Stops taking new work (SIGTERM): no new anchored session (CPM_ERR_DRAINING,
    * Kamailio relays the INVITE unanchored), no new deferred delivery. BYEs,
@@ -341,6 +346,14 @@ export class ParticipatingFunction {
       if (!session || dialog?.state !== "confirmed") return undefined;
       await this.applyLifecycle(session, { type: "userLeft", callId: dialog.callId }, Date.now());
       return { session, dialog };
+    });
+  }
+
+  /** DD-12 / RJ-5: a delivery session joined the on-going group session: its record is active again (the client is back). */
+  async clientJoined(sessionKey: string): Promise<void> {
+    await this.serial.run(this.serialKey(sessionKey), async () => {
+      const session = this.sessions.get(sessionKey);
+      if (session) await this.applyLifecycle(session, { type: "clientJoined" }, Date.now());
     });
   }
 

@@ -134,6 +134,11 @@ export type SessionEvent =
   | { type: "restartResponse"; status: number; reasonPhrase?: string }
   /** The client's BYE on the delivery session: every Reason header line as received. */
   | { type: "clientBye"; reasons: string[] }
+  /**
+   * 8.3.2.3: the CF ended the group session (a network BYE), decided with
+   * `reason` for the served user's clients; `session` is the record after it.
+   */
+  | { type: "groupEnded"; session: GroupSession; reason: string }
   /** No executor took `action` (or it failed before anything went out): the procedure decides what follows. */
   | { type: "actionUnavailable"; action: DeliveryAction; reason: string };
 
@@ -415,6 +420,17 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
     case "actionUnavailable":
       return unavailable(s, ev.action, ev.reason, policy, onDrained);
 
+    case "groupEnded": {
+      const next = { ...s, session: ev.session };
+      // BYE-B7: the joined delivery session is one of the user's dialogs of the group session
+      if (!s.joined) return step(next, [], ["group session ended by the CF: no join after the deferred items"]);
+      return step(
+        { ...next, phase: "ended", held: [], toAck: [] },
+        [...ackPending(s), { kind: "byeToClient", reason: ev.reason }],
+        ["group session ended by the CF: the joined delivery session ends with the PF's Reason"],
+      );
+    }
+
     case "clientBye": {
       const parsed = clientByeReason(ev.reasons);
       const cause = parsed?.cause;
@@ -486,7 +502,8 @@ function unavailable(
 /** DD-13 / RJ-4 / RJ-5: a SEND from the client in the delivery session. */
 function clientMedia(s: DeliverySession, media: ClientMedia): Step<DeliverySession> {
   if (s.phase === "connecting") return ignored(s, "clientSentMedia");
-  if (s.joined) return step(s, [], ["client media relayed by the media plane (joined)"]);
+  // DD-12 / RJ-5: joined: on to the CF, after whatever went before it
+  if (s.joined) return step(s, [{ kind: "forwardToFocus", msrpMessageIds: [media.msrpMessageId] }], []);
   const held = [...s.held, media];
   if (isActive(s.session) || s.restart === "pending" || s.restart === "done") {
     // held until the join (after the deferred items, order)

@@ -22,6 +22,8 @@ export type LifecycleEvent =
   | { type: "clientBye"; callId: string }
   /** The PF ends the dialog for the served user, who declined the deferred delivery (DD-8 ii: its BYE to the focus). */
   | { type: "userLeft"; callId: string }
+  /** A delivery session of the served user's client joined the on-going group session (DD-12, RJ-5): the client is there again. */
+  | { type: "clientJoined" }
   /** Deferred delivery emptied or discarded the session's queue (DD-8, DD-10, DD-14). */
   | { type: "queueSettled" };
 
@@ -101,6 +103,8 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
     case "clientBye":
     case "userLeft":
       return withLifecycle({ ...s, dialogs: setDialog(s, ev.callId, { state: "terminated" }) }, "left", now);
+    case "clientJoined":
+      return s.lifecycle === "client-absent" ? withLifecycle(s, "active", now) : { record: s, notes: [`clientJoined in ${s.lifecycle}`] };
     case "queueSettled":
       return { record: { ...s, pendingDeferred: false, updatedAt: now }, notes: [] };
   }

@@ -391,12 +391,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
           }
           await rig.lifecycleMoved(c, "client-absent -> left");
           // the focus answered the PF's BYE; its SIPp ends 50 ms after it: the harness's BYE trigger must come later
-          await waitFor(
-            () => rig.logged("BYE to the focus for the served user (DD-8 ii)", c.callId) !== undefined,
-            5000,
-            20,
-            "the focus's answer",
-          );
+          await waitFor(() => rig.logged("BYE to the focus for the served user", c.callId) !== undefined, 5000, 20, "the focus's answer");
           await new Promise((r) => setTimeout(r, 200));
         },
       });
@@ -414,6 +409,89 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       assert.equal((await rig.folder(deferredFolder(chat), chat.servedUser)).length, 0, "DD-8 i: the deferred data is discarded");
       // the delivery INVITE and both BYEs went through Kamailio as the UA's own
       assert.ok((await rig.kamailio.stat("cpm_pf_ua_requests")) >= 3);
+    },
+  );
+
+  test(
+    "DD-12 RJ-5 DD-10 BYE-B7: the group is still going on when the client registers: after the deferred items the delivery session is joined with it: a live message of the CF reaches the client, the client's message reaches the CF; the CF's BYE then ends the joined session too, with the PF's Reason",
+    T,
+    async () => {
+      await rig.chatWhileAway(["before the join 1", "before the join 2"], {
+        whileDeferred: async (c) => {
+          const cf = c.cf as MsrpPeer;
+          await rig.deliveredTo(c, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
+            // DD-10 / DD-11: the deferred items in order, then the latest participants
+            const got = await rig.received(ue, c.sent.length + 1, c);
+            assert.deepEqual(
+              got.slice(0, c.sent.length).map((m) => Buffer.from(m.body).toString("utf8")),
+              c.sent.map((x) => x.body.toString("utf8")),
+            );
+            await waitFor(
+              () => rig.logged("delivery session joined with the on-going group session (DD-12)", c.callId) !== undefined,
+              5000,
+              20,
+              "the join",
+            );
+            await rig.lifecycleMoved(c, "client-absent -> active");
+            // DD-12: live chat goes on, both ways, through the PF
+            const live = chatCpim("live, after the join", "imdn-live");
+            assert.equal((await cf.send(live, "message/cpim")).code, 200, "the joined client took the CF's live message");
+            const atClient = await rig.received(ue, c.sent.length + 2, c);
+            assert.equal(Buffer.from(atClient.at(-1)?.body ?? []).toString("utf8"), live.toString("utf8"));
+            const before = cf.received.length;
+            const reply = chatCpim("the client answers the group", "imdn-reply-live");
+            assert.equal((await ue.send(reply, "message/cpim")).code, 200);
+            const atCf = await rig.received(cf, before + 1, c);
+            assert.equal(
+              Buffer.from(atCf.at(-1)?.body ?? []).toString("utf8"),
+              reply.toString("utf8"),
+              "the client's message reached the CF",
+            );
+            await queueEmptied(c);
+            // BYE-B7 BYE-B4: the CF ends the group (480): the joined delivery session is one of the user's dialogs too
+            await triggerSipp(c.cfSipPort as number, c.callId, 0);
+            const r = await client.done;
+            assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+            const bye = first(r.messages, { direction: "received", method: "BYE" });
+            assert.equal(header(bye as SipTraceMessage, "reason"), "SIP;cause=480", "the delivery session got the PF's Reason");
+            // the CF's SIPp ends once its 200 OK came (the outcome report): the harness's own BYE trigger must come later
+            await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
+            await new Promise((resolve) => setTimeout(resolve, 200));
+          });
+        },
+        byeHeaders: ["Reason: SIP;cause=480"],
+      });
+    },
+  );
+
+  test(
+    "RJ-5 8.2.2.3 DD-14: the joined client leaves with BYE cause=200 -> the focus gets the PF's BYE with that Reason on the group session's dialog, the record is left",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["before the client leaves"], {
+        whileDeferred: async (c) => {
+          await rig.deliveredTo(
+            c,
+            "client-dd-uas.xml",
+            { bye_reason: 'SIP;cause=200;text="Call completed"' },
+            async ({ peer: ue, client, invite }) => {
+              await rig.received(ue, c.sent.length + 1, c);
+              await rig.lifecycleMoved(c, "client-absent -> active");
+              await triggerSipp(client.port, invite.headers.get("call-id")?.[0] ?? "");
+              const r = await client.done;
+              assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+            },
+          );
+          await rig.lifecycleMoved(c, "active -> left");
+          // the focus's SIPp ends 50 ms after its 200: the harness's BYE trigger must come later
+          await waitFor(() => rig.logged("BYE to the focus for the served user", c.callId) !== undefined, 5000, 20, "the focus's answer");
+          await new Promise((r) => setTimeout(r, 200));
+        },
+      });
+      const byeAtFocus = first(chat.trace?.cf ?? [], { direction: "received", method: "BYE" });
+      assert.ok(byeAtFocus, "the focus got the PF's BYE");
+      assert.equal(header(byeAtFocus, "reason"), 'SIP;cause=200;text="Call completed"');
+      assert.equal(header(byeAtFocus, "call-id"), chat.callId);
     },
   );
 

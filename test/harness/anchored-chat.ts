@@ -44,6 +44,8 @@ export interface AnchoredCallOptions {
     contributionId: string;
     clientInvite: SipTraceMessage;
     cf200: SipTraceMessage;
+    /** The CF SIPp's SIP port (triggerSipp on it makes the CF send its BYE). */
+    cfSipPort: number;
   }) => Promise<void>;
   /** Runs once the CF's SIPp started (INVITE on its way); the client answers 400 ms after it got the INVITE. */
   beforeAnswer?: (call: { callId: string }) => Promise<void>;
@@ -94,7 +96,7 @@ async function playTriggeredCall<Up>(
     up: (uas: SipTraceMessage[], uac: SipTraceMessage[]) => Up | undefined;
     upLabel: string;
     beforeAnswer?: (call: { callId: string }) => Promise<void>;
-    during?: (callId: string, up: Up) => Promise<void>;
+    during?: (callId: string, up: Up, ports: { uac: number; uas: number }) => Promise<void>;
     afterBye?: (call: { callId: string }) => Promise<void>;
   },
 ): Promise<{ uas: SippResult; uac: SippResult; callId: string }> {
@@ -107,7 +109,7 @@ async function playTriggeredCall<Up>(
       if (spec.beforeAnswer) await spec.beforeAnswer({ callId });
       // the session is up once the UAS got the ACK (the trigger must not come earlier)
       const up = await waitFor(async () => spec.up(await uasRun.messagesSoFar(), await uacRun.messagesSoFar()), 10_000, 20, spec.upLabel);
-      if (spec.during) await spec.during(callId, up);
+      if (spec.during) await spec.during(callId, up, { uac: uacRun.port, uas: uasRun.port });
       // SIPp sends everything (its 200 to the trigger too) to its remote
       // address, Kamailio: the trigger's effect is the BYE, not an answer.
       await triggerSipp((spec.byeFrom === "uac" ? uacRun : uasRun).port, callId, 0);
@@ -160,8 +162,8 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
     },
     upLabel: "ACK at the client",
     ...(opts.beforeAnswer ? { beforeAnswer: opts.beforeAnswer } : {}),
-    during: async (id, up: { clientInvite: SipTraceMessage; cf200: SipTraceMessage }) => {
-      if (opts.during) await opts.during({ callId: id, conversationId, contributionId, ...up });
+    during: async (id, up: { clientInvite: SipTraceMessage; cf200: SipTraceMessage }, ports) => {
+      if (opts.during) await opts.during({ callId: id, conversationId, contributionId, ...up, cfSipPort: ports.uac });
     },
     ...(opts.afterBye ? { afterBye: opts.afterBye } : {}),
   });

@@ -49,6 +49,10 @@ export interface Chat {
   conversationId: string;
   contributionId: string;
   sent: Sent[];
+  /** The CF's MSRP peer (its connection to the PF stays up while the CF dialog is). */
+  cf?: MsrpPeer;
+  /** The CF SIPp's port: triggerSipp(cfSipPort, callId) makes the CF send its BYE (whileDeferred only). */
+  cfSipPort?: number;
   /** The group chat's SIP as the CF and the client saw it (set once the chat is over). */
   trace?: { cf: SipTraceMessage[]; client: SipTraceMessage[] };
 }
@@ -334,7 +338,7 @@ export class DeferredChatRig {
       byeHeaders: opts.byeHeaders ?? [],
       ...(opts.clientAnswersBye === false ? { clientAnswersBye: false, clientPauseMs: CLIENT_BYE_TIMEOUT_MS + 1000 } : {}),
       timeoutS: 60,
-      during: async ({ callId, conversationId, contributionId, clientInvite, cf200 }) => {
+      during: async ({ callId, conversationId, contributionId, clientInvite, cf200, cfSipPort }) => {
         await waitFor(() => this.logged("media answer anchored", callId), 5000, 20, "ReportMediaAnswer");
         await this.connectMsrp("client", ue, msrpMedia(clientInvite.body).path);
         await this.connectMsrp("CF", cf, msrpMedia(cf200.body).path);
@@ -353,7 +357,7 @@ export class DeferredChatRig {
         }
         const kept = await this.folder(deferredFolder({ conversationId, contributionId }), servedUser);
         assert.equal(kept.length, sent.length, "every message the CF sent is in the served user's deferred queue");
-        chat = { servedUser, callId, conversationId, contributionId, sent };
+        chat = { servedUser, callId, conversationId, contributionId, sent, cf, cfSipPort };
         if (opts.whileDeferred) await opts.whileDeferred(chat);
       },
     });

@@ -429,9 +429,23 @@ test("DD-12: active group session → re-join with the conference once the queue
     { kind: "forwardToFocus", msrpMessageIds: ["c0"] },
   ]);
   assert.ok(!kinds(held.actions).includes("restartGroupSession"));
-  // joined: the client's media is the media plane's (no restart, no hold)
+  // joined: each SEND of the client goes on to the focus as it comes (no restart, no hold)
   const after = run(u.state, [{ type: "clientSentMedia", media: { msrpMessageId: "c1", kind: "message", failureReport: "yes" } }], p);
-  assert.deepEqual(after.actions, []);
+  assert.deepEqual(after.actions, [{ kind: "forwardToFocus", msrpMessageIds: ["c1"] }]);
+});
+
+test("BYE-B7 DD-12: the CF ends the group while the delivery session is joined with it -> that session ends too, with the PF's Reason; before the join, the record is taken and no join follows", () => {
+  const joined = run(start().state, [...connected, read()]);
+  assert.ok(joined.state.delivery.joined);
+  const ended = groupSession({ lifecycle: "inactive", endCause: 480 });
+  const r = run(joined.state, [{ type: "groupEnded", session: ended, reason: "SIP;cause=480" }]);
+  assert.deepEqual(only(r.actions, "byeToClient"), [{ kind: "byeToClient", reason: "SIP;cause=480" }]);
+  assert.equal(r.state.delivery.phase, "ended");
+  // still delivering: nothing goes out, and the drain finds the group inactive (no join, DD-13 instead)
+  const early = run(start().state, [...connected, { type: "groupEnded", session: ended, reason: "SIP;cause=480" }, read()]);
+  assert.equal(only(early.actions, "byeToClient").length, 0);
+  assert.equal(only(early.actions, "rejoinConference").length, 0);
+  assert.equal(early.state.delivery.session.lifecycle, "inactive");
 });
 
 test("DD-13: inactive group session → the client's first IMDN / isComposing / message re-starts it (once), joined after", () => {

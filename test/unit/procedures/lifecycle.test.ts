@@ -52,6 +52,14 @@ test("BYE-B3: a 410 leaves the record terminated; the client's own BYE leaves it
   assert.deepEqual(left.transition, { from: "active", to: "left" });
 });
 
+test("DD-12 RJ-5: a delivery session joined with the on-going group session makes a client-absent record active again; elsewhere it changes nothing", () => {
+  const step = stepLifecycle(record({ lifecycle: "client-absent", pendingDeferred: true }), { type: "clientJoined" }, NOW);
+  assert.deepEqual(step.transition, { from: "client-absent", to: "active" });
+  const inactive = stepLifecycle(record({ lifecycle: "inactive" }), { type: "clientJoined" }, NOW);
+  assert.equal(inactive.transition, undefined);
+  assert.equal(inactive.record?.lifecycle, "inactive");
+});
+
 test("DD-8 ii: the served user declined the delivery of a group still going on: the PF's BYE leaves the record left, its dialog terminated", () => {
   const step = stepLifecycle(record({ lifecycle: "client-absent", pendingDeferred: true }), { type: "userLeft", callId: "call-1@cf" }, NOW);
   assert.deepEqual(step.transition, { from: "client-absent", to: "left" });

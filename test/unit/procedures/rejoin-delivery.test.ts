@@ -199,7 +199,7 @@ test("RJ-5: active group session → no re-start; the client's dialog is joined 
     "forwardToFocus",
   ]);
   assert.equal(only(d.actions, "sendGso").length, 0);
-  assert.deepEqual(run(d.state, [sent("c2")]).actions, []); // joined: the media plane relays
+  assert.deepEqual(run(d.state, [sent("c2")]).actions, [{ kind: "forwardToFocus", msrpMessageIds: ["c2"] }]); // joined: on to the focus as it comes
 });
 
 test("re-join: client BYE cause=200 discards the rest (as DD-14), other events after it are ignored", () => {
