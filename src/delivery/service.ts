@@ -15,6 +15,8 @@
 // (the README's status says what that is). This runner makes no decision of
 // its own.
 import { randomBytes } from "node:crypto";
+import { type CpimMessage, parseCpim } from "../cpim/cpim.js";
+import { negativeDeliveryNotification, wantsNegativeDelivery } from "../cpim/notification.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { JoinedClient } from "../media/anchored-session.js";
@@ -40,7 +42,7 @@ import {
   type Step,
 } from "../procedures/delivery-session.js";
 import { type GroupSession, userKey } from "../session/group-session.js";
-import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
+import { header, headerValues, mediaType, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { readThirdPartyRegister } from "../sip/third-party-register.js";
 import type { DeferredHandle, DeferredRecord, DeferredSessionSummary, ReadCursor } from "../store/deferred-queue.js";
@@ -389,6 +391,9 @@ export class DeliveryService implements RegistrationHandler {
         if (m.dialog) await ua.bye(m.dialog, [["Reason", a.reason]]).catch(() => 0);
         m.leg?.close("BYE to the client");
         return;
+      case "negativeDeliveryImdn":
+        await this.negativeDeliveryImdn(m, a.msrpMessageId);
+        return;
       case "msrpFailureReport":
         // RJ-4 / DD-13: the client's SEND cannot reach the group
         if (!m.leg?.failureReport(a.msrpMessageId, a.status)) {
@@ -426,10 +431,8 @@ export class DeliveryService implements RegistrationHandler {
     leg.on("up", () => this.feed(m, { type: "msrpUp" }));
     leg.on("clientSend", (info) => {
       m.clientSends.set(info.msrpMessageId, { contentType: info.contentType, body: info.body });
-      this.feed(m, {
-        type: "clientSentMedia",
-        media: { msrpMessageId: info.msrpMessageId, kind: info.kind, failureReport: info.failureReport },
-      });
+      const media = { msrpMessageId: info.msrpMessageId, kind: info.kind, failureReport: info.failureReport };
+      this.feed(m, { type: "clientSentMedia", media: negativeDeliveryOf(info) ? { ...media, negativeDelivery: true } : media });
     });
     leg.on("closed", (reason) => this.deps.log.info("delivery leg closed", { ...this.fields(m), reason }));
     const contentType = invite.headers.find(([n]) => n.toLowerCase() === "content-type")?.[1];
@@ -624,15 +627,28 @@ export class DeliveryService implements RegistrationHandler {
     const group = this.deps.group as NonNullable<DeliveryServiceDeps["group"]>;
     const relayed = ids.map((id) => {
       const sent = m.clientSends.get(id);
-      m.clientSends.delete(id);
       if (!sent) return Promise.resolve({ id, code: 481 });
       return group.relayToCf(m.sessionKey, { ...sent, messageId: id }).then((code) => ({ id, code }));
     });
+    const sends = new Map(ids.map((id) => [id, m.clientSends.get(id)]));
+    for (const id of ids) m.clientSends.delete(id);
     for (const { id, code } of await Promise.all(relayed)) {
       if (code === 200) continue;
       this.deps.log.info("client SEND not taken by the CF", { ...this.fields(m), msrpMessageId: id, status: code });
       m.leg?.failureReport(id, code);
+      const sent = sends.get(id);
+      if (sent) await this.negativeDeliveryImdn(m, id, sent);
     }
+  }
+
+  /** RJ-4: the "failed" IMDN (RFC 5438 7.2.1.1) for a message of the client's that asked for one, from the group, in the delivery session. */
+  private async negativeDeliveryImdn(m: Machine, id: string, sent = m.clientSends.get(id)): Promise<void> {
+    m.clientSends.delete(id);
+    const cpim = sent && cpimOf(sent);
+    const notification = cpim && negativeDeliveryNotification(cpim, m.state.delivery.session.focusUri, new Date());
+    if (!notification || !m.leg) return;
+    const status = await m.leg.send({ contentType: "message/cpim", body: notification });
+    this.deps.log.info("negative delivery notification sent (RJ-4)", { ...this.fields(m), msrpMessageId: id, status });
   }
 
   /** An action nothing here executes: an error, counted, and an event for the procedure. */
@@ -646,6 +662,22 @@ export class DeliveryService implements RegistrationHandler {
     const s = m.state.delivery.session;
     return { deliveryKey: m.key, callId: s.key, conversationId: s.conversationId, contributionId: s.contributionId };
   }
+}
+
+/** A message/cpim the client sent, parsed; undefined for anything else or what does not parse (it goes on as it is). */
+function cpimOf(sent: { contentType: string; body: Buffer }): CpimMessage | undefined {
+  if (mediaType(sent.contentType) !== "message/cpim") return undefined;
+  try {
+    return parseCpim(sent.body);
+  } catch {
+    return undefined;
+  }
+}
+
+/** RFC 5438 6.2: the client's message asked for a notification should it not be delivered. */
+function negativeDeliveryOf(sent: { contentType: string; body: Buffer }): boolean {
+  const cpim = cpimOf(sent);
+  return cpim !== undefined && wantsNegativeDelivery(cpim);
 }
 
 /** The SDP of the client's 2xx (alone or in a multipart body). */

@@ -62,6 +62,8 @@ export interface ClientMedia {
   kind: "message" | "imdn" | "isComposing";
   /** The SEND's Failure-Report header (RFC 4975 7.1.2; absent = "yes"). */
   failureReport: "yes" | "no" | "partial";
+  /** Its CPIM asked for a negative delivery notification (RFC 5438 6.2 imdn.Disposition-Notification). */
+  negativeDelivery?: boolean;
 }
 
 /** 8.2.2.7: re-join the focus (lastfocussessionid), or restart via the conference factory with the participants. */
@@ -110,6 +112,8 @@ export type DeliveryAction =
   | { kind: "forwardToFocus"; msrpMessageIds: string[] }
   /** RJ-4: MSRP REPORT with an error Status (RFC 4975 7.1.2) for a client SEND that cannot reach the group. */
   | { kind: "msrpFailureReport"; msrpMessageId: string; status: number }
+  /** RJ-4: the negative delivery IMDN (RFC 5438 7.2.1.1 "failed") the client's message asked for, sent to the client. */
+  | { kind: "negativeDeliveryImdn"; msrpMessageId: string }
   /** RJ-3: BYE to the client on the delivery / re-join dialog. */
   | { kind: "byeToClient"; reason: string }
   /** DD-14: the client's BYE, handled as 8.2.2.3 (answer it; towards the CF too when joined). */
@@ -255,19 +259,25 @@ export function gsoAction(session: GroupSession, at: Date, policy: { groupSessio
 }
 
 /**
- * RFC 4975 7.1.2 status of the failure REPORT for a client SEND when the
- * group session could not be re-started (RJ-4; the spec names no code):
- * the CF's 403 stays 403 (action not allowed), 408 stays 408, anything else
- * is 481 (the session the SEND was for does not exist).
+ * RFC 4975 7.1.2 status of the failure REPORT for a client SEND that could
+ * not go on to the group (RJ-4: "not delivered downstream"; the spec names no
+ * code, and 481 would say the delivery session itself does not exist): 408
+ * (the downstream hop did not take it in time, RFC 4975 10) when the CF did
+ * not answer, timed out or was unavailable (408, 5xx); 403 (not allowed
+ * downstream) when it refused (any other 4xx, 6xx).
  */
 export function msrpStatusForRestartFailure(sipStatus: number): number {
-  return sipStatus === 403 || sipStatus === 408 ? sipStatus : 481;
+  return sipStatus === 408 || (sipStatus >= 500 && sipStatus < 600) ? 408 : 403;
 }
 
+/** RJ-4: what the client gets for each message that cannot go on: a failure REPORT where its SEND allowed one, the negative IMDN where its CPIM asked. */
 function failureReports(held: readonly ClientMedia[], sipStatus: number): DeliveryAction[] {
   const status = msrpStatusForRestartFailure(sipStatus);
-  // Failure-Report: no → no REPORT (RFC 4975 7.1.2); partial and yes → REPORT on failure
-  return held.filter((m) => m.failureReport !== "no").map((m) => ({ kind: "msrpFailureReport", msrpMessageId: m.msrpMessageId, status }));
+  return held.flatMap((m): DeliveryAction[] => [
+    // Failure-Report: no → no REPORT (RFC 4975 7.1.2); partial and yes → REPORT on failure
+    ...(m.failureReport !== "no" ? [{ kind: "msrpFailureReport", msrpMessageId: m.msrpMessageId, status } as const] : []),
+    ...(m.negativeDelivery ? [{ kind: "negativeDeliveryImdn", msrpMessageId: m.msrpMessageId } as const] : []),
+  ]);
 }
 
 /** The next read of the queue: above everything taken. */

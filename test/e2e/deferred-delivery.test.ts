@@ -320,26 +320,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   );
 
   test(
-    "DD-10 DD-12: the group is still active (the CF dialog is up, only the client left): a REGISTER delivers what was kept; the delivery session then ends with BYE cause=200 (the client re-joins the conference itself)",
-    T,
-    async () => {
-      await rig.chatWhileAway(["active 1", "active 2"], {
-        whileDeferred: async (chat) => {
-          await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
-            await assertDeliveredInOrder(ue, chat);
-            const r = await client.done;
-            assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-            const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
-            assert.match(header(bye as SipTraceMessage, "reason") ?? "", /^SIP;cause=200;text="Call completed"$/);
-            await queueEmptied(chat);
-          });
-        },
-      });
-    },
-  );
-
-  test(
-    "DD-13 RJ-4: the client sends in the delivery session of an inactive group -> no re-start executor: answered as failed: a failure REPORT for its SEND, BYE cause=503",
+    "DD-13 RJ-4: the client sends in the delivery session of an inactive group -> no re-start executor: answered as failed: a failure REPORT (408: not delivered downstream, not 481) for its SEND, the negative delivery IMDN it asked for, BYE cause=503",
     T,
     async () => {
       const chat = await rig.chatWhileAway(["before the restart"], { byeHeaders: ["Reason: SIP;cause=480"] });
@@ -347,9 +328,18 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         await rig.received(ue, 2, chat); // the deferred message, then the GSO (DD-11)
         const reports: MsrpRequest[] = [];
         ue.session?.on("report", (r) => reports.push(r));
-        assert.equal((await ue.send(chatCpim("a reply to the group", "imdn-reply"), "message/cpim")).code, 200, "hop-by-hop 200");
+        const reply = chatCpim("a reply to the group", "imdn-reply", "tel:+16135551200", "positive-delivery, negative-delivery");
+        assert.equal((await ue.send(reply, "message/cpim")).code, 200, "hop-by-hop 200");
         await waitFor(() => reports.length === 1, 5000, 10, "the failure REPORT");
-        assert.equal(reports[0]?.status?.code, 481);
+        assert.equal(reports[0]?.status?.code, 408);
+        // RFC 5438 7.2.1.1: "failed", about the client's message, from the group, to its sender
+        const [imdn] = await rig.received(ue, 3, chat).then((got) => got.slice(2));
+        const text = Buffer.from(imdn?.body ?? []).toString("utf8");
+        assert.equal(imdn?.contentType, "message/cpim");
+        assert.match(text, /^To: <tel:\+16135551200>\r$/m);
+        assert.match(text, /Content-Type: message\/imdn\+xml/);
+        assert.match(text, /<message-id>imdn-reply<\/message-id>/);
+        assert.match(text, /<status><failed\/><\/status>/);
         const r = await client.done;
         assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
         const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");

@@ -448,6 +448,19 @@ test("BYE-B7 DD-12: the CF ends the group while the delivery session is joined w
   assert.equal(early.state.delivery.session.lifecycle, "inactive");
 });
 
+test("RJ-4: a held message that asked for negative-delivery gets the 'failed' IMDN after its failure REPORT when the restart fails", () => {
+  const { state } = start(groupSession({ lifecycle: "inactive" }));
+  const before = run(state, [
+    ...connected,
+    read(),
+    { type: "clientSentMedia", media: { msrpMessageId: "c1", kind: "message", failureReport: "yes", negativeDelivery: true } },
+  ]);
+  const r = run(before.state, [{ type: "restartResponse", status: 404, reasonPhrase: "Not Found" }]);
+  const kinds = r.actions.map((a) => a.kind);
+  assert.deepEqual(kinds.slice(-3), ["msrpFailureReport", "negativeDeliveryImdn", "byeToClient"]);
+  assert.deepEqual(r.actions.at(-2), { kind: "negativeDeliveryImdn", msrpMessageId: "c1" });
+});
+
 test("DD-13: inactive group session → the client's first IMDN / isComposing / message re-starts it (once), joined after", () => {
   const session = groupSession({ lifecycle: "inactive" });
   const { state } = start(session);
@@ -484,7 +497,7 @@ test("DD-13: the re-start fails → failure REPORTs for the client's SENDs, BYE 
     { type: "restartResponse", status: 404, reasonPhrase: "Not Found" },
   ]);
   assert.deepEqual(r.actions.slice(-2), [
-    { kind: "msrpFailureReport", msrpMessageId: "c1", status: 481 },
+    { kind: "msrpFailureReport", msrpMessageId: "c1", status: 403 },
     { kind: "byeToClient", reason: 'SIP;cause=404;text="Not Found"' },
   ]);
   assert.equal(r.state.invitePhase, "ended");
@@ -502,7 +515,7 @@ test("DD-13: a re-start nothing can send (actionUnavailable) is a failed re-star
   assert.ok(restart);
   const r = run(before.state, [{ type: "actionUnavailable", action: restart, reason: "no executor" }]);
   assert.deepEqual(r.actions, [
-    { kind: "msrpFailureReport", msrpMessageId: "c1", status: 481 },
+    { kind: "msrpFailureReport", msrpMessageId: "c1", status: 408 },
     { kind: "byeToClient", reason: 'SIP;cause=503;text="Service Unavailable"' },
   ]);
   assert.equal(r.state.invitePhase, "ended");
@@ -526,7 +539,7 @@ test("DD-12: a join nothing can make (actionUnavailable) ends the delivery after
     { type: "actionUnavailable", action: forward, reason: "no executor" },
   ]);
   assert.deepEqual(r.actions, [
-    { kind: "msrpFailureReport", msrpMessageId: "c0", status: 481 },
+    { kind: "msrpFailureReport", msrpMessageId: "c0", status: 408 },
     { kind: "byeToClient", reason: CALL_COMPLETED },
   ]);
   assert.equal(r.state.invitePhase, "ended");
@@ -545,7 +558,7 @@ test("DD-12: held SENDs a forward cannot take (actionUnavailable) get failure RE
   const forward = only(drained.actions, "forwardToFocus")[0];
   assert.ok(forward);
   const r = run(drained.state, [{ type: "actionUnavailable", action: forward, reason: "focus unreachable" }]);
-  assert.deepEqual(r.actions, [{ kind: "msrpFailureReport", msrpMessageId: "c0", status: 481 }]);
+  assert.deepEqual(r.actions, [{ kind: "msrpFailureReport", msrpMessageId: "c0", status: 408 }]);
   assert.notEqual(r.state.invitePhase, "ended");
   assert.deepEqual(r.state.delivery.held, []);
 });

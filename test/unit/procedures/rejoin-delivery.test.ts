@@ -171,7 +171,7 @@ test("RJ-4: the re-start failed and the client had sent messages → an MSRP fai
     { kind: "byeToClient", reason: 'SIP;cause=403;text="Forbidden"' },
   ]);
   const nf = run(started(inactive()), [{ type: "msrpUp" }, sent("c1"), { type: "restartResponse", status: 404 }]);
-  assert.deepEqual(only(nf.actions, "msrpFailureReport"), [{ kind: "msrpFailureReport", msrpMessageId: "c1", status: 481 }]);
+  assert.deepEqual(only(nf.actions, "msrpFailureReport"), [{ kind: "msrpFailureReport", msrpMessageId: "c1", status: 403 }]);
 });
 
 test("RJ-3/RJ-5: the re-start succeeds → the dialogs are joined after the deferred data, held client SENDs go on", () => {
