@@ -102,9 +102,17 @@ async function main(): Promise<void> {
         : {}),
       rebuild: (user, conv, contrib) => pfRef?.rebuild(user, conv, contrib) ?? Promise.resolve(undefined),
       queueSettled: (user, conv, contrib) => pfRef?.queueSettled(user, conv, contrib) ?? Promise.resolve(),
+      // 8.3.2.3 for a BYE on a group session dialog the UA set up (a re-start): as Kamailio's, the outcome at once
+      networkBye: async (raw) => {
+        const pf = pfRef;
+        if (!pf) return;
+        const r = await pf.handleBye({ raw, source: "sip-ua" });
+        await pf.byeOutcome(r.sessionKey, 200);
+      },
       group: new GroupDialogs({
         userLeaves: (sessionKey) => pfRef?.userLeaves(sessionKey) ?? Promise.resolve(undefined),
         clientJoined: (sessionKey) => pfRef?.clientJoined(sessionKey) ?? Promise.resolve(),
+        restarted: (sessionKey, dialog) => pfRef?.restarted(sessionKey, dialog) ?? Promise.resolve(),
         ua,
         media: msrp,
         log: componentLogger("delivery", root),

@@ -6,16 +6,35 @@
 // conference event package; the join of the delivery session with the
 // on-going group session and the relay of the client's messages to the CF
 // (DD-12, RJ-5). The record's lifecycle is written (left) before a BYE goes out.
+import { randomBytes } from "node:crypto";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { JoinedClient } from "../media/anchored-session.js";
+import type { GroupSessionRef } from "../media/ports.js";
+import type { RestartRequest } from "../procedures/delivery-session.js";
+import { buildRestartInvite } from "../procedures/restart-invite.js";
 import type { GroupSession, SessionDialog } from "../session/group-session.js";
 import { type ProxiedDialog, towardsClient, towardsFocus } from "../session/proxied-dialog.js";
+import { header, type SipMessage } from "../sip/message.js";
+import { bodyParts } from "../sip/multipart.js";
 
 /** The PF's SIP UA, as far as this executor uses it (src/sip/ua.ts). */
 export interface GroupDialogUa {
   readonly outboundRoute: string;
+  readonly address: { host: string; port: number };
   bye(dialog: ProxiedDialog, headers?: [string, string][]): Promise<number>;
+  invite(req: { requestUri: string; headers: [string, string][]; body: string; callId?: string }): {
+    callId: string;
+    outcome: Promise<{ status: number; reason: string; response: SipMessage; dialog?: ProxiedDialog }>;
+  };
+  ack(dialog: ProxiedDialog): void;
+}
+
+/** What a re-start answers (DD-13 / RJ-3): the CF's final status; with a 2xx, the new group session dialog's Call-ID. */
+export interface RestartOutcome {
+  status: number;
+  reasonPhrase: string;
+  callId?: string;
 }
 
 export interface GroupDialogDeps {
@@ -24,8 +43,14 @@ export interface GroupDialogDeps {
   /** The record's lifecycle step (ParticipatingFunction.clientJoined). */
   clientJoined(sessionKey: string): Promise<void>;
   ua: GroupDialogUa;
+  /** The record takes the re-start's dialog (ParticipatingFunction.restarted). */
+  restarted(sessionKey: string, dialog: SessionDialog): Promise<void>;
   /** The media plane (src/media/msrp-media-plane.ts). */
   media: {
+    originate(req: { session: GroupSessionRef; offerSdp: string; client: JoinedClient }): string;
+    /** A re-start that did not come up: the CF side released, the joined delivery session left open. */
+    abandon(sessionKey: string): number;
+    anchorAnswer(sessionKey: string, answerSdp: string, facts?: { focus?: string }): string;
     /** 8.3.2.3 2.f; how many resources it freed. */
     release(sessionKey: string): number;
     /** DD-12 / RJ-5; throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED. */
@@ -43,7 +68,81 @@ export interface ByeOutcome {
 }
 
 export class GroupDialogs {
+  /** Group session dialogs the PF's UA itself set up (re-starts), by Call-ID: the UA's own dialog state. */
+  private readonly own = new Map<string, ProxiedDialog>();
+
   constructor(private readonly deps: GroupDialogDeps) {}
+
+  /**
+   * DD-13 / RJ-3 (8.2.2.7): the re-start INVITE to the focus for the served
+   * user, with the PF's CF-facing MSRP offer; the joined delivery session is
+   * the new group session's client side. A 2xx is ACKed, its SDP answer
+   * anchored and the dialog handed to the record; anything else releases the
+   * media. Never rejects: a transport failure or no answer is a 408.
+   */
+  async restart(req: {
+    servedUser: string;
+    session: GroupSession;
+    restart: RestartRequest;
+    client: JoinedClient;
+  }): Promise<RestartOutcome> {
+    const { ua, media } = this.deps;
+    const callId = `${randomBytes(8).toString("hex")}@${ua.address.host}`;
+    const ref = {
+      sessionKey: callId,
+      servedUser: req.servedUser,
+      conversationId: req.restart.conversationId,
+      contributionId: req.restart.contributionId,
+      focus: req.restart.focusUri,
+    };
+    const offer = media.originate({ session: ref, offerSdp: req.session.sdpOffer, client: req.client });
+    const host = ua.address.host.includes(":") ? `[${ua.address.host}]` : ua.address.host;
+    const invite = buildRestartInvite(req.servedUser, req.restart, `sip:${host}:${ua.address.port}`, offer);
+    const fields = { callId, groupCallId: req.session.key, conversationId: ref.conversationId, contributionId: ref.contributionId };
+    this.deps.log.info("re-start INVITE to the focus (DD-13)", { ...fields, focus: req.restart.focusUri });
+    let outcome: Awaited<ReturnType<GroupDialogUa["invite"]>["outcome"]>;
+    try {
+      outcome = await ua.invite({ ...invite, callId }).outcome;
+    } catch (err) {
+      media.abandon(callId);
+      this.deps.log.warn("re-start INVITE not answered", { ...fields, reason: err instanceof CpmError ? err.detail : String(err) });
+      return { status: 408, reasonPhrase: "Request Timeout" };
+    }
+    if (outcome.status >= 300 || !outcome.dialog) {
+      media.abandon(callId);
+      this.deps.log.info("re-start refused by the CF", { ...fields, status: outcome.status });
+      return { status: outcome.status, reasonPhrase: outcome.reason };
+    }
+    ua.ack(outcome.dialog);
+    try {
+      media.anchorAnswer(callId, sdpOf(outcome.response), { focus: req.restart.focusUri });
+    } catch (err) {
+      // the CF took it but its media cannot be used: end the new dialog at once
+      media.abandon(callId);
+      await ua.bye(outcome.dialog, [["Reason", 'SIP;cause=488;text="Not Acceptable Here"']]).catch(() => 0);
+      this.deps.log.warn("re-start answer unusable", { ...fields, reason: err instanceof CpmError ? err.detail : String(err) });
+      return { status: 488, reasonPhrase: "Not Acceptable Here" };
+    }
+    this.own.set(callId, outcome.dialog);
+    const d = outcome.dialog;
+    await this.deps.restarted(req.session.key, {
+      callId,
+      cfTag: d.remoteTag,
+      clientTag: d.localTag,
+      remoteTarget: d.remoteTarget,
+      routeSet: d.routeSet,
+      inviteCseq: 1,
+      clientInstance: "",
+      initiator: "pf",
+      state: "confirmed",
+    });
+    return { status: outcome.status, reasonPhrase: outcome.reason, callId };
+  }
+
+  /** Forgets a dialog the UA set up once it ended (the CF's BYE, or the PF's). */
+  ended(callId: string): void {
+    this.own.delete(callId);
+  }
 
   /**
    * DD-8 ii a: BYE with `reason` to the focus on the group session's dialog;
@@ -55,6 +154,14 @@ export class GroupDialogs {
     const left = await this.deps.userLeaves(sessionKey);
     if (!left) throw new CpmError("CPM_ERR_NOT_FOUND", `group session ${sessionKey}: no confirmed dialog towards the focus`);
     const headers: [string, string][] = [["Reason", reason]];
+    const own = this.own.get(left.dialog.callId);
+    if (own) {
+      // a dialog the PF's UA set up (a re-start): its own route set; the client is the delivery session
+      this.own.delete(left.dialog.callId);
+      const focus = await this.deps.ua.bye(own, headers);
+      this.deps.log.info("BYE to the focus for the served user", { reason, callId: own.callId, focusStatus: focus });
+      return { focus };
+    }
     const toFocus = this.viaProxy(towardsFocus(left.session, left.dialog));
     const towardsUser = towardsClient(left.session, left.dialog);
     const [focus, client] = await Promise.all([
@@ -103,4 +210,11 @@ export class GroupDialogs {
   private viaProxy(d: ProxiedDialog): ProxiedDialog {
     return { ...d, routeSet: [this.deps.ua.outboundRoute, ...d.routeSet] };
   }
+}
+
+/** The SDP of a 2xx (alone or in a multipart body). */
+function sdpOf(response: SipMessage): string {
+  const sdp = bodyParts(header(response, "content-type"), response.body).find((p) => p.contentType === "application/sdp");
+  if (!sdp) throw new CpmError("CPM_ERR_BAD_SDP", "2xx to the re-start INVITE carries no SDP answer");
+  return sdp.body.toString("utf8");
 }

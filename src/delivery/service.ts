@@ -6,14 +6,12 @@
 // the deferred queue in the Message Store. Events of one machine are handled
 // one at a time, in arrival order.
 //
-// DD-8 ii's actions on the group session itself (BYE to the focus, media
-// release, unsubscription) go to src/delivery/group-dialog.ts. The other
-// actions on the group session's dialog towards the Controlling Function
-// (DD-12 join the on-going conference, DD-13 re-start) have no executor here:
-// each is logged as an error, counted (`unexecutedActions`) and handed back to
-// the procedure as `actionUnavailable`, which decides what the client gets
-// (the README's status says what that is). This runner makes no decision of
-// its own.
+// The actions on the group session itself (DD-8 ii BYE to the focus, media
+// release, unsubscription; DD-12 / RJ-5 join and relay to the CF; DD-13
+// re-start) go to src/delivery/group-dialog.ts. An action nothing executes
+// is logged as an error, counted (`unexecutedActions`) and handed back to the
+// procedure as `actionUnavailable`, which decides what the client gets. This
+// runner makes no decision of its own.
 import { randomBytes } from "node:crypto";
 import { type CpimMessage, parseCpim } from "../cpim/cpim.js";
 import { negativeDeliveryNotification, wantsNegativeDelivery } from "../cpim/notification.js";
@@ -41,9 +39,10 @@ import {
   queueRef,
   type Step,
 } from "../procedures/delivery-session.js";
-import { type GroupSession, userKey } from "../session/group-session.js";
+import { type GroupSession, recordIdOf, userKey } from "../session/group-session.js";
 import { header, headerValues, mediaType, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
+import { serializeRequest } from "../sip/serialize.js";
 import { readThirdPartyRegister } from "../sip/third-party-register.js";
 import type { DeferredHandle, DeferredRecord, DeferredSessionSummary, ReadCursor } from "../store/deferred-queue.js";
 import type { GroupDialogs } from "./group-dialog.js";
@@ -120,7 +119,9 @@ export interface DeliveryServiceDeps {
   /** Where delivered items go when the session is recorded (8.5.2: allow-offline-storage or recording); undefined: removed. */
   retireFolder?: (session: GroupSession) => string | undefined;
   /** DD-8 ii: the group session's dialog towards the focus and its media (src/delivery/group-dialog.ts); absent: those actions have no executor. */
-  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "relayToCf">;
+  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "relayToCf" | "restart" | "ended">;
+  /** 8.3.2.3: a BYE the CF sent on a group session dialog the PF's UA set up (a re-start): decided and acted on as Kamailio's are. */
+  networkBye?: (raw: Uint8Array) => Promise<void>;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
   queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void>;
   log: Logger;
@@ -140,6 +141,8 @@ interface Machine {
   startedAt: number;
   /** Bodies of the items read, by itemId, until delivered. */
   bodies: Map<string, { contentType: string; body: Buffer }>;
+  /** DD-13: the re-started group session's dialog (the PF's UA set it up): its Call-ID keys its media too. */
+  restartCallId?: string;
   /** What the client sent in the delivery session, by MSRP Message-ID, until it went on to the CF (DD-12, RJ-5). */
   clientSends: Map<string, { contentType: string; body: Buffer }>;
   /** Confirmed items waiting to leave the queue, and the removal running now (retire()). */
@@ -182,9 +185,10 @@ export class DeliveryService implements RegistrationHandler {
 
   /** 8.3.2.3: the CF ended the group session: its delivery machines learn it (a joined one ends with `reason`, BYE-B7). */
   groupEnded(session: GroupSession, reason: string): void {
+    // by the record's identity: a re-start gave the group session a new dialog (key) since the delivery began
+    const id = recordIdOf(session);
     for (const m of this.machines.values()) {
-      if (m.sessionKey === session.key || m.state.delivery.session.key === session.key)
-        this.feed(m, { type: "groupEnded", session, reason });
+      if (recordIdOf(m.state.delivery.session) === id) this.feed(m, { type: "groupEnded", session, reason });
     }
   }
 
@@ -411,6 +415,7 @@ export class DeliveryService implements RegistrationHandler {
       case "rejoinConference":
       case "joinGroupDialog":
       case "forwardToFocus":
+      case "restartGroupSession":
         return this.executeOnGroup(m, a);
       case "sendByeToFocus":
       case "releaseMedia":
@@ -563,6 +568,23 @@ export class DeliveryService implements RegistrationHandler {
       reply(481, "Call/Transaction Does Not Exist");
       return;
     }
+    if (req.method === "BYE" && m.restartCallId === header(req, "call-id")) {
+      // 8.3.2.3 on the re-started group session's dialog: decided as a network BYE (its GSO, the lifecycle,
+      // the joined delivery session's BYE through groupEnded); the CF gets its 200 at once
+      reply(200, "OK");
+      m.restartCallId = undefined;
+      this.deps.group?.ended(header(req, "call-id") ?? "");
+      const raw = serializeRequest(
+        req.method,
+        req.requestUri,
+        req.headers.map((h): [string, string] => [h.name, h.value]),
+        req.body.toString("utf8"),
+      );
+      void this.deps
+        .networkBye?.(raw)
+        .catch((err) => this.deps.log.error("BYE on the re-started group session not decided", { ...this.fields(m), reason: String(err) }));
+      return;
+    }
     if (req.method === "BYE") {
       // DD-14: handled as a BYE (8.2.2.3): answered, then the machine decides on the queue
       reply(200, "OK");
@@ -584,15 +606,46 @@ export class DeliveryService implements RegistrationHandler {
     m: Machine,
     a: Extract<
       DeliveryAction,
-      { kind: "sendByeToFocus" | "releaseMedia" | "unsubscribeConference" | "rejoinConference" | "joinGroupDialog" | "forwardToFocus" }
+      {
+        kind:
+          | "sendByeToFocus"
+          | "releaseMedia"
+          | "unsubscribeConference"
+          | "rejoinConference"
+          | "joinGroupDialog"
+          | "forwardToFocus"
+          | "restartGroupSession";
+      }
     >,
   ): Promise<void> {
     const group = this.deps.group;
     if (!group) return this.unexecuted(m, a);
     try {
       switch (a.kind) {
-        case "rejoinConference":
+        case "restartGroupSession": {
+          if (!m.leg) throw new CpmError("CPM_ERR_NOT_FOUND", "no delivery leg for the re-started group session");
+          const d = m.state.delivery;
+          const r = await group.restart({
+            servedUser: d.servedUser,
+            session: d.session,
+            restart: a.restart,
+            client: m.leg.asJoinedClient(),
+          });
+          if (r.callId) {
+            m.restartCallId = r.callId;
+            this.byCallId.set(r.callId, m.key);
+          }
+          this.feed(m, { type: "restartResponse", status: r.status, reasonPhrase: r.reasonPhrase });
+          return;
+        }
         case "joinGroupDialog":
+          // a re-started group session has the delivery session as its client side from its start
+          if (m.restartCallId) {
+            this.deps.log.info("delivery session joined with the re-started group session (DD-13)", this.fields(m));
+            return;
+          }
+          return this.executeOnGroup(m, { ...a, kind: "rejoinConference" });
+        case "rejoinConference":
           if (!m.leg) throw new CpmError("CPM_ERR_NOT_FOUND", "no delivery leg to join");
           await group.join(a.sessionKey, m.leg.asJoinedClient());
           this.deps.log.info("delivery session joined with the on-going group session (DD-12)", this.fields(m));
@@ -628,7 +681,7 @@ export class DeliveryService implements RegistrationHandler {
     const relayed = ids.map((id) => {
       const sent = m.clientSends.get(id);
       if (!sent) return Promise.resolve({ id, code: 481 });
-      return group.relayToCf(m.sessionKey, { ...sent, messageId: id }).then((code) => ({ id, code }));
+      return group.relayToCf(m.restartCallId ?? m.sessionKey, { ...sent, messageId: id }).then((code) => ({ id, code }));
     });
     const sends = new Map(ids.map((id) => [id, m.clientSends.get(id)]));
     for (const id of ids) m.clientSends.delete(id);

@@ -104,6 +104,11 @@ export class AnchoredSession {
     this.log.info("delivery session joined with the group session", { was: this.client.state });
   }
 
+  /** The joined client leaves this session without being closed (a re-start that did not come up: the delivery session goes on). */
+  detach(): void {
+    this.joined = undefined;
+  }
+
   /** DD-12 / RJ-5: a message the joined client sent, relayed to the CF leg in call order; resolves with the CF's code. */
   relayToCf(m: { contentType: string; body: Buffer; messageId: string }): Promise<number> {
     return new Promise<number>((settle) => {

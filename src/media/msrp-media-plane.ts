@@ -41,7 +41,7 @@ import type { MsrpListenerShare } from "./delivery-endpoint.js";
 import { Leg } from "./leg.js";
 import type { AnchorOfferRequest, AnchorOfferResult, AnswerFacts, MediaPlane, Offerer, RecordFacts } from "./media-plane.js";
 import { msrpParserLimits } from "./msrp-limits.js";
-import type { DeferredSink, SessionRecorder } from "./ports.js";
+import type { DeferredSink, GroupSessionRef, SessionRecorder } from "./ports.js";
 import type { LegState } from "./relay-policy.js";
 import { anchorSdp } from "./sdp-anchor.js";
 import { SessionLog } from "./session-log.js";
@@ -86,6 +86,8 @@ interface Anchored {
   senderSessionId: string;
   allowOfflineStorage: boolean;
   answered: boolean;
+  /** The PF offered to the CF itself (originate()): no sender leg to answer or wait for. */
+  originated?: boolean;
   log: SessionLog;
 }
 
@@ -312,8 +314,10 @@ export class MsrpMediaPlane implements MediaPlane {
     recipient.learnPath(recipientPath);
     if (recipientRole === "active") void recipient.connect((s) => this.outgoing.bind(s));
     recipient.expectWithin(this.config.clientLegTimeoutMs);
-    if (a.senderRole === "active") void sender.connect((s) => this.outgoing.bind(s));
-    sender.expectWithin(this.config.clientLegTimeoutMs);
+    if (!a.originated) {
+      if (a.senderRole === "active") void sender.connect((s) => this.outgoing.bind(s));
+      sender.expectWithin(this.config.clientLegTimeoutMs);
+    }
     const clientRole = fromNetwork ? recipientRole : a.senderRole;
     const cfRole = fromNetwork ? a.senderRole : recipientRole;
     if (fromNetwork) a.log.info("MSRP client leg answered", { clientRole, cfRole });
@@ -359,6 +363,67 @@ export class MsrpMediaPlane implements MediaPlane {
 
   holds(sessionKey: string): boolean {
     return this.anchored.has(sessionKey);
+  }
+
+  /**
+   * DD-13 / RJ-3: the PF re-starts the group session itself (8.2.2.7): a new
+   * anchored session keyed by the re-start INVITE's Call-ID, whose CF leg the
+   * PF offers (`offerSdp`: the original offer's media attributes, the PF's
+   * path, a=setup:actpass, RFC 6135 4.1) and whose client side is the joined
+   * delivery session. The CF's answer goes to anchorAnswer() as for a
+   * client-initiated session. Returns the SDP offer for the CF.
+   */
+  originate(req: { session: GroupSessionRef; offerSdp: string; client: JoinedClient }): string {
+    if (this.server === undefined) throw new CpmError("CPM_ERR_MEDIA_NOT_STARTED", "call start() first");
+    const key = req.session.sessionKey;
+    if (this.anchored.has(key)) throw new CpmError("CPM_ERR_MEDIA_SESSION_EXISTS", `session ${key}`);
+    const host = this.advertisedHost();
+    const cfSessionId = newSessionId();
+    const toCf = anchorSdp(req.offerSdp, { host, port: this.listenPort, sessionId: cfSessionId, tls: this.tls }, "offer");
+    const log = new SessionLog(this.log, {
+      callId: key,
+      conversationId: req.session.conversationId,
+      contributionId: req.session.contributionId,
+    });
+    const cfSession = this.newSession(this.localUri(host, cfSessionId), parseMsrpPath(PATH_PLACEHOLDER), true);
+    // the CF may connect (a=setup:active) before its answer reaches the PF
+    this.table.add(cfSession);
+    // no client leg of its own: the delivery session is joined in its place (never in the listener's table)
+    const unused = this.newSession(this.localUri(host, newSessionId()), parseMsrpPath(PATH_PLACEHOLDER), true);
+    const { chunkSize } = this.config;
+    const resources = this.resources;
+    const session = new AnchoredSession({
+      ref: req.session,
+      cf: new Leg({ name: "cf", session: cfSession, pathKnown: false, chunkSize, resources, log }),
+      client: new Leg({ name: "client", session: unused, pathKnown: false, chunkSize, resources, log }),
+      deferredSink: this.options.deferredSink,
+      record: this.config.recording,
+      maxRecordedBytes: this.config.maxRecordedBytes,
+      log,
+      now: this.now,
+      ...(this.options.metrics ? { relayed: (sec: number) => this.options.metrics?.relayed(sec) } : {}),
+    });
+    session.join(req.client);
+    this.anchored.set(key, {
+      session,
+      offerer: "client",
+      senderPeerSetup: undefined,
+      // the PF's own side: nothing to connect or wait for
+      senderRole: "passive",
+      senderSessionId: newSessionId(),
+      allowOfflineStorage: false,
+      answered: false,
+      originated: true,
+      log,
+    });
+    log.info("MSRP session originated towards the CF (re-start)", { cfMsrpSession: cfSessionId });
+    return toCf.sdp;
+  }
+
+  /** A re-start that did not come up (RJ-3): its CF side is released, the joined delivery session is left open. Returns what was freed. */
+  abandon(sessionKey: string): number {
+    this.anchored.get(sessionKey)?.session.detach();
+    return this.release(sessionKey);
   }
 
   /** DD-12 / RJ-5: the delivery session joins the anchored group session as its client leg. Throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED. */

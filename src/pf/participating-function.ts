@@ -349,6 +349,14 @@ export class ParticipatingFunction {
     });
   }
 
+  /** DD-13 / RJ-3: the PF re-started the group session for the served user: the record takes the new dialog and is active again. */
+  async restarted(sessionKey: string, dialog: SessionDialog): Promise<void> {
+    await this.serial.run(this.serialKey(sessionKey), async () => {
+      const session = this.sessions.get(sessionKey);
+      if (session) await this.applyLifecycle(session, { type: "invited", dialog }, Date.now());
+    });
+  }
+
   /** DD-12 / RJ-5: a delivery session joined the on-going group session: its record is active again (the client is back). */
   async clientJoined(sessionKey: string): Promise<void> {
     await this.serial.run(this.serialKey(sessionKey), async () => {

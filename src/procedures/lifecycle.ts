@@ -69,7 +69,9 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
     case "invited": {
       // a new dialog of a known group (re-join, re-start) makes it active again
       const dialogs = withDialog(s.dialogs, ev.dialog);
-      return withLifecycle({ ...s, dialogs, key: ev.dialog.callId, endCause: undefined }, "active", now);
+      // the new dialog's CF tag (when known) tells its network BYE from the client's
+      const networkTag = ev.dialog.cfTag || s.networkTag;
+      return withLifecycle({ ...s, dialogs, key: ev.dialog.callId, networkTag, endCause: undefined }, "active", now);
     }
     case "answered":
       return {

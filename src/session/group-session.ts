@@ -34,8 +34,8 @@ export interface SessionDialog {
   inviteCseq: number;
   /** +sip.instance of the client's Contact in the 2xx, when given. */
   clientInstance: string;
-  /** Who sent the dialog's INVITE: the CF (it invited the served user) or the client. Absent in older records: the CF. */
-  initiator?: "cf" | "client";
+  /** Who sent the dialog's INVITE: the CF (it invited the served user), the client, or the PF's UA for the user (a re-start, DD-13). Absent in older records: the CF. */
+  initiator?: "cf" | "client" | "pf";
   /** The client's Contact URI (its 2xx, or its INVITE): the target of the PF's requests towards it. */
   clientTarget?: string;
   state: "early" | "confirmed" | "terminated";

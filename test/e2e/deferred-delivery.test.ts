@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
 import { chatCpim } from "../fixtures/cpim.js";
-import { triggerSipp } from "../harness/anchored-chat.js";
+import { msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { runCli } from "../harness/cli.js";
 import {
   type Chat,
@@ -320,31 +320,102 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   );
 
   test(
-    "DD-13 RJ-4: the client sends in the delivery session of an inactive group -> no re-start executor: answered as failed: a failure REPORT (408: not delivered downstream, not 481) for its SEND, the negative delivery IMDN it asked for, BYE cause=503",
+    "DD-13 RJ-3 RJ-5: the client sends in the delivery session of an inactive group -> the PF re-starts the group session (8.2.2.7 INVITE to the focus, same Conversation-ID and Contribution-ID, the CPM feature tag, the PF's MSRP offer); the held message reaches the CF, live chat goes on both ways; the CF's later BYE ends the delivery session too",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["before the re-start"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      const focusPort = chat.cfSipPort as number;
+      const cf = await rig.peer("CF");
+      // the focus is back where the group's lastfocussessionid points (the CF's SIPp port)
+      const focus = await startSipp({
+        scenario: "cf-uas-msrp.xml",
+        port: focusPort,
+        timeoutS: 30,
+        keys: { cf_msrp_port: String(new URL(cf.path.replace(/^msrp/, "http")).port), cf_msrp_path: cf.path, cf_setup: "active" },
+      });
+      try {
+        await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
+          await rig.received(ue, chat.sent.length + 1, chat); // the deferred items, the GSO
+          const held = chatCpim("back in the group", "imdn-back", SERVED_USER);
+          assert.equal((await ue.send(held, "message/cpim")).code, 200);
+          let invite: SipTraceMessage | undefined;
+          await waitFor(
+            async () => {
+              invite = first(await focus.messagesSoFar(), { direction: "received", method: "INVITE" });
+              return invite !== undefined;
+            },
+            8000,
+            20,
+            "the re-start INVITE at the focus",
+          );
+          const inv = invite as SipTraceMessage;
+          assert.match(inv.text.split("\r\n")[0] ?? "", new RegExp(`^INVITE sip:focus@127\\.0\\.0\\.1:${focusPort} SIP/2\\.0`));
+          assert.equal(header(inv, "conversation-id"), chat.conversationId);
+          assert.equal(header(inv, "contribution-id"), chat.contributionId);
+          assert.match(header(inv, "accept-contact") ?? "", /g\.3gpp\.icsi-ref="urn%3Aurn-7%3A3gpp-service\.ims\.icsi\.oma\.cpm\.session"/);
+          assert.match(header(inv, "contact") ?? "", /g\.3gpp\.icsi-ref=/);
+          assert.equal(header(inv, "p-asserted-identity"), `<${SERVED_USER}>`);
+          await cf.open(msrpMedia(inv.body).path, "active");
+          // the held message goes on, then live chat both ways
+          const atCf = await rig.received(cf, 1, chat);
+          assert.equal(Buffer.from(atCf[0]?.body ?? []).toString("utf8"), held.toString("utf8"));
+          await rig.lifecycleMoved(chat, "inactive -> active");
+          const live = chatCpim("welcome back", "imdn-welcome");
+          assert.equal((await cf.send(live, "message/cpim")).code, 200);
+          const atUe = await rig.received(ue, chat.sent.length + 2, chat);
+          assert.equal(Buffer.from(atUe.at(-1)?.body ?? []).toString("utf8"), live.toString("utf8"));
+          // 8.3.2.3: the CF ends the re-started session: the joined delivery session ends too
+          await triggerSipp(focusPort, header(inv, "call-id") ?? "", 0);
+          const r = await client.done;
+          assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+          assert.ok(first(r.messages, { direction: "received", method: "BYE" }), "the delivery session got the PF's BYE");
+        });
+        const f = await focus.done;
+        assert.equal(f.code, 0, `focus SIPp: ${f.errors}`);
+      } finally {
+        await focus.stop();
+      }
+    },
+  );
+
+  test(
+    "DD-13 RJ-3 RJ-4: the focus refuses the re-start (404, the group is gone) -> the client gets a failure REPORT (403: not delivered downstream, never 481) for its SEND, the negative delivery IMDN it asked for, then BYE with the CF's cause and phrase",
     T,
     async () => {
       const chat = await rig.chatWhileAway(["before the restart"], { byeHeaders: ["Reason: SIP;cause=480"] });
-      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
-        await rig.received(ue, 2, chat); // the deferred message, then the GSO (DD-11)
-        const reports: MsrpRequest[] = [];
-        ue.session?.on("report", (r) => reports.push(r));
-        const reply = chatCpim("a reply to the group", "imdn-reply", "tel:+16135551200", "positive-delivery, negative-delivery");
-        assert.equal((await ue.send(reply, "message/cpim")).code, 200, "hop-by-hop 200");
-        await waitFor(() => reports.length === 1, 5000, 10, "the failure REPORT");
-        assert.equal(reports[0]?.status?.code, 408);
-        // RFC 5438 7.2.1.1: "failed", about the client's message, from the group, to its sender
-        const [imdn] = await rig.received(ue, 3, chat).then((got) => got.slice(2));
-        const text = Buffer.from(imdn?.body ?? []).toString("utf8");
-        assert.equal(imdn?.contentType, "message/cpim");
-        assert.match(text, /^To: <tel:\+16135551200>\r$/m);
-        assert.match(text, /Content-Type: message\/imdn\+xml/);
-        assert.match(text, /<message-id>imdn-reply<\/message-id>/);
-        assert.match(text, /<status><failed\/><\/status>/);
-        const r = await client.done;
-        assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-        const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
-        assert.match(header(bye as SipTraceMessage, "reason") ?? "", /^SIP;cause=503/);
+      const focus = await startSipp({
+        scenario: "rj-3-focus-refuses.xml",
+        port: chat.cfSipPort as number,
+        keys: { status: "404", reason: "Not Found" },
       });
+      try {
+        await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
+          await rig.received(ue, 2, chat); // the deferred message, then the GSO (DD-11)
+          const reports: MsrpRequest[] = [];
+          ue.session?.on("report", (r) => reports.push(r));
+          const reply = chatCpim("a reply to the group", "imdn-reply", "tel:+16135551200", "positive-delivery, negative-delivery");
+          assert.equal((await ue.send(reply, "message/cpim")).code, 200, "hop-by-hop 200");
+          await waitFor(() => reports.length === 1, 8000, 10, "the failure REPORT");
+          assert.equal(reports[0]?.status?.code, 403);
+          // RFC 5438 7.2.1.1: "failed", about the client's message, from the group, to its sender
+          const [imdn] = await rig.received(ue, 3, chat).then((got) => got.slice(2));
+          const text = Buffer.from(imdn?.body ?? []).toString("utf8");
+          assert.equal(imdn?.contentType, "message/cpim");
+          assert.match(text, /^To: <tel:\+16135551200>\r$/m);
+          assert.match(text, /Content-Type: message\/imdn\+xml/);
+          assert.match(text, /<message-id>imdn-reply<\/message-id>/);
+          assert.match(text, /<status><failed\/><\/status>/);
+          const r = await client.done;
+          assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+          const bye = r.messages.find((m) => m.direction === "received" && m.method === "BYE");
+          assert.equal(header(bye as SipTraceMessage, "reason"), 'SIP;cause=404;text="Not Found"');
+        });
+        const f = await focus.done;
+        assert.equal(f.code, 0, `focus SIPp: ${f.errors}`);
+        assert.ok(first(f.messages, { direction: "received", method: "INVITE" }), "the re-start INVITE reached the focus");
+      } finally {
+        await focus.stop();
+      }
     },
   );
 

@@ -1,0 +1,27 @@
+// DD-13 / RJ-3: the re-start INVITE (8.2.2.7) the PF sends for the served user (src/procedures/restart-invite.ts).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { restartRequest } from "../../../src/procedures/delivery-session.js";
+import { buildRestartInvite } from "../../../src/procedures/restart-invite.js";
+import { groupSession, SERVED_USER } from "../../fixtures/delivery.js";
+
+const ICSI_TAG = '+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"';
+
+test("DD-13 RJ-3 8.2.2.7: to the focus (lastfocussessionid), the same Conversation-ID and Contribution-ID, the CPM feature tag, for the served user, the PF's offer", () => {
+  const session = groupSession({ subject: "Trip" });
+  const inv = buildRestartInvite(SERVED_USER, restartRequest(session), "sip:10.0.0.5:5097", "v=0\r\n");
+  assert.equal(inv.requestUri, session.focusUri);
+  assert.deepEqual(inv.headers, [
+    ["To", `<${session.focusUri}>`],
+    ["From", `<${SERVED_USER}>`],
+    ["Contact", `<sip:10.0.0.5:5097>;${ICSI_TAG}`],
+    ["Accept-Contact", `*;${ICSI_TAG}`],
+    ["P-Asserted-Identity", `<${SERVED_USER}>`],
+    ["P-Asserted-Service", "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session"],
+    ["Conversation-ID", session.conversationId],
+    ["Contribution-ID", session.contributionId],
+    ["Subject", "Trip"],
+    ["Content-Type", "application/sdp"],
+  ]);
+  assert.equal(inv.body, "v=0\r\n");
+});
