@@ -7,26 +7,18 @@
 import { CpmError } from "../errors/catalogue.js";
 import { splitCommaList } from "../sip/message.js";
 import { parseNameAddr, uriParams } from "../sip/name-addr.js";
+import type { Dialog } from "../sip/ua.js";
 import type { GroupSession, SessionDialog } from "./group-session.js";
 
-/** What the UA needs to send a request in a dialog (src/sip/ua.ts Dialog). */
-export interface ProxiedDialog {
-  callId: string;
-  localTag: string;
-  remoteTag: string;
-  localUri: string;
-  remoteUri: string;
-  remoteTarget: string;
-  /** Route headers beyond the PF, nearest first. */
-  routeSet: string[];
-  /**
-   * RFC 3261 8.1.1.5 allows CSeq numbers below 2^31. The PF does not see every
-   * in-dialog request of the side it speaks for, so it cannot know that side's
-   * last CSeq; a BYE is the dialog's last request, so the highest number is
-   * strictly above any the side used and none needs to follow it.
-   */
-  localCSeq: number;
-}
+/**
+ * What the UA needs to send a request in a dialog (src/sip/ua.ts Dialog);
+ * `routeSet` is the route beyond the PF, nearest first. Its localCSeq: RFC
+ * 3261 8.1.1.5 allows CSeq numbers below 2^31. The PF does not see every
+ * in-dialog request of the side it speaks for, so it cannot know that side's
+ * last CSeq; a BYE is the dialog's last request, so the highest number is
+ * strictly above any the side used and none needs to follow it.
+ */
+export type ProxiedDialog = Dialog;
 
 /** The CSeq of the BYE is localCSeq + 1 (the UA increments first). */
 const LAST_CSEQ = 2 ** 31 - 1;
