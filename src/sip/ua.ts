@@ -122,8 +122,8 @@ interface ClientFlow {
   send(): void;
   /** Timer A / E: over UDP only. */
   retransmit(): void;
-  /** Another request of the same transaction on the same flow: the ACK to a non-2xx (17.1.1.3). */
-  sendAlso(method: string, bytes: Buffer): void;
+  /** Another request of the same transaction on the same flow: the ACK to a non-2xx (17.1.1.3); `first` counts it. */
+  sendAlso(method: string, bytes: Buffer, first: boolean): void;
   /** A request of another transaction on this flow's transport and hop: the CANCEL (9.1). */
   derive(method: string, build: (transport: Transport) => Buffer): Outgoing;
   /** The final response came: the connection closing no longer concerns the transaction. */
@@ -441,7 +441,7 @@ export class SipUa {
           return;
         }
         if (state === "completed") {
-          if (ack && status >= 300) flow.sendAlso("ACK", ack); // 17.1.1.2: a retransmitted final response is ACKed again
+          if (ack && status >= 300) flow.sendAlso("ACK", ack, false); // 17.1.1.2: a retransmitted final response is ACKed again
           return;
         }
         if (status < 300) {
@@ -461,7 +461,7 @@ export class SipUa {
         state = "completed";
         clearTimers();
         ack = serializeRequest("ACK", req.requestUri, common(flow.transport, "ACK", header(res, "to") ?? to));
-        flow.sendAlso("ACK", ack);
+        flow.sendAlso("ACK", ack, true);
         settle.resolve({ status, reason: res.reasonPhrase, response: res });
         if (flow.reliable)
           terminate(); // Timer D: zero over TCP
@@ -689,7 +689,7 @@ export class SipUa {
       retransmit: () => {
         if (out.transport === "UDP") send(false);
       },
-      sendAlso: (method, bytes) => this.sendStateless({ ...out, method, bytes }, true),
+      sendAlso: (method, bytes, first) => this.sendStateless({ ...out, method, bytes }, first),
       derive: (method, build) => ({ method, transport: out.transport, to: out.to, bytes: build(out.transport), build, bySize: false }),
       release: () => {
         released = true;
