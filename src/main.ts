@@ -84,6 +84,8 @@ async function main(): Promise<void> {
       port: cfg.sip.port,
       outboundProxy: { host: cfg.sip.proxyHost, port: cfg.sip.proxyPort },
       trustedSources: sipTrustedSources(cfg.sip),
+      transport: cfg.sip.transport,
+      tcpConnectTimeoutMs: cfg.sip.tcpConnectTimeoutMs,
       routeParams: ";cpmpfuac",
       log: componentLogger("sip", root),
     });
@@ -145,7 +147,9 @@ async function main(): Promise<void> {
   // the retention policy of the group session records (session.retentionMs, session.inactiveRetentionMs)
   const sweeper = setInterval(() => void pf.sweep(), 60_000);
   sweeper.unref();
-  const metricsServer = prom ? await startMetrics(prom, cfg.metrics, { sessions, store, deferred, media: msrp, replay }, log) : undefined;
+  const metricsServer = prom
+    ? await startMetrics(prom, cfg.metrics, { sessions, store, deferred, media: msrp, replay, ua }, log)
+    : undefined;
   log.info("sidecar ready", {
     grpc: server.target,
     mode: cfg.pf.mode,
@@ -215,10 +219,11 @@ async function startMetrics(
     deferred: DeferredQueue;
     media: MsrpMediaPlane | undefined;
     replay: FailsafeReplay | undefined;
+    ua: SipUa | undefined;
   },
   log: Logger,
 ): Promise<MetricsServer> {
-  const { sessions, store, deferred, media, replay } = parts;
+  const { sessions, store, deferred, media, replay, ua } = parts;
   prom.setSampler(() => {
     const counts = sessions.counts();
     const m = media?.stats();
@@ -230,6 +235,7 @@ async function startMetrics(
       msrpTraffic: msrpResources.traffic,
       spoolDepth: store.stats().spoolPending,
       failsafeReplays: replay?.counts ?? { replayed: 0, quarantined: 0, retried: 0 },
+      ...(ua ? { sipTraffic: { requestsSent: ua.requestsSent, refused: { udp: ua.refusedDatagrams, tcp: ua.refusedConnections } } } : {}),
     };
   });
   let reading = false;

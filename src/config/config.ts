@@ -216,14 +216,28 @@ export interface Config {
   };
   /** The PF's own SIP user agent: requests it originates (deferred delivery INVITE, ACK, BYE) go through Kamailio. */
   sip: {
-    /** UDP address the UA binds (Kamailio's CPM_PF_UA_ADDRESS points at it). Default 127.0.0.1:5097. */
+    /** Address the UA binds on UDP and listens on TCP (Kamailio's CPM_PF_UA_ADDRESS points at it). Default 127.0.0.1:5097. */
     host: string;
     port: number;
     /** Kamailio, the outbound proxy every request the UA originates is sent to (RFC 3261 8.1.2). Default 127.0.0.1:5060. */
     proxyHost: string;
     proxyPort: number;
-    /** Kamailio's addresses (comma-separated IPs or CIDRs) the UA takes SIP datagrams from; others are dropped, counted. Default "" = sip.proxyHost. */
+    /** Kamailio's addresses (comma-separated IPs or CIDRs) the UA takes SIP datagrams and TCP connections from; others are dropped, counted. Default "" = sip.proxyHost. */
     trustedSources: string;
+    /**
+     * What the requests the UA originates go over, where the next hop's URI
+     * names no transport: "udp", "tcp", or "auto" = RFC 3261 18.1.1 (a MUST
+     * for a request above 1300 bytes when the path MTU is unknown: TCP then,
+     * UDP otherwise, and UDP when Kamailio refuses the TCP connection).
+     * Delivery INVITEs are 1.5-9 KB. Default "auto".
+     */
+    transport: "udp" | "tcp" | "auto";
+    /**
+     * How long opening a TCP connection to Kamailio may take (ms); longer
+     * is a transport error (the delivery attempt fails, DD-9 retries). Two
+     * seconds let a lost SYN be sent again once (Linux: after 1 s). Default 2000.
+     */
+    tcpConnectTimeoutMs: number;
   };
   session: {
     /** Directory where session facts are persisted so they survive a restart. */
@@ -308,7 +322,15 @@ export const defaults: Config = {
     unsubscribeOnRejoin: false,
     trustedRegistrars: "127.0.0.1,::1",
   },
-  sip: { host: "127.0.0.1", port: 5097, proxyHost: "127.0.0.1", proxyPort: 5060, trustedSources: "" },
+  sip: {
+    host: "127.0.0.1",
+    port: 5097,
+    proxyHost: "127.0.0.1",
+    proxyPort: 5060,
+    trustedSources: "",
+    transport: "auto",
+    tcpConnectTimeoutMs: 2000,
+  },
   session: {
     stateDir: "var/state",
     retentionMs: 30 * 24 * 3600 * 1000,
@@ -386,7 +408,15 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     unsubscribeOnRejoin: "bool",
     trustedRegistrars: "string",
   },
-  sip: { host: "string", port: "port", proxyHost: "string", proxyPort: "port", trustedSources: "string" },
+  sip: {
+    host: "string",
+    port: "port",
+    proxyHost: "string",
+    proxyPort: "port",
+    trustedSources: "string",
+    transport: { oneOf: ["udp", "tcp", "auto"] },
+    tcpConnectTimeoutMs: "posint",
+  },
   session: { stateDir: "string", retentionMs: "posint", inactiveRetentionMs: "posint", failsafeDir: "string", failsafeReplayMs: "posint" },
 };
 
@@ -495,7 +525,7 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   return cfg;
 }
 
-/** The sources the SIP UA takes datagrams from: sip.trustedSources, or the outbound proxy (sip.proxyHost) when empty. */
+/** The sources the SIP UA takes datagrams and TCP connections from: sip.trustedSources, or the outbound proxy (sip.proxyHost) when empty. */
 export function sipTrustedSources(sip: Config["sip"]): AddressList {
   if (sip.trustedSources.trim() !== "") return parseAddressList(sip.trustedSources, "Kamailio's");
   if (isIP(sip.proxyHost) === 0) throw new CpmError("CPM_ERR_CONFIG", `sip.proxyHost "${sip.proxyHost}" is no IP address: list Kamailio's`);

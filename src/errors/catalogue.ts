@@ -17,6 +17,9 @@ export const ErrorCodes = {
   // A served user whose URI gives no usable mailbox name (src/store/mailbox-name.ts).
   CPM_ERR_BAD_SERVED_USER: { grpc: GrpcStatus.INVALID_ARGUMENT, sip: 400, message: "served user has no usable mailbox" },
   CPM_ERR_INTERNAL: { grpc: GrpcStatus.INTERNAL, sip: 500, message: "internal error" },
+  // The PF's own SIP UA could not send, or lost the TCP connection of a
+  // transaction before its final response (RFC 3261 17.1.4, 8.1.3.1: a 503).
+  CPM_ERR_SIP_TRANSPORT: { grpc: GrpcStatus.UNAVAILABLE, sip: 503, message: "SIP transport failed" },
   /** An operator asked for a record or queue that does not exist (admin RPCs). */
   CPM_ERR_NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, sip: 404, message: "no such group session" },
   /** The sidecar is draining (SIGTERM): no new anchored session; Kamailio's fail-safe relays the INVITE unanchored. */

@@ -21,6 +21,13 @@ export interface Sample {
   failsafeReplays: { replayed: number; quarantined: number; retried: number };
   /** Group sessions whose records say deferred data is pending. */
   deferredSessions: number;
+  /** The PF's own SIP UA (deferred delivery), cumulative since start; absent when it is off. */
+  sipTraffic?: {
+    /** First transmissions by "<udp|tcp> <METHOD>". */
+    requestsSent: ReadonlyMap<string, number>;
+    /** Datagrams (udp) and connections (tcp) refused: not from a trusted Kamailio. */
+    refused: { udp: number; tcp: number };
+  };
 }
 
 export type Sampler = () => Sample;
@@ -287,6 +294,31 @@ export class PromMetrics implements Metrics {
           const [direction = "", code = ""] = key.split(" ");
           follow(this, seen, `res/${key}`, { direction, code }, n);
         }
+      },
+    });
+    new Counter({
+      name: "cpmpf_sip_requests_total",
+      help: "SIP requests the PF's own UA sent (first transmissions, not retransmissions), by transport and method",
+      labelNames: ["transport", "method"],
+      registers,
+      collect() {
+        const t = read()?.sipTraffic;
+        if (!t) return;
+        for (const [key, n] of t.requestsSent) {
+          const [transport = "", method = ""] = key.split(" ");
+          follow(this, seen, `sip/${key}`, { transport, method }, n);
+        }
+      },
+    });
+    new Counter({
+      name: "cpmpf_sip_refused_total",
+      help: "SIP datagrams (udp) and TCP connections (tcp) the PF's own UA refused: not from a trusted Kamailio",
+      labelNames: ["transport"],
+      registers,
+      collect() {
+        const r = read()?.sipTraffic?.refused;
+        if (!r) return;
+        for (const k of ["udp", "tcp"] as const) follow(this, seen, `sip-refused/${k}`, { transport: k }, r[k]);
       },
     });
     new Counter({

@@ -1,9 +1,12 @@
-// A minimal SIP user agent over UDP for the requests the PF originates itself
+// A minimal SIP user agent for the requests the PF originates itself
 // (deferred delivery, 8.3.2.9.1.2): INVITE, ACK, CANCEL and BYE as UAC,
 // through Kamailio as outbound proxy (RFC 3261 8.1.2), and the UAS side of
-// requests that reach it (an in-dialog BYE from the client). Transactions
-// follow RFC 3261 17 for an unreliable transport only. Everything reaches the
-// UA through Kamailio, so a datagram from any other source is dropped
+// requests that reach it (an in-dialog BYE from the client). It speaks UDP
+// and TCP on one host:port (RFC 3261 18; TCP in tcp-transport.ts and
+// stream-framing.ts); which one a request takes is `transport` ("auto":
+// RFC 3261 18.1.1, TCP above 1300 bytes). Transactions follow RFC 3261 17
+// on both, retransmitting over UDP only. Everything reaches the UA through
+// Kamailio, so a datagram or a connection from any other source is dropped
 // unanswered, logged and counted: a BYE or a 603 sent straight to the UA
 // would otherwise end a delivery and discard the user's deferred data.
 import { randomBytes } from "node:crypto";
@@ -17,6 +20,13 @@ import { header, headerValues, parseSipMessage, type SipMessage, splitCommaList 
 import { parseNameAddr, tagOf, uriParams } from "./name-addr.js";
 import { parseParams } from "./params.js";
 import { type SipHeaderLine, serializeRequest, serializeResponse } from "./serialize.js";
+import type { SipStreamLimits } from "./stream-framing.js";
+import { connectionRefused, type Endpoint, hostPort, type SipConnection, SipTcpTransport } from "./tcp-transport.js";
+
+/** sip.transport: what the UA's requests take where the next hop's URI does not say (RFC 3263 4.1). */
+export type TransportMode = "udp" | "tcp" | "auto";
+/** A transport as the Via names it (RFC 3261 18, 20.42). */
+export type Transport = "UDP" | "TCP";
 
 export interface SipUaOptions {
   /** Local UDP bind address; port 0 = any free port. Also the Via sent-by, so not a wildcard address. */
@@ -35,6 +45,17 @@ export interface SipUaOptions {
   log: Logger;
   /** RFC 3261 T1, default 500 ms (tests use smaller). Timer A/B/E/F derive from it. */
   t1Ms?: number;
+  /**
+   * "udp": every request over UDP (unless a hop's URI says transport=tcp);
+   * "tcp": every request over TCP; "auto" (default): RFC 3261 18.1.1, TCP
+   * for a request above 1300 bytes, UDP otherwise, and UDP when the next hop
+   * refuses the TCP connection.
+   */
+  transport?: TransportMode;
+  /** How long opening a TCP connection may take (ms). Default 2000. */
+  tcpConnectTimeoutMs?: number;
+  /** Framing limits of TCP connections (stream-framing.ts defaults). */
+  streamLimits?: Partial<SipStreamLimits>;
 }
 
 /** RFC 3261 12.1.2, UAC side. */
@@ -80,9 +101,35 @@ export interface InviteHandle {
 
 export type RequestHandler = (req: SipMessage, reply: (status: number, reason: string, headers?: SipHeaderLine[]) => void) => void;
 
-interface Endpoint {
-  host: string;
-  port: number;
+/** Where a message came from, so where its response goes (RFC 3261 18.2.2; RFC 3581 4). */
+type Source = { transport: "UDP"; peer: Endpoint } | { transport: "TCP"; peer: Endpoint; connection: SipConnection };
+
+/** A request on its way: the transport chosen for it, its next hop, its bytes (their top Via names that transport). */
+interface Outgoing {
+  method: string;
+  transport: Transport;
+  to: Endpoint;
+  bytes: Buffer;
+  /** The request written for a transport. */
+  build: (transport: Transport) => Buffer;
+  /** On TCP only for its size (18.1.1): a refused connection sends it over UDP. */
+  bySize: boolean;
+}
+
+/** The transport side of one client transaction (17.1), shared by INVITE and non-INVITE. */
+interface ClientFlow {
+  readonly transport: Transport;
+  /** TCP: no retransmissions (17.1.1.2, 17.1.2.2), Timer D and K zero. */
+  readonly reliable: boolean;
+  send(): void;
+  /** Timer A / E: over UDP only. */
+  retransmit(): void;
+  /** Another request of the same transaction on the same flow: the ACK to a non-2xx (17.1.1.3); `first` counts it. */
+  sendAlso(method: string, bytes: Buffer, first: boolean): void;
+  /** A request of another transaction on this flow's transport and hop: the CANCEL (9.1). */
+  derive(method: string, build: (transport: Transport) => Buffer): Outgoing;
+  /** The final response came: the connection closing no longer concerns the transaction. */
+  release(): void;
 }
 
 /** A pending client transaction (17.1), found by its Via branch and CSeq method (17.1.3). */
@@ -92,7 +139,7 @@ interface ClientTransaction {
   abort(): void;
 }
 
-/** A non-INVITE server transaction (17.2.2): the final response is kept for retransmissions. */
+/** A non-INVITE server transaction (17.2.2): the final response is kept for retransmissions (over UDP). */
 interface ServerTransaction {
   response?: Buffer;
   timer: NodeJS.Timeout;
@@ -102,20 +149,22 @@ interface ServerTransaction {
 interface DialogState {
   dialog: Dialog;
   inviteCSeq: number;
-  ack?: Datagram;
+  /** What its INVITE went over: its requests stay on TCP when that was TCP. */
+  transport: Transport;
+  ack?: Outgoing;
   /** ACKs sent to the 2xx of other forks, by their To tag. */
-  forks: Map<string, Datagram>;
-}
-
-interface Datagram {
-  bytes: Buffer;
-  to: Endpoint;
+  forks: Map<string, Outgoing>;
 }
 
 /** RFC 3261 17.1.2.2. */
 const T2_MS = 4000;
 /** RFC 3261 8.1.1.6. */
 const MAX_FORWARDS = "70";
+/** RFC 3261 18.1.1: above this a request goes over a congestion-controlled transport when the path MTU is unknown. */
+const UDP_MAX_REQUEST_BYTES = 1300;
+const DEFAULT_TCP_CONNECT_TIMEOUT_MS = 2000;
+/** Port 0: attempts at a port free for both UDP and TCP. */
+const BIND_ATTEMPTS = 10;
 /** A request the handler leaves unanswered this long gets 500. */
 const UNANSWERED_MS = 1000;
 /** Written by the UA itself (with their compact forms, 7.3.3). */
@@ -124,15 +173,29 @@ const UA_HEADERS = new Set(["via", "v", "call-id", "i", "cseq", "max-forwards", 
 const randomHex = (): string => randomBytes(8).toString("hex");
 /** 8.1.1.7: the magic cookie marks an RFC 3261 branch. */
 const newBranch = (): string => `z9hG4bK${randomHex()}`;
-const hostPort = (e: Endpoint): string => (isIPv6(e.host) ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`);
 const isFrom = (name: string): boolean => /^(from|f)$/i.test(name);
 const isTo = (name: string): boolean => /^(to|t)$/i.test(name);
 
-/** host:port of a SIP URI (19.1.1); 5060 when the port is absent (UDP only). */
+/** host:port of a SIP URI (19.1.1); 5060 when the port is absent. */
 function uriEndpoint(uri: string): Endpoint {
   const m = /^sips?:(?:[^@]*@)?(\[[^\]]+\]|[^:;?]+)(?::(\d+))?/i.exec(uri);
   if (!m?.[1]) throw new CpmError("CPM_ERR_BAD_SIP", `no host in URI ${uri}`);
   return { host: m[1].replace(/^\[(.*)\]$/, "$1"), port: m[2] ? Number(m[2]) : 5060 };
+}
+
+/** The transport a hop's URI names (19.1.1 transport parameter), if any; one the UA does not speak is CPM_ERR_BAD_SIP. */
+function uriTransport(uri: string): Transport | undefined {
+  const named = uriParams(uri).get("transport")?.toLowerCase();
+  if (named === undefined) return undefined;
+  if (named === "udp" || named === "tcp") return named === "udp" ? "UDP" : "TCP";
+  throw new CpmError("CPM_ERR_BAD_SIP", `transport=${named} in ${uri}: the PF's UA speaks UDP and TCP only`);
+}
+
+/** The port of the topmost Via's sent-by (18.2.2); 5060 when absent. */
+function viaSentByPort(msg: SipMessage): number {
+  const via = splitCommaList(header(msg, "via") ?? "")[0] ?? "";
+  const m = /^SIP\s*\/\s*2\.0\s*\/\s*[A-Za-z]+\s+(?:\[[^\]]+\]|[^\s:;]+)(?::(\d+))?/i.exec(via);
+  return m?.[1] ? Number(m[1]) : 5060;
 }
 
 /** The branch of the topmost Via (17.1.3, 17.2.3). */
@@ -142,13 +205,15 @@ function topBranch(msg: SipMessage): string {
   return semi < 0 ? "" : (parseParams(via.slice(semi)).get("branch") ?? "");
 }
 
-/** Request-URI, Route headers and next hop of an in-dialog request (12.2.1.1, loose routing only: Kamailio sets ;lr). */
-function inDialogTarget(dialog: Dialog): { requestUri: string; route: SipHeaderLine[]; to: Endpoint } {
+/** Request-URI, Route headers, next hop and the transport its URI names, of an in-dialog request (12.2.1.1, loose routing only: Kamailio sets ;lr). */
+function inDialogTarget(dialog: Dialog): { requestUri: string; route: SipHeaderLine[]; to: Endpoint; transport: Transport | undefined } {
   const first = dialog.routeSet[0];
+  const hop = first === undefined ? dialog.remoteTarget : parseNameAddr(first).uri;
   return {
     requestUri: dialog.remoteTarget,
     route: dialog.routeSet.map((r): SipHeaderLine => ["Route", r]),
-    to: uriEndpoint(first === undefined ? dialog.remoteTarget : parseNameAddr(first).uri),
+    to: uriEndpoint(hop),
+    transport: uriTransport(hop),
   };
 }
 
@@ -177,56 +242,94 @@ function checkInviteHeaders(headers: readonly SipHeaderLine[]): { from: string; 
   return { from, to };
 }
 
+function bindUdp(host: string, port: number): Promise<dgram.Socket> {
+  const socket = dgram.createSocket(isIPv6(host) ? "udp6" : "udp4");
+  return new Promise<dgram.Socket>((resolve, reject) => {
+    socket.once("error", (err) => {
+      socket.close();
+      reject(new CpmError("CPM_ERR_CONFIG", `cannot bind SIP UDP ${host}:${port}`, { cause: err }));
+    });
+    socket.bind(port, host, () => {
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+  });
+}
+
 export class SipUa {
   readonly address: Endpoint;
+  /** Requests sent (first transmissions, not retransmissions), by "<udp|tcp> <METHOD>". */
+  readonly requestsSent = new Map<string, number>();
+  /** Datagrams dropped because they came from outside trustedSources. */
+  refusedDatagrams = 0;
   private readonly t1: number;
+  private readonly mode: TransportMode;
   private readonly proxy: Endpoint;
   private readonly proxyRoute: string;
   private readonly clients = new Map<string, ClientTransaction>();
   private readonly servers = new Map<string, ServerTransaction>();
   private readonly dialogs = new Map<string, DialogState>();
-  private readonly trusted: AddressList;
   private handler: RequestHandler | undefined;
   private closing: Promise<void> | undefined;
-  /** Datagrams dropped because they came from outside trustedSources. */
-  refusedDatagrams = 0;
 
   private constructor(
     private readonly socket: dgram.Socket,
+    private readonly tcp: SipTcpTransport,
     private readonly opts: SipUaOptions,
+    private readonly trusted: AddressList,
   ) {
     const bound = socket.address();
     this.address = { host: bound.address, port: bound.port };
     this.t1 = opts.t1Ms ?? 500;
+    this.mode = opts.transport ?? "auto";
     this.proxy = { host: opts.outboundProxy.host, port: opts.outboundProxy.port };
-    this.trusted = opts.trustedSources ?? parseAddressList(this.proxy.host, "the outbound proxy's");
     // 8.1.2: the outbound proxy as a pre-loaded Route, loose routing (;lr).
     this.proxyRoute = `<sip:${hostPort(this.proxy)};lr${opts.routeParams ?? ""}>`;
-    socket.on("message", (raw, rinfo) => this.receive(raw, { host: rinfo.address, port: rinfo.port }));
+    socket.on("message", (raw, rinfo) => this.receiveDatagram(raw, { host: rinfo.address, port: rinfo.port }));
     socket.on("error", (err) => opts.log.error("SIP UDP socket error", { error: err.message }));
   }
 
+  /** Binds UDP and listens on TCP on the same host:port (RFC 3261 18.2.1); port 0 takes one free for both. */
   static async start(opts: SipUaOptions): Promise<SipUa> {
-    if (opts.trustedSources === undefined) parseAddressList(opts.outboundProxy.host, "the outbound proxy's"); // before binding
-    const socket = dgram.createSocket(isIPv6(opts.host) ? "udp6" : "udp4");
-    try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once("error", reject);
-        socket.bind(opts.port, opts.host, () => {
-          socket.off("error", reject);
-          resolve();
+    const trusted = opts.trustedSources ?? parseAddressList(opts.outboundProxy.host, "the outbound proxy's"); // before binding
+    for (let attempt = 1; ; attempt++) {
+      const socket = await bindUdp(opts.host, opts.port);
+      const { address, port } = socket.address();
+      if (address === "0.0.0.0" || address === "::") {
+        socket.close();
+        throw new CpmError("CPM_ERR_CONFIG", `SIP UDP host ${address} cannot be a Via sent-by; bind a reachable address`);
+      }
+      let ua: SipUa | undefined;
+      let tcp: SipTcpTransport;
+      try {
+        tcp = await SipTcpTransport.listen({
+          host: opts.host,
+          port,
+          trusted: (ip) => inAddressList(ip, trusted),
+          onMessage: (raw, connection) => ua?.receive(raw, { transport: "TCP", peer: connection.peer, connection }),
+          connectTimeoutMs: opts.tcpConnectTimeoutMs ?? DEFAULT_TCP_CONNECT_TIMEOUT_MS,
+          ...(opts.streamLimits ? { limits: opts.streamLimits } : {}),
+          log: opts.log,
         });
-      });
-    } catch (err) {
-      socket.close();
-      throw new CpmError("CPM_ERR_CONFIG", `cannot bind SIP UDP ${opts.host}:${opts.port}`, { cause: err });
+      } catch (err) {
+        socket.close();
+        const taken = (err as NodeJS.ErrnoException).code === "EADDRINUSE";
+        if (opts.port === 0 && taken && attempt < BIND_ATTEMPTS) continue;
+        throw new CpmError("CPM_ERR_CONFIG", `cannot listen on SIP TCP ${opts.host}:${port}`, { cause: err });
+      }
+      ua = new SipUa(socket, tcp, opts, trusted);
+      return ua;
     }
-    const { address } = socket.address();
-    if (address === "0.0.0.0" || address === "::") {
-      socket.close();
-      throw new CpmError("CPM_ERR_CONFIG", `SIP UDP host ${address} cannot be a Via sent-by; bind a reachable address`);
-    }
-    return new SipUa(socket, opts);
+  }
+
+  /** TCP connections closed because the peer is not a trusted Kamailio. */
+  get refusedConnections(): number {
+    return this.tcp.refusedConnections;
+  }
+
+  /** TCP connections closed because their framing was lost. */
+  get framingErrors(): number {
+    return this.tcp.framingErrors;
   }
 
   /**
@@ -246,8 +349,10 @@ export class SipUa {
    * Sends an INVITE (INVITE client transaction, 17.1.1). Throws CpmError
    * CPM_ERR_BAD_REQUEST, before sending anything, for headers the UA writes
    * itself, a missing From/To or a tagged one. `outcome` resolves with the
-   * final response and rejects with CpmError CPM_ERR_INTERNAL on Timer B,
-   * a transport error, no final response 64*T1 after a CANCEL (9.1) or close().
+   * final response and rejects with CpmError: CPM_ERR_INTERNAL on Timer B,
+   * no final response 64*T1 after a CANCEL (9.1) or close();
+   * CPM_ERR_SIP_TRANSPORT when the request cannot be sent or its TCP
+   * connection closes before the final response (17.1.4).
    * Timer B only runs before the first provisional response (17.1.1.2); after
    * one, ending a call that rings too long is the caller's cancel().
    */
@@ -258,13 +363,12 @@ export class SipUa {
     const localTag = randomHex();
     const branch = newBranch();
     const key = `${branch} INVITE`;
-    const via = this.via(branch);
     const fromTagged = `${from};tag=${localTag}`;
     const cseq = 1;
-    // 8.1.2; CANCEL and a non-2xx ACK carry the INVITE's Route headers (9.1, 17.1.1.3)
+    // 8.1.2; CANCEL and a non-2xx ACK carry the INVITE's Route headers and top Via (9.1, 17.1.1.3)
     const routes: SipHeaderLine[] = [this.proxyRoute, ...(req.route ?? [])].map((r): SipHeaderLine => ["Route", r]);
-    const common = (method: string, toValue: string): SipHeaderLine[] => [
-      ["Via", via],
+    const common = (transport: Transport, method: string, toValue: string): SipHeaderLine[] => [
+      ["Via", this.via(branch, transport)],
       ["Max-Forwards", MAX_FORWARDS],
       ...routes,
       ["From", fromTagged],
@@ -272,15 +376,21 @@ export class SipUa {
       ["Call-ID", callId],
       ["CSeq", `${cseq} ${method}`],
     ];
-    const headers: SipHeaderLine[] = [
-      ["Via", via],
-      ["Max-Forwards", MAX_FORWARDS],
-      ...routes,
-      ["Call-ID", callId],
-      ["CSeq", `${cseq} INVITE`],
-      ...req.headers.map(([n, v]): SipHeaderLine => (isFrom(n) ? [n, fromTagged] : [n, v])),
-    ];
-    const invite = serializeRequest("INVITE", req.requestUri, headers, req.body);
+    const build = (transport: Transport): Buffer =>
+      serializeRequest(
+        "INVITE",
+        req.requestUri,
+        [
+          ["Via", this.via(branch, transport)],
+          ["Max-Forwards", MAX_FORWARDS],
+          ...routes,
+          ["Call-ID", callId],
+          ["CSeq", `${cseq} INVITE`],
+          ...req.headers.map(([n, v]): SipHeaderLine => (isFrom(n) ? [n, fromTagged] : [n, v])),
+        ],
+        req.body,
+      );
+    const out = this.outgoing("INVITE", this.proxy, undefined, build);
     const log = this.opts.log.child({ callId });
 
     let state: "calling" | "proceeding" | "completed" | "terminated" = "calling";
@@ -305,6 +415,7 @@ export class SipUa {
     const terminate = (): void => {
       state = "terminated";
       clearTimers();
+      flow.release();
       this.clients.delete(key);
     };
     const fail = (detail: string, cause?: unknown): void => {
@@ -312,20 +423,21 @@ export class SipUa {
       terminate();
       settle.reject(cause instanceof CpmError ? cause : new CpmError("CPM_ERR_INTERNAL", detail, { cause }));
     };
-    const send = (bytes: Buffer): void => this.send(bytes, this.proxy, (err) => fail(`INVITE transport error: ${err.message}`, err));
-
-    // 9.1: CANCEL once a provisional response has arrived; same branch, R-URI, Call-ID, CSeq number.
-    const sendCancel = (): void => {
-      const cancel = serializeRequest("CANCEL", req.requestUri, common("CANCEL", to));
-      void this.request("CANCEL", cancel, branch, this.proxy).then((status) => log.debug("CANCEL answered", { status }));
-      after(64 * this.t1, () => fail("no final response to the INVITE 64*T1 after CANCEL"));
-    };
-    // 17.1.1.2 Timer A: retransmit while Calling, doubling.
+    // 17.1.1.2 Timer A: retransmit while Calling, doubling; over UDP only
     const timerA = (interval: number): void =>
       after(interval, () => {
-        send(invite);
+        if (state !== "calling") return;
+        flow.retransmit();
         timerA(interval * 2);
       });
+    const flow = this.clientFlow(out, { failed: (err) => fail(err.detail, err), unreliable: () => timerA(this.t1) });
+
+    // 9.1: CANCEL once a provisional response has arrived; same branch, R-URI, Call-ID, CSeq number, hop and transport.
+    const sendCancel = (): void => {
+      const cancel = flow.derive("CANCEL", (transport) => serializeRequest("CANCEL", req.requestUri, common(transport, "CANCEL", to)));
+      void this.request(cancel, branch).then((status) => log.debug("CANCEL answered", { status }));
+      after(64 * this.t1, () => fail("no final response to the INVITE 64*T1 after CANCEL"));
+    };
 
     this.clients.set(key, {
       abort: () => fail("SIP UA closed"),
@@ -341,15 +453,16 @@ export class SipUa {
           return;
         }
         if (state === "completed") {
-          if (ack && status >= 300) send(ack); // 17.1.1.2: a retransmitted final response is ACKed again
+          if (ack && status >= 300) flow.sendAlso("ACK", ack, false); // 17.1.1.2: a retransmitted final response is ACKed again
           return;
         }
         if (status < 300) {
           // 17.1.1.2: a 2xx ends the transaction; the caller ACKs it (13.2.2.4).
+          const transport = flow.transport;
           terminate();
           try {
             const dialog = this.dialogFrom(res, { callId, localTag, localUri: from, remoteUri: to, localCSeq: cseq });
-            this.dialogs.set(callId, { dialog, inviteCSeq: cseq, forks: new Map() });
+            this.dialogs.set(callId, { dialog, inviteCSeq: cseq, transport, forks: new Map() });
             settle.resolve({ status, reason: res.reasonPhrase, response: res, dialog });
           } catch (err) {
             settle.reject(asCpmError(err, "CPM_ERR_BAD_SIP"));
@@ -359,14 +472,16 @@ export class SipUa {
         // 17.1.1.3: the transaction ACKs a non-2xx final response itself.
         state = "completed";
         clearTimers();
-        ack = serializeRequest("ACK", req.requestUri, common("ACK", header(res, "to") ?? to));
-        send(ack);
-        after(64 * this.t1, terminate); // Timer D (32 s over UDP; scaled with T1 here)
+        ack = serializeRequest("ACK", req.requestUri, common(flow.transport, "ACK", header(res, "to") ?? to));
+        flow.sendAlso("ACK", ack, true);
         settle.resolve({ status, reason: res.reasonPhrase, response: res });
+        if (flow.reliable)
+          terminate(); // Timer D: zero over TCP
+        else after(64 * this.t1, terminate); // Timer D (32 s over UDP; scaled with T1 here)
       },
     });
-    send(invite);
-    timerA(this.t1);
+    flow.send();
+    if (!flow.reliable) timerA(this.t1);
     after(64 * this.t1, () => fail(`Timer B: no response to the INVITE within ${64 * this.t1} ms`)); // Timer B
 
     return {
@@ -384,28 +499,40 @@ export class SipUa {
 
   /**
    * ACK for a 2xx (13.2.2.4): the INVITE's CSeq number, a new branch, sent
-   * to the first route (or the remote target). Kept until the dialog ends so a
+   * to the first route (or the remote target), over the INVITE's transport
+   * unless that hop's URI names one. Kept until the dialog ends so a
    * retransmitted 2xx is ACKed again.
    */
   ack(dialog: Dialog): void {
     if (this.closing) return;
     const known = this.stateOf(dialog);
-    const ack = this.ackFor(dialog, known?.inviteCSeq ?? dialog.localCSeq);
+    const ack = this.ackFor(dialog, known?.inviteCSeq ?? dialog.localCSeq, known?.transport);
     if (known) known.ack = ack;
-    this.send(ack.bytes, ack.to);
+    this.sendStateless(ack, true);
   }
 
-  private ackFor(dialog: Dialog, inviteCSeq: number): Datagram {
-    const { requestUri, to } = inDialogTarget(dialog);
-    return { bytes: serializeRequest("ACK", requestUri, dialogHeaders(dialog, this.via(newBranch()), `${inviteCSeq} ACK`)), to };
+  private ackFor(dialog: Dialog, inviteCSeq: number, dialogTransport: Transport | undefined): Outgoing {
+    const { requestUri, to, transport } = inDialogTarget(dialog);
+    const branch = newBranch();
+    return this.outgoing(
+      "ACK",
+      to,
+      transport,
+      (t) => serializeRequest("ACK", requestUri, dialogHeaders(dialog, this.via(branch, t), `${inviteCSeq} ACK`)),
+      dialogTransport,
+    );
   }
 
   /**
    * In-dialog BYE (15.1.1), a non-INVITE client transaction (17.1.2).
    * Resolves with the final status: 408 on Timer F, 503 on a transport
-   * error or close() (8.1.3.1).
+   * error (its TCP connection lost too) or close() (8.1.3.1).
    */
   async bye(dialog: Dialog, headers: SipHeaderLine[] = []): Promise<number> {
+    return this.byeOn(dialog, headers, this.stateOf(dialog)?.transport);
+  }
+
+  private async byeOn(dialog: Dialog, headers: SipHeaderLine[], dialogTransport: Transport | undefined): Promise<number> {
     if (this.closing) return 503;
     for (const [name] of headers) {
       if (UA_HEADERS.has(name.toLowerCase()) || isFrom(name) || isTo(name)) {
@@ -414,9 +541,10 @@ export class SipUa {
     }
     dialog.localCSeq += 1; // 12.2.1.1
     const branch = newBranch();
-    const { requestUri, to } = inDialogTarget(dialog);
-    const bytes = serializeRequest("BYE", requestUri, [...dialogHeaders(dialog, this.via(branch), `${dialog.localCSeq} BYE`), ...headers]);
-    const status = await this.request("BYE", bytes, branch, to);
+    const { requestUri, to, transport } = inDialogTarget(dialog);
+    const build = (t: Transport): Buffer =>
+      serializeRequest("BYE", requestUri, [...dialogHeaders(dialog, this.via(branch, t), `${dialog.localCSeq} BYE`), ...headers]);
+    const status = await this.request(this.outgoing("BYE", to, transport, build, dialogTransport), branch);
     if (this.stateOf(dialog)) this.dialogs.delete(dialog.callId);
     return status;
   }
@@ -427,33 +555,168 @@ export class SipUa {
     return known?.dialog.localTag === dialog.localTag && known.dialog.remoteTag === dialog.remoteTag ? known : undefined;
   }
 
-  /** Resolves once the socket is closed; pending transactions end as described on invite() and bye(). */
+  /** Resolves once the UDP socket and the TCP listener and connections are closed; pending transactions end as described on invite() and bye(). */
   close(): Promise<void> {
     if (this.closing) return this.closing;
-    this.closing = new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    let closed!: () => void;
+    this.closing = new Promise<void>((resolve) => {
+      closed = resolve;
+    });
+    // the transactions end as closed, before their connections go
     for (const t of [...this.clients.values()]) t.abort();
     for (const s of this.servers.values()) clearTimeout(s.timer);
     this.servers.clear();
     this.dialogs.clear();
+    const udp = new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    void Promise.all([udp, this.tcp.close()]).then(() => closed());
     return this.closing;
   }
 
-  private via(branch: string): string {
-    return `SIP/2.0/UDP ${hostPort(this.address)};branch=${branch};rport`;
+  private via(branch: string, transport: Transport): string {
+    return `SIP/2.0/${transport} ${hostPort(this.address)};branch=${branch};rport`;
   }
 
-  private send(bytes: Buffer, to: Endpoint, onError?: (err: Error) => void): void {
-    if (this.closing) return;
-    this.socket.send(bytes, to.port, to.host, (err) => {
-      if (!err) return;
-      this.opts.log.warn("SIP UDP send failed", { to: hostPort(to), error: err.message });
-      onError?.(err);
+  /**
+   * The transport of a request (RFC 3263 4.1, RFC 3261 18.1.1): the one its
+   * next hop's URI names; else TCP when its dialog's INVITE went over TCP;
+   * else sip.transport, "auto" being TCP above 1300 bytes.
+   */
+  private outgoing(
+    method: string,
+    to: Endpoint,
+    named: Transport | undefined,
+    build: (transport: Transport) => Buffer,
+    dialogTransport?: Transport,
+  ): Outgoing {
+    let transport: Transport;
+    let bytes: Buffer | undefined;
+    let bySize = false;
+    if (named) transport = named;
+    else if (dialogTransport === "TCP" || this.mode === "tcp") transport = "TCP";
+    else if (this.mode === "udp") transport = "UDP";
+    else {
+      bytes = build("UDP");
+      bySize = bytes.length > UDP_MAX_REQUEST_BYTES;
+      transport = bySize ? "TCP" : "UDP";
+    }
+    return { method, transport, to, bytes: bytes && transport === "UDP" ? bytes : build(transport), build, bySize };
+  }
+
+  /**
+   * Sends a request on its transport; over TCP on the UA's connection to
+   * the next hop (opened when there is none) and resolves with it. Rejects
+   * with CpmError CPM_ERR_SIP_TRANSPORT. `first`: a first transmission, counted.
+   */
+  private async transmit(out: Pick<Outgoing, "method" | "transport" | "to" | "bytes">, first: boolean): Promise<SipConnection | undefined> {
+    if (this.closing) throw new CpmError("CPM_ERR_SIP_TRANSPORT", "SIP UA is closed");
+    let connection: SipConnection | undefined;
+    if (out.transport === "UDP") await this.sendDatagram(out.bytes, out.to);
+    else {
+      connection = await this.tcp.connection(out.to);
+      connection.write(out.bytes);
+    }
+    if (first) {
+      const key = `${out.transport.toLowerCase()} ${out.method}`;
+      this.requestsSent.set(key, (this.requestsSent.get(key) ?? 0) + 1);
+    }
+    return connection;
+  }
+
+  private sendDatagram(bytes: Buffer, to: Endpoint): Promise<void> {
+    return new Promise<void>((resolve, reject) =>
+      this.socket.send(bytes, to.port, to.host, (err) => {
+        if (!err) return resolve();
+        reject(new CpmError("CPM_ERR_SIP_TRANSPORT", `UDP send to ${hostPort(to)} failed: ${err.message}`, { cause: err }));
+      }),
+    );
+  }
+
+  /** A request outside any transaction (the ACK to a 2xx): a failure is logged only. */
+  private sendStateless(out: Outgoing, first: boolean): void {
+    this.transmit(out, first).catch((err: unknown) => {
+      if (!this.closing)
+        this.opts.log.warn("SIP request not sent", {
+          method: out.method,
+          to: hostPort(out.to),
+          transport: out.transport,
+          reason: asCpmError(err).detail,
+        });
     });
   }
 
-  /** Non-INVITE client transaction (17.1.2.2): Timer E retransmits (T1 doubling up to T2), Timer F gives 408. */
-  private request(method: string, bytes: Buffer, branch: string, to: Endpoint): Promise<number> {
-    const key = `${branch} ${method}`;
+  /**
+   * The transport side of a client transaction. Over TCP the transaction
+   * fails (`failed`) when the connection cannot be had or closes before
+   * release() (17.1.4); over UDP when a send fails. A request on TCP only
+   * for its size whose connection the next hop refuses goes over UDP
+   * instead (18.1.1), and `unreliable` starts its retransmissions.
+   */
+  private clientFlow(first: Outgoing, on: { failed: (err: CpmError) => void; unreliable: () => void }): ClientFlow {
+    let out = first;
+    let released = false;
+    let unwatch: (() => void) | undefined;
+    const failed = (err: CpmError): void => {
+      if (!released) on.failed(err);
+    };
+    const watch = (connection: SipConnection | undefined): void => {
+      if (released || connection === undefined || unwatch) return;
+      const lost = (reason: string): void =>
+        failed(new CpmError("CPM_ERR_SIP_TRANSPORT", `TCP connection to ${hostPort(out.to)} lost before the final response (${reason})`));
+      if (connection.open) unwatch = connection.onClose(lost);
+      else lost("closed");
+    };
+    const send = (first: boolean): void => {
+      this.transmit(out, first).then(watch, (err: unknown) => {
+        if (released) return;
+        if (out.bySize && connectionRefused(err)) {
+          this.opts.log.warn("next hop refused TCP: request sent over UDP (RFC 3261 18.1.1)", {
+            method: out.method,
+            to: hostPort(out.to),
+            bytes: out.bytes.length,
+          });
+          out = { ...out, transport: "UDP", bytes: out.build("UDP"), bySize: false };
+          send(first);
+          on.unreliable();
+        } else {
+          const error = asCpmError(err, "CPM_ERR_SIP_TRANSPORT");
+          if (!this.closing)
+            this.opts.log.warn("SIP request not sent", {
+              method: out.method,
+              to: hostPort(out.to),
+              transport: out.transport,
+              reason: error.detail,
+            });
+          failed(error);
+        }
+      });
+    };
+    return {
+      get transport() {
+        return out.transport;
+      },
+      get reliable() {
+        return out.transport === "TCP";
+      },
+      send: () => send(true),
+      retransmit: () => {
+        if (out.transport === "UDP") send(false);
+      },
+      sendAlso: (method, bytes, first) => this.sendStateless({ ...out, method, bytes }, first),
+      derive: (method, build) => ({ method, transport: out.transport, to: out.to, bytes: build(out.transport), build, bySize: false }),
+      release: () => {
+        released = true;
+        unwatch?.();
+      },
+    };
+  }
+
+  /**
+   * Non-INVITE client transaction (17.1.2.2): over UDP Timer E retransmits
+   * (T1 doubling up to T2); Timer F gives 408, a transport error 503. Timer
+   * K is zero: the transaction ends with its final response.
+   */
+  private request(out: Outgoing, branch: string): Promise<number> {
+    const key = `${branch} ${out.method}`;
     return new Promise<number>((resolve) => {
       let interval = this.t1;
       let timerE: NodeJS.Timeout | undefined;
@@ -461,18 +724,19 @@ export class SipUa {
         if (!this.clients.has(key)) return;
         clearTimeout(timerE);
         clearTimeout(timerF);
+        flow.release();
         this.clients.delete(key);
         resolve(status);
       };
-      const send = (): void => this.send(bytes, to, () => finish(503));
       const retransmit = (): void => {
         timerE = setTimeout(() => {
-          send();
+          flow.retransmit();
           interval = Math.min(interval * 2, T2_MS);
           retransmit();
         }, interval);
       };
       const timerF = setTimeout(() => finish(408), 64 * this.t1);
+      const flow = this.clientFlow(out, { failed: () => finish(503), unreliable: retransmit });
       this.clients.set(key, {
         abort: () => finish(503),
         onResponse: (res) => {
@@ -480,8 +744,8 @@ export class SipUa {
           else interval = T2_MS; // Proceeding: retransmit every T2
         },
       });
-      send();
-      retransmit();
+      flow.send();
+      if (!flow.reliable) retransmit();
     });
   }
 
@@ -500,12 +764,12 @@ export class SipUa {
     if (first !== undefined && !uriParams(parseNameAddr(first).uri).has("lr")) {
       this.opts.log.warn("strict router in the route set; routing loosely anyway", { callId: dialog.callId, route: first });
     }
-    inDialogTarget(dialog); // every hop must have a host before the dialog is handed out
+    inDialogTarget(dialog); // the first hop must have a host and a transport the UA speaks before the dialog is handed out
     return dialog;
   }
 
-  /** The socket handler: never throws; anything unusable is logged and dropped. */
-  private receive(raw: Buffer, from: Endpoint): void {
+  /** The UDP socket handler: only what trustedSources sends is taken. */
+  private receiveDatagram(raw: Buffer, from: Endpoint): void {
     if (!inAddressList(from.host, this.trusted)) {
       this.refusedDatagrams++;
       // a flood must not flood the log: the first ten, then one in a thousand
@@ -517,6 +781,11 @@ export class SipUa {
         });
       return;
     }
+    this.receive(raw, { transport: "UDP", peer: from });
+  }
+
+  /** A datagram, or a message framed on a TCP connection with a trusted peer: never throws; anything unusable is logged and dropped. */
+  private receive(raw: Buffer, source: Source): void {
     let msg: SipMessage;
     try {
       msg = parseSipMessage(raw);
@@ -524,8 +793,8 @@ export class SipUa {
       if (missing) throw new CpmError("CPM_ERR_BAD_SIP", `no ${missing} header`);
       if (!cseqOfMessage(msg)) throw new CpmError("CPM_ERR_BAD_SIP", "unreadable CSeq");
     } catch (err) {
-      this.opts.log.warn("dropped a datagram that is not a usable SIP message", {
-        from: hostPort(from),
+      this.opts.log.warn(`dropped a ${source.transport === "UDP" ? "datagram" : "TCP message"} that is not a usable SIP message`, {
+        from: hostPort(source.peer),
         bytes: raw.length,
         reason: err instanceof Error ? err.message : String(err),
       });
@@ -533,7 +802,7 @@ export class SipUa {
     }
     try {
       if (msg.kind === "response") this.receiveResponse(msg);
-      else this.receiveRequest(msg, from);
+      else this.receiveRequest(msg, source);
     } catch (err) {
       this.opts.log.warn("failed to handle a SIP message", { callId: header(msg, "call-id"), reason: asCpmError(err).message });
     }
@@ -552,7 +821,7 @@ export class SipUa {
     if (known && isInvite2xx && cseq?.seq === known.inviteCSeq) {
       const tag = tagOf(header(res, "to"));
       const ack = tag === known.dialog.remoteTag ? known.ack : known.forks.get(tag);
-      if (ack) this.send(ack.bytes, ack.to);
+      if (ack) this.sendStateless(ack, false);
       else if (tag !== known.dialog.remoteTag) this.endForkedDialog(res, known);
       return;
     }
@@ -563,14 +832,14 @@ export class SipUa {
   private endForkedDialog(res: SipMessage, known: DialogState): void {
     const { callId, localTag, localUri, remoteUri } = known.dialog;
     const fork = this.dialogFrom(res, { callId, localTag, localUri, remoteUri, localCSeq: known.inviteCSeq });
-    const ack = this.ackFor(fork, known.inviteCSeq);
+    const ack = this.ackFor(fork, known.inviteCSeq, known.transport);
     known.forks.set(fork.remoteTag, ack); // its 2xx retransmissions get this ACK, not another BYE
-    this.send(ack.bytes, ack.to);
+    this.sendStateless(ack, true);
     this.opts.log.info("2xx from a second fork: ACK and BYE", { callId, remoteTag: fork.remoteTag });
-    void this.bye(fork);
+    void this.byeOn(fork, [], known.transport);
   }
 
-  private receiveRequest(req: SipMessage, from: Endpoint): void {
+  private receiveRequest(req: SipMessage, source: Source): void {
     if (req.method === "ACK") {
       this.handler?.(req, () => {});
       return;
@@ -579,7 +848,7 @@ export class SipUa {
     const known = this.servers.get(key);
     if (known) {
       // 17.2.2: a retransmission gets the kept response again, or waits for the handler.
-      if (known.response) this.send(known.response, from);
+      if (known.response) this.respond(known.response, req, source);
       return;
     }
     const transaction: ServerTransaction = { timer: setTimeout(() => reply(500, "Server Internal Error"), UNANSWERED_MS) };
@@ -588,9 +857,10 @@ export class SipUa {
       if (transaction.response || this.closing) return;
       clearTimeout(transaction.timer);
       transaction.response = serializeResponse(status, reason, [...responseHeaders(req), ...headers]);
-      // RFC 3581 4: the response goes back to the source address and port.
-      this.send(transaction.response, from);
-      transaction.timer = setTimeout(() => this.servers.delete(key), 64 * this.t1); // Timer J
+      this.respond(transaction.response, req, source);
+      // Timer J: 64*T1 over UDP, zero over TCP (17.2.2); no Timer G: the UA is no INVITE server
+      if (source.transport === "TCP") this.servers.delete(key);
+      else transaction.timer = setTimeout(() => this.servers.delete(key), 64 * this.t1);
       const ended = this.dialogs.get(header(req, "call-id") ?? "")?.dialog;
       if (req.method === "BYE" && status < 300 && ended?.remoteTag === tagOf(header(req, "from"))) this.dialogs.delete(ended.callId);
     };
@@ -600,6 +870,28 @@ export class SipUa {
       this.opts.log.warn("SIP request handler threw", { callId: header(req, "call-id"), reason: asCpmError(err).message });
       reply(500, "Server Internal Error");
     }
+  }
+
+  /**
+   * A response goes back where its request came from: over UDP to the
+   * source address and port (RFC 3581 4); over TCP on the request's
+   * connection, or, when that is gone, on a connection to the source
+   * address and the Via sent-by port (18.2.2).
+   */
+  private respond(bytes: Buffer, req: SipMessage, source: Source): void {
+    const out = { method: "response", bytes };
+    let sending: Promise<unknown>;
+    if (source.transport === "UDP") sending = this.sendDatagram(bytes, source.peer);
+    else if (source.connection.open) sending = Promise.resolve().then(() => source.connection.write(bytes));
+    else sending = this.transmit({ ...out, transport: "TCP", to: { host: source.peer.host, port: viaSentByPort(req) } }, false);
+    sending.catch((err: unknown) => {
+      if (!this.closing)
+        this.opts.log.warn("SIP response not sent", {
+          callId: header(req, "call-id"),
+          to: hostPort(source.peer),
+          reason: asCpmError(err).detail,
+        });
+    });
   }
 }
 

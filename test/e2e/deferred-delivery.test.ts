@@ -721,7 +721,9 @@ describe("deferred delivery routed the IMS way: through the S-CSCF, the operator
     );
     // the S-CSCF stands in for the client's side: the client's SIPp listens where the S-CSCF's Route points
     scscfPort = await freePort();
-    rig = await DeferredChatRig.start({ CPM_PF__DELIVERY__TERMINATINGROUTE: `sip:127.0.0.1:${scscfPort}` }, undefined, cfg);
+    rig = await DeferredChatRig.start({ CPM_PF__DELIVERY__TERMINATINGROUTE: `sip:127.0.0.1:${scscfPort}` }, undefined, {
+      kamailioCfg: cfg,
+    });
   });
   after(async () => {
     await rig?.stop();
@@ -751,6 +753,7 @@ describe("deferred delivery routed the IMS way: through the S-CSCF, the operator
           );
         },
         undefined,
+        "udp",
         scscfPort,
       );
       assert.ok((await rig.kamailio.stat("cpm_pf_ua_requests")) >= 1);

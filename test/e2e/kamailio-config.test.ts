@@ -29,6 +29,7 @@ const VARIANTS: Record<string, string[]> = {
   "plugin sets async_workers": ["CPM_PF_ASYNC_WORKERS=2"],
   debug: ["WITH_DEBUG"],
   "Prometheus metrics (xhttp_prom), default port": ["WITH_CPM_PF_METRICS"],
+  "RFC 3261 18.1.1 towards UDP next hops (udp_mtu, udp_mtu_try_proto)": ["WITH_UDP_MTU_TCP"],
   "Prometheus metrics (xhttp_prom) on another address and port": [
     "WITH_CPM_PF_METRICS",
     "CPM_PF_METRICS_ADDRESS=0.0.0.0",

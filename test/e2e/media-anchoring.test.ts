@@ -137,6 +137,7 @@ describe("issue 3 SDP anchoring: an anchored INVITE the client declines (stub me
           cf_setup: "actpass",
           bye_headers: "",
           served_user: "tel:+16135551200",
+          more_participants: "",
         },
       });
       const callId = `1-${cf.pid}@127.0.0.1`;
@@ -176,6 +177,7 @@ describe("issue 3 SDP anchoring: an offer the sidecar cannot anchor (CPM_ERR_BAD
           cf_setup: "actpass",
           bye_headers: "",
           served_user: "tel:+16135551200",
+          more_participants: "",
         },
       });
       const r = await cf.done;

@@ -23,6 +23,8 @@ export interface AnchoredCallOptions {
   byeHeaders?: string[];
   /** The served user the CF invites (To). Default tel:+16135551200. */
   servedUser?: string;
+  /** Participants of the CF's resource list after its three (a big group makes a large INVITE). Default none. */
+  moreParticipants?: readonly { uri: string; displayName: string }[];
   /** The group chat's IDs. Default: fresh random ones. */
   conversationId?: string;
   contributionId?: string;
@@ -66,9 +68,9 @@ export interface AnchoredCallResult {
   cfInvite: SipTraceMessage;
 }
 
-/** Sends OPTIONS with `callId` to a SIPp on 127.0.0.1:port; resolves on an answer or after `waitMs`. */
-export function triggerSipp(port: number, callId: string, waitMs = 2000): Promise<string> {
-  return sendOptions(port, { user: "focus", callId, timeoutMs: waitMs });
+/** Sends OPTIONS with `callId` to a SIPp on 127.0.0.1:port (over TCP to one run with -t t1); resolves on an answer or after `waitMs`. */
+export function triggerSipp(port: number, callId: string, waitMs = 2000, transport: "udp" | "tcp" = "udp"): Promise<string> {
+  return sendOptions(port, { user: "focus", callId, timeoutMs: waitMs, transport });
 }
 
 /** One SIPp of a two-party call: scenario, -key values, extra arguments. */
@@ -150,6 +152,9 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
         cf_setup: opts.cfSetup ?? "actpass",
         bye_headers: (opts.byeHeaders ?? []).map((h) => `\r\n${h}`).join(""),
         served_user: opts.servedUser ?? "tel:+16135551200",
+        more_participants: (opts.moreParticipants ?? [])
+          .map((p) => `\r\n        <entry uri="${p.uri}" cp:copyControl="to"><display-name>${p.displayName}</display-name></entry>`)
+          .join(""),
       },
     }),
     byeFrom: opts.byeFrom === "client" ? "uas" : "uac",

@@ -6,6 +6,9 @@
 // ports, state and spool directories across crashAndRestart(). A ladder of
 // what went over the wire (SIP from the SIPp traces, MSRP as the peers saw
 // it) is kept for the demo. Everything is stopped by PID in stop().
+// The sidecar's UA sends over UDP only unless the env says otherwise
+// (sip.transport "udp", the UA of before TCP): the deferred-delivery tests are
+// its regression; test/e2e/delivery-transport.test.ts runs the default (auto).
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -79,6 +82,15 @@ export interface ChatOptions {
   whileDeferred?: (chat: Chat) => Promise<void>;
   /** An interim GSO after the first message (DD-11). */
   interimGso?: boolean;
+  /** Participants of the CF's resource list after its three (a big group). */
+  moreParticipants?: readonly { uri: string; displayName: string }[];
+}
+
+export interface RigOptions {
+  /** How Kamailio sends the client's in-dialog requests to the UA: CPM_PF_UA_ADDRESS with ";transport=tcp", or UDP (default). */
+  uaAddressTransport?: "udp" | "tcp";
+  /** Kamailio's configuration (an operator's that includes kamailio/kamailio.cfg). Default kamailio/kamailio.cfg. */
+  kamailioCfg?: string;
 }
 
 export interface Delivery {
@@ -128,8 +140,7 @@ export class DeferredChatRig {
   static async start(
     env: Record<string, string> = {},
     users: readonly string[] = [SERVED_USER, OTHER_USER, KEEPER_USER, PROBE_USER],
-    /** Kamailio's configuration (an operator's that includes kamailio/kamailio.cfg). Default kamailio/kamailio.cfg. */
-    kamailioCfg?: string,
+    opts: RigOptions = {},
   ): Promise<DeferredChatRig> {
     // a PF serving many users, each in their own mailbox (the Dovecot master user logs in for them)
     const dovecot = await startDovecot();
@@ -140,10 +151,13 @@ export class DeferredChatRig {
     const uaPort = await freePort();
     const mediaPort = await freePort();
     const kamailio = await startKamailio({
-      ...(kamailioCfg ? { cfg: kamailioCfg } : {}),
+      ...(opts.kamailioCfg ? { cfg: opts.kamailioCfg } : {}),
       grpcTarget: `unix:${grpcSocket}`,
       deadlineMs: 1000,
-      defines: [`CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}"`, `CPM_PF_BYE_CLIENT_TIMEOUT_MS=${CLIENT_BYE_TIMEOUT_MS}`],
+      defines: [
+        `CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}${opts.uaAddressTransport === "tcp" ? ";transport=tcp" : ""}"`,
+        `CPM_PF_BYE_CLIENT_TIMEOUT_MS=${CLIENT_BYE_TIMEOUT_MS}`,
+      ],
     });
     const rig = new DeferredChatRig(dovecot, kamailio, dir, {
       ...perUserStoreEnv(dovecot, "b2bua"),
@@ -159,6 +173,7 @@ export class DeferredChatRig {
       CPM_PF__SIP__PORT: String(uaPort),
       CPM_PF__SIP__PROXYHOST: "127.0.0.1",
       CPM_PF__SIP__PROXYPORT: String(kamailio.sipPort),
+      CPM_PF__SIP__TRANSPORT: "udp",
       ...env,
     });
     rig.current = await startSidecar(rig.env);
@@ -167,6 +182,11 @@ export class DeferredChatRig {
 
   get sidecar(): SidecarInstance {
     return this.current;
+  }
+
+  /** The port of the sidecar's SIP UA (sip.port), UDP and TCP. */
+  get uaPort(): number {
+    return Number(this.env.CPM_PF__SIP__PORT);
   }
 
   /** The sidecar's state directory (session.stateDir). */
@@ -336,6 +356,7 @@ export class DeferredChatRig {
       cfSetup: "active",
       clientMsrpPath: ue.path,
       byeHeaders: opts.byeHeaders ?? [],
+      ...(opts.moreParticipants ? { moreParticipants: opts.moreParticipants } : {}),
       ...(opts.clientAnswersBye === false ? { clientAnswersBye: false, clientPauseMs: CLIENT_BYE_TIMEOUT_MS + 1000 } : {}),
       timeoutS: 60,
       during: async ({ callId, conversationId, contributionId, clientInvite, cf200, cfSipPort }) => {
@@ -419,7 +440,8 @@ export class DeferredChatRig {
   /**
    * Plays a delivery to a SIPp client: by default the S-CSCF's third-party
    * REGISTER starts it; `start` replaces that (e.g. an operator's
-   * `cpm-pf queue deliver` to the client's contact).
+   * `cpm-pf queue deliver` to the client's contact). `transport` "tcp": the
+   * SIPp client runs over TCP and registers a contact with ";transport=tcp".
    */
   async deliveredTo(
     chat: Chat,
@@ -427,6 +449,7 @@ export class DeferredChatRig {
     keys: Record<string, string>,
     body: (d: Delivery) => Promise<void>,
     start?: (contact: string) => Promise<void>,
+    transport: "udp" | "tcp" = "udp",
     /** The client SIPp's SIP port. Default: a free one. */
     sipPort?: number,
   ): Promise<void> {
@@ -437,9 +460,10 @@ export class DeferredChatRig {
       timeoutS: 30,
       keys: { client_msrp_port: String(new URL(ue.path.replace(/^msrp/, "http")).port), client_msrp_path: ue.path, ...keys },
       ...(scenario === "client-uas-msrp.xml" ? { extraArgs: ["-d", "50"] } : {}),
+      transport,
     });
     try {
-      const contact = `<sip:client@127.0.0.1:${client.port}>`;
+      const contact = `<sip:client@127.0.0.1:${client.port}${transport === "tcp" ? ";transport=tcp" : ""}>`;
       if (start) await start(contact);
       else {
         const reg = await this.register(contact, chat.servedUser);

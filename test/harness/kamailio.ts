@@ -8,6 +8,7 @@ import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -19,7 +20,7 @@ import { waitFor } from "./wait.js";
 const HOST = "127.0.0.1" as const;
 
 export interface KamailioOptions {
-  /** UDP port to listen on. Default: a free port. */
+  /** UDP and TCP port to listen on. Default: a free port. */
   sipPort?: number;
   /** Sidecar gRPC "host:port" (CPM_PF_GRPC_TARGET). */
   grpcTarget: string;
@@ -53,7 +54,7 @@ export interface KamailioInstance {
   sipPort: number;
   /** TCP port of http://127.0.0.1:<port>/metrics, when started with `metricsPort`. */
   metricsPort: number | undefined;
-  /** "127.0.0.1:<port>", what SIPp sends to. */
+  /** "127.0.0.1:<port>", what SIPp sends to (UDP and TCP). */
   address: string;
   /** PID of the main process (children die with it). */
   pid: number;
@@ -75,13 +76,36 @@ export interface KamailioInstance {
 
 const execFileP = promisify(execFile);
 
+/** The OPTIONS sendOptions() sends from 127.0.0.1:lport. */
+function optionsRequest(port: number, lport: number, transport: "UDP" | "TCP", opts: { user?: string; callId?: string }): string {
+  const id = randomUUID();
+  const target = opts.user ? `${opts.user}@${HOST}:${port}` : `${HOST}:${port}`;
+  return [
+    `OPTIONS sip:${target} SIP/2.0`,
+    `Via: SIP/2.0/${transport} ${HOST}:${lport};branch=z9hG4bK-${id}`,
+    "Max-Forwards: 70",
+    `From: <sip:probe@${HOST}:${lport}>;tag=${id.slice(0, 8)}`,
+    `To: <sip:${target}>`,
+    `Call-ID: ${opts.callId ?? `probe-${id}`}`,
+    "CSeq: 1 OPTIONS",
+    "Content-Length: 0",
+    "",
+    "",
+  ].join("\r\n");
+}
+
 /**
  * Sends one OPTIONS to 127.0.0.1:port (user part `user`, Call-ID `callId`)
  * and resolves with the response text, or "" after `timeoutMs` (at once after
- * sending when `timeoutMs` is 0).
+ * sending when `timeoutMs` is 0). Over TCP (`transport: "tcp"`) on a
+ * connection of its own, closed when it resolves.
  */
-export function sendOptions(port: number, opts: { user?: string; callId?: string; timeoutMs?: number } = {}): Promise<string> {
+export function sendOptions(
+  port: number,
+  opts: { user?: string; callId?: string; timeoutMs?: number; transport?: "udp" | "tcp" } = {},
+): Promise<string> {
   const timeoutMs = opts.timeoutMs ?? 300;
+  if (opts.transport === "tcp") return sendOptionsTcp(port, opts, timeoutMs);
   return new Promise((resolve) => {
     const sock = createSocket("udp4");
     const done = (text: string) => {
@@ -93,23 +117,32 @@ export function sendOptions(port: number, opts: { user?: string; callId?: string
     sock.on("message", (msg) => done(msg.toString("utf8")));
     sock.on("error", () => done(""));
     sock.bind(0, HOST, () => {
-      const lport = sock.address().port;
-      const id = randomUUID();
-      const target = opts.user ? `${opts.user}@${HOST}:${port}` : `${HOST}:${port}`;
-      const req = [
-        `OPTIONS sip:${target} SIP/2.0`,
-        `Via: SIP/2.0/UDP ${HOST}:${lport};branch=z9hG4bK-${id}`,
-        "Max-Forwards: 70",
-        `From: <sip:probe@${HOST}:${lport}>;tag=${id.slice(0, 8)}`,
-        `To: <sip:${target}>`,
-        `Call-ID: ${opts.callId ?? `probe-${id}`}`,
-        "CSeq: 1 OPTIONS",
-        "Content-Length: 0",
-        "",
-        "",
-      ].join("\r\n");
-      sock.send(req, port, HOST, () => {
+      sock.send(optionsRequest(port, sock.address().port, "UDP", opts), port, HOST, () => {
         if (timeoutMs === 0) done("");
+      });
+    });
+  });
+}
+
+function sendOptionsTcp(port: number, opts: { user?: string; callId?: string }, timeoutMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    let text = "";
+    const sock = connect({ host: HOST, port });
+    const done = () => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(text);
+    };
+    const timer = setTimeout(done, timeoutMs === 0 ? 1000 : timeoutMs);
+    sock.on("data", (d: Buffer) => {
+      text += d.toString("utf8");
+      if (text.includes("\r\n\r\n")) done();
+    });
+    sock.on("error", done);
+    sock.on("connect", () => {
+      sock.write(optionsRequest(port, sock.localPort ?? 0, "TCP", opts), () => {
+        // 0: sent is enough; leave the connection open a moment so the peer reads it
+        if (timeoutMs === 0) setTimeout(done, 100);
       });
     });
   });
@@ -147,6 +180,9 @@ export async function startKamailio(opts: KamailioOptions): Promise<KamailioInst
     cfg,
     "-l",
     `udp:${HOST}:${sipPort}`,
+    // RFC 3261 18: TCP on the same port (the PF's UA sends large requests over it)
+    "-l",
+    `tcp:${HOST}:${sipPort}`,
     "-m",
     String(opts.shmMb ?? 64),
     "-M",

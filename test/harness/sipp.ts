@@ -32,12 +32,16 @@ export interface SippOptions {
   timeoutS?: number;
   /** More arguments, verbatim. */
   extraArgs?: string[];
+  /** SIP over UDP (default) or TCP (-t t1: one connection; a UAS listens on its port). */
+  transport?: "udp" | "tcp";
 }
 
 export interface SipTraceMessage {
   /** Epoch ms (with µs fraction) when SIPp logged it. */
   time: number;
   direction: "sent" | "received";
+  /** The transport SIPp sent or received it over, as it logs it ("UDP", "TCP"). */
+  transport: string;
   /** The whole message as logged. */
   text: string;
   /** Request method, or undefined for a response. */
@@ -84,7 +88,8 @@ export function parseSipMessage(text: string): Pick<SipTraceMessage, "method" | 
 /**
  * Parses a SIPp -trace_msg file. Each entry starts with a dashed line ending in
  * a local timestamp "YYYY-MM-DD HH:MM:SS.uuuuuu", then "UDP message sent (N
- * bytes):" or "UDP message received [N] bytes :", a blank line, the message.
+ * bytes):" or "UDP message received [N] bytes :" ("TCP ..." over TCP), a
+ * blank line, the message.
  */
 export function parseMessageLog(log: string): SipTraceMessage[] {
   const out: SipTraceMessage[] = [];
@@ -98,8 +103,9 @@ export function parseMessageLog(log: string): SipTraceMessage[] {
       Number((frac as string).padEnd(6, "0")) / 1000;
     const direction = /message sent/i.test(what as string) ? "sent" : /message received/i.test(what as string) ? "received" : undefined;
     if (!direction) continue;
+    const transport = /^(\w+) message/.exec(what as string)?.[1] ?? "";
     const text = (message as string).replace(/\s+$/, "");
-    out.push({ time, direction, text, ...parseSipMessage(text) });
+    out.push({ time, direction, transport, text, ...parseSipMessage(text) });
   }
   return out;
 }
@@ -127,12 +133,13 @@ export function first(
 }
 
 /**
- * True once a UDP socket is bound to <host>:<port> (or the wildcard), read
- * from /proc/net/udp (IPv4, little-endian hex): probing by binding the port
+ * True once a UDP socket is bound (or a TCP socket listens) on <host>:<port>
+ * (or the wildcard), read from /proc/net/udp or /proc/net/tcp (IPv4,
+ * little-endian hex; state 0A = LISTEN): probing by binding the port
  * ourselves could race with SIPp's own bind.
  */
-async function udpPortBound(port: number, host: string = HOST): Promise<boolean> {
-  const table = await readFile("/proc/net/udp", "utf8");
+async function portBound(transport: "udp" | "tcp", port: number, host: string = HOST): Promise<boolean> {
+  const table = await readFile(`/proc/net/${transport}`, "utf8");
   const hex = port.toString(16).toUpperCase().padStart(4, "0");
   const addr = host
     .split(".")
@@ -143,14 +150,14 @@ async function udpPortBound(port: number, host: string = HOST): Promise<boolean>
     .split("\n")
     .slice(1)
     .some((line) => {
-      const local = line.trim().split(/\s+/)[1] ?? "";
-      return local === `${addr}:${hex}` || local === `00000000:${hex}`;
+      const [, local = "", , state] = line.trim().split(/\s+/);
+      return (local === `${addr}:${hex}` || local === `00000000:${hex}`) && (transport === "udp" || state === "0A");
     });
 }
 
 /**
  * Starts SIPp in the background. A UAS (no `remote`) is ready to receive
- * when this resolves (its UDP port is bound).
+ * when this resolves (its UDP port is bound, or its TCP port listens).
  */
 export async function startSipp(opts: SippOptions): Promise<SippRun> {
   const port = opts.port ?? (await freePort());
@@ -179,6 +186,7 @@ export async function startSipp(opts: SippOptions): Promise<SippRun> {
     `${opts.timeoutS ?? 10}s`,
     "-timeout_error",
     ...Object.entries(opts.keys ?? {}).flatMap(([k, v]) => ["-key", k, v]),
+    ...(opts.transport === "tcp" ? ["-t", "t1"] : []),
     ...(opts.extraArgs ?? []),
   ];
   let output = "";
@@ -232,11 +240,11 @@ export async function startSipp(opts: SippOptions): Promise<SippRun> {
         async () => {
           if (spawnError) throw spawnError;
           if (exited(child)) throw new Error(`sipp exited early (${child.exitCode}): ${output}`);
-          return udpPortBound(port, opts.host);
+          return portBound(opts.transport ?? "udp", port, opts.host);
         },
         5000,
         20,
-        `sipp UAS bound to ${opts.host ?? HOST}:${port}`,
+        `sipp UAS bound to ${opts.transport ?? "udp"}:${opts.host ?? HOST}:${port}`,
       );
     } catch (err) {
       await stop();

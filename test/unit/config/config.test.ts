@@ -134,3 +134,14 @@ test("UA source check: sip.trustedSources defaults to sip.proxyHost; a list of I
   ];
   for (const [file, re] of cases) assert.throws(() => buildConfig(file), re);
 });
+
+test("RFC 3261 18.1.1: sip.transport defaults to auto; udp / tcp from the file or CPM_PF__SIP__TRANSPORT; anything else names the key", () => {
+  assert.equal(defaults.sip.transport, "auto");
+  assert.equal(defaults.sip.tcpConnectTimeoutMs, 2000);
+  assert.equal(buildConfig({ sip: { transport: "udp" } }).sip.transport, "udp");
+  const env = buildConfig({}, { CPM_PF__SIP__TRANSPORT: "tcp", CPM_PF__SIP__TCPCONNECTTIMEOUTMS: "500" }).sip;
+  assert.deepEqual([env.transport, env.tcpConnectTimeoutMs], ["tcp", 500]);
+  assert.throws(() => buildConfig({ sip: { transport: "TCP" } }), /sip\.transport: must be one of udp, tcp, auto/);
+  assert.throws(() => buildConfig({}, { CPM_PF__SIP__TRANSPORT: "tls" }), /CPM_PF__SIP__TRANSPORT: must be one of udp, tcp, auto/);
+  assert.throws(() => buildConfig({ sip: { tcpConnectTimeoutMs: 0 } }), /sip\.tcpConnectTimeoutMs: must be a positive integer/);
+});

@@ -71,3 +71,23 @@ test("metrics: decisions, BYEs, IMAP commands and the backlog as reported", asyn
   assert.equal(value(s, "cpmpf_deferred_oldest_age_seconds"), 42);
   assert.equal(value(s, "cpmpf_build_info", { version: "1.2.3", node_version: process.version }), 1);
 });
+
+test("metrics: the PF's SIP UA requests by transport and method, and what it refused, follow its counts (RFC 3261 18.1.1 on the wire)", async () => {
+  const m = new PromMetrics({ version: "1.2.3" });
+  const requestsSent = new Map([
+    ["tcp INVITE", 1],
+    ["udp BYE", 2],
+  ]);
+  const refused = { udp: 3, tcp: 1 };
+  m.setSampler(() => ({ ...sample(new MsrpResources(), 0), sipTraffic: { requestsSent, refused } }));
+  const first = parseExposition(await m.registry.metrics());
+  assert.equal(value(first, "cpmpf_sip_requests_total", { transport: "tcp", method: "INVITE" }), 1);
+  assert.equal(value(first, "cpmpf_sip_requests_total", { transport: "udp", method: "BYE" }), 2);
+  assert.equal(value(first, "cpmpf_sip_refused_total", { transport: "tcp" }), 1);
+  await new Promise((r) => setTimeout(r, 300));
+  requestsSent.set("tcp INVITE", 4);
+  refused.udp = 5;
+  const second = parseExposition(await m.registry.metrics());
+  assert.equal(value(second, "cpmpf_sip_requests_total", { transport: "tcp", method: "INVITE" }), 4);
+  assert.equal(value(second, "cpmpf_sip_refused_total", { transport: "udp" }), 5);
+});

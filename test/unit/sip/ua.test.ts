@@ -1,7 +1,6 @@
 // The PF's own SIP UA against a far end scripted on a raw UDP socket
 // (Kamailio as outbound proxy, the client's device, a Record-Route hop).
 import assert from "node:assert/strict";
-import dgram from "node:dgram";
 import { PassThrough } from "node:stream";
 import { type TestContext, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -9,93 +8,13 @@ import winston from "winston";
 import { CpmError } from "../../../src/errors/catalogue.js";
 import { silentLogger } from "../../../src/log/logger.js";
 import { parseAddressList } from "../../../src/sip/address-list.js";
-import { header, headerValues, parseSipMessage, type SipMessage } from "../../../src/sip/message.js";
+import { header, headerValues, type SipMessage } from "../../../src/sip/message.js";
 import { tagOf } from "../../../src/sip/name-addr.js";
 import { type Dialog, SipUa, type SipUaOptions } from "../../../src/sip/ua.js";
+import { branchOf, CALLER_HEADERS, capturedLog, HOST, Peer, response, SDP } from "../../fixtures/sip-ua.js";
 
-const HOST = "127.0.0.1";
 /** A UA bug that loses a callback fails the test instead of hanging it. */
 const LIMIT = { timeout: 3000 };
-
-interface Received {
-  msg: SipMessage;
-  raw: string;
-  from: { host: string; port: number };
-}
-
-/** A scripted SIP peer: every datagram it receives is queued for next(). */
-class Peer {
-  private readonly queue: Received[] = [];
-  private wake: (() => void) | undefined;
-
-  private constructor(readonly socket: dgram.Socket) {
-    socket.on("message", (raw, rinfo) => {
-      this.queue.push({ msg: parseSipMessage(raw), raw: raw.toString("utf8"), from: { host: rinfo.address, port: rinfo.port } });
-      this.wake?.();
-    });
-  }
-
-  static async open(t: TestContext, host = HOST): Promise<Peer> {
-    const socket = dgram.createSocket("udp4");
-    await new Promise<void>((resolve) => socket.bind(0, host, resolve));
-    const peer = new Peer(socket);
-    t.after(() => new Promise<void>((resolve) => socket.close(() => resolve())));
-    return peer;
-  }
-
-  get port(): number {
-    return this.socket.address().port;
-  }
-
-  get uri(): string {
-    return `sip:${HOST}:${this.port}`;
-  }
-
-  async next(what: string, timeoutMs = 1000): Promise<Received> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.queue.length === 0) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`peer: no ${what} within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
-    return this.queue.shift() as Received;
-  }
-
-  /** Everything that arrives within ms. */
-  async drain(ms: number): Promise<Received[]> {
-    await sleep(ms);
-    return this.queue.splice(0);
-  }
-
-  send(text: string, to: { host: string; port: number }): void {
-    this.socket.send(Buffer.from(text, "utf8"), to.port, to.host);
-  }
-}
-
-/** A response to `req` as a UAS would write it (8.2.6): Via, From, To, Call-ID, CSeq copied. */
-function response(req: SipMessage, status: string, extra: string[] = [], toTag = "uas-tag"): string {
-  const to = header(req, "to") ?? "";
-  return [
-    `SIP/2.0 ${status}`,
-    ...headerValues(req, "via").map((v) => `Via: ${v}`),
-    `From: ${header(req, "from")}`,
-    `To: ${tagOf(to) || status.startsWith("100") ? to : `${to};tag=${toTag}`}`,
-    `Call-ID: ${header(req, "call-id")}`,
-    `CSeq: ${header(req, "cseq")}`,
-    ...extra,
-    "Content-Length: 0",
-    "",
-    "",
-  ].join("\r\n");
-}
-
-const branchOf = (msg: SipMessage): string => /;branch=([^;]+)/.exec(header(msg, "via") ?? "")?.[1] ?? "";
 
 async function startUa(t: TestContext, proxy: Peer, extra: Partial<SipUaOptions> = {}): Promise<SipUa> {
   const ua = await SipUa.start({
@@ -110,16 +29,6 @@ async function startUa(t: TestContext, proxy: Peer, extra: Partial<SipUaOptions>
   t.after(() => ua.close());
   return ua;
 }
-
-const CALLER_HEADERS: [string, string][] = [
-  ["To", "<sip:+15551234@ims.example.com>"],
-  ["From", '"Group" <sip:conf-1@pf.example.com>'],
-  ["Contact", "<sip:conf-1@127.0.0.1:5060>;isfocus"],
-  ["Accept-Contact", "*;+g.oma.sip-im;explicit;require"],
-  ["P-Asserted-Identity", "<sip:conf-1@pf.example.com>"],
-  ["Content-Type", "application/sdp"],
-];
-const SDP = "v=0\r\ns=é\r\n"; // 11 bytes, 10 characters
 
 function inviteFrom(ua: SipUa, onProvisional?: (status: number, res: SipMessage) => void) {
   return ua.invite({ requestUri: "sip:+15551234@ims.example.com", headers: CALLER_HEADERS, body: SDP }, onProvisional);
@@ -458,19 +367,6 @@ test("a garbage datagram is dropped and logged at warn; the UA keeps working", L
 
 /** Another loopback address (127.0.0.0/8 is all local on Linux): a source that is not Kamailio. */
 const INTRUDER = "127.0.0.2";
-
-/** JSON lines of a winston logger, parsed. */
-function capturedLog(): { log: winston.Logger; lines: Record<string, unknown>[] } {
-  const stream = new PassThrough();
-  const lines: Record<string, unknown>[] = [];
-  stream.on("data", (chunk: Buffer) => {
-    for (const l of chunk.toString("utf8").split("\n").filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
-  });
-  return {
-    log: winston.createLogger({ level: "info", format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] }),
-    lines,
-  };
-}
 
 function byeOf(d: Dialog, uaPort: number, via: string): string {
   return [
