@@ -1,7 +1,9 @@
 // A minimal SIP user agent for the requests the PF originates itself
 // (deferred delivery, 8.3.2.9.1.2): INVITE, ACK, CANCEL and BYE as UAC,
 // through Kamailio as outbound proxy (RFC 3261 8.1.2), and the UAS side of
-// requests that reach it (an in-dialog BYE from the client). It speaks UDP
+// requests that reach it: an in-dialog BYE from the client, and the client's
+// re-join INVITE the PF answers itself (8.3.2.9.1.3; INVITE server
+// transaction 17.2.1, 2xx retransmitted by the core until the ACK, 13.3.1.4). It speaks UDP
 // and TCP on one host:port (RFC 3261 18; TCP in tcp-transport.ts and
 // stream-framing.ts); which one a request takes is `transport` ("auto":
 // RFC 3261 18.1.1, TCP above 1300 bytes). Transactions follow RFC 3261 17
@@ -101,6 +103,27 @@ export interface InviteHandle {
 
 export type RequestHandler = (req: SipMessage, reply: (status: number, reason: string, headers?: SipHeaderLine[]) => void) => void;
 
+/** An initial INVITE that reached the UA (INVITE server transaction, 17.2.1), answered once by its handler. */
+export interface IncomingInvite {
+  readonly request: SipMessage;
+  /**
+   * 2xx with `body` (Content-Type among `headers`): the dialog's UAS side
+   * (12.1.1: route set = the INVITE's Record-Route in order, remote target =
+   * its Contact); the UA retransmits the 2xx until the ACK (13.3.1.4).
+   * Throws CpmError CPM_ERR_BAD_SIP for an INVITE without Contact, and
+   * CPM_ERR_BAD_REQUEST once answered or CANCELled.
+   */
+  accept(headers: SipHeaderLine[], body: string): Dialog;
+  /** A final non-2xx (17.2.1: retransmitted over UDP until its ACK). Ignored once answered. */
+  reject(status: number, reason: string, headers?: SipHeaderLine[]): void;
+  /** Resolves true with the ACK of the 2xx, false when none came within 64*T1 (13.3.1.4: the session then ends) or the UA closed. */
+  readonly acked: Promise<boolean>;
+  /** Called when a CANCEL ended the INVITE before its final response (the UA answered 487 itself, 9.2). */
+  onCancel(fn: () => void): void;
+}
+
+export type InviteHandler = (invite: IncomingInvite) => void;
+
 /** Where a message came from, so where its response goes (RFC 3261 18.2.2; RFC 3581 4). */
 type Source = { transport: "UDP"; peer: Endpoint } | { transport: "TCP"; peer: Endpoint; connection: SipConnection };
 
@@ -143,6 +166,24 @@ interface ClientTransaction {
 interface ServerTransaction {
   response?: Buffer;
   timer: NodeJS.Timeout;
+}
+
+/** An INVITE server transaction (17.2.1): its latest response, resent for a retransmitted INVITE. */
+interface InviteServerTransaction {
+  response: Buffer;
+  final: boolean;
+  cancelled?: () => void;
+  /** The ACK of its non-2xx came (17.2.1 Confirmed). */
+  confirmed?: () => void;
+  /** Timer G / H over UDP for a non-2xx; cleared by its ACK. */
+  timers: NodeJS.Timeout[];
+}
+
+/** The UAS core's 2xx waiting for its ACK (13.3.1.4), by Call-ID. */
+interface PendingAck {
+  cseq: number;
+  timers: NodeJS.Timeout[];
+  settle: (acked: boolean) => void;
 }
 
 /** A confirmed dialog the UA still answers 2xx retransmissions for (13.2.2.4). */
@@ -269,7 +310,10 @@ export class SipUa {
   private readonly clients = new Map<string, ClientTransaction>();
   private readonly servers = new Map<string, ServerTransaction>();
   private readonly dialogs = new Map<string, DialogState>();
+  private readonly inviteServers = new Map<string, InviteServerTransaction>();
+  private readonly pendingAcks = new Map<string, PendingAck>();
   private handler: RequestHandler | undefined;
+  private inviteHandler: InviteHandler | undefined;
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -343,6 +387,11 @@ export class SipUa {
 
   onRequest(handler: RequestHandler): void {
     this.handler = handler;
+  }
+
+  /** Initial INVITEs (no To tag); without a handler they are answered 501. */
+  onInvite(handler: InviteHandler): void {
+    this.inviteHandler = handler;
   }
 
   /**
@@ -566,6 +615,9 @@ export class SipUa {
     for (const t of [...this.clients.values()]) t.abort();
     for (const s of this.servers.values()) clearTimeout(s.timer);
     this.servers.clear();
+    for (const t of this.inviteServers.values()) for (const timer of t.timers) clearTimeout(timer);
+    this.inviteServers.clear();
+    for (const p of [...this.pendingAcks.values()]) p.settle(false);
     this.dialogs.clear();
     const udp = new Promise<void>((resolve) => this.socket.close(() => resolve()));
     void Promise.all([udp, this.tcp.close()]).then(() => closed());
@@ -841,7 +893,16 @@ export class SipUa {
 
   private receiveRequest(req: SipMessage, source: Source): void {
     if (req.method === "ACK") {
+      if (this.absorbAck(req)) return;
       this.handler?.(req, () => {});
+      return;
+    }
+    if (req.method === "INVITE" && !tagOf(header(req, "to"))) {
+      this.receiveInvite(req, source);
+      return;
+    }
+    if (req.method === "CANCEL") {
+      this.receiveCancel(req, source);
       return;
     }
     const key = `${topBranch(req) || `${header(req, "call-id")} ${header(req, "cseq")}`} ${req.method}`;
@@ -872,6 +933,166 @@ export class SipUa {
     }
   }
 
+  /** An ACK the UA's own INVITE server side takes: of a non-2xx (17.2.1, same branch) or of a 2xx (13.3.1.4, by Call-ID and CSeq). */
+  private absorbAck(ack: SipMessage): boolean {
+    const server = this.inviteServers.get(`${topBranch(ack)} INVITE`);
+    if (server?.final) {
+      server.confirmed?.(); // Timer G / H stop; Timer I
+      return true;
+    }
+    const callId = header(ack, "call-id") ?? "";
+    const pending = this.pendingAcks.get(callId);
+    if (pending && cseqOfMessage(ack)?.seq === pending.cseq) {
+      pending.settle(true);
+      return true;
+    }
+    return false;
+  }
+
+  /** 17.2.1: an initial INVITE; a retransmission gets the latest response again. */
+  private receiveInvite(req: SipMessage, source: Source): void {
+    const key = `${topBranch(req) || `${header(req, "call-id")} ${header(req, "cseq")}`} INVITE`;
+    const known = this.inviteServers.get(key);
+    if (known) {
+      this.respond(known.response, req, source);
+      return;
+    }
+    const toTag = randomHex();
+    const base = responseHeaders(req, toTag);
+    const transaction: InviteServerTransaction = { response: serializeResponse(100, "Trying", base), final: false, timers: [] };
+    this.inviteServers.set(key, transaction);
+    this.respond(transaction.response, req, source); // 17.2.1: at once, the handler may take longer than 200 ms
+    const ended = (): void => {
+      for (const t of transaction.timers) clearTimeout(t);
+      const t = setTimeout(() => this.inviteServers.delete(key), 64 * this.t1);
+      t.unref();
+      transaction.timers = [t];
+    };
+    const finalResponse = (bytes: Buffer, retransmitUntilAck: boolean): void => {
+      transaction.response = bytes;
+      transaction.final = true;
+      for (const t of transaction.timers) clearTimeout(t);
+      transaction.timers = [];
+      this.respond(bytes, req, source);
+      if (!retransmitUntilAck || source.transport === "TCP") {
+        ended();
+        return;
+      }
+      transaction.confirmed = ended;
+      // Timer G (T1 doubling up to T2) until the ACK, Timer H 64*T1
+      const g = (interval: number): void => {
+        const t = setTimeout(() => {
+          this.respond(bytes, req, source);
+          g(Math.min(interval * 2, T2_MS));
+        }, interval);
+        transaction.timers.push(t);
+      };
+      g(this.t1);
+      transaction.timers.push(setTimeout(ended, 64 * this.t1));
+    };
+    let settleAcked!: (acked: boolean) => void;
+    const acked = new Promise<boolean>((resolve) => {
+      settleAcked = resolve;
+    });
+    const reject = (status: number, reason: string, headers: SipHeaderLine[] = []): void => {
+      if (transaction.final || this.closing) return;
+      finalResponse(serializeResponse(status, reason, [...base, ...headers]), true);
+      settleAcked(false);
+    };
+    const unanswered = setTimeout(() => reject(500, "Server Internal Error"), 64 * this.t1);
+    transaction.timers.push(unanswered);
+    const cancelHandlers: (() => void)[] = [];
+    transaction.cancelled = () => {
+      reject(487, "Request Terminated");
+      for (const fn of cancelHandlers) fn();
+    };
+    const invite: IncomingInvite = {
+      request: req,
+      acked,
+      onCancel: (fn) => cancelHandlers.push(fn),
+      reject,
+      accept: (headers, body) => {
+        if (transaction.final) throw new CpmError("CPM_ERR_BAD_REQUEST", "the INVITE was already answered");
+        const dialog = this.uasDialog(req, toTag);
+        const recordRoute = headerValues(req, "record-route").map((v): SipHeaderLine => ["Record-Route", v]);
+        const bytes = serializeResponse(200, "OK", [...base, ...recordRoute, ...headers], body);
+        // the 2xx ends the transaction (17.2.1); the core retransmits it until the ACK (13.3.1.4)
+        finalResponse(bytes, false);
+        this.dialogs.set(dialog.callId, { dialog, inviteCSeq: dialog.localCSeq, transport: source.transport, forks: new Map() });
+        this.awaitAck(dialog.callId, cseqOfMessage(req)?.seq ?? 0, () => this.respond(bytes, req, source), settleAcked);
+        return dialog;
+      },
+    };
+    if (!this.inviteHandler) {
+      reject(501, "Not Implemented");
+      return;
+    }
+    try {
+      this.inviteHandler(invite);
+    } catch (err) {
+      this.opts.log.warn("SIP INVITE handler threw", { callId: header(req, "call-id"), reason: asCpmError(err).message });
+      reject(500, "Server Internal Error");
+    }
+  }
+
+  /** 13.3.1.4: the 2xx again at T1, doubling up to T2, until its ACK; none within 64*T1 settles false. */
+  private awaitAck(callId: string, cseq: number, resend: () => void, settle: (acked: boolean) => void): void {
+    const timers: NodeJS.Timeout[] = [];
+    const pending: PendingAck = {
+      cseq,
+      timers,
+      settle: (acked) => {
+        for (const t of timers) clearTimeout(t);
+        if (this.pendingAcks.get(callId) === pending) this.pendingAcks.delete(callId);
+        settle(acked);
+      },
+    };
+    this.pendingAcks.set(callId, pending);
+    const again = (interval: number): void => {
+      timers.push(
+        setTimeout(() => {
+          resend();
+          again(Math.min(interval * 2, T2_MS));
+        }, interval),
+      );
+    };
+    again(this.t1);
+    timers.push(setTimeout(() => pending.settle(false), 64 * this.t1));
+  }
+
+  /** 12.1.1: the UAS side of the dialog an INVITE creates. */
+  private uasDialog(req: SipMessage, localTag: string): Dialog {
+    const contact = splitCommaList(header(req, "contact") ?? "")[0];
+    const from = header(req, "from") ?? "";
+    const remoteTag = tagOf(from);
+    if (!contact || !remoteTag) throw new CpmError("CPM_ERR_BAD_SIP", "INVITE without Contact or From tag");
+    const dialog: Dialog = {
+      callId: header(req, "call-id") ?? "",
+      localTag,
+      remoteTag,
+      localUri: withoutTag(header(req, "to") ?? ""),
+      remoteUri: withoutTag(from),
+      remoteTarget: parseNameAddr(contact).uri,
+      routeSet: headerValues(req, "record-route").flatMap(splitCommaList),
+      // the UAS's own CSeq space starts anywhere (12.1.1); the INVITE's number keys its ACK
+      localCSeq: cseqOfMessage(req)?.seq ?? 1,
+    };
+    inDialogTarget(dialog); // a first hop the UA can reach, before the 2xx goes out
+    return dialog;
+  }
+
+  /** 9.2: a CANCEL matching an INVITE still without its final response ends it with 487; the CANCEL itself gets 200 (481 when nothing matches). */
+  private receiveCancel(req: SipMessage, source: Source): void {
+    const server = this.inviteServers.get(`${topBranch(req)} INVITE`);
+    const base = responseHeaders(req);
+    if (!server) {
+      this.respond(serializeResponse(481, "Call/Transaction Does Not Exist", base), req, source);
+      return;
+    }
+    this.respond(serializeResponse(200, "OK", base), req, source);
+    if (!server.final) server.cancelled?.();
+  }
+
   /**
    * A response goes back where its request came from: over UDP to the
    * source address and port (RFC 3581 4); over TCP on the request's
@@ -896,13 +1117,18 @@ export class SipUa {
 }
 
 /** 8.2.6.2: Via, From, To (a To tag added if absent), Call-ID and CSeq copied from the request. */
-function responseHeaders(req: SipMessage): SipHeaderLine[] {
+function responseHeaders(req: SipMessage, toTag = randomHex()): SipHeaderLine[] {
   const to = header(req, "to") ?? "";
   return [
     ...headerValues(req, "via").map((v): SipHeaderLine => ["Via", v]),
     ["From", header(req, "from") ?? ""],
-    ["To", tagOf(to) ? to : `${to};tag=${randomHex()}`],
+    ["To", tagOf(to) ? to : `${to};tag=${toTag}`],
     ["Call-ID", header(req, "call-id") ?? ""],
     ["CSeq", header(req, "cseq") ?? ""],
   ];
+}
+
+/** A From / To value without its tag parameter (the dialog's local and remote URI, 12.1.1). */
+function withoutTag(value: string): string {
+  return value.replace(/;\s*tag\s*=\s*[^;>\s]*/i, "");
 }

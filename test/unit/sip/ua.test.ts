@@ -501,3 +501,166 @@ test("start(): a wildcard host (no usable Via sent-by) and a failed bind are CPM
   await assert.rejects(SipUa.start({ ...opts, host: "0.0.0.0" }), isConfig);
   await assert.rejects(SipUa.start({ ...opts, host: "192.0.2.1" }), isConfig); // TEST-NET-1: not a local address
 });
+
+/** The client's re-join INVITE as Kamailio relays it to the UA (its Record-Route, the client's Contact). */
+function rejoinInvite(peerPort: number, branch = "z9hG4bKrj1"): string {
+  const body =
+    "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\nm=message 7000 TCP/MSRP *\r\na=path:msrp://10.0.0.9:7000/dev;tcp\r\n";
+  return [
+    `INVITE sip:conf-1@cf.example.com SIP/2.0`,
+    `Via: SIP/2.0/UDP ${HOST}:${peerPort};branch=${branch}`,
+    "Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKdev9",
+    "Max-Forwards: 69",
+    `Record-Route: <sip:${HOST}:${peerPort};lr;cpmpf;cpmpfrj=6331>`,
+    "From: <sip:+15551234@ims.example.com>;tag=c1",
+    "To: <sip:conf-1@cf.example.com>",
+    "Call-ID: rejoin-1",
+    "CSeq: 5 INVITE",
+    "Contact: <sip:+15551234@10.0.0.9:5060>",
+    "Content-Type: application/sdp",
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    "",
+    body,
+  ].join("\r\n");
+}
+
+function ackOf(ok: SipMessage, peerPort: number, branch: string): string {
+  return [
+    "ACK sip:conf-1@cf.example.com SIP/2.0",
+    `Via: SIP/2.0/UDP ${HOST}:${peerPort};branch=${branch}`,
+    "Max-Forwards: 69",
+    `From: ${header(ok, "from")}`,
+    `To: ${header(ok, "to")}`,
+    `Call-ID: ${header(ok, "call-id")}`,
+    "CSeq: 5 ACK",
+    "Content-Length: 0",
+    "",
+    "",
+  ].join("\r\n");
+}
+
+test(
+  "RJ-1 INVITE server (17.2.1, 13.3.1.4): 100 at once, the 2xx copies Record-Route and is retransmitted until the ACK; the UAS dialog's BYE goes to the first Record-Route",
+  LIMIT,
+  async (t) => {
+    const kam = await Peer.open(t);
+    const ua = await startUa(t, kam);
+    const uaAddr = { host: HOST, port: ua.address.port };
+    let dialog: Dialog | undefined;
+    let acked: Promise<boolean> | undefined;
+    ua.onInvite((inv) => {
+      acked = inv.acked;
+      dialog = inv.accept(
+        [
+          ["Contact", "<sip:conf-1@cf.example.com>;isfocus"],
+          ["Content-Type", "application/sdp"],
+        ],
+        "v=0\r\n",
+      );
+    });
+    kam.send(rejoinInvite(kam.port), uaAddr);
+    assert.equal((await kam.next("100")).msg.statusCode, 100);
+    const ok = (await kam.next("200")).msg;
+    assert.equal(ok.statusCode, 200);
+    assert.deepEqual(headerValues(ok, "record-route"), [`<sip:${HOST}:${kam.port};lr;cpmpf;cpmpfrj=6331>`]);
+    const toTag = tagOf(header(ok, "to"));
+    assert.ok(toTag);
+    assert.equal(ok.body.toString(), "v=0\r\n");
+    // 13.3.1.4: no ACK yet, the 2xx again (T1 = 10 ms here)
+    const again = (await kam.next("2xx retransmission")).msg;
+    assert.equal(again.statusCode, 200);
+    assert.equal(tagOf(header(again, "to")), toTag);
+    // a retransmitted INVITE gets the 2xx, not a second dialog
+    kam.send(rejoinInvite(kam.port), uaAddr);
+    kam.send(ackOf(ok, kam.port, "z9hG4bKack1"), uaAddr);
+    assert.equal(await acked, true);
+    await kam.drain(60);
+    assert.deepEqual(
+      (await kam.drain(100)).map((r) => r.msg.statusCode),
+      [],
+      "no 2xx after the ACK",
+    );
+    const d = dialog as Dialog;
+    assert.equal(d.remoteTag, "c1");
+    assert.equal(d.localTag, toTag);
+    assert.equal(d.remoteTarget, "sip:+15551234@10.0.0.9:5060");
+    assert.deepEqual(d.routeSet, [`<sip:${HOST}:${kam.port};lr;cpmpf;cpmpfrj=6331>`]);
+    const bye = ua.bye(d, [["Reason", "SIP;cause=200"]]);
+    const req = (await kam.next("BYE")).msg;
+    assert.equal(req.method, "BYE");
+    assert.equal(req.requestUri, "sip:+15551234@10.0.0.9:5060");
+    assert.equal(header(req, "route"), `<sip:${HOST}:${kam.port};lr;cpmpf;cpmpfrj=6331>`);
+    assert.equal(header(req, "from"), `<sip:conf-1@cf.example.com>;tag=${toTag}`);
+    assert.equal(header(req, "to"), "<sip:+15551234@ims.example.com>;tag=c1");
+    assert.equal(header(req, "cseq"), "6 BYE");
+    kam.send(response(req, "200 OK"), uaAddr);
+    assert.equal(await bye, 200);
+  },
+);
+
+test("RJ-1 INVITE server: no ACK within 64*T1 settles acked false; a reject is retransmitted until its ACK (Timer G)", LIMIT, async (t) => {
+  const kam = await Peer.open(t);
+  const ua = await startUa(t, kam);
+  const uaAddr = { host: HOST, port: ua.address.port };
+  const acks: Promise<boolean>[] = [];
+  let n = 0;
+  ua.onInvite((inv) => {
+    acks.push(inv.acked);
+    if (n++ === 0) inv.accept([["Contact", "<sip:conf-1@cf.example.com>"]], "");
+    else inv.reject(486, "Busy Here");
+  });
+  kam.send(rejoinInvite(kam.port), uaAddr);
+  assert.equal((await kam.next("100")).msg.statusCode, 100);
+  assert.equal(await acks[0], false);
+  await kam.drain(0);
+  kam.send(rejoinInvite(kam.port, "z9hG4bKrj2").replace("rejoin-1", "rejoin-2"), uaAddr);
+  assert.equal((await kam.next("100")).msg.statusCode, 100);
+  const busy = (await kam.next("486")).msg;
+  assert.equal(busy.statusCode, 486);
+  assert.equal((await kam.next("486 again")).msg.statusCode, 486);
+  assert.equal(await acks[1], false);
+  kam.send(ackOf(busy, kam.port, "z9hG4bKrj2").replace("rejoin-1", "rejoin-2"), uaAddr);
+  await kam.drain(40);
+  assert.deepEqual(
+    (await kam.drain(100)).map((r) => r.msg.statusCode),
+    [],
+    "Timer G stopped by the ACK",
+  );
+});
+
+test(
+  "RJ-1 INVITE server: a CANCEL before the answer gets 200, the INVITE 487 and the handler learns it; a CANCEL for nothing gets 481; no handler: 501",
+  LIMIT,
+  async (t) => {
+    const kam = await Peer.open(t);
+    const ua = await startUa(t, kam);
+    const uaAddr = { host: HOST, port: ua.address.port };
+    const stray = rejoinInvite(kam.port, "z9hG4bKnone")
+      .replace(/^INVITE/, "CANCEL")
+      .replace("5 INVITE", "5 CANCEL");
+    kam.send(stray, uaAddr);
+    assert.equal((await kam.next("481")).msg.statusCode, 481);
+    kam.send(rejoinInvite(kam.port), uaAddr);
+    assert.equal((await kam.next("100")).msg.statusCode, 100);
+    const unimplemented = (await kam.next("501 without a handler")).msg;
+    assert.equal(unimplemented.statusCode, 501);
+    kam.send(ackOf(unimplemented, kam.port, "z9hG4bKrj1"), uaAddr);
+    await kam.drain(30);
+    let cancelled = false;
+    ua.onInvite((inv) =>
+      inv.onCancel(() => {
+        cancelled = true;
+      }),
+    );
+    kam.send(rejoinInvite(kam.port, "z9hG4bKrj3").replace("rejoin-1", "rejoin-3"), uaAddr);
+    assert.equal((await kam.next("100")).msg.statusCode, 100);
+    const cancel = rejoinInvite(kam.port, "z9hG4bKrj3")
+      .replace("rejoin-1", "rejoin-3")
+      .replace(/^INVITE/, "CANCEL")
+      .replace("5 INVITE", "5 CANCEL");
+    kam.send(cancel, uaAddr);
+    const got = [(await kam.next("200 CANCEL")).msg, (await kam.next("487")).msg].map((m) => `${m.statusCode} ${header(m, "cseq")}`).sort();
+    assert.deepEqual(got, ["200 5 CANCEL", "487 5 INVITE"]);
+    assert.equal(cancelled, true);
+  },
+);
