@@ -130,7 +130,7 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
   private inFlight = 0;
   private readonly waitingForRoom: (() => void)[] = [];
 
-  private constructor(opts: DeliveryEndpointOptions, localUri: MsrpUri, log: SessionLog) {
+  private constructor(opts: Omit<DeliveryEndpointOptions, "originalSdp">, localUri: MsrpUri, log: SessionLog) {
     super();
     this.sessionKey = opts.sessionKey;
     this.share = opts.msrp;
@@ -171,13 +171,39 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
     if (msrp.port === 0) throw new CpmError("CPM_ERR_MEDIA_NOT_STARTED", "the MSRP listener is not listening");
     const anchor: MsrpAnchor = { host: msrp.host, port: msrp.port, sessionId: newSessionId(), tls: msrp.tls };
     const offer = deliveryOffer(opts.originalSdp, anchor);
-    const fields: Record<string, unknown> = { callId: opts.sessionKey };
-    if (opts.conversationId !== undefined) fields.conversationId = opts.conversationId;
-    if (opts.contributionId !== undefined) fields.contributionId = opts.contributionId;
-    const log = new SessionLog(msrp.logger, fields);
+    const log = new SessionLog(msrp.logger, sessionFields(opts));
     const endpoint = new DeliveryEndpoint(opts, offer.localUri, log);
     log.info("MSRP delivery session offered", { msrpSession: anchor.sessionId });
     return { endpoint, offerSdp: offer.sdp };
+  }
+
+  /**
+   * RJ-1: the endpoint answering the client's own offer (its re-join INVITE,
+   * 8.3.2.9.1.3): the PF's SDP answer (the offer's media attributes kept, the
+   * PF's c=, port and a=path, a=setup per RFC 6135 4.1: passive unless the
+   * client is, a=sendrecv) and the session started at once (the PF connects
+   * and binds with an empty SEND, RFC 4975 5.4, or waits for the client's
+   * connection). Throws CpmError CPM_ERR_BAD_SDP, CPM_ERR_MEDIA_NOT_STARTED.
+   */
+  static async answer(
+    opts: Omit<DeliveryEndpointOptions, "originalSdp"> & { offerSdp: string },
+  ): Promise<{ endpoint: DeliveryEndpoint; answerSdp: string }> {
+    const { msrp } = opts;
+    if (msrp.port === 0) throw new CpmError("CPM_ERR_MEDIA_NOT_STARTED", "the MSRP listener is not listening");
+    const anchor: MsrpAnchor = { host: msrp.host, port: msrp.port, sessionId: newSessionId(), tls: msrp.tls };
+    const peer = readPeer(opts.offerSdp, anchor);
+    let answer: { sdp: string; localUri: MsrpUri; role: ConnectionRole };
+    try {
+      // Decision: where the offer lets the PF choose, it listens and the client connects out (clients sit behind NATs)
+      const anchored = anchorSdp(opts.offerSdp, anchor, "answer", peer.setup, "passive");
+      answer = { ...sendrecv(anchored.sdp), role: connectionRole(anchored.localSetup, peer.setup, false) };
+    } catch (err) {
+      throw badSdp(err);
+    }
+    const endpoint = new DeliveryEndpoint(opts, answer.localUri, new SessionLog(msrp.logger, sessionFields(opts)));
+    endpoint.log.info("MSRP delivery session answering the client's offer", { msrpSession: anchor.sessionId, role: answer.role });
+    endpoint.start(peer.path, answer.role);
+    return { endpoint, answerSdp: answer.sdp };
   }
 
   get state(): DeliveryEndpointState {
@@ -202,17 +228,22 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
       this.log.debug("SDP answer ignored", { state: this.current });
       return;
     }
-    const answer = readAnswer(answerSdp, { host: this.share.host, port: this.share.port, sessionId: "answer", tls: this.share.tls });
+    const answer = readPeer(answerSdp, { host: this.share.host, port: this.share.port, sessionId: "answer", tls: this.share.tls });
     let role: ConnectionRole;
     try {
       role = connectionRole("actpass", answer.setup, true);
     } catch (err) {
       throw badSdp(err);
     }
-    this.current = "answered";
-    this.leg.learnPath(answer.path);
-    this.leg.expectWithin(this.share.config.clientLegTimeoutMs);
     this.log.info("MSRP delivery session answered", { role, clientSetup: answer.setup });
+    this.start(answer.path, role);
+  }
+
+  /** Both SDPs known: the client's path learnt; "up" once usable, "closed" if not up within media.clientLegTimeoutMs. */
+  private start(path: MsrpUri[], role: ConnectionRole): void {
+    this.current = "answered";
+    this.leg.learnPath(path);
+    this.leg.expectWithin(this.share.config.clientLegTimeoutMs);
     // Active: "up" after the client's 200 to the bind (Leg state goes up at attach, before it).
     const ready = role === "active" ? this.leg.connect((s) => this.share.pool.bind(s)) : this.leg.settled();
     ready
@@ -392,6 +423,13 @@ function msrpMedia(sdp: sdpTransform.SessionDescription): sdpTransform.MediaDesc
   return sdp.media?.find((m) => m.type === "message" && /^TCP(\/TLS)?\/MSRP$/i.test(m.protocol));
 }
 
+function sessionFields(opts: Pick<DeliveryEndpointOptions, "sessionKey" | "conversationId" | "contributionId">): Record<string, unknown> {
+  const fields: Record<string, unknown> = { callId: opts.sessionKey };
+  if (opts.conversationId !== undefined) fields.conversationId = opts.conversationId;
+  if (opts.contributionId !== undefined) fields.contributionId = opts.contributionId;
+  return fields;
+}
+
 /** DD-6: the original offer pointed at the PF (anchorSdp "offer": actpass) and made a=sendrecv; returns the PF's URI as written. */
 function deliveryOffer(originalSdp: string, anchor: MsrpAnchor): { sdp: string; localUri: MsrpUri } {
   let anchored: string;
@@ -400,6 +438,11 @@ function deliveryOffer(originalSdp: string, anchor: MsrpAnchor): { sdp: string; 
   } catch (err) {
     throw badSdp(err);
   }
+  return sendrecv(anchored);
+}
+
+/** An SDP the PF wrote with its MSRP media made a=sendrecv (DD-6); returns the PF's URI as written. */
+function sendrecv(anchored: string): { sdp: string; localUri: MsrpUri } {
   const session = sdpTransform.parse(anchored);
   const media = msrpMedia(session);
   const path = media?.invalid?.find((a) => a.value.startsWith("path:"));
@@ -410,13 +453,13 @@ function deliveryOffer(originalSdp: string, anchor: MsrpAnchor): { sdp: string; 
   return { sdp: sdpTransform.write(session), localUri: compactUri(parseMsrpUri(path.value.slice("path:".length).trim())) };
 }
 
-/** The client's a=path and a=setup (read by anchorSdp like the media plane reads answers; its rewritten SDP is not used). */
-function readAnswer(answerSdp: string, anchor: MsrpAnchor): { path: MsrpUri[]; setup: SetupAttribute | undefined } {
+/** The client's a=path and a=setup in its answer or offer (read by anchorSdp like the media plane reads answers; its rewritten SDP is not used). */
+function readPeer(answerSdp: string, anchor: MsrpAnchor): { path: MsrpUri[]; setup: SetupAttribute | undefined } {
   try {
     const read = anchorSdp(answerSdp, anchor, "answer", "actpass");
     // RFC 3264 6: port 0 rejects the stream.
     if (msrpMedia(sdpTransform.parse(answerSdp))?.port === 0)
-      throw new CpmError("CPM_ERR_BAD_SDP", "the client rejected the MSRP stream (port 0)");
+      throw new CpmError("CPM_ERR_BAD_SDP", "the client's MSRP stream has port 0 (RFC 3264 6)");
     return { path: compactPath(parseMsrpPath(read.peerPath.join(" "))), setup: read.peerSetup };
   } catch (err) {
     throw badSdp(err);

@@ -8,7 +8,7 @@
 // no grammar for (a=path, a=accept-types, ...) as `invalid` lines, in order.
 import sdpTransform from "sdp-transform";
 import { CpmError } from "../errors/catalogue.js";
-import { answerSetup, type SetupAttribute } from "../msrp/setup.js";
+import { answerSetup, type ConnectionRole, type SetupAttribute } from "../msrp/setup.js";
 import { parseMsrpPath } from "../msrp/uri.js";
 
 export interface MsrpAnchor {
@@ -38,9 +38,16 @@ const SETUPS: readonly string[] = ["active", "passive", "actpass", "holdconn"];
  * Rewrites the first MSRP media description of `sdp` to point at `anchor`.
  * `as`: "offer" when the PF sends it as an offer (a=setup:actpass, RFC 6135
  * 4.1), "answer" when it answers `offerSetup` (the setup of the offer the PF
- * answers on that leg).
+ * answers on that leg); `prefer`: the PF's role when that offer lets it
+ * choose (answerSetup's default otherwise).
  */
-export function anchorSdp(sdp: string, anchor: MsrpAnchor, as: "offer" | "answer", offerSetup?: SetupAttribute): AnchoredSdp {
+export function anchorSdp(
+  sdp: string,
+  anchor: MsrpAnchor,
+  as: "offer" | "answer",
+  offerSetup?: SetupAttribute,
+  prefer?: ConnectionRole,
+): AnchoredSdp {
   if (!sdp.trim()) throw new CpmError("CPM_ERR_BAD_SDP", "empty SDP");
   const session = sdpTransform.parse(sdp);
   const media = session.media?.find((m) => m.type === "message" && /^TCP(\/TLS)?\/MSRP$/i.test(m.protocol));
@@ -63,7 +70,7 @@ export function anchorSdp(sdp: string, anchor: MsrpAnchor, as: "offer" | "answer
   if (media.connection || !session.connection) media.connection = { version: ip, ip: anchor.host };
   if (session.connection) session.connection = { version: ip, ip: anchor.host };
   if (session.origin) session.origin = { ...session.origin, ipVer: ip, address: anchor.host };
-  const localSetup: SetupAttribute = as === "offer" ? "actpass" : answerSetup(offerSetup);
+  const localSetup: SetupAttribute = as === "offer" ? "actpass" : answerSetup(offerSetup, prefer);
   media.setup = localSetup;
   return { sdp: sdpTransform.write(session), peerPath, peerSetup, localSetup };
 }

@@ -466,3 +466,43 @@ test("close() before the answer: the waiting session leaves the listener's table
   assert.equal(l.share.table.size, 0);
   assert.deepEqual(l.resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
 });
+
+test(
+  "RJ-1: answering the client's own offer (its re-join): actpass -> the PF answers passive and the client connects; passive -> the PF connects and binds; the answer keeps the offer's media attributes with the PF's path",
+  T,
+  async () => {
+    const l = await listener();
+    for (const offered of ["actpass", "passive"] as const) {
+      const client = await peer();
+      const { endpoint: ep, answerSdp } = await DeliveryEndpoint.answer({
+        sessionKey: `rj-${newSessionId()}@pf.example.net`,
+        offerSdp: client.sdp(offered),
+        msrp: l.share,
+      });
+      cleanups.push(() => ep.close("test over"));
+      const up = event(ep, "up");
+      const pfPath = sdpPath(answerSdp);
+      assert.equal(pfPath, `msrp://127.0.0.1:${l.share.port}/${ep.localUri.sessionId};tcp`);
+      assert.match(answerSdp, /^a=accept-wrapped-types:text\/plain message\/imdn\+xml application\/im-iscomposing\+xml$/m);
+      assert.match(answerSdp, /^a=sendrecv$/m);
+      if (offered === "actpass") {
+        assert.equal(sdpSetup(answerSdp), "passive");
+        await client.open(pfPath, "active");
+      } else {
+        assert.equal(sdpSetup(answerSdp), "active");
+        await client.open(pfPath, "passive");
+      }
+      await up;
+      assert.equal(ep.state, "up");
+      assert.equal(await ep.send({ contentType: "message/cpim", body: Buffer.from(wrapCpim("missed")) }), 200, offered);
+      assert.equal(client.received.length, 1);
+    }
+    const isBadSdp = (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_BAD_SDP";
+    const client = await peer();
+    await assert.rejects(DeliveryEndpoint.answer({ sessionKey: "x", offerSdp: client.sdp("holdconn"), msrp: l.share }), isBadSdp);
+    await assert.rejects(
+      DeliveryEndpoint.answer({ sessionKey: "x", offerSdp: "v=0\r\nm=audio 4000 RTP/AVP 0\r\n", msrp: l.share }),
+      isBadSdp,
+    );
+  },
+);
