@@ -168,6 +168,8 @@ export interface DeliverySession {
   held: ClientMedia[];
   /** Items the client confirmed (or refused for good) not removed from the queue yet (ACK_BATCH). */
   toAck: DeferredHandle[];
+  /** RJ-3: the re-start failed before the queue was drained: the BYE (this Reason) once what is pending was delivered. */
+  endAfterDrain?: { reason: string; status: number };
 }
 
 export interface Step<S> {
@@ -343,6 +345,16 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
       } else if (taken === 0 && inFlightCount(next.items) === 0) {
         // nothing new (empty read, or only items already sent): the queue is drained
         const done = onDrained({ ...next, phase: "delivered" }, policy, ev.at);
+        const end = done.session.endAfterDrain;
+        if (end) {
+          const over: DeliverySession = { ...done.session, phase: "ended", toAck: [] };
+          const bye: DeliveryAction = { kind: "byeToClient", reason: end.reason };
+          return step(
+            over,
+            [...actions, ...done.actions, ...ackPending(done.session), bye],
+            [...batch.notes, "pending data delivered: RJ-3 BYE"],
+          );
+        }
         const join = joinIfReady(done.session);
         return step(join.session, [...actions, ...done.actions, ...join.actions], batch.notes);
       }
@@ -421,6 +433,15 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
       }
       // RJ-3: BYE to the client with the CF's code; RJ-4: REPORTs for what it sent first
       const reason = formatReason({ protocol: "SIP", cause: ev.status, text: ev.reasonPhrase });
+      if (s.phase !== "delivered") {
+        // the re-start went out before the queue was drained (a re-join of an inactive group, or a
+        // client SEND during the delivery): the BYE waits until what is pending was delivered
+        return step(
+          { ...s, restart: "failed", held: [], endAfterDrain: { reason, status: ev.status } },
+          failureReports(s.held, ev.status),
+          [`group session restart failed: ${ev.status}; BYE after the pending data`],
+        );
+      }
       const actions = [...ackPending(s), ...failureReports(s.held, ev.status), { kind: "byeToClient", reason } as DeliveryAction];
       return step({ ...s, restart: "failed", held: [], phase: "ended", toAck: [] }, actions, [
         `group session restart failed: ${ev.status}`,
@@ -514,6 +535,8 @@ function clientMedia(s: DeliverySession, media: ClientMedia): Step<DeliverySessi
   if (s.phase === "connecting") return ignored(s, "clientSentMedia");
   // DD-12 / RJ-5: joined: on to the CF, after whatever went before it
   if (s.joined) return step(s, [{ kind: "forwardToFocus", msrpMessageIds: [media.msrpMessageId] }], []);
+  // RJ-4: the re-start already failed, the session ends once the pending data is delivered
+  if (s.endAfterDrain) return step(s, failureReports([media], s.endAfterDrain.status), []);
   const held = [...s.held, media];
   if (isActive(s.session) || s.restart === "pending" || s.restart === "done") {
     // held until the join (after the deferred items, order)

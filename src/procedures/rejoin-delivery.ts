@@ -59,6 +59,22 @@ export interface RejoinStart {
   claims: DeliveryClaims;
 }
 
+/**
+ * RJ-1: whether the PF answers the client's re-join of `session` itself
+ * (ObserveSession's answer_by_pf). Decision (the spec leaves the test to the
+ * PF): the group session is interrupted for the served user (client leg gone
+ * while the CF's dialog is up, or ended by the CF re-startably) or data is
+ * pending for it; the PF knows its focus; no re-join of it is being
+ * delivered (a second one goes to the focus as a plain 8.2.2.7 re-join).
+ * A terminated or left group is not re-joined: its data waits for the next
+ * registration (8.3.2.9.1.2).
+ */
+export function answersRejoin(servedUser: string, session: GroupSession, claims: DeliveryClaims): boolean {
+  if (!session.focusUri || session.lifecycle === "terminated" || session.lifecycle === "left") return false;
+  const interrupted = session.lifecycle !== "active" || session.pendingDeferred;
+  return interrupted && claims.get(deliveryKey(servedUser, session.key))?.owner !== "rejoin";
+}
+
 /** RJ-1: the client re-joins an interrupted group session; deliver what it missed. */
 export function startRejoinDelivery(ev: RejoinInviteEvent, claims: DeliveryClaims): RejoinStart {
   const relay: DeliveryAction = { kind: "relayRejoin", clientCallId: ev.clientCallId };
@@ -101,6 +117,11 @@ const afterDrain: OnDrained = (s, policy, at) => {
 };
 
 export function stepRejoinDelivery(s: RejoinState, ev: SessionEvent, policy: DeliveryPolicy): Step<RejoinState> {
+  if (ev.type === "actionUnavailable" && ev.action.kind === "acceptRejoin") {
+    // the re-join could not be answered (e.g. no MSRP endpoint for its offer): nothing was taken from the queue
+    const delivery: DeliverySession = { ...s.delivery, phase: "ended" };
+    return { state: { ...s, delivery }, actions: [], notes: [`re-join not accepted (${ev.reason}): data kept`], claim: undefined };
+  }
   const r = stepSession(s.delivery, ev, policy, afterDrain);
   return { ...r, state: { ...s, delivery: r.state } };
 }

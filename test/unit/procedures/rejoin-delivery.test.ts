@@ -4,7 +4,13 @@ import fc from "fast-check";
 import { startDeferredDelivery, stepDeferredDelivery } from "../../../src/procedures/deferred-delivery.js";
 import { type DeliveryClaims, deliveryKey } from "../../../src/procedures/delivery-guard.js";
 import type { ClientMedia, DeliveryAction, DeliveryPolicy, SessionEvent } from "../../../src/procedures/delivery-session.js";
-import { type RejoinState, rejoinClaims, startRejoinDelivery, stepRejoinDelivery } from "../../../src/procedures/rejoin-delivery.js";
+import {
+  answersRejoin,
+  type RejoinState,
+  rejoinClaims,
+  startRejoinDelivery,
+  stepRejoinDelivery,
+} from "../../../src/procedures/rejoin-delivery.js";
 import type { GroupSession } from "../../../src/session/group-session.js";
 import { parseGso } from "../../../src/xml/gso.js";
 import { AT, groupSession, item, kinds, only, policy, SERVED_USER, uidsOf } from "../../fixtures/delivery.js";
@@ -145,19 +151,27 @@ test("RJ-3 (MAY): interim GSOs from the queue only with delivery.sendInterimGsos
   );
 });
 
-test("RJ-3: the CF answers the re-start with an error → BYE to the client with that cause", () => {
+test("RJ-3: the CF answers the re-start with an error → what is pending is delivered, then the last participants as a GSO, then BYE to the client with that cause", () => {
   const r = run(started(inactive()), [{ type: "restartResponse", status: 404, reasonPhrase: "Not Found" }]);
-  assert.deepEqual(r.actions, [{ kind: "byeToClient", reason: 'SIP;cause=404;text="Not Found"' }]);
-  assert.equal(r.state.delivery.phase, "ended");
-  assert.equal(r.claim, undefined);
+  assert.deepEqual(r.actions, [], "no BYE before the pending data went out");
+  assert.notEqual(r.state.delivery.phase, "ended");
+  assert.ok(r.claim, "the delivery still holds the session");
+  const d = run(r.state, [{ type: "msrpUp" }, read(item(1)), delivered(1), read()]);
+  assert.deepEqual(kinds(d.actions).slice(-2), ["sendGso", "byeToClient"]);
+  assert.deepEqual(d.actions.at(-1), { kind: "byeToClient", reason: 'SIP;cause=404;text="Not Found"' });
+  assert.ok(kinds(d.actions).indexOf("deliverInOrder") < kinds(d.actions).indexOf("byeToClient"));
+  assert.equal(d.state.delivery.phase, "ended");
+  assert.equal(d.claim, undefined);
   const f = run(started(inactive()), [
     { type: "restartResponse", status: 180 },
     { type: "restartResponse", status: 403 },
+    { type: "msrpUp" },
+    read(),
   ]);
-  assert.deepEqual(f.actions, [{ kind: "byeToClient", reason: "SIP;cause=403" }]);
+  assert.deepEqual(f.actions.at(-1), { kind: "byeToClient", reason: "SIP;cause=403" });
 });
 
-test("RJ-4: the re-start failed and the client had sent messages → an MSRP failure REPORT for each, before the BYE", () => {
+test("RJ-4: the re-start failed and the client had sent messages → an MSRP failure REPORT for each at once (and for any it sends after), the BYE once the pending data is delivered", () => {
   const r = run(started(inactive()), [
     { type: "msrpUp" },
     sent("c1"),
@@ -168,8 +182,11 @@ test("RJ-4: the re-start failed and the client had sent messages → an MSRP fai
   assert.deepEqual(r.actions.slice(1), [
     { kind: "msrpFailureReport", msrpMessageId: "c1", status: 403 },
     { kind: "msrpFailureReport", msrpMessageId: "c3", status: 403 },
-    { kind: "byeToClient", reason: 'SIP;cause=403;text="Forbidden"' },
   ]);
+  const later = run(r.state, [sent("c4")]);
+  assert.deepEqual(later.actions, [{ kind: "msrpFailureReport", msrpMessageId: "c4", status: 403 }], "no second re-start");
+  const end = run(later.state, [read()]);
+  assert.deepEqual(end.actions.at(-1), { kind: "byeToClient", reason: 'SIP;cause=403;text="Forbidden"' });
   const nf = run(started(inactive()), [{ type: "msrpUp" }, sent("c1"), { type: "restartResponse", status: 404 }]);
   assert.deepEqual(only(nf.actions, "msrpFailureReport"), [{ kind: "msrpFailureReport", msrpMessageId: "c1", status: 403 }]);
 });
@@ -251,4 +268,31 @@ test("property (RJ-2): whatever the events, items go out at most once and in UID
     }),
     { numRuns: 500 },
   );
+});
+
+test("RJ-1: the PF answers a re-join itself only for an interrupted group it knows the focus of, and not while another re-join of it is delivered", () => {
+  const none: DeliveryClaims = new Map();
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "client-absent" }), none), true);
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "inactive" }), none), true);
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "active", pendingDeferred: true }), none), true);
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "active" }), none), false, "nothing missed: the focus takes it");
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "terminated", pendingDeferred: true }), none), false);
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "left", pendingDeferred: true }), none), false);
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "inactive", focusUri: "" }), none), false);
+  const registration: DeliveryClaims = new Map([[KEY, { owner: "registration", status: "delivering" }]]);
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "client-absent" }), registration), true, "a re-join takes over");
+  const rejoining: DeliveryClaims = new Map([[KEY, { owner: "rejoin", status: "delivering" }]]);
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "client-absent" }), rejoining), false);
+});
+
+test("RJ-1: a re-join the PF could not answer (no MSRP endpoint for its offer) ends at once, releases the claim and keeps the data", () => {
+  const s = started(groupSession({ lifecycle: "client-absent" }));
+  const r = stepRejoinDelivery(
+    s,
+    { type: "actionUnavailable", action: { kind: "acceptRejoin", clientCallId: "client-call@ue" }, reason: "bad SDP" },
+    policy,
+  );
+  assert.deepEqual(r.actions, []);
+  assert.equal(r.claim, undefined);
+  assert.equal(r.state.delivery.phase, "ended");
 });
