@@ -185,6 +185,7 @@ class StubUa implements DeliveryUa {
   }
 
   onRequest(): void {}
+  onInvite(): void {}
 }
 
 export interface DeliveryRun {
@@ -346,6 +347,7 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
         const { endpoint, offerSdp } = await DeliveryEndpoint.create({ sessionKey, originalSdp, msrp: listener.share });
         return { leg: counting(endpoint), offerSdp };
       },
+      answerLeg: () => Promise.reject(new Error("no re-join in this benchmark")),
       queue: {
         listSessions: (u) => queue.listSessions(u),
         ack: async (handles, opts) => {

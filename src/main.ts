@@ -97,6 +97,10 @@ async function main(): Promise<void> {
         const { endpoint, offerSdp } = await DeliveryEndpoint.create({ sessionKey, originalSdp, msrp: share });
         return { leg: endpoint, offerSdp };
       },
+      answerLeg: async (sessionKey, offerSdp) => {
+        const { endpoint, answerSdp } = await DeliveryEndpoint.answer({ sessionKey, offerSdp, msrp: share });
+        return { leg: endpoint, answerSdp };
+      },
       queue: deferred,
       sessions,
       ...(cfg.pf.allowOfflineStorage || cfg.media.recording

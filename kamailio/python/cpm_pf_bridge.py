@@ -768,6 +768,8 @@ class CpmPfBridge:
         _sets("cpm_pf_error", "")
         _sets("cpm_pf_session", "")
         _seti("cpm_pf_participants", 0)
+        _seti("cpm_pf_anchor", 0)
+        _seti("cpm_pf_answer", 0)
         if resp is None:
             _sets("cpm_pf_error", err)
             _log_fail("ObserveSession", err, ms, ref)
@@ -775,6 +777,7 @@ class CpmPfBridge:
         _sets("cpm_pf_session", resp.session_key)
         _seti("cpm_pf_participants", resp.participant_count)
         _seti("cpm_pf_anchor", 1 if resp.anchor_media else 0)
+        _seti("cpm_pf_answer", 1 if resp.answer_by_pf else 0)
         _seti("cpm_pf_ok", 1)
         return 1
 

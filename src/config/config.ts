@@ -201,6 +201,15 @@ export interface Config {
     retryFactor: number;
     /** DD-9: longest delay between re-attempts (ms), >= retryInitialMs. Default 900000. */
     retryMaxMs: number;
+    /**
+     * RJ-1: the PF's UA answers a client's re-join of a group session it
+     * holds pending data or a lost client leg for, and delivers in that
+     * session (8.3.2.9.1.3). Needs Kamailio to route it there (cpm-pf.cfg
+     * route[CPM_PF_REJOIN]; not with WITH_CPM_PF_OBSERVE_NOWAIT): false sends
+     * every re-join to the focus, and the data waits for a registration.
+     * Default true.
+     */
+    answerRejoins: boolean;
     /** DD-11 / RJ-3 (MAY): deliver interim Group State Objects (and a final GSO after registration delivery). Default false. */
     sendInterimGsos: boolean;
     /** DD-12 (MAY): unsubscribe from the focus's conference event package after re-joining the conference. Default false. */
@@ -318,6 +327,7 @@ export const defaults: Config = {
     retryInitialMs: 60_000,
     retryFactor: 2,
     retryMaxMs: 900_000,
+    answerRejoins: true,
     sendInterimGsos: false,
     unsubscribeOnRejoin: false,
     trustedRegistrars: "127.0.0.1,::1",
@@ -404,6 +414,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     retryInitialMs: "posint",
     retryFactor: "posint",
     retryMaxMs: "posint",
+    answerRejoins: "bool",
     sendInterimGsos: "bool",
     unsubscribeOnRejoin: "bool",
     trustedRegistrars: "string",

@@ -39,7 +39,10 @@ import {
   queueRef,
   type Step,
 } from "../procedures/delivery-session.js";
+import { answersRejoin, type RejoinState, rejoinClaims, startRejoinDelivery, stepRejoinDelivery } from "../procedures/rejoin-delivery.js";
 import { type GroupSession, recordIdOf, userKey } from "../session/group-session.js";
+import { servedUserOf } from "../session/observe.js";
+import { acceptContactFor, CPM_SESSION_ICSI, icsiRefParam } from "../sip/feature-tags.js";
 import { header, headerValues, mediaType, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { serializeRequest } from "../sip/serialize.js";
@@ -56,6 +59,17 @@ export interface DeliveryUa {
   ack(dialog: UaDialog): void;
   bye(dialog: UaDialog, headers?: [string, string][]): Promise<number>;
   onRequest(handler: (req: SipMessage, reply: (status: number, reason: string, headers?: [string, string][]) => void) => void): void;
+  /** Initial INVITEs Kamailio relays to the UA: the client's re-joins (RJ-1). */
+  onInvite(handler: (invite: IncomingRejoin) => void): void;
+}
+
+/** The client's re-join INVITE as the UA's INVITE server transaction holds it (src/sip/ua.ts IncomingInvite). */
+export interface IncomingRejoin {
+  readonly request: SipMessage;
+  accept(headers: [string, string][], body: string): UaDialog;
+  reject(status: number, reason: string, headers?: [string, string][]): void;
+  readonly acked: Promise<boolean>;
+  onCancel(fn: () => void): void;
 }
 
 /** A dialog as the UA keeps it; delivery only passes it back. */
@@ -87,6 +101,8 @@ export interface DeliveryLeg {
 }
 
 export type OpenLeg = (sessionKey: string, originalSdp: string) => Promise<{ leg: DeliveryLeg; offerSdp: string }>;
+/** RJ-1: the PF's MSRP endpoint answering the client's own offer (src/media/delivery-endpoint.ts DeliveryEndpoint.answer). */
+export type AnswerLeg = (sessionKey: string, offerSdp: string) => Promise<{ leg: DeliveryLeg; answerSdp: string }>;
 
 /** The deferred queue (src/store/deferred-queue.ts). */
 export interface DeliveryQueue {
@@ -112,6 +128,7 @@ export interface DeliveryServiceDeps {
   servedUser: string;
   ua: DeliveryUa;
   openLeg: OpenLeg;
+  answerLeg: AnswerLeg;
   queue: DeliveryQueue;
   sessions: DeliverySessions;
   /** The record of a group session the PF does not know, rebuilt from the served user's mailbox (undefined: none usable). */
@@ -127,10 +144,16 @@ export interface DeliveryServiceDeps {
   log: Logger;
 }
 
+/** The procedure a machine runs: after registration (8.3.2.9.1.2) or upon the client's re-join (8.3.2.9.1.3). */
+type Procedure = { kind: "registration"; state: DeferredDeliveryState } | { kind: "rejoin"; state: RejoinState };
+
 interface Machine {
+  /** deliveryKey: the claim both procedures share. */
   key: string;
+  /** key and procedure: a re-join's machine beside the registration machine it supersedes. */
+  id: string;
   sessionKey: string;
-  state: DeferredDeliveryState;
+  proc: Procedure;
   /** Events are handled one after another. */
   chain: Promise<void>;
   invite?: { callId: string; cancel(): void };
@@ -141,6 +164,8 @@ interface Machine {
   startedAt: number;
   /** Bodies of the items read, by itemId, until delivered. */
   bodies: Map<string, { contentType: string; body: Buffer }>;
+  /** RJ-1: the client's re-join INVITE until answered (a CANCEL ends it). */
+  rejoin?: IncomingRejoin;
   /** DD-13: the re-started group session's dialog (the PF's UA set it up): its Call-ID keys its media too. */
   restartCallId?: string;
   /** What the client sent in the delivery session, by MSRP Message-ID, until it went on to the CF (DD-12, RJ-5). */
@@ -161,7 +186,7 @@ const INVITE_RING_MS = 60_000;
 
 export class DeliveryService implements RegistrationHandler {
   private readonly machines = new Map<string, Machine>();
-  /** Delivery dialog Call-ID -> machine key, for the client's in-dialog requests. */
+  /** Delivery dialog Call-ID -> machine id, for the client's in-dialog requests. */
   private readonly byCallId = new Map<string, string>();
   private claims: DeliveryClaims = new Map();
   private closed = false;
@@ -170,6 +195,12 @@ export class DeliveryService implements RegistrationHandler {
 
   constructor(private readonly deps: DeliveryServiceDeps) {
     deps.ua.onRequest((req, reply) => this.onClientRequest(req, reply));
+    deps.ua.onInvite((invite) => this.onRejoin(invite));
+  }
+
+  /** RJ-1: ObserveSession's answer_by_pf: the PF's UA will answer the client's re-join of `session` (rejoin-delivery.ts answersRejoin). */
+  takesRejoin(session: GroupSession): boolean {
+    return !this.closed && answersRejoin(session.servedUser, session, this.claims);
   }
 
   /** DD-1: the S-CSCF's third-party REGISTER for the served user reached the PF. */
@@ -188,7 +219,7 @@ export class DeliveryService implements RegistrationHandler {
     // by the record's identity: a re-start gave the group session a new dialog (key) since the delivery began
     const id = recordIdOf(session);
     for (const m of this.machines.values()) {
-      if (recordIdOf(m.state.delivery.session) === id) this.feed(m, { type: "groupEnded", session, reason });
+      if (recordIdOf(m.proc.state.delivery.session) === id) this.feed(m, { type: "groupEnded", session, reason });
     }
   }
 
@@ -227,18 +258,7 @@ export class DeliveryService implements RegistrationHandler {
     // info: every refresh REGISTER repeats them (e.g. a folder of a session the PF no longer knows)
     for (const note of start.notes) this.deps.log.info(note, fields);
     for (const first of start.deliveries) {
-      const state = first.state;
-      const m: Machine = {
-        key: state.delivery.key,
-        sessionKey: state.delivery.session.key,
-        state,
-        chain: Promise.resolve(),
-        startedAt: performance.now(),
-        bodies: new Map(),
-        clientSends: new Map(),
-        toRetire: [],
-      };
-      this.machines.set(m.key, m);
+      const m = this.newMachine({ kind: "registration", state: first.state });
       m.chain = m.chain.then(() => this.apply(m, first));
     }
     this.deps.log.info("registration: deferred delivery started", { ...fields, deliveries: start.deliveries.length });
@@ -286,16 +306,44 @@ export class DeliveryService implements RegistrationHandler {
     this.byCallId.clear();
   }
 
+  private newMachine(proc: Procedure): Machine {
+    const delivery = proc.state.delivery;
+    const m: Machine = {
+      key: delivery.key,
+      id: `${proc.kind} ${delivery.key}`,
+      sessionKey: delivery.session.key,
+      proc,
+      chain: Promise.resolve(),
+      startedAt: performance.now(),
+      bodies: new Map(),
+      clientSends: new Map(),
+      toRetire: [],
+    };
+    this.machines.set(m.id, m);
+    return m;
+  }
+
   private feed(m: Machine, ev: DeferredDeliveryEvent): void {
     m.chain = m.chain.then(() => {
-      if (this.closed || this.machines.get(m.key) !== m) return;
-      return this.apply(m, stepDeferredDelivery(m.state, ev, this.deps.policy));
+      if (this.closed || this.machines.get(m.id) !== m) return;
+      const { policy } = this.deps;
+      if (m.proc.kind === "registration") return this.apply(m, stepDeferredDelivery(m.proc.state, ev, policy));
+      if (ev.type === "inviteResponse" || ev.type === "retryTimer" || ev.type === "superseded") {
+        this.deps.log.error("registration event fed to a re-join delivery", { ...this.fields(m), event: ev.type });
+        return;
+      }
+      return this.apply(m, stepRejoinDelivery(m.proc.state, ev, policy));
     });
   }
 
-  private async apply(m: Machine, step: Step<DeferredDeliveryState>): Promise<void> {
-    m.state = step.state;
-    this.claims = applyClaim(this.claims, m.key, "registration", step.claim);
+  private async apply(m: Machine, step: Step<DeferredDeliveryState> | Step<RejoinState>): Promise<void> {
+    if (m.proc.kind === "registration") {
+      m.proc.state = step.state as DeferredDeliveryState;
+      this.claims = applyClaim(this.claims, m.key, "registration", step.claim);
+    } else {
+      m.proc.state = step.state as RejoinState;
+      this.claims = rejoinClaims(this.claims, m.proc.state, step.claim);
+    }
     const fields = this.fields(m);
     for (const note of step.notes) this.deps.log.info(note, fields);
     if (step.error) this.deps.log.warn("delivery event refused", { ...fields, reason: step.error.detail });
@@ -308,7 +356,7 @@ export class DeliveryService implements RegistrationHandler {
     }
     if (step.claim === undefined) {
       this.dispose(m, "delivery over");
-      this.machines.delete(m.key);
+      this.machines.delete(m.id);
       await this.settleIfEmpty(m);
     }
   }
@@ -325,7 +373,7 @@ export class DeliveryService implements RegistrationHandler {
 
   /** Tells the record when the delivery left its queue empty (nothing pending: retention may retire it). */
   private async settleIfEmpty(m: Machine): Promise<void> {
-    const d = m.state.delivery;
+    const d = m.proc.state.delivery;
     const ref = queueRef(d.servedUser, d.session);
     const metrics = this.deps.metrics ?? noMetrics;
     try {
@@ -412,6 +460,18 @@ export class DeliveryService implements RegistrationHandler {
         m.leg?.close("client BYE");
         if (a.towardsFocus) await this.executeOnGroup(m, { kind: "sendByeToFocus", sessionKey: m.sessionKey, reason: a.reason });
         return;
+      case "supersedeRegistrationDelivery": {
+        // RJ-1: the registration machine of the same session stands down (CANCEL or BYE of its delivery session)
+        const superseded = this.machines.get(`registration ${a.key}`);
+        if (superseded) this.feed(superseded, { type: "superseded" });
+        return;
+      }
+      case "acceptRejoin":
+        return this.acceptRejoin(m).catch((err) => {
+          const reason = err instanceof CpmError ? err.detail : String(err);
+          this.deps.log.warn("re-join not accepted", { ...this.fields(m), reason });
+          this.feed(m, { type: "actionUnavailable", action: a, reason });
+        });
       case "rejoinConference":
       case "joinGroupDialog":
       case "forwardToFocus":
@@ -428,10 +488,8 @@ export class DeliveryService implements RegistrationHandler {
     }
   }
 
-  /** DD-2..DD-6 as rendered by the procedure; the SDP part is the PF's own delivery leg (DD-6 a=sendrecv kept). */
-  private async sendInvite(m: Machine, invite: DeliveryInvite) {
-    m.leg?.close("new delivery attempt");
-    const { leg, offerSdp } = await this.deps.openLeg(m.sessionKey, invite.sdp);
+  /** The machine's MSRP endpoint towards the client: its events go to the procedure. */
+  private useLeg(m: Machine, leg: DeliveryLeg): void {
     m.leg = leg;
     leg.on("up", () => this.feed(m, { type: "msrpUp" }));
     leg.on("clientSend", (info) => {
@@ -440,6 +498,86 @@ export class DeliveryService implements RegistrationHandler {
       this.feed(m, { type: "clientSentMedia", media: negativeDeliveryOf(info) ? { ...media, negativeDelivery: true } : media });
     });
     leg.on("closed", (reason) => this.deps.log.info("delivery leg closed", { ...this.fields(m), reason }));
+  }
+
+  /**
+   * RJ-1: the client's re-join INVITE, relayed to the UA by Kamailio because
+   * ObserveSession answered answer_by_pf (takesRejoin). The procedure
+   * (rejoin-delivery.ts) claims the delivery and answers the INVITE with the
+   * PF's MSRP endpoint; one it does not take (a race: another re-join holds
+   * the claim, the record went) gets 480 with Retry-After: ObserveSession
+   * then leaves the next attempt to the focus (8.2.2.7).
+   */
+  private onRejoin(invite: IncomingRejoin): void {
+    const req = invite.request;
+    const callId = header(req, "call-id") ?? "";
+    const conversationId = header(req, "conversation-id") ?? "";
+    const contributionId = header(req, "contribution-id") ?? "";
+    const servedUser = servedUserOf(req);
+    const fields = { servedUser, rejoinCallId: callId, conversationId, contributionId };
+    if (this.closed || !servedUser) {
+      invite.reject(this.closed ? 503 : 400, this.closed ? "Service Unavailable" : "Bad Request");
+      return;
+    }
+    const session = this.deps.sessions.findByIds(servedUser, conversationId || contributionId, contributionId || conversationId);
+    const start = startRejoinDelivery({ type: "rejoinInvite", servedUser, clientCallId: callId, session }, this.claims);
+    this.claims = start.claims;
+    for (const note of start.notes) this.deps.log.info(note, fields);
+    if (!start.state) {
+      this.deps.log.warn("re-join not taken by the PF: 480, the next attempt goes to the focus", fields);
+      invite.reject(480, "Temporarily Unavailable", [["Retry-After", "1"]]);
+      return;
+    }
+    const m = this.newMachine({ kind: "rejoin", state: start.state });
+    m.rejoin = invite;
+    this.byCallId.set(callId, m.id);
+    this.deps.log.info("re-join: deferred delivery started in the client's own session (RJ-1)", fields);
+    const first: Step<RejoinState> = { state: start.state, actions: start.actions, notes: [], claim: this.claims.get(m.key) };
+    m.chain = m.chain.then(() => this.apply(m, first));
+  }
+
+  /** RJ-1: 200 OK to the re-join with the PF's MSRP answer; the Contact names the focus (RFC 4579 3.4), as the client re-joined it. */
+  private async acceptRejoin(m: Machine): Promise<void> {
+    const invite = m.rejoin;
+    if (!invite) throw new CpmError("CPM_ERR_INTERNAL", "no re-join INVITE to accept");
+    m.rejoin = undefined;
+    try {
+      const { leg, answerSdp } = await this.deps.answerLeg(m.sessionKey, sdpOf(invite.request, "re-join INVITE"));
+      this.useLeg(m, leg);
+      const focus = m.proc.state.delivery.session.focusUri;
+      m.dialog = invite.accept(
+        [
+          ["Contact", `<${focus}>;isfocus;${icsiRefParam(CPM_SESSION_ICSI)}`],
+          ["Accept-Contact", acceptContactFor(CPM_SESSION_ICSI)],
+          ["Content-Type", SDP],
+        ],
+        answerSdp,
+      );
+    } catch (err) {
+      const e = err instanceof CpmError ? err : new CpmError("CPM_ERR_INTERNAL", String(err));
+      invite.reject(
+        e.code === "CPM_ERR_BAD_SDP" ? 488 : 500,
+        e.code === "CPM_ERR_BAD_SDP" ? "Not Acceptable Here" : "Server Internal Error",
+      );
+      m.leg?.close("re-join not accepted");
+      throw err;
+    }
+    const dialog = m.dialog;
+    void invite.acked.then(async (acked) => {
+      if (acked) return;
+      // RFC 3261 13.3.1.4: no ACK, the session ends; what was not delivered stays queued
+      this.deps.log.warn("no ACK for the 2xx to the re-join: session ended", this.fields(m));
+      const reason = 'SIP;cause=408;text="No ACK"';
+      await this.deps.ua.bye(dialog, [["Reason", reason]]).catch(() => 0);
+      this.feed(m, { type: "clientBye", reasons: [reason] });
+    });
+  }
+
+  /** DD-2..DD-6 as rendered by the procedure; the SDP part is the PF's own delivery leg (DD-6 a=sendrecv kept). */
+  private async sendInvite(m: Machine, invite: DeliveryInvite) {
+    m.leg?.close("new delivery attempt");
+    const { leg, offerSdp } = await this.deps.openLeg(m.sessionKey, invite.sdp);
+    this.useLeg(m, leg);
     const contentType = invite.headers.find(([n]) => n.toLowerCase() === "content-type")?.[1];
     const body = replaceBodyPart(contentType, Buffer.from(invite.body), SDP, Buffer.from(offerSdp));
     if (!body) throw new CpmError("CPM_ERR_INTERNAL", "delivery INVITE without an SDP part");
@@ -455,7 +593,7 @@ export class DeliveryService implements RegistrationHandler {
       (status) => this.feed(m, { type: "inviteResponse", status }),
     );
     m.invite = sent;
-    this.byCallId.set(sent.callId, m.key);
+    this.byCallId.set(sent.callId, m.id);
     const ring = setTimeout(() => sent.cancel(), INVITE_RING_MS);
     ring.unref();
     void sent.outcome.finally(() => clearTimeout(ring)).catch(() => undefined);
@@ -467,7 +605,7 @@ export class DeliveryService implements RegistrationHandler {
         if (status >= 200 && status < 300 && o.dialog) {
           m.dialog = o.dialog;
           try {
-            leg.applyAnswer(answerSdp(o.response));
+            leg.applyAnswer(sdpOf(o.response, "2xx to the delivery INVITE"));
           } catch (err) {
             answerUnusable = err instanceof CpmError ? err.detail : String(err);
             this.deps.log.warn("delivery answer unusable", { ...this.fields(m), reason: answerUnusable });
@@ -511,7 +649,7 @@ export class DeliveryService implements RegistrationHandler {
     while (m.toRetire.length > 0) {
       const handles = m.toRetire.splice(0);
       // 8.5.2: where the session is recorded, delivered items join the group session's folder (the user's other devices sync them)
-      const moveTo = this.deps.retireFolder?.(m.state.delivery.session);
+      const moveTo = this.deps.retireFolder?.(m.proc.state.delivery.session);
       try {
         await this.deps.queue.ack(handles, moveTo ? { moveTo } : {});
       } catch (err) {
@@ -599,6 +737,11 @@ export class DeliveryService implements RegistrationHandler {
     m.retry = undefined;
     m.leg?.close(reason);
     if (m.invite) this.byCallId.delete(m.invite.callId);
+    if (m.dialog) this.byCallId.delete(m.dialog.callId);
+    if (m.restartCallId) this.byCallId.delete(m.restartCallId);
+    // disposed before the re-join was answered (shutdown): the client tries again later
+    m.rejoin?.reject(503, "Service Unavailable");
+    m.rejoin = undefined;
   }
 
   /** DD-8 ii: the group session's own actions, in the order the procedure gave them. */
@@ -624,7 +767,7 @@ export class DeliveryService implements RegistrationHandler {
       switch (a.kind) {
         case "restartGroupSession": {
           if (!m.leg) throw new CpmError("CPM_ERR_NOT_FOUND", "no delivery leg for the re-started group session");
-          const d = m.state.delivery;
+          const d = m.proc.state.delivery;
           const r = await group.restart({
             servedUser: d.servedUser,
             session: d.session,
@@ -633,7 +776,7 @@ export class DeliveryService implements RegistrationHandler {
           });
           if (r.callId) {
             m.restartCallId = r.callId;
-            this.byCallId.set(r.callId, m.key);
+            this.byCallId.set(r.callId, m.id);
           }
           this.feed(m, { type: "restartResponse", status: r.status, reasonPhrase: r.reasonPhrase });
           return;
@@ -698,7 +841,7 @@ export class DeliveryService implements RegistrationHandler {
   private async negativeDeliveryImdn(m: Machine, id: string, sent = m.clientSends.get(id)): Promise<void> {
     m.clientSends.delete(id);
     const cpim = sent && cpimOf(sent);
-    const notification = cpim && negativeDeliveryNotification(cpim, m.state.delivery.session.focusUri, new Date());
+    const notification = cpim && negativeDeliveryNotification(cpim, m.proc.state.delivery.session.focusUri, new Date());
     if (!notification || !m.leg) return;
     const status = await m.leg.send({ contentType: "message/cpim", body: notification });
     this.deps.log.info("negative delivery notification sent (RJ-4)", { ...this.fields(m), msrpMessageId: id, status });
@@ -712,7 +855,7 @@ export class DeliveryService implements RegistrationHandler {
   }
 
   private fields(m: Machine) {
-    const s = m.state.delivery.session;
+    const s = m.proc.state.delivery.session;
     return { deliveryKey: m.key, callId: s.key, conversationId: s.conversationId, contributionId: s.contributionId };
   }
 }
@@ -733,9 +876,9 @@ function negativeDeliveryOf(sent: { contentType: string; body: Buffer }): boolea
   return cpim !== undefined && wantsNegativeDelivery(cpim);
 }
 
-/** The SDP of the client's 2xx (alone or in a multipart body). */
-function answerSdp(response: SipMessage): string {
-  const sdp = bodyParts(header(response, "content-type"), response.body).find((p) => p.contentType === SDP);
-  if (!sdp) throw new CpmError("CPM_ERR_BAD_SDP", "2xx to the delivery INVITE carries no SDP answer");
+/** The SDP of a message (alone or in a multipart body): the client's 2xx, or its re-join INVITE. */
+function sdpOf(msg: SipMessage, what: string): string {
+  const sdp = bodyParts(header(msg, "content-type"), msg.body).find((p) => p.contentType === SDP);
+  if (!sdp) throw new CpmError("CPM_ERR_BAD_SDP", `${what} carries no SDP`);
   return sdp.body.toString("utf8");
 }

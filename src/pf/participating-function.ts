@@ -10,7 +10,7 @@ import { CALL_COMPLETED } from "../procedures/delivery-session.js";
 import { type ByeAction, type ByeDecision, type ByeIdentity, chooseMode, handleBye } from "../procedures/handle-bye.js";
 import { type LifecycleEvent, stepLifecycle } from "../procedures/lifecycle.js";
 import { dialogOf, type GroupSession, recordId, recordIdOf, type SessionDialog } from "../session/group-session.js";
-import { observe, servedUserOf } from "../session/observe.js";
+import { dialogOfInvite, observe, servedUserOf } from "../session/observe.js";
 import { rebuildRecord, type SessionDescriptor } from "../session/rebuild.js";
 import type { SessionRegistry } from "../session/registry.js";
 import { PerRecord } from "../session/serial.js";
@@ -60,6 +60,8 @@ export interface ObserveResult {
   participantCount: number;
   /** Initial INVITE of a CPM session (from the focus or the client), PF as B2BUA, media plane on: Kamailio must call anchorMedia. */
   anchorMedia: boolean;
+  /** RJ-1: the client's re-join of a group session the PF holds data for: Kamailio relays it to the PF's UA, which answers it. */
+  answerByPf: boolean;
 }
 
 export interface AnchorMediaResult {
@@ -109,6 +111,8 @@ export interface RegistrationHandler {
   onRegistration(env: Envelope): Promise<RegistrationResult>;
   /** 8.3.2.3: the CF ended the group session (`session`: the record after it); `reason` is what the served user's clients get. */
   groupEnded?(session: GroupSession, reason: string): void;
+  /** RJ-1: whether the PF's UA answers the client's re-join of `session` itself (8.3.2.9.1.3). */
+  takesRejoin?(session: GroupSession): boolean;
 }
 
 const SDP = "application/sdp";
@@ -437,6 +441,22 @@ export class ParticipatingFunction {
       existing = this.sessions.findByIds(servedUserOf(msg) || this.cfg.pf.servedUser, conv || contrib, contrib || conv);
     }
     const key = existing ? recordIdOf(existing) : `call:${callId}`;
+    if (initialInvite && existing && existing.key !== callId && this.answersRejoin(msg, existing)) {
+      // 8.3.2.9.1.3: the PF's UA answers this dialog; the record's dialogs towards the CF are unchanged
+      this.log.info("re-join of a group session with pending data or a lost client leg: answered by the PF (RJ-1)", {
+        callId,
+        conversationId: existing.conversationId,
+        contributionId: existing.contributionId,
+        lifecycle: existing.lifecycle,
+      });
+      return {
+        updated: false,
+        sessionKey: existing.key,
+        participantCount: existing.participants.length,
+        anchorMedia: false,
+        answerByPf: true,
+      };
+    }
     const session = await this.serial.run(key, async () => {
       const result = observe(existing, msg, now);
       const fields = { callId, conversationId: result.session?.conversationId, contributionId: result.session?.contributionId };
@@ -463,7 +483,14 @@ export class ParticipatingFunction {
       sessionKey: callId,
       participantCount: session?.participants.length ?? 0,
       anchorMedia,
+      answerByPf: false,
     };
+  }
+
+  /** RJ-1: the served user's client (not the focus) re-joins `existing` and the delivery side takes it. */
+  private answersRejoin(msg: SipMessage, existing: GroupSession): boolean {
+    if (!this.cfg.delivery.answerRejoins || this.draining || dialogOfInvite(msg).initiator !== "client") return false;
+    return this.opts.registrations?.takesRejoin?.(existing) === true;
   }
 
   /**

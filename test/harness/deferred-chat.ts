@@ -23,7 +23,7 @@ import { type KamailioInstance, startKamailio } from "./kamailio.js";
 import { MsrpPeer, sdpPath } from "./msrp-peer.js";
 import { freePort } from "./ports.js";
 import { type SidecarInstance, startSidecar } from "./sidecar.js";
-import { header, type SippResult, type SippRun, type SipTraceMessage, startSipp } from "./sipp.js";
+import { first, header, type SippResult, type SippRun, type SipTraceMessage, startSipp } from "./sipp.js";
 import { waitFor } from "./wait.js";
 
 /** The served user as the CF's INVITE names it (To of test/scenarios/cf-invite-msrp.xml). */
@@ -92,6 +92,16 @@ export interface RigOptions {
   /** Kamailio's configuration (an operator's that includes kamailio/kamailio.cfg). Default kamailio/kamailio.cfg. */
   kamailioCfg?: string;
 }
+
+export interface Rejoin {
+  peer: MsrpPeer;
+  client: SippRun;
+  /** The PF's 200 OK to the re-join, as the client got it. */
+  ok: SipTraceMessage;
+}
+
+/** The focus URI of a chat the CF SIPp (cf-invite-msrp.xml) played: its Contact ;isfocus. */
+export const focusOf = (c: Pick<Chat, "cfSipPort">) => `sip:focus@127.0.0.1:${c.cfSipPort}`;
 
 export interface Delivery {
   peer: MsrpPeer;
@@ -285,6 +295,11 @@ export class DeferredChatRig {
     }
   }
 
+  /** Every line the current sidecar logged with `msg`. */
+  loggedAll(msg: string): Record<string, unknown>[] {
+    return this.current.logLines().filter((l) => l.msg === msg);
+  }
+
   /** The first line the current sidecar logged with `msg` for `callId`. */
   logged(msg: string, callId: string): Record<string, unknown> | undefined {
     return this.current.logLines().find((l) => l.msg === msg && l.callId === callId);
@@ -425,6 +440,46 @@ export class DeferredChatRig {
       "the delivery INVITE at the client",
     );
     return invite as SipTraceMessage;
+  }
+
+  /**
+   * RJ-1: the served user's client re-joins `chat`'s group before any
+   * register notification (rj-1-client-rejoin.xml: INVITE to the focus URI
+   * through Kamailio); the PF's 200 OK; the client's MSRP peer connects to
+   * the PF's answer; `body` runs.
+   */
+  async rejoined(chat: Chat, body: (r: Rejoin) => Promise<void>): Promise<void> {
+    const ue = await this.peer("client");
+    const client = await startSipp({
+      scenario: "rj-1-client-rejoin.xml",
+      remote: this.kamailio.address,
+      timeoutS: 30,
+      keys: {
+        served_user: chat.servedUser,
+        focus_uri: focusOf(chat),
+        conversation_id: chat.conversationId,
+        contribution_id: chat.contributionId,
+        client_msrp_port: String(new URL(ue.path.replace(/^msrp/, "http")).port),
+        client_msrp_path: ue.path,
+      },
+    });
+    try {
+      let ok: SipTraceMessage | undefined;
+      await waitFor(
+        async () => {
+          ok = first(await client.messagesSoFar(), { direction: "received", status: 200, cseqMethod: "INVITE" });
+          return ok !== undefined;
+        },
+        8000,
+        20,
+        "the PF's 200 OK to the re-join",
+      );
+      const answer = ok as SipTraceMessage;
+      await this.connectMsrp("client", ue, sdpPath(answer.body));
+      await body({ peer: ue, client, ok: answer });
+    } finally {
+      this.traceSip("client", await client.stop());
+    }
   }
 
   /**

@@ -70,10 +70,12 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     retryInitialMs: 60_000,
     retryFactor: 2,
     retryMaxMs: 900_000,
+    answerRejoins: true,
     sendInterimGsos: false,
     unsubscribeOnRejoin: false,
     trustedRegistrars: "127.0.0.1,::1",
   });
+  assert.equal(buildConfig({}, { CPM_PF__DELIVERY__ANSWERREJOINS: "false" }).delivery.answerRejoins, false);
   const cfg = buildConfig(
     { delivery: { deferredMsgMgmtUri: "sip:deferred@pf.example.net", retryAttempts: 0, sendInterimGsos: true } },
     { CPM_PF__DELIVERY__RETRYFACTOR: "3", CPM_PF__DELIVERY__UNSUBSCRIBEONREJOIN: "1" },

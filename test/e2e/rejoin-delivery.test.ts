@@ -1,0 +1,185 @@
+// Deferred delivery upon the client's re-join (OMA CPM 8.3.2.9.1.3, RJ-1..RJ-5)
+// end to end, from the wire, nothing seeded: the CF (SIPp) invites the served
+// user through Kamailio (media anchored), the client's MSRP connection
+// drops, the CF's messages are kept; then the client re-joins the group
+// itself (an INVITE to the focus URI, rj-1-client-rejoin.xml) before any
+// register notification. Kamailio relays it to the PF's UA (ObserveSession's
+// answer_by_pf), which answers with its own MSRP endpoint and delivers what
+// the client missed in that session.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { chatCpim } from "../fixtures/cpim.js";
+import { msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
+import { DeferredChatRig, deferredFolder, focusOf, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
+import type { MsrpPeer } from "../harness/msrp-peer.js";
+import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { waitFor } from "../harness/wait.js";
+
+const T = { timeout: 90_000 };
+
+describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wire", () => {
+  let rig: DeferredChatRig;
+  before(async () => {
+    rig = await DeferredChatRig.start({ CPM_PF__DELIVERY__RETRYATTEMPTS: "0" });
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  const queueEmptied = (c: { conversationId: string; contributionId: string; servedUser: string }) =>
+    waitFor(async () => (await rig.folder(deferredFolder(c), c.servedUser)).length === 0, 5000, 50, "deferred queue emptied");
+
+  test(
+    "RJ-1 RJ-2 RJ-5 BYE-B7: the client re-joins the still-active group before registering -> the PF answers the INVITE itself (Contact ;isfocus, its MSRP endpoint, nothing to the focus), delivers every kept message in order in that session, then joins it with the group: live chat both ways; the CF's BYE ends the re-join session with the PF's Reason",
+    T,
+    async () => {
+      await rig.chatWhileAway(["missed 1", "missed 2", "missed 3"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+        whileDeferred: async (c) => {
+          const cf = c.cf as MsrpPeer;
+          await rig.rejoined(c, async ({ peer: ue, client, ok }) => {
+            // RJ-1 on the wire: the PF's own answer, as the focus would give it
+            assert.match(header(ok, "contact") ?? "", new RegExp(`^<${focusOf(c).replace(/[.]/g, "\\.")}>;isfocus`));
+            assert.match(
+              header(ok, "record-route") ?? "",
+              /;cpmpfrj=/,
+              "Kamailio stays in the dialog, the client's requests go to the PF's UA",
+            );
+            assert.notEqual(msrpMedia(ok.body).path, c.cf?.path, "the PF's MSRP endpoint, not the CF's");
+            // RJ-2: every kept message, in order, in the re-join session
+            const got = await rig.received(ue, c.sent.length, c);
+            assert.deepEqual(
+              got.map((m) => Buffer.from(m.body).toString("utf8")),
+              c.sent.map((s) => s.body.toString("utf8")),
+            );
+            await queueEmptied(c);
+            // RJ-5: joined with the group session towards the CF
+            await rig.lifecycleMoved(c, "client-absent -> active");
+            const live = chatCpim("live after the re-join", "imdn-rj-live");
+            assert.equal((await cf.send(live, "message/cpim")).code, 200);
+            const atUe = await rig.received(ue, c.sent.length + 1, c);
+            assert.equal(Buffer.from(atUe.at(-1)?.body ?? []).toString("utf8"), live.toString("utf8"));
+            const before = cf.received.length;
+            const reply = chatCpim("the client is back", "imdn-rj-reply", SERVED_USER);
+            assert.equal((await ue.send(reply, "message/cpim")).code, 200);
+            const atCf = await rig.received(cf, before + 1, c);
+            assert.equal(Buffer.from(atCf.at(-1)?.body ?? []).toString("utf8"), reply.toString("utf8"));
+            // BYE-B7: the CF ends the group: the re-join session is one of the user's dialogs
+            await triggerSipp(c.cfSipPort as number, c.callId, 0);
+            const r = await client.done;
+            assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+            const bye = first(r.messages, { direction: "received", method: "BYE" });
+            assert.equal(header(bye as SipTraceMessage, "reason"), "SIP;cause=480", "the PF's Reason");
+            await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
+            await new Promise((resolve) => setTimeout(resolve, 200));
+          });
+        },
+      });
+    },
+  );
+
+  test(
+    "RJ-1 RJ-2 RJ-3: the client re-joins an inactive group (the CF ended it with 480) -> the PF answers, re-starts the group at once (8.2.2.7 INVITE to the focus); the focus is gone (404): every kept message, then the last participants as a GSO, then BYE with the CF's cause",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["kept a", "kept b"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      await rig.lifecycleMoved(chat, "client-absent -> inactive");
+      const focus = await startSipp({
+        scenario: "rj-3-focus-refuses.xml",
+        port: chat.cfSipPort as number,
+        keys: { status: "404", reason: "Not Found" },
+      });
+      try {
+        await rig.rejoined(chat, async ({ peer: ue, client }) => {
+          const got = await rig.received(ue, chat.sent.length + 1, chat);
+          assert.deepEqual(
+            got.slice(0, chat.sent.length).map((m) => Buffer.from(m.body).toString("utf8")),
+            chat.sent.map((s) => s.body.toString("utf8")),
+            "RJ-2: the kept messages first, in order",
+          );
+          const gso = got[chat.sent.length];
+          assert.equal(gso?.contentType, GSO_TYPE, "RJ-3: the last participant information as a GSO");
+          assert.match(Buffer.from(gso?.body ?? []).toString("utf8"), /comm-addr="tel:\+16135551210"/);
+          const r = await client.done;
+          assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+          const bye = first(r.messages, { direction: "received", method: "BYE" });
+          assert.equal(header(bye as SipTraceMessage, "reason"), 'SIP;cause=404;text="Not Found"', "RJ-3: the CF's cause");
+        });
+        const f = await focus.done;
+        assert.equal(f.code, 0, `focus SIPp: ${f.errors}`);
+        const restart = first(f.messages, { direction: "received", method: "INVITE" });
+        assert.ok(restart, "RJ-3: the re-start INVITE reached the focus");
+        assert.equal(header(restart, "contribution-id"), chat.contributionId);
+        await queueEmptied(chat);
+      } finally {
+        await focus.stop();
+      }
+    },
+  );
+
+  test(
+    "RJ-1 DD-1: the re-join came first -> a register notification during the re-join session starts no second delivery of that group session (one claim: the data goes out once)",
+    T,
+    async () => {
+      await rig.chatWhileAway(["once only"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+        whileDeferred: async (c) => {
+          await rig.rejoined(c, async ({ peer: ue, client }) => {
+            await rig.received(ue, c.sent.length, c);
+            await rig.lifecycleMoved(c, "client-absent -> active");
+            const before = rig.loggedAll("registration: deferred delivery started").length;
+            const reg = await rig.register("<sip:client@127.0.0.1:9>", c.servedUser);
+            assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+            await waitFor(() => rig.loggedAll("registration: deferred delivery started").length > before, 5000, 20, "the registration");
+            assert.equal(rig.loggedAll("registration: deferred delivery started").at(-1)?.deliveries, 0, "nothing started twice");
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            assert.equal(ue.received.length, c.sent.length, "no duplicate in the re-join session");
+            await triggerSipp(c.cfSipPort as number, c.callId, 0);
+            const r = await client.done;
+            assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+            await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
+            await new Promise((resolve) => setTimeout(resolve, 200));
+          });
+        },
+      });
+    },
+  );
+
+  test(
+    "RJ-1 RJ-2 (the reverse race): the registration delivery's INVITE is still ringing when the client re-joins -> the re-join takes the delivery over, the ringing INVITE is CANCELled, every kept message arrives once, in the re-join session",
+    T,
+    async () => {
+      await rig.chatWhileAway(["race 1", "race 2"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+        whileDeferred: async (c) => {
+          const device = await startSipp({ scenario: "rj-1-client-rings.xml", timeoutS: 30 });
+          try {
+            const reg = await rig.register(`<sip:client@127.0.0.1:${device.port}>`, c.servedUser);
+            assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+            await rig.receivedInvite(device, c);
+            await rig.rejoined(c, async ({ peer: ue, client }) => {
+              const got = await rig.received(ue, c.sent.length, c);
+              assert.deepEqual(
+                got.map((m) => Buffer.from(m.body).toString("utf8")),
+                c.sent.map((s) => s.body.toString("utf8")),
+              );
+              const d = await device.done;
+              assert.equal(d.code, 0, `device SIPp: ${d.errors}`);
+              assert.ok(first(d.messages, { direction: "received", method: "CANCEL" }), "the registration delivery's INVITE was CANCELled");
+              await rig.lifecycleMoved(c, "client-absent -> active");
+              await new Promise((resolve) => setTimeout(resolve, 300));
+              assert.equal(ue.received.length, c.sent.length, "each message once");
+              await triggerSipp(c.cfSipPort as number, c.callId, 0);
+              const r = await client.done;
+              assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+              await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
+              await new Promise((resolve) => setTimeout(resolve, 200));
+            });
+          } finally {
+            await device.stop();
+          }
+        },
+      });
+    },
+  );
+});
