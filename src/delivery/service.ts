@@ -635,7 +635,15 @@ export class DeliveryService implements RegistrationHandler {
             m.restartCallId = r.callId;
             this.byCallId.set(r.callId, m.key);
           }
-          this.feed(m, { type: "restartResponse", status: r.status, reasonPhrase: r.reasonPhrase });
+          // the answer to this attempt (focus or factory): the procedure decides on a factory step
+          this.feed(m, {
+            type: "restartResponse",
+            via: a.restart.via,
+            status: r.status,
+            reasonPhrase: r.reasonPhrase,
+            ...(r.focusUri ? { focusUri: r.focusUri } : {}),
+            at: new Date(),
+          });
           return;
         }
         case "joinGroupDialog":

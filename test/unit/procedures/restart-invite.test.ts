@@ -3,13 +3,13 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { restartRequest } from "../../../src/procedures/delivery-session.js";
 import { buildRestartInvite } from "../../../src/procedures/restart-invite.js";
-import { groupSession, SERVED_USER } from "../../fixtures/delivery.js";
+import { groupSession, policy, SERVED_USER } from "../../fixtures/delivery.js";
 
 const ICSI_TAG = '+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"';
 
 test("DD-13 RJ-3 8.2.2.7: to the focus (lastfocussessionid), the same Conversation-ID and Contribution-ID, the CPM feature tag, for the served user, the PF's offer", () => {
   const session = groupSession({ subject: "Trip" });
-  const inv = buildRestartInvite(SERVED_USER, restartRequest(session), "sip:10.0.0.5:5097", "v=0\r\n");
+  const inv = buildRestartInvite(SERVED_USER, restartRequest(session, policy), "sip:10.0.0.5:5097", "v=0\r\n");
   assert.equal(inv.requestUri, session.focusUri);
   assert.deepEqual(inv.headers, [
     ["To", `<${session.focusUri}>`],
