@@ -360,7 +360,7 @@ export class ParticipatingFunction {
       if (!session) return;
       const next = await this.applyLifecycle(session, { type: "invited", dialog, ...(focusUri ? { focusUri } : {}) }, Date.now());
       if (next && next.focusUri !== session.focusUri) {
-        this.log.info("group session focus changed (re-start via the conference factory)", {
+        this.log.info("group session focus changed by the re-start (DD-13)", {
           callId: next.key,
           conversationId: next.conversationId,
           contributionId: next.contributionId,

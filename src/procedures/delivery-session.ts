@@ -267,7 +267,7 @@ export function restartRequest(session: GroupSession, policy: Pick<DeliveryPolic
 /**
  * The focus's answers that say it is gone, so the long-lived group session
  * is re-started through the conference factory instead: 404 (no such
- * conference) and 410 (it ended for good, RFC 3261 21.4.5), and 403, which
+ * conference, RFC 3261 21.4.5) and 410 (gone for good, 21.4.10), and 403, which
  * RJ-3 names with 404 as the focus's refusal of a re-start. Anything else
  * (busy, server error, timeout) says nothing of the group being gone: RJ-3
  * at once.

@@ -649,7 +649,7 @@ test("RJ-1: a re-join supersedes the registration delivery: INVITE cancelled, a 
 
 // Any sequence of events: each item is sent at most once, in UID order, and
 // nothing escapes as an exception.
-test("property (DD-10): no event sequence delivers out of order or twice", () => {
+test("property (DD-10 DD-13): no event sequence delivers out of order or twice, or re-starts other than focus then factory once", () => {
   const uid = fc.integer({ min: 1, max: 12 });
   const ev: fc.Arbitrary<DeferredDeliveryEvent> = fc.oneof(
     fc.constant<DeferredDeliveryEvent>({ type: "msrpUp" }),
@@ -663,21 +663,28 @@ test("property (DD-10): no event sequence delivers out of order or twice", () =>
     fc.constantFrom(100, 180, 200, 480, 603, 99).map((status): DeferredDeliveryEvent => ({ type: "inviteResponse", status })),
     fc.constant<DeferredDeliveryEvent>({ type: "retryTimer" }),
     fc.constant<DeferredDeliveryEvent>({ type: "clientSentMedia", media: { msrpMessageId: "c", kind: "imdn", failureReport: "yes" } }),
-    fc.constantFrom(200, 404).map((status): DeferredDeliveryEvent => ({ type: "restartResponse", via: "focus", status })),
+    fc
+      .tuple(fc.constantFrom("focus" as const, "factory" as const), fc.constantFrom(200, 403, 404, 410, 486))
+      .map(([via, status]): DeferredDeliveryEvent => ({ type: "restartResponse", via, status, focusUri: "sip:focus-new@cf", at: AT })),
     fc.constant<DeferredDeliveryEvent>({ type: "clientBye", reasons: ["SIP;cause=503"] }),
   );
   let runsThatDelivered = 0;
   fc.assert(
     fc.property(fc.boolean(), fc.boolean(), fc.boolean(), fc.array(ev, { maxLength: 40 }), (active, gsos, up, events) => {
-      const p = { ...policy, sendInterimGsos: gsos };
+      const p = { ...policy, sendInterimGsos: gsos, conferenceFactoryUri: gsos ? "sip:factory@cf.example.net" : "" };
       let state = start(groupSession({ lifecycle: active ? "active" : "inactive" }), p).state;
       const sent: number[] = [];
+      const restarts: string[] = [];
       for (const e of up ? [...connected, ...events] : events) {
         const r = stepDeferredDelivery(state, e, p);
         state = r.state;
         for (const a of only(r.actions, "deliverInOrder")) sent.push(...a.items.map((i) => i.handle.uid));
+        for (const a of only(r.actions, "restartGroupSession")) restarts.push(a.restart.via);
       }
       for (let i = 1; i < sent.length; i++) assert.ok((sent[i] as number) > (sent[i - 1] as number), `order: ${sent}`);
+      // DD-13: one re-start at most, to the focus first, then the factory at most once (and only with a factory URI)
+      assert.ok(["", "focus", "focus,factory"].includes(restarts.join(",")), `re-starts: ${restarts}`);
+      if (!p.conferenceFactoryUri) assert.ok(!restarts.includes("factory"));
       if (sent.length > 1) runsThatDelivered++;
     }),
     { numRuns: 500 },
