@@ -118,7 +118,7 @@ async function main(): Promise<void> {
       group: new GroupDialogs({
         userLeaves: (sessionKey) => pfRef?.userLeaves(sessionKey) ?? Promise.resolve(undefined),
         clientJoined: (sessionKey) => pfRef?.clientJoined(sessionKey) ?? Promise.resolve(),
-        restarted: (sessionKey, dialog) => pfRef?.restarted(sessionKey, dialog) ?? Promise.resolve(),
+        restarted: (sessionKey, dialog, focusUri) => pfRef?.restarted(sessionKey, dialog, focusUri) ?? Promise.resolve(),
         ua,
         media: msrp,
         log: componentLogger("delivery", root),

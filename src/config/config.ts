@@ -215,6 +215,16 @@ export interface Config {
     /** DD-12 (MAY): unsubscribe from the focus's conference event package after re-joining the conference. Default false. */
     unsubscribeOnRejoin: boolean;
     /**
+     * DD-13 / RJ-3: the conference factory URI the PF re-starts a long-lived
+     * group session through when its focus is gone (the re-join INVITE to
+     * lastfocussessionid answered 404, 410 or 403): a new INVITE with the
+     * same Conversation-ID and Contribution-ID and the known participants in
+     * an RFC 5366 recipient list. A group the client created uses the URI
+     * its own INVITE went to; this one is for the others. A sip: or sips:
+     * URI; "" = no factory step (RJ-3 with the focus's code). Default "".
+     */
+    conferenceFactoryUri: string;
+    /**
      * DD-1 trust: the S-CSCF addresses third-party REGISTERs (TS 24.229
      * 5.4.1.7) may come from, comma-separated IPs or CIDRs, checked against
      * the source Kamailio received the REGISTER from. Any other source:
@@ -330,6 +340,7 @@ export const defaults: Config = {
     answerRejoins: true,
     sendInterimGsos: false,
     unsubscribeOnRejoin: false,
+    conferenceFactoryUri: "",
     trustedRegistrars: "127.0.0.1,::1",
   },
   sip: {
@@ -417,6 +428,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     answerRejoins: "bool",
     sendInterimGsos: "bool",
     unsubscribeOnRejoin: "bool",
+    conferenceFactoryUri: "string",
     trustedRegistrars: "string",
   },
   sip: {
@@ -510,6 +522,9 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   if (cfg.delivery.retryMaxMs < cfg.delivery.retryInitialMs) bad("delivery.retryMaxMs", "must be >= delivery.retryInitialMs");
   if (cfg.delivery.deferredMsgMgmtUri !== "" && !/^(sips?|tel):[^\s<>"]+$/i.test(cfg.delivery.deferredMsgMgmtUri)) {
     bad("delivery.deferredMsgMgmtUri", "must be a sip:, sips: or tel: URI (or empty: delivery off)");
+  }
+  if (cfg.delivery.conferenceFactoryUri !== "" && !/^sips?:[^\s<>"]+$/i.test(cfg.delivery.conferenceFactoryUri)) {
+    bad("delivery.conferenceFactoryUri", "must be a sip: or sips: URI (or empty: no re-start via the conference factory)");
   }
   if (cfg.delivery.terminatingRoute !== "" && !/^sips?:[^\s<>"]+$/i.test(cfg.delivery.terminatingRoute)) {
     bad("delivery.terminatingRoute", "must be a sip: or sips: URI (or empty: straight to the registered contact)");

@@ -14,6 +14,7 @@ import type { GroupSessionRef } from "../media/ports.js";
 import type { RestartRequest } from "../procedures/delivery-session.js";
 import { buildRestartInvite } from "../procedures/restart-invite.js";
 import type { GroupSession, SessionDialog } from "../session/group-session.js";
+import { focusContact } from "../session/observe.js";
 import { type ProxiedDialog, towardsClient, towardsFocus } from "../session/proxied-dialog.js";
 import { header, type SipMessage } from "../sip/message.js";
 import { bodyParts } from "../sip/multipart.js";
@@ -26,16 +27,31 @@ export interface GroupDialogUa {
   invite(req: { requestUri: string; headers: [string, string][]; body: string; callId?: string }): {
     callId: string;
     outcome: Promise<{ status: number; reason: string; response: SipMessage; dialog?: ProxiedDialog }>;
+    /** CANCEL (RFC 3261 9.1) once a provisional came; the outcome then ends with the CF's 487. */
+    cancel(): void;
   };
   ack(dialog: ProxiedDialog): void;
 }
 
-/** What a re-start answers (DD-13 / RJ-3): the CF's final status; with a 2xx, the new group session dialog's Call-ID. */
+/**
+ * What a re-start answers (DD-13 / RJ-3): the CF's final status; with a
+ * 2xx, the new group session dialog's Call-ID and the focus its Contact
+ * names (;isfocus), when it names one.
+ */
 export interface RestartOutcome {
   status: number;
   reasonPhrase: string;
   callId?: string;
+  focusUri?: string;
 }
+
+/**
+ * How long a re-start INVITE may ring: the UA's Timer B stops at the first
+ * provisional response (RFC 3261 17.1.1.2; Kamailio's 100 Trying is one),
+ * so a focus or factory that never gives a final answer is CANCELled after
+ * this, as a delivery INVITE is.
+ */
+export const RESTART_RING_MS = 60_000;
 
 export interface GroupDialogDeps {
   /** The record's lifecycle step (ParticipatingFunction.userLeaves). */
@@ -43,8 +59,10 @@ export interface GroupDialogDeps {
   /** The record's lifecycle step (ParticipatingFunction.clientJoined). */
   clientJoined(sessionKey: string): Promise<void>;
   ua: GroupDialogUa;
-  /** The record takes the re-start's dialog (ParticipatingFunction.restarted). */
-  restarted(sessionKey: string, dialog: SessionDialog): Promise<void>;
+  /** The record takes the re-start's dialog, and the new focus when the 2xx named one (ParticipatingFunction.restarted). */
+  restarted(sessionKey: string, dialog: SessionDialog, focusUri?: string): Promise<void>;
+  /** RESTART_RING_MS unless given (tests). */
+  ringMs?: number;
   /** The media plane (src/media/msrp-media-plane.ts). */
   media: {
     originate(req: { session: GroupSessionRef; offerSdp: string; client: JoinedClient }): string;
@@ -74,11 +92,15 @@ export class GroupDialogs {
   constructor(private readonly deps: GroupDialogDeps) {}
 
   /**
-   * DD-13 / RJ-3 (8.2.2.7): the re-start INVITE to the focus for the served
-   * user, with the PF's CF-facing MSRP offer; the joined delivery session is
-   * the new group session's client side. A 2xx is ACKed, its SDP answer
-   * anchored and the dialog handed to the record; anything else releases the
-   * media. Never rejects: a transport failure or no answer is a 408.
+   * DD-13 / RJ-3: the re-start INVITE for the served user (8.2.2.7 to the
+   * focus, or to the conference factory with the participants), with the
+   * PF's CF-facing MSRP offer; the joined delivery session is the new group
+   * session's client side. A 2xx is ACKed, its SDP answer anchored and the
+   * dialog (and the focus its Contact names) handed to the record; anything
+   * else releases the media. Never rejects: a transport failure, no answer
+   * or one that rings past ringMs is a 408; a factory's 2xx naming no focus
+   * (RFC 4579 3.4: its Contact carries ;isfocus) is ended at once and
+   * answers 502, as an unusable SDP answer does 488.
    */
   async restart(req: {
     servedUser: string;
@@ -88,55 +110,91 @@ export class GroupDialogs {
   }): Promise<RestartOutcome> {
     const { ua, media } = this.deps;
     const callId = `${randomBytes(8).toString("hex")}@${ua.address.host}`;
+    const via = req.restart.via;
+    const target = via === "factory" ? req.restart.factoryUri : req.restart.focusUri;
     const ref = {
       sessionKey: callId,
       servedUser: req.servedUser,
       conversationId: req.restart.conversationId,
       contributionId: req.restart.contributionId,
-      focus: req.restart.focusUri,
+      focus: target,
     };
     const offer = media.originate({ session: ref, offerSdp: req.session.sdpOffer, client: req.client });
     const host = ua.address.host.includes(":") ? `[${ua.address.host}]` : ua.address.host;
     const invite = buildRestartInvite(req.servedUser, req.restart, `sip:${host}:${ua.address.port}`, offer);
-    const fields = { callId, groupCallId: req.session.key, conversationId: ref.conversationId, contributionId: ref.contributionId };
-    this.deps.log.info("re-start INVITE to the focus (DD-13)", { ...fields, focus: req.restart.focusUri });
-    let outcome: Awaited<ReturnType<GroupDialogUa["invite"]>["outcome"]>;
+    const fields = { callId, groupCallId: req.session.key, conversationId: ref.conversationId, contributionId: ref.contributionId, via };
+    if (via === "factory") {
+      this.deps.log.info("re-start INVITE to the conference factory (DD-13: the focus is gone)", {
+        ...fields,
+        factory: target,
+        focus: req.restart.focusUri,
+        participants: req.restart.participants.length,
+      });
+    } else this.deps.log.info("re-start INVITE to the focus (DD-13)", { ...fields, focus: target });
+    const sent = ua.invite({ ...invite, callId });
+    let rangOut = false;
+    const ring = setTimeout(() => {
+      rangOut = true;
+      sent.cancel();
+    }, this.deps.ringMs ?? RESTART_RING_MS);
+    ring.unref();
+    let outcome: Awaited<typeof sent.outcome>;
     try {
-      outcome = await ua.invite({ ...invite, callId }).outcome;
+      outcome = await sent.outcome;
     } catch (err) {
       media.abandon(callId);
       this.deps.log.warn("re-start INVITE not answered", { ...fields, reason: err instanceof CpmError ? err.detail : String(err) });
       return { status: 408, reasonPhrase: "Request Timeout" };
+    } finally {
+      clearTimeout(ring);
     }
     if (outcome.status >= 300 || !outcome.dialog) {
       media.abandon(callId);
+      if (rangOut) {
+        // Decision (spec silent): the CF gave no final answer in time; the client hears 408, not the 487 our CANCEL caused
+        this.deps.log.warn("re-start INVITE rang too long: cancelled", { ...fields, status: outcome.status });
+        return { status: 408, reasonPhrase: "Request Timeout" };
+      }
       this.deps.log.info("re-start refused by the CF", { ...fields, status: outcome.status });
       return { status: outcome.status, reasonPhrase: outcome.reason };
     }
     ua.ack(outcome.dialog);
-    try {
-      media.anchorAnswer(callId, sdpOf(outcome.response), { focus: req.restart.focusUri });
-    } catch (err) {
-      // the CF took it but its media cannot be used: end the new dialog at once
+    const focusUri = focusContact(outcome.response) || undefined;
+    const unusable = async (status: number, phrase: string, reason: string): Promise<RestartOutcome> => {
+      // the CF took it but the PF cannot use it: end the new dialog at once (RFC 3261 15)
       media.abandon(callId);
-      await ua.bye(outcome.dialog, [["Reason", 'SIP;cause=488;text="Not Acceptable Here"']]).catch(() => 0);
-      this.deps.log.warn("re-start answer unusable", { ...fields, reason: err instanceof CpmError ? err.detail : String(err) });
-      return { status: 488, reasonPhrase: "Not Acceptable Here" };
+      await ua.bye(outcome.dialog as ProxiedDialog, [["Reason", `SIP;cause=${status};text="${phrase}"`]]).catch(() => 0);
+      this.deps.log.warn("re-start answer unusable", { ...fields, status: outcome.status, reason });
+      return { status, reasonPhrase: phrase };
+    };
+    // the factory set a new conference up: without the focus it names, no GSO could point the client at it
+    if (via === "factory" && !focusUri)
+      return unusable(502, "Bad Gateway", "2xx from the conference factory names no focus (Contact ;isfocus)");
+    try {
+      media.anchorAnswer(callId, sdpOf(outcome.response), { focus: focusUri ?? target });
+    } catch (err) {
+      return unusable(488, "Not Acceptable Here", err instanceof CpmError ? err.detail : String(err));
     }
     this.own.set(callId, outcome.dialog);
     const d = outcome.dialog;
-    await this.deps.restarted(req.session.key, {
-      callId,
-      cfTag: d.remoteTag,
-      clientTag: d.localTag,
-      remoteTarget: d.remoteTarget,
-      routeSet: d.routeSet,
-      inviteCseq: 1,
-      clientInstance: "",
-      initiator: "pf",
-      state: "confirmed",
-    });
-    return { status: outcome.status, reasonPhrase: outcome.reason, callId };
+    await this.deps.restarted(
+      req.session.key,
+      {
+        callId,
+        cfTag: d.remoteTag,
+        clientTag: d.localTag,
+        remoteTarget: d.remoteTarget,
+        routeSet: d.routeSet,
+        inviteCseq: 1,
+        clientInstance: "",
+        initiator: "pf",
+        state: "confirmed",
+      },
+      focusUri,
+    );
+    if (via === "factory")
+      this.deps.log.info("group session re-started via the conference factory (DD-13)", { ...fields, focus: focusUri });
+    return { status: outcome.status, reasonPhrase: outcome.reason, callId, ...(focusUri ? { focusUri } : {}) };
   }
 
   /** Forgets a dialog the UA set up once it ended (the CF's BYE, or the PF's). */

@@ -520,7 +520,7 @@ export class DeliveryService implements RegistrationHandler {
       return;
     }
     const session = this.deps.sessions.findByIds(servedUser, conversationId || contributionId, contributionId || conversationId);
-    const start = startRejoinDelivery({ type: "rejoinInvite", servedUser, clientCallId: callId, session }, this.claims);
+    const start = startRejoinDelivery({ type: "rejoinInvite", servedUser, clientCallId: callId, session }, this.claims, this.deps.policy);
     this.claims = start.claims;
     for (const note of start.notes) this.deps.log.info(note, fields);
     if (!start.state) {
@@ -778,7 +778,15 @@ export class DeliveryService implements RegistrationHandler {
             m.restartCallId = r.callId;
             this.byCallId.set(r.callId, m.id);
           }
-          this.feed(m, { type: "restartResponse", status: r.status, reasonPhrase: r.reasonPhrase });
+          // the answer to this attempt (focus or factory): the procedure decides on a factory step
+          this.feed(m, {
+            type: "restartResponse",
+            via: a.restart.via,
+            status: r.status,
+            reasonPhrase: r.reasonPhrase,
+            ...(r.focusUri ? { focusUri: r.focusUri } : {}),
+            at: new Date(),
+          });
           return;
         }
         case "joinGroupDialog":

@@ -353,11 +353,25 @@ export class ParticipatingFunction {
     });
   }
 
-  /** DD-13 / RJ-3: the PF re-started the group session for the served user: the record takes the new dialog and is active again. */
-  async restarted(sessionKey: string, dialog: SessionDialog): Promise<void> {
+  /**
+   * DD-13 / RJ-3: the PF re-started the group session for the served user:
+   * the record takes the new dialog (and the new focus, after a re-start via
+   * the conference factory) and is active again.
+   */
+  async restarted(sessionKey: string, dialog: SessionDialog, focusUri?: string): Promise<void> {
     await this.serial.run(this.serialKey(sessionKey), async () => {
       const session = this.sessions.get(sessionKey);
-      if (session) await this.applyLifecycle(session, { type: "invited", dialog }, Date.now());
+      if (!session) return;
+      const next = await this.applyLifecycle(session, { type: "invited", dialog, ...(focusUri ? { focusUri } : {}) }, Date.now());
+      if (next && next.focusUri !== session.focusUri) {
+        this.log.info("group session focus changed by the re-start (DD-13)", {
+          callId: next.key,
+          conversationId: next.conversationId,
+          contributionId: next.contributionId,
+          focus: next.focusUri,
+          previousFocus: session.focusUri,
+        });
+      }
     });
   }
 

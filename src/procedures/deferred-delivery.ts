@@ -25,10 +25,9 @@ import { CpmError } from "../errors/catalogue.js";
 import { withDirection } from "../sdp/direction.js";
 import type { GroupSession } from "../session/group-session.js";
 import { acceptContactFor, CPM_SESSION_ICSI, icsiRefParam } from "../sip/feature-tags.js";
-import { buildMultipart } from "../sip/multipart.js";
 import { parseNameAddr } from "../sip/name-addr.js";
 import { formatReason } from "../sip/reason.js";
-import { buildResourceLists } from "../xml/resource-lists.js";
+import { sdpWithRecipientList } from "../sip/recipient-list.js";
 import { applyClaim, claimDelivery, type DeliveryClaim, type DeliveryClaims, deliveryKey } from "./delivery-guard.js";
 import {
   CALL_COMPLETED,
@@ -120,14 +119,7 @@ export function buildDeliveryInvite(
   // DD-6: the original offer, direction set to sendrecv (added when absent)
   const sdp = withDirection(session.sdpOffer, "sendrecv");
   // DD-2: the latest participants known, RFC 5366 recipient-list part
-  const body = buildMultipart([
-    { contentType: "application/sdp", body: sdp },
-    {
-      contentType: "application/resource-lists+xml",
-      headers: [["Content-Disposition", "recipient-list"]],
-      body: buildResourceLists(participantEntries(session)),
-    },
-  ]);
+  const body = sdpWithRecipientList(sdp, participantEntries(session));
   const headers: [string, string][] = [
     ["To", `<${servedUser}>`],
     // Decision (DD-3 "all the original CPM Group Session information"): From

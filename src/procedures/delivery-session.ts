@@ -7,7 +7,7 @@
 
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
-import { type GroupSession, isGroupActive } from "../session/group-session.js";
+import { type GroupSession, isGroupActive, userKey } from "../session/group-session.js";
 import { formatReason, parseReasonHeaders } from "../sip/reason.js";
 import type { DeferredHandle } from "../store/deferred-queue.js";
 import { type GroupStateObject, GSO_CONTENT_TYPE, serializeGso } from "../xml/gso.js";
@@ -66,13 +66,24 @@ export interface ClientMedia {
   negativeDelivery?: boolean;
 }
 
-/** 8.2.2.7: re-join the focus (lastfocussessionid), or restart via the conference factory with the participants. */
+/**
+ * DD-13 / RJ-3: the re-start of the long-lived group session. First the
+ * 8.2.2.7 re-join INVITE to the focus (lastfocussessionid); when the focus
+ * is gone, a new INVITE to the conference factory with the participants
+ * (RFC 5366 recipient list).
+ */
 export interface RestartRequest {
   sessionKey: string;
+  /** Which INVITE this is: to the focus, or (after the focus answered 404 / 410 / 403) to the conference factory. */
+  via: "focus" | "factory";
+  /** The group session's focus (lastfocussessionid): the Request-URI of the "focus" INVITE. */
   focusUri: string;
+  /** The conference factory URI: the Request-URI of the "factory" INVITE; "" = none known, no factory step. */
+  factoryUri: string;
   conversationId: string;
   contributionId: string;
   subject: string | undefined;
+  /** The known participants, the served user left out: whom the factory invites (RFC 5366 4). */
   participants: ListEntry[];
 }
 
@@ -135,7 +146,13 @@ export type SessionEvent =
   /** MSRP error response (or 408 for no response, RFC 4975 7.1.1) to one item's SEND. */
   | { type: "itemFailed"; handle: DeferredHandle; status: number }
   | { type: "clientSentMedia"; media: ClientMedia }
-  | { type: "restartResponse"; status: number; reasonPhrase?: string }
+  /**
+   * The final (or provisional) answer to the restartGroupSession INVITE of
+   * `via`; with a 2xx, `focusUri` is the focus its Contact names (;isfocus,
+   * RFC 4579 3.4) when it names one, and `at` when it came (the timestamp of
+   * a GSO naming a new focus; the executor always gives it).
+   */
+  | { type: "restartResponse"; via: RestartRequest["via"]; status: number; reasonPhrase?: string; focusUri?: string; at?: Date }
   /** The client's BYE on the delivery session: every Reason header line as received. */
   | { type: "clientBye"; reasons: string[] }
   /**
@@ -164,6 +181,8 @@ export interface DeliverySession {
   /** The delivery session is joined with the group session dialog towards the CF. */
   joined: boolean;
   restart: "none" | "pending" | "done" | "failed";
+  /** The re-start INVITE waiting for its answer (restart "pending"). */
+  restarting?: RestartRequest;
   /** Client SENDs waiting for the join (or for the restart's answer). */
   held: ClientMedia[];
   /** Items the client confirmed (or refused for good) not removed from the queue yet (ACK_BATCH). */
@@ -228,15 +247,39 @@ export function checkStatus(status: number): CpmError | undefined {
   return new CpmError("CPM_ERR_BAD_REQUEST", `status code ${status}: not a SIP status (100-699)`);
 }
 
-export function restartRequest(session: GroupSession): RestartRequest {
+/**
+ * DD-13 / RJ-3: the first re-start INVITE, to the focus. The factory it
+ * falls back on: the one the client created the group through (the record's
+ * conferenceFactoryUri), else the configured delivery.conferenceFactoryUri.
+ */
+export function restartRequest(session: GroupSession, policy: Pick<DeliveryPolicy, "conferenceFactoryUri">): RestartRequest {
+  const self = userKey(session.servedUser);
   return {
     sessionKey: session.key,
+    via: "focus",
     focusUri: session.focusUri,
+    factoryUri: session.conferenceFactoryUri || policy.conferenceFactoryUri,
     conversationId: session.conversationId,
     contributionId: session.contributionId,
     subject: session.subject,
-    participants: participantEntries(session),
+    participants: participantEntries(session).filter((p) => userKey(p.uri) !== self),
   };
+}
+
+/**
+ * The focus's answers that say it is gone, so the long-lived group session
+ * is re-started through the conference factory instead: 404 (no such
+ * conference, RFC 3261 21.4.5) and 410 (gone for good, 21.4.10), and 403, which
+ * RJ-3 names with 404 as the focus's refusal of a re-start. Anything else
+ * (busy, server error, timeout) says nothing of the group being gone: RJ-3
+ * at once.
+ */
+export const FOCUS_GONE: ReadonlySet<number> = new Set([404, 410, 403]);
+
+/** The second attempt after the focus's `status`, or undefined when there is none. */
+function factoryAttempt(req: RestartRequest | undefined, status: number): RestartRequest | undefined {
+  if (!req || req.via !== "focus" || !FOCUS_GONE.has(status) || !req.factoryUri) return undefined;
+  return { ...req, via: "factory" };
 }
 
 export function participantEntries(session: GroupSession): ListEntry[] {
@@ -420,32 +463,43 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
     }
 
     case "clientSentMedia":
-      return clientMedia(s, ev.media);
+      return clientMedia(s, ev.media, policy);
 
     case "restartResponse": {
       const bad = checkStatus(ev.status);
       if (bad) return step(s, [], [], bad);
-      if (s.restart !== "pending") return ignored(s, "restartResponse");
-      if (ev.status < 200) return step(s, [], [`provisional ${ev.status} to the restart INVITE`]);
-      if (ev.status < 300) {
-        const join = joinIfReady({ ...s, restart: "done" });
-        return step(join.session, join.actions, []);
+      // an answer to an attempt that is not the one waiting (e.g. the focus's, once the factory was asked) is stale
+      if (s.restart !== "pending" || (s.restarting && s.restarting.via !== ev.via)) return ignored(s, `restartResponse (${ev.via})`);
+      if (ev.status < 200) return step(s, [], [`provisional ${ev.status} to the restart INVITE (${ev.via})`]);
+      if (ev.status < 300) return restarted(s, ev, policy);
+      const factory = factoryAttempt(s.restarting, ev.status);
+      if (factory) {
+        // the focus is gone: re-start the long-lived group session through the conference factory; the client's SENDs stay held
+        return step(
+          { ...s, restarting: factory },
+          [{ kind: "restartGroupSession", restart: factory }],
+          [`focus answered ${ev.status}: re-start via the conference factory ${factory.factoryUri}`],
+        );
       }
-      // RJ-3: BYE to the client with the CF's code; RJ-4: REPORTs for what it sent first
+      // RJ-3: BYE to the client with the CF's code; RJ-4: REPORTs for what it sent first. When
+      // the factory refused too, the client gets the factory's code, not the focus's: the
+      // focus's 404 / 410 / 403 only said the old focus is gone, which the factory step
+      // answered; the factory's refusal is why the long-lived group session could not be
+      // re-started.
       const reason = formatReason({ protocol: "SIP", cause: ev.status, text: ev.reasonPhrase });
+      const noFactory = ev.via === "focus" && FOCUS_GONE.has(ev.status) ? " (no conference factory URI known)" : "";
+      const failed = `group session restart failed: ${ev.status} from the ${ev.via}${noFactory}`;
       if (s.phase !== "delivered") {
         // the re-start went out before the queue was drained (a re-join of an inactive group, or a
         // client SEND during the delivery): the BYE waits until what is pending was delivered
         return step(
-          { ...s, restart: "failed", held: [], endAfterDrain: { reason, status: ev.status } },
+          { ...s, restart: "failed", restarting: undefined, held: [], endAfterDrain: { reason, status: ev.status } },
           failureReports(s.held, ev.status),
-          [`group session restart failed: ${ev.status}; BYE after the pending data`],
+          [`${failed}; BYE after the pending data`],
         );
       }
       const actions = [...ackPending(s), ...failureReports(s.held, ev.status), { kind: "byeToClient", reason } as DeliveryAction];
-      return step({ ...s, restart: "failed", held: [], phase: "ended", toAck: [] }, actions, [
-        `group session restart failed: ${ev.status}`,
-      ]);
+      return step({ ...s, restart: "failed", restarting: undefined, held: [], phase: "ended", toAck: [] }, actions, [failed]);
     }
 
     case "actionUnavailable":
@@ -507,7 +561,7 @@ function unavailable(
     case "restartGroupSession": {
       const r = stepSession(
         s,
-        { type: "restartResponse", status: unavailableStatus, reasonPhrase: "Service Unavailable" },
+        { type: "restartResponse", via: action.restart.via, status: unavailableStatus, reasonPhrase: "Service Unavailable" },
         policy,
         onDrained,
       );
@@ -530,8 +584,36 @@ function unavailable(
   }
 }
 
+/**
+ * DD-13 / RJ-3: the group session is up again (a 2xx to the re-start of
+ * `via`): the delivery session joins it once the queue is drained, the held
+ * SENDs go on. A 2xx naming a new focus (always so from the factory) makes
+ * it the group's lastfocussessionid; once the deferred items are through,
+ * the client gets a GSO with it at once. Decision (spec silent): sent
+ * whatever delivery.sendInterimGsos says, since the GSO of the drain named
+ * the old focus and a client re-joining that one later would be refused
+ * again; before the drain, the drain's GSO carries the new focus.
+ */
+function restarted(
+  s: DeliverySession,
+  { via, focusUri, at }: Extract<SessionEvent, { type: "restartResponse" }>,
+  policy: DeliveryPolicy,
+): Step<DeliverySession> {
+  const moved = focusUri !== undefined && focusUri !== "" && focusUri !== s.session.focusUri;
+  const session = moved ? { ...s.session, focusUri } : s.session;
+  const actions: DeliveryAction[] = [];
+  const notes: string[] = [];
+  if (moved) {
+    notes.push(`group session re-started via the ${via}: new focus ${focusUri}`);
+    const gso = s.phase === "delivered" && at ? gsoAction(session, at, policy) : undefined;
+    if (gso) actions.push(gso);
+  }
+  const join = joinIfReady({ ...s, session, restart: "done", restarting: undefined });
+  return step(join.session, [...actions, ...join.actions], notes);
+}
+
 /** DD-13 / RJ-4 / RJ-5: a SEND from the client in the delivery session. */
-function clientMedia(s: DeliverySession, media: ClientMedia): Step<DeliverySession> {
+function clientMedia(s: DeliverySession, media: ClientMedia, policy: DeliveryPolicy): Step<DeliverySession> {
   if (s.phase === "connecting") return ignored(s, "clientSentMedia");
   // DD-12 / RJ-5: joined: on to the CF, after whatever went before it
   if (s.joined) return step(s, [{ kind: "forwardToFocus", msrpMessageIds: [media.msrpMessageId] }], []);
@@ -543,5 +625,6 @@ function clientMedia(s: DeliverySession, media: ClientMedia): Step<DeliverySessi
     return step({ ...s, held }, [], []);
   }
   // DD-13: inactive group session, the client sends IMDN / isComposing / message → re-start it
-  return step({ ...s, held, restart: "pending" }, [{ kind: "restartGroupSession", restart: restartRequest(s.session) }], []);
+  const restart = restartRequest(s.session, policy);
+  return step({ ...s, held, restart: "pending", restarting: restart }, [{ kind: "restartGroupSession", restart }], []);
 }

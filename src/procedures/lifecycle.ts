@@ -8,8 +8,12 @@ import { type GroupSession, type Lifecycle, type SessionDialog, withDialog } fro
 import type { ByeCause } from "./handle-bye.js";
 
 export type LifecycleEvent =
-  /** An initial INVITE of the group session passed the PF (a new dialog: creation, re-join, re-start). */
-  | { type: "invited"; dialog: SessionDialog }
+  /**
+   * An initial INVITE of the group session passed the PF (a new dialog:
+   * creation, re-join, re-start); `focusUri`: the focus its 2xx named, when
+   * it changed (a re-start via the conference factory, DD-13).
+   */
+  | { type: "invited"; dialog: SessionDialog; focusUri?: string }
   /** Its 2xx: the dialog is confirmed. */
   | { type: "answered"; callId: string; clientTag: string; clientInstance: string }
   /** A final non-2xx, CANCEL or timeout of that INVITE. */
@@ -71,7 +75,9 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
       const dialogs = withDialog(s.dialogs, ev.dialog);
       // the new dialog's CF tag (when known) tells its network BYE from the client's
       const networkTag = ev.dialog.cfTag || s.networkTag;
-      return withLifecycle({ ...s, dialogs, key: ev.dialog.callId, networkTag, endCause: undefined }, "active", now);
+      // the GSOs stored from now on carry it as lastfocussessionid
+      const focusUri = ev.focusUri || s.focusUri;
+      return withLifecycle({ ...s, dialogs, key: ev.dialog.callId, networkTag, focusUri, endCause: undefined }, "active", now);
     }
     case "answered":
       return {

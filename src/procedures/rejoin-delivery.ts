@@ -76,7 +76,11 @@ export function answersRejoin(servedUser: string, session: GroupSession, claims:
 }
 
 /** RJ-1: the client re-joins an interrupted group session; deliver what it missed. */
-export function startRejoinDelivery(ev: RejoinInviteEvent, claims: DeliveryClaims): RejoinStart {
+export function startRejoinDelivery(
+  ev: RejoinInviteEvent,
+  claims: DeliveryClaims,
+  policy: Pick<DeliveryPolicy, "conferenceFactoryUri">,
+): RejoinStart {
   const relay: DeliveryAction = { kind: "relayRejoin", clientCallId: ev.clientCallId };
   if (!ev.session) {
     return { state: undefined, actions: [relay], notes: ["group session unknown to the PF: plain re-join (8.2.2.7)"], claims };
@@ -97,8 +101,9 @@ export function startRejoinDelivery(ev: RejoinInviteEvent, claims: DeliveryClaim
   let delivery = newDeliverySession(key, "rejoin", ev.servedUser, ev.session);
   if (!isActive(ev.session)) {
     // RJ-3: re-start the long-lived group session with the CF (8.2.2.7), at once
-    actions.push({ kind: "restartGroupSession", restart: restartRequest(ev.session) });
-    delivery = { ...delivery, restart: "pending" };
+    const restart = restartRequest(ev.session, policy);
+    actions.push({ kind: "restartGroupSession", restart });
+    delivery = { ...delivery, restart: "pending", restarting: restart };
   }
   return { state: { clientCallId: ev.clientCallId, delivery }, actions, notes, claims: claim.claims };
 }

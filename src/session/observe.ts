@@ -28,7 +28,7 @@ function uriOf(value: string | undefined): string {
 }
 
 /** The focus URI when the Contact carries `isfocus` (RFC 4579 3.4), else "". */
-function focusContact(msg: SipMessage): string {
+export function focusContact(msg: SipMessage): string {
   for (const value of headerValues(msg, "contact")) {
     try {
       const c = parseNameAddr(value);

@@ -327,28 +327,13 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       const focusPort = chat.cfSipPort as number;
       const cf = await rig.peer("CF");
       // the focus is back where the group's lastfocussessionid points (the CF's SIPp port)
-      const focus = await startSipp({
-        scenario: "cf-uas-msrp.xml",
-        port: focusPort,
-        timeoutS: 30,
-        keys: { cf_msrp_port: String(new URL(cf.path.replace(/^msrp/, "http")).port), cf_msrp_path: cf.path, cf_setup: "active" },
-      });
+      const focus = await rig.cfUas("cf-uas-msrp.xml", focusPort, cf);
       try {
         await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
           await rig.received(ue, chat.sent.length + 1, chat); // the deferred items, the GSO
           const held = chatCpim("back in the group", "imdn-back", SERVED_USER);
           assert.equal((await ue.send(held, "message/cpim")).code, 200);
-          let invite: SipTraceMessage | undefined;
-          await waitFor(
-            async () => {
-              invite = first(await focus.messagesSoFar(), { direction: "received", method: "INVITE" });
-              return invite !== undefined;
-            },
-            8000,
-            20,
-            "the re-start INVITE at the focus",
-          );
-          const inv = invite as SipTraceMessage;
+          const inv = await rig.inviteAt(focus, "the re-start INVITE at the focus");
           assert.match(inv.text.split("\r\n")[0] ?? "", new RegExp(`^INVITE sip:focus@127\\.0\\.0\\.1:${focusPort} SIP/2\\.0`));
           assert.equal(header(inv, "conversation-id"), chat.conversationId);
           assert.equal(header(inv, "contribution-id"), chat.contributionId);
@@ -383,11 +368,8 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     T,
     async () => {
       const chat = await rig.chatWhileAway(["before the restart"], { byeHeaders: ["Reason: SIP;cause=480"] });
-      const focus = await startSipp({
-        scenario: "rj-3-focus-refuses.xml",
-        port: chat.cfSipPort as number,
-        keys: { status: "404", reason: "Not Found" },
-      });
+      // no conference factory configured in this rig: RJ-3 with the focus's code at once
+      const focus = await rig.cfUas("rj-3-focus-refuses.xml", chat.cfSipPort as number);
       try {
         await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
           await rig.received(ue, 2, chat); // the deferred message, then the GSO (DD-11)

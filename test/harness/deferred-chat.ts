@@ -483,6 +483,44 @@ export class DeferredChatRig {
   }
 
   /**
+   * SIPp as a UAS of the Controlling Function for the PF's re-start INVITE
+   * (DD-13): `scenario` on `port` (the focus: the CF SIPp's port the group's
+   * lastfocussessionid names; the conference factory: its own). `cf`: the
+   * MSRP peer its SDP answer names (a=setup active), for a scenario that
+   * accepts (keys cf_msrp_port, cf_msrp_path, cf_setup); `keys`: any others.
+   */
+  cfUas(scenario: string, port: number, cf?: MsrpPeer, keys: Record<string, string> = {}): Promise<SippRun> {
+    const media: Record<string, string> = cf
+      ? { cf_msrp_port: String(new URL(cf.path.replace(/^msrp/, "http")).port), cf_msrp_path: cf.path, cf_setup: "active" }
+      : {};
+    return startSipp({ scenario, port, timeoutS: 30, keys: { ...media, ...keys } });
+  }
+
+  /**
+   * The first INVITE `sipp` received (e.g. the PF's re-start at the focus or
+   * the conference factory), within 8 s; from its result once it has exited
+   * (its trace file goes with the run).
+   */
+  async inviteAt(sipp: SippRun, what: string): Promise<SipTraceMessage> {
+    let exited: SipTraceMessage[] | undefined;
+    void sipp.done.then((r) => {
+      exited = r.messages;
+    });
+    let invite: SipTraceMessage | undefined;
+    await waitFor(
+      async () => {
+        const messages = exited ?? (await sipp.messagesSoFar());
+        invite = messages.find((m) => m.direction === "received" && m.method === "INVITE");
+        return invite !== undefined;
+      },
+      8000,
+      20,
+      what,
+    );
+    return invite as SipTraceMessage;
+  }
+
+  /**
    * The served user's device registers again: a SIPp client (`scenario`) and
    * an MSRP peer for it; the REGISTER; the delivery INVITE for `chat` and the
    * client's 200; the peer connects to the PF's delivery leg; `body` runs.

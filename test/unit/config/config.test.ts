@@ -73,6 +73,7 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     answerRejoins: true,
     sendInterimGsos: false,
     unsubscribeOnRejoin: false,
+    conferenceFactoryUri: "",
     trustedRegistrars: "127.0.0.1,::1",
   });
   assert.equal(buildConfig({}, { CPM_PF__DELIVERY__ANSWERREJOINS: "false" }).delivery.answerRejoins, false);
@@ -86,10 +87,16 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
   assert.equal(cfg.delivery.sendInterimGsos, true);
   assert.equal(cfg.delivery.unsubscribeOnRejoin, true);
   assert.equal(buildConfig({ delivery: { deferredMsgMgmtUri: "tel:+16135550000" } }).delivery.deferredMsgMgmtUri, "tel:+16135550000");
+  // DD-13 / RJ-3: the conference factory a gone focus's group is re-started through
+  assert.equal(
+    buildConfig({}, { CPM_PF__DELIVERY__CONFERENCEFACTORYURI: "sip:factory@cf.example.net" }).delivery.conferenceFactoryUri,
+    "sip:factory@cf.example.net",
+  );
   const cases: [unknown, NodeJS.ProcessEnv, RegExp][] = [
     [{ delivery: { deferredMsgMgmtUri: "deferred@pf" } }, {}, /delivery\.deferredMsgMgmtUri: must be a sip:, sips: or tel: URI/],
     [{ delivery: { deferredMsgMgmtUri: "sip:a b" } }, {}, /delivery\.deferredMsgMgmtUri/],
     [{ delivery: { terminatingRoute: "scscf.example.net" } }, {}, /delivery\.terminatingRoute: must be a sip: or sips: URI/],
+    [{ delivery: { conferenceFactoryUri: "tel:+16135550000" } }, {}, /delivery\.conferenceFactoryUri: must be a sip: or sips: URI/],
     [{ delivery: { retryAttempts: -1 } }, {}, /delivery\.retryAttempts: must be an integer >= 0/],
     [{ delivery: { retryFactor: 0 } }, {}, /delivery\.retryFactor: must be a positive integer/],
     [{ delivery: { retryInitialMs: 5000, retryMaxMs: 100 } }, {}, /delivery\.retryMaxMs: must be >= delivery\.retryInitialMs/],

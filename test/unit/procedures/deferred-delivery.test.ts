@@ -13,6 +13,7 @@ import {
 } from "../../../src/procedures/deferred-delivery.js";
 import { applyClaim, type DeliveryClaims, deliveryKey } from "../../../src/procedures/delivery-guard.js";
 import { ACK_BATCH, type DeliveryAction, type DeliveryPolicy, READ_BATCH } from "../../../src/procedures/delivery-session.js";
+import { buildRestartInvite } from "../../../src/procedures/restart-invite.js";
 import type { GroupSession } from "../../../src/session/group-session.js";
 import { bodyParts } from "../../../src/sip/multipart.js";
 import { parseGso } from "../../../src/xml/gso.js";
@@ -455,7 +456,7 @@ test("RJ-4: a held message that asked for negative-delivery gets the 'failed' IM
     read(),
     { type: "clientSentMedia", media: { msrpMessageId: "c1", kind: "message", failureReport: "yes", negativeDelivery: true } },
   ]);
-  const r = run(before.state, [{ type: "restartResponse", status: 404, reasonPhrase: "Not Found" }]);
+  const r = run(before.state, [{ type: "restartResponse", via: "focus", status: 404, reasonPhrase: "Not Found" }]);
   const kinds = r.actions.map((a) => a.kind);
   assert.deepEqual(kinds.slice(-3), ["msrpFailureReport", "negativeDeliveryImdn", "byeToClient"]);
   assert.deepEqual(r.actions.at(-2), { kind: "negativeDeliveryImdn", msrpMessageId: "c1" });
@@ -471,12 +472,14 @@ test("DD-13: inactive group session → the client's first IMDN / isComposing / 
     read(),
     media("c1", "isComposing"),
     media("c2", "message"),
-    { type: "restartResponse", status: 200 },
+    { type: "restartResponse", via: "focus", status: 200 },
   ]);
   assert.deepEqual(kinds(r.actions), ["sendAck", "readDeferred", "restartGroupSession", "joinGroupDialog", "forwardToFocus"]);
   assert.deepEqual(only(r.actions, "restartGroupSession")[0]?.restart, {
     sessionKey: "call-1@cf",
+    via: "focus",
     focusUri: "sip:focus-7f3a@cf.example.net",
+    factoryUri: "",
     conversationId: "conv-7f3a",
     contributionId: "contrib-1",
     subject: "Trip",
@@ -494,7 +497,7 @@ test("DD-13: the re-start fails → failure REPORTs for the client's SENDs, BYE 
     ...connected,
     read(),
     { type: "clientSentMedia", media: { msrpMessageId: "c1", kind: "message", failureReport: "yes" } },
-    { type: "restartResponse", status: 404, reasonPhrase: "Not Found" },
+    { type: "restartResponse", via: "focus", status: 404, reasonPhrase: "Not Found" },
   ]);
   assert.deepEqual(r.actions.slice(-2), [
     { kind: "msrpFailureReport", msrpMessageId: "c1", status: 403 },
@@ -617,7 +620,7 @@ test("bad input: events in the wrong state are ignored with a note", () => {
     read(item(1)),
     { type: "retryTimer" },
     { type: "clientBye", reasons: [] },
-    { type: "restartResponse", status: 200 },
+    { type: "restartResponse", via: "focus", status: 200 },
   ];
   for (const ev of cases) {
     const r = stepDeferredDelivery(state, ev, policy);
@@ -646,7 +649,7 @@ test("RJ-1: a re-join supersedes the registration delivery: INVITE cancelled, a 
 
 // Any sequence of events: each item is sent at most once, in UID order, and
 // nothing escapes as an exception.
-test("property (DD-10): no event sequence delivers out of order or twice", () => {
+test("property (DD-10 DD-13): no event sequence delivers out of order or twice, or re-starts other than focus then factory once", () => {
   const uid = fc.integer({ min: 1, max: 12 });
   const ev: fc.Arbitrary<DeferredDeliveryEvent> = fc.oneof(
     fc.constant<DeferredDeliveryEvent>({ type: "msrpUp" }),
@@ -660,21 +663,28 @@ test("property (DD-10): no event sequence delivers out of order or twice", () =>
     fc.constantFrom(100, 180, 200, 480, 603, 99).map((status): DeferredDeliveryEvent => ({ type: "inviteResponse", status })),
     fc.constant<DeferredDeliveryEvent>({ type: "retryTimer" }),
     fc.constant<DeferredDeliveryEvent>({ type: "clientSentMedia", media: { msrpMessageId: "c", kind: "imdn", failureReport: "yes" } }),
-    fc.constantFrom(200, 404).map((status): DeferredDeliveryEvent => ({ type: "restartResponse", status })),
+    fc
+      .tuple(fc.constantFrom("focus" as const, "factory" as const), fc.constantFrom(200, 403, 404, 410, 486))
+      .map(([via, status]): DeferredDeliveryEvent => ({ type: "restartResponse", via, status, focusUri: "sip:focus-new@cf", at: AT })),
     fc.constant<DeferredDeliveryEvent>({ type: "clientBye", reasons: ["SIP;cause=503"] }),
   );
   let runsThatDelivered = 0;
   fc.assert(
     fc.property(fc.boolean(), fc.boolean(), fc.boolean(), fc.array(ev, { maxLength: 40 }), (active, gsos, up, events) => {
-      const p = { ...policy, sendInterimGsos: gsos };
+      const p = { ...policy, sendInterimGsos: gsos, conferenceFactoryUri: gsos ? "sip:factory@cf.example.net" : "" };
       let state = start(groupSession({ lifecycle: active ? "active" : "inactive" }), p).state;
       const sent: number[] = [];
+      const restarts: string[] = [];
       for (const e of up ? [...connected, ...events] : events) {
         const r = stepDeferredDelivery(state, e, p);
         state = r.state;
         for (const a of only(r.actions, "deliverInOrder")) sent.push(...a.items.map((i) => i.handle.uid));
+        for (const a of only(r.actions, "restartGroupSession")) restarts.push(a.restart.via);
       }
       for (let i = 1; i < sent.length; i++) assert.ok((sent[i] as number) > (sent[i - 1] as number), `order: ${sent}`);
+      // DD-13: one re-start at most, to the focus first, then the factory at most once (and only with a factory URI)
+      assert.ok(["", "focus", "focus,factory"].includes(restarts.join(",")), `re-starts: ${restarts}`);
+      if (!p.conferenceFactoryUri) assert.ok(!restarts.includes("factory"));
       if (sent.length > 1) runsThatDelivered++;
     }),
     { numRuns: 500 },
@@ -690,4 +700,195 @@ test("DD-10: the queue cannot be read (store down) -> the confirmed items are re
   assert.deepEqual(r.actions.at(-1), { kind: "byeToClient", reason: 'SIP;cause=503;text="Service Unavailable"' });
   assert.equal(r.state.invitePhase, "ended");
   assert.ok(r.notes.some((n) => n.includes("data kept")));
+});
+
+// DD-13 / RJ-3: the focus is gone (404 / 410 / 403) -> the long-lived group session is re-started via the conference factory.
+const FACTORY = "sip:factory@cf.example.net";
+const NEW_FOCUS = "sip:focus-new@cf.example.net";
+const withFactory: DeliveryPolicy = { ...policy, conferenceFactoryUri: FACTORY };
+/** The served user is one of the participants the PF knows (the CF's resource list names everyone). */
+const inactiveGroup = (extra: Partial<GroupSession> = {}) =>
+  groupSession({
+    lifecycle: "inactive",
+    participants: [
+      { name: "Bob", commAddr: "tel:+16135551210" },
+      { name: "Me", commAddr: SERVED_USER },
+      { name: "", commAddr: "tel:+16135551211" },
+    ],
+    ...extra,
+  });
+const clientSent = (id: string, extra: { negativeDelivery?: boolean; failureReport?: "yes" | "no" } = {}): DeferredDeliveryEvent => ({
+  type: "clientSentMedia",
+  media: {
+    msrpMessageId: id,
+    kind: "message",
+    failureReport: extra.failureReport ?? "yes",
+    ...(extra.negativeDelivery ? { negativeDelivery: true } : {}),
+  },
+});
+/** Drained (the GSO sent), then the client sent `c1`: the re-start INVITE to the focus is out. */
+function restartingAtFocus(p: DeliveryPolicy = withFactory, session = inactiveGroup()) {
+  const r = run(start(session, p).state, [...connected, read(), clientSent("c1", { negativeDelivery: true })], p);
+  assert.equal(only(r.actions, "restartGroupSession")[0]?.restart.via, "focus");
+  return r;
+}
+
+for (const status of [404, 410, 403]) {
+  test(`DD-13 RJ-3: the focus answers ${status} (gone) -> the PF re-starts the group via the conference factory: same Conversation-ID and Contribution-ID, the CPM feature tag, the participants (not the served user) in an RFC 5366 recipient-list part`, () => {
+    const before = restartingAtFocus();
+    const r = run(before.state, [{ type: "restartResponse", via: "focus", status }], withFactory);
+    assert.deepEqual(kinds(r.actions), ["restartGroupSession"], "no REPORT, no BYE: the client's SEND stays held");
+    const restart = only(r.actions, "restartGroupSession")[0]?.restart;
+    assert.ok(restart);
+    assert.equal(restart.via, "factory");
+    assert.equal(restart.factoryUri, FACTORY);
+    assert.equal(r.state.delivery.restart, "pending");
+    assert.deepEqual(
+      r.state.delivery.held.map((m) => m.msrpMessageId),
+      ["c1"],
+    );
+    assert.ok(r.notes.some((n) => n.includes(`focus answered ${status}: re-start via the conference factory`)));
+    const inv = buildRestartInvite(SERVED_USER, restart, "sip:10.0.0.5:5097", "v=0\r\nm=message 9 TCP/MSRP *\r\n");
+    assert.equal(inv.requestUri, FACTORY);
+    const h = new Map(inv.headers.map(([n, v]) => [n.toLowerCase(), v]));
+    assert.equal(h.get("to"), `<${FACTORY}>`);
+    assert.equal(h.get("conversation-id"), "conv-7f3a");
+    assert.equal(h.get("contribution-id"), "contrib-1");
+    assert.equal(h.get("accept-contact"), `*;${ICSI_TAG}`);
+    assert.equal(h.get("contact"), `<sip:10.0.0.5:5097>;${ICSI_TAG}`);
+    assert.equal(h.get("p-asserted-service"), "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session");
+    assert.equal(h.get("require"), "recipient-list-invite");
+    const parts = bodyParts(h.get("content-type"), Buffer.from(inv.body));
+    assert.deepEqual(
+      parts.map((p) => p.contentType),
+      ["application/sdp", "application/resource-lists+xml"],
+    );
+    assert.equal(parts[0]?.body.toString(), "v=0\r\nm=message 9 TCP/MSRP *");
+    assert.equal(parts[1]?.headers.get("content-disposition"), "recipient-list");
+    assert.deepEqual(parseResourceLists(parts[1]?.body ?? ""), [
+      { uri: "tel:+16135551210", displayName: "Bob" },
+      { uri: "tel:+16135551211", displayName: "" },
+    ]);
+  });
+}
+
+test("DD-13 RJ-3: the factory the client created the group through (the record's conferenceFactoryUri) comes before the configured one", () => {
+  const before = restartingAtFocus(withFactory, inactiveGroup({ conferenceFactoryUri: "sip:own-factory@cf.example.net" }));
+  const r = run(before.state, [{ type: "restartResponse", via: "focus", status: 404 }], withFactory);
+  assert.equal(only(r.actions, "restartGroupSession")[0]?.restart.factoryUri, "sip:own-factory@cf.example.net");
+});
+
+test("DD-13 RJ-3 RJ-5: the factory answers 2xx naming a new focus -> the delivery session is joined, the held SEND goes on, the client gets a GSO whose lastfocussessionid is the new focus", () => {
+  const before = restartingAtFocus();
+  const r = run(
+    before.state,
+    [
+      { type: "restartResponse", via: "focus", status: 404, reasonPhrase: "Not Found" },
+      { type: "restartResponse", via: "factory", status: 200, focusUri: NEW_FOCUS, at: AT },
+    ],
+    withFactory,
+  );
+  assert.deepEqual(kinds(r.actions), ["restartGroupSession", "sendGso", "joinGroupDialog", "forwardToFocus"]);
+  assert.deepEqual(only(r.actions, "forwardToFocus")[0]?.msrpMessageIds, ["c1"]);
+  const gso = only(r.actions, "sendGso")[0];
+  assert.equal(gso?.gso.lastFocusSessionId, NEW_FOCUS);
+  assert.equal(parseGso(gso?.body ?? "").lastFocusSessionId, NEW_FOCUS);
+  assert.equal(r.state.delivery.session.focusUri, NEW_FOCUS);
+  assert.equal(r.state.delivery.restart, "done");
+  assert.ok(r.state.delivery.joined);
+  assert.equal(r.state.invitePhase, "answered");
+  // live chat both ways from now on: the next SEND goes straight on
+  const next = run(r.state, [clientSent("c2")], withFactory);
+  assert.deepEqual(next.actions, [{ kind: "forwardToFocus", msrpMessageIds: ["c2"] }]);
+});
+
+test("DD-13 RJ-3: the factory's 2xx before the queue is drained -> no GSO yet (the drain's GSO names the new focus), joined after the deferred items", () => {
+  const s0 = run(start(inactiveGroup(), withFactory).state, [...connected, read(item(1)), clientSent("c1")], withFactory);
+  const r = run(
+    s0.state,
+    [
+      { type: "restartResponse", via: "focus", status: 410, reasonPhrase: "Gone" },
+      { type: "restartResponse", via: "factory", status: 200, focusUri: NEW_FOCUS, at: AT },
+    ],
+    withFactory,
+  );
+  assert.deepEqual(kinds(r.actions), ["restartGroupSession"]);
+  const drained = run(r.state, [delivered(1), read()], { ...withFactory, sendInterimGsos: true });
+  assert.deepEqual(kinds(drained.actions).slice(-3), ["sendGso", "joinGroupDialog", "forwardToFocus"]);
+  assert.equal(only(drained.actions, "sendGso")[0]?.gso.lastFocusSessionId, NEW_FOCUS);
+});
+
+test("DD-13 RJ-3 RJ-4: the factory refuses too (403) -> failure REPORT and negative IMDN for the held SEND, then BYE with the factory's code", () => {
+  const before = restartingAtFocus();
+  const r = run(
+    before.state,
+    [
+      { type: "restartResponse", via: "focus", status: 404, reasonPhrase: "Not Found" },
+      { type: "restartResponse", via: "factory", status: 403, reasonPhrase: "Forbidden" },
+    ],
+    withFactory,
+  );
+  assert.deepEqual(r.actions.slice(1), [
+    { kind: "msrpFailureReport", msrpMessageId: "c1", status: 403 },
+    { kind: "negativeDeliveryImdn", msrpMessageId: "c1" },
+    { kind: "byeToClient", reason: 'SIP;cause=403;text="Forbidden"' },
+  ]);
+  assert.equal(r.state.invitePhase, "ended");
+  assert.equal(r.state.delivery.restart, "failed");
+  assert.ok(r.notes.some((n) => n === "group session restart failed: 403 from the factory"));
+});
+
+test("DD-13 RJ-3 RJ-4: the factory answers 500 -> RJ-3 with 500, the REPORT says 408 (not taken in time downstream); no third attempt", () => {
+  const before = restartingAtFocus();
+  const r = run(
+    before.state,
+    [
+      { type: "restartResponse", via: "focus", status: 410 },
+      { type: "restartResponse", via: "factory", status: 500, reasonPhrase: "Server Internal Error" },
+    ],
+    withFactory,
+  );
+  assert.equal(only(r.actions, "restartGroupSession").length, 1);
+  assert.deepEqual(only(r.actions, "msrpFailureReport"), [{ kind: "msrpFailureReport", msrpMessageId: "c1", status: 408 }]);
+  assert.deepEqual(only(r.actions, "byeToClient"), [{ kind: "byeToClient", reason: 'SIP;cause=500;text="Server Internal Error"' }]);
+});
+
+for (const [status, phrase] of [
+  [486, "Busy Here"],
+  [500, "Server Internal Error"],
+  [408, "Request Timeout"],
+] as const) {
+  test(`DD-13 RJ-3 RJ-4: the focus answers ${status} (not gone) -> no factory step, RJ-3 at once with ${status}`, () => {
+    const before = restartingAtFocus();
+    const r = run(before.state, [{ type: "restartResponse", via: "focus", status, reasonPhrase: phrase }], withFactory);
+    assert.equal(only(r.actions, "restartGroupSession").length, 0);
+    assert.deepEqual(only(r.actions, "byeToClient"), [{ kind: "byeToClient", reason: `SIP;cause=${status};text="${phrase}"` }]);
+    assert.equal(only(r.actions, "msrpFailureReport").length, 1);
+    assert.equal(r.state.invitePhase, "ended");
+  });
+}
+
+test("DD-13 RJ-3 RJ-4: no conference factory URI (none configured, the CF created the group) -> RJ-3 with the focus's code", () => {
+  const before = restartingAtFocus(policy);
+  assert.equal(only(before.actions, "restartGroupSession")[0]?.restart.factoryUri, "");
+  const r = run(before.state, [{ type: "restartResponse", via: "focus", status: 404, reasonPhrase: "Not Found" }], policy);
+  assert.deepEqual(kinds(r.actions), ["msrpFailureReport", "negativeDeliveryImdn", "byeToClient"]);
+  assert.deepEqual(only(r.actions, "byeToClient"), [{ kind: "byeToClient", reason: 'SIP;cause=404;text="Not Found"' }]);
+  assert.ok(r.notes.some((n) => n.includes("no conference factory URI known")));
+});
+
+test("DD-13 bad input: the focus's (stale) answer once the factory is asked is ignored; a factory INVITE nothing can send is RJ-3 with 503; a 2xx naming no focus keeps the old one", () => {
+  const atFactory = run(restartingAtFocus().state, [{ type: "restartResponse", via: "focus", status: 404 }], withFactory);
+  const stale = run(atFactory.state, [{ type: "restartResponse", via: "focus", status: 200 }], withFactory);
+  assert.deepEqual(stale.actions, []);
+  assert.match(stale.notes[0] ?? "", /restartResponse \(focus\) ignored/);
+  assert.equal(stale.state.delivery.restart, "pending");
+  const factory = only(atFactory.actions, "restartGroupSession")[0];
+  assert.ok(factory);
+  const gone = run(atFactory.state, [{ type: "actionUnavailable", action: factory, reason: "no executor" }], withFactory);
+  assert.deepEqual(only(gone.actions, "byeToClient"), [{ kind: "byeToClient", reason: 'SIP;cause=503;text="Service Unavailable"' }]);
+  assert.equal(only(gone.actions, "restartGroupSession").length, 0, "503 says nothing of the factory being gone: no loop");
+  const same = run(restartingAtFocus().state, [{ type: "restartResponse", via: "focus", status: 200, at: AT }], withFactory);
+  assert.equal(same.state.delivery.session.focusUri, "sip:focus-7f3a@cf.example.net");
+  assert.equal(only(same.actions, "sendGso").length, 0);
 });

@@ -143,3 +143,13 @@ test("retention: pending data is never purged; ended records after retentionMs; 
   assert.equal(shouldPurge(at("inactive", 401), NOW, policy), true);
   assert.equal(shouldPurge(at("client-absent", 401, true), NOW, policy), false);
 });
+
+test("DD-13 RJ-3: a re-start via the conference factory gives the record the new focus (the GSOs' lastfocussessionid from now on); a re-join keeps it", () => {
+  const inactive = record({ lifecycle: "inactive", endCause: 480 });
+  const viaFactory = stepLifecycle(inactive, { type: "invited", dialog: dialog("restart@pf"), focusUri: "sip:focus-new@cf" }, NOW);
+  assert.equal(viaFactory.record?.focusUri, "sip:focus-new@cf");
+  assert.equal(viaFactory.record?.key, "restart@pf");
+  assert.equal(viaFactory.record?.lifecycle, "active");
+  const rejoin = stepLifecycle(inactive, { type: "invited", dialog: dialog("rejoin@pf") }, NOW);
+  assert.equal(rejoin.record?.focusUri, inactive.focusUri);
+});

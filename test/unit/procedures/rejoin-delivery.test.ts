@@ -18,7 +18,7 @@ import { AT, groupSession, item, kinds, only, policy, SERVED_USER, uidsOf } from
 const KEY = deliveryKey(SERVED_USER, "call-1@cf");
 
 function rejoin(session: GroupSession | undefined = groupSession(), claims: DeliveryClaims = new Map()) {
-  return startRejoinDelivery({ type: "rejoinInvite", servedUser: SERVED_USER, clientCallId: "client-call@ue", session }, claims);
+  return startRejoinDelivery({ type: "rejoinInvite", servedUser: SERVED_USER, clientCallId: "client-call@ue", session }, claims, policy);
 }
 
 function started(session: GroupSession = groupSession()): RejoinState {
@@ -95,7 +95,7 @@ test("RJ-1: a re-join while the registration delivery runs takes it over (once),
 
 test("RJ-1: a re-join for a group session the PF does not know is a plain re-join", () => {
   const ev = { type: "rejoinInvite", servedUser: SERVED_USER, clientCallId: "client-call@ue", session: undefined } as const;
-  const r = startRejoinDelivery(ev, new Map());
+  const r = startRejoinDelivery(ev, new Map(), policy);
   assert.equal(r.state, undefined);
   assert.deepEqual(r.actions, [{ kind: "relayRejoin", clientCallId: "client-call@ue" }]);
   assert.equal(r.claims.size, 0);
@@ -152,7 +152,7 @@ test("RJ-3 (MAY): interim GSOs from the queue only with delivery.sendInterimGsos
 });
 
 test("RJ-3: the CF answers the re-start with an error → what is pending is delivered, then the last participants as a GSO, then BYE to the client with that cause", () => {
-  const r = run(started(inactive()), [{ type: "restartResponse", status: 404, reasonPhrase: "Not Found" }]);
+  const r = run(started(inactive()), [{ type: "restartResponse", via: "focus", status: 404, reasonPhrase: "Not Found" }]);
   assert.deepEqual(r.actions, [], "no BYE before the pending data went out");
   assert.notEqual(r.state.delivery.phase, "ended");
   assert.ok(r.claim, "the delivery still holds the session");
@@ -163,8 +163,8 @@ test("RJ-3: the CF answers the re-start with an error → what is pending is del
   assert.equal(d.state.delivery.phase, "ended");
   assert.equal(d.claim, undefined);
   const f = run(started(inactive()), [
-    { type: "restartResponse", status: 180 },
-    { type: "restartResponse", status: 403 },
+    { type: "restartResponse", via: "focus", status: 180 },
+    { type: "restartResponse", via: "focus", status: 403 },
     { type: "msrpUp" },
     read(),
   ]);
@@ -177,7 +177,7 @@ test("RJ-4: the re-start failed and the client had sent messages → an MSRP fai
     sent("c1"),
     sent("c2", "no"),
     sent("c3", "partial"),
-    { type: "restartResponse", status: 403, reasonPhrase: "Forbidden" },
+    { type: "restartResponse", via: "focus", status: 403, reasonPhrase: "Forbidden" },
   ]);
   assert.deepEqual(r.actions.slice(1), [
     { kind: "msrpFailureReport", msrpMessageId: "c1", status: 403 },
@@ -187,12 +187,17 @@ test("RJ-4: the re-start failed and the client had sent messages → an MSRP fai
   assert.deepEqual(later.actions, [{ kind: "msrpFailureReport", msrpMessageId: "c4", status: 403 }], "no second re-start");
   const end = run(later.state, [read()]);
   assert.deepEqual(end.actions.at(-1), { kind: "byeToClient", reason: 'SIP;cause=403;text="Forbidden"' });
-  const nf = run(started(inactive()), [{ type: "msrpUp" }, sent("c1"), { type: "restartResponse", status: 404 }]);
+  const nf = run(started(inactive()), [{ type: "msrpUp" }, sent("c1"), { type: "restartResponse", via: "focus", status: 404 }]);
   assert.deepEqual(only(nf.actions, "msrpFailureReport"), [{ kind: "msrpFailureReport", msrpMessageId: "c1", status: 403 }]);
 });
 
 test("RJ-3/RJ-5: the re-start succeeds → the dialogs are joined after the deferred data, held client SENDs go on", () => {
-  const r = run(started(inactive()), [{ type: "msrpUp" }, sent("c1"), { type: "restartResponse", status: 200 }, read(item(1))]);
+  const r = run(started(inactive()), [
+    { type: "msrpUp" },
+    sent("c1"),
+    { type: "restartResponse", via: "focus", status: 200 },
+    read(item(1)),
+  ]);
   assert.ok(!kinds(r.actions).includes("joinGroupDialog"), "not before the queue is drained");
   const d = run(r.state, [delivered(1), read()]);
   assert.deepEqual(d.actions.slice(-3), [
@@ -229,15 +234,15 @@ test("re-join: client BYE cause=200 discards the rest (as DD-14), other events a
 test("re-join bad input: unknown status codes are typed errors, events in the wrong phase are ignored with a note", () => {
   const s = started(inactive());
   for (const status of [0, 99, 1000]) {
-    const r = stepRejoinDelivery(s, { type: "restartResponse", status }, policy);
+    const r = stepRejoinDelivery(s, { type: "restartResponse", via: "focus", status }, policy);
     assert.equal(r.error?.code, "CPM_ERR_BAD_REQUEST");
     assert.equal(r.state.delivery, s.delivery);
   }
   const early = stepRejoinDelivery(s, read(item(1)), policy);
   assert.deepEqual(early.actions, []);
   assert.match(early.notes[0] ?? "", /itemsRead ignored in phase connecting/);
-  const noRestart = stepRejoinDelivery(started(), { type: "restartResponse", status: 200 }, policy);
-  assert.match(noRestart.notes[0] ?? "", /restartResponse ignored/);
+  const noRestart = stepRejoinDelivery(started(), { type: "restartResponse", via: "focus", status: 200 }, policy);
+  assert.match(noRestart.notes[0] ?? "", /restartResponse \(focus\) ignored/);
 });
 
 test("property (RJ-2): whatever the events, items go out at most once and in UID order; never a throw", () => {
@@ -250,7 +255,7 @@ test("property (RJ-2): whatever the events, items go out at most once and in UID
       .tuple(uid, fc.constantFrom(408, 415, 481))
       .map(([u, status]): SessionEvent => ({ type: "itemFailed", handle: item(u).handle, status })),
     fc.constant(sent("c")),
-    fc.constantFrom(180, 200, 404).map((status): SessionEvent => ({ type: "restartResponse", status })),
+    fc.constantFrom(180, 200, 404).map((status): SessionEvent => ({ type: "restartResponse", via: "focus", status })),
   );
   fc.assert(
     fc.property(fc.boolean(), fc.array(ev, { maxLength: 40 }), (active, events) => {
@@ -295,4 +300,26 @@ test("RJ-1: a re-join the PF could not answer (no MSRP endpoint for its offer) e
   assert.deepEqual(r.actions, []);
   assert.equal(r.claim, undefined);
   assert.equal(r.state.delivery.phase, "ended");
+});
+
+test("RJ-3 RJ-4 DD-13: on a re-join too, a focus that is gone (410) -> the conference factory; its 2xx joins after the data with the new focus in the GSO; its refusal is RJ-3 with its code", () => {
+  const p = { ...policy, conferenceFactoryUri: "sip:factory@cf.example.net" };
+  const s = startRejoinDelivery(
+    { type: "rejoinInvite", servedUser: SERVED_USER, clientCallId: "client-call@ue", session: inactive() },
+    new Map(),
+    p,
+  ).state;
+  assert.ok(s);
+  const up = run(s, [{ type: "msrpUp" }, sent("c1"), { type: "restartResponse", via: "focus", status: 410, reasonPhrase: "Gone" }], p);
+  assert.deepEqual(only(up.actions, "restartGroupSession")[0]?.restart.via, "factory");
+  const ok = run(
+    up.state,
+    [{ type: "restartResponse", via: "factory", status: 200, focusUri: "sip:focus-new@cf.example.net", at: AT }, read()],
+    p,
+  );
+  assert.deepEqual(kinds(ok.actions), ["sendGso", "joinGroupDialog", "forwardToFocus"]);
+  assert.equal(only(ok.actions, "sendGso")[0]?.gso.lastFocusSessionId, "sip:focus-new@cf.example.net");
+  const refused = run(up.state, [{ type: "restartResponse", via: "factory", status: 404, reasonPhrase: "Not Found" }], p);
+  assert.deepEqual(refused.actions, [{ kind: "msrpFailureReport", msrpMessageId: "c1", status: 403 }]);
+  assert.deepEqual(run(refused.state, [read()], p).actions.at(-1), { kind: "byeToClient", reason: 'SIP;cause=404;text="Not Found"' });
 });
