@@ -120,6 +120,7 @@ async function main(): Promise<void> {
         clientJoined: (sessionKey) => pfRef?.clientJoined(sessionKey) ?? Promise.resolve(),
         restarted: (sessionKey, dialog, focusUri) => pfRef?.restarted(sessionKey, dialog, focusUri) ?? Promise.resolve(),
         ua,
+        originatingRoute: cfg.delivery.originatingRoute,
         media: msrp,
         log: componentLogger("delivery", root),
       }),

@@ -193,6 +193,14 @@ export interface Config {
      * that registered. "" = straight to the registered contact. Default "".
      */
     terminatingRoute: string;
+    /**
+     * The S-CSCF's URI for the requests the PF sends for the served user
+     * (the DD-13 / RJ-3 re-start INVITE to the focus or the conference
+     * factory): TS 24.229 5.7.3, the S-CSCF's originating processing first.
+     * When set, they are pre-loaded with Route <URI;lr;orig> after Kamailio's.
+     * "" = straight to the focus / factory. Default "".
+     */
+    originatingRoute: string;
     /** DD-9 (MAY): re-attempts of a delivery INVITE answered with an error other than 603; 0 = off. Default 3. */
     retryAttempts: number;
     /** DD-9: delay before the first re-attempt (ms). Default 60000. */
@@ -333,6 +341,7 @@ export const defaults: Config = {
   delivery: {
     deferredMsgMgmtUri: "",
     terminatingRoute: "",
+    originatingRoute: "",
     retryAttempts: 3,
     retryInitialMs: 60_000,
     retryFactor: 2,
@@ -421,6 +430,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
   delivery: {
     deferredMsgMgmtUri: "string",
     terminatingRoute: "string",
+    originatingRoute: "string",
     retryAttempts: "nonnegint",
     retryInitialMs: "posint",
     retryFactor: "posint",
@@ -528,6 +538,9 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   }
   if (cfg.delivery.terminatingRoute !== "" && !/^sips?:[^\s<>"]+$/i.test(cfg.delivery.terminatingRoute)) {
     bad("delivery.terminatingRoute", "must be a sip: or sips: URI (or empty: straight to the registered contact)");
+  }
+  if (cfg.delivery.originatingRoute !== "" && !/^sips?:[^\s<>"]+$/i.test(cfg.delivery.originatingRoute)) {
+    bad("delivery.originatingRoute", "must be a sip: or sips: URI (or empty: straight to the focus or the conference factory)");
   }
   try {
     parseTrustedRegistrars(cfg.delivery.trustedRegistrars);

@@ -24,7 +24,7 @@ export interface GroupDialogUa {
   readonly outboundRoute: string;
   readonly address: { host: string; port: number };
   bye(dialog: ProxiedDialog, headers?: [string, string][]): Promise<number>;
-  invite(req: { requestUri: string; headers: [string, string][]; body: string; callId?: string }): {
+  invite(req: { requestUri: string; route?: string[]; headers: [string, string][]; body: string; callId?: string }): {
     callId: string;
     outcome: Promise<{ status: number; reason: string; response: SipMessage; dialog?: ProxiedDialog }>;
     /** CANCEL (RFC 3261 9.1) once a provisional came; the outcome then ends with the CF's 487. */
@@ -59,6 +59,8 @@ export interface GroupDialogDeps {
   /** The record's lifecycle step (ParticipatingFunction.clientJoined). */
   clientJoined(sessionKey: string): Promise<void>;
   ua: GroupDialogUa;
+  /** delivery.originatingRoute: the S-CSCF the PF's requests for the served user go through ("" = none). */
+  originatingRoute?: string;
   /** The record takes the re-start's dialog, and the new focus when the 2xx named one (ParticipatingFunction.restarted). */
   restarted(sessionKey: string, dialog: SessionDialog, focusUri?: string): Promise<void>;
   /** RESTART_RING_MS unless given (tests). */
@@ -121,7 +123,7 @@ export class GroupDialogs {
     };
     const offer = media.originate({ session: ref, offerSdp: req.session.sdpOffer, client: req.client });
     const host = ua.address.host.includes(":") ? `[${ua.address.host}]` : ua.address.host;
-    const invite = buildRestartInvite(req.servedUser, req.restart, `sip:${host}:${ua.address.port}`, offer);
+    const invite = buildRestartInvite(req.servedUser, req.restart, `sip:${host}:${ua.address.port}`, offer, this.deps.originatingRoute);
     const fields = { callId, groupCallId: req.session.key, conversationId: ref.conversationId, contributionId: ref.contributionId, via };
     if (via === "factory") {
       this.deps.log.info("re-start INVITE to the conference factory (DD-13: the focus is gone)", {

@@ -26,6 +26,7 @@ import { withDirection } from "../sdp/direction.js";
 import type { GroupSession } from "../session/group-session.js";
 import { acceptContactFor, CPM_SESSION_ICSI, icsiRefParam } from "../sip/feature-tags.js";
 import { parseNameAddr } from "../sip/name-addr.js";
+import { preloadedRoute } from "../sip/preloaded-route.js";
 import { formatReason } from "../sip/reason.js";
 import { sdpWithRecipientList } from "../sip/recipient-list.js";
 import { applyClaim, claimDelivery, type DeliveryClaim, type DeliveryClaims, deliveryKey } from "./delivery-guard.js";
@@ -136,12 +137,14 @@ export function buildDeliveryInvite(
     ["Contribution-ID", session.contributionId],
   ];
   if (session.subject) headers.push(["Subject", session.subject]);
+  // DD-3: who invited the user, as the original invitation said (RFC 3892)
+  if (session.referredBy) headers.push(["Referred-By", session.referredBy]);
   headers.push(["Content-Type", body.contentType]);
   const viaScscf = policy.terminatingRoute !== "";
   return {
     // TS 24.229 5.7.3: through the S-CSCF, addressed to the public identity
     requestUri: viaScscf ? servedUser : requestUriOf(servedUser, client),
-    route: viaScscf ? [`<${withLr(policy.terminatingRoute)}>`] : [],
+    route: viaScscf ? [preloadedRoute(policy.terminatingRoute)] : [],
     headers,
     body: body.body,
     sdp,
@@ -152,11 +155,6 @@ export function buildDeliveryInvite(
 function instanceContact(policy: DeliveryPolicy, client: RegisteredClient): [string, string][] {
   if (policy.terminatingRoute === "" || !client.instanceId) return [];
   return [["Accept-Contact", `*;+sip.instance="${client.instanceId.replace(/^"|"$/g, "")}";require;explicit`]];
-}
-
-/** A loose-routing Route URI (RFC 3261 19.1.1 lr). */
-function withLr(uri: string): string {
-  return /;lr(?=[;=]|$)/i.test(uri) ? uri : `${uri};lr`;
 }
 
 /** Decision: the registered contact, so the client that registered gets it; the served user when the contact is no SIP URI. */

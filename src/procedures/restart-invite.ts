@@ -10,18 +10,31 @@
 //   sets the group up again with them.
 // Pure: the caller gives the PF's Contact and SDP offer, and sends it.
 import { acceptContactFor, CPM_SESSION_ICSI, icsiRefParam } from "../sip/feature-tags.js";
+import { preloadedRoute } from "../sip/preloaded-route.js";
 import { sdpWithRecipientList } from "../sip/recipient-list.js";
 import type { RestartRequest } from "./delivery-session.js";
 
 export interface RestartInvite {
   requestUri: string;
+  /** Routes pre-loaded after Kamailio's: the S-CSCF's originating route (delivery.originatingRoute), when set. */
+  route: string[];
   /** In order; Content-Type included, Content-Length left to the UA. */
   headers: [string, string][];
   body: string;
 }
 
-/** `contact`: the PF's SIP URI (its UA), where the CF's in-dialog requests go; `sdpOffer`: the PF's CF-facing leg. */
-export function buildRestartInvite(servedUser: string, restart: RestartRequest, contact: string, sdpOffer: string): RestartInvite {
+/**
+ * `contact`: the PF's SIP URI (its UA), where the CF's in-dialog requests go; `sdpOffer`: the PF's CF-facing leg;
+ * `originatingRoute`: the S-CSCF's URI ("" = none): the PF acts for the served user, so the S-CSCF's
+ * originating processing (TS 24.229 5.7.3, the "orig" parameter) comes before the CF.
+ */
+export function buildRestartInvite(
+  servedUser: string,
+  restart: RestartRequest,
+  contact: string,
+  sdpOffer: string,
+  originatingRoute = "",
+): RestartInvite {
   const target = restart.via === "factory" ? restart.factoryUri : restart.focusUri;
   const body =
     restart.via === "factory" ? sdpWithRecipientList(sdpOffer, restart.participants) : { contentType: "application/sdp", body: sdpOffer };
@@ -40,5 +53,6 @@ export function buildRestartInvite(servedUser: string, restart: RestartRequest, 
   if (restart.via === "factory") headers.push(["Require", "recipient-list-invite"]);
   if (restart.subject) headers.push(["Subject", restart.subject]);
   headers.push(["Content-Type", body.contentType]);
-  return { requestUri: target, headers, body: body.body };
+  const route = originatingRoute ? [preloadedRoute(originatingRoute, { orig: true })] : [];
+  return { requestUri: target, route, headers, body: body.body };
 }

@@ -56,6 +56,8 @@ export interface GroupSession {
   servedUser: string;
   groupType: "Open" | "Closed";
   subject: string | undefined;
+  /** Referred-By of the CF's invitation (RFC 3892: who invited the served user), as received; DD-3 repeats it. */
+  referredBy?: string;
   icon: string | undefined;
   /** Latest list of known Participants (8.3.2.3 2.b.ii). */
   participants: Participant[];

@@ -57,6 +57,12 @@ function contactInstance(msg: SipMessage): string {
   }
 }
 
+/** RFC 3892 Referred-By of the focus's invitation (the clients show who invited the user); kept from an earlier one otherwise. */
+function referredByOf(msg: SipMessage, existing: GroupSession | undefined): { referredBy?: string } {
+  const value = (focusContact(msg) ? header(msg, "referred-by") : undefined) ?? existing?.referredBy;
+  return value ? { referredBy: value } : {};
+}
+
 /** The first Contact's URI, or "". */
 function contactUri(msg: SipMessage): string {
   return uriOf(headerValues(msg, "contact")[0]);
@@ -127,6 +133,7 @@ export function observe(existing: GroupSession | undefined, msg: SipMessage, now
       servedUser: existing?.servedUser || servedUserOf(msg),
       groupType: groupTypeOf(msg),
       subject: header(msg, "subject") ?? existing?.subject,
+      ...referredByOf(msg, existing),
       icon: existing?.icon,
       participants,
       conferenceVersion: existing?.conferenceVersion ?? -1,

@@ -17,6 +17,8 @@ export interface SessionDescriptor {
   conferenceFactoryUri: string;
   groupType: "Open" | "Closed";
   subject: string | undefined;
+  /** The invitation's Referred-By (DD-3), when it had one. */
+  referredBy?: string;
   sdpOffer: string;
   participants: GroupSession["participants"];
   /** When it was written (ms). */
@@ -33,6 +35,7 @@ export function descriptorOf(s: GroupSession, now: number): SessionDescriptor {
     conferenceFactoryUri: s.conferenceFactoryUri,
     groupType: s.groupType,
     subject: s.subject,
+    ...(s.referredBy ? { referredBy: s.referredBy } : {}),
     sdpOffer: s.sdpOffer,
     participants: s.participants,
     writtenAt: now,
@@ -57,6 +60,7 @@ export function rebuildRecord(d: SessionDescriptor, latestGso: GroupStateObject 
     servedUser: d.servedUser,
     groupType: d.groupType,
     subject: (newer ? latestGso.subject : undefined) ?? d.subject,
+    ...(d.referredBy ? { referredBy: d.referredBy } : {}),
     icon: newer ? latestGso.icon : undefined,
     participants: newer && latestGso.participants.length > 0 ? latestGso.participants : d.participants,
     conferenceVersion: -1,

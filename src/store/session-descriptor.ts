@@ -42,6 +42,7 @@ export function checkDescriptor(v: unknown): SessionDescriptor {
   }
   if (d.groupType !== "Open" && d.groupType !== "Closed") bad("groupType must be Open or Closed");
   if (d.subject !== undefined && typeof d.subject !== "string") bad("subject must be a string");
+  if (d.referredBy !== undefined && typeof d.referredBy !== "string") bad("referredBy must be a string");
   if (typeof d.writtenAt !== "number" || !Number.isFinite(d.writtenAt)) bad("writtenAt missing");
   if (!Array.isArray(d.participants)) bad("participants missing");
   const participants = (d.participants as unknown[]).map((p) => {
@@ -58,6 +59,7 @@ export function checkDescriptor(v: unknown): SessionDescriptor {
     conferenceFactoryUri: d.conferenceFactoryUri as string,
     groupType: d.groupType,
     subject: d.subject as string | undefined,
+    ...(typeof d.referredBy === "string" ? { referredBy: d.referredBy } : {}),
     sdpOffer: d.sdpOffer as string,
     participants,
     writtenAt: d.writtenAt as number,

@@ -114,6 +114,8 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         async ({ peer: ue, client, invite }) => {
           // DD-2..DD-6 on the wire
           assert.equal(header(invite, "contribution-id"), chat.contributionId);
+          assert.equal(header(invite, "referred-by"), '"Bob" <tel:+16135551210>', "DD-3: who invited the user");
+          assert.equal(header(invite, "subject"), "Weekend trip", "DD-3: the group's subject");
           assert.equal(header(invite, "p-asserted-identity"), `<${DEFERRED_URI}>`);
           assert.equal(header(invite, "p-asserted-service"), CPM_ICSI);
           assert.match(

@@ -12,6 +12,7 @@ import { chatCpim } from "../fixtures/cpim.js";
 import { msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { DeferredChatRig, deferredFolder, focusOf, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
+import { freePort } from "../harness/ports.js";
 import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
@@ -180,6 +181,54 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
           }
         },
       });
+    },
+  );
+});
+
+describe("the PF's requests for the served user routed the IMS way (TS 24.229 5.7.3: the S-CSCF's originating processing)", () => {
+  let rig: DeferredChatRig;
+  let scscfPort: number;
+  before(async () => {
+    // the S-CSCF (a SIPp) stands where delivery.originatingRoute points; it answers for the focus behind it
+    scscfPort = await freePort();
+    rig = await DeferredChatRig.start({
+      CPM_PF__DELIVERY__RETRYATTEMPTS: "0",
+      CPM_PF__DELIVERY__ORIGINATINGROUTE: `sip:127.0.0.1:${scscfPort}`,
+    });
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  test(
+    "RJ-1 RJ-3 TS 24.229 5.7.3: the re-start INVITE of a re-joined inactive group goes through the S-CSCF with Route ;orig, addressed to the focus; its refusal reaches the client as RJ-3's BYE",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["via the S-CSCF"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      await rig.lifecycleMoved(chat, "client-absent -> inactive");
+      const scscf = await startSipp({ scenario: "rj-3-focus-refuses.xml", port: scscfPort, keys: {} });
+      try {
+        await rig.rejoined(chat, async ({ peer: ue, client }) => {
+          await rig.received(ue, chat.sent.length + 1, chat);
+          const r = await client.done;
+          assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+          const bye = first(r.messages, { direction: "received", method: "BYE" });
+          assert.equal(header(bye as SipTraceMessage, "reason"), 'SIP;cause=404;text="Not Found"');
+        });
+        const f = await scscf.done;
+        assert.equal(f.code, 0, `S-CSCF SIPp: ${f.errors}`);
+        const restart = first(f.messages, { direction: "received", method: "INVITE" });
+        assert.ok(restart, "the re-start INVITE reached the S-CSCF");
+        assert.equal(restart.text.split("\r\n")[0], `INVITE ${focusOf(chat)} SIP/2.0`, "addressed to the focus");
+        const routes = (restart.headers.get("route") ?? []).flatMap((v) => v.split(","));
+        assert.deepEqual(
+          routes.map((r) => r.trim()),
+          [`<sip:127.0.0.1:${scscfPort};lr;orig>`],
+        );
+        assert.equal(header(restart, "p-asserted-identity"), `<${SERVED_USER}>`);
+      } finally {
+        await scscf.stop();
+      }
     },
   );
 });

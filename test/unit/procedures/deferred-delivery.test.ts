@@ -109,6 +109,16 @@ test("DD-2/DD-3/DD-4/DD-5: the delivery INVITE's rendered headers", () => {
   ]);
 });
 
+test("DD-3: the original invitation's Referred-By goes into the delivery INVITE (the client shows who invited the user)", () => {
+  const [send] = only(start(groupSession({ referredBy: '"Alice" <sip:alice@example.net>' })).actions, "sendInvite");
+  const headers = send?.invite.headers ?? [];
+  assert.deepEqual(
+    headers.find(([n]) => n === "Referred-By"),
+    ["Referred-By", '"Alice" <sip:alice@example.net>'],
+  );
+  assert.equal(headers.at(-1)?.[0], "Content-Type");
+});
+
 test("DD-3 TS 24.229 5.7.3: with delivery.terminatingRoute the INVITE goes through the S-CSCF (pre-loaded Route), addressed to the public identity, the registered device picked by its +sip.instance (RFC 3841 require;explicit)", () => {
   const viaScscf = { ...policy, terminatingRoute: "sip:scscf.ims.example.net:6060" };
   const client = { ...CLIENT, instanceId: '"<urn:gsma:imei:1>"' };

@@ -49,3 +49,14 @@ test("DD-13 RJ-3: via the conference factory: to the factory URI, Require recipi
   assert.equal(parts[1]?.headers.get("content-disposition"), "recipient-list");
   assert.deepEqual(parseResourceLists(parts[1]?.body ?? ""), [{ uri: "tel:+16135551210", displayName: "Bob" }]);
 });
+
+test("DD-13 RJ-3 TS 24.229 5.7.3: with delivery.originatingRoute the re-start goes through the S-CSCF's originating processing (Route <URI;lr;orig>), the Request-URI still the focus; without it no Route", () => {
+  const session = groupSession();
+  const req = restartRequest(session, policy);
+  assert.deepEqual(buildRestartInvite(SERVED_USER, req, "sip:10.0.0.5:5097", "v=0\r\n").route, []);
+  const via = buildRestartInvite(SERVED_USER, req, "sip:10.0.0.5:5097", "v=0\r\n", "sip:scscf.ims.example.net:6060");
+  assert.deepEqual(via.route, ["<sip:scscf.ims.example.net:6060;lr;orig>"]);
+  assert.equal(via.requestUri, session.focusUri);
+  const kept = buildRestartInvite(SERVED_USER, req, "sip:10.0.0.5:5097", "v=0\r\n", "sip:orig@scscf.example.net;lr;orig;transport=tcp");
+  assert.deepEqual(kept.route, ["<sip:orig@scscf.example.net;lr;orig;transport=tcp>"], "the operator's parameters kept, none doubled");
+});

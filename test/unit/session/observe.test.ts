@@ -71,3 +71,15 @@ test("non-CPM INVITEs (no Conversation-ID/Contribution-ID) are not tracked", () 
   const plain = Buffer.from("INVITE sip:a@b SIP/2.0\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: z\r\nCSeq: 1 INVITE\r\n\r\n");
   assert.equal(observe(undefined, parseSipMessage(plain), 1).session, undefined);
 });
+
+test("DD-3: the focus's invitation's Referred-By (RFC 3892, who invited the user) is kept; a later dialog without one, or the client's own INVITE, keeps it", () => {
+  const withRef = observe(
+    undefined,
+    parseSipMessage(inviteFromFocus({ extraHeaders: ['Referred-By: "Alice" <sip:alice@example.net>'] })),
+    1000,
+  );
+  assert.equal(withRef.session?.referredBy, '"Alice" <sip:alice@example.net>');
+  const again = observe(withRef.session, parseSipMessage(inviteFromFocus({ callId: "call-2@cf" })), 2000);
+  assert.equal(again.session?.referredBy, '"Alice" <sip:alice@example.net>');
+  assert.equal(invite().session?.referredBy, undefined, "none when the invitation had none");
+});

@@ -75,3 +75,14 @@ test("bad input: a __proto__ key in a descriptor pollutes nothing; only the know
   assert.equal((d as unknown as { polluted?: unknown }).polluted, undefined);
   assert.equal(({} as { polluted?: unknown }).polluted, undefined);
 });
+
+test("DD-3: the invitation's Referred-By survives the descriptor and the rebuild; a non-string one is refused", () => {
+  const s = groupSession({ referredBy: '"Alice" <sip:alice@example.net>' });
+  const d = parseDescriptorObject(object(JSON.stringify(descriptorOf(s, AT))));
+  assert.equal(d.referredBy, '"Alice" <sip:alice@example.net>');
+  assert.equal(rebuildRecord(d, undefined, AT + 1).referredBy, '"Alice" <sip:alice@example.net>');
+  assert.throws(
+    () => parseDescriptorObject(object(JSON.stringify({ ...descriptorOf(s, AT), referredBy: 7 }))),
+    (e: unknown) => e instanceof CpmError && /referredBy/.test(e.message),
+  );
+});
