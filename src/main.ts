@@ -4,6 +4,7 @@
 // SIGTERM/SIGINT stop it cleanly.
 import { readFileSync } from "node:fs";
 import { type Config, loadConfig, sipTrustedSources } from "./config/config.js";
+import { ConferenceSubscriptions } from "./delivery/conference-subscriptions.js";
 import { GroupDialogs } from "./delivery/group-dialog.js";
 import { DeliveryService } from "./delivery/service.js";
 import { CpmError } from "./errors/catalogue.js";
@@ -75,6 +76,7 @@ async function main(): Promise<void> {
   // 8.3.2.9.1.2 deferred delivery: on with a CPMDeferredMsgMgmtURI (DD-4) and the media plane (the delivery session is MSRP)
   let ua: SipUa | undefined;
   let delivery: DeliveryService | undefined;
+  let subscriptions: ConferenceSubscriptions | undefined;
   if (cfg.delivery.deferredMsgMgmtUri && !msrp) {
     log.warn("deferred delivery off: it needs media.enabled=true", { key: "delivery.deferredMsgMgmtUri" });
   } else if (cfg.delivery.deferredMsgMgmtUri && msrp) {
@@ -88,6 +90,20 @@ async function main(): Promise<void> {
       tcpConnectTimeoutMs: cfg.sip.tcpConnectTimeoutMs,
       routeParams: ";cpmpfuac",
       log: componentLogger("sip", root),
+    });
+    // the PF's own conference subscription while the client is away (RFC 4575; DD-8 ii b, DD-12 end it)
+    subscriptions = new ConferenceSubscriptions({
+      ua,
+      policy: {
+        expiresS: cfg.delivery.conferenceSubscriptionExpires,
+        retryInitialMs: cfg.delivery.conferenceSubscriptionRetryMs,
+        retryAttempts: cfg.delivery.conferenceSubscriptionRetryAttempts,
+        lingerMs: SUBSCRIPTION_LINGER_MS,
+      },
+      unsubscribeOnRejoin: cfg.delivery.unsubscribeOnRejoin,
+      sessions,
+      apply: (id, info) => pfRef?.applyConferenceNotify(id, info) ?? Promise.resolve({ applied: false, notes: ["the PF is not up"] }),
+      log: componentLogger("delivery", root),
     });
     delivery = new DeliveryService({
       policy: { ...cfg.delivery, groupSessionDataManagement: cfg.pf.groupSessionDataManagement },
@@ -119,11 +135,13 @@ async function main(): Promise<void> {
         userLeaves: (sessionKey) => pfRef?.userLeaves(sessionKey) ?? Promise.resolve(undefined),
         clientJoined: (sessionKey) => pfRef?.clientJoined(sessionKey) ?? Promise.resolve(),
         restarted: (sessionKey, dialog, focusUri) => pfRef?.restarted(sessionKey, dialog, focusUri) ?? Promise.resolve(),
+        subscriptions,
         ua,
         originatingRoute: cfg.delivery.originatingRoute,
         media: msrp,
         log: componentLogger("delivery", root),
       }),
+      subscriptions,
       metrics,
       log: componentLogger("delivery", root),
     });
@@ -132,6 +150,7 @@ async function main(): Promise<void> {
     anchorMedia: cfg.media.enabled,
     ...(delivery ? { registrations: delivery } : {}),
     descriptors: new SessionDescriptors(cfg.store, store, componentLogger("store", root)),
+    ...(subscriptions ? { lifecycleListener: subscriptions.onLifecycle.bind(subscriptions) } : {}),
   });
   pfRef = pf;
   // stop() is defined below; the admin Drain RPC calls it like SIGTERM
@@ -187,6 +206,7 @@ async function main(): Promise<void> {
     await replay?.close();
     pf.close();
     delivery?.close(); // after drain() a no-op
+    subscriptions?.close();
     await ua?.close();
     // media before the store: its last deferred items and recordings go to the store or spool
     await msrp?.close();
@@ -204,6 +224,9 @@ async function main(): Promise<void> {
   // Kamailio's fail-safe cover the gap while it restarts if it exits.
   process.on("unhandledRejection", (reason) => log.error("unhandled rejection", { reason: String(reason) }));
 }
+
+/** How long the focus's terminating NOTIFY is awaited after an unsubscribe or the group's end (RFC 3261 64*T1). */
+const SUBSCRIPTION_LINGER_MS = 32_000;
 
 function packageVersion(): string {
   try {

@@ -233,6 +233,18 @@ export interface Config {
      */
     conferenceFactoryUri: string;
     /**
+     * The PF's own subscription to the focus's conference event package
+     * (RFC 4575, RFC 6665) while the served user's client is away from an
+     * on-going group session (record client-absent): Expires of its
+     * SUBSCRIBEs (s), refreshed before they run out; 0 = the PF does not
+     * subscribe. Needs the PF's SIP UA (deferred delivery on). Default 3600.
+     */
+    conferenceSubscriptionExpires: number;
+    /** First back-off after a failed SUBSCRIBE (ms), doubling, at most conferenceSubscriptionExpires. Default 30000. */
+    conferenceSubscriptionRetryMs: number;
+    /** Failed SUBSCRIBEs in a row before the PF gives up on a group session's subscription. Default 5. */
+    conferenceSubscriptionRetryAttempts: number;
+    /**
      * DD-1 trust: the S-CSCF addresses third-party REGISTERs (TS 24.229
      * 5.4.1.7) may come from, comma-separated IPs or CIDRs, checked against
      * the source Kamailio received the REGISTER from. Any other source:
@@ -350,6 +362,9 @@ export const defaults: Config = {
     sendInterimGsos: false,
     unsubscribeOnRejoin: false,
     conferenceFactoryUri: "",
+    conferenceSubscriptionExpires: 3600,
+    conferenceSubscriptionRetryMs: 30_000,
+    conferenceSubscriptionRetryAttempts: 5,
     trustedRegistrars: "127.0.0.1,::1",
   },
   sip: {
@@ -439,6 +454,9 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     sendInterimGsos: "bool",
     unsubscribeOnRejoin: "bool",
     conferenceFactoryUri: "string",
+    conferenceSubscriptionExpires: "nonnegint",
+    conferenceSubscriptionRetryMs: "posint",
+    conferenceSubscriptionRetryAttempts: "nonnegint",
     trustedRegistrars: "string",
   },
   sip: {

@@ -65,6 +65,8 @@ export interface GroupDialogDeps {
   restarted(sessionKey: string, dialog: SessionDialog, focusUri?: string): Promise<void>;
   /** RESTART_RING_MS unless given (tests). */
   ringMs?: number;
+  /** The PF's own conference subscriptions (src/delivery/conference-subscriptions.ts); absent: the PF holds none. */
+  subscriptions?: { unsubscribe(sessionKey: string): Promise<boolean> };
   /** The media plane (src/media/msrp-media-plane.ts). */
   media: {
     originate(req: { session: GroupSessionRef; offerSdp: string; client: JoinedClient }): string;
@@ -257,13 +259,13 @@ export class GroupDialogs {
   }
 
   /**
-   * DD-8 ii b: the PF's own subscription to the focus's conference event
-   * package ends with an in-dialog SUBSCRIBE, Expires: 0. The PF holds none
-   * (the participants come from the client's NOTIFYs, which the PF
-   * observes): false, and the caller logs it.
+   * DD-8 ii b, DD-12 (MAY): the PF's own subscription to the focus's
+   * conference event package (held while the client was away) ends with an
+   * in-dialog SUBSCRIBE, Expires: 0 (RFC 6665 4.1.2.3). False when the PF
+   * holds none for the group session (the caller logs it).
    */
-  unsubscribe(_sessionKey: string): Promise<boolean> {
-    return Promise.resolve(false);
+  unsubscribe(sessionKey: string): Promise<boolean> {
+    return this.deps.subscriptions?.unsubscribe(sessionKey) ?? Promise.resolve(false);
   }
 
   /** The request goes through Kamailio first: the UA's outbound Route before the dialog's route set. */

@@ -137,6 +137,8 @@ export interface DeliveryServiceDeps {
   retireFolder?: (session: GroupSession) => string | undefined;
   /** DD-8 ii: the group session's dialog towards the focus and its media (src/delivery/group-dialog.ts); absent: those actions have no executor. */
   group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "relayToCf" | "restart" | "ended">;
+  /** The focus's NOTIFYs on the PF's own conference subscriptions (src/delivery/conference-subscriptions.ts); absent: every NOTIFY gets 481. */
+  subscriptions?: { onNotify(req: SipMessage, reply: (status: number, reason: string) => void): void };
   /** 8.3.2.3: a BYE the CF sent on a group session dialog the PF's UA set up (a re-start): decided and acted on as Kamailio's are. */
   networkBye?: (raw: Uint8Array) => Promise<void>;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
@@ -697,8 +699,17 @@ export class DeliveryService implements RegistrationHandler {
     );
   }
 
-  /** Requests of the client in a delivery dialog, relayed by Kamailio to the PF's UA. */
+  /**
+   * Requests relayed by Kamailio to the PF's UA: the client's in a delivery
+   * dialog; the focus's NOTIFYs on the PF's conference subscriptions go to
+   * those (RFC 6665 4.1.3: 481 for no such subscription).
+   */
   private onClientRequest(req: SipMessage, reply: (status: number, reason: string) => void): void {
+    if (req.method === "NOTIFY") {
+      if (this.deps.subscriptions) this.deps.subscriptions.onNotify(req, reply);
+      else reply(481, "Subscription Does Not Exist");
+      return;
+    }
     const key = this.byCallId.get(header(req, "call-id") ?? "");
     const m = key ? this.machines.get(key) : undefined;
     if (req.method === "ACK") return;

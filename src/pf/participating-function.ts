@@ -9,7 +9,16 @@ import type { GroupSessionRef } from "../media/ports.js";
 import { CALL_COMPLETED } from "../procedures/delivery-session.js";
 import { type ByeAction, type ByeDecision, type ByeIdentity, chooseMode, handleBye } from "../procedures/handle-bye.js";
 import { type LifecycleEvent, stepLifecycle } from "../procedures/lifecycle.js";
-import { dialogOf, type GroupSession, recordId, recordIdOf, type SessionDialog } from "../session/group-session.js";
+import { foldConferenceInfo } from "../session/conference.js";
+import {
+  dialogOf,
+  type GroupSession,
+  isGroupActive,
+  type Lifecycle,
+  recordId,
+  recordIdOf,
+  type SessionDialog,
+} from "../session/group-session.js";
 import { dialogOfInvite, observe, servedUserOf } from "../session/observe.js";
 import { rebuildRecord, type SessionDescriptor } from "../session/rebuild.js";
 import type { SessionRegistry } from "../session/registry.js";
@@ -22,6 +31,7 @@ import { refuseRegistration } from "../sip/registration-trust.js";
 import { ANONYMOUS_URI } from "../store/deferred-object.js";
 import { groupSessionFolder } from "../store/folder.js";
 import { buildGsoObject } from "../store/gso-object.js";
+import type { ConferenceInfo } from "../xml/conference-info.js";
 import type { GroupStateObject } from "../xml/gso.js";
 
 /** What the PF needs of the Message Store (src/store/mailboxes.ts): owner = the served user, whose mailbox gets the object. */
@@ -80,6 +90,18 @@ export interface PfOptions {
   registrations?: RegistrationHandler;
   /** The session descriptors in the served users' mailboxes (src/store/session-descriptor.ts); absent = none written. */
   descriptors?: DescriptorStore;
+  /** Told of every lifecycle transition once it is written (the PF's own conference subscription follows them); must not throw. */
+  lifecycleListener?: LifecycleListener;
+}
+
+/** A record's lifecycle moved (`record`: the record after the event). */
+export type LifecycleListener = (record: GroupSession, ev: LifecycleEvent, transition: { from: Lifecycle; to: Lifecycle }) => void;
+
+/** What a conference-info document of the PF's own subscription did to the record. */
+export interface ConferenceApplied {
+  applied: boolean;
+  notes: string[];
+  participants?: number;
 }
 
 /** What the PF needs of the session descriptors: written with the first deferred item, read to rebuild a record, removed once the queue is settled. */
@@ -383,6 +405,28 @@ export class ParticipatingFunction {
     });
   }
 
+  /**
+   * A conference-info document from the PF's own subscription to the focus
+   * (src/delivery/conference-subscriptions.ts), whose version it checked
+   * (RFC 4575 4.1, per subscription): folded into the record with the rules
+   * of the client's NOTIFYs (src/session/conference.ts) and persisted, so
+   * that the GSOs stored later (8.3.2.3) and the deferred delivery's
+   * resource list and GSOs (DD-2, DD-11) carry the fresh participants.
+   * Only while the group session is going on (active, client-absent): a
+   * record the CF or the user ended keeps what it had then. The served
+   * user's own removal is not applied (the CF's BYE ends the session for him).
+   */
+  async applyConferenceNotify(id: string, info: ConferenceInfo, now = Date.now()): Promise<ConferenceApplied> {
+    return this.serial.run(id, async () => {
+      const session = this.sessions.getById(id);
+      if (!session) return { applied: false, notes: ["no group session record"] };
+      if (!isGroupActive(session)) return { applied: false, notes: [`group session is ${session.lifecycle}: not applied`] };
+      const folded = foldConferenceInfo(session, info, now, { keepServedUser: true, lastVersion: -1 });
+      if (folded.updated) await this.sessions.put(folded.session);
+      return { applied: folded.updated, notes: folded.notes, participants: folded.session.participants.length };
+    });
+  }
+
   /** Deferred delivery emptied or discarded the group session's queue (DD-8, DD-10, DD-14). */
   async queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void> {
     const id = recordId(servedUser, conversationId, contributionId);
@@ -432,6 +476,11 @@ export class ParticipatingFunction {
         event: ev.type,
         transition: `${step.transition.from} -> ${step.transition.to}`,
       });
+      try {
+        this.opts.lifecycleListener?.(step.record, ev, step.transition);
+      } catch (err) {
+        this.log.error("lifecycle listener failed", { ...fields, reason: err instanceof CpmError ? err.detail : String(err) });
+      }
     }
     return step.record;
   }

@@ -6,9 +6,9 @@ import { cseqOfMessage } from "../sip/cseq.js";
 import { header, headerValues, type SipMessage } from "../sip/message.js";
 import { bodyParts } from "../sip/multipart.js";
 import { parseNameAddr, tagOf, uriParams } from "../sip/name-addr.js";
-import { parseConferenceInfo } from "../xml/conference-info.js";
 import type { Participant } from "../xml/gso.js";
 import { parseResourceLists } from "../xml/resource-lists.js";
+import { conferenceInfoOf, foldConferenceInfo } from "./conference.js";
 import { type GroupSession, type SessionDialog, withDialog } from "./group-session.js";
 
 export interface Observation {
@@ -183,48 +183,11 @@ export function observe(existing: GroupSession | undefined, msg: SipMessage, now
   }
 
   if (msg.kind === "request" && msg.method === "NOTIFY" && (header(msg, "event") ?? "").toLowerCase().startsWith("conference")) {
-    let info: ReturnType<typeof parseConferenceInfo>;
-    try {
-      const part = bodyParts(header(msg, "content-type"), msg.body).find((p) => p.contentType === "application/conference-info+xml");
-      if (!part) return { session: existing, updated: false, notes: ["NOTIFY without conference-info body"] };
-      info = parseConferenceInfo(part.body);
-    } catch (err) {
-      return {
-        session: existing,
-        updated: false,
-        notes: [`conference-info skipped: ${err instanceof CpmError ? err.detail : String(err)}`],
-      };
-    }
-    if (info.version <= existing.conferenceVersion) {
-      return {
-        session: existing,
-        updated: false,
-        notes: [`conference-info version ${info.version} not newer than ${existing.conferenceVersion}`],
-      };
-    }
-    return { session: applyConferenceInfo(existing, info, now), updated: true, notes };
+    const body = conferenceInfoOf(msg);
+    if ("note" in body) return { session: existing, updated: false, notes: [body.note] };
+    const folded = foldConferenceInfo(existing, body.info, now);
+    return { session: folded.session, updated: folded.updated, notes: folded.notes };
   }
 
   return { session: existing, updated: false, notes };
-}
-
-function applyConferenceInfo(s: GroupSession, info: ReturnType<typeof parseConferenceInfo>, now: number): GroupSession {
-  // RFC 4575 4.1: "full" replaces, "partial" updates per user.
-  const byAddr = new Map<string, Participant>(info.state === "full" ? [] : s.participants.map((p) => [p.commAddr, p]));
-  for (const u of info.users) {
-    if (u.state === "deleted" || u.disconnected) {
-      byAddr.delete(u.entity);
-      continue;
-    }
-    const old = byAddr.get(u.entity);
-    byAddr.set(u.entity, { name: u.displayText || old?.name || "", commAddr: u.entity, role: u.role ?? old?.role });
-  }
-  return {
-    ...s,
-    participants: [...byAddr.values()],
-    subject: info.subject ?? s.subject,
-    icon: info.icon ?? s.icon,
-    conferenceVersion: info.version,
-    updatedAt: now,
-  };
 }

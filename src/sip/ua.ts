@@ -1,9 +1,11 @@
 // A minimal SIP user agent for the requests the PF originates itself
 // (deferred delivery, 8.3.2.9.1.2): INVITE, ACK, CANCEL and BYE as UAC,
+// SUBSCRIBE (RFC 6665 4.1.2) and its in-dialog refreshes as a subscriber,
 // through Kamailio as outbound proxy (RFC 3261 8.1.2), and the UAS side of
-// requests that reach it: an in-dialog BYE from the client, and the client's
-// re-join INVITE the PF answers itself (8.3.2.9.1.3; INVITE server
-// transaction 17.2.1, 2xx retransmitted by the core until the ACK, 13.3.1.4). It speaks UDP
+// requests that reach it: an in-dialog BYE from the client, the notifier's
+// NOTIFY, and the client's re-join INVITE the PF answers itself
+// (8.3.2.9.1.3; INVITE server transaction 17.2.1, the 2xx retransmitted by
+// the core until the ACK, 13.3.1.4). It speaks UDP
 // and TCP on one host:port (RFC 3261 18; TCP in tcp-transport.ts and
 // stream-framing.ts); which one a request takes is `transport` ("auto":
 // RFC 3261 18.1.1, TCP above 1300 bytes). Transactions follow RFC 3261 17
@@ -99,6 +101,33 @@ export interface InviteHandle {
   callId: string;
   outcome: Promise<InviteOutcome>;
   cancel(): void;
+}
+
+/** A dialog-creating non-INVITE request (SUBSCRIBE, RFC 6665 4.1.2.1): as InviteRequest, no body by default. */
+export interface SubscribeRequest {
+  requestUri: string;
+  /** To, From (no tag), Contact, Event, Expires, ... in the order to send; not the headers the UA writes. */
+  headers: SipHeaderLine[];
+  body?: string;
+  callId?: string;
+}
+
+export interface NonInviteOutcome {
+  status: number;
+  reason: string;
+  /** The final response; absent for the UA's own 408 (Timer F) and 503 (transport error, close()). */
+  response?: SipMessage;
+}
+
+export interface SubscribeHandle {
+  callId: string;
+  /** The From tag: the NOTIFYs of the subscription carry it as their To tag (RFC 6665 4.1.2.4), the 2xx may come after them. */
+  localTag: string;
+  /** The From and To as sent (no tags): what a dialog built from an early NOTIFY needs (dialogFromNotify). */
+  localUri: string;
+  remoteUri: string;
+  /** Resolves with the final response (never rejects); a 2xx brings the dialog (RFC 6665 4.1.2.1, RFC 3261 12.1.2). */
+  outcome: Promise<NonInviteOutcome & { dialog?: Dialog }>;
 }
 
 export type RequestHandler = (req: SipMessage, reply: (status: number, reason: string, headers?: SipHeaderLine[]) => void) => void;
@@ -271,16 +300,49 @@ function dialogHeaders(dialog: Dialog, via: string, cseq: string): SipHeaderLine
   ];
 }
 
-/** Caller headers for a new INVITE: no UA-written header, a From and a To without tags, one line each. */
-function checkInviteHeaders(headers: readonly SipHeaderLine[]): { from: string; to: string } {
+/** Caller headers of an in-dialog request: none the UA writes itself (From and To included: the dialog's). */
+function checkDialogHeaders(headers: readonly SipHeaderLine[]): void {
+  for (const [name] of headers) {
+    if (UA_HEADERS.has(name.toLowerCase()) || isFrom(name) || isTo(name)) {
+      throw new CpmError("CPM_ERR_BAD_REQUEST", `the UA writes ${name} itself`);
+    }
+  }
+}
+
+/** Caller headers for a new dialog-creating request: no UA-written header, a From and a To without tags, one line each. */
+function checkInviteHeaders(headers: readonly SipHeaderLine[], method = "INVITE"): { from: string; to: string } {
   for (const [name] of headers) {
     if (UA_HEADERS.has(name.toLowerCase())) throw new CpmError("CPM_ERR_BAD_REQUEST", `the UA writes ${name} itself`);
   }
   const from = headers.find(([n]) => isFrom(n))?.[1];
   const to = headers.find(([n]) => isTo(n))?.[1];
-  if (!from || !to) throw new CpmError("CPM_ERR_BAD_REQUEST", "an INVITE needs From and To");
-  if (tagOf(from) || tagOf(to)) throw new CpmError("CPM_ERR_BAD_REQUEST", "From and To of a new INVITE carry no tag");
+  if (!from || !to) throw new CpmError("CPM_ERR_BAD_REQUEST", `a ${method} needs From and To`);
+  if (tagOf(from) || tagOf(to)) throw new CpmError("CPM_ERR_BAD_REQUEST", `From and To of a new ${method} carry no tag`);
   return { from, to };
+}
+
+/**
+ * RFC 6665 4.1.2.4: a NOTIFY that comes before the 2xx to the SUBSCRIBE
+ * creates the subscription's dialog: the remote tag is its From tag, the
+ * remote target its Contact, the route set its Record-Route in order (as a
+ * UAS builds it, RFC 3261 12.1.1). A NOTIFY without a Contact or a From
+ * tag is CPM_ERR_BAD_SIP.
+ */
+export function dialogFromNotify(
+  notify: SipMessage,
+  base: Pick<Dialog, "callId" | "localTag" | "localUri" | "remoteUri" | "localCSeq">,
+): Dialog {
+  const remoteTag = tagOf(header(notify, "from"));
+  const contact = splitCommaList(header(notify, "contact") ?? "")[0];
+  if (!remoteTag || !contact) throw new CpmError("CPM_ERR_BAD_SIP", "NOTIFY without From tag or Contact");
+  const dialog: Dialog = {
+    ...base,
+    remoteTag,
+    remoteTarget: parseNameAddr(contact).uri,
+    routeSet: headerValues(notify, "record-route").flatMap(splitCommaList),
+  };
+  inDialogTarget(dialog);
+  return dialog;
 }
 
 function bindUdp(host: string, port: number): Promise<dgram.Socket> {
@@ -484,7 +546,7 @@ export class SipUa {
     // 9.1: CANCEL once a provisional response has arrived; same branch, R-URI, Call-ID, CSeq number, hop and transport.
     const sendCancel = (): void => {
       const cancel = flow.derive("CANCEL", (transport) => serializeRequest("CANCEL", req.requestUri, common(transport, "CANCEL", to)));
-      void this.request(cancel, branch).then((status) => log.debug("CANCEL answered", { status }));
+      void this.request(cancel, branch).then(({ status }) => log.debug("CANCEL answered", { status }));
       after(64 * this.t1, () => fail("no final response to the INVITE 64*T1 after CANCEL"));
     };
 
@@ -582,20 +644,88 @@ export class SipUa {
   }
 
   private async byeOn(dialog: Dialog, headers: SipHeaderLine[], dialogTransport: Transport | undefined): Promise<number> {
-    if (this.closing) return 503;
-    for (const [name] of headers) {
-      if (UA_HEADERS.has(name.toLowerCase()) || isFrom(name) || isTo(name)) {
-        throw new CpmError("CPM_ERR_BAD_REQUEST", `the UA writes ${name} itself`);
-      }
-    }
+    const { status } = await this.inDialogOn(dialog, "BYE", headers, "", dialogTransport);
+    if (this.stateOf(dialog)) this.dialogs.delete(dialog.callId);
+    return status;
+  }
+
+  /**
+   * Another non-INVITE request on `dialog` (12.2.1.1): a SUBSCRIBE refresh
+   * or the unsubscribe, Expires: 0 (RFC 6665 4.1.2.2, 4.1.2.3). Resolves
+   * with the final response, as request() does: 408 on Timer F, 503 on a
+   * transport error or close(). Throws CpmError CPM_ERR_BAD_REQUEST for
+   * headers the UA writes itself and for INVITE, ACK and CANCEL.
+   */
+  inDialog(dialog: Dialog, method: string, headers: SipHeaderLine[] = [], body = ""): Promise<NonInviteOutcome> {
+    if (/^(INVITE|ACK|CANCEL)$/i.test(method)) throw new CpmError("CPM_ERR_BAD_REQUEST", `${method} is not sent by inDialog()`);
+    checkDialogHeaders(headers);
+    return this.inDialogOn(dialog, method.toUpperCase(), headers, body, this.stateOf(dialog)?.transport);
+  }
+
+  private async inDialogOn(
+    dialog: Dialog,
+    method: string,
+    headers: SipHeaderLine[],
+    body: string,
+    dialogTransport: Transport | undefined,
+  ): Promise<NonInviteOutcome> {
+    if (this.closing) return { status: 503, reason: "Service Unavailable" };
+    checkDialogHeaders(headers);
     dialog.localCSeq += 1; // 12.2.1.1
     const branch = newBranch();
     const { requestUri, to, transport } = inDialogTarget(dialog);
     const build = (t: Transport): Buffer =>
-      serializeRequest("BYE", requestUri, [...dialogHeaders(dialog, this.via(branch, t), `${dialog.localCSeq} BYE`), ...headers]);
-    const status = await this.request(this.outgoing("BYE", to, transport, build, dialogTransport), branch);
-    if (this.stateOf(dialog)) this.dialogs.delete(dialog.callId);
-    return status;
+      serializeRequest(
+        method,
+        requestUri,
+        [...dialogHeaders(dialog, this.via(branch, t), `${dialog.localCSeq} ${method}`), ...headers],
+        body,
+      );
+    return this.request(this.outgoing(method, to, transport, build, dialogTransport), branch);
+  }
+
+  /**
+   * SUBSCRIBE (RFC 6665 4.1.2.1): a dialog-creating non-INVITE request
+   * (17.1.2), through the outbound proxy like an INVITE. Throws CpmError
+   * CPM_ERR_BAD_REQUEST as invite() does. The NOTIFYs come to the request
+   * handler (onRequest), possibly before the 2xx (RFC 6665 4.1.2.4): they
+   * carry `localTag` as their To tag.
+   */
+  subscribe(req: SubscribeRequest): SubscribeHandle {
+    if (this.closing) throw new CpmError("CPM_ERR_INTERNAL", "SIP UA is closed");
+    const { from, to } = checkInviteHeaders(req.headers, "SUBSCRIBE");
+    const callId = req.callId ?? `${randomHex()}@${this.address.host}`;
+    const localTag = randomHex();
+    const branch = newBranch();
+    const fromTagged = `${from};tag=${localTag}`;
+    const cseq = 1;
+    const build = (transport: Transport): Buffer =>
+      serializeRequest(
+        "SUBSCRIBE",
+        req.requestUri,
+        [
+          ["Via", this.via(branch, transport)],
+          ["Max-Forwards", MAX_FORWARDS],
+          ["Route", this.proxyRoute],
+          ["Call-ID", callId],
+          ["CSeq", `${cseq} SUBSCRIBE`],
+          ...req.headers.map(([n, v]): SipHeaderLine => (isFrom(n) ? [n, fromTagged] : [n, v])),
+        ],
+        req.body ?? "",
+      );
+    const outcome = this.request(this.outgoing("SUBSCRIBE", this.proxy, undefined, build), branch).then(
+      (o): NonInviteOutcome & { dialog?: Dialog } => {
+        if (!o.response || o.status >= 300) return o;
+        try {
+          return { ...o, dialog: this.dialogFrom(o.response, { callId, localTag, localUri: from, remoteUri: to, localCSeq: cseq }) };
+        } catch (err) {
+          // RFC 6665 4.1.2.1: a 2xx without Contact is no usable subscription dialog
+          this.opts.log.warn("2xx to SUBSCRIBE without a usable dialog", { callId, reason: asCpmError(err).detail });
+          return { status: 502, reason: "Bad Gateway", response: o.response };
+        }
+      },
+    );
+    return { callId, localTag, localUri: from, remoteUri: to, outcome };
   }
 
   /** The kept state of this dialog (not of another fork with the same Call-ID). */
@@ -764,21 +894,22 @@ export class SipUa {
 
   /**
    * Non-INVITE client transaction (17.1.2.2): over UDP Timer E retransmits
-   * (T1 doubling up to T2); Timer F gives 408, a transport error 503. Timer
-   * K is zero: the transaction ends with its final response.
+   * (T1 doubling up to T2); Timer F gives 408, a transport error 503 (both
+   * without a response). Timer K is zero: the transaction ends with its
+   * final response.
    */
-  private request(out: Outgoing, branch: string): Promise<number> {
+  private request(out: Outgoing, branch: string): Promise<NonInviteOutcome> {
     const key = `${branch} ${out.method}`;
-    return new Promise<number>((resolve) => {
+    return new Promise<NonInviteOutcome>((resolve) => {
       let interval = this.t1;
       let timerE: NodeJS.Timeout | undefined;
-      const finish = (status: number): void => {
+      const finish = (status: number, reason: string, response?: SipMessage): void => {
         if (!this.clients.has(key)) return;
         clearTimeout(timerE);
         clearTimeout(timerF);
         flow.release();
         this.clients.delete(key);
-        resolve(status);
+        resolve(response ? { status, reason, response } : { status, reason });
       };
       const retransmit = (): void => {
         timerE = setTimeout(() => {
@@ -787,12 +918,13 @@ export class SipUa {
           retransmit();
         }, interval);
       };
-      const timerF = setTimeout(() => finish(408), 64 * this.t1);
-      const flow = this.clientFlow(out, { failed: () => finish(503), unreliable: retransmit });
+      const timerF = setTimeout(() => finish(408, "Request Timeout"), 64 * this.t1);
+      const unavailable = (): void => finish(503, "Service Unavailable");
+      const flow = this.clientFlow(out, { failed: unavailable, unreliable: retransmit });
       this.clients.set(key, {
-        abort: () => finish(503),
+        abort: unavailable,
         onResponse: (res) => {
-          if (res.statusCode >= 200) finish(res.statusCode);
+          if (res.statusCode >= 200) finish(res.statusCode, res.reasonPhrase, res);
           else interval = T2_MS; // Proceeding: retransmit every T2
         },
       });
@@ -801,11 +933,12 @@ export class SipUa {
     });
   }
 
-  /** 12.1.2: the UAC's dialog from a 2xx to its INVITE. */
+  /** 12.1.2: the UAC's dialog from a 2xx to its INVITE (or SUBSCRIBE, RFC 6665 4.1.2.1). */
   private dialogFrom(res: SipMessage, base: Omit<Dialog, "remoteTag" | "remoteTarget" | "routeSet">): Dialog {
     const remoteTag = tagOf(header(res, "to"));
     const contact = splitCommaList(header(res, "contact") ?? "")[0];
-    if (!remoteTag || !contact) throw new CpmError("CPM_ERR_BAD_SIP", "2xx to INVITE without To tag or Contact");
+    if (!remoteTag || !contact)
+      throw new CpmError("CPM_ERR_BAD_SIP", `2xx to ${cseqOfMessage(res)?.method ?? "a request"} without To tag or Contact`);
     const dialog: Dialog = {
       ...base,
       remoteTag,

@@ -8,7 +8,9 @@
 // send the BYE.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { join } from "node:path";
 import { type KamailioInstance, sendOptions } from "./kamailio.js";
+import { REPO_ROOT } from "./sidecar.js";
 import { first, type SippResult, type SipTraceMessage, startSipp } from "./sipp.js";
 import { waitFor } from "./wait.js";
 
@@ -36,6 +38,13 @@ export interface AnchoredCallOptions {
   byeFrom?: "cf" | "client";
   /** SIPp global timeout in s. Default 30. */
   timeoutS?: number;
+  /**
+   * The focus's side of the PF's own conference subscription: an
+   * out-of-call scenario of the CF's SIPp (sipp -oocsf, e.g.
+   * dd-11-pf-subscription.xml) and its keys. Default none (SIPp discards
+   * the PF's SUBSCRIBE unanswered).
+   */
+  focusSubscription?: { scenario: string; keys: Record<string, string> };
   /**
    * Runs once the session is up (the client got the ACK), before the BYE
    * trigger, with the INVITE the client got and the 200 OK the CF got.
@@ -155,7 +164,9 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
         more_participants: (opts.moreParticipants ?? [])
           .map((p) => `\r\n        <entry uri="${p.uri}" cp:copyControl="to"><display-name>${p.displayName}</display-name></entry>`)
           .join(""),
+        ...(opts.focusSubscription?.keys ?? {}),
       },
+      ...(opts.focusSubscription ? { extraArgs: ["-oocsf", join(REPO_ROOT, "test", "scenarios", opts.focusSubscription.scenario)] } : {}),
     }),
     byeFrom: opts.byeFrom === "client" ? "uas" : "uac",
     timeoutS: opts.timeoutS ?? 30,

@@ -84,6 +84,8 @@ export interface ChatOptions {
   interimGso?: boolean;
   /** Participants of the CF's resource list after its three (a big group). */
   moreParticipants?: readonly { uri: string; displayName: string }[];
+  /** The focus answers the PF's own conference SUBSCRIBE with this out-of-call scenario of the CF's SIPp (and keys). */
+  focusSubscription?: { scenario: string; keys: Record<string, string> };
 }
 
 export interface RigOptions {
@@ -184,6 +186,9 @@ export class DeferredChatRig {
       CPM_PF__SIP__PROXYHOST: "127.0.0.1",
       CPM_PF__SIP__PROXYPORT: String(kamailio.sipPort),
       CPM_PF__SIP__TRANSPORT: "udp",
+      // the CF SIPps of these cases have no conference event package: the PF's own SUBSCRIBE (unanswered,
+      // retransmitted by Kamailio) would reach the next SIPp on the focus's port; conference-subscription.test.ts turns it on
+      CPM_PF__DELIVERY__CONFERENCESUBSCRIPTIONEXPIRES: "0",
       ...env,
     });
     rig.current = await startSidecar(rig.env);
@@ -372,6 +377,7 @@ export class DeferredChatRig {
       clientMsrpPath: ue.path,
       byeHeaders: opts.byeHeaders ?? [],
       ...(opts.moreParticipants ? { moreParticipants: opts.moreParticipants } : {}),
+      ...(opts.focusSubscription ? { focusSubscription: opts.focusSubscription } : {}),
       ...(opts.clientAnswersBye === false ? { clientAnswersBye: false, clientPauseMs: CLIENT_BYE_TIMEOUT_MS + 1000 } : {}),
       timeoutS: 60,
       during: async ({ callId, conversationId, contributionId, clientInvite, cf200, cfSipPort }) => {

@@ -75,6 +75,9 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     sendInterimGsos: false,
     unsubscribeOnRejoin: false,
     conferenceFactoryUri: "",
+    conferenceSubscriptionExpires: 3600,
+    conferenceSubscriptionRetryMs: 30_000,
+    conferenceSubscriptionRetryAttempts: 5,
     trustedRegistrars: "127.0.0.1,::1",
   });
   assert.equal(buildConfig({}, { CPM_PF__DELIVERY__ANSWERREJOINS: "false" }).delivery.answerRejoins, false);
@@ -87,6 +90,9 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
   assert.equal(cfg.delivery.retryFactor, 3);
   assert.equal(cfg.delivery.sendInterimGsos, true);
   assert.equal(cfg.delivery.unsubscribeOnRejoin, true);
+  // the PF's own conference subscription: 0 = off
+  assert.equal(buildConfig({}, { CPM_PF__DELIVERY__CONFERENCESUBSCRIPTIONEXPIRES: "0" }).delivery.conferenceSubscriptionExpires, 0);
+  assert.throws(() => buildConfig({ delivery: { conferenceSubscriptionRetryMs: 0 } }), /delivery\.conferenceSubscriptionRetryMs/);
   assert.equal(buildConfig({ delivery: { deferredMsgMgmtUri: "tel:+16135550000" } }).delivery.deferredMsgMgmtUri, "tel:+16135550000");
   // DD-13 / RJ-3: the conference factory a gone focus's group is re-started through
   assert.equal(
