@@ -77,6 +77,8 @@ export interface GroupDialogDeps {
     release(sessionKey: string): number;
     /** DD-12 / RJ-5; throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED. */
     joinClient(sessionKey: string, client: JoinedClient): void;
+    /** The session is anchored: its CF side is there to join. */
+    holds(sessionKey: string): boolean;
     relayToCf(sessionKey: string, m: { contentType: string; body: Buffer; messageId: string }): Promise<number>;
   };
   log: Logger;
@@ -248,6 +250,11 @@ export class GroupDialogs {
   }
 
   /** DD-12 / RJ-5: the delivery session's MSRP session becomes the group session's client leg (the CF's messages go to it). */
+  /** RJ-5: the PF holds the group session's CF side (anchored media), so a re-joining client can be joined with it. */
+  holds(sessionKey: string): boolean {
+    return this.deps.media.holds(sessionKey);
+  }
+
   async join(sessionKey: string, client: JoinedClient): Promise<void> {
     this.deps.media.joinClient(sessionKey, client);
     await this.deps.clientJoined(sessionKey);

@@ -136,7 +136,7 @@ export interface DeliveryServiceDeps {
   /** Where delivered items go when the session is recorded (8.5.2: allow-offline-storage or recording); undefined: removed. */
   retireFolder?: (session: GroupSession) => string | undefined;
   /** DD-8 ii: the group session's dialog towards the focus and its media (src/delivery/group-dialog.ts); absent: those actions have no executor. */
-  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "relayToCf" | "restart" | "ended">;
+  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "relayToCf" | "restart" | "ended" | "holds">;
   /** The focus's NOTIFYs on the PF's own conference subscriptions (src/delivery/conference-subscriptions.ts); absent: every NOTIFY gets 481. */
   subscriptions?: { onNotify(req: SipMessage, reply: (status: number, reason: string) => void): void };
   /** 8.3.2.3: a BYE the CF sent on a group session dialog the PF's UA set up (a re-start): decided and acted on as Kamailio's are. */
@@ -202,7 +202,7 @@ export class DeliveryService implements RegistrationHandler {
 
   /** RJ-1: ObserveSession's answer_by_pf: the PF's UA will answer the client's re-join of `session` (rejoin-delivery.ts answersRejoin). */
   takesRejoin(session: GroupSession): boolean {
-    return !this.closed && answersRejoin(session.servedUser, session, this.claims);
+    return !this.closed && answersRejoin(session.servedUser, session, this.claims, this.deps.group?.holds(session.key) ?? false);
   }
 
   /** DD-1: the S-CSCF's third-party REGISTER for the served user reached the PF. */

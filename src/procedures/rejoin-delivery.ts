@@ -62,16 +62,18 @@ export interface RejoinStart {
 /**
  * RJ-1: whether the PF answers the client's re-join of `session` itself
  * (ObserveSession's answer_by_pf). Decision (the spec leaves the test to the
- * PF): the group session is interrupted for the served user (client leg gone
- * while the CF's dialog is up, or ended by the CF re-startably) or data is
- * pending for it; the PF knows its focus; no re-join of it is being
- * delivered (a second one goes to the focus as a plain 8.2.2.7 re-join).
- * A terminated or left group is not re-joined: its data waits for the next
- * registration (8.3.2.9.1.2).
+ * PF): data is pending for the served user, or the group was ended by the CF
+ * re-startably (RJ-3), or its client leg is gone while the PF still holds the
+ * CF side (`cfLegLive`: RJ-5 can join it); the PF knows the focus; no
+ * re-join of it is being delivered. Anything else goes to the focus as a
+ * plain 8.2.2.7 re-join: a second re-join, a client-absent group with nothing
+ * pending whose CF leg the PF lost (a restart: the PF could not join it, and
+ * the client would be sent back to re-join again), a terminated or left group
+ * (its data waits for the next registration, 8.3.2.9.1.2).
  */
-export function answersRejoin(servedUser: string, session: GroupSession, claims: DeliveryClaims): boolean {
+export function answersRejoin(servedUser: string, session: GroupSession, claims: DeliveryClaims, cfLegLive: boolean): boolean {
   if (!session.focusUri || session.lifecycle === "terminated" || session.lifecycle === "left") return false;
-  const interrupted = session.lifecycle !== "active" || session.pendingDeferred;
+  const interrupted = session.pendingDeferred || session.lifecycle === "inactive" || (session.lifecycle === "client-absent" && cfLegLive);
   return interrupted && claims.get(deliveryKey(servedUser, session.key))?.owner !== "rejoin";
 }
 

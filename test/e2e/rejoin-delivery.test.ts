@@ -119,6 +119,31 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
   );
 
   test(
+    "RJ-1 RJ-2: the sidecar is SIGKILLed while the messages wait and restarted (the anchored CF side is gone); the client's re-join still gets every kept message in order, then BYE cause=200 (it re-joins the focus itself: the PF holds no CF side to join it with)",
+    T,
+    async () => {
+      await rig.chatWhileAway(["across a crash 1", "across a crash 2"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+        whileDeferred: async (c) => {
+          await rig.crashAndRestart();
+          await rig.rejoined(c, async ({ peer: ue, client }) => {
+            const got = await rig.received(ue, c.sent.length, c);
+            assert.deepEqual(
+              got.map((m) => Buffer.from(m.body).toString("utf8")),
+              c.sent.map((s) => s.body.toString("utf8")),
+            );
+            const r = await client.done;
+            assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+            const bye = first(r.messages, { direction: "received", method: "BYE" });
+            assert.equal(header(bye as SipTraceMessage, "reason"), 'SIP;cause=200;text="Call completed"');
+          });
+          await queueEmptied(c);
+        },
+      });
+    },
+  );
+
+  test(
     "RJ-1 DD-1: the re-join came first -> a register notification during the re-join session starts no second delivery of that group session (one claim: the data goes out once)",
     T,
     async () => {

@@ -92,6 +92,7 @@ function rig(answer: Answer, ringMs = 50) {
     ringMs,
     ua,
     media: {
+      holds: () => true,
       originate: () => "v=0\r\nm=message 9 TCP/MSRP *\r\na=path:msrp://127.0.0.1:7000/pf;tcp\r\n",
       abandon: (k) => {
         media.abandoned.push(k);

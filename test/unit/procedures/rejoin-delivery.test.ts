@@ -277,17 +277,26 @@ test("property (RJ-2): whatever the events, items go out at most once and in UID
 
 test("RJ-1: the PF answers a re-join itself only for an interrupted group it knows the focus of, and not while another re-join of it is delivered", () => {
   const none: DeliveryClaims = new Map();
-  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "client-absent" }), none), true);
-  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "inactive" }), none), true);
-  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "active", pendingDeferred: true }), none), true);
-  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "active" }), none), false, "nothing missed: the focus takes it");
-  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "terminated", pendingDeferred: true }), none), false);
-  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "left", pendingDeferred: true }), none), false);
-  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "inactive", focusUri: "" }), none), false);
+  const answers = (extra: Partial<GroupSession>, claims = none, cfLegLive = true) =>
+    answersRejoin(SERVED_USER, groupSession(extra), claims, cfLegLive);
+  assert.equal(answers({ lifecycle: "client-absent" }), true, "RJ-5: the CF side is there to join");
+  assert.equal(answers({ lifecycle: "inactive" }), true);
+  assert.equal(answers({ lifecycle: "inactive" }, none, false), true, "RJ-3: re-started, no CF leg needed");
+  assert.equal(answers({ lifecycle: "active", pendingDeferred: true }), true);
+  assert.equal(answers({ lifecycle: "active" }), false, "nothing missed: the focus takes it");
+  assert.equal(answers({ lifecycle: "terminated", pendingDeferred: true }), false);
+  assert.equal(answers({ lifecycle: "left", pendingDeferred: true }), false);
+  assert.equal(answers({ lifecycle: "inactive", focusUri: "" }), false);
   const registration: DeliveryClaims = new Map([[KEY, { owner: "registration", status: "delivering" }]]);
-  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "client-absent" }), registration), true, "a re-join takes over");
+  assert.equal(answers({ lifecycle: "client-absent" }, registration), true, "a re-join takes over");
   const rejoining: DeliveryClaims = new Map([[KEY, { owner: "rejoin", status: "delivering" }]]);
-  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "client-absent" }), rejoining), false);
+  assert.equal(answers({ lifecycle: "client-absent" }, rejoining), false);
+});
+
+test("RJ-1 RJ-5: after a restart the PF lost the CF side: a client-absent group with data pending is still delivered; with nothing pending the re-join goes to the focus (no loop of re-joins the PF cannot join)", () => {
+  const none: DeliveryClaims = new Map();
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "client-absent", pendingDeferred: true }), none, false), true);
+  assert.equal(answersRejoin(SERVED_USER, groupSession({ lifecycle: "client-absent" }), none, false), false);
 });
 
 test("RJ-1: a re-join the PF could not answer (no MSRP endpoint for its offer) ends at once, releases the claim and keeps the data", () => {
