@@ -147,7 +147,7 @@ for (const transport of ["stream", "unary"] as const)
 
     test("SHAPE-1 BYE-B9: a slow sidecar never blocks a SIP worker; the CF's 200 OK does not wait for ReportByeOutcome", async (t) => {
       Object.assign(script, {
-        byeDelayMs: 150,
+        byeDelayMs: 600,
         reportDelayMs: 1000,
         clientReason: "SIP;cause=200",
         byes: [],
@@ -155,37 +155,32 @@ for (const transport of ["stream", "unary"] as const)
         reports: [],
       });
       const k = kamailio as KamailioInstance;
-      // OPTIONS to Kamailio every 10 ms while the call runs (4 SIP workers)
-      const latencies: number[] = [];
+      // OPTIONS to Kamailio every 10 ms while the call runs (4 SIP workers): when each went and was answered
+      const probes: { sent: number; answered: number }[] = [];
       let probing = true;
       const prober = (async () => {
         while (probing) {
-          const t0 = performance.now();
-          const answer = await sipOptions(k.sipPort, 1000);
+          const sent = Date.now();
+          const answer = await sipOptions(k.sipPort, 5000);
           assert.ok(answer.startsWith("SIP/2.0 200"), "OPTIONS answered");
-          latencies.push(performance.now() - t0);
+          probes.push({ sent, answered: Date.now() });
           await sleep(10);
         }
       })();
       const c = await call(k, []);
-      await waitFor(() => script.reports.length === 1, 3000, 20, "ReportByeOutcome");
+      await waitFor(() => script.reports.length === 1, 5000, 20, "ReportByeOutcome");
       probing = false;
       await prober;
 
-      latencies.sort((a, b) => a - b);
-      const max = latencies[latencies.length - 1] ?? Number.NaN;
-      const held = c.clientBye.time - c.cfBye.time;
-      const total = c.cf200.time - c.cfBye.time;
+      // ordering, not timing: SIP workers answer while the BYE waits for its decision
+      const duringHold = probes.filter((p) => p.sent > c.cfBye.time && p.answered < c.clientBye.time).length;
       t.diagnostic(
-        `OPTIONS during the call: n=${latencies.length} p50=${latencies[latencies.length >> 1]?.toFixed(2)} ms max=${max.toFixed(2)} ms; ` +
-          `BYE held ${held.toFixed(1)} ms (HandleBye 150 ms); CF 200 after ${total.toFixed(1)} ms; ReportByeOutcome took 1000 ms`,
+        `OPTIONS during the call: n=${probes.length}, ${duringHold} sent and answered while the BYE waited for HandleBye (600 ms); ` +
+          `BYE held ${(c.clientBye.time - c.cfBye.time).toFixed(1)} ms; ReportByeOutcome took 1000 ms`,
       );
-      assert.ok(latencies.length > 20);
-      assert.ok(max < 50, `an OPTIONS waited ${max} ms`);
-      assert.ok(held >= 140, "the BYE waited for the decision");
-      // client pause 300 ms + decision 150 ms; the 1000 ms report is not in the path
-      assert.ok(total < 150 + 300 + 200, `CF waited ${total} ms`);
-      assert.ok((script.reports[0]?.at ?? 0) - c.cf200.time > 500, "the report finished long after the CF had its 200 OK");
+      assert.ok(duringHold >= 3, `only ${duringHold} OPTIONS were answered while the BYE was held: a SIP worker waited`);
+      assert.ok(c.clientBye.time >= c.cfBye.time + 550, "the BYE waited for the decision");
+      assert.ok((script.reports[0]?.at ?? 0) > c.cf200.time, "the CF had its 200 OK before ReportByeOutcome answered");
     });
 
     test("BYE-B9 fail-safe: an answer later than the deadline -> the BYE goes on unchanged when the deadline fires; the same async worker decides the next BYE", async (t) => {
