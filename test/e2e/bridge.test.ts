@@ -193,7 +193,8 @@ for (const transport of ["stream", "unary"] as const)
         const held = late.clientBye.time - late.cfBye.time;
         t.diagnostic(`late answer: BYE held ${held.toFixed(1)} ms (deadline 300 ms, answer after 700 ms)`);
         assert.deepEqual(late.clientBye.headers.get("reason"), ["SIP;cause=480"], "relayed unchanged");
-        assert.ok(held >= 280 && held < 300 + 150, `BYE held ${held} ms`);
+        // relayed when the deadline fired, not when the late answer came
+        assert.ok(held >= 280 && held < 650, `BYE held ${held} ms`);
         assert.equal(await k.stat("cpm_pf_failsafe"), 1);
         assert.match(k.logs(), /HandleBye failed after \d+ ms: DEADLINE_EXCEEDED/);
 
