@@ -7,6 +7,7 @@ import { type Config, loadConfig, sipTrustedSources } from "./config/config.js";
 import { ConferenceSubscriptions } from "./delivery/conference-subscriptions.js";
 import { GroupDialogs } from "./delivery/group-dialog.js";
 import { DeliveryService } from "./delivery/service.js";
+import { SessionRefresh } from "./delivery/session-refresh.js";
 import { CpmError } from "./errors/catalogue.js";
 import { startGrpcServer } from "./grpc/server.js";
 import { componentLogger, createRootLogger, type Logger, logsWritten } from "./log/logger.js";
@@ -77,6 +78,7 @@ async function main(): Promise<void> {
   let ua: SipUa | undefined;
   let delivery: DeliveryService | undefined;
   let subscriptions: ConferenceSubscriptions | undefined;
+  let refresh: SessionRefresh | undefined;
   if (cfg.delivery.deferredMsgMgmtUri && !msrp) {
     log.warn("deferred delivery off: it needs media.enabled=true", { key: "delivery.deferredMsgMgmtUri" });
   } else if (cfg.delivery.deferredMsgMgmtUri && msrp) {
@@ -105,10 +107,19 @@ async function main(): Promise<void> {
       apply: (id, info) => pfRef?.applyConferenceNotify(id, info) ?? Promise.resolve({ applied: false, notes: ["the PF is not up"] }),
       log: componentLogger("delivery", root),
     });
+    // the CF's session refreshes while the client is away (its re-INVITE / UPDATE would reach a dead Contact)
+    const uaHost = ua.address.host.includes(":") ? `[${ua.address.host}]` : ua.address.host;
+    refresh = new SessionRefresh({
+      sessions,
+      media: msrp,
+      uaUri: `sip:${uaHost}:${ua.address.port}`,
+      log: componentLogger("delivery", root),
+    });
     delivery = new DeliveryService({
       policy: { ...cfg.delivery, groupSessionDataManagement: cfg.pf.groupSessionDataManagement },
       servedUser: cfg.pf.servedUser,
       ua,
+      refresh,
       openLeg: async (sessionKey, originalSdp) => {
         const { endpoint, offerSdp } = await DeliveryEndpoint.create({ sessionKey, originalSdp, msrp: share });
         return { leg: endpoint, offerSdp };
@@ -151,6 +162,7 @@ async function main(): Promise<void> {
     ...(delivery ? { registrations: delivery } : {}),
     descriptors: new SessionDescriptors(cfg.store, store, componentLogger("store", root)),
     ...(subscriptions ? { lifecycleListener: subscriptions.onLifecycle.bind(subscriptions) } : {}),
+    ...(refresh ? { refreshes: refresh } : {}),
   });
   pfRef = pf;
   // stop() is defined below; the admin Drain RPC calls it like SIGTERM

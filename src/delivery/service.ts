@@ -49,6 +49,7 @@ import { serializeRequest } from "../sip/serialize.js";
 import { readThirdPartyRegister } from "../sip/third-party-register.js";
 import type { DeferredHandle, DeferredRecord, DeferredSessionSummary, ReadCursor } from "../store/deferred-queue.js";
 import type { GroupDialogs } from "./group-dialog.js";
+import type { SessionRefresh } from "./session-refresh.js";
 
 /** The PF's SIP UA, as far as delivery uses it (src/sip/ua.ts). */
 export interface DeliveryUa {
@@ -67,6 +68,8 @@ export interface DeliveryUa {
 export interface IncomingRejoin {
   readonly request: SipMessage;
   accept(headers: [string, string][], body: string): UaDialog;
+  readonly inDialog: boolean;
+  acceptInDialog(headers: [string, string][], body: string): void;
   reject(status: number, reason: string, headers?: [string, string][]): void;
   readonly acked: Promise<boolean>;
   onCancel(fn: () => void): void;
@@ -139,6 +142,8 @@ export interface DeliveryServiceDeps {
   group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "relayToCf" | "restart" | "ended" | "holds">;
   /** The focus's NOTIFYs on the PF's own conference subscriptions (src/delivery/conference-subscriptions.ts); absent: every NOTIFY gets 481. */
   subscriptions?: { onNotify(req: SipMessage, reply: (status: number, reason: string) => void): void };
+  /** The CF's session refreshes for an absent client (src/delivery/session-refresh.ts); absent: answered 481. */
+  refresh?: Pick<SessionRefresh, "onReinvite" | "onUpdate" | "takesBye">;
   /** 8.3.2.3: a BYE the CF sent on a group session dialog the PF's UA set up (a re-start): decided and acted on as Kamailio's are. */
   networkBye?: (raw: Uint8Array) => Promise<void>;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
@@ -197,7 +202,12 @@ export class DeliveryService implements RegistrationHandler {
 
   constructor(private readonly deps: DeliveryServiceDeps) {
     deps.ua.onRequest((req, reply) => this.onClientRequest(req, reply));
-    deps.ua.onInvite((invite) => this.onRejoin(invite));
+    deps.ua.onInvite((invite) => {
+      if (!invite.inDialog) return this.onRejoin(invite);
+      // the CF's re-INVITE on a group session dialog whose client is gone (session refresh)
+      if (this.deps.refresh) this.deps.refresh.onReinvite(invite);
+      else invite.reject(481, "Call/Transaction Does Not Exist");
+    });
   }
 
   /** RJ-1: ObserveSession's answer_by_pf: the PF's UA will answer the client's re-join of `session` (rejoin-delivery.ts answersRejoin). */
@@ -713,6 +723,15 @@ export class DeliveryService implements RegistrationHandler {
     const key = this.byCallId.get(header(req, "call-id") ?? "");
     const m = key ? this.machines.get(key) : undefined;
     if (req.method === "ACK") return;
+    if (!m && req.method === "UPDATE" && this.deps.refresh) {
+      this.deps.refresh.onUpdate(req, reply);
+      return;
+    }
+    if (!m && req.method === "BYE" && this.deps.refresh?.takesBye(header(req, "call-id") ?? "")) {
+      // the CF's BYE on a dialog whose refreshes the PF answered, HandleBye already decided on the way
+      reply(200, "OK");
+      return;
+    }
     if (!m) {
       reply(481, "Call/Transaction Does Not Exist");
       return;

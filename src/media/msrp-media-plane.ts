@@ -366,6 +366,33 @@ export class MsrpMediaPlane implements MediaPlane {
   }
 
   /**
+   * The CF invited the served user into this anchored session and the
+   * original client leg is gone (the client away, or a joined delivery
+   * session in its place): the PF answers the CF's in-dialog offers itself.
+   */
+  clientLegGone(sessionKey: string): boolean {
+    const a = this.anchored.get(sessionKey);
+    return a !== undefined && a.offerer === "network" && a.answered && a.session.client.state === "gone";
+  }
+
+  /**
+   * The PF's answer on the CF leg to the CF's new offer on the same session
+   * (a session refresh, RFC 4028; RFC 3264 8: the stream stays as it is): the
+   * PF's path and session-id as in its first answer, its connection role
+   * kept. Throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED, CPM_ERR_BAD_SDP.
+   */
+  refreshAnswer(sessionKey: string, offerSdp: string): string {
+    const a = this.anchored.get(sessionKey);
+    if (!a || a.offerer !== "network") throw new CpmError("CPM_ERR_MEDIA_NOT_ANCHORED", `session ${sessionKey}`);
+    const anchor = { host: this.advertisedHost(), port: this.listenPort, sessionId: a.senderSessionId, tls: this.tls };
+    try {
+      return anchorSdp(offerSdp, anchor, "answer", a.senderRole === "active" ? "passive" : "active").sdp;
+    } catch (err) {
+      throw err instanceof CpmError ? err : new CpmError("CPM_ERR_BAD_SDP", String(err));
+    }
+  }
+
+  /**
    * DD-13 / RJ-3: the PF re-starts the group session itself (8.2.2.7): a new
    * anchored session keyed by the re-start INVITE's Call-ID, whose CF leg the
    * PF offers (`offerSdp`: the original offer's media attributes, the PF's

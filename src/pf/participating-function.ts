@@ -90,6 +90,8 @@ export interface PfOptions {
   registrations?: RegistrationHandler;
   /** The session descriptors in the served users' mailboxes (src/store/session-descriptor.ts); absent = none written. */
   descriptors?: DescriptorStore;
+  /** The CF's session refreshes on a dialog whose client leg is gone (src/delivery/session-refresh.ts); absent: relayed. */
+  refreshes?: { answers(msg: SipMessage): boolean };
   /** Told of every lifecycle transition once it is written (the PF's own conference subscription follows them); must not throw. */
   lifecycleListener?: LifecycleListener;
 }
@@ -496,6 +498,12 @@ export class ParticipatingFunction {
     const msg = parseSipMessage(env.raw);
     const callId = header(msg, "call-id") ?? "";
     const initialInvite = msg.kind === "request" && msg.method === "INVITE" && !tagOf(header(msg, "to"));
+    if (msg.kind === "request" && (msg.method === "INVITE" || msg.method === "UPDATE") && !initialInvite) {
+      // the CF's re-INVITE / UPDATE (a session refresh) on a dialog whose client is gone: the PF's UA answers it
+      const answerByPf = this.opts.refreshes?.answers(msg) === true;
+      const s = this.sessions.get(callId);
+      return { updated: false, sessionKey: callId, participantCount: s?.participants.length ?? 0, anchorMedia: false, answerByPf };
+    }
     let existing = this.sessions.get(callId);
     if (!existing && initialInvite) {
       // a new dialog of a group session the PF knows (re-join, re-start): the same record

@@ -143,6 +143,10 @@ export interface IncomingInvite {
    * CPM_ERR_BAD_REQUEST once answered or CANCELled.
    */
   accept(headers: SipHeaderLine[], body: string): Dialog;
+  /** The request is a re-INVITE (its To has a tag): no new dialog. */
+  readonly inDialog: boolean;
+  /** 2xx to a re-INVITE (12.2.2): no new dialog; retransmitted until the ACK (13.3.1.4). Throws CPM_ERR_BAD_REQUEST once answered. */
+  acceptInDialog(headers: SipHeaderLine[], body: string): void;
   /** A final non-2xx (17.2.1: retransmitted over UDP until its ACK). Ignored once answered. */
   reject(status: number, reason: string, headers?: SipHeaderLine[]): void;
   /** Resolves true with the ACK of the 2xx, false when none came within 64*T1 (13.3.1.4: the session then ends) or the UA closed. */
@@ -1030,7 +1034,7 @@ export class SipUa {
       this.handler?.(req, () => {});
       return;
     }
-    if (req.method === "INVITE" && !tagOf(header(req, "to"))) {
+    if (req.method === "INVITE") {
       this.receiveInvite(req, source);
       return;
     }
@@ -1082,7 +1086,7 @@ export class SipUa {
     return false;
   }
 
-  /** 17.2.1: an initial INVITE; a retransmission gets the latest response again. */
+  /** 17.2.1: an INVITE (initial, or a re-INVITE); a retransmission gets the latest response again. */
   private receiveInvite(req: SipMessage, source: Source): void {
     const key = `${topBranch(req) || `${header(req, "call-id")} ${header(req, "cseq")}`} INVITE`;
     const known = this.inviteServers.get(key);
@@ -1090,7 +1094,8 @@ export class SipUa {
       this.respond(known.response, req, source);
       return;
     }
-    const toTag = randomHex();
+    const inDialog = tagOf(header(req, "to")) !== "";
+    const toTag = inDialog ? tagOf(header(req, "to")) : randomHex();
     const base = responseHeaders(req, toTag);
     const transaction: InviteServerTransaction = { response: serializeResponse(100, "Trying", base), final: false, timers: [] };
     this.inviteServers.set(key, transaction);
@@ -1141,11 +1146,18 @@ export class SipUa {
     };
     const invite: IncomingInvite = {
       request: req,
+      inDialog,
       acked,
+      acceptInDialog: (headers, body) => {
+        if (transaction.final || !inDialog) throw new CpmError("CPM_ERR_BAD_REQUEST", "not a re-INVITE waiting for its answer");
+        const bytes = serializeResponse(200, "OK", [...base, ...headers], body);
+        finalResponse(bytes, false);
+        this.awaitAck(header(req, "call-id") ?? "", cseqOfMessage(req)?.seq ?? 0, () => this.respond(bytes, req, source), settleAcked);
+      },
       onCancel: (fn) => cancelHandlers.push(fn),
       reject,
       accept: (headers, body) => {
-        if (transaction.final) throw new CpmError("CPM_ERR_BAD_REQUEST", "the INVITE was already answered");
+        if (transaction.final || inDialog) throw new CpmError("CPM_ERR_BAD_REQUEST", "not an initial INVITE waiting for its answer");
         const dialog = this.uasDialog(req, toTag);
         const recordRoute = headerValues(req, "record-route").map((v): SipHeaderLine => ["Record-Route", v]);
         const bytes = serializeResponse(200, "OK", [...base, ...recordRoute, ...headers], body);

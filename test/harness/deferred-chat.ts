@@ -56,6 +56,8 @@ export interface Chat {
   cf?: MsrpPeer;
   /** The CF SIPp's port: triggerSipp(cfSipPort, callId) makes the CF send its BYE (whileDeferred only). */
   cfSipPort?: number;
+  /** The 2xx to the CF's INVITE as the CF got it: its dialog's facts (tags, Contact, Record-Route, the PF's SDP). */
+  cf200?: SipTraceMessage;
   /** The group chat's SIP as the CF and the client saw it (set once the chat is over). */
   trace?: { cf: SipTraceMessage[]; client: SipTraceMessage[] };
 }
@@ -399,7 +401,7 @@ export class DeferredChatRig {
         }
         const kept = await this.folder(deferredFolder({ conversationId, contributionId }), servedUser);
         assert.equal(kept.length, sent.length, "every message the CF sent is in the served user's deferred queue");
-        chat = { servedUser, callId, conversationId, contributionId, sent, cf, cfSipPort };
+        chat = { servedUser, callId, conversationId, contributionId, sent, cf, cfSipPort, cf200 };
         if (opts.whileDeferred) await opts.whileDeferred(chat);
       },
     });

@@ -664,3 +664,35 @@ test(
     assert.equal(cancelled, true);
   },
 );
+
+test(
+  "DD-12 INVITE server: a re-INVITE (To tagged) keeps its To tag, makes no new dialog, and its 2xx is retransmitted until the ACK",
+  LIMIT,
+  async (t) => {
+    const kam = await Peer.open(t);
+    const ua = await startUa(t, kam);
+    const uaAddr = { host: HOST, port: ua.address.port };
+    let acked: Promise<boolean> | undefined;
+    ua.onInvite((inv) => {
+      assert.equal(inv.inDialog, true);
+      assert.throws(() => inv.accept([], ""), CpmError, "not an initial INVITE");
+      acked = inv.acked;
+      inv.acceptInDialog(
+        [
+          ["Contact", "<sip:pf@127.0.0.1>"],
+          ["Content-Type", "application/sdp"],
+        ],
+        "v=0\r\n",
+      );
+    });
+    const reinvite = rejoinInvite(kam.port).replace("To: <sip:conf-1@cf.example.com>", "To: <sip:conf-1@cf.example.com>;tag=ue-tag");
+    kam.send(reinvite, uaAddr);
+    assert.equal((await kam.next("100")).msg.statusCode, 100);
+    const ok = (await kam.next("200")).msg;
+    assert.equal(tagOf(header(ok, "to")), "ue-tag");
+    assert.equal(headerValues(ok, "record-route").length, 0, "no route set in a re-INVITE's 2xx (12.2.2)");
+    assert.equal((await kam.next("2xx again")).msg.statusCode, 200);
+    kam.send(ackOf(ok, kam.port, "z9hG4bKack2"), uaAddr);
+    assert.equal(await acked, true);
+  },
+);

@@ -1,0 +1,140 @@
+// Executes src/procedures/session-refresh.ts: the CF's re-INVITE / UPDATE on
+// a group session whose client leg is gone, which Kamailio relays to the PF's
+// UA when ObserveSession answered answer_by_pf (cpm-pf.cfg
+// route[CPM_PF_REFRESH]). The 2xx carries the PF's UA as Contact (RFC 3261
+// 12.2: a target refresh), so the CF's ACK and its later in-dialog requests
+// of this dialog come to the PF, which answers them for the absent client;
+// its BYE is still decided by HandleBye on the way (8.3.2.3).
+import { CpmError } from "../errors/catalogue.js";
+import type { Logger } from "../log/logger.js";
+import { answerRefresh, type RefreshFacts } from "../procedures/session-refresh.js";
+import type { GroupSession } from "../session/group-session.js";
+import { header, headerValues, type SipMessage, splitCommaList } from "../sip/message.js";
+import { bodyParts } from "../sip/multipart.js";
+import { tagOf } from "../sip/name-addr.js";
+import type { IncomingRejoin } from "./service.js";
+
+const SDP = "application/sdp";
+/** Dialogs remembered for their BYE (the oldest forgotten first: a BYE that then comes gets 481, its GSO is HandleBye's anyway). */
+const MAX_ANSWERED = 10_000;
+
+export interface SessionRefreshDeps {
+  sessions: { get(callId: string): GroupSession | undefined };
+  media: { clientLegGone(sessionKey: string): boolean; refreshAnswer(sessionKey: string, offerSdp: string): string };
+  /** The PF's UA's own URI: the Contact of its answers. */
+  uaUri: string;
+  log: Logger;
+}
+
+function offerOf(msg: SipMessage): string | undefined {
+  try {
+    return bodyParts(header(msg, "content-type"), msg.body)
+      .find((p) => p.contentType === SDP)
+      ?.body.toString("utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+export class SessionRefresh {
+  /** The CF dialogs the PF answered for the absent client (their Call-IDs): its ACKs and BYE come to the UA now. */
+  private readonly answered = new Set<string>();
+  /** Refreshes answered, refused (metrics, tests). */
+  counts = { answered: 0, refused: 0 };
+
+  constructor(private readonly deps: SessionRefreshDeps) {}
+
+  private facts(msg: SipMessage): { facts: RefreshFacts; session: GroupSession | undefined } {
+    const callId = header(msg, "call-id") ?? "";
+    const session = this.deps.sessions.get(callId);
+    const dialog = session?.dialogs.find((d) => d.callId === callId);
+    const options = [...headerValues(msg, "supported"), ...headerValues(msg, "require")].flatMap(splitCommaList);
+    return {
+      session,
+      facts: {
+        method: msg.kind === "request" && msg.method === "UPDATE" ? "UPDATE" : "INVITE",
+        fromNetwork: dialog !== undefined && dialog.cfTag !== "" && tagOf(header(msg, "from")) === dialog.cfTag,
+        clientLegGone: session !== undefined && this.deps.media.clientLegGone(callId),
+        offerSdp: offerOf(msg),
+        // "x": its compact form (RFC 4028 4)
+        sessionExpires: header(msg, "session-expires") ?? header(msg, "x"),
+        supportsTimer: options.some((o) => o.trim().toLowerCase() === "timer"),
+      },
+    };
+  }
+
+  /** ObserveSession: is this in-dialog re-INVITE / UPDATE the PF's to answer? */
+  answers(msg: SipMessage): boolean {
+    return answerRefresh(this.facts(msg).facts).kind !== "relay";
+  }
+
+  /** A BYE the UA got on a dialog it answered refreshes for (HandleBye decided it on the way): 200, forgotten. */
+  takesBye(callId: string): boolean {
+    return this.answered.delete(callId);
+  }
+
+  /** The CF's re-INVITE, at the UA. */
+  onReinvite(invite: IncomingRejoin): void {
+    const req = invite.request;
+    const { facts } = this.facts(req);
+    const answer = answerRefresh(facts);
+    const fields = { callId: header(req, "call-id"), method: "INVITE" };
+    if (answer.kind !== "answer") {
+      // relay: the state changed since ObserveSession (the PF has no client to pass it to any more)
+      const r = answer.kind === "refuse" ? answer : { status: 481, reason: "Call/Transaction Does Not Exist" };
+      this.refused(fields, r);
+      invite.reject(r.status, r.reason);
+      return;
+    }
+    let sdp: string;
+    try {
+      sdp = this.deps.media.refreshAnswer(header(req, "call-id") ?? "", facts.offerSdp ?? "");
+    } catch (err) {
+      this.refused(fields, { status: 488, reason: err instanceof CpmError ? err.detail : String(err) });
+      invite.reject(488, "Not Acceptable Here");
+      return;
+    }
+    invite.acceptInDialog([...this.contact(), ...answer.headers, ["Content-Type", SDP]], sdp);
+    this.done(req, fields);
+  }
+
+  /** The CF's UPDATE, at the UA (RFC 3311). */
+  onUpdate(req: SipMessage, reply: (status: number, reason: string, headers?: [string, string][]) => void): void {
+    const { facts } = this.facts(req);
+    const answer = answerRefresh(facts);
+    const fields = { callId: header(req, "call-id"), method: "UPDATE" };
+    if (answer.kind !== "answer") {
+      const r = answer.kind === "refuse" ? answer : { status: 481, reason: "Call/Transaction Does Not Exist" };
+      this.refused(fields, r);
+      reply(r.status, r.reason);
+      return;
+    }
+    if (answer.answerOffer) {
+      // the UA's plain replies carry no body: an UPDATE with an offer is refused, the session stays as it is (RFC 3311 5.2)
+      this.refused(fields, { status: 488, reason: "an offer in UPDATE" });
+      reply(488, "Not Acceptable Here");
+      return;
+    }
+    reply(200, "OK", [...this.contact(), ...answer.headers]);
+    this.done(req, fields);
+  }
+
+  private contact(): [string, string][] {
+    return [["Contact", `<${this.deps.uaUri}>`]];
+  }
+
+  private done(req: SipMessage, fields: Record<string, unknown>): void {
+    this.answered.add(header(req, "call-id") ?? "");
+    if (this.answered.size > MAX_ANSWERED) this.answered.delete(this.answered.values().next().value as string);
+    this.counts.answered++;
+    this.deps.log.info("session refresh answered for the absent client", {
+      ...fields,
+      sessionExpires: header(req, "session-expires"),
+    });
+  }
+
+  private refused(fields: Record<string, unknown>, r: { status: number; reason: string }): void {
+    this.counts.refused++;
+    this.deps.log.warn("session refresh refused", { ...fields, status: r.status, reason: r.reason });
+  }
+}

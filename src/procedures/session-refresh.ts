@@ -1,0 +1,54 @@
+// The CF's in-dialog re-INVITE or UPDATE on a group session whose client leg
+// is gone (the client away, or replaced by a joined delivery session, DD-12 /
+// RJ-5): most often an RFC 4028 session refresh. Relayed, it would reach the
+// client's dead Contact and fail; the CF would then end the long-lived group
+// session for the served user. As B2BUA the PF answers it for the client
+// instead (8.3.2.9.1.2 c: the PF keeps the group session's dialog towards the
+// CF). Pure: the facts in, the answer out; src/delivery/session-refresh.ts
+// executes it.
+
+/** What the PF knows when the request arrives. */
+export interface RefreshFacts {
+  method: "INVITE" | "UPDATE";
+  /** The request came from the CF's side of the group session's dialog (its From tag). */
+  fromNetwork: boolean;
+  /** The PF anchors the session's media and its original client leg is gone. */
+  clientLegGone: boolean;
+  /** The request's SDP offer, if any. */
+  offerSdp: string | undefined;
+  /** Its Session-Expires value (RFC 4028 4), if any. */
+  sessionExpires: string | undefined;
+  /** "timer" is among its Supported / Require option tags. */
+  supportsTimer: boolean;
+}
+
+export type RefreshAnswer =
+  /** Not the PF's to answer: relayed as before. */
+  | { kind: "relay"; why: string }
+  /** 2xx with these headers (Contact and Content-Type added by the executor); `sdp`: answer the offer on the CF leg. */
+  | { kind: "answer"; headers: [string, string][]; answerOffer: boolean }
+  | { kind: "refuse"; status: number; reason: string };
+
+/** RFC 4028 9: the UAS's 2xx names the refresher; the CF, which asked, stays the refresher (refresher=uac). */
+function timerHeaders(f: RefreshFacts): [string, string][] {
+  if (f.sessionExpires === undefined || !f.supportsTimer) return [];
+  const delta = /^\s*(\d+)/.exec(f.sessionExpires)?.[1];
+  if (delta === undefined) return [];
+  return [
+    ["Session-Expires", `${delta};refresher=uac`],
+    ["Require", "timer"],
+  ];
+}
+
+export function answerRefresh(f: RefreshFacts): RefreshAnswer {
+  if (!f.fromNetwork) return { kind: "relay", why: "not from the CF's side" };
+  if (!f.clientLegGone) return { kind: "relay", why: "the client is there to answer it" };
+  if (f.method === "UPDATE") {
+    // RFC 3311 5.2: an UPDATE with an offer changes the session; the PF keeps its CF leg as it is
+    if (f.offerSdp !== undefined) return { kind: "answer", headers: timerHeaders(f), answerOffer: true };
+    return { kind: "answer", headers: timerHeaders(f), answerOffer: false };
+  }
+  // RFC 3261 14.2: an offerless re-INVITE wants an offer in the 2xx and the answer in the ACK; the PF has none to make
+  if (f.offerSdp === undefined) return { kind: "refuse", status: 488, reason: "Not Acceptable Here" };
+  return { kind: "answer", headers: timerHeaders(f), answerOffer: true };
+}
