@@ -3,12 +3,11 @@
 // in-dialog SUBSCRIBE (refresh, Expires: 0) on the dialog its 2xx or an
 // early NOTIFY made.
 import assert from "node:assert/strict";
-import { type TestContext, test } from "node:test";
-import { silentLogger } from "../../../src/log/logger.js";
+import { test } from "node:test";
 import { header, parseSipMessage } from "../../../src/sip/message.js";
 import { tagOf } from "../../../src/sip/name-addr.js";
-import { dialogFromNotify, SipUa } from "../../../src/sip/ua.js";
-import { HOST, Peer, response } from "../../fixtures/sip-ua.js";
+import { dialogFromNotify } from "../../../src/sip/ua.js";
+import { HOST, Peer, response, startUa } from "../../fixtures/sip-ua.js";
 
 const LIMIT = { timeout: 3000 };
 const HEADERS: [string, string][] = [
@@ -19,25 +18,12 @@ const HEADERS: [string, string][] = [
   ["Expires", "3600"],
 ];
 
-async function startUa(t: TestContext, proxy: Peer): Promise<SipUa> {
-  const ua = await SipUa.start({
-    host: HOST,
-    port: 0,
-    outboundProxy: { host: HOST, port: proxy.port },
-    routeParams: ";cpmpfuac",
-    log: silentLogger(),
-    t1Ms: 10,
-  });
-  t.after(() => ua.close());
-  return ua;
-}
-
 test(
   "DD-11 RFC 6665 4.1.2.1: SUBSCRIBE goes to the outbound proxy with its Route; the 2xx gives the dialog; the in-dialog SUBSCRIBE (Expires: 0) follows the route set with CSeq 2",
   LIMIT,
   async (t) => {
     const proxy = await Peer.open(t);
-    const ua = await startUa(t, proxy);
+    const ua = await startUa(t, proxy.port);
     const sub = ua.subscribe({ requestUri: "sip:focus@cf.example.net", headers: HEADERS });
     const { msg, raw } = await proxy.next("SUBSCRIBE");
     assert.equal(raw.split("\r\n")[0], "SUBSCRIBE sip:focus@cf.example.net SIP/2.0");
@@ -80,7 +66,7 @@ test(
   LIMIT,
   async (t) => {
     const proxy = await Peer.open(t);
-    const ua = await startUa(t, proxy);
+    const ua = await startUa(t, proxy.port);
     const silent = await ua.subscribe({ requestUri: "sip:focus@cf.example.net", headers: HEADERS }).outcome;
     assert.equal(silent.status, 408);
     assert.equal(silent.response, undefined);

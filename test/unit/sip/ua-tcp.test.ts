@@ -12,7 +12,7 @@ import { silentLogger } from "../../../src/log/logger.js";
 import { header, parseSipMessage, type SipMessage } from "../../../src/sip/message.js";
 import { SipStreamFramer } from "../../../src/sip/stream-framing.js";
 import { type Dialog, SipUa, type SipUaOptions } from "../../../src/sip/ua.js";
-import { branchOf, CALLER_HEADERS, capturedLog, HOST, Peer, response, SDP } from "../../fixtures/sip-ua.js";
+import { branchOf, CALLER_HEADERS, capturedLog, HOST, Peer, response, SDP, startUa } from "../../fixtures/sip-ua.js";
 import { freePort } from "../../harness/ports.js";
 
 /** A UA bug that loses a callback fails the test instead of hanging it. */
@@ -119,21 +119,6 @@ class TcpPeer {
   }
 }
 
-async function startUa(t: TestContext, proxyPort: number, extra: Partial<SipUaOptions> = {}): Promise<SipUa> {
-  const ua = await SipUa.start({
-    host: HOST,
-    port: 0,
-    outboundProxy: { host: HOST, port: proxyPort },
-    routeParams: ";cpmpfuac",
-    log: silentLogger(),
-    t1Ms: 10,
-    transport: "tcp",
-    ...extra,
-  });
-  t.after(() => ua.close());
-  return ua;
-}
-
 function inviteFrom(ua: SipUa, body = SDP, onProvisional?: (status: number) => void) {
   return ua.invite({ requestUri: "sip:+15551234@ims.example.com", headers: CALLER_HEADERS, body }, onProvisional);
 }
@@ -147,7 +132,7 @@ const viaRe = (transport: string, ua: SipUa) =>
 /** INVITE over TCP answered 100 then 200 (Record-Route: the proxy, no transport parameter); the dialog. */
 async function establish(t: TestContext, extra: Partial<SipUaOptions> = {}) {
   const proxy = await TcpPeer.listen(t);
-  const ua = await startUa(t, proxy.port, extra);
+  const ua = await startUa(t, proxy.port, { transport: "tcp", ...extra });
   const call = inviteFrom(ua);
   const invite = await proxy.next("INVITE");
   invite.socket.write(response(invite.msg, "100 Trying"));
@@ -163,7 +148,7 @@ test(
   LIMIT,
   async (t) => {
     const proxy = await TcpPeer.listen(t);
-    const ua = await startUa(t, proxy.port);
+    const ua = await startUa(t, proxy.port, { transport: "tcp" });
     const call = inviteFrom(ua);
     const invite = await proxy.next("INVITE");
     assert.match(header(invite.msg, "via") ?? "", viaRe("TCP", ua));
@@ -192,7 +177,7 @@ test(
   LIMIT,
   async (t) => {
     const proxy = await TcpPeer.listen(t);
-    const ua = await startUa(t, proxy.port);
+    const ua = await startUa(t, proxy.port, { transport: "tcp" });
     const call = inviteFrom(ua);
     const invite = await proxy.next("INVITE");
     invite.socket.write(response(invite.msg, "486 Busy Here"));
@@ -207,7 +192,7 @@ test(
 
 test("CANCEL goes on the INVITE's connection, with the INVITE's Via (TCP, same branch) (RFC 3261 9.1)", LIMIT, async (t) => {
   const proxy = await TcpPeer.listen(t);
-  const ua = await startUa(t, proxy.port);
+  const ua = await startUa(t, proxy.port, { transport: "tcp" });
   const call = inviteFrom(ua);
   const invite = await proxy.next("INVITE");
   invite.socket.write(response(invite.msg, "180 Ringing"));
@@ -250,7 +235,7 @@ test(
   LIMIT,
   async (t) => {
     const proxy = await TcpPeer.listen(t);
-    const ua = await startUa(t, proxy.port, { t1Ms: 200 });
+    const ua = await startUa(t, proxy.port, { transport: "tcp", t1Ms: 200 });
     const call = inviteFrom(ua);
     const invite = await proxy.next("INVITE");
     invite.socket.write(response(invite.msg, "100 Trying"));
@@ -326,7 +311,7 @@ test(
   LIMIT,
   async (t) => {
     const { log, lines } = capturedLog();
-    const ua = await startUa(t, 9, { log });
+    const ua = await startUa(t, 9, { transport: "tcp", log });
     const seen: SipMessage[] = [];
     ua.onRequest((req, reply) => {
       seen.push(req);
@@ -350,7 +335,7 @@ test(
   LIMIT,
   async (t) => {
     const { log, lines } = capturedLog();
-    const ua = await startUa(t, 9, { log });
+    const ua = await startUa(t, 9, { transport: "tcp", log });
     ua.onRequest((_req, reply) => reply(200, "OK"));
     const kamailio = TcpPeer.client(t);
     const bad = await kamailio.connect(ua.address);
@@ -372,7 +357,7 @@ test(
   LIMIT,
   async (t) => {
     const kamailio = await TcpPeer.listen(t);
-    const ua = await startUa(t, kamailio.port);
+    const ua = await startUa(t, kamailio.port, { transport: "tcp" });
     let reply: ((status: number, reason: string) => void) | undefined;
     ua.onRequest((_req, r) => {
       reply = r;
@@ -439,7 +424,7 @@ test(
 
 test("sip.transport tcp: a refused connection fails the INVITE with CpmError CPM_ERR_SIP_TRANSPORT, no UDP retry", LIMIT, async (t) => {
   const udpOnly = await Peer.open(t);
-  const ua = await startUa(t, udpOnly.port);
+  const ua = await startUa(t, udpOnly.port, { transport: "tcp" });
   await assert.rejects(
     inviteFrom(ua, BIG_BODY).outcome,
     (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_SIP_TRANSPORT" && /ECONNREFUSED|refused/i.test(err.message),

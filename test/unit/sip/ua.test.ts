@@ -11,24 +11,10 @@ import { parseAddressList } from "../../../src/sip/address-list.js";
 import { header, headerValues, type SipMessage } from "../../../src/sip/message.js";
 import { tagOf } from "../../../src/sip/name-addr.js";
 import { type Dialog, SipUa, type SipUaOptions } from "../../../src/sip/ua.js";
-import { branchOf, CALLER_HEADERS, capturedLog, HOST, Peer, response, SDP } from "../../fixtures/sip-ua.js";
+import { branchOf, CALLER_HEADERS, capturedLog, HOST, Peer, response, SDP, startUa } from "../../fixtures/sip-ua.js";
 
 /** A UA bug that loses a callback fails the test instead of hanging it. */
 const LIMIT = { timeout: 3000 };
-
-async function startUa(t: TestContext, proxy: Peer, extra: Partial<SipUaOptions> = {}): Promise<SipUa> {
-  const ua = await SipUa.start({
-    host: HOST,
-    port: 0,
-    outboundProxy: { host: HOST, port: proxy.port },
-    routeParams: ";cpmpfuac",
-    log: silentLogger(),
-    t1Ms: 10,
-    ...extra,
-  });
-  t.after(() => ua.close());
-  return ua;
-}
 
 function inviteFrom(ua: SipUa, onProvisional?: (status: number, res: SipMessage) => void) {
   return ua.invite({ requestUri: "sip:+15551234@ims.example.com", headers: CALLER_HEADERS, body: SDP }, onProvisional);
@@ -39,7 +25,7 @@ test(
   LIMIT,
   async (t) => {
     const proxy = await Peer.open(t);
-    const ua = await startUa(t, proxy);
+    const ua = await startUa(t, proxy.port);
     const call = ua.invite({ requestUri: "sip:+15551234@ims.example.com", headers: CALLER_HEADERS, body: SDP, callId: "given@pf" });
     const { msg, raw } = await proxy.next("INVITE");
     assert.equal(raw.split("\r\n")[0], "INVITE sip:+15551234@ims.example.com SIP/2.0");
@@ -68,7 +54,7 @@ test(
 
 test("a generated Call-ID is random @ the UA host; headers the UA writes itself are refused", LIMIT, async (t) => {
   const proxy = await Peer.open(t);
-  const ua = await startUa(t, proxy);
+  const ua = await startUa(t, proxy.port);
   const call = inviteFrom(ua);
   assert.match(call.callId, /^[0-9a-f]{16}@127\.0\.0\.1$/);
   call.outcome.catch(() => {});
@@ -91,7 +77,7 @@ async function establish(t: TestContext, extra: Partial<SipUaOptions> = {}) {
   const proxy = await Peer.open(t);
   const hop = await Peer.open(t);
   const device = await Peer.open(t);
-  const ua = await startUa(t, proxy, extra);
+  const ua = await startUa(t, proxy.port, extra);
   const provisional: number[] = [];
   const call = inviteFrom(ua, (status) => provisional.push(status));
   const invite = (await proxy.next("INVITE")).msg;
@@ -157,7 +143,7 @@ test(
 test("ack() without a route set goes to the remote target", LIMIT, async (t) => {
   const proxy = await Peer.open(t);
   const device = await Peer.open(t);
-  const ua = await startUa(t, proxy);
+  const ua = await startUa(t, proxy.port);
   const call = inviteFrom(ua);
   const invite = (await proxy.next("INVITE")).msg;
   proxy.send(response(invite, "200 OK", [`Contact: <${device.uri}>`]), { host: HOST, port: ua.address.port });
@@ -174,7 +160,7 @@ test(
   LIMIT,
   async (t) => {
     const proxy = await Peer.open(t);
-    const ua = await startUa(t, proxy);
+    const ua = await startUa(t, proxy.port);
     const call = inviteFrom(ua);
     const invite = (await proxy.next("INVITE")).msg;
     const busy = response(invite, "486 Busy Here", [], "busy-tag");
@@ -196,7 +182,7 @@ test(
 
 test("Timer A retransmits the INVITE (doubling) until a provisional response, then stops", LIMIT, async (t) => {
   const proxy = await Peer.open(t);
-  const ua = await startUa(t, proxy, { t1Ms: 20 });
+  const ua = await startUa(t, proxy.port, { t1Ms: 20 });
   const call = inviteFrom(ua);
   const first = (await proxy.next("INVITE")).msg;
   const copies = await proxy.drain(130); // retransmissions at 20, 60, 140 ms
@@ -211,7 +197,7 @@ test("Timer A retransmits the INVITE (doubling) until a provisional response, th
 
 test("no answer: Timer B (64*T1) rejects the outcome with a CpmError", LIMIT, async (t) => {
   const proxy = await Peer.open(t);
-  const ua = await startUa(t, proxy);
+  const ua = await startUa(t, proxy.port);
   const started = Date.now();
   const call = inviteFrom(ua);
   await assert.rejects(call.outcome, (err) => err instanceof CpmError && /Timer B/.test(err.message));
@@ -225,7 +211,7 @@ test(
   LIMIT,
   async (t) => {
     const proxy = await Peer.open(t);
-    const ua = await startUa(t, proxy, { t1Ms: 200 });
+    const ua = await startUa(t, proxy.port, { t1Ms: 200 });
     const uaAddr = { host: HOST, port: ua.address.port };
     const call = inviteFrom(ua);
     const invite = (await proxy.next("INVITE")).msg;
@@ -319,7 +305,7 @@ test(
 
 test("a request nobody answers gets 500 after 1 s, with a To tag added", LIMIT, async (t) => {
   const peer = await Peer.open(t);
-  const ua = await startUa(t, peer);
+  const ua = await startUa(t, peer.port);
   const options = [
     `OPTIONS sip:pf@${HOST} SIP/2.0`,
     `Via: SIP/2.0/UDP ${HOST}:${peer.port};branch=z9hG4bKopt1`,
@@ -350,7 +336,7 @@ test("a garbage datagram is dropped and logged at warn; the UA keeps working", L
     transports: [new winston.transports.Stream({ stream })],
   });
   const peer = await Peer.open(t);
-  const ua = await startUa(t, peer, { log });
+  const ua = await startUa(t, peer.port, { log });
   const uaAddr = { host: HOST, port: ua.address.port };
   peer.send("\x00\x01 not SIP at all", uaAddr);
   peer.send("SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n", uaAddr); // no Via / CSeq
@@ -419,7 +405,7 @@ test(
 test("UA source check: trustedSources (sip.trustedSources) may list several Kamailio addresses or CIDRs", LIMIT, async (t) => {
   const proxy = await Peer.open(t);
   const other = await Peer.open(t, INTRUDER);
-  const ua = await startUa(t, proxy, { trustedSources: parseAddressList("127.0.0.1, 127.0.0.2/32", "Kamailio's") });
+  const ua = await startUa(t, proxy.port, { trustedSources: parseAddressList("127.0.0.1, 127.0.0.2/32", "Kamailio's") });
   ua.onRequest((_req, reply) => reply(200, "OK"));
   const options = [
     `OPTIONS sip:pf@${HOST} SIP/2.0`,
@@ -471,7 +457,7 @@ test("a 2xx from a second fork is ACKed and then ended with a BYE (13.2.2.4); th
 
 test("close() rejects a pending INVITE, clears every timer and resolves once the socket is closed", LIMIT, async (t) => {
   const proxy = await Peer.open(t);
-  const ua = await startUa(t, proxy, { t1Ms: 1000 });
+  const ua = await startUa(t, proxy.port, { t1Ms: 1000 });
   const call = inviteFrom(ua);
   await proxy.next("INVITE");
   const bye = ua.bye({
@@ -544,7 +530,7 @@ test(
   LIMIT,
   async (t) => {
     const kam = await Peer.open(t);
-    const ua = await startUa(t, kam);
+    const ua = await startUa(t, kam.port);
     const uaAddr = { host: HOST, port: ua.address.port };
     let dialog: Dialog | undefined;
     let acked: Promise<boolean> | undefined;
@@ -600,7 +586,7 @@ test(
 
 test("RJ-1 INVITE server: no ACK within 64*T1 settles acked false; a reject is retransmitted until its ACK (Timer G)", LIMIT, async (t) => {
   const kam = await Peer.open(t);
-  const ua = await startUa(t, kam);
+  const ua = await startUa(t, kam.port);
   const uaAddr = { host: HOST, port: ua.address.port };
   const acks: Promise<boolean>[] = [];
   let n = 0;
@@ -633,7 +619,7 @@ test(
   LIMIT,
   async (t) => {
     const kam = await Peer.open(t);
-    const ua = await startUa(t, kam);
+    const ua = await startUa(t, kam.port);
     const uaAddr = { host: HOST, port: ua.address.port };
     const stray = rejoinInvite(kam.port, "z9hG4bKnone")
       .replace(/^INVITE/, "CANCEL")
@@ -670,7 +656,7 @@ test(
   LIMIT,
   async (t) => {
     const kam = await Peer.open(t);
-    const ua = await startUa(t, kam);
+    const ua = await startUa(t, kam.port);
     const uaAddr = { host: HOST, port: ua.address.port };
     let acked: Promise<boolean> | undefined;
     ua.onInvite((inv) => {
