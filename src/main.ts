@@ -103,6 +103,7 @@ async function main(): Promise<void> {
         lingerMs: SUBSCRIPTION_LINGER_MS,
       },
       unsubscribeOnRejoin: cfg.delivery.unsubscribeOnRejoin,
+      originatingRoute: cfg.delivery.originatingRoute,
       sessions,
       apply: (id, info) => pfRef?.applyConferenceNotify(id, info) ?? Promise.resolve({ applied: false, notes: ["the PF is not up"] }),
       log: componentLogger("delivery", root),

@@ -25,6 +25,7 @@ import { type GroupSession, type Lifecycle, recordIdOf } from "../session/group-
 import { header, type SipMessage } from "../sip/message.js";
 import { tagOf } from "../sip/name-addr.js";
 import { parseParams } from "../sip/params.js";
+import { preloadedRoute } from "../sip/preloaded-route.js";
 import type { SipHeaderLine } from "../sip/serialize.js";
 import { type Dialog, dialogFromNotify, type NonInviteOutcome, type SubscribeHandle, type SubscribeRequest } from "../sip/ua.js";
 import type { ConferenceInfo } from "../xml/conference-info.js";
@@ -42,6 +43,8 @@ export interface ConferenceSubscriptionsDeps {
   policy: SubscriptionPolicy;
   /** config delivery.unsubscribeOnRejoin (DD-12 MAY): the subscription ends once the client is back. */
   unsubscribeOnRejoin: boolean;
+  /** delivery.originatingRoute: the S-CSCF the PF's SUBSCRIBE for the served user goes through ("" = none). */
+  originatingRoute?: string;
   /** The group session records (src/session/registry.ts). */
   sessions: { get(key: string): GroupSession | undefined };
   /** ParticipatingFunction.applyConferenceNotify. */
@@ -296,6 +299,8 @@ export class ConferenceSubscriptions {
       try {
         handle = this.deps.ua.subscribe({
           requestUri: sub.focusUri,
+          // TS 24.229 5.7.3: the PF acts for the served user: the S-CSCF's originating processing first
+          ...(this.deps.originatingRoute ? { route: [preloadedRoute(this.deps.originatingRoute, { orig: true })] } : {}),
           headers: [
             // the PF subscribes for the served user (8.3.2.9.1.2 c.1.ii.b speaks of the PF's subscription)
             ["From", `<${sub.servedUser}>`],

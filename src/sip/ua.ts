@@ -106,6 +106,8 @@ export interface InviteHandle {
 /** A dialog-creating non-INVITE request (SUBSCRIBE, RFC 6665 4.1.2.1): as InviteRequest, no body by default. */
 export interface SubscribeRequest {
   requestUri: string;
+  /** Routes pre-loaded after the outbound proxy's (e.g. the S-CSCF's originating route, TS 24.229 5.7.3), nearest first. */
+  route?: string[];
   /** To, From (no tag), Contact, Event, Expires, ... in the order to send; not the headers the UA writes. */
   headers: SipHeaderLine[];
   body?: string;
@@ -711,6 +713,7 @@ export class SipUa {
           ["Via", this.via(branch, transport)],
           ["Max-Forwards", MAX_FORWARDS],
           ["Route", this.proxyRoute],
+          ...(req.route ?? []).map((r): SipHeaderLine => ["Route", r]),
           ["Call-ID", callId],
           ["CSeq", `${cseq} SUBSCRIBE`],
           ...req.headers.map(([n, v]): SipHeaderLine => (isFrom(n) ? [n, fromTagged] : [n, v])),

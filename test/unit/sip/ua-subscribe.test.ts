@@ -4,7 +4,7 @@
 // early NOTIFY made.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { header, parseSipMessage } from "../../../src/sip/message.js";
+import { header, headerValues, parseSipMessage } from "../../../src/sip/message.js";
 import { tagOf } from "../../../src/sip/name-addr.js";
 import { dialogFromNotify } from "../../../src/sip/ua.js";
 import { HOST, Peer, response, startUa } from "../../fixtures/sip-ua.js";
@@ -115,4 +115,12 @@ test("DD-11 RFC 6665 4.1.2.4: an early NOTIFY makes the dialog: its From tag, it
     () => dialogFromNotify(noContact, { callId: "c", localTag: "m", localUri: "<a>", remoteUri: "<b>", localCSeq: 1 }),
     /NOTIFY without From tag or Contact/,
   );
+});
+
+test("DD-11 TS 24.229 5.7.3: a SUBSCRIBE with a pre-loaded route carries it after the outbound proxy's", LIMIT, async (t) => {
+  const proxy = await Peer.open(t);
+  const ua = await startUa(t, proxy.port);
+  ua.subscribe({ requestUri: "sip:focus@cf.example.net", route: ["<sip:scscf.example.net;lr;orig>"], headers: HEADERS });
+  const { msg } = await proxy.next("SUBSCRIBE");
+  assert.deepEqual(headerValues(msg, "route"), [`<sip:127.0.0.1:${proxy.port};lr;cpmpfuac>`, "<sip:scscf.example.net;lr;orig>"]);
 });
