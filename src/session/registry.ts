@@ -28,18 +28,9 @@ import type { Logger } from "../log/logger.js";
 import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import { purgeAt, type RetentionPolicy } from "../procedures/lifecycle.js";
 import { CallIdIndex, callIdsOf } from "./call-id-index.js";
-import {
-  type GroupSession,
-  isGroupActive,
-  type Lifecycle,
-  RECORD_ID_SEPARATOR,
-  recordId,
-  recordIdOf,
-  type SessionDialog,
-  userKey,
-} from "./group-session.js";
+import { type GroupSession, isGroupActive, type Lifecycle, RECORD_ID_SEPARATOR, recordId, recordIdOf, userKey } from "./group-session.js";
 import { isRecord, type LegacyRecord, upgrade } from "./record-codec.js";
-import { noCounts, type RecordCounts, type RecordStore, type SessionStore } from "./record-store.js";
+import { noCounts, type RecordCounts, type SessionStore } from "./record-store.js";
 
 export type { RecordStore, SessionStore } from "./record-store.js";
 

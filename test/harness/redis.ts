@@ -83,7 +83,8 @@ export async function startRedis(opts: { bin?: string; readyTimeoutMs?: number }
     for (;;) {
       const spawnError = s.spawnError();
       if (spawnError) throw new Error(`redis-server not started: ${spawnError.message}`);
-      if (exited(s.child)) throw new Error(`redis-server exited early (${s.child.exitCode ?? s.child.signalCode}): ${s.output().slice(-4096)}`);
+      if (exited(s.child))
+        throw new Error(`redis-server exited early (${s.child.exitCode ?? s.child.signalCode}): ${s.output().slice(-4096)}`);
       if (await pong(port, 500)) return;
       if (Date.now() > deadline) {
         await s.stop();

@@ -117,7 +117,8 @@ export class RedisRecordStore implements SessionStore {
     this.loaded = true;
     // notices sent while the subscriber was away are lost: read everything again (ioredis re-subscribes)
     this.subscriber.on("ready", () => {
-      if (this.loaded) this.resync().catch((err) => this.log.warn("session records not read again after a reconnect", { reason: String(err) }));
+      if (this.loaded)
+        this.resync().catch((err) => this.log.warn("session records not read again after a reconnect", { reason: String(err) }));
     });
     return this.size;
   }
@@ -234,7 +235,13 @@ export class RedisRecordStore implements SessionStore {
       reply = await runScript(
         this.redis,
         PUT_RECORD,
-        [this.keys.record(id), this.keys.callIds, this.keys.retention, this.keys.pending(userOfRecordId(id)), this.keys.fence(fence?.slot ?? 0)],
+        [
+          this.keys.record(id),
+          this.keys.callIds,
+          this.keys.retention,
+          this.keys.pending(userOfRecordId(id)),
+          this.keys.fence(fence?.slot ?? 0),
+        ],
         [
           id,
           text,

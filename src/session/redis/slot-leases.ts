@@ -13,8 +13,8 @@
 // "The Redis record store").
 import type { Redis } from "ioredis";
 import { userKey } from "../group-session.js";
-import type { Fence } from "./redis-record-store.js";
 import type { Keyspace } from "./keyspace.js";
+import type { Fence } from "./redis-record-store.js";
 import { ACQUIRE_LEASE, RELEASE_LEASE, RENEW_LEASE, runScript } from "./scripts.js";
 
 export interface Lease extends Fence {
@@ -54,20 +54,23 @@ export class SlotLeases {
 
   /** The slot's lease for this holder (a new token, or the same one extended when it holds it already); undefined while another holds it. */
   async acquire(slot: number): Promise<Lease | undefined> {
-    const token = await runScript(this.opts.redis, ACQUIRE_LEASE, [this.opts.keyspace.lease(slot), this.opts.keyspace.fence(slot)], [
-      this.opts.holder,
-      this.opts.ttlMs,
-    ]);
+    const token = await runScript(
+      this.opts.redis,
+      ACQUIRE_LEASE,
+      [this.opts.keyspace.lease(slot), this.opts.keyspace.fence(slot)],
+      [this.opts.holder, this.opts.ttlMs],
+    );
     return typeof token === "number" ? { slot, token, holder: this.opts.holder } : undefined;
   }
 
   /** Extends the lease by the TTL; false when it lapsed or another holder has the slot now (stop the slot's work). */
   async renew(lease: Lease): Promise<boolean> {
-    const ok = await runScript(this.opts.redis, RENEW_LEASE, [this.opts.keyspace.lease(lease.slot)], [
-      lease.holder,
-      lease.token,
-      this.opts.ttlMs,
-    ]);
+    const ok = await runScript(
+      this.opts.redis,
+      RENEW_LEASE,
+      [this.opts.keyspace.lease(lease.slot)],
+      [lease.holder, lease.token, this.opts.ttlMs],
+    );
     return ok === 1;
   }
 

@@ -167,7 +167,10 @@ test("session.store defaults to the journal; redis needs session.redisUrl, a red
   assert.deepEqual([defaults.session.store, defaults.session.redisUrl], ["journal", ""]);
   const redis = buildConfig({ session: { store: "redis", redisUrl: "redis://127.0.0.1:6379/2" } }).session;
   assert.deepEqual([redis.store, redis.redisUrl], ["redis", "redis://127.0.0.1:6379/2"]);
-  const env = buildConfig({}, { CPM_PF__SESSION__STORE: "redis", CPM_PF__SESSION__REDISURL: "rediss://pf:secret@valkey.example.net" }).session;
+  const env = buildConfig(
+    {},
+    { CPM_PF__SESSION__STORE: "redis", CPM_PF__SESSION__REDISURL: "rediss://pf:secret@valkey.example.net" },
+  ).session;
   assert.deepEqual([env.store, env.redisUrl], ["redis", "rediss://pf:secret@valkey.example.net"]);
   const cases: [unknown, RegExp][] = [
     [{ session: { store: "valkey" } }, /session\.store: must be one of journal, redis/],
