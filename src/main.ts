@@ -176,7 +176,11 @@ async function main(): Promise<void> {
     : undefined;
   await replay?.start();
   // the retention policy of the group session records (session.retentionMs, session.inactiveRetentionMs)
-  const sweeper = setInterval(() => void pf.sweep(), 60_000);
+  // (a shared store can be unreachable for a while: the next sweep tries again)
+  const sweeper = setInterval(
+    () => pf.sweep().catch((err) => log.warn("retention sweep failed", { reason: err instanceof CpmError ? err.detail : String(err) })),
+    60_000,
+  );
   sweeper.unref();
   const metricsServer = prom
     ? await startMetrics(prom, cfg.metrics, { sessions, store, deferred, media: msrp, replay, ua }, log)
@@ -186,6 +190,7 @@ async function main(): Promise<void> {
     mode: cfg.pf.mode,
     media: msrp ? `${msrp.address.host}:${msrp.address.port}` : "off",
     deferredDelivery: ua ? `${ua.address.host}:${ua.address.port}` : "off",
+    sessionStore: cfg.session.store,
     sessionsRestored: restored,
     pid: process.pid,
   });

@@ -51,7 +51,14 @@ function pong(port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
-export async function startRedis(opts: { bin?: string; readyTimeoutMs?: number } = {}): Promise<RedisInstance> {
+export interface RedisOptions {
+  bin?: string;
+  readyTimeoutMs?: number;
+  /** AOF fsync policy: "always" (default: a reply means the write is on disk) or "everysec" (up to a second lost on a crash). */
+  appendfsync?: "always" | "everysec";
+}
+
+export async function startRedis(opts: RedisOptions = {}): Promise<RedisInstance> {
   const bin = opts.bin ?? "/usr/bin/redis-server";
   const readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
   const dir = await mkdtemp(join(tmpdir(), "cpm-redis-"));
@@ -70,7 +77,7 @@ export async function startRedis(opts: { bin?: string; readyTimeoutMs?: number }
     "--appendonly",
     "yes",
     "--appendfsync",
-    "always",
+    opts.appendfsync ?? "always",
     "--logfile",
     "",
   ];
