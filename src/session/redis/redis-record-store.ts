@@ -15,6 +15,7 @@
 // `appendfsync always` is after the write reached the AOF on disk.
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { CpmError, type ErrorCode } from "../../errors/catalogue.js";
 import type { Logger } from "../../log/logger.js";
@@ -221,7 +222,11 @@ export class RedisRecordStore implements SessionStore {
   async close(): Promise<void> {
     await this.flush();
     this.loaded = false;
-    await Promise.allSettled([this.subscriber.quit(), this.redis.quit()]);
+    // QUIT waits in the offline queue while Redis is away: shutdown does not wait longer than a command may
+    await Promise.race([
+      Promise.allSettled([this.subscriber.quit(), this.redis.quit()]),
+      sleep(COMMAND_TIMEOUT_MS, undefined, { ref: false }),
+    ]);
     this.redis.disconnect();
     this.subscriber.disconnect();
   }
