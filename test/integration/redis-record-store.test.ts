@@ -172,7 +172,7 @@ test("fencing: a write under a lease that moved on is refused (CPM_ERR_RECORD_FE
   const a = await sidecar(keys, { writer: "sidecar-a" });
   const b = await sidecar(keys, { writer: "sidecar-b" });
   const leasesOf = (s: RedisRecordStore) =>
-    new SlotLeases({ redis: s.connection, keyspace: keys, holder: s.writer, slots: 16, ttlMs: 150 });
+    new SlotLeases({ redis: s.connection, keyspace: keys, holder: s.writer, slots: 16, ttlMs: 500 });
   const la = leasesOf(a);
   const lb = leasesOf(b);
   const s = session("owned");
@@ -182,7 +182,7 @@ test("fencing: a write under a lease that moved on is refused (CPM_ERR_RECORD_FE
   await a.put(s, leaseA);
   assert.equal(await lb.acquire(slot), undefined, "held by A");
   // A stalls past its TTL (a GC pause, a frozen VM); B takes the slot over
-  await sleep(250);
+  await sleep(700);
   const leaseB = await lb.acquire(slot);
   assert.ok(leaseB && leaseB.token > leaseA.token);
   await eventually("B has the record", () => b.get("owned") !== undefined);
