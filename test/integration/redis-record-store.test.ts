@@ -130,6 +130,25 @@ test("two sidecars on one Redis: each sees the other's writes and purges (change
   assert.equal(c.get("late")?.key, "late");
 });
 
+test("change notices missed while a sidecar's subscription was down: it reads every record again once it is back", async () => {
+  const keys = freshKeyspace();
+  const b = await sidecar(keys);
+  const a = await sidecar(keys);
+  await a.put(session("kept"));
+  await a.put(session("removed-meanwhile"));
+  await eventually("B has both", () => b.size === 2);
+  // what B would miss with its subscription down: a record written and one removed with no notice
+  await admin.hset(keys.record(idOf("written-meanwhile")), "v", JSON.stringify(session("written-meanwhile")), "rev", "1");
+  await admin.del(keys.record(idOf("removed-meanwhile")));
+  assert.deepEqual([b.get("written-meanwhile"), b.get("removed-meanwhile")?.key], [undefined, "removed-meanwhile"]);
+  await admin.call("CLIENT", "KILL", "TYPE", "pubsub");
+  await eventually("B read everything again", () => b.get("written-meanwhile") !== undefined && b.get("removed-meanwhile") === undefined);
+  assert.equal(b.get("kept")?.key, "kept");
+  // and it hears notices again
+  await a.put({ ...session("kept"), subject: "after the reconnect" });
+  await eventually("B hears A again", () => b.get("kept")?.subject === "after the reconnect");
+});
+
 test("compare-and-set: a sidecar writing from a record another sidecar changed since gets CPM_ERR_RECORD_STALE; nothing is written and its reads show the newer record", async () => {
   const keys = freshKeyspace();
   const { logger, lines } = capturingLogger("warn");
