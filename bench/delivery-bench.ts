@@ -81,7 +81,7 @@ function cfOffer(i: number): string {
 }
 
 /** An inactive group session record (8.3.2.3 2.b.iii: the CF ended it with 480): 5 participants, one terminated dialog. */
-function inactiveRecord(
+export function inactiveRecord(
   i: number,
   servedUser: string,
   conversationId: string,

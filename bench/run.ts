@@ -5,6 +5,7 @@ import { type DovecotInstance, startDovecot } from "../test/harness/dovecot.js";
 import { benchDeferred } from "./deferred-bench.js";
 import { benchDelivery, benchRecordMemory, deliveryCorrect } from "./delivery-bench.js";
 import { benchRelay, benchSessionRss } from "./media-bench.js";
+import { benchRecordStore } from "./record-store-bench.js";
 import { benchSip } from "./sip-bench.js";
 import { fmt } from "./stats.js";
 import { benchStore } from "./store-bench.js";
@@ -17,8 +18,10 @@ const N_RELAY = Number(process.env.BENCH_RELAY_N ?? 20_000);
 const N_DEFERRED = Number(process.env.BENCH_DEFERRED_N ?? 500);
 const N_DELIVERY = (process.env.BENCH_DELIVERY_N ?? "1000,10000").split(",").map(Number);
 const N_RECORDS = Number(process.env.BENCH_RECORDS ?? 10_000);
+const N_RECORD_STORE = Number(process.env.BENCH_RECORD_STORE_N ?? 5000);
+const RECORD_STORE_USERS = Number(process.env.BENCH_RECORD_STORE_USERS ?? 100);
 const RSS_SESSIONS = (process.env.BENCH_RSS_SESSIONS ?? "1000,10000").split(",").map(Number);
-/** Comma-separated subset of the parts to run (store, deferred, delivery, media, sip); default all. */
+/** Comma-separated subset of the parts to run (store, records, deferred, delivery, media, sip); default all. */
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",").filter(Boolean);
 const runs = (part: string) => ONLY.length === 0 || ONLY.includes(part);
 
@@ -27,6 +30,7 @@ async function main() {
   const dovecot = await startDovecot();
   try {
     if (runs("store")) await printStore(dovecot);
+    if (runs("records")) await printRecordStore();
     if (runs("deferred")) await printDeferred(dovecot);
     if (runs("delivery")) await printDelivery(dovecot);
     if (runs("media")) await printMedia();
@@ -46,6 +50,25 @@ async function printStore(dovecot: DovecotInstance) {
   );
   console.log(`| MessageStore.append (GSO) | ${fmt(s.pf.perSecond)} | ${fmt(s.pf.p50, 2)} | ${fmt(s.pf.p99, 2)} |`);
   console.log(`ratio GSO/bare = ${fmt(s.ratio, 2)} (target >= 0.9)`);
+}
+
+async function printRecordStore() {
+  const r = await benchRecordStore(N_RECORD_STORE, RECORD_STORE_USERS);
+  console.log(
+    `\nGroup session record store: ${r.records} records (${r.recordBytes} B of JSON each: 5 participants, SDP offer, one dialog) over ${r.users} served users; put awaited one after another, get by Call-ID (x5); Redis on 127.0.0.1, one round trip per put, none per get`,
+  );
+  console.log("| engine | put p50 / p99 µs | puts/s | get p50 / p99 µs | seen by a 2nd sidecar p50 / p99 µs |");
+  console.log("|---|---|---|---|---|");
+  for (const e of r.runs) {
+    const seen = e.visible ? `${fmt(e.visible.p50, 0)} / ${fmt(e.visible.p99, 0)}` : "(one sidecar)";
+    console.log(
+      `| ${e.engine} | ${fmt(e.put.p50, 0)} / ${fmt(e.put.p99, 0)} | ${fmt(e.put.perSecond, 0)} | ${fmt(e.get.p50, 2)} / ${fmt(e.get.p99, 2)} | ${seen} |`,
+    );
+  }
+  const journal = r.runs[0];
+  for (const e of r.runs.slice(1)) {
+    if (journal) console.log(`put p50 ${e.engine} / journal = ${fmt(e.put.p50 / journal.put.p50, 1)}`);
+  }
 }
 
 async function printDeferred(dovecot: DovecotInstance) {

@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: Kamailio 5.6 with app_python3 and the modules the bridge
 # loads, gRPC for Kamailio's embedded Python, Dovecot (IMAP Message Store for
-# tests and the demo), SIPp (tests and the demo), systemd (systemd-analyze checks
-# the unit in ops/systemd).
+# tests and the demo), SIPp (tests and the demo), Redis 7.0 (the shared record
+# store, session.store "redis": tests and the bench start their own), systemd
+# (systemd-analyze checks the unit in ops/systemd).
 PKGS="kamailio kamailio-python3-modules kamailio-extra-modules kamailio-utils-modules
-python3-grpcio python3-grpc-tools python3-protobuf dovecot-imapd sip-tester systemd"
+python3-grpcio python3-grpc-tools python3-protobuf dovecot-imapd redis-server sip-tester systemd"
 
 missing=""
 for p in $PKGS; do
@@ -23,7 +24,7 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
   # Debian starts these services on install where an init system runs; the
   # project starts its own instances, on its own ports.
-  $SUDO systemctl disable --now kamailio dovecot >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now kamailio dovecot redis-server >/dev/null 2>&1 || true
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

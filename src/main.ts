@@ -22,6 +22,8 @@ import { msrpResources } from "./msrp/resources.js";
 import { FailsafeReplay } from "./pf/failsafe-replay.js";
 import { ParticipatingFunction } from "./pf/participating-function.js";
 import type { GroupSession } from "./session/group-session.js";
+import type { SessionStore } from "./session/record-store.js";
+import { RedisRecordStore } from "./session/redis/redis-record-store.js";
 import { SessionRegistry } from "./session/registry.js";
 import { SipUa } from "./sip/ua.js";
 import { DeferredQueue } from "./store/deferred-queue.js";
@@ -42,7 +44,12 @@ async function main(): Promise<void> {
   const log = componentLogger("main", root);
   const prom = cfg.metrics.enabled ? new PromMetrics({ version: packageVersion() }) : undefined;
   const metrics: Metrics = prom ?? noMetrics;
-  const sessions = new SessionRegistry(cfg.session.stateDir, cfg.session, componentLogger("session", root), metrics);
+  const sessionLog = componentLogger("session", root);
+  // session.store: the local journal (one sidecar), or Redis shared by several
+  const sessions: SessionStore =
+    cfg.session.store === "redis"
+      ? new RedisRecordStore({ url: cfg.session.redisUrl, retention: cfg.session, log: sessionLog, metrics })
+      : new SessionRegistry(cfg.session.stateDir, cfg.session, sessionLog, metrics);
   const restored = await sessions.load();
   // each served user's mailbox (store.user "{user}" template) with its own IMAP pool and spool
   const store = new Mailboxes(cfg.store, componentLogger("store", root), metrics);
@@ -182,7 +189,11 @@ async function main(): Promise<void> {
     : undefined;
   await replay?.start();
   // the retention policy of the group session records (session.retentionMs, session.inactiveRetentionMs)
-  const sweeper = setInterval(() => void pf.sweep(), 60_000);
+  // (a shared store can be unreachable for a while: the next sweep tries again)
+  const sweeper = setInterval(
+    () => pf.sweep().catch((err) => log.warn("retention sweep failed", { reason: err instanceof CpmError ? err.detail : String(err) })),
+    60_000,
+  );
   sweeper.unref();
   const metricsServer = prom
     ? await startMetrics(prom, cfg.metrics, { sessions, store, deferred, media: msrp, replay, ua }, log)
@@ -192,6 +203,7 @@ async function main(): Promise<void> {
     mode: cfg.pf.mode,
     media: msrp ? `${msrp.address.host}:${msrp.address.port}` : "off",
     deferredDelivery: ua ? `${ua.address.host}:${ua.address.port}` : "off",
+    sessionStore: cfg.session.store,
     sessionsRestored: restored,
     pid: process.pid,
   });
@@ -255,7 +267,7 @@ async function startMetrics(
   prom: PromMetrics,
   cfg: Config["metrics"],
   parts: {
-    sessions: SessionRegistry;
+    sessions: SessionStore;
     store: Mailboxes;
     deferred: DeferredQueue;
     media: MsrpMediaPlane | undefined;

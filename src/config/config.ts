@@ -292,6 +292,14 @@ export interface Config {
     failsafeDir: string;
     /** How often the fail-safe journal is looked at (ms). Default 500. */
     failsafeReplayMs: number;
+    /**
+     * Where the group session records live: "journal" (the local journal in
+     * stateDir, one sidecar) or "redis" (shared by every sidecar on one
+     * Redis / Valkey, src/session/redis/). Default "journal".
+     */
+    store: "journal" | "redis";
+    /** The Redis server of session.store "redis" (redis:// or rediss:// URL, optional user:password@ and /db). Default "". */
+    redisUrl: string;
   };
 }
 
@@ -382,6 +390,8 @@ export const defaults: Config = {
     inactiveRetentionMs: 400 * 24 * 3600 * 1000,
     failsafeDir: "",
     failsafeReplayMs: 500,
+    store: "journal",
+    redisUrl: "",
   },
 };
 
@@ -468,7 +478,15 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     transport: { oneOf: ["udp", "tcp", "auto"] },
     tcpConnectTimeoutMs: "posint",
   },
-  session: { stateDir: "string", retentionMs: "posint", inactiveRetentionMs: "posint", failsafeDir: "string", failsafeReplayMs: "posint" },
+  session: {
+    stateDir: "string",
+    retentionMs: "posint",
+    inactiveRetentionMs: "posint",
+    failsafeDir: "string",
+    failsafeReplayMs: "posint",
+    store: { oneOf: ["journal", "redis"] },
+    redisUrl: "string",
+  },
 };
 
 function bad(key: string, why: string): never {
@@ -513,6 +531,24 @@ function checkDeferredRoot(root: string, deferred: string): void {
   if (deferred === root || deferred.startsWith(`${root}/`) || root.startsWith(`${deferred}/`)) {
     bad(key, `must not be store.rootFolder (${root}), inside it or contain it`);
   }
+}
+
+/** session.redisUrl: a redis:// or rediss:// URL with a host, needed by session.store "redis" only. */
+function checkRedisUrl(session: Config["session"]): void {
+  const key = "session.redisUrl";
+  if (session.redisUrl === "") {
+    if (session.store === "redis") bad(key, 'session.store "redis" needs a redis:// or rediss:// URL');
+    return;
+  }
+  let url: URL;
+  try {
+    url = new URL(session.redisUrl);
+  } catch {
+    bad(key, "must be a redis:// or rediss:// URL");
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") bad(key, "must be a redis:// or rediss:// URL");
+  if (url.hostname === "") bad(key, "names no host");
+  if (url.pathname !== "" && url.pathname !== "/" && !/^\/\d+$/.test(url.pathname)) bad(key, "path must be a database number (/0)");
 }
 
 /**
@@ -579,6 +615,7 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   }
   if ((cfg.media.tlsCertFile === "") !== (cfg.media.tlsKeyFile === ""))
     bad(cfg.media.tlsCertFile === "" ? "media.tlsCertFile" : "media.tlsKeyFile", "msrps needs both media.tlsCertFile and media.tlsKeyFile");
+  checkRedisUrl(cfg.session);
   return cfg;
 }
 

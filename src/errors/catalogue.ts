@@ -50,6 +50,12 @@ export const ErrorCodes = {
   // Media plane (src/media): `msrp` is what the MSRP peer of the failing leg sees.
   CPM_ERR_MEDIA_NOT_STARTED: { grpc: GrpcStatus.UNAVAILABLE, sip: 503, message: "MSRP media plane not listening" },
   CPM_ERR_MEDIA_SESSION_EXISTS: { grpc: GrpcStatus.ALREADY_EXISTS, sip: 500, message: "media session already anchored" },
+  // The shared group session record store (session.store "redis", src/session/redis/).
+  /** Compare-and-set: the record changed since this sidecar read it (another sidecar wrote it); nothing was written. */
+  CPM_ERR_RECORD_STALE: { grpc: GrpcStatus.ABORTED, sip: 500, message: "group session record changed since it was read" },
+  /** Fencing: the write's lease token is older than the slot's newest lease (ownership moved); nothing was written. */
+  CPM_ERR_RECORD_FENCED: { grpc: GrpcStatus.FAILED_PRECONDITION, sip: 500, message: "group session owned by another sidecar" },
+  CPM_ERR_RECORD_STORE_UNAVAILABLE: { grpc: GrpcStatus.UNAVAILABLE, sip: 503, message: "group session record store unavailable" },
   CPM_ERR_MEDIA_DEFER_FAILED: { grpc: GrpcStatus.UNAVAILABLE, sip: 500, msrp: 403, message: "deferred storage of an MSRP message failed" },
 } as const;
 

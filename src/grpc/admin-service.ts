@@ -29,13 +29,13 @@ import type { Logger } from "../log/logger.js";
 import type { Metrics } from "../metrics/metrics.js";
 import type { RegistrationResult } from "../pf/participating-function.js";
 import { type GroupSession, userKey } from "../session/group-session.js";
-import type { SessionRegistry } from "../session/registry.js";
+import type { SessionStore } from "../session/record-store.js";
 import type { DeferredQueue } from "../store/deferred-queue.js";
 import type { Mailboxes } from "../store/mailboxes.js";
 import { unary } from "./pf-service.js";
 
 export interface AdminDeps {
-  sessions: Pick<SessionRegistry, "all" | "get" | "findByIds">;
+  sessions: Pick<SessionStore, "all" | "get" | "findByIds">;
   queue: Pick<DeferredQueue, "listSessions" | "read" | "discard" | "spoolPending">;
   store: Pick<Mailboxes, "stats" | "flushSpools">;
   /** Deferred delivery; absent when it is off. */

@@ -21,7 +21,7 @@ import {
 } from "../session/group-session.js";
 import { dialogOfInvite, observe, servedUserOf } from "../session/observe.js";
 import { rebuildRecord, type SessionDescriptor } from "../session/rebuild.js";
-import type { SessionRegistry } from "../session/registry.js";
+import type { SessionStore } from "../session/record-store.js";
 import { PerRecord } from "../session/serial.js";
 import { parseCSeq } from "../sip/cseq.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
@@ -166,7 +166,7 @@ export class ParticipatingFunction {
 
   constructor(
     private readonly cfg: Config,
-    private readonly sessions: SessionRegistry,
+    private readonly sessions: SessionStore,
     private readonly store: ObjectStore,
     private readonly media: MediaPlane,
     private readonly log: Logger,
@@ -538,7 +538,10 @@ export class ParticipatingFunction {
       // Write-behind: the records in memory are what decisions read; the journal follows in order.
       const dialog = initialInvite ? next.dialogs.find((d) => d.callId === callId) : undefined;
       const stored = dialog ? await this.applyLifecycle(next, { type: "invited", dialog }, now) : next;
-      if (!dialog) void this.sessions.put(next);
+      if (!dialog) {
+        // a shared store may refuse it (stale, fenced, unreachable): logged, the decision goes on from memory
+        this.sessions.put(next).catch((err) => this.log.warn("session record not stored", { ...fields, reason: String(err) }));
+      }
       this.log.debug("session updated", { ...fields, participants: next.participants.length });
       if (stored && !existing) this.prepareGroupFolder(stored);
       return stored;

@@ -27,78 +27,18 @@ import { join } from "node:path";
 import type { Logger } from "../log/logger.js";
 import { type Metrics, noMetrics } from "../metrics/metrics.js";
 import { purgeAt, type RetentionPolicy } from "../procedures/lifecycle.js";
-import {
-  type GroupSession,
-  isGroupActive,
-  type Lifecycle,
-  RECORD_ID_SEPARATOR,
-  recordId,
-  recordIdOf,
-  type SessionDialog,
-  userKey,
-} from "./group-session.js";
+import { CallIdIndex, callIdsOf } from "./call-id-index.js";
+import { type GroupSession, isGroupActive, type Lifecycle, RECORD_ID_SEPARATOR, recordId, recordIdOf, userKey } from "./group-session.js";
+import { isRecord, type LegacyRecord, upgrade } from "./record-codec.js";
+import { noCounts, type RecordCounts, type SessionStore } from "./record-store.js";
+
+export type { RecordStore, SessionStore } from "./record-store.js";
 
 export const JOURNAL_FILE = "sessions.jsonl";
 /** Below this many records the journal is never compacted. */
 const COMPACT_MIN_RECORDS = 1024;
 
-/** What the PF and deferred delivery need of the group session records. */
-export interface RecordStore {
-  /** The record one of whose dialogs has this Call-ID. */
-  get(callId: string): GroupSession | undefined;
-  findByIds(servedUser: string, conversationId: string, contributionId: string): GroupSession | undefined;
-  /** Replaces the record (by its identity) and persists it; resolves when it is written. */
-  put(session: GroupSession): Promise<void>;
-  /** Removes the record (the lifecycle decided so). */
-  purge(id: string): Promise<void>;
-}
-
 type JournalRecord = { op: "put"; s: GroupSession } | { op: "del"; id?: string; key?: string };
-
-/** A record as an older sidecar wrote it: `state` instead of the lifecycle, no dialogs. */
-type LegacyRecord = Omit<
-  GroupSession,
-  "lifecycle" | "lifecycleAt" | "dialogs" | "pendingDeferred" | "endCause" | "conferenceFactoryUri"
-> & {
-  state?: "active" | "ended";
-} & Partial<GroupSession>;
-
-function upgrade(s: LegacyRecord): GroupSession {
-  if (s.lifecycle !== undefined && Array.isArray(s.dialogs)) return s as GroupSession;
-  const lifecycle: Lifecycle = s.lifecycle ?? (s.state === "ended" ? "inactive" : "active");
-  const dialog: SessionDialog = {
-    callId: s.key,
-    cfTag: s.networkTag,
-    clientTag: "",
-    remoteTarget: s.focusUri,
-    routeSet: [],
-    inviteCseq: 1,
-    clientInstance: "",
-    state: lifecycle === "active" ? "confirmed" : "terminated",
-  };
-  const { state: _legacy, ...rest } = s;
-  return {
-    ...rest,
-    conferenceFactoryUri: s.conferenceFactoryUri ?? "",
-    lifecycle,
-    lifecycleAt: s.lifecycleAt ?? s.updatedAt,
-    endCause: s.endCause,
-    pendingDeferred: s.pendingDeferred ?? true,
-    dialogs: s.dialogs ?? [dialog],
-  };
-}
-
-function isRecord(s: unknown): s is LegacyRecord {
-  const v = s as GroupSession | null;
-  return (
-    typeof v === "object" &&
-    v !== null &&
-    typeof v.key === "string" &&
-    typeof v.conversationId === "string" &&
-    typeof v.contributionId === "string" &&
-    Array.isArray(v.participants)
-  );
-}
 
 /** A record kept on disk only: its latest journal line, and when retention may purge it. */
 interface ColdEntry {
@@ -119,13 +59,13 @@ interface PendingLine {
 
 const NEWLINE = 0x0a;
 
-export class SessionRegistry implements RecordStore {
+export class SessionRegistry implements SessionStore {
   /** Live records, and records of ended groups whose line is not written yet. */
   private readonly records = new Map<string, GroupSession>();
   /** Records of ended groups: in the journal only. */
   private readonly cold = new Map<string, ColdEntry>();
   /** Call-ID of every dialog -> record id. */
-  private readonly byCallId = new Map<string, string>();
+  private readonly byCallId = new CallIdIndex();
   private readonly journal: string;
   private fd: number | undefined;
   private readFd: number | undefined;
@@ -187,16 +127,15 @@ export class SessionRegistry implements RecordStore {
   }
 
   /** Records by lifecycle state, and how many have deferred data pending (metrics; no journal read). */
-  counts(): { byLifecycle: Record<Lifecycle, number>; pendingDeferred: number } {
-    const byLifecycle: Record<Lifecycle, number> = { active: 0, "client-absent": 0, inactive: 0, terminated: 0, left: 0 };
-    let pendingDeferred = 0;
+  counts(): RecordCounts {
+    const counts = noCounts();
     for (const r of [this.records.values(), this.cold.values()]) {
       for (const e of r) {
-        byLifecycle[e.lifecycle]++;
-        if (e.pendingDeferred) pendingDeferred++;
+        counts.byLifecycle[e.lifecycle]++;
+        if (e.pendingDeferred) counts.pendingDeferred++;
       }
     }
-    return { byLifecycle, pendingDeferred };
+    return counts;
   }
 
   /** The served users (as record keys compare them) with deferred data pending in some record. */
@@ -248,24 +187,17 @@ export class SessionRegistry implements RecordStore {
   }
 
   private set(id: string, s: GroupSession): void {
-    // a record drops its oldest ended dialogs (withDialog): their Call-IDs leave the index
     const before = this.records.get(id) ?? (this.cold.has(id) ? this.readCold(id) : undefined);
     this.records.set(id, s);
     this.cold.delete(id);
-    if (before) {
-      const kept = new Set([s.key, ...s.dialogs.map((d) => d.callId)]);
-      for (const d of before.dialogs) if (!kept.has(d.callId) && this.byCallId.get(d.callId) === id) this.byCallId.delete(d.callId);
-    }
-    for (const d of s.dialogs) this.byCallId.set(d.callId, id);
-    this.byCallId.set(s.key, id);
+    this.byCallId.replace(id, before && callIdsOf(before), callIdsOf(s));
   }
 
   private drop(id: string): boolean {
     const s = this.getById(id);
     const known = this.records.delete(id) || this.cold.delete(id);
     if (!s) return known;
-    for (const d of s.dialogs) if (this.byCallId.get(d.callId) === id) this.byCallId.delete(d.callId);
-    if (this.byCallId.get(s.key) === id) this.byCallId.delete(s.key);
+    this.byCallId.remove(id, callIdsOf(s));
     return true;
   }
 
@@ -432,8 +364,7 @@ export class SessionRegistry implements RecordStore {
         this.set(id, s);
         continue;
       }
-      for (const d of s.dialogs) this.byCallId.set(d.callId, id);
-      this.byCallId.set(s.key, id);
+      this.byCallId.replace(id, undefined, callIdsOf(s));
       this.cold.set(id, this.coldEntry(s, at, len));
     }
   }

@@ -162,3 +162,24 @@ test("RFC 3261 18.1.1: sip.transport defaults to auto; udp / tcp from the file o
   assert.throws(() => buildConfig({}, { CPM_PF__SIP__TRANSPORT: "tls" }), /CPM_PF__SIP__TRANSPORT: must be one of udp, tcp, auto/);
   assert.throws(() => buildConfig({ sip: { tcpConnectTimeoutMs: 0 } }), /sip\.tcpConnectTimeoutMs: must be a positive integer/);
 });
+
+test("session.store defaults to the journal; redis needs session.redisUrl, a redis:// or rediss:// URL; a bad one names the key", () => {
+  assert.deepEqual([defaults.session.store, defaults.session.redisUrl], ["journal", ""]);
+  const redis = buildConfig({ session: { store: "redis", redisUrl: "redis://127.0.0.1:6379/2" } }).session;
+  assert.deepEqual([redis.store, redis.redisUrl], ["redis", "redis://127.0.0.1:6379/2"]);
+  const env = buildConfig(
+    {},
+    { CPM_PF__SESSION__STORE: "redis", CPM_PF__SESSION__REDISURL: "rediss://pf:secret@valkey.example.net" },
+  ).session;
+  assert.deepEqual([env.store, env.redisUrl], ["redis", "rediss://pf:secret@valkey.example.net"]);
+  const cases: [unknown, RegExp][] = [
+    [{ session: { store: "valkey" } }, /session\.store: must be one of journal, redis/],
+    [{ session: { store: "redis" } }, /session\.redisUrl: session\.store "redis" needs a redis:\/\/ or rediss:\/\/ URL/],
+    [{ session: { store: "redis", redisUrl: "127.0.0.1:6379" } }, /session\.redisUrl: must be a redis:\/\/ or rediss:\/\/ URL/],
+    [{ session: { store: "redis", redisUrl: "http://127.0.0.1:6379" } }, /session\.redisUrl: must be a redis:\/\/ or rediss:\/\/ URL/],
+    [{ session: { store: "redis", redisUrl: "redis://127.0.0.1/db" } }, /session\.redisUrl: path must be a database number/],
+  ];
+  for (const [file, re] of cases) assert.throws(() => buildConfig(file), re);
+  // a URL set with the journal is checked too (a typo must not wait for the switch to redis)
+  assert.throws(() => buildConfig({ session: { redisUrl: "redis//x" } }), /session\.redisUrl/);
+});

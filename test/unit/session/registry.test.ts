@@ -1,15 +1,16 @@
-// The session table's journal (src/session/registry.ts): what survives a
-// sidecar restart (issue 2 item 6), a torn write, compaction and the upgrade
-// from one file per session.
+// The session table's journal (src/session/registry.ts): what only the
+// journal does — a torn write, compaction, the upgrade from one file per
+// session, records of ended groups on disk only. What every record store does
+// (a restart keeps the latest versions, the Call-ID index, retention) is the
+// shared contract: test/unit/session/record-store-contract.test.ts.
 import assert from "node:assert/strict";
 import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { silentLogger } from "../../../src/log/logger.js";
-import type { GroupSession, SessionDialog } from "../../../src/session/group-session.js";
-import { MAX_ENDED_DIALOGS, recordIdOf, withDialog } from "../../../src/session/group-session.js";
 import { JOURNAL_FILE, SessionRegistry } from "../../../src/session/registry.js";
+import { idOf, POLICY, session } from "../../fixtures/record-store-contract.js";
 
 const dirs: string[] = [];
 after(async () => {
@@ -22,78 +23,11 @@ async function freshDir(): Promise<string> {
   return d;
 }
 
-const DAY = 24 * 3600 * 1000;
-
-function session(key: string, participants: string[] = ["tel:+1"], updatedAt = Date.now()): GroupSession {
-  return {
-    key,
-    conversationId: `conv-${key}`,
-    contributionId: `contrib-${key}`,
-    focusUri: "sip:focus@cf.example.net",
-    networkTag: "cf-tag",
-    servedUser: "tel:+16135551200",
-    groupType: "Open",
-    subject: undefined,
-    icon: undefined,
-    participants: participants.map((commAddr) => ({ name: "", commAddr })),
-    conferenceVersion: 0,
-    sdpOffer: "",
-    conferenceFactoryUri: "",
-    lifecycle: "active",
-    lifecycleAt: 0,
-    endCause: undefined,
-    pendingDeferred: false,
-    dialogs: [],
-    createdAt: updatedAt,
-    updatedAt,
-  };
-}
-
-function dialog(callId: string, state: SessionDialog["state"] = "confirmed"): SessionDialog {
-  return { callId, cfTag: "t", clientTag: "", remoteTarget: "", routeSet: [], inviteCseq: 1, clientInstance: "", state };
-}
-
-const POLICY = { retentionMs: 30 * DAY, inactiveRetentionMs: 400 * DAY };
-const idOf = (key: string) => recordIdOf(session(key));
-
 async function reopen(dir: string, policy = POLICY): Promise<SessionRegistry> {
   const r = new SessionRegistry(dir, policy, silentLogger());
   await r.load();
   return r;
 }
-
-test("the latest participant list of each session survives a restart; removed sessions stay removed", async () => {
-  const dir = await freshDir();
-  const r = await reopen(dir);
-  await r.put(session("a", ["tel:+1"]));
-  await r.put(session("b"));
-  await r.put(session("a", ["tel:+1", "tel:+2"]));
-  await r.purge(idOf("b"));
-  await r.close();
-  const back = await reopen(dir);
-  assert.deepEqual(
-    back.get("a")?.participants.map((p) => p.commAddr),
-    ["tel:+1", "tel:+2"],
-  );
-  assert.equal(back.get("b"), undefined);
-  assert.equal(back.size, 1);
-});
-
-test("changes made back to back are all written, in order (group commit), without awaiting each", async () => {
-  const dir = await freshDir();
-  const r = await reopen(dir);
-  const writes: Promise<void>[] = [];
-  for (let i = 0; i < 500; i++) writes.push(r.put(session(`k${i % 50}`, [`tel:+${i}`])));
-  for (let i = 0; i < 10; i++) writes.push(r.purge(idOf(`k${i}`)));
-  await Promise.all(writes);
-  await r.close();
-  const back = await reopen(dir);
-  assert.equal(back.size, 40);
-  assert.deepEqual(
-    back.get("k49")?.participants.map((p) => p.commAddr),
-    ["tel:+499"],
-  );
-});
 
 test("a torn last line (sidecar killed mid-write) is skipped; every record before it is kept", async () => {
   const dir = await freshDir();
@@ -121,65 +55,6 @@ test("the journal is compacted: it holds one record per live session after a res
   assert.equal(back.size, 1000);
   const after = (await readFile(join(dir, JOURNAL_FILE), "utf8")).split("\n").filter(Boolean).length;
   assert.equal(after, 1000);
-});
-
-test("DD-1 BYE-B4 retention: a record is purged only by policy — ended ones after session.retentionMs, re-startable ones after session.inactiveRetentionMs, none while data is pending", async () => {
-  const dir = await freshDir();
-  const policy = { retentionMs: DAY, inactiveRetentionMs: 10 * DAY };
-  const r = await reopen(dir, policy);
-  const old = Date.now() - 2 * DAY;
-  await r.put({ ...session("left"), lifecycle: "left", lifecycleAt: old, updatedAt: old });
-  await r.put({ ...session("terminated-pending"), lifecycle: "terminated", lifecycleAt: old, updatedAt: old, pendingDeferred: true });
-  await r.put({ ...session("inactive"), lifecycle: "inactive", lifecycleAt: old, updatedAt: old });
-  await r.close();
-  const back = await reopen(dir, policy);
-  assert.deepEqual(
-    [back.get("left"), back.get("terminated-pending")?.key, back.get("inactive")?.key],
-    [undefined, "terminated-pending", "inactive"],
-    "at start-up: the ended record without data goes; pending data and a long-lived group stay",
-  );
-  const purged = await back.sweep(Date.now() + 11 * DAY);
-  assert.deepEqual(
-    purged.map((s) => s.key),
-    ["inactive"],
-  );
-  assert.equal(back.get("terminated-pending")?.key, "terminated-pending", "pending data: never purged");
-});
-
-test("RJ-1 DD-1: one record per (served user, Conversation-ID, Contribution-ID); every dialog's Call-ID finds it; another user's record is another record", async () => {
-  const dir = await freshDir();
-  const r = await reopen(dir);
-  const base = session("first-call");
-  await r.put({ ...base, dialogs: [dialog("first-call")] });
-  await r.put({ ...base, key: "rejoin-call", dialogs: [dialog("first-call"), dialog("rejoin-call")] });
-  await r.put({ ...base, key: "bob-call", servedUser: "sip:bob@example.net", dialogs: [dialog("bob-call")] });
-  await r.close();
-  const back = await reopen(dir);
-  assert.equal(back.size, 2);
-  assert.equal(back.get("first-call"), back.get("rejoin-call"));
-  assert.equal(back.findByIds("TEL:+16135551200", base.conversationId, base.contributionId)?.key, "rejoin-call");
-  assert.equal(back.findByIds("sip:bob@EXAMPLE.net", base.conversationId, base.contributionId)?.key, "bob-call");
-  assert.equal(back.findByIds("sip:mallory@example.net", base.conversationId, base.contributionId), undefined);
-});
-
-test("RJ-1: a dialog the record dropped (older than its newest ended ones) leaves the Call-ID index, live and after a restart; the kept ones still find the record", async () => {
-  const dir = await freshDir();
-  const r = await reopen(dir);
-  const base = session("d-0");
-  const ended = (callId: string) => dialog(callId, "terminated");
-  let dialogs: SessionDialog[] = [ended("d-0")];
-  await r.put({ ...base, lifecycle: "inactive", dialogs });
-  for (let i = 1; i <= MAX_ENDED_DIALOGS + 2; i++) {
-    dialogs = withDialog(dialogs, ended(`d-${i}`));
-    await r.put({ ...base, key: `d-${i}`, lifecycle: "inactive", dialogs });
-  }
-  const check = (reg: SessionRegistry) => {
-    for (const gone of ["d-0", "d-1", "d-2"]) assert.equal(reg.get(gone), undefined, `${gone} dropped from the index`);
-    for (let i = 3; i <= MAX_ENDED_DIALOGS + 2; i++) assert.equal(reg.get(`d-${i}`)?.key, `d-${MAX_ENDED_DIALOGS + 2}`);
-  };
-  check(r);
-  await r.close();
-  check(await reopen(dir));
 });
 
 test("upgrade: a record of an earlier version (state, no lifecycle or dialogs) is read as a re-startable record with data that may be pending", async () => {

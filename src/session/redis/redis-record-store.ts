@@ -1,0 +1,409 @@
+// The group session records on Redis / Valkey, shared by every sidecar of a
+// deployment (session.store "redis"); the keyspace is in keyspace.ts, the
+// atomic writes in scripts.ts, why reads stay synchronous in
+// docs/adr/0004-shared-record-store-on-redis.md.
+//
+// Each sidecar keeps a mirror of every record in memory (live groups parsed,
+// ended ones as their stored JSON, read when asked for) and answers get() /
+// findByIds() from it. The mirror is kept fresh by the change notices every
+// write publishes (pub/sub): a notice from another sidecar makes this one
+// read the record again, on the same connection as its own writes, so what
+// it applies comes in Redis's order. A write is a compare-and-set against the
+// revision the record was read at: a sidecar whose mirror missed another's
+// write gets CPM_ERR_RECORD_STALE, nothing is written, and its mirror is
+// read again. put() resolves once Redis answered, which with
+// `appendfsync always` is after the write reached the AOF on disk.
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
+import { CpmError, type ErrorCode } from "../../errors/catalogue.js";
+import type { Logger } from "../../log/logger.js";
+import { type Metrics, noMetrics } from "../../metrics/metrics.js";
+import { purgeAt, type RetentionPolicy } from "../../procedures/lifecycle.js";
+import { CallIdIndex, callIdsOf } from "../call-id-index.js";
+import { type GroupSession, isGroupActive, type Lifecycle, recordId, recordIdOf } from "../group-session.js";
+import { decodeRecord } from "../record-codec.js";
+import { noCounts, type RecordCounts, type SessionStore } from "../record-store.js";
+import { Keyspace, userOfRecordId } from "./keyspace.js";
+import { PURGE_RECORD, PUT_RECORD, runScript } from "./scripts.js";
+
+/** The revision a record was read at; spread copies carry it into the next put() (a symbol: never in JSON, never on the wire). */
+export const REVISION: unique symbol = Symbol("cpm-pf record revision");
+type Revised = GroupSession & { [REVISION]?: number };
+
+/** A write under a served-user slot's lease (slot-leases.ts): refused once a newer lease of the slot was granted. */
+export interface Fence {
+  slot: number;
+  token: number;
+}
+
+/** A command that gets no answer this long fails (the decision it serves has 200 ms, Kamailio's fail-safe covers it). */
+const COMMAND_TIMEOUT_MS = 1000;
+/** Records read per SCAN / pipeline at start-up and after a reconnect. */
+const SCAN_BATCH = 500;
+
+interface Entry {
+  /** The revision in Redis this entry is (or, while a write of ours is under way, was) at. */
+  rev: number;
+  /** A live group's record, parsed. */
+  record?: Revised;
+  /** An ended group's record as stored (JSON), parsed when asked for. */
+  text?: string;
+  lifecycle: Lifecycle;
+  pendingDeferred: boolean;
+  callIds: string[];
+}
+
+export interface RedisRecordStoreOptions {
+  /** session.redisUrl */
+  url: string;
+  retention: RetentionPolicy;
+  log: Logger;
+  metrics?: Pick<Metrics, "recordStored">;
+  keyspace?: Keyspace;
+  /** This sidecar's name in the records it writes; default host:pid:random. */
+  writer?: string;
+}
+
+export class RedisRecordStore implements SessionStore {
+  readonly writer: string;
+  readonly keys: Keyspace;
+  private readonly entries = new Map<string, Entry>();
+  private readonly byCallId = new CallIdIndex();
+  /** Commands: writes and the reads that refresh the mirror, in one order. */
+  private readonly redis: Redis;
+  /** Subscribed to the change notices. */
+  private readonly subscriber: Redis;
+  /** Our writes under way, by record id (the mirror keeps what they wrote). */
+  private readonly writing = new Map<string, number>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly log: Logger;
+  private readonly retention: RetentionPolicy;
+  private readonly metrics: Pick<Metrics, "recordStored">;
+  private loaded = false;
+  private down = false;
+
+  constructor(opts: RedisRecordStoreOptions) {
+    this.log = opts.log;
+    this.retention = opts.retention;
+    this.metrics = opts.metrics ?? noMetrics;
+    this.keys = opts.keyspace ?? new Keyspace();
+    this.writer = opts.writer ?? `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`;
+    // one retry per command across a reconnect, then the caller hears of it
+    const common = { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: false };
+    this.redis = new Redis(opts.url, { ...common, commandTimeout: COMMAND_TIMEOUT_MS, connectionName: `cpmpf-records:${this.writer}` });
+    this.subscriber = new Redis(opts.url, { ...common, connectionName: `cpmpf-changes:${this.writer}` });
+    for (const c of [this.redis, this.subscriber]) {
+      c.on("error", (err: Error) => this.outage(err));
+      c.on("ready", () => this.back());
+    }
+  }
+
+  /** The command connection (the leases share it: one connection per sidecar). */
+  get connection(): Redis {
+    return this.redis;
+  }
+
+  async load(): Promise<number> {
+    try {
+      await Promise.all([this.redis.connect(), this.subscriber.connect()]);
+      this.subscriber.on("message", (_channel: string, notice: string) => this.onChange(notice));
+      // subscribed before the scan: a write during it is read again after it
+      await this.subscriber.subscribe(this.keys.changes);
+      await this.resync();
+    } catch (err) {
+      throw unavailable("records not loaded", err);
+    }
+    this.loaded = true;
+    // notices sent while the subscriber was away are lost: read everything again (ioredis re-subscribes)
+    this.subscriber.on("ready", () => {
+      if (this.loaded)
+        this.resync().catch((err) => this.log.warn("session records not read again after a reconnect", { reason: String(err) }));
+    });
+    return this.size;
+  }
+
+  get(callId: string): GroupSession | undefined {
+    const id = this.byCallId.get(callId);
+    return id === undefined ? undefined : this.getById(id);
+  }
+
+  getById(id: string): GroupSession | undefined {
+    const e = this.entries.get(id);
+    if (!e) return undefined;
+    if (e.record) return e.record;
+    try {
+      return Object.assign(decodeRecord(e.text as string), { [REVISION]: e.rev });
+    } catch (err) {
+      this.log.error("session record unreadable", { record: id, reason: String(err) });
+      return undefined;
+    }
+  }
+
+  findByIds(servedUser: string, conversationId: string, contributionId: string): GroupSession | undefined {
+    return this.getById(recordId(servedUser, conversationId, contributionId));
+  }
+
+  *all(): IterableIterator<GroupSession> {
+    for (const id of [...this.entries.keys()]) {
+      const s = this.getById(id);
+      if (s) yield s;
+    }
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  counts(): RecordCounts {
+    const counts = noCounts();
+    for (const e of this.entries.values()) {
+      counts.byLifecycle[e.lifecycle]++;
+      if (e.pendingDeferred) counts.pendingDeferred++;
+    }
+    return counts;
+  }
+
+  pendingUsers(): Set<string> {
+    const users = new Set<string>();
+    for (const [id, e] of this.entries) if (e.pendingDeferred) users.add(userOfRecordId(id));
+    return users;
+  }
+
+  /**
+   * Writes the record: in the mirror at once (reads see it, as with the
+   * journal), in Redis when the promise resolves. `fence`: the write is
+   * refused (CPM_ERR_RECORD_FENCED) once the slot's lease moved on.
+   */
+  put(session: GroupSession, fence?: Fence): Promise<void> {
+    const id = recordIdOf(session);
+    const local = this.entries.get(id);
+    // a record built afresh (no revision) is compared with what this sidecar holds
+    const base = (session as Revised)[REVISION] ?? local?.rev ?? 0;
+    const text = JSON.stringify(session);
+    const mine: Revised = { ...session, [REVISION]: base };
+    this.setEntry(id, mine, text, local?.rev ?? 0);
+    return this.track(id, this.write(id, mine, text, base, fence));
+  }
+
+  purge(id: string): Promise<void> {
+    this.dropEntry(id);
+    const done = runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), [id, this.writer, this.keys.changes, ""]).then(
+      () => undefined,
+      (err) => {
+        throw this.failed("CPM_ERR_RECORD_STORE_UNAVAILABLE", "session record not purged", id, err);
+      },
+    );
+    return this.track(id, done);
+  }
+
+  async sweep(now = Date.now()): Promise<GroupSession[]> {
+    // the retention zset knows what is due; each purge checks it again atomically (another sidecar may sweep too, or the record moved on)
+    const due = await this.redis.zrangebyscore(this.keys.retention, "-inf", `(${now}`);
+    const purged: GroupSession[] = [];
+    for (const id of due) {
+      const value = await runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), [id, this.writer, this.keys.changes, now]);
+      if (typeof value !== "string") continue;
+      this.dropEntry(id);
+      try {
+        purged.push(decodeRecord(value));
+      } catch (err) {
+        this.log.error("session record unreadable from Redis: purged", { record: id, reason: String(err) });
+      }
+    }
+    return purged;
+  }
+
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    this.loaded = false;
+    // QUIT waits in the offline queue while Redis is away: shutdown does not wait longer than a command may
+    await Promise.race([
+      Promise.allSettled([this.subscriber.quit(), this.redis.quit()]),
+      sleep(COMMAND_TIMEOUT_MS, undefined, { ref: false }),
+    ]);
+    this.redis.disconnect();
+    this.subscriber.disconnect();
+  }
+
+  private async write(id: string, mine: Revised, text: string, base: number, fence: Fence | undefined): Promise<void> {
+    const started = performance.now();
+    const s = mine as GroupSession;
+    const at = purgeAt(s, this.retention);
+    let reply: unknown;
+    try {
+      reply = await runScript(
+        this.redis,
+        PUT_RECORD,
+        [
+          this.keys.record(id),
+          this.keys.callIds,
+          this.keys.retention,
+          this.keys.pending(userOfRecordId(id)),
+          this.keys.fence(fence?.slot ?? 0),
+        ],
+        [
+          id,
+          text,
+          base,
+          this.writer,
+          at === Number.POSITIVE_INFINITY ? "+inf" : at,
+          s.pendingDeferred ? 1 : 0,
+          callIdsOf(s).join("\n"),
+          this.keys.changes,
+          fence ? fence.token : "",
+        ],
+      );
+    } catch (err) {
+      // the mirror keeps the record (like the journal after a failed write); the next resync brings Redis's
+      throw this.failed("CPM_ERR_RECORD_STORE_UNAVAILABLE", "session record not written", id, err);
+    }
+    const [outcome, n] = reply as [string, string];
+    const rev = Number(n);
+    if (outcome === "ok") {
+      const e = this.entries.get(id);
+      if (e && e.rev < rev) e.rev = rev;
+      if (e?.record === mine) mine[REVISION] = rev;
+      this.metrics.recordStored((performance.now() - started) / 1000);
+      return;
+    }
+    // nothing was written: the mirror takes Redis's record again
+    await this.refresh(id, true).catch(() => undefined);
+    if (outcome === "fenced") {
+      throw this.failed("CPM_ERR_RECORD_FENCED", `lease token ${fence?.token} of slot ${fence?.slot}, newest ${rev}`, id);
+    }
+    throw this.failed("CPM_ERR_RECORD_STALE", `read at revision ${base}, now ${rev}`, id);
+  }
+
+  private track(id: string, p: Promise<void>): Promise<void> {
+    this.writing.set(id, (this.writing.get(id) ?? 0) + 1);
+    const done = p.finally(() => {
+      const n = (this.writing.get(id) ?? 1) - 1;
+      if (n === 0) this.writing.delete(id);
+      else this.writing.set(id, n);
+      this.inFlight.delete(done);
+    });
+    this.inFlight.add(done);
+    // flush() and close() wait for it without seeing its rejection; the caller does
+    done.catch(() => undefined);
+    return done;
+  }
+
+  private failed(code: ErrorCode, detail: string, id: string, cause?: unknown): CpmError {
+    const err = new CpmError(code, cause === undefined ? detail : `${detail}: ${String(cause)}`, { cause });
+    this.log.warn("session record not stored in Redis", { record: id, code, reason: err.detail });
+    return err;
+  }
+
+  private purgeKeys(id: string): string[] {
+    return [this.keys.record(id), this.keys.callIds, this.keys.retention, this.keys.pending(userOfRecordId(id))];
+  }
+
+  private setEntry(id: string, s: Revised, text: string, rev: number): void {
+    const before = this.entries.get(id);
+    const callIds = callIdsOf(s);
+    const live = isGroupActive(s);
+    this.entries.set(id, {
+      rev,
+      ...(live ? { record: s } : { text }),
+      lifecycle: s.lifecycle,
+      pendingDeferred: s.pendingDeferred,
+      callIds,
+    });
+    this.byCallId.replace(id, before?.callIds, callIds);
+  }
+
+  private dropEntry(id: string): void {
+    const e = this.entries.get(id);
+    if (!e) return;
+    this.entries.delete(id);
+    this.byCallId.remove(id, e.callIds);
+  }
+
+  /** A change notice "<rev> <writer> <id>": another sidecar's write is read again (ours are in the mirror already). */
+  private onChange(notice: string): void {
+    const a = notice.indexOf(" ");
+    const b = notice.indexOf(" ", a + 1);
+    if (a < 0 || b < 0) {
+      this.log.warn("session record change notice skipped", { notice: notice.slice(0, 200) });
+      return;
+    }
+    if (notice.slice(a + 1, b) === this.writer) return;
+    const id = notice.slice(b + 1);
+    this.refresh(id, false).catch((err) => this.log.warn("session record not read again", { record: id, reason: String(err) }));
+  }
+
+  /** Reads one record again; `force`: even when the mirror holds a newer revision (after a refused write). */
+  private async refresh(id: string, force: boolean): Promise<void> {
+    const [rev = null, value = null] = await this.redis.hmget(this.keys.record(id), "rev", "v");
+    if (value === null) {
+      if (!this.writing.has(id) || force) this.dropEntry(id);
+      return;
+    }
+    this.apply(id, rev, value, force);
+  }
+
+  /** A record as read from Redis into the mirror, unless the mirror is newer; a damaged one is logged and skipped. */
+  private apply(id: string, rawRev: string | null, value: string, force: boolean): boolean {
+    const rev = Number(rawRev);
+    const local = this.entries.get(id);
+    if (!force && local && local.rev >= rev) return true;
+    let s: GroupSession;
+    try {
+      if (!Number.isInteger(rev) || rev < 1) throw new Error(`revision ${rawRev}`);
+      s = decodeRecord(value);
+      if (recordIdOf(s) !== id) throw new Error("record id does not match its key");
+    } catch (err) {
+      this.log.error("session record unreadable from Redis: skipped", { record: id, reason: String(err) });
+      return false;
+    }
+    this.setEntry(id, Object.assign(s, { [REVISION]: rev }), value, rev);
+    return true;
+  }
+
+  /** Reads every record (start-up, after a reconnect); records gone from Redis leave the mirror. */
+  private async resync(): Promise<void> {
+    const seen = new Set<string>();
+    let cursor = "0";
+    do {
+      const [next, keys] = await this.redis.scan(cursor, "MATCH", this.keys.recordPattern, "COUNT", SCAN_BATCH);
+      cursor = next;
+      if (keys.length === 0) continue;
+      const pipeline = this.redis.pipeline();
+      for (const k of keys) pipeline.hmget(k, "rev", "v");
+      const replies = (await pipeline.exec()) ?? [];
+      keys.forEach((k, i) => {
+        const id = this.keys.idOfRecordKey(k);
+        const [err, fields] = replies[i] ?? [new Error("no reply"), null];
+        if (err || !Array.isArray(fields) || typeof fields[1] !== "string") {
+          this.log.error("session record unreadable from Redis: skipped", { record: id, reason: String(err ?? "no value") });
+          return;
+        }
+        seen.add(id);
+        this.apply(id, fields[0] as string | null, fields[1], false);
+      });
+    } while (cursor !== "0");
+    for (const id of [...this.entries.keys()]) if (!seen.has(id) && !this.writing.has(id)) this.dropEntry(id);
+  }
+
+  private outage(err: Error): void {
+    if (this.down) return;
+    this.down = true;
+    this.log.warn("session record store: Redis unreachable", { reason: err.message });
+  }
+
+  private back(): void {
+    if (!this.down) return;
+    this.down = false;
+    this.log.info("session record store: Redis reachable again");
+  }
+}
+
+function unavailable(detail: string, cause: unknown): CpmError {
+  return new CpmError("CPM_ERR_RECORD_STORE_UNAVAILABLE", `${detail}: ${String(cause)}`, { cause });
+}

@@ -1,0 +1,294 @@
+// The group session records on a real redis-server (src/session/redis/):
+// the record store contract shared with the journal, two sidecars on one
+// Redis, compare-and-set, fencing, a Redis SIGKILL with AOF on, damaged
+// values. One redis-server for the file (test/harness/redis.ts, stopped by
+// PID); each case has a keyspace prefix of its own.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
+import { CpmError } from "../../src/errors/catalogue.js";
+import { silentLogger } from "../../src/log/logger.js";
+import type { RetentionPolicy } from "../../src/procedures/lifecycle.js";
+import { recordIdOf } from "../../src/session/group-session.js";
+import { Keyspace } from "../../src/session/redis/keyspace.js";
+import { RedisRecordStore } from "../../src/session/redis/redis-record-store.js";
+import { SlotLeases } from "../../src/session/redis/slot-leases.js";
+import { asStored, dialog, idOf, POLICY, recordStoreContract, session } from "../fixtures/record-store-contract.js";
+import { capturingLogger } from "../harness/log-capture.js";
+import { type RedisInstance, startRedis } from "../harness/redis.js";
+
+let redis: RedisInstance;
+let admin: Redis;
+const stores = new Set<RedisRecordStore>();
+let prefixes = 0;
+
+before(async () => {
+  redis = await startRedis();
+  admin = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+});
+
+after(async () => {
+  await Promise.allSettled([...stores].map((s) => s.close()));
+  admin?.disconnect();
+  await redis?.stop();
+});
+
+const freshKeyspace = () => new Keyspace(`t${prefixes++}:`);
+
+/** A sidecar's record store on the test Redis, loaded. */
+async function sidecar(keys: Keyspace, opts: { policy?: RetentionPolicy; log?: ReturnType<typeof silentLogger>; writer?: string } = {}) {
+  const s = new RedisRecordStore({
+    url: redis.url,
+    keyspace: keys,
+    retention: opts.policy ?? POLICY,
+    log: opts.log ?? silentLogger(),
+    ...(opts.writer ? { writer: opts.writer } : {}),
+  });
+  stores.add(s);
+  await s.load();
+  return s;
+}
+
+async function closed(s: RedisRecordStore): Promise<void> {
+  await s.close();
+  stores.delete(s);
+}
+
+/** Polls until `ok` holds (a change notice has to travel to the other sidecar). */
+async function eventually(what: string, ok: () => boolean, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) assert.fail(`not within ${ms} ms: ${what}`);
+    await sleep(5);
+  }
+}
+
+recordStoreContract("redis", async (policy = POLICY) => {
+  const keys = freshKeyspace();
+  let store = await sidecar(keys, { policy });
+  return {
+    store,
+    async reopen() {
+      await closed(store);
+      store = await sidecar(keys, { policy });
+      return store;
+    },
+  };
+});
+
+test("the keyspace: one hash per record, the Call-ID index, the served user's pending set, the retention zset", async () => {
+  const keys = freshKeyspace();
+  const a = await sidecar(keys);
+  const s = {
+    ...session("k1"),
+    dialogs: [dialog("k1"), dialog("k0", "terminated")],
+    lifecycle: "client-absent" as const,
+    pendingDeferred: true,
+  };
+  await a.put(s);
+  const id = recordIdOf(s);
+  const hash = await admin.hgetall(keys.record(id));
+  assert.deepEqual(asStored(JSON.parse(hash.v as string)), asStored(s));
+  assert.deepEqual([hash.rev, hash.by, hash.calls], ["1", a.writer, "k1\nk0"]);
+  assert.deepEqual(await admin.hmget(keys.callIds, "k1", "k0"), [id, id]);
+  assert.deepEqual(await admin.smembers(keys.pending("tel:+16135551200")), [id]);
+  assert.equal(await admin.zscore(keys.retention, id), "inf", "pending data: never purged");
+  await a.put({ ...s, key: "k2", dialogs: [dialog("k2")], pendingDeferred: false, lifecycle: "inactive", updatedAt: 1000 });
+  assert.deepEqual(await admin.hmget(keys.callIds, "k1", "k0", "k2"), [null, null, id], "dropped dialogs leave the index");
+  assert.deepEqual(await admin.smembers(keys.pending("tel:+16135551200")), []);
+  assert.equal(Number(await admin.zscore(keys.retention, id)), 1000 + POLICY.inactiveRetentionMs);
+  await a.purge(id);
+  assert.deepEqual(await admin.keys(`${keys.prefix}*`), [], "a purge leaves nothing behind");
+});
+
+test("two sidecars on one Redis: each sees the other's writes and purges (change notices), by Call-ID and by the record's IDs", async () => {
+  const keys = freshKeyspace();
+  const a = await sidecar(keys);
+  const b = await sidecar(keys);
+  const s = { ...session("call-1"), dialogs: [dialog("call-1")] };
+  await a.put(s);
+  await eventually("B sees A's record", () => b.get("call-1")?.key === "call-1");
+  // B re-joins the group (new dialog of the same record): A finds it by the new Call-ID
+  const seen = b.get("call-1");
+  assert.ok(seen);
+  await b.put({ ...seen, key: "call-2", dialogs: [...seen.dialogs, dialog("call-2")], subject: "from B" });
+  await eventually("A sees B's update", () => a.get("call-2")?.subject === "from B");
+  assert.equal(a.findByIds(s.servedUser, s.conversationId, s.contributionId)?.key, "call-2");
+  assert.equal(a.get("call-1"), a.get("call-2"));
+  // an ended group's record too (kept as its JSON in the mirror)
+  const ended = a.get("call-2");
+  assert.ok(ended);
+  await a.put({ ...ended, lifecycle: "left", lifecycleAt: Date.now() });
+  await eventually("B sees it ended", () => b.get("call-2")?.lifecycle === "left");
+  assert.deepEqual(b.counts().byLifecycle.left, 1);
+  await b.purge(recordIdOf(s));
+  await eventually("A sees B's purge", () => a.get("call-1") === undefined && a.size === 0);
+  // a third sidecar started now reads what is there
+  await a.put(session("late"));
+  const c = await sidecar(keys);
+  assert.equal(c.get("late")?.key, "late");
+});
+
+test("change notices missed while a sidecar's subscription was down: it reads every record again once it is back", async () => {
+  const keys = freshKeyspace();
+  const b = await sidecar(keys);
+  const a = await sidecar(keys);
+  await a.put(session("kept"));
+  await a.put(session("removed-meanwhile"));
+  await eventually("B has both", () => b.size === 2);
+  // what B would miss with its subscription down: a record written and one removed with no notice
+  await admin.hset(keys.record(idOf("written-meanwhile")), "v", JSON.stringify(session("written-meanwhile")), "rev", "1");
+  await admin.del(keys.record(idOf("removed-meanwhile")));
+  assert.deepEqual([b.get("written-meanwhile"), b.get("removed-meanwhile")?.key], [undefined, "removed-meanwhile"]);
+  await admin.call("CLIENT", "KILL", "TYPE", "pubsub");
+  await eventually("B read everything again", () => b.get("written-meanwhile") !== undefined && b.get("removed-meanwhile") === undefined);
+  assert.equal(b.get("kept")?.key, "kept");
+  // and it hears notices again
+  await a.put({ ...session("kept"), subject: "after the reconnect" });
+  await eventually("B hears A again", () => b.get("kept")?.subject === "after the reconnect");
+});
+
+test("compare-and-set: a sidecar writing from a record another sidecar changed since gets CPM_ERR_RECORD_STALE; nothing is written and its reads show the newer record", async () => {
+  const keys = freshKeyspace();
+  const { logger, lines } = capturingLogger("warn");
+  const a = await sidecar(keys, { writer: "sidecar-a" });
+  const b = await sidecar(keys, { writer: "sidecar-b", log: logger });
+  await a.put(session("g"));
+  await eventually("B has the record", () => b.get("g") !== undefined);
+  const bRead = b.get("g");
+  assert.ok(bRead);
+  const aRead = a.get("g");
+  assert.ok(aRead);
+  await a.put({ ...aRead, subject: "A's change" });
+  // B decides from what it read before A's change arrived
+  await assert.rejects(
+    b.put({ ...bRead, subject: "B's stale change" }),
+    (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_RECORD_STALE" && err.grpcStatus === 10,
+  );
+  const stored = await admin.hmget(keys.record(idOf("g")), "v", "rev", "by");
+  assert.deepEqual([JSON.parse(stored[0] as string).subject, stored[1], stored[2]], ["A's change", "2", "sidecar-a"]);
+  assert.equal(b.get("g")?.subject, "A's change", "B's mirror read the record again");
+  assert.ok(
+    lines.some((l) => l.includes("CPM_ERR_RECORD_STALE")),
+    "logged",
+  );
+  // from the newer record B's write goes through
+  const fresh = b.get("g");
+  assert.ok(fresh);
+  await b.put({ ...fresh, subject: "B after A" });
+  await eventually("A sees it", () => a.get("g")?.subject === "B after A");
+  // one sidecar's writes in a row from the same read are not a conflict (its events on a record run one at a time)
+  const base = a.get("g");
+  assert.ok(base);
+  await a.put({ ...base, participants: [] });
+  await a.put({ ...base, subject: "second write from the same read" });
+  await eventually("B sees A's second write", () => b.get("g")?.subject === "second write from the same read");
+});
+
+test("fencing: a write under a lease that moved on is refused (CPM_ERR_RECORD_FENCED); the new holder's goes through", async () => {
+  const keys = freshKeyspace();
+  const a = await sidecar(keys, { writer: "sidecar-a" });
+  const b = await sidecar(keys, { writer: "sidecar-b" });
+  const leasesOf = (s: RedisRecordStore) =>
+    new SlotLeases({ redis: s.connection, keyspace: keys, holder: s.writer, slots: 16, ttlMs: 500 });
+  const la = leasesOf(a);
+  const lb = leasesOf(b);
+  const s = session("owned");
+  const slot = la.slotOf(s.servedUser);
+  const leaseA = await la.acquire(slot);
+  assert.ok(leaseA);
+  await a.put(s, leaseA);
+  assert.equal(await lb.acquire(slot), undefined, "held by A");
+  // A stalls past its TTL (a GC pause, a frozen VM); B takes the slot over
+  await sleep(700);
+  const leaseB = await lb.acquire(slot);
+  assert.ok(leaseB && leaseB.token > leaseA.token);
+  await eventually("B has the record", () => b.get("owned") !== undefined);
+  const fromB = b.get("owned");
+  assert.ok(fromB);
+  await b.put({ ...fromB, subject: "B owns it" }, leaseB);
+  await eventually("A's mirror has B's write", () => a.get("owned")?.subject === "B owns it");
+  const fromA = a.get("owned");
+  assert.ok(fromA);
+  // A wakes up and writes from a fresh read: compare-and-set would let it through, the fence does not
+  await assert.rejects(
+    a.put({ ...fromA, subject: "A after its lease lapsed" }, leaseA),
+    (err: unknown) => err instanceof CpmError && err.code === "CPM_ERR_RECORD_FENCED",
+  );
+  assert.equal(JSON.parse((await admin.hget(keys.record(idOf("owned")), "v")) as string).subject, "B owns it");
+  assert.equal(a.get("owned")?.subject, "B owns it", "A's mirror read Redis's record again");
+  assert.equal(await la.renew(leaseA), false, "A learns it lost the slot");
+});
+
+test("bad input: a damaged record value in Redis is logged and skipped at load and on a change notice, never a crash; the rest reads", async () => {
+  const keys = freshKeyspace();
+  const { logger, lines } = capturingLogger("warn");
+  const a = await sidecar(keys);
+  await a.put(session("fine"));
+  await admin.hset(keys.record(idOf("torn")), "v", '{"key":"torn","partic', "rev", "1");
+  await admin.hset(keys.record(idOf("not-a-record")), "v", JSON.stringify({ hello: "world" }), "rev", "1");
+  await admin.hset(keys.record(idOf("elsewhere")), "v", JSON.stringify(session("other-id")), "rev", "1");
+  await admin.hset(keys.record(idOf("bad-rev")), "v", JSON.stringify(session("bad-rev")), "rev", "x");
+  await admin.set(keys.record(idOf("wrong-type")), "a string, not a hash");
+  const b = await sidecar(keys, { log: logger });
+  assert.equal(b.size, 1);
+  assert.equal(b.get("fine")?.key, "fine");
+  for (const id of ["torn", "not-a-record", "elsewhere", "bad-rev", "wrong-type"]) {
+    assert.ok(
+      lines.some((l) => l.includes("session record unreadable from Redis") && l.includes(JSON.stringify(idOf(id)).slice(1, -1))),
+      `${id} logged`,
+    );
+  }
+  // a damaged write by someone else, then its notice, and a notice that is not one
+  const before = lines.length;
+  await admin.hset(keys.record(idOf("fine")), "v", "garbage", "rev", "9");
+  await admin.publish(keys.changes, `9 someone ${idOf("fine")}`);
+  await admin.publish(keys.changes, "nonsense");
+  await eventually("both logged", () => lines.slice(before).length >= 2);
+  assert.equal(b.get("fine")?.key, "fine", "the last good version stays");
+  await b.put(session("after"));
+  assert.equal(b.get("after")?.key, "after", "the store goes on");
+});
+
+test("Redis SIGKILL and restart (AOF, appendfsync always): nothing put() resolved is lost; the sidecar's store reconnects and writes again", async () => {
+  const keys = freshKeyspace();
+  const { logger, lines } = capturingLogger("warn");
+  const a = await sidecar(keys, { log: logger });
+  const resolved = new Map<string, number>();
+  let failed = 0;
+  let stop = false;
+  // four writers in a loop: each record's version number counts up
+  const writer = async (w: number) => {
+    for (let v = 0; !stop; v++) {
+      const key = `w${w}-r${v % 25}`;
+      const s = { ...session(key), conferenceVersion: v };
+      try {
+        await a.put(s);
+        resolved.set(key, Math.max(resolved.get(key) ?? -1, v));
+      } catch (err) {
+        assert.ok(err instanceof CpmError && err.code === "CPM_ERR_RECORD_STORE_UNAVAILABLE", String(err));
+        failed++;
+        await sleep(20);
+      }
+    }
+  };
+  const writers = [0, 1, 2, 3].map(writer);
+  await eventually("writes under way", () => resolved.size >= 60, 5000);
+  await redis.kill();
+  const atKill = new Map(resolved);
+  await sleep(300);
+  await redis.restart();
+  await eventually("writes go through again", () => [...resolved].some(([k, v]) => v > (atKill.get(k) ?? -1) + 2), 10_000);
+  stop = true;
+  await Promise.all(writers);
+  await a.flush();
+  // a sidecar started now reads every resolved write (at least that version: later ones may have landed too)
+  const b = await sidecar(keys);
+  const lost = [...resolved].filter(([key, v]) => (b.get(key)?.conferenceVersion ?? -1) < v);
+  assert.deepEqual(lost, [], `resolved writes missing after the restart (${failed} puts failed during the outage)`);
+  assert.ok(
+    lines.some((l) => l.includes("Redis unreachable")),
+    "the outage is logged",
+  );
+});
