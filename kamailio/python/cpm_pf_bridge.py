@@ -496,153 +496,213 @@ class _DecisionStream:
         self._ended = self._ended or "CANCELLED: closed"
 
 
-class CpmPfBridge:
-    def __init__(self):
-        self._pid = None
-        self._target = None
-        self._channel = None
-        self._stub = None
-        self._last_sip_status = 0
-        self._stream = None
-        self._watchdog = None
-        # False once the sidecar answered Decide with UNIMPLEMENTED (older
+# With several sidecars in CPM_PF_GRPC_TARGET ("host:port,host:port", in
+# order of preference), one that failed (unreachable, or no answer within its
+# share of the deadline) is tried after the others for this long.
+_DOWN_FOR_S = 2.0
+
+# Failures that say nothing about the request: another sidecar may answer it.
+_FAILOVER = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
+
+
+class _Link:
+    """The channel, stub and Decide stream to one sidecar (one target), in
+    one Kamailio process; made lazily in the process that uses it (a channel
+    made before fork is unusable)."""
+
+    def __init__(self, target):
+        self.target = target  # (address, TLS CA, cert, key, server name)
+        self.channel = None
+        self.stub = None
+        self.stream = None
+        self.watchdog = None
+        self.down_until = 0.0
+        # False once this sidecar answered Decide with UNIMPLEMENTED (older
         # sidecar): unary calls from then on. Unary calls too when grpcio
         # lacks the call API the stream uses, or CPM_PF_BRIDGE_UNARY=1.
-        self._use_stream = _STREAM_API and os.environ.get("CPM_PF_BRIDGE_UNARY", "") != "1"
+        self.use_stream = _STREAM_API and os.environ.get("CPM_PF_BRIDGE_UNARY", "") != "1"
 
-    # -- process lifecycle -------------------------------------------------
+    def stub_for(self):
+        if self.stub is None:
+            self.channel = _open_channel(*self.target)
+            self.stub = pb_grpc.ParticipatingFunctionServiceStub(self.channel)
+            self.stream = None
+        return self.stub
 
-    def child_init(self, rank):
-        # Nothing to connect here: the channel is made lazily in the process
-        # that uses it (see _stub_for()); a channel made before fork is unusable.
-        return 0
-
-    def _settings(self):
-        # the channel's identity: target plus TLS files (a reloaded script may change either)
-        target = (_pv(_PV_TARGET) or _DEFAULT_TARGET,) + tuple(_pv(spec) or "" for spec in _PV_TLS)
-        try:
-            deadline_ms = int(_pv(_PV_DEADLINE, _DEFAULT_DEADLINE_MS))
-        except (TypeError, ValueError):
-            deadline_ms = _DEFAULT_DEADLINE_MS
-        if deadline_ms <= 0:
-            deadline_ms = _DEFAULT_DEADLINE_MS
-        return target, deadline_ms / 1000.0
-
-    def _stub_for(self, target):
-        pid = os.getpid()
-        if self._stub is None or self._pid != pid or self._target != target:
-            if self._channel is not None and self._pid == pid:
-                self._channel.close()  # another target (script reloaded)
-            self._channel = _open_channel(*target)
-            self._stub = pb_grpc.ParticipatingFunctionServiceStub(self._channel)
-            self._stream = None
-            self._pid = pid
-            self._target = target
-        return self._stub
-
-    def _call(self, rpc_name, request):
-        """One unary call with the configured deadline. Returns
-        (response | None, error text, elapsed ms); on error
-        self._last_sip_status is the sidecar's cpm-sip-status trailer (or 0)."""
-        t0 = time.monotonic()
-        self._last_sip_status = 0
-        try:
-            target, timeout = self._settings()
-            rpc = getattr(self._stub_for(target), rpc_name)
-            resp = rpc(request, timeout=timeout, wait_for_ready=False)
-            return resp, "", int((time.monotonic() - t0) * 1000)
-        except Exception as err:  # any failure -> fail-safe in the cfg
-            self._last_sip_status = _sip_status_of(err)
-            text = _describe(err)
-            self._forget_unreachable(text)
-            return None, text, int((time.monotonic() - t0) * 1000)
-
-    def _forget_unreachable(self, error_text):
+    def forget_unreachable(self, error_text):
         """After UNAVAILABLE the channel is dropped: the next call makes a
         fresh one, which connects when that call starts. A kept channel stays
         in TRANSIENT_FAILURE until its own reconnect succeeds (pick_first,
         gRFC A62) and fails every call meanwhile, also after the sidecar is
         back; a fresh channel to a sidecar still down fails at once
         (connection refused), so the fail-safe stays immediate."""
-        if not error_text.startswith("UNAVAILABLE") or self._pid != os.getpid():
+        if not error_text.startswith("UNAVAILABLE"):
             return
-        self._drop_stream()
-        if self._channel is not None:
-            try:
-                self._channel.close()
-            except Exception as err:  # already broken: nothing more to free
-                KSR.err("cpm-pf: closing the gRPC channel: %s\n" % _describe(err))
-        self._channel = None
-        self._stub = None
+        self.close()
 
-    def _stream_for(self, target):
-        self._stub_for(target)
-        if self._stream is not None and not self._stream.alive():
-            self._drop_stream()
-        if self._stream is None:
-            if self._watchdog is None or self._watchdog.pid != os.getpid():
-                self._watchdog = _Watchdog()  # threads do not survive fork
-            self._stream = _DecisionStream(self._channel, self._watchdog)
-        return self._stream
+    def stream_for(self):
+        self.stub_for()
+        if self.stream is not None and not self.stream.alive():
+            self.drop_stream()
+        if self.stream is None:
+            if self.watchdog is None:
+                self.watchdog = _Watchdog()
+            self.stream = _DecisionStream(self.channel, self.watchdog)
+        return self.stream
 
-    def _drop_stream(self):
-        stream, self._stream = self._stream, None
+    def drop_stream(self):
+        stream, self.stream = self.stream, None
         if stream is not None:
             try:
                 stream.close()
             except Exception as err:  # a broken call: nothing more to free
                 KSR.err("cpm-pf: closing the Decide stream: %s\n" % _describe(err))
 
+    def close(self):
+        self.drop_stream()
+        if self.channel is not None:
+            try:
+                self.channel.close()
+            except Exception as err:  # already broken: nothing more to free
+                KSR.err("cpm-pf: closing the gRPC channel: %s\n" % _describe(err))
+        self.channel = None
+        self.stub = None
+
+
+class CpmPfBridge:
+    def __init__(self):
+        self._pid = None
+        self._links = {}  # target -> _Link, in this process
+        self._last_sip_status = 0
+
+    # -- process lifecycle -------------------------------------------------
+
+    def child_init(self, rank):
+        # Nothing to connect here: the channels are made lazily in the process
+        # that uses them (see _links_for()).
+        return 0
+
+    def _settings(self):
+        """The targets (each: address plus TLS files; a reloaded script may
+        change either) in order of preference, and the deadline (s)."""
+        tls = tuple(_pv(spec) or "" for spec in _PV_TLS)
+        addresses = [a.strip() for a in (_pv(_PV_TARGET) or _DEFAULT_TARGET).split(",") if a.strip()]
+        targets = [(a,) + tls for a in (addresses or [_DEFAULT_TARGET])]
+        try:
+            deadline_ms = int(_pv(_PV_DEADLINE, _DEFAULT_DEADLINE_MS))
+        except (TypeError, ValueError):
+            deadline_ms = _DEFAULT_DEADLINE_MS
+        if deadline_ms <= 0:
+            deadline_ms = _DEFAULT_DEADLINE_MS
+        return targets, deadline_ms / 1000.0
+
+    def _links_for(self, targets):
+        """This process's links to `targets`: the ones up first (in the
+        configured order), then the ones that failed lately."""
+        pid = os.getpid()
+        if self._pid != pid:  # a fork: the parent's links are unusable
+            self._links = {}
+            self._pid = pid
+        for target in [t for t in self._links if t not in targets]:
+            self._links.pop(target).close()  # another target (script reloaded)
+        links = [self._links.setdefault(t, _Link(t)) for t in targets]
+        now = time.monotonic()
+        return [ln for ln in links if ln.down_until <= now] + [ln for ln in links if ln.down_until > now]
+
+    def _each_link(self, attempt):
+        """Runs attempt(link, budget_s) -> (response | None, error text) on
+        the sidecars in order until one answers, or fails for a reason that is
+        the request's, within the one deadline: each but the last gets half of
+        what is left, so a sidecar that hangs leaves time for the next.
+        Returns (response | None, error text, elapsed ms)."""
+        t0 = time.monotonic()
+        self._last_sip_status = 0
+        targets, timeout = self._settings()
+        links = self._links_for(targets)
+        resp, text = None, "UNAVAILABLE: no sidecar"
+        for i, link in enumerate(links):
+            remaining = timeout - (time.monotonic() - t0)
+            if remaining <= 0:
+                break
+            budget = remaining if i == len(links) - 1 else remaining / 2
+            resp, text = attempt(link, budget)
+            if resp is not None:
+                link.down_until = 0.0
+                break
+            if not text.startswith(_FAILOVER):
+                break  # the sidecar decided (e.g. INVALID_ARGUMENT): another would decide the same
+            link.down_until = time.monotonic() + _DOWN_FOR_S
+            if i < len(links) - 1:
+                KSR.warn("cpm-pf: sidecar %s failed (%s): trying %s\n" % (link.target[0], text, links[i + 1].target[0]))
+        return resp, text, int((time.monotonic() - t0) * 1000)
+
+    def _call(self, rpc_name, request):
+        """One unary call within the configured deadline (on the next sidecar
+        when one fails, see _each_link). Returns (response | None, error text,
+        elapsed ms); on error self._last_sip_status is the sidecar's
+        cpm-sip-status trailer (or 0)."""
+        return self._each_link(lambda link, budget: self._unary_on(link, rpc_name, request, budget))
+
+    def _unary_on(self, link, rpc_name, request, budget):
+        try:
+            rpc = getattr(link.stub_for(), rpc_name)
+            return rpc(request, timeout=budget, wait_for_ready=False), ""
+        except Exception as err:  # any failure -> the next sidecar, or the fail-safe in the cfg
+            self._last_sip_status = _sip_status_of(err)
+            text = _describe(err)
+            link.forget_unreachable(text)
+            return None, text
+
     def _decide(self, kind, request):
         """HandleBye / ObserveSession / ReportByeOutcome over the Decide
         stream; the same (response | None, error text, elapsed ms) as _call().
         Falls back to the unary RPC when the sidecar does not implement Decide."""
+        return self._each_link(lambda link, budget: self._decide_on(link, kind, request, budget))
+
+    def _decide_on(self, link, kind, request, budget):
         unary_name = _UNARY_OF[kind]
-        if not self._use_stream:
-            return self._call(unary_name, request)
+        if not link.use_stream:
+            return self._unary_on(link, unary_name, request, budget)
         t0 = time.monotonic()
-        self._last_sip_status = 0
         # A stream that answered before and then broke while idle (the sidecar
         # restarted) is only found out when the next request fails: Python
         # threads do not run between calls here. That request is retried once
-        # on a fresh stream within the same deadline, so the first decision
+        # on a fresh stream within the same budget, so the first decision
         # of each Kamailio process after a sidecar restart is not a fail-safe.
         # Cost: a request the old sidecar finished just before dying may be
         # decided twice (at most one extra GSO).
         for attempt in (1, 2):
             try:
-                target, timeout = self._settings()
-                remaining = timeout - (time.monotonic() - t0)
+                remaining = budget - (time.monotonic() - t0)
                 if remaining <= 0:
                     raise queue.Empty()
-                stream = self._stream_for(target)
+                stream = link.stream_for()
                 r = stream.request(pb.DecideRequest(**{kind: request}), remaining)
                 break
             except queue.Empty:
-                return None, "DEADLINE_EXCEEDED: no answer on the Decide stream", int((time.monotonic() - t0) * 1000)
+                return None, "DEADLINE_EXCEEDED: no answer on the Decide stream"
             except _StreamBroken as err:
-                self._drop_stream()
+                link.drop_stream()
                 text = str(err)
                 if text.startswith("UNIMPLEMENTED"):
-                    self._use_stream = False
-                    return self._call(unary_name, request)
+                    link.use_stream = False
+                    return self._unary_on(link, unary_name, request, budget - (time.monotonic() - t0))
                 if attempt == 1 and stream.answered:
                     continue
-                self._forget_unreachable(text)
-                return None, text, int((time.monotonic() - t0) * 1000)
-            except Exception as err:  # any failure -> fail-safe in the cfg
-                self._drop_stream()
+                link.forget_unreachable(text)
+                return None, text
+            except Exception as err:  # any failure -> the next sidecar, or the fail-safe in the cfg
+                link.drop_stream()
                 text = _describe(err)
-                self._forget_unreachable(text)
-                return None, text, int((time.monotonic() - t0) * 1000)
-        ms = int((time.monotonic() - t0) * 1000)
+                link.forget_unreachable(text)
+                return None, text
         which = r.WhichOneof("response")
         if which == "error":
             self._last_sip_status = r.error.sip_status
-            return None, "%s: %s" % (_status_name(r.error.grpc_code), r.error.message), ms
+            return None, "%s: %s" % (_status_name(r.error.grpc_code), r.error.message)
         if which != kind:
-            return None, "INTERNAL: Decide answered %s to %s" % (which, kind), ms
-        return getattr(r, kind), "", ms
+            return None, "INTERNAL: Decide answered %s to %s" % (which, kind)
+        return getattr(r, kind), ""
 
     # -- 8.3.2.3: BYE ------------------------------------------------------
 
