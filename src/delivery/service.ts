@@ -273,7 +273,13 @@ export class DeliveryService implements RegistrationHandler {
         // the device is a member of what is pending from now on (the items it has not got wait for it)
         await this.deviceSeen(servedUser, session, device);
         // it has all of it: what the others got too (or what aged out) leaves now
-        if (q.count === 0) await this.sweep(servedUser, session, device.keyword);
+        if (q.count === 0 && (await this.sweep(servedUser, session, device.keyword)) >= q.total) {
+          await this.deps
+            .queueSettled(servedUser, session.conversationId, session.contributionId)
+            .catch((err) =>
+              this.deps.log.warn("record not told the queue is empty", { servedUser, callId: session?.key, reason: String(err) }),
+            );
+        }
       }
       pending.push({ conversationId: q.conversationId, contributionId: q.contributionId, count: q.count, session });
     }
@@ -705,6 +711,7 @@ export class DeliveryService implements RegistrationHandler {
    * Removes the items device-view.ts says leave the queue (every member got
    * them, or retention); `confirmedBy`: the device that just confirmed them
    * (an item its mark did not stick on leaves too, as before per device).
+   * Resolves with how many left.
    */
   private async retireDecided(
     servedUser: string,
@@ -712,8 +719,8 @@ export class DeliveryService implements RegistrationHandler {
     device: string,
     marks: readonly DeferredMarks[],
     confirmedBy?: string,
-  ): Promise<void> {
-    if (marks.length === 0) return;
+  ): Promise<number> {
+    if (marks.length === 0) return 0;
     const record = this.deps.sessions.findByIds(servedUser, session.conversationId, session.contributionId) ?? session;
     const now = Date.now();
     const retention = this.deps.policy.deviceRetentionMs;
@@ -726,21 +733,23 @@ export class DeliveryService implements RegistrationHandler {
         unmarked: r.unmarked,
       });
     }
-    if (r.retire.length === 0) return;
+    if (r.retire.length === 0) return 0;
     // 8.5.2: where the session is recorded, delivered items join the group session's folder (the user's other devices sync them)
     const moveTo = this.deps.retireFolder?.(record);
-    await this.deps.queue.ack(r.retire, moveTo ? { moveTo } : {});
-    this.deps.log.debug("deferred items retired", { ...fields, retired: r.retire.length, kept: r.kept });
+    const removed = await this.deps.queue.ack(r.retire, moveTo ? { moveTo } : {});
+    this.deps.log.debug("deferred items retired", { ...fields, retired: removed, kept: r.kept });
+    return removed;
   }
 
-  /** What leaves the session's queue now (members got it, or retention), whoever confirmed it. */
-  private async sweep(servedUser: string, session: GroupSession, device: string): Promise<void> {
+  /** What leaves the session's queue now (members got it, or retention), whoever confirmed it; resolves with how many items left. */
+  private async sweep(servedUser: string, session: GroupSession, device: string): Promise<number> {
     try {
       const marks = await this.deps.queue.marks(queueRef(servedUser, session));
-      await this.retireDecided(servedUser, session, device, marks);
+      return await this.retireDecided(servedUser, session, device, marks);
     } catch (err) {
       const reason = err instanceof CpmError ? err.detail : String(err);
       this.deps.log.warn("deferred queue not swept", { servedUser, callId: session.key, conversationId: session.conversationId, reason });
+      return 0;
     }
   }
 
