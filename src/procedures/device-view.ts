@@ -43,6 +43,14 @@ export type { SeenDevice };
 
 /** The record keeps at most this many devices seen (the newest). */
 export const MAX_SEEN_DEVICES = 32;
+/** A device seen again within this (a refresh REGISTER) leaves the record as it is: no journal write per refresh. */
+export const SEEN_REFRESH_MS = 60_000;
+
+/** Whether `keyword` seen at `now` changes the record's devices (absent, or last seen more than SEEN_REFRESH_MS ago). */
+export function seenChanges(devices: readonly SeenDevice[] | undefined, keyword: string, now: number): boolean {
+  const d = devices?.find((x) => x.keyword === keyword);
+  return d === undefined || now - d.at >= SEEN_REFRESH_MS;
+}
 
 /** RFC 5626 4.1: +sip.instance is a quoted "<urn>"; quotes and blanks do not name another device. */
 export function normaliseInstance(instanceId: string | undefined): string | undefined {

@@ -5,7 +5,7 @@
 // retention policy, or when an INVITE that never became a dialog leaves it
 // empty; never as a side effect of a BYE or a fail-safe.
 import { type GroupSession, type Lifecycle, type SessionDialog, withDialog } from "../session/group-session.js";
-import { withSeenDevice } from "./device-view.js";
+import { seenChanges, withSeenDevice } from "./device-view.js";
 import type { ByeCause } from "./handle-bye.js";
 
 export type LifecycleEvent =
@@ -121,6 +121,7 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
       return { record: { ...s, pendingDeferred: false, devices: undefined, updatedAt: now }, notes: [] };
     case "deviceSeen":
       if (!s.pendingDeferred) return { record: s, notes: ["deviceSeen with no data pending: not a member of anything"] };
+      if (!seenChanges(s.devices, ev.keyword, now)) return { record: s, notes: [] };
       return { record: { ...s, devices: withSeenDevice(s.devices, ev.keyword, now), updatedAt: now }, notes: [] };
   }
 }

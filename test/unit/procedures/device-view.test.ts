@@ -21,6 +21,7 @@ import {
   MAX_SEEN_DEVICES,
   memberKeywords,
   retirable,
+  SEEN_REFRESH_MS,
   withSeenDevice,
 } from "../../../src/procedures/device-view.js";
 import { stepLifecycle } from "../../../src/procedures/lifecycle.js";
@@ -156,10 +157,12 @@ test("DD-1: the record learns the devices seen while data is pending (newest kep
   const pending = groupSession({ pendingDeferred: true, lifecycle: "inactive" });
   const a = stepLifecycle(pending, { type: "deviceSeen", keyword: phone.keyword }, 100).record as GroupSession;
   const b = stepLifecycle(a, { type: "deviceSeen", keyword: tablet.keyword }, 200).record as GroupSession;
-  const c = stepLifecycle(b, { type: "deviceSeen", keyword: phone.keyword }, 300).record as GroupSession;
+  // a refresh within SEEN_REFRESH_MS writes nothing; later, the device moves to the newest
+  assert.equal(stepLifecycle(b, { type: "deviceSeen", keyword: phone.keyword }, 300).record, b);
+  const c = stepLifecycle(b, { type: "deviceSeen", keyword: phone.keyword }, 100 + SEEN_REFRESH_MS).record as GroupSession;
   assert.deepEqual(c.devices, [
     { keyword: tablet.keyword, at: 200 },
-    { keyword: phone.keyword, at: 300 },
+    { keyword: phone.keyword, at: 100 + SEEN_REFRESH_MS },
   ]);
   assert.equal(stepLifecycle(c, { type: "queueSettled" }, 400).record?.devices, undefined);
   const idle = groupSession({ pendingDeferred: false });
