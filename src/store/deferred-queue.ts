@@ -56,6 +56,15 @@
 // delivered again, never lost).
 // Items still in the spool are not readable yet; they follow in order once
 // drained (spoolPending() says whether any wait).
+//
+// Per device (DD-1 "for a CPM Client", src/procedures/device-view.ts): an
+// item a device got carries the device's IMAP keyword (mark(): UID STORE
+// +FLAGS.SILENT, then the marks read back with UID FETCH FLAGS INTERNALDATE);
+// read() with a target's `device` returns what lacks it (UID SEARCH UID n:*
+// UNKEYWORD, index only, then UID FETCH of the first `limit`); listSessions()
+// with a device counts for it; discardFor() marks a whole folder as one
+// device's (DD-8, DD-14 for that device). What leaves the queue is decided by
+// the caller (device-view.ts retirable) and removed with ack().
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
