@@ -349,7 +349,16 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
       },
       answerLeg: () => Promise.reject(new Error("no re-join in this benchmark")),
       queue: {
-        listSessions: (u) => queue.listSessions(u),
+        listSessions: (u, d) => queue.listSessions(u, d),
+        mark: async (handles, keyword) => {
+          const s = performance.now();
+          try {
+            return await queue.mark(handles, keyword);
+          } finally {
+            io.ackMs += performance.now() - s;
+          }
+        },
+        marks: (target) => queue.marks(target),
         ack: async (handles, opts) => {
           const s = performance.now();
           try {
@@ -362,7 +371,7 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
             settled();
           }
         },
-        discard: (target) => queue.discard(target),
+        discardFor: (target, keyword) => queue.discardFor(target, keyword),
         read: async (target: QueueRef, limit: number, after?: ReadCursor) => {
           const s = performance.now();
           const records = await queue.read(target, limit, after);

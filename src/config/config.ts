@@ -252,6 +252,16 @@ export interface Config {
      * refuses them first; keep both the same. Default "127.0.0.1,::1".
      */
     trustedRegistrars: string;
+    /**
+     * DD-1 per device: how long a deferred item (since it reached the store,
+     * its INTERNALDATE) waits for the served user's other devices once one
+     * device got it. An item leaves the queue when every member device
+     * (+sip.instance) got it, or when it is older than this and at least one
+     * did: a device that never comes back cannot keep data for ever. 0 = an
+     * item leaves as soon as one device got it (one delivery per user).
+     * Default 604800000 (7 days).
+     */
+    deviceRetentionMs: number;
   };
   /** The PF's own SIP user agent: requests it originates (deferred delivery INVITE, ACK, BYE) go through Kamailio. */
   sip: {
@@ -374,6 +384,7 @@ export const defaults: Config = {
     conferenceSubscriptionRetryMs: 30_000,
     conferenceSubscriptionRetryAttempts: 5,
     trustedRegistrars: "127.0.0.1,::1",
+    deviceRetentionMs: 604_800_000,
   },
   sip: {
     host: "127.0.0.1",
@@ -468,6 +479,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     conferenceSubscriptionRetryMs: "posint",
     conferenceSubscriptionRetryAttempts: "nonnegint",
     trustedRegistrars: "string",
+    deviceRetentionMs: "nonnegint",
   },
   sip: {
     host: "string",

@@ -39,15 +39,16 @@ import {
   queueRef,
   type Step,
 } from "../procedures/delivery-session.js";
+import { type Device, deviceOf, memberKeywords, retirable } from "../procedures/device-view.js";
 import { answersRejoin, type RejoinState, rejoinClaims, startRejoinDelivery, stepRejoinDelivery } from "../procedures/rejoin-delivery.js";
 import { type GroupSession, recordIdOf, userKey } from "../session/group-session.js";
-import { servedUserOf } from "../session/observe.js";
+import { contactInstance, servedUserOf } from "../session/observe.js";
 import { acceptContactFor, CPM_SESSION_ICSI, icsiRefParam } from "../sip/feature-tags.js";
 import { header, headerValues, mediaType, parseSipMessage, type SipMessage } from "../sip/message.js";
 import { bodyParts, replaceBodyPart } from "../sip/multipart.js";
 import { serializeRequest } from "../sip/serialize.js";
 import { readThirdPartyRegister } from "../sip/third-party-register.js";
-import type { DeferredHandle, DeferredRecord, DeferredSessionSummary, ReadCursor } from "../store/deferred-queue.js";
+import type { DeferredHandle, DeferredMarks, DeferredRecord, DeferredSessionSummary, ReadCursor } from "../store/deferred-queue.js";
 import type { GroupDialogs } from "./group-dialog.js";
 import type { SessionRefresh } from "./session-refresh.js";
 
@@ -109,12 +110,18 @@ export type AnswerLeg = (sessionKey: string, offerSdp: string) => Promise<{ leg:
 
 /** The deferred queue (src/store/deferred-queue.ts). */
 export interface DeliveryQueue {
-  /** The group sessions with deferred data in the served user's mailbox. */
-  listSessions(servedUser: string): Promise<DeferredSessionSummary[]>;
+  /** The group sessions with deferred data in the served user's mailbox; with `device`, counted for that device. */
+  listSessions(servedUser: string, device?: string): Promise<DeferredSessionSummary[]>;
+  /** The oldest items; with `target.device`, those that device has not got. */
   read(target: QueueRef, limit: number, after?: ReadCursor): Promise<DeferredRecord[]>;
-  /** Removes delivered items: UID EXPUNGE, or one UID MOVE into `moveTo`. */
+  /** DD-1 per device: marks items as got by the device of `keyword`; resolves with their marks. */
+  mark(handles: readonly DeferredHandle[], keyword: string): Promise<DeferredMarks[]>;
+  /** DD-8 / DD-14 for one device: every item marked as got by it; resolves with the marks of all. */
+  discardFor(target: QueueRef, keyword: string): Promise<DeferredMarks[]>;
+  /** The marks of every item of a session's queue. */
+  marks(target: QueueRef): Promise<DeferredMarks[]>;
+  /** Removes items: UID EXPUNGE, or one UID MOVE into `moveTo`. */
   ack(handles: readonly DeferredHandle[], opts?: { moveTo?: string }): Promise<number>;
-  discard(target: QueueRef): Promise<number>;
 }
 
 /** The group session records (src/session/registry.ts). */
@@ -146,6 +153,8 @@ export interface DeliveryServiceDeps {
   refresh?: Pick<SessionRefresh, "onReinvite" | "onUpdate" | "takesBye">;
   /** 8.3.2.3: a BYE the CF sent on a group session dialog the PF's UA set up (a re-start): decided and acted on as Kamailio's are. */
   networkBye?: (raw: Uint8Array) => Promise<void>;
+  /** DD-1 per device: a device of the served user registered or re-joined while the group session had data pending (a member of its queue). */
+  deviceSeen?(servedUser: string, conversationId: string, contributionId: string, keyword: string): Promise<void>;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
   queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void>;
   log: Logger;
@@ -211,8 +220,10 @@ export class DeliveryService implements RegistrationHandler {
   }
 
   /** RJ-1: ObserveSession's answer_by_pf: the PF's UA will answer the client's re-join of `session` (rejoin-delivery.ts answersRejoin). */
-  takesRejoin(session: GroupSession): boolean {
-    return !this.closed && answersRejoin(session.servedUser, session, this.claims, this.deps.group?.holds(session.key) ?? false);
+  takesRejoin(session: GroupSession, instanceId?: string): boolean {
+    return (
+      !this.closed && answersRejoin(session.servedUser, session, this.claims, this.deps.group?.holds(session.key) ?? false, instanceId)
+    );
   }
 
   /** DD-1: the S-CSCF's third-party REGISTER for the served user reached the PF. */
@@ -223,6 +234,13 @@ export class DeliveryService implements RegistrationHandler {
       return { accepted: false, deliveries: 0, notes: [`${reg.servedUser} is not the served user`] };
     }
     const client = { contact: reg.contact ?? `<${reg.servedUser}>`, ...(reg.instanceId ? { instanceId: reg.instanceId } : {}) };
+    if (!reg.instanceId) {
+      // decision: one anonymous device (device-view.ts): all registrations without an instance share its view
+      this.deps.log.info("registration without +sip.instance: delivered as the user's anonymous device", {
+        servedUser: reg.servedUser,
+        contact: client.contact,
+      });
+    }
     return this.startFor(reg.servedUser, client);
   }
 
@@ -241,10 +259,11 @@ export class DeliveryService implements RegistrationHandler {
   }
 
   private async startFor(servedUser: string, client: { contact: string; instanceId?: string }): Promise<RegistrationResult> {
-    // the served user's own queue, joined with the user's own records: nobody else's data
+    const device = deviceOf(client.instanceId);
+    // the served user's own queue, joined with the user's own records: nobody else's data; counted for this device
     let queues: DeferredSessionSummary[];
     try {
-      queues = await this.deps.queue.listSessions(servedUser);
+      queues = await this.deps.queue.listSessions(servedUser, device.keyword);
     } catch (err) {
       // no mailbox for this identity, or the store is down: nothing starts, nothing is touched
       const reason = err instanceof CpmError ? err.detail : String(err);
@@ -262,11 +281,23 @@ export class DeliveryService implements RegistrationHandler {
         // the local state is gone: the queue describes itself (session descriptor + latest GSO)
         if (!session && q.count > 0) session = await this.rebuild(servedUser, q.conversationId, q.contributionId);
       }
+      if (session) {
+        // the device is a member of what is pending from now on (the items it has not got wait for it)
+        await this.deviceSeen(servedUser, session, device);
+        // it has all of it: what the others got too (or what aged out) leaves now
+        if (q.count === 0 && (await this.sweep(servedUser, session, device.keyword)) >= q.total) {
+          await this.deps
+            .queueSettled(servedUser, session.conversationId, session.contributionId)
+            .catch((err) =>
+              this.deps.log.warn("record not told the queue is empty", { servedUser, callId: session?.key, reason: String(err) }),
+            );
+        }
+      }
       pending.push({ conversationId: q.conversationId, contributionId: q.contributionId, count: q.count, session });
     }
     const start = startDeferredDelivery({ type: "registered", servedUser: servedUser, client, pending }, this.claims, this.deps.policy);
     this.claims = start.claims;
-    const fields = { servedUser: servedUser, contact: client.contact, pending: pending.length };
+    const fields = { servedUser: servedUser, contact: client.contact, device: device.keyword, pending: pending.length };
     // info: every refresh REGISTER repeats them (e.g. a folder of a session the PF no longer knows)
     for (const note of start.notes) this.deps.log.info(note, fields);
     for (const first of start.deliveries) {
@@ -386,10 +417,13 @@ export class DeliveryService implements RegistrationHandler {
   /** Tells the record when the delivery left its queue empty (nothing pending: retention may retire it). */
   private async settleIfEmpty(m: Machine): Promise<void> {
     const d = m.proc.state.delivery;
+    // the queue as a whole (every device's view)
     const ref = queueRef(d.servedUser, d.session);
     const metrics = this.deps.metrics ?? noMetrics;
     try {
       await this.retired(m);
+      // what the other devices got too, or what aged out (delivery.deviceRetentionMs), leaves now
+      await this.sweep(d.servedUser, d.session, d.device);
       if ((await this.deps.queue.read(ref, 1)).length > 0) {
         metrics.delivery("data-kept", undefined);
         return;
@@ -432,10 +466,15 @@ export class DeliveryService implements RegistrationHandler {
       case "ackDeferred":
         this.retire(m, a.handles);
         return;
-      case "discardDeferred":
+      case "discardDeferred": {
+        // DD-8 / DD-14: this device's view (a.queue.device); the user's other devices still get theirs
         await this.retired(m);
-        await queue.discard(a.queue);
+        const d = m.proc.state.delivery;
+        const device = a.queue.device ?? d.device;
+        const marks = await queue.discardFor(a.queue, device);
+        await this.retireDecided(d.servedUser, d.session, device, marks, device);
         return;
+      }
       case "sendGso": {
         // awaited: what follows (e.g. the end of the delivery session) comes after it
         const status = m.leg ? await m.leg.send({ contentType: a.contentType, body: Buffer.from(a.body) }) : 481;
@@ -532,7 +571,13 @@ export class DeliveryService implements RegistrationHandler {
       return;
     }
     const session = this.deps.sessions.findByIds(servedUser, conversationId || contributionId, contributionId || conversationId);
-    const start = startRejoinDelivery({ type: "rejoinInvite", servedUser, clientCallId: callId, session }, this.claims, this.deps.policy);
+    // the re-joining device: its Contact's +sip.instance (none: the anonymous device)
+    const instanceId = contactInstance(req) || undefined;
+    const start = startRejoinDelivery(
+      { type: "rejoinInvite", servedUser, clientCallId: callId, session, ...(instanceId ? { instanceId } : {}) },
+      this.claims,
+      this.deps.policy,
+    );
     this.claims = start.claims;
     for (const note of start.notes) this.deps.log.info(note, fields);
     if (!start.state) {
@@ -540,6 +585,7 @@ export class DeliveryService implements RegistrationHandler {
       invite.reject(480, "Temporarily Unavailable", [["Retry-After", "1"]]);
       return;
     }
+    if (session) void this.deviceSeen(servedUser, session, deviceOf(instanceId));
     const m = this.newMachine({ kind: "rejoin", state: start.state });
     m.rejoin = invite;
     this.byCallId.set(callId, m.id);
@@ -660,15 +706,76 @@ export class DeliveryService implements RegistrationHandler {
   private async retireAll(m: Machine): Promise<void> {
     while (m.toRetire.length > 0) {
       const handles = m.toRetire.splice(0);
-      // 8.5.2: where the session is recorded, delivered items join the group session's folder (the user's other devices sync them)
-      const moveTo = this.deps.retireFolder?.(m.proc.state.delivery.session);
+      const d = m.proc.state.delivery;
       try {
-        await this.deps.queue.ack(handles, moveTo ? { moveTo } : {});
+        // DD-1 per device: marked as this device's; what every member device has leaves the queue
+        const marks = await this.deps.queue.mark(handles, d.device);
+        await this.retireDecided(d.servedUser, d.session, d.device, marks, d.device);
       } catch (err) {
-        // not removed: delivered again by the next delivery (at-least-once)
+        // not marked: delivered again to this device by its next delivery (at-least-once)
         this.deps.log.error("delivery action failed", { ...this.fields(m), action: "ackDeferred", reason: String(err) });
       }
       for (const h of handles) m.bodies.delete(itemId(h));
+    }
+  }
+
+  /**
+   * Removes the items device-view.ts says leave the queue (every member got
+   * them, or retention); `confirmedBy`: the device that just confirmed them
+   * (an item its mark did not stick on leaves too, as before per device).
+   * Resolves with how many left.
+   */
+  private async retireDecided(
+    servedUser: string,
+    session: GroupSession,
+    device: string,
+    marks: readonly DeferredMarks[],
+    confirmedBy?: string,
+  ): Promise<number> {
+    if (marks.length === 0) return 0;
+    const record = this.deps.sessions.findByIds(servedUser, session.conversationId, session.contributionId) ?? session;
+    const now = Date.now();
+    const retention = this.deps.policy.deviceRetentionMs;
+    const members = memberKeywords(record, device, now, retention);
+    const r = retirable(marks, members, now, retention, confirmedBy);
+    const fields = { servedUser, callId: session.key, conversationId: session.conversationId, device, members: members.length };
+    if (r.unmarked > 0) {
+      this.deps.log.warn("device mark not kept by the store (no new keyword allowed): items removed as for one device", {
+        ...fields,
+        unmarked: r.unmarked,
+      });
+    }
+    if (r.retire.length === 0) return 0;
+    // 8.5.2: where the session is recorded, delivered items join the group session's folder (the user's other devices sync them)
+    const moveTo = this.deps.retireFolder?.(record);
+    const removed = await this.deps.queue.ack(r.retire, moveTo ? { moveTo } : {});
+    this.deps.log.debug("deferred items retired", { ...fields, retired: removed, kept: r.kept });
+    return removed;
+  }
+
+  /** What leaves the session's queue now (members got it, or retention), whoever confirmed it; resolves with how many items left. */
+  private async sweep(servedUser: string, session: GroupSession, device: string): Promise<number> {
+    try {
+      const marks = await this.deps.queue.marks(queueRef(servedUser, session));
+      return await this.retireDecided(servedUser, session, device, marks);
+    } catch (err) {
+      const reason = err instanceof CpmError ? err.detail : String(err);
+      this.deps.log.warn("deferred queue not swept", { servedUser, callId: session.key, conversationId: session.conversationId, reason });
+      return 0;
+    }
+  }
+
+  /** The record learns the device (a member of its pending data); a failure costs that device's membership only. */
+  private async deviceSeen(servedUser: string, session: GroupSession, device: Device): Promise<void> {
+    try {
+      await this.deps.deviceSeen?.(servedUser, session.conversationId, session.contributionId, device.keyword);
+    } catch (err) {
+      this.deps.log.warn("device not recorded as a member of the pending data", {
+        servedUser,
+        callId: session.key,
+        device: device.keyword,
+        reason: String(err),
+      });
     }
   }
 
@@ -894,7 +1001,13 @@ export class DeliveryService implements RegistrationHandler {
 
   private fields(m: Machine) {
     const s = m.proc.state.delivery.session;
-    return { deliveryKey: m.key, callId: s.key, conversationId: s.conversationId, contributionId: s.contributionId };
+    return {
+      deliveryKey: m.key,
+      device: m.proc.state.delivery.device,
+      callId: s.key,
+      conversationId: s.conversationId,
+      contributionId: s.contributionId,
+    };
   }
 }
 

@@ -19,7 +19,7 @@ import {
   recordIdOf,
   type SessionDialog,
 } from "../session/group-session.js";
-import { dialogOfInvite, observe, servedUserOf } from "../session/observe.js";
+import { contactInstance, dialogOfInvite, observe, servedUserOf } from "../session/observe.js";
 import { rebuildRecord, type SessionDescriptor } from "../session/rebuild.js";
 import type { SessionStore } from "../session/record-store.js";
 import { PerRecord } from "../session/serial.js";
@@ -136,7 +136,7 @@ export interface RegistrationHandler {
   /** 8.3.2.3: the CF ended the group session (`session`: the record after it); `reason` is what the served user's clients get. */
   groupEnded?(session: GroupSession, reason: string): void;
   /** RJ-1: whether the PF's UA answers the client's re-join of `session` itself (8.3.2.9.1.3). */
-  takesRejoin?(session: GroupSession): boolean;
+  takesRejoin?(session: GroupSession, instanceId: string | undefined): boolean;
 }
 
 const SDP = "application/sdp";
@@ -429,6 +429,15 @@ export class ParticipatingFunction {
     });
   }
 
+  /** DD-1 per device: a device of the served user registered (or re-joined) while the group session had data pending. */
+  async deviceSeen(servedUser: string, conversationId: string, contributionId: string, keyword: string): Promise<void> {
+    const id = recordId(servedUser, conversationId, contributionId);
+    await this.serial.run(id, async () => {
+      const session = this.sessions.getById(id);
+      if (session) await this.applyLifecycle(session, { type: "deviceSeen", keyword }, Date.now());
+    });
+  }
+
   /** Deferred delivery emptied or discarded the group session's queue (DD-8, DD-10, DD-14). */
   async queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void> {
     const id = recordId(servedUser, conversationId, contributionId);
@@ -564,7 +573,8 @@ export class ParticipatingFunction {
   /** RJ-1: the served user's client (not the focus) re-joins `existing` and the delivery side takes it. */
   private answersRejoin(msg: SipMessage, existing: GroupSession): boolean {
     if (!this.cfg.delivery.answerRejoins || this.draining || dialogOfInvite(msg).initiator !== "client") return false;
-    return this.opts.registrations?.takesRejoin?.(existing) === true;
+    // the re-joining device (its Contact's +sip.instance): its own delivery only
+    return this.opts.registrations?.takesRejoin?.(existing, contactInstance(msg) || undefined) === true;
   }
 
   /**

@@ -47,12 +47,13 @@ import {
   type Step,
   stepSession,
 } from "./delivery-session.js";
+import { deviceOf } from "./device-view.js";
 
 /** The client whose registration the 3rd-party register event announced (DD-1). */
 export interface RegisteredClient {
   /** The registered contact (URI or name-addr): the delivery INVITE's Request-URI. */
   contact: string;
-  /** +sip.instance of the contact, when the notification carried it (for logs). */
+  /** +sip.instance of the contact, when the notification carried it: the device (device-view.ts; none: the anonymous device). */
   instanceId?: string;
 }
 
@@ -188,17 +189,19 @@ export function startDeferredDelivery(ev: RegisteredEvent, claims: DeliveryClaim
       notes.push(`${label}: group session unknown to the PF (no SDP offer, no participants): data kept`);
       continue;
     }
-    const key = deliveryKey(ev.servedUser, p.session.key);
+    // DD-1 per device: the claim is this device's; another device of the user has its own
+    const device = deviceOf(ev.client.instanceId).keyword;
+    const key = deliveryKey(ev.servedUser, p.session.key, device);
     const claim = claimDelivery(claims, key, "registration");
     if (!claim.granted) {
-      notes.push(`${label}: ${claim.previous?.owner} ${claim.previous?.status}: not delivered again`);
+      notes.push(`${label}: ${claim.previous?.owner} ${claim.previous?.status}: not delivered again to this device`);
       continue;
     }
     const state: DeferredDeliveryState = {
       invitePhase: "inviting",
       client: ev.client,
       attempts: 0,
-      delivery: newDeliverySession(key, "registration", ev.servedUser, p.session),
+      delivery: newDeliverySession(key, "registration", ev.servedUser, p.session, device),
       superseded: false,
     };
     const first = invite(state, policy);
@@ -338,8 +341,11 @@ function inviteResponse(
   }
   const session = s.delivery.session;
   if (status === 603) {
-    // DD-8: the user declined: discard; tear the group session down when still active
-    const actions: DeliveryAction[] = [{ kind: "discardDeferred", queue: queueRef(s.delivery.servedUser, session) }];
+    // DD-8: the user declined: discard; tear the group session down when still active.
+    // Decision: "discard all deferred CPM Messages ... for that CPM Group Session" answers the
+    // INVITE "towards the CPM Client" (8.3.2.9.1.2 c) 1) i): this device's view only; the user's
+    // other devices still get what they missed.
+    const actions: DeliveryAction[] = [{ kind: "discardDeferred", queue: queueRef(s.delivery.servedUser, session, s.delivery.device) }];
     if (isActive(session)) {
       actions.push(
         { kind: "sendByeToFocus", sessionKey: session.key, reason: CALL_COMPLETED },

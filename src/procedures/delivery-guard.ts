@@ -6,11 +6,15 @@
 // the map per served user and hands it to both procedures.
 //
 // Rules (the spec is silent on the coordination; decisions):
-//   - one claim per (served user, group session);
+//   - one claim per (served user, group session, device): each of the
+//     user's devices (its +sip.instance, device-view.ts) gets the data it
+//     missed in a delivery of its own (DD-1 "for a CPM Client"); two devices
+//     are delivered in parallel, each in order;
 //   - a register notification (or its refresh) starts nothing for a session
-//     with any claim: delivery runs, or a client is connected to the session
-//     and cannot have missed anything since;
-//   - a re-join takes over a registration delivery (the client itself asked
+//     the same device holds a claim on: delivery runs, or that device is
+//     connected to the session and cannot have missed anything since;
+//   - a re-join takes over a registration delivery of the same device (the
+//     re-join INVITE's Contact +sip.instance; the client itself asked
 //     for the session: 8.3.2.9.1.3 "SHALL proceed with the handling of the
 //     re-join request"); the registration machine gets a `superseded` event
 //     and stands down (CANCEL or BYE of its delivery session); what it had
@@ -36,9 +40,9 @@ export interface ClaimResult {
   previous: DeliveryClaim | undefined;
 }
 
-/** Key of one (served user, group session) pair. */
-export function deliveryKey(servedUser: string, sessionKey: string): string {
-  return `${servedUser}\n${sessionKey}`;
+/** Key of one (served user, group session, device) claim; `device` is the device's keyword (device-view.ts deviceOf). */
+export function deliveryKey(servedUser: string, sessionKey: string, device: string): string {
+  return `${servedUser}\n${sessionKey}\n${device}`;
 }
 
 export function claimDelivery(claims: DeliveryClaims, key: string, owner: DeliveryOwner): ClaimResult {

@@ -42,6 +42,12 @@ export interface QueueRef {
   conversationId: string;
   contributionId: string;
   focus: string;
+  /**
+   * The device this delivery is for (its keyword, device-view.ts): its reads
+   * skip what it already has, its confirmations and discards (DD-8, DD-14)
+   * are its own; absent: the queue as a whole.
+   */
+  device?: string;
 }
 
 /** The delivery INVITE (DD-2..DD-6), rendered: the SIP adapter sends it as is (adding Via, From-tag, Call-ID, CSeq). */
@@ -99,11 +105,19 @@ export type DeliveryAction =
   | { kind: "readDeferred"; queue: QueueRef; limit: number; after?: { afterUid: number; uidValidity: string } }
   /** DD-10 / RJ-2: MSRP SEND of each item, one after another in this order, on the delivery session. */
   | { kind: "deliverInOrder"; items: PendingItem[] }
-  /** Remove delivered (or deliberately dropped) items from the queue (DeferredQueue.ack). */
+  /**
+   * Delivered (or deliberately dropped) items: marked as the device's
+   * (DeferredQueue.mark), removed from the queue once every member device
+   * has them (device-view.ts retirable, DeferredQueue.ack).
+   */
   | { kind: "ackDeferred"; handles: DeferredHandle[] }
   /** DD-11 / RJ-3: a GSO in an MSRP SEND with the GSO MIME type. */
   | { kind: "sendGso"; contentType: typeof GSO_CONTENT_TYPE; body: string; gso: GroupStateObject }
-  /** DD-8 / DD-14: discard the session's deferred messages and IMDNs (DeferredQueue.discard). */
+  /**
+   * DD-8 / DD-14: discard the session's deferred messages and IMDNs for
+   * `queue.device`: every item marked as that device's (it never gets them),
+   * removed once the other members have them too.
+   */
   | { kind: "discardDeferred"; queue: QueueRef }
   /** DD-8 ii.a: BYE to the conference focus. */
   | { kind: "sendByeToFocus"; sessionKey: string; reason: string }
@@ -166,10 +180,12 @@ export type SessionEvent =
 export type SessionPhase = "connecting" | "delivering" | "delivered" | "ended";
 
 export interface DeliverySession {
-  /** deliveryKey(servedUser, session.key). */
+  /** deliveryKey(servedUser, session.key, device). */
   key: string;
   owner: DeliveryOwner;
   servedUser: string;
+  /** The device delivered to: its keyword in the queue (device-view.ts). */
+  device: string;
   /** Latest snapshot of the group session. */
   session: GroupSession;
   phase: SessionPhase;
@@ -204,21 +220,29 @@ export interface Step<S> {
 /** The part that differs: what to do once the queue is drained. */
 export type OnDrained = (s: DeliverySession, policy: DeliveryPolicy, at: Date) => { session: DeliverySession; actions: DeliveryAction[] };
 
-export function queueRef(servedUser: string, session: GroupSession): QueueRef {
+export function queueRef(servedUser: string, session: GroupSession, device?: string): QueueRef {
   return {
     sessionKey: session.key,
     servedUser,
     conversationId: session.conversationId,
     contributionId: session.contributionId,
     focus: session.focusUri,
+    ...(device !== undefined ? { device } : {}),
   };
 }
 
-export function newDeliverySession(key: string, owner: DeliveryOwner, servedUser: string, session: GroupSession): DeliverySession {
+export function newDeliverySession(
+  key: string,
+  owner: DeliveryOwner,
+  servedUser: string,
+  session: GroupSession,
+  device: string,
+): DeliverySession {
   return {
     key,
     owner,
     servedUser,
+    device,
     session,
     phase: "connecting",
     items: emptyTracker,
@@ -328,7 +352,7 @@ function failureReports(held: readonly ClientMedia[], sipStatus: number): Delive
 /** The next read of the queue: above everything taken. */
 function readNext(s: DeliverySession): DeliveryAction {
   const after = readCursor(s.items);
-  return { kind: "readDeferred", queue: queueRef(s.servedUser, s.session), limit: READ_BATCH, ...(after ? { after } : {}) };
+  return { kind: "readDeferred", queue: queueRef(s.servedUser, s.session, s.device), limit: READ_BATCH, ...(after ? { after } : {}) };
 }
 
 /** The claim a live session holds. */
@@ -367,7 +391,8 @@ export function clientByeReason(reasons: readonly string[]): { cause: number; te
 /** Events of the delivery session, shared by both procedures. */
 export function stepSession(s: DeliverySession, ev: SessionEvent, policy: DeliveryPolicy, onDrained: OnDrained): Step<DeliverySession> {
   if (s.phase === "ended") return ignored(s, ev.type);
-  const ref = queueRef(s.servedUser, s.session);
+  // DD-14: the discard is this device's (its view of the queue); the others keep what they have not got
+  const ref = queueRef(s.servedUser, s.session, s.device);
   switch (ev.type) {
     case "msrpUp":
       if (s.phase !== "connecting") return ignored(s, "msrpUp");

@@ -5,6 +5,7 @@
 // retention policy, or when an INVITE that never became a dialog leaves it
 // empty; never as a side effect of a BYE or a fail-safe.
 import { type GroupSession, type Lifecycle, type SessionDialog, withDialog } from "../session/group-session.js";
+import { seenChanges, withSeenDevice } from "./device-view.js";
 import type { ByeCause } from "./handle-bye.js";
 
 export type LifecycleEvent =
@@ -29,7 +30,9 @@ export type LifecycleEvent =
   /** A delivery session of the served user's client joined the on-going group session (DD-12, RJ-5): the client is there again. */
   | { type: "clientJoined" }
   /** Deferred delivery emptied or discarded the session's queue (DD-8, DD-10, DD-14). */
-  | { type: "queueSettled" };
+  | { type: "queueSettled" }
+  /** DD-1 per device: a device of the served user registered (or re-joined) while data was pending: a member of the queue (device-view.ts). */
+  | { type: "deviceSeen"; keyword: string };
 
 export interface LifecycleStep {
   /** The new record; undefined: purge it. */
@@ -114,7 +117,12 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
     case "clientJoined":
       return s.lifecycle === "client-absent" ? withLifecycle(s, "active", now) : { record: s, notes: [`clientJoined in ${s.lifecycle}`] };
     case "queueSettled":
-      return { record: { ...s, pendingDeferred: false, updatedAt: now }, notes: [] };
+      // the devices seen were members of what was pending; the next deferred data starts a new membership
+      return { record: { ...s, pendingDeferred: false, devices: undefined, updatedAt: now }, notes: [] };
+    case "deviceSeen":
+      if (!s.pendingDeferred) return { record: s, notes: ["deviceSeen with no data pending: not a member of anything"] };
+      if (!seenChanges(s.devices, ev.keyword, now)) return { record: s, notes: [] };
+      return { record: { ...s, devices: withSeenDevice(s.devices, ev.keyword, now), updatedAt: now }, notes: [] };
   }
 }
 

@@ -4,8 +4,9 @@
 // by the client's re-join INVITE, then driven by the delivery-session events
 // (delivery-session.ts) it shares with 8.3.2.9.1.2.
 //
-// Coordination with deferred-delivery.ts (RJ-1): both claim the session in
-// the guard (delivery-guard.ts). A re-join takes over a registration
+// Coordination with deferred-delivery.ts (RJ-1): both claim the session for
+// the device (the re-join INVITE's Contact +sip.instance) in the guard
+// (delivery-guard.ts). A re-join takes over a registration
 // delivery (`supersedeRegistrationDelivery`: the adapter feeds `superseded`
 // to that machine); a later register notification starts nothing while the
 // re-join holds the claim. So the data is delivered by one of them, once.
@@ -36,12 +37,15 @@ import {
   type Step,
   stepSession,
 } from "./delivery-session.js";
+import { deviceOf } from "./device-view.js";
 
 export interface RejoinInviteEvent {
   type: "rejoinInvite";
   servedUser: string;
   /** Call-ID of the client's re-join INVITE (the delivery dialog). */
   clientCallId: string;
+  /** +sip.instance of the re-join INVITE's Contact: the device (none: the anonymous device, device-view.ts). */
+  instanceId?: string;
   /** The registry's snapshot of the group session re-joined; undefined when unknown. */
   session: GroupSession | undefined;
 }
@@ -71,10 +75,17 @@ export interface RejoinStart {
  * the client would be sent back to re-join again), a terminated or left group
  * (its data waits for the next registration, 8.3.2.9.1.2).
  */
-export function answersRejoin(servedUser: string, session: GroupSession, claims: DeliveryClaims, cfLegLive: boolean): boolean {
+export function answersRejoin(
+  servedUser: string,
+  session: GroupSession,
+  claims: DeliveryClaims,
+  cfLegLive: boolean,
+  instanceId?: string,
+): boolean {
   if (!session.focusUri || session.lifecycle === "terminated" || session.lifecycle === "left") return false;
   const interrupted = session.pendingDeferred || session.lifecycle === "inactive" || (session.lifecycle === "client-absent" && cfLegLive);
-  return interrupted && claims.get(deliveryKey(servedUser, session.key))?.owner !== "rejoin";
+  // per device: another device's re-join delivery does not stop this one's
+  return interrupted && claims.get(deliveryKey(servedUser, session.key, deviceOf(instanceId).keyword))?.owner !== "rejoin";
 }
 
 /** RJ-1: the client re-joins an interrupted group session; deliver what it missed. */
@@ -87,7 +98,9 @@ export function startRejoinDelivery(
   if (!ev.session) {
     return { state: undefined, actions: [relay], notes: ["group session unknown to the PF: plain re-join (8.2.2.7)"], claims };
   }
-  const key = deliveryKey(ev.servedUser, ev.session.key);
+  // the re-joining device's claim only: a registration delivery to another device of the user goes on
+  const device = deviceOf(ev.instanceId).keyword;
+  const key = deliveryKey(ev.servedUser, ev.session.key, device);
   const claim = claimDelivery(claims, key, "rejoin");
   if (!claim.granted) {
     const notes = [`delivery already held by ${claim.previous?.owner} (${claim.previous?.status}): plain re-join (8.2.2.7)`];
@@ -100,7 +113,7 @@ export function startRejoinDelivery(
     notes.push("re-join came first: the registration delivery stands down (RJ-1)");
   }
   actions.push({ kind: "acceptRejoin", clientCallId: ev.clientCallId });
-  let delivery = newDeliverySession(key, "rejoin", ev.servedUser, ev.session);
+  let delivery = newDeliverySession(key, "rejoin", ev.servedUser, ev.session, device);
   if (!isActive(ev.session)) {
     // RJ-3: re-start the long-lived group session with the CF (8.2.2.7), at once
     const restart = restartRequest(ev.session, policy);

@@ -19,6 +19,14 @@ import type { Participant } from "../xml/gso.js";
  */
 export type Lifecycle = "active" | "client-absent" | "inactive" | "terminated" | "left";
 
+/** A device of the served user seen while the group session had data pending. */
+export interface SeenDevice {
+  /** Its IMAP keyword in the deferred queue (a hash of its +sip.instance). */
+  keyword: string;
+  /** When it was last seen (ms). */
+  at: number;
+}
+
 /** One SIP dialog of the group session, as the PF (record-routing it) saw it. */
 export interface SessionDialog {
   callId: string;
@@ -73,6 +81,13 @@ export interface GroupSession {
   /** Deferred data may be waiting in the served user's queue: the record is never purged then. */
   pendingDeferred: boolean;
   dialogs: SessionDialog[];
+  /**
+   * DD-1 per device: the served user's devices seen registering (or
+   * re-joining) while data was pending, by their queue keyword
+   * (src/procedures/device-view.ts); cleared when the queue settles. Absent
+   * in older records: none.
+   */
+  devices?: SeenDevice[];
   createdAt: number;
   updatedAt: number;
 }

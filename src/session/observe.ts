@@ -47,7 +47,7 @@ function groupTypeOf(msg: SipMessage): "Open" | "Closed" {
 }
 
 /** +sip.instance of the Contact (RFC 5626 4.1), unquoted, or "". */
-function contactInstance(msg: SipMessage): string {
+export function contactInstance(msg: SipMessage): string {
   const value = headerValues(msg, "contact")[0];
   if (!value) return "";
   try {

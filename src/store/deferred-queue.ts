@@ -56,13 +56,22 @@
 // delivered again, never lost).
 // Items still in the spool are not readable yet; they follow in order once
 // drained (spoolPending() says whether any wait).
+//
+// Per device (DD-1 "for a CPM Client", src/procedures/device-view.ts): an
+// item a device got carries the device's IMAP keyword (mark(): UID STORE
+// +FLAGS.SILENT, then the marks read back with UID FETCH FLAGS INTERNALDATE);
+// read() with a target's `device` returns what lacks it (UID SEARCH UID n:*
+// UNKEYWORD, index only, then UID FETCH of the first `limit`); listSessions()
+// with a device counts for it; discardFor() marks a whole folder as one
+// device's (DD-8, DD-14 for that device). What leaves the queue is decided by
+// the caller (device-view.ts retirable) and removed with ack().
 import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { DeferredItem, DeferredSink, GroupSessionRef } from "../media/ports.js";
 import { buildDeferredObject, deferredItemFromObject, type ReadBackItem } from "./deferred-object.js";
 import { decodeFolderComponent, groupSessionFolder } from "./folder.js";
-import { expungeObjects, fetchObjects } from "./imap-fetch.js";
+import { addKeyword, expungeObjects, fetchMarks, fetchObjects } from "./imap-fetch.js";
 import { describeImapError, isConnectionError, type PooledConnection } from "./imap-pool.js";
 import { folderMessageIds, lockMailbox } from "./mailbox.js";
 import type { Mailboxes } from "./mailboxes.js";
@@ -92,9 +101,23 @@ export interface DeferredSessionSummary {
   /** Decoded from the folder name; undefined when the component was shortened (folder.ts). */
   conversationId: string | undefined;
   contributionId: string | undefined;
-  /** Objects in the folder (STATUS MESSAGES). */
+  /** Objects in the folder (STATUS MESSAGES); with a device given to listSessions, those the device has not got. */
   count: number;
+  /** Objects in the folder (STATUS MESSAGES), whoever got them. */
+  total: number;
 }
+
+/** One item's per-device marks (src/procedures/device-view.ts): its keywords and when it reached the store. */
+export interface DeferredMarks {
+  handle: DeferredHandle;
+  /** Its keywords (the system flags left out). */
+  keywords: string[];
+  /** INTERNALDATE (ms): when the object reached the store (the APPEND, or the spool drain). */
+  storedAt: number | undefined;
+}
+
+/** An IMAP keyword (RFC 9051 flag-keyword: an atom, no backslash), as the queue's device marks are. */
+const KEYWORD = /^[A-Za-z0-9_$.+-]{1,50}$/;
 
 export interface DeferredQueueOptions {
   /** Sessions whose write state (order chain, known Message-IDs) stays in memory. Default 10000. */
@@ -115,10 +138,15 @@ export interface DeferredQueueStats {
   moved: number;
 }
 
-/** A session's queue: the served user's mailbox and the session's IDs, or a folder of listSessions(). */
-export type QueueTarget =
+/**
+ * A session's queue: the served user's mailbox and the session's IDs, or a
+ * folder of listSessions(); `device` (a device's keyword): that device's
+ * view (read skips what it got).
+ */
+export type QueueTarget = (
   | Pick<GroupSessionRef, "servedUser" | "conversationId" | "contributionId">
-  | { servedUser: string; folder: string };
+  | { servedUser: string; folder: string }
+) & { device?: string };
 
 /** Where a read starts: above this UID, when the folder still has this UIDVALIDITY (else from the oldest item). */
 export interface ReadCursor {
@@ -224,7 +252,19 @@ export class DeferredQueue implements DeferredSink {
               if (m.source && m.uid !== undefined && !m.deleted) out.push(this.record(servedUser, folder, uidValidity, m.uid, m.source));
             }),
           );
-        if (after && after.uidValidity === uidValidity) {
+        const device = target.device;
+        if (device !== undefined) {
+          // DD-1 per device: what this device has not got (its keyword, an index-only SEARCH above the cursor)
+          const from = after && after.uidValidity === uidValidity ? after.afterUid + 1 : 1;
+          const uids = await conn.cmd("UID SEARCH", () =>
+            conn.client.search({ uid: `${from}:*`, unKeyword: checkKeyword(device), deleted: false }, { uid: true }),
+          );
+          const next = (uids || [])
+            .filter((u) => u >= from)
+            .sort((a, b) => a - b)
+            .slice(0, limit);
+          if (next.length > 0) await fetch(uidSet(next), true);
+        } else if (after && after.uidValidity === uidValidity) {
           await this.readAbove(conn, after.afterUid, Number(mb.uidNext), limit, out, fetch);
         } else {
           // sequence order is UID order (RFC 9051 2.3.1.2)
@@ -303,6 +343,58 @@ export class DeferredQueue implements DeferredSink {
   }
 
   /**
+   * DD-1 per device: marks `handles` as got by the device of `keyword` (UID
+   * STORE +FLAGS.SILENT, per mailbox and folder), then reads the marks of
+   * those items back (UID FETCH FLAGS INTERNALDATE): the caller decides what
+   * leaves the queue (device-view.ts retirable) and ack()s it. An item whose
+   * mark is missing from what is read back was not marked (the mailbox
+   * takes no new keyword). Handles of an older UIDVALIDITY are skipped.
+   */
+  async mark(handles: readonly DeferredHandle[], keyword: string): Promise<DeferredMarks[]> {
+    checkKeyword(keyword);
+    const out: DeferredMarks[] = [];
+    for (const { servedUser, folder, list } of this.byFolder(handles)) {
+      out.push(
+        ...(await this.withFolder(servedUser, folder, false, [] as DeferredMarks[], async (conn, uidValidity) => {
+          const valid = list.filter((h) => h.uidValidity === uidValidity);
+          if (valid.length === 0) return [];
+          const uids = uidSet(valid.map((h) => h.uid));
+          await conn.cmd("UID STORE", () => addKeyword(conn.client, uids, keyword));
+          return this.marksOf(conn, servedUser, folder, uidValidity, uids);
+        })),
+      );
+    }
+    return out;
+  }
+
+  /**
+   * DD-8 / DD-14 for one device: every item of the session's queue marked as
+   * got by the device of `keyword` (it never gets them; the other devices
+   * still do). Waits for the session's running writes and the spool like
+   * discard(). Resolves with the marks of every item, for the caller's
+   * decision on what leaves.
+   */
+  async discardFor(target: QueueTarget, keyword: string): Promise<DeferredMarks[]> {
+    checkKeyword(keyword);
+    const folder = this.targetFolder(target);
+    await this.settledWrites(target, folder);
+    const marks = await this.withFolder(target.servedUser, folder, false, [] as DeferredMarks[], async (conn, uidValidity) => {
+      await conn.cmd("UID STORE", () => addKeyword(conn.client, "1:*", keyword));
+      return this.marksOf(conn, target.servedUser, folder, uidValidity, "1:*");
+    });
+    this.log.info("deferred items discarded for one device", { folder, device: keyword, items: marks.length });
+    return marks;
+  }
+
+  /** The marks of every item of a session's queue (UID FETCH 1:* FLAGS INTERNALDATE, no bodies). */
+  async marks(target: QueueTarget): Promise<DeferredMarks[]> {
+    const folder = this.targetFolder(target);
+    return this.withFolder(target.servedUser, folder, true, [] as DeferredMarks[], (conn, uidValidity) =>
+      this.marksOf(conn, target.servedUser, folder, uidValidity, "1:*"),
+    );
+  }
+
+  /**
    * Discards everything queued for a session (DD-8: 603 to the delivery
    * INVITE; DD-14: client BYE during delivery): waits for the session's
    * running writes, drains the spool if it holds objects, then removes all
@@ -311,9 +403,7 @@ export class DeferredQueue implements DeferredSink {
   async discard(target: QueueTarget): Promise<number> {
     const folder = this.targetFolder(target);
     const mailbox = this.mailboxes.mailboxOf(target.servedUser);
-    await this.folders.get(`${mailbox}\n${folder}`)?.tail;
-    const store = this.store(target.servedUser);
-    if (store.stats().spoolPending > 0) await store.flushSpool().catch(() => 0);
+    await this.settledWrites(target, folder);
     const n = await this.io(target.servedUser, async (conn) => {
       const lock = await lockMailbox(conn, folder, false);
       if (!lock) return 0;
@@ -331,8 +421,14 @@ export class DeferredQueue implements DeferredSink {
     return n;
   }
 
-  /** The served user's sessions with queued items (LIST + STATUS MESSAGES, RFC 5819), for deferred delivery (DD-1). */
-  async listSessions(servedUser: string): Promise<DeferredSessionSummary[]> {
+  /**
+   * The served user's sessions with queued items (LIST + STATUS MESSAGES,
+   * RFC 5819), for deferred delivery (DD-1). With `device` (a device's
+   * keyword), `count` is what that device has not got (one EXAMINE + UID
+   * SEARCH UNKEYWORD per session with items); sessions with items it has all
+   * of are listed with count 0.
+   */
+  async listSessions(servedUser: string, device?: string): Promise<DeferredSessionSummary[]> {
     const root = `${this.cfg.deferredRootFolder}/`;
     const depth = root.split("/").length + 1;
     const boxes = await this.io(servedUser, (conn) => conn.cmd("LIST", () => conn.client.list({ statusQuery: { messages: true } })));
@@ -342,7 +438,14 @@ export class DeferredQueue implements DeferredSink {
       const count = box.status?.messages ?? 0;
       if (count === 0) continue;
       const [, conv = "", contrib = ""] = box.path.slice(root.length - 1).split("/");
-      out.push({ folder: box.path, conversationId: decodeOrUndefined(conv), contributionId: decodeOrUndefined(contrib), count });
+      const mine = device === undefined ? count : await this.countFor(servedUser, box.path, device);
+      out.push({
+        folder: box.path,
+        conversationId: decodeOrUndefined(conv),
+        contributionId: decodeOrUndefined(contrib),
+        count: mine,
+        total: count,
+      });
     }
     return out.sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
   }
@@ -357,6 +460,76 @@ export class DeferredQueue implements DeferredSink {
   }
 
   // ---- internals ----
+
+  /** The items of `folder` a device has not got: UID SEARCH UNKEYWORD <device> UNDELETED. */
+  private countFor(servedUser: string, folder: string, device: string): Promise<number> {
+    checkKeyword(device);
+    return this.withFolder(servedUser, folder, true, 0, async (conn) => {
+      const uids = await conn.cmd("UID SEARCH", () => conn.client.search({ unKeyword: device, deleted: false }, { uid: true }));
+      return (uids || []).length;
+    });
+  }
+
+  /** UID FETCH of the marks of `uids` in the selected folder. */
+  private async marksOf(
+    conn: PooledConnection,
+    servedUser: string,
+    folder: string,
+    uidValidity: string,
+    uids: string,
+  ): Promise<DeferredMarks[]> {
+    const rows = await conn.cmd("UID FETCH", () => fetchMarks(conn.client, uids));
+    return rows.map((r) => ({
+      handle: { servedUser, folder, uidValidity, uid: r.uid },
+      keywords: r.flags.filter((f) => !f.startsWith("\\")),
+      storedAt: r.internalDate,
+    }));
+  }
+
+  /** Runs `fn` with `folder` selected (or examined); a folder that does not exist or is empty yields `empty` without calling it. */
+  private withFolder<T>(
+    servedUser: string,
+    folder: string,
+    readOnly: boolean,
+    empty: T,
+    fn: (conn: PooledConnection, uidValidity: string) => Promise<T>,
+  ): Promise<T> {
+    return this.io(servedUser, async (conn) => {
+      const lock = await lockMailbox(conn, folder, readOnly);
+      if (!lock) return empty;
+      try {
+        const mb = conn.client.mailbox;
+        if (!mb || mb.exists === 0) return empty;
+        return await fn(conn, String(mb.uidValidity));
+      } finally {
+        await lock.release();
+      }
+    });
+  }
+
+  /** Handles grouped by mailbox and folder (ack, mark). */
+  private byFolder(handles: readonly DeferredHandle[]): { servedUser: string; mailbox: string; folder: string; list: DeferredHandle[] }[] {
+    const groups = new Map<string, { servedUser: string; mailbox: string; folder: string; list: DeferredHandle[] }>();
+    for (const h of handles) {
+      if (!h || typeof h.folder !== "string" || typeof h.servedUser !== "string" || !Number.isInteger(h.uid) || h.uid < 1) {
+        throw new CpmError("CPM_ERR_BAD_REQUEST", "invalid deferred handle");
+      }
+      const mailbox = this.mailboxes.mailboxOf(h.servedUser);
+      const key = `${mailbox}\n${h.folder}`;
+      const g = groups.get(key) ?? { servedUser: h.servedUser, mailbox, folder: h.folder, list: [] };
+      g.list.push(h);
+      groups.set(key, g);
+    }
+    return [...groups.values()];
+  }
+
+  /** Waits for the session's running writes, then drains the spool if it holds objects (what is discarded is all there). */
+  private async settledWrites(target: QueueTarget, folder: string): Promise<void> {
+    const mailbox = this.mailboxes.mailboxOf(target.servedUser);
+    await this.folders.get(`${mailbox}\n${folder}`)?.tail;
+    const store = this.store(target.servedUser);
+    if (store.stats().spoolPending > 0) await store.flushSpool().catch(() => 0);
+  }
 
   /**
    * UID FETCH of the UIDs above `afterUid`, a window of the missing count at a
@@ -514,6 +687,11 @@ export function uidSet(uids: readonly number[]): string {
     i = j + 1;
   }
   return parts.join(",");
+}
+
+function checkKeyword(keyword: string): string {
+  if (typeof keyword !== "string" || !KEYWORD.test(keyword)) throw new CpmError("CPM_ERR_BAD_REQUEST", "invalid device keyword");
+  return keyword;
 }
 
 function decodeOrUndefined(component: string): string | undefined {

@@ -127,3 +127,78 @@ export async function expungeObjects(client: ImapFlow, uids: string): Promise<bo
     return false;
   }
 }
+
+/** One item's flags and INTERNALDATE (RFC 9051 2.3.3): its per-device marks (src/procedures/device-view.ts). */
+export interface FetchedMarks {
+  uid: number;
+  /** FLAGS as the server gave them (system flags with their backslash, keywords as atoms). */
+  flags: string[];
+  /** INTERNALDATE (ms): when the object reached the store; undefined when the server gave none. */
+  internalDate: number | undefined;
+}
+
+const MARK_ITEMS: ImapAttributeNode[] = [
+  { type: "ATOM", value: "UID" },
+  { type: "ATOM", value: "FLAGS" },
+  { type: "ATOM", value: "INTERNALDATE" },
+];
+
+function readMarks(untagged: ImapResponse): FetchedMarks | undefined {
+  const items = untagged.attributes?.[1];
+  if (!Array.isArray(items)) return undefined;
+  let uid: number | undefined;
+  let flags: string[] = [];
+  let internalDate: number | undefined;
+  for (let i = 0; i + 1 < items.length; i += 2) {
+    const key = items[i];
+    const value = items[i + 1];
+    if (!key || Array.isArray(key) || key.type !== "ATOM" || typeof key.value !== "string") continue;
+    const name = key.value.toUpperCase();
+    if (name === "UID") uid = uidOf(value?.value);
+    else if (name === "FLAGS" && Array.isArray(value))
+      flags = value.flatMap((f) => (f && !Array.isArray(f) && typeof f.value === "string" ? [f.value] : []));
+    else if (name === "INTERNALDATE" && value && !Array.isArray(value) && typeof value.value === "string") {
+      // "04-Dec-2026 20:50:38 +0000" (RFC 9051 date-time)
+      const t = Date.parse(value.value.trim());
+      internalDate = Number.isFinite(t) ? t : undefined;
+    }
+  }
+  return uid === undefined ? undefined : { uid, flags, internalDate };
+}
+
+/**
+ * UID FETCH `uids` (UID FLAGS INTERNALDATE) in the selected mailbox, without
+ * the bodies: the marks of each item. Rows of items flagged \Deleted are left
+ * out (acked, their EXPUNGE did not complete).
+ */
+export async function fetchMarks(client: ImapFlow, uids: string): Promise<FetchedMarks[]> {
+  const exec = execOf(client);
+  const out: FetchedMarks[] = [];
+  const response = await exec.call(client, "UID FETCH", [{ type: "SEQUENCE", value: uids }, MARK_ITEMS], {
+    untagged: {
+      FETCH: (untagged) => {
+        const row = readMarks(untagged);
+        if (row && !row.flags.some((f) => f.toLowerCase() === "\\deleted")) out.push(row);
+      },
+    },
+  });
+  response.next();
+  return out.sort((a, b) => a.uid - b.uid);
+}
+
+/**
+ * UID STORE +FLAGS.SILENT (keyword) on `uids` of the selected mailbox (RFC
+ * 9051 6.4.6). Whether the server kept it (a mailbox may allow no new
+ * keyword, PERMANENTFLAGS without \*) is for a FETCH of the flags to say:
+ * the STORE succeeds either way on some servers. Rejects on NO / BAD.
+ */
+export async function addKeyword(client: ImapFlow, uids: string, keyword: string): Promise<void> {
+  const exec = execOf(client);
+  const stored = await exec.call(
+    client,
+    "UID STORE",
+    [{ type: "SEQUENCE", value: uids }, { type: "ATOM", value: "+FLAGS.SILENT" }, [{ type: "ATOM", value: keyword }]],
+    { untagged: { FETCH: () => {} } },
+  );
+  stored.next();
+}

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
 import { chatCpim } from "../fixtures/cpim.js";
-import { msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
+import { DEVICE_INSTANCE, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { runCli } from "../harness/cli.js";
 import {
   type Chat,
@@ -741,6 +741,141 @@ describe("deferred delivery routed the IMS way: through the S-CSCF, the operator
         scscfPort,
       );
       assert.ok((await rig.kamailio.stat("cpm_pf_ua_requests")) >= 1);
+    },
+  );
+});
+
+describe("deferred delivery per device (DD-1 'for a CPM Client'): each of the served user's devices (+sip.instance) gets what it missed", () => {
+  /** The device in the chat (the record knows it from its 2xx Contact), registering after the phone. */
+  const TABLET = "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>";
+  /** The phone (DEVICE_INSTANCE): not in the chat, it registers first. */
+  const PHONE = DEVICE_INSTANCE;
+  const BYE_200 = { bye_reason: 'SIP;cause=200;text="Call completed"' };
+  let rig: DeferredChatRig;
+  before(async () => {
+    rig = await DeferredChatRig.start({ CPM_PF__DELIVERY__RETRYATTEMPTS: "0" });
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  const kept = async (chat: Chat) => (await rig.folder(deferredFolder(chat), chat.servedUser)).length;
+  /** The REGISTER of `instance` at `contact`, answered 200. */
+  const registers = (chat: Chat, instance: string) => async (contact: string) => {
+    const reg = await rig.register(contact, chat.servedUser, true, undefined, instance);
+    assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+  };
+  /** The deliveries the sidecar started for the REGISTER of `contact` (its log line). */
+  const startedFor = (contact: string) =>
+    rig.loggedAll("registration: deferred delivery started").filter((l) => l.contact === contact || String(l.contact).startsWith(contact));
+  /** DD-10: every kept item in order, then (DD-11) the GSO of the latest participants. */
+  async function inOrder(ue: MsrpPeer, chat: Chat): Promise<void> {
+    const got = await rig.received(ue, chat.sent.length + 1, chat);
+    assert.deepEqual(
+      got.slice(0, chat.sent.length).map((m) => Buffer.from(m.body).toString("utf8")),
+      chat.sent.map((s) => s.body.toString("utf8")),
+      "every deferred item, in the order the CF sent them",
+    );
+    assert.equal(got[chat.sent.length]?.contentType, GSO_TYPE);
+  }
+  /** The device at `contact` registers again: no delivery INVITE within a second, and the sidecar started none. */
+  async function registersForNothing(chat: Chat, instance: string): Promise<void> {
+    const client = await startSipp({ scenario: "client-uas-decline.xml", timeoutS: 10 });
+    try {
+      const contact = `<sip:client@127.0.0.1:${client.port}>`;
+      await registers(chat, instance)(contact);
+      await waitFor(() => startedFor(contact).length > 0, 5000, 20, "the sidecar handled the REGISTER");
+      assert.equal(startedFor(contact)[0]?.deliveries, 0, "no delivery started for a device that has it all");
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal((await rig.receivedInvites(client, chat)).length, 0, "no delivery INVITE");
+    } finally {
+      await client.stop();
+    }
+  }
+
+  test(
+    "DD-1 DD-10 DD-14 BYE-B7: two devices of the served user (two REGISTERs, two +sip.instance, two SIPp clients, two MSRP peers) each get every kept message in order; the queue is empty only after the second; the first device registering again gets nothing again",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["to every device 1", "to every device 2", "to every device 3"], {
+        byeHeaders: ['Reason: SIP;cause=480;text="Temporarily Unavailable"'],
+        clientInstance: TABLET,
+      });
+      await rig.lifecycleMoved(chat, "client-absent -> inactive");
+      // the phone registers first: everything, in order, in its own delivery session
+      await rig.deliveredTo(
+        chat,
+        "client-dd-uas.xml",
+        BYE_200,
+        async ({ peer, client, invite }) => {
+          await inOrder(peer, chat);
+          // DD-14 for the phone: its view only; the tablet (the record's dialog) has not got them
+          await triggerSipp(client.port, header(invite, "call-id") ?? "");
+          const r = await client.done;
+          assert.equal(r.code, 0, `phone SIPp: ${r.errors}`);
+        },
+        registers(chat, PHONE),
+      );
+      await waitFor(
+        () => rig.loggedAll("delivery leg closed").some((l) => l.conversationId === chat.conversationId),
+        5000,
+        20,
+        "the phone's delivery is over",
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await kept(chat), chat.sent.length, "kept for the tablet");
+      // the phone again (a refresh, or a new registration): it has everything, nothing starts
+      await registersForNothing(chat, PHONE);
+      assert.equal(await kept(chat), chat.sent.length);
+      // the tablet: everything again, in order; then the queue is empty
+      await rig.deliveredTo(
+        chat,
+        "client-dd-uas.xml",
+        BYE_200,
+        async ({ peer, client, invite }) => {
+          await inOrder(peer, chat);
+          await waitFor(async () => (await kept(chat)) === 0, 5000, 50, "the queue emptied by the second device");
+          await triggerSipp(client.port, header(invite, "call-id") ?? "");
+          const r = await client.done;
+          assert.equal(r.code, 0, `tablet SIPp: ${r.errors}`);
+        },
+        registers(chat, TABLET),
+      );
+      // a third REGISTER of the first device: nothing again
+      await registersForNothing(chat, PHONE);
+    },
+  );
+
+  test(
+    "DD-1 DD-10: two devices registering at once get one delivery each, in parallel, each in order, no duplicate; the same device's REGISTER during its delivery starts nothing",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["both at once 1", "both at once 2", "both at once 3", "both at once 4"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+        clientInstance: TABLET,
+      });
+      await rig.lifecycleMoved(chat, "client-absent -> inactive");
+      const deliveredTo = (instance: string) =>
+        rig.deliveredTo(
+          chat,
+          "client-dd-uas.xml",
+          BYE_200,
+          async ({ peer, client, invite }) => {
+            await inOrder(peer, chat);
+            if (instance === PHONE) {
+              // the phone's refresh REGISTER while its delivery session is up: nothing new
+              await registersForNothing(chat, PHONE);
+            }
+            await new Promise((r) => setTimeout(r, 300));
+            assert.equal(peer.received.length, chat.sent.length + 1, "each item once to this device");
+            await triggerSipp(client.port, header(invite, "call-id") ?? "");
+            const r = await client.done;
+            assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+          },
+          registers(chat, instance),
+        );
+      await Promise.all([deliveredTo(PHONE), deliveredTo(TABLET)]);
+      await waitFor(async () => (await kept(chat)) === 0, 5000, 50, "the queue emptied once both devices have it");
     },
   );
 });

@@ -147,7 +147,7 @@ describe("Kamailio WITH_UDP_MTU_TCP (RFC 3261 18.1.1 on the hop Kamailio relays 
   async function bigInvite(transport: "udp" | "tcp") {
     const client = await startSipp({
       scenario: "client-uas-msrp.xml",
-      keys: { client_msrp_port: "9", client_msrp_path: "msrp://127.0.0.1:9/ue1;tcp" },
+      keys: { client_msrp_port: "9", client_msrp_path: "msrp://127.0.0.1:9/ue1;tcp", contact_params: "" },
       timeoutS: 5,
       transport,
     });

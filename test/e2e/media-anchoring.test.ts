@@ -160,7 +160,7 @@ describe("issue 3 SDP anchoring: an offer the sidecar cannot anchor (CPM_ERR_BAD
     const k = stack.kamailio;
     const client = await startSipp({
       scenario: "client-uas-msrp.xml",
-      keys: { client_msrp_port: "9", client_msrp_path: "msrp://127.0.0.1:9/ue1;tcp" },
+      keys: { client_msrp_port: "9", client_msrp_path: "msrp://127.0.0.1:9/ue1;tcp", contact_params: "" },
       timeoutS: 3,
     });
     try {

@@ -29,7 +29,7 @@ import {
   ReportRegistrationResponseSchema,
   Side,
 } from "../../src/gen/cpm/pf/v1/pf_pb.js";
-import { triggerSipp } from "../harness/anchored-chat.js";
+import { DEVICE_INSTANCE, triggerSipp } from "../harness/anchored-chat.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { freePort } from "../harness/ports.js";
 import { decideHandler, startScriptedGrpc, unaryHandler } from "../harness/scripted-grpc.js";
@@ -219,7 +219,7 @@ async function thirdPartyRegister(
     remote: k.address,
     ...(opts.from ? { host: opts.from } : {}),
     timeoutS: 5,
-    keys: { served_user: SERVED_USER, expires: EXPIRES, ue_contact: "<sip:192.0.2.4:5060>" },
+    keys: { served_user: SERVED_USER, expires: EXPIRES, ue_contact: "<sip:192.0.2.4:5060>", instance: DEVICE_INSTANCE },
   });
   const r = await run.done;
   const sent = first(r.messages, { direction: "sent", method: "REGISTER" });

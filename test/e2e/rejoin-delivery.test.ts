@@ -256,6 +256,50 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
       });
     },
   );
+
+  test(
+    "RJ-1 DD-1 (per device): the re-join of one device (its Contact +sip.instance) takes over nothing of another device's registration delivery: the other's ringing INVITE is not CANCELled, the re-joining device gets every kept message once, the queue keeps them for the other",
+    T,
+    async () => {
+      const TABLET = "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>";
+      await rig.chatWhileAway(["per device 1", "per device 2"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+        whileDeferred: async (c) => {
+          const tablet = await startSipp({ scenario: "rj-1-client-rings.xml", timeoutS: 30 });
+          try {
+            const reg = await rig.register(`<sip:client@127.0.0.1:${tablet.port}>`, c.servedUser, true, undefined, TABLET);
+            assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+            await rig.receivedInvite(tablet, c);
+            // the phone (DEVICE_INSTANCE) re-joins
+            await rig.rejoined(c, async ({ peer: ue, client }) => {
+              const got = await rig.received(ue, c.sent.length, c);
+              assert.deepEqual(
+                got.map((m) => Buffer.from(m.body).toString("utf8")),
+                c.sent.map((s) => s.body.toString("utf8")),
+              );
+              await rig.lifecycleMoved(c, "client-absent -> active");
+              await new Promise((resolve) => setTimeout(resolve, 300));
+              assert.equal(ue.received.length, c.sent.length, "each message once");
+              const seen = await tablet.messagesSoFar();
+              assert.equal(
+                first(seen, { direction: "received", method: "CANCEL" }),
+                undefined,
+                "the tablet's delivery INVITE goes on ringing",
+              );
+              assert.equal((await rig.folder(deferredFolder(c), c.servedUser)).length, c.sent.length, "kept for the tablet");
+              await triggerSipp(c.cfSipPort as number, c.callId, 0);
+              const r = await client.done;
+              assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+              await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
+              await new Promise((resolve) => setTimeout(resolve, 200));
+            });
+          } finally {
+            await tablet.stop();
+          }
+        },
+      });
+    },
+  );
 });
 
 describe("the PF's requests for the served user routed the IMS way (TS 24.229 5.7.3: the S-CSCF's originating processing)", () => {

@@ -14,7 +14,12 @@ import { REPO_ROOT } from "./sidecar.js";
 import { first, type SippResult, type SipTraceMessage, startSipp } from "./sipp.js";
 import { waitFor } from "./wait.js";
 
+/** The served user's device in the tests (its +sip.instance, RFC 5626): unless a test says otherwise, the device that registers and re-joins. */
+export const DEVICE_INSTANCE = "<urn:gsma:imei:35209900-176148-0>";
+
 export interface AnchoredCallOptions {
+  /** +sip.instance of the client's 2xx Contact (the device in the chat the record knows, DD-1 per device). Default "": none. */
+  clientInstance?: string;
   /** a=path of the CF's SDP offer (its MSRP peer), msrp://127.0.0.1:<port>/<id>;tcp. */
   cfMsrpPath: string;
   /** a=setup of the CF's offer. Default actpass (the PF connects to the CF). */
@@ -147,7 +152,11 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
   } = await playTriggeredCall(kamailio, {
     uas: {
       scenario: opts.clientAnswersBye === false ? "client-uas-msrp-bye-silent.xml" : "client-uas-msrp.xml",
-      keys: { client_msrp_port: String(portOf(opts.clientMsrpPath)), client_msrp_path: opts.clientMsrpPath },
+      keys: {
+        client_msrp_port: String(portOf(opts.clientMsrpPath)),
+        client_msrp_path: opts.clientMsrpPath,
+        contact_params: contactParams(opts.clientInstance ?? ""),
+      },
       extraArgs: ["-d", String(opts.clientPauseMs ?? 300)],
     },
     uac: (clientPort) => ({
@@ -315,4 +324,9 @@ export function msrpMedia(body: string): {
     acceptTypes: get("a=accept-types:"),
     acceptWrapped: get("a=accept-wrapped-types:"),
   };
+}
+
+/** The Contact parameters naming a device (RFC 5626 4.1: +sip.instance quoted); "" for none. */
+export function contactParams(instance: string): string {
+  return instance ? `;+sip.instance="${instance}"` : "";
 }

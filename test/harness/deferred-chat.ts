@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mailboxNameOf } from "../../src/store/mailbox-name.js";
 import { chatCpim } from "../fixtures/cpim.js";
-import { anchoredChatCall, msrpMedia } from "./anchored-chat.js";
+import { anchoredChatCall, DEVICE_INSTANCE, msrpMedia } from "./anchored-chat.js";
 import { type DovecotInstance, startDovecot } from "./dovecot.js";
 import { folderMessages, perUserStoreEnv } from "./group-chat.js";
 import type { Login } from "./imap-read.js";
@@ -88,6 +88,8 @@ export interface ChatOptions {
   moreParticipants?: readonly { uri: string; displayName: string }[];
   /** The focus answers the PF's own conference SUBSCRIBE with this out-of-call scenario of the CF's SIPp (and keys). */
   focusSubscription?: { scenario: string; keys: Record<string, string> };
+  /** +sip.instance of the chat's client (its 2xx Contact): the device the record knows (DD-1 per device). Default "": none. */
+  clientInstance?: string;
 }
 
 export interface RigOptions {
@@ -380,6 +382,7 @@ export class DeferredChatRig {
       byeHeaders: opts.byeHeaders ?? [],
       ...(opts.moreParticipants ? { moreParticipants: opts.moreParticipants } : {}),
       ...(opts.focusSubscription ? { focusSubscription: opts.focusSubscription } : {}),
+      ...(opts.clientInstance !== undefined ? { clientInstance: opts.clientInstance } : {}),
       ...(opts.clientAnswersBye === false ? { clientAnswersBye: false, clientPauseMs: CLIENT_BYE_TIMEOUT_MS + 1000 } : {}),
       timeoutS: 60,
       during: async ({ callId, conversationId, contributionId, clientInvite, cf200, cfSipPort }) => {
@@ -411,17 +414,18 @@ export class DeferredChatRig {
     return { ...chat, trace: { cf: call.cf.messages, client: call.client.messages } };
   }
 
-  /** The S-CSCF's third-party REGISTER for `servedUser`, the UE's REGISTER (with `contact`) in the body. */
+  /** The S-CSCF's third-party REGISTER for `servedUser`, the UE's REGISTER (with `contact` and the device's +sip.instance `instance`) in the body. */
   async register(
     contact: string,
     servedUser = SERVED_USER,
     trace = true,
     forged?: { from: string; scenario: string },
+    instance = DEVICE_INSTANCE,
   ): Promise<SippResult> {
     const run = await startSipp({
       scenario: forged?.scenario ?? "scscf-third-party-register.xml",
       remote: this.kamailio.address,
-      keys: { served_user: servedUser, expires: "600000", ue_contact: contact },
+      keys: { served_user: servedUser, expires: "600000", ue_contact: contact, instance },
       ...(forged ? { host: forged.from } : {}),
     });
     const r = await run.done;
@@ -456,7 +460,7 @@ export class DeferredChatRig {
    * through Kamailio); the PF's 200 OK; the client's MSRP peer connects to
    * the PF's answer; `body` runs.
    */
-  async rejoined(chat: Chat, body: (r: Rejoin) => Promise<void>): Promise<void> {
+  async rejoined(chat: Chat, body: (r: Rejoin) => Promise<void>, instance = DEVICE_INSTANCE): Promise<void> {
     const ue = await this.peer("client");
     const client = await startSipp({
       scenario: "rj-1-client-rejoin.xml",
@@ -469,6 +473,7 @@ export class DeferredChatRig {
         contribution_id: chat.contributionId,
         client_msrp_port: String(new URL(ue.path.replace(/^msrp/, "http")).port),
         client_msrp_path: ue.path,
+        instance,
       },
     });
     try {
@@ -559,7 +564,12 @@ export class DeferredChatRig {
       scenario,
       ...(sipPort ? { port: sipPort } : {}),
       timeoutS: 30,
-      keys: { client_msrp_port: String(new URL(ue.path.replace(/^msrp/, "http")).port), client_msrp_path: ue.path, ...keys },
+      keys: {
+        client_msrp_port: String(new URL(ue.path.replace(/^msrp/, "http")).port),
+        client_msrp_path: ue.path,
+        contact_params: "",
+        ...keys,
+      },
       ...(scenario === "client-uas-msrp.xml" ? { extraArgs: ["-d", "50"] } : {}),
       transport,
     });

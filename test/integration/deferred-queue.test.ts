@@ -126,7 +126,13 @@ test("read / ack: unacked items stay and are read again (at-least-once); acked o
 
   const listed = await queue.listSessions(SERVED_USER);
   const mine = listed.find((s) => s.folder === queue.folderOf(session));
-  assert.deepEqual(mine, { folder: queue.folderOf(session), conversationId: "conv-ack", contributionId: session.contributionId, count: 4 });
+  assert.deepEqual(mine, {
+    folder: queue.folderOf(session),
+    conversationId: "conv-ack",
+    contributionId: session.contributionId,
+    count: 4,
+    total: 4,
+  });
 
   const rest = await queue.read(session, 10);
   assert.equal(await queue.ack(rest.map((r) => r.handle)), 4);

@@ -79,6 +79,7 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     conferenceSubscriptionRetryMs: 30_000,
     conferenceSubscriptionRetryAttempts: 5,
     trustedRegistrars: "127.0.0.1,::1",
+    deviceRetentionMs: 604_800_000,
   });
   assert.equal(buildConfig({}, { CPM_PF__DELIVERY__ANSWERREJOINS: "false" }).delivery.answerRejoins, false);
   const cfg = buildConfig(
@@ -134,6 +135,13 @@ test("DD-1 trust: delivery.trustedRegistrars, comma-separated IPs or CIDRs, defa
     [{}, { CPM_PF__DELIVERY__TRUSTEDREGISTRARS: "::1/129" }, /delivery\.trustedRegistrars: "::1\/129"/],
   ];
   for (const [file, env, re] of cases) assert.throws(() => buildConfig(file, env), re);
+});
+
+test("DD-1 per device: delivery.deviceRetentionMs, default 7 days, 0 = one delivery per user; a negative or fractional value names the key", () => {
+  assert.equal(defaults.delivery.deviceRetentionMs, 7 * 86_400_000);
+  assert.equal(buildConfig({}, { CPM_PF__DELIVERY__DEVICERETENTIONMS: "0" }).delivery.deviceRetentionMs, 0);
+  assert.throws(() => buildConfig({ delivery: { deviceRetentionMs: -1 } }), /delivery\.deviceRetentionMs/);
+  assert.throws(() => buildConfig({}, { CPM_PF__DELIVERY__DEVICERETENTIONMS: "1.5" }), /DEVICERETENTIONMS|deviceRetentionMs/);
 });
 
 test("UA source check: sip.trustedSources defaults to sip.proxyHost; a list of IPs or CIDRs; a bad entry or a proxy host name names the key", () => {

@@ -13,6 +13,7 @@ import {
 } from "../../../src/procedures/deferred-delivery.js";
 import { applyClaim, type DeliveryClaims, deliveryKey } from "../../../src/procedures/delivery-guard.js";
 import { ACK_BATCH, type DeliveryAction, type DeliveryPolicy, READ_BATCH } from "../../../src/procedures/delivery-session.js";
+import { ANONYMOUS_KEYWORD } from "../../../src/procedures/device-view.js";
 import { buildRestartInvite } from "../../../src/procedures/restart-invite.js";
 import type { GroupSession } from "../../../src/session/group-session.js";
 import { bodyParts } from "../../../src/sip/multipart.js";
@@ -22,7 +23,7 @@ import { AT, groupSession, item, kinds, only, policy, SERVED_USER, uidsOf } from
 
 const CLIENT = { contact: '<sip:+16135551200@10.0.0.5:5060;transport=tcp>;+sip.instance="<urn:gsma:imei:1>"' };
 const ICSI_TAG = '+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"';
-const KEY = deliveryKey(SERVED_USER, "call-1@cf");
+const KEY = deliveryKey(SERVED_USER, "call-1@cf", ANONYMOUS_KEYWORD);
 
 const registered = (sessions: GroupSession[], extra: Partial<RegisteredEvent> = {}): RegisteredEvent => ({
   type: "registered",
@@ -71,7 +72,7 @@ test("DD-1: a register notification starts one delivery per group session with p
     r.deliveries.map((d) => kinds(d.actions)),
     [["sendInvite"], ["sendInvite"]],
   );
-  assert.deepEqual([...r.claims.keys()], [KEY, deliveryKey(SERVED_USER, "call-2@cf")]);
+  assert.deepEqual([...r.claims.keys()], [KEY, deliveryKey(SERVED_USER, "call-2@cf", ANONYMOUS_KEYWORD)]);
   assert.deepEqual(r.claims.get(KEY), { owner: "registration", status: "delivering" });
   assert.ok(r.notes.some((n) => n.startsWith("conv-gone/c-gone: group session unknown")));
 });
@@ -200,6 +201,7 @@ test("DD-7/DD-10: provisional ignored, 200 → ACK, MSRP up → the queue is rea
     conversationId: "conv-7f3a",
     contributionId: "contrib-1",
     focus: "sip:focus-7f3a@cf.example.net",
+    device: ANONYMOUS_KEYWORD,
   });
   assert.deepEqual(
     only(r.actions, "deliverInOrder")[0]?.items.map((i) => i.handle.uid),
@@ -293,6 +295,7 @@ test("DD-8: 603 → discard the deferred data; active group session → BYE to t
         conversationId: "conv-7f3a",
         contributionId: "contrib-1",
         focus: "sip:focus-7f3a@cf.example.net",
+        device: ANONYMOUS_KEYWORD,
       },
     },
     { kind: "sendByeToFocus", sessionKey: "call-1@cf", reason: 'SIP;cause=200;text="Call completed"' },

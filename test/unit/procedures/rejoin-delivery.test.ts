@@ -4,6 +4,7 @@ import fc from "fast-check";
 import { startDeferredDelivery, stepDeferredDelivery } from "../../../src/procedures/deferred-delivery.js";
 import { type DeliveryClaims, deliveryKey } from "../../../src/procedures/delivery-guard.js";
 import type { ClientMedia, DeliveryAction, DeliveryPolicy, SessionEvent } from "../../../src/procedures/delivery-session.js";
+import { ANONYMOUS_KEYWORD } from "../../../src/procedures/device-view.js";
 import {
   answersRejoin,
   type RejoinState,
@@ -15,7 +16,7 @@ import type { GroupSession } from "../../../src/session/group-session.js";
 import { parseGso } from "../../../src/xml/gso.js";
 import { AT, groupSession, item, kinds, only, policy, SERVED_USER, uidsOf } from "../../fixtures/delivery.js";
 
-const KEY = deliveryKey(SERVED_USER, "call-1@cf");
+const KEY = deliveryKey(SERVED_USER, "call-1@cf", ANONYMOUS_KEYWORD);
 
 function rejoin(session: GroupSession | undefined = groupSession(), claims: DeliveryClaims = new Map()) {
   return startRejoinDelivery({ type: "rejoinInvite", servedUser: SERVED_USER, clientCallId: "client-call@ue", session }, claims, policy);
