@@ -62,11 +62,11 @@ export interface DeliveryUa {
   bye(dialog: UaDialog, headers?: [string, string][]): Promise<number>;
   onRequest(handler: (req: SipMessage, reply: (status: number, reason: string, headers?: [string, string][]) => void) => void): void;
   /** Initial INVITEs Kamailio relays to the UA: the client's re-joins (RJ-1). */
-  onInvite(handler: (invite: IncomingRejoin) => void): void;
+  onInvite(handler: (invite: UaIncomingInvite) => void): void;
 }
 
-/** The client's re-join INVITE as the UA's INVITE server transaction holds it (src/sip/ua.ts IncomingInvite). */
-export interface IncomingRejoin {
+/** An INVITE at the UA's INVITE server transaction (src/sip/ua.ts IncomingInvite): the client's re-join, or the CF's re-INVITE. */
+export interface UaIncomingInvite {
   readonly request: SipMessage;
   accept(headers: [string, string][], body: string): UaDialog;
   readonly inDialog: boolean;
@@ -181,7 +181,7 @@ interface Machine {
   /** Bodies of the items read, by itemId, until delivered. */
   bodies: Map<string, { contentType: string; body: Buffer }>;
   /** RJ-1: the client's re-join INVITE until answered (a CANCEL ends it). */
-  rejoin?: IncomingRejoin;
+  rejoin?: UaIncomingInvite;
   /** DD-13: the re-started group session's dialog (the PF's UA set it up): its Call-ID keys its media too. */
   restartCallId?: string;
   /** What the client sent in the delivery session, by MSRP Message-ID, until it went on to the CF (DD-12, RJ-5). */
@@ -559,7 +559,7 @@ export class DeliveryService implements RegistrationHandler {
    * the claim, the record went) gets 480 with Retry-After: ObserveSession
    * then leaves the next attempt to the focus (8.2.2.7).
    */
-  private onRejoin(invite: IncomingRejoin): void {
+  private onRejoin(invite: UaIncomingInvite): void {
     const req = invite.request;
     const callId = header(req, "call-id") ?? "";
     const conversationId = header(req, "conversation-id") ?? "";

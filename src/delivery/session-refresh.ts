@@ -12,7 +12,7 @@ import type { GroupSession } from "../session/group-session.js";
 import { header, headerValues, type SipMessage, splitCommaList } from "../sip/message.js";
 import { bodyParts } from "../sip/multipart.js";
 import { tagOf } from "../sip/name-addr.js";
-import type { IncomingRejoin } from "./service.js";
+import type { UaIncomingInvite } from "./service.js";
 
 const SDP = "application/sdp";
 /** Dialogs remembered for their BYE (the oldest forgotten first: a BYE that then comes gets 481, its GSO is HandleBye's anyway). */
@@ -74,7 +74,7 @@ export class SessionRefresh {
   }
 
   /** The CF's re-INVITE, at the UA. */
-  onReinvite(invite: IncomingRejoin): void {
+  onReinvite(invite: UaIncomingInvite): void {
     const req = invite.request;
     const { facts } = this.facts(req);
     const answer = answerRefresh(facts);

@@ -18,6 +18,7 @@ import { chatCpim } from "../fixtures/cpim.js";
 import { DEVICE_INSTANCE, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { runCli } from "../harness/cli.js";
 import {
+  assertKeptInOrder,
   type Chat,
   DEFERRED_URI,
   DESCRIPTOR_FOLDER,
@@ -731,10 +732,7 @@ describe("deferred delivery routed the IMS way: through the S-CSCF, the operator
           assert.match(header(invite, "p-charging-vector") ?? "", /^icid-value=[0-9a-f]{24}$/);
           assert.equal(header(invite, "x-operator-hook"), "INVITE", "the operator's hook ran for the PF's own INVITE");
           const got = await rig.received(ue, chat.sent.length, chat);
-          assert.deepEqual(
-            got.map((m) => Buffer.from(m.body).toString("utf8")),
-            chat.sent.map((x) => x.body.toString("utf8")),
-          );
+          assertKeptInOrder(got, chat);
         },
         undefined,
         "udp",
@@ -771,11 +769,7 @@ describe("deferred delivery per device (DD-1 'for a CPM Client'): each of the se
   /** DD-10: every kept item in order, then (DD-11) the GSO of the latest participants. */
   async function inOrder(ue: MsrpPeer, chat: Chat): Promise<void> {
     const got = await rig.received(ue, chat.sent.length + 1, chat);
-    assert.deepEqual(
-      got.slice(0, chat.sent.length).map((m) => Buffer.from(m.body).toString("utf8")),
-      chat.sent.map((s) => s.body.toString("utf8")),
-      "every deferred item, in the order the CF sent them",
-    );
+    assertKeptInOrder(got.slice(0, chat.sent.length), chat, "every deferred item, in the order the CF sent them");
     assert.equal(got[chat.sent.length]?.contentType, GSO_TYPE);
   }
   /** The device at `contact` registers again: no delivery INVITE within a second, and the sidecar started none. */

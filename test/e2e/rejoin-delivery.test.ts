@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { chatCpim } from "../fixtures/cpim.js";
 import { msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
-import { DeferredChatRig, deferredFolder, focusOf, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
+import { assertKeptInOrder, DeferredChatRig, deferredFolder, focusOf, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { freePort } from "../harness/ports.js";
 import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
@@ -49,10 +49,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
             assert.notEqual(msrpMedia(ok.body).path, c.cf?.path, "the PF's MSRP endpoint, not the CF's");
             // RJ-2: every kept message, in order, in the re-join session
             const got = await rig.received(ue, c.sent.length, c);
-            assert.deepEqual(
-              got.map((m) => Buffer.from(m.body).toString("utf8")),
-              c.sent.map((s) => s.body.toString("utf8")),
-            );
+            assertKeptInOrder(got, c);
             await queueEmptied(c);
             // RJ-5: joined with the group session towards the CF
             await rig.lifecycleMoved(c, "client-absent -> active");
@@ -93,11 +90,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
       try {
         await rig.rejoined(chat, async ({ peer: ue, client }) => {
           const got = await rig.received(ue, chat.sent.length + 1, chat);
-          assert.deepEqual(
-            got.slice(0, chat.sent.length).map((m) => Buffer.from(m.body).toString("utf8")),
-            chat.sent.map((s) => s.body.toString("utf8")),
-            "RJ-2: the kept messages first, in order",
-          );
+          assertKeptInOrder(got.slice(0, chat.sent.length), chat, "RJ-2: the kept messages first, in order");
           const gso = got[chat.sent.length];
           assert.equal(gso?.contentType, GSO_TYPE, "RJ-3: the last participant information as a GSO");
           assert.match(Buffer.from(gso?.body ?? []).toString("utf8"), /comm-addr="tel:\+16135551210"/);
@@ -128,10 +121,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
           await rig.crashAndRestart();
           await rig.rejoined(c, async ({ peer: ue, client }) => {
             const got = await rig.received(ue, c.sent.length, c);
-            assert.deepEqual(
-              got.map((m) => Buffer.from(m.body).toString("utf8")),
-              c.sent.map((s) => s.body.toString("utf8")),
-            );
+            assertKeptInOrder(got, c);
             const r = await client.done;
             assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
             const bye = first(r.messages, { direction: "received", method: "BYE" });
@@ -233,10 +223,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
             await rig.receivedInvite(device, c);
             await rig.rejoined(c, async ({ peer: ue, client }) => {
               const got = await rig.received(ue, c.sent.length, c);
-              assert.deepEqual(
-                got.map((m) => Buffer.from(m.body).toString("utf8")),
-                c.sent.map((s) => s.body.toString("utf8")),
-              );
+              assertKeptInOrder(got, c);
               const d = await device.done;
               assert.equal(d.code, 0, `device SIPp: ${d.errors}`);
               assert.ok(first(d.messages, { direction: "received", method: "CANCEL" }), "the registration delivery's INVITE was CANCELled");
@@ -273,10 +260,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
             // the phone (DEVICE_INSTANCE) re-joins
             await rig.rejoined(c, async ({ peer: ue, client }) => {
               const got = await rig.received(ue, c.sent.length, c);
-              assert.deepEqual(
-                got.map((m) => Buffer.from(m.body).toString("utf8")),
-                c.sent.map((s) => s.body.toString("utf8")),
-              );
+              assertKeptInOrder(got, c);
               await rig.lifecycleMoved(c, "client-absent -> active");
               await new Promise((resolve) => setTimeout(resolve, 300));
               assert.equal(ue.received.length, c.sent.length, "each message once");

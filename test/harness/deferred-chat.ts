@@ -106,6 +106,15 @@ export interface Rejoin {
   ok: SipTraceMessage;
 }
 
+/** DD-10 / RJ-2: `got` is every message the CF sent while the client was away, in the order it sent them, byte for byte. */
+export function assertKeptInOrder(got: readonly { body: Uint8Array }[], chat: Pick<Chat, "sent">, message?: string): void {
+  assert.deepEqual(
+    got.map((m) => Buffer.from(m.body).toString("utf8")),
+    chat.sent.map((s) => s.body.toString("utf8")),
+    message,
+  );
+}
+
 /** The focus URI of a chat the CF SIPp (cf-invite-msrp.xml) played: its Contact ;isfocus. */
 export const focusOf = (c: Pick<Chat, "cfSipPort">) => `sip:focus@127.0.0.1:${c.cfSipPort}`;
 

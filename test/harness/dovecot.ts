@@ -13,10 +13,10 @@
 // as "<user>*pfmaster" with the master password to open <user>'s mailbox.
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { firstLine } from "./line-probe.js";
 import { freePort } from "./ports.js";
 
 export interface DovecotOptions {
@@ -136,24 +136,8 @@ namespace inbox {
 }
 
 /** Resolves once a TCP connect gets an IMAP `* OK` greeting (RFC 9051 7.1.1). */
-function greeting(port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = connect({ host: HOST, port });
-    let buf = "";
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    sock.setEncoding("latin1");
-    sock.on("data", (d: string) => {
-      buf += d;
-      if (buf.includes("\r\n")) done(buf.startsWith("* OK"));
-    });
-    sock.on("error", () => done(false));
-    sock.on("close", () => done(false));
-  });
+async function greeting(port: number, timeoutMs: number): Promise<boolean> {
+  return (await firstLine(port, timeoutMs))?.startsWith("* OK") === true;
 }
 
 function waitExit(child: ChildProcess, ms: number): Promise<boolean> {

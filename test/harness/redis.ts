@@ -5,10 +5,10 @@
 // stopped by the PID we spawned (SIGTERM, SIGKILL after 3 s); kill() is a
 // SIGKILL of that PID, restart() starts it again on the same port and data.
 import { mkdtemp, rm } from "node:fs/promises";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { firstLine } from "./line-probe.js";
 import { freePort } from "./ports.js";
 import { exited, type SpawnedServer, spawnServer, waitExit } from "./process.js";
 
@@ -30,25 +30,8 @@ export interface RedisInstance {
 const HOST = "127.0.0.1" as const;
 
 /** Resolves true once the server answers PING with +PONG (RESP simple string). */
-function pong(port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = connect({ host: HOST, port });
-    let buf = "";
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    sock.on("connect", () => sock.write("PING\r\n"));
-    sock.setEncoding("latin1");
-    sock.on("data", (d: string) => {
-      buf += d;
-      if (buf.includes("\r\n")) done(buf.startsWith("+PONG"));
-    });
-    sock.on("error", () => done(false));
-    sock.on("close", () => done(false));
-  });
+async function pong(port: number, timeoutMs: number): Promise<boolean> {
+  return (await firstLine(port, timeoutMs, "PING\r\n"))?.startsWith("+PONG") === true;
 }
 
 export interface RedisOptions {
