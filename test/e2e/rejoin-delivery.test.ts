@@ -10,10 +10,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { chatCpim } from "../fixtures/cpim.js";
 import { msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
-import { assertKeptInOrder, DeferredChatRig, deferredFolder, focusOf, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
+import { assertKeptInOrder, type Chat, DeferredChatRig, deferredFolder, focusOf, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { freePort } from "../harness/ports.js";
-import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { first, header, type SippRun, type SipTraceMessage, startSipp } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
 const T = { timeout: 90_000 };
@@ -26,6 +26,22 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
   after(async () => {
     await rig?.stop();
   });
+
+  /**
+   * BYE-B7: the CF ends the group (480) while the client is in its re-join
+   * session: resolves with the PF's BYE the client got, once the CF had its
+   * 200 OK (the CF's SIPp ends then: nothing may trigger it after).
+   */
+  async function groupEndsByCf(c: Chat, client: SippRun): Promise<SipTraceMessage> {
+    await triggerSipp(c.cfSipPort as number, c.callId, 0);
+    const r = await client.done;
+    assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+    const bye = first(r.messages, { direction: "received", method: "BYE" });
+    assert.ok(bye, "the re-join session got the PF's BYE");
+    await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    return bye;
+  }
 
   const queueEmptied = (c: { conversationId: string; contributionId: string; servedUser: string }) =>
     waitFor(async () => (await rig.folder(deferredFolder(c), c.servedUser)).length === 0, 5000, 50, "deferred queue emptied");
@@ -63,13 +79,8 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
             const atCf = await rig.received(cf, before + 1, c);
             assert.equal(Buffer.from(atCf.at(-1)?.body ?? []).toString("utf8"), reply.toString("utf8"));
             // BYE-B7: the CF ends the group: the re-join session is one of the user's dialogs
-            await triggerSipp(c.cfSipPort as number, c.callId, 0);
-            const r = await client.done;
-            assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-            const bye = first(r.messages, { direction: "received", method: "BYE" });
-            assert.equal(header(bye as SipTraceMessage, "reason"), "SIP;cause=480", "the PF's Reason");
-            await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
-            await new Promise((resolve) => setTimeout(resolve, 200));
+            const bye = await groupEndsByCf(c, client);
+            assert.equal(header(bye, "reason"), "SIP;cause=480", "the PF's Reason");
           });
         },
       });
@@ -198,11 +209,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
             const again = rig.loggedAll("delivery INVITE sent").filter((l) => l.conversationId === c.conversationId);
             assert.deepEqual(again, [], "no delivery of this group session started twice");
             assert.equal(ue.received.length, c.sent.length, "no duplicate in the re-join session");
-            await triggerSipp(c.cfSipPort as number, c.callId, 0);
-            const r = await client.done;
-            assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-            await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
-            await new Promise((resolve) => setTimeout(resolve, 200));
+            await groupEndsByCf(c, client);
           });
         },
       });
@@ -230,11 +237,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
               await rig.lifecycleMoved(c, "client-absent -> active");
               await new Promise((resolve) => setTimeout(resolve, 300));
               assert.equal(ue.received.length, c.sent.length, "each message once");
-              await triggerSipp(c.cfSipPort as number, c.callId, 0);
-              const r = await client.done;
-              assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-              await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
-              await new Promise((resolve) => setTimeout(resolve, 200));
+              await groupEndsByCf(c, client);
             });
           } finally {
             await device.stop();
@@ -271,11 +274,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
                 "the tablet's delivery INVITE goes on ringing",
               );
               assert.equal((await rig.folder(deferredFolder(c), c.servedUser)).length, c.sent.length, "kept for the tablet");
-              await triggerSipp(c.cfSipPort as number, c.callId, 0);
-              const r = await client.done;
-              assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-              await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
-              await new Promise((resolve) => setTimeout(resolve, 200));
+              await groupEndsByCf(c, client);
             });
           } finally {
             await tablet.stop();
