@@ -49,7 +49,10 @@ export class MsrpConnectionPool {
     if (first === undefined) throw new CpmError("CPM_ERR_MSRP_URI", "empty path");
     const key = authorityKey(first);
     for (let attempt = 1; ; attempt++) {
-      const connection = this.open.get(key) ?? (await this.opened(key, first));
+      let connection = this.open.get(key) ?? (await this.opened(key, first));
+      // Requests are routed by session-id (connection.ts): a session sharing its id with one already on
+      // the connection (one a=path offered to several devices) gets a connection of its own, not pooled.
+      if (connection.sessions.has(session.id)) connection = await this.connect(first);
       if (session.state !== "unbound") {
         // Released while connecting: a connection nobody is bound to goes (others waiting for it open another).
         if (connection.sessions.size === 0) connection.close("session left while connecting");

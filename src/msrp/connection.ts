@@ -369,7 +369,8 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   private onRequest(req: MsrpRequest): void {
     const sessionId = req.toPath[0]?.sessionId;
     let session = sessionId === undefined ? undefined : this.bound.get(sessionId);
-    const candidate = session ?? (sessionId === undefined ? undefined : this.table?.get(sessionId));
+    // RFC 4975 5.4, 7.3: To-Path and From-Path name the session (several may share a session-id, session-table.ts)
+    const candidate = session ?? (sessionId === undefined ? undefined : this.table?.find(sessionId, req.fromPath[req.fromPath.length - 1]));
     if (candidate !== undefined && candidate.state !== "closed" && !candidate.isFromPeer(req)) {
       this.refuseForeignSender(req, candidate);
       return;
@@ -538,6 +539,9 @@ export class MsrpConnection extends EventEmitter<ConnectionEvents> implements Se
   }
 
   private attachSession(session: MsrpSession, sender?: MsrpUri): void {
+    // requests are routed by session-id: two sessions sharing one cannot share a connection
+    if (this.bound.has(session.id))
+      throw new CpmError("CPM_ERR_MSRP_SESSION_IN_USE", `session-id ${session.id} is bound to this connection`);
     session.attach(this, sender);
     this.bound.set(session.id, session);
     if (this.everBound) return;

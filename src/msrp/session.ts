@@ -143,6 +143,16 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     return this.transport;
   }
 
+  /** Whether the peer's path is still the stand-in (remotePathPending until learnRemotePath()). */
+  get pathPending(): boolean {
+    return this.remotePathPending;
+  }
+
+  /** The sender (last From-Path URI) whose request bound this passive session, if any. */
+  get boundSender(): MsrpUri | undefined {
+    return this.boundBy;
+  }
+
   /** Bytes of partially received messages. */
   get bufferedBytes(): number {
     return this.reassembly?.bufferedBytes ?? 0;
@@ -275,7 +285,8 @@ export class MsrpSession extends EventEmitter<SessionEvents> {
     for (const settle of waiting ?? []) settle(peer);
   }
 
-  private isPeer(sender: MsrpUri | undefined): boolean {
+  /** Whether `sender` (a last From-Path URI) is the peer this session expects (always true unless verifyFromPath; true while the path is pending). */
+  isPeer(sender: MsrpUri | undefined): boolean {
     if (this.options.verifyFromPath !== true || this.remotePathPending) return true;
     const expected = this.remotePath[this.remotePath.length - 1];
     return sender !== undefined && expected !== undefined && msrpUriEquals(sender, expected);
