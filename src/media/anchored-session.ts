@@ -1,16 +1,18 @@
-// One group session anchored in the PF: its two legs (towards the Controlling
-// Function and towards the served user's client), a relay queue per
-// direction, and what is kept for recording. The MSRP sockets live in the
+// One group session anchored in the PF: its legs (towards the Controlling
+// Function, and towards the served user's client: one per device that
+// answered the forked INVITE, BYE-B7), a relay queue per direction, and what
+// is kept for recording. The MSRP sockets live in the
 // legs' sessions; this file wires the legs' "message" events to the queues
 // and the queues to the deferred storage port.
 import { ErrorCodes } from "../errors/catalogue.js";
 import type { ReceivedMessage } from "../msrp/chunking.js";
 import type { HoldResponse } from "../msrp/session.js";
 import { classifyPayload } from "./classify.js";
+import { DeviceFanout } from "./device-fanout.js";
 import type { Leg } from "./leg.js";
 import type { DeferredSink, GroupSessionRef } from "./ports.js";
 import { SessionRecording } from "./recording.js";
-import type { Direction } from "./relay-policy.js";
+import type { Direction, LegState } from "./relay-policy.js";
 import { type RelayItem, RelayQueue, type RelayTarget } from "./relay-queue.js";
 import type { MediaLog } from "./session-log.js";
 
@@ -57,6 +59,7 @@ export interface ReleaseCount {
 export class AnchoredSession {
   readonly ref: GroupSessionRef;
   readonly cf: Leg;
+  /** The first client leg: the device whose answer took it (see assignClient), or the only client. */
   readonly client: Leg;
   readonly startedAt: Date;
   readonly recording: SessionRecording | undefined;
@@ -65,10 +68,14 @@ export class AnchoredSession {
   private toCfQueue: RelayQueue | undefined;
   private readonly options: AnchoredSessionOptions;
   private readonly log: MediaLog;
-  /** DD-12 / RJ-5: once joined, the CF's messages go to this session instead of the original client leg. */
+  /** DD-12 / RJ-5: once joined, the CF's messages go to this session too (instead of the original client leg, gone by then). */
   private joined: JoinedClient | undefined;
-  /** What the CF -> client queue relays to: the joined client when there is one, else the original leg. */
-  private readonly clientSide: RelayTarget;
+  /** What the CF -> client queue relays to: every client leg that is up, and the joined client. */
+  private readonly clientSide: DeviceFanout;
+  /** The device (2xx To tag) the first client leg belongs to; undefined until an answer took it. */
+  private clientKey: string | undefined;
+  /** Client legs of further devices by device key, made with the second device. */
+  private devices: Map<string, Leg> | undefined;
 
   constructor(options: AnchoredSessionOptions) {
     this.options = options;
@@ -82,16 +89,68 @@ export class AnchoredSession {
     (this.client.session as AnchoredMsrpSession)[ANCHORED] = this;
     this.cf.session.on("message", onCfMessage);
     this.client.session.on("message", onClientMessage);
-    const towardsClient = (): RelayTarget => this.joined ?? this.client;
-    this.clientSide = {
-      get state() {
-        return towardsClient().state;
-      },
-      settled: () => towardsClient().settled(),
-      send: (item) => towardsClient().send(item),
-      singleChunk: (item) => towardsClient().singleChunk(item),
-      broken: (reason) => towardsClient().broken(reason),
-    };
+    this.clientSide = new DeviceFanout(this.client);
+  }
+
+  /** The first client leg belongs to device `key` (its answer took it). */
+  assignClient(key: string): void {
+    this.clientKey = key;
+    this.client.device = key;
+  }
+
+  /** The first client leg while no device's answer took it. */
+  get unassignedClient(): Leg | undefined {
+    return this.clientKey === undefined ? this.client : undefined;
+  }
+
+  /** BYE-B7: one more device of the served user answered; `leg` goes to it. Its messages go to the CF, the CF's to it. */
+  addDevice(key: string, leg: Leg): void {
+    this.devices ??= new Map();
+    this.devices.set(key, leg);
+    (leg.session as AnchoredMsrpSession)[ANCHORED] = this;
+    leg.session.on("message", onClientMessage);
+    this.clientSide.add(leg);
+  }
+
+  /** The client leg of device `key`, if it answered. */
+  device(key: string): Leg | undefined {
+    return key === this.clientKey ? this.client : this.devices?.get(key);
+  }
+
+  /** Releases device `key`'s leg (its BYE); the other legs go on. How many resources that freed (0: no such device, or released before). */
+  releaseDevice(key: string): number {
+    const leg = this.device(key);
+    if (leg === undefined || leg.isReleased) return 0;
+    if (leg !== this.client) {
+      this.devices?.delete(key);
+      this.clientSide.remove(leg);
+    }
+    return leg.release();
+  }
+
+  /** The client legs devices' answers took (the first one once assigned), by device key. */
+  clientLegs(): { key: string; leg: Leg }[] {
+    const out: { key: string; leg: Leg }[] = [];
+    if (this.clientKey !== undefined) out.push({ key: this.clientKey, leg: this.client });
+    for (const [key, leg] of this.devices ?? []) out.push({ key, leg });
+    return out;
+  }
+
+  /** Runs `f` on every client leg, the first one assigned or not. */
+  forEachClientLeg(f: (leg: Leg) => void): void {
+    f(this.client);
+    for (const leg of this.devices?.values() ?? []) f(leg);
+  }
+
+  /** The client side as one state: up when a client leg is up, pending when one is pending, else gone. */
+  get clientState(): LegState {
+    let state: LegState = this.client.state;
+    if (state === "up") return state;
+    for (const leg of this.devices?.values() ?? []) {
+      if (leg.state === "up") return "up";
+      if (leg.state === "pending") state = "pending";
+    }
+    return state;
   }
 
   /**
@@ -101,12 +160,14 @@ export class AnchoredSession {
    */
   join(client: JoinedClient): void {
     this.joined = client;
+    this.clientSide.join(client);
     this.log.info("delivery session joined with the group session", { was: this.client.state });
   }
 
   /** The joined client leaves this session without being closed (a re-start that did not come up: the delivery session goes on). */
   detach(): void {
     this.joined = undefined;
+    this.clientSide.join(undefined);
   }
 
   /** DD-12 / RJ-5: a message the joined client sent, relayed to the CF leg in call order; resolves with the CF's code. */
@@ -119,6 +180,7 @@ export class AnchoredSession {
         messageId: m.messageId,
         receivedAt: this.options.now(),
         settle,
+        via: undefined,
       });
     });
   }
@@ -135,7 +197,8 @@ export class AnchoredSession {
 
   release(): ReleaseCount {
     const queued = (this.toClientQueue?.close() ?? 0) + (this.toCfQueue?.close() ?? 0);
-    const legs = this.cf.release() + this.client.release() + (this.joined?.release() ?? 0);
+    let legs = this.cf.release() + this.client.release() + (this.joined?.release() ?? 0);
+    for (const leg of this.devices?.values() ?? []) legs += leg.release();
     const recorded = this.recording?.clear() ?? 0;
     return { legs, queued, recorded };
   }
@@ -162,6 +225,7 @@ export class AnchoredSession {
         answered = true;
         answer(code);
       },
+      via: undefined,
     };
     this.log.debug("MSRP message to relay", { direction, kind, messageId: m.messageId, bytes: m.body.length });
     (direction === "from-network" ? this.toClient() : this.toCf()).push(item);

@@ -29,6 +29,8 @@ function onSessionClose(this: LegSession, reason: string): void {
 export interface LegOptions {
   name: LegName;
   session: MsrpSession;
+  /** The device a client leg goes to (the To tag of its 2xx), for logs; absent for the CF leg. */
+  device?: string;
   /** False while the peer's a=path is still a placeholder (client leg before its SDP answer). */
   pathKnown: boolean;
   chunkSize: number;
@@ -39,6 +41,8 @@ export interface LegOptions {
 export class Leg implements RelayTarget {
   readonly name: LegName;
   readonly session: MsrpSession;
+  /** The device a client leg goes to (the To tag of its 2xx), when known. */
+  device: string | undefined;
   private current: LegState = "pending";
   private pathKnown: boolean;
   private timer: NodeJS.Timeout | undefined;
@@ -54,6 +58,7 @@ export class Leg implements RelayTarget {
     this.resources = options.resources;
     this.name = options.name;
     this.session = options.session;
+    this.device = options.device;
     this.pathKnown = options.pathKnown;
     this.log = options.log;
     (this.session as LegSession)[LEG] = this;
@@ -115,6 +120,11 @@ export class Leg implements RelayTarget {
     this.gone(reason);
   }
 
+  /** release() was called. */
+  get isReleased(): boolean {
+    return this.released;
+  }
+
   /** Closes the session (and so its connection when no other session uses it) and the timer; returns how many of those it released. */
   release(): number {
     this.released = true;
@@ -147,7 +157,7 @@ export class Leg implements RelayTarget {
     if (this.current !== "pending" || !this.pathKnown || this.session.state !== "bound") return;
     this.timer = this.resources.clearTimer(this.timer);
     this.current = "up";
-    this.log.debug("MSRP leg up", { leg: this.name });
+    this.log.debug("MSRP leg up", { leg: this.name, device: this.device });
     this.wake();
   }
 
@@ -156,7 +166,7 @@ export class Leg implements RelayTarget {
     const was = this.current;
     this.current = "gone";
     this.timer = this.resources.clearTimer(this.timer);
-    if (!this.released) this.log.info("MSRP leg gone", { leg: this.name, reason, was });
+    if (!this.released) this.log.info("MSRP leg gone", { leg: this.name, device: this.device, reason, was });
     // A broken leg leaves its connection (RFC 4975 5.4: unused connections close).
     if (this.session.state !== "closed") this.session.close(reason);
     this.wake();

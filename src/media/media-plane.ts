@@ -58,6 +58,11 @@ export interface AnchorOfferResult {
 export interface AnswerFacts {
   /** The focus URI (the 2xx's Contact ;isfocus): replaces the provisional one of the session's ref. */
   focus?: string;
+  /**
+   * BYE-B7, CF-initiated: the answering device's key, the 2xx's To tag; what
+   * releaseDevice() names its client leg with. Default "".
+   */
+  deviceKey?: string;
 }
 
 /** What the SIP side knows of the session when it is recorded (8.5.2 session-info object). */
@@ -76,6 +81,19 @@ export interface MediaPlane {
    * returns the SDP answer for the INVITE's sender.
    */
   anchorAnswer(sessionKey: string, answerSdp: string, facts?: AnswerFacts): string;
+  /**
+   * BYE-B7: a further device of the served user answered the forked
+   * CF-initiated INVITE `sessionKey` with 2xx (`deviceKey`: that 2xx's To
+   * tag; the SIP side forwards only the first 2xx, to anchorAnswer()). The
+   * device gets a client leg of its own, towards its a=path, with the role its
+   * a=setup answers the PF's actpass with (RFC 6135 4.1); it may come before
+   * or after anchorAnswer(), and again (a retransmitted 2xx: nothing more).
+   * Throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED (unknown or client-initiated
+   * session), CPM_ERR_BAD_SDP.
+   */
+  addDevice(sessionKey: string, deviceKey: string, answerSdp: string): void;
+  /** BYE-B7: device `deviceKey` left (its BYE): its client leg is released, the rest of the session goes on; returns how many resources were released. */
+  releaseDevice(sessionKey: string, deviceKey: string): number;
   /** 8.3.2.3 2.b.iv: MSRP SEND/IMDN from the clients on this session get 481 from now on. */
   refuseClientMedia(sessionKey: string): void;
   /** 8.3.2.3 2.d: record the CPM session (8.5.2) when allow-offline-storage or recording is on. */
@@ -93,6 +111,12 @@ export class NoMediaPlane implements MediaPlane {
   }
   anchorAnswer(): string {
     throw new CpmError("CPM_ERR_MEDIA_DISABLED", "media.enabled=false");
+  }
+  addDevice(): void {
+    throw new CpmError("CPM_ERR_MEDIA_DISABLED", "media.enabled=false");
+  }
+  releaseDevice(): number {
+    return 0;
   }
   refuseClientMedia(): void {}
   async recordSession(): Promise<boolean> {

@@ -18,6 +18,14 @@
 // legs bind once the SDP answer is known, over the connection the PF already
 // opened to the same authority when there is one (RFC 4975 5.4 connection
 // reuse: typically every session's CF leg shares one connection to the CF).
+//
+// Forking (BYE-B7): the S-CSCF forks the CF's INVITE to every device of the
+// served user, all with the PF's one offer (one a=path, a=setup:actpass).
+// Each device that answers 2xx gets a client leg of its own: the first
+// answer through anchorAnswer(), every further one through addDevice(). All
+// those legs share the PF's session-id; the listener's table tells active
+// devices apart by their From-Path (src/msrp/session-table.ts), towards
+// passive ones the PF connects to each device's a=path.
 
 import { readFileSync } from "node:fs";
 import type * as net from "node:net";
@@ -34,7 +42,7 @@ import { createMsrpServer } from "../msrp/server.js";
 import { MsrpSession, type MsrpSessionOptions } from "../msrp/session.js";
 import { MsrpSessionTable } from "../msrp/session-table.js";
 import { answerSetup, type ConnectionRole, connectionRole, type SetupAttribute } from "../msrp/setup.js";
-import { formatMsrpUri, type MsrpUri, parseMsrpPath, parseMsrpUri } from "../msrp/uri.js";
+import { formatMsrpUri, type MsrpUri, msrpUriEquals, parseMsrpPath, parseMsrpUri } from "../msrp/uri.js";
 import { AnchoredSession, type JoinedClient } from "./anchored-session.js";
 import { compactPath, compactUri } from "./compact-uri.js";
 import type { MsrpListenerShare } from "./delivery-endpoint.js";
@@ -88,6 +96,8 @@ interface Anchored {
   answered: boolean;
   /** The PF offered to the CF itself (originate()): no sender leg to answer or wait for. */
   originated?: boolean;
+  /** BYE-B6: refuseClientMedia() was called (devices answering later are refused too). */
+  refused?: boolean;
   log: SessionLog;
 }
 
@@ -95,6 +105,10 @@ interface Anchored {
 const PATH_PLACEHOLDER = "msrp://peer-path-pending.invalid:9/pending;tcp";
 
 const SETUPS: readonly SetupAttribute[] = ["active", "passive", "actpass", "holdconn"];
+
+function refuse481(leg: Leg): void {
+  leg.session.refuseIncoming(481);
+}
 
 export class MsrpMediaPlane implements MediaPlane {
   private readonly config: MediaConfig;
@@ -213,10 +227,20 @@ export class MsrpMediaPlane implements MediaPlane {
     };
   }
 
-  /** The state of both legs of a session (health, tests); undefined when not anchored. */
-  legs(sessionKey: string): { cf: LegState; client: LegState } | undefined {
+  /**
+   * The state of a session's legs (health, tests); undefined when not
+   * anchored. `client`: up when a client leg is up, pending when one is
+   * pending, else gone; `devices`: each answered device's leg by its key.
+   */
+  legs(sessionKey: string): { cf: LegState; client: LegState; devices: { key: string; state: LegState }[] } | undefined {
     const a = this.anchored.get(sessionKey);
-    return a && { cf: a.session.cf.state, client: a.session.client.state };
+    return (
+      a && {
+        cf: a.session.cf.state,
+        client: a.session.clientState,
+        devices: a.session.clientLegs().map(({ key, leg }) => ({ key, state: leg.state })),
+      }
+    );
   }
 
   async anchorOffer(req: AnchorOfferRequest): Promise<AnchorOfferResult> {
@@ -263,6 +287,8 @@ export class MsrpMediaPlane implements MediaPlane {
       now: this.now,
       ...(this.options.metrics ? { relayed: (sec: number) => this.options.metrics?.relayed(sec) } : {}),
     });
+    // client-initiated: the one client leg is the client's, under device key ""
+    if (!fromNetwork) session.assignClient("");
     this.anchored.set(key, {
       session,
       offerer,
@@ -309,27 +335,68 @@ export class MsrpMediaPlane implements MediaPlane {
     const recipientRole = connectionRole("actpass", toSender.peerSetup, true);
     const fromNetwork = a.offerer === "network";
     const { cf, client } = a.session;
-    const recipient = fromNetwork ? client : cf;
     const sender = fromNetwork ? cf : client;
-    recipient.learnPath(recipientPath);
-    if (recipientRole === "active") void recipient.connect((s) => this.outgoing.bind(s));
-    recipient.expectWithin(this.config.clientLegTimeoutMs);
+    if (fromNetwork) this.answerDevice(a, facts.deviceKey ?? "", recipientPath, recipientRole, true);
+    else {
+      cf.learnPath(recipientPath);
+      if (recipientRole === "active") void cf.connect((s) => this.outgoing.bind(s));
+      cf.expectWithin(this.config.clientLegTimeoutMs);
+    }
     if (!a.originated) {
       if (a.senderRole === "active") void sender.connect((s) => this.outgoing.bind(s));
       sender.expectWithin(this.config.clientLegTimeoutMs);
     }
     const clientRole = fromNetwork ? recipientRole : a.senderRole;
     const cfRole = fromNetwork ? a.senderRole : recipientRole;
-    if (fromNetwork) a.log.info("MSRP client leg answered", { clientRole, cfRole });
+    if (fromNetwork) a.log.info("MSRP client leg answered", { clientRole, cfRole, device: facts.deviceKey ?? "" });
     else a.log.info("MSRP CF leg answered", { offerer: a.offerer, clientRole, cfRole });
     return toSender.sdp;
+  }
+
+  /**
+   * BYE-B7: a further device's 2xx to the CF-initiated session `sessionKey`
+   * (`deviceKey`: that 2xx's To tag); see MediaPlane.addDevice. Throws
+   * CpmError CPM_ERR_MEDIA_NOT_ANCHORED, CPM_ERR_BAD_SDP.
+   */
+  addDevice(sessionKey: string, deviceKey: string, answerSdp: string): void {
+    const a = this.anchored.get(sessionKey);
+    if (a === undefined || a.offerer !== "network") throw new CpmError("CPM_ERR_MEDIA_NOT_ANCHORED", `session ${sessionKey}`);
+    if (a.session.device(deviceKey) !== undefined) return; // a retransmitted 2xx
+    let path: MsrpUri[];
+    let role: ConnectionRole;
+    try {
+      const answer = anchorSdp(
+        answerSdp,
+        { host: this.advertisedHost(), port: this.listenPort, sessionId: a.senderSessionId, tls: this.tls },
+        "answer",
+        a.senderPeerSetup,
+      );
+      path = compactPath(parseMsrpPath(answer.peerPath.join(" ")));
+      // We offered actpass to every device; each answer decides its own leg (RFC 6135 4.1).
+      role = connectionRole("actpass", answer.peerSetup, true);
+    } catch (err) {
+      if (err instanceof CpmError && err.code === "CPM_ERR_BAD_SDP") throw err;
+      throw new CpmError("CPM_ERR_BAD_SDP", err instanceof Error ? err.message : String(err), { cause: err });
+    }
+    this.answerDevice(a, deviceKey, path, role, false);
+    a.log.info("MSRP client leg of a further device answered", { device: deviceKey, clientRole: role });
+  }
+
+  /** BYE-B7: device `deviceKey` left (its BYE): its client leg is released, the others and the CF leg go on. Returns what was freed. */
+  releaseDevice(sessionKey: string, deviceKey: string): number {
+    const a = this.anchored.get(sessionKey);
+    if (a === undefined) return 0;
+    const freed = a.session.releaseDevice(deviceKey);
+    if (freed > 0) a.log.info("MSRP client leg of a device released", { device: deviceKey, freed });
+    return freed;
   }
 
   refuseClientMedia(sessionKey: string): void {
     const a = this.anchored.get(sessionKey);
     if (a === undefined) return;
-    // 8.3.2.3 2.b.iv / BYE-B6: what the client still sends after the BYE gets 481 and goes nowhere.
-    a.session.client.session.refuseIncoming(481);
+    // 8.3.2.3 2.b.iv / BYE-B6: what the clients still send after the BYE gets 481 and goes nowhere.
+    a.refused = true;
+    a.session.forEachClientLeg(refuse481);
     a.log.info("client media refused after BYE");
   }
 
@@ -372,7 +439,7 @@ export class MsrpMediaPlane implements MediaPlane {
    */
   clientLegGone(sessionKey: string): boolean {
     const a = this.anchored.get(sessionKey);
-    return a !== undefined && a.offerer === "network" && a.answered && a.session.client.state === "gone";
+    return a !== undefined && a.offerer === "network" && a.answered && a.session.clientState === "gone";
   }
 
   /**
@@ -462,6 +529,39 @@ export class MsrpMediaPlane implements MediaPlane {
   relayToCf(sessionKey: string, m: { contentType: string; body: Buffer; messageId: string }): Promise<number> {
     const a = this.anchored.get(sessionKey);
     return a === undefined ? Promise.resolve(481) : a.session.relayToCf(m);
+  }
+
+  /**
+   * A device's answer: its client leg learns the device's path and connects
+   * (PF active) or waits for the device (PF passive, in the listener's
+   * table), absent after clientLegTimeoutMs. The first client leg, made with
+   * the offer, waits for whoever connects first (RFC 6135 4.1: before any
+   * answer is known): it goes to the device whose answer names that sender,
+   * else to the one answered through anchorAnswer() (`first`); every other
+   * device gets a new leg with the same PF URI.
+   */
+  private answerDevice(a: Anchored, key: string, path: MsrpUri[], role: ConnectionRole, first: boolean): Leg {
+    const s = a.session;
+    const unassigned = s.unassignedClient;
+    const binder = unassigned?.session.boundSender;
+    const peer = path[path.length - 1];
+    let leg: Leg;
+    if (unassigned !== undefined && (first || (binder !== undefined && peer !== undefined && msrpUriEquals(binder, peer)))) {
+      s.assignClient(key);
+      unassigned.learnPath(path);
+      leg = unassigned;
+    } else {
+      const session = this.newSession(s.client.session.localUri, path, false);
+      // an active device names the PF URI the others name too: the table picks its session by From-Path
+      if (role === "passive") this.table.add(session, true);
+      const { chunkSize } = this.config;
+      leg = new Leg({ name: "client", device: key, session, pathKnown: true, chunkSize, resources: this.resources, log: a.log });
+      s.addDevice(key, leg);
+    }
+    if (role === "active") void leg.connect((x) => this.outgoing.bind(x));
+    leg.expectWithin(this.config.clientLegTimeoutMs);
+    if (a.refused) leg.session.refuseIncoming(481);
+    return leg;
   }
 
   private get(sessionKey: string): Anchored {

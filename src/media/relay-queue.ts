@@ -21,6 +21,8 @@ export interface RelayItem {
   receivedAt: Date;
   /** Answers the sender (once). */
   settle: (code: number) => void;
+  /** The leg a fan-out target (device-fanout.ts) sent it on, when it sent it on one only. */
+  via?: RelayTarget | undefined;
 }
 
 export interface RelayTarget {
@@ -31,8 +33,8 @@ export interface RelayTarget {
   send(item: RelayItem): Promise<number>;
   /** Whether the message goes out as one chunk (then it may be pipelined). */
   singleChunk(item: RelayItem): boolean;
-  /** The relay saw the leg break (code 481 / 408, or the connection went away). */
-  broken(reason: string): void;
+  /** The relay of `item` saw the leg break (code 481 / 408, or the connection went away). */
+  broken(reason: string, item: RelayItem): void;
 }
 
 export interface AbsentPath {
@@ -183,7 +185,7 @@ export class RelayQueue {
     void outcome.then((o) => {
       if (this.closed) return;
       if (o === BROKEN) {
-        this.options.target.broken("relay failed");
+        this.options.target.broken("relay failed", item);
         // Its fallback runs in order, from the task loop.
         this.tasks.push({ drain: true });
         this.kick();

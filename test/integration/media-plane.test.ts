@@ -830,7 +830,7 @@ test(
     assert.notEqual(offer.cfLeg.path, cfFacing, "one MSRP session per leg");
     await client.open(offer.cfLeg.path, "passive");
     await cf.open(cfFacing, "passive");
-    assert.deepEqual(plane.legs(session.sessionKey), { cf: "pending", client: "pending" });
+    assert.deepEqual(plane.legs(session.sessionKey), { cf: "pending", client: "pending", devices: [{ key: "", state: "pending" }] });
     const toClient = plane.anchorAnswer(session.sessionKey, cf.sdp("passive"), { focus: "sip:focus-1@cf.example.net" });
     assert.equal(sdpPath(toClient), offer.cfLeg.path);
     assert.equal(sdpSetup(toClient), "active");
