@@ -128,10 +128,10 @@ export class AnchoredSession {
     return leg.release();
   }
 
-  /** The client legs devices' answers took (the first one once assigned), by device key. */
+  /** The client legs devices' answers took (the first one once assigned), by device key; released ones are left out. */
   clientLegs(): { key: string; leg: Leg }[] {
     const out: { key: string; leg: Leg }[] = [];
-    if (this.clientKey !== undefined) out.push({ key: this.clientKey, leg: this.client });
+    if (this.clientKey !== undefined && !this.client.isReleased) out.push({ key: this.clientKey, leg: this.client });
     for (const [key, leg] of this.devices ?? []) out.push({ key, leg });
     return out;
   }

@@ -902,3 +902,263 @@ test(
     await waitFor(() => plane.stats().acceptedConnections === 0, 5000, 5, "no connection left");
   },
 );
+
+// ---- BYE-B7: the CF's INVITE forked to several devices of the served user -----------------------
+
+interface Device {
+  key: string;
+  setup: "active" | "passive";
+  /** How the device's 2xx reaches the plane: "first" = anchorAnswer (the 2xx forwarded to the CF), else addDevice. */
+  via: "first" | "further";
+}
+
+/**
+ * A CF-initiated session forked to `devices`: every device got the PF's one
+ * offer (same a=path, actpass); the answers reach the plane in the order given
+ * (anchorAnswer with facts.deviceKey for "first", addDevice for the others).
+ * Passive devices wait for the PF from before their answer, active ones
+ * connect after it. Returns once the CF leg and every device leg are up.
+ */
+async function forked(devices: Device[], config: Partial<MediaConfig> = {}) {
+  const base = await startPlane(config);
+  const cf = await peer();
+  const session = ref();
+  const offer = await base.plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+  await cf.open(offer.cfLeg.path, "passive");
+  const clientPath = sdpPath(offer.clientOfferSdp);
+  const peers = new Map<string, MsrpPeer>();
+  for (const d of devices) {
+    const p = await peer();
+    peers.set(d.key, p);
+    if (d.setup === "passive") await p.open(clientPath, "passive");
+    if (d.via === "first") base.plane.anchorAnswer(session.sessionKey, p.sdp(d.setup), { deviceKey: d.key });
+    else base.plane.addDevice(session.sessionKey, d.key, p.sdp(d.setup));
+    if (d.setup === "active") await p.open(clientPath, "active");
+  }
+  await cf.bound();
+  for (const p of peers.values()) await p.bound();
+  await waitFor(() => base.plane.legs(session.sessionKey)?.cf === "up", 5000, 5, "CF leg up");
+  await waitFor(
+    () => base.plane.legs(session.sessionKey)?.devices.filter((d) => d.state === "up").length === devices.length,
+    5000,
+    5,
+    "every device leg up",
+  );
+  const device = (key: string) => peers.get(key) as MsrpPeer;
+  return { ...base, cf, session, clientPath, offer, device };
+}
+
+/** Sends `bodies` from `from`: one after another, then a burst started in order without waiting; every SEND gets 200. */
+async function sendAll(from: MsrpPeer, bodies: string[]): Promise<void> {
+  const half = Math.floor(bodies.length / 2);
+  for (const b of bodies.slice(0, half)) assert.equal((await from.send(b, "message/cpim")).code, 200);
+  const burst = await Promise.all(bodies.slice(half).map((b) => from.send(b, "message/cpim")));
+  assert.deepEqual(
+    burst.map((r) => r.code),
+    burst.map(() => 200),
+  );
+}
+
+const texts = (messages: { body: Buffer }[]) => messages.map((m) => m.body.toString());
+
+test(
+  "BYE-B7 forked INVITE: two active devices connect to the same PF URI with their own From-Paths; each gets its own leg, both get the CF's messages in the CF's order, each device's messages reach the CF",
+  T,
+  async () => {
+    const { plane, cf, session, clientPath, device } = await forked([
+      { key: "tag-a", setup: "active", via: "first" },
+      { key: "tag-b", setup: "active", via: "further" },
+    ]);
+    const a = device("tag-a");
+    const b = device("tag-b");
+    assert.equal(a.session?.remotePath[0]?.sessionId, b.session?.remotePath[0]?.sessionId, "both name one PF session-id");
+    assert.equal(sdpPath(a.sdp("active")) !== sdpPath(b.sdp("active")), true);
+    assert.ok(clientPath.includes(a.session?.remotePath[0]?.sessionId ?? "?"));
+    assert.deepEqual(plane.legs(session.sessionKey), {
+      cf: "up",
+      client: "up",
+      devices: [
+        { key: "tag-a", state: "up" },
+        { key: "tag-b", state: "up" },
+      ],
+    });
+    // chunked ones only where sent one after another: a burst's order is that of its last chunks (RFC 4975 7.1.1)
+    const down = Array.from({ length: 40 }, (_, i) => wrapCpim(i < 20 && i % 5 === 3 ? `big ${i} ${"x".repeat(5000)}` : `down ${i}`));
+    await sendAll(cf, down);
+    assert.deepEqual(texts(await a.waitForMessages(down.length)), down);
+    assert.deepEqual(texts(await b.waitForMessages(down.length)), down);
+    assert.ok(
+      a.received.some((m) => m.chunks > 1),
+      "chunked messages too",
+    );
+    const fromA = wrapCpim("from device a");
+    const fromB = wrapCpim("from device b");
+    assert.equal((await a.send(fromA, "message/cpim")).code, 200);
+    assert.equal((await b.send(fromB, "message/cpim")).code, 200);
+    assert.deepEqual(texts(await cf.waitForMessages(2)), [fromA, fromB]);
+    assert.equal(a.received.length, down.length, "a device does not get the other device's messages");
+    assert.equal(b.received.length, down.length);
+    assert.equal(plane.stats().queued, 0);
+  },
+);
+
+test("BYE-B7 forked INVITE: a passive device next to an active one: the PF connects to the passive device's a=path", T, async () => {
+  const { cf, device, plane, session } = await forked([
+    { key: "tag-a", setup: "active", via: "first" },
+    { key: "tag-b", setup: "passive", via: "further" },
+    { key: "tag-c", setup: "active", via: "further" },
+  ]);
+  assert.deepEqual(
+    plane.legs(session.sessionKey)?.devices.map((d) => d.key),
+    ["tag-a", "tag-b", "tag-c"],
+  );
+  const down = Array.from({ length: 10 }, (_, i) => wrapCpim(`down ${i}`));
+  await sendAll(cf, down);
+  for (const key of ["tag-a", "tag-b", "tag-c"]) assert.deepEqual(texts(await device(key).waitForMessages(down.length)), down, key);
+  const up = wrapCpim("from the passive device");
+  assert.equal((await device("tag-b").send(up, "message/cpim")).code, 200);
+  assert.deepEqual(texts(await cf.waitForMessages(1)), [up]);
+});
+
+test(
+  "BYE-B7 forked INVITE: addDevice before anchorAnswer (the two reports race), a retransmitted 2xx changes nothing, a device that connected before its 2xx reached the PF keeps its connection",
+  T,
+  async () => {
+    const { plane, resources } = await startPlane();
+    const cf = await peer();
+    const session = ref();
+    const offer = await plane.anchorOffer({ session, offerSdp: cf.sdp("actpass"), allowOfflineStorage: false });
+    await cf.open(offer.cfLeg.path, "passive");
+    const clientPath = sdpPath(offer.clientOfferSdp);
+    const a = await peer();
+    const b = await peer();
+    const c = await peer();
+    // device c connects (a=setup:active) before any 2xx reached the PF, then its 2xx comes as a further one
+    await c.open(clientPath, "active");
+    plane.addDevice(session.sessionKey, "tag-c", c.sdp("active"));
+    // device b's 2xx reaches the plane before the first device's, and twice
+    plane.addDevice(session.sessionKey, "tag-b", b.sdp("active"));
+    plane.addDevice(session.sessionKey, "tag-b", b.sdp("active"));
+    await b.open(clientPath, "active");
+    const sessionsBefore = resources.snapshot().sessions;
+    plane.addDevice(session.sessionKey, "tag-b", b.sdp("passive"));
+    assert.equal(resources.snapshot().sessions, sessionsBefore, "a retransmitted 2xx makes no leg");
+    // the first device's 2xx, then its retransmission
+    const cfAnswer = plane.anchorAnswer(session.sessionKey, a.sdp("active"), { deviceKey: "tag-a" });
+    assert.equal(plane.anchorAnswer(session.sessionKey, a.sdp("active"), { deviceKey: "tag-a" }), cfAnswer);
+    await a.open(clientPath, "active");
+    await cf.bound();
+    await waitFor(
+      () => plane.legs(session.sessionKey)?.devices.filter((d) => d.state === "up").length === 3,
+      5000,
+      5,
+      "three device legs up",
+    );
+    assert.deepEqual(
+      plane
+        .legs(session.sessionKey)
+        ?.devices.map((d) => d.key)
+        .sort(),
+      ["tag-a", "tag-b", "tag-c"],
+    );
+    assert.equal(resources.refusals.foreignSenders, 0);
+    const down = [1, 2, 3].map((i) => wrapCpim(`down ${i}`));
+    await sendAll(cf, down);
+    for (const d of [a, b, c]) assert.deepEqual(texts(await d.waitForMessages(3)), down);
+    const up = [a, b, c].map((_, i) => wrapCpim(`up ${i}`));
+    for (const [i, d] of [a, b, c].entries()) assert.equal((await d.send(up[i] as string, "message/cpim")).code, 200);
+    assert.deepEqual(texts(await cf.waitForMessages(3)), up);
+  },
+);
+
+test(
+  "BYE-B7 forked INVITE: releaseDevice of one device keeps the other flowing; clientLegGone only once every device leg is gone; then the CF's messages are deferred",
+  T,
+  async () => {
+    const { plane, cf, session, sink, device, resources } = await forked([
+      { key: "tag-a", setup: "active", via: "first" },
+      { key: "tag-b", setup: "passive", via: "further" },
+    ]);
+    const a = device("tag-a");
+    const b = device("tag-b");
+    const sessionsBefore = resources.snapshot().sessions;
+    assert.ok(plane.releaseDevice(session.sessionKey, "tag-b") >= 2, "its session and its connection");
+    assert.equal(plane.releaseDevice(session.sessionKey, "tag-b"), 0, "released once");
+    assert.equal(plane.releaseDevice(session.sessionKey, "tag-unknown"), 0);
+    assert.equal(plane.releaseDevice("no-such-session", "tag-a"), 0);
+    assert.equal(resources.snapshot().sessions, sessionsBefore - 1);
+    assert.deepEqual(plane.legs(session.sessionKey)?.devices, [{ key: "tag-a", state: "up" }], "a released device is no longer listed");
+    assert.equal(plane.clientLegGone(session.sessionKey), false);
+    const down = [1, 2, 3].map((i) => wrapCpim(`after b left ${i}`));
+    await sendAll(cf, down);
+    assert.deepEqual(texts(await a.waitForMessages(3)), down);
+    const up = wrapCpim("a is still here");
+    assert.equal((await a.send(up, "message/cpim")).code, 200);
+    assert.deepEqual(texts(await cf.waitForMessages(1)), [up]);
+    assert.equal(b.received.length, 0);
+    assert.equal(sink.items.length, 0, "nothing deferred while a device leg is up");
+    // the other device goes away too (its connection drops)
+    a.dropConnections();
+    await waitFor(() => plane.clientLegGone(session.sessionKey), 5000, 5, "every device leg gone");
+    assert.equal(plane.legs(session.sessionKey)?.client, "gone");
+    const kept = wrapCpim("kept for later");
+    assert.equal((await cf.send(kept, "message/cpim")).code, 200);
+    assert.deepEqual(
+      sink.items.map((i) => Buffer.from(i.body).toString()),
+      [kept],
+    );
+    assert.ok(plane.release(session.sessionKey) > 0);
+    await waitFor(() => resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
+    assert.deepEqual(resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+  },
+);
+
+test(
+  "BYE-B7 forked INVITE: a connection with a From-Path no device answered with is refused 403 as before, and reaches no device and not the CF",
+  T,
+  async () => {
+    const { plane, cf, clientPath, device, resources } = await forked([
+      { key: "tag-a", setup: "active", via: "first" },
+      { key: "tag-b", setup: "active", via: "further" },
+    ]);
+    const { raw, send } = await rawSender(plane.address.port);
+    assert.equal((await send(clientPath, foreignPath(), "from a third party")).code, 403);
+    await raw.closed;
+    assert.equal(resources.refusals.foreignSenders, 1);
+    // a device's own path on a second connection: its session is bound elsewhere (RFC 4975 10)
+    const second = await rawSender(plane.address.port);
+    assert.equal((await second.send(clientPath, device("tag-b").path)).code, 506);
+    const down = wrapCpim("to both");
+    assert.equal((await cf.send(down, "message/cpim")).code, 200);
+    assert.deepEqual(texts(await device("tag-a").waitForMessages(1)), [down]);
+    assert.deepEqual(texts(await device("tag-b").waitForMessages(1)), [down]);
+    assert.equal(cf.received.length, 0);
+    assert.equal(raw.requests.length, 0);
+  },
+);
+
+test(
+  "BYE-B7 forked INVITE: refuseClientMedia refuses every device (481), release frees every device leg; addDevice refuses unknown and client-initiated sessions and unusable SDP",
+  T,
+  async () => {
+    const { plane, cf, session, device, resources } = await forked([
+      { key: "tag-a", setup: "active", via: "first" },
+      { key: "tag-b", setup: "passive", via: "further" },
+    ]);
+    assert.throws(() => plane.addDevice("no-such-session", "tag-x", device("tag-a").sdp("active")), { code: "CPM_ERR_MEDIA_NOT_ANCHORED" });
+    assert.throws(() => plane.addDevice(session.sessionKey, "tag-x", "v=0\r\n"), { code: "CPM_ERR_BAD_SDP" });
+    assert.throws(() => plane.addDevice(session.sessionKey, "tag-x", device("tag-a").sdp("holdconn")), { code: "CPM_ERR_BAD_SDP" });
+    const clientInitiated = ref();
+    const c = await peer();
+    await plane.anchorOffer({ session: clientInitiated, offerSdp: c.sdp("actpass"), offerer: "client", allowOfflineStorage: false });
+    assert.throws(() => plane.addDevice(clientInitiated.sessionKey, "tag-x", cf.sdp("active")), { code: "CPM_ERR_MEDIA_NOT_ANCHORED" });
+    assert.equal(plane.release(clientInitiated.sessionKey) > 0, true);
+
+    plane.refuseClientMedia(session.sessionKey);
+    for (const key of ["tag-a", "tag-b"]) assert.equal((await device(key).send(wrapCpim(`late ${key}`), "message/cpim")).code, 481, key);
+    assert.equal(cf.received.length, 0);
+    assert.ok(plane.release(session.sessionKey) > 0);
+    await waitFor(() => resources.snapshot().openSockets === 0, 5000, 5, "PF sockets closed");
+    assert.deepEqual(resources.snapshot(), { openSockets: 0, sessions: 0, timers: 0, bufferedBytes: 0 });
+  },
+);
