@@ -15,6 +15,9 @@
 import { type LegState, legBroken } from "./relay-policy.js";
 import type { RelayItem, RelayTarget } from "./relay-queue.js";
 
+/** No further devices: one shared empty list, so the one-device path allocates nothing per message. */
+const NONE: readonly RelayTarget[] = [];
+
 /** Of the codes of one message on several legs: the first 2xx, else a refusal of the message, else a broken leg's. */
 function bestCode(codes: readonly number[]): number {
   let best: number | undefined;
@@ -62,7 +65,7 @@ export class DeviceFanout implements RelayTarget {
   get state(): LegState {
     if (this.joined?.state === "up" || this.first.state === "up") return "up";
     let pending = this.first.state === "pending";
-    for (const l of this.more ?? []) {
+    for (const l of this.more ?? NONE) {
       const s = l.state;
       if (s === "up") return "up";
       if (s === "pending") pending = true;
@@ -80,7 +83,7 @@ export class DeviceFanout implements RelayTarget {
       if (!first) return;
       if (this.joined !== undefined) this.watch(this.joined);
       this.watch(this.first);
-      for (const l of this.more ?? []) this.watch(l);
+      for (const l of this.more ?? NONE) this.watch(l);
     });
   }
 
@@ -95,7 +98,7 @@ export class DeviceFanout implements RelayTarget {
       only = this.first;
       up++;
     }
-    for (const l of this.more ?? []) {
+    for (const l of this.more ?? NONE) {
       if (l.state !== "up") continue;
       only = l;
       up++;
@@ -139,7 +142,7 @@ export class DeviceFanout implements RelayTarget {
     };
     if (this.joined?.state === "up") each(this.joined);
     if (this.first.state === "up") each(this.first);
-    for (const l of this.more ?? []) if (l.state === "up") each(l);
+    for (const l of this.more ?? NONE) if (l.state === "up") each(l);
     return Promise.all(sends).then(bestCode);
   }
 
