@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { type Config, loadConfig, sipTrustedSources } from "./config/config.js";
 import { ConferenceSubscriptions } from "./delivery/conference-subscriptions.js";
+import { DeviceDialogs } from "./delivery/device-dialogs.js";
 import { GroupDialogs } from "./delivery/group-dialog.js";
 import { DeliveryService } from "./delivery/service.js";
 import { SessionRefresh } from "./delivery/session-refresh.js";
@@ -86,6 +87,7 @@ async function main(): Promise<void> {
   let delivery: DeliveryService | undefined;
   let subscriptions: ConferenceSubscriptions | undefined;
   let refresh: SessionRefresh | undefined;
+  let devices: DeviceDialogs | undefined;
   if (cfg.delivery.deferredMsgMgmtUri && !msrp) {
     log.warn("deferred delivery off: it needs media.enabled=true", { key: "delivery.deferredMsgMgmtUri" });
   } else if (cfg.delivery.deferredMsgMgmtUri && msrp) {
@@ -123,11 +125,20 @@ async function main(): Promise<void> {
       uaUri: `sip:${uaHost}:${ua.address.port}`,
       log: componentLogger("delivery", root),
     });
+    // BYE-B7: the further devices of a forked INVITE, whose dialogs the UA holds
+    devices = new DeviceDialogs({
+      ua,
+      sessions,
+      media: msrp,
+      byeTimeoutMs: cfg.pf.deviceByeTimeoutMs,
+      log: componentLogger("delivery", root),
+    });
     delivery = new DeliveryService({
       policy: { ...cfg.delivery, groupSessionDataManagement: cfg.pf.groupSessionDataManagement },
       servedUser: cfg.pf.servedUser,
       ua,
       refresh,
+      devices,
       openLeg: async (sessionKey, originalSdp) => {
         const { endpoint, offerSdp } = await DeliveryEndpoint.create({ sessionKey, originalSdp, msrp: share });
         return { leg: endpoint, offerSdp };
@@ -172,6 +183,7 @@ async function main(): Promise<void> {
     descriptors: new SessionDescriptors(cfg.store, store, componentLogger("store", root)),
     ...(subscriptions ? { lifecycleListener: subscriptions.onLifecycle.bind(subscriptions) } : {}),
     ...(refresh ? { refreshes: refresh } : {}),
+    ...(devices ? { devices } : {}),
   });
   pfRef = pf;
   // stop() is defined below; the admin Drain RPC calls it like SIGTERM

@@ -34,6 +34,8 @@ $var(...) set by handle_bye():
   cpm_pf_report        1 when the sidecar waits for ReportByeOutcome (recording,
                        media to release); 0: send none
   cpm_pf_session       session key to echo in ReportByeOutcome
+  cpm_pf_relay_to_ua   1 when the BYE goes to the PF's SIP UA (CPM_PF_UA_ADDRESS):
+                       the UA holds further devices' dialogs (BYE-B7)
   cpm_pf_gso           GSO storage state: not_required | stored | spooled | unspecified
   cpm_pf_gso_folder    IMAP folder of the GSO
   cpm_pf_notes         notes from the sidecar, "; "-joined
@@ -169,7 +171,7 @@ def _seti(name, value):
     KSR.pv.seti("$var(" + name + ")", int(value))
 
 
-def _set_bye_vars(ok, mode, side, cause, reason_cause, reason, wait, report, session, gso, gso_folder, notes, error):
+def _set_bye_vars(ok, mode, side, cause, reason_cause, reason, wait, report, session, gso, gso_folder, notes, error, relay_to_ua=0):
     _sets("cpm_pf_mode", mode)
     _sets("cpm_pf_side", side)
     _sets("cpm_pf_cause", cause)
@@ -178,6 +180,7 @@ def _set_bye_vars(ok, mode, side, cause, reason_cause, reason, wait, report, ses
     _seti("cpm_pf_wait", wait)
     _seti("cpm_pf_report", report)
     _sets("cpm_pf_session", session)
+    _seti("cpm_pf_relay_to_ua", relay_to_ua)
     _sets("cpm_pf_gso", gso)
     _sets("cpm_pf_gso_folder", gso_folder)
     _sets("cpm_pf_notes", notes)
@@ -735,6 +738,7 @@ class CpmPfBridge:
             resp.gso.folder,
             "; ".join(resp.notes),
             "",
+            1 if resp.relay_to_ua else 0,
         )
         return 1
 
@@ -914,16 +918,19 @@ class CpmPfBridge:
         return 1
 
     def report_media_answer(self, msg, args=None):
-        """args: "<session key>|<base64 of the 2xx>|<source ip:port>|<transport>"."""
+        """args: "<session key>|<base64 of the 2xx>|<source ip:port>|<transport>[|forked]";
+        "forked": a further device's 2xx that Kamailio did not forward (BYE-B7)."""
         _seti("cpm_pf_ok", 0)
         _sets("cpm_pf_error", "")
         raw = b""
         try:
-            session_key, b64, source, transport = (args or "").split("|", 3)
+            session_key, b64, source, rest = (args or "").split("|", 3)
+            transport, _, flag = rest.partition("|")
             raw = base64.b64decode(b64)
             request = pb.ReportMediaAnswerRequest(
                 session_key=session_key,
-                answer=_envelope(raw=raw, source=source, transport=transport))
+                answer=_envelope(raw=raw, source=source, transport=transport),
+                forked=flag == "forked")
         except Exception as err:
             _sets("cpm_pf_error", _describe(err))
             _log_fail("ReportMediaAnswer", _describe(err), 0, "data=" + str(args)[:80])

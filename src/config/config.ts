@@ -65,6 +65,13 @@ export interface Config {
      */
     byeOutcomeTimeoutMs: number;
     /**
+     * BYE-B7: how long (ms) the served user's devices of a forked INVITE
+     * have to answer the network's BYE that the PF's UA sends on to each,
+     * before the UA answers the BYE's sender 200 OK anyway (BYE-B9). Below
+     * Kamailio's CPM_PF_BYE_CLIENT_TIMEOUT_MS. Default 4000.
+     */
+    deviceByeTimeoutMs: number;
+    /**
      * SIGTERM drain: how long (ms) the running deferred deliveries may take to
      * finish, and then the spool to reach the store, before the sidecar exits
      * (what is left stays queued / spooled). Keep it under the service
@@ -324,6 +331,7 @@ export const defaults: Config = {
     servedUser: "",
     allowOfflineStorage: false,
     byeOutcomeTimeoutMs: 40_000,
+    deviceByeTimeoutMs: 4_000,
     drainTimeoutMs: 10_000,
   },
   store: {
@@ -419,6 +427,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     servedUser: "string",
     allowOfflineStorage: "bool",
     byeOutcomeTimeoutMs: "posint",
+    deviceByeTimeoutMs: "posint",
     drainTimeoutMs: "posint",
   },
   store: {

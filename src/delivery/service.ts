@@ -151,6 +151,8 @@ export interface DeliveryServiceDeps {
   subscriptions?: { onNotify(req: SipMessage, reply: (status: number, reason: string) => void): void };
   /** The CF's session refreshes for an absent client (src/delivery/session-refresh.ts); absent: answered 481. */
   refresh?: Pick<SessionRefresh, "onReinvite" | "onUpdate" | "takesBye">;
+  /** BYE-B7: the BYEs of dialogs with further devices of a forked INVITE (src/delivery/device-dialogs.ts). */
+  devices?: { onBye(req: SipMessage, reply: (status: number, reason: string) => void): boolean };
   /** 8.3.2.3: a BYE the CF sent on a group session dialog the PF's UA set up (a re-start): decided and acted on as Kamailio's are. */
   networkBye?: (raw: Uint8Array) => Promise<void>;
   /** DD-1 per device: a device of the served user registered or re-joined while the group session had data pending (a member of its queue). */
@@ -834,6 +836,7 @@ export class DeliveryService implements RegistrationHandler {
       this.deps.refresh.onUpdate(req, reply);
       return;
     }
+    if (!m && req.method === "BYE" && this.deps.devices?.onBye(req, reply)) return;
     if (!m && req.method === "BYE" && this.deps.refresh?.takesBye(header(req, "call-id") ?? "")) {
       // the CF's BYE on a dialog whose refreshes the PF answered, HandleBye already decided on the way
       reply(200, "OK");

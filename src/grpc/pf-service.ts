@@ -97,6 +97,7 @@ async function handleBye(pf: ParticipatingFunction, metrics: Metrics, req: Handl
     clientReason: r.clientReason,
     waitForClients: true,
     reportOutcome: r.reportOutcome,
+    relayToUa: r.relayToUa,
     sessionKey: r.sessionKey,
     notes: r.notes,
     gso:
@@ -216,7 +217,7 @@ export function participatingFunctionHandlers(
       });
     }),
     reportMediaAnswer: u("ReportMediaAnswer", async (req: ReportMediaAnswerRequest) => {
-      const anchored = await pf.mediaAnswer(req.sessionKey, envelope(req.answer));
+      const anchored = await pf.mediaAnswer(req.sessionKey, envelope(req.answer), { forked: req.forked });
       return create(ReportMediaAnswerResponseSchema, { anchored });
     }),
     reportInviteOutcome: u("ReportInviteOutcome", async (req: ReportInviteOutcomeRequest) => {

@@ -7,11 +7,13 @@ import type { Logger } from "../log/logger.js";
 import type { MediaLeg, MediaPlane, Offerer } from "../media/media-plane.js";
 import type { GroupSessionRef } from "../media/ports.js";
 import { CALL_COMPLETED } from "../procedures/delivery-session.js";
+import { deviceBye, forkedAnswer } from "../procedures/forked-devices.js";
 import { type ByeAction, type ByeDecision, type ByeIdentity, chooseMode, handleBye } from "../procedures/handle-bye.js";
 import { type LifecycleEvent, stepLifecycle } from "../procedures/lifecycle.js";
 import { foldConferenceInfo } from "../session/conference.js";
 import {
   dialogOf,
+  type ForkedDevice,
   type GroupSession,
   isGroupActive,
   type Lifecycle,
@@ -57,6 +59,8 @@ export interface ByeResult extends ByeDecision {
   gso: GsoOutcome;
   /** Kamailio reports the clients' answer (ReportByeOutcome): what 2.d/2.f do waits for it. */
   reportOutcome: boolean;
+  /** BYE-B7: Kamailio relays the BYE to the PF's UA, which holds further devices' dialogs (DeviceDialogs). */
+  relayToUa: boolean;
 }
 
 export interface Envelope {
@@ -94,6 +98,15 @@ export interface PfOptions {
   refreshes?: { answers(msg: SipMessage): boolean };
   /** Told of every lifecycle transition once it is written (the PF's own conference subscription follows them); must not throw. */
   lifecycleListener?: LifecycleListener;
+  /** BYE-B7: the SIP UA's side of a forked INVITE's further devices (src/delivery/device-dialogs.ts); absent: their 2xx is an error. */
+  devices?: ForkExecutor;
+}
+
+/** Executes the forked-devices procedure's actions (src/procedures/forked-devices.ts) with the SIP UA and the media plane. */
+export interface ForkExecutor {
+  /** ackDevice / byeDevice on the dialog `callId` of `session`. */
+  ack(session: GroupSession, callId: string, device: ForkedDevice): void;
+  bye(session: GroupSession, callId: string, device: ForkedDevice, reason: string): void;
 }
 
 /** A record's lifecycle moved (`record`: the record after the event). */
@@ -151,6 +164,23 @@ function sdpOf(msg: SipMessage, what: string): string {
   const sdp = parts.find((p) => p.contentType === SDP);
   if (!sdp) throw new CpmError("CPM_ERR_BAD_SDP", `${what} carries no application/sdp`);
   return sdp.body.toString("utf8");
+}
+
+/** A further device's 2xx as the record keeps it (its tag, Contact, instance, route). */
+function forkedDeviceOf(msg: SipMessage): ForkedDevice {
+  const clientTag = tagOf(header(msg, "to"));
+  if (!clientTag) throw new CpmError("CPM_ERR_BAD_SIP", "2xx without a To tag");
+  let clientTarget: string;
+  try {
+    clientTarget = parseNameAddr(header(msg, "contact") ?? "").uri;
+  } catch (err) {
+    throw new CpmError("CPM_ERR_BAD_HEADER", "2xx Contact is malformed", { cause: err });
+  }
+  return { clientTag, clientTarget, clientInstance: contactInstance(msg), routeSet: headerValues(msg, "record-route"), state: "confirmed" };
+}
+
+function asReason(err: unknown): string {
+  return err instanceof CpmError ? err.detail : String(err);
 }
 
 export class ParticipatingFunction {
@@ -213,13 +243,25 @@ export class ParticipatingFunction {
       const fields = { callId, conversationId: session?.conversationId, contributionId: session?.contributionId };
       for (const note of decision.notes) this.log.warn(note, fields);
 
+      // BYE-B7: a dialog with further devices of a forked INVITE; one device's BYE ends only its own part while others stay
+      const dialog = session ? dialogOf(session, callId) : undefined;
+      const devices = session && dialog ? deviceBye(session, dialog, decision.side, fromTag) : undefined;
+      const oneDeviceLeft = devices?.leaving !== undefined && !devices.last;
+      if (devices && devices.record !== session) {
+        this.log.info("a device of the served user left the group session (BYE-B7)", {
+          ...fields,
+          device: devices.leaving,
+          last: devices.last,
+        });
+      }
       // The record outlives the dialog: the BYE moves its lifecycle, durably, before the answer.
-      if (session) {
+      if (session && oneDeviceLeft) await this.sessions.put(devices.record);
+      else if (session) {
         const ev: LifecycleEvent =
           decision.side === "network"
             ? { type: "networkBye", callId, cause: decision.cause, reasonCause: decision.reasonCause }
             : { type: "clientBye", callId };
-        const after = await this.applyLifecycle(session, ev, now.getTime());
+        const after = await this.applyLifecycle(devices?.record ?? session, ev, now.getTime());
         // BYE-B7: a delivery session joined with the group is one more dialog of the user's (proxy: the CF's Reason as received)
         const reason = decision.clientReason || headerValues(msg, "reason").join(", ") || CALL_COMPLETED;
         if (after && decision.side === "network") this.opts.registrations?.groupEnded?.(after, reason);
@@ -243,9 +285,12 @@ export class ParticipatingFunction {
       // 2.d records and 2.f releases once the clients answered: a B2BUA BYE of
       // a known session, or one whose dialog holds media (a proxy-mode or
       // client-side BYE of an anchored session)
-      const reportOutcome = session !== undefined && (decision.mode === "b2bua" || this.media.holds(callId));
+      // (one device's BYE to the UA: the UA releases that device's leg, and the rest after its BYE to the focus when it was the last)
+      const relayToUa = devices?.relayToUa === true;
+      const byDevice = relayToUa && decision.side === "client";
+      const reportOutcome = session !== undefined && !byDevice && (decision.mode === "b2bua" || this.media.holds(callId));
       if (reportOutcome) this.expectOutcome(callId);
-      return { ...decision, sessionKey: callId, gso, reportOutcome };
+      return { ...decision, sessionKey: callId, gso, reportOutcome, relayToUa };
     });
   }
 
@@ -640,13 +685,14 @@ export class ParticipatingFunction {
    * and CF tag the 2xx also reveals: folded into the session here, so that
    * HandleBye knows the CF's BYE whichever report arrives first).
    */
-  async mediaAnswer(sessionKey: string, env: Envelope, now = Date.now()): Promise<boolean> {
+  async mediaAnswer(sessionKey: string, env: Envelope, opts: { forked?: boolean } = {}, now = Date.now()): Promise<boolean> {
     if (this.opts.anchorMedia !== true) throw new CpmError("CPM_ERR_MEDIA_DISABLED", "ReportMediaAnswer with media.enabled=false");
     const msg = parseSipMessage(env.raw);
     if (msg.kind !== "response" || msg.statusCode < 200 || msg.statusCode >= 300) {
       throw new CpmError("CPM_ERR_BAD_REQUEST", "ReportMediaAnswer needs a 2xx response");
     }
     const key = sessionKey || (header(msg, "call-id") ?? "");
+    if (opts.forked) return this.forkedAnswer(key, msg);
     const session = await this.serial.run(this.serialKey(key), async () => {
       const current = this.sessions.get(key);
       if (!current) return undefined;
@@ -657,13 +703,62 @@ export class ParticipatingFunction {
       return folded.session;
     });
     const focus = session?.focusUri;
-    this.media.anchorAnswer(key, sdpOf(msg, "2xx answer"), focus ? { focus } : {});
+    // the first device's To tag names its leg (BYE-B7: further devices get their own, forkedAnswer)
+    const deviceKey = tagOf(header(msg, "to")) ?? "";
+    this.media.anchorAnswer(key, sdpOf(msg, "2xx answer"), focus ? { focus, deviceKey } : { deviceKey });
     this.log.info("media answer anchored", {
       callId: key,
       conversationId: session?.conversationId,
       contributionId: session?.contributionId,
     });
     return true;
+  }
+
+  /**
+   * BYE-B7: a further device's 2xx to the forked INVITE `sessionKey`, which
+   * Kamailio kept from the CF: the device joins the record's dialog, the
+   * UA ACKs it and the media plane gives it a client leg of its own.
+   */
+  private async forkedAnswer(sessionKey: string, msg: SipMessage): Promise<boolean> {
+    const device = forkedDeviceOf(msg);
+    const result = await this.serial.run(this.serialKey(sessionKey), async () => {
+      const session = this.sessions.get(sessionKey);
+      if (!session) throw new CpmError("CPM_ERR_NOT_FOUND", `no group session for ${sessionKey}`);
+      const step = forkedAnswer(session, sessionKey, device);
+      if (step.record !== session) await this.sessions.put(step.record);
+      return { ...step, session };
+    });
+    const fields = { callId: sessionKey, conversationId: result.session.conversationId, contributionId: result.session.contributionId };
+    for (const note of result.notes) this.log.warn(note, { ...fields, device: device.clientTag });
+    for (const action of result.actions) {
+      switch (action.kind) {
+        case "ackDevice":
+          if (this.opts.devices) this.opts.devices.ack(result.record, sessionKey, action.device);
+          else this.unexecuted(action.kind);
+          break;
+        case "byeDevice":
+          if (this.opts.devices) this.opts.devices.bye(result.record, sessionKey, action.device, action.reason);
+          else this.unexecuted(action.kind);
+          break;
+        case "anchorDevice":
+          try {
+            this.media.addDevice(sessionKey, action.device.clientTag, sdpOf(msg, "further device's 2xx"));
+          } catch (err) {
+            // its dialog stands (ACKed), without media: it ends when the group session does
+            this.log.warn("further device's media not anchored", { ...fields, device: action.device.clientTag, reason: asReason(err) });
+            break;
+          }
+          this.log.info("further device of the served user anchored (BYE-B7)", {
+            ...fields,
+            device: action.device.clientTag,
+            instance: action.device.clientInstance || undefined,
+          });
+          break;
+        default:
+          this.unexecuted((action as { kind: string }).kind);
+      }
+    }
+    return result.actions.some((a) => a.kind === "anchorDevice");
   }
 
   /** An anchored INVITE got no session (non-2xx final answer, CANCEL, timeout): release what AnchorMedia allocated. */

@@ -27,6 +27,23 @@ export interface SeenDevice {
   at: number;
 }
 
+/**
+ * BYE-B7: a further device of the served user that answered the CF's forked
+ * INVITE too. Kamailio gave the CF only the first device's 2xx; the PF's UA
+ * ACKed this one and holds its dialog (same Call-ID and CF tag, this To tag).
+ */
+export interface ForkedDevice {
+  /** Its To tag. */
+  clientTag: string;
+  /** Its Contact URI: the target of the UA's requests towards it. */
+  clientTarget: string;
+  /** +sip.instance of that Contact, when given. */
+  clientInstance: string;
+  /** Record-Route of its 2xx, in order. */
+  routeSet: string[];
+  state: "confirmed" | "terminated";
+}
+
 /** One SIP dialog of the group session, as the PF (record-routing it) saw it. */
 export interface SessionDialog {
   callId: string;
@@ -47,6 +64,21 @@ export interface SessionDialog {
   /** The client's Contact URI (its 2xx, or its INVITE): the target of the PF's requests towards it. */
   clientTarget?: string;
   state: "early" | "confirmed" | "terminated";
+  /** BYE-B7: the further devices of a forked INVITE, whose dialogs the PF's UA holds. Absent: none. */
+  forks?: ForkedDevice[];
+  /** BYE-B7: the first device (clientTag) left while further devices stayed; the CF's dialog goes on for them. */
+  clientLeft?: boolean;
+}
+
+/** BYE-B7: the served user's devices still in `dialog` (the first one unless it left, and the further ones), by To tag. */
+export function devicesIn(dialog: SessionDialog): string[] {
+  const forks = (dialog.forks ?? []).filter((f) => f.state === "confirmed").map((f) => f.clientTag);
+  return dialog.clientLeft || !dialog.clientTag ? forks : [dialog.clientTag, ...forks];
+}
+
+/** BYE-B7: whether the PF's UA holds dialogs of further devices in `dialog` (its BYEs go to the UA). */
+export function holdsForks(dialog: SessionDialog | undefined): boolean {
+  return dialog?.forks?.some((f) => f.state === "confirmed") === true;
 }
 
 export interface GroupSession {

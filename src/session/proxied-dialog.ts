@@ -47,9 +47,15 @@ export function routeBeyondPf(recordRoute: readonly string[], towards: "caller" 
   return towards === "caller" ? entries.slice(last + 1) : entries.slice(0, first).reverse();
 }
 
-/** The served user's side speaking to the focus on `dialog` (DD-8 ii). Throws CpmError when the dialog is not confirmed or lacks what a request needs. */
-export function towardsFocus(session: GroupSession, dialog: SessionDialog): ProxiedDialog {
-  if (dialog.state !== "confirmed") throw new CpmError("CPM_ERR_NOT_FOUND", `dialog ${dialog.callId} is ${dialog.state}`);
+/**
+ * The served user's side speaking to the focus on `dialog` (DD-8 ii).
+ * Throws CpmError when the dialog is not confirmed (`ending`: the record
+ * already has it ended, by the BYE this request is) or lacks what a request needs.
+ */
+export function towardsFocus(session: GroupSession, dialog: SessionDialog, opts: { ending?: boolean } = {}): ProxiedDialog {
+  if (dialog.state !== "confirmed" && !(opts.ending && dialog.state === "terminated")) {
+    throw new CpmError("CPM_ERR_NOT_FOUND", `dialog ${dialog.callId} is ${dialog.state}`);
+  }
   if (!dialog.cfTag || !dialog.clientTag || !dialog.remoteTarget) {
     throw new CpmError("CPM_ERR_BAD_SIP", `dialog ${dialog.callId}: tags or the focus's Contact unknown`);
   }
@@ -68,14 +74,29 @@ export function towardsFocus(session: GroupSession, dialog: SessionDialog): Prox
 /** The focus's side speaking to the served user's client on `dialog`; undefined when the client's Contact is unknown (an older record). */
 export function towardsClient(session: GroupSession, dialog: SessionDialog): ProxiedDialog | undefined {
   if (dialog.state !== "confirmed" || !dialog.clientTarget || !dialog.cfTag || !dialog.clientTag) return undefined;
+  return towardsDevice(session, dialog, dialog.clientTag);
+}
+
+/**
+ * BYE-B7: the focus's side speaking to one device of the served user in
+ * `dialog`, by its To tag: the first device (the CF's dialog), or a further
+ * one of a forked INVITE (the UA's dialog, its own 2xx's route), whatever the
+ * record's state of the dialog. Undefined for a tag of no device or with no
+ * Contact known.
+ */
+export function towardsDevice(session: GroupSession, dialog: SessionDialog, clientTag: string): ProxiedDialog | undefined {
+  const fork = dialog.forks?.find((f) => f.clientTag === clientTag);
+  const target = fork ? fork.clientTarget : clientTag === dialog.clientTag ? dialog.clientTarget : undefined;
+  if (!target || !dialog.cfTag || !clientTag) return undefined;
+  const towards = (dialog.initiator ?? "cf") === "cf" ? "callee" : "caller";
   return {
     callId: dialog.callId,
     localTag: dialog.cfTag,
-    remoteTag: dialog.clientTag,
+    remoteTag: clientTag,
     localUri: `<${session.focusUri || dialog.remoteTarget}>`,
     remoteUri: `<${session.servedUser}>`,
-    remoteTarget: dialog.clientTarget,
-    routeSet: routeBeyondPf(dialog.routeSet, (dialog.initiator ?? "cf") === "cf" ? "callee" : "caller"),
-    localCSeq: LAST_CSEQ - 1,
+    remoteTarget: target,
+    routeSet: routeBeyondPf(fork ? fork.routeSet : dialog.routeSet, towards),
+    localCSeq: fork ? dialog.inviteCseq : LAST_CSEQ - 1,
   };
 }

@@ -43,6 +43,8 @@ export interface AnchoredCallOptions {
   byeFrom?: "cf" | "client";
   /** SIPp global timeout in s. Default 30. */
   timeoutS?: number;
+  /** Another SIPp scenario for the served user's side (e.g. an S-CSCF forking to several devices) and its keys; clientMsrpPath is then unused. */
+  clientScenario?: { scenario: string; keys: Record<string, string> };
   /**
    * The focus's side of the PF's own conference subscription: an
    * out-of-call scenario of the CF's SIPp (sipp -oocsf, e.g.
@@ -62,6 +64,8 @@ export interface AnchoredCallOptions {
     cf200: SipTraceMessage;
     /** The CF SIPp's SIP port (triggerSipp on it makes the CF send its BYE). */
     cfSipPort: number;
+    /** The client SIPp's SIP port (triggerSipp on it makes the client leave). */
+    clientSipPort: number;
   }) => Promise<void>;
   /** Runs once the CF's SIPp started (INVITE on its way); the client answers 400 ms after it got the INVITE. */
   beforeAnswer?: (call: { callId: string }) => Promise<void>;
@@ -151,12 +155,14 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
     callId,
   } = await playTriggeredCall(kamailio, {
     uas: {
-      scenario: opts.clientAnswersBye === false ? "client-uas-msrp-bye-silent.xml" : "client-uas-msrp.xml",
-      keys: {
-        client_msrp_port: String(portOf(opts.clientMsrpPath)),
-        client_msrp_path: opts.clientMsrpPath,
-        contact_params: contactParams(opts.clientInstance ?? ""),
-      },
+      ...(opts.clientScenario ?? {
+        scenario: opts.clientAnswersBye === false ? "client-uas-msrp-bye-silent.xml" : "client-uas-msrp.xml",
+        keys: {
+          client_msrp_port: String(portOf(opts.clientMsrpPath)),
+          client_msrp_path: opts.clientMsrpPath,
+          contact_params: contactParams(opts.clientInstance ?? ""),
+        },
+      }),
       extraArgs: ["-d", String(opts.clientPauseMs ?? 300)],
     },
     uac: (clientPort) => ({
@@ -188,7 +194,8 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
     upLabel: "ACK at the client",
     ...(opts.beforeAnswer ? { beforeAnswer: opts.beforeAnswer } : {}),
     during: async (id, up: { clientInvite: SipTraceMessage; cf200: SipTraceMessage }, ports) => {
-      if (opts.during) await opts.during({ callId: id, conversationId, contributionId, ...up, cfSipPort: ports.uac });
+      if (opts.during)
+        await opts.during({ callId: id, conversationId, contributionId, ...up, cfSipPort: ports.uac, clientSipPort: ports.uas });
     },
     ...(opts.afterBye ? { afterBye: opts.afterBye } : {}),
   });

@@ -1,0 +1,148 @@
+// BYE-B7 / BYE-B9 with a forked INVITE, from the wire: the CF (SIPp,
+// cf-invite-msrp.xml) invites the served user through Kamailio, media
+// anchored; the S-CSCF (SIPp, bye-b7-forked-devices.xml) forks it to a phone
+// and a tablet and both answer 200 OK. The CF keeps one dialog (the phone's);
+// the PF's UA ACKs the tablet's; each device has its own MSRP leg (MSRP test
+// peers). Nothing is seeded: every state is reached through SIP and MSRP.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { chatCpim } from "../fixtures/cpim.js";
+import { anchoredChatCall, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
+import { DeferredChatRig, GSO_TYPE, groupFolder, SERVED_USER } from "../harness/deferred-chat.js";
+import type { MsrpPeer } from "../harness/msrp-peer.js";
+import { header, type SipTraceMessage } from "../harness/sipp.js";
+import { waitFor } from "../harness/wait.js";
+
+/** How long the second device waits before it answers the network's BYE (sipp -d). */
+const SECOND_DEVICE_PAUSE_MS = 600;
+
+interface Devices {
+  cf: MsrpPeer;
+  phone: MsrpPeer;
+  tablet: MsrpPeer;
+}
+
+const received = (peer: MsrpPeer) => peer.received.map((m) => Buffer.from(m.body).toString("utf8"));
+const cseqOf = (m: SipTraceMessage) => header(m, "cseq")?.split(/\s+/)[1];
+/** The BYEs received, one per dialog (a UDP retransmission, RFC 3261 17.1.2.2, is the same BYE). */
+function byes(msgs: readonly SipTraceMessage[]): SipTraceMessage[] {
+  const seen = new Set<string>();
+  return msgs.filter((m) => {
+    const key = `${header(m, "to")} ${header(m, "cseq")}`;
+    if (m.direction !== "received" || m.method !== "BYE" || seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+describe("BYE-B7 a forked INVITE answered by two devices of the served user", () => {
+  let rig: DeferredChatRig;
+  before(async () => {
+    rig = await DeferredChatRig.start();
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  /** The forked call: `during` runs with both devices' MSRP legs up and the CF's connected; `byeHeaders` on the CF's BYE. */
+  async function forkedCall(byeHeaders: string[], during: (d: Devices, call: { callId: string; clientSipPort: number }) => Promise<void>) {
+    const d: Devices = { cf: await rig.peer("CF"), phone: await rig.peer("phone"), tablet: await rig.peer("tablet") };
+    const call = await anchoredChatCall(rig.kamailio, {
+      servedUser: SERVED_USER,
+      cfMsrpPath: d.cf.path,
+      cfSetup: "active",
+      clientMsrpPath: d.phone.path,
+      clientScenario: {
+        scenario: "bye-b7-forked-devices.xml",
+        keys: {
+          phone_msrp_port: String(new URL(d.phone.path.replace(/^msrp/, "http")).port),
+          phone_msrp_path: d.phone.path,
+          tablet_msrp_port: String(new URL(d.tablet.path.replace(/^msrp/, "http")).port),
+          tablet_msrp_path: d.tablet.path,
+        },
+      },
+      clientPauseMs: SECOND_DEVICE_PAUSE_MS,
+      byeHeaders,
+      timeoutS: 40,
+      during: async ({ callId, clientInvite, cf200, clientSipPort }) => {
+        await waitFor(() => rig.logged("further device of the served user anchored (BYE-B7)", callId), 5000, 20, "the tablet anchored");
+        const toDevices = msrpMedia(clientInvite.body).path;
+        await d.phone.open(toDevices, "active");
+        await d.tablet.open(toDevices, "active");
+        await d.cf.open(msrpMedia(cf200.body).path, "active");
+        await during(d, { callId, clientSipPort });
+      },
+    });
+    return call;
+  }
+
+  test("BYE-B7 BYE-B9: one CF dialog; the CF's messages reach both devices, theirs reach the CF; the network BYE goes to both and the CF's 200 OK comes after both answered", async () => {
+    const call = await forkedCall(['Reason: SIP;cause=410;text="Gone"'], async (d) => {
+      assert.equal((await d.cf.send(chatCpim("to every device", "imdn-fork-1"), "message/cpim")).code, 200);
+      await waitFor(() => received(d.phone).some((b) => b.includes("to every device")), 5000, 20, "the phone got it");
+      await waitFor(() => received(d.tablet).some((b) => b.includes("to every device")), 5000, 20, "the tablet got it");
+      assert.equal((await d.tablet.send(chatCpim("from the tablet", "imdn-fork-2"), "message/cpim")).code, 200);
+      assert.equal((await d.phone.send(chatCpim("from the phone", "imdn-fork-3"), "message/cpim")).code, 200);
+      const cfGot = received(d.cf);
+      assert.ok(
+        cfGot.some((b) => b.includes("from the tablet")),
+        "the tablet's message reached the CF",
+      );
+      assert.ok(
+        cfGot.some((b) => b.includes("from the phone")),
+        "the phone's message reached the CF",
+      );
+    });
+    // the CF saw one 2xx, one dialog: the phone's
+    const cf200s = call.cf.messages.filter((m) => m.direction === "received" && m.status === 200 && cseqOf(m) === "INVITE");
+    assert.ok(cf200s.length >= 1);
+    assert.ok(
+      cf200s.every((m) => /PHONE/.test(header(m, "to") ?? "")),
+      "the tablet's 2xx never reached the CF",
+    );
+    assert.equal(await rig.kamailio.stat("cpm_pf_forked_answers"), 1, "one further device's 2xx kept from the CF");
+    // BYE-B7: both devices got the network's BYE, each in its own dialog, with the PF's Reason (BYE-B3)
+    const deviceByes = byes(call.client.messages);
+    assert.equal(deviceByes.length, 2, "a BYE to each device");
+    assert.deepEqual(deviceByes.map((b) => (/TABLET/.test(header(b, "to") ?? "") ? "tablet" : "phone")).sort(), ["phone", "tablet"]);
+    for (const b of deviceByes) assert.match(header(b, "reason") ?? "", /cause=410/);
+    // BYE-B9: the CF's 200 OK after the second device's (late) answer
+    const answered = call.client.messages.filter((m) => m.direction === "sent" && m.status === 200 && cseqOf(m) === "BYE");
+    const cfOk = call.cf.messages.find((m) => m.direction === "received" && m.status === 200 && cseqOf(m) === "BYE");
+    assert.ok(cfOk, "the CF got 200 OK to its BYE");
+    // each device's first answer (SIPp answers a retransmitted BYE again)
+    const firstAnswer = new Map<string, number>();
+    for (const m of answered) {
+      const to = header(m, "to") ?? "";
+      firstAnswer.set(to, Math.min(firstAnswer.get(to) ?? Number.POSITIVE_INFINITY, m.time));
+    }
+    assert.equal(firstAnswer.size, 2, "both devices answered");
+    assert.ok(cfOk.time >= Math.max(...firstAnswer.values()), "the CF's 200 OK came after both devices answered");
+    // 8.3.2.3 2.b.ii: one GSO for the one BYE
+    const gsos = (await rig.folder(groupFolder(call), SERVED_USER)).filter((o) => o.includes(GSO_TYPE));
+    assert.equal(gsos.length, 1, "one GSO");
+    await waitFor(
+      () => rig.logged("network BYE sent to every device of the served user (BYE-B7)", call.callId),
+      5000,
+      20,
+      "fan-out logged",
+    );
+  });
+
+  test("BYE-B7: the tablet leaves with its own BYE; the phone goes on getting the CF's messages and alone gets the network's BYE", async () => {
+    const call = await forkedCall([], async (d, { callId, clientSipPort }) => {
+      await triggerSipp(clientSipPort, callId, 0);
+      await waitFor(() => rig.logged("device left, the others stay in the group session (BYE-B7)", callId), 5000, 20, "tablet left");
+      assert.equal((await d.cf.send(chatCpim("after the tablet left", "imdn-fork-4"), "message/cpim")).code, 200);
+      await waitFor(() => received(d.phone).some((b) => b.includes("after the tablet left")), 5000, 20, "the phone got it");
+      assert.ok(!received(d.tablet).some((b) => b.includes("after the tablet left")), "the tablet left: nothing more for it");
+    });
+    const deviceByes = byes(call.client.messages);
+    assert.equal(deviceByes.length, 1, "the network's BYE to the phone only");
+    assert.match(header(deviceByes[0] as SipTraceMessage, "to") ?? "", /PHONE/);
+    const tabletOk = call.client.messages.find((m) => m.direction === "received" && m.status === 200 && cseqOf(m) === "BYE");
+    assert.ok(tabletOk, "the tablet's BYE was answered 200 OK (by the PF's UA)");
+    const cfGotBye = call.cf.messages.some((m) => m.direction === "received" && m.method === "BYE");
+    assert.equal(cfGotBye, false, "the tablet's BYE did not reach the CF");
+  });
+});
