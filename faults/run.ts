@@ -11,15 +11,16 @@ import { type Fault, type FaultCounts, runFaultCase } from "../test/harness/bye-
 const BYES = Number(process.env.FAULTS_BYES ?? 2000);
 const USERS = Number(process.env.FAULTS_USERS ?? 100);
 const CONCURRENT = Number(process.env.FAULTS_CONCURRENT ?? 20);
-/** Comma-separated subset of the cases (a, b, c1, c2, d); default all. */
+/** Comma-separated subset of the cases (a, b, c1, c2, d, e); default all. */
 const ONLY = (process.env.FAULTS_ONLY ?? "").split(",").filter(Boolean);
 
-const CASES: { id: string; fault: Fault; what: string }[] = [
+const CASES: { id: string; fault: Fault; what: string; scaleOut?: boolean }[] = [
   { id: "a", fault: "none", what: "no fault" },
   { id: "b", fault: "sidecar-kill", what: "sidecar SIGKILL, down 2 s, restarted" },
   { id: "c1", fault: "dovecot-kill", what: "Dovecot SIGKILL, down 2 s, restarted" },
   { id: "c2", fault: "dovecot-stop", what: "Dovecot SIGSTOP 5 s, SIGCONT" },
   { id: "d", fault: "kamailio-kill", what: "Kamailio SIGKILL, restarted on its port, CF retransmits" },
+  { id: "e", fault: "sidecar-kill", what: "2 Kamailio x 2 sidecars on Redis: one sidecar SIGKILL, down 2 s", scaleOut: true },
 ];
 
 const load = () =>
@@ -35,6 +36,8 @@ function failures(id: string, c: FaultCounts): string[] {
   if (c.recordsLeaked > 0) out.push(`(${id}) ${c.recordsLeaked} records leaked`);
   if (c.byesSent < c.dialogs) out.push(`(${id}) ${c.dialogs - c.byesSent} dialogs without a BYE sent`);
   if (id === "a" && c.pastDeadline > 0) out.push(`(a) ${c.pastDeadline} BYEs past the deadline`);
+  // scale-out: the other sidecar decides within the deadline, nothing goes through the fail-safe
+  if (id === "e" && c.failsafeByes > 0) out.push(`(e) ${c.failsafeByes} fail-safe BYEs`);
   return out;
 }
 
@@ -47,6 +50,7 @@ async function main() {
     try {
       const counts = await runFaultCase({
         fault: c.fault,
+        ...(c.scaleOut ? { scaleOut: true } : {}),
         byes: BYES,
         users: USERS,
         concurrent: CONCURRENT,

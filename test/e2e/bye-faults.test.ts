@@ -48,4 +48,19 @@ describe("8.3.2.3 2.b under faults: a burst of B2BUA BYEs over several users' ma
     assert.ok(c.failsafeByes > 0, "some BYEs went through the fail-safe while the sidecar was down");
     assert.ok(c.replayed >= c.failsafeByes, "every fail-safe BYE replayed (one the dying sidecar decided too is replayed as a duplicate)");
   });
+
+  test(`BYE-B4 BYE-B9 scale-out: 2 Kamailio x 2 sidecars on Redis, one sidecar SIGKILLed mid-burst -> the other decides within the deadline: 0 fail-safe, 0 GSOs missing, 0 doubled`, async (t) => {
+    const c = await runFaultCase({
+      fault: "sidecar-kill",
+      scaleOut: true,
+      byes: BYES,
+      users: USERS,
+      concurrent: 10,
+      faultAt: 0.3,
+      deadlineMs: 1000,
+    });
+    report(t, c);
+    assertNothingLost(c);
+    assert.equal(c.failsafeByes, 0, "no fail-safe: each Kamailio failed over to the live sidecar");
+  });
 });

@@ -22,8 +22,18 @@ export interface BurstSession {
   contributionId: string;
 }
 
-/** Both phases number their Call-IDs alike: call N of phase 2 ends the dialog of call N of phase 1. */
-const CALL_ID = ["-cid_str", "cpm-bench-%u@127.0.0.1"];
+/**
+ * Both phases number their Call-IDs alike: call N of phase 2 ends the dialog
+ * of call N of phase 1. Two bursts at once (one per Kamailio) take two
+ * prefixes, so that their Call-IDs differ.
+ */
+export const DEFAULT_CALL_ID_PREFIX = "cpm-bench-";
+const callIdArgs = (prefix: string) => ["-cid_str", `${prefix}%u@127.0.0.1`];
+
+/** The call number N of a Call-ID `<prefix>N@...`, or NaN. */
+export function callNumber(callId: string, prefix = DEFAULT_CALL_ID_PREFIX): number {
+  return callId.startsWith(prefix) ? Number(/^(\d+)@/.exec(callId.slice(prefix.length))?.[1]) : Number.NaN;
+}
 
 const common = (calls: number) => ["-i", "127.0.0.1", "-nostdin", "-d", "0", "-timeout", "300s", "-timeout_error", "-m", String(calls)];
 
@@ -54,14 +64,14 @@ export function sessionInjectionFile(sessions: readonly BurstSession[]): string 
 }
 
 /** Phase 2's injection file: line N = the dialog phase 1 opened as call N ("-" tags for a call that failed). */
-export function byeInjectionFile(logLines: string[], calls: number): string {
+export function byeInjectionFile(logLines: string[], calls: number, prefix = DEFAULT_CALL_ID_PREFIX): string {
   const byCall = new Map<number, string>();
   for (const line of logLines) {
     const [callId, fromTag, toTag, user] = line.split(";");
-    const n = Number(/^cpm-bench-(\d+)@/.exec(callId ?? "")?.[1]);
+    const n = callNumber(callId ?? "", prefix);
     if (n > 0 && fromTag && toTag) byCall.set(n, `${callId};${fromTag};${toTag};${user || "-"}`);
   }
-  const rows = Array.from({ length: calls }, (_, i) => byCall.get(i + 1) ?? `cpm-bench-${i + 1}@127.0.0.1;-;-;-`);
+  const rows = Array.from({ length: calls }, (_, i) => byCall.get(i + 1) ?? `${prefix}${i + 1}@127.0.0.1;-;-;-`);
   return `SEQUENTIAL\n${rows.join("\n")}\n`;
 }
 
@@ -90,7 +100,7 @@ export async function startBurstClient(dir: string, calls: number, opts: { trace
   return { ...run, port, messages: async () => parseMessageLog(await readFile(trace, "utf8").catch(() => "")) };
 }
 
-async function cfArgs(address: string, scenario: string, calls: number, concurrent: number, clientPort: number) {
+async function cfArgs(address: string, scenario: string, calls: number, concurrent: number, clientPort: number, prefix: string) {
   return [
     address,
     "-sf",
@@ -98,7 +108,7 @@ async function cfArgs(address: string, scenario: string, calls: number, concurre
     "-p",
     String(await freePort()),
     ...common(calls),
-    ...CALL_ID,
+    ...callIdArgs(prefix),
     "-r",
     "100000",
     "-l",
@@ -110,12 +120,19 @@ async function cfArgs(address: string, scenario: string, calls: number, concurre
 }
 
 /** Phase 1: open one dialog per session; returns the log lines "Call-ID;From-tag;To-tag;served user;tag=To-tag" of the dialogs opened. */
-export async function openDialogs(address: string, dir: string, clientPort: number, sessions: readonly BurstSession[], concurrent: number) {
+export async function openDialogs(
+  address: string,
+  dir: string,
+  clientPort: number,
+  sessions: readonly BurstSession[],
+  concurrent: number,
+  prefix = DEFAULT_CALL_ID_PREFIX,
+) {
   const inf = join(dir, "sessions.csv");
   await writeFile(inf, sessionInjectionFile(sessions));
   const started = performance.now();
   const code = await sipp(
-    [...(await cfArgs(address, "cf-invite-hold.xml", sessions.length, concurrent, clientPort)), "-inf", inf, "-trace_logs"],
+    [...(await cfArgs(address, "cf-invite-hold.xml", sessions.length, concurrent, clientPort, prefix)), "-inf", inf, "-trace_logs"],
     dir,
   ).done;
   const seconds = (performance.now() - started) / 1000;
@@ -127,6 +144,8 @@ export async function openDialogs(address: string, dir: string, clientPort: numb
 export interface ByeBurstOptions {
   /** The BYE's Reason header value ("" for none). */
   reason: string;
+  /** The Call-ID prefix phase 1 used. Default DEFAULT_CALL_ID_PREFIX. */
+  callIdPrefix?: string;
   /** Trace every message (-trace_msg): what was sent and answered, with times. */
   traceMessages?: boolean;
   /** Trace each BYE's response time (-trace_rtt). */
@@ -152,11 +171,12 @@ export async function startByeBurst(
   opts: ByeBurstOptions,
 ): Promise<ByeBurst> {
   const inf = join(dir, "dialogs.csv");
-  await writeFile(inf, byeInjectionFile(dialogs, calls));
+  const prefix = opts.callIdPrefix ?? DEFAULT_CALL_ID_PREFIX;
+  await writeFile(inf, byeInjectionFile(dialogs, calls, prefix));
   const trace = join(dir, "cf-bye-messages.log");
   const run = sipp(
     [
-      ...(await cfArgs(address, "cf-bye-inf.xml", calls, concurrent, clientPort)),
+      ...(await cfArgs(address, "cf-bye-inf.xml", calls, concurrent, clientPort, prefix)),
       "-inf",
       inf,
       ...(opts.traceRtt ? ["-trace_rtt", "-rtt_freq", "1"] : []),

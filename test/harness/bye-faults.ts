@@ -4,20 +4,23 @@
 // wire (SIPp traces), in the Message Store (IMAP) and in the sidecar's own
 // record journal. Shared by `npm run faults` (faults/) and the short e2e form
 // (test/e2e/bye-faults.test.ts). Every process is stopped by its PID.
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { defaults } from "../../src/config/config.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { isGroupActive } from "../../src/session/group-session.js";
+import type { SessionStore } from "../../src/session/record-store.js";
+import { RedisRecordStore } from "../../src/session/redis/redis-record-store.js";
 import { SessionRegistry } from "../../src/session/registry.js";
-import { type BurstSession, openDialogs, startBurstClient, startByeBurst } from "./bye-burst.js";
+import { type BurstSession, callNumber, DEFAULT_CALL_ID_PREFIX, openDialogs, startBurstClient, startByeBurst } from "./bye-burst.js";
 import { type DovecotInstance, startDovecot } from "./dovecot.js";
 import { perUserStoreEnv } from "./group-chat.js";
 import { connectImap } from "./imap-read.js";
 import { type KamailioInstance, type KamailioOptions, startKamailio } from "./kamailio.js";
 import { freePort } from "./ports.js";
+import { type RedisInstance, startRedis } from "./redis.js";
 import { type SidecarInstance, startSidecar } from "./sidecar.js";
 import { header, type SipTraceMessage } from "./sipp.js";
 import { waitFor } from "./wait.js";
@@ -26,6 +29,14 @@ export type Fault = "none" | "sidecar-kill" | "dovecot-kill" | "dovecot-stop" | 
 
 export interface FaultRunOptions {
   fault: Fault;
+  /**
+   * Scale-out: two Kamailio instances, each sending half of the dialogs, in
+   * front of two sidecars sharing the group session records on Redis (each
+   * Kamailio prefers another sidecar, CPM_PF_GRPC_TARGET "a,b" / "b,a").
+   * "sidecar-kill" then SIGKILLs the first sidecar (restarted after downMs:
+   * its spool drains), whose decisions the other takes within the deadline.
+   */
+  scaleOut?: boolean;
   /** BYEs (= sessions, one dialog each). */
   byes: number;
   /** Served users (tel:+1613555NNNN), each its own Dovecot user and mailbox; session i belongs to user i mod users. */
@@ -161,16 +172,16 @@ async function storedGsos(dovecot: DovecotInstance, users: string[]): Promise<Ma
 /** The JSON log lines of every sidecar of a run, whole, as they come. */
 class SidecarLog {
   readonly lines: Record<string, unknown>[] = [];
-  private rest = "";
   /** Lines per incarnation start here. */
   readonly starts: number[] = [];
   decided = 0;
+  /** The output listener of one sidecar process (several may run at once: each keeps its own partial line). */
   begin(): (chunk: string) => void {
     this.starts.push(this.lines.length);
-    this.rest = "";
+    let rest = "";
     return (chunk) => {
-      const parts = (this.rest + chunk).split("\n");
-      this.rest = parts.pop() ?? "";
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop() ?? "";
       for (const l of parts) {
         if (!l.startsWith("{")) continue;
         try {
@@ -208,48 +219,82 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
   }));
 
   let dovecot: DovecotInstance | undefined;
+  let redis: RedisInstance | undefined;
   const sidecars: SidecarInstance[] = [];
   const kamailios: KamailioInstance[] = [];
   let failsafeOfKilled = 0;
   try {
     dovecot = await startDovecot({ users });
-    const sidecarEnv = {
-      ...perUserStoreEnv(dovecot, "b2bua"),
-      CPM_PF__GRPC__PORT: String(await freePort()),
-      CPM_PF__STORE__SPOOLDIR: spoolDir,
-      CPM_PF__SESSION__STATEDIR: stateDir,
-      CPM_PF__SESSION__FAILSAFEDIR: failsafeDir,
-    };
-    const sidecar = () => sidecars[sidecars.length - 1] as SidecarInstance;
-    const kamailio = () => kamailios[kamailios.length - 1] as KamailioInstance;
+    if (opts.scaleOut) redis = await startRedis();
+    const shared: Record<string, string> = redis ? { CPM_PF__SESSION__STORE: "redis", CPM_PF__SESSION__REDISURL: redis.url } : {};
+    // one sidecar (the journal) or two (Redis), each with its own spool and the fail-safe journal of "its" Kamailio
+    const nodes = opts.scaleOut ? 2 : 1;
+    const envs: Record<string, string>[] = [];
+    for (let n = 0; n < nodes; n++) {
+      const suffix = n === 0 ? "" : `-${n + 1}`;
+      envs.push({
+        ...perUserStoreEnv(dovecot, "b2bua"),
+        ...shared,
+        CPM_PF__GRPC__PORT: String(await freePort()),
+        CPM_PF__STORE__SPOOLDIR: spoolDir + suffix,
+        CPM_PF__SESSION__STATEDIR: stateDir,
+        CPM_PF__SESSION__FAILSAFEDIR: failsafeDir + suffix,
+      });
+    }
     const log = new SidecarLog();
-    sidecars.push(await startSidecar(sidecarEnv, { onOutput: log.begin() }));
-    const kamailioOptions: KamailioOptions = {
-      grpcTarget: sidecar().target,
+    for (const env of envs) sidecars.push(await startSidecar(env, { onOutput: log.begin() }));
+    const targets = sidecars.map((sc) => sc.target);
+    const kamailioOptions: KamailioOptions[] = envs.map((env, n) => ({
+      // each Kamailio prefers its own sidecar and fails over to the other
+      grpcTarget: [...targets.slice(n), ...targets.slice(0, n)].join(","),
       deadlineMs,
       shmMb: 512,
       // a client leg the restarted Kamailio relays a retransmitted BYE on is over (its SIPp absorbs it): the PF's 200 (BYE-B9) comes sooner
-      defines: [`CPM_PF_FAILSAFE_DIR="${failsafeDir}"`, "CPM_PF_BYE_CLIENT_TIMEOUT_MS=2000"],
-    };
-    kamailios.push(await startKamailio(kamailioOptions));
-    const address = kamailio().address;
+      defines: [`CPM_PF_FAILSAFE_DIR="${env.CPM_PF__SESSION__FAILSAFEDIR}"`, "CPM_PF_BYE_CLIENT_TIMEOUT_MS=2000"],
+    }));
+    for (const o of kamailioOptions) kamailios.push(await startKamailio(o));
+    // one lane per Kamailio: its share of the sessions, its own Call-IDs and SIPp files
+    const lanes = await Promise.all(
+      kamailios.map(async (k, n) => {
+        const laneDir = nodes === 1 ? dir : join(dir, `lane${n + 1}`);
+        await mkdir(laneDir, { recursive: true });
+        const mine = sessions.filter((_, i) => i % nodes === n);
+        return { address: k.address, dir: laneDir, prefix: nodes === 1 ? DEFAULT_CALL_ID_PREFIX : `cpm-k${n + 1}-`, sessions: mine };
+      }),
+    );
 
-    say(`${opts.fault}: opening ${opts.byes} dialogs for ${users.length} users`);
+    say(`${opts.fault}: opening ${opts.byes} dialogs for ${users.length} users through ${nodes} Kamailio`);
     const client = await startBurstClient(dir, opts.byes, { traceMessages: true });
-    const opened = await openDialogs(address, dir, client.port, sessions, opts.concurrent);
-    if (opened.code !== 0) notes.push(`phase 1 SIPp exit ${opened.code}`);
+    const opened = await Promise.all(
+      lanes.map((l) => openDialogs(l.address, l.dir, client.port, l.sessions, Math.max(1, Math.ceil(opts.concurrent / nodes)), l.prefix)),
+    );
+    for (const o of opened) if (o.code !== 0) notes.push(`phase 1 SIPp exit ${o.code}`);
 
     const decided = () => log.decided;
     const before = decided();
     const started = performance.now();
-    const burst = await startByeBurst(address, dir, client.port, opened.dialogs, opts.byes, opts.concurrent, {
-      reason: "SIP;cause=480",
-      traceMessages: true,
-      // RFC 3261 17.1.2.2: the CF retransmits its BYE (T1 500 ms, to T2 4 s) until Timer F (64*T1); SIPp's default gives up after 5
-      extraArgs: ["-max_non_invite_retrans", "10"],
-    });
+    const bursts = await Promise.all(
+      lanes.map((l, n) =>
+        startByeBurst(
+          l.address,
+          l.dir,
+          client.port,
+          (opened[n] as { dialogs: string[] }).dialogs,
+          l.sessions.length,
+          Math.max(1, Math.ceil(opts.concurrent / nodes)),
+          {
+            reason: "SIP;cause=480",
+            traceMessages: true,
+            callIdPrefix: l.prefix,
+            // RFC 3261 17.1.2.2: the CF retransmits its BYE (T1 500 ms, to T2 4 s) until Timer F (64*T1); SIPp's default gives up after 5
+            extraArgs: ["-max_non_invite_retrans", "10"],
+          },
+        ),
+      ),
+    );
     let burstOver = false;
-    void burst.done.then(() => {
+    const allDone = Promise.all(bursts.map((b) => b.done));
+    void allDone.then(() => {
       burstOver = true;
     });
     if (opts.fault !== "none") {
@@ -261,17 +306,17 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
         dovecot,
         sidecars,
         kamailios,
-        sidecarEnv,
-        kamailioOptions,
+        sidecarEnv: envs[0] as Record<string, string>,
+        kamailioOptions: kamailioOptions[kamailioOptions.length - 1] as KamailioOptions,
         log,
         onKamailioKilled: (n) => {
           failsafeOfKilled += n;
         },
       });
     }
-    const cfCode = await burst.done;
+    const cfCodes = await allDone;
     const burstMs = performance.now() - started;
-    if (cfCode !== 0) notes.push(`CF SIPp exit ${cfCode}`);
+    for (const code of cfCodes) if (code !== 0) notes.push(`CF SIPp exit ${code}`);
     // a BYE the client never got leaves its call open: give it a moment, then stop it by PID
     const clientCode = await Promise.race([client.done, sleep(10_000).then(() => "running" as const)]);
     if (clientCode === "running") {
@@ -280,13 +325,19 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       await client.done;
     }
 
-    say(`${opts.fault}: burst over in ${(burstMs / 1000).toFixed(1)} s, draining the spool and the fail-safe journal`);
+    say(`${opts.fault}: burst over in ${(burstMs / 1000).toFixed(1)} s, draining the spools and the fail-safe journals`);
     const drainStart = performance.now();
-    let left = await waiting(spoolDir, failsafeDir);
+    const pending = async () => {
+      const each = await Promise.all(
+        envs.map((e) => waiting(e.CPM_PF__STORE__SPOOLDIR as string, e.CPM_PF__SESSION__FAILSAFEDIR as string)),
+      );
+      return { live: each.reduce((a, w) => a + w.live, 0), bad: each.reduce((a, w) => a + w.bad, 0) };
+    };
+    let left = await pending();
     const drainDeadline = Date.now() + (opts.drainTimeoutMs ?? 120_000);
     while (left.live > 0 && Date.now() < drainDeadline) {
       await sleep(100);
-      left = await waiting(spoolDir, failsafeDir);
+      left = await pending();
     }
     const drainMs = performance.now() - drainStart;
     if (left.live > 0) notes.push(`${left.live} spool / journal entries still waiting after the drain timeout`);
@@ -294,18 +345,18 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
     let failsafeByes = failsafeOfKilled;
     for (const k of kamailios) if (!k.exited()) failsafeByes += await k.stat("cpm_pf_failsafe").catch(() => 0);
     for (const k of kamailios) await k.stop();
-    // the last sidecar stops gracefully: its journal is closed, then read back
-    for (const s of sidecars) await s.stop();
+    // the sidecars stop gracefully: their records are written, then read back
+    for (const sc of sidecars) await sc.stop();
     const replayed = log.count("fail-safe BYE replayed");
-    // the last sidecar's B2BUA decisions (by Call-ID) whose outcome it never saw
-    const lines = log.lines.slice(log.starts[log.starts.length - 1] ?? 0);
+    // B2BUA decisions (by Call-ID) whose outcome no sidecar saw (one sidecar: its last incarnation's; shared records: any)
+    const lines = opts.scaleOut ? log.lines : log.lines.slice(log.starts[log.starts.length - 1] ?? 0);
     const ids = (msg: string) =>
       new Set(lines.filter((l) => l.msg === msg && (msg !== "BYE decided" || l.mode === "b2bua")).map((l) => l.callId));
     const ended = new Set([...ids("BYE completed"), ...ids("BYE outcome never reported: media released")]);
     const outcomesPending = [...ids("BYE decided")].filter((id) => !ended.has(id)).length;
 
-    // the wire: what the CF sent and got, what reached the client
-    const cf = await burst.messages();
+    // the wire: what the CFs sent and got, what reached the client
+    const cf = (await Promise.all(bursts.map((b) => b.messages()))).flat();
     const cl = await client.messages();
     const sent = firstByCallId(cf, (m) => m.direction === "sent" && m.method === "BYE");
     const answers = firstByCallId(cf, (m) => m.direction === "received" && (m.status ?? 0) >= 200 && isBye(m));
@@ -322,20 +373,28 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
     }
     const answeredNot200 = [...answers.values()].filter((m) => m.status !== 200).length;
 
-    // the sidecar's records: which sessions it knew, and whether each one's lifecycle moved
-    const registry = new SessionRegistry(stateDir, defaults.session, silentLogger());
-    await registry.load();
-    const callIds = new Map(opened.dialogs.map((l) => [l.split(";")[0] as string, Number(/^cpm-bench-(\d+)@/.exec(l)?.[1]) - 1]));
+    // the sidecars' records: which sessions they knew, and whether each one's lifecycle moved
+    const records: SessionStore = redis
+      ? new RedisRecordStore({ url: redis.url, retention: defaults.session, log: silentLogger() })
+      : new SessionRegistry(stateDir, defaults.session, silentLogger());
+    await records.load();
+    const sessionOf = new Map<string, BurstSession>();
+    lanes.forEach((l, n) => {
+      for (const line of (opened[n] as { dialogs: string[] }).dialogs) {
+        const callId = line.split(";")[0] as string;
+        const s = l.sessions[callNumber(callId, l.prefix) - 1];
+        if (s) sessionOf.set(callId, s);
+      }
+    });
     const expected = new Set<string>();
     let recordsLeaked = 0;
-    for (const [callId, i] of callIds) {
-      const rec = registry.get(callId);
+    for (const [callId, s] of sessionOf) {
+      const rec = records.get(callId);
       if (!rec || !sent.has(callId)) continue;
-      const s = sessions[i] as BurstSession;
       expected.add(`${s.user}|Default/${s.conversationId}/${s.contributionId}`);
       if (isGroupActive(rec) || rec.dialogs.some((d) => d.state !== "terminated")) recordsLeaked++;
     }
-    await registry.close();
+    await records.close();
 
     // the Message Store
     const stored = await storedGsos(dovecot, users);
@@ -371,7 +430,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
 
     return {
       fault: opts.fault,
-      dialogs: opened.dialogs.length,
+      dialogs: opened.reduce((n, o) => n + o.dialogs.length, 0),
       byesSent: sent.size,
       byesAnswered: answers.size,
       byesAnsweredNot200: answeredNot200,
@@ -395,6 +454,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
   } finally {
     for (const k of kamailios) await k.stop().catch(() => {});
     for (const s of sidecars) await s.stop().catch(() => {});
+    await redis?.stop().catch(() => {});
     await dovecot?.stop().catch(() => {});
     await rm(dir, { recursive: true, force: true });
   }
@@ -413,7 +473,8 @@ interface Running {
 async function inject(opts: FaultRunOptions, r: Running): Promise<void> {
   switch (opts.fault) {
     case "sidecar-kill": {
-      await r.sidecars[r.sidecars.length - 1]?.kill("SIGKILL");
+      // scale-out: the first sidecar (the other one takes its decisions); else the only one
+      await r.sidecars[opts.scaleOut ? 0 : r.sidecars.length - 1]?.kill("SIGKILL");
       await sleep(opts.downMs ?? 2000);
       // same state, spool and fail-safe dirs, same gRPC address; it logs "ready"
       // only after replaying the journal (its gRPC server already answers)
