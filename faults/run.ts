@@ -11,7 +11,7 @@ import { type Fault, type FaultCounts, runFaultCase } from "../test/harness/bye-
 const BYES = Number(process.env.FAULTS_BYES ?? 2000);
 const USERS = Number(process.env.FAULTS_USERS ?? 100);
 const CONCURRENT = Number(process.env.FAULTS_CONCURRENT ?? 20);
-/** Comma-separated subset of the cases (a, b, c1, c2, d, e); default all. */
+/** Comma-separated subset of the cases (a, b, c1, c2, d, e, f); default all. */
 const ONLY = (process.env.FAULTS_ONLY ?? "").split(",").filter(Boolean);
 
 const CASES: { id: string; fault: Fault; what: string; scaleOut?: boolean }[] = [
@@ -21,6 +21,7 @@ const CASES: { id: string; fault: Fault; what: string; scaleOut?: boolean }[] = 
   { id: "c2", fault: "dovecot-stop", what: "Dovecot SIGSTOP 5 s, SIGCONT" },
   { id: "d", fault: "kamailio-kill", what: "Kamailio SIGKILL, restarted on its port, CF retransmits" },
   { id: "e", fault: "sidecar-kill", what: "2 Kamailio x 2 sidecars on Redis: one sidecar SIGKILL, down 2 s", scaleOut: true },
+  { id: "f", fault: "redis-kill", what: "2 Kamailio x 2 sidecars on Redis: Redis SIGKILL, down 2 s, restarted (AOF)", scaleOut: true },
 ];
 
 const load = () =>

@@ -53,7 +53,9 @@ async function main(): Promise<void> {
       : new SessionRegistry(cfg.session.stateDir, cfg.session, sessionLog, metrics);
   const restored = await sessions.load();
   // each served user's mailbox (store.user "{user}" template) with its own IMAP pool and spool
-  const store = new Mailboxes(cfg.store, componentLogger("store", root), metrics);
+  // with shared records, other sidecars append to the same folders (a GSO's duplicate check always SEARCHes)
+  const storeCfg = { ...cfg.store, otherWriters: cfg.store.otherWriters || cfg.session.store === "redis" };
+  const store = new Mailboxes(storeCfg, componentLogger("store", root), metrics);
   await store.start();
   // B2BUA in the MSRP media path: the deferred queue and the 8.5.2
   // recorder write to the served user's mailbox (and spool) like the GSOs.

@@ -132,6 +132,13 @@ export interface Config {
      * an "owner" file (the shared login uses the directory itself). Default var/spool.
      */
     spoolDir: string;
+    /**
+     * Other PF sidecars append to the same mailboxes (several sidecars on a
+     * shared record store): a folder this one CREATEd may hold objects it
+     * did not append, so every duplicate check of a `unique` object SEARCHes.
+     * Always on with session.store "redis". Default false.
+     */
+    otherWriters: boolean;
     /** First spool retry delay in ms; doubles up to retryMaxMs. Default 500. */
     retryInitialMs: number;
     /** Longest spool retry delay in ms. Default 30000. */
@@ -349,6 +356,7 @@ export const defaults: Config = {
     gsoBudgetMs: 100,
     timeoutMs: 3000,
     spoolDir: "var/spool",
+    otherWriters: false,
     retryInitialMs: 500,
     retryMaxMs: 30000,
   },
@@ -445,6 +453,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     gsoBudgetMs: "posint",
     timeoutMs: "posint",
     spoolDir: "string",
+    otherWriters: "bool",
     retryInitialMs: "posint",
     retryMaxMs: "posint",
   },

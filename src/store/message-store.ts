@@ -540,8 +540,8 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     }
     if (this.knownFolders.size >= MAX_KNOWN_FOLDERS) this.knownFolders.clear();
     this.knownFolders.add(folder);
-    // a folder this CREATE made is empty: what it holds from now on, this process appended
-    if (created) this.folderFacts(folder, true);
+    // a folder this CREATE made is empty: what it holds from now on, this process appended (unless other sidecars append too)
+    if (created && !this.cfg.otherWriters) this.folderFacts(folder, true);
   }
 
   /** The known ids of `folder` (least recently used dropped beyond MAX_KNOWN_FOLDERS). */

@@ -63,4 +63,19 @@ describe("8.3.2.3 2.b under faults: a burst of B2BUA BYEs over several users' ma
     assertNothingLost(c);
     assert.equal(c.failsafeByes, 0, "no fail-safe: each Kamailio failed over to the live sidecar");
   });
+
+  test(`BYE-B4 scale-out: Redis SIGKILLed mid-burst and restarted (AOF) -> what could not be decided went through the fail-safe and was replayed: 0 GSOs missing, 0 doubled, 0 records leaked`, async (t) => {
+    const c = await runFaultCase({
+      fault: "redis-kill",
+      scaleOut: true,
+      byes: BYES,
+      users: USERS,
+      concurrent: 10,
+      faultAt: 0.3,
+      deadlineMs: 1000,
+    });
+    report(t, c);
+    assertNothingLost(c);
+    assert.ok(c.replayed >= c.failsafeByes, "every fail-safe BYE replayed");
+  });
 });

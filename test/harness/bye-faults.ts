@@ -25,7 +25,7 @@ import { type SidecarInstance, startSidecar } from "./sidecar.js";
 import { header, type SipTraceMessage } from "./sipp.js";
 import { waitFor } from "./wait.js";
 
-export type Fault = "none" | "sidecar-kill" | "dovecot-kill" | "dovecot-stop" | "kamailio-kill";
+export type Fault = "none" | "sidecar-kill" | "dovecot-kill" | "dovecot-stop" | "kamailio-kill" | "redis-kill";
 
 export interface FaultRunOptions {
   fault: Fault;
@@ -34,7 +34,9 @@ export interface FaultRunOptions {
    * front of two sidecars sharing the group session records on Redis (each
    * Kamailio prefers another sidecar, CPM_PF_GRPC_TARGET "a,b" / "b,a").
    * "sidecar-kill" then SIGKILLs the first sidecar (restarted after downMs:
-   * its spool drains), whose decisions the other takes within the deadline.
+   * its spool drains), whose decisions the other takes within the deadline;
+   * "redis-kill" SIGKILLs Redis (AOF, appendfsync always) and starts it
+   * again on its port and directory after downMs.
    */
   scaleOut?: boolean;
   /** BYEs (= sessions, one dialog each). */
@@ -45,7 +47,7 @@ export interface FaultRunOptions {
   concurrent: number;
   /** The fault is injected once this share of the BYEs was decided. Default 0.25. */
   faultAt?: number;
-  /** How long the sidecar (sidecar-kill) or Dovecot (dovecot-kill) stays down, Dovecot frozen (dovecot-stop). Default 2000 / 2000 / 5000 ms. */
+  /** How long the sidecar (sidecar-kill), Dovecot (dovecot-kill) or Redis (redis-kill) stays down, Dovecot frozen (dovecot-stop). Default 2000 / 2000 / 5000 ms. */
   downMs?: number;
   /** Kamailio's CPM_PF_DEADLINE_MS. Default 200 (the plugin's). */
   deadlineMs?: number;
@@ -304,6 +306,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       say(`${opts.fault}: injecting after ${decided() - before} decisions`);
       await inject(opts, {
         dovecot,
+        redis,
         sidecars,
         kamailios,
         sidecarEnv: envs[0] as Record<string, string>,
@@ -462,6 +465,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
 
 interface Running {
   dovecot: DovecotInstance;
+  redis: RedisInstance | undefined;
   sidecars: SidecarInstance[];
   kamailios: KamailioInstance[];
   sidecarEnv: Record<string, string>;
@@ -499,6 +503,13 @@ async function inject(opts: FaultRunOptions, r: Running): Promise<void> {
       await k.kill("SIGKILL");
       // the CF retransmits its BYEs to the same address meanwhile
       r.kamailios.push(await startKamailio({ ...r.kamailioOptions, sipPort: k.sipPort }));
+      return;
+    }
+    case "redis-kill": {
+      if (!r.redis) throw new Error("redis-kill needs scaleOut (the records on Redis)");
+      await r.redis.kill();
+      await sleep(opts.downMs ?? 2000);
+      await r.redis.restart();
       return;
     }
     case "none":

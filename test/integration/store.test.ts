@@ -288,6 +288,27 @@ test(
 );
 
 test(
+  "BYE-B4 scale-out: a folder one sidecar CREATEd, the GSO appended by another sidecar first: with store.otherWriters the first one's append SEARCHes and finds it",
+  { timeout: 30_000 },
+  async () => {
+    const obj = gsoOfBye("conv-two-writers", "contrib-two-writers", "two-writers-1@cf");
+    const a = newStore({ ...(await storeConfig()), otherWriters: true });
+    const b = newStore(await storeConfig());
+    await a.start();
+    await b.start();
+    // A observed the session (its folder made ahead of need); B decided the BYE (the failover) and stored the GSO
+    await a.prepareFolder(obj.folder);
+    assert.equal((await b.append(obj)).duplicate, undefined);
+    // A's own decision of the same BYE comes late (or its spool drains): found, not stored twice
+    assert.equal((await a.append(obj)).duplicate, true);
+    assert.equal(a.stats().duplicateSearches, 1, "a folder it created is searched all the same");
+    assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf), [obj.messageId]);
+    await a.close();
+    await b.close();
+  },
+);
+
+test(
   "BYE-B4: with the Message Store down the GSO of one BYE is spooled once (also across a restart) and stored once",
   { timeout: 60_000 },
   async () => {
