@@ -74,6 +74,7 @@ async function main() {
   }
   for (const [id, , c] of rows)
     for (const n of [...c.notes, ...(c.badRecords ? [`${c.badRecords} records in bad/`] : [])]) console.log(`(${id}) ${n}`);
+  for (const [id, , c] of rows) for (const r of c.failsafeReasons.slice(0, 5)) console.log(`(${id}) fail-safe: ${r}`);
   console.log(`machine: ${machine}; load average at the end ${load()}`);
   const failed = [...crashed, ...rows.flatMap(([id, , c]) => failures(id, c))];
   for (const f of failed) console.log(`FAIL ${f}`);

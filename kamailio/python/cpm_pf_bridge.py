@@ -86,6 +86,7 @@ report_registration()  async worker, the S-CSCF's third-party REGISTER (DD-1,
 """
 
 import base64
+import binascii
 import os
 import queue
 import re
@@ -120,6 +121,7 @@ _PV_TARGET = "$var(cpm_pf_grpc_target)"
 _PV_FAILSAFE_DIR = "$var(cpm_pf_failsafe_dir)"
 _PV_TLS = ("$var(cpm_pf_grpc_tls_ca)", "$var(cpm_pf_grpc_tls_cert)", "$var(cpm_pf_grpc_tls_key)", "$var(cpm_pf_grpc_tls_name)")
 _PV_DEADLINE = "$var(cpm_pf_deadline_ms)"
+_PV_AFFINITY = "$var(cpm_pf_grpc_affinity)"
 _DEFAULT_TARGET = "127.0.0.1:50051"
 _DEFAULT_DEADLINE_MS = 200
 
@@ -257,8 +259,12 @@ _CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.I | re.M)
 
 
 def _call_id_of(raw):
+    return "ci=" + (_raw_call_id(raw) or "-")
+
+
+def _raw_call_id(raw):
     m = _CALL_ID.search(raw or b"")
-    return "ci=" + (m.group(1).decode("utf-8", "replace") if m else "-")
+    return m.group(1).decode("utf-8", "replace") if m else ""
 
 
 _VARS_ANCHOR = (
@@ -599,9 +605,12 @@ class CpmPfBridge:
             deadline_ms = _DEFAULT_DEADLINE_MS
         return targets, deadline_ms / 1000.0
 
-    def _links_for(self, targets):
+    def _links_for(self, targets, key=None):
         """This process's links to `targets`: the ones up first (in the
-        configured order), then the ones that failed lately."""
+        configured order, or, with CPM_PF_GRPC_AFFINITY "call-id", starting
+        at the one the Call-ID `key` hashes to, so that every request of a
+        dialog goes to the same sidecar: the one holding its MSRP legs),
+        then the ones that failed lately."""
         pid = os.getpid()
         if self._pid != pid:  # a fork: the parent's links are unusable
             self._links = {}
@@ -609,19 +618,23 @@ class CpmPfBridge:
         for target in [t for t in self._links if t not in targets]:
             self._links.pop(target).close()  # another target (script reloaded)
         links = [self._links.setdefault(t, _Link(t)) for t in targets]
+        if key and len(links) > 1 and _pv(_PV_AFFINITY) == "call-id":
+            at = binascii.crc32(key.encode("utf-8", "replace")) % len(links)
+            links = links[at:] + links[:at]
         now = time.monotonic()
         return [ln for ln in links if ln.down_until <= now] + [ln for ln in links if ln.down_until > now]
 
-    def _each_link(self, attempt):
+    def _each_link(self, attempt, key=None):
         """Runs attempt(link, budget_s) -> (response | None, error text) on
         the sidecars in order until one answers, or fails for a reason that is
         the request's, within the one deadline: each but the last gets half of
         what is left, so a sidecar that hangs leaves time for the next.
+        `key`: the dialog's Call-ID (affinity); default the current message's.
         Returns (response | None, error text, elapsed ms)."""
         t0 = time.monotonic()
         self._last_sip_status = 0
         targets, timeout = self._settings()
-        links = self._links_for(targets)
+        links = self._links_for(targets, key if key is not None else _pv("$ci", ""))
         resp, text = None, "UNAVAILABLE: no sidecar"
         for i, link in enumerate(links):
             remaining = timeout - (time.monotonic() - t0)
@@ -639,12 +652,12 @@ class CpmPfBridge:
                 KSR.warn("cpm-pf: sidecar %s failed (%s): trying %s\n" % (link.target[0], text, links[i + 1].target[0]))
         return resp, text, int((time.monotonic() - t0) * 1000)
 
-    def _call(self, rpc_name, request):
+    def _call(self, rpc_name, request, key=None):
         """One unary call within the configured deadline (on the next sidecar
         when one fails, see _each_link). Returns (response | None, error text,
         elapsed ms); on error self._last_sip_status is the sidecar's
         cpm-sip-status trailer (or 0)."""
-        return self._each_link(lambda link, budget: self._unary_on(link, rpc_name, request, budget))
+        return self._each_link(lambda link, budget: self._unary_on(link, rpc_name, request, budget), key)
 
     def _unary_on(self, link, rpc_name, request, budget):
         try:
@@ -656,11 +669,11 @@ class CpmPfBridge:
             link.forget_unreachable(text)
             return None, text
 
-    def _decide(self, kind, request):
+    def _decide(self, kind, request, key=None):
         """HandleBye / ObserveSession / ReportByeOutcome over the Decide
         stream; the same (response | None, error text, elapsed ms) as _call().
         Falls back to the unary RPC when the sidecar does not implement Decide."""
-        return self._each_link(lambda link, budget: self._decide_on(link, kind, request, budget))
+        return self._each_link(lambda link, budget: self._decide_on(link, kind, request, budget), key)
 
     def _decide_on(self, link, kind, request, budget):
         unary_name = _UNARY_OF[kind]
@@ -777,7 +790,7 @@ class CpmPfBridge:
             _sets("cpm_pf_error", _describe(err))
             _log_fail("ReportByeOutcome", _describe(err), 0, "data=" + str(args))
             return 1
-        resp, err, ms = self._decide("report_bye_outcome", request)
+        resp, err, ms = self._decide("report_bye_outcome", request, session_key)
         if resp is None:
             _sets("cpm_pf_error", err)
             _log_fail("ReportByeOutcome", err, ms, "session=" + session_key)
@@ -797,7 +810,7 @@ class CpmPfBridge:
             _sets("cpm_pf_error", _describe(err))
             _log_fail("ReportInviteOutcome", _describe(err), 0, "data=" + str(args))
             return 1
-        resp, err, ms = self._call("ReportInviteOutcome", request)
+        resp, err, ms = self._call("ReportInviteOutcome", request, session_key)
         if resp is None:
             _sets("cpm_pf_error", err)
             _log_fail("ReportInviteOutcome", err, ms, "session=" + session_key)
@@ -825,7 +838,7 @@ class CpmPfBridge:
                 raw=raw, source=source, transport=transport))
         except Exception as err:
             return self._observed(None, _describe(err), 0, "data=" + str(args)[:80])
-        return self._observed(*self._decide("observe_session", request), ref=_call_id_of(raw))
+        return self._observed(*self._decide("observe_session", request, _raw_call_id(raw)), ref=_call_id_of(raw))
 
     def _observed(self, resp, err, ms, ref=None):
         _seti("cpm_pf_ok", 0)
@@ -935,7 +948,7 @@ class CpmPfBridge:
             _sets("cpm_pf_error", _describe(err))
             _log_fail("ReportMediaAnswer", _describe(err), 0, "data=" + str(args)[:80])
             return 1
-        resp, err, ms = self._call("ReportMediaAnswer", request)
+        resp, err, ms = self._call("ReportMediaAnswer", request, session_key)
         if resp is None:
             _sets("cpm_pf_error", err)
             _log_fail("ReportMediaAnswer", err, ms, _call_id_of(raw))

@@ -8,7 +8,7 @@
 import type { Logger } from "../log/logger.js";
 import type { ForkExecutor } from "../pf/participating-function.js";
 import { devicesIn, dialogOf, type ForkedDevice, type GroupSession, type SessionDialog } from "../session/group-session.js";
-import { type ProxiedDialog, towardsDevice, towardsFocus } from "../session/proxied-dialog.js";
+import { type ProxiedDialog, throughProxy, towardsDevice, towardsFocus } from "../session/proxied-dialog.js";
 import { header, headerValues, type SipMessage } from "../sip/message.js";
 import { tagOf } from "../sip/name-addr.js";
 import type { Dialog } from "../sip/ua.js";
@@ -129,8 +129,7 @@ export class DeviceDialogs implements ForkExecutor {
     });
   }
 
-  /** Through Kamailio first: the UA's outbound Route before the dialog's route set. */
   private viaProxy(d: ProxiedDialog): ProxiedDialog {
-    return { ...d, routeSet: [this.deps.ua.outboundRoute, ...d.routeSet] };
+    return throughProxy(d, this.deps.ua.outboundRoute);
   }
 }

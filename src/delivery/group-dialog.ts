@@ -15,7 +15,7 @@ import type { RestartRequest } from "../procedures/delivery-session.js";
 import { buildRestartInvite } from "../procedures/restart-invite.js";
 import type { GroupSession, SessionDialog } from "../session/group-session.js";
 import { focusContact } from "../session/observe.js";
-import { type ProxiedDialog, towardsClient, towardsFocus } from "../session/proxied-dialog.js";
+import { type ProxiedDialog, throughProxy, towardsClient, towardsFocus } from "../session/proxied-dialog.js";
 import { header, type SipMessage } from "../sip/message.js";
 import { bodyParts } from "../sip/multipart.js";
 
@@ -275,9 +275,8 @@ export class GroupDialogs {
     return this.deps.subscriptions?.unsubscribe(sessionKey) ?? Promise.resolve(false);
   }
 
-  /** The request goes through Kamailio first: the UA's outbound Route before the dialog's route set. */
   private viaProxy(d: ProxiedDialog): ProxiedDialog {
-    return { ...d, routeSet: [this.deps.ua.outboundRoute, ...d.routeSet] };
+    return throughProxy(d, this.deps.ua.outboundRoute);
   }
 }
 

@@ -20,6 +20,11 @@ import type { GroupSession, SessionDialog } from "./group-session.js";
  */
 export type ProxiedDialog = Dialog;
 
+/** `d` sent through Kamailio first: the UA's outbound Route (its ";cpmpfuac" marker) before the dialog's route set. */
+export function throughProxy(d: ProxiedDialog, outboundRoute: string): ProxiedDialog {
+  return { ...d, routeSet: [outboundRoute, ...d.routeSet] };
+}
+
 /** The CSeq of the BYE is localCSeq + 1 (the UA increments first). */
 const LAST_CSEQ = 2 ** 31 - 1;
 

@@ -95,6 +95,8 @@ export interface FaultCounts {
   drainMs: number;
   /** Files left in the fail-safe journal's bad/ and in the spools' bad/ directories. */
   badRecords: number;
+  /** Why Kamailio relayed BYEs through the fail-safe ("<count> <reason>", its log lines, numbers masked), most first. */
+  failsafeReasons: string[];
   notes: string[];
 }
 
@@ -347,6 +349,14 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
 
     let failsafeByes = failsafeOfKilled;
     for (const k of kamailios) if (!k.exited()) failsafeByes += await k.stat("cpm_pf_failsafe").catch(() => 0);
+    const reasons = new Map<string, number>();
+    for (const k of kamailios) {
+      for (const m of k.logs().matchAll(/fail-safe for BYE: (.*?); relaying unchanged/g)) {
+        const why = (m[1] ?? "").replace(/\d+(\.\d+)?/g, "N").slice(0, 120);
+        reasons.set(why, (reasons.get(why) ?? 0) + 1);
+      }
+    }
+    const failsafeReasons = [...reasons].sort((x, y) => y[1] - x[1]).map(([why, n]) => `${n} ${why}`);
     for (const k of kamailios) await k.stop();
     // the sidecars stop gracefully: their records are written, then read back
     for (const sc of sidecars) await sc.stop();
@@ -452,6 +462,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       burstMs,
       drainMs,
       badRecords: left.bad,
+      failsafeReasons,
       notes,
     };
   } finally {
