@@ -6,7 +6,7 @@ import { benchDeferred } from "./deferred-bench.js";
 import { benchDelivery, benchRecordMemory, deliveryCorrect } from "./delivery-bench.js";
 import { benchRelay, benchSessionRss } from "./media-bench.js";
 import { benchRecordStore } from "./record-store-bench.js";
-import { benchSip } from "./sip-bench.js";
+import { benchScale, benchSip } from "./sip-bench.js";
 import { fmt } from "./stats.js";
 import { benchStore } from "./store-bench.js";
 
@@ -21,7 +21,7 @@ const N_RECORDS = Number(process.env.BENCH_RECORDS ?? 10_000);
 const N_RECORD_STORE = Number(process.env.BENCH_RECORD_STORE_N ?? 5000);
 const RECORD_STORE_USERS = Number(process.env.BENCH_RECORD_STORE_USERS ?? 100);
 const RSS_SESSIONS = (process.env.BENCH_RSS_SESSIONS ?? "1000,10000").split(",").map(Number);
-/** Comma-separated subset of the parts to run (store, records, deferred, delivery, media, sip); default all. */
+/** Comma-separated subset of the parts to run (store, records, deferred, delivery, media, sip, scale); default all. */
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",").filter(Boolean);
 const runs = (part: string) => ONLY.length === 0 || ONLY.includes(part);
 
@@ -35,6 +35,7 @@ async function main() {
     if (runs("delivery")) await printDelivery(dovecot);
     if (runs("media")) await printMedia();
     if (runs("sip")) await printSip(dovecot);
+    if (runs("scale")) await printScale();
   } finally {
     await dovecot.stop();
   }
@@ -209,6 +210,29 @@ async function printSip(dovecot: DovecotInstance) {
   if (c) {
     console.log(
       `ratio c/d = ${fmt(c.byesPerSecond / d.appendsPerSecond, 2)} (target >= 0.8); (c) fail-safes ${c.failsafes} (target 0), p99 ${fmt(c.p99, 0)} ms (target <= half the deadline)`,
+    );
+  }
+}
+
+async function printScale() {
+  const concurrent = CONCURRENT[0] ?? 20;
+  const r = await benchScale(N_CALLS, concurrent);
+  console.log(
+    `\nScale-out: (c)'s B2BUA case (a GSO per BYE, 1 folder per session, ${r.users} users' mailboxes, cause 480) with the records on Redis (AOF everysec), ${N_CALLS} calls, ${concurrent} BYEs in flight, one Kamailio; with two sidecars the bridge spreads the dialogs by Call-ID (CPM_PF_GRPC_AFFINITY call-id)`,
+  );
+  console.log(
+    "| case | INVITEs/s (decisions of phase 1) | BYE/s | p50 ms | p99 ms | fail-safes | CPU µs per BYE Kamailio / sidecars | Redis commands per INVITE / per BYE |",
+  );
+  console.log("|---|---|---|---|---|---|---|---|");
+  for (const c of r.cases) {
+    console.log(
+      `| ${c.name} | ${fmt(c.invitesPerSecond)} | ${fmt(c.byesPerSecond)} | ${fmt(c.p50, 0)} | ${fmt(c.p99, 0)} | ${c.failsafes} | ${fmt(c.cpuPerBye.kamailio, 0)} / ${fmt(c.cpuPerBye.sidecar, 0)} | ${fmt(c.redisCallsPerInvite, 1)} / ${fmt(c.redisCallsPerBye, 1)} |`,
+    );
+  }
+  const [one, two] = r.cases;
+  if (one && two) {
+    console.log(
+      `ratio 2 sidecars / 1: BYE/s ${fmt(two.byesPerSecond / one.byesPerSecond, 2)}, INVITEs/s ${fmt(two.invitesPerSecond / one.invitesPerSecond, 2)} (on 2 cores the point is that the second sidecar costs little)`,
     );
   }
 }

@@ -17,6 +17,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ImapFlow } from "imapflow";
+import { Redis } from "ioredis";
 import { groupSessionFolder } from "../src/store/folder.js";
 import { type BurstSession, openDialogs, startBurstClient, startByeBurst } from "../test/harness/bye-burst.js";
 import { servedUsers } from "../test/harness/bye-faults.js";
@@ -25,6 +26,7 @@ import { startDovecot } from "../test/harness/dovecot.js";
 import { perUserStoreEnv, storeEnv } from "../test/harness/group-chat.js";
 import { type KamailioInstance, type KamailioOptions, startKamailio } from "../test/harness/kamailio.js";
 import { freePort } from "../test/harness/ports.js";
+import { startRedis } from "../test/harness/redis.js";
 import { startSidecar } from "../test/harness/sidecar.js";
 import { measureCpu, quiesce } from "./cpu.js";
 import { summarize } from "./stats.js";
@@ -94,20 +96,29 @@ export async function playCalls(
   calls: number,
   concurrent: number,
   reason: string,
-  opts: { sidecarPid?: number; users?: readonly string[]; dovecotPid?: number } = {},
+  opts: {
+    sidecarPid?: number;
+    sidecarPids?: readonly number[];
+    users?: readonly string[];
+    dovecotPid?: number;
+    between?: () => Promise<void>;
+  } = {},
 ): Promise<Omit<SipBenchCase, "name">> {
   const { sidecarPid, users } = opts;
+  const sidecars = opts.sidecarPids ?? [sidecarPid ?? -1];
   const dir = await mkdtemp(join(tmpdir(), "cpm-bench-sipp-"));
   const client = await startBurstClient(dir, calls);
   const sessions = Array.from({ length: calls }, (_, i) => benchSession(i + 1, users));
   const opened = await openDialogs(kamailio.address, dir, client.port, sessions, concurrent);
   // what phase 1 left (the sidecar creating the sessions' folders) is done before the BYEs
-  await quiesce([kamailio.pid, sidecarPid ?? -1, opts.dovecotPid ?? -1]);
-  const cpuEnd = await measureCpu([kamailio.pid, sidecarPid ?? -1]);
+  await quiesce([kamailio.pid, ...sidecars, opts.dovecotPid ?? -1]);
+  await opts.between?.();
+  const cpuEnd = await measureCpu([kamailio.pid, ...sidecars]);
   const burst = await startByeBurst(kamailio.address, dir, client.port, opened.dialogs, calls, concurrent, { reason, traceRtt: true });
   const uacCode = await burst.done;
   const uasCode = await client.done;
-  const cpu = await cpuEnd();
+  const [kamailioMs = 0, ...sidecarMs] = await cpuEnd();
+  const cpu = [kamailioMs, sidecarMs.reduce((x, y) => x + y, 0)];
   const byes = await burst.rtts();
   const times = byes.map((c) => c[0]);
   const lat = byes.map((c) => c[1]);
@@ -254,5 +265,77 @@ async function appendLoop(dovecot: DovecotInstance, sessions: readonly BurstSess
     return { appendsPerSecond: r.perSecond, p50: r.p50, p99: r.p99, appends: r.count };
   } finally {
     for (const c of conns.values()) await c.logout().catch(() => undefined);
+  }
+}
+
+export interface ScaleBench {
+  users: number;
+  /** One sidecar, then two behind the same Kamailio (CPM_PF_GRPC_AFFINITY call-id), both on Redis. */
+  cases: (SipBenchCase & { sidecars: number; redisCallsPerInvite: number; redisCallsPerBye: number })[];
+}
+
+/** Redis commands served so far (INFO commandstats, every command). */
+async function redisCalls(redis: Redis): Promise<number> {
+  const info = await redis.info("commandstats");
+  let n = 0;
+  for (const m of info.matchAll(/^cmdstat_[^:]+:calls=(\d+)/gm)) n += Number(m[1]);
+  return n;
+}
+
+/**
+ * Issue 13's figure: (c)'s B2BUA case (a GSO per BYE, one folder per session,
+ * many users' mailboxes) with the records on Redis, behind one Kamailio, with
+ * one sidecar and then with two (the bridge spreads the dialogs by Call-ID).
+ * Per case the Redis commands per INVITE observed and per BYE decided.
+ */
+export async function benchScale(calls: number, concurrent: number): Promise<ScaleBench> {
+  const users = servedUsers(USERS);
+  const layout = await startDovecot({ users });
+  const redisServer = await startRedis({ appendfsync: "everysec" });
+  const redis = new Redis(redisServer.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
+  const cases: ScaleBench["cases"] = [];
+  try {
+    for (const n of [1, 2]) {
+      await redis.flushall();
+      const env = { ...perUserStoreEnv(layout, "b2bua"), CPM_PF__SESSION__STORE: "redis", CPM_PF__SESSION__REDISURL: redisServer.url };
+      const sidecars = [];
+      for (let i = 0; i < n; i++) sidecars.push(await startSidecar(env));
+      const kamailio = await startKamailio({
+        shmMb: SHM_MB,
+        memoryManager: MEMORY,
+        grpcTarget: sidecars.map((sc) => sc.target).join(","),
+        asyncWorkers: ASYNC_WORKERS,
+        defines: [...PF_DEFINES, 'CPM_PF_GRPC_AFFINITY="call-id"'],
+      });
+      try {
+        const r0 = await redisCalls(redis);
+        let r1 = r0;
+        const c = await playCalls(kamailio, calls, concurrent, "SIP;cause=480", {
+          sidecarPids: sidecars.map((sc) => sc.pid),
+          users,
+          dovecotPid: layout.pid,
+          between: async () => {
+            r1 = await redisCalls(redis);
+          },
+        });
+        const r2 = await redisCalls(redis);
+        cases.push({
+          name: `(s${n}) ${n} sidecar${n > 1 ? "s" : ""} on Redis behind one Kamailio`,
+          sidecars: n,
+          // the INFO calls themselves are Redis commands: one per reading
+          redisCallsPerInvite: (r1 - r0 - 1) / calls,
+          redisCallsPerBye: (r2 - r1 - 1) / Math.max(1, c.byes),
+          ...c,
+        });
+      } finally {
+        await kamailio.stop();
+        for (const sc of sidecars) await sc.stop();
+      }
+    }
+    return { users: users.length, cases };
+  } finally {
+    redis.disconnect();
+    await redisServer.stop();
+    await layout.stop();
   }
 }
