@@ -6,6 +6,7 @@
 // deferred-delivery.test.ts: the CF's INVITE (SIPp), the media anchored, the
 // client's MSRP connection drops, the CF's messages are deferred, its BYE;
 // then the REGISTER and the delivery INVITE at the client (SIPp + MSRP peer).
+// Last, the survivor's SIGTERM drain gives its slot up.
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -150,6 +151,23 @@ describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user
         1,
         "no wake-up this time (only the first case's)",
       );
+    },
+  );
+
+  test(
+    "issue 13 DD-1: the SIGTERM drain releases the slots the sidecar holds (the next registration's sidecar takes them at once)",
+    T,
+    async () => {
+      const rb = b as DeferredChatRig;
+      const holder = ownerName(rb);
+      assert.equal((await watch?.get(keys.lease(SLOT)))?.split(" ")[0], holder, "B holds the slot before the drain");
+      const lines = await rb.terminate();
+      const released = lines.filter((l) => l.msg === "slot leases released");
+      assert.deepEqual(
+        released.map((l) => l.slots),
+        [[SLOT]],
+      );
+      assert.equal(await watch?.exists(keys.lease(SLOT)), 0, "no lease left for the slot");
     },
   );
 });
