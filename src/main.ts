@@ -24,6 +24,7 @@ import { FailsafeReplay } from "./pf/failsafe-replay.js";
 import { ParticipatingFunction } from "./pf/participating-function.js";
 import type { GroupSession } from "./session/group-session.js";
 import type { SessionStore } from "./session/record-store.js";
+import { SlotOwnership } from "./session/redis/ownership.js";
 import { RedisRecordStore } from "./session/redis/redis-record-store.js";
 import { SessionRegistry } from "./session/registry.js";
 import { SipUa } from "./sip/ua.js";
@@ -90,6 +91,7 @@ async function main(): Promise<void> {
   let subscriptions: ConferenceSubscriptions | undefined;
   let refresh: SessionRefresh | undefined;
   let devices: DeviceDialogs | undefined;
+  let ownership: SlotOwnership | undefined;
   if (cfg.delivery.deferredMsgMgmtUri && !msrp) {
     log.warn("deferred delivery off: it needs media.enabled=true", { key: "delivery.deferredMsgMgmtUri" });
   } else if (cfg.delivery.deferredMsgMgmtUri && msrp) {
@@ -135,8 +137,21 @@ async function main(): Promise<void> {
       byeTimeoutMs: cfg.pf.deviceByeTimeoutMs,
       log: componentLogger("delivery", root),
     });
+    // several sidecars on one Redis: the holder of a served user's slot delivers, the others wake it
+    if (sessions instanceof RedisRecordStore) {
+      ownership = new SlotOwnership({
+        url: cfg.session.redisUrl,
+        redis: sessions.connection,
+        keyspace: sessions.keys,
+        holder: sessions.writer,
+        slots: cfg.session.slots,
+        ttlMs: cfg.session.leaseTtlMs,
+        log: componentLogger("session", root),
+      });
+    }
     delivery = new DeliveryService({
       policy: { ...cfg.delivery, groupSessionDataManagement: cfg.pf.groupSessionDataManagement },
+      ...(ownership ? { ownership } : {}),
       servedUser: cfg.pf.servedUser,
       ua,
       refresh,
@@ -179,6 +194,10 @@ async function main(): Promise<void> {
       log: componentLogger("delivery", root),
     });
   }
+  if (ownership && delivery) {
+    const d = delivery;
+    await ownership.start((wake) => d.woken(wake));
+  }
   const pf = new ParticipatingFunction(cfg, sessions, store, media, componentLogger("pf", root), {
     anchorMedia: cfg.media.enabled,
     ...(delivery ? { registrations: delivery } : {}),
@@ -220,6 +239,7 @@ async function main(): Promise<void> {
     deferredDelivery: ua ? `${ua.address.host}:${ua.address.port}` : "off",
     sessionStore: cfg.session.store,
     sessionsRestored: restored,
+    ...(ownership ? { owner: ownership.self, slots: cfg.session.slots, leaseTtlMs: cfg.session.leaseTtlMs } : {}),
     pid: process.pid,
   });
 
@@ -231,6 +251,7 @@ async function main(): Promise<void> {
     // drain: health NOT_SERVING, no new sessions or deliveries, the running deliveries finish (pf.drainTimeoutMs)
     server.notServing();
     pf.drain();
+    await ownership?.stopWakes();
     const until = Date.now() + cfg.pf.drainTimeoutMs;
     if (delivery && delivery.running > 0) {
       const ended = await delivery.drain(cfg.pf.drainTimeoutMs);
@@ -246,6 +267,8 @@ async function main(): Promise<void> {
     await replay?.close();
     pf.close();
     delivery?.close(); // after drain() a no-op
+    // the slots go at once (before the records' connection closes): the next registration's sidecar takes them
+    await ownership?.release();
     subscriptions?.close();
     await ua?.close();
     // media before the store: its last deferred items and recordings go to the store or spool

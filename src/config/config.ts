@@ -324,6 +324,10 @@ export interface Config {
     store: "journal" | "redis";
     /** The Redis server of session.store "redis" (redis:// or rediss:// URL, optional user:password@ and /db). Default "". */
     redisUrl: string;
+    /** session.store "redis": served-user slots (FNV-1a of the user mod this), one owner each; the same on every sidecar. Default 256. */
+    slots: number;
+    /** session.store "redis": a slot's lease lapses this long after its holder last renewed it (renewed every third of it, ms). Default 10000. */
+    leaseTtlMs: number;
   };
 }
 
@@ -419,6 +423,8 @@ export const defaults: Config = {
     failsafeReplayMs: 500,
     store: "journal",
     redisUrl: "",
+    slots: 256,
+    leaseTtlMs: 10_000,
   },
 };
 
@@ -516,6 +522,8 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     failsafeReplayMs: "posint",
     store: { oneOf: ["journal", "redis"] },
     redisUrl: "string",
+    slots: "posint",
+    leaseTtlMs: "posint",
   },
 };
 
@@ -646,6 +654,8 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   if ((cfg.media.tlsCertFile === "") !== (cfg.media.tlsKeyFile === ""))
     bad(cfg.media.tlsCertFile === "" ? "media.tlsCertFile" : "media.tlsKeyFile", "msrps needs both media.tlsCertFile and media.tlsKeyFile");
   checkRedisUrl(cfg.session);
+  // renewed every third of the TTL: below 300 ms a Redis round trip under load is a missed renewal
+  if (cfg.session.leaseTtlMs < 300) bad("session.leaseTtlMs", "must be >= 300");
   return cfg;
 }
 

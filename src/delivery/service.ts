@@ -130,8 +130,27 @@ export interface DeliverySessions {
   findByIds(servedUser: string, conversationId: string, contributionId: string): GroupSession | undefined;
 }
 
+/** A served-user slot's lease (src/session/redis/ownership.ts): its fencing token grows with every grant. */
+export interface OwnerLease {
+  slot: number;
+  token: number;
+}
+
+/** Who runs a served user's deliveries when several sidecars share the records (src/session/redis/ownership.ts). */
+export interface DeliveryOwnership {
+  /** This sidecar's name. */
+  readonly self: string;
+  owner(servedUser: string): Promise<{ self: true; lease: OwnerLease } | { self: false; slot: number; holder: string; lapsesInMs: number }>;
+  /** The fence before a claim: false once a newer lease of the slot exists (or it lapsed). */
+  confirm(lease: OwnerLease): Promise<boolean>;
+  /** Publishes the registration to the slot's holder; resolves with how many received it. */
+  wake(slot: number, wake: { servedUser: string; client: { contact: string; instanceId?: string } }): Promise<number>;
+}
+
 export interface DeliveryServiceDeps {
   policy: DeliveryPolicy;
+  /** session.store "redis": only the holder of the served user's slot delivers; absent (the journal): this sidecar delivers. */
+  ownership?: DeliveryOwnership;
   /** Deliveries by outcome and drain time; default none. */
   metrics?: Pick<Metrics, "delivery">;
   /** config pf.servedUser: when set, REGISTERs for another user are not this PF's. */
@@ -208,6 +227,8 @@ export class DeliveryService implements RegistrationHandler {
   private readonly byCallId = new Map<string, string>();
   private claims: DeliveryClaims = new Map();
   private closed = false;
+  /** Registrations whose wake-up nobody received: tried again once the holder's lease has lapsed. */
+  private readonly wakeRetries = new Set<NodeJS.Timeout>();
   /** Actions the machines asked for that nothing here executes (each logged as an error). */
   unexecutedActions = 0;
 
@@ -260,7 +281,91 @@ export class DeliveryService implements RegistrationHandler {
     return this.startFor(servedUser, { contact: contact.startsWith("<") ? contact : `<${contact}>` });
   }
 
-  private async startFor(servedUser: string, client: { contact: string; instanceId?: string }): Promise<RegistrationResult> {
+  /** A registration another sidecar got for a user of a slot this one holds (its wake-up). */
+  woken(wake: { servedUser: string; client: { contact: string; instanceId?: string }; from: string }): void {
+    if (this.closed) return;
+    const fields = { servedUser: wake.servedUser, contact: wake.client.contact, from: wake.from };
+    this.deps.log.info("registration wake-up received", fields);
+    this.startFor(wake.servedUser, wake.client, "woken").then(
+      (r) => this.deps.log.info("registration wake-up handled", { ...fields, deliveries: r.deliveries, notes: r.notes }),
+      (err) => this.deps.log.error("registration wake-up failed", { ...fields, reason: String(err) }),
+    );
+  }
+
+  /**
+   * Several sidecars: the holder of the served user's slot delivers. Another
+   * live holder is woken (pub/sub) and nothing starts here; a slot nobody
+   * holds (or whose holder's lease lapsed) is taken, with a new token.
+   */
+  private async route(
+    servedUser: string,
+    client: { contact: string; instanceId?: string },
+    how: "registered" | "woken" | "retry",
+  ): Promise<{ lease: OwnerLease } | { result: RegistrationResult }> {
+    const own = this.deps.ownership as DeliveryOwnership;
+    const fields = { servedUser, contact: client.contact };
+    let o: Awaited<ReturnType<DeliveryOwnership["owner"]>>;
+    try {
+      o = await own.owner(servedUser);
+    } catch (err) {
+      // not knowing the owner, delivering could deliver twice: the next registration (refresh) tries again
+      const reason = err instanceof CpmError ? err.detail : String(err);
+      this.deps.log.warn("registration: the owner of the served user's slot is unknown, nothing delivered", { ...fields, reason });
+      return { result: { accepted: true, deliveries: 0, notes: [`slot owner unknown: ${reason}`] } };
+    }
+    if (o.self) return { lease: o.lease };
+    if (how === "woken") {
+      this.deps.log.warn("wake-up for a slot another sidecar holds now: nothing delivered here", { ...fields, owner: o.holder });
+      return { result: { accepted: true, deliveries: 0, notes: [`slot ${o.slot} is held by ${o.holder}`] } };
+    }
+    let received = 0;
+    try {
+      received = await own.wake(o.slot, { servedUser, client });
+    } catch (err) {
+      this.deps.log.warn("registration wake-up not published", { ...fields, owner: o.holder, reason: String(err) });
+    }
+    this.deps.log.info("registration wake-up published", { ...fields, owner: o.holder, slot: o.slot, received });
+    if (received > 0) {
+      return { result: { accepted: true, deliveries: 0, notes: [`deferred delivery by sidecar ${o.holder} (owner of slot ${o.slot})`] } };
+    }
+    // nobody listening (the holder died with its lease still running): once it lapsed, this sidecar takes the slot
+    if (how === "registered") {
+      const timer = setTimeout(() => {
+        this.wakeRetries.delete(timer);
+        if (this.closed) return;
+        this.startFor(servedUser, client, "retry").then(
+          (r) =>
+            this.deps.log.info("registration retried after the slot's lease lapsed", {
+              ...fields,
+              deliveries: r.deliveries,
+              notes: r.notes,
+            }),
+          (err) => this.deps.log.error("registration retry failed", { ...fields, reason: String(err) }),
+        );
+      }, o.lapsesInMs + 50);
+      timer.unref();
+      this.wakeRetries.add(timer);
+    }
+    return {
+      result: {
+        accepted: true,
+        deliveries: 0,
+        notes: [`sidecar ${o.holder} (owner of slot ${o.slot}) did not get the wake-up: retried when its lease lapses`],
+      },
+    };
+  }
+
+  private async startFor(
+    servedUser: string,
+    client: { contact: string; instanceId?: string },
+    how: "registered" | "woken" | "retry" = "registered",
+  ): Promise<RegistrationResult> {
+    let lease: OwnerLease | undefined;
+    if (this.deps.ownership) {
+      const routed = await this.route(servedUser, client, how);
+      if ("result" in routed) return routed.result;
+      lease = routed.lease;
+    }
     const device = deviceOf(client.instanceId);
     // the served user's own queue, joined with the user's own records: nobody else's data; counted for this device
     let queues: DeferredSessionSummary[];
@@ -297,9 +402,27 @@ export class DeliveryService implements RegistrationHandler {
       }
       pending.push({ conversationId: q.conversationId, contributionId: q.contributionId, count: q.count, session });
     }
+    const ownership = this.deps.ownership;
+    // the fence before the claim: a delivery prepared under a token a newer lease superseded does not run
+    if (ownership && lease && !(await ownership.confirm(lease).catch(() => false))) {
+      this.deps.log.warn("slot lease superseded before the delivery was claimed: nothing delivered here", {
+        servedUser,
+        slot: lease.slot,
+        token: lease.token,
+      });
+      // once more from the top: the new holder is woken, or the slot taken anew
+      if (how === "registered") return this.startFor(servedUser, client, "retry");
+      return { accepted: true, deliveries: 0, notes: [`slot ${lease.slot} lease ${lease.token} superseded: nothing delivered`] };
+    }
     const start = startDeferredDelivery({ type: "registered", servedUser: servedUser, client, pending }, this.claims, this.deps.policy);
     this.claims = start.claims;
-    const fields = { servedUser: servedUser, contact: client.contact, device: device.keyword, pending: pending.length };
+    const fields = {
+      servedUser: servedUser,
+      contact: client.contact,
+      device: device.keyword,
+      pending: pending.length,
+      ...(lease ? { slot: lease.slot, token: lease.token } : {}),
+    };
     // info: every refresh REGISTER repeats them (e.g. a folder of a session the PF no longer knows)
     for (const note of start.notes) this.deps.log.info(note, fields);
     for (const first of start.deliveries) {
@@ -307,7 +430,8 @@ export class DeliveryService implements RegistrationHandler {
       m.chain = m.chain.then(() => this.apply(m, first));
     }
     this.deps.log.info("registration: deferred delivery started", { ...fields, deliveries: start.deliveries.length });
-    return { accepted: true, deliveries: start.deliveries.length, notes: start.notes };
+    const by = ownership && lease ? [`deferred delivery by this sidecar ${ownership.self} (slot ${lease.slot}, lease ${lease.token})`] : [];
+    return { accepted: true, deliveries: start.deliveries.length, notes: [...start.notes, ...by] };
   }
 
   /**
@@ -346,6 +470,8 @@ export class DeliveryService implements RegistrationHandler {
   /** Ends every delivery (shutdown): timers cleared, legs closed; what was not delivered stays queued. */
   close(): void {
     this.closed = true;
+    for (const t of this.wakeRetries) clearTimeout(t);
+    this.wakeRetries.clear();
     for (const m of this.machines.values()) this.dispose(m, "PF shutting down");
     this.machines.clear();
     this.byCallId.clear();

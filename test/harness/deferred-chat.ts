@@ -97,6 +97,12 @@ export interface RigOptions {
   uaAddressTransport?: "udp" | "tcp";
   /** Kamailio's configuration (an operator's that includes kamailio/kamailio.cfg). Default kamailio/kamailio.cfg. */
   kamailioCfg?: string;
+  /** Another rig's Dovecot (several sidecars on one Message Store): not started, nor stopped, by this rig. */
+  dovecot?: DovecotInstance;
+  /** The sidecar's gRPC socket path. Default one in the rig's directory. */
+  grpcSocket?: string;
+  /** Further sidecars Kamailio's bridge tries after this rig's (CPM_PF_GRPC_TARGET is then a list). */
+  moreGrpcTargets?: string[];
 }
 
 export interface Rejoin {
@@ -159,6 +165,7 @@ export class DeferredChatRig {
     readonly kamailio: KamailioInstance,
     private readonly dir: string,
     private readonly env: Record<string, string>,
+    private readonly ownsDovecot = true,
   ) {}
 
   /** Starts Dovecot, Kamailio and the sidecar; `env` adds or overrides CPM_PF__* keys. */
@@ -168,48 +175,59 @@ export class DeferredChatRig {
     opts: RigOptions = {},
   ): Promise<DeferredChatRig> {
     // a PF serving many users, each in their own mailbox (the Dovecot master user logs in for them)
-    const dovecot = await startDovecot();
+    const dovecot = opts.dovecot ?? (await startDovecot());
     for (const u of users) await dovecot.addUser(mailboxNameOf(u));
     const dir = await mkdtemp(join(tmpdir(), "cpm-dd-rig-"));
     // Kamailio and the sidecar on one host: gRPC over a Unix domain socket, kept across sidecar restarts
-    const grpcSocket = join(dir, "grpc.sock");
+    const grpcSocket = opts.grpcSocket ?? join(dir, "grpc.sock");
     const uaPort = await freePort();
     const mediaPort = await freePort();
     const kamailio = await startKamailio({
       ...(opts.kamailioCfg ? { cfg: opts.kamailioCfg } : {}),
-      grpcTarget: `unix:${grpcSocket}`,
+      grpcTarget: [`unix:${grpcSocket}`, ...(opts.moreGrpcTargets ?? [])].join(","),
       deadlineMs: 1000,
       defines: [
         `CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}${opts.uaAddressTransport === "tcp" ? ";transport=tcp" : ""}"`,
         `CPM_PF_BYE_CLIENT_TIMEOUT_MS=${CLIENT_BYE_TIMEOUT_MS}`,
       ],
     });
-    const rig = new DeferredChatRig(dovecot, kamailio, dir, {
-      ...perUserStoreEnv(dovecot, "b2bua"),
-      CPM_PF__GRPC__SOCKET: grpcSocket,
-      CPM_PF__SESSION__STATEDIR: join(dir, "state"),
-      CPM_PF__STORE__SPOOLDIR: join(dir, "spool"),
-      CPM_PF__MEDIA__ENABLED: "true",
-      CPM_PF__MEDIA__HOST: "127.0.0.1",
-      CPM_PF__MEDIA__PORT: String(mediaPort),
-      CPM_PF__DELIVERY__DEFERREDMSGMGMTURI: DEFERRED_URI,
-      CPM_PF__DELIVERY__SENDINTERIMGSOS: "true",
-      CPM_PF__SIP__HOST: "127.0.0.1",
-      CPM_PF__SIP__PORT: String(uaPort),
-      CPM_PF__SIP__PROXYHOST: "127.0.0.1",
-      CPM_PF__SIP__PROXYPORT: String(kamailio.sipPort),
-      CPM_PF__SIP__TRANSPORT: "udp",
-      // the CF SIPps of these cases have no conference event package: the PF's own SUBSCRIBE (unanswered,
-      // retransmitted by Kamailio) would reach the next SIPp on the focus's port; conference-subscription.test.ts turns it on
-      CPM_PF__DELIVERY__CONFERENCESUBSCRIPTIONEXPIRES: "0",
-      ...env,
-    });
+    const rig = new DeferredChatRig(
+      dovecot,
+      kamailio,
+      dir,
+      {
+        ...perUserStoreEnv(dovecot, "b2bua"),
+        CPM_PF__GRPC__SOCKET: grpcSocket,
+        CPM_PF__SESSION__STATEDIR: join(dir, "state"),
+        CPM_PF__STORE__SPOOLDIR: join(dir, "spool"),
+        CPM_PF__MEDIA__ENABLED: "true",
+        CPM_PF__MEDIA__HOST: "127.0.0.1",
+        CPM_PF__MEDIA__PORT: String(mediaPort),
+        CPM_PF__DELIVERY__DEFERREDMSGMGMTURI: DEFERRED_URI,
+        CPM_PF__DELIVERY__SENDINTERIMGSOS: "true",
+        CPM_PF__SIP__HOST: "127.0.0.1",
+        CPM_PF__SIP__PORT: String(uaPort),
+        CPM_PF__SIP__PROXYHOST: "127.0.0.1",
+        CPM_PF__SIP__PROXYPORT: String(kamailio.sipPort),
+        CPM_PF__SIP__TRANSPORT: "udp",
+        // the CF SIPps of these cases have no conference event package: the PF's own SUBSCRIBE (unanswered,
+        // retransmitted by Kamailio) would reach the next SIPp on the focus's port; conference-subscription.test.ts turns it on
+        CPM_PF__DELIVERY__CONFERENCESUBSCRIPTIONEXPIRES: "0",
+        ...env,
+      },
+      opts.dovecot === undefined,
+    );
     rig.current = await startSidecar(rig.env);
     return rig;
   }
 
   get sidecar(): SidecarInstance {
     return this.current;
+  }
+
+  /** The port of the sidecar's MSRP listener (media.port): its delivery legs' a=path. */
+  get mediaPort(): number {
+    return Number(this.env.CPM_PF__MEDIA__PORT);
   }
 
   /** The port of the sidecar's SIP UA (sip.port), UDP and TCP. */
@@ -274,7 +292,7 @@ export class DeferredChatRig {
     for (const p of this.peers) await p.close().catch(() => {});
     await this.kamailio.stop();
     await this.current?.stop();
-    await this.dovecot.stop();
+    if (this.ownsDovecot) await this.dovecot.stop();
     await rm(this.dir, { recursive: true, force: true });
   }
 

@@ -11,6 +11,8 @@
 //   <p>changes             pub/sub "<rev> <writer> <record id>" after each write (rev 0: purged)
 //   <p>lease:<slot>        string "<holder> <token>", with the lease's TTL
 //   <p>fence:<slot>        string the slot's newest lease token (INCR): a write with an older one is refused
+//   <p>slots               string how many slots the served users are hashed into (every sidecar the same)
+//   <p>wake:<slot>         pub/sub a registration for a user of the slot, to its holder (JSON, ownership.ts)
 //
 // A record id is (served user, Conversation-ID, Contribution-ID) joined by
 // RECORD_ID_SEPARATOR (group-session.ts recordId); the served user is its first part.
@@ -23,12 +25,14 @@ export class Keyspace {
   readonly retention: string;
   readonly changes: string;
   readonly recordPattern: string;
+  readonly slotCount: string;
 
   constructor(readonly prefix = DEFAULT_PREFIX) {
     this.callIds = `${prefix}callids`;
     this.retention = `${prefix}retention`;
     this.changes = `${prefix}changes`;
     this.recordPattern = `${prefix}rec:*`;
+    this.slotCount = `${prefix}slots`;
   }
 
   record(id: string): string {
@@ -50,6 +54,16 @@ export class Keyspace {
 
   fence(slot: number): string {
     return `${this.prefix}fence:${slot}`;
+  }
+
+  wake(slot: number): string {
+    return `${this.prefix}wake:${slot}`;
+  }
+
+  /** The slot of a wake: channel, or undefined. */
+  slotOfWake(channel: string): number | undefined {
+    const tail = channel.startsWith(`${this.prefix}wake:`) ? channel.slice(this.prefix.length + "wake:".length) : "";
+    return /^\d+$/.test(tail) ? Number(tail) : undefined;
   }
 }
 

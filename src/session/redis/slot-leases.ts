@@ -8,9 +8,8 @@
 // granted (scripts.ts PUT_RECORD), so a holder that paused past its TTL
 // cannot overwrite the new holder's work.
 //
-// Not wired into the sidecar yet: failover (who takes a lapsed slot, what it
-// re-establishes) needs the multi-sidecar work of the scale-out plan (README
-// "The Redis record store").
+// Wired for deferred deliveries by ownership.ts (who takes, renews and
+// releases which slots; wake-ups to the holder).
 import type { Redis } from "ioredis";
 import { userKey } from "../group-session.js";
 import type { Keyspace } from "./keyspace.js";

@@ -1,0 +1,173 @@
+// Scale-out, deferred delivery owned by one sidecar (session.store "redis"):
+// two sidecars on one Redis and one Dovecot, each behind its own Kamailio
+// (its CPM_PF_GRPC_TARGET lists its own sidecar first, the other next), so
+// the S-CSCF's third-party REGISTER can be sent to the sidecar that does not
+// own the served user's slot. Played from the wire as in
+// deferred-delivery.test.ts: the CF's INVITE (SIPp), the media anchored, the
+// client's MSRP connection drops, the CF's messages are deferred, its BYE;
+// then the REGISTER and the delivery INVITE at the client (SIPp + MSRP peer).
+// Last, the survivor's SIGTERM drain gives its slot up.
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { Redis } from "ioredis";
+import { Keyspace } from "../../src/session/redis/keyspace.js";
+import { slotOf } from "../../src/session/redis/slot-leases.js";
+import { triggerSipp } from "../harness/anchored-chat.js";
+import { type Chat, DeferredChatRig, deferredFolder, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
+import { sdpPath } from "../harness/msrp-peer.js";
+import { type RedisInstance, startRedis } from "../harness/redis.js";
+import { waitFor } from "../harness/wait.js";
+
+const T = { timeout: 120_000 };
+const SLOTS = 16;
+const LEASE_TTL_MS = 1500;
+const SLOT = slotOf(SERVED_USER, SLOTS);
+const keys = new Keyspace();
+
+describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user's slot delivers, whichever sidecar got the REGISTER", () => {
+  let redis: RedisInstance | undefined;
+  let watch: Redis | undefined;
+  let dir: string | undefined;
+  let a: DeferredChatRig | undefined;
+  let b: DeferredChatRig | undefined;
+
+  before(async () => {
+    redis = await startRedis();
+    watch = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+    dir = await mkdtemp(join(tmpdir(), "cpm-owner-"));
+    const sockA = join(dir, "a.sock");
+    const sockB = join(dir, "b.sock");
+    const env = {
+      CPM_PF__SESSION__STORE: "redis",
+      CPM_PF__SESSION__REDISURL: redis.url,
+      CPM_PF__SESSION__SLOTS: String(SLOTS),
+      CPM_PF__SESSION__LEASETTLMS: String(LEASE_TTL_MS),
+    };
+    a = await DeferredChatRig.start(env, undefined, {
+      grpcSocket: sockA,
+      moreGrpcTargets: [`unix:${sockB}`],
+    });
+    b = await DeferredChatRig.start(env, [], { dovecot: a.dovecot, grpcSocket: sockB, moreGrpcTargets: [`unix:${sockA}`] });
+  });
+  after(async () => {
+    await b?.stop();
+    await a?.stop();
+    watch?.disconnect();
+    await redis?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const ownerName = (rig: DeferredChatRig) => String(rig.sidecar.logLines().find((l) => l.msg === "sidecar ready")?.owner);
+  const leasesTaken = (rig: DeferredChatRig) => rig.sidecar.logLines().filter((l) => l.msg === "slot lease taken" && l.slot === SLOT);
+  const deliveriesStarted = (rig: DeferredChatRig) =>
+    rig.sidecar
+      .logLines()
+      .filter((l) => l.msg === "registration: deferred delivery started" && l.servedUser === SERVED_USER && Number(l.deliveries) > 0);
+
+  /** The delivery to a SIPp client after `register(contact)`: every kept message once, in order, then the GSO (DD-10, DD-11); the client's BYE cause=200 ends it and the queue is empty. */
+  async function delivered(by: DeferredChatRig, chat: Chat, register: (contact: string) => Promise<void>) {
+    await by.deliveredTo(
+      chat,
+      "client-dd-uas.xml",
+      { bye_reason: 'SIP;cause=200;text="Call completed"' },
+      async ({ peer, client, invite }) => {
+        assert.match(sdpPath(invite.body), new RegExp(`^msrp://127\\.0\\.0\\.1:${by.mediaPort}/`), "the delivery leg is the owner's");
+        const got = await by.received(peer, chat.sent.length + 1, chat);
+        assert.deepEqual(
+          got.slice(0, chat.sent.length).map((m) => Buffer.from(m.body).toString("utf8")),
+          chat.sent.map((s) => s.body.toString("utf8")),
+          "every deferred message, in the order the CF sent them",
+        );
+        assert.equal(got[chat.sent.length]?.contentType, GSO_TYPE);
+        await waitFor(async () => (await by.folder(deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
+        await triggerSipp(client.port, invite.headers.get("call-id")?.[0] ?? "");
+        const r = await client.done;
+        assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+        // the delivery is over: what the peer got is all it gets (nothing twice), one INVITE for the group session
+        assert.equal(peer.received.length, chat.sent.length + 1, "nothing delivered twice");
+        assert.equal(r.messages.filter((m) => m.direction === "received" && m.method === "INVITE").length, 1, "one delivery INVITE");
+      },
+      register,
+    );
+  }
+
+  test(
+    "issue 13 DD-1: the REGISTER reaches the sidecar that does not own the slot: it wakes the owner over Redis and delivers nothing; the owner's delivery INVITE brings every message once, in order",
+    T,
+    async () => {
+      const ra = a as DeferredChatRig;
+      const rb = b as DeferredChatRig;
+      // the user's device registers through A first (nothing pending yet): A takes the user's slot
+      assert.equal((await ra.register("<sip:earlier@127.0.0.1:9>")).code, 0);
+      await waitFor(() => leasesTaken(ra).length === 1, 5000, 20, "A holds the served user's slot");
+      assert.equal(await watch?.get(keys.lease(SLOT)), `${ownerName(ra)} ${leasesTaken(ra)[0]?.token}`);
+      const chat = await ra.chatWhileAway(["one", "two", "three", "four", "five"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      await ra.lifecycleMoved(chat, "client-absent -> inactive");
+      await delivered(ra, chat, async (contact) => {
+        // the S-CSCF's REGISTER to B's Kamailio: B is asked
+        const reg = await rb.register(contact, SERVED_USER);
+        assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+      });
+      const published = rb.loggedAll("registration wake-up published").filter((l) => l.servedUser === SERVED_USER);
+      assert.deepEqual(
+        published.map((l) => [l.owner, l.slot, l.received]),
+        [[ownerName(ra), SLOT, 1]],
+        "B published the registration once, to A",
+      );
+      assert.equal(deliveriesStarted(rb).length, 0, "B started no delivery");
+      assert.equal(leasesTaken(rb).length, 0, "B never took the slot");
+      assert.equal(ra.loggedAll("registration wake-up received").length, 1);
+      assert.equal(deliveriesStarted(ra).length, 1, "A delivered, once");
+    },
+  );
+
+  test(
+    "issue 13 DD-1: the owner is SIGKILLed; once its lease lapsed, a REGISTER (new pending data) at the survivor: it takes the slot with a newer token and delivers; nothing twice, nothing lost",
+    T,
+    async () => {
+      const ra = a as DeferredChatRig;
+      const rb = b as DeferredChatRig;
+      const oldToken = Number(leasesTaken(ra)[0]?.token);
+      await ra.sidecar.kill("SIGKILL");
+      await waitFor(async () => (await watch?.exists(keys.lease(SLOT))) === 0, 10_000, 50, "the dead owner's lease lapses");
+      // the CF's next group chat through B's Kamailio (A is gone), deferred by B
+      const chat = await rb.chatWhileAway(["after the kill 1", "after the kill 2", "after the kill 3"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+      });
+      await rb.lifecycleMoved(chat, "client-absent -> inactive");
+      await delivered(rb, chat, async (contact) => {
+        const reg = await rb.register(contact, SERVED_USER);
+        assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+      });
+      const taken = leasesTaken(rb);
+      assert.equal(taken.length, 1, "B took the slot");
+      assert.ok(Number(taken[0]?.token) > oldToken, "with a newer fencing token");
+      assert.equal(deliveriesStarted(rb).length, 1, "B delivered, once");
+      assert.equal(
+        rb.loggedAll("registration wake-up published").filter((l) => l.servedUser === SERVED_USER).length,
+        1,
+        "no wake-up this time (only the first case's)",
+      );
+    },
+  );
+
+  test(
+    "issue 13 DD-1: the SIGTERM drain releases the slots the sidecar holds (the next registration's sidecar takes them at once)",
+    T,
+    async () => {
+      const rb = b as DeferredChatRig;
+      const holder = ownerName(rb);
+      assert.equal((await watch?.get(keys.lease(SLOT)))?.split(" ")[0], holder, "B holds the slot before the drain");
+      const lines = await rb.terminate();
+      const released = lines.filter((l) => l.msg === "slot leases released");
+      assert.deepEqual(
+        released.map((l) => l.slots),
+        [[SLOT]],
+      );
+      assert.equal(await watch?.exists(keys.lease(SLOT)), 0, "no lease left for the slot");
+    },
+  );
+});

@@ -1,0 +1,168 @@
+// DeliveryService with several sidecars (session.store "redis"): a
+// registration starts the deferred delivery only at the holder of the served
+// user's slot, after the fence check; elsewhere it wakes the holder. The
+// slot ownership is a fake here (the Redis side: test/integration/slot-ownership.test.ts).
+import assert from "node:assert/strict";
+import { afterEach, test } from "node:test";
+import {
+  type DeliveryOwnership,
+  type DeliveryQueue,
+  DeliveryService,
+  type DeliveryUa,
+  type OwnerLease,
+} from "../../../src/delivery/service.js";
+import { silentLogger } from "../../../src/log/logger.js";
+import { groupSession, policy, SERVED_USER } from "../../fixtures/delivery.js";
+import { registerAndResponse, thirdPartyRegister } from "../../fixtures/registration.js";
+
+type Owner = Awaited<ReturnType<DeliveryOwnership["owner"]>>;
+
+const SESSION = groupSession({ lifecycle: "inactive", pendingDeferred: true });
+const running: DeliveryService[] = [];
+
+afterEach(() => {
+  for (const s of running.splice(0)) s.close();
+});
+
+/** A service whose queue holds two items of SESSION; `openLeg` calls count the delivery INVITEs it prepares. */
+function service(ownership?: DeliveryOwnership) {
+  const legs: string[] = [];
+  const queue = {
+    listSessions: async () => [
+      { folder: "Deferred/x", conversationId: SESSION.conversationId, contributionId: SESSION.contributionId, count: 2, total: 2 },
+    ],
+  } as unknown as DeliveryQueue;
+  const ua = { onRequest() {}, onInvite() {} } as unknown as DeliveryUa;
+  const s = new DeliveryService({
+    policy,
+    servedUser: "",
+    ua,
+    openLeg: (key) => {
+      legs.push(key);
+      return new Promise(() => {});
+    },
+    answerLeg: () => new Promise(() => {}),
+    queue,
+    sessions: { get: () => SESSION, findByIds: () => SESSION },
+    deviceSeen: async () => {},
+    queueSettled: async () => {},
+    log: silentLogger(),
+    ...(ownership ? { ownership } : {}),
+  });
+  running.push(s);
+  return { s, legs };
+}
+
+/** Ownership answering `owners` in turn, `confirms` for the fence checks; records the wake-ups. */
+function fakeOwnership(owners: Owner[], confirms: boolean[] = [], received = 1) {
+  const wakes: { slot: number; servedUser: string; contact: string; instanceId?: string }[] = [];
+  const fenced: OwnerLease[] = [];
+  const asked = { owner: 0 };
+  const o: DeliveryOwnership = {
+    self: "sidecar-a",
+    owner: async () => {
+      asked.owner++;
+      const next = owners.shift();
+      if (!next) throw new Error("owner() asked more often than the case expects");
+      return next;
+    },
+    confirm: async (lease) => {
+      fenced.push(lease);
+      return confirms.shift() ?? true;
+    },
+    wake: async (slot, w) => {
+      wakes.push({ slot, servedUser: w.servedUser, ...w.client });
+      return received;
+    },
+  };
+  return { o, wakes, fenced, asked };
+}
+
+// the fixture's To: the served user the S-CSCF names
+const REGISTERED = "sip:user1_public1@home1.net";
+const register = (s: DeliveryService) => s.onRegistration({ raw: thirdPartyRegister({ body: registerAndResponse() }) });
+
+test("DD-1 (one sidecar, the journal): no ownership asked, the registration starts the delivery", async () => {
+  const { s, legs } = service();
+  const r = await register(s);
+  assert.equal(r.deliveries, 1);
+  assert.equal(legs.length, 1);
+});
+
+test("issue 13 DD-1: the holder of the served user's slot delivers after the fence check; the answer names it", async () => {
+  const lease = { slot: 3, token: 7 };
+  const f = fakeOwnership([{ self: true, lease }]);
+  const { s, legs } = service(f.o);
+  const r = await register(s);
+  assert.equal(r.deliveries, 1);
+  assert.equal(legs.length, 1);
+  assert.deepEqual(f.fenced, [lease], "the fence was checked before the claim");
+  assert.ok(r.notes.includes("deferred delivery by this sidecar sidecar-a (slot 3, lease 7)"), r.notes.join("; "));
+  assert.equal(f.wakes.length, 0);
+});
+
+test("issue 13 DD-1: another live sidecar holds the slot: the registration is published to it (served user, contact, +sip.instance), nothing starts here, the answer names the owner", async () => {
+  const f = fakeOwnership([{ self: false, slot: 3, holder: "sidecar-b", lapsesInMs: 5000 }]);
+  const { s, legs } = service(f.o);
+  const r = await register(s);
+  assert.equal(r.deliveries, 0);
+  assert.equal(legs.length, 0);
+  assert.equal(f.wakes.length, 1);
+  assert.equal(f.wakes[0]?.slot, 3);
+  assert.equal(f.wakes[0]?.servedUser, REGISTERED);
+  assert.match(f.wakes[0]?.contact ?? "", /^<sip:/);
+  assert.ok(f.wakes[0]?.instanceId, "the device's +sip.instance goes with it");
+  assert.deepEqual(r.notes, ["deferred delivery by sidecar sidecar-b (owner of slot 3)"]);
+});
+
+test("issue 13 DD-1: a newer lease was granted while the queue was read: the old token fails the fence, nothing is claimed, the new holder is woken", async () => {
+  const f = fakeOwnership(
+    [
+      { self: true, lease: { slot: 3, token: 7 } },
+      { self: false, slot: 3, holder: "sidecar-b", lapsesInMs: 5000 },
+    ],
+    [false],
+  );
+  const { s, legs } = service(f.o);
+  const r = await register(s);
+  assert.equal(r.deliveries, 0);
+  assert.equal(legs.length, 0, "no delivery under the superseded token");
+  assert.equal(f.wakes.length, 1);
+  assert.deepEqual(r.notes, ["deferred delivery by sidecar sidecar-b (owner of slot 3)"]);
+});
+
+test("issue 13 DD-1: a wake-up for a slot another sidecar holds now is not acted on (and not passed on)", async () => {
+  const f = fakeOwnership([{ self: false, slot: 3, holder: "sidecar-c", lapsesInMs: 5000 }]);
+  const { s, legs } = service(f.o);
+  s.woken({ servedUser: SERVED_USER, client: { contact: "<sip:ue@127.0.0.1>" }, from: "sidecar-b" });
+  await waitUntil(async () => f.asked.owner === 1);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(legs.length, 0);
+  assert.equal(f.wakes.length, 0);
+});
+
+test("issue 13 DD-1: a wake-up nobody received (the holder died, its lease still running): retried once the lease lapsed, then this sidecar takes the slot and delivers", async () => {
+  const f = fakeOwnership(
+    [
+      { self: false, slot: 3, holder: "sidecar-dead", lapsesInMs: 10 },
+      { self: true, lease: { slot: 3, token: 8 } },
+    ],
+    [],
+    0,
+  );
+  const { s, legs } = service(f.o);
+  const r = await register(s);
+  assert.equal(r.deliveries, 0);
+  assert.match(r.notes[0] ?? "", /did not get the wake-up: retried when its lease lapses/);
+  await waitUntil(async () => legs.length === 1);
+  assert.deepEqual(f.fenced, [{ slot: 3, token: 8 }]);
+  assert.equal(f.wakes.length, 1, "one wake-up, no second one");
+});
+
+async function waitUntil(cond: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error("condition not met");
+}
