@@ -525,6 +525,9 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
 
   private async ensureFolder(conn: PooledConnection, folder: string): Promise<void> {
     if (this.knownFolders.has(folder)) return;
+    // what this process knew of the folder may be stale (it may have been removed); what it
+    // notes while the CREATE is under way (an APPEND on another connection) is kept
+    this.folderIds.delete(folder);
     // imapflow resolves { created: false } on NO [ALREADYEXISTS] (RFC 5530)
     const create = async (path: string) => (await conn.cmd("CREATE", () => conn.client.mailboxCreate(path)))?.created === true;
     let created: boolean;
@@ -540,15 +543,15 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     }
     if (this.knownFolders.size >= MAX_KNOWN_FOLDERS) this.knownFolders.clear();
     this.knownFolders.add(folder);
-    // a folder this CREATE made is empty: what it holds from now on, this process appended (unless other sidecars append too)
-    if (created && !this.cfg.otherWriters) this.folderFacts(folder, true);
+    // a folder this CREATE made was empty: what it holds since, this process appended (unless other sidecars append too)
+    if (created && !this.cfg.otherWriters) this.folderFacts(folder).created = true;
   }
 
   /** The known ids of `folder` (least recently used dropped beyond MAX_KNOWN_FOLDERS). */
-  private folderFacts(folder: string, created?: boolean): FolderIds {
+  private folderFacts(folder: string): FolderIds {
     let facts = this.folderIds.get(folder);
     if (facts) this.folderIds.delete(folder);
-    if (!facts || created) facts = { created: created === true, ids: new Map() };
+    else facts = { created: false, ids: new Map() };
     this.folderIds.set(folder, facts);
     if (this.folderIds.size > MAX_KNOWN_FOLDERS) {
       const oldest = this.folderIds.keys().next().value;

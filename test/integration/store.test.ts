@@ -10,6 +10,7 @@ import { buildCpmObject, newMessageId } from "../../src/store/cpm-object.js";
 import { decodeFolderComponent, groupSessionFolder } from "../../src/store/folder.js";
 import { buildGsoObject } from "../../src/store/gso-object.js";
 import { Spool } from "../../src/store/spool.js";
+import { startReplyHoldProxy } from "../harness/reply-hold-proxy.js";
 import { useStoreEnv } from "../harness/store-env.js";
 import { waitFor } from "../harness/wait.js";
 
@@ -305,6 +306,31 @@ test(
     assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf), [obj.messageId]);
     await a.close();
     await b.close();
+  },
+);
+
+test(
+  "BYE-B4: a GSO stored while the CREATE of its folder ahead of need is still unanswered is known as stored: stored again (the spool's drain of a GSO spooled over the budget, a replayed BYE) it is not a second copy",
+  { timeout: 30_000 },
+  async () => {
+    const cfg = await storeConfig();
+    // the server carries out the CREATE at once; its answer reaches the store after the GSO's APPEND
+    const proxy = await startReplyHoldProxy({ host: cfg.host, port: cfg.port }, /\bCREATE\b/);
+    try {
+      const store = newStore({ ...cfg, host: proxy.host, port: proxy.port, poolSize: 2 });
+      await store.start();
+      const obj = gsoOfBye("conv-late-create", "contrib-late-create", "late-create-1@cf");
+      const prepared = store.prepareFolder(obj.folder);
+      await proxy.holding;
+      assert.equal((await store.append(obj)).duplicate, undefined, "the decision's append, on the other pooled connection");
+      proxy.release();
+      await prepared;
+      assert.equal((await store.append(obj)).duplicate, true, "the same GSO again is found");
+      assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf), [obj.messageId], "one copy in the group folder");
+      await store.close();
+    } finally {
+      await proxy.close();
+    }
   },
 );
 
