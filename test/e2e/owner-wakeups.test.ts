@@ -6,7 +6,9 @@
 // deferred-delivery.test.ts: the CF's INVITE (SIPp), the media anchored, the
 // client's MSRP connection drops, the CF's messages are deferred, its BYE;
 // then the REGISTER and the delivery INVITE at the client (SIPp + MSRP peer).
-// Last, the survivor's SIGTERM drain gives its slot up.
+// Then the owner is SIGKILLed in the middle of a delivery and the device's next
+// REGISTER reaches the other sidecar, which takes the slot over. Last, the
+// survivor's SIGTERM drain gives its slots up.
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -17,6 +19,7 @@ import { Keyspace } from "../../src/session/redis/keyspace.js";
 import { slotOf } from "../../src/session/redis/slot-leases.js";
 import { triggerSipp } from "../harness/anchored-chat.js";
 import { type Chat, DeferredChatRig, deferredFolder, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
+import { connectImap } from "../harness/imap-read.js";
 import { sdpPath } from "../harness/msrp-peer.js";
 import { type RedisInstance, startRedis } from "../harness/redis.js";
 import { waitFor } from "../harness/wait.js";
@@ -25,6 +28,8 @@ const T = { timeout: 120_000 };
 const SLOTS = 16;
 const LEASE_TTL_MS = 1500;
 const SLOT = slotOf(SERVED_USER, SLOTS);
+const TAKEOVER_MESSAGES = 600;
+const KILL_AT = 60;
 const keys = new Keyspace();
 
 describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user's slot delivers, whichever sidecar got the REGISTER", () => {
@@ -155,19 +160,110 @@ describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user
   );
 
   test(
+    `issue 13 DD-1 DD-10: the owner is SIGKILLed in the middle of a delivery of ${TAKEOVER_MESSAGES} messages; the next REGISTER reaches the other sidecar: it takes the slot once the lease lapsed and delivers the rest: 0 lost, order kept, re-sent only the tail the dead owner had not marked delivered`,
+    T,
+    async (t) => {
+      const ra = a as DeferredChatRig;
+      const rb = b as DeferredChatRig;
+      // A is back (a new process on its ports); B holds the slot since the previous case
+      await ra.restart();
+      const texts = Array.from({ length: TAKEOVER_MESSAGES }, (_, i) => `takeover ${i}`);
+      const chat = await rb.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
+      await rb.lifecycleMoved(chat, "client-absent -> inactive");
+      const text = (m: { body: Uint8Array }) => (Buffer.from(m.body).toString("utf8").split(/\r?\n/).filter(Boolean).pop() ?? "").trim();
+
+      // B delivers; SIGKILL from the client's MSRP stack once KILL_AT messages came (the rest still in B's window or queue)
+      let first: string[] = [];
+      await rb.deliveredTo(
+        chat,
+        "client-dd-uas.xml",
+        { bye_reason: 'SIP;cause=200;text="Call completed"' },
+        async ({ peer }) => {
+          // mid-delivery: once B has removed delivered items from the queue (its marks are under way), with most still to come
+          await rb.received(peer, KILL_AT, chat);
+          const imap = await connectImap(rb.dovecot, rb.login());
+          try {
+            const queued = async () => {
+              const st = await imap.status(deferredFolder(chat), { messages: true });
+              return st === false ? texts.length : (st.messages ?? texts.length);
+            };
+            await waitFor(async () => (await queued()) < texts.length, 10_000, 5, "B retires delivered items");
+          } finally {
+            await imap.logout().catch(() => imap.close());
+          }
+          assert.ok(peer.received.length < texts.length, "the kill comes before the delivery's end");
+          await rb.sidecar.kill("SIGKILL");
+          // what the socket held when the process died is read by now
+          await new Promise((r) => setTimeout(r, 300));
+          first = peer.received.map(text);
+        },
+        async (contact) => {
+          const reg = await rb.register(contact, SERVED_USER);
+          assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+        },
+      );
+      assert.ok(first.length >= KILL_AT && first.length < texts.length, `killed mid-delivery (${first.length} of ${texts.length} came)`);
+      assert.deepEqual(first, texts.slice(0, first.length), "the dead owner's part in order");
+
+      // the device registers again, through A's Kamailio: A is asked while B's lease still runs
+      let second: string[] = [];
+      await ra.deliveredTo(
+        chat,
+        "client-dd-uas.xml",
+        { bye_reason: 'SIP;cause=200;text="Call completed"' },
+        async ({ peer, client, invite }) => {
+          assert.match(sdpPath(invite.body), new RegExp(`^msrp://127\\.0\\.0\\.1:${ra.mediaPort}/`), "the delivery leg is the new owner's");
+          await waitFor(() => peer.received.at(-1)?.contentType === GSO_TYPE, 30_000, 20, "the rest and the GSO");
+          second = peer.received.slice(0, -1).map(text);
+          await triggerSipp(client.port, invite.headers.get("call-id")?.[0] ?? "");
+          assert.equal((await client.done).code, 0);
+          // what B marked delivered but had not removed yet leaves with the sweep at the delivery's end
+          await waitFor(async () => (await ra.folder(deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
+        },
+        async (contact) => {
+          const reg = await ra.register(contact, SERVED_USER);
+          assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+        },
+      );
+      // the new owner starts where the dead one's marks end: a contiguous tail of what B sent again, then the rest
+      const resumedAt = texts.indexOf(second[0] ?? "");
+      assert.ok(resumedAt >= 0 && resumedAt <= first.length, `the new owner resumes within what B delivered (at ${resumedAt})`);
+      assert.deepEqual(second, texts.slice(resumedAt), "the rest, in order, each once");
+      const resent = first.length - resumedAt;
+      const seen = new Set([...first, ...second]);
+      const lost = texts.filter((x) => !seen.has(x)).length;
+      t.diagnostic(
+        `${texts.length} deferred; ${first.length} by the killed owner, ${second.length} by the new owner; lost ${lost}; re-sent ${resent} (unmarked at the kill, same IMDN Message-ID)`,
+      );
+      assert.equal(lost, 0, "nothing lost");
+      assert.ok(resumedAt > 0, "what the dead owner marked delivered is not delivered again");
+      const taken = leasesTaken(ra);
+      assert.equal(taken.length, 1, "A took the slot");
+      assert.ok(
+        ra.loggedAll("registration wake-up published").some((l) => l.servedUser === SERVED_USER),
+        "A asked the dead holder first",
+      );
+    },
+  );
+
+  test(
     "issue 13 DD-1: the SIGTERM drain releases the slots the sidecar holds (the next registration's sidecar takes them at once)",
     T,
     async () => {
-      const rb = b as DeferredChatRig;
-      const holder = ownerName(rb);
-      assert.equal((await watch?.get(keys.lease(SLOT)))?.split(" ")[0], holder, "B holds the slot before the drain");
-      const lines = await rb.terminate();
+      // A: the owner since the takeover
+      const owner = a as DeferredChatRig;
+      const holder = ownerName(owner);
+      assert.equal((await watch?.get(keys.lease(SLOT)))?.split(" ")[0], holder, "A holds the slot before the drain");
+      const lines = await owner.terminate();
       const released = lines.filter((l) => l.msg === "slot leases released");
+      // the served user's slot, and the slot of the probe user whose REGISTERs checked that Kamailio reached the restarted A
+      const taken = [...new Set(lines.filter((l) => l.msg === "slot lease taken").map((l) => Number(l.slot)))].sort((x, y) => x - y);
+      assert.ok(taken.includes(SLOT));
       assert.deepEqual(
-        released.map((l) => l.slots),
-        [[SLOT]],
+        released.map((l) => [...(l.slots as number[])].sort((x, y) => x - y)),
+        [taken],
       );
-      assert.equal(await watch?.exists(keys.lease(SLOT)), 0, "no lease left for the slot");
+      for (const slot of taken) assert.equal(await watch?.exists(keys.lease(slot)), 0, `no lease left for slot ${slot}`);
     },
   );
 });
