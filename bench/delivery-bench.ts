@@ -41,6 +41,7 @@ import type { DeferredItem, GroupSessionRef } from "../src/media/ports.js";
 import type { ReceivedMessage } from "../src/msrp/chunking.js";
 import { MsrpResources } from "../src/msrp/resources.js";
 import type { QueueRef } from "../src/procedures/delivery-session.js";
+import { stepLifecycle } from "../src/procedures/lifecycle.js";
 import { type GroupSession, recordIdOf } from "../src/session/group-session.js";
 import { SessionRegistry } from "../src/session/registry.js";
 import { parseSipMessage } from "../src/sip/message.js";
@@ -359,6 +360,7 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
           }
         },
         marks: (target) => queue.marks(target),
+        markThrough: (target, keyword, through) => queue.markThrough(target, keyword, through),
         ack: async (handles, opts) => {
           const s = performance.now();
           try {
@@ -383,6 +385,12 @@ async function oneRun(dovecot: DovecotInstance, n: number, runNo: number, dir: s
         },
       },
       sessions: registry,
+      // as the PF does it: the record keeps how far the device confirmed (one journal write per ack set)
+      deviceDelivered: async (user, conv, contrib, keyword, through) => {
+        const rec = registry.findByIds(user, conv, contrib);
+        const next = rec && stepLifecycle(rec, { type: "deviceDelivered", keyword, through }, Date.now()).record;
+        if (next && next !== rec) await registry.put(next);
+      },
       queueSettled: async () => {},
       log,
     });

@@ -172,6 +172,8 @@ async function main(): Promise<void> {
       rebuild: (user, conv, contrib) => pfRef?.rebuild(user, conv, contrib) ?? Promise.resolve(undefined),
       queueSettled: (user, conv, contrib) => pfRef?.queueSettled(user, conv, contrib) ?? Promise.resolve(),
       deviceSeen: (user, conv, contrib, keyword) => pfRef?.deviceSeen(user, conv, contrib, keyword) ?? Promise.resolve(),
+      deviceDelivered: (user, conv, contrib, keyword, through) =>
+        pfRef?.deviceDelivered(user, conv, contrib, keyword, through) ?? Promise.resolve(),
       // 8.3.2.3 for a BYE on a group session dialog the UA set up (a re-start): as Kamailio's, the outcome at once
       networkBye: async (raw) => {
         const pf = pfRef;

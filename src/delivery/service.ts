@@ -27,6 +27,7 @@ import {
   startDeferredDelivery,
   stepDeferredDelivery,
 } from "../procedures/deferred-delivery.js";
+import { type ConfirmedPrefix, itemsConfirmed, itemsRead, noConfirmedPrefix } from "../procedures/delivered-through.js";
 import type { DeliveryClaims } from "../procedures/delivery-guard.js";
 import { applyClaim } from "../procedures/delivery-guard.js";
 import type { PendingItem } from "../procedures/delivery-items.js";
@@ -39,9 +40,9 @@ import {
   queueRef,
   type Step,
 } from "../procedures/delivery-session.js";
-import { type Device, deviceOf, memberKeywords, retirable } from "../procedures/device-view.js";
+import { type Device, deliveredThroughOf, deviceOf, memberKeywords, retirable } from "../procedures/device-view.js";
 import { answersRejoin, type RejoinState, rejoinClaims, startRejoinDelivery, stepRejoinDelivery } from "../procedures/rejoin-delivery.js";
-import { type GroupSession, recordIdOf, userKey } from "../session/group-session.js";
+import { type DeliveredThrough, type GroupSession, recordIdOf, userKey } from "../session/group-session.js";
 import { contactInstance, servedUserOf } from "../session/observe.js";
 import { acceptContactFor, CPM_SESSION_ICSI, icsiRefParam } from "../sip/feature-tags.js";
 import { header, headerValues, mediaType, parseSipMessage, type SipMessage } from "../sip/message.js";
@@ -116,6 +117,8 @@ export interface DeliveryQueue {
   read(target: QueueRef, limit: number, after?: ReadCursor): Promise<DeferredRecord[]>;
   /** DD-1 per device: marks items as got by the device of `keyword`; resolves with their marks. */
   mark(handles: readonly DeferredHandle[], keyword: string): Promise<DeferredMarks[]>;
+  /** DD-10 after a takeover: the items up to `through` marked as got by the device of `keyword`; resolves with their marks. */
+  markThrough(target: QueueRef, keyword: string, through: ReadCursor): Promise<DeferredMarks[]>;
   /** DD-8 / DD-14 for one device: every item marked as got by it; resolves with the marks of all. */
   discardFor(target: QueueRef, keyword: string): Promise<DeferredMarks[]>;
   /** The marks of every item of a session's queue. */
@@ -176,6 +179,14 @@ export interface DeliveryServiceDeps {
   networkBye?: (raw: Uint8Array) => Promise<void>;
   /** DD-1 per device: a device of the served user registered or re-joined while the group session had data pending (a member of its queue). */
   deviceSeen?(servedUser: string, conversationId: string, contributionId: string, keyword: string): Promise<void>;
+  /** DD-10: the device confirmed every item up to `through` (the record keeps it: a takeover starts behind them). */
+  deviceDelivered?(
+    servedUser: string,
+    conversationId: string,
+    contributionId: string,
+    keyword: string,
+    through: DeliveredThrough,
+  ): Promise<void>;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
   queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void>;
   log: Logger;
@@ -210,6 +221,13 @@ interface Machine {
   /** Confirmed items waiting to leave the queue, and the removal running now (retire()). */
   toRetire: DeferredHandle[];
   retiring?: Promise<void>;
+  /** DD-10: how far the device confirmed without a gap; kept in the record ahead of the marks (keepThrough()). */
+  prefix: ConfirmedPrefix;
+  /** The record write of `prefix` running now, and whether a newer position waits for it. */
+  keeping?: Promise<void>;
+  keepAgain?: boolean;
+  /** A re-join's: the items its device confirmed before a crash were marked (markConfirmed) before its first read. */
+  confirmedMarked?: boolean;
 }
 
 const SDP = "application/sdp";
@@ -371,6 +389,14 @@ export class DeliveryService implements RegistrationHandler {
     let queues: DeferredSessionSummary[];
     try {
       queues = await this.deps.queue.listSessions(servedUser, device.keyword);
+      // what the device confirmed to a delivery that crashed before marking it: marked now, counted again
+      let marked = false;
+      for (const q of queues) {
+        if (q.count === 0 || q.conversationId === undefined || q.contributionId === undefined) continue;
+        const session = this.deps.sessions.findByIds(servedUser, q.conversationId, q.contributionId);
+        if (session && (await this.markConfirmed(servedUser, device.keyword, session))) marked = true;
+      }
+      if (marked) queues = await this.deps.queue.listSessions(servedUser, device.keyword);
     } catch (err) {
       // no mailbox for this identity, or the store is down: nothing starts, nothing is touched
       const reason = err instanceof CpmError ? err.detail : String(err);
@@ -489,6 +515,7 @@ export class DeliveryService implements RegistrationHandler {
       bodies: new Map(),
       clientSends: new Map(),
       toRetire: [],
+      prefix: noConfirmedPrefix,
     };
     this.machines.set(m.id, m);
     return m;
@@ -580,18 +607,27 @@ export class DeliveryService implements RegistrationHandler {
       case "cancelInvite":
         m.invite?.cancel();
         return;
-      case "readDeferred":
+      case "readDeferred": {
+        // a re-join's first read: what the device confirmed before a crash is marked first (a registration did it in startFor)
+        const first = m.proc.kind === "rejoin" && !m.confirmedMarked;
+        m.confirmedMarked = true;
+        const d = m.proc.state.delivery;
+        const ready = first ? this.markConfirmed(d.servedUser, d.device, d.session) : Promise.resolve(false);
         // beside the removal running behind: the cursor keeps a read above what the delivery took
-        void queue.read(a.queue, a.limit, a.after).then(
-          (records) => this.feed(m, { type: "itemsRead", items: this.readable(m, records), at: new Date() }),
-          (err) => this.feed(m, { type: "readFailed", reason: err instanceof CpmError ? err.detail : String(err) }),
-        );
+        void ready
+          .then(() => queue.read(a.queue, a.limit, a.after))
+          .then(
+            (records) => this.feed(m, { type: "itemsRead", items: this.readable(m, records), at: new Date() }),
+            (err) => this.feed(m, { type: "readFailed", reason: err instanceof CpmError ? err.detail : String(err) }),
+          );
         return;
+      }
       case "deliverInOrder":
         // DD-10: the leg keeps call order on the wire (pipelined up to media.deliveryWindow)
         for (const item of a.items) this.deliver(m, item);
         return;
       case "ackDeferred":
+        this.keepThrough(m, a.handles);
         this.retire(m, a.handles);
         return;
       case "discardDeferred": {
@@ -811,6 +847,36 @@ export class DeliveryService implements RegistrationHandler {
   }
 
   /**
+   * The record learns how far the device confirmed (one write at a time, the
+   * newest position next): a delivery that takes over after a crash marks
+   * those items instead of sending them again, whatever marks the store got.
+   */
+  private keepThrough(m: Machine, handles: readonly DeferredHandle[]): void {
+    const r = itemsConfirmed(m.prefix, handles);
+    m.prefix = r.prefix;
+    if (!r.moved || !this.deps.deviceDelivered) return;
+    if (m.keeping) {
+      m.keepAgain = true;
+      return;
+    }
+    const write = this.deps.deviceDelivered;
+    const run = async () => {
+      do {
+        m.keepAgain = false;
+        const d = m.proc.state.delivery;
+        const through = { uidValidity: m.prefix.uidValidity as string, uid: m.prefix.through };
+        await write(d.servedUser, d.session.conversationId, d.session.contributionId, d.device, through).catch((err) =>
+          // the marks still say it (at-least-once: a takeover may send these again)
+          this.deps.log.warn("delivered position not kept in the record", { ...this.fields(m), uid: through.uid, reason: String(err) }),
+        );
+      } while (m.keepAgain);
+    };
+    m.keeping = run().finally(() => {
+      m.keeping = undefined;
+    });
+  }
+
+  /**
    * Removes confirmed items from the queue (ackDeferred) behind the delivery,
    * not in its way: the SENDs and the machine's events go on meanwhile, and
    * the sets that come while one is being removed go together in the next
@@ -907,6 +973,44 @@ export class DeliveryService implements RegistrationHandler {
     }
   }
 
+  /**
+   * DD-10 after a takeover (another sidecar, or this one restarted): the
+   * items a device confirmed up to the position its record keeps, which a
+   * crash left unmarked, are marked as its own (and leave the queue if every
+   * member has them) instead of being sent again. Resolves true when it
+   * marked any. A failure costs nothing but a second copy of those items.
+   */
+  private async markConfirmed(servedUser: string, keyword: string, pending: GroupSession): Promise<boolean> {
+    const session = this.deps.sessions.findByIds(servedUser, pending.conversationId, pending.contributionId) ?? pending;
+    const through = deliveredThroughOf(session.devices, keyword);
+    if (!through) return false;
+    try {
+      const marks = await this.deps.queue.markThrough(queueRef(servedUser, session), keyword, {
+        afterUid: through.uid,
+        uidValidity: through.uidValidity,
+      });
+      if (marks.length === 0) return false;
+      const removed = await this.retireDecided(servedUser, session, keyword, marks, keyword);
+      this.deps.log.info("items the device confirmed before a crash marked, not sent again", {
+        servedUser,
+        callId: session.key,
+        device: keyword,
+        through: through.uid,
+        marked: marks.length,
+        retired: removed,
+      });
+      // that was all of it: the record learns the queue is empty (as at a delivery's end)
+      if (removed > 0 && (await this.deps.queue.read(queueRef(servedUser, session), 1)).length === 0) {
+        await this.deps.queueSettled(servedUser, session.conversationId, session.contributionId);
+      }
+      return true;
+    } catch (err) {
+      const reason = err instanceof CpmError ? err.detail : String(err);
+      this.deps.log.warn("confirmed items not marked: they may be sent again", { servedUser, callId: session.key, reason });
+      return false;
+    }
+  }
+
   /** Resolves once no confirmed item waits to be removed. */
   private async retired(m: Machine): Promise<void> {
     while (m.retiring) await m.retiring;
@@ -915,6 +1019,11 @@ export class DeliveryService implements RegistrationHandler {
   /** Records the queue handed back become items; an object the queue cannot read is left where it is (never lost) and not sent. */
   private readable(m: Machine, records: DeferredRecord[]): PendingItem[] {
     const items: PendingItem[] = [];
+    // an unreadable one too: never confirmed, the kept position stops before it
+    m.prefix = itemsRead(
+      m.prefix,
+      records.map((r) => r.handle),
+    );
     for (const r of records) {
       if (!r.item) {
         this.deps.log.warn("deferred object unreadable: kept, not delivered", { ...this.fields(m), uid: r.handle.uid, reason: r.error });

@@ -12,6 +12,7 @@ import { type ByeAction, type ByeDecision, type ByeIdentity, chooseMode, handleB
 import { type LifecycleEvent, stepLifecycle } from "../procedures/lifecycle.js";
 import { foldConferenceInfo } from "../session/conference.js";
 import {
+  type DeliveredThrough,
   dialogOf,
   type ForkedDevice,
   type GroupSession,
@@ -480,6 +481,21 @@ export class ParticipatingFunction {
     await this.serial.run(id, async () => {
       const session = this.sessions.getById(id);
       if (session) await this.applyLifecycle(session, { type: "deviceSeen", keyword }, Date.now());
+    });
+  }
+
+  /** DD-10: a device confirmed every deferred item of the group session up to `through` (a takeover starts behind them). */
+  async deviceDelivered(
+    servedUser: string,
+    conversationId: string,
+    contributionId: string,
+    keyword: string,
+    through: DeliveredThrough,
+  ): Promise<void> {
+    const id = recordId(servedUser, conversationId, contributionId);
+    await this.serial.run(id, async () => {
+      const session = this.sessions.getById(id);
+      if (session) await this.applyLifecycle(session, { type: "deviceDelivered", keyword, through }, Date.now());
     });
   }
 

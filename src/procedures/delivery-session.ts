@@ -29,9 +29,11 @@ export type DeliveryPolicy = Config["delivery"] & Pick<Config["pf"], "groupSessi
 export const READ_BATCH = 250;
 /**
  * Confirmed items are removed from the queue in sets (one UID EXPUNGE, RFC
- * 4315), at the latest when this many wait or the batch read is settled: a
- * crash re-delivers at most this many (at-least-once, the MSRP Message-ID
- * and imdn.Message-ID unchanged so the client can tell).
+ * 4315), at the latest when this many wait or the batch read is settled. The
+ * record keeps how far the device confirmed with each set (delivered-through.ts,
+ * ahead of the store's marks): a crash re-delivers about this many and the
+ * MSRP window (at-least-once, the MSRP Message-ID and imdn.Message-ID
+ * unchanged so the client can tell).
  */
 export const ACK_BATCH = 32;
 

@@ -25,7 +25,7 @@
 //   - deviceRetentionMs 0: the device delivering now is the only member: an
 //     item leaves once one device got it (one delivery per user).
 import { createHash } from "node:crypto";
-import type { GroupSession, SeenDevice } from "../session/group-session.js";
+import type { DeliveredThrough, GroupSession, SeenDevice } from "../session/group-session.js";
 import type { DeferredHandle } from "../store/deferred-queue.js";
 
 export const DEVICE_KEYWORD_PREFIX = "CpmPfDev_";
@@ -96,7 +96,36 @@ export function memberKeywords(
 /** The record's devices with `keyword` seen at `now` (the newest MAX_SEEN_DEVICES kept). */
 export function withSeenDevice(devices: readonly SeenDevice[] | undefined, keyword: string, now: number): SeenDevice[] {
   const rest = (devices ?? []).filter((d) => d.keyword !== keyword);
-  return [...rest, { keyword, at: now }].sort((a, b) => a.at - b.at).slice(-MAX_SEEN_DEVICES);
+  const before = devices?.find((d) => d.keyword === keyword);
+  return [...rest, { ...before, keyword, at: now }].sort((a, b) => a.at - b.at).slice(-MAX_SEEN_DEVICES);
+}
+
+/**
+ * DD-10: the device confirmed every item up to `through`: its position moves
+ * on (never back; a new UIDVALIDITY starts over). Undefined: nothing changes.
+ */
+export function withDeliveredThrough(
+  devices: readonly SeenDevice[] | undefined,
+  keyword: string,
+  through: DeliveredThrough,
+  now: number,
+): SeenDevice[] | undefined {
+  const d = devices?.find((x) => x.keyword === keyword);
+  const was = d?.deliveredThrough;
+  if (was && was.uidValidity === through.uidValidity && was.uid >= through.uid) return undefined;
+  const seen = withSeenDevice(devices, keyword, d?.at ?? now);
+  return seen.map((x) => (x.keyword === keyword ? { ...x, deliveredThrough: { uidValidity: through.uidValidity, uid: through.uid } } : x));
+}
+
+/** Where the device's confirmed items end in the queue of `uidValidity` (undefined: nothing known). */
+export function deliveredThroughOf(
+  devices: readonly SeenDevice[] | undefined,
+  keyword: string,
+  uidValidity?: string,
+): DeliveredThrough | undefined {
+  const t = devices?.find((d) => d.keyword === keyword)?.deliveredThrough;
+  if (!t || !Number.isInteger(t.uid) || t.uid < 1 || typeof t.uidValidity !== "string") return undefined;
+  return uidValidity === undefined || t.uidValidity === uidValidity ? t : undefined;
 }
 
 /** An item's marks as the store read them: its keywords, and when it reached the store (INTERNALDATE, ms). */

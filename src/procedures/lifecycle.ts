@@ -4,8 +4,8 @@
 // line can name the transition and a record is removed only here: by the
 // retention policy, or when an INVITE that never became a dialog leaves it
 // empty; never as a side effect of a BYE or a fail-safe.
-import { type GroupSession, type Lifecycle, type SessionDialog, withDialog } from "../session/group-session.js";
-import { seenChanges, withSeenDevice } from "./device-view.js";
+import { type DeliveredThrough, type GroupSession, type Lifecycle, type SessionDialog, withDialog } from "../session/group-session.js";
+import { seenChanges, withDeliveredThrough, withSeenDevice } from "./device-view.js";
 import type { ByeCause } from "./handle-bye.js";
 
 export type LifecycleEvent =
@@ -32,7 +32,8 @@ export type LifecycleEvent =
   /** Deferred delivery emptied or discarded the session's queue (DD-8, DD-10, DD-14). */
   | { type: "queueSettled" }
   /** DD-1 per device: a device of the served user registered (or re-joined) while data was pending: a member of the queue (device-view.ts). */
-  | { type: "deviceSeen"; keyword: string };
+  | { type: "deviceSeen"; keyword: string }
+  | { type: "deviceDelivered"; keyword: string; through: DeliveredThrough };
 
 export interface LifecycleStep {
   /** The new record; undefined: purge it. */
@@ -123,6 +124,11 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
       if (!s.pendingDeferred) return { record: s, notes: ["deviceSeen with no data pending: not a member of anything"] };
       if (!seenChanges(s.devices, ev.keyword, now)) return { record: s, notes: [] };
       return { record: { ...s, devices: withSeenDevice(s.devices, ev.keyword, now), updatedAt: now }, notes: [] };
+    case "deviceDelivered": {
+      if (!s.pendingDeferred) return { record: s, notes: ["deviceDelivered with no data pending: nothing to remember"] };
+      const devices = withDeliveredThrough(s.devices, ev.keyword, ev.through, now);
+      return devices ? { record: { ...s, devices, updatedAt: now }, notes: [] } : { record: s, notes: [] };
+    }
   }
 }
 

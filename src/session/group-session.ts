@@ -25,6 +25,19 @@ export interface SeenDevice {
   keyword: string;
   /** When it was last seen (ms). */
   at: number;
+  /**
+   * DD-10: every queued item up to this UID (of this UIDVALIDITY) was
+   * confirmed by the device (MSRP 200) in a delivery, though its mark in the
+   * store may not be there yet: a delivery that takes over after a crash
+   * marks them first and starts behind them. Absent: nothing confirmed.
+   */
+  deliveredThrough?: DeliveredThrough;
+}
+
+/** A position in a group session's deferred queue (RFC 9051 2.3.1.1: a UID means something with its UIDVALIDITY only). */
+export interface DeliveredThrough {
+  uidValidity: string;
+  uid: number;
 }
 
 /**

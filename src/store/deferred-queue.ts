@@ -368,6 +368,25 @@ export class DeferredQueue implements DeferredSink {
   }
 
   /**
+   * DD-10 after a takeover: every item of the session's queue up to `through`
+   * (the device confirmed them to a delivery that crashed before it marked
+   * them) marked as got by the device of `keyword`. Another UIDVALIDITY: the
+   * UIDs mean other items, nothing is marked. Resolves with the marks of the
+   * items up to `through`, for the caller's decision on what leaves.
+   */
+  async markThrough(target: QueueTarget, keyword: string, through: ReadCursor): Promise<DeferredMarks[]> {
+    checkKeyword(keyword);
+    if (!Number.isInteger(through.afterUid) || through.afterUid < 1) throw new CpmError("CPM_ERR_BAD_REQUEST", "markThrough: invalid UID");
+    const folder = this.targetFolder(target);
+    return this.withFolder(target.servedUser, folder, false, [] as DeferredMarks[], async (conn, uidValidity) => {
+      if (uidValidity !== through.uidValidity) return [];
+      const uids = `1:${through.afterUid}`;
+      await conn.cmd("UID STORE", () => addKeyword(conn.client, uids, keyword));
+      return this.marksOf(conn, target.servedUser, folder, uidValidity, uids);
+    });
+  }
+
+  /**
    * DD-8 / DD-14 for one device: every item of the session's queue marked as
    * got by the device of `keyword` (it never gets them; the other devices
    * still do). Waits for the session's running writes and the spool like

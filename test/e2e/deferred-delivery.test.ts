@@ -13,7 +13,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { defaults } from "../../src/config/config.js";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
+import { ACK_BATCH } from "../../src/procedures/delivery-session.js";
 import { chatCpim } from "../fixtures/cpim.js";
 import { DEVICE_INSTANCE, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { runCli } from "../harness/cli.js";
@@ -28,8 +30,10 @@ import {
   GSO_TYPE,
   groupFolder,
   KEEPER_USER,
+  lastLine,
   OTHER_USER,
   SERVED_USER,
+  takeoverCounts,
 } from "../harness/deferred-chat.js";
 import { gsoXml } from "../harness/group-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
@@ -279,6 +283,44 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         await assertDeliveredInOrder(ue, chat);
         await queueEmptied(chat);
       });
+    },
+  );
+
+  test(
+    "DD-1 DD-10: the sidecar is SIGKILLed in the middle of a delivery of 400 messages and restarted; the device's next REGISTER gets the rest, in order, behind what the record says it confirmed: 0 lost, only the unconfirmed tail again",
+    T,
+    async (t) => {
+      const texts = Array.from({ length: 400 }, (_, i) => `across the crash ${i}`);
+      const chat = await rig.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
+      let first: string[] = [];
+      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+        await rig.untilRetiring(ue, chat, 60);
+        await rig.crashAndRestart(async () => {
+          // what the socket held when the process died is read by now
+          await new Promise((r) => setTimeout(r, 200));
+          first = ue.received.map(lastLine);
+        });
+      });
+      assert.deepEqual(first, texts.slice(0, first.length), "the first delivery's part in order");
+      let second: string[] = [];
+      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+        await waitFor(() => ue.received.at(-1)?.contentType === GSO_TYPE, 30_000, 20, "the rest and the GSO");
+        second = ue.received.slice(0, -1).map(lastLine);
+        await queueEmptied(chat);
+      });
+      const { resumedAt, resent, lost } = takeoverCounts(texts, first, second);
+      t.diagnostic(
+        `${texts.length} deferred; ${first.length} before the SIGKILL, ${second.length} after the restart; lost ${lost}; re-sent ${resent}`,
+      );
+      assert.equal(lost, 0, "nothing lost");
+      assert.ok(resumedAt > 0 && resumedAt <= first.length, `resumed within what the first delivery sent (at ${resumedAt})`);
+      assert.deepEqual(second, texts.slice(resumedAt), "the rest, in order, each once");
+      assert.ok(
+        rig.loggedAll("items the device confirmed before a crash marked, not sent again").length > 0,
+        "the restarted sidecar marked what the journal's record says the device confirmed",
+      );
+      const bound = defaults.media.deliveryWindow + 2 * ACK_BATCH;
+      assert.ok(resent <= bound, `re-sent ${resent}: at most ${bound}`);
     },
   );
 

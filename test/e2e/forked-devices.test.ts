@@ -39,6 +39,8 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
   let rig: DeferredChatRig;
   before(async () => {
     rig = await DeferredChatRig.start();
+    // the further device's answer is reported by Kamailio's async workers: each has its channel up before the first case
+    await rig.untilKamailioReachesSidecar();
   });
   after(async () => {
     await rig?.stop();

@@ -18,7 +18,7 @@ import { chatCpim } from "../fixtures/cpim.js";
 import { anchoredChatCall, DEVICE_INSTANCE, msrpMedia } from "./anchored-chat.js";
 import { type DovecotInstance, startDovecot } from "./dovecot.js";
 import { folderMessages, perUserStoreEnv } from "./group-chat.js";
-import type { Login } from "./imap-read.js";
+import { connectImap, type Login } from "./imap-read.js";
 import { type KamailioInstance, startKamailio } from "./kamailio.js";
 import { MsrpPeer, sdpPath } from "./msrp-peer.js";
 import { freePort } from "./ports.js";
@@ -276,7 +276,7 @@ export class DeferredChatRig {
   }
 
   /** Probe REGISTERs for a user the PF does not serve until several in a row were answered by the sidecar, not the fail-safe. */
-  private async untilKamailioReachesSidecar(): Promise<void> {
+  async untilKamailioReachesSidecar(): Promise<void> {
     let inARow = 0;
     const deadline = Date.now() + 15_000;
     while (inARow < PROBES_IN_A_ROW) {
@@ -329,6 +329,26 @@ export class DeferredChatRig {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Mid-delivery: resolves once `peer` got at least `atLeast` items and the
+   * sidecar has removed delivered ones from the queue (its marks are under
+   * way), with items still to come; the caller's fault goes in then.
+   */
+  async untilRetiring(peer: MsrpPeer, chat: Chat, atLeast: number): Promise<void> {
+    await this.received(peer, atLeast, chat);
+    const imap = await connectImap(this.dovecot, this.login(chat.servedUser));
+    try {
+      const queued = async () => {
+        const st = await imap.status(deferredFolder(chat), { messages: true });
+        return st === false ? chat.sent.length : (st.messages ?? chat.sent.length);
+      };
+      await waitFor(async () => (await queued()) < chat.sent.length, 10_000, 5, "the sidecar retires delivered items");
+    } finally {
+      await imap.logout().catch(() => imap.close());
+    }
+    assert.ok(peer.received.length < chat.sent.length, "the fault comes before the delivery's end");
   }
 
   /** Every line the current sidecar logged with `msg`. */
@@ -625,6 +645,21 @@ export class DeferredChatRig {
       this.traceSip("client", await client.stop());
     }
   }
+}
+
+/** The last line of an MSRP body: a CPIM chat message's text. */
+export function lastLine(m: { body: Uint8Array }): string {
+  return (Buffer.from(m.body).toString("utf8").split(/\r?\n/).filter(Boolean).pop() ?? "").trim();
+}
+
+/**
+ * A delivery cut by a crash and the one that took over, as the device saw them
+ * (chat texts): where the second resumed, what it sent again, what neither sent.
+ */
+export function takeoverCounts(texts: readonly string[], first: readonly string[], second: readonly string[]) {
+  const resumedAt = texts.indexOf(second[0] ?? "");
+  const seen = new Set([...first, ...second]);
+  return { resumedAt, resent: first.length - resumedAt, lost: texts.filter((x) => !seen.has(x)).length };
 }
 
 /** A short, printable view of an MSRP body (the text of a CPIM chat message, or the XML root). */

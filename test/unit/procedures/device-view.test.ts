@@ -11,11 +11,13 @@ import {
   startDeferredDelivery,
   stepDeferredDelivery,
 } from "../../../src/procedures/deferred-delivery.js";
+import { itemsConfirmed, itemsRead, noConfirmedPrefix } from "../../../src/procedures/delivered-through.js";
 import { deliveryKey } from "../../../src/procedures/delivery-guard.js";
 import type { DeliveryAction } from "../../../src/procedures/delivery-session.js";
 import {
   ANONYMOUS_KEYWORD,
   DEVICE_KEYWORD_PREFIX,
+  deliveredThroughOf,
   deviceOf,
   type ItemMarks,
   MAX_SEEN_DEVICES,
@@ -271,4 +273,59 @@ test("RJ-1 DD-1: a re-join takes over the registration delivery of the same devi
   assert.ok(rj.state);
   const up = stepRejoinDelivery(rj.state, { type: "msrpUp" }, policy);
   assert.equal(only(up.actions, "readDeferred")[0]?.queue.device, phone.keyword);
+});
+
+test("DD-10: the record keeps how far each device confirmed (never back, a new UIDVALIDITY starts over); a refresh of the device keeps it; it goes when the queue settles", () => {
+  const pending = groupSession({ pendingDeferred: true, lifecycle: "inactive" });
+  const seen = stepLifecycle(pending, { type: "deviceSeen", keyword: phone.keyword }, 100).record as GroupSession;
+  const at = (s: GroupSession, uidValidity: string, uid: number, now = 200) =>
+    stepLifecycle(s, { type: "deviceDelivered", keyword: phone.keyword, through: { uidValidity, uid } }, now).record as GroupSession;
+  const a = at(seen, "7", 40);
+  assert.deepEqual(deliveredThroughOf(a.devices, phone.keyword), { uidValidity: "7", uid: 40 });
+  assert.equal(deliveredThroughOf(a.devices, tablet.keyword), undefined, "another device's position is its own");
+  assert.equal(at(a, "7", 32), a, "an older position (a write that came late) changes nothing");
+  assert.equal(deliveredThroughOf(at(a, "8", 3).devices, phone.keyword)?.uid, 3, "a new UIDVALIDITY: the old UIDs name nothing");
+  assert.equal(deliveredThroughOf(a.devices, phone.keyword, "8"), undefined, "asked for another UIDVALIDITY: nothing");
+  const refreshed = stepLifecycle(a, { type: "deviceSeen", keyword: phone.keyword }, 100 + SEEN_REFRESH_MS).record as GroupSession;
+  assert.equal(deliveredThroughOf(refreshed.devices, phone.keyword)?.uid, 40, "seen again: the position stays");
+  assert.equal(stepLifecycle(a, { type: "queueSettled" }, 300).record?.devices, undefined);
+  const idle = groupSession({ pendingDeferred: false });
+  assert.equal(at(idle, "7", 40), idle, "no data pending: nothing to remember");
+  // a device the record had not seen yet (its deviceSeen write failed) is added with its position
+  assert.equal(deliveredThroughOf(at(pending, "7", 5).devices, phone.keyword)?.uid, 5);
+});
+
+test("DD-10: the confirmed prefix moves past confirmed items only while none is out below them; an item never confirmed (unreadable, failed) stops it", () => {
+  const h = (uid: number, uidValidity = "7") => ({ uidValidity, uid });
+  let p = itemsRead(noConfirmedPrefix, [h(3), h(5), h(8), h(9)]);
+  let r = itemsConfirmed(p, [h(5), h(8)]);
+  assert.equal(r.moved, undefined, "3 is still out");
+  r = itemsConfirmed(r.prefix, [h(3)]);
+  assert.deepEqual(r.moved, { uidValidity: "7", uid: 8 });
+  p = itemsRead(r.prefix, [h(12), h(9)]);
+  assert.deepEqual(p.open, [9, 12], "read twice or out of order: once, in UID order");
+  assert.equal(itemsConfirmed(p, [h(12), h(9, "6")]).moved, undefined, "another UIDVALIDITY's item confirms nothing here");
+  assert.deepEqual(itemsConfirmed(p, [h(12), h(9)]).moved, { uidValidity: "7", uid: 12 });
+  fc.assert(
+    fc.property(fc.uniqueArray(fc.integer({ min: 1, max: 500 }), { minLength: 1, maxLength: 60 }), fc.array(fc.nat()), (uids, picks) => {
+      const sorted = [...uids].sort((a, b) => a - b);
+      let q = itemsRead(
+        noConfirmedPrefix,
+        uids.map((u) => h(u)),
+      );
+      const done = new Set<number>();
+      for (const i of picks) {
+        const uid = sorted[i % sorted.length] as number;
+        done.add(uid);
+        q = itemsConfirmed(q, [h(uid)]).prefix;
+        // through: the longest run of confirmed items from the lowest UID read
+        let expect = 0;
+        for (const u of sorted) {
+          if (!done.has(u)) break;
+          expect = u;
+        }
+        assert.equal(q.through, expect);
+      }
+    }),
+  );
 });
