@@ -1,17 +1,22 @@
-// npm run faults: the BYE fault suite. Each case plays FAULTS_BYES B2BUA BYEs
+// npm run faults: the fault suite. The BYE cases play FAULTS_BYES B2BUA BYEs
 // (cause 480, one group folder per session) over FAULTS_USERS served users'
 // mailboxes, FAULTS_CONCURRENT in flight, through real Kamailio, sidecar and
 // Dovecot, with one fault mid-burst; it prints one row of counts per case and
 // exits 1 when a GSO is missing or doubled, a record leaked (any case), or a
 // BYE was held past the deadline with no fault (8.3.2.3: the PF SHALL store
-// the GSO; the fail-safe never holds a BYE). Not part of npm test.
+// the GSO; the fail-safe never holds a BYE). The delivery cases defer
+// FAULTS_MESSAGES chat messages and SIGKILL the delivering sidecar mid-way;
+// they fail when a message is lost, out of order or left queued, or more are
+// sent twice than the MSRP window and two ack sets. Not part of npm test.
 import { cpus, loadavg } from "node:os";
 import { type Fault, type FaultCounts, runFaultCase } from "../test/harness/bye-faults.js";
+import { runDeliveryFault, SENT_TWICE_BOUND, type TakeoverCounts } from "../test/harness/delivery-takeover.js";
 
 const BYES = Number(process.env.FAULTS_BYES ?? 2000);
 const USERS = Number(process.env.FAULTS_USERS ?? 100);
 const CONCURRENT = Number(process.env.FAULTS_CONCURRENT ?? 20);
-/** Comma-separated subset of the cases (a, b, c1, c2, d, e, f); default all. */
+const MESSAGES = Number(process.env.FAULTS_MESSAGES ?? 2000);
+/** Comma-separated subset of the cases (a, b, c1, c2, d, e, f, g, h); default all. */
 const ONLY = (process.env.FAULTS_ONLY ?? "").split(",").filter(Boolean);
 
 const CASES: { id: string; fault: Fault; what: string; scaleOut?: boolean }[] = [
@@ -23,6 +28,26 @@ const CASES: { id: string; fault: Fault; what: string; scaleOut?: boolean }[] = 
   { id: "e", fault: "sidecar-kill", what: "2 Kamailio x 2 sidecars on Redis: one sidecar SIGKILL, down 2 s", scaleOut: true },
   { id: "f", fault: "redis-kill", what: "2 Kamailio x 2 sidecars on Redis: Redis SIGKILL, down 2 s, restarted (AOF)", scaleOut: true },
 ];
+
+const DELIVERY_CASES: { id: string; what: string; scaleOut: boolean }[] = [
+  { id: "g", what: "one sidecar SIGKILLed mid-delivery, restarted, the device registers again", scaleOut: false },
+  {
+    id: "h",
+    what: "2 Kamailio x 2 sidecars on Redis: the slot's owner SIGKILLed mid-delivery, the REGISTER reaches the other",
+    scaleOut: true,
+  },
+];
+
+function deliveryFailures(id: string, c: TakeoverCounts): string[] {
+  const out: string[] = [];
+  if (c.lost > 0) out.push(`(${id}) ${c.lost} messages lost`);
+  if (c.reordered > 0) out.push(`(${id}) ${c.reordered} messages out of order`);
+  if (c.left > 0) out.push(`(${id}) ${c.left} objects left in the deferred queue`);
+  if (!c.gso) out.push(`(${id}) no GSO after the rest`);
+  if (c.twice > SENT_TWICE_BOUND) out.push(`(${id}) ${c.twice} sent twice (more than ${SENT_TWICE_BOUND})`);
+  if (c.before >= c.sent) out.push(`(${id}) the kill came after the delivery's end`);
+  return out;
+}
 
 const load = () =>
   loadavg()
@@ -63,20 +88,52 @@ async function main() {
     }
     console.error(`  (${c.id}) done, load ${load()}`);
   }
-  console.log(
-    "\n| case | BYEs sent | answered (not 200) | GSOs expected | stored | missing | doubled | fail-safe BYEs (replayed) | records leaked | outcomes pending | past deadline | CF BYE→client BYE ms p50/p99/max | CF BYE→CF answer ms p50/p99/max | drain ms |",
-  );
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-  for (const [id, what, c] of rows) {
+  if (rows.length > 0) {
     console.log(
-      `| (${id}) ${what} | ${c.byesSent} | ${c.byesAnswered} (${c.byesAnsweredNot200}) | ${c.gsosExpected} | ${c.gsosStored} | ${c.gsosMissing} | ${c.gsosDoubled} | ${c.failsafeByes} (${c.replayed}) | ${c.recordsLeaked} | ${c.outcomesPending} | ${c.pastDeadline} | ${ms(c.relayMs)} | ${ms(c.answerMs)} | ${c.drainMs.toFixed(0)} |`,
+      "\n| case | BYEs sent | answered (not 200) | GSOs expected | stored | missing | doubled | fail-safe BYEs (replayed) | records leaked | outcomes pending | past deadline | CF BYE→client BYE ms p50/p99/max | CF BYE→CF answer ms p50/p99/max | drain ms |",
     );
+    console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (const [id, what, c] of rows) {
+      console.log(
+        `| (${id}) ${what} | ${c.byesSent} | ${c.byesAnswered} (${c.byesAnsweredNot200}) | ${c.gsosExpected} | ${c.gsosStored} | ${c.gsosMissing} | ${c.gsosDoubled} | ${c.failsafeByes} (${c.replayed}) | ${c.recordsLeaked} | ${c.outcomesPending} | ${c.pastDeadline} | ${ms(c.relayMs)} | ${ms(c.answerMs)} | ${c.drainMs.toFixed(0)} |`,
+      );
+    }
   }
   for (const [id, , c] of rows)
     for (const n of [...c.notes, ...(c.badRecords ? [`${c.badRecords} records in bad/`] : [])]) console.log(`(${id}) ${n}`);
   for (const [id, , c] of rows) for (const r of c.failsafeReasons.slice(0, 5)) console.log(`(${id}) fail-safe: ${r}`);
+  const deliveries: [string, string, TakeoverCounts][] = [];
+  for (const c of DELIVERY_CASES.filter((x) => ONLY.length === 0 || ONLY.includes(x.id))) {
+    try {
+      const counts = await runDeliveryFault({
+        messages: MESSAGES,
+        scaleOut: c.scaleOut,
+        progress: (l) => console.error(`  (${c.id}) ${l}`),
+      });
+      deliveries.push([c.id, c.what, counts]);
+    } catch (err) {
+      crashed.push(`(${c.id}) did not complete: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
+    }
+    console.error(`  (${c.id}) done, load ${load()}`);
+  }
+  if (deliveries.length > 0) {
+    console.log(
+      `\ndeferred delivery under SIGKILL: ${MESSAGES} chat messages deferred (each SEND answered 200 once stored), one group session`,
+    );
+    console.log("| case | sent | delivered before the kill | after | lost | sent twice | out of order | left queued | GSO | ms |");
+    console.log("|---|---|---|---|---|---|---|---|---|---|");
+    for (const [id, what, c] of deliveries) {
+      console.log(
+        `| (${id}) ${what} | ${c.sent} | ${c.before} | ${c.after} | ${c.lost} | ${c.twice} | ${c.reordered} | ${c.left} | ${c.gso ? "yes" : "no"} | ${c.ms} |`,
+      );
+    }
+  }
   console.log(`machine: ${machine}; load average at the end ${load()}`);
-  const failed = [...crashed, ...rows.flatMap(([id, , c]) => failures(id, c))];
+  const failed = [
+    ...crashed,
+    ...rows.flatMap(([id, , c]) => failures(id, c)),
+    ...deliveries.flatMap(([id, , c]) => deliveryFailures(id, c)),
+  ];
   for (const f of failed) console.log(`FAIL ${f}`);
   process.exitCode = failed.length > 0 ? 1 : 0;
 }

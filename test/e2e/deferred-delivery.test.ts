@@ -13,9 +13,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { defaults } from "../../src/config/config.js";
 import type { MsrpRequest } from "../../src/msrp/frame.js";
-import { ACK_BATCH } from "../../src/procedures/delivery-session.js";
 import { chatCpim } from "../fixtures/cpim.js";
 import { DEVICE_INSTANCE, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { runCli } from "../harness/cli.js";
@@ -30,11 +28,10 @@ import {
   GSO_TYPE,
   groupFolder,
   KEEPER_USER,
-  lastLine,
   OTHER_USER,
   SERVED_USER,
-  takeoverCounts,
 } from "../harness/deferred-chat.js";
+import { deliveryAcrossCrash, SENT_TWICE_BOUND } from "../harness/delivery-takeover.js";
 import { gsoXml } from "../harness/group-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { sdpSetup } from "../harness/msrp-peer.js";
@@ -292,35 +289,21 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     async (t) => {
       const texts = Array.from({ length: 400 }, (_, i) => `across the crash ${i}`);
       const chat = await rig.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
-      let first: string[] = [];
-      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
-        await rig.untilRetiring(ue, chat, 60);
-        await rig.crashAndRestart(async () => {
-          // what the socket held when the process died is read by now
-          await new Promise((r) => setTimeout(r, 200));
-          first = ue.received.map(lastLine);
-        });
-      });
-      assert.deepEqual(first, texts.slice(0, first.length), "the first delivery's part in order");
-      let second: string[] = [];
-      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
-        await waitFor(() => ue.received.at(-1)?.contentType === GSO_TYPE, 30_000, 20, "the rest and the GSO");
-        second = ue.received.slice(0, -1).map(lastLine);
-        await queueEmptied(chat);
-      });
-      const { resumedAt, resent, lost } = takeoverCounts(texts, first, second);
+      const c = await deliveryAcrossCrash(rig, rig, chat, () => rig.crashAndRestart());
       t.diagnostic(
-        `${texts.length} deferred; ${first.length} before the SIGKILL, ${second.length} after the restart; lost ${lost}; re-sent ${resent}`,
+        `${c.sent} deferred; ${c.before} before the SIGKILL, ${c.after} after the restart; lost ${c.lost}; twice ${c.twice}; reordered ${c.reordered}; left ${c.left}`,
       );
-      assert.equal(lost, 0, "nothing lost");
-      assert.ok(resumedAt > 0 && resumedAt <= first.length, `resumed within what the first delivery sent (at ${resumedAt})`);
-      assert.deepEqual(second, texts.slice(resumedAt), "the rest, in order, each once");
+      assert.ok(c.before < texts.length, "killed mid-delivery");
+      assert.equal(c.lost, 0, "nothing lost");
+      assert.equal(c.reordered, 0, "each delivery in order, the second from where the record's position ends");
+      assert.ok(c.twice < c.before, "what the device confirmed before the SIGKILL is not delivered again");
+      assert.ok(c.gso, "DD-11: the GSO after the rest");
+      assert.equal(c.left, 0, "the queue empty");
       assert.ok(
         rig.loggedAll("items the device confirmed before a crash marked, not sent again").length > 0,
         "the restarted sidecar marked what the journal's record says the device confirmed",
       );
-      const bound = defaults.media.deliveryWindow + 2 * ACK_BATCH;
-      assert.ok(resent <= bound, `re-sent ${resent}: at most ${bound}`);
+      assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
     },
   );
 

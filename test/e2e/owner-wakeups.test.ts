@@ -10,19 +10,14 @@
 // REGISTER reaches the other sidecar, which takes the slot over. Last, the
 // survivor's SIGTERM drain gives its slots up.
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
-import { defaults } from "../../src/config/config.js";
-import { ACK_BATCH } from "../../src/procedures/delivery-session.js";
 import { Keyspace } from "../../src/session/redis/keyspace.js";
 import { slotOf } from "../../src/session/redis/slot-leases.js";
 import { triggerSipp } from "../harness/anchored-chat.js";
-import { type Chat, DeferredChatRig, deferredFolder, GSO_TYPE, lastLine, SERVED_USER, takeoverCounts } from "../harness/deferred-chat.js";
+import { type Chat, type DeferredChatRig, deferredFolder, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
+import { deliveryAcrossCrash, type OwnerPair, SENT_TWICE_BOUND, startOwnerPair } from "../harness/delivery-takeover.js";
 import { sdpPath } from "../harness/msrp-peer.js";
-import { type RedisInstance, startRedis } from "../harness/redis.js";
 import { waitFor } from "../harness/wait.js";
 
 const T = { timeout: 120_000 };
@@ -34,36 +29,19 @@ const KILL_AT = 60;
 const keys = new Keyspace();
 
 describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user's slot delivers, whichever sidecar got the REGISTER", () => {
-  let redis: RedisInstance | undefined;
+  let pair: OwnerPair | undefined;
   let watch: Redis | undefined;
-  let dir: string | undefined;
   let a: DeferredChatRig | undefined;
   let b: DeferredChatRig | undefined;
 
   before(async () => {
-    redis = await startRedis();
-    watch = new Redis(redis.url, { maxRetriesPerRequest: 1 });
-    dir = await mkdtemp(join(tmpdir(), "cpm-owner-"));
-    const sockA = join(dir, "a.sock");
-    const sockB = join(dir, "b.sock");
-    const env = {
-      CPM_PF__SESSION__STORE: "redis",
-      CPM_PF__SESSION__REDISURL: redis.url,
-      CPM_PF__SESSION__SLOTS: String(SLOTS),
-      CPM_PF__SESSION__LEASETTLMS: String(LEASE_TTL_MS),
-    };
-    a = await DeferredChatRig.start(env, undefined, {
-      grpcSocket: sockA,
-      moreGrpcTargets: [`unix:${sockB}`],
-    });
-    b = await DeferredChatRig.start(env, [], { dovecot: a.dovecot, grpcSocket: sockB, moreGrpcTargets: [`unix:${sockA}`] });
+    pair = await startOwnerPair({ slots: SLOTS, leaseTtlMs: LEASE_TTL_MS });
+    ({ a, b } = pair);
+    watch = new Redis(pair.redis.url, { maxRetriesPerRequest: 1 });
   });
   after(async () => {
-    await b?.stop();
-    await a?.stop();
     watch?.disconnect();
-    await redis?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await pair?.stop();
   });
 
   const ownerName = (rig: DeferredChatRig) => String(rig.sidecar.logLines().find((l) => l.msg === "sidecar ready")?.owner);
@@ -172,63 +150,23 @@ describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user
       const chat = await rb.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
       await rb.lifecycleMoved(chat, "client-absent -> inactive");
 
-      // B delivers; SIGKILL from the client's MSRP stack once KILL_AT messages came (the rest still in B's window or queue)
-      let first: string[] = [];
-      await rb.deliveredTo(
-        chat,
-        "client-dd-uas.xml",
-        { bye_reason: 'SIP;cause=200;text="Call completed"' },
-        async ({ peer }) => {
-          await rb.untilRetiring(peer, chat, KILL_AT);
-          await rb.sidecar.kill("SIGKILL");
-          // what the socket held when the process died is read by now
-          await new Promise((r) => setTimeout(r, 300));
-          first = peer.received.map(lastLine);
-        },
-        async (contact) => {
-          const reg = await rb.register(contact, SERVED_USER);
-          assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
-        },
-      );
-      assert.ok(first.length >= KILL_AT && first.length < texts.length, `killed mid-delivery (${first.length} of ${texts.length} came)`);
-      assert.deepEqual(first, texts.slice(0, first.length), "the dead owner's part in order");
-
-      // the device registers again, through A's Kamailio: A is asked while B's lease still runs
-      let second: string[] = [];
-      await ra.deliveredTo(
-        chat,
-        "client-dd-uas.xml",
-        { bye_reason: 'SIP;cause=200;text="Call completed"' },
-        async ({ peer, client, invite }) => {
-          assert.match(sdpPath(invite.body), new RegExp(`^msrp://127\\.0\\.0\\.1:${ra.mediaPort}/`), "the delivery leg is the new owner's");
-          await waitFor(() => peer.received.at(-1)?.contentType === GSO_TYPE, 30_000, 20, "the rest and the GSO");
-          second = peer.received.slice(0, -1).map(lastLine);
-          await triggerSipp(client.port, invite.headers.get("call-id")?.[0] ?? "");
-          assert.equal((await client.done).code, 0);
-          // what B marked delivered but had not removed yet leaves with the sweep at the delivery's end
-          await waitFor(async () => (await ra.folder(deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
-        },
-        async (contact) => {
-          const reg = await ra.register(contact, SERVED_USER);
-          assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
-        },
-      );
-      // the new owner starts behind the position the record kept for the device: a contiguous tail of what B sent again, then the rest
-      const { resumedAt, resent, lost } = takeoverCounts(texts, first, second);
-      assert.ok(resumedAt >= 0 && resumedAt <= first.length, `the new owner resumes within what B delivered (at ${resumedAt})`);
-      assert.deepEqual(second, texts.slice(resumedAt), "the rest, in order, each once");
+      // B delivers; SIGKILLed once items are leaving the queue (the rest still in B's window or queue); the device's REGISTER through A's Kamailio
+      const c = await deliveryAcrossCrash(rb, ra, chat, () => rb.sidecar.kill("SIGKILL"), KILL_AT);
       t.diagnostic(
-        `${texts.length} deferred; ${first.length} by the killed owner, ${second.length} by the new owner; lost ${lost}; re-sent ${resent} (confirmed past the record's last position, same IMDN Message-ID)`,
+        `${c.sent} deferred; ${c.before} by the killed owner, ${c.after} by the new owner; lost ${c.lost}; twice ${c.twice} (same IMDN Message-ID); reordered ${c.reordered}; left ${c.left}`,
       );
-      assert.equal(lost, 0, "nothing lost");
-      assert.ok(resumedAt > 0, "what the device confirmed to the dead owner (the record's position) is not delivered again");
+      assert.ok(c.before >= KILL_AT && c.before < texts.length, `killed mid-delivery (${c.before} of ${texts.length} came)`);
+      // the new owner starts behind the position the record kept for the device: a contiguous tail of what B sent again, then the rest
+      assert.equal(c.reordered, 0, "each delivery in the CF's order, the second from where the record's position ends");
+      assert.ok(c.twice < c.before, "what the device confirmed to the dead owner (the record's position) is not delivered again");
+      assert.equal(c.lost, 0, "nothing lost");
+      assert.ok(c.gso, "DD-11: the GSO after the rest");
+      assert.equal(c.left, 0, "the queue empty");
       assert.ok(
         ra.loggedAll("items the device confirmed before a crash marked, not sent again").some((l) => l.servedUser === SERVED_USER),
         "the new owner marked what the record says the device confirmed",
       );
-      // re-sent at most: unanswered on the wire (the MSRP window), confirmed but not in an ack batch yet, the record write under way
-      const bound = defaults.media.deliveryWindow + 2 * ACK_BATCH;
-      assert.ok(resent <= bound, `re-sent ${resent}: at most ${bound}`);
+      assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
       const taken = leasesTaken(ra);
       assert.equal(taken.length, 1, "A took the slot");
       assert.ok(

@@ -652,16 +652,6 @@ export function lastLine(m: { body: Uint8Array }): string {
   return (Buffer.from(m.body).toString("utf8").split(/\r?\n/).filter(Boolean).pop() ?? "").trim();
 }
 
-/**
- * A delivery cut by a crash and the one that took over, as the device saw them
- * (chat texts): where the second resumed, what it sent again, what neither sent.
- */
-export function takeoverCounts(texts: readonly string[], first: readonly string[], second: readonly string[]) {
-  const resumedAt = texts.indexOf(second[0] ?? "");
-  const seen = new Set([...first, ...second]);
-  return { resumedAt, resent: first.length - resumedAt, lost: texts.filter((x) => !seen.has(x)).length };
-}
-
 /** A short, printable view of an MSRP body (the text of a CPIM chat message, or the XML root). */
 function preview(body: Buffer): string {
   const s = body.toString("utf8");
