@@ -148,6 +148,10 @@ export interface DeliveryOwnership {
   confirm(lease: OwnerLease): Promise<boolean>;
   /** Publishes the registration to the slot's holder; resolves with how many received it. */
   wake(slot: number, wake: { servedUser: string; client: { contact: string; instanceId?: string } }): Promise<number>;
+  /** This sidecar holds the served user's slot and its lease has not lapsed by this clock. */
+  holds(servedUser: string): boolean;
+  /** Runs `fn` when a slot is lost (lapsed, or taken by another sidecar). */
+  onLost(fn: (slot: number) => void): void;
 }
 
 export interface DeliveryServiceDeps {
@@ -228,6 +232,8 @@ interface Machine {
   keepAgain?: boolean;
   /** A re-join's: the items its device confirmed before a crash were marked (markConfirmed) before its first read. */
   confirmedMarked?: boolean;
+  /** The served user's slot was lost while this delivery ran (ownsDelivery). */
+  standingDown?: boolean;
 }
 
 const SDP = "application/sdp";
@@ -251,6 +257,9 @@ export class DeliveryService implements RegistrationHandler {
   unexecutedActions = 0;
 
   constructor(private readonly deps: DeliveryServiceDeps) {
+    deps.ownership?.onLost(() => {
+      for (const m of [...this.machines.values()]) this.ownsDelivery(m);
+    });
     deps.ua.onRequest((req, reply) => this.onClientRequest(req, reply));
     deps.ua.onInvite((invite) => {
       if (!invite.inDialog) return this.onRejoin(invite);
@@ -591,8 +600,34 @@ export class DeliveryService implements RegistrationHandler {
     }
   }
 
+  /**
+   * Several sidecars: a registration's delivery runs while this sidecar
+   * holds the served user's slot. Once the lease is lost (lapsed while this
+   * process did not run, or another sidecar has the slot) it stands down at
+   * once: its MSRP leg closed (nothing more goes out), the delivery session
+   * ended, what was not confirmed left in the queue for the new owner.
+   */
+  private ownsDelivery(m: Machine): boolean {
+    const own = this.deps.ownership;
+    if (!own || m.proc.kind !== "registration" || m.standingDown) return true;
+    const d = m.proc.state.delivery;
+    if (own.holds(d.servedUser)) return true;
+    m.standingDown = true;
+    this.deps.log.warn("slot lease lost: this sidecar's delivery stops, the rest stays queued for the slot's new owner", this.fields(m));
+    m.leg?.close("slot lease lost");
+    this.feed(m, { type: "superseded" });
+    return false;
+  }
+
   private async execute(m: Machine, a: DeliveryAction): Promise<void> {
     const { queue, ua } = this.deps;
+    // what would reach the client or read the queue for it: only while the slot is ours
+    if (
+      (a.kind === "sendInvite" || a.kind === "readDeferred" || a.kind === "deliverInOrder" || a.kind === "sendGso") &&
+      !this.ownsDelivery(m)
+    ) {
+      return;
+    }
     switch (a.kind) {
       case "sendInvite":
         return this.sendInvite(m, a.invite).catch((err) => {

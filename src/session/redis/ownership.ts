@@ -47,6 +47,13 @@ export interface SlotOwnershipOptions {
 export class SlotOwnership {
   private readonly leases: SlotLeases;
   private readonly held = new Map<number, Lease>();
+  /**
+   * When each held lease has surely lapsed in Redis: the time its grant or
+   * last renewal was sent, plus the TTL (this clock; the command may have
+   * waited in the network, never the other way round).
+   */
+  private readonly until = new Map<number, number>();
+  private readonly lostHandlers: ((slot: number) => void)[] = [];
   private readonly subscriber: Redis;
   private renewer?: NodeJS.Timeout;
   private handler?: (wake: Wake) => void;
@@ -104,8 +111,10 @@ export class SlotOwnership {
     const key = this.opts.keyspace.lease(slot);
     // the holder's lease may lapse between the two commands: once more, then it is ours or someone's
     for (let i = 0; i < 2; i++) {
+      const sent = Date.now();
       const lease = await this.leases.acquire(slot);
       if (lease) {
+        this.until.set(slot, sent + this.opts.ttlMs);
         await this.hold(lease);
         return { self: true, lease };
       }
@@ -122,9 +131,24 @@ export class SlotOwnership {
    * newer one was granted (the slot is dropped here).
    */
   async confirm(lease: Lease): Promise<boolean> {
-    if (await this.leases.renew(lease)) return true;
+    if (await this.renewed(lease)) return true;
     this.drop(lease, "slot lease lost");
     return false;
+  }
+
+  /**
+   * Whether this sidecar may go on with the served user's live work now: it
+   * holds the slot and the lease has not lapsed by this clock (a sidecar
+   * paused or starved past the TTL stops before Redis can tell it).
+   */
+  holds(servedUser: string): boolean {
+    const slot = this.slotOf(servedUser);
+    return this.held.has(slot) && Date.now() < (this.until.get(slot) ?? 0);
+  }
+
+  /** `fn` runs when a slot is lost (lapsed, or taken by another sidecar): stop that slot's work. */
+  onLost(fn: (slot: number) => void): void {
+    this.lostHandlers.push(fn);
   }
 
   /** Publishes a registration to the slot's holder; resolves with how many sidecars received it (0: the holder is not listening). */
@@ -163,15 +187,28 @@ export class SlotOwnership {
   private drop(lease: Lease, why: string): void {
     if (this.held.get(lease.slot)?.token !== lease.token) return;
     this.held.delete(lease.slot);
+    this.until.delete(lease.slot);
     this.opts.log.warn(why, { slot: lease.slot, token: lease.token });
     this.subscriber.unsubscribe(this.opts.keyspace.wake(lease.slot)).catch(() => {});
+    for (const fn of this.lostHandlers) fn(lease.slot);
+  }
+
+  private async renewed(lease: Lease): Promise<boolean> {
+    const sent = Date.now();
+    if (!(await this.leases.renew(lease))) return false;
+    if (this.held.get(lease.slot)?.token === lease.token) this.until.set(lease.slot, sent + this.opts.ttlMs);
+    return true;
   }
 
   private async renewAll(): Promise<void> {
+    // lapsed by this clock (the process did not run for a TTL): the slot is someone else's already
+    for (const lease of [...this.held.values()]) {
+      if (Date.now() >= (this.until.get(lease.slot) ?? 0)) this.drop(lease, "slot lease lapsed while this sidecar did not run");
+    }
     await Promise.all(
       [...this.held.values()].map(async (lease) => {
         try {
-          if (!(await this.leases.renew(lease))) this.drop(lease, "slot lease lost");
+          if (!(await this.renewed(lease))) this.drop(lease, "slot lease lost");
         } catch (err) {
           // kept: the fence before each claim tells whether it is still ours
           this.opts.log.warn("slot lease not renewed", { slot: lease.slot, reason: String(err) });

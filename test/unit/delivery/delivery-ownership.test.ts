@@ -74,6 +74,8 @@ function fakeOwnership(owners: Owner[], confirms: boolean[] = [], received = 1) 
       wakes.push({ slot, servedUser: w.servedUser, ...w.client });
       return received;
     },
+    holds: () => true,
+    onLost: () => {},
   };
   return { o, wakes, fenced, asked };
 }
