@@ -170,10 +170,10 @@ async function main(): Promise<void> {
         ? { retireFolder: (s: GroupSession) => groupSessionFolder(cfg.store.rootFolder, s.conversationId, s.contributionId) }
         : {}),
       rebuild: (user, conv, contrib) => pfRef?.rebuild(user, conv, contrib) ?? Promise.resolve(undefined),
-      queueSettled: (user, conv, contrib) => pfRef?.queueSettled(user, conv, contrib) ?? Promise.resolve(),
-      deviceSeen: (user, conv, contrib, keyword) => pfRef?.deviceSeen(user, conv, contrib, keyword) ?? Promise.resolve(),
-      deviceDelivered: (user, conv, contrib, keyword, through) =>
-        pfRef?.deviceDelivered(user, conv, contrib, keyword, through) ?? Promise.resolve(),
+      queueSettled: (user, conv, contrib, fence) => pfRef?.queueSettled(user, conv, contrib, fence) ?? Promise.resolve(),
+      deviceSeen: (user, conv, contrib, keyword, fence) => pfRef?.deviceSeen(user, conv, contrib, keyword, fence) ?? Promise.resolve(),
+      deviceDelivered: (user, conv, contrib, keyword, through, fence) =>
+        pfRef?.deviceDelivered(user, conv, contrib, keyword, through, fence) ?? Promise.resolve(),
       // 8.3.2.3 for a BYE on a group session dialog the UA set up (a re-start): as Kamailio's, the outcome at once
       networkBye: async (raw) => {
         const pf = pfRef;

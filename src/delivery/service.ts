@@ -182,7 +182,7 @@ export interface DeliveryServiceDeps {
   /** 8.3.2.3: a BYE the CF sent on a group session dialog the PF's UA set up (a re-start): decided and acted on as Kamailio's are. */
   networkBye?: (raw: Uint8Array) => Promise<void>;
   /** DD-1 per device: a device of the served user registered or re-joined while the group session had data pending (a member of its queue). */
-  deviceSeen?(servedUser: string, conversationId: string, contributionId: string, keyword: string): Promise<void>;
+  deviceSeen?(servedUser: string, conversationId: string, contributionId: string, keyword: string, fence?: OwnerLease): Promise<void>;
   /** DD-10: the device confirmed every item up to `through` (the record keeps it: a takeover starts behind them). */
   deviceDelivered?(
     servedUser: string,
@@ -190,9 +190,10 @@ export interface DeliveryServiceDeps {
     contributionId: string,
     keyword: string,
     through: DeliveredThrough,
+    fence?: OwnerLease,
   ): Promise<void>;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
-  queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void>;
+  queueSettled(servedUser: string, conversationId: string, contributionId: string, fence?: OwnerLease): Promise<void>;
   log: Logger;
 }
 
@@ -234,6 +235,8 @@ interface Machine {
   confirmedMarked?: boolean;
   /** The served user's slot was lost while this delivery ran (ownsDelivery). */
   standingDown?: boolean;
+  /** Several sidecars: the slot's lease the delivery runs under; its record writes carry it as their fence. */
+  lease?: OwnerLease;
 }
 
 const SDP = "application/sdp";
@@ -403,7 +406,7 @@ export class DeliveryService implements RegistrationHandler {
       for (const q of queues) {
         if (q.count === 0 || q.conversationId === undefined || q.contributionId === undefined) continue;
         const session = this.deps.sessions.findByIds(servedUser, q.conversationId, q.contributionId);
-        if (session && (await this.markConfirmed(servedUser, device.keyword, session))) marked = true;
+        if (session && (await this.markConfirmed(servedUser, device.keyword, session, lease))) marked = true;
       }
       if (marked) queues = await this.deps.queue.listSessions(servedUser, device.keyword);
     } catch (err) {
@@ -425,11 +428,11 @@ export class DeliveryService implements RegistrationHandler {
       }
       if (session) {
         // the device is a member of what is pending from now on (the items it has not got wait for it)
-        await this.deviceSeen(servedUser, session, device);
+        await this.deviceSeen(servedUser, session, device, lease);
         // it has all of it: what the others got too (or what aged out) leaves now
         if (q.count === 0 && (await this.sweep(servedUser, session, device.keyword)) >= q.total) {
           await this.deps
-            .queueSettled(servedUser, session.conversationId, session.contributionId)
+            .queueSettled(servedUser, session.conversationId, session.contributionId, lease)
             .catch((err) =>
               this.deps.log.warn("record not told the queue is empty", { servedUser, callId: session?.key, reason: String(err) }),
             );
@@ -462,6 +465,8 @@ export class DeliveryService implements RegistrationHandler {
     for (const note of start.notes) this.deps.log.info(note, fields);
     for (const first of start.deliveries) {
       const m = this.newMachine({ kind: "registration", state: first.state });
+      // its record writes carry the lease (refused once another sidecar has the slot)
+      if (lease) m.lease = lease;
       m.chain = m.chain.then(() => this.apply(m, first));
     }
     this.deps.log.info("registration: deferred delivery started", { ...fields, deliveries: start.deliveries.length });
@@ -593,7 +598,7 @@ export class DeliveryService implements RegistrationHandler {
         return;
       }
       metrics.delivery("emptied", (performance.now() - m.startedAt) / 1000);
-      await this.deps.queueSettled(d.servedUser, d.session.conversationId, d.session.contributionId);
+      await this.deps.queueSettled(d.servedUser, d.session.conversationId, d.session.contributionId, m.lease);
     } catch (err) {
       metrics.delivery("unchecked", undefined);
       this.deps.log.warn("deferred queue not checked after the delivery", { ...this.fields(m), reason: String(err) });
@@ -610,13 +615,20 @@ export class DeliveryService implements RegistrationHandler {
   private ownsDelivery(m: Machine): boolean {
     const own = this.deps.ownership;
     if (!own || m.proc.kind !== "registration" || m.standingDown) return true;
-    const d = m.proc.state.delivery;
-    if (own.holds(d.servedUser)) return true;
-    m.standingDown = true;
-    this.deps.log.warn("slot lease lost: this sidecar's delivery stops, the rest stays queued for the slot's new owner", this.fields(m));
-    m.leg?.close("slot lease lost");
-    this.feed(m, { type: "superseded" });
+    if (own.holds(m.proc.state.delivery.servedUser)) return true;
+    this.standDown(m, "slot lease lost");
     return false;
+  }
+
+  private standDown(m: Machine, why: string): void {
+    if (m.standingDown) return;
+    m.standingDown = true;
+    this.deps.log.warn("slot lease lost: this sidecar's delivery stops, the rest stays queued for the slot's new owner", {
+      ...this.fields(m),
+      why,
+    });
+    m.leg?.close(why);
+    this.feed(m, { type: "superseded" });
   }
 
   private async execute(m: Machine, a: DeliveryAction): Promise<void> {
@@ -900,10 +912,12 @@ export class DeliveryService implements RegistrationHandler {
         m.keepAgain = false;
         const d = m.proc.state.delivery;
         const through = { uidValidity: m.prefix.uidValidity as string, uid: m.prefix.through };
-        await write(d.servedUser, d.session.conversationId, d.session.contributionId, d.device, through).catch((err) =>
+        await write(d.servedUser, d.session.conversationId, d.session.contributionId, d.device, through, m.lease).catch((err) => {
+          // another sidecar has the slot: this delivery is not ours any more
+          if (err instanceof CpmError && err.code === "CPM_ERR_RECORD_FENCED") return this.standDown(m, "record write fenced");
           // the marks still say it (at-least-once: a takeover may send these again)
-          this.deps.log.warn("delivered position not kept in the record", { ...this.fields(m), uid: through.uid, reason: String(err) }),
-        );
+          this.deps.log.warn("delivered position not kept in the record", { ...this.fields(m), uid: through.uid, reason: String(err) });
+        });
       } while (m.keepAgain);
     };
     m.keeping = run().finally(() => {
@@ -995,9 +1009,9 @@ export class DeliveryService implements RegistrationHandler {
   }
 
   /** The record learns the device (a member of its pending data); a failure costs that device's membership only. */
-  private async deviceSeen(servedUser: string, session: GroupSession, device: Device): Promise<void> {
+  private async deviceSeen(servedUser: string, session: GroupSession, device: Device, lease?: OwnerLease): Promise<void> {
     try {
-      await this.deps.deviceSeen?.(servedUser, session.conversationId, session.contributionId, device.keyword);
+      await this.deps.deviceSeen?.(servedUser, session.conversationId, session.contributionId, device.keyword, lease);
     } catch (err) {
       this.deps.log.warn("device not recorded as a member of the pending data", {
         servedUser,
@@ -1015,7 +1029,7 @@ export class DeliveryService implements RegistrationHandler {
    * member has them) instead of being sent again. Resolves true when it
    * marked any. A failure costs nothing but a second copy of those items.
    */
-  private async markConfirmed(servedUser: string, keyword: string, pending: GroupSession): Promise<boolean> {
+  private async markConfirmed(servedUser: string, keyword: string, pending: GroupSession, lease?: OwnerLease): Promise<boolean> {
     const session = this.deps.sessions.findByIds(servedUser, pending.conversationId, pending.contributionId) ?? pending;
     const through = deliveredThroughOf(session.devices, keyword);
     if (!through) return false;
@@ -1036,7 +1050,7 @@ export class DeliveryService implements RegistrationHandler {
       });
       // that was all of it: the record learns the queue is empty (as at a delivery's end)
       if (removed > 0 && (await this.deps.queue.read(queueRef(servedUser, session), 1)).length === 0) {
-        await this.deps.queueSettled(servedUser, session.conversationId, session.contributionId);
+        await this.deps.queueSettled(servedUser, session.conversationId, session.contributionId, lease);
       }
       return true;
     } catch (err) {

@@ -24,7 +24,7 @@ import {
 } from "../session/group-session.js";
 import { contactInstance, dialogOfInvite, observe, servedUserOf } from "../session/observe.js";
 import { rebuildRecord, type SessionDescriptor } from "../session/rebuild.js";
-import type { SessionStore } from "../session/record-store.js";
+import type { Fence, SessionStore } from "../session/record-store.js";
 import { PerRecord } from "../session/serial.js";
 import { parseCSeq } from "../sip/cseq.js";
 import { header, headerValues, parseSipMessage, type SipMessage } from "../sip/message.js";
@@ -476,11 +476,11 @@ export class ParticipatingFunction {
   }
 
   /** DD-1 per device: a device of the served user registered (or re-joined) while the group session had data pending. */
-  async deviceSeen(servedUser: string, conversationId: string, contributionId: string, keyword: string): Promise<void> {
+  async deviceSeen(servedUser: string, conversationId: string, contributionId: string, keyword: string, fence?: Fence): Promise<void> {
     const id = recordId(servedUser, conversationId, contributionId);
     await this.serial.run(id, async () => {
       const session = this.sessions.getById(id);
-      if (session) await this.applyLifecycle(session, { type: "deviceSeen", keyword }, Date.now());
+      if (session) await this.applyLifecycle(session, { type: "deviceSeen", keyword }, Date.now(), fence);
     });
   }
 
@@ -491,20 +491,21 @@ export class ParticipatingFunction {
     contributionId: string,
     keyword: string,
     through: DeliveredThrough,
+    fence?: Fence,
   ): Promise<void> {
     const id = recordId(servedUser, conversationId, contributionId);
     await this.serial.run(id, async () => {
       const session = this.sessions.getById(id);
-      if (session) await this.applyLifecycle(session, { type: "deviceDelivered", keyword, through }, Date.now());
+      if (session) await this.applyLifecycle(session, { type: "deviceDelivered", keyword, through }, Date.now(), fence);
     });
   }
 
   /** Deferred delivery emptied or discarded the group session's queue (DD-8, DD-10, DD-14). */
-  async queueSettled(servedUser: string, conversationId: string, contributionId: string): Promise<void> {
+  async queueSettled(servedUser: string, conversationId: string, contributionId: string, fence?: Fence): Promise<void> {
     const id = recordId(servedUser, conversationId, contributionId);
     await this.serial.run(id, async () => {
       const session = this.sessions.getById(id);
-      if (session) await this.applyLifecycle(session, { type: "queueSettled" }, Date.now());
+      if (session) await this.applyLifecycle(session, { type: "queueSettled" }, Date.now(), fence);
       // nothing queued is left to describe; the next deferred item writes a new descriptor (same serial as deferredStored)
       await this.opts.descriptors?.remove(servedUser, conversationId, contributionId).catch((err) =>
         this.log.warn("session descriptor not removed (harmless: the queue is empty)", {
@@ -532,7 +533,7 @@ export class ParticipatingFunction {
   }
 
   /** Runs the lifecycle procedure on `session`, persists the result (or the purge) and logs a transition. */
-  private async applyLifecycle(session: GroupSession, ev: LifecycleEvent, now: number): Promise<GroupSession | undefined> {
+  private async applyLifecycle(session: GroupSession, ev: LifecycleEvent, now: number, fence?: Fence): Promise<GroupSession | undefined> {
     const step = stepLifecycle(session, ev, now);
     const fields = { callId: session.key, conversationId: session.conversationId, contributionId: session.contributionId };
     for (const note of step.notes) this.log.debug(note, fields);
@@ -541,7 +542,7 @@ export class ParticipatingFunction {
       this.log.info("group session record removed", { ...fields, event: ev.type, lifecycle: session.lifecycle });
       return undefined;
     }
-    if (step.record !== session) await this.sessions.put(step.record);
+    if (step.record !== session) await this.sessions.put(step.record, fence);
     if (step.transition) {
       this.log.info("group session lifecycle", {
         ...fields,

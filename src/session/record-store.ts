@@ -5,13 +5,24 @@
 // docs/adr/0004-shared-record-store-on-redis.md).
 import type { GroupSession, Lifecycle } from "./group-session.js";
 
+/** A write under a served-user slot's lease (redis/slot-leases.ts): refused once a newer lease of the slot was granted. */
+export interface Fence {
+  slot: number;
+  token: number;
+}
+
 /** What the PF and deferred delivery need of the group session records. */
 export interface RecordStore {
   /** The record one of whose dialogs has this Call-ID. */
   get(callId: string): GroupSession | undefined;
   findByIds(servedUser: string, conversationId: string, contributionId: string): GroupSession | undefined;
-  /** Replaces the record (by its identity) and persists it; resolves when it is written. */
-  put(session: GroupSession): Promise<void>;
+  /**
+   * Replaces the record (by its identity) and persists it; resolves when it
+   * is written. `fence`: the work of a slot's lease holder, refused
+   * (CPM_ERR_RECORD_FENCED) once a newer lease was granted; the local journal
+   * (one sidecar) has no leases and ignores it.
+   */
+  put(session: GroupSession, fence?: Fence): Promise<void>;
   /** Removes the record (the lifecycle decided so). */
   purge(id: string): Promise<void>;
 }

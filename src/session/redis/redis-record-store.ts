@@ -24,7 +24,7 @@ import { purgeAt, type RetentionPolicy } from "../../procedures/lifecycle.js";
 import { CallIdIndex, callIdsOf } from "../call-id-index.js";
 import { type GroupSession, isGroupActive, type Lifecycle, recordId, recordIdOf } from "../group-session.js";
 import { decodeRecord } from "../record-codec.js";
-import { noCounts, type RecordCounts, type SessionStore } from "../record-store.js";
+import { type Fence, noCounts, type RecordCounts, type SessionStore } from "../record-store.js";
 import { Keyspace, userOfRecordId } from "./keyspace.js";
 import { PURGE_RECORD, PUT_RECORD, runScript } from "./scripts.js";
 
@@ -32,11 +32,7 @@ import { PURGE_RECORD, PUT_RECORD, runScript } from "./scripts.js";
 export const REVISION: unique symbol = Symbol("cpm-pf record revision");
 type Revised = GroupSession & { [REVISION]?: number };
 
-/** A write under a served-user slot's lease (slot-leases.ts): refused once a newer lease of the slot was granted. */
-export interface Fence {
-  slot: number;
-  token: number;
-}
+export type { Fence };
 
 /** A command that gets no answer this long fails (the decision it serves has 200 ms, Kamailio's fail-safe covers it). */
 const COMMAND_TIMEOUT_MS = 1000;

@@ -27,6 +27,8 @@ afterEach(() => {
 /** A service whose queue holds two items of SESSION; `openLeg` calls count the delivery INVITEs it prepares. */
 function service(ownership?: DeliveryOwnership) {
   const legs: string[] = [];
+  /** The fence each record write of the device's membership carried. */
+  const seenFences: (OwnerLease | undefined)[] = [];
   const queue = {
     listSessions: async () => [
       { folder: "Deferred/x", conversationId: SESSION.conversationId, contributionId: SESSION.contributionId, count: 2, total: 2 },
@@ -44,13 +46,15 @@ function service(ownership?: DeliveryOwnership) {
     answerLeg: () => new Promise(() => {}),
     queue,
     sessions: { get: () => SESSION, findByIds: () => SESSION },
-    deviceSeen: async () => {},
+    deviceSeen: async (_user, _conv, _contrib, _keyword, fence) => {
+      seenFences.push(fence);
+    },
     queueSettled: async () => {},
     log: silentLogger(),
     ...(ownership ? { ownership } : {}),
   });
   running.push(s);
-  return { s, legs };
+  return { s, legs, seenFences };
 }
 
 /** Ownership answering `owners` in turn, `confirms` for the fence checks; records the wake-ups. */
@@ -85,20 +89,22 @@ const REGISTERED = "sip:user1_public1@home1.net";
 const register = (s: DeliveryService) => s.onRegistration({ raw: thirdPartyRegister({ body: registerAndResponse() }) });
 
 test("DD-1 (one sidecar, the journal): no ownership asked, the registration starts the delivery", async () => {
-  const { s, legs } = service();
+  const { s, legs, seenFences } = service();
   const r = await register(s);
   assert.equal(r.deliveries, 1);
   assert.equal(legs.length, 1);
+  assert.deepEqual(seenFences, [undefined], "no lease, no fence");
 });
 
 test("issue 13 DD-1: the holder of the served user's slot delivers after the fence check; the answer names it", async () => {
   const lease = { slot: 3, token: 7 };
   const f = fakeOwnership([{ self: true, lease }]);
-  const { s, legs } = service(f.o);
+  const { s, legs, seenFences } = service(f.o);
   const r = await register(s);
   assert.equal(r.deliveries, 1);
   assert.equal(legs.length, 1);
   assert.deepEqual(f.fenced, [lease], "the fence was checked before the claim");
+  assert.deepEqual(seenFences, [lease], "the record write of the device's membership carries the lease");
   assert.ok(r.notes.includes("deferred delivery by this sidecar sidecar-a (slot 3, lease 7)"), r.notes.join("; "));
   assert.equal(f.wakes.length, 0);
 });
