@@ -20,7 +20,11 @@ const MAX_ANSWERED = 10_000;
 
 export interface SessionRefreshDeps {
   sessions: { get(callId: string): GroupSession | undefined };
-  media: { clientLegGone(sessionKey: string): boolean; refreshAnswer(sessionKey: string, offerSdp: string): string };
+  media: {
+    clientLegGone(sessionKey: string): boolean;
+    refreshAnswer(sessionKey: string, offerSdp: string): string;
+    refreshOffer(sessionKey: string, originalOffer: string): string;
+  };
   /** The PF's UA's own URI: the Contact of its answers. */
   uaUri: string;
   log: Logger;
@@ -76,7 +80,7 @@ export class SessionRefresh {
   /** The CF's re-INVITE, at the UA. */
   onReinvite(invite: UaIncomingInvite): void {
     const req = invite.request;
-    const { facts } = this.facts(req);
+    const { facts, session } = this.facts(req);
     const answer = answerRefresh(facts);
     const fields = { callId: header(req, "call-id"), method: "INVITE" };
     if (answer.kind !== "answer") {
@@ -87,8 +91,13 @@ export class SessionRefresh {
       return;
     }
     let sdp: string;
+    const callId = header(req, "call-id") ?? "";
     try {
-      sdp = this.deps.media.refreshAnswer(header(req, "call-id") ?? "", facts.offerSdp ?? "");
+      // an offer in the 2xx: the CF's answer in its ACK leaves the stream as it is (RFC 3264 8), not read
+      sdp =
+        answer.sdp === "offer"
+          ? this.deps.media.refreshOffer(callId, session?.sdpOffer ?? "")
+          : this.deps.media.refreshAnswer(callId, facts.offerSdp ?? "");
     } catch (err) {
       this.refused(fields, { status: 488, reason: err instanceof CpmError ? err.detail : String(err) });
       invite.reject(488, "Not Acceptable Here");
@@ -109,7 +118,7 @@ export class SessionRefresh {
       reply(r.status, r.reason);
       return;
     }
-    if (answer.answerOffer) {
+    if (answer.sdp === "answer") {
       // the UA's plain replies carry no body: an UPDATE with an offer is refused, the session stays as it is (RFC 3311 5.2)
       this.refused(fields, { status: 488, reason: "an offer in UPDATE" });
       reply(488, "Not Acceptable Here");

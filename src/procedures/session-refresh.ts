@@ -25,8 +25,12 @@ export interface RefreshFacts {
 export type RefreshAnswer =
   /** Not the PF's to answer: relayed as before. */
   | { kind: "relay"; why: string }
-  /** 2xx with these headers (Contact and Content-Type added by the executor); `sdp`: answer the offer on the CF leg. */
-  | { kind: "answer"; headers: [string, string][]; answerOffer: boolean }
+  /**
+   * 2xx with these headers (Contact and Content-Type added by the executor);
+   * `sdp`: "answer" the request's offer on the CF leg, "offer" the CF leg as
+   * it is (an offerless re-INVITE: the CF's answer comes in the ACK), "none".
+   */
+  | { kind: "answer"; headers: [string, string][]; sdp: "answer" | "offer" | "none" }
   | { kind: "refuse"; status: number; reason: string };
 
 /** RFC 4028 9: the UAS's 2xx names the refresher; the CF, which asked, stays the refresher (refresher=uac). */
@@ -45,10 +49,9 @@ export function answerRefresh(f: RefreshFacts): RefreshAnswer {
   if (!f.clientLegGone) return { kind: "relay", why: "the client is there to answer it" };
   if (f.method === "UPDATE") {
     // RFC 3311 5.2: an UPDATE with an offer changes the session; the PF keeps its CF leg as it is
-    if (f.offerSdp !== undefined) return { kind: "answer", headers: timerHeaders(f), answerOffer: true };
-    return { kind: "answer", headers: timerHeaders(f), answerOffer: false };
+    return { kind: "answer", headers: timerHeaders(f), sdp: f.offerSdp !== undefined ? "answer" : "none" };
   }
-  // RFC 3261 14.2: an offerless re-INVITE wants an offer in the 2xx and the answer in the ACK; the PF has none to make
-  if (f.offerSdp === undefined) return { kind: "refuse", status: 488, reason: "Not Acceptable Here" };
-  return { kind: "answer", headers: timerHeaders(f), answerOffer: true };
+  // RFC 3261 14.2: an offerless re-INVITE wants an offer in the 2xx and the answer in the ACK;
+  // RFC 3264 8: the PF offers its CF leg unchanged (same path, session-id and connection role)
+  return { kind: "answer", headers: timerHeaders(f), sdp: f.offerSdp !== undefined ? "answer" : "offer" };
 }

@@ -191,6 +191,48 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
   );
 
   test(
+    "DD-12 RFC 3261 14.2: the CF's offerless re-INVITE while the client is away -> the PF's 2xx offers its CF leg as it is (same MSRP path), the CF's answer comes in the ACK; nothing reaches the client, the group goes on",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["before the offerless re-INVITE"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+        whileDeferred: async (c) => {
+          const ok = c.cf200 as SipTraceMessage;
+          const before = await rig.kamailio.stat("cpm_pf_refreshes");
+          const reinvite = await startSipp({
+            scenario: "dd-12-cf-offerless-reinvite.xml",
+            remote: rig.kamailio.address,
+            timeoutS: 20,
+            extraArgs: ["-cid_str", c.callId],
+            keys: {
+              cf_from: header(ok, "from") ?? "",
+              cf_to: header(ok, "to") ?? "",
+              request_uri: /<([^>]+)>/.exec(header(ok, "contact") ?? "")?.[1] ?? "",
+              route: header(ok, "record-route") ?? "",
+              cf_msrp_port: String(new URL((c.cf as MsrpPeer).path.replace(/^msrp/, "http")).port),
+              cf_msrp_path: (c.cf as MsrpPeer).path,
+            },
+          });
+          const r = await reinvite.done;
+          assert.equal(r.code, 0, `re-INVITE SIPp: ${r.errors}`);
+          const answer = first(r.messages, { direction: "received", status: 200 }) as SipTraceMessage;
+          assert.equal(header(answer, "content-type"), "application/sdp", "the offer is in the 2xx");
+          assert.equal(msrpMedia(answer.body).path, msrpMedia(ok.body).path, "the PF's CF leg, unchanged");
+          assert.match(answer.body, /^a=setup:passive\r?$/m, "the connection role kept (the CF connected to the PF)");
+          assert.match(header(answer, "contact") ?? "", /^<sip:127\.0\.0\.1:\d+>$/, "the PF's UA answers for the client");
+          assert.equal(await rig.kamailio.stat("cpm_pf_refreshes"), before + 1);
+          // the group session goes on: the CF's next message on the same MSRP session is kept for the client
+          const later = chatCpim("after the offerless re-INVITE", "imdn-after-offerless");
+          assert.equal((await (c.cf as MsrpPeer).send(later, "message/cpim")).code, 200);
+          await waitFor(async () => (await rig.folder(deferredFolder(c), c.servedUser)).length === 2, 5000, 50, "kept");
+        },
+      });
+      const atClient = (chat.trace?.client ?? []).filter((m) => m.direction === "received" && header(m, "cseq") === "12 INVITE");
+      assert.deepEqual(atClient, [], "the re-INVITE did not reach the client");
+    },
+  );
+
+  test(
     "RJ-1 DD-1: the re-join came first -> a register notification during the re-join session starts no second delivery of that group session (one claim: the data goes out once)",
     T,
     async () => {

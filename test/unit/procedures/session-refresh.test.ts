@@ -20,26 +20,31 @@ test("DD-12 RFC 4028: the CF's UPDATE for an absent client is answered by the PF
       ["Session-Expires", "1800;refresher=uac"],
       ["Require", "timer"],
     ],
-    answerOffer: false,
+    sdp: "none",
   });
   assert.deepEqual(
     answerRefresh(facts({ supportsTimer: false })),
-    { kind: "answer", headers: [], answerOffer: false },
+    { kind: "answer", headers: [], sdp: "none" },
     "RFC 4028 9: no timer, no Require",
   );
-  assert.deepEqual(answerRefresh(facts({ sessionExpires: "junk" })), { kind: "answer", headers: [], answerOffer: false });
+  assert.deepEqual(answerRefresh(facts({ sessionExpires: "junk" })), { kind: "answer", headers: [], sdp: "none" });
 });
 
-test("DD-12 RFC 4028: a re-INVITE with an offer is answered on the CF leg; one without an offer is refused 488 (the PF has no offer of its own to make)", () => {
+test("DD-12 RFC 4028: a re-INVITE with an offer is answered on the CF leg; one without an offer gets the CF leg as it is as the offer (RFC 3261 14.2, RFC 3264 8)", () => {
   assert.deepEqual(answerRefresh(facts({ method: "INVITE", offerSdp: "v=0\r\n", sessionExpires: "90" })), {
     kind: "answer",
     headers: [
       ["Session-Expires", "90;refresher=uac"],
       ["Require", "timer"],
     ],
-    answerOffer: true,
+    sdp: "answer",
   });
-  assert.deepEqual(answerRefresh(facts({ method: "INVITE" })), { kind: "refuse", status: 488, reason: "Not Acceptable Here" });
+  assert.deepEqual(answerRefresh(facts({ method: "INVITE", supportsTimer: false })), { kind: "answer", headers: [], sdp: "offer" });
+  assert.deepEqual(
+    answerRefresh(facts({ method: "UPDATE", offerSdp: "v=0\r\n", supportsTimer: false })),
+    { kind: "answer", headers: [], sdp: "answer" },
+    "an UPDATE's offer is for the executor to answer or refuse",
+  );
 });
 
 test("DD-12: the client's own requests, and the CF's while the client is there, are relayed as before", () => {
