@@ -61,7 +61,9 @@ export interface DeliveryUa {
   ): { callId: string; outcome: Promise<{ status: number; reason: string; response: SipMessage; dialog?: UaDialog }>; cancel(): void };
   ack(dialog: UaDialog): void;
   bye(dialog: UaDialog, headers?: [string, string][]): Promise<number>;
-  onRequest(handler: (req: SipMessage, reply: (status: number, reason: string, headers?: [string, string][]) => void) => void): void;
+  onRequest(
+    handler: (req: SipMessage, reply: (status: number, reason: string, headers?: [string, string][], body?: string) => void) => void,
+  ): void;
   /** Initial INVITEs Kamailio relays to the UA: the client's re-joins (RJ-1). */
   onInvite(handler: (invite: UaIncomingInvite) => void): void;
 }
@@ -1107,7 +1109,10 @@ export class DeliveryService implements RegistrationHandler {
    * dialog; the focus's NOTIFYs on the PF's conference subscriptions go to
    * those (RFC 6665 4.1.3: 481 for no such subscription).
    */
-  private onClientRequest(req: SipMessage, reply: (status: number, reason: string) => void): void {
+  private onClientRequest(
+    req: SipMessage,
+    reply: (status: number, reason: string, headers?: [string, string][], body?: string) => void,
+  ): void {
     if (req.method === "NOTIFY") {
       if (this.deps.subscriptions) this.deps.subscriptions.onNotify(req, reply);
       else reply(481, "Subscription Does Not Exist");

@@ -108,7 +108,7 @@ export class SessionRefresh {
   }
 
   /** The CF's UPDATE, at the UA (RFC 3311). */
-  onUpdate(req: SipMessage, reply: (status: number, reason: string, headers?: [string, string][]) => void): void {
+  onUpdate(req: SipMessage, reply: (status: number, reason: string, headers?: [string, string][], body?: string) => void): void {
     const { facts } = this.facts(req);
     const answer = answerRefresh(facts);
     const fields = { callId: header(req, "call-id"), method: "UPDATE" };
@@ -118,13 +118,21 @@ export class SessionRefresh {
       reply(r.status, r.reason);
       return;
     }
-    if (answer.sdp === "answer") {
-      // the UA's plain replies carry no body: an UPDATE with an offer is refused, the session stays as it is (RFC 3311 5.2)
-      this.refused(fields, { status: 488, reason: "an offer in UPDATE" });
+    if (answer.sdp !== "answer") {
+      reply(200, "OK", [...this.contact(), ...answer.headers]);
+      this.done(req, fields);
+      return;
+    }
+    // RFC 3311 5.2: an UPDATE with an offer gets the answer in its 2xx; the PF keeps its CF leg as it is
+    let sdp: string;
+    try {
+      sdp = this.deps.media.refreshAnswer(header(req, "call-id") ?? "", facts.offerSdp ?? "");
+    } catch (err) {
+      this.refused(fields, { status: 488, reason: err instanceof CpmError ? err.detail : String(err) });
       reply(488, "Not Acceptable Here");
       return;
     }
-    reply(200, "OK", [...this.contact(), ...answer.headers]);
+    reply(200, "OK", [...this.contact(), ...answer.headers, ["Content-Type", SDP]], sdp);
     this.done(req, fields);
   }
 

@@ -132,7 +132,10 @@ export interface SubscribeHandle {
   outcome: Promise<NonInviteOutcome & { dialog?: Dialog }>;
 }
 
-export type RequestHandler = (req: SipMessage, reply: (status: number, reason: string, headers?: SipHeaderLine[]) => void) => void;
+export type RequestHandler = (
+  req: SipMessage,
+  reply: (status: number, reason: string, headers?: SipHeaderLine[], body?: string) => void,
+) => void;
 
 /** An initial INVITE that reached the UA (INVITE server transaction, 17.2.1), answered once by its handler. */
 export interface IncomingInvite {
@@ -1054,10 +1057,10 @@ export class SipUa {
     }
     const transaction: ServerTransaction = { timer: setTimeout(() => reply(500, "Server Internal Error"), UNANSWERED_MS) };
     this.servers.set(key, transaction);
-    const reply = (status: number, reason: string, headers: SipHeaderLine[] = []): void => {
+    const reply = (status: number, reason: string, headers: SipHeaderLine[] = [], body?: string): void => {
       if (transaction.response || this.closing) return;
       clearTimeout(transaction.timer);
-      transaction.response = serializeResponse(status, reason, [...responseHeaders(req), ...headers]);
+      transaction.response = serializeResponse(status, reason, [...responseHeaders(req), ...headers], body);
       this.respond(transaction.response, req, source);
       // Timer J: 64*T1 over UDP, zero over TCP (17.2.2); no Timer G: the UA is no INVITE server
       if (source.transport === "TCP") this.servers.delete(key);

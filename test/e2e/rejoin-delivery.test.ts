@@ -144,6 +144,29 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
     },
   );
 
+  /** The CF's in-dialog request of `scenario` on the group session's dialog (its Call-ID, tags and Record-Route), through Kamailio. */
+  async function cfInDialog(c: Chat, scenario: string) {
+    const ok = c.cf200 as SipTraceMessage;
+    const run = await startSipp({
+      scenario,
+      remote: rig.kamailio.address,
+      timeoutS: 20,
+      // the CF dialog's Call-ID as SIPp's own (it matches responses to its call by it)
+      extraArgs: ["-cid_str", c.callId],
+      keys: {
+        cf_from: header(ok, "from") ?? "",
+        cf_to: header(ok, "to") ?? "",
+        request_uri: /<([^>]+)>/.exec(header(ok, "contact") ?? "")?.[1] ?? "",
+        route: header(ok, "record-route") ?? "",
+        cf_msrp_port: String(new URL((c.cf as MsrpPeer).path.replace(/^msrp/, "http")).port),
+        cf_msrp_path: (c.cf as MsrpPeer).path,
+      },
+    });
+    const r = await run.done;
+    assert.equal(r.code, 0, `${scenario}: ${r.errors}`);
+    return r.messages.filter((m) => m.direction === "received" && m.status === 200);
+  }
+
   test(
     "DD-12 RFC 4028: the CF refreshes the group session (UPDATE, then re-INVITE) while the client is away -> the PF answers both for the client (Session-Expires refresher=uac, Require timer, its own CF-leg SDP, its UA as Contact), nothing reaches the dead client, the CF's media goes on being kept",
     T,
@@ -152,25 +175,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
         byeHeaders: ["Reason: SIP;cause=480"],
         whileDeferred: async (c) => {
           const ok = c.cf200 as SipTraceMessage;
-          const contact = /<([^>]+)>/.exec(header(ok, "contact") ?? "")?.[1] ?? "";
-          const refresh = await startSipp({
-            scenario: "dd-12-cf-session-refresh.xml",
-            remote: rig.kamailio.address,
-            timeoutS: 20,
-            // the CF dialog's Call-ID as SIPp's own (it matches responses to its call by it)
-            extraArgs: ["-cid_str", c.callId],
-            keys: {
-              cf_from: header(ok, "from") ?? "",
-              cf_to: header(ok, "to") ?? "",
-              request_uri: contact,
-              route: header(ok, "record-route") ?? "",
-              cf_msrp_port: String(new URL((c.cf as MsrpPeer).path.replace(/^msrp/, "http")).port),
-              cf_msrp_path: (c.cf as MsrpPeer).path,
-            },
-          });
-          const r = await refresh.done;
-          assert.equal(r.code, 0, `refresh SIPp: ${r.errors}`);
-          const answers = r.messages.filter((m) => m.direction === "received" && m.status === 200);
+          const answers = await cfInDialog(c, "dd-12-cf-session-refresh.xml");
           const [toUpdate, toInvite] = answers;
           assert.equal(header(toUpdate as SipTraceMessage, "session-expires"), "1800;refresher=uac");
           assert.equal(header(toUpdate as SipTraceMessage, "require"), "timer");
@@ -190,47 +195,39 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
     },
   );
 
-  test(
-    "DD-12 RFC 3261 14.2: the CF's offerless re-INVITE while the client is away -> the PF's 2xx offers its CF leg as it is (same MSRP path), the CF's answer comes in the ACK; nothing reaches the client, the group goes on",
-    T,
-    async () => {
-      const chat = await rig.chatWhileAway(["before the offerless re-INVITE"], {
-        byeHeaders: ["Reason: SIP;cause=480"],
-        whileDeferred: async (c) => {
-          const ok = c.cf200 as SipTraceMessage;
-          const before = await rig.kamailio.stat("cpm_pf_refreshes");
-          const reinvite = await startSipp({
-            scenario: "dd-12-cf-offerless-reinvite.xml",
-            remote: rig.kamailio.address,
-            timeoutS: 20,
-            extraArgs: ["-cid_str", c.callId],
-            keys: {
-              cf_from: header(ok, "from") ?? "",
-              cf_to: header(ok, "to") ?? "",
-              request_uri: /<([^>]+)>/.exec(header(ok, "contact") ?? "")?.[1] ?? "",
-              route: header(ok, "record-route") ?? "",
-              cf_msrp_port: String(new URL((c.cf as MsrpPeer).path.replace(/^msrp/, "http")).port),
-              cf_msrp_path: (c.cf as MsrpPeer).path,
-            },
-          });
-          const r = await reinvite.done;
-          assert.equal(r.code, 0, `re-INVITE SIPp: ${r.errors}`);
-          const answer = first(r.messages, { direction: "received", status: 200 }) as SipTraceMessage;
-          assert.equal(header(answer, "content-type"), "application/sdp", "the offer is in the 2xx");
-          assert.equal(msrpMedia(answer.body).path, msrpMedia(ok.body).path, "the PF's CF leg, unchanged");
-          assert.match(answer.body, /^a=setup:passive\r?$/m, "the connection role kept (the CF connected to the PF)");
-          assert.match(header(answer, "contact") ?? "", /^<sip:127\.0\.0\.1:\d+>$/, "the PF's UA answers for the client");
-          assert.equal(await rig.kamailio.stat("cpm_pf_refreshes"), before + 1);
-          // the group session goes on: the CF's next message on the same MSRP session is kept for the client
-          const later = chatCpim("after the offerless re-INVITE", "imdn-after-offerless");
-          assert.equal((await (c.cf as MsrpPeer).send(later, "message/cpim")).code, 200);
-          await waitFor(async () => (await rig.folder(deferredFolder(c), c.servedUser)).length === 2, 5000, 50, "kept");
-        },
-      });
-      const atClient = (chat.trace?.client ?? []).filter((m) => m.direction === "received" && header(m, "cseq") === "12 INVITE");
-      assert.deepEqual(atClient, [], "the re-INVITE did not reach the client");
-    },
-  );
+  for (const [scenario, what, cseq] of [
+    [
+      "dd-12-cf-offerless-reinvite.xml",
+      "an offerless re-INVITE (RFC 3261 14.2) -> the PF's 2xx offers its CF leg as it is, the CF's answer comes in the ACK",
+      "12 INVITE",
+    ],
+    ["dd-12-cf-update-offer.xml", "an UPDATE with an offer (RFC 3311 5.2) -> the PF's 2xx answers with its CF leg as it is", "13 UPDATE"],
+  ] as const) {
+    test(
+      `DD-12: the CF's ${what} while the client is away (same MSRP path and role); nothing reaches the client, the group goes on`,
+      T,
+      async () => {
+        const chat = await rig.chatWhileAway([`before ${cseq}`], {
+          byeHeaders: ["Reason: SIP;cause=480"],
+          whileDeferred: async (c) => {
+            const before = await rig.kamailio.stat("cpm_pf_refreshes");
+            const [answer] = (await cfInDialog(c, scenario)) as [SipTraceMessage];
+            assert.equal(header(answer, "content-type"), "application/sdp", "SDP in the 2xx");
+            assert.equal(msrpMedia(answer.body).path, msrpMedia((c.cf200 as SipTraceMessage).body).path, "the PF's CF leg, unchanged");
+            assert.match(answer.body, /^a=setup:passive\r?$/m, "the connection role kept (the CF connected to the PF)");
+            assert.match(header(answer, "contact") ?? "", /^<sip:127\.0\.0\.1:\d+>$/, "the PF's UA answers for the client");
+            assert.equal(await rig.kamailio.stat("cpm_pf_refreshes"), before + 1);
+            // the group session goes on: the CF's next message on the same MSRP session is kept for the client
+            const later = chatCpim(`after ${cseq}`, `imdn-after-${cseq.replace(" ", "-")}`);
+            assert.equal((await (c.cf as MsrpPeer).send(later, "message/cpim")).code, 200);
+            await waitFor(async () => (await rig.folder(deferredFolder(c), c.servedUser)).length === 2, 5000, 50, "kept");
+          },
+        });
+        const atClient = (chat.trace?.client ?? []).filter((m) => m.direction === "received" && header(m, "cseq") === cseq);
+        assert.deepEqual(atClient, [], "nothing of it reached the client");
+      },
+    );
+  }
 
   test(
     "RJ-1 DD-1: the re-join came first -> a register notification during the re-join session starts no second delivery of that group session (one claim: the data goes out once)",
