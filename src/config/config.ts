@@ -217,6 +217,14 @@ export interface Config {
     originatingRoute: string;
     /** DD-9 (MAY): re-attempts of a delivery INVITE answered with an error other than 603; 0 = off. Default 3. */
     retryAttempts: number;
+    /**
+     * DD-1: a registration (or wake-up) that found the served user's deferred
+     * queue unreadable (the Message Store down) is tried again after this
+     * long, doubling up to retryMaxMs, until the queue can be read or a newer
+     * registration of the device comes; 0 = off (the next REGISTER refresh
+     * tries). Default 2000.
+     */
+    storeRetryMs: number;
     /** DD-9: delay before the first re-attempt (ms). Default 60000. */
     retryInitialMs: number;
     /** DD-9: each further delay is the previous one times this (1 = constant). Default 2. */
@@ -393,6 +401,7 @@ export const defaults: Config = {
     terminatingRoute: "",
     originatingRoute: "",
     retryAttempts: 3,
+    storeRetryMs: 2000,
     retryInitialMs: 60_000,
     retryFactor: 2,
     retryMaxMs: 900_000,
@@ -492,6 +501,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     terminatingRoute: "string",
     originatingRoute: "string",
     retryAttempts: "nonnegint",
+    storeRetryMs: "nonnegint",
     retryInitialMs: "posint",
     retryFactor: "posint",
     retryMaxMs: "posint",

@@ -258,6 +258,8 @@ export class DeliveryService implements RegistrationHandler {
   private closed = false;
   /** Registrations whose wake-up nobody received: tried again once the holder's lease has lapsed. */
   private readonly wakeRetries = new Set<NodeJS.Timeout>();
+  /** Registrations that found the deferred queue unreadable (the store down), by served user and device: tried again (delivery.storeRetryMs). */
+  private readonly storeRetries = new Map<string, NodeJS.Timeout>();
   /** Actions the machines asked for that nothing here executes (each logged as an error). */
   unexecutedActions = 0;
 
@@ -391,7 +393,12 @@ export class DeliveryService implements RegistrationHandler {
     servedUser: string,
     client: { contact: string; instanceId?: string },
     how: "registered" | "woken" | "retry" = "registered",
+    storeRetryMs = this.deps.policy.storeRetryMs,
   ): Promise<RegistrationResult> {
+    // a newer registration of the device tries now: its retry for a store that was down is not needed
+    const retryKey = `${userKey(servedUser)} ${deviceOf(client.instanceId).keyword}`;
+    clearTimeout(this.storeRetries.get(retryKey));
+    this.storeRetries.delete(retryKey);
     let lease: OwnerLease | undefined;
     if (this.deps.ownership) {
       const routed = await this.route(servedUser, client, how);
@@ -414,11 +421,37 @@ export class DeliveryService implements RegistrationHandler {
     } catch (err) {
       // no mailbox for this identity, or the store is down: nothing starts, nothing is touched
       const reason = err instanceof CpmError ? err.detail : String(err);
+      const storeDown = !(err instanceof CpmError) || err.code === "CPM_ERR_STORE_UNAVAILABLE";
+      const retryInMs = storeDown && storeRetryMs > 0 && !this.closed ? storeRetryMs : undefined;
       this.deps.log.warn("registration: the served user's deferred queue is unreadable, nothing delivered", {
         servedUser: servedUser,
         reason,
+        ...(retryInMs !== undefined ? { retryInMs } : {}),
       });
-      return { accepted: true, deliveries: 0, notes: [`deferred queue unreadable: ${reason}`] };
+      if (retryInMs !== undefined) {
+        // DD-1: the store back, the device gets what it missed without waiting for its next REGISTER refresh
+        const next = Math.min(retryInMs * 2, Math.max(retryInMs, this.deps.policy.retryMaxMs));
+        const timer = setTimeout(() => {
+          this.storeRetries.delete(retryKey);
+          if (this.closed) return;
+          this.startFor(servedUser, client, how === "woken" ? "woken" : "retry", next).then(
+            (r) =>
+              this.deps.log.info("registration tried again after the store was unreadable", {
+                servedUser,
+                deliveries: r.deliveries,
+                notes: r.notes,
+              }),
+            (e) => this.deps.log.error("registration retry failed", { servedUser, reason: String(e) }),
+          );
+        }, retryInMs);
+        timer.unref();
+        this.storeRetries.set(retryKey, timer);
+      }
+      return {
+        accepted: true,
+        deliveries: 0,
+        notes: [`deferred queue unreadable: ${reason}${retryInMs !== undefined ? ` (tried again in ${retryInMs} ms)` : ""}`],
+      };
     }
     const pending: PendingGroupSession[] = [];
     for (const q of queues) {
@@ -514,6 +547,8 @@ export class DeliveryService implements RegistrationHandler {
     this.closed = true;
     for (const t of this.wakeRetries) clearTimeout(t);
     this.wakeRetries.clear();
+    for (const t of this.storeRetries.values()) clearTimeout(t);
+    this.storeRetries.clear();
     for (const m of this.machines.values()) this.dispose(m, "PF shutting down");
     this.machines.clear();
     this.byCallId.clear();

@@ -429,6 +429,44 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     },
   );
 
+  test(
+    "DD-1 DD-10: the Message Store is down when the device registers -> the REGISTER is answered, nothing is delivered yet; once Dovecot is back the PF tries again by itself (delivery.storeRetryMs) and the device gets every kept message in order, without a new REGISTER",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["kept while the store goes down 1", "kept while the store goes down 2"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+      });
+      const unreadable = () =>
+        rig
+          .loggedAll("registration: the served user's deferred queue is unreadable, nothing delivered")
+          .filter((l) => l.retryInMs !== undefined);
+      const before = unreadable().length;
+      await rig.deliveredTo(
+        chat,
+        "client-uas-msrp.xml",
+        {},
+        async ({ peer: ue }) => {
+          await assertDeliveredInOrder(ue, chat);
+          await queueEmptied(chat);
+        },
+        async (contact) => {
+          await rig.dovecot.kill();
+          try {
+            const reg = await rig.register(contact, chat.servedUser);
+            assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+            await waitFor(() => unreadable().length > before, 5000, 20, "the registration found the store down");
+          } finally {
+            await rig.dovecot.restart();
+          }
+        },
+      );
+      assert.ok(
+        rig.loggedAll("registration tried again after the store was unreadable").some((l) => Number(l.deliveries) > 0),
+        "the delivery came from the PF's own retry",
+      );
+    },
+  );
+
   test("DD-8: the client declines (603) -> every deferred message of the group session is discarded, no retry", T, async () => {
     const chat = await rig.chatWhileAway(["declined"], { byeHeaders: ["Reason: SIP;cause=480"] });
     const client = await startSipp({ scenario: "client-uas-decline.xml", extraArgs: ["-m", "2"] });

@@ -68,6 +68,7 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     terminatingRoute: "",
     originatingRoute: "",
     retryAttempts: 3,
+    storeRetryMs: 2000,
     retryInitialMs: 60_000,
     retryFactor: 2,
     retryMaxMs: 900_000,
@@ -91,6 +92,8 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
   assert.equal(cfg.delivery.retryFactor, 3);
   assert.equal(cfg.delivery.sendInterimGsos, true);
   assert.equal(cfg.delivery.unsubscribeOnRejoin, true);
+  // a registration that found the store down is tried again; 0 = off
+  assert.equal(buildConfig({}, { CPM_PF__DELIVERY__STORERETRYMS: "0" }).delivery.storeRetryMs, 0);
   // the PF's own conference subscription: 0 = off
   assert.equal(buildConfig({}, { CPM_PF__DELIVERY__CONFERENCESUBSCRIPTIONEXPIRES: "0" }).delivery.conferenceSubscriptionExpires, 0);
   assert.throws(() => buildConfig({ delivery: { conferenceSubscriptionRetryMs: 0 } }), /delivery\.conferenceSubscriptionRetryMs/);
