@@ -151,6 +151,9 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   private readonly overtaken = new Map<string, Promise<unknown>>();
   private starting: Promise<void> | undefined;
   private closed = false;
+  /** Resolves when close() begins: copy checks waiting for store.timeoutMs run at once then. */
+  private readonly closing: Promise<void>;
+  private closeNow: () => void = () => {};
   private spoolCount = 0;
   private pendingWrites = 0;
   private retryDelay: number;
@@ -180,6 +183,9 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
     super();
     this.pool = deps.pool ?? new ImapPool(cfg, log, deps.gate, deps.metrics);
     this.spool = deps.spool ?? new Spool(cfg.spoolDir, log);
+    this.closing = new Promise((resolve) => {
+      this.closeNow = resolve;
+    });
     this.retryDelay = cfg.retryInitialMs;
   }
 
@@ -303,6 +309,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.closeNow();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     await this.drainPromise?.catch(() => {});
@@ -511,7 +518,8 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
         this.noteId(o.folder, o.messageId, "sent");
         await this.appendRaw(conn, o);
         this.noteId(o.folder, o.messageId, "stored");
-        if (uncertain && dedupe) this.track(this.settleCopies(o.folder, o.messageId));
+        // other sidecars may have SEARCHed and APPENDed the same object meanwhile (SEARCH then APPEND is not atomic across writers)
+        if ((uncertain || this.cfg.otherWriters) && dedupe) this.track(this.settleCopies(o.folder, o.messageId));
         return "stored" as const;
       });
     try {
@@ -601,14 +609,24 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
 
   /** SEARCH HEADER Message-ID in the folder (opened read-only with EXAMINE). */
   /**
-   * A `unique` object stored again after an APPEND of it that got no answer:
-   * a server that was frozen may carry out that APPEND later, so once it has
-   * had store.timeoutMs to do so, copies beyond the first (lowest UID) are
-   * expunged (RFC 4315 UID EXPUNGE). Never throws: a failure is logged.
+   * A `unique` object stored again after an APPEND of it that got no answer
+   * (a server that was frozen may carry out that APPEND later), or stored
+   * where other sidecars write too (store.otherWriters: two may decide the
+   * same BYE at once): once the server and the others had store.timeoutMs to
+   * finish, copies beyond the first (lowest UID) are expunged (RFC 4315 UID
+   * EXPUNGE). Every writer keeps the same one. At close() the check runs at
+   * once. Never throws: a failure is logged.
    */
   private async settleCopies(folder: string, messageId: string): Promise<void> {
-    await new Promise((r) => setTimeout(r, this.cfg.timeoutMs).unref());
-    if (this.closed) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise((r) => {
+        timer = setTimeout(r, this.cfg.timeoutMs);
+        timer.unref();
+      }),
+      this.closing,
+    ]);
+    clearTimeout(timer);
     try {
       const removed = await this.pool.use(async (conn) => {
         const lock = await conn.cmd("SELECT", () => conn.client.getMailboxLock(folder));
@@ -624,7 +642,7 @@ export class MessageStore extends EventEmitter<MessageStoreEvents> {
       });
       if (removed > 0) {
         this.counts.copiesRemoved += removed;
-        this.log.warn("second copy of an object removed (an APPEND with no answer was carried out after all)", {
+        this.log.warn("later copies of an object removed (an unanswered APPEND carried out after all, or another sidecar stored it too)", {
           folder,
           messageId,
           removed,

@@ -310,6 +310,26 @@ test(
 );
 
 test(
+  "BYE-B4 scale-out: two sidecars store the GSO of the same BYE at the same moment (both SEARCH before either APPENDs): with store.otherWriters the later copy is expunged, one object stays",
+  { timeout: 30_000 },
+  async () => {
+    const obj = gsoOfBye("conv-both-at-once", "contrib-both-at-once", "both-1@cf");
+    const a = newStore({ ...(await storeConfig()), otherWriters: true, timeoutMs: 500 });
+    const b = newStore({ ...(await storeConfig()), otherWriters: true, timeoutMs: 500 });
+    await a.start();
+    await b.start();
+    await Promise.all([a.prepareFolder(obj.folder), b.prepareFolder(obj.folder)]);
+    const [ra, rb] = await Promise.all([a.append(obj), b.append(obj)]);
+    assert.equal(ra.state, "stored");
+    assert.equal(rb.state, "stored");
+    // both checked after the others had store.timeoutMs; close() runs a pending check at once
+    await a.close();
+    await b.close();
+    assert.deepEqual((await readFolder(obj.folder)).map(messageIdOf), [obj.messageId], "one copy in the group folder");
+  },
+);
+
+test(
   "BYE-B4: a GSO stored while the CREATE of its folder ahead of need is still unanswered is known as stored: stored again (the spool's drain of a GSO spooled over the budget, a replayed BYE) it is not a second copy",
   { timeout: 30_000 },
   async () => {
