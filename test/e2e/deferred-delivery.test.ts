@@ -61,6 +61,8 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       CPM_PF__DELIVERY__RETRYATTEMPTS: "1",
       CPM_PF__DELIVERY__RETRYINITIALMS: String(RETRY_MS),
       CPM_PF__DELIVERY__RETRYMAXMS: String(RETRY_MS),
+      // a registration that found the store down: tried again every half second here
+      CPM_PF__DELIVERY__STORERETRYMS: "500",
     });
   });
   after(async () => {
