@@ -84,6 +84,18 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
 
   const queueEmptied = (chat: Chat) =>
     waitFor(async () => (await rig.folder(deferredFolder(chat), chat.servedUser)).length === 0, 5000, 50, "deferred queue emptied");
+  /** The delivery to a SIPp client: every kept message in order, then the GSO; the queue empty. `start`: what starts it (default the REGISTER). */
+  const deliveredInOrder = (chat: Chat, start?: (contact: string) => Promise<void>) =>
+    rig.deliveredTo(
+      chat,
+      "client-uas-msrp.xml",
+      {},
+      async ({ peer: ue }) => {
+        await assertDeliveredInOrder(ue, chat);
+        await queueEmptied(chat);
+      },
+      start,
+    );
   const descriptors = async (chat: Chat) => descriptorsOf(await rig.folder(DESCRIPTOR_FOLDER, chat.servedUser), chat);
 
   test(
@@ -176,19 +188,10 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       );
       assert.deepEqual(await cli("health"), { status: "SERVING" });
       // deliver: as if the user registered at the SIPp client's contact
-      await rig.deliveredTo(
-        chat,
-        "client-uas-msrp.xml",
-        {},
-        async ({ peer: ue }) => {
-          await assertDeliveredInOrder(ue, chat);
-          await queueEmptied(chat);
-        },
-        async (contact) => {
-          const r = (await cli("queue", "deliver", "--user", chat.servedUser, "--contact", contact)) as { deliveries: number };
-          assert.equal(r.deliveries, 1);
-        },
-      );
+      await deliveredInOrder(chat, async (contact) => {
+        const r = (await cli("queue", "deliver", "--user", chat.servedUser, "--contact", contact)) as { deliveries: number };
+        assert.equal(r.deliveries, 1);
+      });
       // purge: another chat's queue discarded, the record told
       const other = await rig.chatWhileAway(["to be purged"], { byeHeaders: ["Reason: SIP;cause=480"] });
       const otherIds = ["--user", other.servedUser, "--conversation", other.conversationId, "--contribution", other.contributionId];
@@ -443,25 +446,16 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
           .loggedAll("registration: the served user's deferred queue is unreadable, nothing delivered")
           .filter((l) => l.retryInMs !== undefined);
       const before = unreadable().length;
-      await rig.deliveredTo(
-        chat,
-        "client-uas-msrp.xml",
-        {},
-        async ({ peer: ue }) => {
-          await assertDeliveredInOrder(ue, chat);
-          await queueEmptied(chat);
-        },
-        async (contact) => {
-          await rig.dovecot.kill();
-          try {
-            const reg = await rig.register(contact, chat.servedUser);
-            assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
-            await waitFor(() => unreadable().length > before, 5000, 20, "the registration found the store down");
-          } finally {
-            await rig.dovecot.restart();
-          }
-        },
-      );
+      await deliveredInOrder(chat, async (contact) => {
+        await rig.dovecot.kill();
+        try {
+          const reg = await rig.register(contact, chat.servedUser);
+          assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
+          await waitFor(() => unreadable().length > before, 5000, 20, "the registration found the store down");
+        } finally {
+          await rig.dovecot.restart();
+        }
+      });
       assert.ok(
         rig.loggedAll("registration tried again after the store was unreadable").some((l) => Number(l.deliveries) > 0),
         "the delivery came from the PF's own retry",
