@@ -119,8 +119,8 @@ export interface DeliveryQueue {
   read(target: QueueRef, limit: number, after?: ReadCursor): Promise<DeferredRecord[]>;
   /** DD-1 per device: marks items as got by the device of `keyword`; resolves with their marks. */
   mark(handles: readonly DeferredHandle[], keyword: string): Promise<DeferredMarks[]>;
-  /** DD-10 after a takeover: the items up to `through` marked as got by the device of `keyword`; resolves with their marks. */
-  markThrough(target: QueueRef, keyword: string, through: ReadCursor): Promise<DeferredMarks[]>;
+  /** DD-10 after a takeover: the items up to `through` the device of `keyword` has no mark on marked as its own; resolves with their marks. */
+  markThrough(target: QueueRef, keyword: string, through: DeliveredThrough): Promise<DeferredMarks[]>;
   /** DD-8 / DD-14 for one device: every item marked as got by it; resolves with the marks of all. */
   discardFor(target: QueueRef, keyword: string): Promise<DeferredMarks[]>;
   /** The marks of every item of a session's queue. */
@@ -395,8 +395,9 @@ export class DeliveryService implements RegistrationHandler {
     how: "registered" | "woken" | "retry" = "registered",
     storeRetryMs = this.deps.policy.storeRetryMs,
   ): Promise<RegistrationResult> {
+    const device = deviceOf(client.instanceId);
     // a newer registration of the device tries now: its retry for a store that was down is not needed
-    const retryKey = `${userKey(servedUser)} ${deviceOf(client.instanceId).keyword}`;
+    const retryKey = `${userKey(servedUser)} ${device.keyword}`;
     clearTimeout(this.storeRetries.get(retryKey));
     this.storeRetries.delete(retryKey);
     let lease: OwnerLease | undefined;
@@ -405,7 +406,6 @@ export class DeliveryService implements RegistrationHandler {
       if ("result" in routed) return routed.result;
       lease = routed.lease;
     }
-    const device = deviceOf(client.instanceId);
     // the served user's own queue, joined with the user's own records: nobody else's data; counted for this device
     let queues: DeferredSessionSummary[];
     try {
@@ -1071,10 +1071,8 @@ export class DeliveryService implements RegistrationHandler {
     const through = deliveredThroughOf(session.devices, keyword);
     if (!through) return false;
     try {
-      const marks = await this.deps.queue.markThrough(queueRef(servedUser, session), keyword, {
-        afterUid: through.uid,
-        uidValidity: through.uidValidity,
-      });
+      const marks = await this.deps.queue.markThrough(queueRef(servedUser, session), keyword, through);
+      // none unmarked: no crash came between the confirmations and their marks
       if (marks.length === 0) return false;
       const removed = await this.retireDecided(servedUser, session, keyword, marks, keyword);
       this.deps.log.info("items the device confirmed before a crash marked, not sent again", {

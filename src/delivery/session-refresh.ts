@@ -20,11 +20,7 @@ const MAX_ANSWERED = 10_000;
 
 export interface SessionRefreshDeps {
   sessions: { get(callId: string): GroupSession | undefined };
-  media: {
-    clientLegGone(sessionKey: string): boolean;
-    refreshAnswer(sessionKey: string, offerSdp: string): string;
-    refreshOffer(sessionKey: string, originalOffer: string): string;
-  };
+  media: { clientLegGone(sessionKey: string): boolean; refreshAnswer(sessionKey: string, offerSdp: string): string };
   /** The PF's UA's own URI: the Contact of its answers. */
   uaUri: string;
   log: Logger;
@@ -93,11 +89,9 @@ export class SessionRefresh {
     let sdp: string;
     const callId = header(req, "call-id") ?? "";
     try {
-      // an offer in the 2xx: the CF's answer in its ACK leaves the stream as it is (RFC 3264 8), not read
-      sdp =
-        answer.sdp === "offer"
-          ? this.deps.media.refreshOffer(callId, session?.sdpOffer ?? "")
-          : this.deps.media.refreshAnswer(callId, facts.offerSdp ?? "");
+      // an offer in the 2xx: the CF leg as it is, i.e. the PF's answer to the CF's original offer
+      // (RFC 3264 8: an unchanged stream); the CF's answer in its ACK leaves it so, not read
+      sdp = this.deps.media.refreshAnswer(callId, (answer.sdp === "offer" ? session?.sdpOffer : facts.offerSdp) ?? "");
     } catch (err) {
       this.refused(fields, { status: 488, reason: err instanceof CpmError ? err.detail : String(err) });
       invite.reject(488, "Not Acceptable Here");

@@ -460,16 +460,6 @@ export class MsrpMediaPlane implements MediaPlane {
   }
 
   /**
-   * The PF's offer on the CF leg for the CF's offerless re-INVITE (RFC 3261
-   * 14.2): the leg as it is (RFC 3264 8: an unchanged stream), built from the
-   * CF's original offer as the PF's first answer was: its path, session-id
-   * and connection role. Throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED, CPM_ERR_BAD_SDP.
-   */
-  refreshOffer(sessionKey: string, originalOffer: string): string {
-    return this.refreshAnswer(sessionKey, originalOffer);
-  }
-
-  /**
    * DD-13 / RJ-3: the PF re-starts the group session itself (8.2.2.7): a new
    * anchored session keyed by the re-start INVITE's Call-ID, whose CF leg the
    * PF offers (`offerSdp`: the original offer's media attributes, the PF's

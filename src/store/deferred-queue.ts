@@ -69,6 +69,7 @@ import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import type { DeferredItem, DeferredSink, GroupSessionRef } from "../media/ports.js";
+import type { DeliveredThrough } from "../session/group-session.js";
 import { buildDeferredObject, deferredItemFromObject, type ReadBackItem } from "./deferred-object.js";
 import { decodeFolderComponent, groupSessionFolder } from "./folder.js";
 import { addKeyword, expungeObjects, fetchMarks, fetchObjects } from "./imap-fetch.js";
@@ -368,19 +369,25 @@ export class DeferredQueue implements DeferredSink {
   }
 
   /**
-   * DD-10 after a takeover: every item of the session's queue up to `through`
-   * (the device confirmed them to a delivery that crashed before it marked
-   * them) marked as got by the device of `keyword`. Another UIDVALIDITY: the
-   * UIDs mean other items, nothing is marked. Resolves with the marks of the
-   * items up to `through`, for the caller's decision on what leaves.
+   * DD-10 after a takeover: the items of the session's queue up to `through`
+   * that lack the device's mark (it confirmed them to a delivery that crashed
+   * before it marked them) marked as got by the device of `keyword`: one
+   * index-only SEARCH when there are none (the usual case). Another
+   * UIDVALIDITY: the UIDs mean other items, nothing is marked. Resolves with
+   * the marks of the items it marked, for the caller's decision on what leaves.
    */
-  async markThrough(target: QueueTarget, keyword: string, through: ReadCursor): Promise<DeferredMarks[]> {
+  async markThrough(target: QueueTarget, keyword: string, through: DeliveredThrough): Promise<DeferredMarks[]> {
     checkKeyword(keyword);
-    if (!Number.isInteger(through.afterUid) || through.afterUid < 1) throw new CpmError("CPM_ERR_BAD_REQUEST", "markThrough: invalid UID");
+    if (!Number.isInteger(through.uid) || through.uid < 1) throw new CpmError("CPM_ERR_BAD_REQUEST", "markThrough: invalid UID");
     const folder = this.targetFolder(target);
     return this.withFolder(target.servedUser, folder, false, [] as DeferredMarks[], async (conn, uidValidity) => {
       if (uidValidity !== through.uidValidity) return [];
-      const uids = `1:${through.afterUid}`;
+      const found = await conn.cmd("UID SEARCH", () =>
+        conn.client.search({ uid: `1:${through.uid}`, unKeyword: keyword, deleted: false }, { uid: true }),
+      );
+      const unmarked = (found || []).filter((u) => u <= through.uid);
+      if (unmarked.length === 0) return [];
+      const uids = uidSet(unmarked);
       await conn.cmd("UID STORE", () => addKeyword(conn.client, uids, keyword));
       return this.marksOf(conn, target.servedUser, folder, uidValidity, uids);
     });
