@@ -72,9 +72,18 @@ async function main() {
   console.log(`cpm-pf faults: ${BYES} B2BUA BYEs over ${USERS} users, ${CONCURRENT} in flight, on ${machine}; load ${load()}`);
   const rows: [string, string, FaultCounts][] = [];
   const crashed: string[] = [];
-  for (const c of CASES.filter((x) => ONLY.length === 0 || ONLY.includes(x.id))) {
+  /** Runs one case; one that throws is reported, the others go on. */
+  const attempt = async <T>(id: string, run: () => Promise<T>, into: [string, string, T][], what: string) => {
     try {
-      const counts = await runFaultCase({
+      into.push([id, what, await run()]);
+    } catch (err) {
+      crashed.push(`(${id}) did not complete: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
+    }
+    console.error(`  (${id}) done, load ${load()}`);
+  };
+  for (const c of CASES.filter((x) => ONLY.length === 0 || ONLY.includes(x.id))) {
+    const run = () =>
+      runFaultCase({
         fault: c.fault,
         ...(c.scaleOut ? { scaleOut: true } : {}),
         byes: BYES,
@@ -82,11 +91,7 @@ async function main() {
         concurrent: CONCURRENT,
         progress: (l) => console.error(`  ${l}`),
       });
-      rows.push([c.id, c.what, counts]);
-    } catch (err) {
-      crashed.push(`(${c.id}) did not complete: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
-    }
-    console.error(`  (${c.id}) done, load ${load()}`);
+    await attempt(c.id, run, rows, c.what);
   }
   if (rows.length > 0) {
     console.log(
@@ -104,17 +109,8 @@ async function main() {
   for (const [id, , c] of rows) for (const r of c.failsafeReasons.slice(0, 5)) console.log(`(${id}) fail-safe: ${r}`);
   const deliveries: [string, string, TakeoverCounts][] = [];
   for (const c of DELIVERY_CASES.filter((x) => ONLY.length === 0 || ONLY.includes(x.id))) {
-    try {
-      const counts = await runDeliveryFault({
-        messages: MESSAGES,
-        scaleOut: c.scaleOut,
-        progress: (l) => console.error(`  (${c.id}) ${l}`),
-      });
-      deliveries.push([c.id, c.what, counts]);
-    } catch (err) {
-      crashed.push(`(${c.id}) did not complete: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`);
-    }
-    console.error(`  (${c.id}) done, load ${load()}`);
+    const run = () => runDeliveryFault({ messages: MESSAGES, scaleOut: c.scaleOut, progress: (l) => console.error(`  (${c.id}) ${l}`) });
+    await attempt(c.id, run, deliveries, c.what);
   }
   if (deliveries.length > 0) {
     console.log(
