@@ -383,6 +383,8 @@ export class SipUa {
   private readonly dialogs = new Map<string, DialogState>();
   private readonly inviteServers = new Map<string, InviteServerTransaction>();
   private readonly pendingAcks = new Map<string, PendingAck>();
+  /** ACKs sent for 2xx of dialogs the UA did not INVITE, by Call-ID, tags and CSeq (see ack()). */
+  private readonly acksOfOthers = new Map<string, Outgoing>();
   private handler: RequestHandler | undefined;
   private inviteHandler: InviteHandler | undefined;
   private closing: Promise<void> | undefined;
@@ -621,13 +623,28 @@ export class SipUa {
    * ACK for a 2xx (13.2.2.4): the INVITE's CSeq number, a new branch, sent
    * to the first route (or the remote target), over the INVITE's transport
    * unless that hop's URI names one. Kept until the dialog ends so a
-   * retransmitted 2xx is ACKed again.
+   * retransmitted 2xx is ACKed again. For a dialog whose INVITE the UA did
+   * not send (a further device of a forked INVITE), the ACK is kept for the
+   * 64*T1 the UAS retransmits its 2xx (13.3.1.4): each retransmission the
+   * caller reports gets that same ACK again, not a new one.
    */
   ack(dialog: Dialog): void {
     if (this.closing) return;
     const known = this.stateOf(dialog);
-    const ack = this.ackFor(dialog, known?.inviteCSeq ?? dialog.localCSeq, known?.transport);
-    if (known) known.ack = ack;
+    if (known) {
+      known.ack = this.ackFor(dialog, known.inviteCSeq, known.transport);
+      this.sendStateless(known.ack, true);
+      return;
+    }
+    const key = `${dialog.callId} ${dialog.localTag} ${dialog.remoteTag} ${dialog.localCSeq}`;
+    const sent = this.acksOfOthers.get(key);
+    if (sent) {
+      this.sendStateless(sent, false);
+      return;
+    }
+    const ack = this.ackFor(dialog, dialog.localCSeq, undefined);
+    this.acksOfOthers.set(key, ack);
+    setTimeout(() => this.acksOfOthers.delete(key), 64 * this.t1).unref();
     this.sendStateless(ack, true);
   }
 

@@ -156,6 +156,34 @@ test("ack() without a route set goes to the remote target", LIMIT, async (t) => 
 });
 
 test(
+  "BYE-B7 ack() of a dialog the UA did not INVITE (a further device of a forked INVITE): each retransmitted 2xx gets the same ACK (13.2.2.4)",
+  LIMIT,
+  async (t) => {
+    const device = await Peer.open(t);
+    const ua = await startUa(t, device.port);
+    const dialog: Dialog = {
+      callId: "fork-1@cf.example.com",
+      localTag: "cf-tag",
+      remoteTag: "tablet-tag",
+      localUri: "sip:focus@cf.example.com",
+      remoteUri: "tel:+16135551200",
+      remoteTarget: device.uri,
+      routeSet: [],
+      localCSeq: 7,
+    };
+    ua.ack(dialog);
+    const first = (await device.next("ACK")).msg;
+    assert.equal(header(first, "cseq"), "7 ACK");
+    ua.ack(dialog); // the device's 2xx again
+    const again = (await device.next("ACK to the retransmitted 2xx")).msg;
+    assert.equal(branchOf(again), branchOf(first), "the same ACK, not a new transaction");
+    ua.ack({ ...dialog, remoteTag: "phone-tag" });
+    const other = (await device.next("ACK of another device")).msg;
+    assert.notEqual(branchOf(other), branchOf(first), "another dialog, its own ACK");
+  },
+);
+
+test(
   "486: the transaction ACKs it itself (same branch, response To tag, INVITE R-URI and Route) and resolves 486; a retransmitted 486 is ACKed again",
   LIMIT,
   async (t) => {
