@@ -4,7 +4,10 @@
 // route[CPM_PF_REFRESH]). The 2xx carries the PF's UA as Contact (RFC 3261
 // 12.2: a target refresh), so the CF's ACK and its later in-dialog requests
 // of this dialog come to the PF, which answers them for the absent client;
-// its BYE is still decided by HandleBye on the way (8.3.2.3).
+// its BYE is still decided by HandleBye on the way (8.3.2.3). A further
+// device of a forked INVITE (BYE-B7) refreshing its own dialog gets the same
+// from the PF, with that device's client leg as it is; its BYE still goes to
+// the forked devices' executor (src/delivery/device-dialogs.ts).
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import { answerRefresh, type RefreshFacts } from "../procedures/session-refresh.js";
@@ -20,7 +23,11 @@ const MAX_ANSWERED = 10_000;
 
 export interface SessionRefreshDeps {
   sessions: { get(callId: string): GroupSession | undefined };
-  media: { clientLegGone(sessionKey: string): boolean; refreshAnswer(sessionKey: string, offerSdp: string): string };
+  media: {
+    clientLegGone(sessionKey: string): boolean;
+    refreshAnswer(sessionKey: string, offerSdp: string): string;
+    deviceRefreshAnswer(sessionKey: string, deviceKey: string, offerSdp: string): string;
+  };
   /** The PF's UA's own URI: the Contact of its answers. */
   uaUri: string;
   log: Logger;
@@ -44,16 +51,19 @@ export class SessionRefresh {
 
   constructor(private readonly deps: SessionRefreshDeps) {}
 
-  private facts(msg: SipMessage): { facts: RefreshFacts; session: GroupSession | undefined } {
+  private facts(msg: SipMessage): { facts: RefreshFacts; session: GroupSession | undefined; fromTag: string } {
     const callId = header(msg, "call-id") ?? "";
     const session = this.deps.sessions.get(callId);
     const dialog = session?.dialogs.find((d) => d.callId === callId);
     const options = [...headerValues(msg, "supported"), ...headerValues(msg, "require")].flatMap(splitCommaList);
+    const fromTag = tagOf(header(msg, "from")) ?? "";
     return {
       session,
+      fromTag,
       facts: {
         method: msg.kind === "request" && msg.method === "UPDATE" ? "UPDATE" : "INVITE",
-        fromNetwork: dialog !== undefined && dialog.cfTag !== "" && tagOf(header(msg, "from")) === dialog.cfTag,
+        fromNetwork: dialog !== undefined && dialog.cfTag !== "" && fromTag === dialog.cfTag,
+        fromFurtherDevice: fromTag !== "" && dialog?.forks?.some((f) => f.clientTag === fromTag) === true,
         clientLegGone: session !== undefined && this.deps.media.clientLegGone(callId),
         offerSdp: offerOf(msg),
         // "x": its compact form (RFC 4028 4)
@@ -73,10 +83,17 @@ export class SessionRefresh {
     return this.answered.delete(callId);
   }
 
-  /** The CF's re-INVITE, at the UA. */
+  /** The PF's SDP for an answered refresh: the sender's leg as it is, answering `offerSdp`. */
+  private keptLeg(callId: string, facts: RefreshFacts, fromTag: string, offerSdp: string): string {
+    return facts.fromFurtherDevice
+      ? this.deps.media.deviceRefreshAnswer(callId, fromTag, offerSdp)
+      : this.deps.media.refreshAnswer(callId, offerSdp);
+  }
+
+  /** The CF's (or a further device's) re-INVITE, at the UA. */
   onReinvite(invite: UaIncomingInvite): void {
     const req = invite.request;
-    const { facts, session } = this.facts(req);
+    const { facts, session, fromTag } = this.facts(req);
     const answer = answerRefresh(facts);
     const fields = { callId: header(req, "call-id"), method: "INVITE" };
     if (answer.kind !== "answer") {
@@ -89,21 +106,21 @@ export class SessionRefresh {
     let sdp: string;
     const callId = header(req, "call-id") ?? "";
     try {
-      // an offer in the 2xx: the CF leg as it is, i.e. the PF's answer to the CF's original offer
-      // (RFC 3264 8: an unchanged stream); the CF's answer in its ACK leaves it so, not read
-      sdp = this.deps.media.refreshAnswer(callId, (answer.sdp === "offer" ? session?.sdpOffer : facts.offerSdp) ?? "");
+      // an offer in the 2xx: the leg as it is, i.e. the PF's answer to the CF's original offer
+      // (RFC 3264 8: an unchanged stream); the answer in the ACK leaves it so, not read
+      sdp = this.keptLeg(callId, facts, fromTag, (answer.sdp === "offer" ? session?.sdpOffer : facts.offerSdp) ?? "");
     } catch (err) {
       this.refused(fields, { status: 488, reason: err instanceof CpmError ? err.detail : String(err) });
       invite.reject(488, "Not Acceptable Here");
       return;
     }
     invite.acceptInDialog([...this.contact(), ...answer.headers, ["Content-Type", SDP]], sdp);
-    this.done(req, fields);
+    this.done(req, fields, facts);
   }
 
-  /** The CF's UPDATE, at the UA (RFC 3311). */
+  /** The CF's (or a further device's) UPDATE, at the UA (RFC 3311). */
   onUpdate(req: SipMessage, reply: (status: number, reason: string, headers?: [string, string][], body?: string) => void): void {
-    const { facts } = this.facts(req);
+    const { facts, fromTag } = this.facts(req);
     const answer = answerRefresh(facts);
     const fields = { callId: header(req, "call-id"), method: "UPDATE" };
     if (answer.kind !== "answer") {
@@ -114,34 +131,37 @@ export class SessionRefresh {
     }
     if (answer.sdp !== "answer") {
       reply(200, "OK", [...this.contact(), ...answer.headers]);
-      this.done(req, fields);
+      this.done(req, fields, facts);
       return;
     }
-    // RFC 3311 5.2: an UPDATE with an offer gets the answer in its 2xx; the PF keeps its CF leg as it is
+    // RFC 3311 5.2: an UPDATE with an offer gets the answer in its 2xx; the PF keeps its leg as it is
     let sdp: string;
     try {
-      sdp = this.deps.media.refreshAnswer(header(req, "call-id") ?? "", facts.offerSdp ?? "");
+      sdp = this.keptLeg(header(req, "call-id") ?? "", facts, fromTag, facts.offerSdp ?? "");
     } catch (err) {
       this.refused(fields, { status: 488, reason: err instanceof CpmError ? err.detail : String(err) });
       reply(488, "Not Acceptable Here");
       return;
     }
     reply(200, "OK", [...this.contact(), ...answer.headers, ["Content-Type", SDP]], sdp);
-    this.done(req, fields);
+    this.done(req, fields, facts);
   }
 
   private contact(): [string, string][] {
     return [["Contact", `<${this.deps.uaUri}>`]];
   }
 
-  private done(req: SipMessage, fields: Record<string, unknown>): void {
+  private done(req: SipMessage, fields: Record<string, unknown>, facts: RefreshFacts): void {
+    this.counts.answered++;
+    const logged = { ...fields, sessionExpires: header(req, "session-expires") };
+    if (facts.fromFurtherDevice) {
+      // its dialog's BYE is the forked devices' executor's, as before
+      this.deps.log.info("session refresh of a further device answered (BYE-B7)", { ...logged, device: tagOf(header(req, "from")) });
+      return;
+    }
     this.answered.add(header(req, "call-id") ?? "");
     if (this.answered.size > MAX_ANSWERED) this.answered.delete(this.answered.values().next().value as string);
-    this.counts.answered++;
-    this.deps.log.info("session refresh answered for the absent client", {
-      ...fields,
-      sessionExpires: header(req, "session-expires"),
-    });
+    this.deps.log.info("session refresh answered for the absent client", logged);
   }
 
   private refused(fields: Record<string, unknown>, r: { status: number; reason: string }): void {

@@ -98,6 +98,8 @@ interface Anchored {
   originated?: boolean;
   /** BYE-B6: refuseClientMedia() was called (devices answering later are refused too). */
   refused?: boolean;
+  /** The PF's connection role on each device's client leg, fixed by that device's answer (device key: its To tag). */
+  clientRoles: Map<string, ConnectionRole>;
   log: SessionLog;
 }
 
@@ -297,6 +299,7 @@ export class MsrpMediaPlane implements MediaPlane {
       senderSessionId,
       allowOfflineStorage: req.allowOfflineStorage,
       answered: false,
+      clientRoles: new Map(),
       log,
     });
     const cfMsrpSession = fromNetwork ? senderSessionId : recipientSessionId;
@@ -451,9 +454,30 @@ export class MsrpMediaPlane implements MediaPlane {
   refreshAnswer(sessionKey: string, offerSdp: string): string {
     const a = this.anchored.get(sessionKey);
     if (!a || a.offerer !== "network") throw new CpmError("CPM_ERR_MEDIA_NOT_ANCHORED", `session ${sessionKey}`);
-    const anchor = { host: this.advertisedHost(), port: this.listenPort, sessionId: a.senderSessionId, tls: this.tls };
+    return this.keptLegAnswer(offerSdp, a.senderSessionId, a.senderRole);
+  }
+
+  /**
+   * BYE-B7: the PF's answer to a new offer of device `deviceKey` on its own
+   * dialog (its session refresh; RFC 3264 8: the stream stays as it is): the
+   * PF's client-facing path, and the connection role that device's answer
+   * fixed. Throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED, CPM_ERR_BAD_SDP.
+   */
+  deviceRefreshAnswer(sessionKey: string, deviceKey: string, offerSdp: string): string {
+    const a = this.anchored.get(sessionKey);
+    const role = a?.clientRoles.get(deviceKey);
+    const sessionId = a?.session.client.session.localUri.sessionId;
+    if (!a || role === undefined || sessionId === undefined || a.session.device(deviceKey) === undefined) {
+      throw new CpmError("CPM_ERR_MEDIA_NOT_ANCHORED", `session ${sessionKey} device ${deviceKey}`);
+    }
+    return this.keptLegAnswer(offerSdp, sessionId, role);
+  }
+
+  /** An answer that keeps a leg as it is: the PF's path with `sessionId`, and the PF's connection role `role` written as its a=setup. */
+  private keptLegAnswer(offerSdp: string, sessionId: string, role: ConnectionRole): string {
+    const anchor = { host: this.advertisedHost(), port: this.listenPort, sessionId, tls: this.tls };
     try {
-      return anchorSdp(offerSdp, anchor, "answer", a.senderRole === "active" ? "passive" : "active").sdp;
+      return anchorSdp(offerSdp, anchor, "answer", role === "active" ? "passive" : "active").sdp;
     } catch (err) {
       throw err instanceof CpmError ? err : new CpmError("CPM_ERR_BAD_SDP", String(err));
     }
@@ -508,6 +532,7 @@ export class MsrpMediaPlane implements MediaPlane {
       allowOfflineStorage: false,
       answered: false,
       originated: true,
+      clientRoles: new Map(),
       log,
     });
     log.info("MSRP session originated towards the CF (re-start)", { cfMsrpSession: cfSessionId });
@@ -558,6 +583,7 @@ export class MsrpMediaPlane implements MediaPlane {
       leg = new Leg({ name: "client", device: key, session, pathKnown: true, chunkSize, resources: this.resources, log: a.log });
       s.addDevice(key, leg);
     }
+    a.clientRoles.set(key, role);
     if (role === "active") void leg.connect((x) => this.outgoing.bind(x));
     leg.expectWithin(this.config.clientLegTimeoutMs);
     if (a.refused) leg.session.refuseIncoming(481);

@@ -10,7 +10,7 @@ import { chatCpim } from "../fixtures/cpim.js";
 import { anchoredChatCall, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { DeferredChatRig, GSO_TYPE, groupFolder, SERVED_USER } from "../harness/deferred-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
-import { header, type SipTraceMessage } from "../harness/sipp.js";
+import { header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
 /** How long the second device waits before it answers the network's BYE (sipp -d). */
@@ -49,7 +49,13 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
   });
 
   /** The forked call: `during` runs with both devices' MSRP legs up and the CF's connected; `byeHeaders` on the CF's BYE. */
-  async function forkedCall(byeHeaders: string[], during: (d: Devices, call: { callId: string; clientSipPort: number }) => Promise<void>) {
+  async function forkedCall(
+    byeHeaders: string[],
+    during: (
+      d: Devices,
+      call: { callId: string; clientSipPort: number; clientInvite: SipTraceMessage; tabletTag: string },
+    ) => Promise<void>,
+  ) {
     const d: Devices = { cf: await rig.peer("CF"), phone: await rig.peer("phone"), tablet: await rig.peer("tablet") };
     const call = await anchoredChatCall(rig.kamailio, {
       servedUser: SERVED_USER,
@@ -69,12 +75,17 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
       byeHeaders,
       timeoutS: 40,
       during: async ({ callId, clientInvite, cf200, clientSipPort }) => {
-        await waitFor(() => rig.logged("further device of the served user anchored (BYE-B7)", callId), 5000, 20, "the tablet anchored");
+        const tablet = await waitFor(
+          () => rig.logged("further device of the served user anchored (BYE-B7)", callId),
+          5000,
+          20,
+          "the tablet anchored",
+        );
         const toDevices = msrpMedia(clientInvite.body).path;
         await d.phone.open(toDevices, "active");
         await d.tablet.open(toDevices, "active");
         await d.cf.open(msrpMedia(cf200.body).path, "active");
-        await during(d, { callId, clientSipPort });
+        await during(d, { callId, clientSipPort, clientInvite, tabletTag: String(tablet.device) });
       },
     });
     return call;
@@ -104,7 +115,8 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
       cf200s.every((m) => /PHONE/.test(header(m, "to") ?? "")),
       "the tablet's 2xx never reached the CF",
     );
-    assert.equal(await rig.kamailio.stat("cpm_pf_forked_answers"), 1, "one further device's 2xx kept from the CF");
+    // each retransmission of the tablet's 2xx (until the PF's UA's ACK came) is kept from the CF too
+    assert.ok((await rig.kamailio.stat("cpm_pf_forked_answers")) >= 1, "the further device's 2xx kept from the CF");
     // BYE-B7: both devices got the network's BYE, each in its own dialog, with the PF's Reason (BYE-B3)
     const deviceByes = byes(call.client.messages);
     assert.equal(deviceByes.length, 2, "a BYE to each device");
@@ -157,5 +169,47 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
     assert.ok(tabletOk, "the tablet's BYE was answered 200 OK (by the PF's UA)");
     const cfGotBye = call.cf.messages.some((m) => m.direction === "received" && m.method === "BYE");
     assert.equal(cfGotBye, false, "the tablet's BYE did not reach the CF");
+  });
+
+  test("BYE-B7 RFC 4028: the tablet refreshes its own dialog (re-INVITE with its SDP, then UPDATE) -> the PF's UA answers both with the tablet's leg as it is and stays out of the CF's dialog; the tablet goes on getting the CF's messages", async () => {
+    const call = await forkedCall(['Reason: SIP;cause=410;text="Gone"'], async (d, { callId, clientInvite, tabletTag }) => {
+      const before = await rig.kamailio.stat("cpm_pf_refreshes");
+      const refresh = await startSipp({
+        scenario: "bye-b7-device-session-refresh.xml",
+        remote: rig.kamailio.address,
+        timeoutS: 20,
+        // the dialog's Call-ID as SIPp's own (it matches responses to its call by it)
+        extraArgs: ["-cid_str", callId],
+        keys: {
+          device_from: `${header(clientInvite, "to")};tag=${tabletTag}`,
+          device_to: header(clientInvite, "from") ?? "",
+          request_uri: /<([^>]+)>/.exec(header(clientInvite, "contact") ?? "")?.[1] ?? "",
+          route: header(clientInvite, "record-route") ?? "",
+          msrp_port: String(new URL(d.tablet.path.replace(/^msrp/, "http")).port),
+          msrp_path: d.tablet.path,
+        },
+      }).then((run) => run.done);
+      assert.equal(refresh.code, 0, `the tablet's refresh: ${refresh.errors}`);
+      const [toInvite, toUpdate] = refresh.messages.filter((m) => m.direction === "received" && m.status === 200) as [
+        SipTraceMessage,
+        SipTraceMessage,
+      ];
+      assert.equal(cseqOf(toInvite), "INVITE");
+      assert.equal(msrpMedia(toInvite.body).path, msrpMedia(clientInvite.body).path, "the PF's leg towards the devices, unchanged");
+      assert.match(toInvite.body, /^a=setup:passive\r?$/m, "the connection role kept (the tablet connected to the PF)");
+      assert.match(header(toInvite, "contact") ?? "", /^<sip:127\.0\.0\.1:\d+>$/, "the PF's UA answers: its dialog");
+      assert.equal(header(toInvite, "session-expires"), "900;refresher=uac", "the tablet stays the refresher");
+      assert.equal(cseqOf(toUpdate), "UPDATE");
+      assert.equal(header(toUpdate, "session-expires"), "900;refresher=uac");
+      assert.equal(await rig.kamailio.stat("cpm_pf_refreshes"), before + 2);
+      // its MSRP leg goes on as it was
+      assert.equal((await d.cf.send(chatCpim("after the tablet's refresh", "imdn-fork-5"), "message/cpim")).code, 200);
+      await waitFor(() => received(d.tablet).some((b) => b.includes("after the tablet's refresh")), 5000, 20, "the tablet got it");
+      await waitFor(() => received(d.phone).some((b) => b.includes("after the tablet's refresh")), 5000, 20, "the phone got it");
+    });
+    const atCf = call.cf.messages.filter((m) => m.direction === "received" && (m.method === "INVITE" || m.method === "UPDATE"));
+    assert.deepEqual(atCf, [], "the tablet's refresh never reached the CF");
+    // the group session ends as before: the network's BYE to both devices
+    assert.equal(byes(call.client.messages).length, 2, "a BYE to each device");
   });
 });

@@ -6,6 +6,7 @@ import { answerRefresh, type RefreshFacts } from "../../../src/procedures/sessio
 const facts = (extra: Partial<RefreshFacts> = {}): RefreshFacts => ({
   method: "UPDATE",
   fromNetwork: true,
+  fromFurtherDevice: false,
   clientLegGone: true,
   offerSdp: undefined,
   sessionExpires: "1800;refresher=uac",
@@ -50,4 +51,35 @@ test("DD-12 RFC 4028: a re-INVITE with an offer is answered on the CF leg; one w
 test("DD-12: the client's own requests, and the CF's while the client is there, are relayed as before", () => {
   assert.equal(answerRefresh(facts({ fromNetwork: false })).kind, "relay");
   assert.equal(answerRefresh(facts({ clientLegGone: false })).kind, "relay");
+});
+
+test("BYE-B7 RFC 4028: a further device of a forked INVITE refreshing its own dialog (the PF's) is answered by the PF, whether or not the first device is there; it stays the refresher", () => {
+  const device = { fromNetwork: false, fromFurtherDevice: true, clientLegGone: false };
+  assert.deepEqual(answerRefresh(facts({ ...device, method: "INVITE", offerSdp: "v=0\r\n" })), {
+    kind: "answer",
+    headers: [
+      ["Session-Expires", "1800;refresher=uac"],
+      ["Require", "timer"],
+    ],
+    sdp: "answer",
+  });
+  assert.deepEqual(answerRefresh(facts({ ...device, method: "INVITE" })).kind, "answer");
+  assert.deepEqual(answerRefresh(facts({ ...device, method: "INVITE", supportsTimer: false })), {
+    kind: "answer",
+    headers: [],
+    sdp: "offer",
+  });
+  assert.deepEqual(answerRefresh(facts({ ...device, method: "UPDATE" })), {
+    kind: "answer",
+    headers: [
+      ["Session-Expires", "1800;refresher=uac"],
+      ["Require", "timer"],
+    ],
+    sdp: "none",
+  });
+  assert.equal(
+    answerRefresh(facts({ ...device, fromFurtherDevice: false })).kind,
+    "relay",
+    "the first device's own: the CF's dialog, relayed",
+  );
 });
