@@ -31,7 +31,6 @@ import { exited, spawnServer } from "../harness/process.js";
 import { waitFor } from "../harness/wait.js";
 
 const HOST = "127.0.0.1";
-const KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/";
 
 /**
  * A minimal stand-alone MSRP relay (the msrp module README's example, without
@@ -52,7 +51,6 @@ tcp_accept_no_cl=yes
 tcp_connection_lifetime=60
 listen=tcp:${HOST}:${port}
 
-loadpath "${KAMAILIO_MODULES}"
 loadmodule "sl.so"
 loadmodule "pv.so"
 loadmodule "xlog.so"

@@ -29,6 +29,7 @@ export interface DovecotOptions {
   gid?: number;
   /** Readiness timeout in ms. Default 10000. */
   readyTimeoutMs?: number;
+  /** The dovecot binary. Default $DOVECOT_BIN, else `dovecot` on the PATH. */
   dovecotBin?: string;
 }
 
@@ -187,7 +188,7 @@ export async function startDovecot(opts: DovecotOptions = {}): Promise<DovecotIn
   const uid = opts.uid ?? 65534;
   const gid = opts.gid ?? 65534;
   const readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
-  const bin = opts.dovecotBin ?? "/usr/sbin/dovecot";
+  const bin = opts.dovecotBin ?? process.env.DOVECOT_BIN ?? "dovecot";
 
   const dir = await mkdtemp(join(tmpdir(), "cpm-dovecot-"));
   // The imap process runs as `uid` and must traverse dir to reach the home.

@@ -35,6 +35,7 @@ async function pong(port: number, timeoutMs: number): Promise<boolean> {
 }
 
 export interface RedisOptions {
+  /** The redis-server binary. Default $REDIS_SERVER, else `redis-server` on the PATH. */
   bin?: string;
   readyTimeoutMs?: number;
   /** AOF fsync policy: "always" (default: a reply means the write is on disk) or "everysec" (up to a second lost on a crash). */
@@ -42,7 +43,7 @@ export interface RedisOptions {
 }
 
 export async function startRedis(opts: RedisOptions = {}): Promise<RedisInstance> {
-  const bin = opts.bin ?? "/usr/bin/redis-server";
+  const bin = opts.bin ?? process.env.REDIS_SERVER ?? "redis-server";
   const readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
   const dir = await mkdtemp(join(tmpdir(), "cpm-redis-"));
   const port = await freePort(HOST);
