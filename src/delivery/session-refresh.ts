@@ -115,7 +115,7 @@ export class SessionRefresh {
       return;
     }
     invite.acceptInDialog([...this.contact(), ...answer.headers, ["Content-Type", SDP]], sdp);
-    this.done(req, fields, facts);
+    this.done(req, fields, facts, fromTag);
   }
 
   /** The CF's (or a further device's) UPDATE, at the UA (RFC 3311). */
@@ -131,7 +131,7 @@ export class SessionRefresh {
     }
     if (answer.sdp !== "answer") {
       reply(200, "OK", [...this.contact(), ...answer.headers]);
-      this.done(req, fields, facts);
+      this.done(req, fields, facts, fromTag);
       return;
     }
     // RFC 3311 5.2: an UPDATE with an offer gets the answer in its 2xx; the PF keeps its leg as it is
@@ -144,19 +144,19 @@ export class SessionRefresh {
       return;
     }
     reply(200, "OK", [...this.contact(), ...answer.headers, ["Content-Type", SDP]], sdp);
-    this.done(req, fields, facts);
+    this.done(req, fields, facts, fromTag);
   }
 
   private contact(): [string, string][] {
     return [["Contact", `<${this.deps.uaUri}>`]];
   }
 
-  private done(req: SipMessage, fields: Record<string, unknown>, facts: RefreshFacts): void {
+  private done(req: SipMessage, fields: Record<string, unknown>, facts: RefreshFacts, fromTag: string): void {
     this.counts.answered++;
     const logged = { ...fields, sessionExpires: header(req, "session-expires") };
     if (facts.fromFurtherDevice) {
       // its dialog's BYE is the forked devices' executor's, as before
-      this.deps.log.info("session refresh of a further device answered (BYE-B7)", { ...logged, device: tagOf(header(req, "from")) });
+      this.deps.log.info("session refresh of a further device answered (BYE-B7)", { ...logged, device: fromTag });
       return;
     }
     this.answered.add(header(req, "call-id") ?? "");

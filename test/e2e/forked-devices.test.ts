@@ -7,10 +7,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { chatCpim } from "../fixtures/cpim.js";
-import { anchoredChatCall, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
+import { anchoredChatCall, inDialogSipp, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { DeferredChatRig, GSO_TYPE, groupFolder, SERVED_USER } from "../harness/deferred-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
-import { header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { header, type SipTraceMessage } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
 /** How long the second device waits before it answers the network's BYE (sipp -d). */
@@ -174,22 +174,14 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
   test("BYE-B7 RFC 4028: the tablet refreshes its own dialog (re-INVITE with its SDP, then UPDATE) -> the PF's UA answers both with the tablet's leg as it is and stays out of the CF's dialog; the tablet goes on getting the CF's messages", async () => {
     const call = await forkedCall(['Reason: SIP;cause=410;text="Gone"'], async (d, { callId, clientInvite, tabletTag }) => {
       const before = await rig.kamailio.stat("cpm_pf_refreshes");
-      const refresh = await startSipp({
-        scenario: "bye-b7-device-session-refresh.xml",
-        remote: rig.kamailio.address,
-        timeoutS: 20,
-        // the dialog's Call-ID as SIPp's own (it matches responses to its call by it)
-        extraArgs: ["-cid_str", callId],
-        keys: {
-          device_from: `${header(clientInvite, "to")};tag=${tabletTag}`,
-          device_to: header(clientInvite, "from") ?? "",
-          request_uri: /<([^>]+)>/.exec(header(clientInvite, "contact") ?? "")?.[1] ?? "",
-          route: header(clientInvite, "record-route") ?? "",
-          msrp_port: String(new URL(d.tablet.path.replace(/^msrp/, "http")).port),
-          msrp_path: d.tablet.path,
-        },
-      }).then((run) => run.done);
-      assert.equal(refresh.code, 0, `the tablet's refresh: ${refresh.errors}`);
+      const refresh = await inDialogSipp(rig.kamailio, "bye-b7-device-session-refresh.xml", callId, {
+        device_from: `${header(clientInvite, "to")};tag=${tabletTag}`,
+        device_to: header(clientInvite, "from") ?? "",
+        request_uri: /<([^>]+)>/.exec(header(clientInvite, "contact") ?? "")?.[1] ?? "",
+        route: header(clientInvite, "record-route") ?? "",
+        msrp_port: String(new URL(d.tablet.path.replace(/^msrp/, "http")).port),
+        msrp_path: d.tablet.path,
+      });
       const [toInvite, toUpdate] = refresh.messages.filter((m) => m.direction === "received" && m.status === 200) as [
         SipTraceMessage,
         SipTraceMessage,

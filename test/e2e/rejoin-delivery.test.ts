@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { chatCpim } from "../fixtures/cpim.js";
-import { msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
+import { inDialogSipp, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { assertKeptInOrder, type Chat, DeferredChatRig, deferredFolder, focusOf, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { freePort } from "../harness/ports.js";
@@ -147,23 +147,14 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
   /** The CF's in-dialog request of `scenario` on the group session's dialog (its Call-ID, tags and Record-Route), through Kamailio. */
   async function cfInDialog(c: Chat, scenario: string) {
     const ok = c.cf200 as SipTraceMessage;
-    const run = await startSipp({
-      scenario,
-      remote: rig.kamailio.address,
-      timeoutS: 20,
-      // the CF dialog's Call-ID as SIPp's own (it matches responses to its call by it)
-      extraArgs: ["-cid_str", c.callId],
-      keys: {
-        cf_from: header(ok, "from") ?? "",
-        cf_to: header(ok, "to") ?? "",
-        request_uri: /<([^>]+)>/.exec(header(ok, "contact") ?? "")?.[1] ?? "",
-        route: header(ok, "record-route") ?? "",
-        cf_msrp_port: String(new URL((c.cf as MsrpPeer).path.replace(/^msrp/, "http")).port),
-        cf_msrp_path: (c.cf as MsrpPeer).path,
-      },
+    const r = await inDialogSipp(rig.kamailio, scenario, c.callId, {
+      cf_from: header(ok, "from") ?? "",
+      cf_to: header(ok, "to") ?? "",
+      request_uri: /<([^>]+)>/.exec(header(ok, "contact") ?? "")?.[1] ?? "",
+      route: header(ok, "record-route") ?? "",
+      cf_msrp_port: String(new URL((c.cf as MsrpPeer).path.replace(/^msrp/, "http")).port),
+      cf_msrp_path: (c.cf as MsrpPeer).path,
     });
-    const r = await run.done;
-    assert.equal(r.code, 0, `${scenario}: ${r.errors}`);
     return r.messages.filter((m) => m.direction === "received" && m.status === 200);
   }
 

@@ -87,6 +87,24 @@ export interface AnchoredCallResult {
 }
 
 /** Sends OPTIONS with `callId` to a SIPp on 127.0.0.1:port (over TCP to one run with -t t1); resolves on an answer or after `waitMs`. */
+/**
+ * One more party's in-dialog requests on an established dialog (a session
+ * refresh of the CF, or of a further device), through Kamailio: `scenario`
+ * with the dialog's Call-ID as SIPp's own (it matches responses to its call
+ * by it); resolves with its trace once it succeeded.
+ */
+export async function inDialogSipp(
+  kamailio: KamailioInstance,
+  scenario: string,
+  callId: string,
+  keys: Record<string, string>,
+): Promise<SippResult> {
+  const run = await startSipp({ scenario, remote: kamailio.address, timeoutS: 20, extraArgs: ["-cid_str", callId], keys });
+  const r = await run.done;
+  assert.equal(r.code, 0, `${scenario}: ${r.errors}`);
+  return r;
+}
+
 export function triggerSipp(port: number, callId: string, waitMs = 2000, transport: "udp" | "tcp" = "udp"): Promise<string> {
   return sendOptions(port, { user: "focus", callId, timeoutMs: waitMs, transport });
 }
