@@ -3,7 +3,7 @@
 // Store -> media plane (MSRP, when media.enabled) -> gRPC server.
 // SIGTERM/SIGINT stop it cleanly.
 import { readFileSync } from "node:fs";
-import { type Config, loadConfig, sipTrustedSources } from "./config/config.js";
+import { type Config, loadConfig, sipTrustedSources, uaAddress } from "./config/config.js";
 import { ConferenceSubscriptions } from "./delivery/conference-subscriptions.js";
 import { DeviceDialogs } from "./delivery/device-dialogs.js";
 import { GroupDialogs } from "./delivery/group-dialog.js";
@@ -146,6 +146,7 @@ async function main(): Promise<void> {
         holder: sessions.writer,
         slots: cfg.session.slots,
         ttlMs: cfg.session.leaseTtlMs,
+        uaAddress: uaAddress(cfg.sip),
         log: componentLogger("session", root),
       });
     }
@@ -207,6 +208,7 @@ async function main(): Promise<void> {
     ...(subscriptions ? { lifecycleListener: subscriptions.onLifecycle.bind(subscriptions) } : {}),
     ...(refresh ? { refreshes: refresh } : {}),
     ...(devices ? { devices } : {}),
+    uaAddress: uaAddress(cfg.sip),
   });
   pfRef = pf;
   // stop() is defined below; the admin Drain RPC calls it like SIGTERM

@@ -156,6 +156,19 @@ _CHANNEL_OPTIONS = [
 
 _CRLF = re.compile(r"[\r\n]+")
 
+# A UA address from the sidecar ($du): "sip:host:port", optionally ;params.
+_UA_URI = re.compile(r"^sip:[^\s<>\";]+:[0-9]{1,5}(;[^\s<>\"]*)?$", re.I)
+
+
+def _sip_uri_or_empty(value):
+    """`value` when it is a plain sip:host:port URI, else "" (the cfg's
+    CPM_PF_UA_ADDRESS then): what the sidecar names becomes $du."""
+    if value and _UA_URI.match(value):
+        return value
+    if value:
+        KSR.warn("cpm-pf: ua_address %r is no sip:host:port URI: using CPM_PF_UA_ADDRESS\n" % value[:80])
+    return ""
+
 
 # Decide stream request kinds and the unary RPC each stands for.
 _UNARY_OF = {
@@ -847,6 +860,7 @@ class CpmPfBridge:
         _seti("cpm_pf_participants", 0)
         _seti("cpm_pf_anchor", 0)
         _seti("cpm_pf_answer", 0)
+        _sets("cpm_pf_answer_ua", "")
         if resp is None:
             _sets("cpm_pf_error", err)
             _log_fail("ObserveSession", err, ms, ref)
@@ -855,6 +869,9 @@ class CpmPfBridge:
         _seti("cpm_pf_participants", resp.participant_count)
         _seti("cpm_pf_anchor", 1 if resp.anchor_media else 0)
         _seti("cpm_pf_answer", 1 if resp.answer_by_pf else 0)
+        if resp.answer_by_pf:
+            # the UA that answers: this sidecar's, or the served user's slot holder's
+            _sets("cpm_pf_answer_ua", _sip_uri_or_empty(resp.ua_address))
         _seti("cpm_pf_ok", 1)
         return 1
 

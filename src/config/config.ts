@@ -309,6 +309,14 @@ export interface Config {
      * seconds let a lost SYN be sent again once (Linux: after 1 s). Default 2000.
      */
     tcpConnectTimeoutMs: number;
+    /**
+     * The UA's address as Kamailio reaches it (what CPM_PF_UA_ADDRESS names),
+     * given in ObserveSession answers so that any Kamailio of the deployment
+     * sends a re-join or a session refresh to the UA that takes it; with
+     * several sidecars it is published with the slot leases. "" = sip:<host>:<port>.
+     * Default "".
+     */
+    advertisedAddress: string;
   };
   session: {
     /** Directory where session facts are persisted so they survive a restart. */
@@ -423,6 +431,7 @@ export const defaults: Config = {
     trustedSources: "",
     transport: "auto",
     tcpConnectTimeoutMs: 2000,
+    advertisedAddress: "",
   },
   session: {
     stateDir: "var/state",
@@ -523,6 +532,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     trustedSources: "string",
     transport: { oneOf: ["udp", "tcp", "auto"] },
     tcpConnectTimeoutMs: "posint",
+    advertisedAddress: "string",
   },
   session: {
     stateDir: "string",
@@ -663,6 +673,9 @@ export function buildConfig(file: unknown, env: NodeJS.ProcessEnv = {}): Config 
   }
   if ((cfg.media.tlsCertFile === "") !== (cfg.media.tlsKeyFile === ""))
     bad(cfg.media.tlsCertFile === "" ? "media.tlsCertFile" : "media.tlsKeyFile", "msrps needs both media.tlsCertFile and media.tlsKeyFile");
+  if (cfg.sip.advertisedAddress !== "" && !/^sip:[^\s<>";]+:\d+(;[^\s<>"]*)?$/i.test(cfg.sip.advertisedAddress)) {
+    bad("sip.advertisedAddress", 'must be "sip:host:port" (optionally ;transport=...), or empty: sip:<sip.host>:<sip.port>');
+  }
   checkRedisUrl(cfg.session);
   // renewed every third of the TTL: below 300 ms a Redis round trip under load is a missed renewal
   if (cfg.session.leaseTtlMs < 300) bad("session.leaseTtlMs", "must be >= 300");
@@ -674,6 +687,13 @@ export function sipTrustedSources(sip: Config["sip"]): AddressList {
   if (sip.trustedSources.trim() !== "") return parseAddressList(sip.trustedSources, "Kamailio's");
   if (isIP(sip.proxyHost) === 0) throw new CpmError("CPM_ERR_CONFIG", `sip.proxyHost "${sip.proxyHost}" is no IP address: list Kamailio's`);
   return parseAddressList(sip.proxyHost, "Kamailio's");
+}
+
+/** The UA's address as Kamailio reaches it (sip.advertisedAddress, else sip:<host>:<port>); "" when sip.host binds every address and nothing is advertised. */
+export function uaAddress(sip: Config["sip"]): string {
+  if (sip.advertisedAddress !== "") return sip.advertisedAddress;
+  if (sip.host === "0.0.0.0" || sip.host === "::") return "";
+  return `sip:${isIP(sip.host) === 6 ? `[${sip.host}]` : sip.host}:${sip.port}`;
 }
 
 /** Loads the file named by CPM_PF_CONFIG (if any) and applies the environment. */

@@ -145,7 +145,9 @@ export interface OwnerLease {
 export interface DeliveryOwnership {
   /** This sidecar's name. */
   readonly self: string;
-  owner(servedUser: string): Promise<{ self: true; lease: OwnerLease } | { self: false; slot: number; holder: string; lapsesInMs: number }>;
+  owner(
+    servedUser: string,
+  ): Promise<{ self: true; lease: OwnerLease } | { self: false; slot: number; holder: string; lapsesInMs: number; ua?: string }>;
   /** The fence before a claim: false once a newer lease of the slot exists (or it lapsed). */
   confirm(lease: OwnerLease): Promise<boolean>;
   /** Publishes the registration to the slot's holder; resolves with how many received it. */
@@ -276,11 +278,47 @@ export class DeliveryService implements RegistrationHandler {
     });
   }
 
-  /** RJ-1: ObserveSession's answer_by_pf: the PF's UA will answer the client's re-join of `session` (rejoin-delivery.ts answersRejoin). */
-  takesRejoin(session: GroupSession, instanceId?: string): boolean {
-    return (
-      !this.closed && answersRejoin(session.servedUser, session, this.claims, this.deps.group?.holds(session.key) ?? false, instanceId)
-    );
+  /**
+   * RJ-1: ObserveSession's answer_by_pf (rejoin-delivery.ts answersRejoin):
+   * undefined when the PF does not answer the client's re-join of `session`,
+   * else the UA that does (`ua` undefined: this sidecar's). Several sidecars:
+   * the holder of the served user's slot, taken here when nobody holds it, as
+   * for a registration, so that one claim table orders a re-join and a
+   * registration delivery of the same device.
+   */
+  async rejoinTarget(session: GroupSession, instanceId?: string): Promise<{ ua?: string } | undefined> {
+    if (this.closed) return undefined;
+    const servedUser = session.servedUser;
+    const own = this.deps.ownership;
+    if (own) {
+      const fields = { servedUser, conversationId: session.conversationId, contributionId: session.contributionId };
+      let o: Awaited<ReturnType<DeliveryOwnership["owner"]>>;
+      try {
+        o = await own.owner(servedUser);
+      } catch (err) {
+        // not knowing the owner, answering could deliver twice: the focus gets it, the data stays queued
+        const reason = err instanceof CpmError ? err.detail : String(err);
+        this.deps.log.warn("re-join: the owner of the served user's slot is unknown, relayed to the focus", { ...fields, reason });
+        return undefined;
+      }
+      if (!o.self) {
+        // the holder's claims decide when the INVITE reaches it (onRejoin); here what the shared record says
+        if (!answersRejoin(servedUser, session, new Map(), false, instanceId)) return undefined;
+        if (!o.ua) {
+          this.deps.log.warn("re-join: the slot's holder published no UA address, relayed to the focus", { ...fields, owner: o.holder });
+          return undefined;
+        }
+        this.deps.log.info("re-join routed to the holder of the served user's slot", {
+          ...fields,
+          owner: o.holder,
+          slot: o.slot,
+          ua: o.ua,
+        });
+        return { ua: o.ua };
+      }
+    }
+    const cfLegLive = this.deps.group?.holds(session.key) ?? false;
+    return answersRejoin(servedUser, session, this.claims, cfLegLive, instanceId) ? {} : undefined;
   }
 
   /** DD-1: the S-CSCF's third-party REGISTER for the served user reached the PF. */
@@ -801,11 +839,13 @@ export class DeliveryService implements RegistrationHandler {
 
   /**
    * RJ-1: the client's re-join INVITE, relayed to the UA by Kamailio because
-   * ObserveSession answered answer_by_pf (takesRejoin). The procedure
+   * ObserveSession answered answer_by_pf (rejoinTarget). The procedure
    * (rejoin-delivery.ts) claims the delivery and answers the INVITE with the
    * PF's MSRP endpoint; one it does not take (a race: another re-join holds
    * the claim, the record went) gets 480 with Retry-After: ObserveSession
-   * then leaves the next attempt to the focus (8.2.2.7).
+   * then leaves the next attempt to the focus (8.2.2.7). Several sidecars:
+   * only the holder of the served user's slot takes it; another gets 480
+   * too, and the next attempt is routed to the holder.
    */
   private onRejoin(invite: UaIncomingInvite): void {
     const req = invite.request;
@@ -818,6 +858,39 @@ export class DeliveryService implements RegistrationHandler {
       invite.reject(this.closed ? 503 : 400, this.closed ? "Service Unavailable" : "Bad Request");
       return;
     }
+    const rejoin = { invite, servedUser, callId, conversationId, contributionId };
+    const own = this.deps.ownership;
+    if (!own) {
+      this.startRejoin(rejoin);
+      return;
+    }
+    // several sidecars: the slot's holder only (ObserveSession routed the INVITE to it; the lease may have moved since)
+    own.owner(servedUser).then(
+      (o) => {
+        if (o.self) {
+          this.startRejoin(rejoin, o.lease);
+          return;
+        }
+        this.deps.log.warn("re-join for a slot another sidecar holds: 480, the next attempt is routed to it", {
+          ...fields,
+          owner: o.holder,
+        });
+        invite.reject(480, "Temporarily Unavailable", [["Retry-After", "1"]]);
+      },
+      (err: unknown) => {
+        this.deps.log.warn("re-join: the owner of the served user's slot is unknown: 480", { ...fields, reason: String(err) });
+        invite.reject(480, "Temporarily Unavailable", [["Retry-After", "1"]]);
+      },
+    );
+  }
+
+  private startRejoin(
+    r: { invite: UaIncomingInvite; servedUser: string; callId: string; conversationId: string; contributionId: string },
+    lease?: OwnerLease,
+  ): void {
+    const { invite, servedUser, callId, conversationId, contributionId } = r;
+    const req = invite.request;
+    const fields = { servedUser, rejoinCallId: callId, conversationId, contributionId };
     const session = this.deps.sessions.findByIds(servedUser, conversationId || contributionId, contributionId || conversationId);
     // the re-joining device: its Contact's +sip.instance (none: the anonymous device)
     const instanceId = contactInstance(req) || undefined;
@@ -833,8 +906,10 @@ export class DeliveryService implements RegistrationHandler {
       invite.reject(480, "Temporarily Unavailable", [["Retry-After", "1"]]);
       return;
     }
-    if (session) void this.deviceSeen(servedUser, session, deviceOf(instanceId));
+    if (session) void this.deviceSeen(servedUser, session, deviceOf(instanceId), lease);
     const m = this.newMachine({ kind: "rejoin", state: start.state });
+    // its record writes carry the lease (refused once another sidecar has the slot)
+    if (lease) m.lease = lease;
     m.rejoin = invite;
     this.byCallId.set(callId, m.id);
     this.deps.log.info("re-join: deferred delivery started in the client's own session (RJ-1)", fields);

@@ -77,6 +77,8 @@ export interface ObserveResult {
   anchorMedia: boolean;
   /** RJ-1: the client's re-join of a group session the PF holds data for: Kamailio relays it to the PF's UA, which answers it. */
   answerByPf: boolean;
+  /** With answerByPf: the UA that answers (this sidecar's, or the served user's slot holder's); "" = Kamailio's CPM_PF_UA_ADDRESS. */
+  uaAddress: string;
 }
 
 export interface AnchorMediaResult {
@@ -101,6 +103,8 @@ export interface PfOptions {
   lifecycleListener?: LifecycleListener;
   /** BYE-B7: the SIP UA's side of a forked INVITE's further devices (src/delivery/device-dialogs.ts); absent: their 2xx is an error. */
   devices?: ForkExecutor;
+  /** This sidecar's UA as Kamailio reaches it (sip.advertisedAddress, config.ts uaAddress): named in the answers its UA takes. */
+  uaAddress?: string;
 }
 
 /** Executes the forked-devices procedure's actions (src/procedures/forked-devices.ts) with the SIP UA and the media plane. */
@@ -149,8 +153,12 @@ export interface RegistrationHandler {
   onRegistration(env: Envelope): Promise<RegistrationResult>;
   /** 8.3.2.3: the CF ended the group session (`session`: the record after it); `reason` is what the served user's clients get. */
   groupEnded?(session: GroupSession, reason: string): void;
-  /** RJ-1: whether the PF's UA answers the client's re-join of `session` itself (8.3.2.9.1.3). */
-  takesRejoin?(session: GroupSession, instanceId: string | undefined): boolean;
+  /**
+   * RJ-1: whether the PF's UA answers the client's re-join of `session`
+   * itself (8.3.2.9.1.3): undefined when not; else the UA that does
+   * (`ua` undefined: this sidecar's; several sidecars: the served user's slot holder's).
+   */
+  rejoinTarget?(session: GroupSession, instanceId: string | undefined): Promise<{ ua?: string } | undefined>;
 }
 
 const SDP = "application/sdp";
@@ -573,7 +581,15 @@ export class ParticipatingFunction {
       // the CF's re-INVITE / UPDATE (a session refresh) on a dialog whose client is gone: the PF's UA answers it
       const answerByPf = this.opts.refreshes?.answers(msg) === true;
       const s = this.sessions.get(callId);
-      return { updated: false, sessionKey: callId, participantCount: s?.participants.length ?? 0, anchorMedia: false, answerByPf };
+      const uaAddress = answerByPf ? (this.opts.uaAddress ?? "") : "";
+      return {
+        updated: false,
+        sessionKey: callId,
+        participantCount: s?.participants.length ?? 0,
+        anchorMedia: false,
+        answerByPf,
+        uaAddress,
+      };
     }
     let existing = this.sessions.get(callId);
     if (!existing && initialInvite) {
@@ -583,13 +599,16 @@ export class ParticipatingFunction {
       existing = this.sessions.findByIds(servedUserOf(msg) || this.cfg.pf.servedUser, conv || contrib, contrib || conv);
     }
     const key = existing ? recordIdOf(existing) : `call:${callId}`;
-    if (initialInvite && existing && existing.key !== callId && this.answersRejoin(msg, existing)) {
+    const rejoin = initialInvite && existing && existing.key !== callId ? await this.rejoinTarget(msg, existing) : undefined;
+    if (existing && rejoin) {
       // 8.3.2.9.1.3: the PF's UA answers this dialog; the record's dialogs towards the CF are unchanged
+      const uaAddress = rejoin.ua ?? this.opts.uaAddress ?? "";
       this.log.info("re-join of a group session with pending data or a lost client leg: answered by the PF (RJ-1)", {
         callId,
         conversationId: existing.conversationId,
         contributionId: existing.contributionId,
         lifecycle: existing.lifecycle,
+        ...(rejoin.ua !== undefined ? { routedTo: rejoin.ua } : {}),
       });
       return {
         updated: false,
@@ -597,6 +616,7 @@ export class ParticipatingFunction {
         participantCount: existing.participants.length,
         anchorMedia: false,
         answerByPf: true,
+        uaAddress,
       };
     }
     const session = await this.serial.run(key, async () => {
@@ -629,14 +649,15 @@ export class ParticipatingFunction {
       participantCount: session?.participants.length ?? 0,
       anchorMedia,
       answerByPf: false,
+      uaAddress: "",
     };
   }
 
-  /** RJ-1: the served user's client (not the focus) re-joins `existing` and the delivery side takes it. */
-  private answersRejoin(msg: SipMessage, existing: GroupSession): boolean {
-    if (!this.cfg.delivery.answerRejoins || this.draining || dialogOfInvite(msg).initiator !== "client") return false;
+  /** RJ-1: the served user's client (not the focus) re-joins `existing` and the delivery side takes it (here, or at the UA it names). */
+  private async rejoinTarget(msg: SipMessage, existing: GroupSession): Promise<{ ua?: string } | undefined> {
+    if (!this.cfg.delivery.answerRejoins || this.draining || dialogOfInvite(msg).initiator !== "client") return undefined;
     // the re-joining device (its Contact's +sip.instance): its own delivery only
-    return this.opts.registrations?.takesRejoin?.(existing, contactInstance(msg) || undefined) === true;
+    return this.opts.registrations?.rejoinTarget?.(existing, contactInstance(msg) || undefined);
   }
 
   /**

@@ -141,3 +141,35 @@ test("issue 13: sidecars hashing into different slot counts: the second does not
   );
   await b.release();
 });
+
+test("issue 13 RJ-1: each sidecar publishes its SIP UA with its leases; another sidecar learns the holder's UA with the holder (a re-join is routed there); released on drain", async () => {
+  const keyspace = new Keyspace(`own${prefixes++}:`);
+  const mk = async (holder: string, uaAddress: string) => {
+    const o = new SlotOwnership({
+      url: redis.url,
+      redis: connection,
+      keyspace,
+      holder,
+      slots: 64,
+      ttlMs: 600,
+      uaAddress,
+      log: silentLogger(),
+    });
+    await o.start(() => {});
+    started.push(o);
+    return o;
+  };
+  const a = await mk("ua-a", "sip:127.0.0.1:5097");
+  const b = await mk("ua-b", "sip:127.0.0.1:6097;transport=tcp");
+  assert.ok((await a.owner(USER)).self);
+  const seen = await b.owner(USER);
+  assert.ok(!seen.self);
+  assert.equal(seen.ua, "sip:127.0.0.1:5097", "the holder's UA");
+  // outlives a lease (set again at each renewal round), not a dead sidecar by long
+  await new Promise((resolve) => setTimeout(resolve, 900));
+  assert.equal(await connection.get(keyspace.ua("ua-a")), "sip:127.0.0.1:5097");
+  const ttl = await connection.pttl(keyspace.ua("ua-a"));
+  assert.ok(ttl > 0 && ttl <= 1800, `a TTL of three leases at most (${ttl} ms)`);
+  await a.release();
+  assert.equal(await connection.exists(keyspace.ua("ua-a")), 0, "gone with the drain");
+});

@@ -13,6 +13,8 @@
 //   <p>fence:<slot>        string the slot's newest lease token (INCR): a write with an older one is refused
 //   <p>slots               string how many slots the served users are hashed into (every sidecar the same)
 //   <p>wake:<slot>         pub/sub a registration for a user of the slot, to its holder (JSON, ownership.ts)
+//   <p>ua:<holder>         string the holder's SIP UA as Kamailio reaches it (a re-join is routed there),
+//                                 with a TTL of three leases (set again at each renewal round)
 //
 // A record id is (served user, Conversation-ID, Contribution-ID) joined by
 // RECORD_ID_SEPARATOR (group-session.ts recordId); the served user is its first part.
@@ -58,6 +60,10 @@ export class Keyspace {
 
   wake(slot: number): string {
     return `${this.prefix}wake:${slot}`;
+  }
+
+  ua(holder: string): string {
+    return `${this.prefix}ua:${holder}`;
   }
 
   /** The slot of a wake: channel, or undefined. */

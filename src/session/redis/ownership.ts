@@ -27,6 +27,8 @@ export type SlotOwner =
       holder: string;
       /** When the holder's lease lapses unless renewed (ms from now). */
       lapsesInMs: number;
+      /** The holder's SIP UA as Kamailio reaches it (what it published); undefined when it published none. */
+      ua?: string;
     };
 
 export interface SlotOwnershipOptions {
@@ -37,6 +39,8 @@ export interface SlotOwnershipOptions {
   keyspace: Keyspace;
   /** This sidecar (the record store's writer name). */
   holder: string;
+  /** This sidecar's SIP UA as Kamailio reaches it (config.ts uaAddress): published for re-joins routed to the holder; "" = none. */
+  uaAddress?: string;
   /** session.slots */
   slots: number;
   /** session.leaseTtlMs */
@@ -91,6 +95,7 @@ export class SlotOwnership {
           `session.slots: ${slots} here, ${stored} in Redis (${keyspace.slotCount}): every sidecar must use the same`,
         );
       }
+      await this.publishUa();
       await this.subscriber.connect();
     } catch (err) {
       if (err instanceof CpmError) throw err;
@@ -120,7 +125,10 @@ export class SlotOwnership {
       }
       const [cur, pttl] = await Promise.all([this.opts.redis.get(key), this.opts.redis.pttl(key)]);
       const holder = cur?.split(" ")[0];
-      if (holder) return { self: false, slot, holder, lapsesInMs: Math.max(0, pttl) };
+      if (holder) {
+        const ua = (await this.opts.redis.get(this.opts.keyspace.ua(holder))) ?? undefined;
+        return { self: false, slot, holder, lapsesInMs: Math.max(0, pttl), ...(ua ? { ua } : {}) };
+      }
     }
     throw new CpmError("CPM_ERR_RECORD_STORE_UNAVAILABLE", `slot ${slot}: neither granted nor held`);
   }
@@ -175,6 +183,7 @@ export class SlotOwnership {
       ),
     );
     if (leases.length > 0) this.opts.log.info("slot leases released", { slots: leases.map((l) => l.slot) });
+    await this.opts.redis.del(this.opts.keyspace.ua(this.opts.holder)).catch(() => 0);
     this.subscriber.disconnect();
   }
 
@@ -200,7 +209,14 @@ export class SlotOwnership {
     return true;
   }
 
+  /** `<p>ua:<holder>`: where another sidecar routes a re-join of a user whose slot this one holds; outlives a lease, not a dead sidecar by long. */
+  private async publishUa(): Promise<void> {
+    if (!this.opts.uaAddress) return;
+    await this.opts.redis.set(this.opts.keyspace.ua(this.opts.holder), this.opts.uaAddress, "PX", 3 * this.opts.ttlMs);
+  }
+
   private async renewAll(): Promise<void> {
+    this.publishUa().catch((err) => this.opts.log.warn("UA address not published", { reason: String(err) }));
     // lapsed by this clock (the process did not run for a TTL): the slot is someone else's already
     for (const lease of [...this.held.values()]) {
       if (Date.now() >= (this.until.get(lease.slot) ?? 0)) this.drop(lease, "slot lease lapsed while this sidecar did not run");

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { buildConfig, defaults, sipTrustedSources } from "../../../src/config/config.js";
+import { buildConfig, defaults, sipTrustedSources, uaAddress } from "../../../src/config/config.js";
 
 test("defaults, file values and environment overrides", () => {
   const cfg = buildConfig(
@@ -193,4 +193,15 @@ test("session.store defaults to the journal; redis needs session.redisUrl, a red
   for (const [file, re] of cases) assert.throws(() => buildConfig(file), re);
   // a URL set with the journal is checked too (a typo must not wait for the switch to redis)
   assert.throws(() => buildConfig({ session: { redisUrl: "redis//x" } }), /session\.redisUrl/);
+});
+
+test("RJ-1 scale-out: sip.advertisedAddress, the UA as Kamailio reaches it: default sip:<host>:<port> (none for a wildcard bind); a sip:host:port URI, else the key is named", () => {
+  assert.equal(uaAddress(buildConfig({}).sip), "sip:127.0.0.1:5097");
+  assert.equal(uaAddress(buildConfig({ sip: { host: "::1", port: 6000 } }).sip), "sip:[::1]:6000");
+  assert.equal(uaAddress(buildConfig({ sip: { host: "0.0.0.0" } }).sip), "", "a wildcard bind names no address");
+  const advertised = "sip:10.0.0.7:5097;transport=tcp";
+  assert.equal(uaAddress(buildConfig({ sip: { host: "0.0.0.0", advertisedAddress: advertised } }).sip), advertised);
+  for (const bad of ["10.0.0.7:5097", "sip:10.0.0.7", "sips:10.0.0.7:5061", "sip:a b:1"]) {
+    assert.throws(() => buildConfig({ sip: { advertisedAddress: bad } }), /sip\.advertisedAddress/, bad);
+  }
 });

@@ -174,3 +174,21 @@ async function waitUntil(cond: () => Promise<boolean>): Promise<void> {
   }
   throw new Error("condition not met");
 }
+
+test("issue 13 RJ-1: a re-join of a group with data pending: this sidecar holds the slot -> its own UA answers; another does -> that holder's UA; a holder with no UA published, or an unknown owner -> the focus gets it", async () => {
+  const lease = { slot: 3, token: 7 };
+  const other = { self: false as const, slot: 3, holder: "sidecar-b", lapsesInMs: 5000 };
+  const f = fakeOwnership([{ self: true, lease }, { ...other, ua: "sip:127.0.0.1:6097" }, other]);
+  const { s } = service(f.o);
+  assert.deepEqual(await s.rejoinTarget(SESSION), {}, "here");
+  assert.deepEqual(await s.rejoinTarget(SESSION), { ua: "sip:127.0.0.1:6097" }, "routed to the holder");
+  assert.equal(await s.rejoinTarget(SESSION), undefined, "the holder's UA is unknown");
+  assert.equal(await s.rejoinTarget(SESSION), undefined, "owner() failed (Redis down): not answered");
+  assert.equal(f.asked.owner, 4);
+});
+
+test("issue 13 RJ-1: a re-join of a group with nothing to deliver (terminated) is not routed to the slot's holder", async () => {
+  const f = fakeOwnership([{ self: false, slot: 3, holder: "sidecar-b", lapsesInMs: 5000, ua: "sip:127.0.0.1:6097" }]);
+  const { s } = service(f.o);
+  assert.equal(await s.rejoinTarget(groupSession({ lifecycle: "terminated" })), undefined);
+});

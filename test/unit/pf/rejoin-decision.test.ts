@@ -28,7 +28,10 @@ function rejoinInvite(callId: string): Buffer {
   );
 }
 
-async function pfWith(t: { after: (fn: () => Promise<void>) => void }, takes: boolean, answerRejoins = true) {
+const OWN_UA = "sip:127.0.0.1:5097";
+
+/** `takes`: the delivery side answers the re-join, here (true) or at another sidecar's UA (its address). */
+async function pfWith(t: { after: (fn: () => Promise<void>) => void }, takes: boolean | string, answerRejoins = true) {
   const dir = await mkdtemp(join(tmpdir(), "cpm-pf-rj-"));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const cfg = buildConfig({ delivery: { answerRejoins } });
@@ -38,13 +41,18 @@ async function pfWith(t: { after: (fn: () => Promise<void>) => void }, takes: bo
   const asked: GroupSession[] = [];
   const registrations: RegistrationHandler = {
     onRegistration: async () => ({ accepted: true, deliveries: 0, notes: [] }),
-    takesRejoin: (s) => {
+    rejoinTarget: async (s) => {
       asked.push(s);
-      return takes;
+      if (takes === false) return undefined;
+      return takes === true ? {} : { ua: takes };
     },
   };
   const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
-  const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger(), { registrations, anchorMedia: true });
+  const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger(), {
+    registrations,
+    anchorMedia: true,
+    uaAddress: OWN_UA,
+  });
   return { pf, sessions, asked };
 }
 
@@ -55,6 +63,7 @@ test("RJ-1: the served user's client re-joining a group the delivery side takes 
   assert.equal(asked.length, 0);
   const r = await pf.observe(env(rejoinInvite("rejoin-1@ue")));
   assert.equal(r.answerByPf, true);
+  assert.equal(r.uaAddress, OWN_UA, "this sidecar's UA answers it");
   assert.equal(r.anchorMedia, false);
   assert.equal(asked[0]?.key, "call-1@cf");
   const record = sessions.get("call-1@cf");
@@ -77,4 +86,15 @@ test("RJ-1: a re-join the delivery side does not take, or with delivery.answerRe
     assert.equal(r.anchorMedia, true, "anchored like any client INVITE of a b2bua session");
     assert.equal(sessions.get("rejoin-2@ue")?.key, "rejoin-2@ue", "the re-join is the record's current dialog");
   }
+});
+
+test("RJ-1 scale-out: a re-join the served user's slot holder takes -> answer_by_pf naming that sidecar's UA, not this one's", async (t) => {
+  const holder = "sip:127.0.0.1:6097";
+  const { pf, asked } = await pfWith(t, holder);
+  await pf.observe(env(inviteFromFocus()));
+  const r = await pf.observe(env(rejoinInvite("rejoin-3@ue")));
+  assert.equal(r.answerByPf, true);
+  assert.equal(r.uaAddress, holder);
+  assert.equal(r.anchorMedia, false);
+  assert.equal(asked.length, 1);
 });
