@@ -8,5 +8,9 @@ PY=${KAMAILIO_PYTHON:-/usr/bin/python3}
 out=kamailio/python/gen
 mkdir -p "$out"
 "$PY" -m grpc_tools.protoc -Iproto --python_out="$out" --grpc_python_out="$out" proto/cpm/pf/v1/pf.proto
+# grpc.health.v1, for the bridge's health checks: the proto grpc-health-check
+# (the sidecar's health service, an npm dependency) ships, not a copy
+health=node_modules/grpc-health-check/proto
+"$PY" -m grpc_tools.protoc -I"$health" --python_out="$out" --grpc_python_out="$out" "$health/health/v1/health.proto"
 # protoc emits packages as directories without __init__.py; make them importable.
-for d in "$out/cpm" "$out/cpm/pf" "$out/cpm/pf/v1"; do : > "$d/__init__.py"; done
+for d in "$out/cpm" "$out/cpm/pf" "$out/cpm/pf/v1" "$out/health" "$out/health/v1"; do : > "$d/__init__.py"; done

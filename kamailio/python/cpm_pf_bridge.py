@@ -41,8 +41,25 @@ $var(...) set by handle_bye():
   cpm_pf_notes         notes from the sidecar, "; "-joined
   cpm_pf_elapsed_ms    duration of the gRPC call (int, ms)
 observe_*() set cpm_pf_ok, cpm_pf_error, cpm_pf_session, cpm_pf_participants,
-  cpm_pf_anchor (1 = call anchor_media before relaying this INVITE).
+  cpm_pf_anchor (1 = call anchor_media before relaying this INVITE),
+  cpm_pf_answer (1 = the PF's UA answers it: a re-join, a session refresh)
+  and cpm_pf_answer_ua (that UA, a sip:host:port URI; "" = CPM_PF_UA_ADDRESS).
+affinity_key()         SIP worker, CPM_PF_GRPC_AFFINITY "served-user": sets
+                       cpm_pf_affinity_key (the served user's key for the
+                       INVITE's Record-Route). No gRPC.
 report_bye_outcome() sets cpm_pf_ok, cpm_pf_error, cpm_pf_released.
+
+Sidecar health (grpc.health.v1), shared by the Kamailio processes:
+health_loop()          the rtimer process of route[CPM_PF_HEALTH], for ever:
+                       every CPM_PF_HEALTH_INTERVAL_MS, Health.Check of the
+                       PF service on every target (health_check()); htable cpmpf_health gets
+                       <target> = 1 while it is not SERVING (unreachable, no
+                       answer within the deadline, NOT_SERVING: a drain), 0
+                       once it is again. Every decision tries the targets not
+                       marked first (see _links_for); an operator takes one
+                       out with `kamcmd htable.seti cpmpf_health <target>::out 1`
+                       (and back with htable.delete). A marked target is
+                       still tried, last, when no other answers.
 
 MSRP media anchoring (PF as B2BUA in the media path):
 anchor_media()         async worker, the CF's INVITE (or, client-initiated
@@ -103,6 +120,8 @@ import KSR  # noqa: E402  (provided by app_python3)
 import grpc  # noqa: E402  imported in the parent; channels are made after fork
 from cpm.pf.v1 import pf_pb2 as pb  # noqa: E402
 from cpm.pf.v1 import pf_pb2_grpc as pb_grpc  # noqa: E402
+from health.v1 import health_pb2 as health_pb  # noqa: E402  grpc.health.v1
+from health.v1 import health_pb2_grpc as health_grpc  # noqa: E402
 
 try:  # grpcio's internal call API, for the Decide stream (see _DecisionStream)
     from grpc._cython import cygrpc as _cygrpc  # noqa: E402
@@ -123,6 +142,9 @@ _PV_TLS = ("$var(cpm_pf_grpc_tls_ca)", "$var(cpm_pf_grpc_tls_cert)", "$var(cpm_p
 _PV_DEADLINE = "$var(cpm_pf_deadline_ms)"
 _PV_AFFINITY = "$var(cpm_pf_grpc_affinity)"
 _DEFAULT_TARGET = "127.0.0.1:50051"
+# kamailio/cpm-pf.cfg: htable cpmpf_health (initval 0): <target> 1 = not serving (health_check), <target>::out 1 = taken out by the operator
+_HEALTH_TABLE = "cpmpf_health"
+_PF_SERVICE = "cpm.pf.v1.ParticipatingFunctionService"
 _DEFAULT_DEADLINE_MS = 200
 
 _MODE = {pb.MODE_PROXY: "proxy", pb.MODE_B2BUA: "b2bua"}
@@ -252,6 +274,86 @@ def _envelope(raw=None, source=None, transport=None):
         source=source if source is not None else "%s:%s" % (_pv("$si", ""), _pv("$sp", "")),
         transport=transport if transport is not None else _pv("$pr", ""),
     )
+
+
+# CPM_PF_GRPC_AFFINITY "served-user": the key of a dialog's served user in
+# the Record-Route the PF's proxy adds to its initial INVITE (";cpmpf=<key>"),
+# echoed in every in-dialog request's Route and in the 2xx's Record-Route.
+_RR_USER = re.compile(rb";cpmpf=([0-9a-f]{8})(?![0-9A-Za-z])")
+_AFFINITY_TABLE = "cpmpf_affinity"  # Call-ID -> served user's key, for the reports from async tasks (autoexpire)
+
+
+def _header_re(names):
+    return re.compile(rb"^(?:" + names + rb")[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
+
+
+_TO = _header_re(rb"To|t")
+_FROM = _header_re(rb"From|f")
+_CONTACT = _header_re(rb"Contact|m")
+_VISUAL = re.compile(r"[-.()]")
+
+
+def _uri_of(value):
+    """The URI of a From / To / Contact value (name-addr or addr-spec)."""
+    if "<" in value:
+        return value.split("<", 1)[1].split(">", 1)[0].strip()
+    return value.split(";", 1)[0].strip()
+
+
+def _identity_key(uri):
+    """The served user as the sidecar's records compare it, in short
+    (src/sip/public-identity.ts): a tel: number, or a sip: one with
+    user=phone, as tel:<digits>; else scheme:user@host, host in lower case."""
+    scheme, _, rest = uri.partition(":")
+    scheme = scheme.lower()
+    if scheme == "tel":
+        return "tel:" + _VISUAL.sub("", rest.split(";", 1)[0])
+    if scheme not in ("sip", "sips"):
+        return uri
+    userinfo, _, hostpart = rest.rpartition("@")
+    host = re.split(r"[;?]", hostpart, 1)[0].lower()
+    params = hostpart[len(host):].lower().replace(" ", "")
+    user = userinfo.split(":", 1)[0]
+    if user.startswith("+") and ";user=phone" in params:
+        return "tel:" + _VISUAL.sub("", user)
+    return "%s:%s@%s" % (scheme, user, host) if user else "%s:%s" % (scheme, host)
+
+
+def _served_user_key(raw):
+    """The served user's key (CRC-32 of _identity_key, 8 hex digits) of the
+    message `raw`: the one its Route / Record-Route carries (";cpmpf=<key>"),
+    else, for an initial INVITE or a REGISTER, computed as the sidecar takes
+    the served user (src/session/observe.ts servedUserOf): the To of a
+    focus's INVITE (Contact ;isfocus) or of a third-party REGISTER, else the
+    From. None for anything else."""
+    head = (raw or b"").split(b"\r\n\r\n", 1)[0]
+    m = _RR_USER.search(head)
+    if m:
+        return m.group(1).decode("ascii")
+    method = head.split(b" ", 1)[0]
+    if method not in (b"INVITE", b"REGISTER"):
+        return None
+    to = _TO.search(head)
+    if method == b"INVITE" and to and re.search(rb";\s*tag=", to.group(1), re.I):
+        return None  # in dialog, and not record-routed with a key
+    contact = _CONTACT.search(head)
+    focus = contact is not None and re.search(rb";\s*isfocus", contact.group(1), re.I) is not None
+    hdr = to if method == b"REGISTER" or focus else _FROM.search(head)
+    if hdr is None:
+        return None
+    uri = _uri_of(hdr.group(1).decode("utf-8", "replace"))
+    return "%08x" % (binascii.crc32(_identity_key(uri).encode("utf-8", "replace")) & 0xFFFFFFFF)
+
+
+def _marked(name, out=True):
+    """Whether target `name` is marked in cpmpf_health: not serving (the
+    health timer), or (`out`) taken out by the operator."""
+    try:
+        if KSR.htable.sht_get(_HEALTH_TABLE, name) == 1:
+            return True
+        return out and KSR.htable.sht_get(_HEALTH_TABLE, name + "::out") == 1
+    except Exception:  # no htable cpmpf_health (an older cfg): nothing marked
+        return False
 
 
 def _describe(err):
@@ -551,6 +653,18 @@ class _Link:
             self.stream = None
         return self.stub
 
+    def health(self, budget):
+        """Health.Check of the PF service on this sidecar: (serving, what it
+        answered or why it failed)."""
+        try:
+            self.stub_for()  # makes the channel
+            r = health_grpc.HealthStub(self.channel).Check(health_pb.HealthCheckRequest(service=_PF_SERVICE), timeout=budget, wait_for_ready=False)
+        except Exception as err:  # unreachable, no answer in time: not serving
+            text = _describe(err)
+            self.forget_unreachable(text)
+            return False, text
+        return r.status == health_pb.HealthCheckResponse.SERVING, health_pb.HealthCheckResponse.ServingStatus.Name(r.status)
+
     def forget_unreachable(self, error_text):
         """After UNAVAILABLE the channel is dropped: the next call makes a
         fresh one, which connects when that call starts. A kept channel stays
@@ -620,10 +734,10 @@ class CpmPfBridge:
 
     def _links_for(self, targets, key=None):
         """This process's links to `targets`: the ones up first (in the
-        configured order, or, with CPM_PF_GRPC_AFFINITY "call-id", starting
-        at the one the Call-ID `key` hashes to, so that every request of a
-        dialog goes to the same sidecar: the one holding its MSRP legs),
-        then the ones that failed lately."""
+        configured order, or, with an affinity `key` (see _affinity),
+        starting at the one it hashes to, so that every request of a dialog
+        goes to the same sidecar: the one holding its MSRP legs), then the
+        ones that failed lately or the health timer marked."""
         pid = os.getpid()
         if self._pid != pid:  # a fork: the parent's links are unusable
             self._links = {}
@@ -631,23 +745,60 @@ class CpmPfBridge:
         for target in [t for t in self._links if t not in targets]:
             self._links.pop(target).close()  # another target (script reloaded)
         links = [self._links.setdefault(t, _Link(t)) for t in targets]
-        if key and len(links) > 1 and _pv(_PV_AFFINITY) == "call-id":
+        if key and len(links) > 1:
             at = binascii.crc32(key.encode("utf-8", "replace")) % len(links)
             links = links[at:] + links[:at]
+        if len(links) < 2:
+            return links
         now = time.monotonic()
-        return [ln for ln in links if ln.down_until <= now] + [ln for ln in links if ln.down_until > now]
+        up = [ln for ln in links if ln.down_until <= now and not _marked(ln.target[0])]
+        return up + [ln for ln in links if ln not in up]
 
-    def _each_link(self, attempt, key=None):
+    def _affinity(self, key, raw):
+        """What the target list is rotated by (CPM_PF_GRPC_AFFINITY): None
+        ("", in order); the Call-ID ("call-id": `key`, default the current
+        message's); the served user's key ("served-user": of `raw`, default
+        the current message, see _served_user_key; kept by Call-ID for a
+        while, so that a report from an async task, which has only the
+        session key, goes where its request went)."""
+        mode = _pv(_PV_AFFINITY)
+        call_id = key if key is not None else _pv("$ci", "")
+        if mode == "call-id":
+            return call_id
+        if mode != "served-user":
+            return None
+        if raw is None and key is None:
+            raw = _raw_message()
+        user = _served_user_key(raw) if raw is not None else None
+        try:
+            if user:
+                KSR.htable.sht_sets(_AFFINITY_TABLE, call_id, user)
+            elif call_id:
+                user = KSR.htable.sht_get(_AFFINITY_TABLE, call_id)
+        except Exception:  # no htable cpmpf_affinity (an older cfg): by Call-ID then
+            pass
+        return user if isinstance(user, str) and user else call_id
+
+    def affinity_key(self, msg, args=None):
+        """SIP worker, a CPM INVITE before route[CPM_PF_OBSERVE] record-routes
+        it (CPM_PF_GRPC_AFFINITY "served-user"): $var(cpm_pf_affinity_key) =
+        the served user's key (see _served_user_key), "" when there is none.
+        No gRPC."""
+        _sets("cpm_pf_affinity_key", _served_user_key(_raw_message()) or "")
+        return 1
+
+    def _each_link(self, attempt, key=None, raw=None):
         """Runs attempt(link, budget_s) -> (response | None, error text) on
         the sidecars in order until one answers, or fails for a reason that is
         the request's, within the one deadline: each but the last gets half of
         what is left, so a sidecar that hangs leaves time for the next.
-        `key`: the dialog's Call-ID (affinity); default the current message's.
+        `key`: the dialog's Call-ID, `raw`: the message when it is not the
+        current one (affinity, see _affinity).
         Returns (response | None, error text, elapsed ms)."""
         t0 = time.monotonic()
         self._last_sip_status = 0
         targets, timeout = self._settings()
-        links = self._links_for(targets, key if key is not None else _pv("$ci", ""))
+        links = self._links_for(targets, self._affinity(key, raw) if len(targets) > 1 else None)
         resp, text = None, "UNAVAILABLE: no sidecar"
         for i, link in enumerate(links):
             remaining = timeout - (time.monotonic() - t0)
@@ -665,12 +816,12 @@ class CpmPfBridge:
                 KSR.warn("cpm-pf: sidecar %s failed (%s): trying %s\n" % (link.target[0], text, links[i + 1].target[0]))
         return resp, text, int((time.monotonic() - t0) * 1000)
 
-    def _call(self, rpc_name, request, key=None):
+    def _call(self, rpc_name, request, key=None, raw=None):
         """One unary call within the configured deadline (on the next sidecar
         when one fails, see _each_link). Returns (response | None, error text,
         elapsed ms); on error self._last_sip_status is the sidecar's
         cpm-sip-status trailer (or 0)."""
-        return self._each_link(lambda link, budget: self._unary_on(link, rpc_name, request, budget), key)
+        return self._each_link(lambda link, budget: self._unary_on(link, rpc_name, request, budget), key, raw)
 
     def _unary_on(self, link, rpc_name, request, budget):
         try:
@@ -682,11 +833,11 @@ class CpmPfBridge:
             link.forget_unreachable(text)
             return None, text
 
-    def _decide(self, kind, request, key=None):
+    def _decide(self, kind, request, key=None, raw=None):
         """HandleBye / ObserveSession / ReportByeOutcome over the Decide
         stream; the same (response | None, error text, elapsed ms) as _call().
         Falls back to the unary RPC when the sidecar does not implement Decide."""
-        return self._each_link(lambda link, budget: self._decide_on(link, kind, request, budget), key)
+        return self._each_link(lambda link, budget: self._decide_on(link, kind, request, budget), key, raw)
 
     def _decide_on(self, link, kind, request, budget):
         unary_name = _UNARY_OF[kind]
@@ -831,6 +982,47 @@ class CpmPfBridge:
         _seti("cpm_pf_ok", 1)
         return 1
 
+    # -- sidecar health -----------------------------------------------------
+
+    def health_loop(self, msg, args=None):
+        """Runs health_check() every `args` ms, in the process of its own the
+        cfg gives it; never returns."""
+        try:
+            interval = max(0.05, int(args or "1000") / 1000.0)
+        except ValueError:
+            interval = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                self.health_check()
+            except Exception as err:  # a round that failed: the next one tries again
+                KSR.err("cpm-pf: sidecar health round failed: %s\n" % _describe(err))
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    def health_check(self):
+        """Marks in cpmpf_health which sidecars are not serving (see the
+        module docstring); logs each change."""
+        targets, deadline = self._settings()
+        pid = os.getpid()
+        if self._pid != pid:
+            self._links = {}
+            self._pid = pid
+        for target in targets:
+            link = self._links.setdefault(target, _Link(target))
+            serving, what = link.health(deadline)
+            name = target[0]
+            was = _marked(name, out=False)
+            try:
+                KSR.htable.sht_seti(_HEALTH_TABLE, name, 0 if serving else 1)
+            except Exception as err:  # no htable cpmpf_health: nothing shared
+                KSR.err("cpm-pf: health of sidecar %s not recorded: %s\n" % (name, _describe(err)))
+                continue
+            if was and serving:
+                KSR.info("cpm-pf: sidecar %s is serving again: decisions go to it\n" % name)
+            elif not was and not serving:
+                KSR.warn("cpm-pf: sidecar %s is not serving (%s): decisions go to the others first\n" % (name, what))
+        return 1
+
     # -- session facts: INVITE, its 2xx, conference NOTIFY -----------------
 
     def observe(self, msg, args=None):
@@ -851,7 +1043,7 @@ class CpmPfBridge:
                 raw=raw, source=source, transport=transport))
         except Exception as err:
             return self._observed(None, _describe(err), 0, "data=" + str(args)[:80])
-        return self._observed(*self._decide("observe_session", request, _raw_call_id(raw)), ref=_call_id_of(raw))
+        return self._observed(*self._decide("observe_session", request, _raw_call_id(raw), raw), ref=_call_id_of(raw))
 
     def _observed(self, resp, err, ms, ref=None):
         _seti("cpm_pf_ok", 0)
@@ -965,7 +1157,7 @@ class CpmPfBridge:
             _sets("cpm_pf_error", _describe(err))
             _log_fail("ReportMediaAnswer", _describe(err), 0, "data=" + str(args)[:80])
             return 1
-        resp, err, ms = self._call("ReportMediaAnswer", request, session_key)
+        resp, err, ms = self._call("ReportMediaAnswer", request, session_key, raw)
         if resp is None:
             _sets("cpm_pf_error", err)
             _log_fail("ReportMediaAnswer", err, ms, _call_id_of(raw))

@@ -26,6 +26,8 @@ const VARIANTS: Record<string, string[]> = {
     `CPM_PF_DECISION_LOG="L_INFO"`,
   ],
   "bypass (bench baseline)": ["WITH_CPM_PF_BYPASS"],
+  "no sidecar health timer": ["WITH_CPM_PF_NO_HEALTH"],
+  "health timer every 500 ms, sidecars on two hosts": ["CPM_PF_HEALTH_INTERVAL_MS=500", `CPM_PF_UA_HOSTS="^10\\.0\\.0\\.(7|8)$"`],
   "plugin sets async_workers": ["CPM_PF_ASYNC_WORKERS=2"],
   debug: ["WITH_DEBUG"],
   "Prometheus metrics (xhttp_prom), default port": ["WITH_CPM_PF_METRICS"],

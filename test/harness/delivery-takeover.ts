@@ -14,6 +14,7 @@ import { defaults } from "../../src/config/config.js";
 import { ACK_BATCH } from "../../src/procedures/delivery-session.js";
 import { triggerSipp } from "./anchored-chat.js";
 import { type Chat, DeferredChatRig, deferredFolder, GSO_TYPE, lastLine, SERVED_USER } from "./deferred-chat.js";
+import { waitServing } from "./kamailio.js";
 import { type RedisInstance, startRedis } from "./redis.js";
 import { waitFor } from "./wait.js";
 
@@ -142,6 +143,8 @@ export async function startOwnerPair(opts: { slots: number; leaseTtlMs: number }
   };
   const a = await DeferredChatRig.start(env, undefined, { grpcSocket: sockA, moreGrpcTargets: [`unix:${sockB}`] });
   const b = await DeferredChatRig.start(env, [], { dovecot: a.dovecot, grpcSocket: sockB, moreGrpcTargets: [`unix:${sockA}`] });
+  // each Kamailio started before its sidecar: its health timer marked it not serving at first; decisions go in the configured order once both are seen
+  for (const rig of [a, b]) await waitServing(rig.kamailio, [`unix:${sockA}`, `unix:${sockB}`]);
   return {
     redis,
     a,

@@ -257,3 +257,19 @@ export async function startKamailio(opts: KamailioOptions): Promise<KamailioInst
     exited: () => exited(child),
   };
 }
+
+/** Whether `kamailio`'s health timer last found `target` serving (htable cpmpf_health, route[CPM_PF_HEALTH]); false before its first round. */
+export async function seenServing(kamailio: KamailioInstance, target: string): Promise<boolean> {
+  const out = await kamailio.kamcmd("htable.get", "cpmpf_health", `s:${target}`).catch(() => "");
+  return /\bvalue:\s*0\b/.test(out);
+}
+
+/** Waits until `kamailio`'s health timer has found every one of `targets` serving: its decisions then go in the configured order. */
+export async function waitServing(kamailio: KamailioInstance, targets: readonly string[], ms = 8000): Promise<void> {
+  await waitFor(
+    async () => (await Promise.all(targets.map((t) => seenServing(kamailio, t)))).every(Boolean),
+    ms,
+    50,
+    `${targets.join(", ")} serving at Kamailio`,
+  );
+}
