@@ -16,6 +16,8 @@ const BYES = Number(process.env.FAULTS_BYES ?? 2000);
 const USERS = Number(process.env.FAULTS_USERS ?? 100);
 const CONCURRENT = Number(process.env.FAULTS_CONCURRENT ?? 20);
 const MESSAGES = Number(process.env.FAULTS_MESSAGES ?? 2000);
+/** Each Kamailio's async workers; unset: the cfg's (4). */
+const ASYNC_WORKERS = process.env.FAULTS_ASYNC_WORKERS ? Number(process.env.FAULTS_ASYNC_WORKERS) : undefined;
 /** Comma-separated subset of the cases (a, b, c1, c2, d, e, f, g, h); default all. */
 const ONLY = (process.env.FAULTS_ONLY ?? "").split(",").filter(Boolean);
 
@@ -63,7 +65,8 @@ function failures(id: string, c: FaultCounts): string[] {
   if (c.byesSent < c.dialogs) out.push(`(${id}) ${c.dialogs - c.byesSent} dialogs without a BYE sent`);
   if (id === "a" && c.pastDeadline > 0) out.push(`(a) ${c.pastDeadline} BYEs past the deadline`);
   // scale-out: the other sidecar decides within the deadline, nothing goes through the fail-safe
-  if (id === "e" && c.failsafeByes > 0) out.push(`(e) ${c.failsafeByes} fail-safe BYEs`);
+  const sinceFault = c.failsafeByes - c.failsafeBeforeFault;
+  if (id === "e" && sinceFault > 0) out.push(`(e) ${sinceFault} fail-safe BYEs from the kill on`);
   return out;
 }
 
@@ -89,18 +92,19 @@ async function main() {
         byes: BYES,
         users: USERS,
         concurrent: CONCURRENT,
+        ...(ASYNC_WORKERS === undefined ? {} : { asyncWorkers: ASYNC_WORKERS }),
         progress: (l) => console.error(`  ${l}`),
       });
     await attempt(c.id, run, rows, c.what);
   }
   if (rows.length > 0) {
     console.log(
-      "\n| case | BYEs sent | answered (not 200) | GSOs expected | stored | missing | doubled | fail-safe BYEs (replayed) | records leaked | outcomes pending | past deadline | CF BYE→client BYE ms p50/p99/max | CF BYE→CF answer ms p50/p99/max | drain ms |",
+      "\n| case | BYEs sent | answered (not 200) | GSOs expected | stored | missing | doubled | fail-safe BYEs (replayed) [before the fault] | records leaked | outcomes pending | past deadline | CF BYE→client BYE ms p50/p99/max | CF BYE→CF answer ms p50/p99/max | drain ms |",
     );
     console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (const [id, what, c] of rows) {
       console.log(
-        `| (${id}) ${what} | ${c.byesSent} | ${c.byesAnswered} (${c.byesAnsweredNot200}) | ${c.gsosExpected} | ${c.gsosStored} | ${c.gsosMissing} | ${c.gsosDoubled} | ${c.failsafeByes} (${c.replayed}) | ${c.recordsLeaked} | ${c.outcomesPending} | ${c.pastDeadline} | ${ms(c.relayMs)} | ${ms(c.answerMs)} | ${c.drainMs.toFixed(0)} |`,
+        `| (${id}) ${what} | ${c.byesSent} | ${c.byesAnswered} (${c.byesAnsweredNot200}) | ${c.gsosExpected} | ${c.gsosStored} | ${c.gsosMissing} | ${c.gsosDoubled} | ${c.failsafeByes} (${c.replayed}) [${c.failsafeBeforeFault}] | ${c.recordsLeaked} | ${c.outcomesPending} | ${c.pastDeadline} | ${ms(c.relayMs)} | ${ms(c.answerMs)} | ${c.drainMs.toFixed(0)} |`,
       );
     }
   }

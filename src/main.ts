@@ -236,6 +236,7 @@ async function main(): Promise<void> {
   const metricsServer = prom
     ? await startMetrics(prom, cfg.metrics, { sessions, store, deferred, media: msrp, replay, ua }, log)
     : undefined;
+  server.serving();
   log.info("sidecar ready", {
     grpc: server.target,
     mode: cfg.pf.mode,

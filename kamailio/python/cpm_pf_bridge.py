@@ -629,6 +629,18 @@ _DOWN_FOR_S = 2.0
 _FAILOVER = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
 
 
+def _share(remaining, i, up):
+    """The budget (s) of the i-th sidecar tried when `remaining` is left of
+    the deadline and the first `up` of the list are up: each up one but the
+    last gets half of it, so that one that hangs leaves time for the next
+    (each sidecar's store waits shrink to fit, see budget_ms); the last up
+    one gets all of it. The ones after it (failed lately, or marked by the
+    health timer) are tried only with what an up one left: a sidecar that is
+    down answers at once (connection refused) or not at all, and halving the
+    one up sidecar's budget for it turns slow answers into fail-safes."""
+    return remaining / 2 if i < up - 1 else remaining
+
+
 class _Link:
     """The channel, stub and Decide stream to one sidecar (one target), in
     one Kamailio process; made lazily in the process that uses it (a channel
@@ -737,7 +749,8 @@ class CpmPfBridge:
         configured order, or, with an affinity `key` (see _affinity),
         starting at the one it hashes to, so that every request of a dialog
         goes to the same sidecar: the one holding its MSRP legs), then the
-        ones that failed lately or the health timer marked."""
+        ones that failed lately or the health timer marked. Returns (links,
+        how many of them are up)."""
         pid = os.getpid()
         if self._pid != pid:  # a fork: the parent's links are unusable
             self._links = {}
@@ -749,10 +762,10 @@ class CpmPfBridge:
             at = binascii.crc32(key.encode("utf-8", "replace")) % len(links)
             links = links[at:] + links[:at]
         if len(links) < 2:
-            return links
+            return links, len(links)
         now = time.monotonic()
         up = [ln for ln in links if ln.down_until <= now and not _marked(ln.target[0])]
-        return up + [ln for ln in links if ln not in up]
+        return up + [ln for ln in links if ln not in up], len(up)
 
     def _affinity(self, key, raw):
         """What the target list is rotated by (CPM_PF_GRPC_AFFINITY): None
@@ -790,21 +803,20 @@ class CpmPfBridge:
     def _each_link(self, attempt, key=None, raw=None):
         """Runs attempt(link, budget_s) -> (response | None, error text) on
         the sidecars in order until one answers, or fails for a reason that is
-        the request's, within the one deadline: each but the last gets half of
-        what is left, so a sidecar that hangs leaves time for the next.
+        the request's, within the one deadline (shared out by _share).
         `key`: the dialog's Call-ID, `raw`: the message when it is not the
         current one (affinity, see _affinity).
         Returns (response | None, error text, elapsed ms)."""
         t0 = time.monotonic()
         self._last_sip_status = 0
         targets, timeout = self._settings()
-        links = self._links_for(targets, self._affinity(key, raw) if len(targets) > 1 else None)
+        links, up = self._links_for(targets, self._affinity(key, raw) if len(targets) > 1 else None)
         resp, text = None, "UNAVAILABLE: no sidecar"
         for i, link in enumerate(links):
             remaining = timeout - (time.monotonic() - t0)
             if remaining <= 0:
                 break
-            budget = remaining if i == len(links) - 1 else remaining / 2
+            budget = _share(remaining, i, up)
             resp, text = attempt(link, budget)
             if resp is not None:
                 link.down_until = 0.0
@@ -857,7 +869,8 @@ class CpmPfBridge:
                 if remaining <= 0:
                     raise queue.Empty()
                 stream = link.stream_for()
-                r = stream.request(pb.DecideRequest(**{kind: request}), remaining)
+                # budget_ms: the sidecar keeps its store waits within this link's share
+                r = stream.request(pb.DecideRequest(budget_ms=max(1, int(remaining * 1000)), **{kind: request}), remaining)
                 break
             except queue.Empty:
                 return None, "DEADLINE_EXCEEDED: no answer on the Decide stream"

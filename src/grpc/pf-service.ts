@@ -64,10 +64,10 @@ function refused(log: Logger, rpc: string, err: unknown): CpmError {
 const seconds = (since: number) => (performance.now() - since) / 1000;
 
 /** A unary handler: the answer, or a gRPC status from the error catalogue with a log line (never a crash). */
-export function unary<Req, Res>(log: Logger, metrics: Metrics, name: string, fn: (req: Req) => Promise<Res>) {
+export function unary<Req, Res>(log: Logger, metrics: Metrics, name: string, fn: (req: Req, answerBy: number | undefined) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const started = performance.now();
-    fn(call.request).then(
+    fn(call.request, answerBy(started, call.getDeadline())).then(
       (res) => {
         metrics.decision(name, "ok", seconds(started));
         callback(null, res);
@@ -86,8 +86,19 @@ export function unary<Req, Res>(log: Logger, metrics: Metrics, name: string, fn:
   };
 }
 
-async function handleBye(pf: ParticipatingFunction, metrics: Metrics, req: HandleByeRequest): Promise<HandleByeResponse> {
-  const r = await pf.handleBye(envelope(req.bye));
+/** When the caller stops waiting, on the performance.now() clock: its gRPC deadline (a Date or ms since the epoch; Infinity: none). */
+function answerBy(now: number, deadline: Date | number): number | undefined {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) ? now + (at - Date.now()) : undefined;
+}
+
+async function handleBye(
+  pf: ParticipatingFunction,
+  metrics: Metrics,
+  req: HandleByeRequest,
+  answerBy: number | undefined,
+): Promise<HandleByeResponse> {
+  const r = await pf.handleBye(envelope(req.bye), new Date(), answerBy === undefined ? {} : { answerBy });
   metrics.bye(r.mode, r.side, r.side === "network" ? r.cause : "none", r.gso.state);
   return create(HandleByeResponseSchema, {
     mode: r.mode === "b2bua" ? Mode.B2BUA : Mode.PROXY,
@@ -130,12 +141,13 @@ const DECIDE_RPC: Record<string, string> = {
 async function decide(pf: ParticipatingFunction, log: Logger, metrics: Metrics, req: DecideRequest): Promise<DecideResponse> {
   const { id, request } = req;
   const started = performance.now();
+  const by = req.budgetMs > 0 ? started + req.budgetMs : undefined;
   const rpc = DECIDE_RPC[request.case ?? ""] ?? "Decide";
   try {
     let res: DecideResponse;
     switch (request.case) {
       case "handleBye":
-        res = create(DecideResponseSchema, { id, response: { case: "handleBye", value: await handleBye(pf, metrics, request.value) } });
+        res = create(DecideResponseSchema, { id, response: { case: "handleBye", value: await handleBye(pf, metrics, request.value, by) } });
         break;
       case "observeSession":
         res = create(DecideResponseSchema, { id, response: { case: "observeSession", value: await observeSession(pf, request.value) } });
@@ -186,7 +198,8 @@ export function participatingFunctionHandlers(
   calls: CallTracker = new CallTracker(),
 ): UntypedServiceImplementation {
   const streams = calls.streams;
-  const u = <Req, Res>(name: string, fn: (req: Req) => Promise<Res>) => unary(log, metrics, name, (req: Req) => calls.track(fn(req)));
+  const u = <Req, Res>(name: string, fn: (req: Req, answerBy: number | undefined) => Promise<Res>) =>
+    unary(log, metrics, name, (req: Req, by: number | undefined) => calls.track(fn(req, by)));
   return {
     // Requests are decided concurrently; each response goes out when ready
     // (matched by id). A request that fails gets a DecideError; only a
@@ -205,7 +218,7 @@ export function participatingFunctionHandlers(
       });
       call.on("error", (err) => log.warn("Decide stream failed", { reason: String(err) }));
     },
-    handleBye: u("HandleBye", (req: HandleByeRequest) => handleBye(pf, metrics, req)),
+    handleBye: u("HandleBye", (req: HandleByeRequest, by: number | undefined) => handleBye(pf, metrics, req, by)),
     observeSession: u("ObserveSession", (req: ObserveSessionRequest) => observeSession(pf, req)),
     anchorMedia: u("AnchorMedia", async (req: AnchorMediaRequest) => {
       const r = await pf.anchorMedia(envelope(req.invite));

@@ -41,6 +41,13 @@ export interface RunningServer {
   /** What a client dials: "host:port" or "unix:/path". */
   target: string;
   health: HealthImplementation;
+  /**
+   * Health SERVING (overall and the PF service). The server starts
+   * NOT_SERVING and answers calls meanwhile: the caller says when the PF is
+   * ready (after the fail-safe journal's first pass), so that Kamailio's
+   * health timer sends decisions to another sidecar first until then.
+   */
+  serving(): void;
   /** Health NOT_SERVING (overall and the PF service) while calls are still served: the start of a drain. */
   notServing(): void;
   shutdown(): Promise<void>;
@@ -113,18 +120,18 @@ export async function startGrpcServer(
   });
   // owner and group only: Kamailio's user joins the sidecar's group to connect
   if (listen.socket) chmodSync(listen.socket, 0o660);
-  health.setStatus("", "SERVING");
-  health.setStatus(ParticipatingFunctionService.typeName, "SERVING");
   const target = listen.socket ? address : `${listen.host}:${bound}`;
-  const notServing = () => {
-    health.setStatus("", "NOT_SERVING");
-    health.setStatus(ParticipatingFunctionService.typeName, "NOT_SERVING");
+  const status = (s: "SERVING" | "NOT_SERVING") => {
+    health.setStatus("", s);
+    health.setStatus(ParticipatingFunctionService.typeName, s);
   };
+  const notServing = () => status("NOT_SERVING");
   log.info("gRPC listening", { target, tls: listen.tlsCertFile ? (listen.tlsCaFile ? "mutual" : "server") : "off" });
   return {
     port: listen.socket ? 0 : bound,
     target,
     health,
+    serving: () => status("SERVING"),
     notServing,
     shutdown: async () => {
       notServing();

@@ -188,6 +188,18 @@ function forkedDeviceOf(msg: SipMessage): ForkedDevice {
   return { clientTag, clientTarget, clientInstance: contactInstance(msg), routeSet: headerValues(msg, "record-route"), state: "confirmed" };
 }
 
+/**
+ * How long a decision's GSO waits for the mailbox before it is spooled: the
+ * configured cap (store.gsoBudgetMs), and never more than half of what is
+ * left until `answerBy`, when the caller stops waiting (the other half is
+ * for the spool's fsync and the answer's way back). With several sidecars
+ * the bridge gives the first one only part of its deadline.
+ */
+export function gsoBudgetMs(cap: number, answerBy: number | undefined, now = performance.now()): number {
+  if (answerBy === undefined) return cap;
+  return Math.max(0, Math.min(cap, Math.floor((answerBy - now) / 2)));
+}
+
 function asReason(err: unknown): string {
   return err instanceof CpmError ? err.detail : String(err);
 }
@@ -228,9 +240,10 @@ export class ParticipatingFunction {
    * 8.3.2.3: decide and act on a BYE; resolves after any GSO is stored or
    * spooled and the record's new lifecycle is written. `replayed`: a BYE Kamailio relayed through its fail-safe
    * earlier (failsafe-replay.ts): nobody waits for the answer, so its GSO
-   * goes to the mailbox without the decision's budget.
+   * goes to the mailbox without the decision's budget. `answerBy`: when the
+   * caller stops waiting (performance.now() clock), see gsoBudgetMs.
    */
-  async handleBye(env: Envelope, now = new Date(), opts: { replayed?: boolean } = {}): Promise<ByeResult> {
+  async handleBye(env: Envelope, now = new Date(), opts: { replayed?: boolean; answerBy?: number } = {}): Promise<ByeResult> {
     const msg = parseSipMessage(env.raw);
     if (msg.kind !== "request" || msg.method !== "BYE") throw new CpmError("CPM_ERR_BAD_REQUEST", "HandleBye needs a BYE request");
     const callId = header(msg, "call-id") ?? "";
@@ -277,7 +290,10 @@ export class ParticipatingFunction {
       }
       let gso: GsoOutcome = { state: "not-required" };
       for (const action of decision.actions) {
-        const outcome = await this.executeByeAction(action, opts.replayed === true);
+        const outcome = await this.executeByeAction(
+          action,
+          opts.replayed ? undefined : gsoBudgetMs(this.cfg.store.gsoBudgetMs, opts.answerBy),
+        );
         if (outcome) gso = outcome;
       }
       // A proxy-mode BYE goes on unchanged (8.3.2.3 1): its line is debug, as
@@ -338,10 +354,10 @@ export class ParticipatingFunction {
    * and the answer to its sender are Kamailio's to send). An action no
    * executor takes is an error.
    */
-  private async executeByeAction(action: ByeAction, replayed: boolean): Promise<GsoOutcome | undefined> {
+  private async executeByeAction(action: ByeAction, gsoBudget: number | undefined): Promise<GsoOutcome | undefined> {
     switch (action.kind) {
       case "storeGso":
-        return this.storeGso(action.session, action.gso, action.bye, replayed ? undefined : this.cfg.store.gsoBudgetMs);
+        return this.storeGso(action.session, action.gso, action.bye, gsoBudget);
       case "refuseClientMedia":
         this.media.refuseClientMedia(action.sessionKey);
         return undefined;

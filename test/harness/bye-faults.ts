@@ -4,7 +4,7 @@
 // wire (SIPp traces), in the Message Store (IMAP) and in the sidecar's own
 // record journal. Shared by `npm run faults` (faults/) and the short e2e form
 // (test/e2e/bye-faults.test.ts). Every process is stopped by its PID.
-import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -51,6 +51,8 @@ export interface FaultRunOptions {
   downMs?: number;
   /** Kamailio's CPM_PF_DEADLINE_MS. Default 200 (the plugin's). */
   deadlineMs?: number;
+  /** Each Kamailio's core async workers (the processes that wait for the sidecar's decisions). Default the cfg's (4). */
+  asyncWorkers?: number;
   /** How long the spool and the fail-safe journal may take to drain after the burst. Default 120 s. */
   drainTimeoutMs?: number;
   /** Progress lines. */
@@ -78,6 +80,8 @@ export interface FaultCounts {
   gsosUnexpected: number;
   /** Kamailio's cpm_pf_failsafe, summed over its instances (a killed one: the value read just before the kill). */
   failsafeByes: number;
+  /** Of those, the ones before the fault was injected (a loaded machine's, not the fault's). */
+  failsafeBeforeFault: number;
   /** Fail-safe BYEs the sidecar replayed from the journal (its log "fail-safe BYE replayed"). */
   replayed: number;
   /** Records of the run's sessions still active, or with a dialog not terminated, in the sidecar's journal after the run. */
@@ -227,6 +231,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
   const sidecars: SidecarInstance[] = [];
   const kamailios: KamailioInstance[] = [];
   let failsafeOfKilled = 0;
+  let failsafeBeforeFault = 0;
   try {
     dovecot = await startDovecot({ users });
     if (opts.scaleOut) redis = await startRedis();
@@ -253,6 +258,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       grpcTarget: [...targets.slice(n), ...targets.slice(0, n)].join(","),
       deadlineMs,
       shmMb: 512,
+      ...(opts.asyncWorkers === undefined ? {} : { asyncWorkers: opts.asyncWorkers }),
       // a client leg the restarted Kamailio relays a retransmitted BYE on is over (its SIPp absorbs it): the PF's 200 (BYE-B9) comes sooner
       defines: [`CPM_PF_FAILSAFE_DIR="${env.CPM_PF__SESSION__FAILSAFEDIR}"`, "CPM_PF_BYE_CLIENT_TIMEOUT_MS=2000"],
     }));
@@ -306,6 +312,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       await waitFor(() => burstOver || decided() - before >= at, 300_000, 20, `${at} BYEs decided`);
       if (burstOver) throw new Error(`${opts.fault}: the BYE burst ended before ${at} BYEs were decided (${decided() - before})`);
       say(`${opts.fault}: injecting after ${decided() - before} decisions`);
+      for (const k of kamailios) failsafeBeforeFault += await k.stat("cpm_pf_failsafe").catch(() => 0);
       await inject(opts, {
         dovecot,
         redis,
@@ -357,6 +364,11 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       }
     }
     const failsafeReasons = [...reasons].sort((x, y) => y[1] - x[1]).map(([why, n]) => `${n} ${why}`);
+    // FAULTS_LOG_DIR: each Kamailio's log and the sidecars' JSON lines, for a look after the run
+    if (process.env.FAULTS_LOG_DIR) {
+      for (const [n, k] of kamailios.entries()) await writeFile(join(process.env.FAULTS_LOG_DIR, `kamailio-${n}.log`), k.logs());
+      await writeFile(join(process.env.FAULTS_LOG_DIR, "sidecars.jsonl"), log.lines.map((l) => JSON.stringify(l)).join("\n"));
+    }
     for (const k of kamailios) await k.stop();
     // the sidecars stop gracefully: their records are written, then read back
     for (const sc of sidecars) await sc.stop();
@@ -453,6 +465,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       gsosDoubled,
       gsosUnexpected,
       failsafeByes,
+      failsafeBeforeFault,
       replayed,
       recordsLeaked,
       outcomesPending,

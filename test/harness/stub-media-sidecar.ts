@@ -45,6 +45,7 @@ async function main(): Promise<void> {
   });
   const pf = new ParticipatingFunction(cfg, sessions, store, media, componentLogger("pf", root), { anchorMedia: true });
   const server = await startGrpcServer(pf, cfg.grpc, componentLogger("grpc", root));
+  server.serving();
   log.info("sidecar ready", { port: server.port, stub: true, pid: process.pid });
   const stop = async () => {
     await server.shutdown();

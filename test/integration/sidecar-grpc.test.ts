@@ -47,6 +47,7 @@ async function startSidecar(listen: GrpcListen = { host: "127.0.0.1", port: 0 })
     await store.close();
     throw err;
   });
+  server.serving();
   const client = new PfClient(server.target);
   return {
     server,
@@ -233,6 +234,42 @@ test("BYE-B5: Message Store down during a BYE -> the GSO is spooled, HandleBye a
     assert.equal(parseGso((raw ?? "").split("\r\n\r\n")[1] ?? "").participants.length, 3);
     // the spool entry goes once the APPEND is confirmed (just after the object is visible)
     await waitFor(() => sc.store.stats().spoolPending === 0, 5000, 20, "spool drained");
+  } finally {
+    await sc.stop();
+  }
+});
+
+test("BYE-B5: a HandleBye waits for a frozen Message Store no longer than half of what its caller waits (the Decide request's budget_ms, a unary call's deadline), not store.gsoBudgetMs: the GSO is spooled, answered in time, stored once after", async () => {
+  const sc = await startSidecar();
+  try {
+    for (const id of ["g5", "g6"]) {
+      await sc.client.observeSession({ message: { raw: inviteFromFocus({ callId: `${id}@cf`, conversationId: `conv-${id}` }) } });
+    }
+    await dovecot.signal("SIGSTOP");
+    let decided: Awaited<ReturnType<typeof sc.client.decide>>;
+    let unary: Awaited<ReturnType<typeof sc.client.handleBye>>;
+    try {
+      // the cap here is 10 s: without the caller's budget both would outwait their 2 s deadlines
+      decided = await sc.client.decide(
+        [
+          {
+            id: 1n,
+            budgetMs: 400,
+            request: { case: "handleBye", value: { bye: { raw: bye(["Reason: SIP;cause=480"], { callId: "g5@cf" }) } } },
+          },
+        ],
+        2000,
+      );
+      unary = await sc.client.handleBye({ bye: { raw: bye(["Reason: SIP;cause=480"], { callId: "g6@cf" }) } }, 2000);
+    } finally {
+      await dovecot.signal("SIGCONT");
+    }
+    const [d] = decided;
+    assert.equal(d?.response.case, "handleBye");
+    if (d?.response.case === "handleBye") assert.equal(d.response.value.gso?.state, GsoStorage_State.SPOOLED);
+    assert.equal(unary.gso?.state, GsoStorage_State.SPOOLED);
+    await waitFor(() => sc.store.stats().spoolPending === 0, 15_000, 50, "spool drained");
+    for (const id of ["g5", "g6"]) assert.equal((await fetchFolder(`Default/conv-${id}/contrib-1`)).length, 1, id);
   } finally {
     await sc.stop();
   }

@@ -1,4 +1,5 @@
-// grpc.health.v1 on the PF's gRPC server: SERVING once started, NOT_SERVING
+// grpc.health.v1 on the PF's gRPC server: NOT_SERVING until the PF says it
+// is ready (while it already answers calls), SERVING then, NOT_SERVING
 // (overall and the PF service) from the start of a shutdown, seen by a
 // client that watches (what a load balancer or Kamailio's probe relies on).
 import assert from "node:assert/strict";
@@ -35,8 +36,10 @@ async function withServer(body: (server: RunningServer) => Promise<void>): Promi
   }
 }
 
-test("health: SERVING when started; a watching client sees NOT_SERVING for the PF service as soon as the shutdown starts", async () => {
+test("SHAPE-1 health: NOT_SERVING while the sidecar is not ready yet (Kamailio's health timer sends decisions to another sidecar first), SERVING once it is; a watching client sees NOT_SERVING for the PF service as soon as the shutdown starts", async () => {
   await withServer(async (server) => {
+    assert.equal(await healthStatus(server.target, credentials.createInsecure()), "NOT_SERVING");
+    server.serving();
     assert.equal(await healthStatus(server.target, credentials.createInsecure()), "SERVING");
     const Health = makeGenericClientConstructor(healthService as never, "Health");
     const client = new Health(server.target, credentials.createInsecure()) as unknown as {
