@@ -1,13 +1,17 @@
 // Log lines to stderr without blocking the event loop. Node writes
 // process.stderr synchronously when it is a pipe or a file: a slow reader
 // (journald busy, a pipe nobody drains fast enough) would then stall BYE
-// decisions. Lines are gathered per event-loop turn and written with one
-// asynchronous write(2) at a time, in order. A reader that stays behind by
+// decisions. Lines are gathered for COALESCE_MS and written with one
+// asynchronous write(2) at a time, in order: each write costs the event loop
+// a thread-pool round trip, so one per decision under load would cost more
+// than the line itself. A reader that stays behind by
 // more than MAX_PENDING_BYTES loses lines (counted, and said once it catches
 // up) instead of the process growing without bound.
 import { write, writeSync } from "node:fs";
 
 const MAX_PENDING_BYTES = 16 * 1024 * 1024;
+/** How long the first line waits for others to go out with it (ms); what process.exit() finds pending is written at once. */
+const COALESCE_MS = 5;
 /** A non-blocking fd that is full (EAGAIN) is tried again after this long (ms). */
 const RETRY_MS = 5;
 
@@ -35,10 +39,10 @@ export class StderrSink {
     this.pendingBytes += line.length;
     if (!this.scheduled && !this.inFlight) {
       this.scheduled = true;
-      setImmediate(() => {
+      setTimeout(() => {
         this.scheduled = false;
         this.pump();
-      });
+      }, COALESCE_MS).unref();
     }
   }
 
