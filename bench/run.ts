@@ -1,6 +1,7 @@
 // npm run bench: every figure is printed next to a baseline measured in the
 // same run on the same machine, as a ratio. No assertion: numbers, not tests.
 import { cpus } from "node:os";
+import { ACK_BATCH, READ_BATCH } from "../src/procedures/delivery-session.js";
 import { type DovecotInstance, startDovecot } from "../test/harness/dovecot.js";
 import { benchDeferred } from "./deferred-bench.js";
 import { benchDelivery, benchRecordMemory, deliveryCorrect } from "./delivery-bench.js";
@@ -90,7 +91,7 @@ async function printDelivery(dovecot: DovecotInstance) {
     [...N_DELIVERY].sort((a, b) => a - b),
   );
   console.log(
-    `\nDeferred delivery after registration: DeliveryService -> DeliveryEndpoint -> MSRP client, FETCH of 100, ${d.window} SENDs outstanding, sets of 32 retired (SIP UA in-process stub: one INVITE/ACK per run)`,
+    `\nDeferred delivery after registration: DeliveryService -> DeliveryEndpoint -> MSRP client, FETCH of ${READ_BATCH}, ${d.window} SENDs outstanding, sets of ${ACK_BATCH} retired (SIP UA in-process stub: one INVITE/ACK per run)`,
   );
   console.log(
     "| layout | fill (storeDeferred) msg/s | bare FETCH msg/s | peer-to-peer MSRP msg/s | PF delivery msg/s | PF µs/msg | PF/peer-to-peer | queue empty after ms |",

@@ -289,7 +289,7 @@ async function roundTrips(redis: Redis): Promise<{ count(): number; stop(): void
 }
 
 /**
- * Issue 13's figure: (c)'s B2BUA case (a GSO per BYE, one folder per session,
+ * The scale-out figure: (c)'s B2BUA case (a GSO per BYE, one folder per session,
  * many users' mailboxes) with the records on Redis, behind one Kamailio, with
  * one sidecar and then with two (the bridge spreads the dialogs by Call-ID).
  * Per case the Redis round trips per INVITE observed and per BYE decided

@@ -16,6 +16,8 @@ const BYES = Number(process.env.FAULTS_BYES ?? 2000);
 const USERS = Number(process.env.FAULTS_USERS ?? 100);
 const CONCURRENT = Number(process.env.FAULTS_CONCURRENT ?? 20);
 const MESSAGES = Number(process.env.FAULTS_MESSAGES ?? 2000);
+/** The sidecars' store.gsoBudgetMs; unset: the sidecar's default. */
+const GSO_BUDGET_MS = process.env.FAULTS_GSO_BUDGET_MS ? Number(process.env.FAULTS_GSO_BUDGET_MS) : undefined;
 /** Each Kamailio's async workers; unset: the cfg's (4). */
 const ASYNC_WORKERS = process.env.FAULTS_ASYNC_WORKERS ? Number(process.env.FAULTS_ASYNC_WORKERS) : undefined;
 /** Comma-separated subset of the cases (a, b, c1, c2, d, e, f, g, h); default all. */
@@ -93,6 +95,7 @@ async function main() {
         users: USERS,
         concurrent: CONCURRENT,
         ...(ASYNC_WORKERS === undefined ? {} : { asyncWorkers: ASYNC_WORKERS }),
+        ...(GSO_BUDGET_MS === undefined ? {} : { gsoBudgetMs: GSO_BUDGET_MS }),
         progress: (l) => console.error(`  ${l}`),
       });
     await attempt(c.id, run, rows, c.what);

@@ -10,7 +10,7 @@
 import { write, writeSync } from "node:fs";
 
 const MAX_PENDING_BYTES = 16 * 1024 * 1024;
-/** How long the first line waits for others to go out with it (ms); what process.exit() finds pending is written at once. */
+/** How long the first line waits for others to go out with it (ms; the timer keeps the process alive until then); what process.exit() finds pending is written at once. */
 const COALESCE_MS = 5;
 /** A non-blocking fd that is full (EAGAIN) is tried again after this long (ms). */
 const RETRY_MS = 5;
@@ -42,7 +42,7 @@ export class StderrSink {
       setTimeout(() => {
         this.scheduled = false;
         this.pump();
-      }, COALESCE_MS).unref();
+      }, COALESCE_MS);
     }
   }
 

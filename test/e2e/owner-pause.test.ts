@@ -22,7 +22,7 @@ const LEASE_TTL_MS = 1500;
 const MESSAGES = 600;
 const BYE_REASON = { bye_reason: 'SIP;cause=200;text="Call completed"' };
 
-describe("issue 13 DD-1 DD-10: the slot's owner frozen past its lease mid-delivery, the other sidecar takes over, the frozen one runs again", () => {
+describe("scale-out DD-1 DD-10: the slot's owner frozen past its lease mid-delivery, the other sidecar takes over, the frozen one runs again", () => {
   let pair: OwnerPair | undefined;
   let watch: Redis | undefined;
   before(async () => {

@@ -28,7 +28,7 @@ const TAKEOVER_MESSAGES = 600;
 const KILL_AT = 60;
 const keys = new Keyspace();
 
-describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user's slot delivers, whichever sidecar got the REGISTER", () => {
+describe("scale-out DD-1: two sidecars on one Redis: the owner of the served user's slot delivers, whichever sidecar got the REGISTER", () => {
   let pair: OwnerPair | undefined;
   let watch: Redis | undefined;
   let a: DeferredChatRig | undefined;
@@ -79,7 +79,7 @@ describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user
   }
 
   test(
-    "issue 13 DD-1: the REGISTER reaches the sidecar that does not own the slot: it wakes the owner over Redis and delivers nothing; the owner's delivery INVITE brings every message once, in order",
+    "scale-out DD-1: the REGISTER reaches the sidecar that does not own the slot: it wakes the owner over Redis and delivers nothing; the owner's delivery INVITE brings every message once, in order",
     T,
     async () => {
       const ra = a as DeferredChatRig;
@@ -109,7 +109,7 @@ describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user
   );
 
   test(
-    "issue 13 DD-1: the owner is SIGKILLed; once its lease lapsed, a REGISTER (new pending data) at the survivor: it takes the slot with a newer token and delivers; nothing twice, nothing lost",
+    "scale-out DD-1: the owner is SIGKILLed; once its lease lapsed, a REGISTER (new pending data) at the survivor: it takes the slot with a newer token and delivers; nothing twice, nothing lost",
     T,
     async () => {
       const ra = a as DeferredChatRig;
@@ -139,7 +139,7 @@ describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user
   );
 
   test(
-    `issue 13 DD-1 DD-10: the owner is SIGKILLed in the middle of a delivery of ${TAKEOVER_MESSAGES} messages; the next REGISTER reaches the other sidecar: it takes the slot once the lease lapsed and delivers the rest: 0 lost, order kept, re-sent only the tail the device had not confirmed in the record`,
+    `scale-out DD-1 DD-10: the owner is SIGKILLed in the middle of a delivery of ${TAKEOVER_MESSAGES} messages; the next REGISTER reaches the other sidecar: it takes the slot once the lease lapsed and delivers the rest: 0 lost, order kept, re-sent only the tail the device had not confirmed in the record`,
     T,
     async (t) => {
       const ra = a as DeferredChatRig;
@@ -162,9 +162,10 @@ describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user
       assert.equal(c.lost, 0, "nothing lost");
       assert.ok(c.gso, "DD-11: the GSO after the rest");
       assert.equal(c.left, 0, "the queue empty");
-      assert.ok(
-        ra.loggedAll("items the device confirmed before a crash marked, not sent again").some((l) => l.servedUser === SERVED_USER),
-        "the new owner marked what the record says the device confirmed",
+      // whether the new owner had confirmed items to mark depends on whether the SIGKILL came between
+      // a confirmation's record write and its IMAP mark: the bound below holds either way
+      t.diagnostic(
+        `confirmed items marked by the new owner: ${ra.loggedAll("items the device confirmed before a crash marked, not sent again").some((l) => l.servedUser === SERVED_USER)}`,
       );
       assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
       const taken = leasesTaken(ra);
@@ -177,7 +178,7 @@ describe("issue 13 DD-1: two sidecars on one Redis: the owner of the served user
   );
 
   test(
-    "issue 13 DD-1: the SIGTERM drain releases the slots the sidecar holds (the next registration's sidecar takes them at once)",
+    "scale-out DD-1: the SIGTERM drain releases the slots the sidecar holds (the next registration's sidecar takes them at once)",
     T,
     async () => {
       // A: the owner since the takeover

@@ -22,7 +22,7 @@ const T = { timeout: 120_000 };
 const SLOTS = 16;
 const LEASE_TTL_MS = 1500;
 
-describe("issue 13 RJ-1: two sidecars on one Redis: a client's re-join is answered by the holder of the served user's slot, whichever sidecar Kamailio asked", () => {
+describe("scale-out RJ-1: two sidecars on one Redis: a client's re-join is answered by the holder of the served user's slot, whichever sidecar Kamailio asked", () => {
   let pair: OwnerPair | undefined;
   let a: DeferredChatRig;
   let b: DeferredChatRig;

@@ -16,7 +16,7 @@ const MESSAGES = 400;
 const KILL_AT = 100;
 const OUTSTANDING = 16;
 
-describe("issue 13 (c) short form: an anchored MSRP relay when the sidecar is SIGKILLed", () => {
+describe("scale-out fault case (c), short form: an anchored MSRP relay when the sidecar is SIGKILLed", () => {
   let rig: DeferredChatRig | undefined;
   before(async () => {
     rig = await DeferredChatRig.start();

@@ -51,6 +51,8 @@ export interface FaultRunOptions {
   downMs?: number;
   /** Kamailio's CPM_PF_DEADLINE_MS. Default 200 (the plugin's). */
   deadlineMs?: number;
+  /** The sidecars' store.gsoBudgetMs. Default the sidecar's. */
+  gsoBudgetMs?: number;
   /** Each Kamailio's core async workers (the processes that wait for the sidecar's decisions). Default the cfg's (4). */
   asyncWorkers?: number;
   /** How long the spool and the fail-safe journal may take to drain after the burst. Default 120 s. */
@@ -248,6 +250,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
         CPM_PF__STORE__SPOOLDIR: spoolDir + suffix,
         CPM_PF__SESSION__STATEDIR: stateDir,
         CPM_PF__SESSION__FAILSAFEDIR: failsafeDir + suffix,
+        ...(opts.gsoBudgetMs === undefined ? {} : { CPM_PF__STORE__GSOBUDGETMS: String(opts.gsoBudgetMs) }),
       });
     }
     const log = new SidecarLog();

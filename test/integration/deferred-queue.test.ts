@@ -1,4 +1,4 @@
-// The deferred-messages queue (issue 3 item 4) against a real Dovecot
+// The deferred-messages queue against a real Dovecot
 // (test/harness/dovecot.ts): folder convention, arrival order, byte-exact
 // read-back, read/ack (at-least-once), duplicate MSRP Message-IDs, store outage.
 import assert from "node:assert/strict";

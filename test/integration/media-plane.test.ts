@@ -145,7 +145,7 @@ async function anchored(
   return { ...base, cf, client, session, clientPath };
 }
 
-test("issue 3 relay: CF messages reach the client unchanged and in order, chunked ones too (client a=setup:active)", T, async () => {
+test("media plane relay: CF messages reach the client unchanged and in order, chunked ones too (client a=setup:active)", T, async () => {
   const { cf, client } = await anchored({ clientSetup: "active" });
   const bodies = Array.from({ length: 60 }, (_, i) => wrapCpim(i < 30 && i % 10 === 3 ? `big ${i} ${"x".repeat(5000)}` : `hello ${i}`));
   // One after another, then a burst of single-chunk messages started in order without waiting (chunks of
@@ -168,7 +168,7 @@ test("issue 3 relay: CF messages reach the client unchanged and in order, chunke
   assert.ok(got.every((m) => m.contentType === "message/cpim"));
 });
 
-test("issue 3 relay: IMDN and isComposing from the client reach the CF unchanged (client a=setup:passive)", T, async () => {
+test("media plane relay: IMDN and isComposing from the client reach the CF unchanged (client a=setup:passive)", T, async () => {
   const { cf, client } = await anchored({ clientSetup: "passive" });
   const imdn = wrapCpim(IMDN_XML, "message/imdn+xml", "notification");
   const composing = wrapCpim(COMPOSING_XML, "application/im-iscomposing+xml");
@@ -185,7 +185,7 @@ test("issue 3 relay: IMDN and isComposing from the client reach the CF unchanged
 });
 
 test(
-  "issue 3 deferred: client leg gone -> messages, IMDNs, GSOs reach the DeferredSink in order; isComposing is answered and dropped",
+  "media plane deferred: client leg gone -> messages, IMDNs, GSOs reach the DeferredSink in order; isComposing is answered and dropped",
   T,
   async () => {
     const { plane, cf, client, sink, session } = await anchored();
@@ -211,33 +211,37 @@ test(
   },
 );
 
-test("issue 3 deferred: client never connects -> after clientLegTimeoutMs the CF's 200 comes only after the sink resolved", T, async () => {
-  const { plane, cf, sink, session } = await anchored({ connectClient: false, config: { clientLegTimeoutMs: 300 } });
-  sink.hold = true;
-  const body = wrapCpim("stored before acknowledged");
-  let cfCode: number | undefined;
-  const sending = cf.send(body, "message/cpim").then((r) => {
-    cfCode = r.code;
-    sink.log.push("cf got 200");
-  });
-  const [item] = await sink.waitForItems(1);
-  assert.equal(Buffer.from(item?.body ?? []).toString(), body);
-  assert.equal(plane.legs(session.sessionKey)?.client, "gone");
-  // A round trip on the same connection: a 200 the PF had already sent would be in by now.
-  assert.equal(await cf.keepalive(), 200);
-  assert.equal(cfCode, undefined, "the CF's SEND is not answered before the sink resolved");
-  sink.release();
-  await sending;
-  assert.equal(cfCode, 200);
-  assert.deepEqual(sink.log, [`store ${item?.msrpMessageId}`, "stored", "cf got 200"]);
-  // The sink failing: the CF gets an error (403, CPM_ERR_MEDIA_DEFER_FAILED), not 200.
-  const failing = cf.send(wrapCpim("cannot be stored"), "message/cpim");
-  await sink.waitForItems(2);
-  sink.fail();
-  assert.equal((await failing).code, 403);
-});
+test(
+  "media plane deferred: client never connects -> after clientLegTimeoutMs the CF's 200 comes only after the sink resolved",
+  T,
+  async () => {
+    const { plane, cf, sink, session } = await anchored({ connectClient: false, config: { clientLegTimeoutMs: 300 } });
+    sink.hold = true;
+    const body = wrapCpim("stored before acknowledged");
+    let cfCode: number | undefined;
+    const sending = cf.send(body, "message/cpim").then((r) => {
+      cfCode = r.code;
+      sink.log.push("cf got 200");
+    });
+    const [item] = await sink.waitForItems(1);
+    assert.equal(Buffer.from(item?.body ?? []).toString(), body);
+    assert.equal(plane.legs(session.sessionKey)?.client, "gone");
+    // A round trip on the same connection: a 200 the PF had already sent would be in by now.
+    assert.equal(await cf.keepalive(), 200);
+    assert.equal(cfCode, undefined, "the CF's SEND is not answered before the sink resolved");
+    sink.release();
+    await sending;
+    assert.equal(cfCode, 200);
+    assert.deepEqual(sink.log, [`store ${item?.msrpMessageId}`, "stored", "cf got 200"]);
+    // The sink failing: the CF gets an error (403, CPM_ERR_MEDIA_DEFER_FAILED), not 200.
+    const failing = cf.send(wrapCpim("cannot be stored"), "message/cpim");
+    await sink.waitForItems(2);
+    sink.fail();
+    assert.equal((await failing).code, 403);
+  },
+);
 
-test("issue 3 relay: both peers connect (a=setup:active), the client even before its answer reached the PF", T, async () => {
+test("media plane relay: both peers connect (a=setup:active), the client even before its answer reached the PF", T, async () => {
   const { plane } = await startPlane();
   const cf = await peer();
   const client = await peer();
@@ -264,7 +268,7 @@ test("issue 3 relay: both peers connect (a=setup:active), the client even before
   assert.equal((await cf.waitForMessages(1))[0]?.body.toString(), up);
 });
 
-test("issue 3 security: no message body reaches the log, not even at debug level", T, async () => {
+test("media plane security: no message body reaches the log, not even at debug level", T, async () => {
   const { logger: debugLogger, lines } = capturingLogger("debug");
   const resources = new MsrpResources();
   const sink = new FakeSink();
@@ -451,7 +455,7 @@ async function rawSender(port: number) {
 const foreignPath = () => `msrp://127.0.0.1:9/${newSessionId()};tcp`;
 
 test(
-  "issue 3 security: a To-Path naming no session of the connection gets 481 (506 when bound elsewhere, for the peer's own From-Path) and reaches no session",
+  "media plane security: a To-Path naming no session of the connection gets 481 (506 when bound elsewhere, for the peer's own From-Path) and reaches no session",
   T,
   async () => {
     const { plane, cf, client, clientPath } = await anchored();
@@ -616,7 +620,7 @@ test(
   },
 );
 
-test("issue 3 security: a connection that never presents a valid session is closed after unauthenticatedTimeoutMs", T, async () => {
+test("media plane security: a connection that never presents a valid session is closed after unauthenticatedTimeoutMs", T, async () => {
   const { plane } = await startPlane({ unauthenticatedTimeoutMs: 200 });
   const idle = await RawMsrpSocket.connect(plane.address.port);
   const wrong = await RawMsrpSocket.connect(plane.address.port);
@@ -667,7 +671,7 @@ async function anchoredRawClient(config: Partial<MediaConfig> = {}, log = logger
 }
 
 test(
-  "issue 3 limits: malformed and oversized frames from the client get 400 / 413, the session keeps relaying; garbage drops only the client leg and the CF's messages are then stored",
+  "media plane limits: malformed and oversized frames from the client get 400 / 413, the session keeps relaying; garbage drops only the client leg and the CF's messages are then stored",
   T,
   async () => {
     const { plane, sink, cf, session, raw, frame } = await anchoredRawClient({ maxChunkBytes: 4096 });
@@ -756,7 +760,7 @@ test("MSRP stall: a refused frame whose end-line comes within maxSkipBytes -> th
 });
 
 test(
-  "issue 3 recording (BYE-B8 groundwork): relayed messages of both directions are kept and handed to the SessionRecorder",
+  "media plane recording (BYE-B8 groundwork): relayed messages of both directions are kept and handed to the SessionRecorder",
   T,
   async () => {
     const { plane, recorder, cf, client, session } = await anchored({ allowOfflineStorage: true, config: { maxRecordedBytes: 600 } });
@@ -783,14 +787,14 @@ test(
   },
 );
 
-test("issue 3 recording: off without allow-offline-storage and media.recording", T, async () => {
+test("media plane recording: off without allow-offline-storage and media.recording", T, async () => {
   const { plane, recorder, session } = await anchored();
   assert.equal(await plane.recordSession(session.sessionKey), false);
   assert.equal(await plane.recordSession("no-such-session"), false);
   assert.equal(recorder.calls.length, 0);
 });
 
-test("issue 3 msrps: the legs run over TLS when media.tlsCertFile / tlsKeyFile are set", T, async () => {
+test("media plane msrps: the legs run over TLS when media.tlsCertFile / tlsKeyFile are set", T, async () => {
   const pki = makeTestPki();
   cleanups.push(() => pki.remove());
   const { plane } = await startPlane({ tlsCertFile: pki.serverCert, tlsKeyFile: pki.serverKey, tlsCaFile: pki.caCert });

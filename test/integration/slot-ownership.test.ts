@@ -42,7 +42,7 @@ async function sidecar(keyspace: Keyspace, holder: string, ttlMs: number, slots 
   return { o, wakes };
 }
 
-test("issue 13 DD-1: the first sidecar needing a served user's slot takes it; the other sees the live holder; renewals keep it past its TTL; release hands it over with a newer token", async () => {
+test("scale-out DD-1: the first sidecar needing a served user's slot takes it; the other sees the live holder; renewals keep it past its TTL; release hands it over with a newer token", async () => {
   const keyspace = new Keyspace(`own${prefixes++}:`);
   const a = await sidecar(keyspace, "sidecar-a", 600);
   const b = await sidecar(keyspace, "sidecar-b", 600);
@@ -79,7 +79,7 @@ test("issue 13 DD-1: the first sidecar needing a served user's slot takes it; th
   assert.equal(await a.o.confirm(first.lease), false, "A's old token fails the fence");
 });
 
-test("issue 13 DD-1: a registration at the sidecar that does not hold the slot is published on wake:<slot>; the holder gets the served user, the contact and +sip.instance", async () => {
+test("scale-out DD-1: a registration at the sidecar that does not hold the slot is published on wake:<slot>; the holder gets the served user, the contact and +sip.instance", async () => {
   const keyspace = new Keyspace(`own${prefixes++}:`);
   const a = await sidecar(keyspace, "sidecar-a", 5000);
   const b = await sidecar(keyspace, "sidecar-b", 5000);
@@ -103,7 +103,7 @@ test("issue 13 DD-1: a registration at the sidecar that does not hold the slot i
   assert.equal(await b.o.wake(seen.slot, { servedUser: USER, client: CLIENT }), 0);
 });
 
-test("issue 13 DD-1: a dead holder (no renewals, not subscribed): a wake-up reaches nobody; once its lease lapsed the other takes the slot with a newer token and the dead one's token fails the fence", async () => {
+test("scale-out DD-1: a dead holder (no renewals, not subscribed): a wake-up reaches nobody; once its lease lapsed the other takes the slot with a newer token and the dead one's token fails the fence", async () => {
   const keyspace = new Keyspace(`own${prefixes++}:`);
   // the dead sidecar's lease as it left it: granted, never renewed, nobody listening
   const dead = new SlotLeases({ redis: connection, keyspace, holder: "sidecar-dead", slots: 64, ttlMs: 800 });
@@ -123,7 +123,7 @@ test("issue 13 DD-1: a dead holder (no renewals, not subscribed): a wake-up reac
   assert.equal(await b.o.confirm(taken.lease), true);
 });
 
-test("issue 13: sidecars hashing into different slot counts: the second does not start (CPM_ERR_CONFIG names session.slots)", async () => {
+test("scale-out: sidecars hashing into different slot counts: the second does not start (CPM_ERR_CONFIG names session.slots)", async () => {
   const keyspace = new Keyspace(`own${prefixes++}:`);
   await sidecar(keyspace, "sidecar-a", 5000, 64);
   const b = new SlotOwnership({
@@ -142,7 +142,7 @@ test("issue 13: sidecars hashing into different slot counts: the second does not
   await b.release();
 });
 
-test("issue 13 RJ-1: each sidecar publishes its SIP UA with its leases; another sidecar learns the holder's UA with the holder (a re-join is routed there); released on drain", async () => {
+test("scale-out RJ-1: each sidecar publishes its SIP UA with its leases; another sidecar learns the holder's UA with the holder (a re-join is routed there); released on drain", async () => {
   const keyspace = new Keyspace(`own${prefixes++}:`);
   const mk = async (holder: string, uaAddress: string) => {
     const o = new SlotOwnership({

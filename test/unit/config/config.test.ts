@@ -27,7 +27,7 @@ test("a bad value stops start-up with an error naming the key", () => {
   for (const [file, env, re] of cases) assert.throws(() => buildConfig(file, env), re);
 });
 
-test("issue 3 media section: defaults, overrides and validation", () => {
+test("media section: defaults, overrides and validation", () => {
   assert.equal(defaults.media.enabled, false);
   assert.equal(defaults.media.recording, false);
   const cfg = buildConfig(

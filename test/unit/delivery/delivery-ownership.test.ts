@@ -96,7 +96,7 @@ test("DD-1 (one sidecar, the journal): no ownership asked, the registration star
   assert.deepEqual(seenFences, [undefined], "no lease, no fence");
 });
 
-test("issue 13 DD-1: the holder of the served user's slot delivers after the fence check; the answer names it", async () => {
+test("scale-out DD-1: the holder of the served user's slot delivers after the fence check; the answer names it", async () => {
   const lease = { slot: 3, token: 7 };
   const f = fakeOwnership([{ self: true, lease }]);
   const { s, legs, seenFences } = service(f.o);
@@ -109,7 +109,7 @@ test("issue 13 DD-1: the holder of the served user's slot delivers after the fen
   assert.equal(f.wakes.length, 0);
 });
 
-test("issue 13 DD-1: another live sidecar holds the slot: the registration is published to it (served user, contact, +sip.instance), nothing starts here, the answer names the owner", async () => {
+test("scale-out DD-1: another live sidecar holds the slot: the registration is published to it (served user, contact, +sip.instance), nothing starts here, the answer names the owner", async () => {
   const f = fakeOwnership([{ self: false, slot: 3, holder: "sidecar-b", lapsesInMs: 5000 }]);
   const { s, legs } = service(f.o);
   const r = await register(s);
@@ -123,7 +123,7 @@ test("issue 13 DD-1: another live sidecar holds the slot: the registration is pu
   assert.deepEqual(r.notes, ["deferred delivery by sidecar sidecar-b (owner of slot 3)"]);
 });
 
-test("issue 13 DD-1: a newer lease was granted while the queue was read: the old token fails the fence, nothing is claimed, the new holder is woken", async () => {
+test("scale-out DD-1: a newer lease was granted while the queue was read: the old token fails the fence, nothing is claimed, the new holder is woken", async () => {
   const f = fakeOwnership(
     [
       { self: true, lease: { slot: 3, token: 7 } },
@@ -139,7 +139,7 @@ test("issue 13 DD-1: a newer lease was granted while the queue was read: the old
   assert.deepEqual(r.notes, ["deferred delivery by sidecar sidecar-b (owner of slot 3)"]);
 });
 
-test("issue 13 DD-1: a wake-up for a slot another sidecar holds now is not acted on (and not passed on)", async () => {
+test("scale-out DD-1: a wake-up for a slot another sidecar holds now is not acted on (and not passed on)", async () => {
   const f = fakeOwnership([{ self: false, slot: 3, holder: "sidecar-c", lapsesInMs: 5000 }]);
   const { s, legs } = service(f.o);
   s.woken({ servedUser: SERVED_USER, client: { contact: "<sip:ue@127.0.0.1>" }, from: "sidecar-b" });
@@ -149,7 +149,7 @@ test("issue 13 DD-1: a wake-up for a slot another sidecar holds now is not acted
   assert.equal(f.wakes.length, 0);
 });
 
-test("issue 13 DD-1: a wake-up nobody received (the holder died, its lease still running): retried once the lease lapsed, then this sidecar takes the slot and delivers", async () => {
+test("scale-out DD-1: a wake-up nobody received (the holder died, its lease still running): retried once the lease lapsed, then this sidecar takes the slot and delivers", async () => {
   const f = fakeOwnership(
     [
       { self: false, slot: 3, holder: "sidecar-dead", lapsesInMs: 10 },
@@ -175,7 +175,7 @@ async function waitUntil(cond: () => Promise<boolean>): Promise<void> {
   throw new Error("condition not met");
 }
 
-test("issue 13 RJ-1: a re-join of a group with data pending: this sidecar holds the slot -> its own UA answers; another does -> that holder's UA; a holder with no UA published, or an unknown owner -> the focus gets it", async () => {
+test("scale-out RJ-1: a re-join of a group with data pending: this sidecar holds the slot -> its own UA answers; another does -> that holder's UA; a holder with no UA published, or an unknown owner -> the focus gets it", async () => {
   const lease = { slot: 3, token: 7 };
   const other = { self: false as const, slot: 3, holder: "sidecar-b", lapsesInMs: 5000 };
   const f = fakeOwnership([{ self: true, lease }, { ...other, ua: "sip:127.0.0.1:6097" }, other]);
@@ -187,7 +187,7 @@ test("issue 13 RJ-1: a re-join of a group with data pending: this sidecar holds 
   assert.equal(f.asked.owner, 4);
 });
 
-test("issue 13 RJ-1: a re-join of a group with nothing to deliver (terminated) is not routed to the slot's holder", async () => {
+test("scale-out RJ-1: a re-join of a group with nothing to deliver (terminated) is not routed to the slot's holder", async () => {
   const f = fakeOwnership([{ self: false, slot: 3, holder: "sidecar-b", lapsesInMs: 5000, ua: "sip:127.0.0.1:6097" }]);
   const { s } = service(f.o);
   assert.equal(await s.rejoinTarget(groupSession({ lifecycle: "terminated" })), undefined);

@@ -8,7 +8,7 @@ function cpim(contentType: string, extra: string[] = [], eol = "\r\n"): Buffer {
   return Buffer.from(lines.join(eol));
 }
 
-test("issue 3 classify: the CPIM payload's Content-Type decides message / imdn / gso / isComposing", () => {
+test("media plane classify: the CPIM payload's Content-Type decides message / imdn / gso / isComposing", () => {
   assert.equal(classifyPayload("message/cpim", cpim("text/plain;charset=UTF-8")), "message");
   assert.equal(classifyPayload("message/cpim", cpim("message/imdn+xml", ["Content-Disposition: notification"])), "imdn");
   assert.equal(classifyPayload("Message/CPIM", cpim("Application/Group-State-Object+xml")), "gso");
@@ -20,7 +20,7 @@ test("issue 3 classify: the CPIM payload's Content-Type decides message / imdn /
   assert.equal(classifyPayload("message/cpim", cpim("message/imdn+xml", [], "\n")), "imdn");
 });
 
-test("issue 3 classify: unwrapped payloads by the MSRP Content-Type; anything unknown is a message", () => {
+test("media plane classify: unwrapped payloads by the MSRP Content-Type; anything unknown is a message", () => {
   assert.equal(classifyPayload("application/group-state-object+xml", Buffer.from("<groupstate/>")), "gso");
   assert.equal(classifyPayload("application/im-iscomposing+xml; charset=utf-8", Buffer.from("<isComposing/>")), "isComposing");
   assert.equal(classifyPayload("message/imdn+xml", Buffer.from("<imdn/>")), "imdn");
@@ -30,7 +30,7 @@ test("issue 3 classify: unwrapped payloads by the MSRP Content-Type; anything un
   assert.equal(classifyPayload("message/cpim", Buffer.from("garbage without blank lines")), "message");
 });
 
-test("issue 3 classify: only the head of a large body is read", () => {
+test("media plane classify: only the head of a large body is read", () => {
   const huge = Buffer.concat([cpim("message/imdn+xml"), Buffer.alloc(5 * 1024 * 1024, 0x41)]);
   assert.equal(classifyPayload("message/cpim", huge), "imdn");
   const blocks = cpimHeaderBlocks(Buffer.from("A: 1\r\nB: 2\r\n  continued\r\n\r\nContent-Type: text/plain\r\n\r\nbody"));

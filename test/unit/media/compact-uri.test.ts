@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { compactPath, compactUri } from "../../../src/media/compact-uri.js";
 import { formatMsrpUri, msrpUriEquals, parseMsrpPath, parseMsrpUri } from "../../../src/msrp/uri.js";
 
-test("issue 3 compact URIs: the copy is equal (RFC 4975 6.1) and formats the same", () => {
+test("media plane compact URIs: the copy is equal (RFC 4975 6.1) and formats the same", () => {
   for (const text of [
     "msrp://127.0.0.1:2855/abcDEF0123456789xyzW;tcp",
     "msrps://alice@relay.example.net:12000/s1=+/x;tcp;foo=bar;flag",
@@ -19,7 +19,7 @@ test("issue 3 compact URIs: the copy is equal (RFC 4975 6.1) and formats the sam
   assert.deepEqual(compactPath(path), path);
 });
 
-test("issue 3 compact URIs: repeated hosts and transports are one shared string", () => {
+test("media plane compact URIs: repeated hosts and transports are one shared string", () => {
   const a = compactUri(parseMsrpUri("msrp://cf.example.net:2855/aaaaaaaaaaaaaaaaaaaa;tcp"));
   const b = compactUri(parseMsrpUri("MSRP://cf.example.net:2855/bbbbbbbbbbbbbbbbbbbb;tcp"));
   assert.equal(a.host, b.host);

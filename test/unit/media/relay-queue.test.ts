@@ -74,7 +74,7 @@ function setup(state: LegState = "up", maxInFlight = 3, deferCode = 200) {
   return { leg, queue, push, deferred, relayed, codes };
 }
 
-test("issue 3 relay queue: single-chunk messages are pipelined in order up to maxInFlight", async () => {
+test("media plane relay queue: single-chunk messages are pipelined in order up to maxInFlight", async () => {
   const { leg, push, codes, relayed, queue } = setup("up", 3);
   for (const id of ["m1", "m2", "m3", "m4", "m5"]) push(id);
   await tick();
@@ -92,7 +92,7 @@ test("issue 3 relay queue: single-chunk messages are pipelined in order up to ma
   assert.equal(queue.size, 0);
 });
 
-test("issue 3 relay queue: a chunked message goes out whole before the next one starts", async () => {
+test("media plane relay queue: a chunked message goes out whole before the next one starts", async () => {
   const { leg, push } = setup("up");
   push("small1");
   push("big", "message", 100);
@@ -107,7 +107,7 @@ test("issue 3 relay queue: a chunked message goes out whole before the next one 
   assert.deepEqual(leg.sent, ["small1", "big", "small2"]);
 });
 
-test("issue 3 relay queue: a pending leg holds messages until it is up, or defers them when it is declared absent", async () => {
+test("media plane relay queue: a pending leg holds messages until it is up, or defers them when it is declared absent", async () => {
   const up = setup("pending");
   up.push("a");
   await tick();
@@ -128,7 +128,7 @@ test("issue 3 relay queue: a pending leg holds messages until it is up, or defer
   assert.deepEqual(Object.fromEntries(absent.codes), { b: 200, c: 200, d: 200 });
 });
 
-test("issue 3 relay queue: when the leg breaks mid-flight, the unrelayed messages and all later ones are deferred in arrival order", async () => {
+test("media plane relay queue: when the leg breaks mid-flight, the unrelayed messages and all later ones are deferred in arrival order", async () => {
   const { leg, push, deferred, relayed, codes, queue } = setup("up", 8);
   for (const id of ["a", "b", "c"]) push(id);
   await tick();
@@ -144,7 +144,7 @@ test("issue 3 relay queue: when the leg breaks mid-flight, the unrelayed message
   assert.deepEqual(Object.fromEntries(codes), { a: 200, b: 200, c: 200, d: 200 });
 });
 
-test("issue 3 relay queue: a refusal by the next hop (415) goes back to the sender; a failing store answers its error", async () => {
+test("media plane relay queue: a refusal by the next hop (415) goes back to the sender; a failing store answers its error", async () => {
   const refused = setup("up");
   refused.push("x");
   await tick();

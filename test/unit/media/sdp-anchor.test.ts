@@ -19,7 +19,7 @@ const OFFER = [
 
 const ANCHOR = { host: "127.0.0.1", port: 9000, sessionId: "pf-leg-b-7Qx", tls: false };
 
-test("issue 3 SDP anchoring: a=path, port and c= point at the PF; MSRP attributes pass unchanged", () => {
+test("SDP anchoring: a=path, port and c= point at the PF; MSRP attributes pass unchanged", () => {
   const r = anchorSdp(OFFER, ANCHOR, "offer");
   assert.deepEqual(r.peerPath, ["msrp://relay.example.net:2855/r1;tcp", "msrp://192.0.2.10:7394/cf1;tcp"]);
   assert.equal(r.peerSetup, "actpass");
@@ -34,7 +34,7 @@ test("issue 3 SDP anchoring: a=path, port and c= point at the PF; MSRP attribute
   assert.match(r.sdp, /\r\na=sendrecv\r\n/);
 });
 
-test("issue 3 SDP anchoring: answers pick the opposite role of the offer (RFC 6135), TLS uses msrps", () => {
+test("SDP anchoring: answers pick the opposite role of the offer (RFC 6135), TLS uses msrps", () => {
   const r = anchorSdp(OFFER.replace("a=setup:actpass", "a=setup:passive"), { ...ANCHOR, tls: true }, "answer", "active");
   assert.equal(r.localSetup, "passive");
   assert.match(r.sdp, /m=message 9000 TCP\/TLS\/MSRP \*/);
@@ -42,7 +42,7 @@ test("issue 3 SDP anchoring: answers pick the opposite role of the offer (RFC 61
   assert.equal(anchorSdp(OFFER, ANCHOR, "answer", "actpass").localSetup, "active");
 });
 
-test("issue 3 SDP anchoring: unusable SDP is refused with CPM_ERR_BAD_SDP / CPM_ERR_MSRP_URI", () => {
+test("SDP anchoring: unusable SDP is refused with CPM_ERR_BAD_SDP / CPM_ERR_MSRP_URI", () => {
   const code = (c: string) => (e: Error & { code?: string }) => e.code === c;
   assert.throws(() => anchorSdp("", ANCHOR, "offer"), code("CPM_ERR_BAD_SDP"));
   assert.throws(

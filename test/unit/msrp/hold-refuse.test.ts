@@ -1,5 +1,5 @@
 // The media plane's two hooks in the session: a "message" listener may hold
-// the response until its verdict (store-then-200, issue 3 item 4), and
+// the response until its verdict (store-then-200), and
 // refuseIncoming() answers every later SEND with a code (BYE-B6).
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -16,7 +16,7 @@ function session() {
   return new MsrpSession({ localUri: ours, remotePath: [peer], logger: silentLogger(), resources: new MsrpResources() });
 }
 
-test("issue 3 hold: a listener's verdict replaces the immediate 200 of the completing chunk; the success REPORT waits for it", async () => {
+test("media plane hold: a listener's verdict replaces the immediate 200 of the completing chunk; the success REPORT waits for it", async () => {
   const s = session();
   let verdict!: (code: number) => void;
   s.on("message", (_m, hold) =>
@@ -37,7 +37,7 @@ test("issue 3 hold: a listener's verdict replaces the immediate 200 of the compl
   assert.equal(await actions.respondLater, 200);
 });
 
-test("issue 3 hold: without a hold the response is immediate, as before", () => {
+test("media plane hold: without a hold the response is immediate, as before", () => {
   const s = session();
   s.on("message", () => {});
   const [only] = chunkMessage({ body: Buffer.from("hi"), contentType: "message/cpim" }, [ours], [peer]);

@@ -1,4 +1,4 @@
-// Issue 3 SDP anchoring, sidecar side: ObserveSession's anchor_media,
+// SDP anchoring, sidecar side: ObserveSession's anchor_media,
 // AnchorMedia / ReportMediaAnswer through the ParticipatingFunction (and over
 // gRPC for the error trailers Kamailio reads), and the BYE-B6/B8/B10 seams.
 import assert from "node:assert/strict";
@@ -63,7 +63,7 @@ const CLIENT_SDP = SDP_OFFER.replace("a=path:msrp://127.0.0.1:7394/s1;tcp", "a=p
   "a=setup:active\r\na=sendrecv",
 );
 
-describe("issue 3 SDP anchoring: ObserveSession anchor_media", () => {
+describe("SDP anchoring: ObserveSession anchor_media", () => {
   test("MEDIA-ANCHOR: the focus' INVITE, PF as B2BUA, media on -> anchor", async () => {
     const pf = await pfWith(new StubMediaPlane());
     assert.equal((await pf.observe(env(inviteFromFocus({ callId: "a1" })))).anchorMedia, true);
@@ -84,7 +84,7 @@ describe("issue 3 SDP anchoring: ObserveSession anchor_media", () => {
   });
 });
 
-describe("issue 3 SDP anchoring: AnchorMedia / ReportMediaAnswer", () => {
+describe("SDP anchoring: AnchorMedia / ReportMediaAnswer", () => {
   test("MEDIA-ANCHOR: the multipart INVITE keeps its resource-list; its SDP part points at the PF", async () => {
     const media = new StubMediaPlane({ port: 41000 });
     const pf = await pfWith(media);
@@ -160,7 +160,7 @@ describe("issue 3 SDP anchoring: AnchorMedia / ReportMediaAnswer", () => {
   });
 });
 
-describe("issue 3: BYE-B6 / BYE-B8 / BYE-B10 seams in the PF", () => {
+describe("media plane: BYE-B6 / BYE-B8 / BYE-B10 seams in the PF", () => {
   test("BYE-B6: a network BYE in B2BUA mode refuses the client's media; BYE-B8 BYE-B10: the client's 200 records, then releases", async () => {
     const media = new StubMediaPlane();
     const pf = await pfWith(media);
@@ -197,7 +197,7 @@ describe("issue 3: BYE-B6 / BYE-B8 / BYE-B10 seams in the PF", () => {
   });
 });
 
-describe("issue 3 SDP anchoring: an anchored INVITE without a session", () => {
+describe("SDP anchoring: an anchored INVITE without a session", () => {
   test("BYE-B10: a non-2xx final answer (or none) releases the media of the INVITE and forgets the session; a 2xx does not", async () => {
     const media = new StubMediaPlane();
     const pf = await pfWith(media);
@@ -213,7 +213,7 @@ describe("issue 3 SDP anchoring: an anchored INVITE without a session", () => {
   });
 });
 
-describe("issue 3 SDP anchoring: client-initiated group chat (the served user's client INVITEs the CF)", () => {
+describe("SDP anchoring: client-initiated group chat (the served user's client INVITEs the CF)", () => {
   test("MEDIA-ANCHOR: the client's initial INVITE of a CPM session, PF as B2BUA, media on -> anchor; proxy, media off, re-INVITE or non-CPM -> no", async () => {
     assert.equal((await (await pfWith(new StubMediaPlane())).observe(env(inviteFromClient({ callId: "c1" })))).anchorMedia, true);
     assert.equal((await (await pfWith(new StubMediaPlane(), { mode: "proxy" })).observe(env(inviteFromClient()))).anchorMedia, false);
@@ -292,7 +292,7 @@ describe("issue 3 SDP anchoring: client-initiated group chat (the served user's 
   });
 });
 
-describe("issue 3 SDP anchoring over gRPC: what the Kamailio bridge reads", () => {
+describe("SDP anchoring over gRPC: what the Kamailio bridge reads", () => {
   let server: RunningServer;
   let client: PfClient;
   before(async () => {

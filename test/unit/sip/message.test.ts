@@ -50,7 +50,7 @@ test("multipart without boundary or closing delimiter is an error", () => {
   assert.throws(() => bodyParts("multipart/mixed;boundary=b", Buffer.from("--b\r\nContent-Type: a/b\r\n\r\nxx")));
 });
 
-test("issue 3 SDP anchoring: replaceBodyPart swaps the SDP part of a multipart body and keeps the rest byte for byte", () => {
+test("SDP anchoring: replaceBodyPart swaps the SDP part of a multipart body and keeps the rest byte for byte", () => {
   const body = Buffer.from(
     "--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nold\r\n--b\r\nContent-Type: text/plain\r\n\r\nkeep\r\n--b--\r\n",
   );

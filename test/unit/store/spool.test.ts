@@ -47,6 +47,21 @@ test("concurrent puts get distinct ids", async () => {
   assert.equal((await spool.list()).length, 50);
 });
 
+test("BYE-B5 spool group commit: puts and removes made while a directory fsync runs share the next one; every one resolves, and a new instance on the directory sees exactly what is left", async () => {
+  const dir = await tempSpoolDir();
+  const spool = new Spool(dir, silentLogger());
+  const ids = await Promise.all(Array.from({ length: 200 }, (_, i) => spool.put(entry(i))));
+  const gone = ids.filter((_, i) => i % 3 === 0);
+  // removals of the first wave interleaved with a second wave of puts
+  const [, more] = await Promise.all([
+    Promise.all(gone.map((id) => spool.remove(id))),
+    Promise.all(Array.from({ length: 100 }, (_, i) => spool.put(entry(200 + i)))),
+  ]);
+  const left = [...ids.filter((id) => !gone.includes(id)), ...more].sort();
+  assert.deepEqual(await spool.list(), left);
+  assert.deepEqual(await new Spool(dir, silentLogger()).list(), left);
+});
+
 test("survives re-open: entries kept, new ids sort after old ones, temp files cleaned", async () => {
   const dir = await tempSpoolDir();
   const first = new Spool(dir, silentLogger());
