@@ -67,7 +67,7 @@ const seconds = (since: number) => (performance.now() - since) / 1000;
 export function unary<Req, Res>(log: Logger, metrics: Metrics, name: string, fn: (req: Req, answerBy: number | undefined) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const started = performance.now();
-    fn(call.request, answerBy(started, call.getDeadline())).then(
+    fn(call.request, onClock(started, call.getDeadline())).then(
       (res) => {
         metrics.decision(name, "ok", seconds(started));
         callback(null, res);
@@ -87,7 +87,7 @@ export function unary<Req, Res>(log: Logger, metrics: Metrics, name: string, fn:
 }
 
 /** When the caller stops waiting, on the performance.now() clock: its gRPC deadline (a Date or ms since the epoch; Infinity: none). */
-function answerBy(now: number, deadline: Date | number): number | undefined {
+function onClock(now: number, deadline: Date | number): number | undefined {
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
   return Number.isFinite(at) ? now + (at - Date.now()) : undefined;
 }

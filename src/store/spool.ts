@@ -224,11 +224,10 @@ export class Spool {
    */
   private syncDir(): Promise<void> {
     if (!this.dirSync) {
-      const run = fsyncDir(this.dir).finally(() => {
-        if (this.dirSync === run) this.dirSync = undefined;
+      this.dirSync = fsyncDir(this.dir).finally(() => {
+        this.dirSync = undefined;
       });
-      this.dirSync = run;
-      return run;
+      return this.dirSync;
     }
     this.nextDirSync ??= this.dirSync
       .catch(() => {})
@@ -345,7 +344,7 @@ export class Spool {
       await mkdir(this.badDir, { recursive: true });
       await rename(join(this.dir, id), join(this.badDir, id));
       this.unindex(id);
-      await fsyncDir(this.dir);
+      await this.syncDir();
     } catch (err) {
       this.log.error("cannot move spool entry aside", { spoolId: id, reason: (err as Error).message });
     }
