@@ -116,8 +116,12 @@ export function describeImapError(err: unknown): string {
   return parts.filter((p) => p !== undefined && p !== "").join(" ");
 }
 
-/** imapflow's logger interface, forwarded to our winston logger at debug (trace is dropped). */
-function imapflowLogger(log: Logger): ImapFlowLogger {
+/**
+ * imapflow's logger interface, forwarded to our winston logger at debug (trace is dropped).
+ * `isLevelEnabled` lets imapflow skip serialising every command and response for a log line
+ * nobody reads (it does so for any logger without it).
+ */
+function imapflowLogger(log: Logger): ImapFlowLogger & { isLevelEnabled(level: string): boolean } {
   const fwd = (level: string) => (entry: unknown) => {
     if (!log.isDebugEnabled()) return;
     const { msg, err, ...fields } = (typeof entry === "object" && entry !== null ? entry : { msg: String(entry) }) as {
@@ -131,7 +135,14 @@ function imapflowLogger(log: Logger): ImapFlowLogger {
       ...(err === undefined ? {} : { error: describeImapError(err) }),
     });
   };
-  return { debug: fwd("debug"), info: fwd("info"), warn: fwd("warn"), error: fwd("error"), fatal: fwd("fatal") };
+  return {
+    debug: fwd("debug"),
+    info: fwd("info"),
+    warn: fwd("warn"),
+    error: fwd("error"),
+    fatal: fwd("fatal"),
+    isLevelEnabled: (level) => level !== "trace" && log.isDebugEnabled(),
+  };
 }
 
 export class ImapPool {
