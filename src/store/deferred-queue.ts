@@ -7,7 +7,8 @@
 // Folder convention, in the served user's mailbox (mailboxes.ts picks it from
 // GroupSessionRef.servedUser / QueueRef.servedUser; a handle carries it):
 //   <deferredRootFolder>/<Conversation-ID>/<Contribution-ID>
-// with deferredRootFolder = store.deferredRootFolder ("Deferred"), components
+// with deferredRootFolder = store.deferredRootFolder ("Deferred"; with the
+// shared login one level per served user below it, Mailboxes.privateRootOf), components
 // encoded by folder.ts exactly like the session folders
 // <rootFolder>/<Conversation-ID>/<Contribution-ID> ("Default/..."). Why a
 // sibling root and not <rootFolder>/Deferred/...:
@@ -180,7 +181,7 @@ export class DeferredQueue implements DeferredSink {
 
   constructor(
     private readonly cfg: Pick<Config["store"], "deferredRootFolder">,
-    private readonly mailboxes: Pick<Mailboxes, "forUser" | "mailboxOf">,
+    private readonly mailboxes: Pick<Mailboxes, "forUser" | "mailboxOf" | "privateRootOf">,
     log: Logger,
     opts: DeferredQueueOptions = {},
   ) {
@@ -189,9 +190,13 @@ export class DeferredQueue implements DeferredSink {
     this.maxIds = opts.maxIdsPerSession ?? 10_000;
   }
 
-  /** The session's queue folder: <deferredRootFolder>/<enc(Conversation-ID)>/<enc(Contribution-ID)>. */
-  folderOf(session: Pick<GroupSessionRef, "conversationId" | "contributionId">): string {
-    return groupSessionFolder(this.cfg.deferredRootFolder, session.conversationId, session.contributionId);
+  /** The session's queue folder: <deferred root of the user>/<enc(Conversation-ID)>/<enc(Contribution-ID)>. */
+  folderOf(session: Pick<GroupSessionRef, "servedUser" | "conversationId" | "contributionId">): string {
+    return groupSessionFolder(this.rootOf(session.servedUser), session.conversationId, session.contributionId);
+  }
+
+  private rootOf(servedUser: string): string {
+    return this.mailboxes.privateRootOf(this.cfg.deferredRootFolder, servedUser);
   }
 
   /** DeferredSink: resolves once stored or spooled; items of one session in call order. */
@@ -455,7 +460,7 @@ export class DeferredQueue implements DeferredSink {
    * of are listed with count 0.
    */
   async listSessions(servedUser: string, device?: string): Promise<DeferredSessionSummary[]> {
-    const root = `${this.cfg.deferredRootFolder}/`;
+    const root = `${this.rootOf(servedUser)}/`;
     const depth = root.split("/").length + 1;
     const boxes = await this.io(servedUser, (conn) => conn.cmd("LIST", () => conn.client.list({ statusQuery: { messages: true } })));
     const out: DeferredSessionSummary[] = [];

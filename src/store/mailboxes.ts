@@ -22,6 +22,7 @@ import type { Config } from "../config/config.js";
 import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import { type Metrics, noMetrics } from "../metrics/metrics.js";
+import { encodeFolderComponent } from "./folder.js";
 import { LoginGate } from "./imap-pool.js";
 import { isPerUserTemplate, mailboxLogin, mailboxNameOf } from "./mailbox-name.js";
 import { type AppendResult, MessageStore, type MessageStoreStats, type StoreObject } from "./message-store.js";
@@ -96,6 +97,17 @@ export class Mailboxes {
    */
   mailboxOf(servedUser: string): string {
     return this.perUser ? mailboxNameOf(servedUser) : "";
+  }
+
+  /**
+   * Where the served user's PF-private folders (deferred queues, session
+   * descriptors) start: `root` itself in the user's own mailbox; with the
+   * shared login, one level per user below it (`<root>/<enc(mailbox name)>`),
+   * so that two users of one group chat never share a queue. Throws
+   * CPM_ERR_BAD_SERVED_USER.
+   */
+  privateRootOf(root: string, servedUser: string): string {
+    return this.perUser ? root : `${root}/${encodeFolderComponent(mailboxNameOf(servedUser))}`;
   }
 
   /** The MessageStore of the served user's mailbox, opened if needed. Throws CPM_ERR_BAD_SERVED_USER. */

@@ -2,8 +2,9 @@
 // user's mailbox, written when the first item of the session is deferred, so
 // that the deferred queue is always self-describing (a PF whose local state
 // is gone rebuilds the record from it, src/session/rebuild.ts). Folder:
-// <deferredRootFolder>/_sessions (one level above the queues, so it is never
-// taken for a queue: those are <deferredRootFolder>/<Conversation-ID>/<Contribution-ID>).
+// <deferred root>/_sessions (one level above the queues, so it is never taken
+// for a queue: those are <deferred root>/<Conversation-ID>/<Contribution-ID>;
+// the deferred root is store.deferredRootFolder, Mailboxes.privateRootOf).
 // Object: RFC 5322 message, Content-Type application/vnd.cpm-pf.group-session+json,
 // Conversation-ID, Contribution-ID, Message-ID <desc.TAG@cpm-pf.invalid>
 // (TAG: the queue folder's tag); body: the descriptor as JSON. A newer one
@@ -91,18 +92,23 @@ export class SessionDescriptors {
     private readonly log: Logger,
   ) {}
 
-  get folder(): string {
-    return `${this.cfg.deferredRootFolder}/${DESCRIPTOR_FOLDER}`;
+  /** The served user's descriptor folder. */
+  folderOf(servedUser: string): string {
+    return `${this.rootOf(servedUser)}/${DESCRIPTOR_FOLDER}`;
   }
 
-  private messageIdOf(conversationId: string, contributionId: string): string {
-    return `desc.${folderTag(groupSessionFolder(this.cfg.deferredRootFolder, conversationId, contributionId))}@${STORED_ID_DOMAIN}`;
+  private rootOf(servedUser: string): string {
+    return this.mailboxes.privateRootOf(this.cfg.deferredRootFolder, servedUser);
+  }
+
+  private messageIdOf(servedUser: string, conversationId: string, contributionId: string): string {
+    return `desc.${folderTag(groupSessionFolder(this.rootOf(servedUser), conversationId, contributionId))}@${STORED_ID_DOMAIN}`;
   }
 
   /** Stores the record's descriptor in the served user's mailbox (or its spool). */
   async write(session: GroupSession, now = Date.now()): Promise<void> {
     const d = descriptorOf(session, now);
-    const messageId = this.messageIdOf(session.conversationId, session.contributionId);
+    const messageId = this.messageIdOf(session.servedUser, session.conversationId, session.contributionId);
     const raw = buildCpmObject({
       contentType: DESCRIPTOR_CONTENT_TYPE,
       from: session.focusUri || session.servedUser,
@@ -113,20 +119,21 @@ export class SessionDescriptors {
       messageId,
       body: JSON.stringify(d),
     });
-    await this.mailboxes.append({ owner: session.servedUser, folder: this.folder, raw, messageId });
+    await this.mailboxes.append({ owner: session.servedUser, folder: this.folderOf(session.servedUser), raw, messageId });
   }
 
   /** Removes the group session's descriptors from the served user's mailbox (UID SEARCH HEADER + UID EXPUNGE, RFC 4315 2.1). */
   async remove(servedUser: string, conversationId: string, contributionId: string): Promise<number> {
-    const messageId = this.messageIdOf(conversationId, contributionId);
+    const messageId = this.messageIdOf(servedUser, conversationId, contributionId);
+    const folder = this.folderOf(servedUser);
     return this.mailboxes.forUser(servedUser).withConnection(async (conn) => {
-      const lock = await lockMailbox(conn, this.folder, false);
+      const lock = await lockMailbox(conn, folder, false);
       if (!lock) return 0;
       try {
         const uids = await conn.cmd("SEARCH", () => conn.client.search({ header: { "message-id": messageId } }, { uid: true }));
         if (!Array.isArray(uids) || uids.length === 0) return 0;
         const ok = await conn.cmd("UID EXPUNGE", () => expungeObjects(conn.client, uidSet(uids)));
-        if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${this.folder}: UID STORE \\Deleted / UID EXPUNGE failed`);
+        if (!ok) throw new CpmError("CPM_ERR_STORE_REJECTED", `${folder}: UID STORE \\Deleted / UID EXPUNGE failed`);
         return uids.length;
       } finally {
         await lock.release();
@@ -146,11 +153,12 @@ export class SessionDescriptors {
   ): Promise<{ descriptor: SessionDescriptor | undefined; latestGso: GroupStateObject | undefined }> {
     const fields = { servedUser, conversationId, contributionId };
     const store = this.mailboxes.forUser(servedUser);
-    const messageId = this.messageIdOf(conversationId, contributionId);
+    const messageId = this.messageIdOf(servedUser, conversationId, contributionId);
+    const folder = this.folderOf(servedUser);
     const groupFolder = groupSessionFolder(this.cfg.rootFolder, conversationId, contributionId);
     return store.withConnection(async (conn) => {
       let descriptor: SessionDescriptor | undefined;
-      const rawDescriptor = await latestMatching(conn, this.folder, { header: { "message-id": messageId } });
+      const rawDescriptor = await latestMatching(conn, folder, { header: { "message-id": messageId } });
       if (rawDescriptor) {
         try {
           descriptor = parseDescriptorObject(rawDescriptor);

@@ -19,7 +19,7 @@ import { newSessionId, newTransactionId } from "../../src/msrp/ids.js";
 import { chatCpim, imdnCpim } from "../fixtures/cpim.js";
 import { anchoredChatCall, clientInitiatedChatCall, msrpMedia } from "../harness/anchored-chat.js";
 import { type DovecotInstance, startDovecot } from "../harness/dovecot.js";
-import { folderMessages, storeEnv } from "../harness/group-chat.js";
+import { folderMessages, sharedDeferredFolder, storeEnv } from "../harness/group-chat.js";
 import { type KamailioInstance, startKamailio } from "../harness/kamailio.js";
 import { MsrpPeer, RawMsrpSocket } from "../harness/msrp-peer.js";
 import { freePort } from "../harness/ports.js";
@@ -344,7 +344,7 @@ describe("media plane MSRP through the anchored PF (real sidecar media plane, Do
           [200, 200, 200],
           "the CF's SENDs are acknowledged once stored",
         );
-        const folder = `Deferred/${conversationId}/${contributionId}`;
+        const folder = sharedDeferredFolder("tel:+16135551200", conversationId, contributionId);
         const objects = await folderMessages(d, folder);
         t.diagnostic(`deferred folder ${folder}: ${objects.length} objects`);
         assert.equal(objects.length, 3);
@@ -694,7 +694,7 @@ describe("media plane MSRP through the anchored PF (real sidecar media plane, Do
           stored.map((r) => r.code),
           [200, 200, 200],
         );
-        const folder = `Deferred/${conversationId}/${contributionId}`;
+        const folder = sharedDeferredFolder("tel:+16135551200", conversationId, contributionId);
         const snapshot = await folderMessages(d, folder);
         assert.deepEqual(snapshot.map(objectBody), later.map(text), "the CF's messages stored unchanged, in order");
 

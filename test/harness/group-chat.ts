@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { ImapFlow } from "imapflow";
+import { encodeFolderComponent, groupSessionFolder } from "../../src/store/folder.js";
+import { mailboxNameOf } from "../../src/store/mailbox-name.js";
 import type { DovecotInstance } from "./dovecot.js";
 import type { Login } from "./imap-read.js";
 import type { KamailioInstance } from "./kamailio.js";
@@ -159,6 +161,11 @@ export async function imap<T>(dovecot: DovecotInstance, fn: (c: ImapFlow) => Pro
   } finally {
     await c.logout().catch(() => c.close());
   }
+}
+
+/** A group session's deferred queue with the shared login (store.user without "{user}"): below a level per served user (Mailboxes.privateRootOf). */
+export function sharedDeferredFolder(servedUser: string, conversationId: string, contributionId: string): string {
+  return groupSessionFolder(`Deferred/${encodeFolderComponent(mailboxNameOf(servedUser))}`, conversationId, contributionId);
 }
 
 /** Sources of all messages in a folder; [] when the folder does not exist. */

@@ -8,6 +8,7 @@ import type { DeferredItem, GroupSessionRef } from "../../src/media/ports.js";
 import { buildDeferredObject } from "../../src/store/deferred-object.js";
 import { DeferredQueue } from "../../src/store/deferred-queue.js";
 import { decodeFolderComponent } from "../../src/store/folder.js";
+import { mailboxNameOf } from "../../src/store/mailbox-name.js";
 import { chatCpim, imdnCpim } from "../fixtures/cpim.js";
 import { connectImap, listFolderPaths, readFolderRaw } from "../harness/imap-read.js";
 import { useStoreEnv } from "../harness/store-env.js";
@@ -59,7 +60,7 @@ function items(n: number, tag: string, from = 0): DeferredItem[] {
 const msrpIds = (records: { item?: { msrpMessageId: string } | undefined }[]) => records.map((r) => r.item?.msrpMessageId);
 
 test(
-  "deferred items land in Deferred/<Conversation-ID>/<Contribution-ID> in arrival order and read back byte-exact",
+  "deferred items land in Deferred/<user>/<Conversation-ID>/<Contribution-ID> (shared login) in arrival order and read back byte-exact",
   { timeout: 30_000 },
   async () => {
     const { queue } = await newQueue();
@@ -69,8 +70,10 @@ test(
     await Promise.all(list.map((it) => queue.storeDeferred(session, it)));
 
     const folder = queue.folderOf(session);
-    const [root, conv, contrib, ...more] = folder.split("/");
+    // the shared login: one level per served user below the root
+    const [root, user, conv, contrib, ...more] = folder.split("/");
     assert.equal(root, "Deferred");
+    assert.equal(decodeFolderComponent(user as string), mailboxNameOf(session.servedUser));
     assert.equal(more.length, 0);
     assert.equal(decodeFolderComponent(conv as string), "conv.order/é");
     assert.equal(decodeFolderComponent(contrib as string), session.contributionId);

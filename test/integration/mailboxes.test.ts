@@ -12,7 +12,7 @@ import type { DeferredItem, GroupSessionRef } from "../../src/media/ports.js";
 import { buildCpmObject } from "../../src/store/cpm-object.js";
 import { buildDeferredObject } from "../../src/store/deferred-object.js";
 import { DeferredQueue } from "../../src/store/deferred-queue.js";
-import { groupSessionFolder } from "../../src/store/folder.js";
+import { encodeFolderComponent, groupSessionFolder } from "../../src/store/folder.js";
 import { spoolDirName } from "../../src/store/mailboxes.js";
 import { chatCpim } from "../fixtures/cpim.js";
 import { type Login, listFolderPaths, readFolderRaw } from "../harness/imap-read.js";
@@ -95,6 +95,44 @@ function commandLog(): { log: Logger; commands(mailbox?: string): string[] } {
       lines.filter((l) => l.src === "c" && (mailbox === undefined || l.mailbox === mailbox)).map((l) => l.message.replace(/^\S+ /, "")),
   };
 }
+
+test(
+  "DD-1 with the shared login (store.user without {user}): two served users of one group chat get one queue each, below a level per user; one's delivery reads, lists and retires only its own",
+  { timeout: 30_000 },
+  async () => {
+    const cfg = await env.storeConfig();
+    const mailboxes = await env.startMailboxes(cfg);
+    assert.equal(mailboxes.perUser, false);
+    const queue = new DeferredQueue(cfg, mailboxes, env.log);
+    const a = items(2, "alice");
+    const b = items(3, "bob");
+    await Promise.all([...a.map((it) => queue.storeDeferred(ref(ALICE), it)), ...b.map((it) => queue.storeDeferred(ref(BOB), it))]);
+    const aliceFolder = queue.folderOf(ref(ALICE));
+    const bobFolder = queue.folderOf(ref(BOB));
+    assert.notEqual(aliceFolder, bobFolder);
+    assert.equal(aliceFolder, groupSessionFolder(`Deferred/${encodeFolderComponent("alice@example.net")}`, CONV, CONTRIB));
+    assert.equal((await readFolderRaw(env.dovecot, aliceFolder)).length, 2);
+    assert.equal((await readFolderRaw(env.dovecot, bobFolder)).length, 3);
+
+    assert.deepEqual(
+      (await queue.listSessions(ALICE)).map((s) => [s.conversationId, s.contributionId, s.count]),
+      [[CONV, CONTRIB, 2]],
+    );
+    const aliceRecords = await queue.read(ref(ALICE), 100);
+    assert.deepEqual(
+      aliceRecords.map((r) => r.item?.msrpMessageId),
+      a.map((it) => it.msrpMessageId),
+    );
+    assert.equal(await queue.ack(aliceRecords.map((r) => r.handle)), 2);
+    assert.equal(await queue.discard(ref(ALICE)), 0);
+    assert.deepEqual(await queue.listSessions(ALICE), []);
+    assert.equal((await queue.read(ref(BOB), 10)).length, 3, "bob's queue untouched by alice's delivery");
+    assert.deepEqual(
+      (await queue.listSessions(BOB)).map((s) => s.count),
+      [3],
+    );
+  },
+);
 
 test(
   "each served user's data in that user's own mailbox: two served users in the same group chat (same Conversation-ID and Contribution-ID) get separate folders in separate mailboxes through the master user",

@@ -64,7 +64,7 @@ test("DD-1 DD-6: a descriptor and the latest GSO come back from the served user'
 
   // bob's descriptor is damaged (same Message-ID the PF would write, a body that is not one)
   await descriptors.write(bob, 1000);
-  const bobFolder = descriptors.folder;
+  const bobFolder = descriptors.folderOf(BOB);
   const before = (await readFolderRaw(env.dovecot, bobFolder, { user: "bob@example.net", password: "bob-pass" })).length;
   const messageId = /^Message-ID:\s*<?([^>\r\n]+)>?/im.exec(
     (await readFolderRaw(env.dovecot, bobFolder, { user: "bob@example.net", password: "bob-pass" }))[0]?.toString("utf8") ?? "",

@@ -31,8 +31,8 @@ function fakeStore(delay: (o: StoreObject) => number | Promise<void>, fail: (o: 
       return { state: "stored" as const, folder: o.folder, messageId: o.messageId };
     },
   };
-  // one mailbox for every served user (the shared login)
-  const mailboxes = { forUser: () => store as unknown as MessageStore, mailboxOf: () => "" };
+  // one mailbox for every served user, the queues at the root
+  const mailboxes = { forUser: () => store as unknown as MessageStore, mailboxOf: () => "", privateRootOf: (root: string) => root };
   return { store: mailboxes, started, done, events };
 }
 
