@@ -234,7 +234,7 @@ async function main(): Promise<void> {
   );
   sweeper.unref();
   const metricsServer = prom
-    ? await startMetrics(prom, cfg.metrics, { sessions, store, deferred, media: msrp, replay, ua }, log)
+    ? await startMetrics(prom, cfg.metrics, { sessions, store, deferred, media: msrp, replay, ua, pf, delivery }, log)
     : undefined;
   server.serving();
   log.info("sidecar ready", {
@@ -316,10 +316,12 @@ async function startMetrics(
     media: MsrpMediaPlane | undefined;
     replay: FailsafeReplay | undefined;
     ua: SipUa | undefined;
+    pf: Pick<ParticipatingFunction, "unexecutedActions">;
+    delivery: Pick<DeliveryService, "unexecutedActions"> | undefined;
   },
   log: Logger,
 ): Promise<MetricsServer> {
-  const { sessions, store, deferred, media, replay, ua } = parts;
+  const { sessions, store, deferred, media, replay, ua, pf, delivery } = parts;
   prom.setSampler(() => {
     const counts = sessions.counts();
     const m = media?.stats();
@@ -331,6 +333,10 @@ async function startMetrics(
       msrpTraffic: msrpResources.traffic,
       spoolDepth: store.stats().spoolPending,
       failsafeReplays: replay?.counts ?? { replayed: 0, quarantined: 0, retried: 0 },
+      unexecutedActions: [
+        { component: "pf", counts: pf.unexecutedActions },
+        ...(delivery ? [{ component: "delivery", counts: delivery.unexecutedActions }] : []),
+      ],
       ...(ua ? { sipTraffic: { requestsSent: ua.requestsSent, refused: { udp: ua.refusedDatagrams, tcp: ua.refusedConnections } } } : {}),
     };
   });

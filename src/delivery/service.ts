@@ -262,8 +262,8 @@ export class DeliveryService implements RegistrationHandler {
   private readonly wakeRetries = new Set<NodeJS.Timeout>();
   /** Registrations that found the deferred queue unreadable (the store down), by served user and device: tried again (delivery.storeRetryMs). */
   private readonly storeRetries = new Map<string, NodeJS.Timeout>();
-  /** Actions the machines asked for that nothing here executes (each logged as an error). */
-  unexecutedActions = 0;
+  /** Actions the machines asked for that nothing here executes, by kind (each logged as an error; cpmpf_unexecuted_actions_total). */
+  readonly unexecutedActions = new Map<string, number>();
 
   constructor(private readonly deps: DeliveryServiceDeps) {
     deps.ownership?.onLost(() => {
@@ -1394,7 +1394,7 @@ export class DeliveryService implements RegistrationHandler {
 
   /** An action nothing here executes: an error, counted, and an event for the procedure. */
   private unexecuted(m: Machine, a: DeliveryAction): void {
-    this.unexecutedActions++;
+    this.unexecutedActions.set(a.kind, (this.unexecutedActions.get(a.kind) ?? 0) + 1);
     this.deps.log.error("action with no executor", { ...this.fields(m), action: a.kind });
     this.feed(m, { type: "actionUnavailable", action: a, reason: "no executor" });
   }

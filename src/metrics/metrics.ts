@@ -21,6 +21,8 @@ export interface Sample {
   failsafeReplays: { replayed: number; quarantined: number; retried: number };
   /** Group sessions whose records say deferred data is pending. */
   deferredSessions: number;
+  /** Actions of a procedure no executor took, cumulative since start, by component ("pf", "delivery") and action kind. */
+  unexecutedActions: { component: string; counts: ReadonlyMap<string, number> }[];
   /** The PF's own SIP UA (deferred delivery), cumulative since start; absent when it is off. */
   sipTraffic?: {
     /** First transmissions by "<udp|tcp> <METHOD>". */
@@ -266,6 +268,17 @@ export class PromMetrics implements Metrics {
         const r = read()?.failsafeReplays;
         if (!r) return;
         for (const k of ["replayed", "quarantined", "retried"] as const) follow(this, seen, `replay/${k}`, { outcome: k }, r[k]);
+      },
+    });
+    new Counter({
+      name: "cpmpf_unexecuted_actions_total",
+      help: "Actions a procedure asked for that no executor took (a defect: each is also logged as an error), by component and action kind",
+      labelNames: ["component", "action"],
+      registers,
+      collect() {
+        for (const { component, counts } of read()?.unexecutedActions ?? []) {
+          for (const [action, n] of counts) follow(this, seen, `unexecuted/${component}/${action}`, { component, action }, n);
+        }
       },
     });
     new Counter({

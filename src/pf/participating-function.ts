@@ -206,8 +206,8 @@ function asReason(err: unknown): string {
 
 export class ParticipatingFunction {
   private readonly serial = new PerRecord();
-  /** Actions no executor took (a bug: counted, logged with their kind). */
-  unexecutedActions = 0;
+  /** Actions no executor took (a bug: counted by kind, logged with their kind; cpmpf_unexecuted_actions_total). */
+  readonly unexecutedActions = new Map<string, number>();
   /** Decided BYEs whose outcome was never reported: their media released by the watchdog. */
   lostOutcomes = 0;
   /** Decided BYEs of known sessions waiting for ReportByeOutcome (pf.byeOutcomeTimeoutMs). */
@@ -372,7 +372,7 @@ export class ParticipatingFunction {
   }
 
   private unexecuted(kind: string): void {
-    this.unexecutedActions++;
+    this.unexecutedActions.set(kind, (this.unexecutedActions.get(kind) ?? 0) + 1);
     this.log.error("action with no executor", { action: kind });
   }
 

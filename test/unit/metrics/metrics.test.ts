@@ -16,6 +16,7 @@ function sample(resources: MsrpResources, replayed: number): Sample {
     spoolDepth: 4,
     failsafeReplays: { replayed, quarantined: 0, retried: 1 },
     deferredSessions: 2,
+    unexecutedActions: [],
   };
 }
 

@@ -13,10 +13,14 @@ import { PfClient } from "../../../src/grpc/client.js";
 import { type RunningServer, startGrpcServer } from "../../../src/grpc/server.js";
 import { silentLogger } from "../../../src/log/logger.js";
 import { type MediaPlane, NoMediaPlane } from "../../../src/media/media-plane.js";
+import { PromMetrics } from "../../../src/metrics/metrics.js";
+import { MsrpResources } from "../../../src/msrp/resources.js";
 import { type ObjectStore, ParticipatingFunction } from "../../../src/pf/participating-function.js";
 import { SessionRegistry } from "../../../src/session/registry.js";
 import { bye, focusAnswer, inviteFromClient, inviteFromFocus, SDP_OFFER } from "../../fixtures/sip.js";
+import { capturedLog } from "../../fixtures/sip-ua.js";
 import { StubMediaPlane } from "../../fixtures/stub-media-plane.js";
+import { parseExposition, value } from "../../harness/prometheus.js";
 
 const store: ObjectStore = {
   append: async (o) => ({ state: "stored", folder: o.folder, messageId: o.messageId }),
@@ -147,6 +151,34 @@ describe("SDP anchoring: AnchorMedia / ReportMediaAnswer", () => {
       (e: unknown) => e instanceof CpmError && e.code === "CPM_ERR_MEDIA_DISABLED",
     );
     await assert.rejects(new NoMediaPlane().anchorOffer(), (e: unknown) => e instanceof CpmError && e.code === "CPM_ERR_MEDIA_DISABLED");
+  });
+
+  test("BYE-B7: a further device's 2xx with no executor for its dialog (no SIP UA) is an error: logged with the action's kind, counted, exported as cpmpf_unexecuted_actions_total", async () => {
+    const media = new StubMediaPlane();
+    const { log, lines } = capturedLog();
+    const cfg: Config = buildConfig({ pf: { mode: "b2bua" } });
+    const sessions = new SessionRegistry(join(dir, `s${n++}`), cfg.session, silentLogger());
+    await sessions.load();
+    const pf = new ParticipatingFunction(cfg, sessions, store, media, log, { anchorMedia: true });
+    await pf.anchorMedia(env(inviteFromFocus({ callId: "fx1" })));
+    assert.equal(await pf.mediaAnswer("fx1", env(clientAnswer("fx1", CLIENT_SDP))), true);
+    const second = Buffer.from(clientAnswer("fx1", CLIENT_SDP).toString("latin1").replace("tag=client-tag", "tag=tablet-tag"), "latin1");
+    await pf.mediaAnswer("fx1", env(second), { forked: true });
+    assert.deepEqual([...pf.unexecutedActions], [["ackDevice", 1]]);
+    assert.ok(lines.some((l) => l.level === "error" && l.message === "action with no executor" && l.action === "ackDevice"));
+    const prom = new PromMetrics({ version: "t" });
+    prom.setSampler(() => ({
+      recordsByLifecycle: {},
+      anchoredSessions: 0,
+      msrpConnections: { accepted: 0, opened: 0 },
+      msrpTraffic: new MsrpResources().traffic,
+      spoolDepth: 0,
+      failsafeReplays: { replayed: 0, quarantined: 0, retried: 0 },
+      deferredSessions: 0,
+      unexecutedActions: [{ component: "pf", counts: pf.unexecutedActions }],
+    }));
+    const scrape = parseExposition(await prom.registry.metrics());
+    assert.equal(value(scrape, "cpmpf_unexecuted_actions_total", { component: "pf", action: "ackDevice" }), 1);
   });
 
   test("MEDIA-ANCHOR: the client's 2xx answer reaches MediaPlane.anchorAnswer with its SDP", async () => {
