@@ -329,6 +329,15 @@ export class DeliveryService implements RegistrationHandler {
       return { accepted: false, deliveries: 0, notes: [`${reg.servedUser} is not the served user`] };
     }
     const client = { contact: reg.contact ?? `<${reg.servedUser}>`, ...(reg.instanceId ? { instanceId: reg.instanceId } : {}) };
+    if (!reg.contact) {
+      // decision: the S-CSCF routes a request to the public identity to the user's registered contacts (24.229 5.4.3.3)
+      this.deps.log.warn(
+        "registration names no live contact of the device (no REGISTER in its body, or none unexpired): delivered to the public identity",
+        {
+          servedUser: reg.servedUser,
+        },
+      );
+    }
     if (!reg.instanceId) {
       // decision: one anonymous device (device-view.ts): all registrations without an instance share its view
       this.deps.log.info("registration without +sip.instance: delivered as the user's anonymous device", {

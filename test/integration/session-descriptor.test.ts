@@ -97,3 +97,40 @@ test("DD-1 DD-6: a descriptor and the latest GSO come back from the served user'
   );
   assert.equal((await descriptors.read(ALICE, "conv-d1", "contrib-d1")).descriptor?.servedUser, ALICE, "alice unaffected");
 });
+
+test("DD-1 DD-2 bad input: a GSO in the group folder that fails to parse is logged with the user and group and read as absent (the descriptor's participants stand), nothing deleted", async () => {
+  const { log, lines } = capturingLog();
+  const cfg = await env.mailboxConfig();
+  const mailboxes = await env.startMailboxes(cfg, log);
+  const descriptors = new SessionDescriptors(cfg, mailboxes, log);
+  const alice = groupSession({ servedUser: ALICE, conversationId: "conv-d2", contributionId: "contrib-d2" });
+  await descriptors.write(alice, 1000);
+  const folder = "Default/conv-d2/contrib-d2";
+  await mailboxes.append({
+    owner: ALICE,
+    folder,
+    messageId: "gso-broken@cpm-pf",
+    raw: buildCpmObject({
+      contentType: GSO_CONTENT_TYPE,
+      from: "sip:anonymous@anonymous.invalid",
+      to: ALICE,
+      date: new Date(2000),
+      conversationId: "conv-d2",
+      contributionId: "contrib-d2",
+      messageId: "gso-broken@cpm-pf",
+      body: '<?xml version="1.0"?><groupstate timestamp="never"><participant',
+    }),
+  });
+  const r = await descriptors.read(ALICE, "conv-d2", "contrib-d2");
+  assert.equal(r.latestGso, undefined);
+  assert.deepEqual(r.descriptor?.participants, alice.participants, "the descriptor's participants stand");
+  const warned = lines.find((l) => l.message === "latest GSO unreadable: the descriptor's participants are used");
+  assert.equal(warned?.servedUser, ALICE);
+  assert.equal(warned?.conversationId, "conv-d2");
+  assert.equal(warned?.contributionId, "contrib-d2");
+  assert.equal(
+    (await readFolderRaw(env.dovecot, folder, { user: "alice@example.net", password: "alice-pass" })).length,
+    1,
+    "nothing deleted",
+  );
+});

@@ -14,6 +14,7 @@ import {
 import { silentLogger } from "../../../src/log/logger.js";
 import { groupSession, policy, SERVED_USER } from "../../fixtures/delivery.js";
 import { registerAndResponse, thirdPartyRegister } from "../../fixtures/registration.js";
+import { capturedLog } from "../../fixtures/sip-ua.js";
 
 type Owner = Awaited<ReturnType<DeliveryOwnership["owner"]>>;
 
@@ -25,7 +26,7 @@ afterEach(() => {
 });
 
 /** A service whose queue holds two items of SESSION; `openLeg` calls count the delivery INVITEs it prepares. */
-function service(ownership?: DeliveryOwnership) {
+function service(ownership?: DeliveryOwnership, log = silentLogger()) {
   const legs: string[] = [];
   /** The fence each record write of the device's membership carried. */
   const seenFences: (OwnerLease | undefined)[] = [];
@@ -50,7 +51,7 @@ function service(ownership?: DeliveryOwnership) {
       seenFences.push(fence);
     },
     queueSettled: async () => {},
-    log: silentLogger(),
+    log,
     ...(ownership ? { ownership } : {}),
   });
   running.push(s);
@@ -94,6 +95,22 @@ test("DD-1 (one sidecar, the journal): no ownership asked, the registration star
   assert.equal(r.deliveries, 1);
   assert.equal(legs.length, 1);
   assert.deepEqual(seenFences, [undefined], "no lease, no fence");
+});
+
+test("DD-1 bad input: a third-party REGISTER that carries no REGISTER of the device (no contact): a warning naming the user, the delivery addressed to the public identity, nothing lost", async () => {
+  const { log, lines } = capturedLog();
+  const { s, legs } = service(undefined, log);
+  const r = await s.onRegistration({ raw: thirdPartyRegister() });
+  assert.equal(r.deliveries, 1);
+  assert.equal(legs.length, 1);
+  const warn = lines.find((l) => l.level === "warn" && String(l.message).startsWith("registration names no live contact"));
+  assert.equal(warn?.servedUser, REGISTERED);
+  assert.ok(
+    lines.some(
+      (l) =>
+        l.message === "registration without +sip.instance: delivered as the user's anonymous device" && l.contact === `<${REGISTERED}>`,
+    ),
+  );
 });
 
 test("scale-out DD-1: the holder of the served user's slot delivers after the fence check; the answer names it", async () => {
