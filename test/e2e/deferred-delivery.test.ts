@@ -289,6 +289,30 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   );
 
   test(
+    "DD-1 DD-10 BYE-B3 BYE-B5 BYE-B9: the client never answers the CF's BYE with cause 410, nor one with cause 503: the CF gets the PF's 200 OK each time, the records move to terminated and to inactive, each REGISTER gets every kept message in order",
+    T,
+    async () => {
+      for (const [reason, transition, status] of [
+        ['Reason: SIP;cause=410;text="Gone"', "client-absent -> terminated", /<status>removed<\/status>/],
+        ['Reason: SIP;cause=503;text="Service Unavailable"', "client-absent -> inactive", /<participant /],
+      ] as const) {
+        const chat = await rig.chatWhileAway([`${transition} unanswered 1`, `${transition} unanswered 2`], {
+          byeHeaders: [reason],
+          clientAnswersBye: false,
+        });
+        const trace = chat.trace ?? { cf: [], client: [] };
+        assert.equal(first(trace.cf, { direction: "received", cseqMethod: "BYE" })?.status, 200, `${reason}: the PF's 200 OK`);
+        assert.equal(first(trace.client, { direction: "sent", cseqMethod: "BYE" }), undefined, "the client never answered");
+        const gsos = await rig.folder(groupFolder(chat), chat.servedUser);
+        assert.equal(gsos.length, 1, `${reason}: the GSO`);
+        assert.match(gsoXml(gsos[0] ?? ""), status);
+        await rig.lifecycleMoved(chat, transition);
+        await deliveredInOrder(chat);
+      }
+    },
+  );
+
+  test(
     "DD-1 DD-10: the sidecar is SIGKILLed in the middle of a delivery of 400 messages and restarted; the device's next REGISTER gets the rest, in order, behind what the record says it confirmed: 0 lost, only the unconfirmed tail again",
     T,
     async (t) => {
@@ -708,42 +732,48 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   );
 });
 
-describe("deferred delivery with the session recorded (8.5.2: allow-offline-storage)", () => {
-  let rig: DeferredChatRig;
-  before(async () => {
-    rig = await DeferredChatRig.start({ CPM_PF__PF__ALLOWOFFLINESTORAGE: "true" });
-  });
-  after(async () => {
-    await rig?.stop();
-  });
+/** The session recorded (8.5.2): the served user's <allow-offline-storage>, or the operator's media.recording. */
+for (const [why, env] of [
+  ["allow-offline-storage", { CPM_PF__PF__ALLOWOFFLINESTORAGE: "true" }],
+  ["media.recording on", { CPM_PF__MEDIA__RECORDING: "true" }],
+] as const) {
+  describe(`deferred delivery with the session recorded (8.5.2: ${why})`, () => {
+    let rig: DeferredChatRig;
+    before(async () => {
+      rig = await DeferredChatRig.start(env);
+    });
+    after(async () => {
+      await rig?.stop();
+    });
 
-  test(
-    "DD-10 BYE-B8: the delivered messages leave the deferred queue into the group session's folder, in order, where the user's other devices see them",
-    T,
-    async () => {
-      const chat = await rig.chatWhileAway(["recorded 1", "recorded 2", "recorded 3"], { byeHeaders: ["Reason: SIP;cause=480"] });
-      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
-        await rig.received(ue, chat.sent.length + 1, chat);
-        await waitFor(async () => (await rig.folder(deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
-      });
-      const kept = await rig.folder(groupFolder(chat));
-      const positions = ["recorded 1", "recorded 2", "recorded 3"].map((t) => kept.findIndex((o) => o.includes(t)));
-      assert.ok(
-        positions.every((p) => p >= 0),
-        `every delivered message is in ${groupFolder(chat)} (${positions})`,
-      );
-      assert.deepEqual(
-        [...positions].sort((a, b) => a - b),
-        positions,
-        "in order",
-      );
-      assert.ok(
-        kept.some((o) => /^Content-Type:\s*application\/group-state-object\+xml/im.test(o)),
-        "next to the GSO of the BYE (BYE-B4)",
-      );
-    },
-  );
-});
+    test(
+      "DD-10 BYE-B8: the delivered messages leave the deferred queue into the group session's folder, in order, where the user's other devices see them",
+      T,
+      async () => {
+        const chat = await rig.chatWhileAway(["recorded 1", "recorded 2", "recorded 3"], { byeHeaders: ["Reason: SIP;cause=480"] });
+        await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+          await rig.received(ue, chat.sent.length + 1, chat);
+          await waitFor(async () => (await rig.folder(deferredFolder(chat))).length === 0, 5000, 50, "deferred queue emptied");
+        });
+        const kept = await rig.folder(groupFolder(chat));
+        const positions = ["recorded 1", "recorded 2", "recorded 3"].map((t) => kept.findIndex((o) => o.includes(t)));
+        assert.ok(
+          positions.every((p) => p >= 0),
+          `every delivered message is in ${groupFolder(chat)} (${positions})`,
+        );
+        assert.deepEqual(
+          [...positions].sort((a, b) => a - b),
+          positions,
+          "in order",
+        );
+        assert.ok(
+          kept.some((o) => /^Content-Type:\s*application\/group-state-object\+xml/im.test(o)),
+          "next to the GSO of the BYE (BYE-B4)",
+        );
+      },
+    );
+  });
+}
 
 describe("deferred delivery routed the IMS way: through the S-CSCF, the operator's relay hook, a charging vector", () => {
   let rig: DeferredChatRig;
