@@ -21,6 +21,7 @@ import {
   recordId,
   recordIdOf,
   type SessionDialog,
+  userKey,
 } from "../session/group-session.js";
 import { contactInstance, dialogOfInvite, observe, servedUserOf } from "../session/observe.js";
 import { rebuildRecord, type SessionDescriptor } from "../session/rebuild.js";
@@ -613,17 +614,33 @@ export class ParticipatingFunction {
       const conv = header(msg, "conversation-id") ?? "";
       const contrib = header(msg, "contribution-id") ?? "";
       existing = this.sessions.findByIds(servedUserOf(msg) || this.cfg.pf.servedUser, conv || contrib, contrib || conv);
+      if (!existing && (conv || contrib) && dialogOfInvite(msg).initiator === "client") {
+        // decision: a group chat the PF has no record of (a new one, or one whose record was purged): the focus or
+        // factory the Request-URI names decides (404/410 when it is gone); nothing of the PF's is involved
+        this.log.info("client INVITE for a group chat the PF has no record of: relayed to the focus it names as a new session", {
+          callId,
+          requestUri: msg.requestUri,
+          conversationId: conv || undefined,
+          contributionId: contrib || undefined,
+        });
+      }
     }
     const key = existing ? recordIdOf(existing) : `call:${callId}`;
     const rejoin = initialInvite && existing && existing.key !== callId ? await this.rejoinTarget(msg, existing) : undefined;
     if (existing && rejoin) {
       // 8.3.2.9.1.3: the PF's UA answers this dialog; the record's dialogs towards the CF are unchanged
       const uaAddress = rejoin.ua ?? this.opts.uaAddress ?? "";
+      // decision: the IDs name the group session (8.2.2.7); a focus the record does not know (an older one, or
+      // none the PF ever saw) changes nothing: a re-start goes to the record's lastfocussessionid
+      const otherFocus = userKey(msg.requestUri) !== userKey(existing.focusUri ?? "");
       this.log.info("re-join of a group session with pending data or a lost client leg: answered by the PF (RJ-1)", {
         callId,
         conversationId: existing.conversationId,
         contributionId: existing.contributionId,
         lifecycle: existing.lifecycle,
+        ...(otherFocus
+          ? { requestUri: msg.requestUri, recordFocus: existing.focusUri, note: "the re-join names another focus than the record's" }
+          : {}),
         ...(rejoin.ua !== undefined ? { routedTo: rejoin.ua } : {}),
       });
       return {

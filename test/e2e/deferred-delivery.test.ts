@@ -543,10 +543,10 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   );
 
   test(
-    "DD-12 RJ-5 DD-10 BYE-B7: the group is still going on when the client registers: after the deferred items the delivery session is joined with it: a live message of the CF reaches the client, the client's message reaches the CF; the CF's BYE then ends the joined session too, with the PF's Reason",
+    "DD-12 RJ-5 DD-10 BYE-B7: the group is still going on when the client registers: after the deferred items the delivery session is joined with it: a live message of the CF reaches the client, the client's message reaches the CF, the CF's session refresh is answered by the PF; the CF's BYE then ends the joined session too, with the PF's Reason",
     T,
     async () => {
-      await rig.chatWhileAway(["before the join 1", "before the join 2"], {
+      const chat = await rig.chatWhileAway(["before the join 1", "before the join 2"], {
         whileDeferred: async (c) => {
           const cf = c.cf as MsrpPeer;
           await rig.deliveredTo(c, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
@@ -578,6 +578,25 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
               "the client's message reached the CF",
             );
             await queueEmptied(c);
+            // DD-12 RFC 4028: the CF refreshes its dialog while the client is joined (UPDATE, then re-INVITE): the
+            // PF answers for the client's gone leg (its UA as Contact, its CF leg unchanged); the joined chat goes on
+            const refreshes = await rig.cfInDialog(c, "dd-12-cf-session-refresh.xml");
+            assert.equal(refreshes.length, 2, "the UPDATE and the re-INVITE answered 200");
+            for (const answer of refreshes)
+              assert.match(header(answer, "contact") ?? "", /^<sip:127\.0\.0\.1:\d+>$/, "the PF's UA answers");
+            assert.equal(
+              msrpMedia(refreshes[1]?.body ?? "").path,
+              msrpMedia((c.cf200 as SipTraceMessage).body).path,
+              "the PF's CF leg, unchanged",
+            );
+            const afterRefresh = chatCpim("live, after the refresh", "imdn-live-refresh");
+            assert.equal((await cf.send(afterRefresh, "message/cpim")).code, 200);
+            const refreshed = await rig.received(ue, c.sent.length + 3, c);
+            assert.equal(
+              Buffer.from(refreshed.at(-1)?.body ?? []).toString("utf8"),
+              afterRefresh.toString("utf8"),
+              "the joined client still gets the CF's messages",
+            );
             // BYE-B7 BYE-B4: the CF ends the group (480): the joined delivery session is one of the user's dialogs too
             await triggerSipp(c.cfSipPort as number, c.callId, 0);
             const r = await client.done;
@@ -591,6 +610,10 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         },
         byeHeaders: ["Reason: SIP;cause=480"],
       });
+      const atOldDialog = (chat.trace?.client ?? []).filter(
+        (m) => m.direction === "received" && (m.method === "UPDATE" || header(m, "cseq") === "11 INVITE"),
+      );
+      assert.deepEqual(atOldDialog, [], "nothing of the refresh reached the client's original dialog");
     },
   );
 

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { chatCpim } from "../fixtures/cpim.js";
-import { inDialogSipp, msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
+import { msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
 import { assertKeptInOrder, type Chat, DeferredChatRig, deferredFolder, focusOf, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { freePort } from "../harness/ports.js";
@@ -144,20 +144,6 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
     },
   );
 
-  /** The CF's in-dialog request of `scenario` on the group session's dialog (its Call-ID, tags and Record-Route), through Kamailio. */
-  async function cfInDialog(c: Chat, scenario: string) {
-    const ok = c.cf200 as SipTraceMessage;
-    const r = await inDialogSipp(rig.kamailio, scenario, c.callId, {
-      cf_from: header(ok, "from") ?? "",
-      cf_to: header(ok, "to") ?? "",
-      request_uri: /<([^>]+)>/.exec(header(ok, "contact") ?? "")?.[1] ?? "",
-      route: header(ok, "record-route") ?? "",
-      cf_msrp_port: String(new URL((c.cf as MsrpPeer).path.replace(/^msrp/, "http")).port),
-      cf_msrp_path: (c.cf as MsrpPeer).path,
-    });
-    return r.messages.filter((m) => m.direction === "received" && m.status === 200);
-  }
-
   test(
     "DD-12 RFC 4028: the CF refreshes the group session (UPDATE, then re-INVITE) while the client is away -> the PF answers both for the client (Session-Expires refresher=uac, Require timer, its own CF-leg SDP, its UA as Contact), nothing reaches the dead client, the CF's media goes on being kept",
     T,
@@ -166,7 +152,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
         byeHeaders: ["Reason: SIP;cause=480"],
         whileDeferred: async (c) => {
           const ok = c.cf200 as SipTraceMessage;
-          const answers = await cfInDialog(c, "dd-12-cf-session-refresh.xml");
+          const answers = await rig.cfInDialog(c, "dd-12-cf-session-refresh.xml");
           const [toUpdate, toInvite] = answers;
           assert.equal(header(toUpdate as SipTraceMessage, "session-expires"), "1800;refresher=uac");
           assert.equal(header(toUpdate as SipTraceMessage, "require"), "timer");
@@ -202,7 +188,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
           byeHeaders: ["Reason: SIP;cause=480"],
           whileDeferred: async (c) => {
             const before = await rig.kamailio.stat("cpm_pf_refreshes");
-            const [answer] = (await cfInDialog(c, scenario)) as [SipTraceMessage];
+            const [answer] = (await rig.cfInDialog(c, scenario)) as [SipTraceMessage];
             assert.equal(header(answer, "content-type"), "application/sdp", "SDP in the 2xx");
             assert.equal(msrpMedia(answer.body).path, msrpMedia((c.cf200 as SipTraceMessage).body).path, "the PF's CF leg, unchanged");
             assert.match(answer.body, /^a=setup:passive\r?$/m, "the connection role kept (the CF connected to the PF)");

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mailboxNameOf } from "../../src/store/mailbox-name.js";
 import { chatCpim } from "../fixtures/cpim.js";
-import { anchoredChatCall, DEVICE_INSTANCE, msrpMedia } from "./anchored-chat.js";
+import { anchoredChatCall, DEVICE_INSTANCE, inDialogSipp, msrpMedia } from "./anchored-chat.js";
 import { type DovecotInstance, startDovecot } from "./dovecot.js";
 import { folderMessages, perUserStoreEnv } from "./group-chat.js";
 import { connectImap, type Login } from "./imap-read.js";
@@ -359,6 +359,20 @@ export class DeferredChatRig {
   /** The first line the current sidecar logged with `msg` for `callId`. */
   logged(msg: string, callId: string): Record<string, unknown> | undefined {
     return this.current.logLines().find((l) => l.msg === msg && l.callId === callId);
+  }
+
+  /** The CF's in-dialog requests of `scenario` on the group session's dialog (its Call-ID, tags and Record-Route), through Kamailio: the 200s it got. */
+  async cfInDialog(c: Chat, scenario: string): Promise<SipTraceMessage[]> {
+    const ok = c.cf200 as SipTraceMessage;
+    const r = await inDialogSipp(this.kamailio, scenario, c.callId, {
+      cf_from: header(ok, "from") ?? "",
+      cf_to: header(ok, "to") ?? "",
+      request_uri: /<([^>]+)>/.exec(header(ok, "contact") ?? "")?.[1] ?? "",
+      route: header(ok, "record-route") ?? "",
+      cf_msrp_port: String(new URL((c.cf as MsrpPeer).path.replace(/^msrp/, "http")).port),
+      cf_msrp_path: (c.cf as MsrpPeer).path,
+    });
+    return r.messages.filter((m) => m.direction === "received" && m.status === 200);
   }
 
   /** Waits for the sidecar's log line of the chat's record taking `transition` (e.g. "client-absent -> inactive"). */

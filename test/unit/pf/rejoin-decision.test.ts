@@ -15,6 +15,7 @@ import { ParticipatingFunction, type RegistrationHandler } from "../../../src/pf
 import type { GroupSession } from "../../../src/session/group-session.js";
 import { SessionRegistry } from "../../../src/session/registry.js";
 import { inviteFromClient, inviteFromFocus } from "../../fixtures/sip.js";
+import { capturedLog } from "../../fixtures/sip-ua.js";
 
 const env = (raw: Buffer) => ({ raw, source: "127.0.0.1:5060", transport: "udp" });
 
@@ -31,7 +32,12 @@ function rejoinInvite(callId: string): Buffer {
 const OWN_UA = "sip:127.0.0.1:5097";
 
 /** `takes`: the delivery side answers the re-join, here (true) or at another sidecar's UA (its address). */
-async function pfWith(t: { after: (fn: () => Promise<void>) => void }, takes: boolean | string, answerRejoins = true) {
+async function pfWith(
+  t: { after: (fn: () => Promise<void>) => void },
+  takes: boolean | string,
+  answerRejoins = true,
+  log = silentLogger(),
+) {
   const dir = await mkdtemp(join(tmpdir(), "cpm-pf-rj-"));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const cfg = buildConfig({ delivery: { answerRejoins } });
@@ -48,7 +54,7 @@ async function pfWith(t: { after: (fn: () => Promise<void>) => void }, takes: bo
     },
   };
   const store = { append: async (o: { folder: string; messageId: string }) => ({ state: "stored" as const, ...o }) };
-  const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), silentLogger(), {
+  const pf = new ParticipatingFunction(cfg, sessions, store, new NoMediaPlane(), log, {
     registrations,
     anchorMedia: true,
     uaAddress: OWN_UA,
@@ -97,4 +103,27 @@ test("RJ-1 scale-out: a re-join the served user's slot holder takes -> answer_by
   assert.equal(r.uaAddress, holder);
   assert.equal(r.anchorMedia, false);
   assert.equal(asked.length, 1);
+});
+
+test("RJ-1 bad input: a re-join naming a focus the record does not know is still that group session's (its IDs): answered by the PF, the other focus logged; a client INVITE for a group chat with no record is relayed as a new session, logged", async (t) => {
+  const { log, lines } = capturedLog();
+  const { pf, asked } = await pfWith(t, true, true, log);
+  await pf.observe(env(inviteFromFocus()));
+  const stale = Buffer.from(rejoinInvite("rejoin-stale@ue").toString("utf8").replace("INVITE sip:focus-7f3a@", "INVITE sip:focus-old@"));
+  const r = await pf.observe(env(stale));
+  assert.equal(r.answerByPf, true);
+  assert.equal(asked.length, 1);
+  const rj = lines.find((l) => String(l.message).startsWith("re-join of a group session"));
+  assert.equal(rj?.requestUri, "sip:focus-old@cf.example.net");
+  assert.match(String(rj?.recordFocus), /^sip:focus-7f3a@cf\.example\.net/);
+
+  const unknown = Buffer.from(
+    rejoinInvite("rejoin-unknown@ue").toString("utf8").replace("Conversation-ID: conv-7f3a", "Conversation-ID: conv-never-seen"),
+  );
+  const u = await pf.observe(env(unknown));
+  assert.equal(u.answerByPf, false, "nothing of the PF's: the focus it names answers");
+  assert.equal(asked.length, 1);
+  const relayed = lines.find((l) => String(l.message).startsWith("client INVITE for a group chat the PF has no record of"));
+  assert.equal(relayed?.conversationId, "conv-never-seen");
+  assert.equal(relayed?.requestUri, "sip:focus-7f3a@cf.example.net");
 });
