@@ -7,20 +7,26 @@
 // the GSO; the fail-safe never holds a BYE). The delivery cases defer
 // FAULTS_MESSAGES chat messages and SIGKILL the delivering sidecar mid-way;
 // they fail when a message is lost, out of order or left queued, or more are
-// sent twice than the MSRP window and two ack sets. Not part of npm test.
+// sent twice than the MSRP window and two ack sets. The relay cases send
+// FAULTS_RELAY_MESSAGES through an anchored session and SIGKILL its sidecar
+// mid-way; they fail when an acknowledged message did not reach the client,
+// one arrived twice or out of order, or (two sidecars) the CF's BYE went
+// through the fail-safe or left no GSO. Not part of npm test.
 import { cpus, loadavg } from "node:os";
 import { type Fault, type FaultCounts, runFaultCase } from "../test/harness/bye-faults.js";
 import { runDeliveryFault, SENT_TWICE_BOUND, type TakeoverCounts } from "../test/harness/delivery-takeover.js";
+import { type RelayCounts, runRelayFault } from "../test/harness/relay-crash.js";
 
 const BYES = Number(process.env.FAULTS_BYES ?? 2000);
 const USERS = Number(process.env.FAULTS_USERS ?? 100);
 const CONCURRENT = Number(process.env.FAULTS_CONCURRENT ?? 20);
 const MESSAGES = Number(process.env.FAULTS_MESSAGES ?? 2000);
+const RELAY_MESSAGES = Number(process.env.FAULTS_RELAY_MESSAGES ?? 2000);
 /** The sidecars' store.gsoBudgetMs; unset: the sidecar's default. */
 const GSO_BUDGET_MS = process.env.FAULTS_GSO_BUDGET_MS ? Number(process.env.FAULTS_GSO_BUDGET_MS) : undefined;
 /** Each Kamailio's async workers; unset: the cfg's (4). */
 const ASYNC_WORKERS = process.env.FAULTS_ASYNC_WORKERS ? Number(process.env.FAULTS_ASYNC_WORKERS) : undefined;
-/** Comma-separated subset of the cases (a, b, c1, c2, d, e, f, g, h); default all. */
+/** Comma-separated subset of the cases (a, b, c1, c2, d, e, f, g, h, i, j); default all. */
 const ONLY = (process.env.FAULTS_ONLY ?? "").split(",").filter(Boolean);
 
 const CASES: { id: string; fault: Fault; what: string; scaleOut?: boolean }[] = [
@@ -41,6 +47,27 @@ const DELIVERY_CASES: { id: string; what: string; scaleOut: boolean }[] = [
     scaleOut: true,
   },
 ];
+
+const RELAY_CASES: { id: string; what: string; scaleOut: boolean }[] = [
+  { id: "i", what: "anchored relay, its sidecar SIGKILLed mid-way", scaleOut: false },
+  {
+    id: "j",
+    what: "2 Kamailio x 2 sidecars on Redis: the sidecar anchoring the relay SIGKILLed, the CF's BYE to the other",
+    scaleOut: true,
+  },
+];
+
+function relayFailures(id: string, scaleOut: boolean, c: RelayCounts): string[] {
+  const out: string[] = [];
+  if (c.lost > 0) out.push(`(${id}) ${c.lost} acknowledged messages lost`);
+  if (c.doubled > 0) out.push(`(${id}) ${c.doubled} messages at the client twice`);
+  if (c.reordered > 0) out.push(`(${id}) ${c.reordered} messages out of order`);
+  if (c.acknowledged >= c.sent) out.push(`(${id}) the kill came after the relay's end`);
+  if (scaleOut && c.failsafes > 0) out.push(`(${id}) ${c.failsafes} fail-safe BYEs from the kill on`);
+  if (scaleOut && c.decidedBy === "") out.push(`(${id}) the CF's BYE was not decided by the other sidecar`);
+  if (c.gsos !== 1) out.push(`(${id}) ${c.gsos} GSOs for the CF's BYE`);
+  return out;
+}
 
 function deliveryFailures(id: string, c: TakeoverCounts): string[] {
   const out: string[] = [];
@@ -114,28 +141,70 @@ async function main() {
   for (const [id, , c] of rows)
     for (const n of [...c.notes, ...(c.badRecords ? [`${c.badRecords} records in bad/`] : [])]) console.log(`(${id}) ${n}`);
   for (const [id, , c] of rows) for (const r of c.failsafeReasons.slice(0, 5)) console.log(`(${id}) fail-safe: ${r}`);
-  const deliveries: [string, string, TakeoverCounts][] = [];
-  for (const c of DELIVERY_CASES.filter((x) => ONLY.length === 0 || ONLY.includes(x.id))) {
-    const run = () => runDeliveryFault({ messages: MESSAGES, scaleOut: c.scaleOut, progress: (l) => console.error(`  (${c.id}) ${l}`) });
-    await attempt(c.id, run, deliveries, c.what);
-  }
-  if (deliveries.length > 0) {
-    console.log(
-      `\ndeferred delivery under SIGKILL: ${MESSAGES} chat messages deferred (each SEND answered 200 once stored), one group session`,
-    );
-    console.log("| case | sent | delivered before the kill | after | lost | sent twice | out of order | left queued | GSO | ms |");
-    console.log("|---|---|---|---|---|---|---|---|---|---|");
-    for (const [id, what, c] of deliveries) {
-      console.log(
-        `| (${id}) ${what} | ${c.sent} | ${c.before} | ${c.after} | ${c.lost} | ${c.twice} | ${c.reordered} | ${c.left} | ${c.gso ? "yes" : "no"} | ${c.ms} |`,
-      );
-    }
-  }
+  /** The selected cases of `cases`, each run with `run` (as attempt() does). */
+  const runSelected = async <C extends { id: string; what: string }, T>(cases: C[], run: (c: C) => Promise<T>) => {
+    const out: [string, string, T][] = [];
+    for (const c of cases.filter((x) => ONLY.length === 0 || ONLY.includes(x.id))) await attempt(c.id, () => run(c), out, c.what);
+    return out;
+  };
+  const table = (title: string, columns: string[], lines: string[][]) => {
+    if (lines.length === 0) return;
+    console.log(`\n${title}`);
+    console.log(`| ${columns.join(" | ")} |`);
+    console.log(`|${columns.map(() => "---|").join("")}`);
+    for (const l of lines) console.log(`| ${l.join(" | ")} |`);
+  };
+  const progress = (id: string) => (l: string) => console.error(`  (${id}) ${l}`);
+  const deliveries = await runSelected(DELIVERY_CASES, (c) =>
+    runDeliveryFault({ messages: MESSAGES, scaleOut: c.scaleOut, progress: progress(c.id) }),
+  );
+  table(
+    `deferred delivery under SIGKILL: ${MESSAGES} chat messages deferred (each SEND answered 200 once stored), one group session`,
+    ["case", "sent", "delivered before the kill", "after", "lost", "sent twice", "out of order", "left queued", "GSO", "ms"],
+    deliveries.map(([id, what, c]) =>
+      [`(${id}) ${what}`, c.sent, c.before, c.after, c.lost, c.twice, c.reordered, c.left, c.gso ? "yes" : "no", c.ms].map(String),
+    ),
+  );
+  const relays = await runSelected(RELAY_CASES, (c) =>
+    runRelayFault({ messages: RELAY_MESSAGES, scaleOut: c.scaleOut, progress: progress(c.id) }),
+  );
+  table(
+    `anchored relay under SIGKILL: the CF sends ${RELAY_MESSAGES} chat messages, 16 unanswered, its sidecar killed a quarter in`,
+    [
+      "case",
+      "sent",
+      "acknowledged",
+      "not answered",
+      "at the client",
+      "acknowledged and lost",
+      "twice",
+      "out of order",
+      "fail-safe BYEs from the kill",
+      "BYE decided by",
+      "GSOs",
+    ],
+    relays.map(([id, what, c]) =>
+      [
+        `(${id}) ${what}`,
+        c.sent,
+        c.acknowledged,
+        c.unanswered,
+        c.delivered,
+        c.lost,
+        c.doubled,
+        c.reordered,
+        c.failsafes,
+        c.decidedBy || "—",
+        c.gsos,
+      ].map(String),
+    ),
+  );
   console.log(`machine: ${machine}; load average at the end ${load()}`);
   const failed = [
     ...crashed,
     ...rows.flatMap(([id, , c]) => failures(id, c)),
     ...deliveries.flatMap(([id, , c]) => deliveryFailures(id, c)),
+    ...relays.flatMap(([id, , c]) => relayFailures(id, RELAY_CASES.find((x) => x.id === id)?.scaleOut === true, c)),
   ];
   for (const f of failed) console.log(`FAIL ${f}`);
   process.exitCode = failed.length > 0 ? 1 : 0;

@@ -224,7 +224,7 @@ describe("8.3.2.3 2.e BYE from the network, PF as B2BUA, the client answers the 
   test("BYE-B9 BYE-B7 BYE-B4: the client answers the BYE 481 -> the CF gets the PF's 200 OK, the client got the PF's Reason, the GSO is stored", async () => {
     const play = await playGroupChat(kamailio as KamailioInstance, {
       byeHeaders: ["Reason: SIP;cause=480"],
-      clientScenario: "client-uas-bye-481.xml",
+      clientScenario: "bye-b9-client-481.xml",
     });
     assert.equal(play.clientByeAnswer?.status, 481, "the client answered 481");
     assert.equal(play.cfByeAnswer?.status, 200, `the CF got ${play.cfByeAnswer?.status}, not the PF's 200 OK`);
@@ -274,7 +274,7 @@ describe("8.3.2.3 2.e BYE from the network, PF as B2BUA, the client answers the 
   test("BYE-B9 BYE-B7 BYE-B3: the client never answers the BYE -> the CF gets the PF's 200 OK after CPM_PF_BYE_CLIENT_TIMEOUT_MS, not a 408", async (t) => {
     const play = await playGroupChat(kamailio as KamailioInstance, {
       byeHeaders: ["Reason: SIP;cause=410", "Referred-By: <sip:admin@example.net>"],
-      clientScenario: "client-uas-bye-silent.xml",
+      clientScenario: "bye-b9-client-silent.xml",
       clientPauseMs: CLIENT_TIMEOUT_MS + 1500,
     });
     assert.equal(play.clientByeAnswer, undefined, "the client sent no answer");
@@ -330,7 +330,7 @@ describe("8.3.2.3 2.b one GSO per BYE: Kamailio SIGKILLed after the decision, re
       byeHeaders: ["Reason: SIP;cause=480"],
       // absorbs the BYE from both Kamailios and never answers: the restarted
       // one answers the CF itself (BYE-B9) once CLIENT_TIMEOUT_MS passed
-      clientScenario: "client-uas-bye-silent.xml",
+      clientScenario: "bye-b9-client-silent.xml",
       clientPauseMs: 7000,
       during: async ({ callId }) => {
         await waitFor(() => decided(callId).length === 1, 5000, 5, "the CF's BYE decided");
@@ -423,7 +423,7 @@ describe("8.3.2.3 BYE from the network, PF as proxy (CPM_PF__PF__MODE=proxy)", (
     const reason = "SIP;cause=480";
     const play = await playGroupChat(kamailio as KamailioInstance, {
       byeHeaders: [`Reason: ${reason}`],
-      clientScenario: "client-uas-bye-481.xml",
+      clientScenario: "bye-b9-client-481.xml",
     });
     assert.deepEqual(play.clientBye.headers.get("reason"), [reason]);
     assert.equal(play.clientByeAnswer?.status, 481);

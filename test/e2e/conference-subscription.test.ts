@@ -113,7 +113,7 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
         focusSubscription: { scenario: "dd-8-pf-unsubscribe.xml", keys: focusKeys },
         whileDeferred: async (c) => {
           await until(() => hasApplied(c.callId), "the NOTIFY's participants applied");
-          const client = await startSipp({ scenario: "client-uas-decline.xml", extraArgs: ["-m", "2"] });
+          const client = await startSipp({ scenario: "dd-8-client-declines.xml", extraArgs: ["-m", "2"] });
           try {
             const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`, c.servedUser);
             assert.equal(reg.code, 0);

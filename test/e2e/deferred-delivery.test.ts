@@ -490,7 +490,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
 
   test("DD-8: the client declines (603) -> every deferred message of the group session is discarded, no retry", T, async () => {
     const chat = await rig.chatWhileAway(["declined"], { byeHeaders: ["Reason: SIP;cause=480"] });
-    const client = await startSipp({ scenario: "client-uas-decline.xml", extraArgs: ["-m", "2"] });
+    const client = await startSipp({ scenario: "dd-8-client-declines.xml", extraArgs: ["-m", "2"] });
     try {
       const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`);
       assert.equal(reg.code, 0);
@@ -510,7 +510,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       const chat = await rig.chatWhileAway(["declined while the group goes on"], {
         whileDeferred: async (c) => {
           // -m 2: SIPp stays up after the 603 (its trace is read while it runs)
-          const client = await startSipp({ scenario: "client-uas-decline.xml", extraArgs: ["-m", "2"] });
+          const client = await startSipp({ scenario: "dd-8-client-declines.xml", extraArgs: ["-m", "2"] });
           try {
             const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`, c.servedUser);
             assert.equal(reg.code, 0);
@@ -716,7 +716,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     T,
     async () => {
       const chat = await rig.chatWhileAway(["not for a forger"], { servedUser: KEEPER_USER, byeHeaders: ["Reason: SIP;cause=480"] });
-      const client = await startSipp({ scenario: "client-uas-decline.xml", timeoutS: 10 });
+      const client = await startSipp({ scenario: "dd-8-client-declines.xml", timeoutS: 10 });
       try {
         const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`, chat.servedUser, true, {
           from: "127.0.0.2",
@@ -741,7 +741,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         servedUser: KEEPER_USER,
         byeHeaders: ["Reason: SIP;cause=480"],
       });
-      const client = await startSipp({ scenario: "client-uas-decline.xml", timeoutS: 10 });
+      const client = await startSipp({ scenario: "dd-8-client-declines.xml", timeoutS: 10 });
       try {
         const reg = await rig.register(`<sip:client@127.0.0.1:${client.port}>`, "sip:mallory@example.net");
         assert.equal(reg.code, 0);
@@ -887,7 +887,7 @@ describe("deferred delivery per device (DD-1 'for a CPM Client'): each of the se
   }
   /** The device at `contact` registers again: no delivery INVITE within a second, and the sidecar started none. */
   async function registersForNothing(chat: Chat, instance: string): Promise<void> {
-    const client = await startSipp({ scenario: "client-uas-decline.xml", timeoutS: 10 });
+    const client = await startSipp({ scenario: "dd-8-client-declines.xml", timeoutS: 10 });
     try {
       const contact = `<sip:client@127.0.0.1:${client.port}>`;
       await registers(chat, instance)(contact);

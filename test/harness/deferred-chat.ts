@@ -10,7 +10,7 @@
 // (sip.transport "udp", the UA of before TCP): the deferred-delivery tests are
 // its regression; test/e2e/delivery-transport.test.ts runs the default (auto).
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mailboxNameOf } from "../../src/store/mailbox-name.js";
@@ -103,6 +103,8 @@ export interface RigOptions {
   grpcSocket?: string;
   /** Further sidecars Kamailio's bridge tries after this rig's (CPM_PF_GRPC_TARGET is then a list). */
   moreGrpcTargets?: string[];
+  /** Kamailio journals its fail-safe BYEs (CPM_PF_FAILSAFE_DIR) and the sidecar replays them (session.failsafeDir). */
+  failsafeJournal?: boolean;
 }
 
 export interface Rejoin {
@@ -180,6 +182,8 @@ export class DeferredChatRig {
     const dir = await mkdtemp(join(tmpdir(), "cpm-dd-rig-"));
     // Kamailio and the sidecar on one host: gRPC over a Unix domain socket, kept across sidecar restarts
     const grpcSocket = opts.grpcSocket ?? join(dir, "grpc.sock");
+    const failsafeDir = join(dir, "failsafe");
+    if (opts.failsafeJournal) await mkdir(failsafeDir);
     const uaPort = await freePort();
     const mediaPort = await freePort();
     const kamailio = await startKamailio({
@@ -189,6 +193,7 @@ export class DeferredChatRig {
       defines: [
         `CPM_PF_UA_ADDRESS="sip:127.0.0.1:${uaPort}${opts.uaAddressTransport === "tcp" ? ";transport=tcp" : ""}"`,
         `CPM_PF_BYE_CLIENT_TIMEOUT_MS=${CLIENT_BYE_TIMEOUT_MS}`,
+        ...(opts.failsafeJournal ? [`CPM_PF_FAILSAFE_DIR="${failsafeDir}"`] : []),
       ],
     });
     const rig = new DeferredChatRig(
@@ -213,6 +218,7 @@ export class DeferredChatRig {
         // the CF SIPps of these cases have no conference event package: the PF's own SUBSCRIBE (unanswered,
         // retransmitted by Kamailio) would reach the next SIPp on the focus's port; conference-subscription.test.ts turns it on
         CPM_PF__DELIVERY__CONFERENCESUBSCRIPTIONEXPIRES: "0",
+        ...(opts.failsafeJournal ? { CPM_PF__SESSION__FAILSAFEDIR: failsafeDir } : {}),
         ...env,
       },
       opts.dovecot === undefined,
