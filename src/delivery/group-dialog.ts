@@ -77,6 +77,8 @@ export interface GroupDialogDeps {
     release(sessionKey: string): number;
     /** DD-12 / RJ-5; throws CpmError CPM_ERR_MEDIA_NOT_ANCHORED. */
     joinClient(sessionKey: string, client: JoinedClient): void;
+    /** One device's joined delivery session leaves (BYE-B7); the others stay. */
+    leaveClient(sessionKey: string, client: JoinedClient): void;
     /** The session is anchored: its CF side is there to join. */
     holds(sessionKey: string): boolean;
     relayToCf(sessionKey: string, m: { contentType: string; body: Buffer; messageId: string }): Promise<number>;
@@ -258,6 +260,11 @@ export class GroupDialogs {
   async join(sessionKey: string, client: JoinedClient): Promise<void> {
     this.deps.media.joinClient(sessionKey, client);
     await this.deps.clientJoined(sessionKey);
+  }
+
+  /** BYE-B7: one device's joined delivery session leaves the group session; the user's other joined devices stay. */
+  leave(sessionKey: string, client: JoinedClient): void {
+    this.deps.media.leaveClient(sessionKey, client);
   }
 
   /** DD-12 / RJ-5: a message of the joined client to the CF; resolves with the CF's code. */

@@ -176,7 +176,7 @@ export interface DeliveryServiceDeps {
   /** Where delivered items go when the session is recorded (8.5.2: allow-offline-storage or recording); undefined: removed. */
   retireFolder?: (session: GroupSession) => string | undefined;
   /** DD-8 ii: the group session's dialog towards the focus and its media (src/delivery/group-dialog.ts); absent: those actions have no executor. */
-  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "relayToCf" | "restart" | "ended" | "holds">;
+  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "leave" | "relayToCf" | "restart" | "ended" | "holds">;
   /** The focus's NOTIFYs on the PF's own conference subscriptions (src/delivery/conference-subscriptions.ts); absent: every NOTIFY gets 481. */
   subscriptions?: { onNotify(req: SipMessage, reply: (status: number, reason: string) => void): void };
   /** The CF's session refreshes for an absent client (src/delivery/session-refresh.ts); absent: answered 481. */
@@ -819,6 +819,7 @@ export class DeliveryService implements RegistrationHandler {
           this.feed(m, { type: "actionUnavailable", action: a, reason });
         });
       case "rejoinConference":
+      case "leaveConference":
       case "joinGroupDialog":
       case "forwardToFocus":
       case "restartGroupSession":
@@ -959,8 +960,17 @@ export class DeliveryService implements RegistrationHandler {
       this.deps.log.warn("no ACK for the 2xx to the re-join: session ended", this.fields(m));
       const reason = 'SIP;cause=408;text="No ACK"';
       await this.deps.ua.bye(dialog, [["Reason", reason]]).catch(() => 0);
-      this.feed(m, { type: "clientBye", reasons: [reason] });
+      this.clientBye(m, [reason]);
     });
+  }
+
+  /** The client's BYE on `m`'s delivery session, with whether another device's delivery session is joined with the same group session. */
+  private clientBye(m: Machine, reasons: string[]): void {
+    const id = recordIdOf(m.proc.state.delivery.session);
+    const othersJoined = [...this.machines.values()].some(
+      (o) => o !== m && o.proc.state.delivery.joined && o.proc.state.delivery.phase !== "ended" && recordIdOf(o.proc.state.delivery.session) === id,
+    );
+    this.feed(m, { type: "clientBye", reasons, ...(othersJoined ? { othersJoined } : {}) });
   }
 
   /** DD-2..DD-6 as rendered by the procedure; the SDP part is the PF's own delivery leg (DD-6 a=sendrecv kept). */
@@ -1272,7 +1282,7 @@ export class DeliveryService implements RegistrationHandler {
     if (req.method === "BYE") {
       // DD-14: handled as a BYE (8.2.2.3): answered, then the machine decides on the queue
       reply(200, "OK");
-      this.feed(m, { type: "clientBye", reasons: headerValues(req, "reason") });
+      this.clientBye(m, headerValues(req, "reason"));
       return;
     }
     reply(501, "Not Implemented");
@@ -1301,6 +1311,7 @@ export class DeliveryService implements RegistrationHandler {
           | "releaseMedia"
           | "unsubscribeConference"
           | "rejoinConference"
+          | "leaveConference"
           | "joinGroupDialog"
           | "forwardToFocus"
           | "restartGroupSession";
@@ -1346,6 +1357,10 @@ export class DeliveryService implements RegistrationHandler {
           if (!m.leg) throw new CpmError("CPM_ERR_NOT_FOUND", "no delivery leg to join");
           await group.join(a.sessionKey, m.leg.asJoinedClient());
           this.deps.log.info("delivery session joined with the on-going group session (DD-12)", this.fields(m));
+          return;
+        case "leaveConference":
+          if (m.leg) group.leave(a.sessionKey, m.leg.asJoinedClient());
+          this.deps.log.info("joined delivery session left the group session; the user's other devices stay (BYE-B7)", this.fields(m));
           return;
         case "forwardToFocus":
           return this.forwardToFocus(m, a.msrpMessageIds);

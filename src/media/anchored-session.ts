@@ -68,8 +68,8 @@ export class AnchoredSession {
   private toCfQueue: RelayQueue | undefined;
   private readonly options: AnchoredSessionOptions;
   private readonly log: MediaLog;
-  /** DD-12 / RJ-5: once joined, the CF's messages go to this session too (instead of the original client leg, gone by then). */
-  private joined: JoinedClient | undefined;
+  /** DD-12 / RJ-5: the delivery sessions joined, one per device: the CF's messages go to each (the original client leg is gone by then). */
+  private readonly joined = new Set<JoinedClient>();
   /** What the CF -> client queue relays to: every client leg that is up, and the joined client. */
   private readonly clientSide: DeviceFanout;
   /** The device (2xx To tag) the first client leg belongs to; undefined until an answer took it. */
@@ -159,15 +159,24 @@ export class AnchoredSession {
    * it is not up), and relayToCf() takes what the client sends in it.
    */
   join(client: JoinedClient): void {
-    this.joined = client;
+    this.joined.add(client);
     this.clientSide.join(client);
-    this.log.info("delivery session joined with the group session", { was: this.client.state });
+    this.log.info("delivery session joined with the group session", { was: this.client.state, joined: this.joined.size });
   }
 
-  /** The joined client leaves this session without being closed (a re-start that did not come up: the delivery session goes on). */
-  detach(): void {
-    this.joined = undefined;
-    this.clientSide.join(undefined);
+  /**
+   * A joined client leaves this session without being closed (undefined: every one): a re-start that did
+   * not come up (the delivery session goes on), or one device's delivery session ended while others stay.
+   */
+  detach(client?: JoinedClient): void {
+    if (client === undefined) this.joined.clear();
+    else this.joined.delete(client);
+    this.clientSide.leave(client);
+  }
+
+  /** Delivery sessions joined now. */
+  get joinedCount(): number {
+    return this.joined.size;
   }
 
   /** DD-12 / RJ-5: a message the joined client sent, relayed to the CF leg in call order; resolves with the CF's code. */
@@ -197,7 +206,8 @@ export class AnchoredSession {
 
   release(): ReleaseCount {
     const queued = (this.toClientQueue?.close() ?? 0) + (this.toCfQueue?.close() ?? 0);
-    let legs = this.cf.release() + this.client.release() + (this.joined?.release() ?? 0);
+    let legs = this.cf.release() + this.client.release();
+    for (const j of this.joined) legs += j.release();
     for (const leg of this.devices?.values() ?? []) legs += leg.release();
     const recorded = this.recording?.clear() ?? 0;
     return { legs, queued, recorded };

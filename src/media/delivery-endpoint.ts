@@ -129,6 +129,8 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
   /** Messages sent and not answered yet (media.deliveryWindow), and the sends waiting for room. */
   private inFlight = 0;
   private readonly waitingForRoom: (() => void)[] = [];
+  /** What the anchored group session holds as its joined client (DD-12), made once. */
+  private joinedView: JoinedClient | undefined;
 
   private constructor(opts: Omit<DeliveryEndpointOptions, "originalSdp">, localUri: MsrpUri, log: SessionLog) {
     super();
@@ -308,6 +310,12 @@ export class DeliveryEndpoint extends EventEmitter<DeliveryEndpointEvents> {
    * through send()).
    */
   asJoinedClient(): JoinedClient {
+    // one view per endpoint: the anchored session tells its joined clients apart by identity
+    this.joinedView ??= this.makeJoinedView();
+    return this.joinedView;
+  }
+
+  private makeJoinedView(): JoinedClient {
     const endpoint = this;
     return {
       get state(): LegState {

@@ -1,9 +1,10 @@
 // What the CF -> client relay queue sends to: every client leg of the served
 // user that is up (one per device that answered the forked INVITE, BYE-B7
-// "every connected client"), and the joined delivery session if there is one
-// (DD-12 / RJ-5). As one RelayTarget for relay-queue.ts:
-//   state    up when any of them is up; else the joined session's state when
-//            there is one (as before devices: it stands in for the client);
+// "every connected client"), and the delivery sessions joined with the group
+// session, one per device that joined it (DD-12 / RJ-5). As one RelayTarget
+// for relay-queue.ts:
+//   state    up when any of them is up; else the first joined session's state
+//            when there is one (as before devices: it stands in for the client);
 //            else pending while a device leg is pending; else gone
 //   send     to each one that is up, in call order on each (so every device
 //            gets the CF's messages in the CF's order); the CF's SEND is
@@ -33,8 +34,8 @@ export class DeviceFanout implements RelayTarget {
   private readonly first: RelayTarget;
   /** Client legs of further devices, made with the second. */
   private more: RelayTarget[] | undefined;
-  /** DD-12 / RJ-5: the delivery session joined as the client. */
-  private joined: RelayTarget | undefined;
+  /** DD-12 / RJ-5: the delivery sessions joined as the client, one per device, in the order they joined. */
+  private joined: RelayTarget[] = [];
   private waiters: (() => void)[] | undefined;
 
   constructor(first: RelayTarget) {
@@ -48,10 +49,16 @@ export class DeviceFanout implements RelayTarget {
     if (this.waiters !== undefined) this.watch(leg);
   }
 
-  /** DD-12 / RJ-5: the delivery session joins as the client (undefined: it leaves). */
-  join(target: RelayTarget | undefined): void {
-    this.joined = target;
-    if (target !== undefined && this.waiters !== undefined) this.watch(target);
+  /** DD-12 / RJ-5: a device's delivery session joins as the client. */
+  join(target: RelayTarget): void {
+    if (!this.joined.includes(target)) this.joined.push(target);
+    if (this.waiters !== undefined) this.watch(target);
+    this.recheck();
+  }
+
+  /** A joined delivery session leaves (undefined: every one). */
+  leave(target?: RelayTarget): void {
+    this.joined = target === undefined ? [] : this.joined.filter((j) => j !== target);
     this.recheck();
   }
 
@@ -63,14 +70,16 @@ export class DeviceFanout implements RelayTarget {
   }
 
   get state(): LegState {
-    if (this.joined?.state === "up" || this.first.state === "up") return "up";
+    if (this.first.state === "up") return "up";
+    for (const j of this.joined) if (j.state === "up") return "up";
     let pending = this.first.state === "pending";
     for (const l of this.more ?? NONE) {
       const s = l.state;
       if (s === "up") return "up";
       if (s === "pending") pending = true;
     }
-    if (this.joined !== undefined) return this.joined.state;
+    const joined = this.joined[0];
+    if (joined !== undefined) return joined.state;
     return pending ? "pending" : "gone";
   }
 
@@ -81,7 +90,7 @@ export class DeviceFanout implements RelayTarget {
       this.waiters ??= [];
       this.waiters.push(resolve);
       if (!first) return;
-      if (this.joined !== undefined) this.watch(this.joined);
+      for (const j of this.joined) this.watch(j);
       this.watch(this.first);
       for (const l of this.more ?? NONE) this.watch(l);
     });
@@ -90,8 +99,9 @@ export class DeviceFanout implements RelayTarget {
   send(item: RelayItem): Promise<number> {
     let only: RelayTarget | undefined;
     let up = 0;
-    if (this.joined?.state === "up") {
-      only = this.joined;
+    for (const j of this.joined) {
+      if (j.state !== "up") continue;
+      only = j;
       up++;
     }
     if (this.first.state === "up") {
@@ -113,7 +123,7 @@ export class DeviceFanout implements RelayTarget {
   }
 
   singleChunk(item: RelayItem): boolean {
-    if (this.joined !== undefined && !this.joined.singleChunk(item)) return false;
+    for (const j of this.joined) if (!j.singleChunk(item)) return false;
     return this.first.singleChunk(item);
   }
 
@@ -140,7 +150,7 @@ export class DeviceFanout implements RelayTarget {
         ),
       );
     };
-    if (this.joined?.state === "up") each(this.joined);
+    for (const j of this.joined) if (j.state === "up") each(j);
     if (this.first.state === "up") each(this.first);
     for (const l of this.more ?? NONE) if (l.state === "up") each(l);
     return Promise.all(sends).then(bestCode);

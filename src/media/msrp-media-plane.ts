@@ -550,6 +550,11 @@ export class MsrpMediaPlane implements MediaPlane {
     this.get(sessionKey).session.join(client);
   }
 
+  /** BYE-B7: one device's joined delivery session leaves the anchored group session (not closed here); the others stay. */
+  leaveClient(sessionKey: string, client: JoinedClient): void {
+    this.anchored.get(sessionKey)?.session.detach(client);
+  }
+
   /** DD-12 / RJ-5: a message the joined client sent, to the CF leg; resolves with the CF's code (481: nothing anchored, RFC 4975 10). */
   relayToCf(sessionKey: string, m: { contentType: string; body: Buffer; messageId: string }): Promise<number> {
     const a = this.anchored.get(sessionKey);

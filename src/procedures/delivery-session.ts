@@ -131,6 +131,8 @@ export type DeliveryAction =
   | { kind: "scheduleRetry"; attempt: number; delayMs: number }
   /** DD-12: join the delivery session with the on-going conference (live relay both ways from now on). */
   | { kind: "rejoinConference"; sessionKey: string }
+  /** BYE-B7: this device's joined delivery session leaves the conference; the user's other joined devices stay. */
+  | { kind: "leaveConference"; sessionKey: string }
   /** DD-13 / RJ-3: INVITE towards the Controlling Function (8.2.2.7), answered by `restartResponse`. */
   | { kind: "restartGroupSession"; restart: RestartRequest }
   /** RJ-5, and after a successful restart: join the client's dialog with the group session dialog towards the CF. */
@@ -169,8 +171,12 @@ export type SessionEvent =
    * a GSO naming a new focus; the executor always gives it).
    */
   | { type: "restartResponse"; via: RestartRequest["via"]; status: number; reasonPhrase?: string; focusUri?: string; at?: Date }
-  /** The client's BYE on the delivery session: every Reason header line as received. */
-  | { type: "clientBye"; reasons: string[] }
+  /**
+   * The client's BYE on the delivery session: every Reason header line as
+   * received; `othersJoined`: another device of the served user is joined
+   * with the same group session (its delivery session, DD-12).
+   */
+  | { type: "clientBye"; reasons: string[]; othersJoined?: boolean }
   /**
    * 8.3.2.3: the CF ended the group session (a network BYE), decided with
    * `reason` for the served user's clients; `session` is the record after it.
@@ -549,8 +555,15 @@ export function stepSession(s: DeliverySession, ev: SessionEvent, policy: Delive
       // the client's Reason goes on as received (8.2.2.3); none → cause=200
       const text = parsed?.text ?? (cause === 200 ? "Call completed" : undefined);
       const reason = formatReason({ protocol: "SIP", cause: cause ?? 503, text });
-      const actions: DeliveryAction[] = [{ kind: "handleAsBye", reason, towardsFocus: s.joined }];
+      // BYE-B7 "every connected client": with another device still joined only this device leaves,
+      // the user stays in the group (as a forked INVITE's device that sends its own BYE)
+      const leavesGroup = s.joined && ev.othersJoined !== true;
+      const actions: DeliveryAction[] = [{ kind: "handleAsBye", reason, towardsFocus: leavesGroup }];
       const notes: string[] = [];
+      if (s.joined && !leavesGroup) {
+        actions.push({ kind: "leaveConference", sessionKey: s.session.key });
+        notes.push("another device of the served user is joined: only this device leaves the group session");
+      }
       if (cause === 200) {
         // DD-14: discard all remaining deferred messages of the group session
         actions.push({ kind: "discardDeferred", queue: ref });

@@ -954,6 +954,87 @@ describe("deferred delivery per device (DD-1 'for a CPM Client'): each of the se
   );
 
   test(
+    "DD-12 BYE-B7: two devices of the served user join the on-going group session, each in its own delivery session: the CF's live message reaches both, each one's reaches the CF; the phone's BYE leaves only the phone (nothing to the focus), the tablet goes on; the CF's BYE ends the tablet's session with the PF's Reason",
+    T,
+    async () => {
+      const JOINED = "delivery session joined with the on-going group session (DD-12)";
+      await rig.chatWhileAway(["joined by two 1", "joined by two 2"], {
+        clientInstance: TABLET,
+        byeHeaders: ["Reason: SIP;cause=480"],
+        whileDeferred: async (c) => {
+          const cf = c.cf as MsrpPeer;
+          const joined = () => rig.loggedAll(JOINED).filter((l) => l.conversationId === c.conversationId).length;
+          await rig.deliveredTo(
+            c,
+            "client-dd-uas.xml",
+            BYE_200,
+            async ({ peer: phone, client: phoneSipp, invite: phoneInvite }) => {
+              await inOrder(phone, c);
+              await waitFor(() => joined() === 1, 5000, 20, "the phone joined");
+              await rig.deliveredTo(
+                c,
+                "client-uas-msrp.xml",
+                {},
+                async ({ peer: tablet, client: tabletSipp }) => {
+                  await inOrder(tablet, c);
+                  await waitFor(() => joined() === 2, 5000, 20, "the tablet joined");
+                  const live = chatCpim("live, to both devices", "imdn-live-both");
+                  assert.equal((await cf.send(live, "message/cpim")).code, 200);
+                  const text = (m: { body: Uint8Array } | undefined) => Buffer.from(m?.body ?? []).toString("utf8");
+                  assert.equal(text((await rig.received(phone, c.sent.length + 2, c)).at(-1)), live.toString("utf8"), "the phone got it");
+                  assert.equal(text((await rig.received(tablet, c.sent.length + 2, c)).at(-1)), live.toString("utf8"), "the tablet got it");
+                  for (const [device, peer] of [
+                    ["phone", phone],
+                    ["tablet", tablet],
+                  ] as const) {
+                    const before = cf.received.length;
+                    const mine = chatCpim(`from the ${device}`, `imdn-from-${device}`);
+                    assert.equal((await peer.send(mine, "message/cpim")).code, 200);
+                    assert.equal(
+                      text((await rig.received(cf, before + 1, c)).at(-1)),
+                      mine.toString("utf8"),
+                      `the ${device}'s message reached the CF`,
+                    );
+                  }
+                  // the phone leaves: its BYE ends its own delivery session only
+                  await triggerSipp(phoneSipp.port, header(phoneInvite, "call-id") ?? "");
+                  const phoneDone = await phoneSipp.done;
+                  assert.equal(phoneDone.code, 0, `phone SIPp: ${phoneDone.errors}`);
+                  await waitFor(
+                    () =>
+                      rig.logged("joined delivery session left the group session; the user's other devices stay (BYE-B7)", c.callId) !==
+                      undefined,
+                    5000,
+                    20,
+                    "the phone left",
+                  );
+                  assert.equal(rig.logged("BYE to the focus for the served user", c.callId), undefined, "nothing to the focus");
+                  const later = chatCpim("live, after the phone left", "imdn-live-tablet");
+                  assert.equal((await cf.send(later, "message/cpim")).code, 200, "the tablet took it");
+                  assert.equal(text((await rig.received(tablet, c.sent.length + 3, c)).at(-1)), later.toString("utf8"));
+                  assert.equal(phone.received.length, c.sent.length + 2, "nothing more to the phone");
+                  // BYE-B7: the CF ends the group (480): the tablet's joined session ends with the PF's Reason
+                  await triggerSipp(c.cfSipPort as number, c.callId, 0);
+                  const r = await tabletSipp.done;
+                  assert.equal(r.code, 0, `tablet SIPp: ${r.errors}`);
+                  assert.equal(
+                    header(first(r.messages, { direction: "received", method: "BYE" }) as SipTraceMessage, "reason"),
+                    "SIP;cause=480",
+                  );
+                  await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
+                  await new Promise((resolve) => setTimeout(resolve, 200));
+                },
+                registers(c, TABLET),
+              );
+            },
+            registers(c, PHONE),
+          );
+        },
+      });
+    },
+  );
+
+  test(
     "DD-1 DD-10: two devices registering at once get one delivery each, in parallel, each in order, no duplicate; the same device's REGISTER during its delivery starts nothing",
     T,
     async () => {

@@ -105,6 +105,7 @@ function rig(answer: Answer, ringMs = 50) {
       },
       release: () => 0,
       joinClient: () => undefined,
+      leaveClient: () => undefined,
       relayToCf: () => Promise.resolve(200),
     },
     log: log.log,

@@ -62,7 +62,7 @@ test("BYE-B7 state: up when any leg is up; the joined session's state otherwise;
   assert.equal(fanout.state, "gone", "joined: its state stands for the client while no leg is up");
   b.set("up");
   assert.equal(fanout.state, "up");
-  fanout.join(undefined);
+  fanout.leave(joined);
   fanout.remove(b);
   assert.equal(fanout.state, "gone");
 });
@@ -119,4 +119,26 @@ test("BYE-B7 settled(): waits for a device added while waiting", async () => {
   assert.equal(done, true);
   assert.equal(a.state, "pending");
   assert.equal(fanout.state, "up");
+});
+
+test("DD-12 BYE-B7: two devices' delivery sessions joined: the CF's messages reach both in order; one leaving keeps the other joined", async () => {
+  const original = new Device("gone");
+  const fanout = new DeviceFanout(original);
+  const phone = new Device("up");
+  const tablet = new Device("up");
+  fanout.join(phone);
+  fanout.join(tablet);
+  fanout.join(tablet); // joined once
+  const answers: number[] = [];
+  assert.equal(await fanout.send(item("m1", answers)), 200);
+  assert.equal(await fanout.send(item("m2", answers)), 200);
+  assert.deepEqual(phone.sent, ["m1", "m2"]);
+  assert.deepEqual(tablet.sent, ["m1", "m2"]);
+  fanout.leave(phone);
+  assert.equal(await fanout.send(item("m3", answers)), 200);
+  assert.deepEqual(phone.sent, ["m1", "m2"], "the phone left");
+  assert.deepEqual(tablet.sent, ["m1", "m2", "m3"]);
+  assert.equal(fanout.state, "up");
+  fanout.leave();
+  assert.equal(fanout.state, "gone");
 });

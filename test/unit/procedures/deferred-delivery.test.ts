@@ -905,3 +905,14 @@ test("DD-13 bad input: the focus's (stale) answer once the factory is asked is i
   assert.equal(same.state.delivery.session.focusUri, "sip:focus-7f3a@cf.example.net");
   assert.equal(only(same.actions, "sendGso").length, 0);
 });
+
+test("DD-12 DD-14 BYE-B7: a joined device's BYE while another device of the user is joined: only this device leaves the conference; nothing goes to the focus", () => {
+  const { state } = start();
+  const r = run(state, [...connected, read(), { type: "clientBye", reasons: ['SIP;cause=200;text="bye"'], othersJoined: true }]);
+  const bye = r.actions.find((a) => a.kind === "handleAsBye");
+  assert.deepEqual(bye, { kind: "handleAsBye", reason: 'SIP;cause=200;text="bye"', towardsFocus: false });
+  assert.ok(r.actions.some((a) => a.kind === "leaveConference" && a.sessionKey === state.delivery.session.key));
+  assert.ok(!r.actions.some((a) => a.kind === "sendByeToFocus"));
+  assert.ok(r.notes.includes("another device of the served user is joined: only this device leaves the group session"));
+  // the last joined device's BYE goes on to the focus (the DD-14 test above)
+});
