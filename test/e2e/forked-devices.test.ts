@@ -37,6 +37,49 @@ function byes(msgs: readonly SipTraceMessage[]): SipTraceMessage[] {
   });
 }
 
+/** The forked call: `during` runs with both devices' MSRP legs up and the CF's connected; `byeHeaders` on the CF's BYE. */
+async function forkedCall(
+  rig: DeferredChatRig,
+  byeHeaders: string[],
+  during: (d: Devices, call: { callId: string; clientSipPort: number; clientInvite: SipTraceMessage; tabletTag: string }) => Promise<void>,
+  /** How long the second device waits before it answers the network's BYE. */
+  pauseMs = SECOND_DEVICE_PAUSE_MS,
+) {
+  const d: Devices = { cf: await rig.peer("CF"), phone: await rig.peer("phone"), tablet: await rig.peer("tablet") };
+  const call = await anchoredChatCall(rig.kamailio, {
+    servedUser: SERVED_USER,
+    cfMsrpPath: d.cf.path,
+    cfSetup: "active",
+    clientMsrpPath: d.phone.path,
+    clientScenario: {
+      scenario: "bye-b7-forked-devices.xml",
+      keys: {
+        phone_msrp_port: String(new URL(d.phone.path.replace(/^msrp/, "http")).port),
+        phone_msrp_path: d.phone.path,
+        tablet_msrp_port: String(new URL(d.tablet.path.replace(/^msrp/, "http")).port),
+        tablet_msrp_path: d.tablet.path,
+      },
+    },
+    clientPauseMs: pauseMs,
+    byeHeaders,
+    timeoutS: 40,
+    during: async ({ callId, clientInvite, cf200, clientSipPort }) => {
+      const tablet = await waitFor(
+        () => rig.logged("further device of the served user anchored (BYE-B7)", callId),
+        5000,
+        20,
+        "the tablet anchored",
+      );
+      const toDevices = msrpMedia(clientInvite.body).path;
+      await d.phone.open(toDevices, "active");
+      await d.tablet.open(toDevices, "active");
+      await d.cf.open(msrpMedia(cf200.body).path, "active");
+      await during(d, { callId, clientSipPort, clientInvite, tabletTag: String(tablet.device) });
+    },
+  });
+  return call;
+}
+
 describe("BYE-B7 a forked INVITE answered by two devices of the served user", () => {
   let rig: DeferredChatRig;
   before(async () => {
@@ -48,51 +91,8 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
     await rig?.stop();
   });
 
-  /** The forked call: `during` runs with both devices' MSRP legs up and the CF's connected; `byeHeaders` on the CF's BYE. */
-  async function forkedCall(
-    byeHeaders: string[],
-    during: (
-      d: Devices,
-      call: { callId: string; clientSipPort: number; clientInvite: SipTraceMessage; tabletTag: string },
-    ) => Promise<void>,
-  ) {
-    const d: Devices = { cf: await rig.peer("CF"), phone: await rig.peer("phone"), tablet: await rig.peer("tablet") };
-    const call = await anchoredChatCall(rig.kamailio, {
-      servedUser: SERVED_USER,
-      cfMsrpPath: d.cf.path,
-      cfSetup: "active",
-      clientMsrpPath: d.phone.path,
-      clientScenario: {
-        scenario: "bye-b7-forked-devices.xml",
-        keys: {
-          phone_msrp_port: String(new URL(d.phone.path.replace(/^msrp/, "http")).port),
-          phone_msrp_path: d.phone.path,
-          tablet_msrp_port: String(new URL(d.tablet.path.replace(/^msrp/, "http")).port),
-          tablet_msrp_path: d.tablet.path,
-        },
-      },
-      clientPauseMs: SECOND_DEVICE_PAUSE_MS,
-      byeHeaders,
-      timeoutS: 40,
-      during: async ({ callId, clientInvite, cf200, clientSipPort }) => {
-        const tablet = await waitFor(
-          () => rig.logged("further device of the served user anchored (BYE-B7)", callId),
-          5000,
-          20,
-          "the tablet anchored",
-        );
-        const toDevices = msrpMedia(clientInvite.body).path;
-        await d.phone.open(toDevices, "active");
-        await d.tablet.open(toDevices, "active");
-        await d.cf.open(msrpMedia(cf200.body).path, "active");
-        await during(d, { callId, clientSipPort, clientInvite, tabletTag: String(tablet.device) });
-      },
-    });
-    return call;
-  }
-
   test("BYE-B7 BYE-B9: one CF dialog; the CF's messages reach both devices, theirs reach the CF; the network BYE goes to both and the CF's 200 OK comes after both answered", async () => {
-    const call = await forkedCall(['Reason: SIP;cause=410;text="Gone"'], async (d) => {
+    const call = await forkedCall(rig, ['Reason: SIP;cause=410;text="Gone"'], async (d) => {
       assert.equal((await d.cf.send(chatCpim("to every device", "imdn-fork-1"), "message/cpim")).code, 200);
       await waitFor(() => received(d.phone).some((b) => b.includes("to every device")), 5000, 20, "the phone got it");
       await waitFor(() => received(d.tablet).some((b) => b.includes("to every device")), 5000, 20, "the tablet got it");
@@ -155,7 +155,7 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
   });
 
   test("BYE-B7: the tablet leaves with its own BYE; the phone goes on getting the CF's messages and alone gets the network's BYE", async () => {
-    const call = await forkedCall([], async (d, { callId, clientSipPort }) => {
+    const call = await forkedCall(rig, [], async (d, { callId, clientSipPort }) => {
       await triggerSipp(clientSipPort, callId, 0);
       await waitFor(() => rig.logged("device left, the others stay in the group session (BYE-B7)", callId), 5000, 20, "tablet left");
       assert.equal((await d.cf.send(chatCpim("after the tablet left", "imdn-fork-4"), "message/cpim")).code, 200);
@@ -172,7 +172,7 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
   });
 
   test("BYE-B7 RFC 4028: the tablet refreshes its own dialog (re-INVITE with its SDP, then UPDATE) -> the PF's UA answers both with the tablet's leg as it is and stays out of the CF's dialog; the tablet goes on getting the CF's messages", async () => {
-    const call = await forkedCall(['Reason: SIP;cause=410;text="Gone"'], async (d, { callId, clientInvite, tabletTag }) => {
+    const call = await forkedCall(rig, ['Reason: SIP;cause=410;text="Gone"'], async (d, { callId, clientInvite, tabletTag }) => {
       const before = await rig.kamailio.stat("cpm_pf_refreshes");
       const refresh = await inDialogSipp(rig.kamailio, "bye-b7-device-session-refresh.xml", callId, {
         device_from: `${header(clientInvite, "to")};tag=${tabletTag}`,
@@ -203,5 +203,45 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
     assert.deepEqual(atCf, [], "the tablet's refresh never reached the CF");
     // the group session ends as before: the network's BYE to both devices
     assert.equal(byes(call.client.messages).length, 2, "a BYE to each device");
+  });
+});
+
+describe("BYE-B7 BYE-B9 a forked INVITE's device that does not answer the network's BYE in time (pf.deviceByeTimeoutMs)", () => {
+  /** Well below the late device's pause: its BYE transaction is over for the PF before it answers. */
+  const DEVICE_BYE_TIMEOUT_MS = 250;
+  const LATE_PAUSE_MS = 1500;
+  let rig: DeferredChatRig;
+  before(async () => {
+    rig = await DeferredChatRig.start({ CPM_PF__PF__DEVICEBYETIMEOUTMS: String(DEVICE_BYE_TIMEOUT_MS) });
+    await rig.untilKamailioReachesSidecar();
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  test("BYE-B7 BYE-B9: the network BYE goes to both devices; one answers at once, the other too late: the CF gets the PF's 200 OK once the late one's time is up, before it answered; one GSO", async () => {
+    const call = await forkedCall(rig, ["Reason: SIP;cause=480"], async () => {}, LATE_PAUSE_MS);
+    const deviceByes = byes(call.client.messages);
+    assert.equal(deviceByes.length, 2, "a BYE to each device");
+    const fanOut = await waitFor(
+      () => rig.logged("network BYE sent to every device of the served user (BYE-B7)", call.callId),
+      5000,
+      20,
+      "fan-out logged",
+    );
+    const statuses = String(fanOut.devices)
+      .split(" ")
+      .map((d) => d.replace(/^.*:/, ""))
+      .sort();
+    assert.deepEqual(statuses, ["200", "408"], `one device answered, the other's time was up (${fanOut.devices})`);
+    const cfOk = call.cf.messages.find((m) => m.direction === "received" && m.status === 200 && cseqOf(m) === "BYE");
+    assert.ok(cfOk, "the CF got the PF's 200 OK to its BYE");
+    const lateBye = deviceByes.reduce((a, b) => (b.time > a.time ? b : a));
+    assert.ok(
+      cfOk.time < lateBye.time + LATE_PAUSE_MS - CLOCK_MARGIN_MS,
+      `the CF's 200 OK did not wait for the late device (${Math.round(cfOk.time - lateBye.time)} ms after its BYE, it answers after ${LATE_PAUSE_MS})`,
+    );
+    const gsos = (await rig.folder(groupFolder(call), SERVED_USER)).filter((o) => o.includes(GSO_TYPE));
+    assert.equal(gsos.length, 1, "one GSO");
   });
 });
