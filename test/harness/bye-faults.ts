@@ -86,6 +86,11 @@ export interface FaultCounts {
   failsafeBeforeFault: number;
   /** Fail-safe BYEs the sidecar replayed from the journal (its log "fail-safe BYE replayed"). */
   replayed: number;
+  /**
+   * Of the replayed ones, those whose BYE the CF first sent at or after the fault's instant: decisions
+   * that started after the kill, not ones in flight when it came (the CF SIPp's trace).
+   */
+  replayedReceivedAfterFault: number;
   /** Records of the run's sessions still active, or with a dialog not terminated, in the sidecar's journal after the run. */
   recordsLeaked: number;
   /** Decided BYEs (B2BUA) whose outcome the last sidecar never saw ("BYE completed" / "BYE outcome never reported"). */
@@ -234,6 +239,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
   const kamailios: KamailioInstance[] = [];
   let failsafeOfKilled = 0;
   let failsafeBeforeFault = 0;
+  let faultInstant = Number.POSITIVE_INFINITY;
   try {
     dovecot = await startDovecot({ users });
     if (opts.scaleOut) redis = await startRedis();
@@ -316,6 +322,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       if (burstOver) throw new Error(`${opts.fault}: the BYE burst ended before ${at} BYEs were decided (${decided() - before})`);
       say(`${opts.fault}: injecting after ${decided() - before} decisions`);
       for (const k of kamailios) failsafeBeforeFault += await k.stat("cpm_pf_failsafe").catch(() => 0);
+      faultInstant = Date.now();
       await inject(opts, {
         dovecot,
         redis,
@@ -376,6 +383,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
     // the sidecars stop gracefully: their records are written, then read back
     for (const sc of sidecars) await sc.stop();
     const replayed = log.count("fail-safe BYE replayed");
+
     // B2BUA decisions (by Call-ID) whose outcome no sidecar saw (one sidecar: its last incarnation's; shared records: any)
     const lines = opts.scaleOut ? log.lines : log.lines.slice(log.starts[log.starts.length - 1] ?? 0);
     const ids = (msg: string) =>
@@ -400,6 +408,9 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       if (a) answer.push(a.time - bye.time);
     }
     const answeredNot200 = [...answers.values()].filter((m) => m.status !== 200).length;
+    // the fail-safe BYEs (all journaled and replayed) whose first copy the CF sent after the fault's instant
+    const replayedIds = new Set(log.lines.filter((l) => l.msg === "fail-safe BYE replayed").map((l) => String(l.callId)));
+    const replayedReceivedAfterFault = [...replayedIds].filter((id) => (sent.get(id)?.time ?? 0) >= faultInstant).length;
 
     // the sidecars' records: which sessions they knew, and whether each one's lifecycle moved
     const records: SessionStore = redis
@@ -470,6 +481,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
       failsafeByes,
       failsafeBeforeFault,
       replayed,
+      replayedReceivedAfterFault,
       recordsLeaked,
       outcomesPending,
       pastDeadline,
