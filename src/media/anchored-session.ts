@@ -174,11 +174,6 @@ export class AnchoredSession {
     this.clientSide.leave(client);
   }
 
-  /** Delivery sessions joined now. */
-  get joinedCount(): number {
-    return this.joined.size;
-  }
-
   /** DD-12 / RJ-5: a message the joined client sent, relayed to the CF leg in call order; resolves with the CF's code. */
   relayToCf(m: { contentType: string; body: Buffer; messageId: string }): Promise<number> {
     return new Promise<number>((settle) => {
