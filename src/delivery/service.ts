@@ -176,7 +176,10 @@ export interface DeliveryServiceDeps {
   /** Where delivered items go when the session is recorded (8.5.2: allow-offline-storage or recording); undefined: removed. */
   retireFolder?: (session: GroupSession) => string | undefined;
   /** DD-8 ii: the group session's dialog towards the focus and its media (src/delivery/group-dialog.ts); absent: those actions have no executor. */
-  group?: Pick<GroupDialogs, "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "leave" | "relayToCf" | "restart" | "ended" | "holds">;
+  group?: Pick<
+    GroupDialogs,
+    "byeToFocus" | "releaseMedia" | "unsubscribe" | "join" | "leave" | "relayToCf" | "restart" | "ended" | "holds"
+  >;
   /** The focus's NOTIFYs on the PF's own conference subscriptions (src/delivery/conference-subscriptions.ts); absent: every NOTIFY gets 481. */
   subscriptions?: { onNotify(req: SipMessage, reply: (status: number, reason: string) => void): void };
   /** The CF's session refreshes for an absent client (src/delivery/session-refresh.ts); absent: answered 481. */
@@ -968,7 +971,11 @@ export class DeliveryService implements RegistrationHandler {
   private clientBye(m: Machine, reasons: string[]): void {
     const id = recordIdOf(m.proc.state.delivery.session);
     const othersJoined = [...this.machines.values()].some(
-      (o) => o !== m && o.proc.state.delivery.joined && o.proc.state.delivery.phase !== "ended" && recordIdOf(o.proc.state.delivery.session) === id,
+      (o) =>
+        o !== m &&
+        o.proc.state.delivery.joined &&
+        o.proc.state.delivery.phase !== "ended" &&
+        recordIdOf(o.proc.state.delivery.session) === id,
     );
     this.feed(m, { type: "clientBye", reasons, ...(othersJoined ? { othersJoined } : {}) });
   }
