@@ -42,8 +42,9 @@ async function forkedCall(
   rig: DeferredChatRig,
   byeHeaders: string[],
   during: (d: Devices, call: { callId: string; clientSipPort: number; clientInvite: SipTraceMessage; tabletTag: string }) => Promise<void>,
-  /** How long the second device waits before it answers the network's BYE. */
+  /** How long the second device waits before it answers the network's BYE, and with what. */
   pauseMs = SECOND_DEVICE_PAUSE_MS,
+  secondByeAnswer: "200" | "481" = "200",
 ) {
   const d: Devices = { cf: await rig.peer("CF"), phone: await rig.peer("phone"), tablet: await rig.peer("tablet") };
   const call = await anchoredChatCall(rig.kamailio, {
@@ -58,6 +59,7 @@ async function forkedCall(
         phone_msrp_path: d.phone.path,
         tablet_msrp_port: String(new URL(d.tablet.path.replace(/^msrp/, "http")).port),
         tablet_msrp_path: d.tablet.path,
+        second_bye_answer: secondByeAnswer,
       },
     },
     clientPauseMs: pauseMs,
@@ -240,6 +242,30 @@ describe("BYE-B7 BYE-B9 a forked INVITE's device that does not answer the networ
     assert.ok(
       cfOk.time < lateBye.time + LATE_PAUSE_MS - CLOCK_MARGIN_MS,
       `the CF's 200 OK did not wait for the late device (${Math.round(cfOk.time - lateBye.time)} ms after its BYE, it answers after ${LATE_PAUSE_MS})`,
+    );
+    const gsos = (await rig.folder(groupFolder(call), SERVED_USER)).filter((o) => o.includes(GSO_TYPE));
+    assert.equal(gsos.length, 1, "one GSO");
+  });
+
+  test("BYE-B7 BYE-B9: one device answers the network BYE 200, the other 481 (its dialog already gone): the CF still gets the PF's 200 OK, not the 481; one GSO", async () => {
+    const call = await forkedCall(rig, ["Reason: SIP;cause=480"], async () => {}, 100, "481");
+    assert.equal(byes(call.client.messages).length, 2, "a BYE to each device");
+    const fanOut = await waitFor(
+      () => rig.logged("network BYE sent to every device of the served user (BYE-B7)", call.callId),
+      5000,
+      20,
+      "fan-out logged",
+    );
+    const statuses = String(fanOut.devices)
+      .split(" ")
+      .map((d) => d.replace(/^.*:/, ""))
+      .sort();
+    assert.deepEqual(statuses, ["200", "481"], `both answered (${fanOut.devices})`);
+    const cfAnswers = call.cf.messages.filter((m) => m.direction === "received" && (m.status ?? 0) >= 200 && cseqOf(m) === "BYE");
+    assert.ok(cfAnswers.length >= 1, "the CF's BYE was answered");
+    assert.ok(
+      cfAnswers.every((m) => m.status === 200),
+      `the CF's BYE answered 200 OK by the PF (BYE-B9), never 481 (${cfAnswers.map((m) => m.status)})`,
     );
     const gsos = (await rig.folder(groupFolder(call), SERVED_USER)).filter((o) => o.includes(GSO_TYPE));
     assert.equal(gsos.length, 1, "one GSO");
