@@ -37,6 +37,24 @@ function byes(msgs: readonly SipTraceMessage[]): SipTraceMessage[] {
   });
 }
 
+/** The UA's fan-out log line of the network's BYE: each device's final status to it, sorted. */
+async function fanOutStatuses(rig: DeferredChatRig, callId: string): Promise<{ statuses: string[]; devices: string }> {
+  const fanOut = await waitFor(
+    () => rig.logged("network BYE sent to every device of the served user (BYE-B7)", callId),
+    5000,
+    20,
+    "fan-out logged",
+  );
+  const devices = String(fanOut.devices);
+  return {
+    statuses: devices
+      .split(" ")
+      .map((d) => d.replace(/^.*:/, ""))
+      .sort(),
+    devices,
+  };
+}
+
 /** The forked call: `during` runs with both devices' MSRP legs up and the CF's connected; `byeHeaders` on the CF's BYE. */
 async function forkedCall(
   rig: DeferredChatRig,
@@ -225,17 +243,8 @@ describe("BYE-B7 BYE-B9 a forked INVITE's device that does not answer the networ
     const call = await forkedCall(rig, ["Reason: SIP;cause=480"], async () => {}, LATE_PAUSE_MS);
     const deviceByes = byes(call.client.messages);
     assert.equal(deviceByes.length, 2, "a BYE to each device");
-    const fanOut = await waitFor(
-      () => rig.logged("network BYE sent to every device of the served user (BYE-B7)", call.callId),
-      5000,
-      20,
-      "fan-out logged",
-    );
-    const statuses = String(fanOut.devices)
-      .split(" ")
-      .map((d) => d.replace(/^.*:/, ""))
-      .sort();
-    assert.deepEqual(statuses, ["200", "408"], `one device answered, the other's time was up (${fanOut.devices})`);
+    const { statuses, devices } = await fanOutStatuses(rig, call.callId);
+    assert.deepEqual(statuses, ["200", "408"], `one device answered, the other's time was up (${devices})`);
     const cfOk = call.cf.messages.find((m) => m.direction === "received" && m.status === 200 && cseqOf(m) === "BYE");
     assert.ok(cfOk, "the CF got the PF's 200 OK to its BYE");
     const lateBye = deviceByes.reduce((a, b) => (b.time > a.time ? b : a));
@@ -250,17 +259,8 @@ describe("BYE-B7 BYE-B9 a forked INVITE's device that does not answer the networ
   test("BYE-B7 BYE-B9: one device answers the network BYE 200, the other 481 (its dialog already gone): the CF still gets the PF's 200 OK, not the 481; one GSO", async () => {
     const call = await forkedCall(rig, ["Reason: SIP;cause=480"], async () => {}, 100, "481");
     assert.equal(byes(call.client.messages).length, 2, "a BYE to each device");
-    const fanOut = await waitFor(
-      () => rig.logged("network BYE sent to every device of the served user (BYE-B7)", call.callId),
-      5000,
-      20,
-      "fan-out logged",
-    );
-    const statuses = String(fanOut.devices)
-      .split(" ")
-      .map((d) => d.replace(/^.*:/, ""))
-      .sort();
-    assert.deepEqual(statuses, ["200", "481"], `both answered (${fanOut.devices})`);
+    const { statuses, devices } = await fanOutStatuses(rig, call.callId);
+    assert.deepEqual(statuses, ["200", "481"], `both answered (${devices})`);
     const cfAnswers = call.cf.messages.filter((m) => m.direction === "received" && (m.status ?? 0) >= 200 && cseqOf(m) === "BYE");
     assert.ok(cfAnswers.length >= 1, "the CF's BYE was answered");
     assert.ok(
