@@ -38,7 +38,7 @@ import { sdpSetup } from "../harness/msrp-peer.js";
 import { freePort } from "../harness/ports.js";
 import { scrape, value } from "../harness/prometheus.js";
 import { REPO_ROOT } from "../harness/sidecar.js";
-import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
+import { first, header, type SippRun, type SipTraceMessage, startSipp } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
 
 const CPM_ICSI = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session";
@@ -542,6 +542,69 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     },
   );
 
+  /** BYE-B7 BYE-B4: the CF ends the group (480); the joined delivery session (SIPp `client`) gets the PF's Reason. */
+  async function cfEndsJoined(c: Chat, client: SippRun): Promise<void> {
+    await triggerSipp(c.cfSipPort as number, c.callId, 0);
+    const r = await client.done;
+    assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
+    const bye = first(r.messages, { direction: "received", method: "BYE" });
+    assert.equal(header(bye as SipTraceMessage, "reason"), "SIP;cause=480", "the delivery session got the PF's Reason");
+    // the CF's SIPp ends once its 200 OK came (the outcome report): the harness's own BYE trigger must come later
+    await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+
+  test(
+    "DD-12 RJ-5 DD-10: the client sends while its deferred items are still being delivered: its messages are held and go on to the CF in order once the delivery session is joined, none dropped",
+    T,
+    async (t) => {
+      const texts = Array.from({ length: 300 }, (_, i) => `before the join ${i}`);
+      await rig.chatWhileAway(texts, {
+        whileDeferred: async (c) => {
+          const cf = c.cf as MsrpPeer;
+          await rig.deliveredTo(c, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
+            await waitFor(() => ue.received.length >= 1, 5000, 5, "the delivery has begun");
+            const before = cf.received.length;
+            const held = [1, 2, 3].map((i) => chatCpim(`sent during the delivery ${i}`, `imdn-held-${i}`));
+            let deliveredWhenForwarded: number | undefined;
+            cf.on("message", () => {
+              if (deliveredWhenForwarded === undefined && cf.received.length > before) deliveredWhenForwarded = ue.received.length;
+            });
+            const sentAt = ue.received.length;
+            const answers = await Promise.all(held.map((h) => ue.send(h, "message/cpim")));
+            t.diagnostic(`sent with ${sentAt} of ${texts.length} deferred items delivered`);
+            assert.ok(sentAt < texts.length, "sent while the deferred items were still coming");
+            assert.deepEqual(
+              answers.map((a) => a.code),
+              [200, 200, 200],
+              "each taken by the PF (the MSRP transaction's 200; a success REPORT waits for the CF)",
+            );
+            const atCf = await rig.received(cf, before + held.length, c);
+            assert.ok(
+              deliveredWhenForwarded !== undefined && deliveredWhenForwarded >= texts.length,
+              `held until the deferred items were through (the client had ${deliveredWhenForwarded} when the first reached the CF)`,
+            );
+            await waitFor(
+              () => rig.logged("delivery session joined with the on-going group session (DD-12)", c.callId) !== undefined,
+              5000,
+              20,
+              "the join",
+            );
+            assert.deepEqual(
+              atCf.slice(before).map((m) => Buffer.from(m.body).toString("utf8")),
+              held.map((h) => h.toString("utf8")),
+              "RJ-5: the held messages reached the CF, in order, none dropped",
+            );
+            await rig.received(ue, texts.length + 1, c);
+            await queueEmptied(c);
+            await cfEndsJoined(c, client);
+          });
+        },
+        byeHeaders: ["Reason: SIP;cause=480"],
+      });
+    },
+  );
+
   test(
     "DD-12 RJ-5 DD-10 BYE-B7: the group is still going on when the client registers: after the deferred items the delivery session is joined with it: a live message of the CF reaches the client, the client's message reaches the CF, the CF's session refresh is answered by the PF; the CF's BYE then ends the joined session too, with the PF's Reason",
     T,
@@ -598,14 +661,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
               "the joined client still gets the CF's messages",
             );
             // BYE-B7 BYE-B4: the CF ends the group (480): the joined delivery session is one of the user's dialogs too
-            await triggerSipp(c.cfSipPort as number, c.callId, 0);
-            const r = await client.done;
-            assert.equal(r.code, 0, `client SIPp: ${r.errors}`);
-            const bye = first(r.messages, { direction: "received", method: "BYE" });
-            assert.equal(header(bye as SipTraceMessage, "reason"), "SIP;cause=480", "the delivery session got the PF's Reason");
-            // the CF's SIPp ends once its 200 OK came (the outcome report): the harness's own BYE trigger must come later
-            await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
-            await new Promise((resolve) => setTimeout(resolve, 200));
+            await cfEndsJoined(c, client);
           });
         },
         byeHeaders: ["Reason: SIP;cause=480"],
