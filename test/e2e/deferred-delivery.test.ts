@@ -885,7 +885,7 @@ describe("deferred delivery routed the IMS way: through the S-CSCF, the operator
   });
 
   test(
-    "DD-3 TS 24.229 5.7.3 RFC 7315: with delivery.terminatingRoute the delivery INVITE goes to the S-CSCF (pre-loaded Route) for the public identity, with the PF's own ICID, through the operator's route[CPM_PF_HOOK_RELAY]; every message is delivered",
+    "DD-3 TS 24.229 5.7.3 RFC 7315 RFC 3841: with delivery.terminatingRoute the delivery INVITE goes to the S-CSCF (pre-loaded Route) for the public identity and the registered device (Accept-Contact +sip.instance), with the PF's own ICID, through the operator's route[CPM_PF_HOOK_RELAY]; every message is delivered",
     T,
     async () => {
       const chat = await rig.chatWhileAway(["routed the IMS way"], { byeHeaders: ["Reason: SIP;cause=480"] });
@@ -900,6 +900,11 @@ describe("deferred delivery routed the IMS way: through the S-CSCF, the operator
           assert.match(routes[0] as string, new RegExp(`<sip:127\\.0\\.0\\.1:${scscfPort};lr>`));
           assert.match(header(invite, "p-charging-vector") ?? "", /^icid-value=[0-9a-f]{24}$/);
           assert.equal(header(invite, "x-operator-hook"), "INVITE", "the operator's hook ran for the PF's own INVITE");
+          // RFC 3841: the S-CSCF picks the device that registered by its +sip.instance
+          assert.ok(
+            (invite.headers.get("accept-contact") ?? []).includes(`*;+sip.instance="${DEVICE_INSTANCE}";require;explicit`),
+            `Accept-Contact ${JSON.stringify(invite.headers.get("accept-contact"))}`,
+          );
           const got = await rig.received(ue, chat.sent.length, chat);
           assertKeptInOrder(got, chat);
         },
