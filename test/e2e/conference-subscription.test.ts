@@ -210,3 +210,67 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
     },
   );
 });
+
+describe("DD-12 MAY (delivery.unsubscribeOnRejoin): the PF ends its own conference subscription once the delivery session joined the group", () => {
+  let rig: DeferredChatRig;
+  before(async () => {
+    rig = await DeferredChatRig.start({
+      CPM_PF__DELIVERY__CONFERENCESUBSCRIPTIONEXPIRES: "3600",
+      CPM_PF__DELIVERY__UNSUBSCRIBEONREJOIN: "true",
+    });
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  test(
+    "DD-12 DD-11: the client registers while the group goes on: after the deferred items the delivery session is joined and the PF's subscription ends with an in-dialog SUBSCRIBE Expires: 0; the terminating NOTIFY answered 200; no BYE to the focus",
+    T,
+    async () => {
+      const ended = (callId: string) =>
+        rig.sidecar.logLines().some((l) => l.msg === "conference subscription of the PF's ended" && l.groupCallId === callId);
+      const chat = await rig.chatWhileAway(["joined, subscription ends"], {
+        byeHeaders: ["Reason: SIP;cause=480"],
+        focusSubscription: { scenario: "dd-8-pf-unsubscribe.xml", keys: focusKeys },
+        whileDeferred: async (c) => {
+          await waitFor(
+            () =>
+              rig.sidecar
+                .logLines()
+                .some((l) => l.msg === "participants from the PF's conference subscription applied" && l.groupCallId === c.callId),
+            8000,
+            20,
+            "the NOTIFY's participants applied",
+          );
+          await rig.deliveredTo(c, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
+            await rig.received(ue, c.sent.length + 1, c);
+            await waitFor(
+              () => rig.logged("delivery session joined with the on-going group session (DD-12)", c.callId) !== undefined,
+              5000,
+              20,
+              "the join",
+            );
+            await waitFor(() => ended(c.callId), 8000, 20, "the subscription ended");
+            // the group goes on: the CF ends it later, the joined session gets its BYE
+            await triggerSipp(c.cfSipPort as number, c.callId, 0);
+            assert.equal((await client.done).code, 0);
+            await waitFor(() => rig.logged("BYE completed", c.callId) !== undefined, 5000, 20, "the CF's 200 OK");
+            await new Promise((r) => setTimeout(r, 200));
+          });
+        },
+      });
+      const cf = chat.trace?.cf ?? [];
+      const sub = ofSubscription(cf);
+      const subscribes = sub.filter((m) => m.direction === "received" && m.method === "SUBSCRIBE");
+      assert.equal(subscribes.length, 2, `the SUBSCRIBE and the unsubscribe: ${sub.map((m) => m.method ?? m.status).join(",")}`);
+      assert.equal(header(subscribes[1] as SipTraceMessage, "expires"), "0", "Expires: 0 (RFC 6665 4.1.2.3)");
+      assert.equal(header(subscribes[1] as SipTraceMessage, "call-id"), header(subscribes[0] as SipTraceMessage, "call-id"), "in-dialog");
+      assert.ok(
+        sub.some((m) => m.direction === "received" && m.status === 200 && header(m, "cseq") === "3 NOTIFY"),
+        "the terminating NOTIFY answered 200",
+      );
+      const byeFromPf = cf.filter((m) => m.direction === "received" && m.method === "BYE");
+      assert.deepEqual(byeFromPf, [], "the user stays in the group: no BYE to the focus");
+    },
+  );
+});
