@@ -77,7 +77,7 @@ describe("DD-2 RFC 3261 18.1.1: the PF's SIP UA sends a large delivery INVITE ov
 
       await rig.deliveredTo(
         chat,
-        "client-dd-uas-tcp.xml",
+        "dd-2-delivery-invite-tcp.xml",
         { bye_reason: 'SIP;cause=200;text="Call completed"' },
         async ({ peer: ue, client, invite }) => {
           // Kamailio -> client over TCP (the registered contact says ;transport=tcp)
