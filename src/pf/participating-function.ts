@@ -201,6 +201,9 @@ export function gsoBudgetMs(cap: number, answerBy: number | undefined, now = per
   return Math.max(0, Math.min(cap, Math.floor((answerBy - now) / 2)));
 }
 
+/** A BYE decision whose record write another writer overtook is made again from the fresh record, at most this often in all. */
+const STALE_ATTEMPTS = 3;
+
 function asReason(err: unknown): string {
   return err instanceof CpmError ? err.detail : String(err);
 }
@@ -257,67 +260,87 @@ export class ParticipatingFunction {
     }
     const cseq = parseCSeq(header(msg, "cseq")).seq;
     return this.serial.run(this.serialKey(callId), async () => {
-      const session = this.sessions.get(callId);
-      const decision = handleBye(
-        session,
-        { callId, cseq, fromTag, reasons: headerValues(msg, "reason"), referredBy: header(msg, "referred-by"), receivedAt: now },
-        this.cfg.pf,
-      );
-      const fields = { callId, conversationId: session?.conversationId, contributionId: session?.contributionId };
-      for (const note of decision.notes) this.log.warn(note, fields);
-
-      // BYE-B7: a dialog with further devices of a forked INVITE; one device's BYE ends only its own part while others stay
-      const dialog = session ? dialogOf(session, callId) : undefined;
-      const devices = session && dialog ? deviceBye(session, dialog, decision.side, fromTag) : undefined;
-      const oneDeviceLeft = devices?.leaving !== undefined && !devices.last;
-      if (devices && devices.record !== session) {
-        this.log.info("a device of the served user left the group session (BYE-B7)", {
-          ...fields,
-          device: devices.leaving,
-          last: devices.last,
-        });
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.decideBye(msg, { callId, fromTag, cseq }, now, opts);
+        } catch (err) {
+          // a shared record store refused the record write: another sidecar wrote the record since it was read
+          // (nothing was written, the record is read again); decided once more from the fresh record
+          if (!(err instanceof CpmError && err.code === "CPM_ERR_RECORD_STALE") || attempt >= STALE_ATTEMPTS) throw err;
+          this.log.info("group session record changed by another writer while the BYE was decided: decided again", { callId, attempt });
+        }
       }
-      // The record outlives the dialog: the BYE moves its lifecycle, durably, before the answer.
-      if (session && oneDeviceLeft) await this.sessions.put(devices.record);
-      else if (session) {
-        const ev: LifecycleEvent =
-          decision.side === "network"
-            ? { type: "networkBye", callId, cause: decision.cause, reasonCause: decision.reasonCause }
-            : { type: "clientBye", callId };
-        const after = await this.applyLifecycle(devices?.record ?? session, ev, now.getTime());
-        // BYE-B7: a delivery session joined with the group is one more dialog of the user's (proxy: the CF's Reason as received)
-        const reason = decision.clientReason || headerValues(msg, "reason").join(", ") || CALL_COMPLETED;
-        if (after && decision.side === "network") this.opts.registrations?.groupEnded?.(after, reason);
-      }
-      let gso: GsoOutcome = { state: "not-required" };
-      for (const action of decision.actions) {
-        const outcome = await this.executeByeAction(
-          action,
-          opts.replayed ? undefined : gsoBudgetMs(this.cfg.store.gsoBudgetMs, opts.answerBy),
-        );
-        if (outcome) gso = outcome;
-      }
-      // A proxy-mode BYE goes on unchanged (8.3.2.3 1): its line is debug, as
-      // Kamailio's own per-BYE line is. A B2BUA decision changes the BYE and
-      // may store a GSO: info.
-      this.log.log(decision.mode === "proxy" ? "debug" : "info", "BYE decided", {
-        ...fields,
-        side: decision.side,
-        mode: decision.mode,
-        cause: decision.cause,
-        reasonCause: decision.reasonCause,
-        gso: gso.state,
-      });
-      // 2.d records and 2.f releases once the clients answered: a B2BUA BYE of
-      // a known session, or one whose dialog holds media (a proxy-mode or
-      // client-side BYE of an anchored session)
-      // (one device's BYE to the UA: the UA releases that device's leg, and the rest after its BYE to the focus when it was the last)
-      const relayToUa = devices?.relayToUa === true;
-      const byDevice = relayToUa && decision.side === "client";
-      const reportOutcome = session !== undefined && !byDevice && (decision.mode === "b2bua" || this.media.holds(callId));
-      if (reportOutcome) this.expectOutcome(callId);
-      return { ...decision, sessionKey: callId, gso, reportOutcome, relayToUa };
     });
+  }
+
+  /** One decision of handleBye from the record as it is now; throws CPM_ERR_RECORD_STALE when its write was refused. */
+  private async decideBye(
+    msg: SipMessage,
+    bye: { callId: string; fromTag: string; cseq: number },
+    now: Date,
+    opts: { replayed?: boolean; answerBy?: number },
+  ): Promise<ByeResult> {
+    const { callId, fromTag, cseq } = bye;
+    const session = this.sessions.get(callId);
+    const decision = handleBye(
+      session,
+      { callId, cseq, fromTag, reasons: headerValues(msg, "reason"), referredBy: header(msg, "referred-by"), receivedAt: now },
+      this.cfg.pf,
+    );
+    const fields = { callId, conversationId: session?.conversationId, contributionId: session?.contributionId };
+    for (const note of decision.notes) this.log.warn(note, fields);
+
+    // BYE-B7: a dialog with further devices of a forked INVITE; one device's BYE ends only its own part while others stay
+    const dialog = session ? dialogOf(session, callId) : undefined;
+    const devices = session && dialog ? deviceBye(session, dialog, decision.side, fromTag) : undefined;
+    const oneDeviceLeft = devices?.leaving !== undefined && !devices.last;
+    if (devices && devices.record !== session) {
+      this.log.info("a device of the served user left the group session (BYE-B7)", {
+        ...fields,
+        device: devices.leaving,
+        last: devices.last,
+      });
+    }
+    // The record outlives the dialog: the BYE moves its lifecycle, durably, before the answer.
+    if (session && oneDeviceLeft) await this.sessions.put(devices.record);
+    else if (session) {
+      const ev: LifecycleEvent =
+        decision.side === "network"
+          ? { type: "networkBye", callId, cause: decision.cause, reasonCause: decision.reasonCause }
+          : { type: "clientBye", callId };
+      const after = await this.applyLifecycle(devices?.record ?? session, ev, now.getTime());
+      // BYE-B7: a delivery session joined with the group is one more dialog of the user's (proxy: the CF's Reason as received)
+      const reason = decision.clientReason || headerValues(msg, "reason").join(", ") || CALL_COMPLETED;
+      if (after && decision.side === "network") this.opts.registrations?.groupEnded?.(after, reason);
+    }
+    let gso: GsoOutcome = { state: "not-required" };
+    for (const action of decision.actions) {
+      const outcome = await this.executeByeAction(
+        action,
+        opts.replayed ? undefined : gsoBudgetMs(this.cfg.store.gsoBudgetMs, opts.answerBy),
+      );
+      if (outcome) gso = outcome;
+    }
+    // A proxy-mode BYE goes on unchanged (8.3.2.3 1): its line is debug, as
+    // Kamailio's own per-BYE line is. A B2BUA decision changes the BYE and
+    // may store a GSO: info.
+    this.log.log(decision.mode === "proxy" ? "debug" : "info", "BYE decided", {
+      ...fields,
+      side: decision.side,
+      mode: decision.mode,
+      cause: decision.cause,
+      reasonCause: decision.reasonCause,
+      gso: gso.state,
+    });
+    // 2.d records and 2.f releases once the clients answered: a B2BUA BYE of
+    // a known session, or one whose dialog holds media (a proxy-mode or
+    // client-side BYE of an anchored session)
+    // (one device's BYE to the UA: the UA releases that device's leg, and the rest after its BYE to the focus when it was the last)
+    const relayToUa = devices?.relayToUa === true;
+    const byDevice = relayToUa && decision.side === "client";
+    const reportOutcome = session !== undefined && !byDevice && (decision.mode === "b2bua" || this.media.holds(callId));
+    if (reportOutcome) this.expectOutcome(callId);
+    return { ...decision, sessionKey: callId, gso, reportOutcome, relayToUa };
   }
 
   /** 2.f (BYE-B10) even when the outcome report is lost: the dialog's media goes after pf.byeOutcomeTimeoutMs. */
