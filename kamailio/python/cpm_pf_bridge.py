@@ -641,6 +641,17 @@ def _share(remaining, i, up):
     return remaining / 2 if i < up - 1 else remaining
 
 
+def _failure_text(failures, up):
+    """Why no sidecar answered, from the (i, error text) of each one tried:
+    the first up sidecar's (the one that should have answered; a down one
+    tried after it, refusing the connection at once, says only that it is
+    down), else the last one's."""
+    for i, text in failures:
+        if i < up:
+            return text
+    return failures[-1][1] if failures else "UNAVAILABLE: no sidecar"
+
+
 class _Link:
     """The channel, stub and Decide stream to one sidecar (one target), in
     one Kamailio process; made lazily in the process that uses it (a channel
@@ -812,6 +823,7 @@ class CpmPfBridge:
         targets, timeout = self._settings()
         links, up = self._links_for(targets, self._affinity(key, raw) if len(targets) > 1 else None)
         resp, text = None, "UNAVAILABLE: no sidecar"
+        failures = []
         for i, link in enumerate(links):
             remaining = timeout - (time.monotonic() - t0)
             if remaining <= 0:
@@ -821,11 +833,14 @@ class CpmPfBridge:
             if resp is not None:
                 link.down_until = 0.0
                 break
+            failures.append((i, text))
             if not text.startswith(_FAILOVER):
                 break  # the sidecar decided (e.g. INVALID_ARGUMENT): another would decide the same
             link.down_until = time.monotonic() + _DOWN_FOR_S
             if i < len(links) - 1:
                 KSR.warn("cpm-pf: sidecar %s failed (%s): trying %s\n" % (link.target[0], text, links[i + 1].target[0]))
+        if resp is None and failures and text.startswith(_FAILOVER):
+            text = _failure_text(failures, up)
         return resp, text, int((time.monotonic() - t0) * 1000)
 
     def _call(self, rpc_name, request, key=None, raw=None):

@@ -37,3 +37,49 @@ test("SHAPE-1 failover budget: of two sidecars up, the first gets half of the de
     [0.1, 0.1, 0.2, 0.05, 0.2, 0.1],
   );
 });
+
+/** _failure_text(failures, up) for each [failures, up]. */
+function failureTexts(cases: [[number, string][], number][]): string[] {
+  const script = `
+import json, sys, types
+sys.modules["KSR"] = types.ModuleType("KSR")
+sys.path.insert(0, ${JSON.stringify(join(REPO_ROOT, "kamailio", "python"))})
+import cpm_pf_bridge as b
+print(json.dumps([b._failure_text([tuple(f) for f in failures], up) for failures, up in json.load(sys.stdin)]))
+`;
+  const r = spawnSync(PY, ["-c", script], { input: JSON.stringify(cases), encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as string[];
+}
+
+test("SHAPE-1 fail-safe reason: when no sidecar answered, the reason logged and counted is the up sidecar's failure, not the 'connection refused' of a down one tried after it", () => {
+  assert.deepEqual(
+    failureTexts([
+      // one up (timed out), one down after it (refused at once): the up one's
+      [
+        [
+          [0, "DEADLINE_EXCEEDED: no answer on the Decide stream"],
+          [1, "UNAVAILABLE: failed to connect to all addresses"],
+        ],
+        1,
+      ],
+      // both up: the first one's
+      [
+        [
+          [0, "UNAVAILABLE: Decide stream ended by the sidecar"],
+          [1, "DEADLINE_EXCEEDED: no answer on the Decide stream"],
+        ],
+        2,
+      ],
+      // none up: the last one's
+      [
+        [
+          [0, "UNAVAILABLE: a"],
+          [1, "UNAVAILABLE: b"],
+        ],
+        0,
+      ],
+    ]),
+    ["DEADLINE_EXCEEDED: no answer on the Decide stream", "UNAVAILABLE: Decide stream ended by the sidecar", "UNAVAILABLE: b"],
+  );
+});
