@@ -10,19 +10,25 @@ import { REPO_ROOT } from "../../harness/sidecar.js";
 
 const PY = process.env.KAMAILIO_PYTHON ?? "/usr/bin/python3";
 
-/** _share(remaining, i, up) for each [remaining, i, up]. */
-function shares(cases: [number, number, number][]): number[] {
+/** Runs `expr` of the bridge module `b` over each case (`c`), with Debian's python3 and a stand-in KSR. */
+function bridge<T>(expr: string, cases: unknown[]): T[] {
   const script = `
 import json, sys, types
 sys.modules["KSR"] = types.ModuleType("KSR")
 sys.path.insert(0, ${JSON.stringify(join(REPO_ROOT, "kamailio", "python"))})
 import cpm_pf_bridge as b
-print(json.dumps([b._share(r, i, up) for r, i, up in json.load(sys.stdin)]))
+print(json.dumps([${expr} for c in json.load(sys.stdin)]))
 `;
   const r = spawnSync(PY, ["-c", script], { input: JSON.stringify(cases), encoding: "utf8" });
   assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as number[];
+  return JSON.parse(r.stdout) as T[];
 }
+
+/** _share(remaining, i, up) for each [remaining, i, up]. */
+const shares = (cases: [number, number, number][]) => bridge<number>("b._share(*c)", cases);
+
+/** _failure_text(failures, up) for each [failures, up]. */
+const failureTexts = (cases: [[number, string][], number][]) => bridge<string>("b._failure_text([tuple(f) for f in c[0]], c[1])", cases);
 
 test("SHAPE-1 failover budget: of two sidecars up, the first gets half of the deadline and the second what is left; one up and one down (failed lately or marked by the health timer): the up one gets all of it, the down one only what remains after", () => {
   assert.deepEqual(
@@ -37,20 +43,6 @@ test("SHAPE-1 failover budget: of two sidecars up, the first gets half of the de
     [0.1, 0.1, 0.2, 0.05, 0.2, 0.1],
   );
 });
-
-/** _failure_text(failures, up) for each [failures, up]. */
-function failureTexts(cases: [[number, string][], number][]): string[] {
-  const script = `
-import json, sys, types
-sys.modules["KSR"] = types.ModuleType("KSR")
-sys.path.insert(0, ${JSON.stringify(join(REPO_ROOT, "kamailio", "python"))})
-import cpm_pf_bridge as b
-print(json.dumps([b._failure_text([tuple(f) for f in failures], up) for failures, up in json.load(sys.stdin)]))
-`;
-  const r = spawnSync(PY, ["-c", script], { input: JSON.stringify(cases), encoding: "utf8" });
-  assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as string[];
-}
 
 test("SHAPE-1 fail-safe reason: when no sidecar answered, the reason logged and counted is the up sidecar's failure, not the 'connection refused' of a down one tried after it", () => {
   assert.deepEqual(
