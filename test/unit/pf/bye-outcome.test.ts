@@ -3,32 +3,25 @@
 // report never comes (Kamailio restarted, its task failed): no BYE end leaves
 // an anchored session behind.
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { buildConfig } from "../../../src/config/config.js";
 import { silentLogger } from "../../../src/log/logger.js";
-import { type ObjectStore, ParticipatingFunction } from "../../../src/pf/participating-function.js";
+import { ParticipatingFunction } from "../../../src/pf/participating-function.js";
 import { SessionRegistry } from "../../../src/session/registry.js";
+import { envelope, storesEverything, useTempDir } from "../../fixtures/pf.js";
 import { bye, inviteFromFocus, SDP_OFFER } from "../../fixtures/sip.js";
 import { StubMediaPlane } from "../../fixtures/stub-media-plane.js";
 import { waitFor } from "../../harness/wait.js";
 
-let dir: string;
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), "cpm-pf-outcome-"));
-});
-after(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const tempDir = useTempDir("cpm-pf-outcome-");
 
-const env = (raw: Buffer) => ({ raw, source: "127.0.0.1:5070" });
-const store: ObjectStore = { append: async (o) => ({ state: "stored", folder: o.folder, messageId: o.messageId }) };
+const env = envelope;
+const store = storesEverything;
 
 async function pf(name: string, mode: "b2bua" | "proxy" = "b2bua") {
   const cfg = buildConfig({ pf: { mode, byeOutcomeTimeoutMs: 50 } });
-  const sessions = new SessionRegistry(join(dir, name), cfg.session, silentLogger());
+  const sessions = new SessionRegistry(join(tempDir(), name), cfg.session, silentLogger());
   await sessions.load();
   const media = new StubMediaPlane();
   const p = new ParticipatingFunction(cfg, sessions, store, media, silentLogger());

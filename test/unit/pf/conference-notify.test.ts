@@ -3,35 +3,28 @@
 // and the NOTIFYs' documents go into the record with the shared rules, only
 // while the group session is going on.
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { buildConfig } from "../../../src/config/config.js";
 import { silentLogger } from "../../../src/log/logger.js";
-import { type LifecycleListener, type ObjectStore, ParticipatingFunction } from "../../../src/pf/participating-function.js";
+import { type LifecycleListener, ParticipatingFunction } from "../../../src/pf/participating-function.js";
 import { recordIdOf } from "../../../src/session/group-session.js";
 import { SessionRegistry } from "../../../src/session/registry.js";
 import { parseConferenceInfo } from "../../../src/xml/conference-info.js";
+import { envelope, storesEverything, useTempDir } from "../../fixtures/pf.js";
 import { bye, inviteFromFocus } from "../../fixtures/sip.js";
 import { StubMediaPlane } from "../../fixtures/stub-media-plane.js";
 
-let dir: string;
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), "cpm-pf-conf-"));
-});
-after(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const tempDir = useTempDir("cpm-pf-conf-");
 
-const env = (raw: Buffer) => ({ raw, source: "127.0.0.1:5070" });
-const store: ObjectStore = { append: async (o) => ({ state: "stored", folder: o.folder, messageId: o.messageId }) };
+const env = envelope;
+const store = storesEverything;
 const info = (version: number, users: string) =>
   parseConferenceInfo(`<conference-info entity="sip:focus" state="partial" version="${version}"><users>${users}</users></conference-info>`);
 
 test("DD-11: client-absent reaches the lifecycle listener; the PF's NOTIFY adds a participant to the record (persisted, whatever the record's older version); the served user's own removal is not applied; an ended group takes nothing", async () => {
   const cfg = buildConfig({ pf: { mode: "b2bua", byeOutcomeTimeoutMs: 50 } });
-  const sessions = new SessionRegistry(join(dir, "s"), cfg.session, silentLogger());
+  const sessions = new SessionRegistry(join(tempDir(), "s"), cfg.session, silentLogger());
   await sessions.load();
   const seen: string[] = [];
   const listener: LifecycleListener = (_r, ev, tr) => seen.push(`${ev.type}: ${tr.from} -> ${tr.to}`);
@@ -58,7 +51,7 @@ test("DD-11: client-absent reaches the lifecycle listener; the PF's NOTIFY adds 
 
 test("a listener that throws does not break the lifecycle step", async () => {
   const cfg = buildConfig({ pf: { mode: "b2bua" } });
-  const sessions = new SessionRegistry(join(dir, "t"), cfg.session, silentLogger());
+  const sessions = new SessionRegistry(join(tempDir(), "t"), cfg.session, silentLogger());
   await sessions.load();
   const pf = new ParticipatingFunction(cfg, sessions, store, new StubMediaPlane(), silentLogger(), {
     lifecycleListener: () => {

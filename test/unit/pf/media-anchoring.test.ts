@@ -2,8 +2,6 @@
 // AnchorMedia / ReportMediaAnswer through the ParticipatingFunction (and over
 // gRPC for the error trailers Kamailio reads), and the BYE-B6/B8/B10 seams.
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { ServiceError } from "@grpc/grpc-js";
@@ -15,34 +13,27 @@ import { silentLogger } from "../../../src/log/logger.js";
 import { type MediaPlane, NoMediaPlane } from "../../../src/media/media-plane.js";
 import { PromMetrics } from "../../../src/metrics/metrics.js";
 import { MsrpResources } from "../../../src/msrp/resources.js";
-import { type ObjectStore, ParticipatingFunction } from "../../../src/pf/participating-function.js";
+import { ParticipatingFunction } from "../../../src/pf/participating-function.js";
 import { SessionRegistry } from "../../../src/session/registry.js";
+import { envelope, storesEverything, useTempDir } from "../../fixtures/pf.js";
 import { bye, focusAnswer, inviteFromClient, inviteFromFocus, SDP_OFFER } from "../../fixtures/sip.js";
 import { capturedLog } from "../../fixtures/sip-ua.js";
 import { StubMediaPlane } from "../../fixtures/stub-media-plane.js";
 import { parseExposition, value } from "../../harness/prometheus.js";
 
-const store: ObjectStore = {
-  append: async (o) => ({ state: "stored", folder: o.folder, messageId: o.messageId }),
-};
+const store = storesEverything;
 
-let dir: string;
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), "cpm-pf-media-"));
-});
-after(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const tempDir = useTempDir("cpm-pf-media-");
 
 let n = 0;
 async function pfWith(media: MediaPlane, opts: { anchorMedia?: boolean; mode?: "b2bua" | "proxy"; allowOfflineStorage?: boolean } = {}) {
   const cfg: Config = buildConfig({ pf: { mode: opts.mode ?? "b2bua", allowOfflineStorage: opts.allowOfflineStorage ?? false } });
-  const sessions = new SessionRegistry(join(dir, `s${n++}`), cfg.session, silentLogger());
+  const sessions = new SessionRegistry(join(tempDir(), `s${n++}`), cfg.session, silentLogger());
   await sessions.load();
   return new ParticipatingFunction(cfg, sessions, store, media, silentLogger(), { anchorMedia: opts.anchorMedia ?? true });
 }
 
-const env = (raw: Buffer) => ({ raw, source: "127.0.0.1:5070" });
+const env = envelope;
 
 function clientAnswer(callId: string, sdp: string): Buffer {
   return Buffer.from(
@@ -157,7 +148,7 @@ describe("SDP anchoring: AnchorMedia / ReportMediaAnswer", () => {
     const media = new StubMediaPlane();
     const { log, lines } = capturedLog();
     const cfg: Config = buildConfig({ pf: { mode: "b2bua" } });
-    const sessions = new SessionRegistry(join(dir, `s${n++}`), cfg.session, silentLogger());
+    const sessions = new SessionRegistry(join(tempDir(), `s${n++}`), cfg.session, silentLogger());
     await sessions.load();
     const pf = new ParticipatingFunction(cfg, sessions, store, media, log, { anchorMedia: true });
     await pf.anchorMedia(env(inviteFromFocus({ callId: "fx1" })));

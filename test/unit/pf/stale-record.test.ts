@@ -5,34 +5,27 @@
 // Kamailio would relay through the fail-safe). The store here is a real
 // SessionRegistry whose put() refuses the first writes as Redis would.
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { buildConfig } from "../../../src/config/config.js";
 import { CpmError } from "../../../src/errors/catalogue.js";
-import { type ObjectStore, ParticipatingFunction } from "../../../src/pf/participating-function.js";
+import { ParticipatingFunction } from "../../../src/pf/participating-function.js";
 import type { GroupSession } from "../../../src/session/group-session.js";
 import { SessionRegistry } from "../../../src/session/registry.js";
+import { envelope, storesEverything, useTempDir } from "../../fixtures/pf.js";
 import { bye, inviteFromFocus } from "../../fixtures/sip.js";
 import { capturedLog } from "../../fixtures/sip-ua.js";
 import { StubMediaPlane } from "../../fixtures/stub-media-plane.js";
 
-let dir: string;
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), "cpm-pf-stale-"));
-});
-after(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const tempDir = useTempDir("cpm-pf-stale-");
 
-const env = (raw: Buffer) => ({ raw, source: "127.0.0.1:5070" });
-const store: ObjectStore = { append: async (o) => ({ state: "stored", folder: o.folder, messageId: o.messageId }) };
+const env = envelope;
+const store = storesEverything;
 
 /** A ParticipatingFunction whose record store refuses the next `refusals` writes as stale once `arm()` was called. */
 async function pfWithStaleWrites(name: string) {
   const cfg = buildConfig({ pf: { mode: "b2bua" } });
-  const registry = new SessionRegistry(join(dir, name), cfg.session, capturedLog().log);
+  const registry = new SessionRegistry(join(tempDir(), name), cfg.session, capturedLog().log);
   await registry.load();
   let refusals = 0;
   const sessions = new Proxy(registry, {
