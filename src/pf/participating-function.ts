@@ -640,7 +640,7 @@ export class ParticipatingFunction {
       if (!existing && (conv || contrib) && dialogOfInvite(msg).initiator === "client") {
         // decision: a group chat the PF has no record of (a new one, or one whose record was purged): the focus or
         // factory the Request-URI names decides (404/410 when it is gone); nothing of the PF's is involved
-        this.log.info("client INVITE for a group chat the PF has no record of: relayed to the focus it names as a new session", {
+        this.log.info("client INVITE for a group chat the PF has no record of: relayed as a new session to the focus or factory it names", {
           callId,
           requestUri: msg.requestUri,
           conversationId: conv || undefined,

@@ -28,11 +28,16 @@ function capturingLog() {
   return { log: createRootLogger("debug", sink), lines };
 }
 
-test("DD-1 DD-6: a descriptor and the latest GSO come back from the served user's own mailbox; a damaged descriptor is logged with the user and group and read as absent, nothing deleted, the other user unaffected", async () => {
+/** Per-user mailboxes on the test Dovecot and the descriptors on them, logging into `lines`. */
+async function descriptorsOnMailboxes() {
   const { log, lines } = capturingLog();
   const cfg = await env.mailboxConfig();
   const mailboxes = await env.startMailboxes(cfg, log);
-  const descriptors = new SessionDescriptors(cfg, mailboxes, log);
+  return { lines, mailboxes, descriptors: new SessionDescriptors(cfg, mailboxes, log) };
+}
+
+test("DD-1 DD-6: a descriptor and the latest GSO come back from the served user's own mailbox; a damaged descriptor is logged with the user and group and read as absent, nothing deleted, the other user unaffected", async () => {
+  const { lines, mailboxes, descriptors } = await descriptorsOnMailboxes();
   const alice = groupSession({ servedUser: ALICE, conversationId: "conv-d1", contributionId: "contrib-d1" });
   const bob = groupSession({ servedUser: BOB, conversationId: "conv-d1", contributionId: "contrib-d1" });
   await descriptors.write(alice, 1000);
@@ -99,10 +104,7 @@ test("DD-1 DD-6: a descriptor and the latest GSO come back from the served user'
 });
 
 test("DD-1 DD-2 bad input: a GSO in the group folder that fails to parse is logged with the user and group and read as absent (the descriptor's participants stand), nothing deleted", async () => {
-  const { log, lines } = capturingLog();
-  const cfg = await env.mailboxConfig();
-  const mailboxes = await env.startMailboxes(cfg, log);
-  const descriptors = new SessionDescriptors(cfg, mailboxes, log);
+  const { lines, mailboxes, descriptors } = await descriptorsOnMailboxes();
   const alice = groupSession({ servedUser: ALICE, conversationId: "conv-d2", contributionId: "contrib-d2" });
   await descriptors.write(alice, 1000);
   const folder = "Default/conv-d2/contrib-d2";
