@@ -174,6 +174,24 @@ describe("BYE-B7 a forked INVITE answered by two devices of the served user", ()
     assert.equal(gsos.length, 1, "one GSO");
   });
 
+  test("BYE-B7 BYE-B9: the sidecar is SIGKILLed with both devices anchored and restarted: the network BYE still goes to both devices (their dialogs come from the durable record), the CF gets the PF's 200 OK after both answered; one GSO", async () => {
+    const call = await forkedCall(rig, ['Reason: SIP;cause=410;text="Gone"'], async () => {
+      await rig.crashAndRestart();
+    });
+    const deviceByes = byes(call.client.messages);
+    assert.equal(deviceByes.length, 2, "a BYE to each device, sent by the restarted sidecar's UA");
+    for (const b of deviceByes) assert.match(header(b, "reason") ?? "", /cause=410/);
+    const { statuses, devices } = await fanOutStatuses(rig, call.callId);
+    assert.deepEqual(statuses, ["200", "200"], `both devices answered before the CF's 200 OK (${devices})`);
+    const cfAnswers = call.cf.messages.filter((m) => m.direction === "received" && (m.status ?? 0) >= 200 && cseqOf(m) === "BYE");
+    assert.ok(
+      cfAnswers.length >= 1 && cfAnswers.every((m) => m.status === 200),
+      `the CF's BYE answered 200 OK (${cfAnswers.map((m) => m.status)})`,
+    );
+    const gsos = (await rig.folder(groupFolder(call), SERVED_USER)).filter((o) => o.includes(GSO_TYPE));
+    assert.equal(gsos.length, 1, "one GSO");
+  });
+
   test("BYE-B7: the tablet leaves with its own BYE; the phone goes on getting the CF's messages and alone gets the network's BYE", async () => {
     const call = await forkedCall(rig, [], async (d, { callId, clientSipPort }) => {
       await triggerSipp(clientSipPort, callId, 0);
