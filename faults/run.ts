@@ -26,21 +26,33 @@ const RELAY_MESSAGES = Number(process.env.FAULTS_RELAY_MESSAGES ?? 2000);
 const GSO_BUDGET_MS = process.env.FAULTS_GSO_BUDGET_MS ? Number(process.env.FAULTS_GSO_BUDGET_MS) : undefined;
 /** Each Kamailio's async workers; unset: the cfg's (4). */
 const ASYNC_WORKERS = process.env.FAULTS_ASYNC_WORKERS ? Number(process.env.FAULTS_ASYNC_WORKERS) : undefined;
-/** Comma-separated subset of the cases (a, b, c1, c2, d, e, f, g, h, i, j); default all. */
+/** Comma-separated subset of the cases (a, b, c1, c2, d, e, e2, f, g, h, i, j); default all. */
 const ONLY = (process.env.FAULTS_ONLY ?? "").split(",").filter(Boolean);
 
-const CASES: { id: string; fault: Fault; what: string; scaleOut?: boolean }[] = [
+const CASES: { id: string; fault: Fault; what: string; scaleOut?: boolean; restartAfterBurst?: boolean }[] = [
   { id: "a", fault: "none", what: "no fault" },
   { id: "b", fault: "sidecar-kill", what: "sidecar SIGKILL, down 2 s, restarted" },
   { id: "c1", fault: "dovecot-kill", what: "Dovecot SIGKILL, down 2 s, restarted" },
   { id: "c2", fault: "dovecot-stop", what: "Dovecot SIGSTOP 5 s, SIGCONT" },
   { id: "d", fault: "kamailio-kill", what: "Kamailio SIGKILL, restarted on its port, CF retransmits" },
-  { id: "e", fault: "sidecar-kill", what: "2 Kamailio x 2 sidecars on Redis: one sidecar SIGKILL, down 2 s", scaleOut: true },
+  {
+    id: "e",
+    fault: "sidecar-kill",
+    what: "2 Kamailio x 2 sidecars on Redis: one sidecar SIGKILL, the other takes over (restarted after the burst)",
+    scaleOut: true,
+    restartAfterBurst: true,
+  },
+  {
+    id: "e2",
+    fault: "sidecar-kill",
+    what: "2 Kamailio x 2 sidecars on Redis: one sidecar SIGKILL, down 2 s, restarted during the burst",
+    scaleOut: true,
+  },
   { id: "f", fault: "redis-kill", what: "2 Kamailio x 2 sidecars on Redis: Redis SIGKILL, down 2 s, restarted (AOF)", scaleOut: true },
 ];
 
 const DELIVERY_CASES: { id: string; what: string; scaleOut: boolean }[] = [
-  { id: "g", what: "one sidecar SIGKILLed mid-delivery, restarted, the device registers again", scaleOut: false },
+  { id: "g", what: "one sidecar SIGKILLed mid-delivery, restarted: it resumes the delivery itself (no REGISTER)", scaleOut: false },
   {
     id: "h",
     what: "2 Kamailio x 2 sidecars on Redis: the slot's owner SIGKILLed mid-delivery, the REGISTER reaches the other",
@@ -95,8 +107,8 @@ function failures(id: string, c: FaultCounts): string[] {
   if (id === "a" && c.pastDeadline > 0) out.push(`(a) ${c.pastDeadline} BYEs past the deadline`);
   // scale-out: the other sidecar decides within the deadline, nothing goes through the fail-safe
   // (the BYEs in flight at the kill are the failover's own: counted apart, not a failure)
-  if (id === "e" && c.replayedReceivedAfterFault > 0)
-    out.push(`(e) ${c.replayedReceivedAfterFault} fail-safe BYEs sent by the CF after the kill`);
+  if ((id === "e" || id === "e2") && c.replayedReceivedAfterFault > 0)
+    out.push(`(${id}) ${c.replayedReceivedAfterFault} fail-safe BYEs sent by the CF after the kill`);
   return out;
 }
 
@@ -119,6 +131,7 @@ async function main() {
       runFaultCase({
         fault: c.fault,
         ...(c.scaleOut ? { scaleOut: true } : {}),
+        ...(c.restartAfterBurst ? { restartAfterBurst: true } : {}),
         byes: BYES,
         users: USERS,
         concurrent: CONCURRENT,

@@ -49,6 +49,13 @@ export interface FaultRunOptions {
   faultAt?: number;
   /** How long the sidecar (sidecar-kill), Dovecot (dovecot-kill) or Redis (redis-kill) stays down, Dovecot frozen (dovecot-stop). Default 2000 / 2000 / 5000 ms. */
   downMs?: number;
+  /**
+   * sidecar-kill with scaleOut: the killed sidecar stays down for the rest of
+   * the burst (the other one takes every decision) and is started again only
+   * after it, for its spool and fail-safe journal to drain. Default: restarted
+   * after downMs, during the burst.
+   */
+  restartAfterBurst?: boolean;
   /** Kamailio's CPM_PF_DEADLINE_MS. Default 200 (the plugin's). */
   deadlineMs?: number;
   /** The sidecars' store.gsoBudgetMs. Default the sidecar's. */
@@ -348,6 +355,9 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
     }
 
     say(`${opts.fault}: burst over in ${(burstMs / 1000).toFixed(1)} s, draining the spools and the fail-safe journals`);
+    if (opts.fault === "sidecar-kill" && opts.scaleOut && opts.restartAfterBurst) {
+      await restartKilled({ sidecars, sidecarEnv: envs[0] as Record<string, string>, log });
+    }
     const drainStart = performance.now();
     const pending = async () => {
       const each = await Promise.all(
@@ -513,15 +523,19 @@ interface Running {
   onKamailioKilled(failsafe: number): void;
 }
 
+/** The SIGKILLed sidecar again: same state, spool and fail-safe dirs, same gRPC address; it logs "ready" only after replaying the journal (its gRPC server already answers). */
+async function restartKilled(r: Pick<Running, "sidecars" | "sidecarEnv" | "log">): Promise<void> {
+  r.sidecars.push(await startSidecar(r.sidecarEnv, { readyTimeoutMs: 120_000, onOutput: r.log.begin() }));
+}
+
 async function inject(opts: FaultRunOptions, r: Running): Promise<void> {
   switch (opts.fault) {
     case "sidecar-kill": {
       // scale-out: the first sidecar (the other one takes its decisions); else the only one
       await r.sidecars[opts.scaleOut ? 0 : r.sidecars.length - 1]?.kill("SIGKILL");
+      if (opts.scaleOut && opts.restartAfterBurst) return;
       await sleep(opts.downMs ?? 2000);
-      // same state, spool and fail-safe dirs, same gRPC address; it logs "ready"
-      // only after replaying the journal (its gRPC server already answers)
-      r.sidecars.push(await startSidecar(r.sidecarEnv, { readyTimeoutMs: 120_000, onOutput: r.log.begin() }));
+      await restartKilled(r);
       return;
     }
     case "dovecot-kill": {
