@@ -175,6 +175,8 @@ async function main(): Promise<void> {
       deviceSeen: (user, conv, contrib, keyword, fence) => pfRef?.deviceSeen(user, conv, contrib, keyword, fence) ?? Promise.resolve(),
       deviceDelivered: (user, conv, contrib, keyword, through, fence) =>
         pfRef?.deviceDelivered(user, conv, contrib, keyword, through, fence) ?? Promise.resolve(),
+      delivering: (user, conv, contrib, keyword, to, fence) =>
+        pfRef?.delivering(user, conv, contrib, keyword, to, fence) ?? Promise.resolve(),
       // 8.3.2.3 for a BYE on a group session dialog the UA set up (a re-start): as Kamailio's, the outcome at once
       networkBye: async (raw) => {
         const pf = pfRef;
@@ -247,6 +249,13 @@ async function main(): Promise<void> {
     ...(ownership ? { owner: ownership.self, slots: cfg.session.slots, leaseTtlMs: cfg.session.leaseTtlMs } : {}),
     pid: process.pid,
   });
+  // the deliveries a SIGKILL interrupted go on now, not at each device's next REGISTER refresh
+  // (several sidecars: also those of a holder that died, once its slot's lease lapsed)
+  if (delivery && cfg.delivery.resumeInterrupted) {
+    const d = delivery;
+    void d.resumeInterrupted().catch((err) => log.error("interrupted deliveries not resumed", { reason: String(err) }));
+    if (ownership) d.resumeScan(cfg.session.leaseTtlMs);
+  }
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -228,6 +228,15 @@ export interface Config {
      * tries). Default 2000.
      */
     storeRetryMs: number;
+    /**
+     * DD-1 / DD-10 across a crash: a registration's delivery that the
+     * sidecar did not see end (SIGKILL, power loss: the group session record
+     * still says it was under way) is started again to the same contact when
+     * the sidecar starts, behind what the device confirmed, instead of
+     * waiting for the device's next REGISTER refresh; false = wait for it.
+     * Default true.
+     */
+    resumeInterrupted: boolean;
     /** DD-9: delay before the first re-attempt (ms). Default 60000. */
     retryInitialMs: number;
     /** DD-9: each further delay is the previous one times this (1 = constant). Default 2. */
@@ -413,6 +422,7 @@ export const defaults: Config = {
     originatingRoute: "",
     retryAttempts: 3,
     storeRetryMs: 2000,
+    resumeInterrupted: true,
     retryInitialMs: 60_000,
     retryFactor: 2,
     retryMaxMs: 900_000,
@@ -514,6 +524,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     originatingRoute: "string",
     retryAttempts: "nonnegint",
     storeRetryMs: "nonnegint",
+    resumeInterrupted: "bool",
     retryInitialMs: "posint",
     retryFactor: "posint",
     retryMaxMs: "posint",

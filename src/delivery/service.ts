@@ -42,7 +42,7 @@ import {
 } from "../procedures/delivery-session.js";
 import { type Device, deliveredThroughOf, deviceOf, memberKeywords, retirable } from "../procedures/device-view.js";
 import { answersRejoin, type RejoinState, rejoinClaims, startRejoinDelivery, stepRejoinDelivery } from "../procedures/rejoin-delivery.js";
-import { type DeliveredThrough, type GroupSession, recordIdOf, userKey } from "../session/group-session.js";
+import { type DeliveredThrough, type GroupSession, recordId, recordIdOf, userKey } from "../session/group-session.js";
 import { contactInstance, servedUserOf } from "../session/observe.js";
 import { acceptContactFor, CPM_SESSION_ICSI, icsiRefParam } from "../sip/feature-tags.js";
 import { header, headerValues, mediaType, parseSipMessage, type SipMessage } from "../sip/message.js";
@@ -133,6 +133,8 @@ export interface DeliveryQueue {
 export interface DeliverySessions {
   get(key: string): GroupSession | undefined;
   findByIds(servedUser: string, conversationId: string, contributionId: string): GroupSession | undefined;
+  /** Every record (resumeInterrupted). */
+  all(): Iterable<GroupSession>;
 }
 
 /** A served-user slot's lease (src/session/redis/ownership.ts): its fencing token grows with every grant. */
@@ -199,10 +201,31 @@ export interface DeliveryServiceDeps {
     through: DeliveredThrough,
     fence?: OwnerLease,
   ): Promise<void>;
+  /**
+   * A registration's delivery to the device of `keyword` began (`to`: its
+   * contact) or ended (`to` undefined): the record keeps it, so that one the
+   * process did not see end is resumed (resumeInterrupted).
+   */
+  delivering?(
+    servedUser: string,
+    conversationId: string,
+    contributionId: string,
+    keyword: string,
+    to: { contact: string; instanceId?: string } | undefined,
+    fence?: OwnerLease,
+  ): Promise<void>;
   /** The group session's queue is empty (delivered or discarded): its record may be retired by policy. */
   queueSettled(servedUser: string, conversationId: string, contributionId: string, fence?: OwnerLease): Promise<void>;
   log: Logger;
 }
+
+/**
+ * Why a registration's delivery starts: the device registered here; another
+ * sidecar's registration woke this slot holder; a registration tried again
+ * (its wake-up unheard, the store down); an interrupted delivery resumed
+ * from the record (resumeInterrupted: never wakes another sidecar).
+ */
+type Start = "registered" | "woken" | "retry" | "resumed";
 
 /** The procedure a machine runs: after registration (8.3.2.9.1.2) or upon the client's re-join (8.3.2.9.1.3). */
 type Procedure = { kind: "registration"; state: DeferredDeliveryState } | { kind: "rejoin"; state: RejoinState };
@@ -244,6 +267,8 @@ interface Machine {
   standingDown?: boolean;
   /** Several sidecars: the slot's lease the delivery runs under; its record writes carry it as their fence. */
   lease?: OwnerLease;
+  /** A registration's: the device's contact, kept in the record while the delivery runs (resumeInterrupted). */
+  client?: { contact: string; instanceId?: string };
 }
 
 const SDP = "application/sdp";
@@ -265,6 +290,9 @@ export class DeliveryService implements RegistrationHandler {
   private readonly wakeRetries = new Set<NodeJS.Timeout>();
   /** Registrations that found the deferred queue unreadable (the store down), by served user and device: tried again (delivery.storeRetryMs). */
   private readonly storeRetries = new Map<string, NodeJS.Timeout>();
+  /** resumeInterrupted() is running (the scan does not start a second one). */
+  private resuming = false;
+  private resumeTimer: NodeJS.Timeout | undefined;
   /** Actions the machines asked for that nothing here executes, by kind (each logged as an error; cpmpf_unexecuted_actions_total). */
   readonly unexecutedActions = new Map<string, number>();
 
@@ -384,7 +412,7 @@ export class DeliveryService implements RegistrationHandler {
   private async route(
     servedUser: string,
     client: { contact: string; instanceId?: string },
-    how: "registered" | "woken" | "retry",
+    how: Start,
   ): Promise<{ lease: OwnerLease } | { result: RegistrationResult }> {
     const own = this.deps.ownership as DeliveryOwnership;
     const fields = { servedUser, contact: client.contact };
@@ -398,6 +426,8 @@ export class DeliveryService implements RegistrationHandler {
       return { result: { accepted: true, deliveries: 0, notes: [`slot owner unknown: ${reason}`] } };
     }
     if (o.self) return { lease: o.lease };
+    // an interrupted delivery whose slot a live sidecar holds: that one runs it (or resumes it itself)
+    if (how === "resumed") return { result: { accepted: true, deliveries: 0, notes: [`slot ${o.slot} is held by ${o.holder}`] } };
     if (how === "woken") {
       this.deps.log.warn("wake-up for a slot another sidecar holds now: nothing delivered here", { ...fields, owner: o.holder });
       return { result: { accepted: true, deliveries: 0, notes: [`slot ${o.slot} is held by ${o.holder}`] } };
@@ -442,8 +472,10 @@ export class DeliveryService implements RegistrationHandler {
   private async startFor(
     servedUser: string,
     client: { contact: string; instanceId?: string },
-    how: "registered" | "woken" | "retry" = "registered",
+    how: Start = "registered",
     storeRetryMs = this.deps.policy.storeRetryMs,
+    /** Only these group sessions (record ids; resumeInterrupted: the ones interrupted). Default: every one with data pending. */
+    only?: ReadonlySet<string>,
   ): Promise<RegistrationResult> {
     const device = deviceOf(client.instanceId);
     // a newer registration of the device tries now: its retry for a store that was down is not needed
@@ -459,7 +491,7 @@ export class DeliveryService implements RegistrationHandler {
     // the served user's own queue, joined with the user's own records: nobody else's data; counted for this device
     let queues: DeferredSessionSummary[];
     try {
-      queues = await this.deps.queue.listSessions(servedUser, device.keyword);
+      queues = this.only(servedUser, await this.deps.queue.listSessions(servedUser, device.keyword), only);
       // what the device confirmed to a delivery that crashed before marking it: marked now, counted again
       let marked = false;
       for (const q of queues) {
@@ -467,7 +499,7 @@ export class DeliveryService implements RegistrationHandler {
         const session = this.deps.sessions.findByIds(servedUser, q.conversationId, q.contributionId);
         if (session && (await this.markConfirmed(servedUser, device.keyword, session, lease))) marked = true;
       }
-      if (marked) queues = await this.deps.queue.listSessions(servedUser, device.keyword);
+      if (marked) queues = this.only(servedUser, await this.deps.queue.listSessions(servedUser, device.keyword), only);
     } catch (err) {
       // no mailbox for this identity, or the store is down: nothing starts, nothing is touched
       const reason = err instanceof CpmError ? err.detail : String(err);
@@ -484,7 +516,7 @@ export class DeliveryService implements RegistrationHandler {
         const timer = setTimeout(() => {
           this.storeRetries.delete(retryKey);
           if (this.closed) return;
-          this.startFor(servedUser, client, how === "woken" ? "woken" : "retry", next).then(
+          this.startFor(servedUser, client, how === "woken" ? "woken" : "retry", next, only).then(
             (r) =>
               this.deps.log.info("registration tried again after the store was unreadable", {
                 servedUser,
@@ -534,7 +566,7 @@ export class DeliveryService implements RegistrationHandler {
         token: lease.token,
       });
       // once more from the top: the new holder is woken, or the slot taken anew
-      if (how === "registered") return this.startFor(servedUser, client, "retry");
+      if (how === "registered") return this.startFor(servedUser, client, "retry", undefined, only);
       return { accepted: true, deliveries: 0, notes: [`slot ${lease.slot} lease ${lease.token} superseded: nothing delivered`] };
     }
     const start = startDeferredDelivery({ type: "registered", servedUser: servedUser, client, pending }, this.claims, this.deps.policy);
@@ -552,11 +584,35 @@ export class DeliveryService implements RegistrationHandler {
       const m = this.newMachine({ kind: "registration", state: first.state });
       // its record writes carry the lease (refused once another sidecar has the slot)
       if (lease) m.lease = lease;
-      m.chain = m.chain.then(() => this.apply(m, first));
+      m.client = client;
+      // the record says the delivery runs before anything of it goes out: a crash from here on resumes it
+      m.chain = m.chain.then(() => this.markDelivering(m, client)).then(() => this.apply(m, first));
+    }
+    // DD-1: a delivery of this device not up yet goes on to this registration (registeredAgain)
+    for (const a of start.again) {
+      const running = this.machines.get(`registration ${a.key}`);
+      if (!running) continue;
+      running.client = a.client;
+      // the record follows: a crash from here on resumes it at the contact just registered
+      running.chain = running.chain.then(() =>
+        this.machines.get(running.id) === running ? this.markDelivering(running, a.client) : undefined,
+      );
+      this.feed(running, { type: "registeredAgain", client: a.client });
     }
     this.deps.log.info("registration: deferred delivery started", { ...fields, deliveries: start.deliveries.length });
     const by = ownership && lease ? [`deferred delivery by this sidecar ${ownership.self} (slot ${lease.slot}, lease ${lease.token})`] : [];
     return { accepted: true, deliveries: start.deliveries.length, notes: [...start.notes, ...by] };
+  }
+
+  /** The queues of `servedUser` among `only` (all of them without it). */
+  private only(servedUser: string, queues: DeferredSessionSummary[], only: ReadonlySet<string> | undefined): DeferredSessionSummary[] {
+    if (!only) return queues;
+    return queues.filter(
+      (q) =>
+        q.conversationId !== undefined &&
+        q.contributionId !== undefined &&
+        only.has(recordId(servedUser, q.conversationId, q.contributionId)),
+    );
   }
 
   /**
@@ -595,6 +651,7 @@ export class DeliveryService implements RegistrationHandler {
   /** Ends every delivery (shutdown): timers cleared, legs closed; what was not delivered stays queued. */
   close(): void {
     this.closed = true;
+    if (this.resumeTimer) clearInterval(this.resumeTimer);
     for (const t of this.wakeRetries) clearTimeout(t);
     this.wakeRetries.clear();
     for (const t of this.storeRetries.values()) clearTimeout(t);
@@ -627,7 +684,7 @@ export class DeliveryService implements RegistrationHandler {
       if (this.closed || this.machines.get(m.id) !== m) return;
       const { policy } = this.deps;
       if (m.proc.kind === "registration") return this.apply(m, stepDeferredDelivery(m.proc.state, ev, policy));
-      if (ev.type === "inviteResponse" || ev.type === "retryTimer" || ev.type === "superseded") {
+      if (ev.type === "inviteResponse" || ev.type === "retryTimer" || ev.type === "superseded" || ev.type === "registeredAgain") {
         this.deps.log.error("registration event fed to a re-join delivery", { ...this.fields(m), event: ev.type });
         return;
       }
@@ -657,7 +714,91 @@ export class DeliveryService implements RegistrationHandler {
       this.dispose(m, "delivery over");
       this.machines.delete(m.id);
       await this.settleIfEmpty(m);
+      if (m.client) await this.markDelivering(m, undefined);
     }
+  }
+
+  /** The record learns that `m`'s delivery runs (`to`) or ended; a failure costs only its resumption after a crash. */
+  private async markDelivering(m: Machine, to: { contact: string; instanceId?: string } | undefined): Promise<void> {
+    const d = m.proc.state.delivery;
+    try {
+      await this.deps.delivering?.(d.servedUser, d.session.conversationId, d.session.contributionId, d.device, to, m.lease);
+    } catch (err) {
+      this.deps.log.warn(to ? "delivery not recorded as under way (not resumed after a crash)" : "end of the delivery not recorded", {
+        ...this.fields(m),
+        reason: err instanceof CpmError ? err.detail : String(err),
+      });
+    }
+  }
+
+  /**
+   * DD-1 / DD-10 across a crash (delivery.resumeInterrupted): the
+   * registrations' deliveries the records say were under way, and that no
+   * delivery here runs, start again to the same contacts, each behind what
+   * its device confirmed, as if the device had registered again: after this
+   * sidecar's restart, and (several sidecars, resumeScan) once the slot of a
+   * holder that died lapsed; one whose slot a live sidecar holds is left to
+   * it. Resolves with how many deliveries started.
+   */
+  async resumeInterrupted(): Promise<number> {
+    if (this.closed || this.resuming) return 0;
+    this.resuming = true;
+    try {
+      const deviceKey = (servedUser: string, keyword: string) => `${userKey(servedUser)} ${keyword}`;
+      const running = new Set(
+        [...this.machines.values()].map((m) => deviceKey(m.proc.state.delivery.servedUser, m.proc.state.delivery.device)),
+      );
+      const byDevice = new Map<
+        string,
+        { servedUser: string; keyword: string; client: { contact: string; instanceId?: string }; records: GroupSession[] }
+      >();
+      for (const s of this.deps.sessions.all()) {
+        for (const dev of s.devices ?? []) {
+          const to = dev.delivering;
+          if (!to || running.has(deviceKey(s.servedUser, dev.keyword))) continue;
+          // each delivery goes on where it went (a device's contact may have changed between two of them)
+          const key = `${deviceKey(s.servedUser, dev.keyword)} ${to.contact}`;
+          const client = { contact: to.contact, ...(to.instanceId ? { instanceId: to.instanceId } : {}) };
+          const entry = byDevice.get(key) ?? { servedUser: s.servedUser, keyword: dev.keyword, client, records: [] };
+          entry.records.push(s);
+          byDevice.set(key, entry);
+        }
+      }
+      let started = 0;
+      for (const { servedUser, keyword, client, records } of byDevice.values()) {
+        const fields = { servedUser, contact: client.contact };
+        try {
+          const r = await this.startFor(servedUser, client, "resumed", undefined, new Set(records.map(recordIdOf)));
+          started += r.deliveries;
+          if (r.deliveries > 0) {
+            this.deps.log.info("deferred delivery resumed: the record says it was under way and nobody ran it", {
+              ...fields,
+              deliveries: r.deliveries,
+            });
+            continue;
+          }
+          this.deps.log.debug("interrupted delivery not resumed here", { ...fields, notes: r.notes });
+          // this sidecar would have run it and nothing is pending for the device: the mark is stale (its end was not written)
+          if (!this.deps.ownership || this.deps.ownership.holds(servedUser)) {
+            for (const rec of records) {
+              await this.deps.delivering?.(servedUser, rec.conversationId, rec.contributionId, keyword, undefined);
+            }
+          }
+        } catch (err) {
+          this.deps.log.error("interrupted delivery not resumed", { ...fields, reason: String(err) });
+        }
+      }
+      return started;
+    } finally {
+      this.resuming = false;
+    }
+  }
+
+  /** Several sidecars: resumeInterrupted every `everyMs` (a lapsed slot's interrupted deliveries are taken over without a REGISTER). */
+  resumeScan(everyMs: number): void {
+    if (this.resumeTimer) clearInterval(this.resumeTimer);
+    this.resumeTimer = setInterval(() => void this.resumeInterrupted(), everyMs);
+    this.resumeTimer.unref();
   }
 
   private async rebuild(servedUser: string, conversationId: string, contributionId: string): Promise<GroupSession | undefined> {
@@ -982,6 +1123,9 @@ export class DeliveryService implements RegistrationHandler {
 
   /** DD-2..DD-6 as rendered by the procedure; the SDP part is the PF's own delivery leg (DD-6 a=sendrecv kept). */
   private async sendInvite(m: Machine, invite: DeliveryInvite) {
+    // an attempt made before its retry's time (registeredAgain): that timer is spent
+    clearTimeout(m.retry);
+    m.retry = undefined;
     m.leg?.close("new delivery attempt");
     const { leg, offerSdp } = await this.deps.openLeg(m.sessionKey, invite.sdp);
     this.useLeg(m, leg);

@@ -524,16 +524,12 @@ export class ParticipatingFunction {
   }
 
   /** DD-1 per device: a device of the served user registered (or re-joined) while the group session had data pending. */
-  async deviceSeen(servedUser: string, conversationId: string, contributionId: string, keyword: string, fence?: Fence): Promise<void> {
-    const id = recordId(servedUser, conversationId, contributionId);
-    await this.serial.run(id, async () => {
-      const session = this.sessions.getById(id);
-      if (session) await this.applyLifecycle(session, { type: "deviceSeen", keyword }, Date.now(), fence);
-    });
+  deviceSeen(servedUser: string, conversationId: string, contributionId: string, keyword: string, fence?: Fence): Promise<void> {
+    return this.onRecordOf(recordId(servedUser, conversationId, contributionId), { type: "deviceSeen", keyword }, fence);
   }
 
   /** DD-10: a device confirmed every deferred item of the group session up to `through` (a takeover starts behind them). */
-  async deviceDelivered(
+  deviceDelivered(
     servedUser: string,
     conversationId: string,
     contributionId: string,
@@ -541,10 +537,32 @@ export class ParticipatingFunction {
     through: DeliveredThrough,
     fence?: Fence,
   ): Promise<void> {
-    const id = recordId(servedUser, conversationId, contributionId);
+    return this.onRecordOf(recordId(servedUser, conversationId, contributionId), { type: "deviceDelivered", keyword, through }, fence);
+  }
+
+  /**
+   * A registration's delivery of the group session to the device of
+   * `keyword` began (`to`: where it goes) or ended (`to` undefined): the
+   * record keeps it, so that one a SIGKILL interrupted is started again
+   * (DeliveryService.resumeInterrupted).
+   */
+  delivering(
+    servedUser: string,
+    conversationId: string,
+    contributionId: string,
+    keyword: string,
+    to: { contact: string; instanceId?: string } | undefined,
+    fence?: Fence,
+  ): Promise<void> {
+    const ev: LifecycleEvent = to ? { type: "deliveryBegan", keyword, ...to } : { type: "deliveryEnded", keyword };
+    return this.onRecordOf(recordId(servedUser, conversationId, contributionId), ev, fence);
+  }
+
+  /** `ev` on the record of `id` (none: nothing), in the record's turn. */
+  private async onRecordOf(id: string, ev: LifecycleEvent, fence?: Fence): Promise<void> {
     await this.serial.run(id, async () => {
       const session = this.sessions.getById(id);
-      if (session) await this.applyLifecycle(session, { type: "deviceDelivered", keyword, through }, Date.now(), fence);
+      if (session) await this.applyLifecycle(session, ev, Date.now(), fence);
     });
   }
 

@@ -84,6 +84,8 @@ export type DeferredDeliveryEvent =
   | { type: "retryTimer"; session?: GroupSession }
   /** A re-join of the client took over this session's delivery (RJ-1, delivery-guard.ts). */
   | { type: "superseded" }
+  /** DD-1: the device registered again while this delivery was not up yet (its INVITE under way, or a retry waiting). */
+  | { type: "registeredAgain"; client: RegisteredClient }
   | SessionEvent;
 
 export type InvitePhase = "inviting" | "retryWait" | "answered" | "ended";
@@ -96,11 +98,15 @@ export interface DeferredDeliveryState {
   /** The delivery session (phase "connecting" until the client's 200 OK). */
   delivery: DeliverySession;
   superseded: boolean;
+  /** DD-1: the device registered again while the INVITE was under way: a failed attempt goes on there at once. */
+  reRegistered?: RegisteredClient;
 }
 
 export interface StartResult {
   /** One machine per group session delivered, each with its first actions. */
   deliveries: Step<DeferredDeliveryState>[];
+  /** DD-1: the deliveries of this device already claimed by a registration: each is told `registeredAgain` (by delivery key). */
+  again: { key: string; client: RegisteredClient }[];
   claims: DeliveryClaims;
   notes: string[];
 }
@@ -178,9 +184,10 @@ export function retryDelay(retry: number, policy: Pick<DeliveryPolicy, "retryIni
 export function startDeferredDelivery(ev: RegisteredEvent, claims: DeliveryClaims, policy: DeliveryPolicy): StartResult {
   const notes: string[] = [];
   const deliveries: Step<DeferredDeliveryState>[] = [];
+  const again: StartResult["again"] = [];
   if (!policy.deferredMsgMgmtUri) {
     notes.push("deferred delivery off: delivery.deferredMsgMgmtUri is not configured (DD-4)");
-    return { deliveries, claims, notes };
+    return { deliveries, again, claims, notes };
   }
   for (const p of ev.pending) {
     const label = `${p.conversationId ?? "?"}/${p.contributionId ?? "?"}`;
@@ -195,6 +202,7 @@ export function startDeferredDelivery(ev: RegisteredEvent, claims: DeliveryClaim
     const claim = claimDelivery(claims, key, "registration");
     if (!claim.granted) {
       notes.push(`${label}: ${claim.previous?.owner} ${claim.previous?.status}: not delivered again to this device`);
+      if (claim.previous?.owner === "registration") again.push({ key, client: ev.client });
       continue;
     }
     const state: DeferredDeliveryState = {
@@ -209,7 +217,7 @@ export function startDeferredDelivery(ev: RegisteredEvent, claims: DeliveryClaim
     claims = applyClaim(claim.claims, key, "registration", first.claim);
     if (first.error) notes.push(`${label}: ${first.error.detail}`);
   }
-  return { deliveries, claims, notes };
+  return { deliveries, again, claims, notes };
 }
 
 function dstep(s: DeferredDeliveryState, actions: DeliveryAction[], notes: string[], error?: CpmError): Step<DeferredDeliveryState> {
@@ -288,6 +296,8 @@ export function stepDeferredDelivery(
       }
       return dstep(s, [], ["superseded ignored: delivery already over"]);
     }
+    case "registeredAgain":
+      return registeredAgain(s, ev.client, policy);
     case "actionUnavailable":
       if (ev.action.kind === "sendInvite" && s.invitePhase === "inviting") {
         // no INVITE went out (no media leg, unusable offer): a failed attempt, DD-9 decides
@@ -359,7 +369,35 @@ function inviteResponse(
 }
 
 /** DD-9 (MAY): any other error (3xx included: the PF follows no redirect towards a client). */
+/**
+ * DD-1: a registration of the device is the trigger of the delivery: one
+ * waiting for a DD-9 retry makes its attempt now, to the contact just
+ * registered (the re-attempts count from there); one whose INVITE is under
+ * way lets that INVITE's answer decide, and a failed attempt goes on to the
+ * new registration at once (a crash's resumed delivery may ring a contact the
+ * device left). Once the delivery session is up, nothing changes.
+ */
+function registeredAgain(s: DeferredDeliveryState, client: RegisteredClient, policy: DeliveryPolicy): Step<DeferredDeliveryState> {
+  if (s.invitePhase === "retryWait") {
+    const r = invite({ ...s, client, attempts: 0 }, policy);
+    return { ...r, notes: ["registered again while a retry waited: re-attempted now", ...r.notes] };
+  }
+  if (s.invitePhase === "inviting") {
+    return dstep(
+      { ...s, reRegistered: client },
+      [],
+      ["registered again during the delivery INVITE: a failure goes on to this registration"],
+    );
+  }
+  return dstep(s, [], [`registered again in ${s.invitePhase}: nothing changes`]);
+}
+
 function failedAttempt(s: DeferredDeliveryState, status: number, policy: DeliveryPolicy): Step<DeferredDeliveryState> {
+  if (s.reRegistered) {
+    const { reRegistered: client, ...rest } = s;
+    const r = invite({ ...rest, client, attempts: 0 }, policy);
+    return { ...r, notes: [`${status}: the device registered again meanwhile: re-attempted there now`, ...r.notes] };
+  }
   const retry = s.attempts; // retries done so far + 1
   if (retry > policy.retryAttempts) {
     const why = policy.retryAttempts === 0 ? "retries off" : `${policy.retryAttempts} retries done`;

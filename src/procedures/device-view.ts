@@ -25,7 +25,7 @@
 //   - deviceRetentionMs 0: the device delivering now is the only member: an
 //     item leaves once one device got it (one delivery per user).
 import { createHash } from "node:crypto";
-import type { DeliveredThrough, GroupSession, SeenDevice } from "../session/group-session.js";
+import type { DeliveredThrough, DeliveringTo, GroupSession, SeenDevice } from "../session/group-session.js";
 import type { DeferredHandle } from "../store/deferred-queue.js";
 
 export const DEVICE_KEYWORD_PREFIX = "CpmPfDev_";
@@ -115,6 +115,25 @@ export function withDeliveredThrough(
   if (was && was.uidValidity === through.uidValidity && was.uid >= through.uid) return undefined;
   const seen = withSeenDevice(devices, keyword, d?.at ?? now);
   return seen.map((x) => (x.keyword === keyword ? { ...x, deliveredThrough: { uidValidity: through.uidValidity, uid: through.uid } } : x));
+}
+
+/**
+ * The device's delivery under way (`to`), seen at `now`; or, `to` undefined,
+ * its end. Undefined: nothing changes (ended, and none was under way).
+ */
+export function withDelivering(
+  devices: readonly SeenDevice[] | undefined,
+  keyword: string,
+  to: DeliveringTo | undefined,
+  now: number,
+): SeenDevice[] | undefined {
+  if (to) return withSeenDevice(devices, keyword, now).map((x) => (x.keyword === keyword ? { ...x, delivering: to } : x));
+  if (!devices?.some((x) => x.keyword === keyword && x.delivering)) return undefined;
+  return devices.map((x) => {
+    if (x.keyword !== keyword) return x;
+    const { delivering: _ended, ...rest } = x;
+    return rest;
+  });
 }
 
 /** Where the device's confirmed items end in the queue of `uidValidity` (undefined: nothing known). */

@@ -5,7 +5,7 @@
 // retention policy, or when an INVITE that never became a dialog leaves it
 // empty; never as a side effect of a BYE or a fail-safe.
 import { type DeliveredThrough, type GroupSession, type Lifecycle, type SessionDialog, withDialog } from "../session/group-session.js";
-import { seenChanges, withDeliveredThrough, withSeenDevice } from "./device-view.js";
+import { seenChanges, withDeliveredThrough, withDelivering, withSeenDevice } from "./device-view.js";
 import type { ByeCause } from "./handle-bye.js";
 
 export type LifecycleEvent =
@@ -33,7 +33,10 @@ export type LifecycleEvent =
   | { type: "queueSettled" }
   /** DD-1 per device: a device of the served user registered (or re-joined) while data was pending: a member of the queue (device-view.ts). */
   | { type: "deviceSeen"; keyword: string }
-  | { type: "deviceDelivered"; keyword: string; through: DeliveredThrough };
+  | { type: "deviceDelivered"; keyword: string; through: DeliveredThrough }
+  /** A registration's delivery of the group session to the device began (to `contact`), or ended: an interrupted one is resumed (see SeenDevice.delivering). */
+  | { type: "deliveryBegan"; keyword: string; contact: string; instanceId?: string }
+  | { type: "deliveryEnded"; keyword: string };
 
 export interface LifecycleStep {
   /** The new record; undefined: purge it. */
@@ -127,6 +130,15 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
     case "deviceDelivered": {
       if (!s.pendingDeferred) return { record: s, notes: ["deviceDelivered with no data pending: nothing to remember"] };
       const devices = withDeliveredThrough(s.devices, ev.keyword, ev.through, now);
+      return devices ? { record: { ...s, devices, updatedAt: now }, notes: [] } : { record: s, notes: [] };
+    }
+    case "deliveryBegan": {
+      if (!s.pendingDeferred) return { record: s, notes: ["deliveryBegan with no data pending: nothing to resume"] };
+      const to = { contact: ev.contact, ...(ev.instanceId ? { instanceId: ev.instanceId } : {}), since: now };
+      return { record: { ...s, devices: withDelivering(s.devices, ev.keyword, to, now) ?? [], updatedAt: now }, notes: [] };
+    }
+    case "deliveryEnded": {
+      const devices = withDelivering(s.devices, ev.keyword, undefined, now);
       return devices ? { record: { ...s, devices, updatedAt: now }, notes: [] } : { record: s, notes: [] };
     }
   }

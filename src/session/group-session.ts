@@ -32,6 +32,22 @@ export interface SeenDevice {
    * marks them first and starts behind them. Absent: nothing confirmed.
    */
   deliveredThrough?: DeliveredThrough;
+  /**
+   * A registration's deferred delivery of this group session to the device
+   * was under way: set when it began, cleared when it ended. A PF that finds
+   * it set did not see the end (its process was killed) and starts the
+   * delivery again (delivery.resumeInterrupted). Absent: none.
+   */
+  delivering?: DeliveringTo;
+}
+
+/** Where an interrupted delivery goes again: the device's registered contact. */
+export interface DeliveringTo {
+  contact: string;
+  /** Its +sip.instance, when it registered with one. */
+  instanceId?: string;
+  /** When the delivery began (ms). */
+  since: number;
 }
 
 /** A position in a group session's deferred queue (RFC 9051 2.3.1.1: a UID means something with its UIDVALIDITY only). */

@@ -313,12 +313,16 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
   );
 
   test(
-    "DD-1 DD-10: the sidecar is SIGKILLed in the middle of a delivery of 400 messages and restarted; the device's next REGISTER gets the rest, in order, behind what the record says it confirmed: 0 lost, only the unconfirmed tail again",
+    "DD-1 DD-10 (delivery.resumeInterrupted): the sidecar is SIGKILLed in the middle of a delivery of 400 messages and restarted; with no new REGISTER it starts the delivery again to the device's contact (the record said it was under way) and the device gets the rest, in order, behind what the record says it confirmed: 0 lost, only the unconfirmed tail again",
     T,
     async (t) => {
       const texts = Array.from({ length: 400 }, (_, i) => `across the crash ${i}`);
       const chat = await rig.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
-      const c = await deliveryAcrossCrash(rig, rig, chat, () => rig.crashAndRestart());
+      const c = await deliveryAcrossCrash(rig, rig, chat, (clientGone) => rig.crashAndRestart(clientGone), undefined, true);
+      assert.ok(
+        rig.loggedAll("deferred delivery resumed: the record says it was under way and nobody ran it").length > 0,
+        "the restarted sidecar resumed the delivery by itself",
+      );
       t.diagnostic(
         `${c.sent} deferred; ${c.before} before the SIGKILL, ${c.after} after the restart; lost ${c.lost}; twice ${c.twice}; reordered ${c.reordered}; left ${c.left}`,
       );
@@ -1125,6 +1129,44 @@ describe("deferred delivery per device (DD-1 'for a CPM Client'): each of the se
         );
       await Promise.all([deliveredTo(PHONE), deliveredTo(TABLET)]);
       await waitFor(async () => (await kept(chat)) === 0, 5000, 50, "the queue emptied once both devices have it");
+    },
+  );
+});
+
+describe("DD-1 DD-9: a registration of the device is the delivery's trigger, also while a re-attempt waits", () => {
+  /** Far beyond the test's own time: a delivery that comes did not come from the DD-9 timer. */
+  const LONG_RETRY_MS = 120_000;
+  let rig: DeferredChatRig;
+  before(async () => {
+    rig = await DeferredChatRig.start({
+      CPM_PF__DELIVERY__RETRYATTEMPTS: "3",
+      CPM_PF__DELIVERY__RETRYINITIALMS: String(LONG_RETRY_MS),
+      CPM_PF__DELIVERY__RETRYMAXMS: String(LONG_RETRY_MS),
+    });
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  test(
+    "DD-1 DD-9 DD-10: the device is busy (486) and registers again, at another contact, while the re-attempt waits for delivery.retryInitialMs: the delivery goes there at once, every kept message in order",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["while busy 1", "while busy 2", "while busy 3"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      const busy = await startSipp({ scenario: "client-uas-reject.xml", extraArgs: ["-m", "1"] });
+      try {
+        assert.equal((await rig.register(`<sip:client@127.0.0.1:${busy.port}>`, chat.servedUser)).code, 0);
+        // the first attempt refused (the client SIPp exits after its one call), the re-attempt waiting
+        await waitFor(() => rig.loggedAll("486: retry 1 of 3").length > 0, 5000, 20, "the re-attempt scheduled");
+      } finally {
+        await busy.stop();
+      }
+      await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue }) => {
+        const got = await rig.received(ue, chat.sent.length + 1, chat);
+        assertKeptInOrder(got.slice(0, chat.sent.length), chat, "every kept message, in order, at the contact just registered");
+        assert.equal(got[chat.sent.length]?.contentType, GSO_TYPE);
+      });
+      assert.ok(rig.loggedAll("registered again while a retry waited: re-attempted now").length > 0);
     },
   );
 });

@@ -7,8 +7,9 @@
 // client's MSRP connection drops, the CF's messages are deferred, its BYE;
 // then the REGISTER and the delivery INVITE at the client (SIPp + MSRP peer).
 // Then the owner is SIGKILLed in the middle of a delivery and the device's next
-// REGISTER reaches the other sidecar, which takes the slot over. Last, the
-// survivor's SIGTERM drain gives its slots up.
+// REGISTER reaches the other sidecar, which takes the slot over; the
+// survivor's SIGTERM drain gives its slots up. Last, an owner killed
+// mid-delivery with no REGISTER after it: the other resumes the delivery.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
@@ -195,6 +196,37 @@ describe("scale-out DD-1: two sidecars on one Redis: the owner of the served use
         [taken],
       );
       for (const slot of taken) assert.equal(await watch?.exists(keys.lease(slot)), 0, `no lease left for slot ${slot}`);
+    },
+  );
+
+  test(
+    "scale-out DD-1 DD-10 (delivery.resumeInterrupted): the owner is SIGKILLed mid-delivery and the device does not register again: the other sidecar takes the slot once its lease lapsed and resumes the delivery from the shared record, to the same contact: 0 lost, in order",
+    T,
+    async (t) => {
+      const ra = a as DeferredChatRig;
+      const rb = b as DeferredChatRig;
+      // both back (A drained, B killed before); B takes the slot with the device's REGISTER
+      await rb.restart();
+      await ra.restart();
+      const texts = Array.from({ length: TAKEOVER_MESSAGES }, (_, i) => `resumed ${i}`);
+      const chat = await rb.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
+      await rb.lifecycleMoved(chat, "client-absent -> inactive");
+      const c = await deliveryAcrossCrash(rb, ra, chat, () => rb.sidecar.kill("SIGKILL"), KILL_AT, true);
+      t.diagnostic(
+        `${c.sent} deferred; ${c.before} by the killed owner, ${c.after} resumed by the other; lost ${c.lost}; twice ${c.twice}`,
+      );
+      assert.ok(c.before >= KILL_AT && c.before < texts.length, `killed mid-delivery (${c.before} of ${texts.length} came)`);
+      assert.equal(c.lost, 0, "nothing lost");
+      assert.equal(c.reordered, 0);
+      assert.ok(c.gso, "DD-11: the GSO after the rest");
+      assert.equal(c.left, 0, "the queue empty");
+      assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
+      assert.ok(
+        ra
+          .loggedAll("deferred delivery resumed: the record says it was under way and nobody ran it")
+          .some((l) => l.servedUser === SERVED_USER),
+        "A resumed it by itself",
+      );
     },
   );
 });

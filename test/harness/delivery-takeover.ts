@@ -15,6 +15,7 @@ import { ACK_BATCH } from "../../src/procedures/delivery-session.js";
 import { triggerSipp } from "./anchored-chat.js";
 import { type Chat, DeferredChatRig, deferredFolder, GSO_TYPE, lastLine, SERVED_USER } from "./deferred-chat.js";
 import { waitServing } from "./kamailio.js";
+import { freePort } from "./ports.js";
 import { type RedisInstance, startRedis } from "./redis.js";
 import { waitFor } from "./wait.js";
 
@@ -50,26 +51,35 @@ const BYE_REASON = { bye_reason: 'SIP;cause=200;text="Call completed"' };
 /**
  * `chat`'s deferred messages delivered by `first` to the device (its REGISTER
  * through `first`'s Kamailio) until at least `killAtLeast` came and delivered
- * items are leaving the queue; then `crash` (a SIGKILL); then the device's
- * next REGISTER through `next`'s Kamailio and that delivery to its end.
+ * items are leaving the queue; then `crash` (a SIGKILL; `clientGone` stops
+ * the device's SIPp, for a crash that restarts the sidecar to call before
+ * the new process starts); then the delivery that takes over, to its end:
+ * `resumed`, the restarted sidecar's own (delivery.resumeInterrupted), to
+ * the device at the same contact with no REGISTER; else the one the
+ * device's next REGISTER through `next`'s Kamailio starts.
  */
 export async function deliveryAcrossCrash(
   first: DeferredChatRig,
   next: DeferredChatRig,
   chat: Chat,
-  crash: () => Promise<void>,
+  crash: (clientGone: () => Promise<void>) => Promise<void>,
   killAtLeast = 60,
+  resumed = false,
 ): Promise<TakeoverCounts & { first: string[]; second: string[] }> {
   const texts = chat.sent.map((s) => lastLine({ body: s.body }));
   const t0 = Date.now();
   let got1: string[] = [];
+  // the device keeps its contact across the crash (a resumed delivery goes there)
+  const sipPort = await freePort();
   await first.deliveredTo(
     chat,
     "client-dd-uas.xml",
     BYE_REASON,
-    async ({ peer }) => {
+    async ({ peer, client }) => {
       await first.untilRetiring(peer, chat, killAtLeast);
-      await crash();
+      await crash(async () => {
+        await client.stop();
+      });
       // what the socket held when the process died is read by now
       await new Promise((r) => setTimeout(r, 300));
       got1 = peer.received.map(lastLine);
@@ -78,6 +88,8 @@ export async function deliveryAcrossCrash(
       const reg = await first.register(contact, chat.servedUser);
       assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
     },
+    "udp",
+    sipPort,
   );
   let got2: string[] = [];
   let gso = false;
@@ -97,9 +109,12 @@ export async function deliveryAcrossCrash(
       );
     },
     async (contact) => {
+      if (resumed) return;
       const reg = await next.register(contact, chat.servedUser);
       assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
     },
+    "udp",
+    sipPort,
   );
   const left = (await next.folder(deferredFolder(chat), chat.servedUser)).length;
   const times = new Map<string, number>();
@@ -176,8 +191,8 @@ export async function runDeliveryFault(opts: {
     try {
       say(`${opts.messages} messages deferred through one sidecar`);
       const chat = await rig.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
-      say("delivering; SIGKILL mid-delivery, restart, REGISTER again");
-      return await deliveryAcrossCrash(rig, rig, chat, () => rig.crashAndRestart());
+      say("delivering; SIGKILL mid-delivery, restart: the record resumes the delivery to the same contact");
+      return await deliveryAcrossCrash(rig, rig, chat, (clientGone) => rig.crashAndRestart(clientGone), undefined, true);
     } finally {
       await rig.stop();
     }

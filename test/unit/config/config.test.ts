@@ -69,6 +69,7 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     originatingRoute: "",
     retryAttempts: 3,
     storeRetryMs: 2000,
+    resumeInterrupted: true,
     retryInitialMs: 60_000,
     retryFactor: 2,
     retryMaxMs: 900_000,
@@ -83,6 +84,7 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     deviceRetentionMs: 604_800_000,
   });
   assert.equal(buildConfig({}, { CPM_PF__DELIVERY__ANSWERREJOINS: "false" }).delivery.answerRejoins, false);
+  assert.equal(buildConfig({}, { CPM_PF__DELIVERY__RESUMEINTERRUPTED: "false" }).delivery.resumeInterrupted, false);
   const cfg = buildConfig(
     { delivery: { deferredMsgMgmtUri: "sip:deferred@pf.example.net", retryAttempts: 0, sendInterimGsos: true } },
     { CPM_PF__DELIVERY__RETRYFACTOR: "3", CPM_PF__DELIVERY__UNSUBSCRIBEONREJOIN: "1" },

@@ -12,6 +12,7 @@ import {
   type OwnerLease,
 } from "../../../src/delivery/service.js";
 import { silentLogger } from "../../../src/log/logger.js";
+import { ANONYMOUS_KEYWORD } from "../../../src/procedures/device-view.js";
 import { groupSession, policy, SERVED_USER } from "../../fixtures/delivery.js";
 import { registerAndResponse, thirdPartyRegister } from "../../fixtures/registration.js";
 import { capturedLog } from "../../fixtures/sip-ua.js";
@@ -26,7 +27,7 @@ afterEach(() => {
 });
 
 /** A service whose queue holds two items of SESSION; `openLeg` calls count the delivery INVITEs it prepares. */
-function service(ownership?: DeliveryOwnership, log = silentLogger()) {
+function service(ownership?: DeliveryOwnership, log = silentLogger(), session = SESSION) {
   const legs: string[] = [];
   /** The fence each record write of the device's membership carried. */
   const seenFences: (OwnerLease | undefined)[] = [];
@@ -46,7 +47,7 @@ function service(ownership?: DeliveryOwnership, log = silentLogger()) {
     },
     answerLeg: () => new Promise(() => {}),
     queue,
-    sessions: { get: () => SESSION, findByIds: () => SESSION },
+    sessions: { get: () => session, findByIds: () => session, all: () => [session] },
     deviceSeen: async (_user, _conv, _contrib, _keyword, fence) => {
       seenFences.push(fence);
     },
@@ -93,6 +94,7 @@ test("DD-1 (one sidecar, the journal): no ownership asked, the registration star
   const { s, legs, seenFences } = service();
   const r = await register(s);
   assert.equal(r.deliveries, 1);
+  await waitUntil(async () => legs.length > 0);
   assert.equal(legs.length, 1);
   assert.deepEqual(seenFences, [undefined], "no lease, no fence");
 });
@@ -102,6 +104,7 @@ test("DD-1 bad input: a third-party REGISTER that carries no REGISTER of the dev
   const { s, legs } = service(undefined, log);
   const r = await s.onRegistration({ raw: thirdPartyRegister() });
   assert.equal(r.deliveries, 1);
+  await waitUntil(async () => legs.length > 0);
   assert.equal(legs.length, 1);
   const warn = lines.find((l) => l.level === "warn" && String(l.message).startsWith("registration names no live contact"));
   assert.equal(warn?.servedUser, REGISTERED);
@@ -119,6 +122,7 @@ test("scale-out DD-1: the holder of the served user's slot delivers after the fe
   const { s, legs, seenFences } = service(f.o);
   const r = await register(s);
   assert.equal(r.deliveries, 1);
+  await waitUntil(async () => legs.length > 0);
   assert.equal(legs.length, 1);
   assert.deepEqual(f.fenced, [lease], "the fence was checked before the claim");
   assert.deepEqual(seenFences, [lease], "the record write of the device's membership carries the lease");
@@ -208,4 +212,34 @@ test("scale-out RJ-1: a re-join of a group with nothing to deliver (terminated) 
   const f = fakeOwnership([{ self: false, slot: 3, holder: "sidecar-b", lapsesInMs: 5000, ua: "sip:127.0.0.1:6097" }]);
   const { s } = service(f.o);
   assert.equal(await s.rejoinTarget(groupSession({ lifecycle: "terminated" })), undefined);
+});
+
+/** SESSION as a SIGKILL leaves it: a registration's delivery to the anonymous device at CONTACT under way. */
+const CONTACT = "<sip:ue@10.0.0.7:5060>";
+const INTERRUPTED = { ...SESSION, devices: [{ keyword: ANONYMOUS_KEYWORD, at: 1, delivering: { contact: CONTACT, since: 1 } }] };
+
+test("DD-1 DD-10 (delivery.resumeInterrupted): a record saying a delivery was under way starts it again to that contact, with no REGISTER; a record saying none starts nothing", async () => {
+  const { s, legs } = service(undefined, silentLogger(), INTERRUPTED);
+  assert.equal(await s.resumeInterrupted(), 1);
+  await waitUntil(async () => legs.length > 0);
+  assert.equal(legs.length, 1, "the delivery INVITE is prepared");
+  assert.equal(await s.resumeInterrupted(), 0, "running now: not started twice");
+  const idle = service();
+  assert.equal(await idle.s.resumeInterrupted(), 0);
+  assert.equal(idle.legs.length, 0);
+});
+
+test("scale-out DD-1 DD-10: an interrupted delivery whose slot a live sidecar holds is left to it (nobody woken); once the slot is granted here (the holder's lease lapsed) it is resumed under the new lease", async () => {
+  const held = fakeOwnership([{ self: false, slot: 3, holder: "sidecar-b", lapsesInMs: 900 }]);
+  const there = service(held.o, silentLogger(), INTERRUPTED);
+  assert.equal(await there.s.resumeInterrupted(), 0);
+  assert.equal(there.legs.length, 0);
+  assert.equal(held.wakes.length, 0, "a scan wakes nobody");
+  const lease = { slot: 3, token: 9 };
+  const lapsed = fakeOwnership([{ self: true, lease }]);
+  const here = service(lapsed.o, silentLogger(), INTERRUPTED);
+  assert.equal(await here.s.resumeInterrupted(), 1);
+  await waitUntil(async () => here.legs.length > 0);
+  assert.equal(here.legs.length, 1);
+  assert.deepEqual(lapsed.fenced, [lease], "claimed under the lease");
 });

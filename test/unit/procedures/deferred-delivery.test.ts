@@ -346,6 +346,46 @@ test("DD-9: other errors re-attempt with back-off (initial × factor^n, capped),
   assert.equal(retryDelay(10, policy), 900_000);
 });
 
+test("DD-1 DD-9: the device registers again while a retry waits -> the attempt is made now, to the contact just registered, the re-attempts counted from there; once the delivery session is up a registration changes nothing", () => {
+  const p = { ...policy, retryAttempts: 1, retryInitialMs: 60_000 };
+  const { state } = start(groupSession(), p);
+  const moved = { contact: "<sip:+16135551200@10.0.0.9:5060>" };
+  const r = run(
+    state,
+    [
+      { type: "inviteResponse", status: 480 },
+      { type: "registeredAgain", client: moved },
+    ],
+    p,
+  );
+  const invites = only(r.actions, "sendInvite");
+  assert.equal(invites.length, 1, "the second attempt did not wait for its timer");
+  assert.equal(invites[0]?.invite.requestUri, "sip:+16135551200@10.0.0.9:5060");
+  assert.equal(r.state.attempts, 1);
+  assert.ok(r.notes.includes("registered again while a retry waited: re-attempted now"));
+  // a failure of that attempt still has its DD-9 re-attempt (counted from the registration)
+  assert.deepEqual(kinds(run(r.state, [{ type: "inviteResponse", status: 480 }], p).actions), ["scheduleRetry"]);
+  const up = run(state, connected, p);
+  assert.deepEqual(run(up.state, [{ type: "registeredAgain", client: moved }], p).actions, []);
+});
+
+test("DD-1: the device registers again while the delivery INVITE is under way (a crash's resumed delivery ringing a contact the device left) -> that INVITE's answer decides; if it fails the next attempt goes to the new registration at once", () => {
+  const { state } = start();
+  const moved = { contact: "<sip:+16135551200@10.0.0.9:5060>" };
+  const r = run(state, [{ type: "registeredAgain", client: moved }]);
+  assert.deepEqual(r.actions, [], "no second INVITE beside the one under way");
+  const failed = run(r.state, [{ type: "inviteResponse", status: 408 }]);
+  assert.deepEqual(kinds(failed.actions), ["sendInvite"], "no retry wait");
+  assert.equal(only(failed.actions, "sendInvite")[0]?.invite.requestUri, "sip:+16135551200@10.0.0.9:5060");
+  assert.equal(failed.state.reRegistered, undefined);
+  const answered = run(r.state, connected);
+  assert.equal(answered.state.invitePhase, "answered", "the INVITE under way answered: the delivery goes on there");
+  // the registration of a claimed device tells the running delivery (startDeferredDelivery's `again`)
+  const first = startDeferredDelivery(registered([groupSession()]), new Map(), policy);
+  const again = startDeferredDelivery(registered([groupSession()], { client: moved }), first.claims, policy);
+  assert.deepEqual(again.again, [{ key: KEY, client: moved }]);
+});
+
 test("DD-9: a delivery INVITE that could not be sent (actionUnavailable) is a failed attempt: re-attempted, data kept", () => {
   const first = start();
   const invite = only(first.actions, "sendInvite")[0];
@@ -675,6 +715,7 @@ test("property (DD-10 DD-13): no event sequence delivers out of order or twice, 
       .map(([u, status]): DeferredDeliveryEvent => ({ type: "itemFailed", handle: item(u).handle, status })),
     fc.constantFrom(100, 180, 200, 480, 603, 99).map((status): DeferredDeliveryEvent => ({ type: "inviteResponse", status })),
     fc.constant<DeferredDeliveryEvent>({ type: "retryTimer" }),
+    fc.constant<DeferredDeliveryEvent>({ type: "registeredAgain", client: { contact: "<sip:+16135551200@10.0.0.9>" } }),
     fc.constant<DeferredDeliveryEvent>({ type: "clientSentMedia", media: { msrpMessageId: "c", kind: "imdn", failureReport: "yes" } }),
     fc
       .tuple(fc.constantFrom("focus" as const, "factory" as const), fc.constantFrom(200, 403, 404, 410, 486))

@@ -153,3 +153,28 @@ test("DD-13 RJ-3: a re-start via the conference factory gives the record the new
   const rejoin = stepLifecycle(inactive, { type: "invited", dialog: dialog("rejoin@pf") }, NOW);
   assert.equal(rejoin.record?.focusUri, inactive.focusUri);
 });
+
+test("DD-1 DD-10: a registration's delivery to a device is kept in the record while it runs (deliveryBegan .. deliveryEnded), beside what the device confirmed; the queue settling clears it", () => {
+  const pending = record({ lifecycle: "inactive", pendingDeferred: true });
+  const began = stepLifecycle(
+    pending,
+    { type: "deliveryBegan", keyword: "CpmPfDev_a", contact: "<sip:ue@10.0.0.1:5060>", instanceId: "urn:uuid:a" },
+    NOW,
+  );
+  assert.deepEqual(began.record?.devices?.[0]?.delivering, { contact: "<sip:ue@10.0.0.1:5060>", instanceId: "urn:uuid:a", since: NOW });
+  const through = { uidValidity: "7", uid: 40 };
+  const confirmed = stepLifecycle(began.record as GroupSession, { type: "deviceDelivered", keyword: "CpmPfDev_a", through }, NOW + 1);
+  const seenAgain = stepLifecycle(confirmed.record as GroupSession, { type: "deviceSeen", keyword: "CpmPfDev_a" }, NOW + 2 * 60_000);
+  const dev = seenAgain.record?.devices?.[0];
+  assert.deepEqual(dev?.deliveredThrough, through);
+  assert.equal(dev?.delivering?.contact, "<sip:ue@10.0.0.1:5060>", "a refresh REGISTER keeps the delivery under way");
+  const ended = stepLifecycle(seenAgain.record as GroupSession, { type: "deliveryEnded", keyword: "CpmPfDev_a" }, NOW + 3);
+  assert.equal(ended.record?.devices?.[0]?.delivering, undefined);
+  assert.deepEqual(ended.record?.devices?.[0]?.deliveredThrough, through, "the confirmed position stays");
+  const again = stepLifecycle(ended.record as GroupSession, { type: "deliveryEnded", keyword: "CpmPfDev_a" }, NOW + 4);
+  assert.equal(again.record, ended.record, "an end with none under way writes nothing");
+  const settled = stepLifecycle(began.record as GroupSession, { type: "queueSettled" }, NOW + 5);
+  assert.equal(settled.record?.devices, undefined, "nothing pending: nothing to resume");
+  const none = stepLifecycle(record(), { type: "deliveryBegan", keyword: "CpmPfDev_a", contact: "<sip:ue@10.0.0.1>" }, NOW);
+  assert.equal(none.record?.devices, undefined, "no data pending: nothing to resume");
+});
