@@ -249,6 +249,12 @@ async function main(): Promise<void> {
     ...(ownership ? { owner: ownership.self, slots: cfg.session.slots, leaseTtlMs: cfg.session.leaseTtlMs } : {}),
     pid: process.pid,
   });
+  // one sidecar: its conference subscriptions for the users still away are made again (with several,
+  // whichever sidecar saw a client leave holds that one: not moved on a takeover)
+  if (subscriptions && !ownership) {
+    const resumed = subscriptions.resume(sessions.all());
+    if (resumed > 0) log.info("conference subscriptions made again for the group sessions whose client is away", { resumed });
+  }
   // the deliveries a SIGKILL interrupted go on now, not at each device's next REGISTER refresh
   // (several sidecars: also those of a holder that died, once its slot's lease lapsed)
   if (delivery && cfg.delivery.resumeInterrupted) {

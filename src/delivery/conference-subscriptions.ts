@@ -109,6 +109,23 @@ export class ConferenceSubscriptions {
   }
 
   /**
+   * After a restart (the subscriptions were this process's memory): a new
+   * subscription for each group session whose client is still away
+   * (client-absent), as at the transition. The focus's NOTIFYs on the old
+   * dialog reach the UA again and get 481, which ends that subscription at
+   * the focus (RFC 6665 4.1.3). Resolves with how many were started.
+   */
+  resume(records: Iterable<GroupSession>): number {
+    let n = 0;
+    for (const record of records) {
+      if (record.lifecycle !== "client-absent" || this.byRecord.has(recordIdOf(record))) continue;
+      this.start(record, "client still absent after a restart");
+      if (this.byRecord.has(recordIdOf(record))) n++;
+    }
+    return n;
+  }
+
+  /**
    * DD-8 ii b (and DD-12's MAY): ends the PF's subscription of the group
    * session with an in-dialog SUBSCRIBE, Expires: 0. Resolves with false
    * when the PF holds none for it; true once the unsubscribe is under way
@@ -180,7 +197,7 @@ export class ConferenceSubscriptions {
     this.byCallId.clear();
   }
 
-  private start(record: GroupSession): void {
+  private start(record: GroupSession, why = "client absent"): void {
     if (this.closed || this.deps.policy.expiresS === 0) return;
     const id = recordIdOf(record);
     const fields = {
@@ -202,7 +219,7 @@ export class ConferenceSubscriptions {
       fields,
     };
     this.byRecord.set(id, sub);
-    this.feed(sub, { type: "start" }, "client absent");
+    this.feed(sub, { type: "start" }, why);
   }
 
   private ownTag(sub: Subscription, callId: string, toTag: string): boolean {

@@ -160,6 +160,43 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
   );
 
   test(
+    "DD-11 BYE-B4: the sidecar is SIGKILLed while the client is away and restarted: it SUBSCRIBEs to the focus again (its subscriptions were its memory) and takes the focus's NOTIFY on the new dialog; the GSO the CF's BYE stores carries the participant who joined",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["across the restart"], {
+        byeHeaders: ['Reason: SIP;cause=480;text="Temporarily Unavailable"'],
+        focusSubscription: { scenario: "dd-11-pf-subscription.xml", keys: focusKeys },
+        whileDeferred: async (c) => {
+          await until(() => hasApplied(c.callId), "the first subscription's NOTIFY applied");
+          await rig.crashAndRestart();
+          // the record has the participant already: the new subscription's NOTIFY is taken, nothing new to apply
+          await until(
+            () => rig.sidecar.logLines().some((l) => l.msg === "conference NOTIFY on the PF's subscription" && l.groupCallId === c.callId),
+            "the restarted sidecar's subscription got the focus's NOTIFY",
+          );
+        },
+      });
+      const subscribes = ofSubscription(chat.trace?.cf ?? []).filter((m) => m.direction === "received" && m.method === "SUBSCRIBE");
+      assert.equal(subscribes.length, 2, "one SUBSCRIBE before the SIGKILL, one from the restarted sidecar");
+      assert.notEqual(
+        header(subscribes[0] as SipTraceMessage, "call-id"),
+        header(subscribes[1] as SipTraceMessage, "call-id"),
+        "a new subscription dialog",
+      );
+      assert.ok(
+        rig.sidecar.logLines().some((l) => l.msg === "conference subscriptions made again for the group sessions whose client is away"),
+      );
+      const gsos = await rig.folder(groupFolder(chat), chat.servedUser);
+      assert.equal(gsos.length, 1);
+      assert.match(
+        gsoXml(gsos[0] as string),
+        /comm-addr="tel:\+16135551213"/,
+        "DD-11: the participant the new subscription's NOTIFY names",
+      );
+    },
+  );
+
+  test(
     "DD-11 bad input: a NOTIFY for no subscription of the PF's (through Kamailio, on a ;cpmpfdd route) gets 481 and a log line; the sidecar goes on",
     T,
     async () => {
