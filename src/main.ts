@@ -106,9 +106,23 @@ async function main(): Promise<void> {
       routeParams: ";cpmpfuac",
       log: componentLogger("sip", root),
     });
+    // several sidecars on one Redis: the holder of a served user's slot delivers, the others wake it
+    if (sessions instanceof RedisRecordStore) {
+      ownership = new SlotOwnership({
+        url: cfg.session.redisUrl,
+        redis: sessions.connection,
+        keyspace: sessions.keys,
+        holder: sessions.writer,
+        slots: cfg.session.slots,
+        ttlMs: cfg.session.leaseTtlMs,
+        uaAddress: uaAddress(cfg.sip),
+        log: componentLogger("session", root),
+      });
+    }
     // the PF's own conference subscription while the client is away (RFC 4575; DD-8 ii b, DD-12 end it)
     subscriptions = new ConferenceSubscriptions({
       ua,
+      ...(ownership ? { ownership } : {}),
       policy: {
         expiresS: cfg.delivery.conferenceSubscriptionExpires,
         retryInitialMs: cfg.delivery.conferenceSubscriptionRetryMs,
@@ -137,19 +151,6 @@ async function main(): Promise<void> {
       byeTimeoutMs: cfg.pf.deviceByeTimeoutMs,
       log: componentLogger("delivery", root),
     });
-    // several sidecars on one Redis: the holder of a served user's slot delivers, the others wake it
-    if (sessions instanceof RedisRecordStore) {
-      ownership = new SlotOwnership({
-        url: cfg.session.redisUrl,
-        redis: sessions.connection,
-        keyspace: sessions.keys,
-        holder: sessions.writer,
-        slots: cfg.session.slots,
-        ttlMs: cfg.session.leaseTtlMs,
-        uaAddress: uaAddress(cfg.sip),
-        log: componentLogger("session", root),
-      });
-    }
     delivery = new DeliveryService({
       policy: { ...cfg.delivery, groupSessionDataManagement: cfg.pf.groupSessionDataManagement },
       ...(ownership ? { ownership } : {}),
@@ -249,11 +250,19 @@ async function main(): Promise<void> {
     ...(ownership ? { owner: ownership.self, slots: cfg.session.slots, leaseTtlMs: cfg.session.leaseTtlMs } : {}),
     pid: process.pid,
   });
-  // one sidecar: its conference subscriptions for the users still away are made again (with several,
-  // whichever sidecar saw a client leave holds that one: not moved on a takeover)
-  if (subscriptions && !ownership) {
-    const resumed = subscriptions.resume(sessions.all());
-    if (resumed > 0) log.info("conference subscriptions made again for the group sessions whose client is away", { resumed });
+  // the conference subscriptions for the users still away are made again (they were the process's memory);
+  // with several sidecars by the holder of each slot, on every scan (a slot taken over brings its users')
+  if (subscriptions) {
+    const subs = subscriptions;
+    const resume = () =>
+      subs.resume(sessions.all()).then(
+        (n) => {
+          if (n > 0) log.info("conference subscriptions made again for the group sessions whose client is away", { resumed: n });
+        },
+        (err) => log.error("conference subscriptions not made again", { reason: String(err) }),
+      );
+    void resume();
+    if (ownership) setInterval(() => void resume(), cfg.session.leaseTtlMs).unref();
   }
   // the deliveries a SIGKILL interrupted go on now, not at each device's next REGISTER refresh
   // (several sidecars: also those of a holder that died, once its slot's lease lapsed)

@@ -38,8 +38,23 @@ export interface SubscriptionUa {
   inDialog(dialog: Dialog, method: string, headers?: SipHeaderLine[], body?: string): Promise<NonInviteOutcome>;
 }
 
+/**
+ * Several sidecars (session.store "redis", src/session/redis/ownership.ts):
+ * a subscription is live work (its refreshes run on timers), so only the
+ * holder of the served user's slot keeps one; a sidecar that loses the slot
+ * lets its subscriptions go, and the new holder subscribes anew.
+ */
+export interface SubscriptionOwnership {
+  slotOf(servedUser: string): number;
+  holds(servedUser: string): boolean;
+  /** Whether this sidecar holds the served user's slot now (taken when nobody held it). */
+  owner(servedUser: string): Promise<{ self: boolean }>;
+  onLost(fn: (slot: number) => void): void;
+}
+
 export interface ConferenceSubscriptionsDeps {
   ua: SubscriptionUa;
+  ownership?: SubscriptionOwnership;
   policy: SubscriptionPolicy;
   /** config delivery.unsubscribeOnRejoin (DD-12 MAY): the subscription ends once the client is back. */
   unsubscribeOnRejoin: boolean;
@@ -81,7 +96,9 @@ export class ConferenceSubscriptions {
   /** NOTIFYs whose body was no usable conference-info (answered 200, nothing applied). */
   unusableNotifies = 0;
 
-  constructor(private readonly deps: ConferenceSubscriptionsDeps) {}
+  constructor(private readonly deps: ConferenceSubscriptionsDeps) {
+    deps.ownership?.onLost((slot) => this.letGo(slot));
+  }
 
   /** Subscriptions held (any phase but ended). */
   get size(): number {
@@ -93,7 +110,7 @@ export class ConferenceSubscriptions {
     const id = recordIdOf(record);
     const sub = this.byRecord.get(id);
     if (transition.to === "client-absent") {
-      if (!sub) this.start(record);
+      if (!sub) void this.startOwned([record], "client absent");
       return;
     }
     if (!sub) return;
@@ -109,20 +126,66 @@ export class ConferenceSubscriptions {
   }
 
   /**
-   * After a restart (the subscriptions were this process's memory): a new
-   * subscription for each group session whose client is still away
-   * (client-absent), as at the transition. The focus's NOTIFYs on the old
-   * dialog reach the UA again and get 481, which ends that subscription at
-   * the focus (RFC 6665 4.1.3). Resolves with how many were started.
+   * A subscription for each group session whose client is away
+   * (client-absent) and that this sidecar holds none for, as at the
+   * transition: after a restart (the subscriptions were the process's
+   * memory), and with several sidecars on each scan (those of a slot this
+   * one took over). The focus's NOTIFYs on a dialog nobody holds any more get
+   * 481, which ends it at the focus (RFC 6665 4.1.3). Resolves with how many
+   * were started.
    */
-  resume(records: Iterable<GroupSession>): number {
-    let n = 0;
+  async resume(records: Iterable<GroupSession>): Promise<number> {
+    const away: GroupSession[] = [];
     for (const record of records) {
-      if (record.lifecycle !== "client-absent" || this.byRecord.has(recordIdOf(record))) continue;
-      this.start(record, "client still absent after a restart");
-      if (this.byRecord.has(recordIdOf(record))) n++;
+      if (record.lifecycle === "client-absent" && !this.byRecord.has(recordIdOf(record))) away.push(record);
     }
-    return n;
+    const before = this.byRecord.size;
+    await this.startOwned(away, "client still absent, no subscription held");
+    return this.byRecord.size - before;
+  }
+
+  /** Starts a subscription for each of `records` whose served user's slot this sidecar holds (taken if free; one ownership check per slot). */
+  private async startOwned(records: GroupSession[], why: string): Promise<void> {
+    // off (delivery.conferenceSubscriptionExpires 0): no slot is taken for it
+    if (this.closed || this.deps.policy.expiresS === 0 || records.length === 0) return;
+    const own = this.deps.ownership;
+    if (!own) {
+      for (const r of records) this.start(r, why);
+      return;
+    }
+    const bySlot = new Map<number, GroupSession[]>();
+    for (const r of records) bySlot.set(own.slotOf(r.servedUser), [...(bySlot.get(own.slotOf(r.servedUser)) ?? []), r]);
+    for (const [slot, rs] of bySlot) {
+      const user = (rs[0] as GroupSession).servedUser;
+      let mine = own.holds(user);
+      if (!mine) {
+        try {
+          mine = (await own.owner(user)).self;
+        } catch (err) {
+          this.deps.log.warn("conference subscription: the owner of the served user's slot is unknown, none made", {
+            slot,
+            reason: asCpmError(err).detail,
+          });
+          continue;
+        }
+      }
+      // another sidecar holds the slot: its own scan subscribes
+      if (!mine) continue;
+      for (const r of rs) if (!this.byRecord.has(recordIdOf(r))) this.start(r, why);
+    }
+  }
+
+  /** The slot went to another sidecar: its users' subscriptions stop here (timers cleared; the new holder subscribes). */
+  private letGo(slot: number): void {
+    const own = this.deps.ownership;
+    if (!own) return;
+    for (const sub of [...this.byRecord.values()]) {
+      if (own.slotOf(sub.servedUser) !== slot) continue;
+      clearTimeout(sub.timer);
+      this.byRecord.delete(sub.recordId);
+      for (const [callId, s] of this.byCallId) if (s === sub) this.byCallId.delete(callId);
+      this.deps.log.info("conference subscription left to the new holder of the served user's slot", { ...sub.fields, slot });
+    }
   }
 
   /**

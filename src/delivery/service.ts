@@ -756,6 +756,15 @@ export class DeliveryService implements RegistrationHandler {
         for (const dev of s.devices ?? []) {
           const to = dev.delivering;
           if (!to || running.has(deviceKey(s.servedUser, dev.keyword))) continue;
+          if (typeof to.contact !== "string" || to.contact === "" || (to.instanceId !== undefined && typeof to.instanceId !== "string")) {
+            // a record another writer (or a bug) left malformed: its data stays for the device's next REGISTER
+            this.deps.log.warn("interrupted delivery in the record is unusable: not resumed", {
+              servedUser: s.servedUser,
+              callId: s.key,
+              device: dev.keyword,
+            });
+            continue;
+          }
           // each delivery goes on where it went (a device's contact may have changed between two of them)
           const key = `${deviceKey(s.servedUser, dev.keyword)} ${to.contact}`;
           const client = { contact: to.contact, ...(to.instanceId ? { instanceId: to.instanceId } : {}) };

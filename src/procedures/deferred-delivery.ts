@@ -368,7 +368,6 @@ function inviteResponse(
   return failedAttempt(s, status, policy);
 }
 
-/** DD-9 (MAY): any other error (3xx included: the PF follows no redirect towards a client). */
 /**
  * DD-1: a registration of the device is the trigger of the delivery: one
  * waiting for a DD-9 retry makes its attempt now, to the contact just
@@ -392,6 +391,7 @@ function registeredAgain(s: DeferredDeliveryState, client: RegisteredClient, pol
   return dstep(s, [], [`registered again in ${s.invitePhase}: nothing changes`]);
 }
 
+/** DD-9 (MAY): any other error (3xx included: the PF follows no redirect towards a client). */
 function failedAttempt(s: DeferredDeliveryState, status: number, policy: DeliveryPolicy): Step<DeferredDeliveryState> {
   if (s.reRegistered) {
     const { reRegistered: client, ...rest } = s;

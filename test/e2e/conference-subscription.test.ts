@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { triggerSipp } from "../harness/anchored-chat.js";
 import { DeferredChatRig, GSO_TYPE, groupFolder, SERVED_USER } from "../harness/deferred-chat.js";
+import { type OwnerPair, startOwnerPair } from "../harness/delivery-takeover.js";
 import { gsoXml } from "../harness/group-chat.js";
 import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
 import { waitFor } from "../harness/wait.js";
@@ -308,6 +309,49 @@ describe("DD-12 MAY (delivery.unsubscribeOnRejoin): the PF ends its own conferen
       );
       const byeFromPf = cf.filter((m) => m.direction === "received" && m.method === "BYE");
       assert.deepEqual(byeFromPf, [], "the user stays in the group: no BYE to the focus");
+    },
+  );
+});
+
+describe("scale-out DD-11: the PF's conference subscription is the live work of the served user's slot holder", () => {
+  let pair: OwnerPair | undefined;
+  before(async () => {
+    pair = await startOwnerPair({ slots: 16, leaseTtlMs: 1500, env: { CPM_PF__DELIVERY__CONFERENCESUBSCRIPTIONEXPIRES: "3600" } });
+  });
+  after(async () => {
+    await pair?.stop();
+  });
+
+  const subscribed = (rig: DeferredChatRig, callId: string) =>
+    rig.sidecar.logLines().some((l) => l.msg === "conference SUBSCRIBE to the focus for the served user" && l.groupCallId === callId);
+
+  test(
+    "scale-out DD-11 BYE-B4: A anchors the chat and, holding the served user's slot, subscribes when the client goes; A is SIGKILLed: B takes the lapsed slot and subscribes anew (no REGISTER, no client), takes the focus's NOTIFY; the CF's BYE, decided by B, stores the GSO with the participant who joined",
+    T,
+    async () => {
+      const { a, b } = pair as OwnerPair;
+      const chat = await a.chatWhileAway(["while A dies"], {
+        byeHeaders: ['Reason: SIP;cause=480;text="Temporarily Unavailable"'],
+        focusSubscription: { scenario: "dd-11-pf-subscription.xml", keys: focusKeys },
+        whileDeferred: async (c) => {
+          await waitFor(() => subscribed(a, c.callId), 8000, 20, "A's SUBSCRIBE");
+          assert.equal(subscribed(b, c.callId), false, "B, not holding the slot, keeps no subscription");
+          await a.sidecar.kill("SIGKILL");
+          await waitFor(() => subscribed(b, c.callId), 10_000, 20, "B's SUBSCRIBE once A's lease lapsed");
+          await waitFor(
+            () => b.sidecar.logLines().some((l) => l.msg === "conference NOTIFY on the PF's subscription" && l.groupCallId === c.callId),
+            8000,
+            20,
+            "the focus's NOTIFY at B",
+          );
+        },
+      });
+      const subscribes = ofSubscription(chat.trace?.cf ?? []).filter((m) => m.direction === "received" && m.method === "SUBSCRIBE");
+      assert.equal(subscribes.length, 2, "A's SUBSCRIBE, then B's");
+      assert.notEqual(header(subscribes[0] as SipTraceMessage, "call-id"), header(subscribes[1] as SipTraceMessage, "call-id"));
+      const gsos = await b.folder(groupFolder(chat), chat.servedUser);
+      assert.equal(gsos.length, 1);
+      assert.match(gsoXml(gsos[0] as string), /comm-addr="tel:\+16135551213"/, "DD-11: the participant the focus's NOTIFY named");
     },
   );
 });

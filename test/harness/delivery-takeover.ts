@@ -145,7 +145,7 @@ export interface OwnerPair {
   stop(): Promise<void>;
 }
 
-export async function startOwnerPair(opts: { slots: number; leaseTtlMs: number }): Promise<OwnerPair> {
+export async function startOwnerPair(opts: { slots: number; leaseTtlMs: number; env?: Record<string, string> }): Promise<OwnerPair> {
   const redis = await startRedis();
   const dir = await mkdtemp(join(tmpdir(), "cpm-owner-"));
   const sockA = join(dir, "a.sock");
@@ -155,6 +155,7 @@ export async function startOwnerPair(opts: { slots: number; leaseTtlMs: number }
     CPM_PF__SESSION__REDISURL: redis.url,
     CPM_PF__SESSION__SLOTS: String(opts.slots),
     CPM_PF__SESSION__LEASETTLMS: String(opts.leaseTtlMs),
+    ...opts.env,
   };
   const a = await DeferredChatRig.start(env, undefined, { grpcSocket: sockA, moreGrpcTargets: [`unix:${sockB}`] });
   const b = await DeferredChatRig.start(env, [], { dovecot: a.dovecot, grpcSocket: sockB, moreGrpcTargets: [`unix:${sockA}`] });

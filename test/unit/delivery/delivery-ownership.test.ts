@@ -13,6 +13,7 @@ import {
 } from "../../../src/delivery/service.js";
 import { silentLogger } from "../../../src/log/logger.js";
 import { ANONYMOUS_KEYWORD } from "../../../src/procedures/device-view.js";
+import type { GroupSession } from "../../../src/session/group-session.js";
 import { groupSession, policy, SERVED_USER } from "../../fixtures/delivery.js";
 import { registerAndResponse, thirdPartyRegister } from "../../fixtures/registration.js";
 import { capturedLog } from "../../fixtures/sip-ua.js";
@@ -227,6 +228,19 @@ test("DD-1 DD-10 (delivery.resumeInterrupted): a record saying a delivery was un
   const idle = service();
   assert.equal(await idle.s.resumeInterrupted(), 0);
   assert.equal(idle.legs.length, 0);
+});
+
+test("DD-1 bad input: a record whose interrupted delivery names no usable contact: a warning naming the user, nothing started, nothing touched", async () => {
+  const { log, lines } = capturedLog();
+  const broken = {
+    ...SESSION,
+    devices: [{ keyword: ANONYMOUS_KEYWORD, at: 1, delivering: { contact: 7, since: 1 } }],
+  } as unknown as GroupSession;
+  const { s, legs } = service(undefined, log, broken);
+  assert.equal(await s.resumeInterrupted(), 0);
+  assert.equal(legs.length, 0);
+  const warn = lines.find((l) => l.message === "interrupted delivery in the record is unusable: not resumed");
+  assert.equal(warn?.servedUser, SESSION.servedUser);
 });
 
 test("scale-out DD-1 DD-10: an interrupted delivery whose slot a live sidecar holds is left to it (nobody woken); once the slot is granted here (the holder's lease lapsed) it is resumed under the new lease", async () => {
