@@ -139,6 +139,7 @@ async function main(): Promise<void> {
     const uaHost = ua.address.host.includes(":") ? `[${ua.address.host}]` : ua.address.host;
     refresh = new SessionRefresh({
       sessions,
+      answeredCf: (callId, cseq) => pfRef?.cfRequest(callId, cseq) ?? Promise.resolve(),
       media: msrp,
       uaUri: `sip:${uaHost}:${ua.address.port}`,
       log: componentLogger("delivery", root),

@@ -12,6 +12,7 @@ import { CpmError } from "../errors/catalogue.js";
 import type { Logger } from "../log/logger.js";
 import { answerRefresh, type RefreshFacts } from "../procedures/session-refresh.js";
 import type { GroupSession } from "../session/group-session.js";
+import { parseCSeq } from "../sip/cseq.js";
 import { header, headerValues, type SipMessage, splitCommaList } from "../sip/message.js";
 import { bodyParts } from "../sip/multipart.js";
 import { tagOf } from "../sip/name-addr.js";
@@ -23,6 +24,8 @@ const MAX_ANSWERED = 10_000;
 
 export interface SessionRefreshDeps {
   sessions: { get(callId: string): GroupSession | undefined };
+  /** The record keeps the CSeq of a CF request the PF answered (ParticipatingFunction.cfRequest). */
+  answeredCf?(callId: string, cseq: number): Promise<void>;
   media: {
     clientLegGone(sessionKey: string): boolean;
     refreshAnswer(sessionKey: string, offerSdp: string): string;
@@ -31,6 +34,15 @@ export interface SessionRefreshDeps {
   /** The PF's UA's own URI: the Contact of its answers. */
   uaUri: string;
   log: Logger;
+}
+
+/** The request's CSeq number; 0 when it has none usable (Kamailio's parser let it through: nothing to order). */
+function cseqOf(msg: SipMessage): number {
+  try {
+    return parseCSeq(header(msg, "cseq")).seq;
+  } catch {
+    return 0;
+  }
 }
 
 function offerOf(msg: SipMessage): string | undefined {
@@ -69,6 +81,9 @@ export class SessionRefresh {
         // "x": its compact form (RFC 4028 4)
         sessionExpires: header(msg, "session-expires") ?? header(msg, "x"),
         supportsTimer: options.some((o) => o.trim().toLowerCase() === "timer"),
+        cseq: cseqOf(msg),
+        // the CF's side: its requests are ordered in the record (a further device's dialog is the UA's own)
+        lastCseq: dialog && fromTag === dialog.cfTag ? (dialog.cfCseq ?? dialog.inviteCseq) : undefined,
       },
     };
   }
@@ -159,9 +174,14 @@ export class SessionRefresh {
       this.deps.log.info("session refresh of a further device answered (BYE-B7)", { ...logged, device: fromTag });
       return;
     }
-    this.answered.add(header(req, "call-id") ?? "");
+    const callId = header(req, "call-id") ?? "";
+    this.answered.add(callId);
     if (this.answered.size > MAX_ANSWERED) this.answered.delete(this.answered.values().next().value as string);
     this.deps.log.info("session refresh answered for the absent client", logged);
+    // a later request of the CF's with a lower CSeq is out of order, also after a restart
+    this.deps
+      .answeredCf?.(callId, facts.cseq)
+      .catch((err: unknown) => this.deps.log.warn("the CF request's CSeq not kept in the record", { ...fields, reason: String(err) }));
   }
 
   private refused(fields: Record<string, unknown>, r: { status: number; reason: string }): void {

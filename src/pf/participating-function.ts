@@ -558,6 +558,12 @@ export class ParticipatingFunction {
     return this.onRecordOf(recordId(servedUser, conversationId, contributionId), ev, fence);
   }
 
+  /** The PF answered the CF's in-dialog request of `callId` for the client (a session refresh): the record keeps its CSeq (RFC 3261 12.2.2). */
+  async cfRequest(callId: string, cseq: number): Promise<void> {
+    const session = this.sessions.get(callId);
+    if (session) await this.onRecordOf(recordIdOf(session), { type: "cfRequest", callId, cseq });
+  }
+
   /** `ev` on the record of `id` (none: nothing), in the record's turn. */
   private async onRecordOf(id: string, ev: LifecycleEvent, fence?: Fence): Promise<void> {
     await this.serial.run(id, async () => {

@@ -36,7 +36,9 @@ export type LifecycleEvent =
   | { type: "deviceDelivered"; keyword: string; through: DeliveredThrough }
   /** A registration's delivery of the group session to the device began (to `contact`), or ended: an interrupted one is resumed (see SeenDevice.delivering). */
   | { type: "deliveryBegan"; keyword: string; contact: string; instanceId?: string }
-  | { type: "deliveryEnded"; keyword: string };
+  | { type: "deliveryEnded"; keyword: string }
+  /** The PF answered the CF's in-dialog request of `callId` with this CSeq for the client (a session refresh). */
+  | { type: "cfRequest"; callId: string; cseq: number };
 
 export interface LifecycleStep {
   /** The new record; undefined: purge it. */
@@ -136,6 +138,11 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
       if (!s.pendingDeferred) return { record: s, notes: ["deliveryBegan with no data pending: nothing to resume"] };
       const to = { contact: ev.contact, ...(ev.instanceId ? { instanceId: ev.instanceId } : {}), since: now };
       return { record: { ...s, devices: withDelivering(s.devices, ev.keyword, to, now) ?? [], updatedAt: now }, notes: [] };
+    }
+    case "cfRequest": {
+      const d = s.dialogs.find((x) => x.callId === ev.callId);
+      if (!d || ev.cseq <= (d.cfCseq ?? d.inviteCseq)) return { record: s, notes: [] };
+      return { record: { ...s, dialogs: withDialog(s.dialogs, { ...d, cfCseq: ev.cseq }), updatedAt: now }, notes: [] };
     }
     case "deliveryEnded": {
       const devices = withDelivering(s.devices, ev.keyword, undefined, now);

@@ -27,6 +27,10 @@ export interface RefreshFacts {
   sessionExpires: string | undefined;
   /** "timer" is among its Supported / Require option tags. */
   supportsTimer: boolean;
+  /** Its CSeq number. */
+  cseq: number;
+  /** The highest CSeq of the sender's requests in the dialog the PF knows (the record's; undefined: none known). */
+  lastCseq: number | undefined;
 }
 
 export type RefreshAnswer =
@@ -56,6 +60,8 @@ export function answerRefresh(f: RefreshFacts): RefreshAnswer {
     if (!f.fromNetwork) return { kind: "relay", why: "not from the CF's side" };
     if (!f.clientLegGone) return { kind: "relay", why: "the client is there to answer it" };
   }
+  // RFC 3261 12.2.2: lower than the last request's: out of order (equal: the same request again, answered again)
+  if (f.lastCseq !== undefined && f.cseq < f.lastCseq) return { kind: "refuse", status: 500, reason: "Server Internal Error" };
   if (f.method === "UPDATE") {
     // RFC 3311 5.2: an UPDATE with an offer changes the session; the PF keeps its leg as it is
     return { kind: "answer", headers: timerHeaders(f), sdp: f.offerSdp !== undefined ? "answer" : "none" };

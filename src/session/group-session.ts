@@ -86,6 +86,8 @@ export interface SessionDialog {
   routeSet: string[];
   /** CSeq number of the INVITE. */
   inviteCseq: number;
+  /** The highest CSeq of the CF's in-dialog requests the PF answered for the client (RFC 3261 12.2.2: a lower one is out of order). Absent: the INVITE's. */
+  cfCseq?: number;
   /** +sip.instance of the client's Contact in the 2xx, when given. */
   clientInstance: string;
   /** Who sent the dialog's INVITE: the CF (it invited the served user), the client, or the PF's UA for the user (a re-start, DD-13). Absent in older records: the CF. */

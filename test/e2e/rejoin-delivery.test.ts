@@ -145,7 +145,7 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
   );
 
   test(
-    "DD-12 RFC 4028: the CF refreshes the group session (UPDATE, then re-INVITE) while the client is away -> the PF answers both for the client (Session-Expires refresher=uac, Require timer, its own CF-leg SDP, its UA as Contact), nothing reaches the dead client, the CF's media goes on being kept",
+    "DD-12 RFC 4028: the CF refreshes the group session (UPDATE, then re-INVITE) while the client is away -> the PF answers both for the client (Session-Expires refresher=uac, Require timer, its own CF-leg SDP, its UA as Contact), an UPDATE with a lower CSeq after them gets 500 (RFC 3261 12.2.2), nothing reaches the dead client, the CF's media goes on being kept",
     T,
     async () => {
       const chat = await rig.chatWhileAway(["before the refresh"], {
@@ -159,6 +159,9 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
           assert.equal(msrpMedia((toInvite as SipTraceMessage).body).path, msrpMedia(ok.body).path, "the PF's CF leg, unchanged");
           assert.match(header(toInvite as SipTraceMessage, "contact") ?? "", /^<sip:127\.0\.0\.1:\d+>$/);
           assert.equal(await rig.kamailio.stat("cpm_pf_refreshes"), 2);
+          // RFC 3261 12.2.2: an UPDATE with a CSeq below the re-INVITE's (kept in the record) is out of order (the scenario wants 500)
+          await rig.cfInDialog(c, "dd-12-cf-update-out-of-order.xml");
+          assert.ok(rig.loggedAll("session refresh refused").some((l) => l.status === 500 && l.callId === c.callId));
           // the group session goes on: the CF's next message is kept for the client
           const later = chatCpim("after the refresh", "imdn-after-refresh");
           assert.equal((await (c.cf as MsrpPeer).send(later, "message/cpim")).code, 200);

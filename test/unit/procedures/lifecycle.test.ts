@@ -178,3 +178,13 @@ test("DD-1 DD-10: a registration's delivery to a device is kept in the record wh
   const none = stepLifecycle(record(), { type: "deliveryBegan", keyword: "CpmPfDev_a", contact: "<sip:ue@10.0.0.1>" }, NOW);
   assert.equal(none.record?.devices, undefined, "no data pending: nothing to resume");
 });
+
+test("DD-12 RFC 3261 12.2.2: the record keeps the highest CSeq of the CF's requests the PF answered for the client (never lower, nor the INVITE's)", () => {
+  const r = record();
+  const inviteCseq = r.dialogs[0]?.inviteCseq ?? 0;
+  const up = stepLifecycle(r, { type: "cfRequest", callId: "call-1@cf", cseq: inviteCseq + 5 }, NOW);
+  assert.equal(up.record?.dialogs[0]?.cfCseq, inviteCseq + 5);
+  const lower = stepLifecycle(up.record as GroupSession, { type: "cfRequest", callId: "call-1@cf", cseq: inviteCseq + 2 }, NOW);
+  assert.equal(lower.record, up.record, "a lower one writes nothing");
+  assert.equal(stepLifecycle(r, { type: "cfRequest", callId: "other@cf", cseq: 99 }, NOW).record, r, "another dialog's: nothing");
+});

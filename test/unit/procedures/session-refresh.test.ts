@@ -11,7 +11,16 @@ const facts = (extra: Partial<RefreshFacts> = {}): RefreshFacts => ({
   offerSdp: undefined,
   sessionExpires: "1800;refresher=uac",
   supportsTimer: true,
+  cseq: 12,
+  lastCseq: 11,
   ...extra,
+});
+
+test("DD-12 RFC 3261 12.2.2: a CF request with a CSeq below the last one the PF knows is out of order: 500; the same CSeq again (a retransmission) is answered as before", () => {
+  assert.deepEqual(answerRefresh(facts({ cseq: 9, lastCseq: 11 })), { kind: "refuse", status: 500, reason: "Server Internal Error" });
+  assert.equal(answerRefresh(facts({ cseq: 11, lastCseq: 11 })).kind, "answer");
+  assert.equal(answerRefresh(facts({ cseq: 1, lastCseq: undefined })).kind, "answer", "nothing known: nothing to order");
+  assert.equal(answerRefresh(facts({ cseq: 9, lastCseq: 11, clientLegGone: false })).kind, "relay", "the client's to answer (and order)");
 });
 
 test("DD-12 RFC 4028: the CF's UPDATE for an absent client is answered by the PF, the CF staying the refresher", () => {
