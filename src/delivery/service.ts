@@ -479,9 +479,12 @@ export class DeliveryService implements RegistrationHandler {
   ): Promise<RegistrationResult> {
     const device = deviceOf(client.instanceId);
     // a newer registration of the device tries now: its retry for a store that was down is not needed
+    // (a resumed delivery is no registration: it covers only the sessions it names)
     const retryKey = `${userKey(servedUser)} ${device.keyword}`;
-    clearTimeout(this.storeRetries.get(retryKey));
-    this.storeRetries.delete(retryKey);
+    if (how !== "resumed") {
+      clearTimeout(this.storeRetries.get(retryKey));
+      this.storeRetries.delete(retryKey);
+    }
     let lease: OwnerLease | undefined;
     if (this.deps.ownership) {
       const routed = await this.route(servedUser, client, how);
