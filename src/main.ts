@@ -251,27 +251,24 @@ async function main(): Promise<void> {
     ...(ownership ? { owner: ownership.self, slots: cfg.session.slots, leaseTtlMs: cfg.session.leaseTtlMs } : {}),
     pid: process.pid,
   });
-  // the conference subscriptions for the users still away are made again (they were the process's memory);
-  // with several sidecars by the holder of each slot, on every scan (a slot taken over brings its users')
-  if (subscriptions) {
-    const subs = subscriptions;
-    const resume = () =>
-      subs.resume(sessions.all()).then(
-        (n) => {
-          if (n > 0) log.info("conference subscriptions made again for the group sessions whose client is away", { resumed: n });
-        },
-        (err) => log.error("conference subscriptions not made again", { reason: String(err) }),
-      );
-    void resume();
-    if (ownership) setInterval(() => void resume(), cfg.session.leaseTtlMs).unref();
-  }
-  // the deliveries a SIGKILL interrupted go on now, not at each device's next REGISTER refresh
-  // (several sidecars: also those of a holder that died, once its slot's lease lapsed)
-  if (delivery && cfg.delivery.resumeInterrupted) {
-    const d = delivery;
-    void d.resumeInterrupted().catch((err) => log.error("interrupted deliveries not resumed", { reason: String(err) }));
-    if (ownership) d.resumeScan(cfg.session.leaseTtlMs);
-  }
+  // What the records say was this process's live work goes on: the conference subscriptions of the
+  // users still away, and (delivery.resumeInterrupted) the deliveries a SIGKILL interrupted, not at each
+  // device's next REGISTER. Several sidecars: on a scan every lease TTL, for the slots each holds or
+  // takes over (a dead holder's, once its lease lapsed).
+  const takeOver = () => {
+    void subscriptions?.resume(sessions.all()).then(
+      (n) => {
+        if (n > 0) log.info("conference subscriptions made again for the group sessions whose client is away", { resumed: n });
+      },
+      (err) => log.error("conference subscriptions not made again", { reason: String(err) }),
+    );
+    if (cfg.delivery.resumeInterrupted) {
+      void delivery?.resumeInterrupted().catch((err) => log.error("interrupted deliveries not resumed", { reason: String(err) }));
+    }
+  };
+  takeOver();
+  const takeOverScan = ownership ? setInterval(takeOver, cfg.session.leaseTtlMs) : undefined;
+  takeOverScan?.unref();
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -280,6 +277,7 @@ async function main(): Promise<void> {
     log.info("stopping", { signal });
     // drain: health NOT_SERVING, no new sessions or deliveries, the running deliveries finish (pf.drainTimeoutMs)
     server.notServing();
+    clearInterval(takeOverScan);
     pf.drain();
     await ownership?.stopWakes();
     const until = Date.now() + cfg.pf.drainTimeoutMs;

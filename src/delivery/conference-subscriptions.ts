@@ -154,7 +154,10 @@ export class ConferenceSubscriptions {
       return;
     }
     const bySlot = new Map<number, GroupSession[]>();
-    for (const r of records) bySlot.set(own.slotOf(r.servedUser), [...(bySlot.get(own.slotOf(r.servedUser)) ?? []), r]);
+    for (const r of records) {
+      const slot = own.slotOf(r.servedUser);
+      bySlot.set(slot, [...(bySlot.get(slot) ?? []), r]);
+    }
     for (const [slot, rs] of bySlot) {
       const user = (rs[0] as GroupSession).servedUser;
       let mine = own.holds(user);

@@ -290,9 +290,8 @@ export class DeliveryService implements RegistrationHandler {
   private readonly wakeRetries = new Set<NodeJS.Timeout>();
   /** Registrations that found the deferred queue unreadable (the store down), by served user and device: tried again (delivery.storeRetryMs). */
   private readonly storeRetries = new Map<string, NodeJS.Timeout>();
-  /** resumeInterrupted() is running (the scan does not start a second one). */
+  /** resumeInterrupted() is running (a scan does not start a second one). */
   private resuming = false;
-  private resumeTimer: NodeJS.Timeout | undefined;
   /** Actions the machines asked for that nothing here executes, by kind (each logged as an error; cpmpf_unexecuted_actions_total). */
   readonly unexecutedActions = new Map<string, number>();
 
@@ -654,7 +653,6 @@ export class DeliveryService implements RegistrationHandler {
   /** Ends every delivery (shutdown): timers cleared, legs closed; what was not delivered stays queued. */
   close(): void {
     this.closed = true;
-    if (this.resumeTimer) clearInterval(this.resumeTimer);
     for (const t of this.wakeRetries) clearTimeout(t);
     this.wakeRetries.clear();
     for (const t of this.storeRetries.values()) clearTimeout(t);
@@ -739,7 +737,7 @@ export class DeliveryService implements RegistrationHandler {
    * registrations' deliveries the records say were under way, and that no
    * delivery here runs, start again to the same contacts, each behind what
    * its device confirmed, as if the device had registered again: after this
-   * sidecar's restart, and (several sidecars, resumeScan) once the slot of a
+   * sidecar's restart, and (several sidecars, main.ts's scan) once the slot of a
    * holder that died lapsed; one whose slot a live sidecar holds is left to
    * it. Resolves with how many deliveries started.
    */
@@ -804,13 +802,6 @@ export class DeliveryService implements RegistrationHandler {
     } finally {
       this.resuming = false;
     }
-  }
-
-  /** Several sidecars: resumeInterrupted every `everyMs` (a lapsed slot's interrupted deliveries are taken over without a REGISTER). */
-  resumeScan(everyMs: number): void {
-    if (this.resumeTimer) clearInterval(this.resumeTimer);
-    this.resumeTimer = setInterval(() => void this.resumeInterrupted(), everyMs);
-    this.resumeTimer.unref();
   }
 
   private async rebuild(servedUser: string, conversationId: string, contributionId: string): Promise<GroupSession | undefined> {

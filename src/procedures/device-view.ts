@@ -117,17 +117,13 @@ export function withDeliveredThrough(
   return seen.map((x) => (x.keyword === keyword ? { ...x, deliveredThrough: { uidValidity: through.uidValidity, uid: through.uid } } : x));
 }
 
-/**
- * The device's delivery under way (`to`), seen at `now`; or, `to` undefined,
- * its end. Undefined: nothing changes (ended, and none was under way).
- */
-export function withDelivering(
-  devices: readonly SeenDevice[] | undefined,
-  keyword: string,
-  to: DeliveringTo | undefined,
-  now: number,
-): SeenDevice[] | undefined {
-  if (to) return withSeenDevice(devices, keyword, now).map((x) => (x.keyword === keyword ? { ...x, delivering: to } : x));
+/** The device's delivery under way (`to`), the device seen at `now`. */
+export function withDelivering(devices: readonly SeenDevice[] | undefined, keyword: string, to: DeliveringTo, now: number): SeenDevice[] {
+  return withSeenDevice(devices, keyword, now).map((x) => (x.keyword === keyword ? { ...x, delivering: to } : x));
+}
+
+/** The device's delivery ended; undefined: nothing changes (none was under way). */
+export function withoutDelivering(devices: readonly SeenDevice[] | undefined, keyword: string): SeenDevice[] | undefined {
   if (!devices?.some((x) => x.keyword === keyword && x.delivering)) return undefined;
   return devices.map((x) => {
     if (x.keyword !== keyword) return x;

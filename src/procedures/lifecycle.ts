@@ -5,7 +5,7 @@
 // retention policy, or when an INVITE that never became a dialog leaves it
 // empty; never as a side effect of a BYE or a fail-safe.
 import { type DeliveredThrough, type GroupSession, type Lifecycle, type SessionDialog, withDialog } from "../session/group-session.js";
-import { seenChanges, withDeliveredThrough, withDelivering, withSeenDevice } from "./device-view.js";
+import { seenChanges, withDeliveredThrough, withDelivering, withoutDelivering, withSeenDevice } from "./device-view.js";
 import type { ByeCause } from "./handle-bye.js";
 
 export type LifecycleEvent =
@@ -137,16 +137,16 @@ export function stepLifecycle(s: GroupSession, ev: LifecycleEvent, now: number):
     case "deliveryBegan": {
       if (!s.pendingDeferred) return { record: s, notes: ["deliveryBegan with no data pending: nothing to resume"] };
       const to = { contact: ev.contact, ...(ev.instanceId ? { instanceId: ev.instanceId } : {}), since: now };
-      return { record: { ...s, devices: withDelivering(s.devices, ev.keyword, to, now) ?? [], updatedAt: now }, notes: [] };
+      return { record: { ...s, devices: withDelivering(s.devices, ev.keyword, to, now), updatedAt: now }, notes: [] };
+    }
+    case "deliveryEnded": {
+      const devices = withoutDelivering(s.devices, ev.keyword);
+      return devices ? { record: { ...s, devices, updatedAt: now }, notes: [] } : { record: s, notes: [] };
     }
     case "cfRequest": {
       const d = s.dialogs.find((x) => x.callId === ev.callId);
       if (!d || ev.cseq <= (d.cfCseq ?? d.inviteCseq)) return { record: s, notes: [] };
       return { record: { ...s, dialogs: withDialog(s.dialogs, { ...d, cfCseq: ev.cseq }), updatedAt: now }, notes: [] };
-    }
-    case "deliveryEnded": {
-      const devices = withDelivering(s.devices, ev.keyword, undefined, now);
-      return devices ? { record: { ...s, devices, updatedAt: now }, notes: [] } : { record: s, notes: [] };
     }
   }
 }

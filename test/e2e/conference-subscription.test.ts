@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { triggerSipp } from "../harness/anchored-chat.js";
-import { DeferredChatRig, GSO_TYPE, groupFolder, SERVED_USER } from "../harness/deferred-chat.js";
+import { type Chat, DeferredChatRig, GSO_TYPE, groupFolder, SERVED_USER } from "../harness/deferred-chat.js";
 import { type OwnerPair, startOwnerPair } from "../harness/delivery-takeover.js";
 import { gsoXml } from "../harness/group-chat.js";
 import { first, header, type SipTraceMessage, startSipp } from "../harness/sipp.js";
@@ -23,6 +23,20 @@ const focusKeys = { served_user: SERVED_USER, new_participant: NEW_PARTICIPANT, 
 
 /** The SUBSCRIBEs, NOTIFYs and their answers on the focus's side (the CF SIPp's out-of-call trace). */
 const ofSubscription = (cf: readonly SipTraceMessage[]) => cf.filter((m) => /^\d+ (SUBSCRIBE|NOTIFY)$/.test(header(m, "cseq") ?? ""));
+/** The SUBSCRIBEs the focus got. */
+const subscribesAt = (chat: Chat): SipTraceMessage[] =>
+  ofSubscription(chat.trace?.cf ?? []).filter((m) => m.direction === "received" && m.method === "SUBSCRIBE");
+/** The chat the CF ends for inactivity (480), the focus's side of the PF's subscription played by `scenario`. */
+const endedIdle = (scenario: string) => ({
+  byeHeaders: ['Reason: SIP;cause=480;text="Temporarily Unavailable"'],
+  focusSubscription: { scenario, keys: focusKeys },
+});
+/** BYE-B4: the one GSO the CF's BYE stored for the chat, as XML. */
+async function theGso(rig: DeferredChatRig, chat: Chat): Promise<string> {
+  const gsos = await rig.folder(groupFolder(chat), chat.servedUser);
+  assert.equal(gsos.length, 1, "one GSO");
+  return gsoXml(gsos[0] as string);
+}
 
 describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from the wire", () => {
   let rig: DeferredChatRig;
@@ -59,8 +73,7 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
     T,
     async () => {
       const chat = await rig.chatWhileAway(["while Dave joins"], {
-        byeHeaders: ['Reason: SIP;cause=480;text="Temporarily Unavailable"'],
-        focusSubscription: { scenario: "dd-11-pf-subscription.xml", keys: focusKeys },
+        ...endedIdle("dd-11-pf-subscription.xml"),
         whileDeferred: async (c) => {
           await until(() => hasApplied(c.callId), "the NOTIFY's participants applied to the record");
         },
@@ -82,9 +95,7 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
       );
       assert.ok(first(sub, { direction: "received", status: 200, cseqMethod: "NOTIFY" }), "the PF answered the NOTIFY 200");
       // BYE-B4: the GSO of the latest participants, Dave among them
-      const gsos = await rig.folder(groupFolder(chat), chat.servedUser);
-      assert.equal(gsos.length, 1);
-      const gso = gsoXml(gsos[0] as string);
+      const gso = await theGso(rig, chat);
       assert.match(gso, /comm-addr="tel:\+16135551213"/, "DD-11: the participant the NOTIFY added is in the stored GSO");
       assert.match(gso, /comm-addr="tel:\+16135551210"/);
       // the group ended at the CF: the PF stops refreshing, no unsubscribe of its own
@@ -165,8 +176,7 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
     T,
     async () => {
       const chat = await rig.chatWhileAway(["across the restart"], {
-        byeHeaders: ['Reason: SIP;cause=480;text="Temporarily Unavailable"'],
-        focusSubscription: { scenario: "dd-11-pf-subscription.xml", keys: focusKeys },
+        ...endedIdle("dd-11-pf-subscription.xml"),
         whileDeferred: async (c) => {
           await until(() => hasApplied(c.callId), "the first subscription's NOTIFY applied");
           await rig.crashAndRestart();
@@ -177,7 +187,7 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
           );
         },
       });
-      const subscribes = ofSubscription(chat.trace?.cf ?? []).filter((m) => m.direction === "received" && m.method === "SUBSCRIBE");
+      const subscribes = subscribesAt(chat);
       assert.equal(subscribes.length, 2, "one SUBSCRIBE before the SIGKILL, one from the restarted sidecar");
       assert.notEqual(
         header(subscribes[0] as SipTraceMessage, "call-id"),
@@ -187,13 +197,7 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
       assert.ok(
         rig.sidecar.logLines().some((l) => l.msg === "conference subscriptions made again for the group sessions whose client is away"),
       );
-      const gsos = await rig.folder(groupFolder(chat), chat.servedUser);
-      assert.equal(gsos.length, 1);
-      assert.match(
-        gsoXml(gsos[0] as string),
-        /comm-addr="tel:\+16135551213"/,
-        "DD-11: the participant the new subscription's NOTIFY names",
-      );
+      assert.match(await theGso(rig, chat), /comm-addr="tel:\+16135551213"/, "DD-11: the participant the new subscription's NOTIFY names");
     },
   );
 
@@ -224,8 +228,7 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
     T,
     async () => {
       const chat = await rig.chatWhileAway(["no conference package"], {
-        byeHeaders: ['Reason: SIP;cause=480;text="Temporarily Unavailable"'],
-        focusSubscription: { scenario: "dd-11-focus-489.xml", keys: focusKeys },
+        ...endedIdle("dd-11-focus-489.xml"),
         whileDeferred: async (c) => {
           await waitFor(
             () => rig.sidecar.logLines().some((l) => l.msg === "conference SUBSCRIBE failed" && l.groupCallId === c.callId),
@@ -239,12 +242,11 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
       const failed = rig.sidecar.logLines().find((l) => l.msg === "conference SUBSCRIBE failed" && l.groupCallId === chat.callId);
       assert.equal(failed?.status, 489);
       assert.equal(failed?.retry, false, "489: the focus has no conference package: not retried");
-      const subscribes = ofSubscription(chat.trace?.cf ?? []).filter((m) => m.direction === "received" && m.method === "SUBSCRIBE");
+      const subscribes = subscribesAt(chat);
       assert.equal(subscribes.length, 1, "one SUBSCRIBE only");
-      const gsos = await rig.folder(groupFolder(chat), chat.servedUser);
-      assert.equal(gsos.length, 1);
-      assert.match(gsoXml(gsos[0] as string), /comm-addr="tel:\+16135551210"/, "the INVITE's participants, nothing lost");
-      assert.doesNotMatch(gsoXml(gsos[0] as string), /tel:\+16135551213/);
+      const gso = await theGso(rig, chat);
+      assert.match(gso, /comm-addr="tel:\+16135551210"/, "the INVITE's participants, nothing lost");
+      assert.doesNotMatch(gso, /tel:\+16135551213/);
     },
   );
 });
@@ -331,8 +333,7 @@ describe("scale-out DD-11: the PF's conference subscription is the live work of 
     async () => {
       const { a, b } = pair as OwnerPair;
       const chat = await a.chatWhileAway(["while A dies"], {
-        byeHeaders: ['Reason: SIP;cause=480;text="Temporarily Unavailable"'],
-        focusSubscription: { scenario: "dd-11-pf-subscription.xml", keys: focusKeys },
+        ...endedIdle("dd-11-pf-subscription.xml"),
         whileDeferred: async (c) => {
           await waitFor(() => subscribed(a, c.callId), 8000, 20, "A's SUBSCRIBE");
           assert.equal(subscribed(b, c.callId), false, "B, not holding the slot, keeps no subscription");
@@ -346,12 +347,10 @@ describe("scale-out DD-11: the PF's conference subscription is the live work of 
           );
         },
       });
-      const subscribes = ofSubscription(chat.trace?.cf ?? []).filter((m) => m.direction === "received" && m.method === "SUBSCRIBE");
+      const subscribes = subscribesAt(chat);
       assert.equal(subscribes.length, 2, "A's SUBSCRIBE, then B's");
       assert.notEqual(header(subscribes[0] as SipTraceMessage, "call-id"), header(subscribes[1] as SipTraceMessage, "call-id"));
-      const gsos = await b.folder(groupFolder(chat), chat.servedUser);
-      assert.equal(gsos.length, 1);
-      assert.match(gsoXml(gsos[0] as string), /comm-addr="tel:\+16135551213"/, "DD-11: the participant the focus's NOTIFY named");
+      assert.match(await theGso(b, chat), /comm-addr="tel:\+16135551213"/, "DD-11: the participant the focus's NOTIFY named");
     },
   );
 });
