@@ -27,7 +27,7 @@ import type { SessionStore } from "./session/record-store.js";
 import { SlotOwnership } from "./session/redis/ownership.js";
 import { RedisRecordStore } from "./session/redis/redis-record-store.js";
 import { SessionRegistry } from "./session/registry.js";
-import { SipUa } from "./sip/ua.js";
+import { SipUa, uaUriOf } from "./sip/ua.js";
 import { DeferredQueue } from "./store/deferred-queue.js";
 import { groupSessionFolder } from "./store/folder.js";
 import { Mailboxes } from "./store/mailboxes.js";
@@ -136,12 +136,11 @@ async function main(): Promise<void> {
       log: componentLogger("delivery", root),
     });
     // the CF's session refreshes while the client is away (its re-INVITE / UPDATE would reach a dead Contact)
-    const uaHost = ua.address.host.includes(":") ? `[${ua.address.host}]` : ua.address.host;
     refresh = new SessionRefresh({
       sessions,
       answeredCf: (callId, cseq) => pfRef?.cfRequest(callId, cseq) ?? Promise.resolve(),
       media: msrp,
-      uaUri: `sip:${uaHost}:${ua.address.port}`,
+      uaUri: uaUriOf(ua.address),
       log: componentLogger("delivery", root),
     });
     // BYE-B7: the further devices of a forked INVITE, whose dialogs the UA holds
@@ -153,7 +152,7 @@ async function main(): Promise<void> {
       log: componentLogger("delivery", root),
     });
     delivery = new DeliveryService({
-      policy: { ...cfg.delivery, groupSessionDataManagement: cfg.pf.groupSessionDataManagement },
+      policy: { ...cfg.delivery, groupSessionDataManagement: cfg.pf.groupSessionDataManagement, uaUri: uaUriOf(ua.address) },
       ...(ownership ? { ownership } : {}),
       servedUser: cfg.pf.servedUser,
       ua,

@@ -218,6 +218,16 @@ export interface Config {
      * "" = straight to the focus / factory. Default "".
      */
     originatingRoute: string;
+    /**
+     * The Contact of the delivery INVITE (DD-3): "focus" names the group
+     * session's focus (lastfocussessionid, ;isfocus) as the original
+     * invitation did, so the client recognises the group and learns the
+     * focus it re-joins (8.2.2.7); "pf" names the PF's own SIP UA (sip.*,
+     * the CPM ICSI, no ;isfocus), so the client's in-dialog requests target
+     * the PF even where the route set is lost. Either way the INVITE is
+     * record-routed through Kamailio to the UA (docs/adr/0002). Default "focus".
+     */
+    contact: "focus" | "pf";
     /** DD-9 (MAY): re-attempts of a delivery INVITE answered with an error other than 603; 0 = off. Default 3. */
     retryAttempts: number;
     /**
@@ -419,6 +429,7 @@ export const defaults: Config = {
   delivery: {
     deferredMsgMgmtUri: "",
     terminatingRoute: "",
+    contact: "focus",
     originatingRoute: "",
     retryAttempts: 3,
     storeRetryMs: 2000,
@@ -522,6 +533,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     deferredMsgMgmtUri: "string",
     terminatingRoute: "string",
     originatingRoute: "string",
+    contact: { oneOf: ["focus", "pf"] },
     retryAttempts: "nonnegint",
     storeRetryMs: "nonnegint",
     resumeInterrupted: "bool",

@@ -27,7 +27,7 @@ import { tagOf } from "../sip/name-addr.js";
 import { parseParams } from "../sip/params.js";
 import { preloadedRoute } from "../sip/preloaded-route.js";
 import type { SipHeaderLine } from "../sip/serialize.js";
-import { type Dialog, dialogFromNotify, type NonInviteOutcome, type SubscribeHandle, type SubscribeRequest } from "../sip/ua.js";
+import { type Dialog, dialogFromNotify, type NonInviteOutcome, type SubscribeHandle, type SubscribeRequest, uaUriOf } from "../sip/ua.js";
 import type { ConferenceInfo } from "../xml/conference-info.js";
 
 /** The PF's SIP UA, as far as subscriptions use it (src/sip/ua.ts). */
@@ -377,7 +377,6 @@ export class ConferenceSubscriptions {
       // a new dialog: the old one's NOTIFYs are no longer this subscription's
       for (const [callId, s] of this.byCallId) if (s === sub) this.byCallId.delete(callId);
       sub.dialog = undefined;
-      const host = this.deps.ua.address.host.includes(":") ? `[${this.deps.ua.address.host}]` : this.deps.ua.address.host;
       let handle: SubscribeHandle;
       try {
         handle = this.deps.ua.subscribe({
@@ -389,7 +388,7 @@ export class ConferenceSubscriptions {
             ["From", `<${sub.servedUser}>`],
             ["To", `<${sub.focusUri}>`],
             ["P-Asserted-Identity", `<${sub.servedUser}>`],
-            ["Contact", `<sip:${host}:${this.deps.ua.address.port}>`],
+            ["Contact", `<${uaUriOf(this.deps.ua.address)}>`],
             ...headers,
           ],
         });

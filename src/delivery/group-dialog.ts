@@ -18,6 +18,7 @@ import { focusContact } from "../session/observe.js";
 import { type ProxiedDialog, throughProxy, towardsClient, towardsFocus } from "../session/proxied-dialog.js";
 import { header, type SipMessage } from "../sip/message.js";
 import { bodyParts } from "../sip/multipart.js";
+import { uaUriOf } from "../sip/ua.js";
 
 /** The PF's SIP UA, as far as this executor uses it (src/sip/ua.ts). */
 export interface GroupDialogUa {
@@ -128,8 +129,7 @@ export class GroupDialogs {
       focus: target,
     };
     const offer = media.originate({ session: ref, offerSdp: req.session.sdpOffer, client: req.client });
-    const host = ua.address.host.includes(":") ? `[${ua.address.host}]` : ua.address.host;
-    const invite = buildRestartInvite(req.servedUser, req.restart, `sip:${host}:${ua.address.port}`, offer, this.deps.originatingRoute);
+    const invite = buildRestartInvite(req.servedUser, req.restart, uaUriOf(ua.address), offer, this.deps.originatingRoute);
     const fields = { callId, groupCallId: req.session.key, conversationId: ref.conversationId, contributionId: ref.contributionId, via };
     if (via === "factory") {
       this.deps.log.info("re-start INVITE to the conference factory (DD-13: the focus is gone)", {

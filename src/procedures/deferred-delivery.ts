@@ -130,12 +130,11 @@ export function buildDeliveryInvite(
   const body = sdpWithRecipientList(sdp, participantEntries(session));
   const headers: [string, string][] = [
     ["To", `<${servedUser}>`],
-    // Decision (DD-3 "all the original CPM Group Session information"): From
-    // and Contact name the focus as in the original invitation (clients
-    // recognise a group session by Contact;isfocus); the PF stays in the path
-    // by record-routing, so in-dialog requests reach it.
+    // DD-3 "all the original CPM Group Session information": From names the
+    // focus as in the original invitation; the PF stays in the path by
+    // record-routing, so in-dialog requests reach it (docs/adr/0002)
     ["From", `<${session.focusUri}>`],
-    ["Contact", `<${session.focusUri}>;isfocus;${icsiRefParam(CPM_SESSION_ICSI)}`],
+    ["Contact", deliveryContact(session.focusUri, policy)],
     ["Accept-Contact", acceptContactFor(CPM_SESSION_ICSI)], // DD-3
     ...instanceContact(policy, client),
     ["P-Asserted-Identity", `<${policy.deferredMsgMgmtUri}>`], // DD-4
@@ -156,6 +155,19 @@ export function buildDeliveryInvite(
     body: body.body,
     sdp,
   };
+}
+
+/**
+ * DD-3: the delivery INVITE's Contact (delivery.contact): the focus with
+ * ;isfocus (RFC 4579 3.4: clients recognise a group session by it), or the
+ * PF's own UA; the CPM ICSI in either.
+ */
+function deliveryContact(focusUri: string, policy: DeliveryPolicy): string {
+  const icsi = icsiRefParam(CPM_SESSION_ICSI);
+  if (policy.contact !== "pf") return `<${focusUri}>;isfocus;${icsi}`;
+  if (!policy.uaUri)
+    throw new CpmError("CPM_ERR_CONFIG", 'delivery.contact "pf" needs the SIP UA\'s address (sip.host, sip.advertisedAddress)');
+  return `<${policy.uaUri}>;${icsi}`;
 }
 
 /** RFC 3841 9.2: through the S-CSCF, only the device that registered (its +sip.instance, RFC 5626) gets the INVITE. */

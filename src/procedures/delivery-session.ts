@@ -19,7 +19,11 @@ import { emptyTracker, type ItemTracker, inFlightCount, type PendingItem, readCu
 /** Reason of a delivery session the PF ends normally (8.3.2.3 2.a: cause 200). */
 export const CALL_COMPLETED = formatReason({ protocol: "SIP", cause: 200, text: "Call completed" });
 
-export type DeliveryPolicy = Config["delivery"] & Pick<Config["pf"], "groupSessionDataManagement">;
+export type DeliveryPolicy = Config["delivery"] &
+  Pick<Config["pf"], "groupSessionDataManagement"> & {
+    /** The PF's SIP UA as a URI (the delivery INVITE's Contact with delivery.contact "pf"). */
+    uaUri?: string;
+  };
 
 /**
  * Items asked from the queue per read (DeferredQueue.read limit). The next

@@ -368,6 +368,9 @@ function bindUdp(host: string, port: number): Promise<dgram.Socket> {
   });
 }
 
+/** The UA's own SIP URI at `address` (its Contact in the requests it originates and the answers it gives). */
+export const uaUriOf = (address: Endpoint): string => `sip:${hostPort(address)}`;
+
 export class SipUa {
   readonly address: Endpoint;
   /** Requests sent (first transmissions, not retransmissions), by "<udp|tcp> <METHOD>". */

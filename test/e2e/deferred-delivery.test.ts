@@ -858,6 +858,53 @@ for (const [why, env] of [
   });
 }
 
+describe('deferred delivery with delivery.contact "pf": the delivery INVITE names the PF\'s own UA as its Contact', () => {
+  let rig: DeferredChatRig;
+  before(async () => {
+    rig = await DeferredChatRig.start({ CPM_PF__DELIVERY__CONTACT: "pf" });
+  });
+  after(async () => {
+    await rig?.stop();
+  });
+
+  test(
+    "DD-3 DD-10 DD-14 (delivery.contact \"pf\"): the delivery INVITE's Contact is the PF's UA (the CPM ICSI, no ;isfocus), From still the focus; every kept message in order; the client's BYE to that Contact reaches the PF and is answered; the queue is emptied",
+    T,
+    async () => {
+      const chat = await rig.chatWhileAway(["to the PF's contact 1", "to the PF's contact 2"], { byeHeaders: ["Reason: SIP;cause=480"] });
+      await rig.deliveredTo(
+        chat,
+        "client-dd-uas.xml",
+        { bye_reason: 'SIP;cause=200;text="Call completed"' },
+        async ({ peer, client, invite }) => {
+          assert.equal(
+            header(invite, "contact"),
+            `<sip:127.0.0.1:${rig.uaPort}>;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"`,
+          );
+          assert.match(
+            header(invite, "from") ?? "",
+            /^<sip:focus@127\.0\.0\.1:\d+>;tag=/,
+            "DD-3: From names the focus as the invitation did",
+          );
+          assert.match(header(invite, "record-route") ?? "", /cpmpfdd/);
+          const got = await rig.received(peer, chat.sent.length, chat);
+          assertKeptInOrder(got, chat);
+          await waitFor(
+            async () => (await rig.folder(deferredFolder(chat), chat.servedUser)).length === 0,
+            5000,
+            50,
+            "deferred queue emptied",
+          );
+          // DD-14: the client's BYE targets the PF's Contact through the route set; the PF's UA answers it
+          await triggerSipp(client.port, header(invite, "call-id") ?? "");
+          const r = await client.done;
+          assert.equal(r.code, 0, `client SIPp (its BYE answered 200 by the PF's UA): ${r.errors}`);
+        },
+      );
+    },
+  );
+});
+
 describe("deferred delivery routed the IMS way: through the S-CSCF, the operator's relay hook, a charging vector", () => {
   let rig: DeferredChatRig;
   let dir: string;

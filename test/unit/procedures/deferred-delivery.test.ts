@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
+import { CpmError } from "../../../src/errors/catalogue.js";
 import {
   buildDeliveryInvite,
   CALL_COMPLETED,
@@ -108,6 +109,18 @@ test("DD-2/DD-3/DD-4/DD-5: the delivery INVITE's rendered headers", () => {
     ["Subject", "Trip"],
     ["Content-Type", "multipart/mixed;boundary=cpm-pf-boundary"],
   ]);
+});
+
+test("DD-3 (delivery.contact \"pf\"): the delivery INVITE's Contact is the PF's own UA with the CPM ICSI and no ;isfocus; From still names the focus; without the UA's address it is a configuration error", () => {
+  const own = { ...policy, contact: "pf" as const, uaUri: "sip:10.1.2.3:5070" };
+  const inv = buildDeliveryInvite(SERVED_USER, CLIENT, groupSession(), own);
+  const headers = new Map(inv.headers);
+  assert.equal(headers.get("Contact"), `<sip:10.1.2.3:5070>;${ICSI_TAG}`);
+  assert.equal(headers.get("From"), "<sip:focus-7f3a@cf.example.net>");
+  assert.throws(
+    () => buildDeliveryInvite(SERVED_USER, CLIENT, groupSession(), { ...own, uaUri: undefined }),
+    (e: unknown) => e instanceof CpmError && e.code === "CPM_ERR_CONFIG",
+  );
 });
 
 test("DD-3: the original invitation's Referred-By goes into the delivery INVITE (the client shows who invited the user)", () => {
