@@ -67,6 +67,7 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
     deferredMsgMgmtUri: "",
     terminatingRoute: "",
     originatingRoute: "",
+    contact: "focus",
     retryAttempts: 3,
     storeRetryMs: 2000,
     resumeInterrupted: true,
@@ -85,6 +86,8 @@ test("delivery section (8.3.2.9.1.2 / .3): defaults, overrides and validation", 
   });
   assert.equal(buildConfig({}, { CPM_PF__DELIVERY__ANSWERREJOINS: "false" }).delivery.answerRejoins, false);
   assert.equal(buildConfig({}, { CPM_PF__DELIVERY__RESUMEINTERRUPTED: "false" }).delivery.resumeInterrupted, false);
+  assert.equal(buildConfig({}, { CPM_PF__DELIVERY__CONTACT: "pf" }).delivery.contact, "pf");
+  assert.throws(() => buildConfig({ delivery: { contact: "client" } }), /delivery\.contact: must be one of focus, pf/);
   const cfg = buildConfig(
     { delivery: { deferredMsgMgmtUri: "sip:deferred@pf.example.net", retryAttempts: 0, sendInterimGsos: true } },
     { CPM_PF__DELIVERY__RETRYFACTOR: "3", CPM_PF__DELIVERY__UNSUBSCRIBEONREJOIN: "1" },
