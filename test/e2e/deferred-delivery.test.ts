@@ -389,7 +389,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       const focusPort = chat.cfSipPort as number;
       const cf = await rig.peer("CF");
       // the focus is back where the group's lastfocussessionid points (the CF's SIPp port)
-      const focus = await rig.cfUas("cf-uas-msrp.xml", focusPort, cf);
+      const focus = await rig.cfUas("dd-13-focus-rejoin.xml", focusPort, cf);
       try {
         await rig.deliveredTo(chat, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
           await rig.received(ue, chat.sent.length + 1, chat); // the deferred items, the GSO
@@ -566,7 +566,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       await rig.chatWhileAway(texts, {
         whileDeferred: async (c) => {
           const cf = c.cf as MsrpPeer;
-          await rig.deliveredTo(c, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
+          await rig.deliveredTo(c, "dd-12-client-joins.xml", {}, async ({ peer: ue, client }) => {
             await waitFor(() => ue.received.length >= 1, 5000, 5, "the delivery has begun");
             const before = cf.received.length;
             const held = [1, 2, 3].map((i) => chatCpim(`sent during the delivery ${i}`, `imdn-held-${i}`));
@@ -616,7 +616,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       const chat = await rig.chatWhileAway(["before the join 1", "before the join 2"], {
         whileDeferred: async (c) => {
           const cf = c.cf as MsrpPeer;
-          await rig.deliveredTo(c, "client-uas-msrp.xml", {}, async ({ peer: ue, client }) => {
+          await rig.deliveredTo(c, "dd-12-client-joins.xml", {}, async ({ peer: ue, client }) => {
             // DD-10 / DD-11: the deferred items in order, then the latest participants
             const got = await rig.received(ue, c.sent.length + 1, c);
             assert.deepEqual(
