@@ -3,6 +3,7 @@
 // Store -> media plane (MSRP, when media.enabled) -> gRPC server.
 // SIGTERM/SIGINT stop it cleanly.
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { type Config, loadConfig, sipTrustedSources, uaAddress } from "./config/config.js";
 import { ConferenceSubscriptions } from "./delivery/conference-subscriptions.js";
 import { DeviceDialogs } from "./delivery/device-dialogs.js";
@@ -26,6 +27,7 @@ import type { GroupSession } from "./session/group-session.js";
 import type { SessionStore } from "./session/record-store.js";
 import { SlotOwnership } from "./session/redis/ownership.js";
 import { RedisRecordStore } from "./session/redis/redis-record-store.js";
+import { WRITE_AHEAD_FILE, WriteAhead } from "./session/redis/write-ahead.js";
 import { SessionRegistry } from "./session/registry.js";
 import { SipUa, uaUriOf } from "./sip/ua.js";
 import { DeferredQueue } from "./store/deferred-queue.js";
@@ -50,7 +52,13 @@ async function main(): Promise<void> {
   // session.store: the local journal (one sidecar), or Redis shared by several
   const sessions: SessionStore =
     cfg.session.store === "redis"
-      ? new RedisRecordStore({ url: cfg.session.redisUrl, retention: cfg.session, log: sessionLog, metrics })
+      ? new RedisRecordStore({
+          url: cfg.session.redisUrl,
+          retention: cfg.session,
+          log: sessionLog,
+          metrics,
+          ...(cfg.session.redisWriteAhead ? { writeAhead: new WriteAhead(join(cfg.session.stateDir, WRITE_AHEAD_FILE), sessionLog) } : {}),
+        })
       : new SessionRegistry(cfg.session.stateDir, cfg.session, sessionLog, metrics);
   const restored = await sessions.load();
   // each served user's mailbox (store.user "{user}" template) with its own IMAP pool and spool

@@ -362,6 +362,14 @@ export interface Config {
     store: "journal" | "redis";
     /** The Redis server of session.store "redis" (redis:// or rediss:// URL, optional user:password@ and /db). Default "". */
     redisUrl: string;
+    /**
+     * session.store "redis": while Redis cannot be reached, record writes are
+     * held in a local file (stateDir/redis-write-ahead.jsonl; each sidecar
+     * its own stateDir) and replayed once it answers, so decisions do not
+     * wait for Redis; false = a write fails while Redis is away (the BYE goes
+     * through Kamailio's fail-safe). Default true.
+     */
+    redisWriteAhead: boolean;
     /** session.store "redis": served-user slots (FNV-1a of the user mod this), one owner each; the same on every sidecar. Default 256. */
     slots: number;
     /** session.store "redis": a slot's lease lapses this long after its holder last renewed it (renewed every third of it, ms). Default 10000. */
@@ -465,6 +473,7 @@ export const defaults: Config = {
     failsafeReplayMs: 500,
     store: "journal",
     redisUrl: "",
+    redisWriteAhead: true,
     slots: 256,
     leaseTtlMs: 10_000,
   },
@@ -568,6 +577,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     failsafeReplayMs: "posint",
     store: { oneOf: ["journal", "redis"] },
     redisUrl: "string",
+    redisWriteAhead: "bool",
     slots: "posint",
     leaseTtlMs: "posint",
   },

@@ -4,7 +4,7 @@
 // wire (SIPp traces), in the Message Store (IMAP) and in the sidecar's own
 // record journal. Shared by `npm run faults` (faults/) and the short e2e form
 // (test/e2e/bye-faults.test.ts). Every process is stopped by its PID.
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -13,6 +13,7 @@ import { silentLogger } from "../../src/log/logger.js";
 import { isGroupActive } from "../../src/session/group-session.js";
 import type { SessionStore } from "../../src/session/record-store.js";
 import { RedisRecordStore } from "../../src/session/redis/redis-record-store.js";
+import { WRITE_AHEAD_FILE } from "../../src/session/redis/write-ahead.js";
 import { SessionRegistry } from "../../src/session/registry.js";
 import { type BurstSession, callNumber, DEFAULT_CALL_ID_PREFIX, openDialogs, startBurstClient, startByeBurst } from "./bye-burst.js";
 import { type DovecotInstance, startDovecot } from "./dovecot.js";
@@ -158,11 +159,12 @@ async function entries(dir: string, skip: (name: string) => boolean): Promise<{ 
   return { live, bad };
 }
 
-/** Spool entries (not the owner file, not a temp file) and fail-safe records (.bye) still waiting. */
-async function waiting(spoolDir: string, failsafeDir: string) {
+/** Spool entries (not the owner file, not a temp file), fail-safe records (.bye) and record writes held for Redis (lines) still waiting. */
+async function waiting(spoolDir: string, failsafeDir: string, stateDir: string) {
   const spool = await entries(spoolDir, (n) => n === "owner" || n.startsWith(".tmp-"));
   const journal = await entries(failsafeDir, (n) => !n.endsWith(".bye"));
-  return { live: spool.live + journal.live, bad: spool.bad + journal.bad };
+  const held = (await readFile(join(stateDir, WRITE_AHEAD_FILE), "utf8").catch(() => "")).split("\n").filter(Boolean).length;
+  return { live: spool.live + journal.live + held, bad: spool.bad + journal.bad };
 }
 
 /** Message-IDs per group folder (Default/<conv>/<contrib>) of every user, read through the master user. */
@@ -261,7 +263,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
         ...shared,
         CPM_PF__GRPC__PORT: String(await freePort()),
         CPM_PF__STORE__SPOOLDIR: spoolDir + suffix,
-        CPM_PF__SESSION__STATEDIR: stateDir,
+        CPM_PF__SESSION__STATEDIR: stateDir + suffix,
         CPM_PF__SESSION__FAILSAFEDIR: failsafeDir + suffix,
         ...(opts.gsoBudgetMs === undefined ? {} : { CPM_PF__STORE__GSOBUDGETMS: String(opts.gsoBudgetMs) }),
       });
@@ -361,7 +363,9 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
     const drainStart = performance.now();
     const pending = async () => {
       const each = await Promise.all(
-        envs.map((e) => waiting(e.CPM_PF__STORE__SPOOLDIR as string, e.CPM_PF__SESSION__FAILSAFEDIR as string)),
+        envs.map((e) =>
+          waiting(e.CPM_PF__STORE__SPOOLDIR as string, e.CPM_PF__SESSION__FAILSAFEDIR as string, e.CPM_PF__SESSION__STATEDIR as string),
+        ),
       );
       return { live: each.reduce((a, w) => a + w.live, 0), bad: each.reduce((a, w) => a + w.bad, 0) };
     };

@@ -4,6 +4,10 @@
 // values. One redis-server for the file (test/harness/redis.ts, stopped by
 // PID); each case has a keyspace prefix of its own.
 import assert from "node:assert/strict";
+import { statSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
@@ -14,6 +18,7 @@ import { recordIdOf } from "../../src/session/group-session.js";
 import { Keyspace } from "../../src/session/redis/keyspace.js";
 import { RedisRecordStore } from "../../src/session/redis/redis-record-store.js";
 import { SlotLeases } from "../../src/session/redis/slot-leases.js";
+import { WRITE_AHEAD_FILE, WriteAhead } from "../../src/session/redis/write-ahead.js";
 import { asStored, dialog, idOf, POLICY, recordStoreContract, session } from "../fixtures/record-store-contract.js";
 import { capturingLogger } from "../harness/log-capture.js";
 import { type RedisInstance, startRedis } from "../harness/redis.js";
@@ -291,4 +296,117 @@ test("Redis SIGKILL and restart (AOF, appendfsync always): nothing put() resolve
     lines.some((l) => l.includes("Redis unreachable")),
     "the outage is logged",
   );
+});
+
+/** A sidecar's record store holding its writes in `dir` while Redis is away (session.redisWriteAhead), loaded. */
+async function withWriteAhead(keys: Keyspace, dir: string, log = silentLogger()) {
+  const s = new RedisRecordStore({
+    url: redis.url,
+    keyspace: keys,
+    retention: POLICY,
+    log,
+    writeAhead: new WriteAhead(join(dir, WRITE_AHEAD_FILE), log),
+  });
+  stores.add(s);
+  await s.load();
+  return s;
+}
+
+test("session.redisWriteAhead: with Redis SIGKILLed every put() resolves (held on local disk); once Redis is back the held writes are in Redis, the file is emptied, and a sidecar started then reads every resolved write", async () => {
+  const keys = freshKeyspace();
+  const dir = await mkdtemp(join(tmpdir(), "cpm-wal-"));
+  const { logger, lines } = capturingLogger("info");
+  const a = await withWriteAhead(keys, dir, logger);
+  const resolved = new Map<string, number>();
+  let failed = 0;
+  let duringOutage = 0;
+  let down = false;
+  let stop = false;
+  const writer = async (w: number) => {
+    for (let v = 0; !stop; v++) {
+      const key = `h${w}-r${v % 25}`;
+      try {
+        await a.put({ ...session(key), conferenceVersion: v });
+        resolved.set(key, Math.max(resolved.get(key) ?? -1, v));
+        if (down) duringOutage++;
+      } catch {
+        failed++;
+      }
+      await sleep(2);
+    }
+  };
+  try {
+    const writers = [0, 1, 2, 3].map(writer);
+    await eventually("writes under way", () => resolved.size >= 60, 5000);
+    await redis.kill();
+    down = true;
+    await eventually("writes resolve while Redis is down", () => duringOutage >= 100, 5000);
+    down = false;
+    await redis.restart();
+    await eventually(
+      "the held writes replayed",
+      () => lines.some((l) => l.includes("held session record writes replayed to Redis")),
+      10_000,
+    );
+    stop = true;
+    await Promise.all(writers);
+    await a.flush();
+    await eventually("nothing held", () => statSync(join(dir, WRITE_AHEAD_FILE)).size === 0, 5000);
+    assert.equal(failed, 0, "no put() failed: the outage's writes were held");
+    assert.ok(
+      lines.some((l) => l.includes("record writes held locally until it answers")),
+      "the hold is logged",
+    );
+    const b = await sidecar(keys);
+    const lost = [...resolved].filter(([key, v]) => (b.get(key)?.conferenceVersion ?? -1) < v);
+    assert.deepEqual(lost, [], "every resolved write is in Redis");
+    // the writer goes on on top of the replayed records (their revisions followed the replay)
+    for (const key of ["h0-r1", "h1-r2"]) {
+      const now = a.getById(idOf(key));
+      assert.ok(now, key);
+      await a.put({ ...now, subject: "after" });
+    }
+    await eventually("the writes after the replay reach the other sidecar", () => b.getById(idOf("h1-r2"))?.subject === "after");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("session.redisWriteAhead across a sidecar restart: writes held while Redis was down are replayed by the next start; where another sidecar wrote the record since, the later record (updatedAt) stays", async () => {
+  const keys = freshKeyspace();
+  const dir = await mkdtemp(join(tmpdir(), "cpm-wal-"));
+  try {
+    const a = await withWriteAhead(keys, dir);
+    const t0 = Date.now();
+    for (const key of ["kept", "newer-elsewhere", "older-elsewhere"]) await a.put(session(key, ["tel:+1"], t0));
+    await a.flush();
+    await redis.kill();
+    // the outage: the sidecar's writes are held; then it stops (SIGTERM or crash alike: the file has them)
+    for (const key of ["kept", "newer-elsewhere", "older-elsewhere", "created-while-down"])
+      await a.put(session(key, ["tel:+1", "tel:+2"], t0 + 10));
+    await closed(a);
+    assert.ok(statSync(join(dir, WRITE_AHEAD_FILE)).size > 0, "the held writes are on disk");
+    await redis.restart();
+    // another sidecar writes two of the records before the first one is back: one later, one earlier than the held write
+    const other = await sidecar(keys);
+    const newer = other.getById(idOf("newer-elsewhere"));
+    const older = other.getById(idOf("older-elsewhere"));
+    assert.ok(newer && older);
+    await other.put({ ...newer, subject: "theirs", updatedAt: t0 + 20 });
+    await other.put({ ...older, subject: "theirs", updatedAt: t0 + 5 });
+    await other.flush();
+    const { logger, lines } = capturingLogger("info");
+    const back = await withWriteAhead(keys, dir, logger);
+    await eventually("the held writes replayed", () => lines.some((l) => l.includes("held session record writes replayed to Redis")), 5000);
+    const check = await sidecar(keys);
+    assert.equal(check.getById(idOf("kept"))?.participants.length, 2, "the held write reached Redis");
+    assert.equal(check.getById(idOf("created-while-down"))?.participants.length, 2, "a record created while Redis was down");
+    assert.equal(check.getById(idOf("newer-elsewhere"))?.subject, "theirs", "the other sidecar's later write stays");
+    assert.equal(check.getById(idOf("older-elsewhere"))?.participants.length, 2, "the held write replaces an earlier one");
+    assert.notEqual(check.getById(idOf("older-elsewhere"))?.subject, "theirs");
+    assert.equal(back.getById(idOf("newer-elsewhere"))?.subject, "theirs", "the mirror follows Redis where Redis's stayed");
+    await eventually("nothing held", () => statSync(join(dir, WRITE_AHEAD_FILE)).size === 0, 5000);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

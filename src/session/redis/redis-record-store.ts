@@ -13,6 +13,13 @@
 // write gets CPM_ERR_RECORD_STALE, nothing is written, and its mirror is
 // read again. put() resolves once Redis answered, which with
 // `appendfsync always` is after the write reached the AOF on disk.
+//
+// While Redis cannot be reached a write is held on local disk instead
+// (write-ahead.ts, session.redisWriteAhead) and put() resolves once it is
+// there, so a decision does not wait for Redis; the mirror has it at once.
+// When Redis answers again the latest held write of each record is replayed,
+// compare-and-set against the revision it was made at; where another sidecar
+// wrote the record meanwhile, the later of the two (updatedAt) stays.
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -27,6 +34,7 @@ import { decodeRecord } from "../record-codec.js";
 import { type Fence, noCounts, type RecordCounts, type SessionStore } from "../record-store.js";
 import { Keyspace, userOfRecordId } from "./keyspace.js";
 import { PURGE_RECORD, PUT_RECORD, runScript } from "./scripts.js";
+import type { HeldWrite, WriteAhead } from "./write-ahead.js";
 
 /** The revision a record was read at; spread copies carry it into the next put() (a symbol: never in JSON, never on the wire). */
 export const REVISION: unique symbol = Symbol("cpm-pf record revision");
@@ -36,6 +44,8 @@ export type { Fence };
 
 /** A command that gets no answer this long fails (the decision it serves has 200 ms, Kamailio's fail-safe covers it). */
 const COMMAND_TIMEOUT_MS = 1000;
+/** A replay of held writes that failed with Redis answering is tried again after this long. */
+const REPLAY_RETRY_MS = 1000;
 /** Records read per SCAN / pipeline at start-up and after a reconnect. */
 const SCAN_BATCH = 500;
 
@@ -60,7 +70,16 @@ export interface RedisRecordStoreOptions {
   keyspace?: Keyspace;
   /** This sidecar's name in the records it writes; default host:pid:random. */
   writer?: string;
+  /** Where writes go while Redis is unreachable (session.redisWriteAhead); none: put() fails then. */
+  writeAhead?: WriteAhead;
 }
+
+/** A held write's record as the mirror holds it (a symbol: not in the held line's JSON). */
+const MIRRORED: unique symbol = Symbol("cpm-pf mirrored record");
+type MirroredWrite = HeldWrite & { [MIRRORED]?: Revised };
+
+/** What PUT_RECORD answered: written at `rev`, or refused with Redis's newest revision or lease token. */
+type PutReply = { outcome: "ok" | "stale" | "fenced"; rev: number };
 
 export class RedisRecordStore implements SessionStore {
   readonly writer: string;
@@ -79,6 +98,9 @@ export class RedisRecordStore implements SessionStore {
   private readonly metrics: Pick<Metrics, "recordStored">;
   private loaded = false;
   private down = false;
+  private readonly held: WriteAhead | undefined;
+  /** The replay of the held writes running now. */
+  private replaying: Promise<void> | undefined;
 
   constructor(opts: RedisRecordStoreOptions) {
     this.log = opts.log;
@@ -86,6 +108,7 @@ export class RedisRecordStore implements SessionStore {
     this.metrics = opts.metrics ?? noMetrics;
     this.keys = opts.keyspace ?? new Keyspace();
     this.writer = opts.writer ?? `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`;
+    this.held = opts.writeAhead;
     // one retry per command across a reconnect, then the caller hears of it
     const common = { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: false };
     this.redis = new Redis(opts.url, { ...common, commandTimeout: COMMAND_TIMEOUT_MS, connectionName: `cpmpf-records:${this.writer}` });
@@ -102,6 +125,7 @@ export class RedisRecordStore implements SessionStore {
   }
 
   async load(): Promise<number> {
+    const held = (await this.held?.open()) ?? [];
     try {
       await Promise.all([this.redis.connect(), this.subscriber.connect()]);
       this.subscriber.on("message", (_channel: string, notice: string) => this.onChange(notice));
@@ -111,7 +135,10 @@ export class RedisRecordStore implements SessionStore {
     } catch (err) {
       throw unavailable("records not loaded", err);
     }
+    // what an earlier run held is the newest this sidecar knows: the mirror has it, Redis gets it now
+    for (const w of held) this.mirrorHeld(w);
     this.loaded = true;
+    this.replayHeld();
     // notices sent while the subscriber was away are lost: read everything again (ioredis re-subscribes)
     this.subscriber.on("ready", () => {
       if (this.loaded)
@@ -180,11 +207,22 @@ export class RedisRecordStore implements SessionStore {
     const text = JSON.stringify(session);
     const mine: Revised = { ...session, [REVISION]: base };
     this.setEntry(id, mine, text, local?.rev ?? 0);
-    return this.track(id, this.write(id, mine, text, base, fence));
+    if (!this.held) return this.track(id, this.write(id, mine, text, base, fence));
+    const w: HeldWrite = { id, base, text, ...(fence ? { fence } : {}) };
+    // a record with a write held stays held until that one is replayed (its writes keep their order)
+    if (this.held.has(id) || this.redis.status !== "ready") return this.track(id, this.hold(w, mine));
+    return this.track(
+      id,
+      this.write(id, mine, text, base, fence).catch((err: unknown) => {
+        if (err instanceof CpmError && err.code === "CPM_ERR_RECORD_STORE_UNAVAILABLE") return this.hold(w, mine);
+        throw err;
+      }),
+    );
   }
 
   purge(id: string): Promise<void> {
     this.dropEntry(id);
+    this.held?.drop(id);
     const done = runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), [id, this.writer, this.keys.changes, ""]).then(
       () => undefined,
       (err) => {
@@ -217,6 +255,9 @@ export class RedisRecordStore implements SessionStore {
 
   async close(): Promise<void> {
     await this.flush();
+    await this.replaying;
+    // what is still held stays in the file: the next start replays it
+    this.held?.close();
     this.loaded = false;
     // QUIT waits in the offline queue while Redis is away: shutdown does not wait longer than a command may
     await Promise.race([
@@ -229,42 +270,16 @@ export class RedisRecordStore implements SessionStore {
 
   private async write(id: string, mine: Revised, text: string, base: number, fence: Fence | undefined): Promise<void> {
     const started = performance.now();
-    const s = mine as GroupSession;
-    const at = purgeAt(s, this.retention);
-    let reply: unknown;
+    let reply: PutReply;
     try {
-      reply = await runScript(
-        this.redis,
-        PUT_RECORD,
-        [
-          this.keys.record(id),
-          this.keys.callIds,
-          this.keys.retention,
-          this.keys.pending(userOfRecordId(id)),
-          this.keys.fence(fence?.slot ?? 0),
-        ],
-        [
-          id,
-          text,
-          base,
-          this.writer,
-          at === Number.POSITIVE_INFINITY ? "+inf" : at,
-          s.pendingDeferred ? 1 : 0,
-          callIdsOf(s).join("\n"),
-          this.keys.changes,
-          fence ? fence.token : "",
-        ],
-      );
+      reply = await this.send(id, mine, text, base, fence);
     } catch (err) {
       // the mirror keeps the record (like the journal after a failed write); the next resync brings Redis's
       throw this.failed("CPM_ERR_RECORD_STORE_UNAVAILABLE", "session record not written", id, err);
     }
-    const [outcome, n] = reply as [string, string];
-    const rev = Number(n);
+    const { outcome, rev } = reply;
     if (outcome === "ok") {
-      const e = this.entries.get(id);
-      if (e && e.rev < rev) e.rev = rev;
-      if (e?.record === mine) mine[REVISION] = rev;
+      this.written(id, mine, rev);
       this.metrics.recordStored((performance.now() - started) / 1000);
       return;
     }
@@ -274,6 +289,134 @@ export class RedisRecordStore implements SessionStore {
       throw this.failed("CPM_ERR_RECORD_FENCED", `lease token ${fence?.token} of slot ${fence?.slot}, newest ${rev}`, id);
     }
     throw this.failed("CPM_ERR_RECORD_STALE", `read at revision ${base}, now ${rev}`, id);
+  }
+
+  /** The mirror's entry of `id` is at `rev` now; `mine`, if it is still the entry's record, too. */
+  private written(id: string, mine: Revised | undefined, rev: number): void {
+    const e = this.entries.get(id);
+    if (e && e.rev < rev) e.rev = rev;
+    if (mine && e?.record === mine) mine[REVISION] = rev;
+  }
+
+  /** PUT_RECORD: the record's compare-and-set against `base` (and the lease's fence) in one script. */
+  private async send(id: string, s: GroupSession, text: string, base: number, fence: Fence | undefined): Promise<PutReply> {
+    const at = purgeAt(s, this.retention);
+    const reply = await runScript(
+      this.redis,
+      PUT_RECORD,
+      [
+        this.keys.record(id),
+        this.keys.callIds,
+        this.keys.retention,
+        this.keys.pending(userOfRecordId(id)),
+        this.keys.fence(fence?.slot ?? 0),
+      ],
+      [
+        id,
+        text,
+        base,
+        this.writer,
+        at === Number.POSITIVE_INFINITY ? "+inf" : at,
+        s.pendingDeferred ? 1 : 0,
+        callIdsOf(s).join("\n"),
+        this.keys.changes,
+        fence ? fence.token : "",
+      ],
+    );
+    const [outcome, n] = reply as [string, string];
+    if (outcome !== "ok" && outcome !== "stale" && outcome !== "fenced") throw new Error(`PUT_RECORD answered ${String(outcome)}`);
+    return { outcome, rev: Number(n) };
+  }
+
+  /** Holds `w` locally while Redis is away (put() resolves once it is on disk); the replay starts when Redis is back. */
+  private async hold(w: HeldWrite, mine: Revised): Promise<void> {
+    const first = this.held?.size === 0;
+    (w as MirroredWrite)[MIRRORED] = mine;
+    await (this.held as WriteAhead).hold(w);
+    if (first) this.log.warn("session record store: Redis unreachable, record writes held locally until it answers", { record: w.id });
+    // Redis may have come back while this write waited for the disk
+    if (this.redis.status === "ready") this.replayHeld();
+  }
+
+  /** A write an earlier run held: into the mirror as the newest this sidecar knows (Redis's may be older). */
+  private mirrorHeld(w: HeldWrite): void {
+    let s: GroupSession;
+    try {
+      s = decodeRecord(w.text);
+      if (recordIdOf(s) !== w.id) throw new Error("record id does not match");
+    } catch (err) {
+      this.log.error("held session record write unreadable: not replayed", { record: w.id, reason: String(err) });
+      this.held?.settle(w);
+      return;
+    }
+    const mine: Revised = Object.assign(s, { [REVISION]: w.base });
+    this.setEntry(w.id, mine, w.text, w.base);
+    (w as MirroredWrite)[MIRRORED] = mine;
+  }
+
+  /**
+   * Replays the held writes (Redis answers again), the latest of each
+   * record, until none is left; stops at the first failure (the next
+   * "ready" starts it again).
+   */
+  private replayHeld(): void {
+    const held = this.held;
+    if (!held || this.replaying || held.size === 0 || !this.loaded) return;
+    this.replaying = (async () => {
+      const counts = { replayed: 0, newerInRedis: 0, fenced: 0 };
+      while (held.size > 0 && this.redis.status === "ready") {
+        for (const w of held.entries()) {
+          counts[await this.replayOne(w)]++;
+          held.settle(w);
+        }
+      }
+      if (counts.replayed + counts.newerInRedis + counts.fenced > 0)
+        this.log.info("held session record writes replayed to Redis", { ...counts, stillHeld: held.size });
+    })()
+      .catch((err) => {
+        this.log.warn("held session record writes not replayed yet", { held: held.size, reason: String(err) });
+        // Redis answers but a replay failed: tried again shortly (an outage's "ready" starts it too)
+        if (this.redis.status === "ready") setTimeout(() => this.replayHeld(), REPLAY_RETRY_MS).unref();
+      })
+      .finally(() => {
+        this.replaying = undefined;
+      });
+  }
+
+  /** One held write into Redis: compare-and-set at its revision; where another sidecar wrote since, the later record (updatedAt) stays. */
+  private async replayOne(w: HeldWrite): Promise<"replayed" | "newerInRedis" | "fenced"> {
+    const mine = (w as MirroredWrite)[MIRRORED];
+    const s = mine ?? decodeRecord(w.text);
+    let reply = await this.send(w.id, s, w.text, w.base, w.fence);
+    if (reply.outcome === "stale") {
+      const [rev = null, value = null] = await this.redis.hmget(this.keys.record(w.id), "rev", "v");
+      let theirs: GroupSession | undefined;
+      try {
+        theirs = value === null ? undefined : decodeRecord(value);
+      } catch {
+        theirs = undefined; // damaged in Redis: the held write replaces it
+      }
+      if (theirs && theirs.updatedAt > s.updatedAt) {
+        this.log.warn("held session record write older than Redis's: Redis's kept", { record: w.id, redisRevision: rev });
+        await this.refresh(w.id, true);
+        return "newerInRedis";
+      }
+      this.log.warn("held session record write replaces what another sidecar wrote meanwhile", { record: w.id, redisRevision: rev });
+      reply = await this.send(w.id, s, w.text, Number(rev ?? 0), w.fence);
+      // written again in between: the write stays held, the next round decides it
+      if (reply.outcome === "stale") throw new CpmError("CPM_ERR_RECORD_STALE", `record ${w.id} changed again during its replay`);
+    }
+    if (reply.outcome === "ok") {
+      this.written(w.id, mine, reply.rev);
+      // a later write of the record, held meanwhile, was made on top of this one
+      const next = this.held?.latest(w.id);
+      if (next && next !== w) next.base = reply.rev;
+      return "replayed";
+    }
+    // a newer lease of the slot was granted while Redis was away: its holder decides the record
+    this.log.warn("held session record write fenced: the slot's new holder's record kept", { record: w.id, slot: w.fence?.slot });
+    await this.refresh(w.id, true);
+    return "fenced";
   }
 
   private track(id: string, p: Promise<void>): Promise<void> {
@@ -338,7 +481,7 @@ export class RedisRecordStore implements SessionStore {
   private async refresh(id: string, force: boolean): Promise<void> {
     const [rev = null, value = null] = await this.redis.hmget(this.keys.record(id), "rev", "v");
     if (value === null) {
-      if (!this.writing.has(id) || force) this.dropEntry(id);
+      if ((!this.writing.has(id) && !this.held?.has(id)) || force) this.dropEntry(id);
       return;
     }
     this.apply(id, rev, value, force);
@@ -348,7 +491,8 @@ export class RedisRecordStore implements SessionStore {
   private apply(id: string, rawRev: string | null, value: string, force: boolean): boolean {
     const rev = Number(rawRev);
     const local = this.entries.get(id);
-    if (!force && local && local.rev >= rev) return true;
+    // a held write is newer than what Redis has until its replay decides
+    if (!force && ((local && local.rev >= rev) || this.held?.has(id))) return true;
     let s: GroupSession;
     try {
       if (!Number.isInteger(rev) || rev < 1) throw new Error(`revision ${rawRev}`);
@@ -384,7 +528,7 @@ export class RedisRecordStore implements SessionStore {
         this.apply(id, fields[0] as string | null, fields[1], false);
       });
     } while (cursor !== "0");
-    for (const id of [...this.entries.keys()]) if (!seen.has(id) && !this.writing.has(id)) this.dropEntry(id);
+    for (const id of [...this.entries.keys()]) if (!seen.has(id) && !this.writing.has(id) && !this.held?.has(id)) this.dropEntry(id);
   }
 
   private outage(err: Error): void {
@@ -394,6 +538,7 @@ export class RedisRecordStore implements SessionStore {
   }
 
   private back(): void {
+    this.replayHeld();
     if (!this.down) return;
     this.down = false;
     this.log.info("session record store: Redis reachable again");
