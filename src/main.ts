@@ -362,6 +362,7 @@ async function startMetrics(
       msrpConnections: { accepted: m?.acceptedConnections ?? 0, opened: m?.openedConnections ?? 0 },
       msrpTraffic: msrpResources.traffic,
       spoolDepth: store.stats().spoolPending,
+      recordWritesHeld: sessions instanceof RedisRecordStore ? sessions.heldWrites : 0,
       failsafeReplays: replay?.counts ?? { replayed: 0, quarantined: 0, retried: 0 },
       unexecutedActions: [
         { component: "pf", counts: pf.unexecutedActions },

@@ -17,6 +17,8 @@ export interface Sample {
   /** Cumulative since start. */
   msrpTraffic: MsrpTraffic;
   spoolDepth: number;
+  /** Record writes held on local disk for Redis (session.redisWriteAhead); 0 with the journal. */
+  recordWritesHeld: number;
   /** Cumulative since start. */
   failsafeReplays: { replayed: number; quarantined: number; retried: number };
   /** Group sessions whose records say deferred data is pending. */
@@ -248,6 +250,14 @@ export class PromMetrics implements Metrics {
       registers,
       collect() {
         this.set(read()?.spoolDepth ?? 0);
+      },
+    });
+    new Gauge({
+      name: "cpmpf_record_writes_held",
+      help: "Group session record writes held on local disk until Redis takes them (session.redisWriteAhead)",
+      registers,
+      collect() {
+        this.set(read()?.recordWritesHeld ?? 0);
       },
     });
     new Gauge({

@@ -341,6 +341,7 @@ test("session.redisWriteAhead: with Redis SIGKILLed every put() resolves (held o
     await redis.kill();
     down = true;
     await eventually("writes resolve while Redis is down", () => duringOutage >= 100, 5000);
+    assert.ok(a.heldWrites > 0, "the held records are counted (cpmpf_record_writes_held)");
     down = false;
     await redis.restart();
     await eventually(
@@ -353,6 +354,7 @@ test("session.redisWriteAhead: with Redis SIGKILLed every put() resolves (held o
     await a.flush();
     await eventually("nothing held", () => statSync(join(dir, WRITE_AHEAD_FILE)).size === 0, 5000);
     assert.equal(failed, 0, "no put() failed: the outage's writes were held");
+    assert.equal(a.heldWrites, 0);
     assert.ok(
       lines.some((l) => l.includes("record writes held locally until it answers")),
       "the hold is logged",

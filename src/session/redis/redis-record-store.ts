@@ -119,6 +119,11 @@ export class RedisRecordStore implements SessionStore {
     }
   }
 
+  /** Records whose latest write is held on local disk until Redis takes it (metrics). */
+  get heldWrites(): number {
+    return this.held?.size ?? 0;
+  }
+
   /** The command connection (the leases share it: one connection per sidecar). */
   get connection(): Redis {
     return this.redis;

@@ -14,6 +14,7 @@ function sample(resources: MsrpResources, replayed: number): Sample {
     msrpConnections: { accepted: 3, opened: 1 },
     msrpTraffic: resources.traffic,
     spoolDepth: 4,
+    recordWritesHeld: 7,
     failsafeReplays: { replayed, quarantined: 0, retried: 1 },
     deferredSessions: 2,
     unexecutedActions: [],
@@ -36,6 +37,7 @@ test("metrics: counters read from cumulative counts move by exactly what happene
   assert.equal(value(first, "cpmpf_group_sessions", { lifecycle: "inactive" }), 5);
   assert.equal(value(first, "cpmpf_group_sessions", { lifecycle: "terminated" }), 0, "every lifecycle state has a series");
   assert.equal(value(first, "cpmpf_spool_depth"), 4);
+  assert.equal(value(first, "cpmpf_record_writes_held"), 7);
   await new Promise((r) => setTimeout(r, 300)); // past the sample's reuse window
   resources.frame("in", { kind: "request", method: "SEND" }, 0);
   replayed = 3;

@@ -164,6 +164,7 @@ describe("SDP anchoring: AnchorMedia / ReportMediaAnswer", () => {
       msrpConnections: { accepted: 0, opened: 0 },
       msrpTraffic: new MsrpResources().traffic,
       spoolDepth: 0,
+      recordWritesHeld: 0,
       failsafeReplays: { replayed: 0, quarantined: 0, retried: 0 },
       deferredSessions: 0,
       unexecutedActions: [{ component: "pf", counts: pf.unexecutedActions }],
