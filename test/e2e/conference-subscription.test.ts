@@ -29,7 +29,7 @@ const subscribesAt = (chat: Chat): SipTraceMessage[] =>
 /** The chat the CF ends for inactivity (480), the focus's side of the PF's subscription played by `scenario`. */
 const endedIdle = (scenario: string) => ({
   byeHeaders: ['Reason: SIP;cause=480;text="Temporarily Unavailable"'],
-  focusSubscription: { scenario, keys: focusKeys },
+  focusOutOfCall: { scenario, keys: focusKeys },
 });
 /** BYE-B4: the one GSO the CF's BYE stored for the chat, as XML. */
 async function theGso(rig: DeferredChatRig, chat: Chat): Promise<string> {
@@ -122,7 +122,7 @@ describe("the PF's own conference event subscription (RFC 4575, RFC 6665) from t
     T,
     async () => {
       const chat = await rig.chatWhileAway(["declined, subscription ends"], {
-        focusSubscription: { scenario: "dd-8-pf-unsubscribe.xml", keys: focusKeys },
+        focusOutOfCall: { scenario: "dd-8-pf-unsubscribe.xml", keys: focusKeys },
         whileDeferred: async (c) => {
           await until(() => hasApplied(c.callId), "the NOTIFY's participants applied");
           const client = await startSipp({ scenario: "dd-8-client-declines.xml", extraArgs: ["-m", "2"] });
@@ -271,7 +271,7 @@ describe("DD-12 MAY (delivery.unsubscribeOnRejoin): the PF ends its own conferen
         rig.sidecar.logLines().some((l) => l.msg === "conference subscription of the PF's ended" && l.groupCallId === callId);
       const chat = await rig.chatWhileAway(["joined, subscription ends"], {
         byeHeaders: ["Reason: SIP;cause=480"],
-        focusSubscription: { scenario: "dd-8-pf-unsubscribe.xml", keys: focusKeys },
+        focusOutOfCall: { scenario: "dd-8-pf-unsubscribe.xml", keys: focusKeys },
         whileDeferred: async (c) => {
           await waitFor(
             () =>

@@ -46,12 +46,13 @@ export interface AnchoredCallOptions {
   /** Another SIPp scenario for the served user's side (e.g. an S-CSCF forking to several devices) and its keys; clientMsrpPath is then unused. */
   clientScenario?: { scenario: string; keys: Record<string, string> };
   /**
-   * The focus's side of the PF's own conference subscription: an
-   * out-of-call scenario of the CF's SIPp (sipp -oocsf, e.g.
-   * dd-11-pf-subscription.xml) and its keys. Default none (SIPp discards
-   * the PF's SUBSCRIBE unanswered).
+   * What the focus does with requests outside the CF's call: an
+   * out-of-call scenario of the CF's SIPp (sipp -oocsf) and its keys, e.g.
+   * the PF's own conference subscription (dd-11-pf-subscription.xml) or a
+   * client's re-join INVITE (cf-ooc-rejoin.xml). Default none (SIPp
+   * discards them unanswered).
    */
-  focusSubscription?: { scenario: string; keys: Record<string, string> };
+  focusOutOfCall?: { scenario: string; keys: Record<string, string> };
   /**
    * Runs once the session is up (the client got the ACK), before the BYE
    * trigger, with the INVITE the client got and the 200 OK the CF got.
@@ -66,6 +67,8 @@ export interface AnchoredCallOptions {
     cfSipPort: number;
     /** The client SIPp's SIP port (triggerSipp on it makes the client leave). */
     clientSipPort: number;
+    /** What the CF's SIPp sent and received so far (its out-of-call scenario's calls too). */
+    cfMessages: () => Promise<SipTraceMessage[]>;
   }) => Promise<void>;
   /** Runs once the CF's SIPp started (INVITE on its way); the client answers 400 ms after it got the INVITE. */
   beforeAnswer?: (call: { callId: string }) => Promise<void>;
@@ -134,7 +137,7 @@ async function playTriggeredCall<Up>(
     up: (uas: SipTraceMessage[], uac: SipTraceMessage[]) => Up | undefined;
     upLabel: string;
     beforeAnswer?: (call: { callId: string }) => Promise<void>;
-    during?: (callId: string, up: Up, ports: { uac: number; uas: number }) => Promise<void>;
+    during?: (callId: string, up: Up, ports: { uac: number; uas: number; uacMessages: () => Promise<SipTraceMessage[]> }) => Promise<void>;
     afterBye?: (call: { callId: string }) => Promise<void>;
   },
 ): Promise<{ uas: SippResult; uac: SippResult; callId: string }> {
@@ -147,7 +150,7 @@ async function playTriggeredCall<Up>(
       if (spec.beforeAnswer) await spec.beforeAnswer({ callId });
       // the session is up once the UAS got the ACK (the trigger must not come earlier)
       const up = await waitFor(async () => spec.up(await uasRun.messagesSoFar(), await uacRun.messagesSoFar()), 10_000, 20, spec.upLabel);
-      if (spec.during) await spec.during(callId, up, { uac: uacRun.port, uas: uasRun.port });
+      if (spec.during) await spec.during(callId, up, { uac: uacRun.port, uas: uasRun.port, uacMessages: () => uacRun.messagesSoFar() });
       // SIPp sends everything (its 200 to the trigger too) to its remote
       // address, Kamailio: the trigger's effect is the BYE, not an answer.
       await triggerSipp((spec.byeFrom === "uac" ? uacRun : uasRun).port, callId, 0);
@@ -197,9 +200,9 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
         more_participants: (opts.moreParticipants ?? [])
           .map((p) => `\r\n        <entry uri="${p.uri}" cp:copyControl="to"><display-name>${p.displayName}</display-name></entry>`)
           .join(""),
-        ...(opts.focusSubscription?.keys ?? {}),
+        ...(opts.focusOutOfCall?.keys ?? {}),
       },
-      ...(opts.focusSubscription ? { extraArgs: ["-oocsf", join(REPO_ROOT, "test", "scenarios", opts.focusSubscription.scenario)] } : {}),
+      ...(opts.focusOutOfCall ? { extraArgs: ["-oocsf", join(REPO_ROOT, "test", "scenarios", opts.focusOutOfCall.scenario)] } : {}),
     }),
     byeFrom: opts.byeFrom === "client" ? "uas" : "uac",
     timeoutS: opts.timeoutS ?? 30,
@@ -213,7 +216,15 @@ export async function anchoredChatCall(kamailio: KamailioInstance, opts: Anchore
     ...(opts.beforeAnswer ? { beforeAnswer: opts.beforeAnswer } : {}),
     during: async (id, up: { clientInvite: SipTraceMessage; cf200: SipTraceMessage }, ports) => {
       if (opts.during)
-        await opts.during({ callId: id, conversationId, contributionId, ...up, cfSipPort: ports.uac, clientSipPort: ports.uas });
+        await opts.during({
+          callId: id,
+          conversationId,
+          contributionId,
+          ...up,
+          cfSipPort: ports.uac,
+          clientSipPort: ports.uas,
+          cfMessages: ports.uacMessages,
+        });
     },
     ...(opts.afterBye ? { afterBye: opts.afterBye } : {}),
   });

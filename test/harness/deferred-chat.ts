@@ -87,7 +87,7 @@ export interface ChatOptions {
   /** Participants of the CF's resource list after its three (a big group). */
   moreParticipants?: readonly { uri: string; displayName: string }[];
   /** The focus answers the PF's own conference SUBSCRIBE with this out-of-call scenario of the CF's SIPp (and keys). */
-  focusSubscription?: { scenario: string; keys: Record<string, string> };
+  focusOutOfCall?: { scenario: string; keys: Record<string, string> };
   /** +sip.instance of the chat's client (its 2xx Contact): the device the record knows (DD-1 per device). Default "": none. */
   clientInstance?: string;
 }
@@ -448,7 +448,7 @@ export class DeferredChatRig {
       clientMsrpPath: ue.path,
       byeHeaders: opts.byeHeaders ?? [],
       ...(opts.moreParticipants ? { moreParticipants: opts.moreParticipants } : {}),
-      ...(opts.focusSubscription ? { focusSubscription: opts.focusSubscription } : {}),
+      ...(opts.focusOutOfCall ? { focusOutOfCall: opts.focusOutOfCall } : {}),
       ...(opts.clientInstance !== undefined ? { clientInstance: opts.clientInstance } : {}),
       ...(opts.clientAnswersBye === false ? { clientAnswersBye: false, clientPauseMs: CLIENT_BYE_TIMEOUT_MS + 1000 } : {}),
       timeoutS: 60,
