@@ -88,6 +88,8 @@ function deliveryFailures(id: string, c: TakeoverCounts): string[] {
   if (c.left > 0) out.push(`(${id}) ${c.left} objects left in the deferred queue`);
   if (!c.gso) out.push(`(${id}) no GSO after the rest`);
   if (c.twice > SENT_TWICE_BOUND) out.push(`(${id}) ${c.twice} sent twice (more than ${SENT_TWICE_BOUND})`);
+  if (c.twiceUnmarked > 0)
+    out.push(`(${id}) ${c.twiceUnmarked} copies with another IMDN Message-ID than the first (a client cannot drop them)`);
   if (c.before >= c.sent) out.push(`(${id}) the kill came after the delivery's end`);
   return out;
 }
@@ -174,9 +176,23 @@ async function main() {
   );
   table(
     `deferred delivery under SIGKILL: ${MESSAGES} chat messages deferred (each SEND answered 200 once stored), one group session`,
-    ["case", "sent", "delivered before the kill", "after", "lost", "sent twice", "out of order", "left queued", "GSO", "ms"],
+    [
+      "case",
+      "sent",
+      "delivered before the kill",
+      "after",
+      "lost",
+      "sent twice",
+      "of those, another IMDN Message-ID",
+      "out of order",
+      "left queued",
+      "GSO",
+      "ms",
+    ],
     deliveries.map(([id, what, c]) =>
-      [`(${id}) ${what}`, c.sent, c.before, c.after, c.lost, c.twice, c.reordered, c.left, c.gso ? "yes" : "no", c.ms].map(String),
+      [`(${id}) ${what}`, c.sent, c.before, c.after, c.lost, c.twice, c.twiceUnmarked, c.reordered, c.left, c.gso ? "yes" : "no", c.ms].map(
+        String,
+      ),
     ),
   );
   const relays = await runSelected(RELAY_CASES, (c) =>

@@ -338,6 +338,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
         `confirmed items marked after the restart: ${rig.loggedAll("items the device confirmed before a crash marked, not sent again").length > 0}`,
       );
       assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
+      assert.equal(c.twiceUnmarked, 0, "every copy carries its first copy's IMDN Message-ID: the client can drop it (RFC 5438 6.3)");
     },
   );
 

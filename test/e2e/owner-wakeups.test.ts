@@ -169,6 +169,7 @@ describe("scale-out DD-1: two sidecars on one Redis: the owner of the served use
         `confirmed items marked by the new owner: ${ra.loggedAll("items the device confirmed before a crash marked, not sent again").some((l) => l.servedUser === SERVED_USER)}`,
       );
       assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
+      assert.equal(c.twiceUnmarked, 0, "every copy carries its first copy's IMDN Message-ID: the client can drop it (RFC 5438 6.3)");
       const taken = leasesTaken(ra);
       assert.equal(taken.length, 1, "A took the slot");
       assert.ok(
@@ -221,6 +222,7 @@ describe("scale-out DD-1: two sidecars on one Redis: the owner of the served use
       assert.ok(c.gso, "DD-11: the GSO after the rest");
       assert.equal(c.left, 0, "the queue empty");
       assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
+      assert.equal(c.twiceUnmarked, 0, "every copy carries its first copy's IMDN Message-ID: the client can drop it (RFC 5438 6.3)");
       assert.ok(
         ra
           .loggedAll("deferred delivery resumed: the record says it was under way and nobody ran it")

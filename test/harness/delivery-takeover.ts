@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defaults } from "../../src/config/config.js";
 import { ACK_BATCH } from "../../src/procedures/delivery-session.js";
+import { cpimFacts } from "../../src/store/deferred-object.js";
 import { triggerSipp } from "./anchored-chat.js";
 import { type Chat, DeferredChatRig, deferredFolder, GSO_TYPE, lastLine, SERVED_USER } from "./deferred-chat.js";
 import { waitServing } from "./kamailio.js";
@@ -30,6 +31,8 @@ export interface TakeoverCounts {
   lost: number;
   /** Delivered by both (same IMDN Message-ID: the client can drop the copy). */
   twice: number;
+  /** Of those, copies whose IMDN Message-ID is not the first copy's (or missing): a client could not drop them. */
+  twiceUnmarked: number;
   /** Items not where the CF's order puts them (either delivery). */
   reordered: number;
   /** Objects left in the deferred queue once the second delivery ended. */
@@ -69,6 +72,15 @@ export async function deliveryAcrossCrash(
   const texts = chat.sent.map((s) => lastLine({ body: s.body }));
   const t0 = Date.now();
   let got1: string[] = [];
+  /** The IMDN Message-ID of each item's first copy, and the later copies that named another. */
+  const imdnOf = new Map<string, string | undefined>();
+  let unmarked = 0;
+  const note = (m: { contentType?: string | undefined; body: Uint8Array }) => {
+    const text = lastLine(m);
+    const id = cpimFacts(m.contentType ?? "", m.body).imdnMessageId;
+    if (!imdnOf.has(text)) imdnOf.set(text, id);
+    else if (id === undefined || imdnOf.get(text) !== id) unmarked++;
+  };
   // the device keeps its contact across the crash (a resumed delivery goes there)
   const sipPort = await freePort();
   await first.deliveredTo(
@@ -83,6 +95,7 @@ export async function deliveryAcrossCrash(
       // what the socket held when the process died is read by now
       await new Promise((r) => setTimeout(r, 300));
       got1 = peer.received.map(lastLine);
+      for (const m of peer.received) note(m);
     },
     async (contact) => {
       const reg = await first.register(contact, chat.servedUser);
@@ -101,6 +114,7 @@ export async function deliveryAcrossCrash(
       await waitFor(() => peer.received.at(-1)?.contentType === GSO_TYPE, 60_000, 20, "the rest and the GSO");
       gso = true;
       got2 = peer.received.slice(0, -1).map(lastLine);
+      for (const m of peer.received.slice(0, -1)) note(m);
       await triggerSipp(client.port, invite.headers.get("call-id")?.[0] ?? "");
       assert.equal((await client.done).code, 0);
       // what was marked delivered but not removed yet leaves with the sweep at the delivery's end
@@ -128,6 +142,7 @@ export async function deliveryAcrossCrash(
     after: got2.length,
     lost: texts.filter((x) => !times.has(x)).length,
     twice: [...times.values()].filter((n) => n > 1).length,
+    twiceUnmarked: unmarked,
     reordered,
     left,
     gso,
