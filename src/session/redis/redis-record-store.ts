@@ -78,6 +78,13 @@ export interface RedisRecordStoreOptions {
 const MIRRORED: unique symbol = Symbol("cpm-pf mirrored record");
 type MirroredWrite = HeldWrite & { [MIRRORED]?: Revised };
 
+/** A write sent to Redis whose answer has not come: on a lost connection it is held at once (connectionLost). */
+interface Sending {
+  w: HeldWrite;
+  mine: Revised;
+  settle(outcome: Promise<void>): void;
+}
+
 /** What PUT_RECORD answered: written at `rev`, or refused with Redis's newest revision or lease token. */
 type PutReply = { outcome: "ok" | "stale" | "fenced"; rev: number };
 
@@ -101,6 +108,8 @@ export class RedisRecordStore implements SessionStore {
   private readonly held: WriteAhead | undefined;
   /** The replay of the held writes running now. */
   private replaying: Promise<void> | undefined;
+  /** Writes sent to Redis and not answered yet (with a write-ahead only). */
+  private readonly sending = new Set<Sending>();
 
   constructor(opts: RedisRecordStoreOptions) {
     this.log = opts.log;
@@ -117,6 +126,7 @@ export class RedisRecordStore implements SessionStore {
       c.on("error", (err: Error) => this.outage(err));
       c.on("ready", () => this.back());
     }
+    this.redis.on("close", () => this.connectionLost());
   }
 
   /** Records whose latest write is held on local disk until Redis takes it (metrics). */
@@ -218,9 +228,23 @@ export class RedisRecordStore implements SessionStore {
     if (this.held.has(id) || this.redis.status !== "ready") return this.track(id, this.hold(w, mine));
     return this.track(
       id,
-      this.write(id, mine, text, base, fence).catch((err: unknown) => {
-        if (err instanceof CpmError && err.code === "CPM_ERR_RECORD_STORE_UNAVAILABLE") return this.hold(w, mine);
-        throw err;
+      new Promise<void>((resolve, reject) => {
+        const sent: Sending = {
+          w,
+          mine,
+          settle: (outcome) => {
+            if (!this.sending.delete(sent)) return;
+            outcome.then(resolve, reject);
+          },
+        };
+        this.sending.add(sent);
+        this.write(id, mine, text, base, fence).then(
+          () => sent.settle(Promise.resolve()),
+          (err: unknown) =>
+            sent.settle(
+              err instanceof CpmError && err.code === "CPM_ERR_RECORD_STORE_UNAVAILABLE" ? this.hold(w, mine) : Promise.reject(err),
+            ),
+        );
       }),
     );
   }
@@ -534,6 +558,16 @@ export class RedisRecordStore implements SessionStore {
       });
     } while (cursor !== "0");
     for (const id of [...this.entries.keys()]) if (!seen.has(id) && !this.writing.has(id) && !this.held?.has(id)) this.dropEntry(id);
+  }
+
+  /**
+   * The command connection closed: the writes it carried may never be
+   * answered (ioredis would fail them only after its reconnect attempt), so
+   * they are held now. One that did reach Redis is written again by the
+   * replay, with the same record.
+   */
+  private connectionLost(): void {
+    for (const sent of [...this.sending]) sent.settle(this.hold(sent.w, sent.mine));
   }
 
   private outage(err: Error): void {
