@@ -38,7 +38,7 @@ function isLine(v: unknown): v is Line {
 }
 
 export class WriteAhead {
-  /** The latest held write of each record, in the order records were first held. */
+  /** The latest held write of each record, in the order of their latest holds. */
   private readonly held = new Map<string, HeldWrite>();
   private fd: number | undefined;
   private pending: string[] = [];
@@ -96,7 +96,7 @@ export class WriteAhead {
     return this.held.get(id);
   }
 
-  /** The held writes now, oldest record first. */
+  /** The held writes now, in the order of their holds. */
   entries(): HeldWrite[] {
     return [...this.held.values()];
   }
