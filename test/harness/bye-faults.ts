@@ -390,6 +390,7 @@ export async function runFaultCase(opts: FaultRunOptions): Promise<FaultCounts> 
     const failsafeReasons = [...reasons].sort((x, y) => y[1] - x[1]).map(([why, n]) => `${n} ${why}`);
     // FAULTS_LOG_DIR: each Kamailio's log and the sidecars' JSON lines, for a look after the run
     if (process.env.FAULTS_LOG_DIR) {
+      await mkdir(process.env.FAULTS_LOG_DIR, { recursive: true });
       for (const [n, k] of kamailios.entries()) await writeFile(join(process.env.FAULTS_LOG_DIR, `kamailio-${n}.log`), k.logs());
       await writeFile(join(process.env.FAULTS_LOG_DIR, "sidecars.jsonl"), log.lines.map((l) => JSON.stringify(l)).join("\n"));
     }
