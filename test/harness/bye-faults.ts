@@ -202,6 +202,8 @@ class SidecarLog {
   /** The output listener of one sidecar process (several may run at once: each keeps its own partial line). */
   begin(): (chunk: string) => void {
     this.starts.push(this.lines.length);
+    // which process wrote a line, in FAULTS_LOG_DIR's sidecars.jsonl: the incarnation's number, from 1
+    const incarnation = this.starts.length;
     let rest = "";
     return (chunk) => {
       const parts = (rest + chunk).split("\n");
@@ -210,7 +212,7 @@ class SidecarLog {
         if (!l.startsWith("{")) continue;
         try {
           const rec = JSON.parse(l) as Record<string, unknown>;
-          const line = { ...rec, msg: rec.msg ?? rec.message };
+          const line = { ...rec, msg: rec.msg ?? rec.message, incarnation };
           if (line.msg === "BYE decided") this.decided++;
           this.lines.push(line);
         } catch {
