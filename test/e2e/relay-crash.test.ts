@@ -62,7 +62,6 @@ async function mediaBackByRejoin(r: DeferredChatRig, crash: () => Promise<Deferr
   const uePeer = await r.peer("client");
   const focusPeer = await r.peer("focus (re-join)");
   const uePeer2 = await r.peer("client (re-join)");
-  const text = (m: { body: Uint8Array }) => lastLine(m);
   await anchoredChatCall(r.kamailio, {
     ...ids,
     servedUser: SERVED_USER,
@@ -93,7 +92,8 @@ async function mediaBackByRejoin(r: DeferredChatRig, crash: () => Promise<Deferr
         keys: {
           served_user: SERVED_USER,
           focus_uri: `sip:focus@127.0.0.1:${cfSipPort}`,
-          ...{ conversation_id: ids.conversationId, contribution_id: ids.contributionId },
+          conversation_id: ids.conversationId,
+          contribution_id: ids.contributionId,
           client_msrp_port: String(new URL(uePeer2.path.replace(/^msrp/, "http")).port),
           client_msrp_path: uePeer2.path,
           instance: DEVICE_INSTANCE,
@@ -119,11 +119,11 @@ async function mediaBackByRejoin(r: DeferredChatRig, crash: () => Promise<Deferr
         assert.notEqual(msrpMedia(atFocus.body).path, msrpMedia(cf200.body).path, "the focus got a new MSRP leg of the PF");
         await uePeer2.open(msrpMedia(ok.body).path, "active");
         await focusPeer.open(msrpMedia(atFocus.body).path, "active");
-        // live chat both ways through the restarted sidecar
+        // live chat both ways through the live sidecar
         assert.equal((await focusPeer.send(chatCpim("after the re-join", "imdn-rj-crash-2"), "message/cpim")).code, 200);
-        assert.equal(text((await anchoring.received(uePeer2, 1, ids))[0] as { body: Uint8Array }), "after the re-join");
+        assert.equal(lastLine((await anchoring.received(uePeer2, 1, ids))[0] as { body: Uint8Array }), "after the re-join");
         assert.equal((await uePeer2.send(chatCpim("the client is back", "imdn-rj-crash-3"), "message/cpim")).code, 200);
-        assert.equal(text((await anchoring.received(focusPeer, 1, ids))[0] as { body: Uint8Array }), "the client is back");
+        assert.equal(lastLine((await anchoring.received(focusPeer, 1, ids))[0] as { body: Uint8Array }), "the client is back");
         // BYE-B4: the focus ends the re-joined session with 480: the client gets the PF's BYE, the GSO is stored
         await triggerSipp(cfSipPort, rejoinCallId, 0);
         const done = await client.done;
