@@ -82,7 +82,8 @@ type MirroredWrite = HeldWrite & { [MIRRORED]?: Revised };
 interface Sending {
   w: HeldWrite;
   mine: Revised;
-  settle(outcome: Promise<void>): void;
+  /** Settles the put() once: the first of the answer and the lost connection decides; `outcome` runs only then. */
+  settle(outcome: () => Promise<void>): void;
 }
 
 /** What PUT_RECORD answered: written at `rev`, or refused with Redis's newest revision or lease token. */
@@ -234,14 +235,14 @@ export class RedisRecordStore implements SessionStore {
           mine,
           settle: (outcome) => {
             if (!this.sending.delete(sent)) return;
-            outcome.then(resolve, reject);
+            outcome().then(resolve, reject);
           },
         };
         this.sending.add(sent);
         this.write(id, mine, text, base, fence).then(
-          () => sent.settle(Promise.resolve()),
+          () => sent.settle(() => Promise.resolve()),
           (err: unknown) =>
-            sent.settle(
+            sent.settle(() =>
               err instanceof CpmError && err.code === "CPM_ERR_RECORD_STORE_UNAVAILABLE" ? this.hold(w, mine) : Promise.reject(err),
             ),
         );
@@ -567,7 +568,7 @@ export class RedisRecordStore implements SessionStore {
    * replay, with the same record.
    */
   private connectionLost(): void {
-    for (const sent of [...this.sending]) sent.settle(this.hold(sent.w, sent.mine));
+    for (const sent of [...this.sending]) sent.settle(() => this.hold(sent.w, sent.mine));
   }
 
   private outage(err: Error): void {
