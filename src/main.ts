@@ -328,7 +328,7 @@ const SUBSCRIPTION_LINGER_MS = 32_000;
 
 function packageVersion(): string {
   try {
-    // dist/src/main.js -> the package's root
+    // dist/src/main.js or dist/bundle/sidecar.mjs (scripts/bundle.mjs) -> the package's root
     return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: string }).version ?? "unknown";
   } catch {
     return "unknown";

@@ -1,4 +1,4 @@
-// Runs the real cpm-pf sidecar (`node dist/src/main.js`) on 127.0.0.1 for
+// Runs the real cpm-pf sidecar (`node dist/bundle/sidecar.mjs`, what `npm start` runs) on 127.0.0.1 for
 // end-to-end tests. Ready when it logs "sidecar ready" (JSON lines on stderr;
 // the text is in "message", winston's field, or "msg"). Stopped by the PID we
 // spawned, never by name.
@@ -16,7 +16,7 @@ export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 export interface SidecarOptions {
   /** Readiness timeout in ms. Default 10000. */
   readyTimeoutMs?: number;
-  /** Entry script. Default <repo>/dist/src/main.js. */
+  /** Entry script. Default <repo>/dist/bundle/sidecar.mjs. */
   entry?: string;
   /** Listen on a Unix domain socket in the sidecar's temp dir (grpc.socket) instead of TCP. */
   unixSocket?: boolean;
@@ -47,7 +47,7 @@ export interface SidecarInstance {
  */
 export async function startSidecar(env: Record<string, string> = {}, opts: SidecarOptions = {}): Promise<SidecarInstance> {
   const readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
-  const entry = opts.entry ?? join(REPO_ROOT, "dist", "src", "main.js");
+  const entry = opts.entry ?? join(REPO_ROOT, "dist", "bundle", "sidecar.mjs");
   const dir = await mkdtemp(join(tmpdir(), "cpm-sidecar-"));
   const port = env.CPM_PF__GRPC__PORT ? Number(env.CPM_PF__GRPC__PORT) : await freePort();
 
