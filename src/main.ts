@@ -58,6 +58,7 @@ async function main(): Promise<void> {
           log: sessionLog,
           metrics,
           ...(cfg.session.redisWriteAhead ? { writeAhead: new WriteAhead(join(cfg.session.stateDir, WRITE_AHEAD_FILE), sessionLog) } : {}),
+          changeLogLength: cfg.session.redisChangeLog,
         })
       : new SessionRegistry(cfg.session.stateDir, cfg.session, sessionLog, metrics);
   const restored = await sessions.load();

@@ -370,6 +370,13 @@ export interface Config {
      * through Kamailio's fail-safe). Default true.
      */
     redisWriteAhead: boolean;
+    /**
+     * session.store "redis": about how many record changes Redis keeps in the
+     * change log (a stream, XADD MAXLEN ~), so a sidecar whose subscription
+     * dropped reads only what it missed; a longer gap means reading every
+     * record again. Default 100000 (≈10 MB).
+     */
+    redisChangeLog: number;
     /** session.store "redis": served-user slots (FNV-1a of the user mod this), one owner each; the same on every sidecar. Default 256. */
     slots: number;
     /** session.store "redis": a slot's lease lapses this long after its holder last renewed it (renewed every third of it, ms). Default 10000. */
@@ -474,6 +481,7 @@ export const defaults: Config = {
     store: "journal",
     redisUrl: "",
     redisWriteAhead: true,
+    redisChangeLog: 100_000,
     slots: 256,
     leaseTtlMs: 10_000,
   },
@@ -578,6 +586,7 @@ const schema: { [S in keyof Config]: { [K in keyof Config[S]]: Kind } } = {
     store: { oneOf: ["journal", "redis"] },
     redisUrl: "string",
     redisWriteAhead: "bool",
+    redisChangeLog: "posint",
     slots: "posint",
     leaseTtlMs: "posint",
   },

@@ -42,13 +42,17 @@ after(async () => {
 const freshKeyspace = () => new Keyspace(`t${prefixes++}:`);
 
 /** A sidecar's record store on the test Redis, loaded. */
-async function sidecar(keys: Keyspace, opts: { policy?: RetentionPolicy; log?: ReturnType<typeof silentLogger>; writer?: string } = {}) {
+async function sidecar(
+  keys: Keyspace,
+  opts: { policy?: RetentionPolicy; log?: ReturnType<typeof silentLogger>; writer?: string; changeLogLength?: number } = {},
+) {
   const s = new RedisRecordStore({
     url: redis.url,
     keyspace: keys,
     retention: opts.policy ?? POLICY,
     log: opts.log ?? silentLogger(),
     ...(opts.writer ? { writer: opts.writer } : {}),
+    ...(opts.changeLogLength ? { changeLogLength: opts.changeLogLength } : {}),
   });
   stores.add(s);
   await s.load();
@@ -82,7 +86,7 @@ recordStoreContract("redis", async (policy = POLICY) => {
   };
 });
 
-test("the keyspace: one hash per record, the Call-ID index, the served user's pending set, the retention zset", async () => {
+test("the keyspace: one hash per record, the Call-ID index, the served user's pending set, the retention zset, the change log", async () => {
   const keys = freshKeyspace();
   const a = await sidecar(keys);
   const s = {
@@ -104,7 +108,13 @@ test("the keyspace: one hash per record, the Call-ID index, the served user's pe
   assert.deepEqual(await admin.smembers(keys.pending("tel:+16135551200")), []);
   assert.equal(Number(await admin.zscore(keys.retention, id)), 1000 + POLICY.inactiveRetentionMs);
   await a.purge(id);
-  assert.deepEqual(await admin.keys(`${keys.prefix}*`), [], "a purge leaves nothing behind");
+  assert.deepEqual(await admin.keys(`${keys.prefix}*`), [keys.changeLog], "a purge leaves nothing behind but the change log");
+  const log = (await admin.xrange(keys.changeLog, "-", "+")).map(([, fields]) => fields);
+  assert.deepEqual(
+    log,
+    [`1 ${a.writer} ${id}`, `2 ${a.writer} ${id}`, `0 ${a.writer} ${id}`].map((n) => ["n", n]),
+    "each change in the change log",
+  );
 });
 
 test("two sidecars on one Redis: each sees the other's writes and purges (change notices), by Call-ID and by the record's IDs", async () => {
@@ -133,25 +143,6 @@ test("two sidecars on one Redis: each sees the other's writes and purges (change
   await a.put(session("late"));
   const c = await sidecar(keys);
   assert.equal(c.get("late")?.key, "late");
-});
-
-test("change notices missed while a sidecar's subscription was down: it reads every record again once it is back", async () => {
-  const keys = freshKeyspace();
-  const b = await sidecar(keys);
-  const a = await sidecar(keys);
-  await a.put(session("kept"));
-  await a.put(session("removed-meanwhile"));
-  await eventually("B has both", () => b.size === 2);
-  // what B would miss with its subscription down: a record written and one removed with no notice
-  await admin.hset(keys.record(idOf("written-meanwhile")), "v", JSON.stringify(session("written-meanwhile")), "rev", "1");
-  await admin.del(keys.record(idOf("removed-meanwhile")));
-  assert.deepEqual([b.get("written-meanwhile"), b.get("removed-meanwhile")?.key], [undefined, "removed-meanwhile"]);
-  await admin.call("CLIENT", "KILL", "TYPE", "pubsub");
-  await eventually("B read everything again", () => b.get("written-meanwhile") !== undefined && b.get("removed-meanwhile") === undefined);
-  assert.equal(b.get("kept")?.key, "kept");
-  // and it hears notices again
-  await a.put({ ...session("kept"), subject: "after the reconnect" });
-  await eventually("B hears A again", () => b.get("kept")?.subject === "after the reconnect");
 });
 
 test("compare-and-set: a sidecar writing from a record another sidecar changed since gets CPM_ERR_RECORD_STALE; nothing is written and its reads show the newer record", async () => {
@@ -248,17 +239,19 @@ test("bad input: a damaged record value in Redis is logged and skipped at load a
   // a damaged write by someone else, then its notice, and a notice that is not one
   const before = lines.length;
   await admin.hset(keys.record(idOf("fine")), "v", "garbage", "rev", "9");
-  await admin.publish(keys.changes, `9 someone ${idOf("fine")}`);
-  await admin.publish(keys.changes, "nonsense");
-  await eventually("both logged", () => lines.slice(before).length >= 2);
+  await admin.publish(keys.changes, `1-0 9 someone ${idOf("fine")}`);
+  for (const notice of ["nonsense", `x-1 9 someone ${idOf("fine")}`, "1-0 9 someone"]) await admin.publish(keys.changes, notice);
+  await eventually("each logged", () => lines.slice(before).length >= 4);
+  assert.equal(lines.slice(before).filter((l) => l.includes("session record change notice skipped")).length, 3);
+  assert.ok(lines.slice(before).some((l) => l.includes("session record unreadable from Redis")));
   assert.equal(b.get("fine")?.key, "fine", "the last good version stays");
   await b.put(session("after"));
   assert.equal(b.get("after")?.key, "after", "the store goes on");
 });
 
-test("Redis SIGKILL and restart (AOF, appendfsync always): nothing put() resolved is lost; the sidecar's store reconnects and writes again", async () => {
+test("Redis SIGKILL and restart (AOF, appendfsync always): nothing put() resolved is lost; the sidecar's store reconnects and writes again; its change subscription catches up from the change log Redis kept, without reading every record", async () => {
   const keys = freshKeyspace();
-  const { logger, lines } = capturingLogger("warn");
+  const { logger, lines } = capturingLogger("info");
   const a = await sidecar(keys, { log: logger });
   const resolved = new Map<string, number>();
   let failed = 0;
@@ -296,6 +289,8 @@ test("Redis SIGKILL and restart (AOF, appendfsync always): nothing put() resolve
     lines.some((l) => l.includes("Redis unreachable")),
     "the outage is logged",
   );
+  await eventually("the catch-up", () => lines.some((l) => l.includes("caught up from the change log after a reconnect")), 5000);
+  assert.ok(!lines.some((l) => l.includes("read again in full")), "no full read");
 });
 
 /** A sidecar's record store holding its writes in `dir` while Redis is away (session.redisWriteAhead), loaded. */
@@ -411,4 +406,75 @@ test("session.redisWriteAhead across a sidecar restart: writes held while Redis 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+/**
+ * Cuts `store`'s change subscription and keeps it from coming back (Redis
+ * asks new connections for a password; the connections already open stay
+ * authenticated) while `meanwhile` runs, then lets it back.
+ */
+async function withSubscriptionDown(store: RedisRecordStore, meanwhile: () => Promise<void>): Promise<void> {
+  const clients = String(await admin.call("CLIENT", "LIST", "TYPE", "pubsub"));
+  const line = clients.split("\n").find((l) => l.includes(`name=cpmpf-changes:${store.writer} `));
+  const id = /\bid=(\d+)/.exec(line ?? "")?.[1];
+  assert.ok(id, "the store's subscriber connection is listed");
+  await admin.config("SET", "requirepass", "change-log-test");
+  try {
+    await admin.client("KILL", "ID", id);
+    await meanwhile();
+  } finally {
+    await admin.config("SET", "requirepass", "");
+  }
+}
+
+test("session.redisChangeLog: a sidecar whose change subscription dropped reads, once it is back, only the changes it missed (from the change log), not every record", async () => {
+  const keys = freshKeyspace();
+  const { logger, lines } = capturingLogger("info");
+  const a = await sidecar(keys, { log: logger });
+  const b = await sidecar(keys);
+  for (let i = 0; i < 200; i++) await b.put(session(`cl-${i}`));
+  await eventually("A has B's records", () => a.size === 200);
+  await withSubscriptionDown(a, async () => {
+    for (let i = 0; i < 5; i++) {
+      const r = b.getById(idOf(`cl-${i}`));
+      assert.ok(r);
+      await b.put({ ...r, subject: "while A was away" });
+    }
+    await b.purge(idOf("cl-7"));
+    await b.put(session("cl-new"));
+  });
+  await eventually("A has the changes it missed", () => a.getById(idOf("cl-4"))?.subject === "while A was away", 10_000);
+  await eventually("the purge", () => a.getById(idOf("cl-7")) === undefined);
+  assert.ok(a.getById(idOf("cl-new")), "a record created meanwhile");
+  const caughtUp = lines.filter((l) => l.includes("session records caught up from the change log after a reconnect"));
+  assert.equal(caughtUp.length, 1, lines.join("\n"));
+  assert.match(caughtUp[0] as string, /"changes":7\b/, "the 5 writes, the purge and the new record, nothing before them");
+  assert.ok(!lines.some((l) => l.includes("read again in full")), "no full read");
+  // and it goes on taking B's changes live
+  await b.put(session("cl-after"));
+  await eventually("a change after the catch-up", () => a.getById(idOf("cl-after")) !== undefined);
+});
+
+test("session.redisChangeLog: a gap longer than the change log (trimmed past the last change read) or a change log that is gone (Redis lost its data) is bridged by reading every record again", async () => {
+  const keys = freshKeyspace();
+  const { logger, lines } = capturingLogger("info");
+  const a = await sidecar(keys, { log: logger, changeLogLength: 10 });
+  const b = await sidecar(keys, { changeLogLength: 10 });
+  await b.put(session("tr-first"));
+  await eventually("A has B's record", () => a.getById(idOf("tr-first")) !== undefined);
+  // MAXLEN ~ trims whole stream nodes (100 entries each by default): 400 changes outrun 10
+  await withSubscriptionDown(a, async () => {
+    for (let i = 0; i < 400; i++) await b.put(session(`tr-${i}`));
+  });
+  await eventually("A has every record", () => a.size === 401, 10_000);
+  assert.ok(
+    lines.some((l) => l.includes("read again in full") && l.includes("trimmed past the last change read")),
+    lines.join("\n"),
+  );
+  // the change log gone: every record read again, and one deleted meanwhile leaves the mirror
+  await withSubscriptionDown(a, async () => {
+    await admin.del(keys.changeLog, keys.record(idOf("tr-3")));
+  });
+  await eventually("the record deleted behind the log's back left A's mirror", () => a.getById(idOf("tr-3")) === undefined, 10_000);
+  assert.ok(lines.some((l) => l.includes("read again in full") && l.includes("the change log is gone")));
 });

@@ -8,7 +8,10 @@
 //   <p>callids             hash   Call-ID -> record id
 //   <p>pending:<user>      set    record ids of the served user (userKey) with deferred data pending
 //   <p>retention           zset   record id scored by when retention may purge it (ms; +inf: never)
-//   <p>changes             pub/sub "<rev> <writer> <record id>" after each write (rev 0: purged)
+//   <p>changes             pub/sub "<log entry id> <rev> <writer> <record id>" after each write (rev 0: purged)
+//   <p>changelog           stream  the same changes, field n "<rev> <writer> <record id>", trimmed to
+//                                 about session.redisChangeLog entries: what a sidecar missed while its
+//                                 subscription was down is read from here (XRANGE after its last entry id)
 //   <p>lease:<slot>        string "<holder> <token>", with the lease's TTL
 //   <p>fence:<slot>        string the slot's newest lease token (INCR): a write with an older one is refused
 //   <p>slots               string how many slots the served users are hashed into (every sidecar the same)
@@ -26,6 +29,7 @@ export class Keyspace {
   readonly callIds: string;
   readonly retention: string;
   readonly changes: string;
+  readonly changeLog: string;
   readonly recordPattern: string;
   readonly slotCount: string;
 
@@ -33,6 +37,7 @@ export class Keyspace {
     this.callIds = `${prefix}callids`;
     this.retention = `${prefix}retention`;
     this.changes = `${prefix}changes`;
+    this.changeLog = `${prefix}changelog`;
     this.recordPattern = `${prefix}rec:*`;
     this.slotCount = `${prefix}slots`;
   }

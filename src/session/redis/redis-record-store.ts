@@ -48,6 +48,10 @@ const COMMAND_TIMEOUT_MS = 1000;
 const REPLAY_RETRY_MS = 1000;
 /** Records read per SCAN / pipeline at start-up and after a reconnect. */
 const SCAN_BATCH = 500;
+/** A failed catch-up after a reconnect is tried again after this long. */
+const CATCH_UP_RETRY_MS = 1000;
+/** A stream entry id, "<ms>-<seq>". */
+const ENTRY_ID = /^\d+-\d+$/;
 
 interface Entry {
   /** The revision in Redis this entry is (or, while a write of ours is under way, was) at. */
@@ -72,6 +76,18 @@ export interface RedisRecordStoreOptions {
   writer?: string;
   /** Where writes go while Redis is unreachable (session.redisWriteAhead); none: put() fails then. */
   writeAhead?: WriteAhead;
+  /** About how many changes the change log keeps (session.redisChangeLog). */
+  changeLogLength?: number;
+}
+
+export const DEFAULT_CHANGE_LOG_LENGTH = 100_000;
+
+/** Orders two stream entry ids "<ms>-<seq>" (Redis streams, "Entry IDs"). */
+export function compareEntryIds(a: string, b: string): number {
+  const [am = "0", as = "0"] = a.split("-");
+  const [bm = "0", bs = "0"] = b.split("-");
+  const d = BigInt(am) - BigInt(bm) || BigInt(as) - BigInt(bs);
+  return d === 0n ? 0 : d < 0n ? -1 : 1;
 }
 
 /** A held write's record as the mirror holds it (a symbol: not in the held line's JSON). */
@@ -111,6 +127,13 @@ export class RedisRecordStore implements SessionStore {
   private replaying: Promise<void> | undefined;
   /** Writes sent to Redis and not answered yet (with a write-ahead only). */
   private readonly sending = new Set<Sending>();
+  private readonly changeLogLength: number;
+  /** The change log's newest entry this sidecar has taken in (a notice, or the position read before a full read). */
+  private logAt = "0-0";
+  /** The subscription dropped after this change log entry: what came after it is read from the log (catchUp). */
+  private missedFrom: string | undefined;
+  /** The catch-up running now. */
+  private catchingUp: Promise<void> | undefined;
 
   constructor(opts: RedisRecordStoreOptions) {
     this.log = opts.log;
@@ -119,6 +142,7 @@ export class RedisRecordStore implements SessionStore {
     this.keys = opts.keyspace ?? new Keyspace();
     this.writer = opts.writer ?? `${hostname()}:${process.pid}:${randomBytes(4).toString("hex")}`;
     this.held = opts.writeAhead;
+    this.changeLogLength = opts.changeLogLength ?? DEFAULT_CHANGE_LOG_LENGTH;
     // one retry per command across a reconnect, then the caller hears of it
     const common = { lazyConnect: true, maxRetriesPerRequest: 1, enableAutoPipelining: false };
     this.redis = new Redis(opts.url, { ...common, commandTimeout: COMMAND_TIMEOUT_MS, connectionName: `cpmpf-records:${this.writer}` });
@@ -147,7 +171,7 @@ export class RedisRecordStore implements SessionStore {
       this.subscriber.on("message", (_channel: string, notice: string) => this.onChange(notice));
       // subscribed before the scan: a write during it is read again after it
       await this.subscriber.subscribe(this.keys.changes);
-      await this.resync();
+      await this.readAll();
     } catch (err) {
       throw unavailable("records not loaded", err);
     }
@@ -155,10 +179,12 @@ export class RedisRecordStore implements SessionStore {
     for (const w of held) this.mirrorHeld(w);
     this.loaded = true;
     this.replayHeld();
-    // notices sent while the subscriber was away are lost: read everything again (ioredis re-subscribes)
+    // notices sent while the subscriber was away are lost: they are read from the change log (ioredis re-subscribes)
+    this.subscriber.on("close", () => {
+      if (this.loaded) this.missedFrom ??= this.logAt;
+    });
     this.subscriber.on("ready", () => {
-      if (this.loaded)
-        this.resync().catch((err) => this.log.warn("session records not read again after a reconnect", { reason: String(err) }));
+      if (this.loaded) this.catchUp();
     });
     return this.size;
   }
@@ -253,7 +279,13 @@ export class RedisRecordStore implements SessionStore {
   purge(id: string): Promise<void> {
     this.dropEntry(id);
     this.held?.drop(id);
-    const done = runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), [id, this.writer, this.keys.changes, ""]).then(
+    const done = runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), [
+      id,
+      this.writer,
+      this.keys.changes,
+      "",
+      this.changeLogLength,
+    ]).then(
       () => undefined,
       (err) => {
         throw this.failed("CPM_ERR_RECORD_STORE_UNAVAILABLE", "session record not purged", id, err);
@@ -267,7 +299,13 @@ export class RedisRecordStore implements SessionStore {
     const due = await this.redis.zrangebyscore(this.keys.retention, "-inf", `(${now}`);
     const purged: GroupSession[] = [];
     for (const id of due) {
-      const value = await runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), [id, this.writer, this.keys.changes, now]);
+      const value = await runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), [
+        id,
+        this.writer,
+        this.keys.changes,
+        now,
+        this.changeLogLength,
+      ]);
       if (typeof value !== "string") continue;
       this.dropEntry(id);
       try {
@@ -340,6 +378,7 @@ export class RedisRecordStore implements SessionStore {
         this.keys.retention,
         this.keys.pending(userOfRecordId(id)),
         this.keys.fence(fence?.slot ?? 0),
+        this.keys.changeLog,
       ],
       [
         id,
@@ -351,6 +390,7 @@ export class RedisRecordStore implements SessionStore {
         callIdsOf(s).join("\n"),
         this.keys.changes,
         fence ? fence.token : "",
+        this.changeLogLength,
       ],
     );
     const [outcome, n] = reply as [string, string];
@@ -470,7 +510,7 @@ export class RedisRecordStore implements SessionStore {
   }
 
   private purgeKeys(id: string): string[] {
-    return [this.keys.record(id), this.keys.callIds, this.keys.retention, this.keys.pending(userOfRecordId(id))];
+    return [this.keys.record(id), this.keys.callIds, this.keys.retention, this.keys.pending(userOfRecordId(id)), this.keys.changeLog];
   }
 
   private setEntry(id: string, s: Revised, text: string, rev: number): void {
@@ -494,17 +534,26 @@ export class RedisRecordStore implements SessionStore {
     this.byCallId.remove(id, e.callIds);
   }
 
-  /** A change notice "<rev> <writer> <id>": another sidecar's write is read again (ours are in the mirror already). */
+  /** A change notice "<log entry id> <rev> <writer> <id>" (scripts.ts noteChange): another sidecar's write is read again (ours are in the mirror already). */
   private onChange(notice: string): void {
-    const a = notice.indexOf(" ");
-    const b = notice.indexOf(" ", a + 1);
-    if (a < 0 || b < 0) {
+    const at = notice.indexOf(" ");
+    const entry = at < 0 ? "" : notice.slice(0, at);
+    const id = ENTRY_ID.test(entry) ? this.changedRecord(notice.slice(at + 1)) : null;
+    if (id === null) {
       this.log.warn("session record change notice skipped", { notice: notice.slice(0, 200) });
       return;
     }
-    if (notice.slice(a + 1, b) === this.writer) return;
-    const id = notice.slice(b + 1);
-    this.refresh(id, false).catch((err) => this.log.warn("session record not read again", { record: id, reason: String(err) }));
+    if (compareEntryIds(entry, this.logAt) > 0) this.logAt = entry;
+    if (id !== undefined)
+      this.refresh(id, false).catch((err) => this.log.warn("session record not read again", { record: id, reason: String(err) }));
+  }
+
+  /** The record a change "<rev> <writer> <id>" names; undefined when this sidecar wrote it, null when malformed. */
+  private changedRecord(change: string): string | undefined | null {
+    const a = change.indexOf(" ");
+    const b = change.indexOf(" ", a + 1);
+    if (a < 0 || b < 0 || b === change.length - 1) return null;
+    return change.slice(a + 1, b) === this.writer ? undefined : change.slice(b + 1);
   }
 
   /** Reads one record again; `force`: even when the mirror holds a newer revision (after a refused write). */
@@ -536,8 +585,88 @@ export class RedisRecordStore implements SessionStore {
     return true;
   }
 
-  /** Reads every record (start-up, after a reconnect); records gone from Redis leave the mirror. */
-  private async resync(): Promise<void> {
+  /**
+   * After the subscription came back: the changes logged since the last one
+   * taken in before it dropped are read again. A full read instead when the
+   * log cannot say (trimmed past that entry, or gone or younger: Redis lost
+   * its data). Retried while it fails: the notices since are no substitute.
+   */
+  private catchUp(): void {
+    if (this.missedFrom === undefined || this.catchingUp) return;
+    this.catchingUp = this.readMissed(this.missedFrom)
+      .then(
+        () => {
+          this.missedFrom = undefined;
+        },
+        (err) => {
+          this.log.warn("session records not read again after a reconnect: retrying", { reason: String(err) });
+          return sleep(CATCH_UP_RETRY_MS, undefined, { ref: false });
+        },
+      )
+      .finally(() => {
+        this.catchingUp = undefined;
+        if (this.loaded) this.catchUp();
+      });
+  }
+
+  private async readMissed(from: string): Promise<void> {
+    const log = await this.changeLogState();
+    let gap: string | false;
+    if (log === undefined) gap = from !== "0-0" && "the change log is gone";
+    else if (compareEntryIds(log.last, from) < 0) gap = "the change log is younger than the last change read";
+    else if (from === "0-0") gap = log.trimmed && "the change log was trimmed past the last change read";
+    else {
+      // trimming takes the oldest entries first: while the last one read is there, nothing after it is gone
+      const [head] = (await this.redis.xrange(this.keys.changeLog, from, "+", "COUNT", 1)) as [string, string[]][];
+      gap = head?.[0] !== from && "the change log was trimmed past the last change read";
+    }
+    if (gap) {
+      this.log.warn("session records read again in full after a reconnect", { reason: gap, lastChangeRead: from });
+      await this.readAll();
+      return;
+    }
+    let changes = 0;
+    let records = 0;
+    let cursor = `(${from}`;
+    for (;;) {
+      const entries = (await this.redis.xrange(this.keys.changeLog, cursor, "+", "COUNT", SCAN_BATCH)) as [string, string[]][];
+      const ids = new Set<string>();
+      for (const [entry, fields] of entries) {
+        changes++;
+        cursor = `(${entry}`;
+        const id = this.changedRecord(fields[fields.indexOf("n") + 1] ?? "");
+        if (id === null) this.log.warn("session record change log entry skipped", { entry });
+        else if (id !== undefined) ids.add(id);
+      }
+      await Promise.all([...ids].map((id) => this.refresh(id, false)));
+      records += ids.size;
+      if (entries.length < SCAN_BATCH) break;
+    }
+    this.log.info("session records caught up from the change log after a reconnect", { changes, records, from });
+  }
+
+  /** The change log's newest entry id, and whether it ever dropped an entry (XINFO STREAM); undefined when there is none. */
+  private async changeLogState(): Promise<{ last: string; trimmed: boolean } | undefined> {
+    let info: unknown[];
+    try {
+      info = (await this.redis.xinfo("STREAM", this.keys.changeLog)) as unknown[];
+    } catch (err) {
+      if (/no such key/i.test(String(err))) return undefined;
+      throw err;
+    }
+    const field = (name: string) => {
+      const at = info.indexOf(name);
+      return at < 0 ? undefined : info[at + 1];
+    };
+    // Redis before 7.0 does not count what was added: taken as trimmed
+    const added = field("entries-added");
+    return { last: String(field("last-generated-id") ?? "0-0"), trimmed: added === undefined || Number(added) > Number(field("length")) };
+  }
+
+  /** Reads every record (start-up, a reconnect the change log cannot bridge); records gone from Redis leave the mirror. */
+  private async readAll(): Promise<void> {
+    // changes after this position are notices, or read from the log after a reconnect
+    this.logAt = (await this.changeLogState())?.last ?? "0-0";
     const seen = new Set<string>();
     let cursor = "0";
     do {

@@ -1,7 +1,7 @@
 // The Lua scripts of the shared record store and the leases. Redis runs a
 // script atomically (no other command in between, EVAL docs "Script
 // atomicity"), so a record, its index entries, its retention score, its
-// pending-set membership and the change notice move together or not at all.
+// pending-set membership, the change log and the notice move together or not at all.
 // Sent as EVALSHA, and as EVAL once when the server does not know the script
 // yet (after a restart).
 import { createHash } from "node:crypto";
@@ -28,9 +28,22 @@ export async function runScript(redis: Redis, s: Script, keys: string[], args: (
 }
 
 /**
+ * A change, "<rev> <writer> <id>": appended to the change log (a stream
+ * trimmed to about `maxlen` entries, XADD MAXLEN ~) and published with the
+ * log entry's id in front, "<entry id> <rev> <writer> <id>", so a sidecar
+ * whose subscription dropped reads what it missed from its last entry id on.
+ */
+const NOTE_CHANGE = `
+local function noteChange(log, maxlen, channel, notice)
+  local at = redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'n', notice)
+  redis.call('PUBLISH', channel, at .. ' ' .. notice)
+end
+`;
+
+/**
  * Puts a record.
- * KEYS: rec, callids, retention, pending:<user>, fence:<slot> (or any key when unfenced)
- * ARGV: id, value, base revision, writer, purge-at score, pending 0/1, Call-IDs ("\n"-joined), channel, fencing token ("" unfenced)
+ * KEYS: rec, callids, retention, pending:<user>, fence:<slot> (or any key when unfenced), changelog
+ * ARGV: id, value, base revision, writer, purge-at score, pending 0/1, Call-IDs ("\n"-joined), channel, fencing token ("" unfenced), change log length
  * Returns {"ok", rev} | {"stale", current rev} | {"fenced", newest token}.
  *
  * Compare-and-set: a write is refused when its base revision is older than
@@ -40,11 +53,11 @@ export async function runScript(redis: Redis, s: Script, keys: string[], args: (
  * src/session/serial.ts; its later write knows its earlier one).
  */
 export const PUT_RECORD = script(
-  5,
-  `
-local rec, callids, retention, pending, fence = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, value, base, writer, purgeAt, isPending, calls, channel, token =
-  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+  6,
+  `${NOTE_CHANGE}
+local rec, callids, retention, pending, fence, changelog = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local id, value, base, writer, purgeAt, isPending, calls, channel, token, maxlen =
+  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 if token ~= '' then
   local newest = tonumber(redis.call('GET', fence) or '0')
   if tonumber(token) < newest then return {'fenced', tostring(newest)} end
@@ -74,22 +87,22 @@ local nextRev = rev + 1
 redis.call('HSET', rec, 'v', value, 'rev', nextRev, 'by', writer, 'mark', mark, 'calls', calls)
 redis.call('ZADD', retention, purgeAt, id)
 if isPending == '1' then redis.call('SADD', pending, id) else redis.call('SREM', pending, id) end
-redis.call('PUBLISH', channel, nextRev .. ' ' .. writer .. ' ' .. id)
+noteChange(changelog, maxlen, channel, nextRev .. ' ' .. writer .. ' ' .. id)
 return {'ok', tostring(nextRev)}
 `,
 );
 
 /**
  * Purges a record.
- * KEYS: rec, callids, retention, pending:<user>
- * ARGV: id, writer, channel, due ("" always; else only when its retention score is below it: the sweep)
+ * KEYS: rec, callids, retention, pending:<user>, changelog
+ * ARGV: id, writer, channel, due ("" always; else only when its retention score is below it: the sweep), change log length
  * Returns the record's value, or nil when there was none (or it is not due).
  */
 export const PURGE_RECORD = script(
-  4,
-  `
-local rec, callids, retention, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local id, writer, channel, due = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+  5,
+  `${NOTE_CHANGE}
+local rec, callids, retention, pending, changelog = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, writer, channel, due, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if due ~= '' then
   local score = redis.call('ZSCORE', retention, id)
   if score and (score == 'inf' or tonumber(score) >= tonumber(due)) then return false end
@@ -104,7 +117,7 @@ if cur[2] then
   end
 end
 redis.call('DEL', rec)
-redis.call('PUBLISH', channel, '0 ' .. writer .. ' ' .. id)
+noteChange(changelog, maxlen, channel, '0 ' .. writer .. ' ' .. id)
 return cur[1]
 `,
 );

@@ -200,6 +200,13 @@ test("session.store defaults to the journal; redis needs session.redisUrl, a red
   assert.throws(() => buildConfig({ session: { redisUrl: "redis//x" } }), /session\.redisUrl/);
 });
 
+test("session.redisChangeLog: about 100000 changes kept by default; a positive count from the file or CPM_PF__SESSION__REDISCHANGELOG, else the key is named", () => {
+  assert.equal(defaults.session.redisChangeLog, 100_000);
+  assert.equal(buildConfig({ session: { redisChangeLog: 5000 } }).session.redisChangeLog, 5000);
+  assert.equal(buildConfig({}, { CPM_PF__SESSION__REDISCHANGELOG: "250000" }).session.redisChangeLog, 250_000);
+  for (const bad of [0, -1, 1.5, "many"]) assert.throws(() => buildConfig({ session: { redisChangeLog: bad } }), /session\.redisChangeLog/);
+});
+
 test("RJ-1 scale-out: sip.advertisedAddress, the UA as Kamailio reaches it: default sip:<host>:<port> (none for a wildcard bind); a sip:host:port URI, else the key is named", () => {
   assert.equal(uaAddress(buildConfig({}).sip), "sip:127.0.0.1:5097");
   assert.equal(uaAddress(buildConfig({ sip: { host: "::1", port: 6000 } }).sip), "sip:[::1]:6000");
