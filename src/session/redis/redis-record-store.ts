@@ -80,7 +80,7 @@ export interface RedisRecordStoreOptions {
   changeLogLength?: number;
 }
 
-export const DEFAULT_CHANGE_LOG_LENGTH = 100_000;
+const DEFAULT_CHANGE_LOG_LENGTH = 100_000;
 
 /** Orders two stream entry ids "<ms>-<seq>" (Redis streams, "Entry IDs"). */
 export function compareEntryIds(a: string, b: string): number {
@@ -279,13 +279,7 @@ export class RedisRecordStore implements SessionStore {
   purge(id: string): Promise<void> {
     this.dropEntry(id);
     this.held?.drop(id);
-    const done = runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), [
-      id,
-      this.writer,
-      this.keys.changes,
-      "",
-      this.changeLogLength,
-    ]).then(
+    const done = runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), this.purgeArgs(id, "")).then(
       () => undefined,
       (err) => {
         throw this.failed("CPM_ERR_RECORD_STORE_UNAVAILABLE", "session record not purged", id, err);
@@ -299,13 +293,7 @@ export class RedisRecordStore implements SessionStore {
     const due = await this.redis.zrangebyscore(this.keys.retention, "-inf", `(${now}`);
     const purged: GroupSession[] = [];
     for (const id of due) {
-      const value = await runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), [
-        id,
-        this.writer,
-        this.keys.changes,
-        now,
-        this.changeLogLength,
-      ]);
+      const value = await runScript(this.redis, PURGE_RECORD, this.purgeKeys(id), this.purgeArgs(id, now));
       if (typeof value !== "string") continue;
       this.dropEntry(id);
       try {
@@ -513,6 +501,11 @@ export class RedisRecordStore implements SessionStore {
     return [this.keys.record(id), this.keys.callIds, this.keys.retention, this.keys.pending(userOfRecordId(id)), this.keys.changeLog];
   }
 
+  /** PURGE_RECORD's arguments; `due` "" purges whatever its retention says (scripts.ts). */
+  private purgeArgs(id: string, due: number | ""): (string | number)[] {
+    return [id, this.writer, this.keys.changes, due, this.changeLogLength];
+  }
+
   private setEntry(id: string, s: Revised, text: string, rev: number): void {
     const before = this.entries.get(id);
     const callIds = callIdsOf(s);
@@ -634,6 +627,7 @@ export class RedisRecordStore implements SessionStore {
       for (const [entry, fields] of entries) {
         changes++;
         cursor = `(${entry}`;
+        if (compareEntryIds(entry, this.logAt) > 0) this.logAt = entry;
         const id = this.changedRecord(fields[fields.indexOf("n") + 1] ?? "");
         if (id === null) this.log.warn("session record change log entry skipped", { entry });
         else if (id !== undefined) ids.add(id);
