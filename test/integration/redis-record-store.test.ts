@@ -369,6 +369,37 @@ test("session.redisWriteAhead: with Redis SIGKILLed every put() resolves (held o
   }
 });
 
+test("session.redisWriteAhead: a write under way when Redis's connection drops is held once; its own failure arriving later does not put it back over a newer held write of the same record", async () => {
+  const keys = freshKeyspace();
+  const dir = await mkdtemp(join(tmpdir(), "cpm-wal-"));
+  try {
+    const a = await withWriteAhead(keys, dir);
+    const names = Array.from({ length: 60 }, (_, i) => `late-${i}`);
+    for (const key of names) await a.put({ ...session(key), conferenceVersion: 0 });
+    await a.flush();
+    // version 1 of every record under way at once, Redis killed under them
+    const ones = names.map((key) => a.put({ ...session(key), conferenceVersion: 1 }));
+    await redis.kill();
+    await Promise.all(ones);
+    // version 2, held behind them
+    for (const key of names) await a.put({ ...session(key), conferenceVersion: 2 });
+    // ioredis fails the commands it carried only after its reconnect attempt: let that happen while Redis is down
+    await sleep(1500);
+    await redis.restart();
+    await eventually("nothing held", () => a.heldWrites === 0 && statSync(join(dir, WRITE_AHEAD_FILE)).size === 0, 10_000);
+    const b = await sidecar(keys);
+    const behind = names.filter((key) => b.get(key)?.conferenceVersion !== 2);
+    assert.deepEqual(behind, [], "every record at its last version in Redis");
+    assert.deepEqual(
+      names.filter((key) => a.get(key)?.conferenceVersion !== 2),
+      [],
+      "and in the sidecar's mirror",
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test("session.redisWriteAhead across a sidecar restart: writes held while Redis was down are replayed by the next start; where another sidecar wrote the record since, the later record (updatedAt) stays", async () => {
   const keys = freshKeyspace();
   const dir = await mkdtemp(join(tmpdir(), "cpm-wal-"));
