@@ -486,7 +486,7 @@ test("session.redisChangeLog: a sidecar whose change subscription dropped reads,
   await eventually("a change after the catch-up", () => a.getById(idOf("cl-after")) !== undefined);
 });
 
-test("session.redisChangeLog: a gap longer than the change log (trimmed past the last change read) or a change log that is gone (Redis lost its data) is bridged by reading every record again", async () => {
+test("session.redisChangeLog: a gap longer than the change log (trimmed past the last change read) or a change log that is gone or begun afresh (Redis lost its data) is bridged by reading every record again", async () => {
   const keys = freshKeyspace();
   const { logger, lines } = capturingLogger("info");
   const a = await sidecar(keys, { log: logger, changeLogLength: 10 });
@@ -499,7 +499,7 @@ test("session.redisChangeLog: a gap longer than the change log (trimmed past the
   });
   await eventually("A has every record", () => a.size === 401, 10_000);
   assert.ok(
-    lines.some((l) => l.includes("read again in full") && l.includes("trimmed past the last change read")),
+    lines.some((l) => l.includes("read again in full") && l.includes("no longer holds the last change read")),
     lines.join("\n"),
   );
   // the change log gone: every record read again, and one deleted meanwhile leaves the mirror
@@ -508,4 +508,17 @@ test("session.redisChangeLog: a gap longer than the change log (trimmed past the
   });
   await eventually("the record deleted behind the log's back left A's mirror", () => a.getById(idOf("tr-3")) === undefined, 10_000);
   assert.ok(lines.some((l) => l.includes("read again in full") && l.includes("the change log is gone")));
+  // a change taken in live, then Redis loses its data and a change log is begun afresh meanwhile: it does not hold that change
+  await b.put(session("tr-live"));
+  await eventually("a live change", () => a.getById(idOf("tr-live")) !== undefined);
+  const mark = lines.length;
+  await withSubscriptionDown(a, async () => {
+    await admin.del(keys.changeLog, keys.record(idOf("tr-5")));
+    await b.put(session("tr-fresh"));
+  });
+  await eventually("read in full again", () => a.getById(idOf("tr-5")) === undefined && a.getById(idOf("tr-fresh")) !== undefined, 10_000);
+  assert.ok(
+    lines.slice(mark).some((l) => l.includes("read again in full") && l.includes("begun afresh")),
+    lines.slice(mark).join("\n"),
+  );
 });

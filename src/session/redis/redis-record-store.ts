@@ -605,13 +605,15 @@ export class RedisRecordStore implements SessionStore {
   private async readMissed(from: string): Promise<void> {
     const log = await this.changeLogState();
     let gap: string | false;
-    if (log === undefined) gap = from !== "0-0" && "the change log is gone";
+    if (log === undefined) gap = "the change log is gone";
+    // the last full read found no change log: nothing says what happened before its first entry
+    else if (from === "0-0") gap = "no change read since the change log began";
     else if (compareEntryIds(log.last, from) < 0) gap = "the change log is younger than the last change read";
-    else if (from === "0-0") gap = log.trimmed && "the change log was trimmed past the last change read";
     else {
       // trimming takes the oldest entries first: while the last one read is there, nothing after it is gone
+      // (a log begun afresh after Redis lost its data does not hold it either)
       const [head] = (await this.redis.xrange(this.keys.changeLog, from, "+", "COUNT", 1)) as [string, string[]][];
-      gap = head?.[0] !== from && "the change log was trimmed past the last change read";
+      gap = head?.[0] !== from && "the change log no longer holds the last change read (trimmed, or begun afresh)";
     }
     if (gap) {
       this.log.warn("session records read again in full after a reconnect", { reason: gap, lastChangeRead: from });
@@ -639,8 +641,8 @@ export class RedisRecordStore implements SessionStore {
     this.log.info("session records caught up from the change log after a reconnect", { changes, records, from });
   }
 
-  /** The change log's newest entry id, and whether it ever dropped an entry (XINFO STREAM); undefined when there is none. */
-  private async changeLogState(): Promise<{ last: string; trimmed: boolean } | undefined> {
+  /** The change log's newest entry id (XINFO STREAM); undefined when there is none. */
+  private async changeLogState(): Promise<{ last: string } | undefined> {
     let info: unknown[];
     try {
       info = (await this.redis.xinfo("STREAM", this.keys.changeLog)) as unknown[];
@@ -648,13 +650,8 @@ export class RedisRecordStore implements SessionStore {
       if (/no such key/i.test(String(err))) return undefined;
       throw err;
     }
-    const field = (name: string) => {
-      const at = info.indexOf(name);
-      return at < 0 ? undefined : info[at + 1];
-    };
-    // Redis before 7.0 does not count what was added: taken as trimmed
-    const added = field("entries-added");
-    return { last: String(field("last-generated-id") ?? "0-0"), trimmed: added === undefined || Number(added) > Number(field("length")) };
+    const at = info.indexOf("last-generated-id");
+    return { last: at < 0 ? "0-0" : String(info[at + 1]) };
   }
 
   /** Reads every record (start-up, a reconnect the change log cannot bridge); records gone from Redis leave the mirror. */
