@@ -36,6 +36,18 @@ import { Mailboxes } from "./store/mailboxes.js";
 import { SessionDescriptors } from "./store/session-descriptor.js";
 import { MessageStoreSessionRecorder } from "./store/session-record.js";
 
+/**
+ * libuv's thread pool (file system, DNS, crypto): UV_THREADPOOL_SIZE, read
+ * when the pool first runs, which for an ES module entry is before its first
+ * line: it is set by whatever starts the process (npm start, the systemd
+ * unit, the Docker image, the test harness), not here.
+ */
+const RECOMMENDED_THREADPOOL = 16;
+function threadpoolSize(): number {
+  const n = Number(process.env.UV_THREADPOOL_SIZE);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 1024) : 4;
+}
+
 async function main(): Promise<void> {
   let cfg: ReturnType<typeof loadConfig>;
   try {
@@ -249,7 +261,14 @@ async function main(): Promise<void> {
     ? await startMetrics(prom, cfg.metrics, { sessions, store, deferred, media: msrp, replay, ua, pf, delivery }, log)
     : undefined;
   server.serving();
+  const threads = threadpoolSize();
+  // the spool's writes and fsyncs, the journals' and every other file operation share libuv's pool
+  if (threads < RECOMMENDED_THREADPOOL)
+    log.warn("libuv thread pool small for the spool's fsyncs under load: start the sidecar with UV_THREADPOOL_SIZE=16", {
+      threadpool: threads,
+    });
   log.info("sidecar ready", {
+    threadpool: threads,
     grpc: server.target,
     mode: cfg.pf.mode,
     media: msrp ? `${msrp.address.host}:${msrp.address.port}` : "off",

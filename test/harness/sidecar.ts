@@ -58,6 +58,8 @@ export async function startSidecar(env: Record<string, string> = {}, opts: Sidec
     if (v !== undefined && !k.startsWith("CPM_PF")) base[k] = v;
   }
   const childEnv: Record<string, string> = {
+    // as npm start, the systemd unit and the Docker image start it
+    UV_THREADPOOL_SIZE: "16",
     ...base,
     CPM_PF__GRPC__HOST: "127.0.0.1",
     CPM_PF__GRPC__PORT: String(port),
