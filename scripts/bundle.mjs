@@ -1,8 +1,8 @@
 // The sidecar as one ES module, dist/bundle/sidecar.mjs, built from tsc's
 // output (dist/src/main.js) with esbuild: what `npm start`, systemd, Docker
-// and the test harness run. Why: a start loads ~1,000 modules otherwise, and
-// on a 2-core box that boot (≈750 ms CPU, mostly module resolution and
-// loading) is taken from the sidecars still serving; bundled it is ≈300 ms.
+// and the test harness run. Why: unbundled, a start resolves and loads
+// hundreds of module files, and a restart's boot CPU is taken from the
+// sidecars still serving on the same cores (README, after the quick start).
 // The gRPC packages stay in node_modules: grpc-health-check and
 // @grpc/reflection read .proto files next to their own code, and they must
 // share one @grpc/grpc-js with the server.
