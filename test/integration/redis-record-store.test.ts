@@ -458,7 +458,7 @@ async function withSubscriptionDown(store: RedisRecordStore, meanwhile: () => Pr
   }
 }
 
-test("session.redisChangeLog: a sidecar whose change subscription dropped reads, once it is back, only the changes it missed (from the change log), not every record", async () => {
+test("session.redisChangeLog: a sidecar whose change subscription dropped reads, once it is back, only the changes it missed (from the change log), not every record; a damaged log entry is logged and skipped", async () => {
   const keys = freshKeyspace();
   const { logger, lines } = capturingLogger("info");
   const a = await sidecar(keys, { log: logger });
@@ -473,13 +473,21 @@ test("session.redisChangeLog: a sidecar whose change subscription dropped reads,
     }
     await b.purge(idOf("cl-7"));
     await b.put(session("cl-new"));
+    // bad input in the log: an entry without the change field, one that is not a change
+    await admin.xadd(keys.changeLog, "*", "x", "garbage");
+    await admin.xadd(keys.changeLog, "*", "n", "nonsense");
   });
   await eventually("A has the changes it missed", () => a.getById(idOf("cl-4"))?.subject === "while A was away", 10_000);
   await eventually("the purge", () => a.getById(idOf("cl-7")) === undefined);
   assert.ok(a.getById(idOf("cl-new")), "a record created meanwhile");
   const caughtUp = lines.filter((l) => l.includes("session records caught up from the change log after a reconnect"));
   assert.equal(caughtUp.length, 1, lines.join("\n"));
-  assert.match(caughtUp[0] as string, /"changes":7\b/, "the 5 writes, the purge and the new record, nothing before them");
+  assert.match(
+    caughtUp[0] as string,
+    /"changes":9\b/,
+    "the 5 writes, the purge, the new record and the 2 bad entries, nothing before them",
+  );
+  assert.equal(lines.filter((l) => l.includes("session record change log entry skipped")).length, 2, "each bad entry logged and skipped");
   assert.ok(!lines.some((l) => l.includes("read again in full")), "no full read");
   // and it goes on taking B's changes live
   await b.put(session("cl-after"));

@@ -581,8 +581,9 @@ export class RedisRecordStore implements SessionStore {
   /**
    * After the subscription came back: the changes logged since the last one
    * taken in before it dropped are read again. A full read instead when the
-   * log cannot say (trimmed past that entry, or gone or younger: Redis lost
-   * its data). Retried while it fails: the notices since are no substitute.
+   * log cannot say: it no longer holds that entry (trimmed, or begun afresh
+   * after Redis lost its data), it is gone or younger, or the last full read
+   * found none. Retried while it fails: the notices since are no substitute.
    */
   private catchUp(): void {
     if (this.missedFrom === undefined || this.catchingUp) return;
@@ -630,7 +631,8 @@ export class RedisRecordStore implements SessionStore {
         changes++;
         cursor = `(${entry}`;
         if (compareEntryIds(entry, this.logAt) > 0) this.logAt = entry;
-        const id = this.changedRecord(fields[fields.indexOf("n") + 1] ?? "");
+        const at = fields.indexOf("n");
+        const id = this.changedRecord(at < 0 ? "" : (fields[at + 1] ?? ""));
         if (id === null) this.log.warn("session record change log entry skipped", { entry });
         else if (id !== undefined) ids.add(id);
       }
