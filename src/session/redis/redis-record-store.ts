@@ -604,12 +604,12 @@ export class RedisRecordStore implements SessionStore {
   }
 
   private async readMissed(from: string): Promise<void> {
-    const log = await this.changeLogState();
+    const last = await this.changeLogLast();
     let gap: string | false;
-    if (log === undefined) gap = "the change log is gone";
+    if (last === undefined) gap = "the change log is gone";
     // the last full read found no change log: nothing says what happened before its first entry
     else if (from === "0-0") gap = "no change read since the change log began";
-    else if (compareEntryIds(log.last, from) < 0) gap = "the change log is younger than the last change read";
+    else if (compareEntryIds(last, from) < 0) gap = "the change log is younger than the last change read";
     else {
       // trimming takes the oldest entries first: while the last one read is there, nothing after it is gone
       // (a log begun afresh after Redis lost its data does not hold it either)
@@ -643,23 +643,16 @@ export class RedisRecordStore implements SessionStore {
     this.log.info("session records caught up from the change log after a reconnect", { changes, records, from });
   }
 
-  /** The change log's newest entry id (XINFO STREAM); undefined when there is none. */
-  private async changeLogState(): Promise<{ last: string } | undefined> {
-    let info: unknown[];
-    try {
-      info = (await this.redis.xinfo("STREAM", this.keys.changeLog)) as unknown[];
-    } catch (err) {
-      if (/no such key/i.test(String(err))) return undefined;
-      throw err;
-    }
-    const at = info.indexOf("last-generated-id");
-    return { last: at < 0 ? "0-0" : String(info[at + 1]) };
+  /** The change log's newest entry id; undefined when there is none. */
+  private async changeLogLast(): Promise<string | undefined> {
+    const [newest] = (await this.redis.xrevrange(this.keys.changeLog, "+", "-", "COUNT", 1)) as [string, string[]][];
+    return newest?.[0];
   }
 
   /** Reads every record (start-up, a reconnect the change log cannot bridge); records gone from Redis leave the mirror. */
   private async readAll(): Promise<void> {
     // changes after this position are notices, or read from the log after a reconnect
-    this.logAt = (await this.changeLogState())?.last ?? "0-0";
+    this.logAt = (await this.changeLogLast()) ?? "0-0";
     const seen = new Set<string>();
     let cursor = "0";
     do {
