@@ -33,6 +33,7 @@ import { applyClaim } from "../procedures/delivery-guard.js";
 import type { PendingItem } from "../procedures/delivery-items.js";
 import { itemId } from "../procedures/delivery-items.js";
 import {
+  CALL_COMPLETED,
   type DeliveryAction,
   type DeliveryInvite,
   type DeliveryPolicy,
@@ -681,16 +682,19 @@ export class DeliveryService implements RegistrationHandler {
   }
 
   private feed(m: Machine, ev: DeferredDeliveryEvent): void {
-    m.chain = m.chain.then(() => {
-      if (this.closed || this.machines.get(m.id) !== m) return;
-      const { policy } = this.deps;
-      if (m.proc.kind === "registration") return this.apply(m, stepDeferredDelivery(m.proc.state, ev, policy));
-      if (ev.type === "inviteResponse" || ev.type === "retryTimer" || ev.type === "superseded" || ev.type === "registeredAgain") {
-        this.deps.log.error("registration event fed to a re-join delivery", { ...this.fields(m), event: ev.type });
-        return;
-      }
-      return this.apply(m, stepRejoinDelivery(m.proc.state, ev, policy));
-    });
+    m.chain = m.chain.then(() => this.step(m, ev));
+  }
+
+  /** One event in the machine's turn: its procedure's step, then the actions. */
+  private step(m: Machine, ev: DeferredDeliveryEvent): Promise<void> | undefined {
+    if (this.closed || this.machines.get(m.id) !== m) return;
+    const { policy } = this.deps;
+    if (m.proc.kind === "registration") return this.apply(m, stepDeferredDelivery(m.proc.state, ev, policy));
+    if (ev.type === "inviteResponse" || ev.type === "retryTimer" || ev.type === "superseded" || ev.type === "registeredAgain") {
+      this.deps.log.error("registration event fed to a re-join delivery", { ...this.fields(m), event: ev.type });
+      return;
+    }
+    return this.apply(m, stepRejoinDelivery(m.proc.state, ev, policy));
   }
 
   private async apply(m: Machine, step: Step<DeferredDeliveryState> | Step<RejoinState>): Promise<void> {
@@ -885,6 +889,16 @@ export class DeliveryService implements RegistrationHandler {
       case "cancelInvite":
         m.invite?.cancel();
         return;
+      case "abandonInvite": {
+        // sendInvite's handlers see that it is no longer the machine's INVITE
+        const stale = m.invite;
+        m.invite = undefined;
+        if (stale) {
+          this.byCallId.delete(stale.callId);
+          stale.cancel();
+        }
+        return;
+      }
       case "readDeferred": {
         // a re-join's first read: what the device confirmed before a crash is marked first (a registration did it in startFor)
         const first = m.proc.kind === "rejoin" && !m.confirmedMarked;
@@ -1144,7 +1158,7 @@ export class DeliveryService implements RegistrationHandler {
     ];
     const sent = this.deps.ua.invite(
       { requestUri: invite.requestUri, route: invite.route, headers, body: body.toString("utf8") },
-      (status) => this.feed(m, { type: "inviteResponse", status }),
+      (status) => this.feedFrom(m, sent, () => ({ type: "inviteResponse", status })),
     );
     m.invite = sent;
     this.byCallId.set(sent.callId, m.id);
@@ -1153,29 +1167,54 @@ export class DeliveryService implements RegistrationHandler {
     void sent.outcome.finally(() => clearTimeout(ring)).catch(() => undefined);
     this.deps.log.info("delivery INVITE sent", { ...this.fields(m), requestUri: invite.requestUri, deliveryCallId: sent.callId });
     sent.outcome.then(
-      (o) => {
-        const status = o.status;
-        let answerUnusable: string | undefined;
-        if (status >= 200 && status < 300 && o.dialog) {
-          m.dialog = o.dialog;
-          try {
-            leg.applyAnswer(sdpOf(o.response, "2xx to the delivery INVITE"));
-          } catch (err) {
-            answerUnusable = err instanceof CpmError ? err.detail : String(err);
-            this.deps.log.warn("delivery answer unusable", { ...this.fields(m), reason: answerUnusable });
-          }
-        } else if (status >= 300) leg.close(`INVITE answered ${status}`);
-        this.feed(
+      (o) =>
+        this.feedFrom(
           m,
-          answerUnusable === undefined ? { type: "inviteResponse", status } : { type: "inviteResponse", status, answerUnusable },
-        );
-      },
+          sent,
+          () => {
+            const status = o.status;
+            let answerUnusable: string | undefined;
+            if (status >= 200 && status < 300 && o.dialog) {
+              m.dialog = o.dialog;
+              try {
+                leg.applyAnswer(sdpOf(o.response, "2xx to the delivery INVITE"));
+              } catch (err) {
+                answerUnusable = err instanceof CpmError ? err.detail : String(err);
+                this.deps.log.warn("delivery answer unusable", { ...this.fields(m), reason: answerUnusable });
+              }
+            } else if (status >= 300) leg.close(`INVITE answered ${status}`);
+            return answerUnusable === undefined ? { type: "inviteResponse", status } : { type: "inviteResponse", status, answerUnusable };
+          },
+          () => this.abandoned(m, sent.callId, o, leg),
+        ),
       (err) => {
         this.deps.log.warn("delivery INVITE failed", { ...this.fields(m), reason: String(err) });
         leg.close("INVITE failed");
-        this.feed(m, { type: "inviteResponse", status: 408 });
+        this.feedFrom(m, sent, () => ({ type: "inviteResponse", status: 408 }));
       },
     );
+  }
+
+  /**
+   * An answer to the INVITE `sent`, taken in the machine's turn: the event
+   * `make` returns while it is still the machine's INVITE; `dropped` once an
+   * abandonInvite before it in the turn order dropped that INVITE.
+   */
+  private feedFrom(m: Machine, sent: object, make: () => DeferredDeliveryEvent, dropped?: () => void): void {
+    m.chain = m.chain.then(() => {
+      if (m.invite !== sent) return dropped?.();
+      return this.step(m, make());
+    });
+  }
+
+  /** The final answer to a delivery INVITE the machine dropped (abandonInvite): a dialog it made is ended at once (RFC 3261 15). */
+  private abandoned(m: Machine, callId: string, o: { status: number; dialog?: UaDialog }, leg: DeliveryLeg): void {
+    leg.close("INVITE dropped");
+    this.deps.log.info("answer to a dropped delivery INVITE", { ...this.fields(m), deliveryCallId: callId, status: o.status });
+    if (o.status >= 300 || !o.dialog) return;
+    const ua = this.deps.ua;
+    ua.ack(o.dialog);
+    void ua.bye(o.dialog, [["Reason", CALL_COMPLETED]]).catch(() => 0);
   }
 
   /**

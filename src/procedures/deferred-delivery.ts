@@ -176,6 +176,18 @@ function instanceContact(policy: DeliveryPolicy, client: RegisteredClient): [str
   return [["Accept-Contact", `*;+sip.instance="${client.instanceId.replace(/^"|"$/g, "")}";require;explicit`]];
 }
 
+/** Whether two registrations of the device name one contact (its URI; the parameters change with each refresh). */
+function sameBinding(a: RegisteredClient, b: RegisteredClient): boolean {
+  const uri = (c: RegisteredClient): string => {
+    try {
+      return parseNameAddr(c.contact).uri;
+    } catch {
+      return c.contact;
+    }
+  };
+  return uri(a) === uri(b);
+}
+
 /** Decision: the registered contact, so the client that registered gets it; the served user when the contact is no SIP URI. */
 function requestUriOf(servedUser: string, client: RegisteredClient): string {
   try {
@@ -392,6 +404,17 @@ function registeredAgain(s: DeferredDeliveryState, client: RegisteredClient, pol
   if (s.invitePhase === "retryWait") {
     const r = invite({ ...s, client, attempts: 0 }, policy);
     return { ...r, notes: ["registered again while a retry waited: re-attempted now", ...r.notes] };
+  }
+  if (s.invitePhase === "inviting" && !sameBinding(s.client, client)) {
+    // the device's binding moved (RFC 3261 10.3, RFC 5627: one device, its new contact): ringing the
+    // contact it left would hold the delivery until that INVITE times out
+    const { reRegistered: _, ...rest } = s;
+    const r = invite({ ...rest, client, attempts: 0 }, policy);
+    return {
+      ...r,
+      actions: [{ kind: "abandonInvite" }, ...r.actions],
+      notes: ["registered again at another contact during the delivery INVITE: that INVITE dropped, re-attempted there now", ...r.notes],
+    };
   }
   if (s.invitePhase === "inviting") {
     return dstep(

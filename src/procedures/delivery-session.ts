@@ -104,6 +104,12 @@ export type DeliveryAction =
   | { kind: "sendInvite"; invite: DeliveryInvite }
   /** CANCEL the delivery INVITE (superseded by a re-join before its final answer). */
   | { kind: "cancelInvite" }
+  /**
+   * DD-1: the INVITE under way is dropped (the device registered another
+   * contact): CANCELled (RFC 3261 9.1), and a 2xx it still gets is ACKed and
+   * BYEd; its answer is no event of the delivery.
+   */
+  | { kind: "abandonInvite" }
   /** DD-7 / DD-10: ACK the client's 200 OK (8.3.2.1, B2BUA). */
   | { kind: "sendAck" }
   /** Read the oldest items of the session's queue (DeferredQueue.read), answered by `itemsRead`. */

@@ -318,7 +318,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     async (t) => {
       const texts = Array.from({ length: 400 }, (_, i) => `across the crash ${i}`);
       const chat = await rig.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
-      const c = await deliveryAcrossCrash(rig, rig, chat, (clientGone) => rig.crashAndRestart(clientGone), undefined, true);
+      const c = await deliveryAcrossCrash(rig, rig, chat, (clientGone) => rig.crashAndRestart(clientGone), undefined, "resumed");
       assert.ok(
         rig.loggedAll("deferred delivery resumed: the record says it was under way and nobody ran it").length > 0,
         "the restarted sidecar resumed the delivery by itself",
@@ -339,6 +339,30 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
       );
       assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
       assert.equal(c.twiceUnmarked, 0, "every copy carries its first copy's IMDN Message-ID: the client can drop it (RFC 5438 6.3)");
+    },
+  );
+
+  test(
+    "DD-1 DD-10: the sidecar is SIGKILLed mid-delivery and restarted; its resumed delivery rings the contact the device left (nothing answers there) and the device registers from another one: that INVITE is dropped and the rest goes to the new contact at once, not after the old INVITE times out; 0 lost, in order",
+    T,
+    async (t) => {
+      const texts = Array.from({ length: 200 }, (_, i) => `moved after the crash ${i}`);
+      const chat = await rig.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
+      const c = await deliveryAcrossCrash(rig, rig, chat, (clientGone) => rig.crashAndRestart(clientGone), undefined, "moves");
+      t.diagnostic(
+        `${c.sent} deferred; ${c.before} before the SIGKILL, ${c.after} at the new contact; lost ${c.lost}; twice ${c.twice}; reordered ${c.reordered}; left ${c.left}`,
+      );
+      assert.ok(
+        rig.loggedAll("registered again at another contact during the delivery INVITE: that INVITE dropped, re-attempted there now")
+          .length > 0,
+        "the resumed INVITE was still under way when the device registered again",
+      );
+      assert.ok(c.before < texts.length, "killed mid-delivery");
+      assert.equal(c.lost, 0, "nothing lost");
+      assert.equal(c.reordered, 0, "each delivery in order");
+      assert.ok(c.gso, "DD-11: the GSO after the rest");
+      assert.equal(c.left, 0, "the queue empty");
+      assert.ok(c.twice <= SENT_TWICE_BOUND, `sent twice ${c.twice}: at most ${SENT_TWICE_BOUND}`);
     },
   );
 

@@ -212,7 +212,7 @@ describe("scale-out DD-1: two sidecars on one Redis: the owner of the served use
       const texts = Array.from({ length: TAKEOVER_MESSAGES }, (_, i) => `resumed ${i}`);
       const chat = await rb.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
       await rb.lifecycleMoved(chat, "client-absent -> inactive");
-      const c = await deliveryAcrossCrash(rb, ra, chat, () => rb.sidecar.kill("SIGKILL"), KILL_AT, true);
+      const c = await deliveryAcrossCrash(rb, ra, chat, () => rb.sidecar.kill("SIGKILL"), KILL_AT, "resumed");
       t.diagnostic(
         `${c.sent} deferred; ${c.before} by the killed owner, ${c.after} resumed by the other; lost ${c.lost}; twice ${c.twice}`,
       );

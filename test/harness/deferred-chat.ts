@@ -10,7 +10,7 @@
 // (sip.transport "udp", the UA of before TCP): the deferred-delivery tests are
 // its regression; test/e2e/delivery-transport.test.ts runs the default (auto).
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mailboxNameOf } from "../../src/store/mailbox-name.js";
@@ -296,6 +296,18 @@ export class DeferredChatRig {
 
   async stop(): Promise<void> {
     for (const p of this.peers) await p.close().catch(() => {});
+    // E2E_LOG_DIR: this rig's Kamailio log and the current sidecar's JSON lines, for a look after a failed run
+    if (process.env.E2E_LOG_DIR) {
+      const to = await mkdtemp(join(process.env.E2E_LOG_DIR, "rig-"));
+      await writeFile(join(to, "kamailio.log"), this.kamailio.logs());
+      await writeFile(
+        join(to, "sidecar.jsonl"),
+        this.current
+          .logLines()
+          .map((l) => JSON.stringify(l))
+          .join("\n"),
+      );
+    }
     await this.kamailio.stop();
     await this.current?.stop();
     if (this.ownsDovecot) await this.dovecot.stop();

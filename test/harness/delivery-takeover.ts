@@ -56,10 +56,12 @@ const BYE_REASON = { bye_reason: 'SIP;cause=200;text="Call completed"' };
  * through `first`'s Kamailio) until at least `killAtLeast` came and delivered
  * items are leaving the queue; then `crash` (a SIGKILL; `clientGone` stops
  * the device's SIPp, for a crash that restarts the sidecar to call before
- * the new process starts); then the delivery that takes over, to its end:
- * `resumed`, the restarted sidecar's own (delivery.resumeInterrupted), to
- * the device at the same contact with no REGISTER; else the one the
- * device's next REGISTER through `next`'s Kamailio starts.
+ * the new process starts); then the delivery that takes over, to its end,
+ * as `then` says: "registers", the one the device's next REGISTER through
+ * `next`'s Kamailio starts; "resumed", the restarted sidecar's own
+ * (delivery.resumeInterrupted), to the device at the same contact with no
+ * REGISTER; "moves", that resumed delivery rings the contact the device
+ * left (nobody answers there) and the device registers from another one.
  */
 export async function deliveryAcrossCrash(
   first: DeferredChatRig,
@@ -67,7 +69,7 @@ export async function deliveryAcrossCrash(
   chat: Chat,
   crash: (clientGone: () => Promise<void>) => Promise<void>,
   killAtLeast = 60,
-  resumed = false,
+  then: "registers" | "resumed" | "moves" = "registers",
 ): Promise<TakeoverCounts & { first: string[]; second: string[] }> {
   const texts = chat.sent.map((s) => lastLine({ body: s.body }));
   const t0 = Date.now();
@@ -123,12 +125,20 @@ export async function deliveryAcrossCrash(
       );
     },
     async (contact) => {
-      if (resumed) return;
+      if (then === "resumed") return;
+      if (then === "moves") {
+        await waitFor(
+          () => next.loggedAll("deferred delivery resumed: the record says it was under way and nobody ran it").length > 0,
+          15_000,
+          20,
+          "the delivery resumed towards the contact the device left",
+        );
+      }
       const reg = await next.register(contact, chat.servedUser);
       assert.equal(reg.code, 0, `S-CSCF SIPp: ${reg.errors}`);
     },
     "udp",
-    sipPort,
+    then === "moves" ? undefined : sipPort,
   );
   const left = (await next.folder(deferredFolder(chat), chat.servedUser)).length;
   const times = new Map<string, number>();
@@ -208,7 +218,7 @@ export async function runDeliveryFault(opts: {
       say(`${opts.messages} messages deferred through one sidecar`);
       const chat = await rig.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
       say("delivering; SIGKILL mid-delivery, restart: the record resumes the delivery to the same contact");
-      return await deliveryAcrossCrash(rig, rig, chat, (clientGone) => rig.crashAndRestart(clientGone), undefined, true);
+      return await deliveryAcrossCrash(rig, rig, chat, (clientGone) => rig.crashAndRestart(clientGone), undefined, "resumed");
     } finally {
       await rig.stop();
     }

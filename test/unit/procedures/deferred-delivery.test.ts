@@ -382,21 +382,34 @@ test("DD-1 DD-9: the device registers again while a retry waits -> the attempt i
   assert.deepEqual(run(up.state, [{ type: "registeredAgain", client: moved }], p).actions, []);
 });
 
-test("DD-1: the device registers again while the delivery INVITE is under way (a crash's resumed delivery ringing a contact the device left) -> that INVITE's answer decides; if it fails the next attempt goes to the new registration at once", () => {
+test("DD-1: the device registers again at another contact while the delivery INVITE is under way (a crash's resumed delivery ringing a contact the device left) -> that INVITE is dropped and the attempt goes to the new contact at once", () => {
   const { state } = start();
   const moved = { contact: "<sip:+16135551200@10.0.0.9:5060>" };
   const r = run(state, [{ type: "registeredAgain", client: moved }]);
-  assert.deepEqual(r.actions, [], "no second INVITE beside the one under way");
-  const failed = run(r.state, [{ type: "inviteResponse", status: 408 }]);
-  assert.deepEqual(kinds(failed.actions), ["sendInvite"], "no retry wait");
-  assert.equal(only(failed.actions, "sendInvite")[0]?.invite.requestUri, "sip:+16135551200@10.0.0.9:5060");
-  assert.equal(failed.state.reRegistered, undefined);
-  const answered = run(r.state, connected);
-  assert.equal(answered.state.invitePhase, "answered", "the INVITE under way answered: the delivery goes on there");
+  assert.deepEqual(kinds(r.actions), ["abandonInvite", "sendInvite"], "the old INVITE dropped before the new one");
+  assert.equal(only(r.actions, "sendInvite")[0]?.invite.requestUri, "sip:+16135551200@10.0.0.9:5060");
+  assert.equal(r.state.invitePhase, "inviting");
+  assert.equal(r.state.attempts, 1, "the re-attempts count from the registration");
+  assert.equal(r.state.client, moved);
+  assert.ok(r.notes.some((n) => n.startsWith("registered again at another contact during the delivery INVITE")));
+  // the new INVITE's answer decides
+  assert.equal(run(r.state, connected).state.invitePhase, "answered");
   // the registration of a claimed device tells the running delivery (startDeferredDelivery's `again`)
   const first = startDeferredDelivery(registered([groupSession()]), new Map(), policy);
   const again = startDeferredDelivery(registered([groupSession()], { client: moved }), first.claims, policy);
   assert.deepEqual(again.again, [{ key: KEY, client: moved }]);
+});
+
+test("DD-1: a refresh of the same contact (other parameters) while the delivery INVITE is under way -> that INVITE's answer decides; if it fails the next attempt goes at once", () => {
+  const { state } = start();
+  const refreshed = { contact: "<sip:+16135551200@10.0.0.5:5060;transport=tcp>;expires=600000" };
+  const r = run(state, [{ type: "registeredAgain", client: refreshed }]);
+  assert.deepEqual(r.actions, [], "no second INVITE beside the one under way");
+  const failed = run(r.state, [{ type: "inviteResponse", status: 408 }]);
+  assert.deepEqual(kinds(failed.actions), ["sendInvite"], "no retry wait");
+  assert.equal(failed.state.reRegistered, undefined);
+  const answered = run(r.state, connected);
+  assert.equal(answered.state.invitePhase, "answered", "the INVITE under way answered: the delivery goes on there");
 });
 
 test("DD-9: a delivery INVITE that could not be sent (actionUnavailable) is a failed attempt: re-attempted, data kept", () => {
