@@ -591,8 +591,9 @@ export class DeliveryService implements RegistrationHandler {
       // the record says the delivery runs before anything of it goes out: a crash from here on resumes it
       m.chain = m.chain.then(() => this.markDelivering(m, client)).then(() => this.apply(m, first));
     }
-    // DD-1: a delivery of this device not up yet goes on to this registration (registeredAgain)
-    for (const a of start.again) {
+    // DD-1: a delivery of this device not up yet goes on to this registration (registeredAgain);
+    // a resumed delivery is no registration: the contact it names may be the one the device left
+    for (const a of how === "resumed" ? [] : start.again) {
       const running = this.machines.get(`registration ${a.key}`);
       if (!running) continue;
       running.client = a.client;

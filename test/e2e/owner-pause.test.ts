@@ -19,7 +19,7 @@ import { waitFor } from "../harness/wait.js";
 
 const SLOTS = 16;
 const LEASE_TTL_MS = 1500;
-const MESSAGES = 600;
+const MESSAGES = 1200;
 const BYE_REASON = { bye_reason: 'SIP;cause=200;text="Call completed"' };
 
 describe("scale-out DD-1 DD-10: the slot's owner frozen past its lease mid-delivery, the other sidecar takes over, the frozen one runs again", () => {

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 import {
+  type DeliveryLeg,
   type DeliveryOwnership,
   type DeliveryQueue,
   DeliveryService,
@@ -12,7 +13,7 @@ import {
   type OwnerLease,
 } from "../../../src/delivery/service.js";
 import { silentLogger } from "../../../src/log/logger.js";
-import { ANONYMOUS_KEYWORD } from "../../../src/procedures/device-view.js";
+import { ANONYMOUS_KEYWORD, deviceOf } from "../../../src/procedures/device-view.js";
 import type { GroupSession } from "../../../src/session/group-session.js";
 import { groupSession, policy, SERVED_USER } from "../../fixtures/delivery.js";
 import { registerAndResponse, thirdPartyRegister } from "../../fixtures/registration.js";
@@ -27,24 +28,45 @@ afterEach(() => {
   for (const s of running.splice(0)) s.close();
 });
 
-/** A service whose queue holds two items of SESSION; `openLeg` calls count the delivery INVITEs it prepares. */
-function service(ownership?: DeliveryOwnership, log = silentLogger(), session = SESSION) {
+/**
+ * A service whose queue holds two items of SESSION; `openLeg` calls count
+ * the delivery INVITEs it prepares. `sent`: the legs open and the UA sends
+ * each INVITE (its Request-URI pushed there), which is never answered;
+ * `firstListMs`: the first reader of the queue is that late.
+ */
+function service(
+  ownership?: DeliveryOwnership,
+  log = silentLogger(),
+  session = SESSION,
+  opts: { sent?: string[]; firstListMs?: number } = {},
+) {
+  const { sent, firstListMs = 0 } = opts;
   const legs: string[] = [];
   /** The fence each record write of the device's membership carried. */
   const seenFences: (OwnerLease | undefined)[] = [];
+  let lists = 0;
   const queue = {
-    listSessions: async () => [
-      { folder: "Deferred/x", conversationId: SESSION.conversationId, contributionId: SESSION.contributionId, count: 2, total: 2 },
-    ],
+    listSessions: async () => {
+      if (lists++ === 0 && firstListMs > 0) await new Promise((r) => setTimeout(r, firstListMs));
+      return [{ folder: "Deferred/x", conversationId: SESSION.conversationId, contributionId: SESSION.contributionId, count: 2, total: 2 }];
+    },
   } as unknown as DeliveryQueue;
-  const ua = { onRequest() {}, onInvite() {} } as unknown as DeliveryUa;
+  const ua = {
+    onRequest() {},
+    onInvite() {},
+    invite: (req: { requestUri: string }) => {
+      sent?.push(req.requestUri);
+      return { callId: `c${sent?.length}`, outcome: new Promise(() => {}), cancel() {} };
+    },
+  } as unknown as DeliveryUa;
+  const leg = { on() {}, close() {} } as unknown as DeliveryLeg;
   const s = new DeliveryService({
     policy,
     servedUser: "",
     ua,
     openLeg: (key) => {
       legs.push(key);
-      return new Promise(() => {});
+      return sent ? Promise.resolve({ leg, offerSdp: "v=0\r\n" }) : new Promise(() => {});
     },
     answerLeg: () => new Promise(() => {}),
     queue,
@@ -256,4 +278,25 @@ test("scale-out DD-1 DD-10: an interrupted delivery whose slot a live sidecar ho
   await waitUntil(async () => here.legs.length > 0);
   assert.equal(here.legs.length, 1);
   assert.deepEqual(lapsed.fenced, [lease], "claimed under the lease");
+});
+
+test("DD-1 DD-10: a resumed delivery is no registration: the device's REGISTER from another contact claimed the delivery first, the scan that resumes the record's older contact leaves it alone", async () => {
+  const { log, lines } = capturedLog();
+  // the fixture's device (its +sip.instance), its delivery interrupted at the contact it left
+  const instanceId = "<urn:gsma:imei:35209900-176148-0>";
+  const delivering = { contact: CONTACT, instanceId, since: 1 };
+  const left = { ...SESSION, servedUser: REGISTERED, devices: [{ keyword: deviceOf(instanceId).keyword, at: 1, delivering }] };
+  // the scan begins first (no delivery running yet) and reads the queue late: the REGISTER's delivery claims the group session before it
+  const sent: string[] = [];
+  const { s } = service(undefined, log, left, { sent, firstListMs: 20 });
+  const resumed = s.resumeInterrupted();
+  await register(s);
+  assert.equal(await resumed, 0, "nothing resumed beside the running delivery");
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(sent, ["sip:[5555::aaa:bbb:ccc:ddd]:1357;comp=sigcomp"], "one delivery INVITE, to the contact just registered");
+  assert.equal(
+    lines.filter((l) => String(l.message).startsWith("registered again")).length,
+    0,
+    "the delivery not moved to the record's contact",
+  );
 });
