@@ -10,7 +10,16 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { chatCpim } from "../fixtures/cpim.js";
 import { msrpMedia, triggerSipp } from "../harness/anchored-chat.js";
-import { assertKeptInOrder, type Chat, DeferredChatRig, deferredFolder, focusOf, GSO_TYPE, SERVED_USER } from "../harness/deferred-chat.js";
+import {
+  assertKeptInOrder,
+  type Chat,
+  DeferredChatRig,
+  deferredFolder,
+  focusOf,
+  GSO_TYPE,
+  OTHER_USER,
+  SERVED_USER,
+} from "../harness/deferred-chat.js";
 import type { MsrpPeer } from "../harness/msrp-peer.js";
 import { freePort } from "../harness/ports.js";
 import { first, header, type SippRun, type SipTraceMessage, startSipp } from "../harness/sipp.js";
@@ -239,7 +248,10 @@ describe("deferred delivery upon the client's re-join (8.3.2.9.1.3) from the wir
     "RJ-1 RJ-2 (the reverse race): the registration delivery's INVITE is still ringing when the client re-joins -> the re-join takes the delivery over, the ringing INVITE is CANCELled, every kept message arrives once, in the re-join session",
     T,
     async () => {
+      // a served user of its own: the deliveries of the earlier cases' groups, still ringing a contact
+      // the device left, would move to this REGISTER's contact too (DD-1) and ring this SIPp
       await rig.chatWhileAway(["race 1", "race 2"], {
+        servedUser: OTHER_USER,
         byeHeaders: ["Reason: SIP;cause=480"],
         whileDeferred: async (c) => {
           const device = await startSipp({ scenario: "rj-1-client-rings.xml", timeoutS: 30 });
