@@ -346,7 +346,7 @@ describe("deferred delivery after registration (8.3.2.9.1.2) from the wire: CF I
     "DD-1 DD-10: the sidecar is SIGKILLed mid-delivery and restarted; its resumed delivery rings the contact the device left (nothing answers there) and the device registers from another one: that INVITE is dropped and the rest goes to the new contact at once, not after the old INVITE times out; 0 lost, in order",
     T,
     async (t) => {
-      const texts = Array.from({ length: 200 }, (_, i) => `moved after the crash ${i}`);
+      const texts = Array.from({ length: 600 }, (_, i) => `moved after the crash ${i}`);
       const chat = await rig.chatWhileAway(texts, { byeHeaders: ["Reason: SIP;cause=480"] });
       const c = await deliveryAcrossCrash(rig, rig, chat, (clientGone) => rig.crashAndRestart(clientGone), undefined, "moves");
       t.diagnostic(
