@@ -98,7 +98,7 @@ export interface DeferredDeliveryState {
   /** The delivery session (phase "connecting" until the client's 200 OK). */
   delivery: DeliverySession;
   superseded: boolean;
-  /** DD-1: the device registered again while the INVITE was under way: a failed attempt goes on there at once. */
+  /** DD-1: the device registered again (same contact) while the INVITE was under way: a failed attempt goes on there at once. */
   reRegistered?: RegisteredClient;
 }
 
@@ -396,9 +396,10 @@ function inviteResponse(
  * DD-1: a registration of the device is the trigger of the delivery: one
  * waiting for a DD-9 retry makes its attempt now, to the contact just
  * registered (the re-attempts count from there); one whose INVITE is under
- * way lets that INVITE's answer decide, and a failed attempt goes on to the
- * new registration at once (a crash's resumed delivery may ring a contact the
- * device left). Once the delivery session is up, nothing changes.
+ * way to another contact drops that INVITE and invites the new contact now
+ * (a crash's resumed delivery may ring a contact the device left); to the
+ * same contact (a refresh) that INVITE's answer decides, and a failed attempt
+ * goes on at once. Once the delivery session is up, nothing changes.
  */
 function registeredAgain(s: DeferredDeliveryState, client: RegisteredClient, policy: DeliveryPolicy): Step<DeferredDeliveryState> {
   if (s.invitePhase === "retryWait") {
