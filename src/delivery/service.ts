@@ -1189,9 +1189,16 @@ export class DeliveryService implements RegistrationHandler {
           () => this.abandoned(m, sent.callId, o, leg),
         ),
       (err) => {
-        this.deps.log.warn("delivery INVITE failed", { ...this.fields(m), reason: String(err) });
         leg.close("INVITE failed");
-        this.feedFrom(m, sent, () => ({ type: "inviteResponse", status: 408 }));
+        this.feedFrom(
+          m,
+          sent,
+          () => {
+            this.deps.log.warn("delivery INVITE failed", { ...this.fields(m), reason: String(err) });
+            return { type: "inviteResponse", status: 408 };
+          },
+          () => this.deps.log.info("dropped delivery INVITE ended unanswered", { ...this.fields(m), deliveryCallId: sent.callId }),
+        );
       },
     );
   }
